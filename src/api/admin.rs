@@ -1,0 +1,167 @@
+//! spillway's own admin API under `/_spillway/`: capacity, events, instances, the catalog.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use crate::app::App;
+use crate::core::catalog;
+use crate::store::Kind;
+
+/// `GET /_spillway/health`: the server is up.
+pub async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /_spillway/capacity`: pinned slots and usage per instance type.
+pub async fn capacity(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(json!({ "provider": app.provider.kind(), "instanceTypes": app.provider.capacity() }))
+}
+
+/// Body of `PUT /_spillway/capacity/{instanceType}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotsInput {
+    slots: u32,
+}
+
+fn known_type(t: &str) -> Result<(), ApiError> {
+    if catalog::lookup(t).is_none() {
+        return Err(ApiError::validation(format!(
+            "instanceType: {t:?} is not a SageMaker instance type (see GET /_spillway/instance-types)"
+        )));
+    }
+    Ok(())
+}
+
+fn entry(app: &App, t: &str) -> Value {
+    app.provider
+        .capacity()
+        .into_iter()
+        .find(|e| e.instance_type == t)
+        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+        .unwrap_or_else(|| json!({ "instanceType": t, "slots": null, "inUse": 0 }))
+}
+
+/// Wakes every controller: capacity changed, stalled variants may now make progress.
+async fn capacity_changed(app: &App) {
+    for h in app.all_endpoints() {
+        let mut rt = h.state.lock().await;
+        let rec = &mut rt.record;
+        for d in std::iter::once(&mut rec.active).chain(rec.pending.iter_mut()) {
+            for v in d.variants.iter_mut() {
+                v.stalled = None;
+                v.provisioning.pause_until = None;
+            }
+        }
+        drop(rt);
+        h.notify.notify_one();
+    }
+}
+
+/// `PUT /_spillway/capacity/{instanceType}` with `{"slots": N}`: pins the type at run time.
+/// The pin is durable and outlives restarts until deleted.
+pub async fn put_capacity(
+    State(app): State<Arc<App>>,
+    Path(instance_type): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = async {
+        known_type(&instance_type)?;
+        let input: SlotsInput = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::validation(format!("body must be {{\"slots\": <non-negative integer>}}: {e}")))?;
+        app.store.set_capacity_override(&instance_type, Some(input.slots))?;
+        app.provider.set_slots(&instance_type, Some(input.slots));
+        tracing::info!(%instance_type, slots = input.slots, "capacity pinned at run time");
+        capacity_changed(&app).await;
+        Ok::<_, ApiError>(Json(entry(&app, &instance_type)))
+    }
+    .await;
+    result
+        .map(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `DELETE /_spillway/capacity/{instanceType}`: removes the run-time pin (the config file's
+/// pin, if any, applies again).
+pub async fn delete_capacity(State(app): State<Arc<App>>, Path(instance_type): Path<String>) -> Response {
+    let result = async {
+        known_type(&instance_type)?;
+        app.store.set_capacity_override(&instance_type, None)?;
+        app.provider.set_slots(&instance_type, None);
+        capacity_changed(&app).await;
+        Ok::<_, ApiError>(Json(entry(&app, &instance_type)))
+    }
+    .await;
+    result
+        .map(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /_spillway/instance-types`: the catalog.
+pub async fn instance_types() -> Json<Value> {
+    Json(json!({ "instanceTypes": catalog::all() }))
+}
+
+fn endpoint_known(app: &App, name: &str) -> Result<(), ApiError> {
+    // Events outlive a deleted endpoint; an endpoint that never existed is an error.
+    if app.endpoint(name).is_some() || app.store.exists(Kind::Endpoint, name)? || !app.store.events(name)?.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ValidationException",
+            format!("Could not find endpoint \"{}\".", app.arn("endpoint", name)),
+        ))
+    }
+}
+
+/// `GET /_spillway/endpoints/{name}/events`: every provisioning attempt and its outcome.
+pub async fn events(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    let result = (|| {
+        endpoint_known(&app, &name)?;
+        Ok::<_, ApiError>(Json(json!({ "events": app.store.events(&name)? })))
+    })();
+    result
+        .map(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /_spillway/endpoints/{name}/instances`: the fleet as spillway tracks it.
+pub async fn instances(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    let Some(h) = app.endpoint(&name) else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ValidationException",
+            format!("Could not find endpoint \"{}\".", app.arn("endpoint", &name)),
+        )
+        .into_response();
+    };
+    let rt = h.state.lock().await;
+    let list: Vec<Value> = rt
+        .instances
+        .iter()
+        .map(|i| {
+            json!({
+                "instanceId": i.instance_id,
+                "variantName": i.variant_name,
+                "deploymentId": i.deployment_id,
+                "instanceType": i.instance_type,
+                "priority": i.priority,
+                "modelName": i.model_name,
+                "state": i.state,
+                "launchedAt": i.launched_at,
+                "address": i.address,
+                "pid": i.handle.get("pid"),
+                "port": i.handle.get("port"),
+            })
+        })
+        .collect();
+    Json(json!({ "instances": list })).into_response()
+}

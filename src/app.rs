@@ -1,0 +1,257 @@
+//! The running server's shared state and its start-up recovery.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use thiserror::Error;
+use tokio::sync::{Notify, watch};
+
+use crate::config::Config;
+use crate::controller;
+use crate::core::endpoint::{EndpointRecord, Event, InstanceRecord};
+use crate::core::model::Timestamp;
+use crate::provider::local::{Host, LocalProvider};
+use crate::provider::{CapacityProvider, TrackedInstance};
+use crate::routes::RouteTable;
+use crate::store::{Kind, Store, StoreError};
+
+/// The wall clock in epoch seconds. The only place the server reads it; the core is handed it.
+pub fn now() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Start-up failures.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The data directory cannot be created.
+    #[error("cannot create data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    /// The store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the controller and the API share about one endpoint.
+pub struct EndpointRuntime {
+    /// The durable record.
+    pub record: EndpointRecord,
+    /// Its instances.
+    pub instances: Vec<InstanceRecord>,
+    /// Set once the endpoint is gone; the controller stops.
+    pub deleted: bool,
+}
+
+/// An endpoint's state plus the bell that wakes its controller.
+pub struct EndpointHandle {
+    /// Guarded state. Held briefly; never across a launch, ping or termination.
+    pub state: tokio::sync::Mutex<EndpointRuntime>,
+    /// Wakes the controller after a change.
+    pub notify: Notify,
+}
+
+/// The server.
+pub struct App {
+    /// Configuration.
+    pub cfg: Config,
+    /// Durable state.
+    pub store: Store,
+    /// Where instances run.
+    pub provider: Arc<dyn CapacityProvider>,
+    /// Data-plane routes.
+    pub routes: RouteTable,
+    /// Live endpoints by name.
+    pub endpoints: Mutex<HashMap<String, Arc<EndpointHandle>>>,
+    /// HTTP client to instances (pings and invocations).
+    pub http: Client<HttpConnector, Body>,
+    /// Flips to `true` on shutdown.
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl App {
+    /// Opens the store, recovers instances that survived a crash, and starts a controller per
+    /// endpoint.
+    pub async fn start(cfg: Config) -> Result<Arc<App>, StartError> {
+        let data_dir = cfg.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|e| StartError::DataDir(data_dir.display().to_string(), e))?;
+        // Canonical so that processes can be recognised by their SPILLWAY_DATA_DIR.
+        let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
+        let store = Store::open(&data_dir.join("spillway.db"))?;
+        let host = Host::detect(cfg.provider.local.gpus);
+        tracing::info!(
+            cpus = host.cpus,
+            memory_gib = format!("{:.1}", host.memory_gib),
+            gpus = host.gpus.len(),
+            "local provider host"
+        );
+        let provider = LocalProvider::new(&data_dir, &cfg.provider.local, host);
+        for (t, slots) in store.capacity_overrides()? {
+            tracing::info!(instance_type = %t, slots, "run-time capacity override from the store");
+            provider.set_slots(&t, Some(slots));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        let mut cfg = cfg;
+        cfg.data_dir = data_dir;
+        let app = Arc::new(App {
+            cfg,
+            store,
+            provider: Arc::new(provider),
+            routes: RouteTable::default(),
+            endpoints: Mutex::new(HashMap::new()),
+            http,
+            shutdown: watch::channel(false).0,
+        });
+        app.recover().await?;
+        Ok(app)
+    }
+
+    async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
+        let instances = self.store.instances()?;
+        let tracked: Vec<TrackedInstance> = instances
+            .iter()
+            .map(|i| TrackedInstance {
+                instance_id: i.instance_id.clone(),
+                instance_type: i.instance_type.clone(),
+                handle: i.handle.clone(),
+            })
+            .collect();
+        let recovery = self.provider.recover(&tracked).await;
+        for s in &recovery.stopped_untracked {
+            tracing::warn!(process = %s, "stopped a model process that no record tracks");
+        }
+        let mut by_endpoint: HashMap<String, Vec<InstanceRecord>> = HashMap::new();
+        for inst in instances {
+            if recovery.alive.contains(&inst.instance_id) {
+                tracing::info!(instance = %inst.instance_id, endpoint = %inst.endpoint_name, "adopted a running instance");
+                by_endpoint.entry(inst.endpoint_name.clone()).or_default().push(inst);
+            } else {
+                self.event(Event {
+                    time: now(),
+                    endpoint_name: inst.endpoint_name.clone(),
+                    variant_name: Some(inst.variant_name.clone()),
+                    kind: "InstanceLost".into(),
+                    instance_type: Some(inst.instance_type.clone()),
+                    priority: Some(inst.priority),
+                    instance_id: Some(inst.instance_id.clone()),
+                    result: None,
+                    message: "the instance's process was not running when spillway started".into(),
+                });
+                self.store.delete_instance(&inst.instance_id)?;
+            }
+        }
+        for record in self.store.list::<EndpointRecord>(Kind::Endpoint)? {
+            let instances = by_endpoint.remove(&record.name).unwrap_or_default();
+            self.register(record, instances);
+        }
+        Ok(())
+    }
+
+    /// Adds an endpoint to the live set and starts its controller.
+    pub fn register(self: &Arc<Self>, record: EndpointRecord, instances: Vec<InstanceRecord>) -> Arc<EndpointHandle> {
+        let name = record.name.clone();
+        let handle = Arc::new(EndpointHandle {
+            state: tokio::sync::Mutex::new(EndpointRuntime {
+                record,
+                instances,
+                deleted: false,
+            }),
+            notify: Notify::new(),
+        });
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), handle.clone());
+        controller::spawn(self.clone(), name, handle.clone());
+        handle
+    }
+
+    /// The live endpoint of that name.
+    pub fn endpoint(&self, name: &str) -> Option<Arc<EndpointHandle>> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Every live endpoint.
+    pub fn all_endpoints(&self) -> Vec<Arc<EndpointHandle>> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets an endpoint (its controller finished deleting it).
+    pub fn unregister(&self, name: &str) {
+        self.endpoints.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.routes.remove(name);
+    }
+
+    /// Records an event durably and in the log.
+    pub fn event(&self, e: Event) {
+        tracing::info!(
+            endpoint = %e.endpoint_name,
+            variant = e.variant_name.as_deref().unwrap_or(""),
+            kind = %e.kind,
+            instance_type = e.instance_type.as_deref().unwrap_or(""),
+            result = e.result.as_deref().unwrap_or(""),
+            "{}",
+            e.message
+        );
+        if let Err(err) = self.store.append_event(&e) {
+            tracing::error!(%err, "cannot record event");
+        }
+    }
+
+    /// The ARN of a resource (`kind` is `model`, `endpoint-config` or `endpoint`). AWS
+    /// lower-cases the name in ARNs.
+    pub fn arn(&self, kind: &str, name: &str) -> String {
+        format!(
+            "arn:aws:sagemaker:{}:{}:{kind}/{}",
+            self.cfg.region,
+            self.cfg.account_id,
+            name.to_ascii_lowercase()
+        )
+    }
+
+    /// Graceful shutdown: stop controllers, then every instance, and forget the instances (the
+    /// next start provisions fresh ones).
+    pub async fn stop_all_instances(&self) {
+        self.shutdown.send_replace(true);
+        let grace = Duration::from_secs(self.cfg.provisioning.termination_grace_seconds);
+        let mut set = tokio::task::JoinSet::new();
+        for h in self.all_endpoints() {
+            let rt = h.state.lock().await;
+            for inst in &rt.instances {
+                let provider = self.provider.clone();
+                let inst = inst.clone();
+                set.spawn(async move {
+                    provider.terminate(&inst.instance_id, &inst.handle, grace).await;
+                    inst.instance_id
+                });
+            }
+        }
+        while let Some(done) = set.join_next().await {
+            if let Ok(id) = done
+                && let Err(err) = self.store.delete_instance(&id)
+            {
+                tracing::error!(%err, instance = %id, "cannot forget stopped instance");
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Model servers built into the spillway binary (`PrimaryContainer.Image = "builtin:<name>"`).
+//!
+//! `echo` follows the SageMaker container contract (listens on `SAGEMAKER_BIND_TO_PORT`,
+//! `GET /ping`, `POST /invocations`) and answers every invocation with what it received and
+//! where it runs, including its whole environment, so tests and demos can see from inside an
+//! instance which type and model it is.
+//!
+//! Knobs (environment): `ECHO_STARTUP_DELAY_MS` delays listening; `ECHO_PING_STATUS` makes
+//! `/ping` answer that status instead of 200.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde_json::json;
+
+/// Names of the built-in model servers.
+pub const BUILTINS: &[&str] = &["echo"];
+
+/// Runs the named built-in model server until the process is signalled.
+pub async fn run(name: &str) -> std::io::Result<()> {
+    if name != "echo" {
+        return Err(std::io::Error::other(format!(
+            "unknown built-in model server {name:?}; available: {}",
+            BUILTINS.join(", ")
+        )));
+    }
+    if let Some(ms) = env_u64("ECHO_STARTUP_DELAY_MS") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let port = env_u64("SAGEMAKER_BIND_TO_PORT").unwrap_or(8080) as u16;
+    let app = Router::new()
+        .route("/ping", get(ping))
+        .route("/invocations", post(invocations));
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            term.recv().await;
+        })
+        .await
+}
+
+fn env_u64(key: &str) -> Option<u64> {
+    std::env::var(key).ok().and_then(|v| v.parse().ok())
+}
+
+async fn ping() -> StatusCode {
+    env_u64("ECHO_PING_STATUS")
+        .and_then(|s| StatusCode::from_u16(s as u16).ok())
+        .unwrap_or(StatusCode::OK)
+}
+
+async fn invocations(headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    let var = |k: &str| std::env::var(k).ok();
+    let env: serde_json::Map<String, serde_json::Value> = std::env::vars()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let out = json!({
+        "body": String::from_utf8_lossy(&body),
+        "contentType": header("content-type"),
+        "accept": header("accept"),
+        "customAttributes": header("x-amzn-sagemaker-custom-attributes"),
+        "instanceId": var("SPILLWAY_INSTANCE_ID"),
+        "instanceType": var("SPILLWAY_INSTANCE_TYPE"),
+        "modelName": var("SPILLWAY_MODEL_NAME"),
+        "env": env,
+    });
+    ([("content-type", "application/json")], out.to_string())
+}

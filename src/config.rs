@@ -1,0 +1,210 @@
+//! The server configuration file (TOML). Every member has a safe default, so an empty file
+//! (or none) gives a loopback-only server with the local provider.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// A configuration file that could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's explanation (names the key).
+        message: String,
+    },
+    /// A value is out of range or unknown.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on (`--listen` overrides). Default `127.0.0.1:7474`.
+    pub listen: SocketAddr,
+    /// Where state lives (`--data-dir` overrides). Default `./.spillway`.
+    pub data_dir: PathBuf,
+    /// Region used in ARNs.
+    pub region: String,
+    /// Account id used in ARNs and error messages.
+    pub account_id: String,
+    /// Provisioning knobs.
+    pub provisioning: ProvisioningConfig,
+    /// The capacity provider.
+    pub provider: ProviderConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7474".parse().expect("static address"),
+            data_dir: PathBuf::from(".spillway"),
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+            provisioning: ProvisioningConfig::default(),
+            provider: ProviderConfig::default(),
+        }
+    }
+}
+
+/// `[provisioning]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisioningConfig {
+    /// Replaces every variant's provisioning deadline (tests and game days). The API still
+    /// validates `VariantInstanceProvisionTimeoutInSeconds` as 300..3600.
+    pub deadline_override_seconds: Option<u64>,
+    /// Replaces every variant's container health-check window.
+    pub health_check_timeout_override_seconds: Option<u64>,
+    /// Pause before cycling through the pools again after all answered insufficient capacity.
+    pub ice_retry_pause_ms: u64,
+    /// SIGTERM → SIGKILL grace when stopping an instance (the container contract says 30 s).
+    pub termination_grace_seconds: u64,
+}
+
+impl Default for ProvisioningConfig {
+    fn default() -> Self {
+        Self {
+            deadline_override_seconds: None,
+            health_check_timeout_override_seconds: None,
+            ice_retry_pause_ms: 5_000,
+            termination_grace_seconds: 30,
+        }
+    }
+}
+
+/// `[provider]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    /// Which provider runs instances. Only `local` exists today.
+    pub kind: String,
+    /// `[provider.local]`.
+    pub local: LocalProviderConfig,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            kind: "local".into(),
+            local: LocalProviderConfig::default(),
+        }
+    }
+}
+
+/// `[provider.local]`: instances are processes on this host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalProviderConfig {
+    /// Host vCPUs may be promised this many times over to CPU instance types.
+    pub cpu_overcommit: f64,
+    /// Host memory may be promised this many times over.
+    pub memory_overcommit: f64,
+    /// GPUs: `None` detects with `nvidia-smi`; `Some(n)` declares n GPUs (0 disables).
+    pub gpus: Option<u32>,
+    /// Pinned number of instances a type may run at once; overrides the hardware fit.
+    pub capacity: BTreeMap<String, u32>,
+}
+
+impl Default for LocalProviderConfig {
+    fn default() -> Self {
+        Self {
+            cpu_overcommit: 8.0,
+            memory_overcommit: 4.0,
+            gpus: None,
+            capacity: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses config text and checks its values.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.provider.kind != "local" {
+            return Err(ConfigError::Invalid(format!(
+                "provider.kind = {:?}: only \"local\" is available",
+                self.provider.kind
+            )));
+        }
+        for t in self.provider.local.capacity.keys() {
+            if crate::core::catalog::lookup(t).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "provider.local.capacity: {t:?} is not a SageMaker instance type"
+                )));
+            }
+        }
+        if self.provider.local.cpu_overcommit <= 0.0 || self.provider.local.memory_overcommit <= 0.0 {
+            return Err(ConfigError::Invalid(
+                "provider.local.cpu_overcommit and memory_overcommit must be positive".into(),
+            ));
+        }
+        if self.account_id.len() != 12 || !self.account_id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(ConfigError::Invalid(format!(
+                "account_id = {:?}: must be 12 digits",
+                self.account_id
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_safe() {
+        let c = Config::parse("").unwrap();
+        assert!(c.listen.ip().is_loopback());
+        assert_eq!(c.provider.kind, "local");
+    }
+
+    #[test]
+    fn pins_and_unknown_keys() {
+        let c = Config::parse("[provider.local.capacity]\n\"ml.g6e.2xlarge\" = 0\n").unwrap();
+        assert_eq!(c.provider.local.capacity["ml.g6e.2xlarge"], 0);
+        assert!(Config::parse("[provider.local.capacity]\n\"ml.nope\" = 1\n").is_err());
+        let e = Config::parse("listn = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("listn"), "{e}");
+    }
+}

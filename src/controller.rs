@@ -1,0 +1,792 @@
+//! The per-endpoint controller: observes instances, asks the planner for the next step,
+//! executes it through the capacity provider, and moves the endpoint through its states.
+//!
+//! One task per endpoint. It holds the endpoint lock only to read and update records, never
+//! across a launch, a health check or a termination, so the API stays responsive while an
+//! instance starts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use crate::app::{App, EndpointHandle, EndpointRuntime, now};
+use crate::core::catalog;
+use crate::core::endpoint::{Deployment, Event, InstanceRecord};
+use crate::core::model::{EndpointStatus, PoolSpec, Timestamp};
+use crate::core::planner::{self, EndpointDecision, InstancePhase, InstanceView, Operation, Step, VariantOutcome};
+use crate::provider::{LaunchError, LaunchRequest, Launched, Liveness};
+use crate::routes::{EndpointRoutes, RouteInstance, VariantRoutes};
+use crate::store::Kind;
+
+/// How often a controller looks at its endpoint when nothing wakes it.
+const TICK: Duration = Duration::from_millis(250);
+/// Consecutive failed pings before a serving instance is replaced.
+const MAX_FAILED_PINGS: u32 = 3;
+/// Consecutive failed health checks after which replacement stops (crash loop).
+const MAX_HEALTH_FAILURES: u32 = 3;
+
+/// Starts the controller task of an endpoint.
+pub fn spawn(app: Arc<App>, name: String, handle: Arc<EndpointHandle>) {
+    tokio::spawn(async move {
+        let mut shutdown = app.shutdown.subscribe();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if pass(&app, &handle).await {
+                tracing::debug!(endpoint = %name, "controller finished");
+                return;
+            }
+            tokio::select! {
+                _ = handle.notify.notified() => {}
+                _ = tokio::time::sleep(TICK) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}
+
+/// What the controller does outside the lock.
+enum Next {
+    Launch {
+        deployment_id: String,
+        variant: String,
+        pool: PoolSpec,
+        request: LaunchRequest,
+    },
+    Terminate(Vec<InstanceRecord>),
+    Idle,
+    Deleted,
+}
+
+/// One reconciliation pass. Returns `true` once the endpoint is deleted.
+async fn pass(app: &Arc<App>, h: &EndpointHandle) -> bool {
+    observe_health(app, h).await;
+    loop {
+        let next = {
+            let mut rt = h.state.lock().await;
+            let before = rt.record.clone();
+            let next = decide_next(app, &mut rt);
+            if !rt.deleted && rt.record != before {
+                persist(app, &mut rt);
+            }
+            next
+        };
+        match next {
+            Next::Idle => break,
+            Next::Deleted => return true,
+            Next::Launch {
+                deployment_id,
+                variant,
+                pool,
+                request,
+            } => {
+                let instance_id = request.instance_id.clone();
+                let result = app.provider.launch(request).await;
+                let mut rt = h.state.lock().await;
+                let before = rt.record.clone();
+                record_launch(app, &mut rt, &deployment_id, &variant, &pool, instance_id, result);
+                if rt.record != before {
+                    persist(app, &mut rt);
+                }
+            }
+            Next::Terminate(instances) => {
+                let grace = Duration::from_secs(app.cfg.provisioning.termination_grace_seconds);
+                let mut set = tokio::task::JoinSet::new();
+                for inst in instances {
+                    let provider = app.provider.clone();
+                    set.spawn(async move {
+                        provider.terminate(&inst.instance_id, &inst.handle, grace).await;
+                        inst
+                    });
+                }
+                while let Some(Ok(inst)) = set.join_next().await {
+                    if let Err(err) = app.store.delete_instance(&inst.instance_id) {
+                        tracing::error!(%err, "cannot forget a stopped instance");
+                    }
+                    let mut rt = h.state.lock().await;
+                    rt.instances.retain(|i| i.instance_id != inst.instance_id);
+                    app.event(event(
+                        &rt.record.name,
+                        &inst,
+                        "InstanceTerminated",
+                        None,
+                        "instance stopped".into(),
+                    ));
+                }
+            }
+        }
+    }
+    let rt = h.state.lock().await;
+    if !rt.deleted {
+        app.routes.publish(&rt.record.name, routes_of(&rt));
+    }
+    false
+}
+
+fn persist(app: &App, rt: &mut EndpointRuntime) {
+    if let Err(err) = app
+        .store
+        .put(Kind::Endpoint, &rt.record.name, rt.record.creation_time, &rt.record)
+    {
+        tracing::error!(%err, endpoint = %rt.record.name, "cannot persist endpoint");
+    }
+}
+
+fn event(endpoint: &str, inst: &InstanceRecord, kind: &str, result: Option<&str>, message: String) -> Event {
+    Event {
+        time: now(),
+        endpoint_name: endpoint.to_string(),
+        variant_name: Some(inst.variant_name.clone()),
+        kind: kind.into(),
+        instance_type: Some(inst.instance_type.clone()),
+        priority: Some(inst.priority),
+        instance_id: Some(inst.instance_id.clone()),
+        result: result.map(Into::into),
+        message,
+    }
+}
+
+fn endpoint_event(endpoint: &str, kind: &str, message: String) -> Event {
+    Event {
+        time: now(),
+        endpoint_name: endpoint.to_string(),
+        variant_name: None,
+        kind: kind.into(),
+        instance_type: None,
+        priority: None,
+        instance_id: None,
+        result: None,
+        message,
+    }
+}
+
+/// Health-check window of an instance's variant (with the server override).
+fn startup_timeout(app: &App, rt: &EndpointRuntime, inst: &InstanceRecord) -> f64 {
+    if let Some(s) = app.cfg.provisioning.health_check_timeout_override_seconds {
+        return s as f64;
+    }
+    rt.record
+        .deployments()
+        .find(|d| d.id == inst.deployment_id)
+        .and_then(|d| d.variants.iter().find(|v| v.spec.name == inst.variant_name))
+        .map(|v| v.spec.startup_health_timeout_s as f64)
+        .unwrap_or(crate::core::model::defaults::STARTUP_HEALTH_TIMEOUT_S as f64)
+}
+
+async fn ping(app: &App, address: &str) -> bool {
+    let Ok(req) = hyper::Request::get(format!("http://{address}/ping")).body(Body::empty()) else {
+        return false;
+    };
+    let fut = async {
+        let resp = app.http.request(req).await.ok()?;
+        let ok = resp.status().is_success();
+        let _ = resp.into_body().collect().await;
+        Some(ok)
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(2), fut).await, Ok(Some(true)))
+}
+
+/// Checks every launching and serving instance: process alive, `/ping` answering.
+async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
+    let snapshot: Vec<InstanceRecord> = {
+        let rt = h.state.lock().await;
+        rt.instances
+            .iter()
+            .filter(|i| i.state != InstancePhase::Terminating)
+            .cloned()
+            .collect()
+    };
+    if snapshot.is_empty() {
+        return;
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for inst in snapshot {
+        let app = app.clone();
+        set.spawn(async move {
+            let live = app.provider.liveness(&inst.instance_id, &inst.handle);
+            let ok = live == Liveness::Running && ping(&app, &inst.address).await;
+            (inst.instance_id, live, ok)
+        });
+    }
+    let mut results = vec![];
+    while let Some(Ok(r)) = set.join_next().await {
+        results.push(r);
+    }
+    let t = now();
+    let mut rt = h.state.lock().await;
+    let before = rt.record.clone();
+    for (id, live, ok) in results {
+        let Some(idx) = rt.instances.iter().position(|i| i.instance_id == id) else {
+            continue;
+        };
+        let inst = rt.instances[idx].clone();
+        let endpoint = rt.record.name.clone();
+        let failure = match (inst.state, &live, ok) {
+            (InstancePhase::Launching, _, true) => {
+                rt.instances[idx].state = InstancePhase::InService;
+                app.event(event(
+                    &endpoint,
+                    &inst,
+                    "InstanceHealthy",
+                    Some("InService"),
+                    format!(
+                        "passed the /ping health check {:.1}s after launch",
+                        t - inst.launched_at
+                    ),
+                ));
+                if let Some(v) = variant_mut(&mut rt, &inst.deployment_id, &inst.variant_name) {
+                    v.health_failures = 0;
+                }
+                None
+            }
+            (InstancePhase::Launching, Liveness::Exited(status), _) => {
+                Some(format!("the container {status} before passing the ping health check"))
+            }
+            (InstancePhase::Launching, _, false) => {
+                let timeout = startup_timeout(app, &rt, &inst);
+                (t - inst.launched_at > timeout)
+                    .then(|| format!("the container did not pass the ping health check within {timeout:.0} seconds"))
+            }
+            (InstancePhase::InService, Liveness::Exited(status), _) => {
+                rt.instances[idx].state = InstancePhase::Terminating;
+                app.event(event(
+                    &endpoint,
+                    &inst,
+                    "InstanceExited",
+                    Some("Replacing"),
+                    format!("the container {status}"),
+                ));
+                None
+            }
+            (InstancePhase::InService, _, false) => {
+                rt.instances[idx].failed_pings += 1;
+                if rt.instances[idx].failed_pings >= MAX_FAILED_PINGS {
+                    rt.instances[idx].state = InstancePhase::Terminating;
+                    app.event(event(
+                        &endpoint,
+                        &inst,
+                        "InstanceUnhealthy",
+                        Some("Replacing"),
+                        format!("{MAX_FAILED_PINGS} consecutive /ping failures"),
+                    ));
+                }
+                None
+            }
+            (InstancePhase::InService, _, true) => {
+                rt.instances[idx].failed_pings = 0;
+                None
+            }
+            (InstancePhase::Terminating, _, _) => None,
+        };
+        if let Some(detail) = failure {
+            rt.instances[idx].state = InstancePhase::Terminating;
+            let log_dir = inst.handle.get("dir").and_then(Value::as_str).unwrap_or("").to_string();
+            let reason = format!(
+                "The primary container for production variant {} did not pass the ping health check: {detail} (instance {} of type {}; logs in {log_dir}).",
+                inst.variant_name, inst.instance_id, inst.instance_type
+            );
+            app.event(event(&endpoint, &inst, "HealthCheckFailed", Some("Failed"), detail));
+            note_health_failure(app, &mut rt, &inst, reason);
+        }
+    }
+    if rt.record != before {
+        persist(app, &mut rt);
+    }
+    if let Some(ep) = Some(rt.record.name.clone()) {
+        let routes = routes_of(&rt);
+        app.routes.publish(&ep, routes);
+    }
+}
+
+/// A health failure (or a failed start) of `inst`: fails the operation that launched it, or
+/// counts towards a crash loop when the endpoint is merely keeping its fleet alive.
+fn note_health_failure(app: &App, rt: &mut EndpointRuntime, inst: &InstanceRecord, reason: String) {
+    let op = rt.record.operation;
+    let in_op = match op {
+        Some(Operation::Create) => true,
+        Some(Operation::Deploy) => rt.record.pending.as_ref().is_some_and(|p| p.id == inst.deployment_id),
+        _ => false,
+    };
+    let endpoint = rt.record.name.clone();
+    let Some(v) = variant_mut(rt, &inst.deployment_id, &inst.variant_name) else {
+        return;
+    };
+    v.health_failures += 1;
+    if in_op {
+        v.unhealthy = Some(reason);
+    } else if v.health_failures >= MAX_HEALTH_FAILURES && v.stalled.is_none() {
+        let msg = format!(
+            "stopped replacing instances of variant {} after {} consecutive health-check failures (crash loop): {reason}",
+            inst.variant_name, v.health_failures
+        );
+        v.stalled = Some(msg.clone());
+        app.event(endpoint_event(&endpoint, "CrashLoop", msg));
+    }
+}
+
+fn variant_mut<'a>(
+    rt: &'a mut EndpointRuntime,
+    deployment_id: &str,
+    variant: &str,
+) -> Option<&'a mut crate::core::endpoint::DeployedVariant> {
+    let rec = &mut rt.record;
+    let dep = if rec.active.id == deployment_id {
+        Some(&mut rec.active)
+    } else {
+        rec.pending.as_mut().filter(|p| p.id == deployment_id)
+    }?;
+    dep.variants.iter_mut().find(|v| v.spec.name == variant)
+}
+
+fn views(rt: &EndpointRuntime, deployment_id: &str, variant: &str) -> Vec<InstanceView> {
+    rt.instances
+        .iter()
+        .filter(|i| i.deployment_id == deployment_id && i.variant_name == variant)
+        .map(|i| InstanceView {
+            id: i.instance_id.clone(),
+            priority: i.priority,
+            phase: i.state,
+            launched_at: i.launched_at,
+        })
+        .collect()
+}
+
+fn new_instance_id() -> String {
+    format!("i-{}", &uuid::Uuid::new_v4().simple().to_string()[..17])
+}
+
+/// The provisioning deadline of a variant, with the server override.
+fn timeout_of(app: &App, provision_timeout_s: u32) -> f64 {
+    app.cfg
+        .provisioning
+        .deadline_override_seconds
+        .map(|s| s as f64)
+        .unwrap_or(provision_timeout_s as f64)
+}
+
+fn mark_terminating(rt: &mut EndpointRuntime, ids: &[String]) -> Vec<InstanceRecord> {
+    let mut out = vec![];
+    for inst in rt.instances.iter_mut() {
+        if ids.contains(&inst.instance_id) {
+            inst.state = InstancePhase::Terminating;
+            out.push(inst.clone());
+        }
+    }
+    out
+}
+
+/// Decides what to do next, under the endpoint lock.
+fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
+    let t = now();
+    let name = rt.record.name.clone();
+    // Stopping instances comes first: they are out of routing already.
+    let stopping: Vec<InstanceRecord> = rt
+        .instances
+        .iter()
+        .filter(|i| i.state == InstancePhase::Terminating)
+        .cloned()
+        .collect();
+    if !stopping.is_empty() {
+        for inst in &stopping {
+            if let Err(err) = app.store.put_instance(inst) {
+                tracing::error!(%err, "cannot persist instance state");
+            }
+        }
+        return Next::Terminate(stopping);
+    }
+    match rt.record.status {
+        EndpointStatus::Deleting => {
+            if !rt.instances.is_empty() {
+                let ids: Vec<String> = rt.instances.iter().map(|i| i.instance_id.clone()).collect();
+                let all = mark_terminating(rt, &ids);
+                app.routes.remove(&name);
+                return Next::Terminate(all);
+            }
+            let arn = rt.record.arn.clone();
+            if let Err(err) = app.store.delete(Kind::Endpoint, &name, &arn) {
+                tracing::error!(%err, "cannot delete endpoint record");
+                return Next::Idle;
+            }
+            rt.deleted = true;
+            app.unregister(&name);
+            app.event(endpoint_event(
+                &name,
+                "EndpointDeleted",
+                "every instance stopped; endpoint deleted".into(),
+            ));
+            return Next::Deleted;
+        }
+        EndpointStatus::Failed => return Next::Idle,
+        _ => {}
+    }
+
+    let op = rt.record.operation;
+    // Which deployment the operation is about, and which are merely maintained.
+    let op_deployment = match op {
+        Some(Operation::Deploy) => rt.record.pending.as_ref().map(|p| p.id.clone()),
+        Some(_) => Some(rt.record.active.id.clone()),
+        None => None,
+    };
+    let mut outcomes = vec![];
+    let deployments: Vec<Deployment> = rt.record.deployments().cloned().collect();
+    for dep in &deployments {
+        let in_op = op_deployment.as_deref() == Some(dep.id.as_str());
+        for v in &dep.variants {
+            let instances = views(rt, &dep.id, &v.spec.name);
+            if in_op && let Some(reason) = &v.unhealthy {
+                outcomes.push(VariantOutcome::Unhealthy(reason.clone()));
+                continue;
+            }
+            let stalled = !in_op && v.stalled.is_some();
+            let step = planner::plan_variant(&v.spec.pools, v.desired_count, &instances, &v.provisioning, t);
+            let outcome = match step {
+                Step::Launch(_) if stalled => VariantOutcome::Ready,
+                Step::Launch(pool) => {
+                    let timeout = timeout_of(app, v.spec.provision_timeout_s);
+                    let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
+                    vm.provisioning.begin(t, timeout);
+                    let container = dep.models.get(&pool.model_name).cloned().unwrap_or_default();
+                    let Some(spec) = catalog::lookup(&pool.instance_type) else {
+                        // Validated at creation; a catalog that lost a type is a bug, not capacity.
+                        vm.unhealthy = Some(format!("instance type {} is not in the catalog", pool.instance_type));
+                        continue;
+                    };
+                    return Next::Launch {
+                        deployment_id: dep.id.clone(),
+                        variant: v.spec.name.clone(),
+                        request: LaunchRequest {
+                            instance_id: new_instance_id(),
+                            endpoint_name: name.clone(),
+                            variant_name: v.spec.name.clone(),
+                            instance_type: spec,
+                            model_name: pool.model_name.clone(),
+                            container,
+                        },
+                        pool,
+                    };
+                }
+                Step::Terminate(ids) => {
+                    let victims = mark_terminating(rt, &ids);
+                    for inst in &victims {
+                        app.event(event(
+                            &name,
+                            inst,
+                            "ScaleIn",
+                            Some("Terminating"),
+                            format!(
+                                "scale-in to {} instance(s): lowest-priority pool first",
+                                v.desired_count
+                            ),
+                        ));
+                    }
+                    return Next::Terminate(victims);
+                }
+                Step::Pause(until) => {
+                    let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
+                    vm.status_message = Some(format!(
+                        "Every instance pool answered insufficient capacity; trying again from priority 1 in {:.1}s",
+                        (until - t).max(0.0)
+                    ));
+                    VariantOutcome::InProgress
+                }
+                Step::WaitForHealth => {
+                    let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
+                    let starting = instances.iter().filter(|i| i.phase == InstancePhase::Launching).count();
+                    vm.status_message = Some(format!(
+                        "Waiting for {starting} instance(s) to pass the ping health check ({} of {} in service)",
+                        instances.len() - starting,
+                        v.desired_count
+                    ));
+                    VariantOutcome::InProgress
+                }
+                Step::Satisfied => {
+                    if v.provisioning.deadline.is_some() || v.status_message.is_some() {
+                        let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
+                        if !in_op {
+                            vm.provisioning.finish();
+                        }
+                        vm.status_message = None;
+                    }
+                    VariantOutcome::Ready
+                }
+                Step::DeadlineExceeded { have, want, tried } => {
+                    let reason = planner::capacity_failure_reason(&v.spec.name, have, want, &tried);
+                    if !in_op {
+                        let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
+                        vm.provisioning.finish();
+                        vm.stalled = Some(reason.clone());
+                        app.event(endpoint_event(&name, "ReplacementShortfall", reason));
+                        VariantOutcome::Ready
+                    } else {
+                        VariantOutcome::Shortfall(reason)
+                    }
+                }
+            };
+            if in_op {
+                outcomes.push(outcome);
+            }
+        }
+    }
+    let Some(op) = op else { return Next::Idle };
+    match planner::decide(op, &outcomes) {
+        EndpointDecision::Continue => Next::Idle,
+        EndpointDecision::InService => {
+            finish_operation(rt, t);
+            if op == Operation::Deploy
+                && let Some(new) = rt.record.pending.take()
+            {
+                let old = std::mem::replace(&mut rt.record.active, new);
+                let ids: Vec<String> = rt
+                    .instances
+                    .iter()
+                    .filter(|i| i.deployment_id == old.id)
+                    .map(|i| i.instance_id.clone())
+                    .collect();
+                mark_terminating(rt, &ids);
+                app.event(endpoint_event(
+                    &name,
+                    "DeploymentComplete",
+                    format!(
+                        "traffic switched to endpoint configuration {}; stopping {} instance(s) of {}",
+                        rt.record.active.config_name,
+                        ids.len(),
+                        old.config_name
+                    ),
+                ));
+            }
+            rt.record.failure_reason = None;
+            app.event(endpoint_event(
+                &name,
+                "EndpointInService",
+                "every variant has its desired instances in service".into(),
+            ));
+            Next::Idle
+        }
+        EndpointDecision::Fail(reason) => {
+            finish_operation(rt, t);
+            rt.record.status = EndpointStatus::Failed;
+            rt.record.failure_reason = Some(truncate(reason.clone()));
+            let ids: Vec<String> = rt.instances.iter().map(|i| i.instance_id.clone()).collect();
+            mark_terminating(rt, &ids);
+            app.event(endpoint_event(&name, "EndpointFailed", reason));
+            Next::Idle
+        }
+        EndpointDecision::RollBack(reason) => {
+            finish_operation(rt, t);
+            if let Some(p) = rt.record.pending.take() {
+                let ids: Vec<String> = rt
+                    .instances
+                    .iter()
+                    .filter(|i| i.deployment_id == p.id)
+                    .map(|i| i.instance_id.clone())
+                    .collect();
+                mark_terminating(rt, &ids);
+            }
+            let msg = format!("Update rolled back; the endpoint keeps serving its previous configuration. {reason}");
+            rt.record.failure_reason = Some(truncate(msg.clone()));
+            app.event(endpoint_event(&name, "UpdateRolledBack", msg));
+            Next::Idle
+        }
+        EndpointDecision::AcceptShortfall(reason) => {
+            finish_operation(rt, t);
+            for v in rt.record.active.variants.iter_mut() {
+                if v.provisioning.deadline.is_none() {
+                    continue;
+                }
+                v.provisioning.finish();
+            }
+            app.event(endpoint_event(&name, "ScaleOutShortfall", reason));
+            Next::Idle
+        }
+    }
+}
+
+fn finish_operation(rt: &mut EndpointRuntime, t: Timestamp) {
+    rt.record.status = EndpointStatus::InService;
+    rt.record.operation = None;
+    rt.record.last_modified_time = t;
+    for dep in std::iter::once(&mut rt.record.active).chain(rt.record.pending.iter_mut()) {
+        for v in dep.variants.iter_mut() {
+            v.provisioning.finish();
+            v.unhealthy = None;
+            v.status_message = None;
+        }
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > 1024 {
+        let mut cut = 1021;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+/// Applies the outcome of a launch.
+fn record_launch(
+    app: &App,
+    rt: &mut EndpointRuntime,
+    deployment_id: &str,
+    variant: &str,
+    pool: &PoolSpec,
+    instance_id: String,
+    result: Result<Launched, LaunchError>,
+) {
+    let t = now();
+    let name = rt.record.name.clone();
+    let pause = app.cfg.provisioning.ice_retry_pause_ms as f64 / 1000.0;
+    let mut ev = Event {
+        time: t,
+        endpoint_name: name.clone(),
+        variant_name: Some(variant.to_string()),
+        kind: "LaunchAttempt".into(),
+        instance_type: Some(pool.instance_type.clone()),
+        priority: Some(pool.priority),
+        instance_id: None,
+        result: None,
+        message: String::new(),
+    };
+    let Some(v) = variant_mut(rt, deployment_id, variant) else {
+        // The deployment went away (rolled back, deleted) while launching.
+        if let Ok(l) = result {
+            let inst = InstanceRecord {
+                instance_id,
+                endpoint_name: name,
+                deployment_id: deployment_id.to_string(),
+                variant_name: variant.to_string(),
+                instance_type: pool.instance_type.clone(),
+                priority: pool.priority,
+                model_name: pool.model_name.clone(),
+                state: InstancePhase::Terminating,
+                launched_at: t,
+                handle: l.handle,
+                address: l.address,
+                failed_pings: 0,
+            };
+            let _ = app.store.put_instance(&inst);
+            rt.instances.push(inst);
+        }
+        return;
+    };
+    let pools = v.spec.pools.clone();
+    match result {
+        Ok(l) => {
+            v.provisioning.record_launch(pool, false, &pools, t, pause);
+            v.status_message = Some(format!(
+                "Launched an instance of {} (priority {}); waiting for its health check",
+                pool.instance_type, pool.priority
+            ));
+            let inst = InstanceRecord {
+                instance_id: instance_id.clone(),
+                endpoint_name: name,
+                deployment_id: deployment_id.to_string(),
+                variant_name: variant.to_string(),
+                instance_type: pool.instance_type.clone(),
+                priority: pool.priority,
+                model_name: pool.model_name.clone(),
+                state: InstancePhase::Launching,
+                launched_at: t,
+                handle: l.handle,
+                address: l.address,
+                failed_pings: 0,
+            };
+            if let Err(err) = app.store.put_instance(&inst) {
+                tracing::error!(%err, "cannot persist instance");
+            }
+            rt.instances.push(inst);
+            ev.instance_id = Some(instance_id);
+            ev.result = Some("Launched".into());
+            ev.message = format!(
+                "launched from pool priority {} running model {}",
+                pool.priority, pool.model_name
+            );
+        }
+        Err(LaunchError::InsufficientCapacity(detail)) => {
+            v.provisioning.record_launch(pool, true, &pools, t, pause);
+            let next = pools
+                .iter()
+                .find(|p| !v.provisioning.cycle_ice.contains(&p.priority))
+                .filter(|_| v.provisioning.pause_until.is_none_or(|u| u <= t));
+            v.status_message = Some(match next {
+                Some(p) => format!(
+                    "Insufficient capacity for {} (priority {}); falling back to {} (priority {})",
+                    pool.instance_type, pool.priority, p.instance_type, p.priority
+                ),
+                None => format!(
+                    "Insufficient capacity for {} (priority {}); every pool is short, retrying from priority 1",
+                    pool.instance_type, pool.priority
+                ),
+            });
+            ev.result = Some("InsufficientCapacity".into());
+            ev.message = detail;
+        }
+        Err(LaunchError::Failed(detail)) => {
+            v.provisioning.record_launch(pool, false, &pools, t, pause);
+            ev.result = Some("Failed".into());
+            ev.message = detail.clone();
+            let fake = InstanceRecord {
+                instance_id,
+                endpoint_name: name.clone(),
+                deployment_id: deployment_id.to_string(),
+                variant_name: variant.to_string(),
+                instance_type: pool.instance_type.clone(),
+                priority: pool.priority,
+                model_name: pool.model_name.clone(),
+                state: InstancePhase::Terminating,
+                launched_at: t,
+                handle: Value::Null,
+                address: String::new(),
+                failed_pings: 0,
+            };
+            app.event(ev);
+            let reason = format!(
+                "Failed to start an instance of {} for production variant {variant}: {detail}",
+                pool.instance_type
+            );
+            note_health_failure(app, rt, &fake, reason);
+            return;
+        }
+    }
+    app.event(ev);
+}
+
+/// The serving instances of the active deployment.
+fn routes_of(rt: &EndpointRuntime) -> EndpointRoutes {
+    let dep = &rt.record.active;
+    EndpointRoutes {
+        variants: dep
+            .variants
+            .iter()
+            .map(|v| VariantRoutes {
+                name: v.spec.name.clone(),
+                weight: v.desired_weight,
+                strategy: v.spec.routing,
+                instances: rt
+                    .instances
+                    .iter()
+                    .filter(|i| {
+                        i.deployment_id == dep.id
+                            && i.variant_name == v.spec.name
+                            && i.state == InstancePhase::InService
+                    })
+                    .map(|i| {
+                        Arc::new(RouteInstance {
+                            id: i.instance_id.clone(),
+                            address: i.address.clone(),
+                            instance_type: i.instance_type.clone(),
+                            outstanding: Default::default(),
+                        })
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,12 @@
+//! The pure core: domain types, the instance-type catalog, request validation, the fleet
+//! planner and the endpoint state machine.
+//!
+//! **Architecture invariant:** nothing in `core` performs IO. No HTTP, no SQL, no process
+//! spawning, no reading of the wall clock: every function that needs the time is handed `now`
+//! (epoch seconds). That keeps every decision testable in microseconds.
+
+pub mod catalog;
+pub mod endpoint;
+pub mod model;
+pub mod planner;
+pub mod validate;

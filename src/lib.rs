@@ -1,0 +1,15 @@
+//! spillway: self-hosted inference endpoints that speak the SageMaker hosting API and
+//! provision each production variant from ranked instance pools.
+//!
+//! See `ARCHITECTURE.md` for the code map and invariants.
+
+pub mod api;
+pub mod app;
+pub mod builtin;
+pub mod config;
+pub mod controller;
+pub mod core;
+pub mod demo;
+pub mod provider;
+pub mod routes;
+pub mod store;

@@ -1,0 +1,117 @@
+//! The `spillway` binary: argument parsing and wiring only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use spillway::app::App;
+use spillway::config::Config;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "spillway",
+    version,
+    about = "Self-hosted SageMaker-compatible inference endpoints with ranked instance pools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: control plane, runtime and admin API on one listener.
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, env = "SPILLWAY_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1:7474).
+        #[arg(long, env = "SPILLWAY_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Directory for the database and instance files (default ./.spillway).
+        #[arg(long, env = "SPILLWAY_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Create a demo endpoint whose preferred instance type has no capacity, and narrate it.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Run a model server built into spillway (used by `Image = "builtin:<name>"`).
+    #[command(hide = true)]
+    BuiltinModel {
+        /// Which built-in.
+        name: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::BuiltinModel { name } => {
+            spillway::builtin::run(&name).await.context("built-in model server")?;
+            Ok(())
+        }
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            demo,
+        } => serve(config, listen, data_dir, demo).await,
+    }
+}
+
+async fn serve(
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    demo: bool,
+) -> anyhow::Result<()> {
+    let default_filter = if demo { "warn" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)))
+        .with_writer(std::io::stderr)
+        .init();
+    let mut cfg = match &config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = data_dir {
+        cfg.data_dir = d;
+    }
+    if demo {
+        spillway::demo::prepare_config(&mut cfg);
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let app = App::start(cfg).await.context("cannot start")?;
+    let url = format!("http://{addr}");
+    tracing::info!(%url, data_dir = %app.cfg.data_dir.display(), "spillway listening");
+    eprintln!("spillway listening on {url} (data in {})", app.cfg.data_dir.display());
+    if demo {
+        tokio::spawn(spillway::demo::run(app.clone(), url.clone()));
+    }
+    let router = spillway::api::router(app.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    eprintln!("spillway: stopping every model process ...");
+    app.stop_all_instances().await;
+    eprintln!("spillway: stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

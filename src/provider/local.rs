@@ -1,0 +1,635 @@
+//! The local provider: each instance is a process (group) on this host.
+//!
+//! Capacity is real: a GPU type fits only if this host has that many free GPUs (detected with
+//! `nvidia-smi`), Inferentia and Trainium types never fit, and CPU types fit within the
+//! configured CPU and memory overcommit. A pinned slot count (config file or admin API)
+//! overrides the hardware fit, which is how shortages are simulated.
+//!
+//! Every process gets `SPILLWAY_DATA_DIR` and `SPILLWAY_INSTANCE_ID` in its environment, which
+//! is how [`CapacityProvider::recover`] recognises processes this server started even when
+//! the server was killed between spawning one and recording it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+use super::{
+    BoxFuture, CapacityEntry, CapacityProvider, LaunchError, LaunchRequest, Launched, Liveness, Recovery,
+    TrackedInstance,
+};
+use crate::config::LocalProviderConfig;
+use crate::core::catalog::{self, AcceleratorKind, InstanceTypeSpec};
+
+/// A GPU of this host.
+#[derive(Debug, Clone)]
+pub struct Gpu {
+    /// Index as CUDA numbers it.
+    pub index: u32,
+    /// Product name.
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+struct Usage {
+    instance_type: String,
+    vcpus: f64,
+    memory_gib: f64,
+    gpus: Vec<u32>,
+}
+
+#[derive(Default)]
+struct State {
+    config_pins: BTreeMap<String, u32>,
+    runtime_pins: BTreeMap<String, u32>,
+    in_use: HashMap<String, Usage>,
+    exited: HashMap<String, String>,
+}
+
+/// Host resources the fit is computed against.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Logical CPUs.
+    pub cpus: f64,
+    /// Memory in GiB.
+    pub memory_gib: f64,
+    /// GPUs.
+    pub gpus: Vec<Gpu>,
+}
+
+impl Host {
+    /// Reads this machine's CPUs, memory and GPUs (`gpus` overrides detection).
+    pub fn detect(gpus: Option<u32>) -> Self {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        let memory_gib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .map(|kb| kb / 1024.0 / 1024.0)
+            .unwrap_or(1.0);
+        let gpus = match gpus {
+            Some(n) => (0..n)
+                .map(|i| Gpu {
+                    index: i,
+                    name: "declared".into(),
+                })
+                .collect(),
+            None => detect_nvidia_gpus(),
+        };
+        Self { cpus, memory_gib, gpus }
+    }
+}
+
+/// Lists NVIDIA GPUs with `nvidia-smi`; none when it is absent or fails.
+pub fn detect_nvidia_gpus() -> Vec<Gpu> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=index,name", "--format=csv,noheader"])
+        .stderr(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (i, n) = l.split_once(',')?;
+                Some(Gpu {
+                    index: i.trim().parse().ok()?,
+                    name: n.trim().to_string(),
+                })
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// Runs instances as local processes.
+pub struct LocalProvider {
+    data_dir: PathBuf,
+    host: Host,
+    cpu_overcommit: f64,
+    memory_overcommit: f64,
+    state: Arc<Mutex<State>>,
+}
+
+impl LocalProvider {
+    /// A provider storing instance files under `data_dir/instances`.
+    pub fn new(data_dir: &Path, cfg: &LocalProviderConfig, host: Host) -> Self {
+        let state = State {
+            config_pins: cfg.capacity.clone(),
+            ..State::default()
+        };
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            host,
+            cpu_overcommit: cfg.cpu_overcommit,
+            memory_overcommit: cfg.memory_overcommit,
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// The host resources in use for fit decisions.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Decides whether `spec` fits now and reserves it for `instance_id`.
+    fn reserve(&self, instance_id: &str, spec: &InstanceTypeSpec) -> Result<Usage, LaunchError> {
+        let mut st = self.lock();
+        let same_type = st.in_use.values().filter(|u| u.instance_type == spec.name).count() as u32;
+        let pinned = st
+            .runtime_pins
+            .get(&spec.name)
+            .or_else(|| st.config_pins.get(&spec.name))
+            .copied();
+        let used_gpus: Vec<u32> = st.in_use.values().flat_map(|u| u.gpus.iter().copied()).collect();
+        let free_gpus: Vec<u32> = self
+            .host
+            .gpus
+            .iter()
+            .map(|g| g.index)
+            .filter(|i| !used_gpus.contains(i))
+            .collect();
+        let want_gpus = match &spec.accelerator {
+            Some(a) if a.kind == AcceleratorKind::NvidiaGpu => a.count as usize,
+            _ => 0,
+        };
+        let gpus = if let Some(slots) = pinned {
+            if same_type >= slots {
+                return Err(LaunchError::InsufficientCapacity(format!(
+                    "{}: all {slots} pinned slots are in use",
+                    spec.name
+                )));
+            }
+            // A pinned GPU type gets real GPUs when there are enough free, otherwise none
+            // (a simulated instance of that type on this host).
+            if want_gpus > 0 && free_gpus.len() >= want_gpus {
+                free_gpus[..want_gpus].to_vec()
+            } else {
+                vec![]
+            }
+        } else {
+            if let Some(a) = &spec.accelerator {
+                match a.kind {
+                    AcceleratorKind::NvidiaGpu if free_gpus.len() < want_gpus => {
+                        return Err(LaunchError::InsufficientCapacity(format!(
+                            "{} needs {want_gpus} free GPU(s); this host has {} of {} free",
+                            spec.name,
+                            free_gpus.len(),
+                            self.host.gpus.len()
+                        )));
+                    }
+                    AcceleratorKind::NvidiaGpu => {}
+                    other => {
+                        return Err(LaunchError::InsufficientCapacity(format!(
+                            "{} needs {:?} devices; this host has none",
+                            spec.name, other
+                        )));
+                    }
+                }
+            }
+            let cpu_used: f64 = st.in_use.values().map(|u| u.vcpus).sum();
+            let mem_used: f64 = st.in_use.values().map(|u| u.memory_gib).sum();
+            let cpu_cap = self.host.cpus * self.cpu_overcommit;
+            let mem_cap = self.host.memory_gib * self.memory_overcommit;
+            if cpu_used + spec.vcpus as f64 > cpu_cap {
+                return Err(LaunchError::InsufficientCapacity(format!(
+                    "{} needs {} vCPUs; {cpu_used} of {cpu_cap} (host CPUs x cpu_overcommit) are promised",
+                    spec.name, spec.vcpus
+                )));
+            }
+            if mem_used + spec.memory_gib > mem_cap {
+                return Err(LaunchError::InsufficientCapacity(format!(
+                    "{} needs {} GiB; {mem_used:.1} of {mem_cap:.1} GiB (host memory x memory_overcommit) are promised",
+                    spec.name, spec.memory_gib
+                )));
+            }
+            free_gpus[..want_gpus].to_vec()
+        };
+        let usage = Usage {
+            instance_type: spec.name.clone(),
+            vcpus: spec.vcpus as f64,
+            memory_gib: spec.memory_gib,
+            gpus,
+        };
+        st.in_use.insert(instance_id.to_string(), usage.clone());
+        Ok(usage)
+    }
+
+    fn release(&self, instance_id: &str) {
+        self.lock().in_use.remove(instance_id);
+    }
+
+    fn instance_dir(&self, instance_id: &str) -> PathBuf {
+        self.data_dir.join("instances").join(instance_id)
+    }
+
+    async fn start(&self, req: &LaunchRequest, usage: &Usage) -> Result<Launched, LaunchError> {
+        let dir = self.instance_dir(&req.instance_id);
+        let model_dir = prepare_model_dir(&dir, req.container.model_data_url.as_deref()).await?;
+        let image =
+            req.container.image.as_deref().ok_or_else(|| {
+                LaunchError::Failed(format!("model {} has no PrimaryContainer.Image", req.model_name))
+            })?;
+        let argv = command_line(image)?;
+        let port = free_port().map_err(|e| LaunchError::Failed(format!("no free port: {e}")))?;
+        let log = |name: &str| {
+            std::fs::File::create(dir.join(name))
+                .map_err(|e| LaunchError::Failed(format!("cannot create {name} in {}: {e}", dir.display())))
+        };
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .envs(req.container.environment.iter().flatten())
+            .env("SAGEMAKER_BIND_TO_PORT", port.to_string())
+            .env("SM_MODEL_DIR", &model_dir)
+            .env("SPILLWAY_INSTANCE_TYPE", &req.instance_type.name)
+            .env("SPILLWAY_INSTANCE_ID", &req.instance_id)
+            .env("SPILLWAY_MODEL_NAME", &req.model_name)
+            .env("SPILLWAY_ENDPOINT_NAME", &req.endpoint_name)
+            .env("SPILLWAY_VARIANT_NAME", &req.variant_name)
+            .env("SPILLWAY_DATA_DIR", &self.data_dir)
+            .env(
+                "CUDA_VISIBLE_DEVICES",
+                usage.gpus.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(","),
+            )
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log("stdout.log")?)
+            .stderr(log("stderr.log")?)
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| LaunchError::Failed(format!("cannot start {:?}: {e}", argv[0])))?;
+        let pid = child.id().unwrap_or(0);
+        let state = self.state.clone();
+        let id = req.instance_id.clone();
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(s) => format!("process exited with {s}"),
+                Err(e) => format!("process wait failed: {e}"),
+            };
+            state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .exited
+                .insert(id, status);
+        });
+        Ok(Launched {
+            handle: json!({ "pid": pid, "port": port, "gpus": usage.gpus, "dir": dir }),
+            address: format!("127.0.0.1:{port}"),
+        })
+    }
+}
+
+fn pid_of(handle: &Value) -> Option<i32> {
+    handle
+        .get("pid")
+        .and_then(Value::as_i64)
+        .map(|p| p as i32)
+        .filter(|p| *p > 0)
+}
+
+/// Whether a pid is a live (non-zombie) process.
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Reads `KEY=value` pairs from a process's environment.
+fn process_env(pid: i32) -> Option<HashMap<String, String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter_map(|kv| {
+                let s = String::from_utf8_lossy(kv);
+                let (k, v) = s.split_once('=')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect(),
+    )
+}
+
+/// Splits an image string into argv. `builtin:<name>` runs a model server built into spillway.
+pub fn command_line(image: &str) -> Result<Vec<String>, LaunchError> {
+    if let Some(name) = image.strip_prefix("builtin:") {
+        let exe = std::env::current_exe()
+            .map_err(|e| LaunchError::Failed(format!("cannot locate the spillway binary: {e}")))?;
+        return Ok(vec![
+            exe.to_string_lossy().into_owned(),
+            "builtin-model".into(),
+            name.to_string(),
+        ]);
+    }
+    match shlex::split(image) {
+        Some(argv) if !argv.is_empty() => Ok(argv),
+        _ => Err(LaunchError::Failed(format!(
+            "PrimaryContainer.Image {image:?} is not a command line (empty or unbalanced quotes)"
+        ))),
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Creates the instance directory and makes `ModelDataUrl` available as a directory.
+async fn prepare_model_dir(dir: &Path, url: Option<&str>) -> Result<PathBuf, LaunchError> {
+    let dir = dir.to_path_buf();
+    let url = url.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let io = |what: &str, e: std::io::Error| LaunchError::Failed(format!("{what}: {e}"));
+        std::fs::create_dir_all(&dir).map_err(|e| io("cannot create instance directory", e))?;
+        let Some(url) = url else {
+            let m = dir.join("model");
+            std::fs::create_dir_all(&m).map_err(|e| io("cannot create model directory", e))?;
+            return Ok(m);
+        };
+        let Some(path) = url.strip_prefix("file://") else {
+            return Err(LaunchError::Failed(format!(
+                "ModelDataUrl {url:?}: only file:// URLs are supported by the local provider"
+            )));
+        };
+        let src = PathBuf::from(path);
+        if src.is_dir() {
+            return Ok(src);
+        }
+        let m = dir.join("model");
+        std::fs::create_dir_all(&m).map_err(|e| io("cannot create model directory", e))?;
+        let file = std::fs::File::open(&src).map_err(|e| io(&format!("ModelDataUrl {url}"), e))?;
+        if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
+            tar::Archive::new(flate2::read::GzDecoder::new(file))
+                .unpack(&m)
+                .map_err(|e| io(&format!("cannot unpack {url}"), e))?;
+        } else {
+            let name = src.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+            std::fs::copy(&src, m.join(name)).map_err(|e| io(&format!("cannot copy {url}"), e))?;
+        }
+        Ok(m)
+    })
+    .await
+    .map_err(|e| LaunchError::Failed(format!("model preparation panicked: {e}")))?
+}
+
+async fn stop_group(pid: i32, grace: Duration) {
+    let pgid = Pid::from_raw(pid);
+    if killpg(pgid, Signal::SIGTERM).is_err() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        if !process_alive(pid) {
+            // The leader is gone; make sure nothing else of the group lingers.
+            let _ = killpg(pgid, Signal::SIGKILL);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = killpg(pgid, Signal::SIGKILL);
+}
+
+impl CapacityProvider for LocalProvider {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>> {
+        Box::pin(async move {
+            let usage = self.reserve(&req.instance_id, req.instance_type)?;
+            match self.start(&req, &usage).await {
+                Ok(l) => Ok(l),
+                Err(e) => {
+                    self.release(&req.instance_id);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn terminate<'a>(&'a self, instance_id: &'a str, handle: &'a Value, grace: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(pid) = pid_of(handle) {
+                stop_group(pid, grace).await;
+            }
+            self.release(instance_id);
+            self.lock().exited.remove(instance_id);
+            let dir = self.instance_dir(instance_id);
+            let _ = tokio::fs::remove_dir_all(dir.join("model")).await;
+        })
+    }
+
+    fn liveness(&self, instance_id: &str, handle: &Value) -> Liveness {
+        if let Some(status) = self.lock().exited.get(instance_id) {
+            return Liveness::Exited(status.clone());
+        }
+        match pid_of(handle) {
+            Some(pid) if process_alive(pid) => Liveness::Running,
+            _ => Liveness::Exited("process is gone".into()),
+        }
+    }
+
+    fn recover<'a>(&'a self, tracked: &'a [TrackedInstance]) -> BoxFuture<'a, Recovery> {
+        Box::pin(async move {
+            let mut report = Recovery::default();
+            let ours = self.data_dir.to_string_lossy().into_owned();
+            for t in tracked {
+                let Some(pid) = pid_of(&t.handle) else { continue };
+                let env = process_env(pid);
+                let same = env.as_ref().is_some_and(|e| {
+                    e.get("SPILLWAY_INSTANCE_ID") == Some(&t.instance_id) && e.get("SPILLWAY_DATA_DIR") == Some(&ours)
+                });
+                if same && process_alive(pid) {
+                    let spec = catalog::lookup(&t.instance_type);
+                    let gpus = t
+                        .handle
+                        .get("gpus")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(|g| g.as_u64().map(|g| g as u32)).collect())
+                        .unwrap_or_default();
+                    self.lock().in_use.insert(
+                        t.instance_id.clone(),
+                        Usage {
+                            instance_type: t.instance_type.clone(),
+                            vcpus: spec.map(|s| s.vcpus as f64).unwrap_or(0.0),
+                            memory_gib: spec.map(|s| s.memory_gib).unwrap_or(0.0),
+                            gpus,
+                        },
+                    );
+                    report.alive.push(t.instance_id.clone());
+                }
+            }
+            // Anything else carrying our data dir is a process we started but do not track.
+            let Ok(entries) = std::fs::read_dir("/proc") else {
+                return report;
+            };
+            for entry in entries.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                    continue;
+                };
+                if pid == std::process::id() as i32 {
+                    continue;
+                }
+                let Some(env) = process_env(pid) else { continue };
+                if env.get("SPILLWAY_DATA_DIR") != Some(&ours) {
+                    continue;
+                }
+                let id = env.get("SPILLWAY_INSTANCE_ID").cloned().unwrap_or_default();
+                if report.alive.contains(&id) {
+                    continue;
+                }
+                // Only group leaders: killing the group takes the rest along.
+                if nix::unistd::getpgid(Some(Pid::from_raw(pid))).ok() != Some(Pid::from_raw(pid)) {
+                    continue;
+                }
+                stop_group(pid, Duration::from_secs(2)).await;
+                report.stopped_untracked.push(format!("pid {pid} (instance {id})"));
+            }
+            report
+        })
+    }
+
+    fn capacity(&self) -> Vec<CapacityEntry> {
+        let st = self.lock();
+        let mut types: Vec<String> = st
+            .config_pins
+            .keys()
+            .chain(st.runtime_pins.keys())
+            .cloned()
+            .chain(st.in_use.values().map(|u| u.instance_type.clone()))
+            .collect();
+        types.sort();
+        types.dedup();
+        types
+            .into_iter()
+            .map(|t| {
+                let (slots, pinned_by) = match (st.runtime_pins.get(&t), st.config_pins.get(&t)) {
+                    (Some(s), _) => (Some(*s), Some("runtime")),
+                    (None, Some(s)) => (Some(*s), Some("config")),
+                    (None, None) => (None, None),
+                };
+                CapacityEntry {
+                    in_use: st.in_use.values().filter(|u| u.instance_type == t).count() as u32,
+                    instance_type: t,
+                    slots,
+                    pinned_by,
+                }
+            })
+            .collect()
+    }
+
+    fn set_slots(&self, instance_type: &str, slots: Option<u32>) {
+        let mut st = self.lock();
+        match slots {
+            Some(s) => st.runtime_pins.insert(instance_type.to_string(), s),
+            None => st.runtime_pins.remove(instance_type),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(pins: &[(&str, u32)], gpus: u32) -> LocalProvider {
+        let cfg = LocalProviderConfig {
+            capacity: pins.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
+            ..LocalProviderConfig::default()
+        };
+        let host = Host {
+            cpus: 2.0,
+            memory_gib: 8.0,
+            gpus: (0..gpus)
+                .map(|i| Gpu {
+                    index: i,
+                    name: "t".into(),
+                })
+                .collect(),
+        };
+        LocalProvider::new(Path::new("/nonexistent"), &cfg, host)
+    }
+
+    fn spec(t: &str) -> &'static InstanceTypeSpec {
+        catalog::lookup(t).unwrap()
+    }
+
+    #[test]
+    fn pinned_slots_are_enforced_and_released() {
+        let p = provider(&[("ml.g6.2xlarge", 1), ("ml.g6e.2xlarge", 0)], 0);
+        assert!(matches!(
+            p.reserve("a", spec("ml.g6e.2xlarge")),
+            Err(LaunchError::InsufficientCapacity(_))
+        ));
+        assert!(p.reserve("a", spec("ml.g6.2xlarge")).is_ok());
+        assert!(matches!(
+            p.reserve("b", spec("ml.g6.2xlarge")),
+            Err(LaunchError::InsufficientCapacity(_))
+        ));
+        p.release("a");
+        assert!(p.reserve("b", spec("ml.g6.2xlarge")).is_ok());
+        p.set_slots("ml.g6e.2xlarge", Some(1));
+        assert!(p.reserve("c", spec("ml.g6e.2xlarge")).is_ok());
+    }
+
+    #[test]
+    fn gpu_types_need_free_gpus_unless_pinned() {
+        let p = provider(&[], 1);
+        let u = p.reserve("a", spec("ml.g6.2xlarge")).unwrap();
+        assert_eq!(u.gpus, vec![0]);
+        assert!(matches!(
+            p.reserve("b", spec("ml.g6.2xlarge")),
+            Err(LaunchError::InsufficientCapacity(_))
+        ));
+        assert!(matches!(
+            p.reserve("c", spec("ml.inf2.xlarge")),
+            Err(LaunchError::InsufficientCapacity(_))
+        ));
+        let cpu_only = provider(&[], 0);
+        assert!(matches!(
+            cpu_only.reserve("a", spec("ml.g5.xlarge")),
+            Err(LaunchError::InsufficientCapacity(_))
+        ));
+    }
+
+    #[test]
+    fn cpu_types_fit_within_overcommit() {
+        // 2 CPUs x 8 = 16 vCPUs; ml.m5.xlarge has 4, memory 8 GiB x 4 = 32 GiB; m5.xlarge has 16.
+        let p = provider(&[], 0);
+        assert!(p.reserve("a", spec("ml.m5.xlarge")).is_ok());
+        assert!(p.reserve("b", spec("ml.m5.xlarge")).is_ok());
+        let third = p.reserve("c", spec("ml.m5.xlarge"));
+        assert!(
+            matches!(third, Err(LaunchError::InsufficientCapacity(ref m)) if m.contains("GiB")),
+            "{third:?}"
+        );
+    }
+
+    #[test]
+    fn command_lines_split_like_a_shell() {
+        assert_eq!(
+            command_line("python3 -m 'my server'").unwrap(),
+            ["python3", "-m", "my server"]
+        );
+        assert!(command_line("").is_err());
+        assert!(command_line("a 'b").is_err());
+        assert_eq!(command_line("builtin:echo").unwrap()[1..], ["builtin-model", "echo"]);
+    }
+}

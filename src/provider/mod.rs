@@ -1,0 +1,131 @@
+//! Capacity providers: where instances run.
+//!
+//! One trait, [`CapacityProvider`], covers "launch an instance of type T running model M /
+//! terminate it / observe it / recover after a restart". Launch distinguishes
+//! *insufficient capacity* ([`LaunchError::InsufficientCapacity`]), which makes the planner fall
+//! back to the next pool, from every other failure. The local provider runs processes on this
+//! host; a Slurm or Kubernetes provider maps the same calls onto jobs or pods (an unschedulable
+//! job or pod is insufficient capacity), and a simulated provider can answer from a table.
+
+pub mod local;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::core::catalog::InstanceTypeSpec;
+use crate::core::model::ContainerDefinition;
+
+/// A boxed future, so the trait stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything a provider needs to start one instance.
+#[derive(Debug, Clone)]
+pub struct LaunchRequest {
+    /// The id spillway assigned.
+    pub instance_id: String,
+    /// Endpoint the instance serves.
+    pub endpoint_name: String,
+    /// Variant the instance serves.
+    pub variant_name: String,
+    /// The instance type from the catalog.
+    pub instance_type: &'static InstanceTypeSpec,
+    /// The model it runs.
+    pub model_name: String,
+    /// The model's container.
+    pub container: ContainerDefinition,
+}
+
+/// A started instance.
+#[derive(Debug, Clone)]
+pub struct Launched {
+    /// Provider-specific handle, stored durably and handed back to terminate/observe/recover.
+    pub handle: Value,
+    /// `host:port` that serves `/ping` and `/invocations`.
+    pub address: String,
+}
+
+/// Why a launch did not start an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum LaunchError {
+    /// No capacity for this instance type now. The planner moves to the next pool.
+    #[error("insufficient capacity: {0}")]
+    InsufficientCapacity(String),
+    /// Anything else (bad command line, unreadable model data, ...). Not a capacity signal.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Whether an instance's process (job, pod) is still there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    /// Running.
+    Running,
+    /// Gone, with a description (exit status).
+    Exited(String),
+}
+
+/// An instance the store knows about, handed to [`CapacityProvider::recover`].
+#[derive(Debug, Clone)]
+pub struct TrackedInstance {
+    /// Instance id.
+    pub instance_id: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// The stored handle.
+    pub handle: Value,
+}
+
+/// What recovery found after a restart.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// Tracked instances still running; the provider has re-reserved their capacity.
+    pub alive: Vec<String>,
+    /// Descriptions of processes found running that no record tracks; they were stopped.
+    pub stopped_untracked: Vec<String>,
+}
+
+/// One row of the capacity view.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacityEntry {
+    /// Instance type.
+    pub instance_type: String,
+    /// Pinned slot count (`None`: decided by hardware fit).
+    pub slots: Option<u32>,
+    /// Where the pin comes from: `config` or `runtime` (admin API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned_by: Option<&'static str>,
+    /// Instances of this type running now.
+    pub in_use: u32,
+}
+
+/// A place instances run.
+pub trait CapacityProvider: Send + Sync {
+    /// Short name (`local`).
+    fn kind(&self) -> &'static str;
+
+    /// Starts one instance. Must answer [`LaunchError::InsufficientCapacity`] promptly when
+    /// the type cannot be had now, never queue behind spillway's back.
+    fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>>;
+
+    /// Stops an instance: a polite signal, then a forced stop after `grace`. Idempotent.
+    fn terminate<'a>(&'a self, instance_id: &'a str, handle: &'a Value, grace: Duration) -> BoxFuture<'a, ()>;
+
+    /// Cheap check whether the instance still runs.
+    fn liveness(&self, instance_id: &str, handle: &Value) -> Liveness;
+
+    /// After a restart: re-attach to tracked instances that survived and stop anything this
+    /// provider started that no record tracks.
+    fn recover<'a>(&'a self, tracked: &'a [TrackedInstance]) -> BoxFuture<'a, Recovery>;
+
+    /// The capacity view for the admin API.
+    fn capacity(&self) -> Vec<CapacityEntry>;
+
+    /// Pins (`Some`) or unpins (`None`) the number of instances of a type at run time.
+    fn set_slots(&self, instance_type: &str, slots: Option<u32>);
+}
