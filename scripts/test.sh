@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every test spillway has, the way CI does: formatting, lints, the Rust unit and
+# property tests, then the black-box conformance suite (pytest driving the real binary with
+# boto3 and the aws CLI). Installs what it needs (a Python venv under .venv) on first use.
+#
+#   bash scripts/test.sh                 # everything
+#   bash scripts/test.sh -k pools        # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "rustfmt"
+cargo fmt --check
+
+step "clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --locked
+
+step "Rust unit and property tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked
+else
+  cargo test --locked
+fi
+
+step "Python test environment"
+stamp=.venv/.requirements.sha
+want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+step "conformance suite (real binary, boto3 and aws CLI)"
+export SPILLWAY_BIN="$PWD/target/debug/spillway"
+.venv/bin/python -m pytest tests/conformance "$@"
