@@ -55,7 +55,7 @@ enum Next {
         deployment_id: String,
         variant: String,
         pool: PoolSpec,
-        request: LaunchRequest,
+        request: Box<LaunchRequest>,
     },
     Terminate(Vec<InstanceRecord>),
     Idle,
@@ -85,7 +85,7 @@ async fn pass(app: &Arc<App>, h: &EndpointHandle) -> bool {
                 request,
             } => {
                 let instance_id = request.instance_id.clone();
-                let result = app.provider.launch(request).await;
+                let result = app.provider.launch(*request).await;
                 let mut rt = h.state.lock().await;
                 let before = rt.record.clone();
                 record_launch(app, &mut rt, &deployment_id, &variant, &pool, instance_id, result);
@@ -458,14 +458,14 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     return Next::Launch {
                         deployment_id: dep.id.clone(),
                         variant: v.spec.name.clone(),
-                        request: LaunchRequest {
+                        request: Box::new(LaunchRequest {
                             instance_id: new_instance_id(),
                             endpoint_name: name.clone(),
                             variant_name: v.spec.name.clone(),
                             instance_type: spec,
                             model_name: pool.model_name.clone(),
                             container,
-                        },
+                        }),
                         pool,
                     };
                 }

@@ -384,7 +384,7 @@ struct ModelNameInput {
 fn describe_model(app: &App, input: ModelNameInput) -> Result<Value, ApiError> {
     let m: Model =
         store_get(app, Kind::Model, &input.model_name)?.ok_or_else(|| not_found_model(app, &input.model_name))?;
-    Ok(serde_json::to_value(m).map_err(|e| ApiError::internal(e.to_string()))?)
+    serde_json::to_value(m).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 fn delete_model(app: &App, input: ModelNameInput) -> Result<Value, ApiError> {
@@ -485,7 +485,7 @@ struct ConfigNameInput {
 fn describe_endpoint_config(app: &App, input: ConfigNameInput) -> Result<Value, ApiError> {
     let c: EndpointConfig = store_get(app, Kind::EndpointConfig, &input.endpoint_config_name)?
         .ok_or_else(|| not_found_config(app, &input.endpoint_config_name))?;
-    Ok(serde_json::to_value(c).map_err(|e| ApiError::internal(e.to_string()))?)
+    serde_json::to_value(c).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 fn delete_endpoint_config(app: &App, input: ConfigNameInput) -> Result<Value, ApiError> {
