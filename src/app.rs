@@ -13,6 +13,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
 use crate::controller;
+use crate::core::capacity::{BackoffPolicy, IceMemory};
 use crate::core::endpoint::{EndpointRecord, Event, InstanceRecord};
 use crate::core::model::Timestamp;
 use crate::provider::local::{Host, LocalProvider};
@@ -73,6 +74,8 @@ pub struct App {
     pub http: Client<HttpConnector, Body>,
     /// Flips to `true` on shutdown.
     pub shutdown: watch::Sender<bool>,
+    /// What spillway has learned about types that answered insufficient capacity.
+    pub ice: Mutex<IceMemory>,
 }
 
 impl App {
@@ -112,6 +115,7 @@ impl App {
             endpoints: Mutex::new(HashMap::new()),
             http,
             shutdown: watch::channel(false).0,
+            ice: Mutex::new(IceMemory::default()),
         });
         app.recover().await?;
         Ok(app)
@@ -200,6 +204,19 @@ impl App {
     pub fn unregister(&self, name: &str) {
         self.endpoints.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         self.routes.remove(name);
+    }
+
+    /// The configured insufficient-capacity back-off.
+    pub fn backoff(&self) -> BackoffPolicy {
+        BackoffPolicy {
+            initial_s: self.cfg.provisioning.ice_backoff_initial_ms as f64 / 1000.0,
+            max_s: self.cfg.provisioning.ice_backoff_max_ms as f64 / 1000.0,
+        }
+    }
+
+    /// The ICE memory, locked.
+    pub fn ice(&self) -> std::sync::MutexGuard<'_, IceMemory> {
+        self.ice.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records an event durably and in the log.

@@ -48,6 +48,8 @@ pub struct Config {
     pub provisioning: ProvisioningConfig,
     /// The capacity provider.
     pub provider: ProviderConfig,
+    /// Returning fleets to preferred hardware.
+    pub rebalance: RebalanceConfig,
 }
 
 impl Default for Config {
@@ -59,6 +61,30 @@ impl Default for Config {
             account_id: "123456789012".into(),
             provisioning: ProvisioningConfig::default(),
             provider: ProviderConfig::default(),
+            rebalance: RebalanceConfig::default(),
+        }
+    }
+}
+
+/// `[rebalance]`: moving a running fleet back to higher-priority pools when capacity returns.
+/// Per endpoint, the tag `spillway:rebalance` = `enabled` | `disabled` overrides `enabled`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RebalanceConfig {
+    /// Server-wide default.
+    pub enabled: bool,
+    /// An instance must have run this long before it is replaced.
+    pub min_runtime_seconds: u64,
+    /// Surge instances in flight per variant.
+    pub max_in_flight: u32,
+}
+
+impl Default for RebalanceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            min_runtime_seconds: 300,
+            max_in_flight: 1,
         }
     }
 }
@@ -72,8 +98,10 @@ pub struct ProvisioningConfig {
     pub deadline_override_seconds: Option<u64>,
     /// Replaces every variant's container health-check window.
     pub health_check_timeout_override_seconds: Option<u64>,
-    /// Pause before cycling through the pools again after all answered insufficient capacity.
-    pub ice_retry_pause_ms: u64,
+    /// First back-off interval of an instance type after an insufficient-capacity error.
+    pub ice_backoff_initial_ms: u64,
+    /// Longest back-off interval (the interval doubles per consecutive error up to this).
+    pub ice_backoff_max_ms: u64,
     /// SIGTERM → SIGKILL grace when stopping an instance (the container contract says 30 s).
     pub termination_grace_seconds: u64,
 }
@@ -83,7 +111,8 @@ impl Default for ProvisioningConfig {
         Self {
             deadline_override_seconds: None,
             health_check_timeout_override_seconds: None,
-            ice_retry_pause_ms: 5_000,
+            ice_backoff_initial_ms: 5_000,
+            ice_backoff_max_ms: 300_000,
             termination_grace_seconds: 30,
         }
     }
@@ -176,6 +205,18 @@ impl Config {
         if self.provider.local.cpu_overcommit <= 0.0 || self.provider.local.memory_overcommit <= 0.0 {
             return Err(ConfigError::Invalid(
                 "provider.local.cpu_overcommit and memory_overcommit must be positive".into(),
+            ));
+        }
+        if self.provisioning.ice_backoff_initial_ms == 0
+            || self.provisioning.ice_backoff_max_ms < self.provisioning.ice_backoff_initial_ms
+        {
+            return Err(ConfigError::Invalid(
+                "provisioning.ice_backoff_initial_ms must be positive and at most ice_backoff_max_ms".into(),
+            ));
+        }
+        if self.rebalance.max_in_flight == 0 {
+            return Err(ConfigError::Invalid(
+                "rebalance.max_in_flight must be at least 1".into(),
             ));
         }
         if self.account_id.len() != 12 || !self.account_id.chars().all(|c| c.is_ascii_digit()) {

@@ -16,7 +16,9 @@ use crate::app::{App, EndpointHandle, EndpointRuntime, now};
 use crate::core::catalog;
 use crate::core::endpoint::{Deployment, Event, InstanceRecord};
 use crate::core::model::{EndpointStatus, PoolSpec, Timestamp};
-use crate::core::planner::{self, EndpointDecision, InstancePhase, InstanceView, Operation, Step, VariantOutcome};
+use crate::core::planner::{
+    self, EndpointDecision, InstancePhase, InstanceView, Operation, RebalancePolicy, Step, VariantOutcome,
+};
 use crate::provider::{LaunchError, LaunchRequest, Launched, Liveness};
 use crate::routes::{EndpointRoutes, RouteInstance, VariantRoutes};
 use crate::store::Kind;
@@ -56,6 +58,7 @@ enum Next {
         variant: String,
         pool: PoolSpec,
         request: Box<LaunchRequest>,
+        replaces: Option<String>,
     },
     Terminate(Vec<InstanceRecord>),
     Idle,
@@ -83,12 +86,20 @@ async fn pass(app: &Arc<App>, h: &EndpointHandle) -> bool {
                 variant,
                 pool,
                 request,
+                replaces,
             } => {
                 let instance_id = request.instance_id.clone();
                 let result = app.provider.launch(*request).await;
                 let mut rt = h.state.lock().await;
                 let before = rt.record.clone();
-                record_launch(app, &mut rt, &deployment_id, &variant, &pool, instance_id, result);
+                let launch = Launch {
+                    deployment_id: &deployment_id,
+                    variant: &variant,
+                    pool: &pool,
+                    instance_id,
+                    replaces,
+                };
+                record_launch(app, &mut rt, launch, result);
                 if rt.record != before {
                     persist(app, &mut rt);
                 }
@@ -97,9 +108,15 @@ async fn pass(app: &Arc<App>, h: &EndpointHandle) -> bool {
                 let grace = Duration::from_secs(app.cfg.provisioning.termination_grace_seconds);
                 let mut set = tokio::task::JoinSet::new();
                 for inst in instances {
-                    let provider = app.provider.clone();
+                    let app = app.clone();
                     set.spawn(async move {
-                        provider.terminate(&inst.instance_id, &inst.handle, grace).await;
+                        // Drain: no new requests reach it (it left the routes); let those in
+                        // flight finish within the grace period, then stop it.
+                        let drained = app.routes.wait_drained(&inst.instance_id, grace).await;
+                        if !drained {
+                            tracing::warn!(instance = %inst.instance_id, "requests still in flight after the grace period");
+                        }
+                        app.provider.terminate(&inst.instance_id, &inst.handle, grace).await;
                         inst
                     });
                 }
@@ -228,6 +245,22 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
         let failure = match (inst.state, &live, ok) {
             (InstancePhase::Launching, _, true) => {
                 rt.instances[idx].state = InstancePhase::InService;
+                if let Some(old) = rt.instances[idx].replaces.take() {
+                    if let Some(o) = rt.instances.iter_mut().find(|o| o.instance_id == old) {
+                        o.state = InstancePhase::Terminating;
+                        let (old_type, old_prio) = (o.instance_type.clone(), o.priority);
+                        app.event(event(
+                            &endpoint,
+                            &inst,
+                            "MigrationShift",
+                            Some("TrafficShifted"),
+                            format!(
+                                "traffic moves to {} ({}, priority {}); draining {old} ({old_type}, priority {old_prio})",
+                                inst.instance_id, inst.instance_type, inst.priority
+                            ),
+                        ));
+                    }
+                }
                 app.event(event(
                     &endpoint,
                     &inst,
@@ -305,6 +338,28 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
 /// A health failure (or a failed start) of `inst`: fails the operation that launched it, or
 /// counts towards a crash loop when the endpoint is merely keeping its fleet alive.
 fn note_health_failure(app: &App, rt: &mut EndpointRuntime, inst: &InstanceRecord, reason: String) {
+    if inst.replaces.is_some() {
+        // A failed migration does not touch the serving fleet; the type rests like after an
+        // insufficient-capacity answer so the next attempt does not come at once.
+        let entry = app.ice().record_ice(
+            &inst.instance_type,
+            "a surge instance failed its health check",
+            now(),
+            app.backoff(),
+        );
+        app.event(event(
+            &rt.record.name,
+            inst,
+            "MigrationFailed",
+            Some("Failed"),
+            format!(
+                "{reason}; no migration to {} for {:.0}s",
+                inst.instance_type,
+                entry.next_probe - now()
+            ),
+        ));
+        return;
+    }
     let op = rt.record.operation;
     let in_op = match op {
         Some(Operation::Create) => true,
@@ -351,6 +406,7 @@ fn views(rt: &EndpointRuntime, deployment_id: &str, variant: &str) -> Vec<Instan
             priority: i.priority,
             phase: i.state,
             launched_at: i.launched_at,
+            replaces: i.replaces.clone(),
         })
         .collect()
 }
@@ -442,13 +498,37 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                 continue;
             }
             let stalled = !in_op && v.stalled.is_some();
-            let step = planner::plan_variant(&v.spec.pools, v.desired_count, &instances, &v.provisioning, t);
+            let mut step = {
+                let ice = app.ice();
+                let blocked = |ty: &str| ice.blocked_until(ty, t);
+                planner::plan_variant(&v.spec.pools, v.desired_count, &instances, &v.provisioning, &blocked, t)
+            };
+            let mut replaces = None;
+            let steady = op.is_none() && rt.record.status == EndpointStatus::InService && dep.id == rt.record.active.id;
+            if step == Step::Satisfied
+                && steady
+                && instances.iter().any(|i| i.priority > 1)
+                && rebalance_enabled(app, &rt.record.arn)
+            {
+                let policy = RebalancePolicy {
+                    min_runtime_s: app.cfg.rebalance.min_runtime_seconds as f64,
+                    max_in_flight: app.cfg.rebalance.max_in_flight,
+                };
+                let ice = app.ice();
+                let blocked = |ty: &str| ice.blocked_until(ty, t);
+                if let Some(m) = planner::plan_rebalance(&v.spec.pools, &instances, &blocked, policy, t) {
+                    replaces = Some(m.replaces);
+                    step = Step::Launch(m.pool);
+                }
+            }
             let outcome = match step {
                 Step::Launch(_) if stalled => VariantOutcome::Ready,
                 Step::Launch(pool) => {
                     let timeout = timeout_of(app, v.spec.provision_timeout_s);
                     let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
-                    vm.provisioning.begin(t, timeout);
+                    if replaces.is_none() {
+                        vm.provisioning.begin(t, timeout);
+                    }
                     let container = dep.models.get(&pool.model_name).cloned().unwrap_or_default();
                     let Some(spec) = catalog::lookup(&pool.instance_type) else {
                         // Validated at creation; a catalog that lost a type is a bug, not capacity.
@@ -467,6 +547,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                             container,
                         }),
                         pool,
+                        replaces,
                     };
                 }
                 Step::Terminate(ids) => {
@@ -488,7 +569,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                 Step::Pause(until) => {
                     let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
                     vm.status_message = Some(format!(
-                        "Every instance pool answered insufficient capacity; trying again from priority 1 in {:.1}s",
+                        "Every instance pool is backing off after insufficient capacity; next probe in {:.1}s",
                         (until - t).max(0.0)
                     ));
                     VariantOutcome::InProgress
@@ -630,133 +711,164 @@ fn truncate(mut s: String) -> String {
     s
 }
 
-/// Applies the outcome of a launch.
-fn record_launch(
-    app: &App,
-    rt: &mut EndpointRuntime,
-    deployment_id: &str,
-    variant: &str,
-    pool: &PoolSpec,
+/// The launch being recorded.
+struct Launch<'a> {
+    deployment_id: &'a str,
+    variant: &'a str,
+    pool: &'a PoolSpec,
     instance_id: String,
-    result: Result<Launched, LaunchError>,
-) {
+    replaces: Option<String>,
+}
+
+/// Applies the outcome of a launch.
+fn record_launch(app: &App, rt: &mut EndpointRuntime, l: Launch<'_>, result: Result<Launched, LaunchError>) {
     let t = now();
     let name = rt.record.name.clone();
-    let pause = app.cfg.provisioning.ice_retry_pause_ms as f64 / 1000.0;
+    let pool = l.pool;
+    let record = |state: InstancePhase, launched: &Launched| InstanceRecord {
+        instance_id: l.instance_id.clone(),
+        endpoint_name: name.clone(),
+        deployment_id: l.deployment_id.to_string(),
+        variant_name: l.variant.to_string(),
+        instance_type: pool.instance_type.clone(),
+        priority: pool.priority,
+        model_name: pool.model_name.clone(),
+        state,
+        launched_at: t,
+        handle: launched.handle.clone(),
+        address: launched.address.clone(),
+        failed_pings: 0,
+        replaces: l.replaces.clone(),
+    };
     let mut ev = Event {
         time: t,
         endpoint_name: name.clone(),
-        variant_name: Some(variant.to_string()),
-        kind: "LaunchAttempt".into(),
+        variant_name: Some(l.variant.to_string()),
+        kind: if l.replaces.is_some() {
+            "MigrationLaunch"
+        } else {
+            "LaunchAttempt"
+        }
+        .into(),
         instance_type: Some(pool.instance_type.clone()),
         priority: Some(pool.priority),
         instance_id: None,
         result: None,
         message: String::new(),
     };
-    let Some(v) = variant_mut(rt, deployment_id, variant) else {
+    if variant_mut(rt, l.deployment_id, l.variant).is_none() {
         // The deployment went away (rolled back, deleted) while launching.
-        if let Ok(l) = result {
-            let inst = InstanceRecord {
-                instance_id,
-                endpoint_name: name,
-                deployment_id: deployment_id.to_string(),
-                variant_name: variant.to_string(),
-                instance_type: pool.instance_type.clone(),
-                priority: pool.priority,
-                model_name: pool.model_name.clone(),
-                state: InstancePhase::Terminating,
-                launched_at: t,
-                handle: l.handle,
-                address: l.address,
-                failed_pings: 0,
-            };
+        if let Ok(launched) = &result {
+            let inst = record(InstancePhase::Terminating, launched);
             let _ = app.store.put_instance(&inst);
             rt.instances.push(inst);
         }
         return;
-    };
-    let pools = v.spec.pools.clone();
+    }
     match result {
-        Ok(l) => {
-            v.provisioning.record_launch(pool, false, &pools, t, pause);
-            v.status_message = Some(format!(
-                "Launched an instance of {} (priority {}); waiting for its health check",
-                pool.instance_type, pool.priority
-            ));
-            let inst = InstanceRecord {
-                instance_id: instance_id.clone(),
-                endpoint_name: name,
-                deployment_id: deployment_id.to_string(),
-                variant_name: variant.to_string(),
-                instance_type: pool.instance_type.clone(),
-                priority: pool.priority,
-                model_name: pool.model_name.clone(),
-                state: InstancePhase::Launching,
-                launched_at: t,
-                handle: l.handle,
-                address: l.address,
-                failed_pings: 0,
-            };
+        Ok(launched) => {
+            if let Some(known) = app.ice().record_success(&pool.instance_type) {
+                app.event(Event {
+                    kind: "CapacityRecovered".into(),
+                    result: Some("Available".into()),
+                    message: format!(
+                        "{} has capacity again after {} insufficient-capacity answer(s) since {:.0}s ago",
+                        pool.instance_type,
+                        known.failures,
+                        t - known.first_seen
+                    ),
+                    ..ev.clone()
+                });
+            }
+            let inst = record(InstancePhase::Launching, &launched);
             if let Err(err) = app.store.put_instance(&inst) {
                 tracing::error!(%err, "cannot persist instance");
             }
             rt.instances.push(inst);
-            ev.instance_id = Some(instance_id);
+            let v = variant_mut(rt, l.deployment_id, l.variant).expect("checked above");
+            v.provisioning.record_launch(pool, false);
+            v.status_message = Some(format!(
+                "Launched an instance of {} (priority {}); waiting for its health check",
+                pool.instance_type, pool.priority
+            ));
+            ev.instance_id = Some(l.instance_id);
             ev.result = Some("Launched".into());
-            ev.message = format!(
-                "launched from pool priority {} running model {}",
-                pool.priority, pool.model_name
-            );
+            ev.message = match &l.replaces {
+                Some(old) => format!(
+                    "surge instance from pool priority {} to replace {old} once healthy (returning to preferred hardware)",
+                    pool.priority
+                ),
+                None => format!(
+                    "launched from pool priority {} running model {}",
+                    pool.priority, pool.model_name
+                ),
+            };
         }
         Err(LaunchError::InsufficientCapacity(detail)) => {
-            v.provisioning.record_launch(pool, true, &pools, t, pause);
-            let next = pools
+            let entry = app.ice().record_ice(&pool.instance_type, &detail, t, app.backoff());
+            let ice = app.ice();
+            let v = variant_mut(rt, l.deployment_id, l.variant).expect("checked above");
+            v.provisioning.record_launch(pool, true);
+            let next = v
+                .spec
+                .pools
                 .iter()
-                .find(|p| !v.provisioning.cycle_ice.contains(&p.priority))
-                .filter(|_| v.provisioning.pause_until.is_none_or(|u| u <= t));
+                .find(|p| ice.blocked_until(&p.instance_type, t).is_none());
             v.status_message = Some(match next {
                 Some(p) => format!(
                     "Insufficient capacity for {} (priority {}); falling back to {} (priority {})",
                     pool.instance_type, pool.priority, p.instance_type, p.priority
                 ),
                 None => format!(
-                    "Insufficient capacity for {} (priority {}); every pool is short, retrying from priority 1",
+                    "Insufficient capacity for {} (priority {}); every pool is backing off, retrying from priority 1",
                     pool.instance_type, pool.priority
                 ),
             });
             ev.result = Some("InsufficientCapacity".into());
-            ev.message = detail;
+            ev.message = format!(
+                "{detail}; {} unavailable for {:.1}s (insufficient-capacity answer {} in a row)",
+                pool.instance_type,
+                entry.next_probe - t,
+                entry.failures
+            );
         }
         Err(LaunchError::Failed(detail)) => {
-            v.provisioning.record_launch(pool, false, &pools, t, pause);
+            let v = variant_mut(rt, l.deployment_id, l.variant).expect("checked above");
+            v.provisioning.record_launch(pool, false);
             ev.result = Some("Failed".into());
             ev.message = detail.clone();
-            let fake = InstanceRecord {
-                instance_id,
-                endpoint_name: name.clone(),
-                deployment_id: deployment_id.to_string(),
-                variant_name: variant.to_string(),
-                instance_type: pool.instance_type.clone(),
-                priority: pool.priority,
-                model_name: pool.model_name.clone(),
-                state: InstancePhase::Terminating,
-                launched_at: t,
-                handle: Value::Null,
-                address: String::new(),
-                failed_pings: 0,
-            };
+            let never_started = record(
+                InstancePhase::Terminating,
+                &Launched {
+                    handle: Value::Null,
+                    address: String::new(),
+                },
+            );
             app.event(ev);
             let reason = format!(
-                "Failed to start an instance of {} for production variant {variant}: {detail}",
-                pool.instance_type
+                "Failed to start an instance of {} for production variant {}: {detail}",
+                pool.instance_type, l.variant
             );
-            note_health_failure(app, rt, &fake, reason);
+            note_health_failure(app, rt, &never_started, reason);
             return;
         }
     }
     app.event(ev);
 }
+
+/// Whether the endpoint moves its fleet back to preferred hardware: its tag
+/// `spillway:rebalance` (`enabled`/`disabled`), else the server default.
+fn rebalance_enabled(app: &App, arn: &str) -> bool {
+    let tags = app.store.tags(arn).unwrap_or_default();
+    match tags.iter().find(|t| t.key == REBALANCE_TAG).map(|t| t.value.as_str()) {
+        Some("enabled") | Some("true") => true,
+        Some("disabled") | Some("false") => false,
+        _ => app.cfg.rebalance.enabled,
+    }
+}
+
+/// The tag that opts an endpoint in or out of rebalancing.
+pub const REBALANCE_TAG: &str = "spillway:rebalance";
 
 /// The serving instances of the active deployment.
 fn routes_of(rt: &EndpointRuntime) -> EndpointRoutes {

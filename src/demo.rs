@@ -28,8 +28,8 @@ pub fn prepare_config(cfg: &mut Config) {
     if cfg.provisioning.deadline_override_seconds.is_none() {
         cfg.provisioning.deadline_override_seconds = Some(60);
     }
-    if cfg.provisioning.ice_retry_pause_ms > 1000 {
-        cfg.provisioning.ice_retry_pause_ms = 1000;
+    if cfg.provisioning.ice_backoff_initial_ms > 1000 {
+        cfg.provisioning.ice_backoff_initial_ms = 1000;
     }
 }
 

@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use crate::core::model::RoutingStrategy;
 
@@ -117,6 +118,8 @@ impl VariantRoutes {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     endpoints: RwLock<HashMap<String, Arc<EndpointRoutes>>>,
+    /// Instances taken out of routing whose in-flight requests may still be running.
+    draining: Mutex<HashMap<String, Arc<RouteInstance>>>,
 }
 
 impl RouteTable {
@@ -147,15 +150,98 @@ impl RouteTable {
                 }
             }
         }
-        map.insert(endpoint.to_string(), Arc::new(routes));
+        let old = map.insert(endpoint.to_string(), Arc::new(routes));
+        let new = map.get(endpoint).cloned();
+        drop(map);
+        if let Some(old) = old {
+            self.retire(&old, new.as_deref());
+        }
     }
 
     /// Removes an endpoint.
     pub fn remove(&self, endpoint: &str) {
-        self.endpoints
+        let old = self
+            .endpoints
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(endpoint);
+        if let Some(old) = old {
+            self.retire(&old, None);
+        }
+    }
+
+    /// Remembers instances of `old` that `new` no longer routes to, for draining.
+    fn retire(&self, old: &EndpointRoutes, new: Option<&EndpointRoutes>) {
+        let kept = |id: &str| new.is_some_and(|n| n.variants.iter().flat_map(|v| &v.instances).any(|i| i.id == id));
+        let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        for i in old.variants.iter().flat_map(|v| &v.instances) {
+            if !kept(&i.id) {
+                draining.insert(i.id.clone(), i.clone());
+            }
+        }
+    }
+
+    /// Takes an instance out of routing at once (wherever it is routed).
+    pub fn withdraw(&self, instance_id: &str) {
+        let mut map = self.endpoints.write().unwrap_or_else(|p| p.into_inner());
+        let mut retired = vec![];
+        for routes in map.values_mut() {
+            if !routes
+                .variants
+                .iter()
+                .any(|v| v.instances.iter().any(|i| i.id == instance_id))
+            {
+                continue;
+            }
+            let variants = routes
+                .variants
+                .iter()
+                .map(|v| VariantRoutes {
+                    name: v.name.clone(),
+                    weight: v.weight,
+                    strategy: v.strategy,
+                    instances: v.instances.iter().filter(|i| i.id != instance_id).cloned().collect(),
+                })
+                .collect();
+            retired.extend(
+                routes
+                    .variants
+                    .iter()
+                    .flat_map(|v| &v.instances)
+                    .filter(|i| i.id == instance_id)
+                    .cloned(),
+            );
+            *routes = Arc::new(EndpointRoutes { variants });
+        }
+        drop(map);
+        let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        for i in retired {
+            draining.insert(i.id.clone(), i);
+        }
+    }
+
+    /// Withdraws an instance from routing and waits until its in-flight requests finish or
+    /// `grace` passes. Returns whether it drained.
+    pub async fn wait_drained(&self, instance_id: &str, grace: Duration) -> bool {
+        self.withdraw(instance_id);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let busy = {
+                let draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+                draining
+                    .get(instance_id)
+                    .map(|i| i.outstanding.load(Ordering::Relaxed))
+                    .unwrap_or(0)
+            };
+            if busy == 0 || tokio::time::Instant::now() >= deadline {
+                self.draining
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(instance_id);
+                return busy == 0;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -224,5 +310,33 @@ mod tests {
         );
         let r = t.get("e").unwrap();
         assert_eq!(r.variants[0].instances[0].outstanding.load(Ordering::Relaxed), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn draining_waits_for_in_flight_requests() {
+        let t = RouteTable::default();
+        t.publish(
+            "e",
+            EndpointRoutes {
+                variants: vec![variant("a", 1.0, vec![inst("x", 0), inst("y", 0)])],
+            },
+        );
+        let x = t.get("e").unwrap().variants[0].instances[0].clone();
+        x.outstanding.store(1, Ordering::Relaxed);
+        let waiter = {
+            let x = x.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                x.outstanding.store(0, Ordering::Relaxed);
+            })
+        };
+        assert!(t.wait_drained("x", Duration::from_secs(5)).await);
+        waiter.await.unwrap();
+        // It left routing at once.
+        assert!(t.get("e").unwrap().variants[0].instances.iter().all(|i| i.id != "x"));
+        // A request that never ends is cut off after the grace period.
+        let y = t.get("e").unwrap().variants[0].instances[0].clone();
+        y.outstanding.store(1, Ordering::Relaxed);
+        assert!(!t.wait_drained("y", Duration::from_secs(1)).await);
     }
 }

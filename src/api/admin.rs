@@ -19,9 +19,51 @@ pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /_spillway/capacity`: pinned slots and usage per instance type.
+/// `GET /_spillway/capacity`: per instance type, the provider's view (pinned slots, usage)
+/// and spillway's ICE memory (available, or backing off with reason, first and last seen,
+/// consecutive answers, next probe).
 pub async fn capacity(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(json!({ "provider": app.provider.kind(), "instanceTypes": app.provider.capacity() }))
+    let now = crate::app::now();
+    let mut rows: std::collections::BTreeMap<String, Value> = app
+        .provider
+        .capacity()
+        .into_iter()
+        .map(|e| (e.instance_type.clone(), serde_json::to_value(e).unwrap_or(Value::Null)))
+        .collect();
+    let ice = app.ice();
+    for e in ice.entries() {
+        rows.entry(e.instance_type.clone())
+            .or_insert_with(|| json!({ "instanceType": e.instance_type, "slots": null, "inUse": 0 }));
+    }
+    let list: Vec<Value> = rows
+        .into_iter()
+        .map(|(t, mut row)| {
+            let state = match ice.get(&t) {
+                Some(e) if now < e.next_probe => json!({
+                    "availability": "BackingOff",
+                    "reason": e.reason,
+                    "firstSeen": e.first_seen,
+                    "lastSeen": e.last_seen,
+                    "consecutiveFailures": e.failures,
+                    "nextProbe": e.next_probe,
+                }),
+                Some(e) => json!({
+                    "availability": "ProbeDue",
+                    "reason": e.reason,
+                    "firstSeen": e.first_seen,
+                    "lastSeen": e.last_seen,
+                    "consecutiveFailures": e.failures,
+                    "nextProbe": e.next_probe,
+                }),
+                None => json!({ "availability": "Available" }),
+            };
+            if let (Value::Object(r), Value::Object(s)) = (&mut row, state) {
+                r.extend(s);
+            }
+            row
+        })
+        .collect();
+    Json(json!({ "provider": app.provider.kind(), "instanceTypes": list }))
 }
 
 /// Body of `PUT /_spillway/capacity/{instanceType}`.
@@ -49,15 +91,16 @@ fn entry(app: &App, t: &str) -> Value {
         .unwrap_or_else(|| json!({ "instanceType": t, "slots": null, "inUse": 0 }))
 }
 
-/// Wakes every controller: capacity changed, stalled variants may now make progress.
-async fn capacity_changed(app: &App) {
+/// Capacity of `instance_type` changed by an operator: forget its back-off and wake every
+/// controller so stalled variants may make progress.
+async fn capacity_changed(app: &App, instance_type: &str) {
+    app.ice().forget(instance_type);
     for h in app.all_endpoints() {
         let mut rt = h.state.lock().await;
         let rec = &mut rt.record;
         for d in std::iter::once(&mut rec.active).chain(rec.pending.iter_mut()) {
             for v in d.variants.iter_mut() {
                 v.stalled = None;
-                v.provisioning.pause_until = None;
             }
         }
         drop(rt);
@@ -79,7 +122,7 @@ pub async fn put_capacity(
         app.store.set_capacity_override(&instance_type, Some(input.slots))?;
         app.provider.set_slots(&instance_type, Some(input.slots));
         tracing::info!(%instance_type, slots = input.slots, "capacity pinned at run time");
-        capacity_changed(&app).await;
+        capacity_changed(&app, &instance_type).await;
         Ok::<_, ApiError>(Json(entry(&app, &instance_type)))
     }
     .await;
@@ -95,7 +138,7 @@ pub async fn delete_capacity(State(app): State<Arc<App>>, Path(instance_type): P
         known_type(&instance_type)?;
         app.store.set_capacity_override(&instance_type, None)?;
         app.provider.set_slots(&instance_type, None);
-        capacity_changed(&app).await;
+        capacity_changed(&app, &instance_type).await;
         Ok::<_, ApiError>(Json(entry(&app, &instance_type)))
     }
     .await;

@@ -117,6 +117,10 @@ pub struct InstanceRecord {
     /// Consecutive failed pings while in service.
     #[serde(default)]
     pub failed_pings: u32,
+    /// For a surge instance moving the variant to preferred hardware: the instance it replaces
+    /// once it passes its health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 /// One entry of the endpoint's event history: the evidence an operator reads after an incident.

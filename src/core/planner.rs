@@ -40,6 +40,9 @@ pub struct InstanceView {
     pub phase: InstancePhase,
     /// When the launch succeeded.
     pub launched_at: Timestamp,
+    /// For a surge instance started to move the variant to preferred hardware: the instance it
+    /// replaces once it is in service.
+    pub replaces: Option<String>,
 }
 
 /// Per-variant memory of an in-flight provisioning operation.
@@ -47,10 +50,6 @@ pub struct InstanceView {
 pub struct ProvisioningState {
     /// When the operation gives up (`None`: no operation in flight).
     pub deadline: Option<Timestamp>,
-    /// Priorities that answered insufficient capacity in the current cycle.
-    pub cycle_ice: BTreeSet<u8>,
-    /// No launch before this time (set when a whole cycle answered insufficient capacity).
-    pub pause_until: Option<Timestamp>,
     /// Every instance type attempted during the operation, for the failure reason.
     pub tried: BTreeSet<String>,
     /// Number of insufficient-capacity answers during the operation.
@@ -73,28 +72,18 @@ impl ProvisioningState {
         *self = Self::default();
     }
 
-    /// Feeds back the outcome of a launch on `pool`. `pools` is the variant's pool count;
-    /// `pause_s` is how long to wait once every pool has answered insufficient capacity.
-    pub fn record_launch(
-        &mut self,
-        pool: &PoolSpec,
-        insufficient_capacity: bool,
-        pools: &[PoolSpec],
-        now: Timestamp,
-        pause_s: f64,
-    ) {
+    /// Feeds back the outcome of a launch on `pool`. Insufficient capacity itself is
+    /// remembered server-wide by [`super::capacity::IceMemory`], which the planner consults.
+    pub fn record_launch(&mut self, pool: &PoolSpec, insufficient_capacity: bool) {
         self.tried.insert(pool.instance_type.clone());
-        if !insufficient_capacity {
-            return;
-        }
-        self.ice_count += 1;
-        self.cycle_ice.insert(pool.priority);
-        if pools.iter().all(|p| self.cycle_ice.contains(&p.priority)) {
-            self.cycle_ice.clear();
-            self.pause_until = Some(now + pause_s);
+        if insufficient_capacity {
+            self.ice_count += 1;
         }
     }
 }
+
+/// Answers when an instance type may be tried again (`None`: now).
+pub type Blocked<'a> = &'a dyn Fn(&str) -> Option<Timestamp>;
 
 /// What to do next for one variant.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,7 +92,7 @@ pub enum Step {
     Launch(PoolSpec),
     /// Stop these instances (scale-in), in this order.
     Terminate(Vec<String>),
-    /// Every pool answered insufficient capacity this cycle; try again at this time.
+    /// Every pool is inside its insufficient-capacity back-off; try again at this time.
     Pause(Timestamp),
     /// Enough instances exist; some are still starting.
     WaitForHealth,
@@ -121,17 +110,22 @@ pub enum Step {
 }
 
 /// Decides the next step for a variant that wants `desired` instances from `pools`
-/// (sorted by priority) and currently has `instances`.
+/// (sorted by priority) and currently has `instances`. `blocked` says which instance types are
+/// inside their insufficient-capacity back-off; no launch is planned on them.
+///
+/// Surge instances (those with `replaces`) do not count towards `desired`: they are extra until
+/// they take over from the instance they replace.
 pub fn plan_variant(
     pools: &[PoolSpec],
     desired: u32,
     instances: &[InstanceView],
     prov: &ProvisioningState,
+    blocked: Blocked<'_>,
     now: Timestamp,
 ) -> Step {
     let live: Vec<&InstanceView> = instances
         .iter()
-        .filter(|i| i.phase != InstancePhase::Terminating)
+        .filter(|i| i.phase != InstancePhase::Terminating && i.replaces.is_none())
         .collect();
     let n = live.len() as u32;
     if n > desired {
@@ -152,24 +146,83 @@ pub fn plan_variant(
                 tried,
             };
         }
-        if let Some(until) = prov.pause_until
-            && now < until
-        {
-            return Step::Pause(until);
-        }
-        let next = pools
-            .iter()
-            .find(|p| !prov.cycle_ice.contains(&p.priority))
-            .or_else(|| pools.first());
-        if let Some(pool) = next {
+        if let Some(pool) = pools.iter().find(|p| blocked(&p.instance_type).is_none()) {
             return Step::Launch(pool.clone());
         }
+        let until = pools
+            .iter()
+            .filter_map(|p| blocked(&p.instance_type))
+            .fold(f64::INFINITY, f64::min);
+        return Step::Pause(until.min(prov.deadline.unwrap_or(f64::INFINITY)));
     }
     if live.iter().all(|i| i.phase == InstancePhase::InService) {
         Step::Satisfied
     } else {
         Step::WaitForHealth
     }
+}
+
+/// Guard rails for moving a fleet back to preferred hardware.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RebalancePolicy {
+    /// An instance must have run this long before it is replaced.
+    pub min_runtime_s: f64,
+    /// At most this many surge instances in flight per variant.
+    pub max_in_flight: u32,
+}
+
+/// A migration step: start a surge instance from `pool` that replaces `replaces` once healthy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Migration {
+    /// The better pool.
+    pub pool: PoolSpec,
+    /// The instance it will replace.
+    pub replaces: String,
+}
+
+/// Plans the next move back to preferred hardware for a variant that has its desired count in
+/// service: replace the lowest-priority instance that has run long enough with one from the
+/// best higher-priority pool that is not inside its back-off. Surge first: the old instance is
+/// stopped only after the new one passes its health check, so the variant never has fewer
+/// healthy instances than desired.
+pub fn plan_rebalance(
+    pools: &[PoolSpec],
+    instances: &[InstanceView],
+    blocked: Blocked<'_>,
+    policy: RebalancePolicy,
+    now: Timestamp,
+) -> Option<Migration> {
+    let surges: Vec<&InstanceView> = instances
+        .iter()
+        .filter(|i| i.replaces.is_some() && i.phase != InstancePhase::Terminating)
+        .collect();
+    if surges.len() as u32 >= policy.max_in_flight {
+        return None;
+    }
+    let mut candidates: Vec<&InstanceView> = instances
+        .iter()
+        .filter(|i| {
+            i.replaces.is_none()
+                && i.phase == InstancePhase::InService
+                && now - i.launched_at >= policy.min_runtime_s
+                && !surges.iter().any(|s| s.replaces.as_deref() == Some(i.id.as_str()))
+        })
+        .collect();
+    candidates.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then_with(|| a.launched_at.total_cmp(&b.launched_at))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    candidates.into_iter().find_map(|victim| {
+        pools
+            .iter()
+            .find(|p| p.priority < victim.priority && blocked(&p.instance_type).is_none())
+            .map(|p| Migration {
+                pool: p.clone(),
+                replaces: victim.id.clone(),
+            })
+    })
 }
 
 /// Chooses `k` instances to remove on scale-in: lowest-priority pool (highest number) first;
@@ -275,7 +328,14 @@ pub fn capacity_failure_reason(variant: &str, have: u32, want: u32, tried: &[Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::capacity::{BackoffPolicy, IceMemory};
     use proptest::prelude::*;
+
+    const BACKOFF: BackoffPolicy = BackoffPolicy {
+        initial_s: 1.0,
+        max_s: 8.0,
+    };
+    const NEVER: &dyn Fn(&str) -> Option<Timestamp> = &|_| None;
 
     fn pools(types: &[&str]) -> Vec<PoolSpec> {
         types
@@ -295,24 +355,37 @@ mod tests {
             priority,
             phase,
             launched_at: at,
+            replaces: None,
         }
     }
 
-    /// Drives the planner against a capacity table the way the controller does, with launched
-    /// instances becoming healthy at once. Returns the instance types launched, in order.
+    /// Drives the planner against a fixed capacity table the way the controller does, with
+    /// launched instances healthy at once. Returns the instance types launched, in order.
     fn simulate(ps: &[PoolSpec], desired: u32, slots: &mut [u32], deadline_s: f64) -> (Vec<String>, Step) {
         let mut prov = ProvisioningState::default();
+        let mut ice = IceMemory::default();
         let mut now = 0.0;
         prov.begin(now, deadline_s);
         let mut fleet: Vec<InstanceView> = vec![];
         let mut launched = vec![];
         for _ in 0..10_000 {
-            match plan_variant(ps, desired, &fleet, &prov, now) {
+            let step = {
+                let blocked = |t: &str| ice.blocked_until(t, now);
+                plan_variant(ps, desired, &fleet, &prov, &blocked, now)
+            };
+            match step {
                 Step::Launch(pool) => {
+                    assert!(
+                        ice.blocked_until(&pool.instance_type, now).is_none(),
+                        "launch inside back-off"
+                    );
                     let idx = (pool.priority - 1) as usize;
-                    let ice = slots[idx] == 0;
-                    if !ice {
+                    let short = slots[idx] == 0;
+                    if short {
+                        ice.record_ice(&pool.instance_type, "busy", now, BACKOFF);
+                    } else {
                         slots[idx] -= 1;
+                        ice.record_success(&pool.instance_type);
                         fleet.push(inst(
                             &format!("i{}", fleet.len()),
                             pool.priority,
@@ -321,9 +394,12 @@ mod tests {
                         ));
                         launched.push(pool.instance_type.clone());
                     }
-                    prov.record_launch(&pool, ice, ps, now, 1.0);
+                    prov.record_launch(&pool, short);
                 }
-                Step::Pause(until) => now = until,
+                Step::Pause(until) => {
+                    assert!(until > now, "pause must move time forward");
+                    now = until;
+                }
                 other => return (launched, other),
             }
         }
@@ -364,25 +440,29 @@ mod tests {
     }
 
     #[test]
-    fn a_new_cycle_starts_at_priority_one_after_a_pause() {
+    fn types_in_back_off_are_skipped_and_probed_when_it_ends() {
         let ps = pools(&["a", "b"]);
         let mut prov = ProvisioningState::default();
         prov.begin(0.0, 100.0);
-        prov.record_launch(&ps[0], true, &ps, 0.0, 2.0);
-        assert_eq!(plan_variant(&ps, 1, &[], &prov, 0.0), Step::Launch(ps[1].clone()));
-        prov.record_launch(&ps[1], true, &ps, 0.5, 2.0);
-        assert_eq!(plan_variant(&ps, 1, &[], &prov, 1.0), Step::Pause(2.5));
-        assert_eq!(plan_variant(&ps, 1, &[], &prov, 2.5), Step::Launch(ps[0].clone()));
+        let blocked_a = |t: &str| (t == "a").then_some(2.0);
+        assert_eq!(
+            plan_variant(&ps, 1, &[], &prov, &blocked_a, 0.0),
+            Step::Launch(ps[1].clone())
+        );
+        let blocked_both = |t: &str| Some(if t == "a" { 2.0 } else { 3.0 });
+        assert_eq!(plan_variant(&ps, 1, &[], &prov, &blocked_both, 1.0), Step::Pause(2.0));
+        assert_eq!(
+            plan_variant(&ps, 1, &[], &prov, NEVER, 2.0),
+            Step::Launch(ps[0].clone())
+        );
     }
 
     #[test]
     fn waits_for_launching_instances() {
         let ps = pools(&["a"]);
         let fleet = [inst("x", 1, InstancePhase::Launching, 0.0)];
-        assert_eq!(
-            plan_variant(&ps, 1, &fleet, &ProvisioningState::default(), 1.0),
-            Step::WaitForHealth
-        );
+        let step = plan_variant(&ps, 1, &fleet, &ProvisioningState::default(), NEVER, 1.0);
+        assert_eq!(step, Step::WaitForHealth);
     }
 
     #[test]
@@ -395,7 +475,7 @@ mod tests {
             inst("p2-new", 2, InstancePhase::InService, 3.0),
             inst("p1-new", 1, InstancePhase::InService, 4.0),
         ];
-        let step = plan_variant(&ps, 2, &fleet, &ProvisioningState::default(), 5.0);
+        let step = plan_variant(&ps, 2, &fleet, &ProvisioningState::default(), NEVER, 5.0);
         assert_eq!(
             step,
             Step::Terminate(vec!["p3".into(), "p2-new".into(), "p2-old".into()])
@@ -403,12 +483,47 @@ mod tests {
     }
 
     #[test]
-    fn terminating_instances_do_not_count() {
+    fn terminating_and_surge_instances_do_not_count() {
         let ps = pools(&["a"]);
-        let fleet = [inst("x", 1, InstancePhase::Terminating, 0.0)];
+        let mut surge = inst("s", 1, InstancePhase::InService, 0.0);
+        surge.replaces = Some("gone".into());
+        let fleet = [inst("x", 1, InstancePhase::Terminating, 0.0), surge];
         let mut prov = ProvisioningState::default();
         prov.begin(0.0, 10.0);
-        assert_eq!(plan_variant(&ps, 1, &fleet, &prov, 1.0), Step::Launch(ps[0].clone()));
+        assert_eq!(
+            plan_variant(&ps, 1, &fleet, &prov, NEVER, 1.0),
+            Step::Launch(ps[0].clone())
+        );
+    }
+
+    #[test]
+    fn rebalance_replaces_the_worst_old_enough_instance() {
+        let ps = pools(&["a", "b", "c"]);
+        let policy = RebalancePolicy {
+            min_runtime_s: 10.0,
+            max_in_flight: 1,
+        };
+        let fleet = [
+            inst("p1", 1, InstancePhase::InService, 0.0),
+            inst("p3-young", 3, InstancePhase::InService, 95.0),
+            inst("p3-old", 3, InstancePhase::InService, 50.0),
+            inst("p2", 2, InstancePhase::InService, 0.0),
+        ];
+        let m = plan_rebalance(&ps, &fleet, NEVER, policy, 100.0).unwrap();
+        assert_eq!((m.pool.priority, m.replaces.as_str()), (1, "p3-old"));
+        // Priority 1 backing off: priority 2 is still better than 3.
+        let blocked = |t: &str| (t == "a").then_some(200.0);
+        let m = plan_rebalance(&ps, &fleet, &blocked, policy, 100.0).unwrap();
+        assert_eq!((m.pool.priority, m.replaces.as_str()), (2, "p3-old"));
+        // One surge in flight is the limit.
+        let mut with_surge = fleet.to_vec();
+        let mut s = inst("s", 1, InstancePhase::Launching, 99.0);
+        s.replaces = Some("p3-old".into());
+        with_surge.push(s);
+        assert_eq!(plan_rebalance(&ps, &with_surge, NEVER, policy, 100.0), None);
+        // Nothing to gain when everything runs on priority 1.
+        let best = [inst("x", 1, InstancePhase::InService, 0.0)];
+        assert_eq!(plan_rebalance(&ps, &best, NEVER, policy, 100.0), None);
     }
 
     #[test]
@@ -436,6 +551,137 @@ mod tests {
             EndpointDecision::AcceptShortfall("x".into())
         );
         assert_eq!(status_during(Operation::Scale), EndpointStatus::Updating);
+    }
+
+    /// A fleet simulation over a random capacity timeline: the planner, rebalancing and ICE
+    /// memory run together the way the controller runs them, one tick per second, launches
+    /// becoming healthy one tick later. Checks the invariants at every tick.
+    fn run_timeline(
+        n_pools: usize,
+        desired: u32,
+        timeline: &[(usize, u32)],
+        final_slots: u32,
+        rebalance: bool,
+    ) -> Result<(), TestCaseError> {
+        let names: Vec<String> = (0..n_pools).map(|i| format!("t{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let ps = pools(&refs);
+        let policy = RebalancePolicy {
+            min_runtime_s: 3.0,
+            max_in_flight: 1,
+        };
+        let mut slots = vec![0u32; n_pools];
+        let mut ice = IceMemory::default();
+        let mut prov = ProvisioningState::default();
+        let mut fleet: Vec<InstanceView> = vec![];
+        let mut next_id = 0;
+        let steps = timeline.len() + 60;
+        for tick in 0..steps {
+            let now = tick as f64;
+            // Capacity changes: one random event per tick, then everything generous at the end.
+            if let Some((pool, n)) = timeline.get(tick) {
+                slots[*pool % n_pools] = *n;
+            } else if tick == timeline.len() {
+                slots.iter_mut().for_each(|s| *s = final_slots);
+            }
+            // Health: launching instances come up; a healthy surge takes over.
+            for i in fleet.iter_mut() {
+                if i.phase == InstancePhase::Launching {
+                    i.phase = InstancePhase::InService;
+                }
+            }
+            let takeovers: Vec<String> = fleet
+                .iter_mut()
+                .filter(|i| i.phase == InstancePhase::InService && i.replaces.is_some())
+                .map(|i| i.replaces.take().unwrap())
+                .collect();
+            for victim in takeovers {
+                if let Some(v) = fleet.iter_mut().find(|i| i.id == victim) {
+                    prop_assert!(
+                        now - v.launched_at >= policy.min_runtime_s,
+                        "replaced before its minimum run time"
+                    );
+                    v.phase = InstancePhase::Terminating;
+                }
+            }
+            fleet.retain(|i| i.phase != InstancePhase::Terminating);
+            let in_use = |fleet: &[InstanceView], p: u8| fleet.iter().filter(|i| i.priority == p).count() as u32;
+            // Up to 10 planner steps per tick.
+            for _ in 0..10 {
+                let blocked = |t: &str| ice.blocked_until(t, now);
+                let mut step = plan_variant(&ps, desired, &fleet, &prov, &blocked, now);
+                let mut replaces = None;
+                if step == Step::Satisfied && rebalance {
+                    match plan_rebalance(&ps, &fleet, &blocked, policy, now) {
+                        Some(m) => {
+                            replaces = Some(m.replaces);
+                            step = Step::Launch(m.pool);
+                        }
+                        None => break,
+                    }
+                }
+                match step {
+                    Step::Launch(pool) => {
+                        prov.begin(now, 1e9);
+                        prop_assert!(
+                            ice.blocked_until(&pool.instance_type, now).is_none(),
+                            "launch inside back-off"
+                        );
+                        let idx = (pool.priority - 1) as usize;
+                        if in_use(&fleet, pool.priority) >= slots[idx] {
+                            ice.record_ice(&pool.instance_type, "busy", now, BACKOFF);
+                            prov.record_launch(&pool, true);
+                        } else {
+                            ice.record_success(&pool.instance_type);
+                            prov.record_launch(&pool, false);
+                            next_id += 1;
+                            fleet.push(InstanceView {
+                                id: format!("i{next_id}"),
+                                priority: pool.priority,
+                                phase: InstancePhase::Launching,
+                                launched_at: now,
+                                replaces,
+                            });
+                        }
+                    }
+                    Step::Terminate(ids) => {
+                        // Scale-in order: no kept instance worse than a removed one.
+                        let removed_best = fleet.iter().filter(|i| ids.contains(&i.id)).map(|i| i.priority).min();
+                        let kept_worst = fleet
+                            .iter()
+                            .filter(|i| !ids.contains(&i.id) && i.replaces.is_none())
+                            .map(|i| i.priority)
+                            .max();
+                        if let (Some(r), Some(k)) = (removed_best, kept_worst) {
+                            prop_assert!(k <= r);
+                        }
+                        fleet.retain(|i| !ids.contains(&i.id));
+                    }
+                    Step::Satisfied => {
+                        prov.finish();
+                        break;
+                    }
+                    _ => break,
+                }
+                let surges = fleet.iter().filter(|i| i.replaces.is_some()).count() as u32;
+                let regular = fleet.len() as u32 - surges;
+                prop_assert!(regular <= desired, "more regular instances than desired");
+                prop_assert!(surges <= policy.max_in_flight, "more surge instances than allowed");
+                // Never fewer healthy than before a migration: a surge exists only next to a full fleet.
+                if surges > 0 {
+                    prop_assert_eq!(regular, desired);
+                }
+            }
+        }
+        if rebalance && final_slots >= desired {
+            // Capacity came back everywhere: the fleet ends on priority 1 only.
+            prop_assert!(
+                fleet.iter().all(|i| i.priority == 1) && fleet.len() as u32 == desired,
+                "did not converge to the preferred pool: {:?}",
+                fleet
+            );
+        }
+        Ok(())
     }
 
     proptest! {
@@ -485,6 +731,19 @@ mod tests {
             if let (Some(kept), Some(rm)) = (max_kept, min_removed) {
                 prop_assert!(kept <= rm, "kept priority {} while removing {}", kept, rm);
             }
+        }
+
+        /// Random capacity timelines: never more than desired + surge instances, no launch on a
+        /// type inside its back-off, no replacement before the minimum run time, fallback-first
+        /// scale-in, and convergence to the preferred pool once capacity allows.
+        #[test]
+        fn fleet_invariants_over_capacity_timelines(
+            n_pools in 1usize..=4,
+            desired in 1u32..5,
+            timeline in proptest::collection::vec((0usize..4, 0u32..4), 0..40),
+            rebalance in any::<bool>(),
+        ) {
+            run_timeline(n_pools, desired, &timeline, 8, rebalance)?;
         }
     }
 }
