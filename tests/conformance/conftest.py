@@ -1,0 +1,76 @@
+"""Fixtures: start the real spillway binary with a generated config, hand out boto3 clients, and on
+teardown stop it and check that no model process of its data dir is left behind."""
+
+from __future__ import annotations
+
+import pytest
+
+import spw
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+class _Servers:
+    def __init__(self, base_dir):
+        self.base_dir = base_dir
+        self.servers: list[spw.Server] = []
+
+    def __call__(self, capacity=None, provisioning=None, config=None, name=None, start=True) -> spw.Server:
+        cfg = spw.merge(spw.DEFAULT_CONFIG, config)
+        if provisioning:
+            cfg["provisioning"].update(provisioning)
+        if capacity:
+            cfg["provider"]["local"]["capacity"].update(capacity)
+        name = name or f"server{len(self.servers)}"
+        srv = spw.Server(self.base_dir / name, cfg, name=name)
+        self.servers.append(srv)
+        if start:
+            srv.start()
+        return srv
+
+    def finish(self, failed: bool):
+        problems = []
+        for srv in self.servers:
+            if failed:
+                print(f"\n[{srv.name}] {srv.log_tail(120)}")
+            problems += [f"[{srv.name}] {p}" for p in srv.shutdown_and_check()]
+        if problems:
+            pytest.fail("teardown found problems:\n" + "\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def start_server(tmp_path, request):
+    """Factory: start_server(capacity={...}, provisioning={...}, config={...}) -> running spw.Server."""
+    servers = _Servers(tmp_path)
+    yield servers
+    rep = getattr(request.node, "rep_call", None)
+    servers.finish(failed=bool(rep and rep.failed))
+
+
+@pytest.fixture
+def server(start_server) -> spw.Server:
+    return start_server()
+
+
+@pytest.fixture
+def sm(server):
+    return server.sm
+
+
+@pytest.fixture
+def rt(server):
+    return server.rt
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory, request):
+    """One server shared by a module's tests (they must use unique resource names)."""
+    servers = _Servers(tmp_path_factory.mktemp(request.module.__name__.replace(".", "_")))
+    srv = servers()
+    yield srv
+    servers.finish(failed=request.session.testsfailed > 0)

@@ -1,0 +1,134 @@
+"""InvokeEndpoint: body, headers, errors, TargetVariant, variant weights, and what an instance sees."""
+
+import io
+import json
+import os
+import tarfile
+
+import spw
+
+ECHO = "echo-model"
+
+
+def test_invoke_returns_the_model_body_and_variant_headers(server, sm):
+    spw.create_model(sm, ECHO)
+    spw.deploy(sm, "inv", [spw.single_variant(ECHO, "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "inv")
+    payload, headers, resp = spw.invoke(server.rt, "inv", body="hello spillway", content_type="text/plain")
+    assert resp["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert payload["body"] == "hello spillway"
+    assert payload["contentType"] == "text/plain"
+    assert payload["modelName"] == ECHO
+    assert payload["instanceType"] == "ml.m5.xlarge"
+    assert resp["InvokedProductionVariant"] == "AllTraffic"
+    assert headers["x-amzn-invoked-production-variant"] == "AllTraffic"
+    assert headers["x-spillway-instance-type"] == "ml.m5.xlarge"
+    assert payload["instanceId"] in {i["instanceId"] for i in server.instances("inv")}
+
+
+def test_invoke_round_trips_json_and_a_large_body(server, sm):
+    spw.create_model(sm, ECHO)
+    spw.deploy(sm, "big", [spw.single_variant(ECHO, "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "big")
+    doc = json.dumps({"inputs": "What is an instance pool?", "parameters": {"max_new_tokens": 8}})
+    payload, _, _ = spw.invoke(server.rt, "big", body=doc, content_type="application/json", Accept="application/json")
+    assert json.loads(payload["body"]) == json.loads(doc)
+    assert payload["contentType"] == "application/json"
+    large = ("0123456789abcdef" * 4096) * 32  # 2 MiB
+    payload, _, _ = spw.invoke(server.rt, "big", body=large)
+    assert len(payload["body"]) == len(large) and payload["body"] == large
+
+
+def test_invoke_unknown_endpoint_is_a_validation_error(server):
+    code, msg, status = spw.error_of(server.rt.invoke_endpoint, EndpointName="nowhere", Body=b"x")
+    assert (code, status) == ("ValidationError", 400)
+    assert msg == "Endpoint nowhere of account 123456789012 not found."
+
+
+def test_instance_environment_follows_the_container_contract(server, sm, tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "weights.txt").write_text("w=42")
+    spw.create_model(sm, "env-model", env={"HF_TASK": "text-generation"}, ModelDataUrl=f"file://{weights}")
+    spw.deploy(sm, "env", [spw.single_variant("env-model", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "env")
+    payload, _, _ = spw.invoke(server.rt, "env")
+    env = payload["env"]
+    (inst,) = server.instances("env")
+    assert env["SAGEMAKER_BIND_TO_PORT"] == str(inst["port"])
+    assert env["SPILLWAY_INSTANCE_ID"] == inst["instanceId"] == payload["instanceId"]
+    assert env["SPILLWAY_INSTANCE_TYPE"] == "ml.m5.xlarge"
+    assert env["SPILLWAY_MODEL_NAME"] == "env-model"
+    assert "CUDA_VISIBLE_DEVICES" in env
+    assert env["HF_TASK"] == "text-generation"
+    assert os.path.realpath(env["SPILLWAY_DATA_DIR"]) == os.path.realpath(server.data_dir)
+    assert (open(os.path.join(env["SM_MODEL_DIR"], "weights.txt")).read()) == "w=42"
+    assert inst["pid"] in server.processes()[inst["instanceId"]]["pids"]
+
+
+def test_model_data_tarball_is_unpacked_into_sm_model_dir(server, sm, tmp_path):
+    tar_path = tmp_path / "model.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tf:
+        for name, data in {"config.json": b'{"layers": 2}', "tokenizer/vocab.txt": b"a\nb\n"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    spw.create_model(sm, "tar-model", ModelDataUrl=f"file://{tar_path}")
+    spw.deploy(sm, "tar", [spw.single_variant("tar-model", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "tar")
+    payload, _, _ = spw.invoke(server.rt, "tar")
+    model_dir = payload["env"]["SM_MODEL_DIR"]
+    assert open(os.path.join(model_dir, "config.json")).read() == '{"layers": 2}'
+    assert open(os.path.join(model_dir, "tokenizer", "vocab.txt")).read() == "a\nb\n"
+
+
+def _two_variants(sm, name, wa, wb):
+    spw.create_model(sm, ECHO)
+    spw.deploy(
+        sm,
+        name,
+        [
+            spw.single_variant(ECHO, "ml.m5.xlarge", name="A", InitialVariantWeight=wa),
+            spw.single_variant(ECHO, "ml.c5.xlarge", name="B", InitialVariantWeight=wb),
+        ],
+    )
+    spw.wait_in_service(sm, name)
+
+
+def _variants_hit(rt, name, n, **kw):
+    hits = []
+    for _ in range(n):
+        payload, headers, _ = spw.invoke(rt, name, **kw)
+        hits.append((headers["x-amzn-invoked-production-variant"], headers["x-spillway-instance-type"]))
+    return hits
+
+
+def test_zero_weight_variant_gets_no_traffic_unless_targeted(server, sm):
+    _two_variants(sm, "weights", 1.0, 0.0)
+    assert set(_variants_hit(server.rt, "weights", 30)) == {("A", "ml.m5.xlarge")}
+    assert set(_variants_hit(server.rt, "weights", 10, TargetVariant="B")) == {("B", "ml.c5.xlarge")}
+    assert set(_variants_hit(server.rt, "weights", 10, TargetVariant="A")) == {("A", "ml.m5.xlarge")}
+
+
+def test_equal_weights_send_traffic_to_both_variants(server, sm):
+    _two_variants(sm, "split", 1.0, 1.0)
+    hits = _variants_hit(server.rt, "split", 50)
+    assert {v for v, _ in hits} == {"A", "B"}
+
+
+def test_updated_weights_move_the_traffic(server, sm):
+    _two_variants(sm, "shift", 1.0, 0.0)
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="shift",
+        DesiredWeightsAndCapacities=[{"VariantName": "A", "DesiredWeight": 0.0}, {"VariantName": "B", "DesiredWeight": 1.0}],
+    )
+    spw.wait_in_service(sm, "shift")
+    assert {v for v, _ in _variants_hit(server.rt, "shift", 30)} == {"B"}
+
+
+def test_unknown_target_variant_is_a_validation_error(server, sm):
+    _two_variants(sm, "targets", 1.0, 1.0)
+    code, msg, status = spw.error_of(
+        server.rt.invoke_endpoint, EndpointName="targets", Body=b"x", TargetVariant="C"
+    )
+    assert (code, status) == ("ValidationError", 400), msg

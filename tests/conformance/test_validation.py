@@ -1,0 +1,373 @@
+"""Validation the way AWS answers it: every rule of issue 2 gets the right error code, a message
+that names the field, and leaves nothing behind.
+
+botocore checks only required members and `min` constraints on the client side, so cases that
+botocore itself would refuse (Priority 0, timeout 299, missing members, wrong types, malformed JSON)
+are sent as raw awsJson1_1 requests."""
+
+import copy
+import re
+
+import pytest
+from botocore.exceptions import ClientError
+
+import spw
+
+MODEL = "val-model"
+OVERRIDE = "val-override"
+LONG = "a" * 64
+
+
+@pytest.fixture(scope="module")
+def vs(module_server):
+    """The module's server with a model, an override model, a config and an InService endpoint."""
+    sm = module_server.sm
+    spw.create_model(sm, MODEL)
+    spw.create_model(sm, OVERRIDE)
+    sm.create_endpoint_config(EndpointConfigName="val-cfg", ProductionVariants=[spw.single_variant(MODEL, "ml.t2.medium")])
+    sm.create_endpoint(EndpointName="val-ep", EndpointConfigName="val-cfg")
+    spw.wait_in_service(sm, "val-ep")
+    return module_server
+
+
+def _snake(op):
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", op).lower()
+
+
+def call(server, op, params, raw=False):
+    """Returns (code, message, http status) of an expected failure."""
+    if raw:
+        status, body = server.sagemaker_raw(op, params)
+        assert status >= 400, f"{op} unexpectedly succeeded: {status} {body}"
+        code = str(body.get("__type", status)).rsplit("#", 1)[-1].split(":")[0]
+        return code, body.get("message") or body.get("Message") or "", status
+    try:
+        resp = getattr(server.sm, _snake(op))(**params)
+    except ClientError as e:
+        return e.response["Error"]["Code"], e.response["Error"].get("Message", ""), e.response["ResponseMetadata"]["HTTPStatusCode"]
+    pytest.fail(f"{op} unexpectedly succeeded: {resp}")
+
+
+def snapshot(server):
+    sm = server.sm
+    return (
+        sorted(m["ModelName"] for m in sm.list_models(MaxResults=100)["Models"]),
+        sorted(c["EndpointConfigName"] for c in sm.list_endpoint_configs(MaxResults=100)["EndpointConfigs"]),
+        sorted(e["EndpointName"] for e in sm.list_endpoints(MaxResults=100)["Endpoints"]),
+        sorted(server.processes()),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# CreateEndpointConfig rules
+# ------------------------------------------------------------------------------------------------
+
+P = spw.pools
+
+
+def variant(**over):
+    v = {"VariantName": "AllTraffic", "ModelName": MODEL, "InitialInstanceCount": 1}
+    for k, val in over.items():
+        if val is None:
+            v.pop(k, None)
+        else:
+            v[k] = val
+    return v
+
+
+SIX = [{"InstanceType": t, "Priority": i + 1} for i, t in enumerate(
+    ["ml.g6e.2xlarge", "ml.g6.2xlarge", "ml.m5.xlarge", "ml.c5.xlarge", "ml.t2.medium", "ml.g5.xlarge"])]
+FIVE = SIX[:5]
+
+# (id, ProductionVariants, fields the message must name, any_of, raw)
+CONFIG_CASES = [
+    ("instance-type-and-pools-both", [variant(InstanceType="ml.m5.xlarge", InstancePools=P(("ml.g6.2xlarge", 1)))],
+     ("InstancePools",), False, False),
+    ("instance-type-and-pools-neither", [variant()], ("InstanceType", "InstancePools"), True, False),
+    ("more-than-5-pools", [variant(InstancePools=SIX)], ("InstancePools",), False, False),
+    ("empty-pool-list", [variant(InstancePools=[])], ("InstancePools",), False, True),
+    ("priority-above-5", [variant(InstancePools=P(("ml.g6.2xlarge", 1), ("ml.m5.xlarge", 6)))], ("Priority",), False, False),
+    ("priority-0", [variant(InstancePools=P(("ml.g6.2xlarge", 0), ("ml.m5.xlarge", 1)))], ("Priority",), False, True),
+    ("priority-negative", [variant(InstancePools=P(("ml.g6.2xlarge", -1)))], ("Priority",), False, True),
+    ("duplicate-priorities", [variant(InstancePools=P(("ml.g6.2xlarge", 1), ("ml.m5.xlarge", 1)))], ("Priority",), False, False),
+    ("same-instance-type-twice", [variant(InstancePools=P(("ml.m5.xlarge", 1), ("ml.m5.xlarge", 2)))],
+     ("InstanceType", "InstancePools"), True, False),
+    ("unknown-instance-type-in-pool", [variant(InstancePools=P(("ml.g6.2xlarge", 1), ("ml.foo.2xlarge", 2)))],
+     ("InstanceType",), False, False),
+    ("unknown-instance-type", [variant(InstanceType="ml.m5.huge")], ("InstanceType",), False, False),
+    ("ec2-name-is-not-a-sagemaker-type", [variant(InstanceType="m5.xlarge")], ("InstanceType",), False, False),
+    ("timeout-above-3600", [variant(InstancePools=P(("ml.m5.xlarge", 1)), VariantInstanceProvisionTimeoutInSeconds=3601)],
+     ("VariantInstanceProvisionTimeoutInSeconds",), False, False),
+    ("timeout-4000", [variant(InstancePools=P(("ml.m5.xlarge", 1)), VariantInstanceProvisionTimeoutInSeconds=4000)],
+     ("VariantInstanceProvisionTimeoutInSeconds",), False, False),
+    ("timeout-below-300", [variant(InstancePools=P(("ml.m5.xlarge", 1)), VariantInstanceProvisionTimeoutInSeconds=299)],
+     ("VariantInstanceProvisionTimeoutInSeconds",), False, True),
+    ("timeout-60", [variant(InstancePools=P(("ml.m5.xlarge", 1)), VariantInstanceProvisionTimeoutInSeconds=60)],
+     ("VariantInstanceProvisionTimeoutInSeconds",), False, True),
+    ("variant-name-pattern", [variant(VariantName="All_Traffic", InstanceType="ml.m5.xlarge")], ("VariantName",), False, False),
+    ("variant-name-too-long", [variant(VariantName=LONG, InstanceType="ml.m5.xlarge")], ("VariantName",), False, False),
+    ("model-name-pattern", [variant(ModelName="bad.model", InstanceType="ml.m5.xlarge")], ("ModelName",), False, False),
+    ("model-name-override-pattern", [variant(InstancePools=P(("ml.m5.xlarge", 1, "bad_override")))],
+     ("ModelNameOverride",), False, False),
+    ("model-name-override-too-long", [variant(InstancePools=P(("ml.m5.xlarge", 1, LONG)))],
+     ("ModelNameOverride",), False, False),
+    ("initial-instance-count-0", [variant(InstanceType="ml.m5.xlarge", InitialInstanceCount=0)],
+     ("InitialInstanceCount",), False, True),
+    ("no-production-variants", [], ("ProductionVariants",), False, True),
+    ("eleven-production-variants",
+     [variant(VariantName=f"v{i}", InstanceType="ml.m5.xlarge") for i in range(11)], ("ProductionVariants",), False, False),
+    ("pool-missing-priority", [variant(InstancePools=[{"InstanceType": "ml.m5.xlarge"}])], ("Priority",), False, True),
+    ("pool-missing-instance-type", [variant(InstancePools=[{"Priority": 1}])], ("InstanceType",), False, True),
+    ("variant-missing-name", [variant(VariantName=None, InstanceType="ml.m5.xlarge")], ("VariantName",), False, True),
+]
+
+
+@pytest.mark.parametrize(
+    "variants,fields,any_of,raw", [pytest.param(*c[1:], id=c[0]) for c in CONFIG_CASES]
+)
+def test_create_endpoint_config_rule(vs, request, variants, fields, any_of, raw):
+    name = "cfg-" + re.sub(r"[^a-zA-Z0-9]", "-", request.node.callspec.id)[:50]
+    before = snapshot(vs)
+    code, msg, status = call(vs, "CreateEndpointConfig", {"EndpointConfigName": name, "ProductionVariants": variants}, raw)
+    spw.assert_validation(code, msg, *fields, any_of=any_of)
+    assert status == 400
+    assert snapshot(vs) == before
+    code, msg, _ = spw.error_of(vs.sm.describe_endpoint_config, EndpointConfigName=name)
+    assert code == "ValidationException" and "Could not find endpoint configuration" in msg
+
+
+@pytest.mark.parametrize(
+    "name,field",
+    [
+        pytest.param("bad_config", "EndpointConfigName", id="underscore"),
+        pytest.param("-leading-dash", "EndpointConfigName", id="leading-dash"),
+        pytest.param("trailing-dash-", "EndpointConfigName", id="trailing-dash"),
+        pytest.param(LONG, "EndpointConfigName", id="64-chars"),
+        pytest.param("", "EndpointConfigName", id="empty"),
+    ],
+)
+def test_create_endpoint_config_name_rule(vs, name, field):
+    before = snapshot(vs)
+    code, msg, _ = call(
+        vs, "CreateEndpointConfig",
+        {"EndpointConfigName": name, "ProductionVariants": [variant(InstanceType="ml.m5.xlarge")]}, raw=(name == ""),
+    )
+    spw.assert_validation(code, msg, field)
+    assert snapshot(vs) == before
+
+
+@pytest.mark.parametrize(
+    "model_field,missing",
+    [pytest.param("ModelName", "no-such-model", id="model-name"), pytest.param("ModelNameOverride", "no-such-override", id="override")],
+)
+def test_create_endpoint_config_with_missing_model(vs, model_field, missing):
+    if model_field == "ModelName":
+        v = variant(ModelName=missing, InstancePools=P(("ml.m5.xlarge", 1)))
+    else:
+        v = variant(InstancePools=P(("ml.g6.2xlarge", 1), ("ml.m5.xlarge", 2, missing)))
+    before = snapshot(vs)
+    code, msg, _ = call(vs, "CreateEndpointConfig", {"EndpointConfigName": f"missing-{model_field.lower()}", "ProductionVariants": [v]})
+    assert code == "ValidationException"
+    assert "Could not find model" in msg and missing in msg
+    assert snapshot(vs) == before
+
+
+@pytest.mark.parametrize(
+    "pool_list,extra",
+    [
+        pytest.param(FIVE, {}, id="five-pools"),
+        pytest.param(P(("ml.m5.xlarge", 1)), {}, id="one-pool"),
+        pytest.param(P(("ml.m5.xlarge", 1)), {"VariantInstanceProvisionTimeoutInSeconds": 300}, id="timeout-300"),
+        pytest.param(P(("ml.m5.xlarge", 1)), {"VariantInstanceProvisionTimeoutInSeconds": 3600}, id="timeout-3600"),
+        pytest.param(P(("ml.m5.xlarge", 5), ("ml.g6.2xlarge", 1, OVERRIDE)), {}, id="override-and-unordered"),
+    ],
+)
+def test_valid_edge_values_are_accepted(vs, request, pool_list, extra):
+    name = "ok-" + request.node.callspec.id
+    v = variant(InstancePools=copy.deepcopy(pool_list), **extra)
+    vs.sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[v])
+    (got,) = vs.sm.describe_endpoint_config(EndpointConfigName=name)["ProductionVariants"]
+    assert sorted(got["InstancePools"], key=lambda p: p["Priority"]) == sorted(pool_list, key=lambda p: p["Priority"])
+
+
+# ------------------------------------------------------------------------------------------------
+# names and required members of the other create operations
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params,fields,raw",
+    [
+        pytest.param({"ModelName": "bad_model", "PrimaryContainer": {"Image": "builtin:echo"}}, ("ModelName",), False, id="pattern"),
+        pytest.param({"ModelName": "bad-", "PrimaryContainer": {"Image": "builtin:echo"}}, ("ModelName",), False, id="trailing-dash"),
+        pytest.param({"ModelName": LONG, "PrimaryContainer": {"Image": "builtin:echo"}}, ("ModelName",), False, id="64-chars"),
+        pytest.param({"PrimaryContainer": {"Image": "builtin:echo"}}, ("ModelName",), True, id="missing-name"),
+    ],
+)
+def test_create_model_rule(vs, params, fields, raw):
+    before = snapshot(vs)
+    code, msg, _ = call(vs, "CreateModel", params, raw)
+    spw.assert_validation(code, msg, *fields)
+    assert snapshot(vs) == before
+
+
+@pytest.mark.parametrize(
+    "params,fields,raw",
+    [
+        pytest.param({"EndpointName": "bad_endpoint", "EndpointConfigName": "val-cfg"}, ("EndpointName",), False, id="pattern"),
+        pytest.param({"EndpointName": "-dash", "EndpointConfigName": "val-cfg"}, ("EndpointName",), False, id="leading-dash"),
+        pytest.param({"EndpointName": LONG, "EndpointConfigName": "val-cfg"}, ("EndpointName",), False, id="64-chars"),
+        pytest.param({"EndpointConfigName": "val-cfg"}, ("EndpointName",), True, id="missing-name"),
+        pytest.param({"EndpointName": "no-config"}, ("EndpointConfigName",), True, id="missing-config-name"),
+        pytest.param({"EndpointName": "bad-config-name", "EndpointConfigName": "bad_cfg"}, ("EndpointConfigName",), False,
+                     id="config-name-pattern"),
+    ],
+)
+def test_create_endpoint_rule(vs, params, fields, raw):
+    before = snapshot(vs)
+    code, msg, _ = call(vs, "CreateEndpoint", params, raw)
+    spw.assert_validation(code, msg, *fields)
+    assert snapshot(vs) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# not found / already exists
+# ------------------------------------------------------------------------------------------------
+
+
+def _ep(n):
+    return spw.arn("endpoint", n)
+
+
+NOT_FOUND = [
+    ("DescribeEndpoint", {"EndpointName": "ghost"}, f'Could not find endpoint "{_ep("ghost")}"'),
+    ("DeleteEndpoint", {"EndpointName": "ghost"}, f'Could not find endpoint "{_ep("ghost")}"'),
+    ("UpdateEndpoint", {"EndpointName": "ghost", "EndpointConfigName": "val-cfg"}, f'Could not find endpoint "{_ep("ghost")}"'),
+    ("UpdateEndpointWeightsAndCapacities",
+     {"EndpointName": "ghost", "DesiredWeightsAndCapacities": [{"VariantName": "AllTraffic", "DesiredWeight": 1.0}]},
+     f'Could not find endpoint "{_ep("ghost")}"'),
+    ("UpdateEndpoint", {"EndpointName": "val-ep", "EndpointConfigName": "ghost-cfg"},
+     f'Could not find endpoint configuration "{spw.arn("endpoint-config", "ghost-cfg")}"'),
+    ("CreateEndpoint", {"EndpointName": "new-ep", "EndpointConfigName": "ghost-cfg"},
+     f'Could not find endpoint configuration "{spw.arn("endpoint-config", "ghost-cfg")}"'),
+    ("DescribeEndpointConfig", {"EndpointConfigName": "ghost-cfg"},
+     f'Could not find endpoint configuration "{spw.arn("endpoint-config", "ghost-cfg")}"'),
+    ("DeleteEndpointConfig", {"EndpointConfigName": "ghost-cfg"},
+     f'Could not find endpoint configuration "{spw.arn("endpoint-config", "ghost-cfg")}"'),
+    ("DescribeModel", {"ModelName": "ghost-model"}, f'Could not find model "{spw.arn("model", "ghost-model")}"'),
+    ("DeleteModel", {"ModelName": "ghost-model"}, f'Could not find model "{spw.arn("model", "ghost-model")}"'),
+]
+
+
+@pytest.mark.parametrize("op,params,text", [pytest.param(*c, id=f"{c[0]}-{i}") for i, c in enumerate(NOT_FOUND)])
+def test_not_found_is_a_validation_exception_with_the_aws_text(vs, op, params, text):
+    before = snapshot(vs)
+    code, msg, status = call(vs, op, params)
+    assert (code, status) == ("ValidationException", 400), msg
+    assert text in msg
+    assert snapshot(vs) == before
+    assert vs.sm.describe_endpoint(EndpointName="val-ep")["EndpointStatus"] == "InService"
+
+
+@pytest.mark.parametrize(
+    "op,params,text",
+    [
+        pytest.param("CreateModel", {"ModelName": MODEL, "PrimaryContainer": {"Image": "sleep 1"}},
+                     f'Cannot create already existing model "{spw.arn("model", MODEL)}"', id="model"),
+        pytest.param("CreateEndpointConfig",
+                     {"EndpointConfigName": "val-cfg", "ProductionVariants": [variant(InstanceType="ml.c5.xlarge")]},
+                     f'Cannot create already existing endpoint configuration "{spw.arn("endpoint-config", "val-cfg")}"',
+                     id="endpoint-config"),
+        pytest.param("CreateEndpoint", {"EndpointName": "val-ep", "EndpointConfigName": "val-cfg"},
+                     f'Cannot create already existing endpoint "{_ep("val-ep")}"', id="endpoint"),
+    ],
+)
+def test_already_exists_is_a_validation_exception_with_the_aws_text(vs, op, params, text):
+    before = snapshot(vs)
+    code, msg, _ = call(vs, op, params)
+    assert code == "ValidationException"
+    assert text in msg
+    assert snapshot(vs) == before
+    assert vs.sm.describe_model(ModelName=MODEL)["PrimaryContainer"]["Image"] == "builtin:echo"
+
+
+def test_names_are_case_sensitive_but_arns_are_lower_case(vs):
+    spw.create_model(vs.sm, "Val-Model")
+    assert vs.sm.describe_model(ModelName="Val-Model")["ModelArn"] == spw.arn("model", "val-model")
+    assert vs.sm.describe_model(ModelName=MODEL)["ModelName"] == MODEL
+
+
+# ------------------------------------------------------------------------------------------------
+# in-progress endpoints
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "op,params",
+    [
+        pytest.param("UpdateEndpoint", {"EndpointName": "creating", "EndpointConfigName": "alt-cfg"}, id="update"),
+        pytest.param("DeleteEndpoint", {"EndpointName": "creating"}, id="delete"),
+        pytest.param("UpdateEndpointWeightsAndCapacities",
+                     {"EndpointName": "creating",
+                      "DesiredWeightsAndCapacities": [{"VariantName": "AllTraffic", "DesiredInstanceCount": 2}]},
+                     id="update-weights"),
+    ],
+)
+def test_in_progress_endpoint_rule(start_server, op, params):
+    srv = start_server(provisioning={"deadline_override_seconds": 90})
+    sm = srv.sm
+    spw.create_model(sm, MODEL)
+    sm.create_endpoint_config(EndpointConfigName="alt-cfg", ProductionVariants=[variant(InstanceType="ml.m5.xlarge")])
+    spw.deploy(sm, "creating", [variant(InstancePools=P(("ml.g6e.2xlarge", 1)))])
+    assert sm.describe_endpoint(EndpointName="creating")["EndpointStatus"] == "Creating"
+    code, msg, _ = call(srv, op, params)
+    assert code == "ValidationException"
+    assert f'Cannot update in-progress endpoint "{_ep("creating")}"' in msg
+    d = sm.describe_endpoint(EndpointName="creating")
+    assert d["EndpointStatus"] == "Creating"
+    assert d["PendingDeploymentSummary"]["EndpointConfigName"] == "creating-cfg"
+
+
+# ------------------------------------------------------------------------------------------------
+# wire-level errors
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        pytest.param('{"EndpointConfigName": "x", ', None, id="truncated-json"),
+        pytest.param("not json at all", None, id="not-json"),
+        pytest.param('["EndpointConfigName"]', None, id="array-instead-of-object"),
+        pytest.param('{"EndpointConfigName": 42, "ProductionVariants": []}', "EndpointConfigName", id="name-is-a-number"),
+        pytest.param('{"EndpointConfigName": "x", "ProductionVariants": {"VariantName": "a"}}', "ProductionVariants",
+                     id="variants-is-an-object"),
+        pytest.param('{"EndpointConfigName": "x", "ProductionVariants": [{"VariantName": "a", "ModelName": "val-model", '
+                     '"InitialInstanceCount": "two", "InstanceType": "ml.m5.xlarge"}]}', "InitialInstanceCount",
+                     id="count-is-a-string"),
+        pytest.param('{"EndpointConfigName": "x", "ProductionVariants": [{"VariantName": "a", "ModelName": "val-model", '
+                     '"InitialInstanceCount": 1, "InstancePools": [{"InstanceType": "ml.m5.xlarge", "Priority": "1"}]}]}',
+                     "Priority", id="priority-is-a-string"),
+        pytest.param('{"EndpointConfigName": "x", "ProductionVariants": [{"VariantName": "a", "ModelName": "val-model", '
+                     '"InitialInstanceCount": 1, "InstancePools": {"InstanceType": "ml.m5.xlarge", "Priority": 1}}]}',
+                     "InstancePools", id="pools-is-an-object"),
+    ],
+)
+def test_malformed_or_mistyped_request_is_a_serialization_exception(vs, body, field):
+    before = snapshot(vs)
+    status, resp = vs.sagemaker_raw("CreateEndpointConfig", body)
+    code = str(resp.get("__type", "")).rsplit("#", 1)[-1].split(":")[0]
+    msg = resp.get("message") or resp.get("Message") or ""
+    assert status == 400, (status, resp)
+    assert code == "SerializationException", resp
+    if field:
+        assert field.lower() in msg.lower(), f"message does not name {field}: {msg!r}"
+    assert snapshot(vs) == before
+
+
+def test_error_bodies_parse_in_botocore_as_modelled(vs):
+    """The code reaches botocore through the body's __type (the header alone would give '400')."""
+    status, resp = vs.sagemaker_raw("DescribeEndpoint", {"EndpointName": "ghost"})
+    assert status == 400
+    assert str(resp["__type"]).rsplit("#", 1)[-1] == "ValidationException"
+    assert "message" in resp or "Message" in resp
