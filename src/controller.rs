@@ -245,21 +245,21 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
         let failure = match (inst.state, &live, ok) {
             (InstancePhase::Launching, _, true) => {
                 rt.instances[idx].state = InstancePhase::InService;
-                if let Some(old) = rt.instances[idx].replaces.take() {
-                    if let Some(o) = rt.instances.iter_mut().find(|o| o.instance_id == old) {
-                        o.state = InstancePhase::Terminating;
-                        let (old_type, old_prio) = (o.instance_type.clone(), o.priority);
-                        app.event(event(
-                            &endpoint,
-                            &inst,
-                            "MigrationShift",
-                            Some("TrafficShifted"),
-                            format!(
-                                "traffic moves to {} ({}, priority {}); draining {old} ({old_type}, priority {old_prio})",
-                                inst.instance_id, inst.instance_type, inst.priority
-                            ),
-                        ));
-                    }
+                if let Some(old) = rt.instances[idx].replaces.take()
+                    && let Some(o) = rt.instances.iter_mut().find(|o| o.instance_id == old)
+                {
+                    o.state = InstancePhase::Terminating;
+                    let (old_type, old_prio) = (o.instance_type.clone(), o.priority);
+                    app.event(event(
+                        &endpoint,
+                        &inst,
+                        "MigrationShift",
+                        Some("TrafficShifted"),
+                        format!(
+                            "traffic moves to {} ({}, priority {}); draining {old} ({old_type}, priority {old_prio})",
+                            inst.instance_id, inst.instance_type, inst.priority
+                        ),
+                    ));
                 }
                 app.event(event(
                     &endpoint,
