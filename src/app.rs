@@ -11,12 +11,15 @@ use hyper_util::rt::TokioExecutor;
 use thiserror::Error;
 use tokio::sync::{Notify, watch};
 
+use crate::autoscaler::AutoscalerState;
 use crate::config::Config;
 use crate::controller;
 use crate::core::capacity::{BackoffPolicy, IceMemory};
 use crate::core::endpoint::{EndpointRecord, Event, InstanceRecord};
 use crate::core::model::Timestamp;
+use crate::metrics::Metrics;
 use crate::provider::local::{Host, LocalProvider};
+use crate::provider::slurm::SlurmProvider;
 use crate::provider::{CapacityProvider, TrackedInstance};
 use crate::routes::RouteTable;
 use crate::store::{Kind, Store, StoreError};
@@ -76,6 +79,10 @@ pub struct App {
     pub shutdown: watch::Sender<bool>,
     /// What spillway has learned about types that answered insufficient capacity.
     pub ice: Mutex<IceMemory>,
+    /// Invocation and fleet metrics.
+    pub metrics: Metrics,
+    /// Autoscaler state.
+    pub autoscaler: AutoscalerState,
 }
 
 impl App {
@@ -87,14 +94,22 @@ impl App {
         // Canonical so that processes can be recognised by their SPILLWAY_DATA_DIR.
         let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
         let store = Store::open(&data_dir.join("spillway.db"))?;
-        let host = Host::detect(cfg.provider.local.gpus);
-        tracing::info!(
-            cpus = host.cpus,
-            memory_gib = format!("{:.1}", host.memory_gib),
-            gpus = host.gpus.len(),
-            "local provider host"
-        );
-        let provider = LocalProvider::new(&data_dir, &cfg.provider.local, host);
+        let provider: Arc<dyn CapacityProvider> = if cfg.provider.kind == "slurm" {
+            tracing::info!(
+                types = cfg.provider.slurm.instance_types.len(),
+                "Slurm provider: instances are Slurm jobs"
+            );
+            Arc::new(SlurmProvider::new(&data_dir, &cfg.provider.slurm))
+        } else {
+            let host = Host::detect(cfg.provider.local.gpus);
+            tracing::info!(
+                cpus = host.cpus,
+                memory_gib = format!("{:.1}", host.memory_gib),
+                gpus = host.gpus.len(),
+                "local provider host"
+            );
+            Arc::new(LocalProvider::new(&data_dir, &cfg.provider.local, host))
+        };
         for (t, slots) in store.capacity_overrides()? {
             tracing::info!(instance_type = %t, slots, "run-time capacity override from the store");
             provider.set_slots(&t, Some(slots));
@@ -110,14 +125,18 @@ impl App {
         let app = Arc::new(App {
             cfg,
             store,
-            provider: Arc::new(provider),
+            provider,
             routes: RouteTable::default(),
             endpoints: Mutex::new(HashMap::new()),
             http,
             shutdown: watch::channel(false).0,
             ice: Mutex::new(IceMemory::default()),
+            metrics: Metrics::default(),
+            autoscaler: AutoscalerState::default(),
         });
         app.recover().await?;
+        tokio::spawn(sample_fleet(app.clone()));
+        tokio::spawn(crate::autoscaler::run(app.clone()));
         Ok(app)
     }
 
@@ -268,6 +287,46 @@ impl App {
                 && let Err(err) = self.store.delete_instance(&id)
             {
                 tracing::error!(%err, instance = %id, "cannot forget stopped instance");
+            }
+        }
+    }
+}
+
+/// Once a second, records each serving type's instance count and requests in flight
+/// (`InstanceCount`, `ConcurrentRequestsPerModel`).
+async fn sample_fleet(app: Arc<App>) {
+    let mut shutdown = app.shutdown.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let t = now();
+        let names: Vec<String> = app
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for name in names {
+            let Some(routes) = app.routes.get(&name) else { continue };
+            for v in &routes.variants {
+                let mut by_type: HashMap<&str, (usize, usize)> = HashMap::new();
+                for i in &v.instances {
+                    let e = by_type.entry(i.instance_type.as_str()).or_default();
+                    e.0 += 1;
+                    e.1 += i.outstanding.load(std::sync::atomic::Ordering::Relaxed);
+                }
+                for (ty, (n, outstanding)) in by_type {
+                    let series = crate::metrics::Series {
+                        endpoint: &name,
+                        variant: &v.name,
+                        instance_type: ty,
+                    };
+                    app.metrics.record_fleet(series, n, outstanding, t);
+                }
             }
         }
     }

@@ -6,7 +6,8 @@
 //! instance which type and model it is.
 //!
 //! Knobs (environment): `ECHO_STARTUP_DELAY_MS` delays listening; `ECHO_PING_STATUS` makes
-//! `/ping` answer that status instead of 200.
+//! `/ping` answer that status instead of 200; `ECHO_INVOCATION_DELAY_MS` makes every invocation
+//! take that long (a slow model, for concurrency and draining tests).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -57,6 +58,9 @@ async fn ping() -> StatusCode {
 }
 
 async fn invocations(headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    if let Some(ms) = env_u64("ECHO_INVOCATION_DELAY_MS") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let var = |k: &str| std::env::var(k).ok();
     let env: serde_json::Map<String, serde_json::Value> = std::env::vars()
         .map(|(k, v)| (k, serde_json::Value::String(v)))

@@ -50,6 +50,8 @@ pub struct Config {
     pub provider: ProviderConfig,
     /// Returning fleets to preferred hardware.
     pub rebalance: RebalanceConfig,
+    /// The in-process autoscaler.
+    pub autoscaling: AutoscalingConfig,
 }
 
 impl Default for Config {
@@ -62,6 +64,26 @@ impl Default for Config {
             provisioning: ProvisioningConfig::default(),
             provider: ProviderConfig::default(),
             rebalance: RebalanceConfig::default(),
+            autoscaling: AutoscalingConfig::default(),
+        }
+    }
+}
+
+/// `[autoscaling]`: how often target-tracking policies are evaluated and over what window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoscalingConfig {
+    /// Seconds between evaluations (AWS alarms evaluate every minute).
+    pub evaluation_interval_seconds: f64,
+    /// Seconds of metrics each evaluation looks at. Sums are scaled to per-minute values.
+    pub metric_window_seconds: f64,
+}
+
+impl Default for AutoscalingConfig {
+    fn default() -> Self {
+        Self {
+            evaluation_interval_seconds: 60.0,
+            metric_window_seconds: 60.0,
         }
     }
 }
@@ -122,10 +144,12 @@ impl Default for ProvisioningConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProviderConfig {
-    /// Which provider runs instances. Only `local` exists today.
+    /// Which provider runs instances: `local` (processes on this host) or `slurm` (Slurm jobs).
     pub kind: String,
     /// `[provider.local]`.
     pub local: LocalProviderConfig,
+    /// `[provider.slurm]`.
+    pub slurm: SlurmProviderConfig,
 }
 
 impl Default for ProviderConfig {
@@ -133,6 +157,7 @@ impl Default for ProviderConfig {
         Self {
             kind: "local".into(),
             local: LocalProviderConfig::default(),
+            slurm: SlurmProviderConfig::default(),
         }
     }
 }
@@ -162,6 +187,113 @@ impl Default for LocalProviderConfig {
     }
 }
 
+/// `[provider.slurm]`: instances are Slurm jobs (see `docs/slurm.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlurmProviderConfig {
+    /// `SLURM_CONF` for every Slurm command (unset: spillway's own environment decides).
+    pub slurm_conf: Option<PathBuf>,
+    /// Folder holding `salloc`, `srun`, `squeue`, `sinfo`, `scontrol`, `scancel` (unset: `PATH`).
+    pub bin_dir: Option<PathBuf>,
+    /// Every job is named `<job_name_prefix><instance id>`.
+    pub job_name_prefix: String,
+    /// `salloc --immediate` seconds: how long Slurm may look for resources before the launch
+    /// answers insufficient capacity.
+    pub immediate_seconds: u32,
+    /// Upper bound for any one Slurm command (and for a model step to start).
+    pub command_timeout_seconds: u64,
+    /// How often job states are polled while instances run.
+    pub poll_interval_ms: u64,
+    /// Instance ports. Unset: Slurm reserves one per instance (`srun --resv-ports`, needs
+    /// `MpiParams=ports=...` in slurm.conf). `"30000-30999"`: a port of that range derived from
+    /// the job id, never one of spillway's other instances on the node.
+    pub port_range: Option<String>,
+    /// Folder for instance files (model directories); the nodes must see it at the same path.
+    /// Unset: `<data_dir>/slurm`.
+    pub work_dir: Option<PathBuf>,
+    /// Extra `salloc` arguments for every instance (`--account=...`, `--qos=...`).
+    pub salloc_args: Vec<String>,
+    /// How Slurm expresses each instance type; a type not listed is never available.
+    pub instance_types: BTreeMap<String, SlurmInstanceType>,
+}
+
+impl Default for SlurmProviderConfig {
+    fn default() -> Self {
+        Self {
+            slurm_conf: None,
+            bin_dir: None,
+            job_name_prefix: "spillway-".into(),
+            immediate_seconds: 1,
+            command_timeout_seconds: 30,
+            poll_interval_ms: 500,
+            port_range: None,
+            work_dir: None,
+            salloc_args: vec![],
+            instance_types: BTreeMap::new(),
+        }
+    }
+}
+
+impl SlurmProviderConfig {
+    /// The port range, when one is configured: `(first, last)`.
+    pub fn ports(&self) -> Result<Option<(u16, u16)>, ConfigError> {
+        let Some(r) = &self.port_range else { return Ok(None) };
+        let bad = || ConfigError::Invalid(format!("provider.slurm.port_range = {r:?}: expected \"first-last\""));
+        let (a, b) = r.split_once('-').ok_or_else(bad)?;
+        let (a, b): (u16, u16) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if a == 0 || b < a {
+            return Err(bad());
+        }
+        Ok(Some((a, b)))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.ports()?;
+        for (t, m) in &self.instance_types {
+            if crate::core::catalog::lookup(t).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "provider.slurm.instance_types: {t:?} is not a SageMaker instance type"
+                )));
+            }
+            if m.partition.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "provider.slurm.instance_types.{t:?}.partition must not be empty"
+                )));
+            }
+        }
+        if self.job_name_prefix.is_empty() || self.job_name_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::Invalid(
+                "provider.slurm.job_name_prefix must be non-empty without spaces".into(),
+            ));
+        }
+        if self.command_timeout_seconds == 0 || self.poll_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "provider.slurm.command_timeout_seconds and poll_interval_ms must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[provider.slurm.instance_types."<type>"]`: the Slurm request for one instance type.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlurmInstanceType {
+    /// Partition (`-p`).
+    pub partition: String,
+    /// Generic resources (`--gres`), e.g. `gpu:h100:8`.
+    pub gres: Option<String>,
+    /// Node features (`--constraint`).
+    pub constraint: Option<String>,
+    /// CPUs (`--cpus-per-task`).
+    pub cpus: Option<u32>,
+    /// Memory (`--mem`), e.g. `64G`.
+    pub mem: Option<String>,
+}
+
 impl Config {
     /// Reads a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -189,12 +321,13 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        if self.provider.kind != "local" {
+        if !matches!(self.provider.kind.as_str(), "local" | "slurm") {
             return Err(ConfigError::Invalid(format!(
-                "provider.kind = {:?}: only \"local\" is available",
+                "provider.kind = {:?}: \"local\" and \"slurm\" are available",
                 self.provider.kind
             )));
         }
+        self.provider.slurm.check()?;
         for t in self.provider.local.capacity.keys() {
             if crate::core::catalog::lookup(t).is_none() {
                 return Err(ConfigError::Invalid(format!(
@@ -212,6 +345,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "provisioning.ice_backoff_initial_ms must be positive and at most ice_backoff_max_ms".into(),
+            ));
+        }
+        if !(self.autoscaling.evaluation_interval_seconds > 0.0 && self.autoscaling.metric_window_seconds >= 1.0) {
+            return Err(ConfigError::Invalid(
+                "autoscaling.evaluation_interval_seconds must be positive and metric_window_seconds at least 1".into(),
             ));
         }
         if self.rebalance.max_in_flight == 0 {

@@ -236,6 +236,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
     let t = now();
     let mut rt = h.state.lock().await;
     let before = rt.record.clone();
+    let before_instances = rt.instances.clone();
     for (id, live, ok) in results {
         let Some(idx) = rt.instances.iter().position(|i| i.instance_id == id) else {
             continue;
@@ -329,10 +330,14 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
     if rt.record != before {
         persist(app, &mut rt);
     }
-    if let Some(ep) = Some(rt.record.name.clone()) {
-        let routes = routes_of(&rt);
-        app.routes.publish(&ep, routes);
+    // Phase changes are durable, so a restart knows which instances were serving.
+    for inst in rt.instances.iter().filter(|i| !before_instances.contains(i)) {
+        if let Err(err) = app.store.put_instance(inst) {
+            tracing::error!(%err, "cannot persist instance state");
+        }
     }
+    let routes = routes_of(&rt);
+    app.routes.publish(&rt.record.name, routes);
 }
 
 /// A health failure (or a failed start) of `inst`: fails the operation that launched it, or

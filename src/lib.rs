@@ -5,11 +5,13 @@
 
 pub mod api;
 pub mod app;
+pub mod autoscaler;
 pub mod builtin;
 pub mod config;
 pub mod controller;
 pub mod core;
 pub mod demo;
+pub mod metrics;
 pub mod provider;
 pub mod routes;
 pub mod store;

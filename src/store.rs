@@ -43,6 +43,12 @@ pub enum Kind {
     EndpointConfig,
     /// `CreateEndpoint`.
     Endpoint,
+    /// Application Auto Scaling `RegisterScalableTarget` (named by resource id).
+    ScalableTarget,
+    /// Application Auto Scaling `PutScalingPolicy` (named `<resource id>|<policy name>`).
+    ScalingPolicy,
+    /// One scaling activity (named by activity id).
+    ScalingActivity,
 }
 
 impl Kind {
@@ -51,6 +57,9 @@ impl Kind {
             Kind::Model => "model",
             Kind::EndpointConfig => "endpoint-config",
             Kind::Endpoint => "endpoint",
+            Kind::ScalableTarget => "scalable-target",
+            Kind::ScalingPolicy => "scaling-policy",
+            Kind::ScalingActivity => "scaling-activity",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! decision about fleets is made here.
 
 pub mod admin;
+pub mod autoscaling;
 pub mod error;
 pub mod runtime;
 pub mod sagemaker;
@@ -48,6 +49,7 @@ async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
         .to_string();
     let result = match target.split_once('.') {
         Some(("SageMaker", op)) => sagemaker::dispatch(&app, op, &body).await,
+        Some(("AnyScaleFrontendService", op)) => autoscaling::dispatch(&app, op, &body).await,
         Some((service, op)) => Err(ApiError::unknown_operation(format!(
             "The operation {op} of service {service} is not supported by spillway; see docs/api-compat.md"
         ))),

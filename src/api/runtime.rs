@@ -12,7 +12,8 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 
 use super::error::ApiError;
-use crate::app::App;
+use crate::app::{App, now};
+use crate::metrics::{Outcome, Series};
 use crate::routes::{PickError, RouteInstance};
 
 /// Largest request payload SageMaker accepts (6 MB).
@@ -105,6 +106,25 @@ async fn invoke_inner(app: &App, name: &str, headers: &HeaderMap, body: Body) ->
             _ => inst,
         };
         let guard = Outstanding::new(inst.clone());
+        let started = std::time::Instant::now();
+        let serving_of_type = variant
+            .instances
+            .iter()
+            .filter(|i| i.instance_type == inst.instance_type)
+            .count();
+        let record = |outcome: Outcome| {
+            app.metrics.record_invocation(
+                Series {
+                    endpoint: name,
+                    variant: &variant.name,
+                    instance_type: &inst.instance_type,
+                },
+                serving_of_type,
+                outcome,
+                started.elapsed().as_micros() as u64,
+                now(),
+            );
+        };
         let mut req = hyper::Request::post(format!("http://{}/invocations", inst.address));
         for h in FORWARD {
             if let Some(v) = headers.get(*h) {
@@ -116,6 +136,7 @@ async fn invoke_inner(app: &App, name: &str, headers: &HeaderMap, body: Body) ->
             .map_err(|e| ApiError::internal(format!("cannot build the model request: {e}")))?;
         let resp = match tokio::time::timeout(MODEL_TIMEOUT, app.http.request(req)).await {
             Err(_) => {
+                record(Outcome::ModelError);
                 return Err(model_error(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
@@ -131,6 +152,7 @@ async fn invoke_inner(app: &App, name: &str, headers: &HeaderMap, body: Body) ->
                 continue;
             }
             Ok(Err(e)) => {
+                record(Outcome::ServerError);
                 return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceUnavailable",
@@ -144,6 +166,7 @@ async fn invoke_inner(app: &App, name: &str, headers: &HeaderMap, body: Body) ->
             .collect()
             .await
             .map_err(|e| {
+                record(Outcome::ServerError);
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceUnavailable",
@@ -153,9 +176,11 @@ async fn invoke_inner(app: &App, name: &str, headers: &HeaderMap, body: Body) ->
             .to_bytes();
         drop(guard);
         if !parts.status.is_success() {
+            record(Outcome::ModelError);
             let original = String::from_utf8_lossy(&bytes).into_owned();
             return Err(model_error(parts.status, original, &variant.name));
         }
+        record(Outcome::Success);
         let mut out = Response::new(Body::from(bytes));
         let h = out.headers_mut();
         if let Some(ct) = parts.headers.get("content-type") {

@@ -83,9 +83,9 @@ fn aws_path(path: &serde_path_to_error::Path) -> String {
     out
 }
 
-/// Parses a request body: malformed JSON and wrong member types are `SerializationException`,
+/// Parses an awsJson request body: malformed JSON and wrong member types are `SerializationException`,
 /// a missing required member is a `ValidationException` naming it.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -947,9 +947,40 @@ async fn update_weights_and_capacities(app: &Arc<App>, input: UpdateWeightsInput
             )));
         }
     }
+    let changes: Vec<VariantChange> = items
+        .iter()
+        .map(|d| VariantChange {
+            variant: d.variant_name.clone(),
+            weight: d.desired_weight,
+            count: d.desired_instance_count.map(|c| c as u32),
+        })
+        .collect();
+    let arn = apply_variant_changes(app, &input.endpoint_name, &changes).await?;
+    Ok(json!({ "EndpointArn": arn }))
+}
+
+/// A change of one variant's desired weight and/or instance count.
+#[derive(Debug, Clone)]
+pub struct VariantChange {
+    /// Variant name.
+    pub variant: String,
+    /// New weight.
+    pub weight: Option<f64>,
+    /// New instance count.
+    pub count: Option<u32>,
+}
+
+/// Applies desired weights and counts to an endpoint (UpdateEndpointWeightsAndCapacities and the
+/// autoscaler): refused while an operation is in flight; the endpoint goes `Updating` and its
+/// controller provisions through the pools or scales in, fallback first. Returns the ARN.
+pub async fn apply_variant_changes(
+    app: &Arc<App>,
+    endpoint: &str,
+    changes: &[VariantChange],
+) -> Result<String, ApiError> {
     let h = app
-        .endpoint(&input.endpoint_name)
-        .ok_or_else(|| not_found_endpoint(app, &input.endpoint_name))?;
+        .endpoint(endpoint)
+        .ok_or_else(|| not_found_endpoint(app, endpoint))?;
     let mut rt = h.state.lock().await;
     in_progress(app, &rt)?;
     if rt.record.status == EndpointStatus::Failed {
@@ -958,10 +989,10 @@ async fn update_weights_and_capacities(app: &Arc<App>, input: UpdateWeightsInput
             rt.record.arn
         )));
     }
-    let missing: Vec<&str> = items
+    let missing: Vec<&str> = changes
         .iter()
-        .filter(|d| !rt.record.active.variants.iter().any(|v| v.spec.name == d.variant_name))
-        .map(|d| d.variant_name.as_str())
+        .filter(|d| !rt.record.active.variants.iter().any(|v| v.spec.name == d.variant))
+        .map(|d| d.variant.as_str())
         .collect();
     if !missing.is_empty() {
         return Err(ApiError::validation(format!(
@@ -972,19 +1003,19 @@ async fn update_weights_and_capacities(app: &Arc<App>, input: UpdateWeightsInput
     }
     let before = rt.record.clone();
     let t = now();
-    for d in items {
+    for d in changes {
         let v = rt
             .record
             .active
             .variants
             .iter_mut()
-            .find(|v| v.spec.name == d.variant_name)
+            .find(|v| v.spec.name == d.variant)
             .expect("checked above");
-        if let Some(w) = d.desired_weight {
+        if let Some(w) = d.weight {
             v.desired_weight = w;
         }
-        if let Some(c) = d.desired_instance_count {
-            v.desired_count = c as u32;
+        if let Some(c) = d.count {
+            v.desired_count = c;
             v.stalled = None;
             v.health_failures = 0;
             v.provisioning.finish();
@@ -1003,7 +1034,7 @@ async fn update_weights_and_capacities(app: &Arc<App>, input: UpdateWeightsInput
     let arn = rt.record.arn.clone();
     drop(rt);
     h.notify.notify_one();
-    Ok(json!({ "EndpointArn": arn }))
+    Ok(arn)
 }
 
 // ---------------------------------------------------------------------------------------------

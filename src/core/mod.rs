@@ -10,4 +10,5 @@ pub mod catalog;
 pub mod endpoint;
 pub mod model;
 pub mod planner;
+pub mod scaling;
 pub mod validate;

@@ -1,0 +1,463 @@
+//! Application Auto Scaling (awsJson1_1, `X-Amz-Target: AnyScaleFrontendService.<Op>`) for
+//! SageMaker variants: `ResourceId = endpoint/<name>/variant/<variant>`,
+//! `ScalableDimension = sagemaker:variant:DesiredInstanceCount`, target-tracking policies.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::error::ApiError;
+use super::sagemaker::parse;
+use crate::app::{App, now};
+use crate::autoscaler::{self, ScalableTarget, ScalingPolicy};
+use crate::core::validate::ValidationError;
+use crate::store::Kind;
+
+/// The only scalable dimension spillway has.
+pub const DIMENSION: &str = "sagemaker:variant:DesiredInstanceCount";
+
+/// Runs one operation.
+pub async fn dispatch(app: &Arc<App>, op: &str, body: &[u8]) -> Result<Value, ApiError> {
+    match op {
+        "RegisterScalableTarget" => register(app, parse(body)?).await,
+        "DescribeScalableTargets" => describe_targets(app, parse(body)?),
+        "DeregisterScalableTarget" => deregister(app, parse(body)?),
+        "PutScalingPolicy" => put_policy(app, parse(body)?),
+        "DescribeScalingPolicies" => describe_policies(app, parse(body)?),
+        "DeleteScalingPolicy" => delete_policy(app, parse(body)?),
+        "DescribeScalingActivities" => describe_activities(app, parse(body)?),
+        other => Err(ApiError::unknown_operation(format!(
+            "The Application Auto Scaling operation {other} is not supported by spillway; see docs/api-compat.md"
+        ))),
+    }
+}
+
+fn not_found(message: String) -> ApiError {
+    ApiError::new(axum::http::StatusCode::BAD_REQUEST, "ObjectNotFoundException", message)
+}
+
+/// Checks namespace, dimension and resource id; returns (endpoint, variant).
+fn check_resource(namespace: &str, resource_id: &str, dimension: &str) -> Result<(String, String), ApiError> {
+    if namespace != "sagemaker" {
+        return Err(ValidationError::constraint(
+            namespace,
+            "ServiceNamespace",
+            "spillway supports only the sagemaker service namespace",
+        )
+        .into());
+    }
+    if dimension != DIMENSION {
+        return Err(ValidationError::constraint(
+            dimension,
+            "ScalableDimension",
+            &format!("spillway supports only {DIMENSION}"),
+        )
+        .into());
+    }
+    let parts: Vec<&str> = resource_id.split('/').collect();
+    match parts.as_slice() {
+        ["endpoint", e, "variant", v] if !e.is_empty() && !v.is_empty() => Ok((e.to_string(), v.to_string())),
+        _ => Err(ValidationError::constraint(
+            resource_id,
+            "ResourceId",
+            "Member must have the form endpoint/<endpoint name>/variant/<variant name>",
+        )
+        .into()),
+    }
+}
+
+fn target_missing(namespace: &str, resource_id: &str, dimension: &str) -> ApiError {
+    not_found(format!(
+        "No scalable target registered for service namespace: {namespace}, resource ID: {resource_id}, scalable dimension: {dimension}"
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RegisterInput {
+    service_namespace: String,
+    resource_id: String,
+    scalable_dimension: String,
+    min_capacity: Option<i64>,
+    max_capacity: Option<i64>,
+    #[serde(rename = "RoleARN")]
+    role_arn: Option<String>,
+    suspended_state: Option<Value>,
+}
+
+async fn register(app: &Arc<App>, input: RegisterInput) -> Result<Value, ApiError> {
+    let (endpoint, variant) = check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
+    let Some(h) = app.endpoint(&endpoint) else {
+        return Err(ApiError::validation(format!(
+            "ResourceId: endpoint {endpoint} does not exist (Could not find endpoint \"{}\".)",
+            app.arn("endpoint", &endpoint)
+        )));
+    };
+    if !h
+        .state
+        .lock()
+        .await
+        .record
+        .active
+        .variants
+        .iter()
+        .any(|v| v.spec.name == variant)
+    {
+        return Err(ApiError::validation(format!(
+            "ResourceId: endpoint {endpoint} has no variant {variant}"
+        )));
+    }
+    for (field, v) in [("MinCapacity", input.min_capacity), ("MaxCapacity", input.max_capacity)] {
+        if let Some(v) = v
+            && !(0..=1000).contains(&v)
+        {
+            return Err(ValidationError::constraint(v, field, "Member must have value between 0 and 1000").into());
+        }
+    }
+    let existing: Option<ScalableTarget> = app.store.get(Kind::ScalableTarget, &input.resource_id)?;
+    let (min, max) = match (&existing, input.min_capacity, input.max_capacity) {
+        (_, Some(min), Some(max)) => (min as u32, max as u32),
+        (Some(t), min, max) => (
+            min.map(|m| m as u32).unwrap_or(t.min_capacity),
+            max.map(|m| m as u32).unwrap_or(t.max_capacity),
+        ),
+        (None, _, _) => {
+            return Err(ApiError::validation(
+                "MinCapacity and MaxCapacity are required when registering a new scalable target",
+            ));
+        }
+    };
+    if min > max {
+        return Err(ApiError::validation(format!(
+            "MinCapacity ({min}) must not be greater than MaxCapacity ({max})"
+        )));
+    }
+    if min == 0 {
+        return Err(ApiError::validation(
+            "MinCapacity: spillway does not scale instance-based variants to zero; use at least 1",
+        ));
+    }
+    let t = now();
+    let target = ScalableTarget {
+        service_namespace: input.service_namespace,
+        resource_id: input.resource_id.clone(),
+        scalable_dimension: input.scalable_dimension,
+        min_capacity: min,
+        max_capacity: max,
+        role_arn: input
+            .role_arn
+            .or(existing.as_ref().and_then(|e| e.role_arn.clone()))
+            .or_else(|| Some(format!("arn:aws:iam::{}:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint", app.cfg.account_id))),
+        creation_time: existing.as_ref().map(|e| e.creation_time).unwrap_or(t),
+        suspended_state: input.suspended_state.or(existing.as_ref().and_then(|e| e.suspended_state.clone())),
+        scalable_target_arn: existing.as_ref().map(|e| e.scalable_target_arn.clone()).unwrap_or_else(|| {
+            format!(
+                "arn:aws:application-autoscaling:{}:{}:scalable-target/{}",
+                app.cfg.region,
+                app.cfg.account_id,
+                uuid::Uuid::new_v4().simple()
+            )
+        }),
+    };
+    app.store
+        .put(Kind::ScalableTarget, &target.resource_id, target.creation_time, &target)?;
+    autoscaler::wake(app);
+    Ok(json!({ "ScalableTargetARN": target.scalable_target_arn }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeTargetsInput {
+    service_namespace: String,
+    resource_ids: Option<Vec<String>>,
+    scalable_dimension: Option<String>,
+    max_results: Option<i64>,
+    next_token: Option<String>,
+}
+
+fn page(
+    items: Vec<Value>,
+    key: &str,
+    max_results: Option<i64>,
+    next_token: Option<&str>,
+    limit: i64,
+) -> Result<Value, ApiError> {
+    let max = match max_results {
+        None => limit as usize,
+        Some(m) if (1..=limit).contains(&m) => m as usize,
+        Some(m) => {
+            return Err(ValidationError::constraint(
+                m,
+                "MaxResults",
+                &format!("Member must have value between 1 and {limit}"),
+            )
+            .into());
+        }
+    };
+    let start = match next_token {
+        None => 0,
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|s| *s <= items.len())
+            .ok_or_else(|| ApiError::validation(format!("NextToken '{t}' is not a token this list returned")))?,
+    };
+    let end = (start + max).min(items.len());
+    let mut out = Map::new();
+    out.insert(key.into(), Value::Array(items[start..end].to_vec()));
+    if end < items.len() {
+        out.insert("NextToken".into(), json!(end.to_string()));
+    }
+    Ok(Value::Object(out))
+}
+
+fn check_namespace(ns: &str) -> Result<(), ApiError> {
+    if ns != "sagemaker" {
+        return Err(ValidationError::constraint(
+            ns,
+            "ServiceNamespace",
+            "spillway supports only the sagemaker service namespace",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn describe_targets(app: &Arc<App>, input: DescribeTargetsInput) -> Result<Value, ApiError> {
+    check_namespace(&input.service_namespace)?;
+    let items: Vec<Value> = app
+        .store
+        .list::<ScalableTarget>(Kind::ScalableTarget)?
+        .into_iter()
+        .filter(|t| {
+            input
+                .resource_ids
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&t.resource_id))
+        })
+        .filter(|t| {
+            input
+                .scalable_dimension
+                .as_ref()
+                .is_none_or(|d| *d == t.scalable_dimension)
+        })
+        .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+        .collect();
+    page(
+        items,
+        "ScalableTargets",
+        input.max_results,
+        input.next_token.as_deref(),
+        50,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TargetKeyInput {
+    service_namespace: String,
+    resource_id: String,
+    scalable_dimension: String,
+}
+
+fn deregister(app: &Arc<App>, input: TargetKeyInput) -> Result<Value, ApiError> {
+    check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
+    let Some(target) = app
+        .store
+        .get::<ScalableTarget>(Kind::ScalableTarget, &input.resource_id)?
+    else {
+        return Err(target_missing(
+            &input.service_namespace,
+            &input.resource_id,
+            &input.scalable_dimension,
+        ));
+    };
+    for p in app.store.list::<ScalingPolicy>(Kind::ScalingPolicy)? {
+        if p.resource_id == input.resource_id {
+            app.store.delete(Kind::ScalingPolicy, &p.key(), &p.policy_arn)?;
+        }
+    }
+    app.store
+        .delete(Kind::ScalableTarget, &input.resource_id, &target.scalable_target_arn)?;
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutPolicyInput {
+    policy_name: String,
+    service_namespace: String,
+    resource_id: String,
+    scalable_dimension: String,
+    policy_type: Option<String>,
+    target_tracking_scaling_policy_configuration: Option<Value>,
+    step_scaling_policy_configuration: Option<Value>,
+}
+
+fn put_policy(app: &Arc<App>, input: PutPolicyInput) -> Result<Value, ApiError> {
+    check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
+    if input.policy_name.is_empty() || input.policy_name.len() > 256 || input.policy_name.contains(':') {
+        return Err(ValidationError::constraint(
+            &input.policy_name,
+            "PolicyName",
+            "Member must have length between 1 and 256 and contain no ':'",
+        )
+        .into());
+    }
+    match input.policy_type.as_deref().unwrap_or("StepScaling") {
+        "TargetTrackingScaling" => {}
+        other => {
+            return Err(ApiError::validation(format!(
+                "PolicyType {other} is not supported by spillway; use TargetTrackingScaling"
+            )));
+        }
+    }
+    if input.step_scaling_policy_configuration.is_some() {
+        return Err(ApiError::validation(
+            "StepScalingPolicyConfiguration is not supported by spillway; use TargetTrackingScalingPolicyConfiguration",
+        ));
+    }
+    let Some(config) = input.target_tracking_scaling_policy_configuration else {
+        return Err(ValidationError::missing("TargetTrackingScalingPolicyConfiguration").into());
+    };
+    // Parses and checks the configuration the autoscaler will evaluate.
+    autoscaler::parse_target_tracking(&config)?;
+    if app
+        .store
+        .get::<ScalableTarget>(Kind::ScalableTarget, &input.resource_id)?
+        .is_none()
+    {
+        return Err(target_missing(
+            &input.service_namespace,
+            &input.resource_id,
+            &input.scalable_dimension,
+        ));
+    }
+    let key = format!("{}|{}", input.resource_id, input.policy_name);
+    let existing: Option<ScalingPolicy> = app.store.get(Kind::ScalingPolicy, &key)?;
+    let t = now();
+    let policy = ScalingPolicy {
+        policy_arn: existing.as_ref().map(|p| p.policy_arn.clone()).unwrap_or_else(|| {
+            format!(
+                "arn:aws:autoscaling:{}:{}:scalingPolicy:{}:resource/sagemaker/{}:policyName/{}",
+                app.cfg.region,
+                app.cfg.account_id,
+                uuid::Uuid::new_v4(),
+                input.resource_id,
+                input.policy_name
+            )
+        }),
+        policy_name: input.policy_name,
+        service_namespace: input.service_namespace,
+        resource_id: input.resource_id,
+        scalable_dimension: input.scalable_dimension,
+        policy_type: "TargetTrackingScaling".into(),
+        target_tracking_scaling_policy_configuration: config,
+        alarms: vec![],
+        creation_time: existing.as_ref().map(|p| p.creation_time).unwrap_or(t),
+    };
+    app.store
+        .put(Kind::ScalingPolicy, &key, policy.creation_time, &policy)?;
+    autoscaler::wake(app);
+    Ok(json!({ "PolicyARN": policy.policy_arn, "Alarms": [] }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribePoliciesInput {
+    service_namespace: String,
+    policy_names: Option<Vec<String>>,
+    resource_id: Option<String>,
+    scalable_dimension: Option<String>,
+    max_results: Option<i64>,
+    next_token: Option<String>,
+}
+
+fn describe_policies(app: &Arc<App>, input: DescribePoliciesInput) -> Result<Value, ApiError> {
+    check_namespace(&input.service_namespace)?;
+    let items: Vec<Value> = app
+        .store
+        .list::<ScalingPolicy>(Kind::ScalingPolicy)?
+        .into_iter()
+        .filter(|p| input.policy_names.as_ref().is_none_or(|n| n.contains(&p.policy_name)))
+        .filter(|p| input.resource_id.as_ref().is_none_or(|r| *r == p.resource_id))
+        .filter(|p| {
+            input
+                .scalable_dimension
+                .as_ref()
+                .is_none_or(|d| *d == p.scalable_dimension)
+        })
+        .map(|p| serde_json::to_value(p).unwrap_or(Value::Null))
+        .collect();
+    page(
+        items,
+        "ScalingPolicies",
+        input.max_results,
+        input.next_token.as_deref(),
+        50,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeletePolicyInput {
+    policy_name: String,
+    service_namespace: String,
+    resource_id: String,
+    scalable_dimension: String,
+}
+
+fn delete_policy(app: &Arc<App>, input: DeletePolicyInput) -> Result<Value, ApiError> {
+    check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
+    let key = format!("{}|{}", input.resource_id, input.policy_name);
+    let Some(p) = app.store.get::<ScalingPolicy>(Kind::ScalingPolicy, &key)? else {
+        return Err(not_found(format!(
+            "No scaling policy found for service namespace: {}, resource ID: {}, scalable dimension: {}, policy name: {}",
+            input.service_namespace, input.resource_id, input.scalable_dimension, input.policy_name
+        )));
+    };
+    app.store.delete(Kind::ScalingPolicy, &key, &p.policy_arn)?;
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeActivitiesInput {
+    service_namespace: String,
+    resource_id: Option<String>,
+    scalable_dimension: Option<String>,
+    max_results: Option<i64>,
+    next_token: Option<String>,
+    #[serde(default)]
+    include_not_scaled_activities: bool,
+}
+
+fn describe_activities(app: &Arc<App>, input: DescribeActivitiesInput) -> Result<Value, ApiError> {
+    check_namespace(&input.service_namespace)?;
+    let mut acts = app.store.list::<autoscaler::Activity>(Kind::ScalingActivity)?;
+    acts.retain(|a| {
+        input.resource_id.as_ref().is_none_or(|r| *r == a.resource_id)
+            && input
+                .scalable_dimension
+                .as_ref()
+                .is_none_or(|d| *d == a.scalable_dimension)
+            && (input.include_not_scaled_activities || a.status_code != "NotScaled")
+    });
+    acts.sort_by(|a, b| {
+        b.start_time
+            .total_cmp(&a.start_time)
+            .then_with(|| b.activity_id.cmp(&a.activity_id))
+    });
+    let items = acts
+        .into_iter()
+        .map(|a| serde_json::to_value(a).unwrap_or(Value::Null))
+        .collect();
+    page(
+        items,
+        "ScalingActivities",
+        input.max_results,
+        input.next_token.as_deref(),
+        50,
+    )
+}

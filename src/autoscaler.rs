@@ -1,0 +1,641 @@
+//! The in-process autoscaler: evaluates target-tracking policies against the metrics store and
+//! changes variants' desired instance counts through the same path as
+//! `UpdateEndpointWeightsAndCapacities`. Every decision becomes a scaling activity that
+//! `DescribeScalingActivities` returns.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::api::error::ApiError;
+use crate::api::sagemaker::{VariantChange, apply_variant_changes};
+use crate::app::{App, now};
+use crate::core::model::{EndpointStatus, Timestamp};
+use crate::core::planner::InstancePhase;
+use crate::core::scaling::{self, Bounds, History, TargetTracking};
+use crate::core::validate::ValidationError;
+use crate::metrics::Statistic;
+use crate::store::Kind;
+
+/// A registered scalable target (wire shape of `ScalableTarget`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScalableTarget {
+    /// `sagemaker`.
+    pub service_namespace: String,
+    /// `endpoint/<name>/variant/<variant>`.
+    pub resource_id: String,
+    /// `sagemaker:variant:DesiredInstanceCount`.
+    pub scalable_dimension: String,
+    /// MinCapacity.
+    pub min_capacity: u32,
+    /// MaxCapacity.
+    pub max_capacity: u32,
+    /// Role (echoed).
+    #[serde(rename = "RoleARN", skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// When registered.
+    pub creation_time: Timestamp,
+    /// `SuspendedState` (DynamicScalingInSuspended / DynamicScalingOutSuspended honoured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspended_state: Option<Value>,
+    /// ARN.
+    #[serde(rename = "ScalableTargetARN")]
+    pub scalable_target_arn: String,
+}
+
+/// A scaling policy (wire shape of `ScalingPolicy`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScalingPolicy {
+    /// ARN.
+    #[serde(rename = "PolicyARN")]
+    pub policy_arn: String,
+    /// Name.
+    pub policy_name: String,
+    /// `sagemaker`.
+    pub service_namespace: String,
+    /// Resource id.
+    pub resource_id: String,
+    /// Dimension.
+    pub scalable_dimension: String,
+    /// `TargetTrackingScaling`.
+    pub policy_type: String,
+    /// As given.
+    pub target_tracking_scaling_policy_configuration: Value,
+    /// Always empty: spillway evaluates policies itself, without CloudWatch alarms.
+    pub alarms: Vec<Value>,
+    /// When created.
+    pub creation_time: Timestamp,
+}
+
+impl ScalingPolicy {
+    /// Store key.
+    pub fn key(&self) -> String {
+        format!("{}|{}", self.resource_id, self.policy_name)
+    }
+}
+
+/// A scaling activity (wire shape of `ScalingActivity`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Activity {
+    /// Id.
+    pub activity_id: String,
+    /// `sagemaker`.
+    pub service_namespace: String,
+    /// Resource id.
+    pub resource_id: String,
+    /// Dimension.
+    pub scalable_dimension: String,
+    /// "Setting desired instance count to N."
+    pub description: String,
+    /// Why.
+    pub cause: String,
+    /// When it started.
+    pub start_time: Timestamp,
+    /// When it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Timestamp>,
+    /// `InProgress`, `Successful`, `Unfulfilled`, `Failed`.
+    pub status_code: String,
+    /// Detail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+}
+
+/// How a policy's metric is obtained.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricSource {
+    /// `SageMakerVariantInvocationsPerInstance`: invocations per instance per minute.
+    InvocationsPerInstance,
+    /// `SageMakerVariantConcurrentRequestsPerModelHighResolution`: average concurrency per instance.
+    ConcurrentRequestsPerModel,
+    /// One metric of the store.
+    Single(MetricStat),
+    /// Metric math: queries by id, and the id whose value is returned.
+    Math {
+        /// `(id, query)` in order: a stat or an expression over earlier ids.
+        queries: Vec<(String, Query)>,
+        /// The `ReturnData` id.
+        result: String,
+    },
+}
+
+/// A metric math query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Query {
+    /// A metric statistic.
+    Stat(MetricStat),
+    /// An expression.
+    Expression(String),
+}
+
+/// A metric of namespace `AWS/SageMaker` with dimensions and a statistic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricStat {
+    /// Metric name.
+    pub name: String,
+    /// `InstanceType` dimension, if any.
+    pub instance_type: Option<String>,
+    /// Statistic.
+    pub stat: Statistic,
+}
+
+/// A parsed target-tracking configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedPolicy {
+    /// Target and cooldowns.
+    pub tracking: TargetTracking,
+    /// The metric.
+    pub metric: MetricSource,
+}
+
+fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v.get(name).filter(|v| !v.is_null())
+}
+
+fn metric_stat(metric: &Value, stat: &str, at: &str) -> Result<MetricStat, ApiError> {
+    let name = field(metric, "MetricName")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ValidationError::missing(&format!("{at}.MetricName")))?;
+    if !crate::metrics::METRICS.contains(&name) {
+        return Err(ApiError::validation(format!(
+            "{at}.MetricName: spillway has no metric {name:?}; available: {}",
+            crate::metrics::METRICS.join(", ")
+        )));
+    }
+    let ns = field(metric, "Namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("AWS/SageMaker");
+    if ns != "AWS/SageMaker" {
+        return Err(ApiError::validation(format!(
+            "{at}.Namespace: spillway serves only AWS/SageMaker, not {ns:?}"
+        )));
+    }
+    let mut instance_type = None;
+    for d in field(metric, "Dimensions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match (
+            d.get("Name").and_then(Value::as_str),
+            d.get("Value").and_then(Value::as_str),
+        ) {
+            (Some("InstanceType"), Some(v)) => instance_type = Some(v.to_string()),
+            (Some("EndpointName" | "VariantName"), Some(_)) => {}
+            (Some(other), _) => {
+                return Err(ApiError::validation(format!(
+                    "{at}.Dimensions: unknown dimension {other:?}; use EndpointName, VariantName, InstanceType"
+                )));
+            }
+            _ => {
+                return Err(ApiError::validation(format!(
+                    "{at}.Dimensions: each needs Name and Value"
+                )));
+            }
+        }
+    }
+    let stat = Statistic::parse(stat).ok_or_else(|| {
+        ApiError::validation(format!(
+            "{at}: statistic {stat:?} must be Sum, Average, Maximum or SampleCount"
+        ))
+    })?;
+    Ok(MetricStat {
+        name: name.to_string(),
+        instance_type,
+        stat,
+    })
+}
+
+/// Parses and validates a `TargetTrackingScalingPolicyConfiguration`.
+pub fn parse_target_tracking(cfg: &Value) -> Result<ParsedPolicy, ApiError> {
+    const AT: &str = "TargetTrackingScalingPolicyConfiguration";
+    let target = field(cfg, "TargetValue")
+        .and_then(Value::as_f64)
+        .ok_or_else(|| ValidationError::missing(&format!("{AT}.TargetValue")))?;
+    if !(target.is_finite() && target > 0.0) {
+        return Err(
+            ValidationError::constraint(target, &format!("{AT}.TargetValue"), "Member must be greater than 0").into(),
+        );
+    }
+    let cooldown = |name: &str| -> Result<f64, ApiError> {
+        match field(cfg, name) {
+            None => Ok(300.0),
+            Some(v) => v
+                .as_i64()
+                .filter(|c| (0..=86400).contains(c))
+                .map(|c| c as f64)
+                .ok_or_else(|| {
+                    ValidationError::constraint(
+                        v,
+                        &format!("{AT}.{name}"),
+                        "Member must be an integer between 0 and 86400",
+                    )
+                    .into()
+                }),
+        }
+    };
+    let tracking = TargetTracking {
+        target,
+        disable_scale_in: field(cfg, "DisableScaleIn").and_then(Value::as_bool).unwrap_or(false),
+        scale_out_cooldown_s: cooldown("ScaleOutCooldown")?,
+        scale_in_cooldown_s: cooldown("ScaleInCooldown")?,
+    };
+    let metric = match (
+        field(cfg, "PredefinedMetricSpecification"),
+        field(cfg, "CustomizedMetricSpecification"),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::validation(format!(
+                "{AT}: PredefinedMetricSpecification and CustomizedMetricSpecification are mutually exclusive"
+            )));
+        }
+        (None, None) => {
+            return Err(ApiError::validation(format!(
+                "{AT}: one of PredefinedMetricSpecification or CustomizedMetricSpecification is required"
+            )));
+        }
+        (Some(p), None) => match p.get("PredefinedMetricType").and_then(Value::as_str) {
+            Some("SageMakerVariantInvocationsPerInstance") => MetricSource::InvocationsPerInstance,
+            Some("SageMakerVariantConcurrentRequestsPerModelHighResolution") => {
+                MetricSource::ConcurrentRequestsPerModel
+            }
+            Some(other) => {
+                return Err(ApiError::validation(format!(
+                    "{AT}.PredefinedMetricSpecification.PredefinedMetricType {other:?} is not supported by spillway; use SageMakerVariantInvocationsPerInstance or SageMakerVariantConcurrentRequestsPerModelHighResolution"
+                )));
+            }
+            None => {
+                return Err(ValidationError::missing(&format!(
+                    "{AT}.PredefinedMetricSpecification.PredefinedMetricType"
+                ))
+                .into());
+            }
+        },
+        (None, Some(c)) => {
+            let at = format!("{AT}.CustomizedMetricSpecification");
+            match field(c, "Metrics").and_then(Value::as_array) {
+                Some(items) => {
+                    let mut queries = vec![];
+                    let mut results = vec![];
+                    for (i, m) in items.iter().enumerate() {
+                        let at = format!("{at}.Metrics.{}", i + 1);
+                        let id = m
+                            .get("Id")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| ValidationError::missing(&format!("{at}.Id")))?
+                            .to_string();
+                        let q = match (field(m, "Expression"), field(m, "MetricStat")) {
+                            (Some(e), None) => {
+                                let e = e.as_str().unwrap_or("").to_string();
+                                let known: HashMap<String, f64> = queries
+                                    .iter()
+                                    .map(|(id, _): &(String, Query)| (id.clone(), 1.0))
+                                    .collect();
+                                // Reject syntax errors and unknown ids now (division by zero is fine).
+                                if let Err(err) = scaling::eval_expression(&e, &known)
+                                    && err != "division by zero"
+                                {
+                                    return Err(ApiError::validation(format!("{at}.Expression: {err}")));
+                                }
+                                Query::Expression(e)
+                            }
+                            (None, Some(ms)) => {
+                                let stat = ms.get("Stat").and_then(Value::as_str).unwrap_or("");
+                                let metric = ms
+                                    .get("Metric")
+                                    .ok_or_else(|| ValidationError::missing(&format!("{at}.MetricStat.Metric")))?;
+                                Query::Stat(metric_stat(metric, stat, &format!("{at}.MetricStat.Metric"))?)
+                            }
+                            _ => {
+                                return Err(ApiError::validation(format!(
+                                    "{at}: exactly one of Expression or MetricStat"
+                                )));
+                            }
+                        };
+                        if m.get("ReturnData").and_then(Value::as_bool).unwrap_or(true) {
+                            results.push(id.clone());
+                        }
+                        queries.push((id, q));
+                    }
+                    if results.len() != 1 {
+                        return Err(ApiError::validation(format!(
+                            "{at}.Metrics: exactly one metric must have ReturnData true (found {})",
+                            results.len()
+                        )));
+                    }
+                    MetricSource::Math {
+                        queries,
+                        result: results.remove(0),
+                    }
+                }
+                None => {
+                    let stat = field(c, "Statistic").and_then(Value::as_str).unwrap_or("");
+                    MetricSource::Single(metric_stat(c, stat, &at)?)
+                }
+            }
+        }
+    };
+    Ok(ParsedPolicy { tracking, metric })
+}
+
+/// Evaluates a policy's metric over the last `window_s` seconds. Sums are per minute, the
+/// period CloudWatch alarms use, so target values mean what they mean on AWS.
+pub fn evaluate(
+    app: &App,
+    endpoint: &str,
+    variant: &str,
+    metric: &MetricSource,
+    now: Timestamp,
+    window_s: f64,
+) -> Option<f64> {
+    let stat = |m: &MetricStat| {
+        let v = app.metrics.aggregate(
+            endpoint,
+            variant,
+            m.instance_type.as_deref(),
+            &m.name,
+            m.stat,
+            now - window_s,
+            now,
+        )?;
+        Some(if m.stat == Statistic::Sum {
+            v * 60.0 / window_s
+        } else {
+            v
+        })
+    };
+    match metric {
+        MetricSource::InvocationsPerInstance => stat(&MetricStat {
+            name: "InvocationsPerInstance".into(),
+            instance_type: None,
+            stat: Statistic::Sum,
+        }),
+        MetricSource::ConcurrentRequestsPerModel => stat(&MetricStat {
+            name: "ConcurrentRequestsPerModel".into(),
+            instance_type: None,
+            stat: Statistic::Average,
+        }),
+        MetricSource::Single(m) => stat(m),
+        MetricSource::Math { queries, result } => {
+            let mut vars = HashMap::new();
+            for (id, q) in queries {
+                let v = match q {
+                    // A type without data (no instance of it) contributes 0.
+                    Query::Stat(m) => stat(m).unwrap_or(0.0),
+                    Query::Expression(e) => scaling::eval_expression(e, &vars).ok()?,
+                };
+                vars.insert(id.clone(), v);
+            }
+            vars.get(result).copied()
+        }
+    }
+}
+
+/// Autoscaler state kept in memory: cooldown history per resource.
+#[derive(Default)]
+pub struct AutoscalerState {
+    history: Mutex<HashMap<String, History>>,
+    wake: tokio::sync::Notify,
+}
+
+/// Asks the autoscaler to evaluate now (a target or policy changed).
+pub fn wake(app: &App) {
+    app.autoscaler.wake.notify_one();
+}
+
+/// Runs the autoscaler until shutdown.
+pub async fn run(app: Arc<App>) {
+    let mut shutdown = app.shutdown.subscribe();
+    let interval = Duration::from_secs_f64(app.cfg.autoscaling.evaluation_interval_seconds.max(0.1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = app.autoscaler.wake.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = evaluate_all(&app).await {
+            tracing::error!(error = %e, "autoscaler evaluation failed");
+        }
+    }
+}
+
+fn suspended(target: &ScalableTarget, key: &str) -> bool {
+    target
+        .suspended_state
+        .as_ref()
+        .and_then(|s| s.get(key))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+async fn evaluate_all(app: &Arc<App>) -> Result<(), ApiError> {
+    let t = now();
+    finish_activities(app, t).await?;
+    let policies = app.store.list::<ScalingPolicy>(Kind::ScalingPolicy)?;
+    for target in app.store.list::<ScalableTarget>(Kind::ScalableTarget)? {
+        let (endpoint, variant) = match target.resource_id.split('/').collect::<Vec<_>>().as_slice() {
+            ["endpoint", e, "variant", v] => (e.to_string(), v.to_string()),
+            _ => continue,
+        };
+        let Some(h) = app.endpoint(&endpoint) else { continue };
+        let (current, status) = {
+            let rt = h.state.lock().await;
+            let Some(v) = rt.record.active.variants.iter().find(|v| v.spec.name == variant) else {
+                continue;
+            };
+            (v.desired_count, rt.record.status)
+        };
+        if status != EndpointStatus::InService {
+            continue;
+        }
+        let bounds = Bounds {
+            min: target.min_capacity,
+            max: target.max_capacity,
+        };
+        let hist = app
+            .autoscaler
+            .history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&target.resource_id)
+            .copied()
+            .unwrap_or_default();
+        // Scale out if any policy wants out (the largest wins); scale in only if all agree.
+        let mut outs = vec![];
+        let mut ins = vec![];
+        let mine: Vec<&ScalingPolicy> = policies
+            .iter()
+            .filter(|p| p.resource_id == target.resource_id)
+            .collect();
+        let mut decisions = vec![];
+        if mine.is_empty() {
+            decisions.push((
+                None,
+                scaling::decide(
+                    current,
+                    None,
+                    &TargetTracking {
+                        target: 1.0,
+                        disable_scale_in: true,
+                        scale_out_cooldown_s: 0.0,
+                        scale_in_cooldown_s: 0.0,
+                    },
+                    bounds,
+                    hist,
+                    t,
+                ),
+            ));
+        }
+        for p in &mine {
+            let Ok(parsed) = parse_target_tracking(&p.target_tracking_scaling_policy_configuration) else {
+                continue;
+            };
+            let value = evaluate(
+                app,
+                &endpoint,
+                &variant,
+                &parsed.metric,
+                t,
+                app.cfg.autoscaling.metric_window_seconds,
+            );
+            decisions.push((
+                Some(p.policy_name.clone()),
+                scaling::decide(current, value, &parsed.tracking, bounds, hist, t),
+            ));
+        }
+        let mut wanted_in = 0;
+        for (name, d) in decisions {
+            match d {
+                Some(d) if d.scale_out => outs.push((name, d)),
+                Some(d) => {
+                    wanted_in += 1;
+                    ins.push((name, d));
+                }
+                None => {}
+            }
+        }
+        let all_policies = mine.len().max(1);
+        let chosen = if let Some(best) = outs.into_iter().max_by_key(|(_, d)| d.desired) {
+            (!suspended(&target, "DynamicScalingOutSuspended")).then_some(best)
+        } else if wanted_in == all_policies {
+            ins.into_iter()
+                .max_by_key(|(_, d)| d.desired)
+                .filter(|_| !suspended(&target, "DynamicScalingInSuspended"))
+        } else {
+            None
+        };
+        let Some((policy, decision)) = chosen else { continue };
+        let cause = match &policy {
+            Some(name) => format!(
+                "monitor alarm TargetTracking-{}-{} in state ALARM triggered policy {name}: {}",
+                target.resource_id,
+                if decision.scale_out { "AlarmHigh" } else { "AlarmLow" },
+                decision.cause
+            ),
+            None => format!("scalable target bounds: {}", decision.cause),
+        };
+        let mut activity = Activity {
+            activity_id: uuid::Uuid::new_v4().to_string(),
+            service_namespace: "sagemaker".into(),
+            resource_id: target.resource_id.clone(),
+            scalable_dimension: target.scalable_dimension.clone(),
+            description: format!("Setting desired instance count to {}.", decision.desired),
+            cause,
+            start_time: t,
+            end_time: None,
+            status_code: "InProgress".into(),
+            status_message: None,
+        };
+        let change = VariantChange {
+            variant: variant.clone(),
+            weight: None,
+            count: Some(decision.desired),
+        };
+        match apply_variant_changes(app, &endpoint, &[change]).await {
+            Ok(_) => {
+                let mut hist_map = app.autoscaler.history.lock().unwrap_or_else(|p| p.into_inner());
+                let h = hist_map.entry(target.resource_id.clone()).or_default();
+                if decision.scale_out {
+                    h.last_scale_out = Some(t);
+                } else {
+                    h.last_scale_in = Some(t);
+                }
+            }
+            Err(e) => {
+                activity.status_code = "Failed".into();
+                activity.end_time = Some(t);
+                activity.status_message = Some(format!(
+                    "Failed to set desired instance count to {}. {}",
+                    decision.desired, e.message
+                ));
+            }
+        }
+        tracing::info!(resource = %target.resource_id, desired = decision.desired, cause = %activity.cause, "scaling activity");
+        app.store
+            .put(Kind::ScalingActivity, &activity.activity_id, t, &activity)?;
+    }
+    Ok(())
+}
+
+/// Completes in-progress activities once their endpoint is back in service.
+async fn finish_activities(app: &Arc<App>, t: Timestamp) -> Result<(), ApiError> {
+    for mut a in app.store.list::<Activity>(Kind::ScalingActivity)? {
+        if a.status_code != "InProgress" {
+            continue;
+        }
+        let (endpoint, variant) = match a.resource_id.split('/').collect::<Vec<_>>().as_slice() {
+            ["endpoint", e, "variant", v] => (e.to_string(), v.to_string()),
+            _ => continue,
+        };
+        let Some(h) = app.endpoint(&endpoint) else {
+            a.status_code = "Failed".into();
+            a.status_message = Some("the endpoint was deleted".into());
+            a.end_time = Some(t);
+            app.store.put(Kind::ScalingActivity, &a.activity_id, a.start_time, &a)?;
+            continue;
+        };
+        let rt = h.state.lock().await;
+        if rt.record.status != EndpointStatus::InService {
+            continue;
+        }
+        let desired = rt
+            .record
+            .active
+            .variants
+            .iter()
+            .find(|v| v.spec.name == variant)
+            .map(|v| v.desired_count)
+            .unwrap_or(0);
+        let serving = rt
+            .instances
+            .iter()
+            .filter(|i| {
+                i.deployment_id == rt.record.active.id
+                    && i.variant_name == variant
+                    && i.state == InstancePhase::InService
+                    && i.replaces.is_none()
+            })
+            .count() as u32;
+        drop(rt);
+        a.end_time = Some(t);
+        if serving >= desired {
+            a.status_code = "Successful".into();
+            a.status_message = Some(format!(
+                "Successfully set desired instance count to {desired}. Change successfully fulfilled by sagemaker."
+            ));
+        } else {
+            a.status_code = "Unfulfilled".into();
+            a.status_message = Some(format!(
+                "Set desired instance count to {desired}, but only {serving} instance(s) could be provisioned through the instance pools; see the endpoint's events."
+            ));
+        }
+        app.store.put(Kind::ScalingActivity, &a.activity_id, a.start_time, &a)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! The in-process metrics store: one source of truth for the invocation and fleet metrics that
+//! SageMaker publishes, kept per `{EndpointName, VariantName, InstanceType}` in one-second
+//! buckets, from which every aggregate (per variant, per type, any window) is computed. The
+//! autoscaler reads it; the CloudWatch-compatible API and `/metrics` build on it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use crate::core::model::Timestamp;
+
+/// Buckets kept per series: one hour of one-second buckets.
+pub const RETENTION_S: i64 = 3600;
+
+/// One second of one series.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Bucket {
+    second: i64,
+    invocations: u64,
+    errors_4xx: u64,
+    errors_5xx: u64,
+    model_errors: u64,
+    /// Σ 1/instances of the variant's type at the time of each invocation.
+    invocations_per_instance: f64,
+    latency_sum_us: u64,
+    latency_max_us: u64,
+    /// Concurrency samples: Σ (outstanding / instances) and their count.
+    concurrency_sum: f64,
+    concurrency_samples: u64,
+    /// Instance-count samples.
+    instances_sum: f64,
+    instances_samples: u64,
+}
+
+/// Series key: endpoint, variant, instance type.
+type Key = (String, String, String);
+
+/// Names one series: an endpoint's variant on one instance type.
+#[derive(Debug, Clone, Copy)]
+pub struct Series<'a> {
+    /// Endpoint name.
+    pub endpoint: &'a str,
+    /// Variant name.
+    pub variant: &'a str,
+    /// Instance type.
+    pub instance_type: &'a str,
+}
+
+/// How a request ended, for the error counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx from the model.
+    Success,
+    /// Bad request (4xx) answered by spillway.
+    ClientError,
+    /// The model answered non-2xx (ModelError).
+    ModelError,
+    /// Spillway or the instance failed (5xx).
+    ServerError,
+}
+
+/// The statistics CloudWatch knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statistic {
+    /// Sum over the window.
+    Sum,
+    /// Mean of the samples.
+    Average,
+    /// Largest sample.
+    Maximum,
+    /// Number of samples.
+    SampleCount,
+}
+
+impl Statistic {
+    /// Parses the CloudWatch spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Sum" => Some(Self::Sum),
+            "Average" => Some(Self::Average),
+            "Maximum" => Some(Self::Maximum),
+            "SampleCount" => Some(Self::SampleCount),
+            _ => None,
+        }
+    }
+}
+
+/// Metric names (namespace `AWS/SageMaker`) the store can answer.
+pub const METRICS: &[&str] = &[
+    "Invocations",
+    "Invocation4XXErrors",
+    "Invocation5XXErrors",
+    "InvocationModelErrors",
+    "InvocationsPerInstance",
+    "ModelLatency",
+    "ConcurrentRequestsPerModel",
+    "InstanceCount",
+];
+
+/// The store.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    series: Mutex<BTreeMap<Key, VecDeque<Bucket>>>,
+}
+
+impl Metrics {
+    fn with_bucket(&self, series_of: Series<'_>, now: Timestamp, f: impl FnOnce(&mut Bucket)) {
+        let Series {
+            endpoint,
+            variant,
+            instance_type,
+        } = series_of;
+        let second = now.floor() as i64;
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (endpoint.to_string(), variant.to_string(), instance_type.to_string());
+        let q = series.entry(key).or_default();
+        if q.back().is_none_or(|b| b.second < second) {
+            q.push_back(Bucket {
+                second,
+                ..Bucket::default()
+            });
+            while q.front().is_some_and(|b| b.second <= second - RETENTION_S) {
+                q.pop_front();
+            }
+        }
+        let b = q.iter_mut().rev().find(|b| b.second == second);
+        if let Some(b) = b {
+            f(b);
+        }
+    }
+
+    /// Records one invocation answered by an instance of `instance_type`, which has
+    /// `instances` serving instances in the variant.
+    pub fn record_invocation(
+        &self,
+        series: Series<'_>,
+        instances: usize,
+        outcome: Outcome,
+        model_latency_us: u64,
+        now: Timestamp,
+    ) {
+        self.with_bucket(series, now, |b| {
+            b.invocations += 1;
+            b.invocations_per_instance += 1.0 / instances.max(1) as f64;
+            match outcome {
+                Outcome::Success => {}
+                Outcome::ClientError => b.errors_4xx += 1,
+                Outcome::ModelError => {
+                    b.model_errors += 1;
+                    b.errors_4xx += 1;
+                }
+                Outcome::ServerError => b.errors_5xx += 1,
+            }
+            b.latency_sum_us += model_latency_us;
+            b.latency_max_us = b.latency_max_us.max(model_latency_us);
+        });
+    }
+
+    /// Records a fleet sample: `instances` serving instances of a type with `outstanding`
+    /// requests in flight between them.
+    pub fn record_fleet(&self, series: Series<'_>, instances: usize, outstanding: usize, now: Timestamp) {
+        self.with_bucket(series, now, |b| {
+            b.instances_sum += instances as f64;
+            b.instances_samples += 1;
+            if instances > 0 {
+                b.concurrency_sum += outstanding as f64 / instances as f64;
+                b.concurrency_samples += 1;
+            }
+        });
+    }
+
+    /// Aggregates `metric` over `[from, to)` for an endpoint's variant, all instance types or one.
+    /// `None` when there is no data point in the window.
+    #[allow(clippy::too_many_arguments)]
+    pub fn aggregate(
+        &self,
+        endpoint: &str,
+        variant: &str,
+        instance_type: Option<&str>,
+        metric: &str,
+        stat: Statistic,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Option<f64> {
+        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let (from, to) = (from.floor() as i64, to.ceil() as i64);
+        // Per second, summed over the matching instance types.
+        let mut seconds: BTreeMap<i64, Vec<&Bucket>> = BTreeMap::new();
+        for ((e, v, t), q) in series.iter() {
+            if e != endpoint || v != variant || instance_type.is_some_and(|it| it != t) {
+                continue;
+            }
+            for b in q.iter().filter(|b| b.second >= from && b.second < to) {
+                seconds.entry(b.second).or_default().push(b);
+            }
+        }
+        if seconds.is_empty() {
+            return None;
+        }
+        let all = || seconds.values().flatten();
+        let count = |f: fn(&Bucket) -> u64| all().map(|b| f(b)).sum::<u64>() as f64;
+        let by_stat = |sum: f64, samples: f64, max: f64| match stat {
+            Statistic::Sum => Some(sum),
+            Statistic::SampleCount => Some(samples),
+            Statistic::Average => (samples > 0.0).then(|| sum / samples),
+            Statistic::Maximum => (samples > 0.0).then_some(max),
+        };
+        match metric {
+            "Invocations" | "Invocation4XXErrors" | "Invocation5XXErrors" | "InvocationModelErrors" => {
+                let f: fn(&Bucket) -> u64 = match metric {
+                    "Invocations" => |b| b.invocations,
+                    "Invocation4XXErrors" => |b| b.errors_4xx,
+                    "Invocation5XXErrors" => |b| b.errors_5xx,
+                    _ => |b| b.model_errors,
+                };
+                let n = count(|b| b.invocations);
+                let sum = count(f);
+                match stat {
+                    // SageMaker publishes 1 or 0 per request for the error metrics.
+                    Statistic::Average => (n > 0.0).then(|| sum / n),
+                    Statistic::Maximum => Some(if sum > 0.0 { 1.0 } else { 0.0 }),
+                    Statistic::SampleCount => Some(n),
+                    Statistic::Sum => Some(sum),
+                }
+            }
+            "InvocationsPerInstance" => {
+                let sum: f64 = all().map(|b| b.invocations_per_instance).sum();
+                by_stat(sum, count(|b| b.invocations), sum)
+            }
+            "ModelLatency" => {
+                let n = count(|b| b.invocations);
+                let max = all().map(|b| b.latency_max_us).max().unwrap_or(0) as f64;
+                by_stat(count(|b| b.latency_sum_us), n, max)
+            }
+            "ConcurrentRequestsPerModel" => {
+                // Per second: the mean over the types present; then the statistic over seconds.
+                let per_second: Vec<f64> = seconds
+                    .values()
+                    .filter_map(|bs| {
+                        let (s, n) = bs.iter().fold((0.0, 0u64), |(s, n), b| {
+                            (s + b.concurrency_sum, n + b.concurrency_samples)
+                        });
+                        (n > 0).then(|| s / n as f64)
+                    })
+                    .collect();
+                let max = per_second.iter().copied().fold(f64::NAN, f64::max);
+                by_stat(per_second.iter().sum(), per_second.len() as f64, max)
+            }
+            "InstanceCount" => {
+                let per_second: Vec<f64> = seconds
+                    .values()
+                    .filter_map(|bs| {
+                        let samples: u64 = bs.iter().map(|b| b.instances_samples).max().unwrap_or(0);
+                        (samples > 0).then(|| {
+                            bs.iter()
+                                .map(|b| b.instances_sum / b.instances_samples.max(1) as f64)
+                                .sum()
+                        })
+                    })
+                    .collect();
+                let max = per_second.iter().copied().fold(f64::NAN, f64::max);
+                by_stat(per_second.iter().sum(), per_second.len() as f64, max)
+            }
+            _ => None,
+        }
+    }
+
+    /// Forgets an endpoint's series (after DeleteEndpoint).
+    pub fn forget(&self, endpoint: &str) {
+        self.series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(e, _, _), _| e != endpoint);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(non_snake_case)]
+    fn S<'a>(endpoint: &'a str, variant: &'a str, instance_type: &'a str) -> Series<'a> {
+        Series {
+            endpoint,
+            variant,
+            instance_type,
+        }
+    }
+
+    #[test]
+    fn invocations_aggregate_per_type_and_variant() {
+        let m = Metrics::default();
+        for i in 0..10 {
+            let t = 100.0 + i as f64 * 0.5;
+            m.record_invocation(S("e", "v", "ml.g6.2xlarge"), 2, Outcome::Success, 1000, t);
+        }
+        m.record_invocation(S("e", "v", "ml.m5.xlarge"), 1, Outcome::ModelError, 3000, 101.0);
+        let agg = |it, metric, stat| m.aggregate("e", "v", it, metric, stat, 100.0, 110.0);
+        assert_eq!(agg(None, "Invocations", Statistic::Sum), Some(11.0));
+        assert_eq!(agg(Some("ml.g6.2xlarge"), "Invocations", Statistic::Sum), Some(10.0));
+        assert_eq!(
+            agg(Some("ml.g6.2xlarge"), "InvocationsPerInstance", Statistic::Sum),
+            Some(5.0)
+        );
+        assert_eq!(
+            agg(Some("ml.m5.xlarge"), "InvocationModelErrors", Statistic::Sum),
+            Some(1.0)
+        );
+        assert_eq!(agg(None, "ModelLatency", Statistic::Maximum), Some(3000.0));
+        assert_eq!(agg(None, "ModelLatency", Statistic::Average), Some(13000.0 / 11.0));
+        assert_eq!(
+            m.aggregate("e", "v", None, "Invocations", Statistic::Sum, 200.0, 210.0),
+            None
+        );
+    }
+
+    #[test]
+    fn concurrency_is_per_instance() {
+        let m = Metrics::default();
+        m.record_fleet(S("e", "v", "a"), 2, 6, 10.0);
+        m.record_fleet(S("e", "v", "a"), 2, 2, 11.0);
+        assert_eq!(
+            m.aggregate(
+                "e",
+                "v",
+                Some("a"),
+                "ConcurrentRequestsPerModel",
+                Statistic::Average,
+                10.0,
+                12.0
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            m.aggregate(
+                "e",
+                "v",
+                Some("a"),
+                "ConcurrentRequestsPerModel",
+                Statistic::Maximum,
+                10.0,
+                12.0
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            m.aggregate("e", "v", None, "InstanceCount", Statistic::Average, 10.0, 12.0),
+            Some(2.0)
+        );
+    }
+}

@@ -1,0 +1,1153 @@
+//! The Slurm provider: each instance is a Slurm job running the model's command on some node.
+//!
+//! spillway talks to Slurm through its command-line tools, as any user on a login node would:
+//!
+//! - **Launch**: `salloc --immediate --no-shell` asks for the instance type's partition, GRES,
+//!   constraint, CPUs and memory. Slurm answers synchronously (milliseconds): granted, or a
+//!   reason why not now (busy, drained, down, never fits), which becomes
+//!   [`LaunchError::InsufficientCapacity`]; nothing is ever left pending in the queue. Anything
+//!   else (controller unreachable, authentication, an unknown partition) is
+//!   [`LaunchError::Failed`]. The model then runs as step 0 of the allocation, `srun --jobid`,
+//!   started in its own session on spillway's host so that it outlives spillway; when the step
+//!   ends, the allocation is cancelled, so the job's life is the model's life.
+//! - **Port**: by default Slurm reserves one (`srun --resv-ports=1`, from `MpiParams=ports`), so
+//!   no other step on that node, of any job, gets it; a small wrapper on the node hands it to the
+//!   model as `SAGEMAKER_BIND_TO_PORT`. With `port_range` set, the port is derived from the job
+//!   id instead.
+//! - **Identity**: job name `<prefix><instance id>` and comment
+//!   `spillway instance=<id> data_dir=<data dir>`; the handle stores the job id. That is how a
+//!   restarted spillway finds its jobs ([`CapacityProvider::recover`]); it only ever looks at
+//!   jobs of its own user carrying its own data dir.
+//! - **Liveness**: a background thread polls `squeue` while instances exist; a job that left
+//!   `RUNNING` (cancelled, `NODE_FAIL`, ...) or whose model step is gone is reported exited with
+//!   Slurm's state and reason.
+//! - **Terminate**: `scancel --signal=TERM`, then `scancel` after the grace; the call returns
+//!   once Slurm has released the job's resources.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use super::{
+    BoxFuture, CapacityEntry, CapacityProvider, LaunchError, LaunchRequest, Launched, Liveness, Recovery,
+    TrackedInstance,
+};
+use crate::config::{SlurmInstanceType, SlurmProviderConfig};
+
+/// Separator of the `squeue --format` fields (the comment comes last, so it may contain it).
+const SEP: char = '|';
+/// `squeue` fields: job id, state, node list, reason, name, comment.
+const JOB_FORMAT: &str = "%i|%T|%N|%r|%j|%k";
+/// A job that is running but has had no model step for this long is considered gone.
+const STEPLESS_GRACE: Duration = Duration::from_secs(10);
+/// How long `terminate` waits for Slurm to release a cancelled job's resources.
+const RELEASE_WAIT: Duration = Duration::from_secs(15);
+
+/// A Slurm command that did not give an answer.
+#[derive(Debug, Error)]
+pub enum SlurmError {
+    /// The program could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The program ran longer than `command_timeout_seconds`.
+    #[error("{program} did not answer within {seconds} s (is slurmctld reachable?)")]
+    Timeout {
+        /// The program.
+        program: String,
+        /// The limit.
+        seconds: u64,
+    },
+    /// The program exited unsuccessfully.
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        /// The program.
+        program: String,
+        /// Exit status.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+}
+
+/// One row of `squeue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    /// Job id.
+    pub job_id: u64,
+    /// `RUNNING`, `PENDING`, `CANCELLED`, `NODE_FAIL`, ...
+    pub state: String,
+    /// Node list (empty while pending).
+    pub nodes: String,
+    /// Reason (`None`, `NodeDown`, ...).
+    pub reason: String,
+    /// Job name.
+    pub name: String,
+    /// Job comment.
+    pub comment: String,
+}
+
+impl JobRow {
+    /// Parses one line of `squeue -h -o "%i|%T|%N|%r|%j|%k"`.
+    pub fn parse(line: &str) -> Option<Self> {
+        let mut f = line.splitn(6, SEP);
+        let job_id = f.next()?.trim().parse().ok()?;
+        Some(Self {
+            job_id,
+            state: f.next()?.trim().to_string(),
+            nodes: f.next()?.trim().to_string(),
+            reason: f.next()?.trim().to_string(),
+            name: f.next()?.trim().to_string(),
+            comment: f.next().unwrap_or("").trim().to_string(),
+        })
+    }
+
+    /// Still holding (or about to hold) resources.
+    fn active(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "RUNNING" | "PENDING" | "CONFIGURING" | "SUSPENDED" | "COMPLETING" | "REQUEUED" | "RESIZING" | "STOPPED"
+        )
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!("Slurm job {} is {}", self.job_id, self.state);
+        if !self.reason.is_empty() && self.reason != "None" {
+            s.push_str(&format!(" ({})", self.reason));
+        }
+        if !self.nodes.is_empty() {
+            s.push_str(&format!(" on node {}", self.nodes));
+        }
+        s
+    }
+}
+
+/// The job comment that marks an instance of this spillway (`data_dir`) as `instance_id`.
+pub fn job_comment(instance_id: &str, data_dir: &Path) -> String {
+    format!("spillway instance={instance_id} data_dir={}", data_dir.display())
+}
+
+/// Reads a comment written by [`job_comment`]: `(instance id, data dir)`.
+pub fn parse_comment(comment: &str) -> Option<(&str, &str)> {
+    let rest = comment.strip_prefix("spillway instance=")?;
+    let (id, dir) = rest.split_once(" data_dir=")?;
+    Some((id, dir))
+}
+
+/// Turns `salloc`'s refusal into a launch error: capacity answers (busy, drained, down, never
+/// fits, policy limits) are [`LaunchError::InsufficientCapacity`], everything else is a
+/// [`LaunchError::Failed`].
+pub fn classify_refusal(instance_type: &str, partition: &str, stderr: &str) -> LaunchError {
+    let text: String = stderr
+        .lines()
+        .map(|l| {
+            l.trim()
+                .trim_start_matches("salloc: error: ")
+                .trim_start_matches("salloc: ")
+        })
+        .filter(|l| !l.is_empty() && !l.contains("PMIx"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let low = text.to_ascii_lowercase();
+    const CAPACITY: &[&str] = &[
+        "requested nodes are busy",
+        "immediate execution impossible",
+        "required node not available",
+        "requested node configuration is not available",
+        "nodes required for job are down",
+        "partition_down",
+        "partition is down",
+        "partition is inactive",
+        "resources temporarily unavailable",
+        "qosmax",
+        "assocmax",
+        "job violates accounting/qos policy",
+        "unable to allocate resources: resources",
+    ];
+    if CAPACITY.iter().any(|p| low.contains(p)) {
+        LaunchError::InsufficientCapacity(format!("Slurm partition {partition} for {instance_type}: {text}"))
+    } else if text.is_empty() {
+        LaunchError::Failed(format!(
+            "salloc for {instance_type} (partition {partition}) failed without a message"
+        ))
+    } else {
+        LaunchError::Failed(format!("Slurm refused {instance_type} (partition {partition}): {text}"))
+    }
+}
+
+/// The job id in `salloc`'s "Granted job allocation N".
+pub fn granted_job_id(stderr: &str) -> Option<u64> {
+    let rest = stderr.split("Granted job allocation ").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// The first reserved port of `scontrol show step` output (`ResvPorts=20001` or `20001-20002`).
+pub fn resv_port(step: &str) -> Option<u16> {
+    let rest = step.split("ResvPorts=").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// Picks a port of `[first, last]` for job `job_id`, avoiding `used`.
+pub fn derived_port(job_id: u64, (first, last): (u16, u16), used: &HashSet<u16>) -> Option<u16> {
+    let n = (last - first) as u64 + 1;
+    (0..n)
+        .map(|k| first + ((job_id + k) % n) as u16)
+        .find(|p| !used.contains(p))
+}
+
+fn job_id_of(handle: &Value) -> Option<u64> {
+    handle.get("jobId").and_then(Value::as_u64)
+}
+
+#[derive(Debug, Clone)]
+struct Usage {
+    instance_type: String,
+    job_id: u64,
+    node: String,
+    port: u16,
+    since: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Snapshot {
+    taken_at: Instant,
+    jobs: HashMap<u64, JobRow>,
+    /// Jobs that have at least one step.
+    with_steps: HashSet<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    runtime_pins: BTreeMap<String, u32>,
+    in_use: HashMap<String, Usage>,
+    exited: HashMap<String, String>,
+    snapshot: Option<Snapshot>,
+    node_addrs: HashMap<String, String>,
+    poller: bool,
+}
+
+struct Inner {
+    cfg: SlurmProviderConfig,
+    data_dir: PathBuf,
+    work_dir: PathBuf,
+    ports: Option<(u16, u16)>,
+    uid: String,
+    state: Mutex<State>,
+}
+
+/// Runs instances as Slurm jobs.
+pub struct SlurmProvider {
+    inner: Arc<Inner>,
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn program(&self, name: &str) -> PathBuf {
+        match &self.cfg.bin_dir {
+            Some(d) => d.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.command_timeout_seconds)
+    }
+
+    fn command(&self, name: &str) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(self.program(name));
+        if let Some(conf) = &self.cfg.slurm_conf {
+            c.env("SLURM_CONF", conf);
+        }
+        c.stdin(Stdio::null()).kill_on_drop(true);
+        c
+    }
+
+    /// Runs a Slurm command to completion; `Ok` carries (success, stdout, stderr).
+    async fn run(&self, name: &str, args: &[String]) -> Result<(bool, String, String), SlurmError> {
+        let mut c = self.command(name);
+        c.args(args);
+        let out = tokio::time::timeout(self.timeout(), c.output()).await;
+        match out {
+            Err(_) => Err(SlurmError::Timeout {
+                program: name.into(),
+                seconds: self.cfg.command_timeout_seconds,
+            }),
+            Ok(Err(source)) => Err(SlurmError::Spawn {
+                program: self.program(name).display().to_string(),
+                source,
+            }),
+            Ok(Ok(o)) => Ok((
+                o.status.success(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )),
+        }
+    }
+
+    /// Runs a Slurm command that must succeed; returns stdout.
+    async fn run_ok(&self, name: &str, args: &[String]) -> Result<String, SlurmError> {
+        let mut c = self.command(name);
+        c.args(args);
+        let out = tokio::time::timeout(self.timeout(), c.output()).await;
+        let o = match out {
+            Err(_) => {
+                return Err(SlurmError::Timeout {
+                    program: name.into(),
+                    seconds: self.cfg.command_timeout_seconds,
+                });
+            }
+            Ok(Err(source)) => {
+                return Err(SlurmError::Spawn {
+                    program: self.program(name).display().to_string(),
+                    source,
+                });
+            }
+            Ok(Ok(o)) => o,
+        };
+        if !o.status.success() {
+            return Err(SlurmError::Failed {
+                program: name.into(),
+                status: o.status.to_string(),
+                stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    fn job_args(&self) -> Vec<String> {
+        vec![
+            "--noheader".into(),
+            "--states=all".into(),
+            format!("--user={}", self.uid),
+            format!("--format={JOB_FORMAT}"),
+        ]
+    }
+
+    /// This user's jobs whose name carries the prefix (every state squeue still knows).
+    async fn jobs(&self) -> Result<HashMap<u64, JobRow>, SlurmError> {
+        let out = self.run_ok("squeue", &self.job_args()).await?;
+        Ok(self.parse_jobs(&out))
+    }
+
+    fn parse_jobs(&self, out: &str) -> HashMap<u64, JobRow> {
+        out.lines()
+            .filter_map(JobRow::parse)
+            .filter(|r| r.name.starts_with(&self.cfg.job_name_prefix))
+            .map(|r| (r.job_id, r))
+            .collect()
+    }
+
+    fn step_args(&self) -> Vec<String> {
+        vec![
+            "--noheader".into(),
+            "--steps".into(),
+            format!("--user={}", self.uid),
+            "--format=%i".into(),
+        ]
+    }
+
+    fn parse_steps(out: &str) -> HashSet<u64> {
+        out.lines()
+            .filter_map(|l| l.trim().split('.').next()?.parse().ok())
+            .collect()
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, SlurmError> {
+        let taken_at = Instant::now();
+        let jobs = self.jobs().await?;
+        let steps = self.run_ok("squeue", &self.step_args()).await?;
+        Ok(Snapshot {
+            taken_at,
+            jobs,
+            with_steps: Self::parse_steps(&steps),
+        })
+    }
+
+    /// The state of one job, `None` once slurmctld has forgotten it.
+    async fn job_state(&self, job_id: u64) -> Option<JobRow> {
+        let args = vec![
+            "--noheader".into(),
+            "--states=all".into(),
+            format!("--jobs={job_id}"),
+            format!("--format={JOB_FORMAT}"),
+        ];
+        match self.run("squeue", &args).await {
+            Ok((true, out, _)) => out.lines().filter_map(JobRow::parse).find(|r| r.job_id == job_id),
+            _ => None,
+        }
+    }
+
+    async fn node_addr(&self, node: &str) -> String {
+        if let Some(a) = self.lock().node_addrs.get(node) {
+            return a.clone();
+        }
+        let args = vec![
+            "--noheader".into(),
+            "--Node".into(),
+            format!("--nodes={node}"),
+            "--format=%o".into(),
+        ];
+        let addr = match self.run_ok("sinfo", &args).await {
+            Ok(out) => out
+                .lines()
+                .next()
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string),
+            Err(_) => None,
+        }
+        .unwrap_or_else(|| node.to_string());
+        self.lock().node_addrs.insert(node.to_string(), addr.clone());
+        addr
+    }
+
+    async fn cancel(&self, job_id: u64, signal: Option<&str>) {
+        let mut args = vec!["--quiet".to_string()];
+        if let Some(s) = signal {
+            args.push(format!("--signal={s}"));
+        }
+        args.push(job_id.to_string());
+        if let Err(e) = self.run("scancel", &args).await {
+            tracing::warn!(job_id, error = %e, "scancel failed");
+        }
+    }
+
+    /// Waits until the job holds no resources (or `limit` passes). `true` when it is released.
+    async fn wait_released(&self, job_id: u64, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.job_state(job_id).await {
+                Some(r) if r.active() => {}
+                _ => return true,
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the job's model step has gone (or `limit` passes).
+    async fn wait_step_gone(&self, job_id: u64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let args = vec![
+                "--noheader".into(),
+                "--steps".into(),
+                format!("--jobs={job_id}"),
+                "--format=%i".into(),
+            ];
+            match self.run("squeue", &args).await {
+                Ok((true, out, _)) if !Self::parse_steps(&out).contains(&job_id) => return,
+                Ok((false, _, _)) | Err(_) => return,
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn instance_dir(&self, instance_id: &str) -> PathBuf {
+        self.work_dir.join("instances").join(instance_id)
+    }
+
+    fn release(&self, instance_id: &str) {
+        let mut st = self.lock();
+        st.in_use.remove(instance_id);
+        st.exited.remove(instance_id);
+    }
+
+    /// The `salloc` arguments for one instance.
+    fn salloc_args(&self, job_name: &str, comment: &str, m: &SlurmInstanceType) -> Vec<String> {
+        let mut a = vec![
+            format!("--immediate={}", self.cfg.immediate_seconds.max(1)),
+            "--no-shell".into(),
+            format!("--job-name={job_name}"),
+            format!("--comment={comment}"),
+            format!("--partition={}", m.partition),
+            "--nodes=1".into(),
+            "--ntasks=1".into(),
+        ];
+        if let Some(g) = &m.gres {
+            a.push(format!("--gres={g}"));
+        }
+        if let Some(c) = &m.constraint {
+            a.push(format!("--constraint={c}"));
+        }
+        if let Some(c) = m.cpus {
+            a.push(format!("--cpus-per-task={c}"));
+        }
+        if let Some(m) = &m.mem {
+            a.push(format!("--mem={m}"));
+        }
+        a.extend(self.cfg.salloc_args.iter().cloned());
+        a
+    }
+
+    async fn launch(self: &Arc<Self>, req: &LaunchRequest) -> Result<Launched, LaunchError> {
+        let itype = req.instance_type.name.clone();
+        let Some(mapping) = self.cfg.instance_types.get(&itype).cloned() else {
+            return Err(LaunchError::InsufficientCapacity(format!(
+                "{itype} has no Slurm mapping ([provider.slurm.instance_types.\"{itype}\"]); it is never available"
+            )));
+        };
+        {
+            let st = self.lock();
+            if let Some(pin) = st.runtime_pins.get(&itype) {
+                let n = st.in_use.values().filter(|u| u.instance_type == itype).count() as u32;
+                if n >= *pin {
+                    return Err(LaunchError::InsufficientCapacity(format!(
+                        "{itype}: all {pin} pinned slots are in use"
+                    )));
+                }
+            }
+        }
+        let image =
+            req.container.image.as_deref().ok_or_else(|| {
+                LaunchError::Failed(format!("model {} has no PrimaryContainer.Image", req.model_name))
+            })?;
+        let argv = super::local::command_line(image)?;
+        let dir = self.instance_dir(&req.instance_id);
+        let model_dir = prepare_model_dir(&dir, req.container.model_data_url.as_deref()).await?;
+
+        let job_name = format!("{}{}", self.cfg.job_name_prefix, req.instance_id);
+        let comment = job_comment(&req.instance_id, &self.data_dir);
+        let failed = |e: SlurmError| LaunchError::Failed(format!("Slurm: {e}"));
+        let (ok, _, stderr) = self
+            .run("salloc", &self.salloc_args(&job_name, &comment, &mapping))
+            .await
+            .map_err(failed)?;
+        let granted = granted_job_id(&stderr);
+        let Some(job_id) = granted.filter(|_| ok) else {
+            if let Some(j) = granted {
+                self.cancel(j, None).await;
+            }
+            return Err(classify_refusal(&itype, &mapping.partition, &stderr));
+        };
+        match self
+            .start_step(req, &argv, &dir, &model_dir, job_id, &job_name, &mapping)
+            .await
+        {
+            Ok(l) => Ok(l),
+            Err(e) => {
+                self.cancel(job_id, None).await;
+                self.release(&req.instance_id);
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_step(
+        self: &Arc<Self>,
+        req: &LaunchRequest,
+        argv: &[String],
+        dir: &Path,
+        model_dir: &Path,
+        job_id: u64,
+        job_name: &str,
+        mapping: &SlurmInstanceType,
+    ) -> Result<Launched, LaunchError> {
+        let failed = |what: &str, e: SlurmError| LaunchError::Failed(format!("Slurm job {job_id}: {what}: {e}"));
+        let row = self
+            .job_state(job_id)
+            .await
+            .ok_or_else(|| LaunchError::Failed(format!("Slurm job {job_id} vanished right after its allocation")))?;
+        let node = row.nodes.clone();
+        if node.is_empty() || row.state != "RUNNING" {
+            return Err(LaunchError::Failed(format!(
+                "Slurm granted job {job_id} but it is {}",
+                row.describe()
+            )));
+        }
+        let addr = self.node_addr(&node).await;
+        let derived = match self.ports {
+            Some(range) => {
+                let used: HashSet<u16> = self
+                    .lock()
+                    .in_use
+                    .values()
+                    .filter(|u| u.node == node)
+                    .map(|u| u.port)
+                    .collect();
+                Some(derived_port(job_id, range, &used).ok_or_else(|| {
+                    LaunchError::InsufficientCapacity(format!(
+                        "every port of provider.slurm.port_range is used by spillway on node {node}"
+                    ))
+                })?)
+            }
+            None => None,
+        };
+        let log = |name: &str| {
+            std::fs::File::create(dir.join(name))
+                .map_err(|e| LaunchError::Failed(format!("cannot create {name} in {}: {e}", dir.display())))
+        };
+        // On the node: hand the reserved (or derived) port to the model, then become it.
+        let node_wrapper = "p=${SAGEMAKER_BIND_TO_PORT:-${SLURM_STEP_RESV_PORTS%%[-,]*}}; \
+             if [ -z \"$p\" ]; then echo 'spillway: Slurm reserved no port for this step: set MpiParams=ports=... in slurm.conf or provider.slurm.port_range' >&2; exit 98; fi; \
+             SAGEMAKER_BIND_TO_PORT=$p; export SAGEMAKER_BIND_TO_PORT; exec \"$@\"";
+        let mut srun_args: Vec<String> = vec![
+            format!("--jobid={job_id}"),
+            format!("--job-name={job_name}"),
+            "--nodes=1".into(),
+            "--ntasks=1".into(),
+            "--input=none".into(),
+            "--export=ALL".into(),
+            format!("--chdir={}", dir.display()),
+        ];
+        if derived.is_none() {
+            srun_args.push("--resv-ports=1".into());
+        }
+        srun_args.extend([
+            "/bin/sh".into(),
+            "-c".into(),
+            node_wrapper.into(),
+            "spillway-model".into(),
+        ]);
+        srun_args.extend(argv.iter().cloned());
+        // On spillway's host: srun in its own session (it outlives spillway); when the model
+        // step ends for any reason, the allocation goes with it.
+        let host_wrapper =
+            "scancel=$1; job=$2; shift 2; \"$@\"; rc=$?; \"$scancel\" --quiet \"$job\" 2>/dev/null; exit $rc";
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(host_wrapper)
+            .arg("spillway-srun")
+            .arg(self.program("scancel"))
+            .arg(job_id.to_string())
+            .arg(self.program("srun"))
+            .args(&srun_args);
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if (k.starts_with("SLURM_") && k != "SLURM_CONF")
+                || k == "CUDA_VISIBLE_DEVICES"
+                || k == "SAGEMAKER_BIND_TO_PORT"
+            {
+                cmd.env_remove(k.as_ref());
+            }
+        }
+        if let Some(conf) = &self.cfg.slurm_conf {
+            cmd.env("SLURM_CONF", conf);
+        }
+        cmd.envs(req.container.environment.iter().flatten())
+            .env("SM_MODEL_DIR", model_dir)
+            .env("SPILLWAY_INSTANCE_TYPE", &req.instance_type.name)
+            .env("SPILLWAY_INSTANCE_ID", &req.instance_id)
+            .env("SPILLWAY_MODEL_NAME", &req.model_name)
+            .env("SPILLWAY_ENDPOINT_NAME", &req.endpoint_name)
+            .env("SPILLWAY_VARIANT_NAME", &req.variant_name)
+            .env("SPILLWAY_DATA_DIR", &self.data_dir)
+            .env("SPILLWAY_SLURM_PARTITION", &mapping.partition);
+        if let Some(p) = derived {
+            cmd.env("SAGEMAKER_BIND_TO_PORT", p.to_string());
+        }
+        cmd.current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log("stdout.log")?)
+            .stderr(log("stderr.log")?)
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| LaunchError::Failed(format!("cannot start srun for Slurm job {job_id}: {e}")))?;
+        let srun_pid = child.id().unwrap_or(0);
+
+        let port = match derived {
+            Some(p) => p,
+            None => {
+                // Slurm picks the port when it creates the step; read it back.
+                let deadline = Instant::now() + self.timeout();
+                loop {
+                    let args = vec!["show".into(), "step".into(), format!("{job_id}.0")];
+                    if let Ok((true, out, _)) = self.run("scontrol", &args).await {
+                        if let Some(p) = resv_port(&out) {
+                            break p;
+                        }
+                        if out.contains("ResvPorts=") && !out.contains("ResvPorts=(null)") {
+                            // Present but unparsable: keep polling a little.
+                        } else if out.contains("StepId=") {
+                            return Err(LaunchError::Failed(format!(
+                                "Slurm reserved no port for job {job_id}: set MpiParams=ports=... in slurm.conf or provider.slurm.port_range"
+                            )));
+                        }
+                    }
+                    if let Ok(Some(status)) = child.try_wait() {
+                        let err = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+                        return Err(LaunchError::Failed(format!(
+                            "srun for Slurm job {job_id} exited ({status}) before its step started: {}",
+                            err.trim()
+                        )));
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(failed(
+                            "model step",
+                            SlurmError::Timeout {
+                                program: "srun".into(),
+                                seconds: self.cfg.command_timeout_seconds,
+                            },
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        self.lock().in_use.insert(
+            req.instance_id.clone(),
+            Usage {
+                instance_type: req.instance_type.name.clone(),
+                job_id,
+                node: node.clone(),
+                port,
+                since: Instant::now(),
+            },
+        );
+        self.ensure_poller();
+        // When srun ends, record how the job ended (the controller replaces the instance).
+        let me = Arc::downgrade(self);
+        let id = req.instance_id.clone();
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(s) => format!("srun exited with {s}"),
+                Err(e) => format!("srun wait failed: {e}"),
+            };
+            let Some(me) = me.upgrade() else { return };
+            if !me.lock().in_use.contains_key(&id) {
+                return;
+            }
+            // COMPLETING is transient; wait briefly for the final state (CANCELLED, NODE_FAIL...).
+            let mut row = me.job_state(job_id).await;
+            for _ in 0..30 {
+                if row.as_ref().is_none_or(|r| r.state != "COMPLETING") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                row = me.job_state(job_id).await;
+            }
+            let why = match row {
+                Some(r) if r.state != "RUNNING" => format!("ended: {} ({status})", r.describe()),
+                _ => format!("ended: the model step of Slurm job {job_id} is gone ({status})"),
+            };
+            let mut st = me.lock();
+            if st.in_use.contains_key(&id) {
+                st.exited.insert(id, why);
+            }
+        });
+        Ok(Launched {
+            handle: json!({
+                "jobId": job_id,
+                "jobName": job_name,
+                "node": node,
+                "port": port,
+                "partition": mapping.partition,
+                "srunPid": srun_pid,
+                "dir": dir,
+            }),
+            address: format!("{addr}:{port}"),
+        })
+    }
+
+    /// Starts the background `squeue` poller once.
+    fn ensure_poller(self: &Arc<Self>) {
+        {
+            let mut st = self.lock();
+            if st.poller {
+                return;
+            }
+            st.poller = true;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(self);
+        let interval = Duration::from_millis(self.cfg.poll_interval_ms);
+        let spawned = std::thread::Builder::new().name("slurm-poller".into()).spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                let Some(me) = weak.upgrade() else { return };
+                if me.lock().in_use.is_empty() {
+                    continue;
+                }
+                match me.snapshot_blocking() {
+                    Ok(s) => me.lock().snapshot = Some(s),
+                    Err(e) => tracing::warn!(error = %e, "cannot poll Slurm job states"),
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the Slurm poller");
+            self.lock().poller = false;
+        }
+    }
+
+    fn run_blocking(&self, name: &str, args: &[String]) -> Result<String, SlurmError> {
+        let mut c = std::process::Command::new(self.program(name));
+        if let Some(conf) = &self.cfg.slurm_conf {
+            c.env("SLURM_CONF", conf);
+        }
+        let o = c
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| SlurmError::Spawn {
+                program: name.into(),
+                source,
+            })?;
+        if !o.status.success() {
+            return Err(SlurmError::Failed {
+                program: name.into(),
+                status: o.status.to_string(),
+                stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    fn snapshot_blocking(&self) -> Result<Snapshot, SlurmError> {
+        let taken_at = Instant::now();
+        let jobs = self.run_blocking("squeue", &self.job_args())?;
+        let steps = self.run_blocking("squeue", &self.step_args())?;
+        Ok(Snapshot {
+            taken_at,
+            jobs: self.parse_jobs(&jobs),
+            with_steps: Self::parse_steps(&steps),
+        })
+    }
+
+    fn liveness(&self, instance_id: &str, handle: &Value) -> Liveness {
+        let st = self.lock();
+        if let Some(why) = st.exited.get(instance_id) {
+            return Liveness::Exited(why.clone());
+        }
+        let Some(job_id) = job_id_of(handle) else {
+            return Liveness::Exited("ended: the instance has no Slurm job".into());
+        };
+        let since = st.in_use.get(instance_id).map(|u| u.since);
+        let Some(snap) = &st.snapshot else {
+            return Liveness::Running;
+        };
+        // A snapshot older than the launch (or adoption) says nothing about this job.
+        if since.is_some_and(|s| snap.taken_at < s) {
+            return Liveness::Running;
+        }
+        match snap.jobs.get(&job_id) {
+            None => Liveness::Exited(format!("ended: Slurm job {job_id} is no longer known to slurmctld")),
+            Some(r) if r.state == "RUNNING" => {
+                let old_enough = since.is_none_or(|s| snap.taken_at.duration_since(s) > STEPLESS_GRACE);
+                if old_enough && !snap.with_steps.contains(&job_id) {
+                    Liveness::Exited(format!("ended: Slurm job {job_id} has no model step any more"))
+                } else {
+                    Liveness::Running
+                }
+            }
+            Some(r) => Liveness::Exited(format!("ended: {}", r.describe())),
+        }
+    }
+
+    async fn recover(self: &Arc<Self>, tracked: &[TrackedInstance]) -> Recovery {
+        let mut report = Recovery::default();
+        let mut snap = None;
+        let mut last_err = None;
+        for attempt in 0..5 {
+            match self.snapshot().await {
+                Ok(s) => {
+                    snap = Some(s);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "cannot list Slurm jobs for recovery");
+                    last_err = Some(e);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let Some(snap) = snap else {
+            // Slurm is unreachable: trust the store rather than forget jobs that may still run;
+            // health checks decide, and terminate cancels by job id.
+            tracing::error!(
+                error = %last_err.map(|e| e.to_string()).unwrap_or_default(),
+                "Slurm unreachable during recovery: keeping every tracked instance; untracked jobs were not swept"
+            );
+            for t in tracked {
+                if let Some(job_id) = job_id_of(&t.handle) {
+                    self.adopt(t, job_id);
+                    report.alive.push(t.instance_id.clone());
+                }
+            }
+            self.ensure_poller();
+            return report;
+        };
+        let ours = self.data_dir.to_string_lossy().into_owned();
+        let mine: Vec<&JobRow> = snap
+            .jobs
+            .values()
+            .filter(|r| r.active() && parse_comment(&r.comment).is_some_and(|(_, d)| d == ours))
+            .collect();
+        let mut kept = HashSet::new();
+        for t in tracked {
+            let Some(job_id) = job_id_of(&t.handle) else { continue };
+            let Some(row) = mine.iter().find(|r| r.job_id == job_id) else {
+                continue;
+            };
+            let same = parse_comment(&row.comment).is_some_and(|(id, _)| id == t.instance_id);
+            if same && row.state == "RUNNING" && snap.with_steps.contains(&job_id) {
+                self.adopt(t, job_id);
+                kept.insert(job_id);
+                report.alive.push(t.instance_id.clone());
+            }
+        }
+        for row in mine {
+            if kept.contains(&row.job_id) {
+                continue;
+            }
+            let id = parse_comment(&row.comment).map(|(i, _)| i).unwrap_or("?");
+            self.cancel(row.job_id, None).await;
+            self.wait_released(row.job_id, RELEASE_WAIT).await;
+            report
+                .stopped_untracked
+                .push(format!("Slurm job {} (instance {id}, {})", row.job_id, row.state));
+        }
+        self.lock().snapshot = Some(snap);
+        self.ensure_poller();
+        report
+    }
+
+    fn adopt(&self, t: &TrackedInstance, job_id: u64) {
+        let node = t.handle.get("node").and_then(Value::as_str).unwrap_or("").to_string();
+        let port = t.handle.get("port").and_then(Value::as_u64).unwrap_or(0) as u16;
+        self.lock().in_use.insert(
+            t.instance_id.clone(),
+            Usage {
+                instance_type: t.instance_type.clone(),
+                job_id,
+                node,
+                port,
+                since: Instant::now(),
+            },
+        );
+    }
+}
+
+impl SlurmProvider {
+    /// A provider for the spillway whose (canonical) data directory is `data_dir`.
+    pub fn new(data_dir: &Path, cfg: &SlurmProviderConfig) -> Self {
+        let work_dir = cfg.work_dir.clone().unwrap_or_else(|| data_dir.join("slurm"));
+        Self {
+            inner: Arc::new(Inner {
+                cfg: cfg.clone(),
+                data_dir: data_dir.to_path_buf(),
+                work_dir,
+                ports: cfg.ports().ok().flatten(),
+                uid: current_uid(),
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// Slurm job ids of the instances this provider runs now, by instance id.
+    pub fn jobs(&self) -> BTreeMap<String, u64> {
+        self.inner
+            .lock()
+            .in_use
+            .iter()
+            .map(|(k, u)| (k.clone(), u.job_id))
+            .collect()
+    }
+}
+
+/// The real uid of this process (for `squeue --user`), from `/proc/self/status`.
+fn current_uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .map(str::to_string)
+        })
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "0".into())
+}
+
+/// Creates the instance directory and makes `ModelDataUrl` available as a directory there (or
+/// uses a `file://` directory as it is). The nodes must see these paths.
+async fn prepare_model_dir(dir: &Path, url: Option<&str>) -> Result<PathBuf, LaunchError> {
+    let dir = dir.to_path_buf();
+    let url = url.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let io = |what: &str, e: std::io::Error| LaunchError::Failed(format!("{what}: {e}"));
+        std::fs::create_dir_all(&dir).map_err(|e| io("cannot create instance directory", e))?;
+        let m = dir.join("model");
+        let Some(url) = url else {
+            std::fs::create_dir_all(&m).map_err(|e| io("cannot create model directory", e))?;
+            return Ok(m);
+        };
+        let Some(path) = url.strip_prefix("file://") else {
+            return Err(LaunchError::Failed(format!(
+                "ModelDataUrl {url:?}: only file:// URLs are supported by the Slurm provider"
+            )));
+        };
+        let src = PathBuf::from(path);
+        if src.is_dir() {
+            return Ok(src);
+        }
+        std::fs::create_dir_all(&m).map_err(|e| io("cannot create model directory", e))?;
+        let file = std::fs::File::open(&src).map_err(|e| io(&format!("ModelDataUrl {url}"), e))?;
+        if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
+            tar::Archive::new(flate2::read::GzDecoder::new(file))
+                .unpack(&m)
+                .map_err(|e| io(&format!("cannot unpack {url}"), e))?;
+        } else {
+            let name = src.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+            std::fs::copy(&src, m.join(name)).map_err(|e| io(&format!("cannot copy {url}"), e))?;
+        }
+        Ok(m)
+    })
+    .await
+    .map_err(|e| LaunchError::Failed(format!("model preparation panicked: {e}")))?
+}
+
+impl CapacityProvider for SlurmProvider {
+    fn kind(&self) -> &'static str {
+        "slurm"
+    }
+
+    fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>> {
+        Box::pin(async move { self.inner.launch(&req).await })
+    }
+
+    fn terminate<'a>(&'a self, instance_id: &'a str, handle: &'a Value, grace: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let job_id = job_id_of(handle).or_else(|| inner.lock().in_use.get(instance_id).map(|u| u.job_id));
+            if let Some(job_id) = job_id {
+                // SIGTERM to the model; the step ends, and with it (through the srun wrapper)
+                // the allocation. Then cancel whatever is left after the grace.
+                inner.cancel(job_id, Some("TERM")).await;
+                inner.wait_step_gone(job_id, grace).await;
+                inner.cancel(job_id, None).await;
+                if !inner.wait_released(job_id, RELEASE_WAIT).await {
+                    tracing::warn!(job_id, "Slurm job still holds resources after scancel");
+                }
+            }
+            inner.release(instance_id);
+            let _ = tokio::fs::remove_dir_all(inner.instance_dir(instance_id).join("model")).await;
+        })
+    }
+
+    fn liveness(&self, instance_id: &str, handle: &Value) -> Liveness {
+        self.inner.liveness(instance_id, handle)
+    }
+
+    fn recover<'a>(&'a self, tracked: &'a [TrackedInstance]) -> BoxFuture<'a, Recovery> {
+        Box::pin(async move { self.inner.recover(tracked).await })
+    }
+
+    fn capacity(&self) -> Vec<CapacityEntry> {
+        let st = self.inner.lock();
+        let mut types: Vec<String> = self
+            .inner
+            .cfg
+            .instance_types
+            .keys()
+            .chain(st.runtime_pins.keys())
+            .cloned()
+            .chain(st.in_use.values().map(|u| u.instance_type.clone()))
+            .collect();
+        types.sort();
+        types.dedup();
+        types
+            .into_iter()
+            .map(|t| CapacityEntry {
+                in_use: st.in_use.values().filter(|u| u.instance_type == t).count() as u32,
+                slots: st.runtime_pins.get(&t).copied(),
+                pinned_by: st.runtime_pins.contains_key(&t).then_some("runtime"),
+                instance_type: t,
+            })
+            .collect()
+    }
+
+    fn set_slots(&self, instance_type: &str, slots: Option<u32>) {
+        let mut st = self.inner.lock();
+        match slots {
+            Some(s) => st.runtime_pins.insert(instance_type.to_string(), s),
+            None => st.runtime_pins.remove(instance_type),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_classified() {
+        let ice = |s: &str| {
+            matches!(
+                classify_refusal("ml.p5.48xlarge", "h100x8", s),
+                LaunchError::InsufficientCapacity(_)
+            )
+        };
+        assert!(ice(
+            "salloc: error: Unable to allocate resources: Requested nodes are busy"
+        ));
+        assert!(ice(
+            "salloc: error: Unable to allocate resources: Immediate execution impossible, insufficient priority"
+        ));
+        assert!(ice(
+            "salloc: error: Unable to allocate resources: Required node not available (down, drained or reserved)"
+        ));
+        assert!(ice(
+            "salloc: error: Job submit/allocate failed: Requested node configuration is not available"
+        ));
+        assert!(!ice(
+            "salloc: error: Job submit/allocate failed: Invalid partition name specified"
+        ));
+        assert!(!ice(
+            "salloc: error: Unable to contact slurm controller (connect failure)"
+        ));
+        assert!(!ice("salloc: error: Invalid authentication credential"));
+        let LaunchError::InsufficientCapacity(m) =
+            classify_refusal("t", "p", "salloc: error: Requested nodes are busy")
+        else {
+            panic!()
+        };
+        assert!(
+            m.contains("Requested nodes are busy") && m.contains("partition p"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn salloc_and_scontrol_output_is_parsed() {
+        assert_eq!(granted_job_id("salloc: Granted job allocation 42\n"), Some(42));
+        assert_eq!(granted_job_id("salloc: error: nope"), None);
+        assert_eq!(resv_port("StepId=1.0 ...\n   ResvPorts=20001\n"), Some(20001));
+        assert_eq!(resv_port("   ResvPorts=20001-20002\n"), Some(20001));
+        assert_eq!(resv_port("   ResvPorts=(null)\n"), None);
+        let r = JobRow::parse("7|RUNNING|h100-1|None|spillway-i-1|spillway instance=i-1 data_dir=/d|x").unwrap();
+        assert_eq!((r.job_id, r.state.as_str(), r.nodes.as_str()), (7, "RUNNING", "h100-1"));
+        assert_eq!(parse_comment(&r.comment), Some(("i-1", "/d|x")));
+        assert_eq!(parse_comment("(null)"), None);
+        assert_eq!(
+            parse_comment(&job_comment("i-2", Path::new("/a b/c"))),
+            Some(("i-2", "/a b/c"))
+        );
+    }
+
+    #[test]
+    fn derived_ports_avoid_used_ones() {
+        let used: HashSet<u16> = [30002].into_iter().collect();
+        assert_eq!(derived_port(2, (30000, 30003), &used), Some(30003));
+        assert_eq!(derived_port(5, (30000, 30003), &HashSet::new()), Some(30001));
+        let all: HashSet<u16> = (30000..=30001).collect();
+        assert_eq!(derived_port(0, (30000, 30001), &all), None);
+    }
+}
