@@ -5,6 +5,7 @@
 //! across a launch, a health check or a termination, so the API stays responsive while an
 //! instance starts.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,8 @@ use crate::core::catalog;
 use crate::core::endpoint::{Deployment, Event, InstanceRecord};
 use crate::core::model::{EndpointStatus, PoolSpec, Timestamp};
 use crate::core::planner::{
-    self, EndpointDecision, InstancePhase, InstanceView, Operation, RebalancePolicy, Step, VariantOutcome,
+    self, EndpointDecision, InstancePhase, InstanceView, Operation, RebalancePolicy, RollingProgress, Step,
+    VariantOutcome,
 };
 use crate::provider::{LaunchError, LaunchRequest, Launched, Liveness};
 use crate::routes::{EndpointRoutes, RouteInstance, VariantRoutes};
@@ -618,7 +620,21 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
         }
     }
     let Some(op) = op else { return Next::Idle };
-    match planner::decide(op, &outcomes) {
+    let decision = planner::decide(op, &outcomes);
+    if decision == EndpointDecision::InService && op == Operation::Deploy && rt.record.rolling.is_some() {
+        let progress = advance_rolling(rt, t);
+        if progress != RollingProgress::Done {
+            if progress == RollingProgress::NextBatch {
+                app.event(endpoint_event(
+                    &name,
+                    "RollingBatch",
+                    "batch in service and baked; provisioning the next batch through the pools".into(),
+                ));
+            }
+            return Next::Idle;
+        }
+    }
+    match decision {
         EndpointDecision::Continue => Next::Idle,
         EndpointDecision::InService => {
             finish_operation(rt, t);
@@ -662,6 +678,13 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
             Next::Idle
         }
         EndpointDecision::RollBack(reason) => {
+            if let Some(r) = rt.record.rolling.take() {
+                for v in rt.record.active.variants.iter_mut() {
+                    if let Some(n) = r.original.get(&v.spec.name) {
+                        v.desired_count = *n;
+                    }
+                }
+            }
             finish_operation(rt, t);
             if let Some(p) = rt.record.pending.take() {
                 let ids: Vec<String> = rt
@@ -691,7 +714,62 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
     }
 }
 
+/// Moves a rolling deployment on once its current batch is in service.
+fn advance_rolling(rt: &mut EndpointRuntime, t: Timestamp) -> RollingProgress {
+    let old_id = rt.record.active.id.clone();
+    let old_live = rt
+        .instances
+        .iter()
+        .filter(|i| i.deployment_id == old_id && i.state != InstancePhase::Terminating)
+        .count() as u32;
+    let rec = &mut rt.record;
+    let (Some(pending), Some(rolling)) = (rec.pending.as_mut(), rec.rolling.as_mut()) else {
+        return RollingProgress::Done;
+    };
+    let mut new: BTreeMap<String, u32> = pending
+        .variants
+        .iter()
+        .map(|v| (v.spec.name.clone(), v.desired_count))
+        .collect();
+    let mut old: BTreeMap<String, u32> = rec
+        .active
+        .variants
+        .iter()
+        .map(|v| (v.spec.name.clone(), v.desired_count))
+        .collect();
+    let progress = rolling.advance(&mut new, &mut old, old_live, t);
+    let wait = rolling.baking_until.map(|u| (u - t).max(0.0)).unwrap_or(0.0);
+    for v in pending.variants.iter_mut() {
+        let n = new.get(&v.spec.name).copied().unwrap_or(v.desired_count);
+        if n != v.desired_count {
+            // Each batch provisions through the pools with its own deadline.
+            v.provisioning.finish();
+            v.desired_count = n;
+        }
+        v.status_message = Some(match progress {
+            RollingProgress::Baking => format!(
+                "Baking: {} of {} new instances in service; next batch in {wait:.0}s",
+                v.desired_count,
+                rolling.target.get(&v.spec.name).copied().unwrap_or(0)
+            ),
+            RollingProgress::NextBatch => format!(
+                "Provisioning the next batch: {} new instance(s) wanted",
+                v.desired_count
+            ),
+            RollingProgress::Draining => "Every new instance is in service; stopping the old ones".to_string(),
+            RollingProgress::Done => "Rolling deployment complete".to_string(),
+        });
+    }
+    for v in rec.active.variants.iter_mut() {
+        if let Some(n) = old.get(&v.spec.name) {
+            v.desired_count = *n;
+        }
+    }
+    progress
+}
+
 fn finish_operation(rt: &mut EndpointRuntime, t: Timestamp) {
+    rt.record.rolling = None;
     rt.record.status = EndpointStatus::InService;
     rt.record.operation = None;
     rt.record.last_modified_time = t;
@@ -878,6 +956,13 @@ pub const REBALANCE_TAG: &str = "spillway:rebalance";
 /// The serving instances of the active deployment.
 fn routes_of(rt: &EndpointRuntime) -> EndpointRoutes {
     let dep = &rt.record.active;
+    // During a rolling deployment both fleets serve the variant.
+    let rolling_id = rt
+        .record
+        .rolling
+        .as_ref()
+        .and(rt.record.pending.as_ref())
+        .map(|p| p.id.as_str());
     EndpointRoutes {
         variants: dep
             .variants

@@ -13,7 +13,7 @@ use crate::core::endpoint::{DeployedVariant, Deployment, EndpointRecord};
 use crate::core::model::{
     ContainerDefinition, EndpointConfig, EndpointStatus, Model, ProductionVariant, Tag, Timestamp,
 };
-use crate::core::planner::{InstancePhase, Operation, ProvisioningState};
+use crate::core::planner::{InstancePhase, Operation, ProvisioningState, RollingUpdate};
 use crate::core::validate::{self, ValidationError};
 use crate::store::Kind;
 
@@ -594,6 +594,7 @@ fn create_endpoint(app: &Arc<App>, input: CreateEndpointInput) -> Result<Value, 
         pending: None,
         operation: Some(Operation::Create),
         deployment_config: input.deployment_config,
+        rolling: None,
         tags: input.tags.clone(),
     };
     if !app.store.insert(Kind::Endpoint, &record.name, t, &record)? {
@@ -783,6 +784,7 @@ async fn update_endpoint(app: &Arc<App>, input: UpdateEndpointInput) -> Result<V
             }
         }
     }
+    let rolling_policy = rolling_policy(input.deployment_config.as_ref())?;
     let t = now();
     let mut deployment = build_deployment(app, &input.endpoint_config_name, t)?;
     let mut rt = h.state.lock().await;
@@ -812,6 +814,34 @@ async fn update_endpoint(app: &Arc<App>, input: UpdateEndpointInput) -> Result<V
         }
     }
     let before = rt.record.clone();
+    rt.record.rolling = None;
+    if let Some((batch, wait_s)) = rolling_policy {
+        let old: BTreeMap<String, u32> = rt
+            .record
+            .active
+            .variants
+            .iter()
+            .map(|v| (v.spec.name.clone(), v.desired_count))
+            .collect();
+        let new: BTreeMap<String, u32> = deployment
+            .variants
+            .iter()
+            .map(|v| (v.spec.name.clone(), v.desired_count))
+            .collect();
+        if old.keys().ne(new.keys()) {
+            return Err(ApiError::validation(format!(
+                "DeploymentConfig.RollingUpdatePolicy: a rolling update needs the same variant names in the old and new endpoint configurations (old: {:?}, new: {:?}); use a blue/green update instead",
+                old.keys().collect::<Vec<_>>(),
+                new.keys().collect::<Vec<_>>()
+            )));
+        }
+        let batch = batch.resolve(new.values().copied().max().unwrap_or(1));
+        let (rolling, first) = RollingUpdate::start(batch, wait_s, old, new);
+        for v in deployment.variants.iter_mut() {
+            v.desired_count = first.get(&v.spec.name).copied().unwrap_or(0);
+        }
+        rt.record.rolling = Some(rolling);
+    }
     rt.record.pending = Some(deployment);
     rt.record.operation = Some(Operation::Deploy);
     rt.record.status = EndpointStatus::Updating;
@@ -831,6 +861,74 @@ async fn update_endpoint(app: &Arc<App>, input: UpdateEndpointInput) -> Result<V
     drop(rt);
     h.notify.notify_one();
     Ok(json!({ "EndpointArn": arn }))
+}
+
+/// `MaximumBatchSize` of a rolling update.
+enum BatchSize {
+    Count(u32),
+    Percent(u32),
+}
+
+impl BatchSize {
+    fn resolve(&self, fleet: u32) -> u32 {
+        match self {
+            BatchSize::Count(n) => *n,
+            BatchSize::Percent(p) => ((fleet as f64) * (*p as f64) / 100.0).ceil().max(1.0) as u32,
+        }
+    }
+}
+
+/// Reads `DeploymentConfig`: `Some((batch, wait))` for a rolling update, `None` for blue/green.
+fn rolling_policy(dc: Option<&Value>) -> Result<Option<(BatchSize, f64)>, ApiError> {
+    let Some(dc) = dc else { return Ok(None) };
+    let rolling = dc.get("RollingUpdatePolicy").filter(|v| !v.is_null());
+    if rolling.is_some() && dc.get("BlueGreenUpdatePolicy").is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::validation(
+            "DeploymentConfig: BlueGreenUpdatePolicy and RollingUpdatePolicy are mutually exclusive",
+        ));
+    }
+    let Some(r) = rolling else { return Ok(None) };
+    const AT: &str = "DeploymentConfig.RollingUpdatePolicy";
+    let size = r
+        .get("MaximumBatchSize")
+        .ok_or_else(|| ValidationError::missing(&format!("{AT}.MaximumBatchSize")))?;
+    let value = size
+        .get("Value")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| ValidationError::missing(&format!("{AT}.MaximumBatchSize.Value")))?;
+    let batch = match size.get("Type").and_then(Value::as_str) {
+        Some("INSTANCE_COUNT") if value >= 1 => BatchSize::Count(value as u32),
+        Some("CAPACITY_PERCENT") if (1..=100).contains(&value) => BatchSize::Percent(value as u32),
+        Some(t @ ("INSTANCE_COUNT" | "CAPACITY_PERCENT")) => {
+            return Err(ValidationError::constraint(
+                value,
+                &format!("{AT}.MaximumBatchSize.Value"),
+                &format!("out of range for {t}"),
+            )
+            .into());
+        }
+        other => {
+            return Err(ValidationError::constraint(
+                other.unwrap_or("null"),
+                &format!("{AT}.MaximumBatchSize.Type"),
+                "Member must satisfy enum value set: [INSTANCE_COUNT, CAPACITY_PERCENT]",
+            )
+            .into());
+        }
+    };
+    let wait = r
+        .get("WaitIntervalInSeconds")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| ValidationError::missing(&format!("{AT}.WaitIntervalInSeconds")))?;
+    if !(0..=3600).contains(&wait) {
+        return Err(ValidationError::constraint(
+            wait,
+            &format!("{AT}.WaitIntervalInSeconds"),
+            "Member must have value between 0 and 3600",
+        )
+        .into());
+    }
+    Ok(Some((batch, wait as f64)))
 }
 
 async fn delete_endpoint(app: &Arc<App>, input: EndpointNameInput) -> Result<Value, ApiError> {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::model::{ContainerDefinition, EndpointStatus, Tag, Timestamp, VariantSpec};
-use super::planner::{InstancePhase, Operation, ProvisioningState};
+use super::planner::{InstancePhase, Operation, ProvisioningState, RollingUpdate};
 
 /// One variant of a deployment, with its mutable desired state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +76,9 @@ pub struct EndpointRecord {
     pub operation: Option<Operation>,
     /// `DeploymentConfig` as given (echoed).
     pub deployment_config: Option<Value>,
+    /// Set while a rolling deployment is in flight.
+    #[serde(default)]
+    pub rolling: Option<RollingUpdate>,
     /// Tags given at creation (also stored in the tag table).
     #[serde(default)]
     pub tags: Vec<Tag>,

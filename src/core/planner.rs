@@ -12,7 +12,7 @@
 //! Priority 1; keep going until the count is met or the single deadline of the operation
 //! passes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -238,6 +238,96 @@ pub fn scale_in_order(live: &[&InstanceView], k: usize) -> Vec<String> {
             .then_with(|| a.id.cmp(&b.id))
     });
     order.into_iter().take(k).map(|i| i.id.clone()).collect()
+}
+
+/// A rolling deployment (`DeploymentConfig.RollingUpdatePolicy`): the new fleet grows batch by
+/// batch through its pools while the old one shrinks by what the new one has in service, with a
+/// baking wait after each batch. The counts are per variant name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollingUpdate {
+    /// Instances per batch.
+    pub batch: u32,
+    /// Wait after each healthy batch before the next one.
+    pub wait_s: f64,
+    /// End of the current baking wait.
+    pub baking_until: Option<Timestamp>,
+    /// The old fleet's desired counts when the update started (restored on rollback).
+    pub original: BTreeMap<String, u32>,
+    /// The new fleet's final desired counts.
+    pub target: BTreeMap<String, u32>,
+}
+
+/// Where a rolling deployment stands after [`RollingUpdate::advance`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollingProgress {
+    /// Waiting after a healthy batch.
+    Baking,
+    /// The next batch was requested.
+    NextBatch,
+    /// Every new instance is in place; old instances are still stopping.
+    Draining,
+    /// Finished: the new fleet is complete and the old one gone.
+    Done,
+}
+
+impl RollingUpdate {
+    /// Starts a rolling deployment from the old counts to the new targets; returns the new
+    /// fleet's desired counts for the first batch.
+    pub fn start(
+        batch: u32,
+        wait_s: f64,
+        original: BTreeMap<String, u32>,
+        target: BTreeMap<String, u32>,
+    ) -> (Self, BTreeMap<String, u32>) {
+        let batch = batch.max(1);
+        let first = target.iter().map(|(v, t)| (v.clone(), (*t).min(batch))).collect();
+        (
+            Self {
+                batch,
+                wait_s,
+                baking_until: None,
+                original,
+                target,
+            },
+            first,
+        )
+    }
+
+    /// Called while the current batch of the new fleet is in service: shrinks the old fleet by
+    /// what the new one serves, bakes, then asks for the next batch.
+    pub fn advance(
+        &mut self,
+        new_desired: &mut BTreeMap<String, u32>,
+        old_desired: &mut BTreeMap<String, u32>,
+        old_live: u32,
+        now: Timestamp,
+    ) -> RollingProgress {
+        for (v, old) in old_desired.iter_mut() {
+            let serving_new = new_desired.get(v).copied().unwrap_or(0);
+            *old = self.original.get(v).copied().unwrap_or(0).saturating_sub(serving_new);
+        }
+        let complete = self
+            .target
+            .iter()
+            .all(|(v, t)| new_desired.get(v).copied().unwrap_or(0) >= *t);
+        if complete {
+            return if old_live == 0 {
+                RollingProgress::Done
+            } else {
+                RollingProgress::Draining
+            };
+        }
+        let until = *self.baking_until.get_or_insert(now + self.wait_s);
+        if now < until {
+            return RollingProgress::Baking;
+        }
+        for (v, t) in &self.target {
+            let n = new_desired.entry(v.clone()).or_insert(0);
+            *n = (*n + self.batch).min(*t);
+        }
+        self.baking_until = None;
+        RollingProgress::NextBatch
+    }
 }
 
 /// The kind of control-plane operation an endpoint is going through.
@@ -524,6 +614,32 @@ mod tests {
         // Nothing to gain when everything runs on priority 1.
         let best = [inst("x", 1, InstancePhase::InService, 0.0)];
         assert_eq!(plan_rebalance(&ps, &best, NEVER, policy, 100.0), None);
+    }
+
+    #[test]
+    fn rolling_update_moves_batch_by_batch_with_baking() {
+        let m = |pairs: &[(&str, u32)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let (mut r, mut new) = RollingUpdate::start(2, 10.0, m(&[("v", 5)]), m(&[("v", 5)]));
+        assert_eq!(new, m(&[("v", 2)]));
+        let mut old = m(&[("v", 5)]);
+        // Batch 1 healthy: the old fleet shrinks by 2, baking starts.
+        assert_eq!(r.advance(&mut new, &mut old, 5, 0.0), RollingProgress::Baking);
+        assert_eq!(old, m(&[("v", 3)]));
+        assert_eq!(r.advance(&mut new, &mut old, 3, 5.0), RollingProgress::Baking);
+        assert_eq!(r.advance(&mut new, &mut old, 3, 10.0), RollingProgress::NextBatch);
+        assert_eq!(new, m(&[("v", 4)]));
+        assert_eq!(r.advance(&mut new, &mut old, 3, 11.0), RollingProgress::Baking);
+        assert_eq!(old, m(&[("v", 1)]));
+        assert_eq!(r.advance(&mut new, &mut old, 1, 21.0), RollingProgress::NextBatch);
+        assert_eq!(new, m(&[("v", 5)]));
+        assert_eq!(r.advance(&mut new, &mut old, 1, 22.0), RollingProgress::Draining);
+        assert_eq!(old, m(&[("v", 0)]));
+        assert_eq!(r.advance(&mut new, &mut old, 0, 23.0), RollingProgress::Done);
     }
 
     #[test]

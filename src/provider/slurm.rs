@@ -581,11 +581,23 @@ impl Inner {
                     .filter(|u| u.node == node)
                     .map(|u| u.port)
                     .collect();
-                Some(derived_port(job_id, range, &used).ok_or_else(|| {
+                let port = derived_port(job_id, range, &used).ok_or_else(|| {
                     LaunchError::InsufficientCapacity(format!(
                         "every port of provider.slurm.port_range is used by spillway on node {node}"
                     ))
-                })?)
+                })?;
+                // Hold the port at once, so that a concurrent launch on this node picks another.
+                self.lock().in_use.insert(
+                    req.instance_id.clone(),
+                    Usage {
+                        instance_type: req.instance_type.name.clone(),
+                        job_id,
+                        node: node.clone(),
+                        port,
+                        since: Instant::now(),
+                    },
+                );
+                Some(port)
             }
             None => None,
         };
@@ -1140,6 +1152,30 @@ mod tests {
             parse_comment(&job_comment("i-2", Path::new("/a b/c"))),
             Some(("i-2", "/a b/c"))
         );
+    }
+
+    #[test]
+    fn slurm_config_is_checked() {
+        use crate::config::Config;
+        let ok = "[provider]\nkind = \"slurm\"\n[provider.slurm]\nport_range = \"30000-30009\"\n\
+                  [provider.slurm.instance_types.\"ml.p5.48xlarge\"]\npartition = \"h100x8\"\ngres = \"gpu:h100:8\"\n";
+        let c = Config::parse(ok).unwrap();
+        assert_eq!(c.provider.kind, "slurm");
+        assert_eq!(c.provider.slurm.ports().unwrap(), Some((30000, 30009)));
+        let m = &c.provider.slurm.instance_types["ml.p5.48xlarge"];
+        assert_eq!(
+            (m.partition.as_str(), m.gres.as_deref()),
+            ("h100x8", Some("gpu:h100:8"))
+        );
+        for bad in [
+            "[provider]\nkind = \"k8s\"\n",
+            "[provider.slurm.instance_types.\"ml.nope\"]\npartition = \"p\"\n",
+            "[provider.slurm.instance_types.\"ml.p5.48xlarge\"]\npartition = \"\"\n",
+            "[provider.slurm.instance_types.\"ml.p5.48xlarge\"]\npartition = \"p\"\ngpus = 8\n",
+            "[provider.slurm]\nport_range = \"9-1\"\n",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
