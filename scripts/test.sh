@@ -38,3 +38,10 @@ fi
 step "conformance suite (real binary, boto3 and aws CLI)"
 export SPILLWAY_BIN="$PWD/target/debug/spillway"
 .venv/bin/python -m pytest tests/conformance "$@"
+
+step "Slurm provider on a real Slurm cluster (scripts/slurm/test.sh)"
+if [ "${SPILLWAY_SKIP_SLURM:-0}" = 1 ]; then
+  echo "skipped (SPILLWAY_SKIP_SLURM=1)"
+else
+  bash scripts/slurm/test.sh
+fi

@@ -7,7 +7,8 @@
 //!
 //! Knobs (environment): `ECHO_STARTUP_DELAY_MS` delays listening; `ECHO_PING_STATUS` makes
 //! `/ping` answer that status instead of 200; `ECHO_INVOCATION_DELAY_MS` makes every invocation
-//! take that long (a slow model, for concurrency and draining tests).
+//! take that long (a slow model, for concurrency and draining tests); `ECHO_BIND_ADDR` sets the
+//! listening address (default `127.0.0.1`; a multi-host Slurm cluster needs `0.0.0.0`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,7 +38,11 @@ pub async fn run(name: &str) -> std::io::Result<()> {
     let app = Router::new()
         .route("/ping", get(ping))
         .route("/invocations", post(invocations));
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    let ip: std::net::IpAddr = std::env::var("ECHO_BIND_ADDR")
+        .ok()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, port)).await?;
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let mut term =

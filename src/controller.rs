@@ -953,7 +953,7 @@ fn rebalance_enabled(app: &App, arn: &str) -> bool {
 /// The tag that opts an endpoint in or out of rebalancing.
 pub const REBALANCE_TAG: &str = "spillway:rebalance";
 
-/// The serving instances of the active deployment.
+/// The serving instances of the active deployment (and, during a rolling deployment, of the new one).
 fn routes_of(rt: &EndpointRuntime) -> EndpointRoutes {
     let dep = &rt.record.active;
     // During a rolling deployment both fleets serve the variant.
@@ -975,7 +975,7 @@ fn routes_of(rt: &EndpointRuntime) -> EndpointRoutes {
                     .instances
                     .iter()
                     .filter(|i| {
-                        i.deployment_id == dep.id
+                        (i.deployment_id == dep.id || Some(i.deployment_id.as_str()) == rolling_id)
                             && i.variant_name == v.spec.name
                             && i.state == InstancePhase::InService
                     })

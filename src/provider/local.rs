@@ -237,7 +237,7 @@ impl LocalProvider {
 
     async fn start(&self, req: &LaunchRequest, usage: &Usage) -> Result<Launched, LaunchError> {
         let dir = self.instance_dir(&req.instance_id);
-        let model_dir = prepare_model_dir(&dir, req.container.model_data_url.as_deref()).await?;
+        let model_dir = super::prepare_model_dir(&dir, req.container.model_data_url.as_deref(), "local").await?;
         let image =
             req.container.image.as_deref().ok_or_else(|| {
                 LaunchError::Failed(format!("model {} has no PrimaryContainer.Image", req.model_name))
@@ -350,44 +350,6 @@ pub fn command_line(image: &str) -> Result<Vec<String>, LaunchError> {
 
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Creates the instance directory and makes `ModelDataUrl` available as a directory.
-async fn prepare_model_dir(dir: &Path, url: Option<&str>) -> Result<PathBuf, LaunchError> {
-    let dir = dir.to_path_buf();
-    let url = url.map(str::to_string);
-    tokio::task::spawn_blocking(move || {
-        let io = |what: &str, e: std::io::Error| LaunchError::Failed(format!("{what}: {e}"));
-        std::fs::create_dir_all(&dir).map_err(|e| io("cannot create instance directory", e))?;
-        let Some(url) = url else {
-            let m = dir.join("model");
-            std::fs::create_dir_all(&m).map_err(|e| io("cannot create model directory", e))?;
-            return Ok(m);
-        };
-        let Some(path) = url.strip_prefix("file://") else {
-            return Err(LaunchError::Failed(format!(
-                "ModelDataUrl {url:?}: only file:// URLs are supported by the local provider"
-            )));
-        };
-        let src = PathBuf::from(path);
-        if src.is_dir() {
-            return Ok(src);
-        }
-        let m = dir.join("model");
-        std::fs::create_dir_all(&m).map_err(|e| io("cannot create model directory", e))?;
-        let file = std::fs::File::open(&src).map_err(|e| io(&format!("ModelDataUrl {url}"), e))?;
-        if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
-            tar::Archive::new(flate2::read::GzDecoder::new(file))
-                .unpack(&m)
-                .map_err(|e| io(&format!("cannot unpack {url}"), e))?;
-        } else {
-            let name = src.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-            std::fs::copy(&src, m.join(name)).map_err(|e| io(&format!("cannot copy {url}"), e))?;
-        }
-        Ok(m)
-    })
-    .await
-    .map_err(|e| LaunchError::Failed(format!("model preparation panicked: {e}")))?
 }
 
 async fn stop_group(pid: i32, grace: Duration) {

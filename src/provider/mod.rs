@@ -11,6 +11,7 @@ pub mod local;
 pub mod slurm;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -129,4 +130,48 @@ pub trait CapacityProvider: Send + Sync {
 
     /// Pins (`Some`) or unpins (`None`) the number of instances of a type at run time.
     fn set_slots(&self, instance_type: &str, slots: Option<u32>);
+}
+
+/// Creates an instance directory and makes `ModelDataUrl` available as a directory: a `file://`
+/// directory is used as it is, a `.tar.gz` is unpacked into `<dir>/model`, another file copied
+/// there. The hosts that run the model must see these paths.
+pub(crate) async fn prepare_model_dir(
+    dir: &Path,
+    url: Option<&str>,
+    provider: &'static str,
+) -> Result<PathBuf, LaunchError> {
+    let dir = dir.to_path_buf();
+    let url = url.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let io = |what: &str, e: std::io::Error| LaunchError::Failed(format!("{what}: {e}"));
+        std::fs::create_dir_all(&dir).map_err(|e| io("cannot create instance directory", e))?;
+        let Some(url) = url else {
+            let m = dir.join("model");
+            std::fs::create_dir_all(&m).map_err(|e| io("cannot create model directory", e))?;
+            return Ok(m);
+        };
+        let Some(path) = url.strip_prefix("file://") else {
+            return Err(LaunchError::Failed(format!(
+                "ModelDataUrl {url:?}: only file:// URLs are supported by the {provider} provider"
+            )));
+        };
+        let src = PathBuf::from(path);
+        if src.is_dir() {
+            return Ok(src);
+        }
+        let m = dir.join("model");
+        std::fs::create_dir_all(&m).map_err(|e| io("cannot create model directory", e))?;
+        let file = std::fs::File::open(&src).map_err(|e| io(&format!("ModelDataUrl {url}"), e))?;
+        if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
+            tar::Archive::new(flate2::read::GzDecoder::new(file))
+                .unpack(&m)
+                .map_err(|e| io(&format!("cannot unpack {url}"), e))?;
+        } else {
+            let name = src.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+            std::fs::copy(&src, m.join(name)).map_err(|e| io(&format!("cannot copy {url}"), e))?;
+        }
+        Ok(m)
+    })
+    .await
+    .map_err(|e| LaunchError::Failed(format!("model preparation panicked: {e}")))?
 }

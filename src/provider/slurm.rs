@@ -519,7 +519,7 @@ impl Inner {
             })?;
         let argv = super::local::command_line(image)?;
         let dir = self.instance_dir(&req.instance_id);
-        let model_dir = prepare_model_dir(&dir, req.container.model_data_url.as_deref()).await?;
+        let model_dir = super::prepare_model_dir(&dir, req.container.model_data_url.as_deref(), "Slurm").await?;
 
         let job_name = format!("{}{}", self.cfg.job_name_prefix, req.instance_id);
         let comment = job_comment(&req.instance_id, &self.data_dir);
@@ -986,44 +986,6 @@ fn current_uid() -> String {
         })
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "0".into())
-}
-
-/// Creates the instance directory and makes `ModelDataUrl` available as a directory there (or
-/// uses a `file://` directory as it is). The nodes must see these paths.
-async fn prepare_model_dir(dir: &Path, url: Option<&str>) -> Result<PathBuf, LaunchError> {
-    let dir = dir.to_path_buf();
-    let url = url.map(str::to_string);
-    tokio::task::spawn_blocking(move || {
-        let io = |what: &str, e: std::io::Error| LaunchError::Failed(format!("{what}: {e}"));
-        std::fs::create_dir_all(&dir).map_err(|e| io("cannot create instance directory", e))?;
-        let m = dir.join("model");
-        let Some(url) = url else {
-            std::fs::create_dir_all(&m).map_err(|e| io("cannot create model directory", e))?;
-            return Ok(m);
-        };
-        let Some(path) = url.strip_prefix("file://") else {
-            return Err(LaunchError::Failed(format!(
-                "ModelDataUrl {url:?}: only file:// URLs are supported by the Slurm provider"
-            )));
-        };
-        let src = PathBuf::from(path);
-        if src.is_dir() {
-            return Ok(src);
-        }
-        std::fs::create_dir_all(&m).map_err(|e| io("cannot create model directory", e))?;
-        let file = std::fs::File::open(&src).map_err(|e| io(&format!("ModelDataUrl {url}"), e))?;
-        if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
-            tar::Archive::new(flate2::read::GzDecoder::new(file))
-                .unpack(&m)
-                .map_err(|e| io(&format!("cannot unpack {url}"), e))?;
-        } else {
-            let name = src.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-            std::fs::copy(&src, m.join(name)).map_err(|e| io(&format!("cannot copy {url}"), e))?;
-        }
-        Ok(m)
-    })
-    .await
-    .map_err(|e| LaunchError::Failed(format!("model preparation panicked: {e}")))?
 }
 
 impl CapacityProvider for SlurmProvider {

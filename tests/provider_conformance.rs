@@ -1,0 +1,369 @@
+//! Provider conformance: the same assertions against every capacity provider.
+//!
+//! - launch → the instance answers `/ping` 200 → a second launch of a full type is
+//!   *insufficient capacity* → terminate frees the capacity (the port closes, the next launch
+//!   succeeds);
+//! - insufficient capacity is distinct from failure (an unavailable type is a capacity answer, a
+//!   broken command line is a failure);
+//! - after a "restart" (a fresh provider on the same data dir), `recover` adopts the tracked
+//!   instance and stops the untracked one.
+//!
+//! The local provider always runs. The Slurm provider runs against the cluster that
+//! `scripts/slurm/cluster.sh` starts (it exports `SLURM_CONF`); without one the Slurm cases are
+//! skipped, unless `SPILLWAY_SLURM_TESTS=1` (the Slurm harness sets it) makes that a failure.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use spillway::config::{LocalProviderConfig, SlurmInstanceType, SlurmProviderConfig};
+use spillway::core::catalog;
+use spillway::core::model::ContainerDefinition;
+use spillway::provider::local::{Host, LocalProvider};
+use spillway::provider::slurm::SlurmProvider;
+use spillway::provider::{CapacityProvider, LaunchError, LaunchRequest, Launched, TrackedInstance};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The instance types a provider under test offers.
+struct Case {
+    /// A type with exactly one slot.
+    one_slot: &'static str,
+    /// A type with exactly two slots.
+    two_slots: &'static str,
+    /// A type that is never available.
+    unavailable: &'static str,
+}
+
+fn echo_image() -> String {
+    format!("{} builtin-model echo", env!("CARGO_BIN_EXE_spillway"))
+}
+
+fn request(id: &str, itype: &str, image: &str) -> LaunchRequest {
+    LaunchRequest {
+        instance_id: id.to_string(),
+        endpoint_name: "conformance".into(),
+        variant_name: "AllTraffic".into(),
+        instance_type: catalog::lookup(itype).expect("catalog type"),
+        model_name: "echo".into(),
+        container: ContainerDefinition {
+            image: Some(image.to_string()),
+            ..ContainerDefinition::default()
+        },
+    }
+}
+
+/// `GET /ping` status, or `None` when nothing answers.
+async fn ping(address: &str) -> Option<u16> {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(address).await.ok()?;
+        s.write_all(format!("GET /ping HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = vec![];
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        text.split_whitespace().nth(1)?.parse().ok()
+    };
+    tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten()
+}
+
+async fn wait_ping(address: &str, want_up: bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = ping(address).await;
+        if (status == Some(200)) == want_up {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {address} /ping is {status:?}, wanted {}",
+            if want_up { "200" } else { "closed" }
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn launch_ok(p: &dyn CapacityProvider, id: &str, itype: &str) -> Launched {
+    match p.launch(request(id, itype, &echo_image())).await {
+        Ok(l) => l,
+        Err(e) => panic!("[{}] launch {id} of {itype}: {e:?}", p.kind()),
+    }
+}
+
+fn tracked(id: &str, itype: &str, l: &Launched) -> TrackedInstance {
+    TrackedInstance {
+        instance_id: id.into(),
+        instance_type: itype.into(),
+        handle: l.handle.clone(),
+    }
+}
+
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Launch, ping, full type is ICE, terminate frees capacity.
+async fn launch_ping_terminate(p: &dyn CapacityProvider, case: &Case) {
+    let kind = p.kind();
+    let a = launch_ok(p, "i-conf-a", case.one_slot).await;
+    wait_ping(&a.address, true, &format!("[{kind}] first instance")).await;
+    let full = p.launch(request("i-conf-b", case.one_slot, &echo_image())).await;
+    assert!(
+        matches!(full, Err(LaunchError::InsufficientCapacity(_))),
+        "[{kind}] a second {} must be insufficient capacity: {full:?}",
+        case.one_slot
+    );
+    let t = Instant::now();
+    p.terminate("i-conf-a", &a.handle, GRACE).await;
+    assert!(
+        t.elapsed() < GRACE + Duration::from_secs(3),
+        "[{kind}] terminate took {:?}",
+        t.elapsed()
+    );
+    wait_ping(&a.address, false, &format!("[{kind}] terminated instance")).await;
+    let b = launch_ok(p, "i-conf-b", case.one_slot).await;
+    wait_ping(&b.address, true, &format!("[{kind}] instance on the freed capacity")).await;
+    p.terminate("i-conf-b", &b.handle, GRACE).await;
+}
+
+/// Capacity answers and failures are different errors.
+async fn ice_is_not_failure(p: &dyn CapacityProvider, case: &Case) {
+    let kind = p.kind();
+    let t = Instant::now();
+    let ice = p.launch(request("i-conf-c", case.unavailable, &echo_image())).await;
+    assert!(
+        matches!(&ice, Err(LaunchError::InsufficientCapacity(m)) if m.contains(case.unavailable)),
+        "[{kind}] {}: {ice:?}",
+        case.unavailable
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "[{kind}] ICE took {:?}",
+        t.elapsed()
+    );
+    let broken = p
+        .launch(request("i-conf-d", case.two_slots, "python3 'unbalanced"))
+        .await;
+    assert!(
+        matches!(broken, Err(LaunchError::Failed(_))),
+        "[{kind}] a broken command line is a failure: {broken:?}"
+    );
+    // The failure reserved nothing: both slots are still there.
+    let x = launch_ok(p, "i-conf-x", case.two_slots).await;
+    let y = launch_ok(p, "i-conf-y", case.two_slots).await;
+    p.terminate("i-conf-x", &x.handle, GRACE).await;
+    p.terminate("i-conf-y", &y.handle, GRACE).await;
+}
+
+/// A fresh provider (a restarted spillway) adopts what is tracked and stops the rest.
+async fn recover_adopts_and_stops(p: &dyn CapacityProvider, again: &dyn CapacityProvider, case: &Case) {
+    let kind = p.kind();
+    let a = launch_ok(p, "i-conf-keep", case.two_slots).await;
+    let b = launch_ok(p, "i-conf-stray", case.two_slots).await;
+    wait_ping(&a.address, true, &format!("[{kind}] tracked")).await;
+    wait_ping(&b.address, true, &format!("[{kind}] untracked")).await;
+    let rec = again.recover(&[tracked("i-conf-keep", case.two_slots, &a)]).await;
+    assert_eq!(rec.alive, vec!["i-conf-keep".to_string()], "[{kind}] {rec:?}");
+    assert_eq!(rec.stopped_untracked.len(), 1, "[{kind}] {rec:?}");
+    assert!(rec.stopped_untracked[0].contains("i-conf-stray"), "[{kind}] {rec:?}");
+    wait_ping(&b.address, false, &format!("[{kind}] stopped untracked instance")).await;
+    assert_eq!(
+        ping(&a.address).await,
+        Some(200),
+        "[{kind}] adopted instance keeps serving"
+    );
+    let used: u32 = again
+        .capacity()
+        .iter()
+        .filter(|e| e.instance_type == case.two_slots)
+        .map(|e| e.in_use)
+        .sum();
+    assert_eq!(used, 1, "[{kind}] the adopted instance is counted");
+    // The untracked instance's slot is free again; the adopted one still holds its own.
+    let c = launch_ok(again, "i-conf-new", case.two_slots).await;
+    let full = again.launch(request("i-conf-z", case.two_slots, &echo_image())).await;
+    assert!(
+        matches!(full, Err(LaunchError::InsufficientCapacity(_))),
+        "[{kind}] {full:?}"
+    );
+    again.terminate("i-conf-keep", &a.handle, GRACE).await;
+    again.terminate("i-conf-new", &c.handle, GRACE).await;
+    wait_ping(&a.address, false, &format!("[{kind}] adopted instance after terminate")).await;
+}
+
+fn data_dir() -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let p = std::fs::canonicalize(t.path()).expect("canonical");
+    (t, p)
+}
+
+fn local(dir: &Path) -> LocalProvider {
+    let cfg = LocalProviderConfig {
+        capacity: BTreeMap::from([
+            ("ml.m5.xlarge".to_string(), 1),
+            ("ml.c5.xlarge".to_string(), 2),
+            ("ml.g6e.2xlarge".to_string(), 0),
+        ]),
+        ..LocalProviderConfig::default()
+    };
+    let host = Host {
+        cpus: 2.0,
+        memory_gib: 8.0,
+        gpus: vec![],
+    };
+    LocalProvider::new(dir, &cfg, host)
+}
+
+const LOCAL: Case = Case {
+    one_slot: "ml.m5.xlarge",
+    two_slots: "ml.c5.xlarge",
+    unavailable: "ml.g6e.2xlarge",
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_provider_conforms() {
+    let (_t, dir) = data_dir();
+    let p = local(&dir);
+    launch_ping_terminate(&p, &LOCAL).await;
+    ice_is_not_failure(&p, &LOCAL).await;
+    recover_adopts_and_stops(&p, &local(&dir), &LOCAL).await;
+}
+
+/// The cluster of `scripts/slurm/cluster.sh`: a100x4 (2 nodes x 4 GPUs), h100x8 (1 node x 8).
+fn slurm_config() -> SlurmProviderConfig {
+    let map = |partition: &str, gres: &str| SlurmInstanceType {
+        partition: partition.into(),
+        gres: Some(gres.into()),
+        ..SlurmInstanceType::default()
+    };
+    SlurmProviderConfig {
+        instance_types: BTreeMap::from([
+            ("ml.p5.48xlarge".to_string(), map("h100x8", "gpu:h100:8")),
+            ("ml.p4d.24xlarge".to_string(), map("a100x4", "gpu:a100:4")),
+            ("ml.g5.48xlarge".to_string(), map("a100x4", "gpu:a100:16")),
+        ]),
+        poll_interval_ms: 200,
+        ..SlurmProviderConfig::default()
+    }
+}
+
+const SLURM: Case = Case {
+    one_slot: "ml.p5.48xlarge",
+    two_slots: "ml.p4d.24xlarge",
+    unavailable: "ml.g6.2xlarge",
+};
+
+/// Whether a Slurm cluster is there to test against.
+fn slurm_cluster() -> bool {
+    let required = std::env::var("SPILLWAY_SLURM_TESTS").is_ok_and(|v| v == "1");
+    let up = std::env::var_os("SLURM_CONF").is_some()
+        && std::process::Command::new("sinfo")
+            .arg("-h")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    assert!(
+        up || !required,
+        "SPILLWAY_SLURM_TESTS=1 but no Slurm cluster answers (SLURM_CONF, sinfo)"
+    );
+    if !up {
+        eprintln!("skipping the Slurm provider: no cluster (run scripts/slurm/test.sh)");
+    }
+    up
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_provider_conforms() {
+    if !slurm_cluster() {
+        return;
+    }
+    let (_t, dir) = data_dir();
+    let cfg = slurm_config();
+    let p = SlurmProvider::new(&dir, &cfg);
+    launch_ping_terminate(&p, &SLURM).await;
+    ice_is_not_failure(&p, &SLURM).await;
+    recover_adopts_and_stops(&p, &SlurmProvider::new(&dir, &cfg), &SLURM).await;
+    // Ports derived from the job id instead of reserved by Slurm.
+    let ranged = SlurmProviderConfig {
+        port_range: Some("31000-31009".into()),
+        ..slurm_config()
+    };
+    launch_ping_terminate(&SlurmProvider::new(&dir, &ranged), &SLURM).await;
+    // One test function: the cases share one cluster and must not overlap.
+    slurm_capacity_answers_and_failures().await;
+}
+
+/// Slurm specifics: never-fits, the instance environment, authentication failure.
+async fn slurm_capacity_answers_and_failures() {
+    let (_t, dir) = data_dir();
+    let p = SlurmProvider::new(&dir, &slurm_config());
+    // A request no node of the partition can ever satisfy is a capacity answer, with Slurm's reason.
+    let t = Instant::now();
+    let never = p.launch(request("i-never", "ml.g5.48xlarge", &echo_image())).await;
+    assert!(
+        matches!(&never, Err(LaunchError::InsufficientCapacity(m)) if m.contains("Requested node configuration is not available")),
+        "{never:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    // The environment of the local provider, with CUDA_VISIBLE_DEVICES from Slurm.
+    let l = launch_ok(&p, "i-env", "ml.p4d.24xlarge").await;
+    wait_ping(&l.address, true, "env instance").await;
+    let env = invoke_env(&l.address).await;
+    for (k, want) in [
+        ("SPILLWAY_INSTANCE_ID", "i-env"),
+        ("SPILLWAY_INSTANCE_TYPE", "ml.p4d.24xlarge"),
+        ("SPILLWAY_MODEL_NAME", "echo"),
+        ("CUDA_VISIBLE_DEVICES", "0,1,2,3"),
+    ] {
+        assert_eq!(env[k].as_str(), Some(want), "{k} in {env}");
+    }
+    assert_eq!(env["SPILLWAY_DATA_DIR"].as_str(), Some(dir.to_str().unwrap()));
+    assert_eq!(
+        env["SAGEMAKER_BIND_TO_PORT"].as_str(),
+        l.address.rsplit(':').next(),
+        "the model listens on the address spillway routes to"
+    );
+    assert!(env["SM_MODEL_DIR"].as_str().is_some_and(|d| Path::new(d).is_dir()));
+    p.terminate("i-env", &l.handle, GRACE).await;
+    // Authentication failure: a provider failure, not a capacity answer.
+    let conf = PathBuf::from(std::env::var_os("SLURM_CONF").unwrap());
+    let bad_dir = dir.join("badconf");
+    std::fs::create_dir_all(&bad_dir).unwrap();
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let bad: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("AuthInfo=") {
+                "AuthInfo=socket=/nonexistent/munge.sock".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(bad_dir.join("slurm.conf"), bad).unwrap();
+    std::fs::copy(conf.with_file_name("gres.conf"), bad_dir.join("gres.conf")).unwrap();
+    let cfg = SlurmProviderConfig {
+        slurm_conf: Some(bad_dir.join("slurm.conf")),
+        command_timeout_seconds: 5,
+        ..slurm_config()
+    };
+    let broken = SlurmProvider::new(&dir, &cfg);
+    let r = broken.launch(request("i-auth", "ml.p4d.24xlarge", &echo_image())).await;
+    assert!(
+        matches!(&r, Err(LaunchError::Failed(m)) if m.to_lowercase().contains("authentication")),
+        "{r:?}"
+    );
+}
+
+/// The environment the echo model reports from inside the instance.
+async fn invoke_env(address: &str) -> serde_json::Value {
+    let mut s = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let req = format!(
+        "POST /invocations HTTP/1.1\r\nHost: {address}\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![];
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    v["env"].clone()
+}
