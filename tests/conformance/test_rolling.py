@@ -20,7 +20,7 @@ def invoke_loop(server, endpoint: str, stop: threading.Event, seen: list, errors
     while not stop.is_set() and time.monotonic() < deadline:
         try:
             r = rt.invoke_endpoint(EndpointName=endpoint, Body=b"x", ContentType="text/plain")
-            seen.append(r["ResponseMetadata"]["HTTPHeaders"]["x-spillway-instance-type"])
+            seen.append((time.time(), r["ResponseMetadata"]["HTTPHeaders"]["x-spillway-instance-type"]))
         except Exception as e:  # noqa: BLE001 - asserted on
             errors.append(repr(e))
         time.sleep(0.02)
@@ -67,8 +67,10 @@ def test_rolling_update_moves_batch_by_batch_and_keeps_serving(start_server):
     assert not old_ids & {i["instanceId"] for i in final}
     kinds = [e["kind"] for e in server.events("roll")]
     assert kinds.count("RollingBatch") == 2, kinds  # batches 2 and 3 after the first
-    # Traffic reached the old and the new hardware while rolling.
-    assert "ml.m5.xlarge" in seen and "ml.c5.xlarge" in seen
+    # While rolling (before the deployment completed), the old and the new hardware both served.
+    completed = next(e["time"] for e in server.events("roll") if e["kind"] == "DeploymentComplete")
+    types_before = {ty for t, ty in seen if t < completed}
+    assert types_before == {"ml.m5.xlarge", "ml.c5.xlarge"}, types_before
 
 
 def test_rolling_update_that_cannot_get_capacity_rolls_back_to_the_full_old_fleet(start_server):
