@@ -540,6 +540,12 @@ def test_scale_out_without_capacity_reports_updating_then_keeps_serving(start_se
     assert d["EndpointStatus"] == "Updating"
     v = _variant_counts(d)
     assert v["DesiredInstanceCount"] == 2 and v["CurrentInstanceCount"] == 1
+    spw.poll(lambda: spw.launch_attempts(srv.events("stuck"))[1:], what="the scale-out's ICE")
+    d = sm.describe_endpoint(EndpointName="stuck")
+    assert d["EndpointStatus"] == "Updating"
+    v = _variant_counts(d)
+    assert [s["Status"] for s in v.get("VariantStatus", [])] == ["Updating"], v.get("VariantStatus")
+    assert v["VariantStatus"][0].get("StatusMessage")
     _, headers, _ = spw.invoke(srv.rt, "stuck")
     assert headers["x-spillway-instance-type"] == "ml.g6.2xlarge"
     # the deadline passes: the endpoint keeps the instance it has and serves again as InService
@@ -568,3 +574,10 @@ def test_update_that_cannot_get_capacity_rolls_back_to_the_old_fleet(start_serve
     _, headers, _ = spw.invoke(srv.rt, "rollback")
     assert headers["x-spillway-instance-type"] == "ml.c5.xlarge"
     assert set(srv.processes()) == old
+
+
+def test_tags_do_not_outlive_their_resource(sm):
+    arn = spw.create_model(sm, ECHO, Tags=[{"Key": "old", "Value": "1"}])["ModelArn"]
+    sm.delete_model(ModelName=ECHO)
+    assert spw.create_model(sm, ECHO)["ModelArn"] == arn
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == []

@@ -334,3 +334,13 @@ def test_single_instance_type_variant_is_a_pool_of_one(start_server):
     d = spw.wait_status(sm, "single-ice", "Failed", fail_on=("InService",))
     assert "ml.g6e.2xlarge" in d["FailureReason"]
     assert {a["priority"] for a in spw.launch_attempts(srv.events("single-ice"))} == {1}
+
+
+def test_a_command_that_cannot_start_fails_the_endpoint_without_waiting_for_the_deadline(start_server):
+    srv = start_server(provisioning={"deadline_override_seconds": 60})
+    sm = srv.sm
+    spw.create_model(sm, "broken", image="/no/such/model-server --port 1")
+    spw.deploy(sm, "broken", [spw.pooled_variant("broken", spw.pools(("ml.m5.xlarge", 1), ("ml.c5.xlarge", 2)))])
+    d = spw.wait_status(sm, "broken", "Failed", fail_on=("InService",), timeout=30)
+    assert "/no/such/model-server" in d["FailureReason"]
+    assert not [a for a in spw.launch_attempts(srv.events("broken")) if a["instanceType"] == "ml.c5.xlarge"]

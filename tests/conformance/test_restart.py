@@ -184,3 +184,28 @@ def test_failed_endpoint_stays_failed_across_a_restart(start_server):
     assert d1["EndpointStatus"] == "Failed"
     assert d1["FailureReason"] == d0["FailureReason"]
     assert srv.processes() == {}
+
+
+def test_sigkill_while_updating_then_restart_converges(start_server):
+    srv = start_server()
+    sm = srv.sm
+    spw.create_model(sm, ECHO)
+    spw.create_model(sm, "slow", image=f"{spw.python()} {spw.SLOW_ECHO} 4")
+    spw.deploy(sm, "moving", [spw.single_variant(ECHO, "ml.c5.xlarge", count=2)], config="moving-v1")
+    spw.wait_in_service(sm, "moving")
+    sm.create_endpoint_config(
+        EndpointConfigName="moving-v2",
+        ProductionVariants=[spw.pooled_variant("slow", spw.pools(("ml.g6e.2xlarge", 1), ("ml.m5.xlarge", 2)), count=2)],
+    )
+    sm.update_endpoint(EndpointName="moving", EndpointConfigName="moving-v2")
+    spw.poll(lambda: any(p["type"] == "ml.m5.xlarge" for p in srv.processes().values()), what="a green instance")
+    assert sm.describe_endpoint(EndpointName="moving")["EndpointStatus"] == "Updating"
+    srv.sigkill()
+    srv.restart()
+    d = spw.wait_in_service(srv.sm, "moving", timeout=90)
+    _assert_converged(srv, {"moving": 2})
+    d = srv.sm.describe_endpoint(EndpointName="moving")
+    expected = {"moving-v1": "ml.c5.xlarge", "moving-v2": "ml.m5.xlarge"}[d["EndpointConfigName"]]
+    assert {p["type"] for p in srv.processes().values()} == {expected}, "the fleet matches the reported config"
+    _, headers, _ = spw.invoke(srv.rt, "moving")
+    assert headers["x-spillway-instance-type"] == expected

@@ -119,6 +119,8 @@ CONFIG_CASES = [
     ("pool-missing-priority", [variant(InstancePools=[{"InstanceType": "ml.m5.xlarge"}])], ("Priority",), False, True),
     ("pool-missing-instance-type", [variant(InstancePools=[{"Priority": 1}])], ("InstanceType",), False, True),
     ("variant-missing-name", [variant(VariantName=None, InstanceType="ml.m5.xlarge")], ("VariantName",), False, True),
+    ("duplicate-variant-names", [variant(InstanceType="ml.m5.xlarge"), variant(InstanceType="ml.c5.xlarge")],
+     ("VariantName",), False, False),
 ]
 
 
@@ -371,3 +373,34 @@ def test_error_bodies_parse_in_botocore_as_modelled(vs):
     assert status == 400
     assert str(resp["__type"]).rsplit("#", 1)[-1] == "ValidationException"
     assert "message" in resp or "Message" in resp
+
+
+def test_names_of_63_characters_are_accepted(vs):
+    name = "n" * 62 + "9"
+    sm = vs.sm
+    spw.create_model(sm, name)
+    sm.create_endpoint_config(
+        EndpointConfigName=name, ProductionVariants=[variant(ModelName=name, VariantName=name, InstanceType="ml.t2.medium")]
+    )
+    assert sm.describe_endpoint_config(EndpointConfigName=name)["ProductionVariants"][0]["VariantName"] == name
+    assert sm.describe_model(ModelName=name)["ModelArn"] == spw.arn("model", name)
+
+
+@pytest.mark.parametrize(
+    "op,params,field",
+    [
+        pytest.param("ListEndpoints", {"MaxResults": 101}, "MaxResults", id="list-endpoints-max-results"),
+        pytest.param("ListModels", {"MaxResults": 101}, "MaxResults", id="list-models-max-results"),
+        pytest.param("ListModels", {"NextToken": "not-a-token"}, "NextToken", id="list-models-next-token"),
+        pytest.param("ListEndpointConfigs", {"NextToken": "not-a-token"}, "NextToken", id="list-configs-next-token"),
+        pytest.param("UpdateEndpointWeightsAndCapacities",
+                     {"EndpointName": "val-ep", "DesiredWeightsAndCapacities": [{"VariantName": "Nope", "DesiredWeight": 1.0}]},
+                     "VariantName", id="update-weights-unknown-variant"),
+    ],
+)
+def test_list_and_update_parameter_rule(vs, op, params, field):
+    before = snapshot(vs)
+    code, msg, _ = call(vs, op, params)
+    spw.assert_validation(code, msg, field)
+    assert snapshot(vs) == before
+    assert vs.sm.describe_endpoint(EndpointName="val-ep")["EndpointStatus"] == "InService"
