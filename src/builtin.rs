@@ -7,7 +7,8 @@
 //!
 //! Knobs (environment): `ECHO_STARTUP_DELAY_MS` delays listening; `ECHO_PING_STATUS` makes
 //! `/ping` answer that status instead of 200; `ECHO_INVOCATION_DELAY_MS` makes every invocation
-//! take that long (a slow model, for concurrency and draining tests); `ECHO_BIND_ADDR` sets the
+//! take that long (a slow model, for concurrency and draining tests); `ECHO_INVOCATION_STATUS`
+//! makes every invocation answer that status (a failing model); `ECHO_BIND_ADDR` sets the
 //! listening address (default `127.0.0.1`; a multi-host Slurm cluster needs `0.0.0.0`).
 
 use std::net::SocketAddr;
@@ -71,6 +72,9 @@ async fn invocations(headers: HeaderMap, body: Bytes) -> impl IntoResponse {
         .map(|(k, v)| (k, serde_json::Value::String(v)))
         .collect();
     let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let status = env_u64("ECHO_INVOCATION_STATUS")
+        .and_then(|s| StatusCode::from_u16(s as u16).ok())
+        .unwrap_or(StatusCode::OK);
     let out = json!({
         "body": String::from_utf8_lossy(&body),
         "contentType": header("content-type"),
@@ -81,5 +85,5 @@ async fn invocations(headers: HeaderMap, body: Bytes) -> impl IntoResponse {
         "modelName": var("SPILLWAY_MODEL_NAME"),
         "env": env,
     });
-    ([("content-type", "application/json")], out.to_string())
+    (status, [("content-type", "application/json")], out.to_string())
 }

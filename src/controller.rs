@@ -140,7 +140,7 @@ async fn pass(app: &Arc<App>, h: &EndpointHandle) -> bool {
         }
     }
     let rt = h.state.lock().await;
-    if !rt.deleted {
+    if serves_traffic(&rt) {
         app.routes.publish(&rt.record.name, routes_of(&rt));
     }
     false
@@ -338,8 +338,15 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
             tracing::error!(%err, "cannot persist instance state");
         }
     }
-    let routes = routes_of(&rt);
-    app.routes.publish(&rt.record.name, routes);
+    if serves_traffic(&rt) {
+        let routes = routes_of(&rt);
+        app.routes.publish(&rt.record.name, routes);
+    }
+}
+
+/// Whether the endpoint's routes should be published (a deleting endpoint takes no new requests).
+fn serves_traffic(rt: &EndpointRuntime) -> bool {
+    !rt.deleted && rt.record.status != EndpointStatus::Deleting
 }
 
 /// A health failure (or a failed start) of `inst`: fails the operation that launched it, or
@@ -839,6 +846,19 @@ fn record_launch(app: &App, rt: &mut EndpointRuntime, l: Launch<'_>, result: Res
         result: None,
         message: String::new(),
     };
+    let result_label = match &result {
+        Ok(_) => "Launched",
+        Err(LaunchError::InsufficientCapacity(_)) => "InsufficientCapacity",
+        Err(LaunchError::Failed(_)) => "Failed",
+    };
+    app.metrics
+        .prometheus
+        .launches
+        .get_or_create(&crate::metrics::LaunchSeries {
+            instance_type: pool.instance_type.clone(),
+            result: result_label.into(),
+        })
+        .inc();
     if variant_mut(rt, l.deployment_id, l.variant).is_none() {
         // The deployment went away (rolled back, deleted) while launching.
         if let Ok(launched) = &result {

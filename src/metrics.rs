@@ -5,6 +5,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
 use crate::core::model::Timestamp;
 
@@ -96,10 +104,162 @@ pub const METRICS: &[&str] = &[
     "InstanceCount",
 ];
 
+/// Labels of per-type invocation series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeSeries {
+    /// Endpoint.
+    pub endpoint: String,
+    /// Variant.
+    pub variant: String,
+    /// Instance type.
+    pub instance_type: String,
+}
+
+/// Labels of error counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorSeries {
+    /// Endpoint.
+    pub endpoint: String,
+    /// Variant.
+    pub variant: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// `4xx`, `5xx` or `model`.
+    pub kind: String,
+}
+
+/// Labels of instance gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceSeries {
+    /// Endpoint.
+    pub endpoint: String,
+    /// Variant.
+    pub variant: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// `Launching`, `InService` or `Terminating`.
+    pub state: String,
+}
+
+/// Labels of per-type capacity series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CapacitySeries {
+    /// Instance type.
+    pub instance_type: String,
+}
+
+/// Labels of launch-attempt counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaunchSeries {
+    /// Instance type.
+    pub instance_type: String,
+    /// `Launched`, `InsufficientCapacity` or `Failed`.
+    pub result: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~100 s.
+    Histogram::new(exponential_buckets(0.0001, 2.5, 16))
+}
+
+/// The Prometheus families served at `/metrics`.
+pub struct Prometheus {
+    registry: Registry,
+    /// Invocations.
+    pub invocations: Family<TypeSeries, Counter>,
+    /// Errors by kind.
+    pub errors: Family<ErrorSeries, Counter>,
+    /// Model latency in seconds.
+    pub model_latency: Family<TypeSeries, Histogram, fn() -> Histogram>,
+    /// Requests in flight per instance (refreshed at scrape time).
+    pub concurrency: Family<TypeSeries, Gauge<f64, AtomicU64>>,
+    /// Instances by state (refreshed at scrape time).
+    pub instances: Family<InstanceSeries, Gauge>,
+    /// 1 when the type is not backing off after insufficient capacity (refreshed at scrape time).
+    pub type_available: Family<CapacitySeries, Gauge>,
+    /// Seconds until the next probe of a type that is backing off (refreshed at scrape time).
+    pub type_backoff_seconds: Family<CapacitySeries, Gauge<f64, AtomicU64>>,
+    /// Launch attempts by result.
+    pub launches: Family<LaunchSeries, Counter>,
+}
+
+impl std::fmt::Debug for Prometheus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prometheus { .. }")
+    }
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("spillway");
+        let p = Self {
+            invocations: Family::default(),
+            errors: Family::default(),
+            model_latency: Family::new_with_constructor(latency_histogram),
+            concurrency: Family::default(),
+            instances: Family::default(),
+            type_available: Family::default(),
+            type_backoff_seconds: Family::default(),
+            launches: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "invocations",
+            "Invocations answered, per instance type",
+            p.invocations.clone(),
+        );
+        registry.register(
+            "invocation_errors",
+            "Failed invocations by kind (4xx, 5xx, model)",
+            p.errors.clone(),
+        );
+        registry.register(
+            "model_latency_seconds",
+            "Time the model took to answer",
+            p.model_latency.clone(),
+        );
+        registry.register(
+            "concurrent_requests_per_model",
+            "Requests in flight per serving instance",
+            p.concurrency.clone(),
+        );
+        registry.register("instances", "Instances by state", p.instances.clone());
+        registry.register(
+            "instance_type_available",
+            "1 unless the type is backing off after an insufficient-capacity answer",
+            p.type_available.clone(),
+        );
+        registry.register(
+            "instance_type_backoff_seconds",
+            "Seconds until the next launch attempt on a type that is backing off",
+            p.type_backoff_seconds.clone(),
+        );
+        registry.register(
+            "launch_attempts",
+            "Launch attempts by instance type and result",
+            p.launches.clone(),
+        );
+        Self { registry, ..p }
+    }
+}
+
+impl Prometheus {
+    /// Renders the OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
 /// The store.
 #[derive(Debug, Default)]
 pub struct Metrics {
     series: Mutex<BTreeMap<Key, VecDeque<Bucket>>>,
+    /// The Prometheus view of the same events.
+    pub prometheus: Prometheus,
 }
 
 impl Metrics {
@@ -138,6 +298,31 @@ impl Metrics {
         model_latency_us: u64,
         now: Timestamp,
     ) {
+        let labels = TypeSeries {
+            endpoint: series.endpoint.to_string(),
+            variant: series.variant.to_string(),
+            instance_type: series.instance_type.to_string(),
+        };
+        self.prometheus.invocations.get_or_create(&labels).inc();
+        self.prometheus
+            .model_latency
+            .get_or_create(&labels)
+            .observe(model_latency_us as f64 / 1e6);
+        let kind = match outcome {
+            Outcome::Success => None,
+            Outcome::ClientError => Some("4xx"),
+            Outcome::ModelError => Some("model"),
+            Outcome::ServerError => Some("5xx"),
+        };
+        if let Some(kind) = kind {
+            let e = ErrorSeries {
+                endpoint: labels.endpoint,
+                variant: labels.variant,
+                instance_type: labels.instance_type,
+                kind: kind.into(),
+            };
+            self.prometheus.errors.get_or_create(&e).inc();
+        }
         self.with_bucket(series, now, |b| {
             b.invocations += 1;
             b.invocations_per_instance += 1.0 / instances.max(1) as f64;

@@ -176,7 +176,8 @@ impl RouteTable {
         let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
         for i in old.variants.iter().flat_map(|v| &v.instances) {
             if !kept(&i.id) {
-                draining.insert(i.id.clone(), i.clone());
+                // The first retirement holds the live counter; never replace it with a copy.
+                draining.entry(i.id.clone()).or_insert_with(|| i.clone());
             }
         }
     }
@@ -216,7 +217,7 @@ impl RouteTable {
         drop(map);
         let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
         for i in retired {
-            draining.insert(i.id.clone(), i);
+            draining.entry(i.id.clone()).or_insert(i);
         }
     }
 

@@ -208,3 +208,84 @@ pub async fn instances(State(app): State<Arc<App>>, Path(name): Path<String>) ->
         .collect();
     Json(json!({ "instances": list })).into_response()
 }
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text. Counters and histograms are kept as requests
+/// happen; gauges (instances, concurrency, capacity back-off) are refreshed here.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    use crate::metrics::{CapacitySeries, InstanceSeries, TypeSeries};
+    let prom = &app.metrics.prometheus;
+    prom.instances.clear();
+    prom.concurrency.clear();
+    for h in app.all_endpoints() {
+        let rt = h.state.lock().await;
+        if rt.deleted {
+            continue;
+        }
+        for i in &rt.instances {
+            let state = serde_json::to_value(i.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            prom.instances
+                .get_or_create(&InstanceSeries {
+                    endpoint: i.endpoint_name.clone(),
+                    variant: i.variant_name.clone(),
+                    instance_type: i.instance_type.clone(),
+                    state,
+                })
+                .inc();
+        }
+        let name = rt.record.name.clone();
+        drop(rt);
+        let Some(routes) = app.routes.get(&name) else { continue };
+        for v in &routes.variants {
+            let mut by_type: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+            for i in &v.instances {
+                let e = by_type.entry(i.instance_type.as_str()).or_default();
+                e.0 += 1;
+                e.1 += i.outstanding.load(std::sync::atomic::Ordering::Relaxed);
+            }
+            for (ty, (n, outstanding)) in by_type {
+                prom.concurrency
+                    .get_or_create(&TypeSeries {
+                        endpoint: name.clone(),
+                        variant: v.name.clone(),
+                        instance_type: ty.to_string(),
+                    })
+                    .set(outstanding as f64 / n as f64);
+            }
+        }
+    }
+    let now = crate::app::now();
+    prom.type_available.clear();
+    prom.type_backoff_seconds.clear();
+    let ice = app.ice();
+    let types: std::collections::BTreeSet<String> = app
+        .provider
+        .capacity()
+        .into_iter()
+        .map(|e| e.instance_type)
+        .chain(ice.entries().map(|e| e.instance_type.clone()))
+        .collect();
+    for t in types {
+        let label = CapacitySeries {
+            instance_type: t.clone(),
+        };
+        let blocked = ice.blocked_until(&t, now);
+        prom.type_available
+            .get_or_create(&label)
+            .set(i64::from(blocked.is_none()));
+        prom.type_backoff_seconds
+            .get_or_create(&label)
+            .set(blocked.map(|b| b - now).unwrap_or(0.0));
+    }
+    drop(ice);
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        prom.encode(),
+    )
+        .into_response()
+}

@@ -28,6 +28,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", post(aws_json))
         .route("/endpoints/{name}/invocations", post(runtime::invoke))
         .route("/_spillway/health", get(admin::health))
+        .route("/metrics", get(admin::metrics))
         .route("/_spillway/capacity", get(admin::capacity))
         .route(
             "/_spillway/capacity/{instance_type}",

@@ -1,0 +1,87 @@
+"""`/metrics`: OpenMetrics text, parsed with the official Python client's OpenMetrics parser, agrees with the
+requests that were sent to each instance type and shows the capacity back-off state."""
+
+from __future__ import annotations
+
+import collections
+
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+import spw
+
+
+def scrape(server) -> dict[str, list]:
+    status, headers, body = server.http("GET", "/metrics")
+    assert status == 200
+    assert headers["content-type"].startswith("application/openmetrics-text")
+    fams = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        fams[fam.name] = fam.samples
+    return fams
+
+
+def test_prometheus_counters_match_requests_per_instance_type(start_server):
+    server = start_server(provisioning={"ice_backoff_initial_ms": 60_000, "ice_backoff_max_ms": 60_000})
+    sm, rt = server.sm, server.rt
+    spw.create_model(sm, "m")
+    spw.deploy(
+        sm,
+        "prom",
+        [spw.pooled_variant("m", spw.pools(("ml.g6e.2xlarge", 1), ("ml.g6.2xlarge", 2), ("ml.m5.xlarge", 3)), count=2)],
+    )
+    spw.wait_in_service(sm, "prom")
+    sent = collections.Counter()
+    for _ in range(40):
+        r = rt.invoke_endpoint(EndpointName="prom", Body=b"x")
+        sent[r["ResponseMetadata"]["HTTPHeaders"]["x-spillway-instance-type"]] += 1
+    assert set(sent) == {"ml.g6.2xlarge", "ml.m5.xlarge"}
+
+    fams = scrape(server)
+    counted = {
+        s.labels["instance_type"]: s.value
+        for s in fams["spillway_invocations"]
+        if s.name == "spillway_invocations_total" and s.labels["endpoint"] == "prom"
+    }
+    assert counted == {t: float(n) for t, n in sent.items()}
+    latency_counts = {
+        s.labels["instance_type"]: s.value
+        for s in fams["spillway_model_latency_seconds"]
+        if s.name == "spillway_model_latency_seconds_count"
+    }
+    assert latency_counts == counted
+    serving = {
+        s.labels["instance_type"]: s.value
+        for s in fams["spillway_instances"]
+        if s.labels["endpoint"] == "prom" and s.labels["state"] == "InService"
+    }
+    assert serving == {"ml.g6.2xlarge": 1.0, "ml.m5.xlarge": 1.0}
+    available = {s.labels["instance_type"]: s.value for s in fams["spillway_instance_type_available"]}
+    assert available["ml.g6e.2xlarge"] == 0.0
+    assert available["ml.m5.xlarge"] == 1.0
+    backoff = {s.labels["instance_type"]: s.value for s in fams["spillway_instance_type_backoff_seconds"]}
+    assert 0 < backoff["ml.g6e.2xlarge"] <= 60
+    launches = {
+        (s.labels["instance_type"], s.labels["result"]): s.value
+        for s in fams["spillway_launch_attempts"]
+        if s.name == "spillway_launch_attempts_total"
+    }
+    assert launches[("ml.g6e.2xlarge", "InsufficientCapacity")] == 1.0
+    assert launches[("ml.g6.2xlarge", "Launched")] == 1.0
+
+
+def test_model_errors_are_counted_by_kind(start_server):
+    server = start_server()
+    sm, rt = server.sm, server.rt
+    spw.create_model(sm, "bad", env={"ECHO_INVOCATION_STATUS": "503"})
+    spw.deploy(sm, "errs", [spw.single_variant("bad", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "errs")
+    for _ in range(3):
+        code, msg, status = spw.error_of(rt.invoke_endpoint, EndpointName="errs", Body=b"x")
+        assert (code, status) == ("ModelError", 424)
+        assert "(503)" in msg
+    errors = {
+        s.labels["kind"]: s.value
+        for s in scrape(server)["spillway_invocation_errors"]
+        if s.name == "spillway_invocation_errors_total" and s.labels["endpoint"] == "errs"
+    }
+    assert errors == {"model": 3.0}
