@@ -80,7 +80,9 @@ pub struct App {
     /// What spillway has learned about types that answered insufficient capacity.
     pub ice: Mutex<IceMemory>,
     /// Invocation and fleet metrics.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// Notified whenever an invocation ends, for requests queued at the concurrency limit.
+    pub router_freed: Arc<Notify>,
     /// Autoscaler state.
     pub autoscaler: AutoscalerState,
 }
@@ -131,7 +133,8 @@ impl App {
             http,
             shutdown: watch::channel(false).0,
             ice: Mutex::new(IceMemory::default()),
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
+            router_freed: Arc::new(Notify::new()),
             autoscaler: AutoscalerState::default(),
         });
         app.recover().await?;

@@ -10,6 +10,9 @@
 //! take that long (a slow model, for concurrency and draining tests); `ECHO_INVOCATION_STATUS`
 //! makes every invocation answer that status (a failing model); `ECHO_BIND_ADDR` sets the
 //! listening address (default `127.0.0.1`; a multi-host Slurm cluster needs `0.0.0.0`).
+//!
+//! A request body `stream:<n>` makes the answer a stream of `n` chunks `token-<i> `, one every
+//! `ECHO_STREAM_INTERVAL_MS` (default 50 ms), the way an LLM server streams tokens.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -38,7 +41,9 @@ pub async fn run(name: &str) -> std::io::Result<()> {
     let port = env_u64("SAGEMAKER_BIND_TO_PORT").unwrap_or(8080) as u16;
     let app = Router::new()
         .route("/ping", get(ping))
-        .route("/invocations", post(invocations));
+        .route("/invocations", post(invocations))
+        // SageMaker payloads go up to 6 MB; axum's default limit is 2 MB.
+        .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024));
     let ip: std::net::IpAddr = std::env::var("ECHO_BIND_ADDR")
         .ok()
         .and_then(|a| a.parse().ok())
@@ -63,9 +68,16 @@ async fn ping() -> StatusCode {
         .unwrap_or(StatusCode::OK)
 }
 
-async fn invocations(headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn invocations(headers: HeaderMap, body: Bytes) -> axum::response::Response {
     if let Some(ms) = env_u64("ECHO_INVOCATION_DELAY_MS") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(n) = std::str::from_utf8(&body)
+        .ok()
+        .and_then(|b| b.strip_prefix("stream:"))
+        .and_then(|n| n.trim().parse::<u32>().ok())
+    {
+        return stream_tokens(n).into_response();
     }
     let var = |k: &str| std::env::var(k).ok();
     let env: serde_json::Map<String, serde_json::Value> = std::env::vars()
@@ -85,5 +97,37 @@ async fn invocations(headers: HeaderMap, body: Bytes) -> impl IntoResponse {
         "modelName": var("SPILLWAY_MODEL_NAME"),
         "env": env,
     });
-    (status, [("content-type", "application/json")], out.to_string())
+    (status, [("content-type", "application/json")], out.to_string()).into_response()
+}
+
+/// Streams `n` tokens through a channel-backed body, one per interval.
+fn stream_tokens(n: u32) -> impl IntoResponse {
+    let interval = Duration::from_millis(env_u64("ECHO_STREAM_INTERVAL_MS").unwrap_or(50));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(4);
+    tokio::spawn(async move {
+        for i in 0..n {
+            if i > 0 {
+                tokio::time::sleep(interval).await;
+            }
+            if tx
+                .send(Ok(http_body::Frame::data(Bytes::from(format!("token-{i} ")))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let body = http_body_util::StreamBody::new(ReceiverStream(rx));
+    ([("content-type", "text/plain")], axum::body::Body::new(body))
+}
+
+/// A `Stream` over an mpsc receiver (what `tokio-stream` would provide, in six lines).
+struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
+
+impl<T> futures_core::Stream for ReceiverStream<T> {
+    type Item = T;
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
 }

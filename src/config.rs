@@ -52,6 +52,8 @@ pub struct Config {
     pub rebalance: RebalanceConfig,
     /// The in-process autoscaler.
     pub autoscaling: AutoscalingConfig,
+    /// The data plane.
+    pub router: RouterConfig,
 }
 
 impl Default for Config {
@@ -65,6 +67,29 @@ impl Default for Config {
             provider: ProviderConfig::default(),
             rebalance: RebalanceConfig::default(),
             autoscaling: AutoscalingConfig::default(),
+            router: RouterConfig::default(),
+        }
+    }
+}
+
+/// `[router]`: the invocation path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Seconds the model may take to start answering (the container contract says 60).
+    pub model_timeout_seconds: f64,
+    /// Requests in flight per instance beyond which new requests queue (0: no limit).
+    pub max_concurrent_requests_per_instance: u32,
+    /// How long a request may queue for a free instance before `ThrottlingException` (429).
+    pub queue_timeout_ms: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            model_timeout_seconds: 60.0,
+            max_concurrent_requests_per_instance: 0,
+            queue_timeout_ms: 1000,
         }
     }
 }
@@ -350,6 +375,11 @@ impl Config {
         if !(self.autoscaling.evaluation_interval_seconds > 0.0 && self.autoscaling.metric_window_seconds >= 1.0) {
             return Err(ConfigError::Invalid(
                 "autoscaling.evaluation_interval_seconds must be positive and metric_window_seconds at least 1".into(),
+            ));
+        }
+        if self.router.model_timeout_seconds.is_nan() || self.router.model_timeout_seconds <= 0.0 {
+            return Err(ConfigError::Invalid(
+                "router.model_timeout_seconds must be positive".into(),
             ));
         }
         if self.rebalance.max_in_flight == 0 {

@@ -1000,12 +1000,11 @@ fn routes_of(rt: &EndpointRuntime) -> EndpointRoutes {
                             && i.state == InstancePhase::InService
                     })
                     .map(|i| {
-                        Arc::new(RouteInstance {
-                            id: i.instance_id.clone(),
-                            address: i.address.clone(),
-                            instance_type: i.instance_type.clone(),
-                            outstanding: Default::default(),
-                        })
+                        Arc::new(RouteInstance::new(
+                            i.instance_id.clone(),
+                            i.address.clone(),
+                            i.instance_type.clone(),
+                        ))
                     })
                     .collect(),
             })

@@ -22,6 +22,33 @@ pub struct RouteInstance {
     pub instance_type: String,
     /// Requests in flight.
     pub outstanding: AtomicUsize,
+    /// Relative capacity of the instance type (for capacity-aware routing): total accelerator
+    /// memory in GiB for accelerated types, vCPUs otherwise.
+    pub capacity: f64,
+}
+
+impl RouteInstance {
+    /// An instance with no request in flight.
+    pub fn new(id: String, address: String, instance_type: String) -> Self {
+        let capacity = crate::core::catalog::lookup(&instance_type)
+            .map(|s| match &s.accelerator {
+                Some(a) => a.count as f64 * a.memory_gib_per_device,
+                None => s.vcpus as f64,
+            })
+            .filter(|c| *c > 0.0)
+            .unwrap_or(1.0);
+        Self {
+            id,
+            address,
+            instance_type,
+            outstanding: AtomicUsize::new(0),
+            capacity,
+        }
+    }
+
+    fn load(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
 }
 
 /// A variant's serving instances.
@@ -51,67 +78,85 @@ pub enum PickError {
     UnknownVariant(String),
     /// No instance is in service (for the target variant, or at all).
     NoInstance,
+    /// Every candidate instance is at the concurrency limit.
+    Saturated,
 }
 
 impl EndpointRoutes {
-    /// Picks a variant (by `target`, else by weight) and an instance within it.
-    pub fn pick(&self, target: Option<&str>) -> Result<(&VariantRoutes, Arc<RouteInstance>), PickError> {
-        let variant = match target {
+    /// Picks a variant (by `target`, else by weight) and an instance within it with fewer than
+    /// `limit` requests in flight (`0`: no limit), avoiding `avoid` when another instance
+    /// exists. Returns the variant's index and the instance.
+    pub fn pick(
+        &self,
+        target: Option<&str>,
+        limit: u32,
+        avoid: Option<&str>,
+    ) -> Result<(usize, Arc<RouteInstance>), PickError> {
+        let vi = match target {
             Some(t) => self
                 .variants
                 .iter()
-                .find(|v| v.name == t)
+                .position(|v| v.name == t)
                 .ok_or_else(|| PickError::UnknownVariant(t.to_string()))?,
             None => {
-                let candidates: Vec<&VariantRoutes> = self
-                    .variants
-                    .iter()
-                    .filter(|v| v.weight > 0.0 && !v.instances.is_empty())
+                let candidates: Vec<usize> = (0..self.variants.len())
+                    .filter(|i| self.variants[*i].weight > 0.0 && !self.variants[*i].instances.is_empty())
                     .collect();
-                let total: f64 = candidates.iter().map(|v| v.weight).sum();
                 if candidates.is_empty() {
                     return Err(PickError::NoInstance);
                 }
+                let total: f64 = candidates.iter().map(|i| self.variants[*i].weight).sum();
                 let mut x = fastrand::f64() * total;
                 let mut chosen = candidates[candidates.len() - 1];
-                for v in &candidates {
-                    if x < v.weight {
-                        chosen = v;
+                for i in &candidates {
+                    let w = self.variants[*i].weight;
+                    if x < w {
+                        chosen = *i;
                         break;
                     }
-                    x -= v.weight;
+                    x -= w;
                 }
                 chosen
             }
         };
-        let inst = variant.pick_instance().ok_or(PickError::NoInstance)?;
-        Ok((variant, inst))
+        let inst = self.variants[vi].pick_instance(limit, avoid)?;
+        Ok((vi, inst))
     }
 }
 
 impl VariantRoutes {
-    /// Picks an instance by the variant's strategy.
-    pub fn pick_instance(&self) -> Option<Arc<RouteInstance>> {
+    /// Picks an instance by the variant's strategy among those under the concurrency limit.
+    pub fn pick_instance(&self, limit: u32, avoid: Option<&str>) -> Result<Arc<RouteInstance>, PickError> {
         if self.instances.is_empty() {
-            return None;
+            return Err(PickError::NoInstance);
         }
-        match self.strategy {
-            RoutingStrategy::Random => Some(self.instances[fastrand::usize(..self.instances.len())].clone()),
-            RoutingStrategy::LeastOutstandingRequests => {
-                let min = self
-                    .instances
-                    .iter()
-                    .map(|i| i.outstanding.load(Ordering::Relaxed))
-                    .min()?;
-                let ties: Vec<&Arc<RouteInstance>> = self
-                    .instances
-                    .iter()
-                    .filter(|i| i.outstanding.load(Ordering::Relaxed) == min)
-                    .collect();
-                Some(ties[fastrand::usize(..ties.len())].clone())
-            }
+        let open = |i: &&Arc<RouteInstance>| limit == 0 || i.load() < limit as usize;
+        let mut candidates: Vec<&Arc<RouteInstance>> = self.instances.iter().filter(open).collect();
+        if candidates.len() > 1
+            && let Some(a) = avoid
+        {
+            candidates.retain(|i| i.id != a);
         }
+        if candidates.is_empty() {
+            return Err(PickError::Saturated);
+        }
+        let chosen = match self.strategy {
+            RoutingStrategy::Random => candidates[fastrand::usize(..candidates.len())],
+            RoutingStrategy::LeastOutstandingRequests => least_by(&candidates, |i| i.load() as f64),
+            RoutingStrategy::CapacityAware => least_by(&candidates, |i| (i.load() as f64 + 1.0) / i.capacity),
+        };
+        Ok(chosen.clone())
     }
+}
+
+/// The candidate with the smallest score; ties broken at random.
+fn least_by<'a>(
+    candidates: &[&'a Arc<RouteInstance>],
+    score: impl Fn(&RouteInstance) -> f64,
+) -> &'a Arc<RouteInstance> {
+    let min = candidates.iter().map(|i| score(i)).fold(f64::INFINITY, f64::min);
+    let ties: Vec<&&Arc<RouteInstance>> = candidates.iter().filter(|i| score(i) <= min).collect();
+    ties[fastrand::usize(..ties.len())]
 }
 
 /// All endpoints' routes.
@@ -251,12 +296,9 @@ mod tests {
     use super::*;
 
     fn inst(id: &str, outstanding: usize) -> Arc<RouteInstance> {
-        Arc::new(RouteInstance {
-            id: id.into(),
-            address: "x".into(),
-            instance_type: "t".into(),
-            outstanding: AtomicUsize::new(outstanding),
-        })
+        let i = RouteInstance::new(id.into(), "x".into(), "ml.m5.xlarge".into());
+        i.outstanding.store(outstanding, Ordering::Relaxed);
+        Arc::new(i)
     }
 
     fn variant(name: &str, weight: f64, insts: Vec<Arc<RouteInstance>>) -> VariantRoutes {
@@ -272,8 +314,37 @@ mod tests {
     fn least_outstanding_wins() {
         let v = variant("a", 1.0, vec![inst("busy", 3), inst("idle", 0)]);
         for _ in 0..20 {
-            assert_eq!(v.pick_instance().unwrap().id, "idle");
+            assert_eq!(v.pick_instance(0, None).unwrap().id, "idle");
         }
+    }
+
+    #[test]
+    fn concurrency_limit_and_avoidance() {
+        let v = variant("a", 1.0, vec![inst("busy", 2), inst("idle", 0)]);
+        assert_eq!(v.pick_instance(2, None).unwrap().id, "idle");
+        assert_eq!(v.pick_instance(0, Some("idle")).unwrap().id, "busy");
+        let full = variant("a", 1.0, vec![inst("x", 2), inst("y", 2)]);
+        assert_eq!(full.pick_instance(2, None).unwrap_err(), PickError::Saturated);
+        // Avoiding the only instance is not possible: it is still picked.
+        let one = variant("a", 1.0, vec![inst("only", 0)]);
+        assert_eq!(one.pick_instance(0, Some("only")).unwrap().id, "only");
+    }
+
+    #[test]
+    fn capacity_aware_weighs_load_by_capacity() {
+        // ml.g6e.12xlarge: 4 x 48 GiB; ml.g6.2xlarge: 1 x 24 GiB.
+        let big = Arc::new(RouteInstance::new("big".into(), "x".into(), "ml.g6e.12xlarge".into()));
+        let small = Arc::new(RouteInstance::new("small".into(), "x".into(), "ml.g6.2xlarge".into()));
+        big.outstanding.store(4, Ordering::Relaxed);
+        small.outstanding.store(1, Ordering::Relaxed);
+        let v = VariantRoutes {
+            name: "a".into(),
+            weight: 1.0,
+            strategy: RoutingStrategy::CapacityAware,
+            instances: vec![big, small],
+        };
+        // (4+1)/192 < (1+1)/24: the big instance takes the next request despite more in flight.
+        assert_eq!(v.pick_instance(0, None).unwrap().id, "big");
     }
 
     #[test]
@@ -285,10 +356,13 @@ mod tests {
             ],
         };
         for _ in 0..50 {
-            assert_eq!(r.pick(None).unwrap().0.name, "a");
+            assert_eq!(r.pick(None, 0, None).unwrap().0, 0);
         }
-        assert_eq!(r.pick(Some("b")).unwrap().1.id, "b1");
-        assert_eq!(r.pick(Some("c")).unwrap_err(), PickError::UnknownVariant("c".into()));
+        assert_eq!(r.pick(Some("b"), 0, None).unwrap().1.id, "b1");
+        assert_eq!(
+            r.pick(Some("c"), 0, None).unwrap_err(),
+            PickError::UnknownVariant("c".into())
+        );
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", post(aws_json))
         .route("/endpoints/{name}/invocations", post(runtime::invoke))
+        .route(
+            "/endpoints/{name}/invocations-response-stream",
+            post(runtime::invoke_stream),
+        )
         .route("/_spillway/health", get(admin::health))
         .route("/metrics", get(admin::metrics))
         .route("/_spillway/capacity", get(admin::capacity))

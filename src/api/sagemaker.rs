@@ -669,11 +669,10 @@ fn variant_summaries(rt: &EndpointRuntime, dep: &Deployment, pending: bool, stat
                     json!([{ "Status": status, "StatusMessage": msg, "StartTime": start }]),
                 );
             }
-            let strategy = match v.spec.routing {
-                crate::core::model::RoutingStrategy::LeastOutstandingRequests => "LEAST_OUTSTANDING_REQUESTS",
-                crate::core::model::RoutingStrategy::Random => "RANDOM",
-            };
-            s.insert("RoutingConfig".into(), json!({ "RoutingStrategy": strategy }));
+            s.insert(
+                "RoutingConfig".into(),
+                json!({ "RoutingStrategy": v.spec.routing.as_str() }),
+            );
             Value::Object(s)
         })
         .collect()

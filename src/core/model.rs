@@ -220,6 +220,20 @@ pub enum RoutingStrategy {
     /// Uniformly random (SageMaker's default).
     #[default]
     Random,
+    /// spillway extension (`CAPACITY_AWARE`): fewest in-flight requests relative to what the
+    /// instance type can carry, so large and small instances of a mixed fleet are loaded fairly.
+    CapacityAware,
+}
+
+impl RoutingStrategy {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LeastOutstandingRequests => "LEAST_OUTSTANDING_REQUESTS",
+            Self::Random => "RANDOM",
+            Self::CapacityAware => "CAPACITY_AWARE",
+        }
+    }
 }
 
 /// A validated variant: what the planner and controller work from.

@@ -304,13 +304,14 @@ fn routing_strategy(value: &str, field: &str) -> Result<RoutingStrategy> {
     match value {
         "LEAST_OUTSTANDING_REQUESTS" => Ok(RoutingStrategy::LeastOutstandingRequests),
         "RANDOM" => Ok(RoutingStrategy::Random),
+        "CAPACITY_AWARE" => Ok(RoutingStrategy::CapacityAware),
         "PREFIX_AWARE" | "KV_AWARE" => Err(ValidationError(format!(
             "{field}: routing strategy {value} is not supported by spillway; use LEAST_OUTSTANDING_REQUESTS or RANDOM"
         ))),
         other => Err(ValidationError::constraint(
             other,
             field,
-            "Member must satisfy enum value set: [LEAST_OUTSTANDING_REQUESTS, RANDOM, PREFIX_AWARE, KV_AWARE]",
+            "Member must satisfy enum value set: [LEAST_OUTSTANDING_REQUESTS, RANDOM, PREFIX_AWARE, KV_AWARE] (or spillway's CAPACITY_AWARE)",
         )),
     }
 }

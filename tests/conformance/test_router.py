@@ -1,0 +1,161 @@
+"""The data plane, driven with boto3's sagemaker-runtime client: response streaming, routing
+strategies, and every failure mode with the code and status the spec gives."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+import signal
+import time
+
+import spw
+
+
+def slow_and_fast_endpoint(server, name: str, strategy: str):
+    sm = server.sm
+    spw.create_model(sm, f"{name}-fast")
+    spw.create_model(sm, f"{name}-slow", env={"ECHO_INVOCATION_DELAY_MS": "150"})
+    spw.deploy(
+        sm,
+        name,
+        [
+            spw.pooled_variant(
+                f"{name}-fast",
+                spw.pools(("ml.g6.2xlarge", 1), ("ml.m5.xlarge", 2, f"{name}-slow")),
+                count=2,
+                RoutingConfig={"RoutingStrategy": strategy},
+            )
+        ],
+    )
+    spw.wait_in_service(sm, name)
+
+
+def spread(server, name: str, threads: int = 4, total: int = 80) -> collections.Counter:
+    rt = server.client("sagemaker-runtime", retries=1)
+
+    def one(_):
+        r = rt.invoke_endpoint(EndpointName=name, Body=b"x")
+        return r["ResponseMetadata"]["HTTPHeaders"]["x-spillway-instance-type"]
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return collections.Counter(pool.map(one, range(total)))
+
+
+def test_least_outstanding_requests_favours_the_faster_instance(start_server):
+    server = start_server()
+    slow_and_fast_endpoint(server, "lor", "LEAST_OUTSTANDING_REQUESTS")
+    seen = spread(server, "lor")
+    assert seen["ml.g6.2xlarge"] > 2 * seen["ml.m5.xlarge"], seen
+
+
+def test_random_spreads_evenly_regardless_of_speed(start_server):
+    server = start_server()
+    slow_and_fast_endpoint(server, "rnd", "RANDOM")
+    seen = spread(server, "rnd", threads=2, total=60)
+    # Uniform choice: the slow instance still gets a fair share (binomial, p=0.5, n=60).
+    assert 15 <= seen["ml.m5.xlarge"] <= 45, seen
+
+
+def test_response_stream_is_read_by_boto3_chunk_by_chunk(start_server):
+    server = start_server()
+    sm = server.sm
+    spw.create_model(sm, "tokens", env={"ECHO_STREAM_INTERVAL_MS": "200"})
+    spw.deploy(sm, "stream", [spw.single_variant("tokens", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "stream")
+    resp = server.rt.invoke_endpoint_with_response_stream(EndpointName="stream", Body=b"stream:5")
+    assert resp["InvokedProductionVariant"] == "AllTraffic"
+    parts, arrivals = [], []
+    for event in resp["Body"]:
+        parts.append(event["PayloadPart"]["Bytes"])
+        arrivals.append(time.monotonic())
+    assert b"".join(parts) == b"token-0 token-1 token-2 token-3 token-4 "
+    assert len(parts) == 5
+    # Streamed as produced (one token every 200 ms), not buffered until the end.
+    assert arrivals[-1] - arrivals[0] > 0.4
+
+
+def test_model_error_carries_the_models_status_and_message(start_server):
+    server = start_server()
+    sm = server.sm
+    spw.create_model(sm, "teapot", env={"ECHO_INVOCATION_STATUS": "418"})
+    spw.deploy(sm, "me", [spw.single_variant("teapot", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "me")
+    try:
+        server.rt.invoke_endpoint(EndpointName="me", Body=b"x")
+        raise AssertionError("expected ModelError")
+    except server.rt.exceptions.ModelError as e:
+        assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 424
+        assert e.response["OriginalStatusCode"] == 418
+        assert '"body": "x"' in e.response["OriginalMessage"] or '"body":"x"' in e.response["OriginalMessage"]
+
+
+def test_model_timeout_is_a_model_error(start_server):
+    server = start_server(config={"router": {"model_timeout_seconds": 1}})
+    sm = server.sm
+    spw.create_model(sm, "sleepy", env={"ECHO_INVOCATION_DELAY_MS": "4000"})
+    spw.deploy(sm, "to", [spw.single_variant("sleepy", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "to")
+    code, msg, status = spw.error_of(server.rt.invoke_endpoint, EndpointName="to", Body=b"x")
+    assert (code, status) == ("ModelError", 424)
+    assert "timed out" in msg
+
+
+def test_payload_over_6_mb_is_rejected(start_server):
+    server = start_server()
+    sm = server.sm
+    spw.create_model(sm, "m")
+    spw.deploy(sm, "big", [spw.single_variant("m", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "big")
+    code, msg, status = spw.error_of(server.rt.invoke_endpoint, EndpointName="big", Body=b"x" * (6 * 1024 * 1024 + 1))
+    assert (code, status) == ("ValidationError", 400)
+    assert "6291456" in msg
+    # Exactly 6 MB is fine.
+    r = server.rt.invoke_endpoint(EndpointName="big", Body=b"x" * (6 * 1024 * 1024))
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_concurrency_limit_queues_briefly_then_throttles(start_server):
+    server = start_server(config={"router": {"max_concurrent_requests_per_instance": 1, "queue_timeout_ms": 300}})
+    sm = server.sm
+    spw.create_model(sm, "slow", env={"ECHO_INVOCATION_DELAY_MS": "1500"})
+    spw.deploy(sm, "lim", [spw.single_variant("slow", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "lim")
+    rt = server.client("sagemaker-runtime", retries=1)
+
+    def call(_):
+        try:
+            rt.invoke_endpoint(EndpointName="lim", Body=b"x")
+            return "ok"
+        except rt.exceptions.ClientError as e:
+            return (e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"])
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = sorted(map(str, pool.map(call, range(2))))
+    assert results == sorted(["ok", str(("ThrottlingException", 429))]), results
+
+
+def test_queued_requests_are_served_when_an_instance_frees_up(start_server):
+    server = start_server(config={"router": {"max_concurrent_requests_per_instance": 1, "queue_timeout_ms": 5000}})
+    sm = server.sm
+    spw.create_model(sm, "slowish", env={"ECHO_INVOCATION_DELAY_MS": "300"})
+    spw.deploy(sm, "q", [spw.single_variant("slowish", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "q")
+    rt = server.client("sagemaker-runtime", retries=1)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        codes = list(pool.map(lambda _: rt.invoke_endpoint(EndpointName="q", Body=b"x")["ResponseMetadata"]["HTTPStatusCode"], range(3)))
+    assert codes == [200, 200, 200]
+
+
+def test_a_refused_connection_is_retried_on_another_instance(start_server):
+    server = start_server()
+    sm = server.sm
+    spw.create_model(sm, "m")
+    spw.deploy(sm, "retry", [spw.single_variant("m", "ml.m5.xlarge", count=2, RoutingConfig={"RoutingStrategy": "RANDOM"})])
+    spw.wait_in_service(sm, "retry")
+    victim = server.instances("retry")[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    rt = server.client("sagemaker-runtime", retries=1)
+    # Right after the kill, before the controller notices, half the picks hit the dead port.
+    for _ in range(30):
+        assert rt.invoke_endpoint(EndpointName="retry", Body=b"x")["ResponseMetadata"]["HTTPStatusCode"] == 200
