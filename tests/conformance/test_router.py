@@ -159,3 +159,49 @@ def test_a_refused_connection_is_retried_on_another_instance(start_server):
     # Right after the kill, before the controller notices, half the picks hit the dead port.
     for _ in range(30):
         assert rt.invoke_endpoint(EndpointName="retry", Body=b"x")["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_load_with_an_instance_killed_mid_run_loses_only_its_in_flight_requests(start_server):
+    """Bounded loopback load (4 clients, ~4 s) against 3 instances; one is SIGKILLed mid-run.
+    Only requests in flight on it may fail (at most one per client), the router keeps serving
+    without a restart, and the instance is replaced."""
+    server = start_server()
+    sm = server.sm
+    spw.create_model(sm, "work", env={"ECHO_INVOCATION_DELAY_MS": "20"})
+    spw.deploy(sm, "load", [spw.single_variant("work", "ml.m5.xlarge", count=3, RoutingConfig={"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"})])
+    spw.wait_in_service(sm, "load")
+    victim = server.instances("load")[0]
+    rt = server.client("sagemaker-runtime", retries=1)
+    results: list[tuple[float, str]] = []
+    killed_at: list[float] = []
+    stop_at = time.monotonic() + 4.0
+
+    def client(_):
+        out = []
+        while time.monotonic() < stop_at:
+            try:
+                rt.invoke_endpoint(EndpointName="load", Body=b"x")
+                out.append((time.monotonic(), "ok"))
+            except Exception as e:  # noqa: BLE001 - counted below
+                out.append((time.monotonic(), repr(e)))
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        futures = [pool.submit(client, i) for i in range(4)]
+        time.sleep(1.5)
+        os.kill(victim["pid"], signal.SIGKILL)
+        killed_at.append(time.monotonic())
+        for f in futures:
+            results.extend(f.result())
+    errors = [r for r in results if r[1] != "ok"]
+    oks_after = [r for r in results if r[1] == "ok" and r[0] > killed_at[0] + 0.5]
+    assert len(results) > 100, len(results)
+    assert len(errors) <= 4, errors
+    assert oks_after, "the router did not recover"
+    spw.poll(
+        lambda: spw.describe(sm, "load")["ProductionVariants"][0]["CurrentInstanceCount"] == 3
+        and victim["instanceId"] not in {i["instanceId"] for i in server.instances("load")},
+        timeout=30,
+        what="replacement of the killed instance",
+    )
+    assert "InstanceExited" in [e["kind"] for e in server.events("load")]
