@@ -124,6 +124,7 @@ impl App {
             .build(connector);
         let mut cfg = cfg;
         cfg.data_dir = data_dir;
+        let metrics = Arc::new(Metrics::with_retention(cfg.metrics.retention_seconds as i64));
         let app = Arc::new(App {
             cfg,
             store,
@@ -133,7 +134,7 @@ impl App {
             http,
             shutdown: watch::channel(false).0,
             ice: Mutex::new(IceMemory::default()),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             router_freed: Arc::new(Notify::new()),
             autoscaler: AutoscalerState::default(),
         });

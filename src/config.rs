@@ -54,6 +54,8 @@ pub struct Config {
     pub autoscaling: AutoscalingConfig,
     /// The data plane.
     pub router: RouterConfig,
+    /// The in-process metrics store.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -68,6 +70,24 @@ impl Default for Config {
             rebalance: RebalanceConfig::default(),
             autoscaling: AutoscalingConfig::default(),
             router: RouterConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+/// `[metrics]`: the in-process store behind the CloudWatch API, `/metrics` and the autoscaler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Seconds of one-second buckets kept per `{endpoint, variant, instance type}` series
+    /// (about 100 bytes a second, so the default of 3 hours is about 1 MiB per series).
+    pub retention_seconds: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            retention_seconds: 3 * 3600,
         }
     }
 }
@@ -377,6 +397,12 @@ impl Config {
                 "autoscaling.evaluation_interval_seconds must be positive and metric_window_seconds at least 1".into(),
             ));
         }
+        if !(60..=15 * 86400).contains(&self.metrics.retention_seconds) {
+            return Err(ConfigError::Invalid(format!(
+                "metrics.retention_seconds = {}: expected 60 to 1296000 (15 days)",
+                self.metrics.retention_seconds
+            )));
+        }
         if self.router.model_timeout_seconds.is_nan() || self.router.model_timeout_seconds <= 0.0 {
             return Err(ConfigError::Invalid(
                 "router.model_timeout_seconds must be positive".into(),
@@ -415,5 +441,14 @@ mod tests {
         assert!(Config::parse("[provider.local.capacity]\n\"ml.nope\" = 1\n").is_err());
         let e = Config::parse("listn = \"x\"").unwrap_err().to_string();
         assert!(e.contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn metrics_retention() {
+        assert_eq!(Config::parse("").unwrap().metrics.retention_seconds, 10_800);
+        let c = Config::parse("[metrics]\nretention_seconds = 7200\n").unwrap();
+        assert_eq!(c.metrics.retention_seconds, 7200);
+        assert!(Config::parse("[metrics]\nretention_seconds = 10\n").is_err());
+        assert!(Config::parse("[metrics]\nretention = 10\n").is_err());
     }
 }

@@ -99,10 +99,20 @@ async fn serve(
         tokio::spawn(spillway::demo::run(app.clone(), url.clone()));
     }
     let router = spillway::api::router(app.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(true);
+    });
+    // In-flight requests get a bounded time to finish; a client that keeps a connection busy
+    // (e.g. still uploading a rejected payload) must not keep the server from stopping.
+    tokio::select! {
+        r = server => r.context("server failed")?,
+        _ = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        } => eprintln!("spillway: connections still open 10 s after the stop signal; closing them"),
+    }
     eprintln!("spillway: stopping every model process ...");
     app.stop_all_instances().await;
     eprintln!("spillway: stopped");

@@ -16,7 +16,8 @@ use prometheus_client::registry::Registry;
 
 use crate::core::model::Timestamp;
 
-/// Buckets kept per series: one hour of one-second buckets.
+/// Buckets kept per series: one hour of one-second buckets (the default of [`Metrics::default`];
+/// the server uses `[metrics] retention_seconds` through [`Metrics::with_retention`]).
 pub const RETENTION_S: i64 = 3600;
 
 /// One second of one series.
@@ -31,6 +32,8 @@ struct Bucket {
     invocations_per_instance: f64,
     latency_sum_us: u64,
     latency_max_us: u64,
+    /// Smallest latency of the second (meaningful when `invocations > 0`).
+    latency_min_us: u64,
     /// Concurrency samples: Σ (outstanding / instances) and their count.
     concurrency_sum: f64,
     concurrency_samples: u64,
@@ -77,6 +80,8 @@ pub enum Statistic {
     Maximum,
     /// Number of samples.
     SampleCount,
+    /// Smallest sample.
+    Minimum,
 }
 
 impl Statistic {
@@ -87,6 +92,7 @@ impl Statistic {
             "Average" => Some(Self::Average),
             "Maximum" => Some(Self::Maximum),
             "SampleCount" => Some(Self::SampleCount),
+            "Minimum" => Some(Self::Minimum),
             _ => None,
         }
     }
@@ -255,14 +261,36 @@ impl Prometheus {
 }
 
 /// The store.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     series: Mutex<BTreeMap<Key, VecDeque<Bucket>>>,
+    /// Seconds of buckets kept per series.
+    retention_s: i64,
     /// The Prometheus view of the same events.
     pub prometheus: Prometheus,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::with_retention(RETENTION_S)
+    }
+}
+
 impl Metrics {
+    /// A store that keeps `retention_s` seconds (at least 1) of one-second buckets per series.
+    pub fn with_retention(retention_s: i64) -> Self {
+        Self {
+            series: Mutex::default(),
+            retention_s: retention_s.max(1),
+            prometheus: Prometheus::default(),
+        }
+    }
+
+    /// Seconds of data kept per series.
+    pub fn retention_seconds(&self) -> i64 {
+        self.retention_s
+    }
+
     fn with_bucket(&self, series_of: Series<'_>, now: Timestamp, f: impl FnOnce(&mut Bucket)) {
         let Series {
             endpoint,
@@ -278,7 +306,7 @@ impl Metrics {
                 second,
                 ..Bucket::default()
             });
-            while q.front().is_some_and(|b| b.second <= second - RETENTION_S) {
+            while q.front().is_some_and(|b| b.second <= second - self.retention_s) {
                 q.pop_front();
             }
         }
@@ -324,6 +352,11 @@ impl Metrics {
             self.prometheus.errors.get_or_create(&e).inc();
         }
         self.with_bucket(series, now, |b| {
+            b.latency_min_us = if b.invocations == 0 {
+                model_latency_us
+            } else {
+                b.latency_min_us.min(model_latency_us)
+            };
             b.invocations += 1;
             b.invocations_per_instance += 1.0 / instances.max(1) as f64;
             match outcome {
@@ -378,75 +411,61 @@ impl Metrics {
                 seconds.entry(b.second).or_default().push(b);
             }
         }
-        if seconds.is_empty() {
-            return None;
+        stat_of(&seconds, metric, stat)
+    }
+
+    /// Aggregates `metric` per period of `period` seconds (at least 1) over `[from, to)`: the
+    /// periods are aligned to multiples of `period` since the epoch, the first one is the one
+    /// holding `from` (so `from` is rounded down to a period boundary, as CloudWatch does) and data
+    /// at or after `to` is left out. Returns `(period start, value)` in ascending order, only for
+    /// periods with a value.
+    #[allow(clippy::too_many_arguments)]
+    pub fn aggregate_periods(
+        &self,
+        endpoint: &str,
+        variant: &str,
+        instance_type: Option<&str>,
+        metric: &str,
+        stat: Statistic,
+        from: Timestamp,
+        to: Timestamp,
+        period: i64,
+    ) -> Vec<(i64, f64)> {
+        let period = period.max(1);
+        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let (from, to) = (period_start(from.floor() as i64, period), to.ceil() as i64);
+        // Period start -> second -> buckets of the matching instance types.
+        let mut periods: BTreeMap<i64, BTreeMap<i64, Vec<&Bucket>>> = BTreeMap::new();
+        for ((e, v, t), q) in series.iter() {
+            if e != endpoint || v != variant || instance_type.is_some_and(|it| it != t) {
+                continue;
+            }
+            let first = q.partition_point(|b| b.second < from);
+            for b in q.range(first..).take_while(|b| b.second < to) {
+                periods
+                    .entry(period_start(b.second, period))
+                    .or_default()
+                    .entry(b.second)
+                    .or_default()
+                    .push(b);
+            }
         }
-        let all = || seconds.values().flatten();
-        let count = |f: fn(&Bucket) -> u64| all().map(|b| f(b)).sum::<u64>() as f64;
-        let by_stat = |sum: f64, samples: f64, max: f64| match stat {
-            Statistic::Sum => Some(sum),
-            Statistic::SampleCount => Some(samples),
-            Statistic::Average => (samples > 0.0).then(|| sum / samples),
-            Statistic::Maximum => (samples > 0.0).then_some(max),
-        };
-        match metric {
-            "Invocations" | "Invocation4XXErrors" | "Invocation5XXErrors" | "InvocationModelErrors" => {
-                let f: fn(&Bucket) -> u64 = match metric {
-                    "Invocations" => |b| b.invocations,
-                    "Invocation4XXErrors" => |b| b.errors_4xx,
-                    "Invocation5XXErrors" => |b| b.errors_5xx,
-                    _ => |b| b.model_errors,
-                };
-                let n = count(|b| b.invocations);
-                let sum = count(f);
-                match stat {
-                    // SageMaker publishes 1 or 0 per request for the error metrics.
-                    Statistic::Average => (n > 0.0).then(|| sum / n),
-                    Statistic::Maximum => Some(if sum > 0.0 { 1.0 } else { 0.0 }),
-                    Statistic::SampleCount => Some(n),
-                    Statistic::Sum => Some(sum),
-                }
-            }
-            "InvocationsPerInstance" => {
-                let sum: f64 = all().map(|b| b.invocations_per_instance).sum();
-                by_stat(sum, count(|b| b.invocations), sum)
-            }
-            "ModelLatency" => {
-                let n = count(|b| b.invocations);
-                let max = all().map(|b| b.latency_max_us).max().unwrap_or(0) as f64;
-                by_stat(count(|b| b.latency_sum_us), n, max)
-            }
-            "ConcurrentRequestsPerModel" => {
-                // Per second: the mean over the types present; then the statistic over seconds.
-                let per_second: Vec<f64> = seconds
-                    .values()
-                    .filter_map(|bs| {
-                        let (s, n) = bs.iter().fold((0.0, 0u64), |(s, n), b| {
-                            (s + b.concurrency_sum, n + b.concurrency_samples)
-                        });
-                        (n > 0).then(|| s / n as f64)
-                    })
-                    .collect();
-                let max = per_second.iter().copied().fold(f64::NAN, f64::max);
-                by_stat(per_second.iter().sum(), per_second.len() as f64, max)
-            }
-            "InstanceCount" => {
-                let per_second: Vec<f64> = seconds
-                    .values()
-                    .filter_map(|bs| {
-                        let samples: u64 = bs.iter().map(|b| b.instances_samples).max().unwrap_or(0);
-                        (samples > 0).then(|| {
-                            bs.iter()
-                                .map(|b| b.instances_sum / b.instances_samples.max(1) as f64)
-                                .sum()
-                        })
-                    })
-                    .collect();
-                let max = per_second.iter().copied().fold(f64::NAN, f64::max);
-                by_stat(per_second.iter().sum(), per_second.len() as f64, max)
-            }
-            _ => None,
-        }
+        periods
+            .iter()
+            .filter_map(|(start, seconds)| stat_of(seconds, metric, stat).map(|v| (*start, v)))
+            .collect()
+    }
+
+    /// Every series `(endpoint, variant, instance type)` with data at or after `since`, in order.
+    pub fn series_keys(&self, since: Timestamp) -> Vec<(String, String, String)> {
+        let since = since.floor() as i64;
+        self.series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, q)| q.back().is_some_and(|b| b.second >= since))
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// Forgets an endpoint's series (after DeleteEndpoint).
@@ -455,6 +474,98 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(e, _, _), _| e != endpoint);
+    }
+}
+
+/// The start of the `period`-second period (aligned to the epoch) that holds `second`.
+pub fn period_start(second: i64, period: i64) -> i64 {
+    second.div_euclid(period.max(1)) * period.max(1)
+}
+
+/// One statistic of one metric over the buckets of some seconds (several instance types each).
+fn stat_of(seconds: &BTreeMap<i64, Vec<&Bucket>>, metric: &str, stat: Statistic) -> Option<f64> {
+    if seconds.is_empty() {
+        return None;
+    }
+    let all = || seconds.values().flatten();
+    let count = |f: fn(&Bucket) -> u64| all().map(|b| f(b)).sum::<u64>() as f64;
+    let by_stat = |sum: f64, samples: f64, max: f64, min: f64| match stat {
+        Statistic::Sum => Some(sum),
+        Statistic::SampleCount => Some(samples),
+        Statistic::Average => (samples > 0.0).then(|| sum / samples),
+        Statistic::Maximum => (samples > 0.0).then_some(max),
+        Statistic::Minimum => (samples > 0.0).then_some(min),
+    };
+    match metric {
+        "Invocations" | "Invocation4XXErrors" | "Invocation5XXErrors" | "InvocationModelErrors" => {
+            let f: fn(&Bucket) -> u64 = match metric {
+                "Invocations" => |b| b.invocations,
+                "Invocation4XXErrors" => |b| b.errors_4xx,
+                "Invocation5XXErrors" => |b| b.errors_5xx,
+                _ => |b| b.model_errors,
+            };
+            let n = count(|b| b.invocations);
+            let sum = count(f);
+            match stat {
+                // SageMaker publishes 1 or 0 per request for the error metrics.
+                Statistic::Average => (n > 0.0).then(|| sum / n),
+                Statistic::Maximum => Some(if sum > 0.0 { 1.0 } else { 0.0 }),
+                Statistic::Minimum => Some(if n > 0.0 && sum >= n { 1.0 } else { 0.0 }),
+                Statistic::SampleCount => Some(n),
+                Statistic::Sum => Some(sum),
+            }
+        }
+        "InvocationsPerInstance" => {
+            let sum: f64 = all().map(|b| b.invocations_per_instance).sum();
+            // Per request 1/instances; the smallest per-second mean stands in for the minimum.
+            let min = all()
+                .filter(|b| b.invocations > 0)
+                .map(|b| b.invocations_per_instance / b.invocations as f64)
+                .fold(f64::INFINITY, f64::min);
+            by_stat(sum, count(|b| b.invocations), sum, min)
+        }
+        "ModelLatency" => {
+            let n = count(|b| b.invocations);
+            let max = all().map(|b| b.latency_max_us).max().unwrap_or(0) as f64;
+            let min = all()
+                .filter(|b| b.invocations > 0)
+                .map(|b| b.latency_min_us)
+                .min()
+                .unwrap_or(0) as f64;
+            by_stat(count(|b| b.latency_sum_us), n, max, min)
+        }
+        "ConcurrentRequestsPerModel" => {
+            // Per second: the mean over the types present; then the statistic over seconds.
+            let per_second: Vec<f64> = seconds
+                .values()
+                .filter_map(|bs| {
+                    let (s, n) = bs.iter().fold((0.0, 0u64), |(s, n), b| {
+                        (s + b.concurrency_sum, n + b.concurrency_samples)
+                    });
+                    (n > 0).then(|| s / n as f64)
+                })
+                .collect();
+            let max = per_second.iter().copied().fold(f64::NAN, f64::max);
+            let min = per_second.iter().copied().fold(f64::NAN, f64::min);
+            by_stat(per_second.iter().sum(), per_second.len() as f64, max, min)
+        }
+        "InstanceCount" => {
+            let per_second: Vec<f64> = seconds
+                .values()
+                .filter_map(|bs| {
+                    let samples: u64 = bs.iter().map(|b| b.instances_samples).max().unwrap_or(0);
+                    (samples > 0).then(|| {
+                        bs.iter()
+                            .map(|b| b.instances_sum / b.instances_samples.max(1) as f64)
+                            .sum()
+                    })
+                })
+                .collect();
+            let max = per_second.iter().copied().fold(f64::NAN, f64::max);
+            let min = per_second.iter().copied().fold(f64::NAN, f64::min);
+            by_stat(per_second.iter().sum(), per_second.len() as f64, max, min)
+        }
+        _ => None,
     }
 }
 
@@ -531,5 +642,60 @@ mod tests {
             m.aggregate("e", "v", None, "InstanceCount", Statistic::Average, 10.0, 12.0),
             Some(2.0)
         );
+    }
+
+    #[test]
+    fn periods_are_epoch_aligned_and_end_is_exclusive() {
+        let m = Metrics::default();
+        for s in 100..130 {
+            m.record_invocation(S("e", "v", "a"), 1, Outcome::Success, 10 + s as u64, s as f64 + 0.5);
+        }
+        let periods = |stat, from, to, p| m.aggregate_periods("e", "v", None, "Invocations", stat, from, to, p);
+        // 103 rounds down to 100; 125 excludes 125..129.
+        assert_eq!(
+            periods(Statistic::Sum, 103.0, 125.0, 10),
+            vec![(100, 10.0), (110, 10.0), (120, 5.0)]
+        );
+        assert_eq!(
+            periods(Statistic::Sum, 100.0, 130.0, 7),
+            vec![(98, 5.0), (105, 7.0), (112, 7.0), (119, 7.0), (126, 4.0)]
+        );
+        assert_eq!(
+            periods(Statistic::Sum, 100.0, 103.0, 1),
+            vec![(100, 1.0), (101, 1.0), (102, 1.0)]
+        );
+        let lat = m.aggregate_periods(
+            "e",
+            "v",
+            Some("a"),
+            "ModelLatency",
+            Statistic::Minimum,
+            100.0,
+            130.0,
+            10,
+        );
+        assert_eq!(lat, vec![(100, 110.0), (110, 120.0), (120, 130.0)]);
+        assert_eq!(
+            m.aggregate("e", "v", None, "ModelLatency", Statistic::Minimum, 100.0, 130.0),
+            Some(110.0)
+        );
+        assert!(periods(Statistic::Sum, 200.0, 300.0, 10).is_empty());
+    }
+
+    #[test]
+    fn retention_and_series_keys() {
+        let m = Metrics::with_retention(10);
+        m.record_invocation(S("e", "v", "a"), 1, Outcome::Success, 1, 100.0);
+        m.record_invocation(S("e", "v", "b"), 1, Outcome::Success, 1, 105.0);
+        assert_eq!(m.series_keys(0.0).len(), 2);
+        assert_eq!(m.series_keys(101.0), vec![("e".into(), "v".into(), "b".into())]);
+        m.record_invocation(S("e", "v", "a"), 1, Outcome::Success, 1, 120.0);
+        // The bucket of 100 is older than 10 s when 120 is recorded.
+        assert_eq!(
+            m.aggregate("e", "v", Some("a"), "Invocations", Statistic::Sum, 0.0, 200.0),
+            Some(1.0)
+        );
+        assert_eq!(m.retention_seconds(), 10);
+        assert_eq!(Metrics::default().retention_seconds(), RETENTION_S);
     }
 }

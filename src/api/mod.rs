@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod autoscaling;
+pub mod cloudwatch;
 pub mod error;
 pub mod runtime;
 pub mod sagemaker;
@@ -55,6 +56,7 @@ async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
     let result = match target.split_once('.') {
         Some(("SageMaker", op)) => sagemaker::dispatch(&app, op, &body).await,
         Some(("AnyScaleFrontendService", op)) => autoscaling::dispatch(&app, op, &body).await,
+        Some((cloudwatch::TARGET_PREFIX, op)) => return cloudwatch::respond(&app, op, &body, &request_id),
         Some((service, op)) => Err(ApiError::unknown_operation(format!(
             "The operation {op} of service {service} is not supported by spillway; see docs/api-compat.md"
         ))),

@@ -316,13 +316,13 @@ fn model_error(status: StatusCode, original: String, variant: &str) -> ApiError 
 }
 
 /// A response body that keeps its request counted until it ends, then records the outcome.
-struct Tracked<B> {
+struct Tracked<B: http_body::Body> {
     inner: B,
     guard: Option<Outstanding>,
     on_end: Option<Box<dyn FnOnce(bool) + Send>>,
 }
 
-impl<B> Tracked<B> {
+impl<B: http_body::Body> Tracked<B> {
     fn finish(&mut self, ok: bool) {
         if let Some(f) = self.on_end.take() {
             f(ok);
@@ -331,10 +331,12 @@ impl<B> Tracked<B> {
     }
 }
 
-impl<B> Drop for Tracked<B> {
+impl<B: http_body::Body> Drop for Tracked<B> {
     fn drop(&mut self) {
-        // The client went away before the end of the body.
-        self.finish(false);
+        // hyper stops polling once Content-Length bytes were sent, so a body dropped at its end
+        // is a success; dropped earlier, the client went away.
+        let complete = self.inner.is_end_stream();
+        self.finish(complete);
     }
 }
 

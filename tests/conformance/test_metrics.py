@@ -43,6 +43,10 @@ def test_prometheus_counters_match_requests_per_instance_type(start_server):
         if s.name == "spillway_invocations_total" and s.labels["endpoint"] == "prom"
     }
     assert counted == {t: float(n) for t, n in sent.items()}
+    # Successful invocations are not errors.
+    assert not [
+        s for s in fams.get("spillway_invocation_errors", []) if s.labels.get("endpoint") == "prom" and s.value > 0
+    ]
     latency_counts = {
         s.labels["instance_type"]: s.value
         for s in fams["spillway_model_latency_seconds"]

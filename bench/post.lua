@@ -1,0 +1,13 @@
+-- wrk script: POST a 64-byte JSON body and print one machine-readable RESULT line at the end.
+wrk.method = "POST"
+wrk.body = '{"instances":[[0.1,0.2,0.3,0.4]],"id":"bench-0001","pad":"xxxx"}'
+wrk.headers["Content-Type"] = "application/json"
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT rps=%.1f requests=%d errors=%d non2xx=%d p50_us=%d p99_us=%d p999_us=%d max_us=%d\n",
+    summary.requests / (summary.duration / 1e6), summary.requests,
+    e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max))
+end

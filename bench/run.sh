@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# spillway router benchmark: direct vs nginx vs spillway, against one builtin:echo instance.
+#
+#   bash bench/run.sh
+#
+# Environment (all optional):
+#   SPILLWAY_BIN   spillway binary to test (default: <repo>/target/release/spillway, built here)
+#   DURATION       seconds per measured run (default 10)
+#   REPEATS        runs per configuration (default 2; the report shows each and the median)
+#   CONNS          wrk / load generator connections (default 32)
+#   WRK_THREADS    wrk threads (default 2)
+#   NGINX_WORKERS  nginx worker_processes (default: nproc, like spillway's tokio worker threads)
+#   RATE           fixed rate for the latency runs (default: half of the lowest median saturation)
+#   OUT            results folder (default <repo>/bench/results)
+#
+# Loopback only. Every process started here is stopped on exit.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$ROOT/bench"
+DURATION="${DURATION:-10}"
+REPEATS="${REPEATS:-2}"
+CONNS="${CONNS:-32}"
+WRK_THREADS="${WRK_THREADS:-2}"
+NGINX_WORKERS="${NGINX_WORKERS:-$(nproc)}"
+OUT="${OUT:-$BENCH/results}"
+BODY='{"instances":[[0.1,0.2,0.3,0.4]],"id":"bench-0001","pad":"xxxx"}'   # 64 bytes, as in post.lua
+ENDPOINT=bench
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# --- tools -----------------------------------------------------------------------------------
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v curl >/dev/null || need+=(curl)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]} from Debian"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+
+# --- binaries --------------------------------------------------------------------------------
+if [ -z "${SPILLWAY_BIN:-}" ]; then
+    log "building spillway (release) in $ROOT"
+    (cd "$ROOT" && cargo build --release --quiet)
+    SPILLWAY_BIN="$ROOT/target/release/spillway"
+fi
+[ -x "$SPILLWAY_BIN" ] || { echo "SPILLWAY_BIN=$SPILLWAY_BIN is not an executable" >&2; exit 1; }
+log "building the load generator (bench/loadgen)"
+cargo build --release --quiet --manifest-path "$BENCH/loadgen/Cargo.toml"
+LOADGEN="$BENCH/loadgen/target/release/spillway-loadgen"
+
+# --- scratch, clean-up -----------------------------------------------------------------------
+TMP="$(mktemp -d /tmp/spillway-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+    local rc=$?
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+    exit $rc
+}
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SP_PORT="$(free_port)"
+NGX_PORT="$(free_port)"
+SP="http://127.0.0.1:$SP_PORT"
+
+# --- spillway and the endpoint ---------------------------------------------------------------
+cat >"$TMP/spillway.toml" <<EOF
+[provider]
+kind = "local"
+
+[provider.local.capacity]
+"ml.m5.xlarge" = 1
+EOF
+# A minimal environment: builtin:echo answers with its environment, keep that answer small.
+env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$TMP" RUST_LOG=warn \
+    "$SPILLWAY_BIN" serve --config "$TMP/spillway.toml" --listen "127.0.0.1:$SP_PORT" --data-dir "$TMP/data" \
+    >"$TMP/spillway.log" 2>&1 &
+SP_PID=$!
+PIDS+=("$SP_PID")
+for _ in $(seq 100); do curl -sf "$SP/_spillway/health" >/dev/null && break; sleep 0.1; done
+curl -sf "$SP/_spillway/health" >/dev/null || { cat "$TMP/spillway.log" >&2; exit 1; }
+
+sm() {  # sm Operation JSON
+    curl -sf -X POST "$SP/" -H "X-Amz-Target: SageMaker.$1" \
+        -H 'Content-Type: application/x-amz-json-1.1' -d "$2"
+}
+sm CreateModel '{"ModelName":"bench-model","PrimaryContainer":{"Image":"builtin:echo"}}' >/dev/null
+sm CreateEndpointConfig '{"EndpointConfigName":"bench-config","ProductionVariants":[{"VariantName":"AllTraffic","ModelName":"bench-model","InitialInstanceCount":1,"InstanceType":"ml.m5.xlarge"}]}' >/dev/null
+sm CreateEndpoint "{\"EndpointName\":\"$ENDPOINT\",\"EndpointConfigName\":\"bench-config\"}" >/dev/null
+status=""
+for _ in $(seq 300); do
+    status="$(sm DescribeEndpoint "{\"EndpointName\":\"$ENDPOINT\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["EndpointStatus"])')"
+    [ "$status" = InService ] && break
+    [ "$status" = Failed ] && break
+    sleep 0.2
+done
+[ "$status" = InService ] || { echo "endpoint is $status" >&2; cat "$TMP/spillway.log" >&2; exit 1; }
+read -r UP_PORT UP_PID < <(curl -sf "$SP/_spillway/endpoints/$ENDPOINT/instances" |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); d=d.get("instances",d) if isinstance(d,dict) else d; i=d[0]; print(i["port"], i["pid"])')
+log "spillway pid $SP_PID on :$SP_PORT; echo instance pid $UP_PID on :$UP_PORT"
+
+# --- nginx -----------------------------------------------------------------------------------
+mkdir -p "$TMP/nginx"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes $NGINX_WORKERS;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    upstream model { server 127.0.0.1:$UP_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGX_PORT;
+        keepalive_requests 1000000;
+        location / {
+            proxy_pass http://model;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+"$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" 2>"$TMP/nginx/stderr.log" &
+NGX_PID=$!
+PIDS+=("$NGX_PID")
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$NGX_PORT/ping" && break; sleep 0.1; done
+NGX_WORKER_PIDS="$(pgrep -P "$NGX_PID" | tr '\n' ' ')"
+
+declare -A URL=(
+    [direct]="http://127.0.0.1:$UP_PORT/invocations"
+    [nginx]="http://127.0.0.1:$NGX_PORT/invocations"
+    [spillway]="$SP/endpoints/$ENDPOINT/invocations"
+)
+# The processes whose CPU each path adds on top of the model server.
+declare -A PROXY_PIDS=([direct]="" [nginx]="$NGX_WORKER_PIDS" [spillway]="$SP_PID")
+TARGETS=(direct nginx spillway)
+
+for t in "${TARGETS[@]}"; do
+    n="$(curl -sf -X POST "${URL[$t]}" -H 'Content-Type: application/json' -d "$BODY" | wc -c)"
+    [ "$n" -gt 0 ] || { echo "$t: no answer from ${URL[$t]}" >&2; exit 1; }
+    log "$t: ${URL[$t]} answers $n bytes"
+done
+RESP_BYTES="$n"
+
+cpu_ticks() {  # summed utime+stime (clock ticks) of the given pids
+    local total=0 pid f
+    for pid in "$@"; do
+        f=($(sed 's/.*) //' "/proc/$pid/stat"))
+        total=$((total + f[11] + f[12]))
+    done
+    echo "$total"
+}
+HZ="$(getconf CLK_TCK)"
+
+mkdir -p "$OUT"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+RAW="$OUT/raw-$STAMP.txt"
+{
+    echo "# spillway bench $STAMP"
+    echo "# date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "# machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')\" mem=\"$(grep MemTotal /proc/meminfo | awk '{print $2" kB"}')\" kernel=$(uname -r)"
+    echo "# spillway: $SPILLWAY_BIN ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+    echo "# tools: $(wrk -v 2>&1 | head -1 | cut -c1-40); nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') workers=$NGINX_WORKERS"
+    echo "# params: duration=${DURATION}s repeats=$REPEATS conns=$CONNS wrk_threads=$WRK_THREADS body=64B response=${RESP_BYTES}B"
+} >"$RAW"
+
+measure() {  # measure PHASE TARGET REP CMD...: runs CMD, appends its RESULT line with CPU use
+    local phase=$1 t=$2 rep=$3; shift 3
+    local pp=${PROXY_PIDS[$t]} c0 u0 c1 u1 line
+    c0=$(cpu_ticks $pp); u0=$(cpu_ticks "$UP_PID")
+    line="$("$@" | grep '^RESULT\|^target_rps' | sed 's/^RESULT //')"
+    c1=$(cpu_ticks $pp); u1=$(cpu_ticks "$UP_PID")
+    echo "$phase $t $rep $line proxy_cpu_s=$(python3 -c "print(($c1-$c0)/$HZ)") model_cpu_s=$(python3 -c "print(($u1-$u0)/$HZ)")" | tee -a "$RAW" >&2
+}
+
+# --- 1. saturation (closed loop, wrk) --------------------------------------------------------
+log "warm-up"
+for t in "${TARGETS[@]}"; do
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d2s -s "$BENCH/post.lua" "${URL[$t]}" >/dev/null
+done
+log "saturation: wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency -s bench/post.lua URL"
+for rep in $(seq "$REPEATS"); do
+    for t in "${TARGETS[@]}"; do
+        measure sat "$t" "$rep" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$BENCH/post.lua" "${URL[$t]}"
+    done
+done
+
+# --- 2. fixed rate (open loop, bench/loadgen) ------------------------------------------------
+if [ -z "${RATE:-}" ]; then
+    RATE="$(python3 - "$RAW" <<'EOF'
+import re, statistics, sys
+rps = {}
+for line in open(sys.argv[1]):
+    if line.startswith("sat "):
+        t = line.split()[1]
+        rps.setdefault(t, []).append(float(re.search(r"rps=([\d.]+)", line).group(1)))
+print(int(min(statistics.median(v) for v in rps.values()) / 2))
+EOF
+)"
+fi
+echo "# fixed rate: $RATE req/s for every path" >>"$RAW"
+log "fixed rate $RATE req/s: spillway-loadgen --rate $RATE --duration $DURATION --warmup 2 --connections $CONNS"
+for rep in $(seq "$REPEATS"); do
+    for t in "${TARGETS[@]}"; do
+        measure fixed "$t" "$rep" "$LOADGEN" --url "${URL[$t]}" --rate "$RATE" --duration "$DURATION" \
+            --warmup 2 --connections "$CONNS" --body "$BODY"
+    done
+done
+
+# --- 3. memory per 1,000 idle keep-alive connections -----------------------------------------
+log "idle connections"
+ulimit -n 8192 2>/dev/null || true
+echo "mem spillway 1 $(python3 "$BENCH/idle_conns.py" "$SP_PORT" 1000 /_spillway/health "$SP_PID" | sed 's/^RESULT //')" | tee -a "$RAW" >&2
+echo "mem nginx 1 $(python3 "$BENCH/idle_conns.py" "$NGX_PORT" 1000 /ping $NGX_WORKER_PIDS | sed 's/^RESULT //')" | tee -a "$RAW" >&2
+
+# --- 4. metrics ------------------------------------------------------------------------------
+# There is no switch to turn metrics collection off; measure what a scrape costs instead.
+log "metrics scrape cost"
+METRICS_BYTES="$(curl -sf "$SP/metrics" | wc -c)"
+line="$(wrk -t1 -c1 -d3s "$SP/metrics" | awk '/Requests\/sec/ {print $2}')"
+echo "metrics spillway 1 bytes=$METRICS_BYTES scrape_rps_1conn=$line" | tee -a "$RAW" >&2
+if [ -f "$ROOT/dashboards/check.py" ]; then
+    python3 "$ROOT/dashboards/check.py" "$SP/metrics" >&2 || log "the Grafana dashboard check failed (above)"
+fi
+
+# --- 5. profile (optional: PROFILE=0 skips; needs perf) ---------------------------------------
+if [ "${PROFILE:-1}" != 0 ] && command -v perf >/dev/null; then
+    log "profile: perf record -e cpu-clock on spillway during a ${DURATION}s saturation run"
+    PROF="$OUT/profile-$STAMP.txt"
+    CG=()
+    [ -n "${PERF_CALLGRAPH:-}" ] && CG=(--call-graph "$PERF_CALLGRAPH")
+    perf record -q -e cpu-clock -F 1999 "${CG[@]}" -p "$SP_PID" -o "$TMP/perf.data" -- sleep "$DURATION" 2>/dev/null &
+    PERF_PID=$!
+    PIDS+=("$PERF_PID")
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s "$BENCH/post.lua" "${URL[spillway]}" >/dev/null
+    wait "$PERF_PID" || true
+    {
+        echo "# perf report --sort sym (self time, spillway process, saturation run) $STAMP"
+        perf report -i "$TMP/perf.data" --stdio --no-children --sort sym --percent-limit 0.7 2>/dev/null | grep -v '^#' | grep -v '^$'
+        echo
+        echo "# perf report --sort dso"
+        perf report -i "$TMP/perf.data" --stdio --no-children --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$'
+        echo
+        echo "# self time grouped by crate / area"
+        perf report -i "$TMP/perf.data" --stdio --no-children --sort dso,sym 2>/dev/null | python3 "$BENCH/profile_groups.py"
+        if [ ${#CG[@]} -gt 0 ]; then
+            echo
+            echo "# inclusive time (children) of spillway's own functions, call graph: $PERF_CALLGRAPH"
+            perf report -i "$TMP/perf.data" --stdio --children --sort sym -g none 2>/dev/null |
+                grep -E 'spillway::|prometheus_client|std::sys::sync|futex' | head -40
+        fi
+    } >"$PROF"
+    log "profile: $PROF"
+fi
+
+log "raw results: $RAW"
+python3 "$BENCH/report.py" "$RAW"
