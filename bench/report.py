@@ -6,7 +6,6 @@ Usage: python3 bench/report.py bench/results/raw-<stamp>.txt
 import statistics
 import sys
 
-TARGETS = ["direct", "nginx", "spillway"]
 
 
 def parse(path):
@@ -43,8 +42,12 @@ def runs(rows, key, fmt="{:.0f}"):
 def main():
     header, rows = parse(sys.argv[1])
     by = {}
+    targets = []
     for phase, t, _rep, kv in rows:
         by.setdefault((phase, t), []).append(kv)
+        if phase in ("sat", "fixed") and t not in targets:
+            targets.append(t)
+    spillways = [t for t in targets if t.startswith("spillway")]
     out = []
     w = out.append
     for h in header:
@@ -56,7 +59,7 @@ def main():
     w("| path | req/s per run | median req/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/req | model CPU µs/req | errors |")
     w("|---|---|---|---|---|---|---|---|---|")
     sat = {}
-    for t in TARGETS:
+    for t in targets:
         r = by.get(("sat", t), [])
         if not r:
             continue
@@ -69,24 +72,26 @@ def main():
             f"| {med(r, 'p999_us'):.0f} | {'—' if t == 'direct' else f'{cpu:.1f}'} | {mcpu:.1f} | {errs:.0f} |"
         )
     w("")
-    if {"direct", "nginx", "spillway"} <= sat.keys():
-        w(
-            f"Throughput ratios (medians): spillway/direct = **{sat['spillway'] / sat['direct']:.2f}**, "
-            f"spillway/nginx = **{sat['spillway'] / sat['nginx']:.2f}**, nginx/direct = {sat['nginx'] / sat['direct']:.2f}."
-        )
+    if {"direct", "nginx"} <= sat.keys():
         reps = {}
         for phase, t, rep, kv in rows:
             if phase == "sat":
                 reps.setdefault(rep, {})[t] = kv["rps"]
-        per = [r for r in reps.values() if len(r) == 3]
-        if per:
+        w(f"Throughput ratios (medians; per repetition in brackets), nginx/direct = {sat['nginx'] / sat['direct']:.2f}:")
+        w("")
+        for t in spillways:
+            if t not in sat:
+                continue
+            per_d = " / ".join(f"{r[t] / r['direct']:.2f}" for r in reps.values() if {t, "direct"} <= r.keys())
+            per_n = " / ".join(f"{r[t] / r['nginx']:.2f}" for r in reps.values() if {t, "nginx"} <= r.keys())
             w(
-                "Per repetition (the three paths of one repetition run back to back): spillway/direct = "
-                + " / ".join(f"{r['spillway'] / r['direct']:.2f}" for r in per)
-                + ", spillway/nginx = "
-                + " / ".join(f"{r['spillway'] / r['nginx']:.2f}" for r in per)
-                + "."
+                f"- {t}: /direct = **{sat[t] / sat['direct']:.2f}** ({per_d}), "
+                f"/nginx = **{sat[t] / sat['nginx']:.2f}** ({per_n})"
             )
+        if {"spillway", "spillway-baseline"} <= sat.keys():
+            w(f"- spillway/spillway-baseline = **{sat['spillway'] / sat['spillway-baseline']:.2f}**")
+        if {"spillway", "spillway-nometrics"} <= sat.keys():
+            w(f"- spillway (metrics on) / spillway-nometrics = **{sat['spillway'] / sat['spillway-nometrics']:.2f}**")
         w("")
 
     w("### Fixed rate (bench/loadgen, open loop, latency from the intended send time)")
@@ -94,7 +99,7 @@ def main():
     w("| path | target req/s | achieved | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | p50 per run | p99 per run | service p50/p99 µs | generator lag p99 µs | errors |")
     w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     fx = {}
-    for t in TARGETS:
+    for t in targets:
         r = by.get(("fixed", t), [])
         if not r:
             continue
@@ -108,7 +113,7 @@ def main():
         )
     w("")
     if "direct" in fx:
-        for t in ("nginx", "spillway"):
+        for t in ["nginx", *spillways]:
             if t in fx:
                 d = {k: fx[t][k] - fx["direct"][k] for k in fx[t]}
                 w(

@@ -12,6 +12,10 @@
 #   NGINX_WORKERS  nginx worker_processes (default: nproc, like spillway's tokio worker threads)
 #   RATE           fixed rate for the latency runs (default: half of the lowest median saturation)
 #   OUT            results folder (default <repo>/bench/results)
+#   BASELINE_BIN   another spillway binary (e.g. an older commit) measured in the same run as
+#                  target "spillway-baseline", for before/after ratios
+#   METRICS_OFF    1 (default): also measure spillway with `[metrics] enabled = false`
+#                  (target "spillway-nometrics"); 0 skips it
 #
 # Loopback only. Every process started here is stopped on exit.
 set -euo pipefail
@@ -71,45 +75,69 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-SP_PORT="$(free_port)"
 NGX_PORT="$(free_port)"
-SP="http://127.0.0.1:$SP_PORT"
 
 # --- spillway and the endpoint ---------------------------------------------------------------
-cat >"$TMP/spillway.toml" <<EOF
-[provider]
-kind = "local"
-
-[provider.local.capacity]
-"ml.m5.xlarge" = 1
-EOF
-# A minimal environment: builtin:echo answers with its environment, keep that answer small.
-env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$TMP" RUST_LOG=warn \
-    "$SPILLWAY_BIN" serve --config "$TMP/spillway.toml" --listen "127.0.0.1:$SP_PORT" --data-dir "$TMP/data" \
-    >"$TMP/spillway.log" 2>&1 &
-SP_PID=$!
-PIDS+=("$SP_PID")
-for _ in $(seq 100); do curl -sf "$SP/_spillway/health" >/dev/null && break; sleep 0.1; done
-curl -sf "$SP/_spillway/health" >/dev/null || { cat "$TMP/spillway.log" >&2; exit 1; }
-
-sm() {  # sm Operation JSON
-    curl -sf -X POST "$SP/" -H "X-Amz-Target: SageMaker.$1" \
-        -H 'Content-Type: application/x-amz-json-1.1' -d "$2"
+sm() {  # sm BASE_URL Operation JSON
+    curl -sf -X POST "$1/" -H "X-Amz-Target: SageMaker.$2" \
+        -H 'Content-Type: application/x-amz-json-1.1' -d "$3"
 }
-sm CreateModel '{"ModelName":"bench-model","PrimaryContainer":{"Image":"builtin:echo"}}' >/dev/null
-sm CreateEndpointConfig '{"EndpointConfigName":"bench-config","ProductionVariants":[{"VariantName":"AllTraffic","ModelName":"bench-model","InitialInstanceCount":1,"InstanceType":"ml.m5.xlarge"}]}' >/dev/null
-sm CreateEndpoint "{\"EndpointName\":\"$ENDPOINT\",\"EndpointConfigName\":\"bench-config\"}" >/dev/null
-status=""
-for _ in $(seq 300); do
-    status="$(sm DescribeEndpoint "{\"EndpointName\":\"$ENDPOINT\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["EndpointStatus"])')"
-    [ "$status" = InService ] && break
-    [ "$status" = Failed ] && break
-    sleep 0.2
-done
-[ "$status" = InService ] || { echo "endpoint is $status" >&2; cat "$TMP/spillway.log" >&2; exit 1; }
-read -r UP_PORT UP_PID < <(curl -sf "$SP/_spillway/endpoints/$ENDPOINT/instances" |
-    python3 -c 'import json,sys; d=json.load(sys.stdin); d=d.get("instances",d) if isinstance(d,dict) else d; i=d[0]; print(i["port"], i["pid"])')
-log "spillway pid $SP_PID on :$SP_PORT; echo instance pid $UP_PID on :$UP_PORT"
+declare -A URL PROXY_PIDS MODEL_PIDS SP_PIDS SP_URLS
+# start_spillway LABEL BINARY EXTRA_TOML: starts a spillway with its own data dir and the bench
+# endpoint (one builtin:echo instance); sets URL/PROXY_PIDS/MODEL_PIDS for LABEL, and
+# UP_PORT/UP_PID to its model instance.
+start_spillway() {
+    local label=$1 bin=$2 extra=$3 port dir base status pid
+    port="$(free_port)"
+    dir="$TMP/$label"
+    base="http://127.0.0.1:$port"
+    mkdir -p "$dir"
+    printf '[provider]\nkind = "local"\n\n[provider.local.capacity]\n"ml.m5.xlarge" = 1\n%b\n' "$extra" >"$dir/spillway.toml"
+    # A minimal environment: builtin:echo answers with its environment, keep that answer small.
+    env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$dir" RUST_LOG=warn \
+        "$bin" serve --config "$dir/spillway.toml" --listen "127.0.0.1:$port" --data-dir "$dir/data" \
+        >"$dir/spillway.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 100); do curl -sf "$base/_spillway/health" >/dev/null && break; sleep 0.1; done
+    curl -sf "$base/_spillway/health" >/dev/null || { cat "$dir/spillway.log" >&2; exit 1; }
+    sm "$base" CreateModel '{"ModelName":"bench-model","PrimaryContainer":{"Image":"builtin:echo"}}' >/dev/null
+    sm "$base" CreateEndpointConfig '{"EndpointConfigName":"bench-config","ProductionVariants":[{"VariantName":"AllTraffic","ModelName":"bench-model","InitialInstanceCount":1,"InstanceType":"ml.m5.xlarge"}]}' >/dev/null
+    sm "$base" CreateEndpoint "{\"EndpointName\":\"$ENDPOINT\",\"EndpointConfigName\":\"bench-config\"}" >/dev/null
+    status=""
+    for _ in $(seq 300); do
+        status="$(sm "$base" DescribeEndpoint "{\"EndpointName\":\"$ENDPOINT\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["EndpointStatus"])')"
+        [ "$status" = InService ] && break
+        [ "$status" = Failed ] && break
+        sleep 0.2
+    done
+    [ "$status" = InService ] || { echo "$label: endpoint is $status" >&2; cat "$dir/spillway.log" >&2; exit 1; }
+    read -r UP_PORT UP_PID < <(curl -sf "$base/_spillway/endpoints/$ENDPOINT/instances" |
+        python3 -c 'import json,sys; d=json.load(sys.stdin); d=d.get("instances",d) if isinstance(d,dict) else d; i=d[0]; print(i["port"], i["pid"])')
+    URL[$label]="$base/endpoints/$ENDPOINT/invocations"
+    PROXY_PIDS[$label]="$pid"
+    MODEL_PIDS[$label]="$UP_PID"
+    SP_PIDS[$label]="$pid"
+    SP_URLS[$label]="$base"
+    log "$label: $bin, pid $pid on :$port; echo instance pid $UP_PID on :$UP_PORT"
+}
+
+TARGETS=(direct nginx)
+if [ -n "${BASELINE_BIN:-}" ]; then
+    [ -x "$BASELINE_BIN" ] || { echo "BASELINE_BIN=$BASELINE_BIN is not an executable" >&2; exit 1; }
+    start_spillway spillway-baseline "$BASELINE_BIN" ""
+    TARGETS+=(spillway-baseline)
+fi
+if [ "${METRICS_OFF:-1}" = 1 ]; then
+    start_spillway spillway-nometrics "$SPILLWAY_BIN" "\n[metrics]\nenabled = false"
+    TARGETS+=(spillway-nometrics)
+fi
+# The spillway under test last: direct and nginx use its model instance.
+start_spillway spillway "$SPILLWAY_BIN" ""
+TARGETS+=(spillway)
+SP_PID="${SP_PIDS[spillway]}"
+SP="${SP_URLS[spillway]}"
+SP_PORT="${SP##*:}"
 
 # --- nginx -----------------------------------------------------------------------------------
 mkdir -p "$TMP/nginx"
@@ -144,14 +172,14 @@ PIDS+=("$NGX_PID")
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$NGX_PORT/ping" && break; sleep 0.1; done
 NGX_WORKER_PIDS="$(pgrep -P "$NGX_PID" | tr '\n' ' ')"
 
-declare -A URL=(
-    [direct]="http://127.0.0.1:$UP_PORT/invocations"
-    [nginx]="http://127.0.0.1:$NGX_PORT/invocations"
-    [spillway]="$SP/endpoints/$ENDPOINT/invocations"
-)
-# The processes whose CPU each path adds on top of the model server.
-declare -A PROXY_PIDS=([direct]="" [nginx]="$NGX_WORKER_PIDS" [spillway]="$SP_PID")
-TARGETS=(direct nginx spillway)
+URL[direct]="http://127.0.0.1:$UP_PORT/invocations"
+URL[nginx]="http://127.0.0.1:$NGX_PORT/invocations"
+# The processes whose CPU each path adds on top of the model server (direct and nginx use the
+# model instance of the spillway under test).
+PROXY_PIDS[direct]=""
+PROXY_PIDS[nginx]="$NGX_WORKER_PIDS"
+MODEL_PIDS[direct]="$UP_PID"
+MODEL_PIDS[nginx]="$UP_PID"
 
 for t in "${TARGETS[@]}"; do
     n="$(curl -sf -X POST "${URL[$t]}" -H 'Content-Type: application/json' -d "$BODY" | wc -c)"
@@ -185,9 +213,9 @@ RAW="$OUT/raw-$STAMP.txt"
 measure() {  # measure PHASE TARGET REP CMD...: runs CMD, appends its RESULT line with CPU use
     local phase=$1 t=$2 rep=$3; shift 3
     local pp=${PROXY_PIDS[$t]} c0 u0 c1 u1 line
-    c0=$(cpu_ticks $pp); u0=$(cpu_ticks "$UP_PID")
+    c0=$(cpu_ticks $pp); u0=$(cpu_ticks "${MODEL_PIDS[$t]}")
     line="$("$@" | grep '^RESULT\|^target_rps' | sed 's/^RESULT //')"
-    c1=$(cpu_ticks $pp); u1=$(cpu_ticks "$UP_PID")
+    c1=$(cpu_ticks $pp); u1=$(cpu_ticks "${MODEL_PIDS[$t]}")
     echo "$phase $t $rep $line proxy_cpu_s=$(python3 -c "print(($c1-$c0)/$HZ)") model_cpu_s=$(python3 -c "print(($u1-$u0)/$HZ)")" | tee -a "$RAW" >&2
 }
 
@@ -211,6 +239,8 @@ rps = {}
 for line in open(sys.argv[1]):
     if line.startswith("sat "):
         t = line.split()[1]
+        if t.startswith("spillway-"):  # the baseline and metrics-off variants do not set the rate
+            continue
         rps.setdefault(t, []).append(float(re.search(r"rps=([\d.]+)", line).group(1)))
 print(int(min(statistics.median(v) for v in rps.values()) / 2))
 EOF
@@ -229,6 +259,10 @@ done
 log "idle connections"
 ulimit -n 8192 2>/dev/null || true
 echo "mem spillway 1 $(python3 "$BENCH/idle_conns.py" "$SP_PORT" 1000 /_spillway/health "$SP_PID" | sed 's/^RESULT //')" | tee -a "$RAW" >&2
+if [ -n "${SP_PIDS[spillway-baseline]:-}" ]; then
+    b="${SP_URLS[spillway-baseline]}"
+    echo "mem spillway-baseline 1 $(python3 "$BENCH/idle_conns.py" "${b##*:}" 1000 /_spillway/health "${SP_PIDS[spillway-baseline]}" | sed 's/^RESULT //')" | tee -a "$RAW" >&2
+fi
 echo "mem nginx 1 $(python3 "$BENCH/idle_conns.py" "$NGX_PORT" 1000 /ping $NGX_WORKER_PIDS | sed 's/^RESULT //')" | tee -a "$RAW" >&2
 
 # --- 4. metrics ------------------------------------------------------------------------------

@@ -124,7 +124,12 @@ impl App {
             .build(connector);
         let mut cfg = cfg;
         cfg.data_dir = data_dir;
-        let metrics = Arc::new(Metrics::with_retention(cfg.metrics.retention_seconds as i64));
+        let retention = cfg.metrics.retention_seconds as i64;
+        let metrics = Arc::new(if cfg.metrics.enabled {
+            Metrics::with_retention(retention)
+        } else {
+            Metrics::disabled(retention)
+        });
         let app = Arc::new(App {
             cfg,
             store,
@@ -140,6 +145,7 @@ impl App {
         });
         app.recover().await?;
         tokio::spawn(sample_fleet(app.clone()));
+        tokio::spawn(sample_usage(app.clone()));
         tokio::spawn(crate::autoscaler::run(app.clone()));
         Ok(app)
     }
@@ -334,4 +340,80 @@ async fn sample_fleet(app: Arc<App>) {
             }
         }
     }
+}
+
+/// Every `[metrics] usage_interval_seconds` (0: never), samples the CPU, memory and GPU use of
+/// every instance whose provider can say where it runs on this host (`crate::usage`) and records
+/// it per instance (`CPUUtilization`, `MemoryUtilization`, `GPUUtilization`,
+/// `GPUMemoryUtilization`). `/proc` and `nvidia-smi` are read on a blocking thread, never on the
+/// async workers that serve requests.
+async fn sample_usage(app: Arc<App>) {
+    let interval = app.cfg.metrics.usage_interval_seconds;
+    if interval == 0 {
+        return;
+    }
+    let mut shutdown = app.shutdown.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(interval));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sampler = Some(crate::usage::Sampler::default());
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let targets = usage_targets(&app).await;
+        let mut s = sampler.take().unwrap_or_default();
+        if s.idle(&targets) {
+            sampler = Some(s);
+            continue;
+        }
+        let round = tokio::task::spawn_blocking(move || {
+            let round = s.sample(&targets, std::time::Instant::now());
+            (s, round)
+        })
+        .await;
+        let round = match round {
+            Ok((s, round)) => {
+                sampler = Some(s);
+                round
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "utilization sampling failed; starting afresh");
+                continue;
+            }
+        };
+        let t = now();
+        for (instance, sample) in &round.samples {
+            app.metrics.record_usage(instance, sample, t);
+        }
+        for instance in &round.gone {
+            app.metrics.forget_usage(instance);
+        }
+    }
+}
+
+/// The instances of every live endpoint that the provider can sample.
+async fn usage_targets(app: &App) -> Vec<crate::usage::InstanceTarget> {
+    let mut targets = vec![];
+    for h in app.all_endpoints() {
+        let rt = h.state.lock().await;
+        if rt.deleted {
+            continue;
+        }
+        for i in &rt.instances {
+            let Some(target) = app.provider.usage_target(&i.handle) else {
+                continue;
+            };
+            targets.push(crate::usage::InstanceTarget {
+                series: crate::metrics::UsageSeries {
+                    endpoint: i.endpoint_name.clone(),
+                    variant: i.variant_name.clone(),
+                    instance_type: i.instance_type.clone(),
+                    instance: i.instance_id.clone(),
+                },
+                target,
+            });
+        }
+    }
+    targets
 }

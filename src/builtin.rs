@@ -13,6 +13,9 @@
 //!
 //! A request body `stream:<n>` makes the answer a stream of `n` chunks `token-<i> `, one every
 //! `ECHO_STREAM_INTERVAL_MS` (default 50 ms), the way an LLM server streams tokens.
+//!
+//! A request body `burn:<ms>` keeps one CPU core busy for that many milliseconds (at most
+//! 60 000) before answering as usual, so tests can see the instance's `CPUUtilization`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -49,13 +52,31 @@ pub async fn run(name: &str) -> std::io::Result<()> {
         .and_then(|a| a.parse().ok())
         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, port)).await?;
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
             term.recv().await;
         })
         .await
+}
+
+/// The longest `burn:<ms>` request (the model timeout's default).
+const MAX_BURN_MS: u64 = 60_000;
+
+/// Spins one core for `d` on a blocking thread (the event loop keeps answering).
+async fn burn(d: Duration) {
+    let _ = tokio::task::spawn_blocking(move || {
+        let until = std::time::Instant::now() + d;
+        let mut x = 0u64;
+        while std::time::Instant::now() < until {
+            for i in 0..10_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+            }
+        }
+        x
+    })
+    .await;
 }
 
 fn env_u64(key: &str) -> Option<u64> {
@@ -68,9 +89,20 @@ async fn ping() -> StatusCode {
         .unwrap_or(StatusCode::OK)
 }
 
-async fn invocations(headers: HeaderMap, body: Bytes) -> axum::response::Response {
+async fn invocations(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     if let Some(ms) = env_u64("ECHO_INVOCATION_DELAY_MS") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(ms) = std::str::from_utf8(&body)
+        .ok()
+        .and_then(|b| b.strip_prefix("burn:"))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+    {
+        burn(Duration::from_millis(ms.min(MAX_BURN_MS))).await;
     }
     if let Some(n) = std::str::from_utf8(&body)
         .ok()
@@ -95,6 +127,8 @@ async fn invocations(headers: HeaderMap, body: Bytes) -> axum::response::Respons
         "instanceId": var("SPILLWAY_INSTANCE_ID"),
         "instanceType": var("SPILLWAY_INSTANCE_TYPE"),
         "modelName": var("SPILLWAY_MODEL_NAME"),
+        // The client's address: one per connection, so callers can count connections.
+        "peer": peer.to_string(),
         "env": env,
     });
     (status, [("content-type", "application/json")], out.to_string()).into_response()

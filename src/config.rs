@@ -82,12 +82,22 @@ pub struct MetricsConfig {
     /// Seconds of one-second buckets kept per `{endpoint, variant, instance type}` series
     /// (about 100 bytes a second, so the default of 3 hours is about 1 MiB per series).
     pub retention_seconds: u64,
+    /// Seconds between two samples of every instance's CPU, memory and GPU use
+    /// (`CPUUtilization`, `MemoryUtilization`, `GPUUtilization`, `GPUMemoryUtilization`);
+    /// 1 to 300, or 0 to sample nothing.
+    pub usage_interval_seconds: u64,
+    /// Record invocation metrics (on by default). Off, the invocation path records nothing:
+    /// `/metrics` and the CloudWatch API have no invocation series and target-tracking policies
+    /// on invocation metrics see no data. Meant for measuring what recording costs.
+    pub enabled: bool,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             retention_seconds: 3 * 3600,
+            usage_interval_seconds: 5,
+            enabled: true,
         }
     }
 }
@@ -102,6 +112,9 @@ pub struct RouterConfig {
     pub max_concurrent_requests_per_instance: u32,
     /// How long a request may queue for a free instance before `ThrottlingException` (429).
     pub queue_timeout_ms: u64,
+    /// Threads that serve client connections, each with its own event loop and its own pool of
+    /// connections to model instances (0: one per CPU).
+    pub io_threads: usize,
 }
 
 impl Default for RouterConfig {
@@ -110,6 +123,7 @@ impl Default for RouterConfig {
             model_timeout_seconds: 60.0,
             max_concurrent_requests_per_instance: 0,
             queue_timeout_ms: 1000,
+            io_threads: 0,
         }
     }
 }
@@ -403,10 +417,22 @@ impl Config {
                 self.metrics.retention_seconds
             )));
         }
+        if self.metrics.usage_interval_seconds > 300 {
+            return Err(ConfigError::Invalid(format!(
+                "metrics.usage_interval_seconds = {}: expected 1 to 300 seconds, or 0 to disable utilization sampling",
+                self.metrics.usage_interval_seconds
+            )));
+        }
         if self.router.model_timeout_seconds.is_nan() || self.router.model_timeout_seconds <= 0.0 {
             return Err(ConfigError::Invalid(
                 "router.model_timeout_seconds must be positive".into(),
             ));
+        }
+        if self.router.io_threads > 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "router.io_threads = {}: expected 0 (one per CPU) to 1024",
+                self.router.io_threads
+            )));
         }
         if self.rebalance.max_in_flight == 0 {
             return Err(ConfigError::Invalid(
@@ -450,5 +476,22 @@ mod tests {
         assert_eq!(c.metrics.retention_seconds, 7200);
         assert!(Config::parse("[metrics]\nretention_seconds = 10\n").is_err());
         assert!(Config::parse("[metrics]\nretention = 10\n").is_err());
+    }
+
+    #[test]
+    fn metrics_usage_interval() {
+        assert_eq!(Config::parse("").unwrap().metrics.usage_interval_seconds, 5);
+        for ok in [0, 1, 300] {
+            let c = Config::parse(&format!("[metrics]\nusage_interval_seconds = {ok}\n")).unwrap();
+            assert_eq!(c.metrics.usage_interval_seconds, ok);
+        }
+        let e = Config::parse("[metrics]\nusage_interval_seconds = 301\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("usage_interval_seconds = 301") && e.contains("0 to disable"),
+            "{e}"
+        );
+        assert!(Config::parse("[metrics]\nusage_interval_seconds = -1\n").is_err());
     }
 }

@@ -14,4 +14,7 @@ pub mod demo;
 pub mod metrics;
 pub mod provider;
 pub mod routes;
+pub mod server;
 pub mod store;
+pub mod upstream;
+pub mod usage;

@@ -99,19 +99,17 @@ async fn serve(
         tokio::spawn(spillway::demo::run(app.clone(), url.clone()));
     }
     let router = spillway::api::router(app.clone());
-    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        let _ = stopping_tx.send(true);
-    });
+    let threads = match app.cfg.router.io_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let server =
+        spillway::server::Server::start(app.clone(), router, listener, threads).context("cannot start the listener")?;
+    shutdown_signal().await;
     // In-flight requests get a bounded time to finish; a client that keeps a connection busy
     // (e.g. still uploading a rejected payload) must not keep the server from stopping.
-    tokio::select! {
-        r = server => r.context("server failed")?,
-        _ = async {
-            let _ = stopping.wait_for(|s| *s).await;
-            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-        } => eprintln!("spillway: connections still open 10 s after the stop signal; closing them"),
+    if !server.shutdown(std::time::Duration::from_secs(10)).await {
+        eprintln!("spillway: connections still open 10 s after the stop signal; closed them");
     }
     eprintln!("spillway: stopping every model process ...");
     app.stop_all_instances().await;

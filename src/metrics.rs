@@ -4,8 +4,8 @@
 //! autoscaler reads it; the CloudWatch-compatible API and `/metrics` build on it.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -34,12 +34,77 @@ struct Bucket {
     latency_max_us: u64,
     /// Smallest latency of the second (meaningful when `invocations > 0`).
     latency_min_us: u64,
+    /// Σ, max and min of spillway's own time per request (`OverheadLatency`).
+    overhead_sum_us: u64,
+    overhead_max_us: u64,
+    overhead_min_us: u64,
     /// Concurrency samples: Σ (outstanding / instances) and their count.
     concurrency_sum: f64,
     concurrency_samples: u64,
     /// Instance-count samples.
     instances_sum: f64,
     instances_samples: u64,
+    /// Per-instance utilization samples (only in the seconds a usage round recorded one).
+    usage: Option<Box<UsageBucket>>,
+}
+
+/// Σ, count and extremes of one gauge's samples within a second.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Sampled {
+    sum: f64,
+    samples: u32,
+    max: f64,
+    min: f64,
+}
+
+impl Sampled {
+    fn add(&mut self, v: f64) {
+        if self.samples == 0 {
+            (self.max, self.min) = (v, v);
+        } else {
+            self.max = self.max.max(v);
+            self.min = self.min.min(v);
+        }
+        self.sum += v;
+        self.samples += 1;
+    }
+}
+
+/// The utilization samples of one second: one sample per instance and usage round.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct UsageBucket {
+    cpu: Sampled,
+    memory: Sampled,
+    gpu: Sampled,
+    gpu_memory: Sampled,
+}
+
+impl UsageBucket {
+    fn of(&self, metric: &str) -> Option<&Sampled> {
+        match metric {
+            "CPUUtilization" => Some(&self.cpu),
+            "MemoryUtilization" => Some(&self.memory),
+            "GPUUtilization" => Some(&self.gpu),
+            "GPUMemoryUtilization" => Some(&self.gpu_memory),
+            _ => None,
+        }
+    }
+}
+
+/// One utilization sample of one instance (see `crate::usage`); `None` where the value is not
+/// known (the first round has no CPU delta; an instance without GPUs has no GPU values).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageSample {
+    /// CPU use of the instance's process tree, percent of one core (0–100 × cores).
+    pub cpu_percent: Option<f64>,
+    /// Resident memory of the process tree as a percentage of the host's memory.
+    pub memory_percent: Option<f64>,
+    /// Resident memory of the process tree, bytes.
+    pub rss_bytes: Option<u64>,
+    /// Σ `utilization.gpu` over the instance's GPUs (0–100 × GPUs).
+    pub gpu_percent: Option<f64>,
+    /// Σ used / total memory × 100 over the instance's GPUs (0–100 × GPUs).
+    pub gpu_memory_percent: Option<f64>,
 }
 
 /// Series key: endpoint, variant, instance type.
@@ -67,6 +132,104 @@ pub enum Outcome {
     ModelError,
     /// Spillway or the instance failed (5xx).
     ServerError,
+}
+
+impl Outcome {
+    /// The `kind` label of `spillway_invocation_errors_total`, `None` for a success.
+    fn error_kind(self) -> Option<&'static str> {
+        match self {
+            Outcome::Success => None,
+            Outcome::ClientError => Some("4xx"),
+            Outcome::ModelError => Some("model"),
+            Outcome::ServerError => Some("5xx"),
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Outcome::Success => 0,
+            Outcome::ClientError => 1,
+            Outcome::ModelError => 2,
+            Outcome::ServerError => 3,
+        }
+    }
+}
+
+impl Bucket {
+    fn add_invocation(&mut self, instances: usize, outcome: Outcome, model_latency_us: u64, overhead_us: u64) {
+        if self.invocations == 0 {
+            self.latency_min_us = model_latency_us;
+            self.overhead_min_us = overhead_us;
+        } else {
+            self.latency_min_us = self.latency_min_us.min(model_latency_us);
+            self.overhead_min_us = self.overhead_min_us.min(overhead_us);
+        }
+        self.invocations += 1;
+        self.invocations_per_instance += 1.0 / instances.max(1) as f64;
+        match outcome {
+            Outcome::Success => {}
+            Outcome::ClientError => self.errors_4xx += 1,
+            Outcome::ModelError => {
+                self.model_errors += 1;
+                self.errors_4xx += 1;
+            }
+            Outcome::ServerError => self.errors_5xx += 1,
+        }
+        self.latency_sum_us += model_latency_us;
+        self.latency_max_us = self.latency_max_us.max(model_latency_us);
+        self.overhead_sum_us += overhead_us;
+        self.overhead_max_us = self.overhead_max_us.max(overhead_us);
+    }
+}
+
+/// Records the invocations of one series (endpoint, variant, instance type) with its Prometheus
+/// handles resolved once: recording is a few atomic increments and one short lock.
+pub struct SeriesHandle {
+    key: Arc<Key>,
+    labels: TypeSeries,
+    invocations: Counter,
+    model_latency: Histogram,
+    overhead_latency: Histogram,
+    /// Error counters by [`Outcome::index`], created on first use.
+    errors: [OnceLock<Counter>; 4],
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for SeriesHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SeriesHandle({:?})", self.key)
+    }
+}
+
+impl SeriesHandle {
+    /// Records one invocation: `instances` serving instances of this type in the variant,
+    /// `model_latency_us` from sending to the model until the end of its response,
+    /// `overhead_us` spent by spillway before the request reached the model.
+    pub fn record(&self, instances: usize, outcome: Outcome, model_latency_us: u64, overhead_us: u64, now: Timestamp) {
+        let m = &self.metrics;
+        if !m.enabled {
+            return;
+        }
+        self.invocations.inc();
+        self.model_latency.observe(model_latency_us as f64 / 1e6);
+        self.overhead_latency.observe(overhead_us as f64 / 1e6);
+        if let Some(kind) = outcome.error_kind() {
+            self.errors[outcome.index()]
+                .get_or_init(|| {
+                    let e = ErrorSeries {
+                        endpoint: self.labels.endpoint.clone(),
+                        variant: self.labels.variant.clone(),
+                        instance_type: self.labels.instance_type.clone(),
+                        kind: kind.into(),
+                    };
+                    m.prometheus.errors.get_or_create(&e).clone()
+                })
+                .inc();
+        }
+        m.with_bucket_of(&self.key, now, |b| {
+            b.add_invocation(instances, outcome, model_latency_us, overhead_us)
+        });
+    }
 }
 
 /// The statistics CloudWatch knows.
@@ -106,8 +269,19 @@ pub const METRICS: &[&str] = &[
     "InvocationModelErrors",
     "InvocationsPerInstance",
     "ModelLatency",
+    "OverheadLatency",
     "ConcurrentRequestsPerModel",
     "InstanceCount",
+];
+
+/// Per-instance utilization metrics (namespace `/aws/sagemaker/Endpoints`, unit `Percent`): one
+/// sample per instance and usage round, so over `{EndpointName, VariantName, InstanceType}` the
+/// `Average` is the mean per-instance value.
+pub const INSTANCE_METRICS: &[&str] = &[
+    "CPUUtilization",
+    "MemoryUtilization",
+    "GPUUtilization",
+    "GPUMemoryUtilization",
 ];
 
 /// Labels of per-type invocation series.
@@ -147,6 +321,19 @@ pub struct InstanceSeries {
     pub state: String,
 }
 
+/// Labels of per-instance utilization gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UsageSeries {
+    /// Endpoint.
+    pub endpoint: String,
+    /// Variant.
+    pub variant: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// Instance id.
+    pub instance: String,
+}
+
 /// Labels of per-type capacity series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CapacitySeries {
@@ -168,6 +355,11 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.5, 16))
 }
 
+fn overhead_histogram() -> Histogram {
+    // 10 µs .. ~1.5 s.
+    Histogram::new(exponential_buckets(0.00001, 2.5, 14))
+}
+
 /// The Prometheus families served at `/metrics`.
 pub struct Prometheus {
     registry: Registry,
@@ -177,6 +369,8 @@ pub struct Prometheus {
     pub errors: Family<ErrorSeries, Counter>,
     /// Model latency in seconds.
     pub model_latency: Family<TypeSeries, Histogram, fn() -> Histogram>,
+    /// spillway's own time per request in seconds (routing, queueing, connecting).
+    pub overhead_latency: Family<TypeSeries, Histogram, fn() -> Histogram>,
     /// Requests in flight per instance (refreshed at scrape time).
     pub concurrency: Family<TypeSeries, Gauge<f64, AtomicU64>>,
     /// Instances by state (refreshed at scrape time).
@@ -187,6 +381,16 @@ pub struct Prometheus {
     pub type_backoff_seconds: Family<CapacitySeries, Gauge<f64, AtomicU64>>,
     /// Launch attempts by result.
     pub launches: Family<LaunchSeries, Counter>,
+    /// CPU use per instance, percent of one core (set every usage round).
+    pub cpu_utilization: Family<UsageSeries, Gauge<f64, AtomicU64>>,
+    /// Resident memory per instance, percent of the host's memory.
+    pub memory_utilization: Family<UsageSeries, Gauge<f64, AtomicU64>>,
+    /// Resident memory per instance, bytes.
+    pub memory_rss_bytes: Family<UsageSeries, Gauge>,
+    /// GPU use per instance with GPUs, Σ percent over its GPUs.
+    pub gpu_utilization: Family<UsageSeries, Gauge<f64, AtomicU64>>,
+    /// GPU memory use per instance with GPUs, Σ percent over its GPUs.
+    pub gpu_memory_utilization: Family<UsageSeries, Gauge<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Prometheus {
@@ -202,11 +406,17 @@ impl Default for Prometheus {
             invocations: Family::default(),
             errors: Family::default(),
             model_latency: Family::new_with_constructor(latency_histogram),
+            overhead_latency: Family::new_with_constructor(overhead_histogram),
             concurrency: Family::default(),
             instances: Family::default(),
             type_available: Family::default(),
             type_backoff_seconds: Family::default(),
             launches: Family::default(),
+            cpu_utilization: Family::default(),
+            memory_utilization: Family::default(),
+            memory_rss_bytes: Family::default(),
+            gpu_utilization: Family::default(),
+            gpu_memory_utilization: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -223,6 +433,11 @@ impl Default for Prometheus {
             "model_latency_seconds",
             "Time the model took to answer",
             p.model_latency.clone(),
+        );
+        registry.register(
+            "overhead_latency_seconds",
+            "Time spillway added before the request reached the model (routing, queueing, connecting)",
+            p.overhead_latency.clone(),
         );
         registry.register(
             "concurrent_requests_per_model",
@@ -245,6 +460,31 @@ impl Default for Prometheus {
             "Launch attempts by instance type and result",
             p.launches.clone(),
         );
+        registry.register(
+            "instance_cpu_utilization_percent",
+            "CPU use of the instance's processes, percent of one core (0-100 x vCPUs)",
+            p.cpu_utilization.clone(),
+        );
+        registry.register(
+            "instance_memory_utilization_percent",
+            "Resident memory of the instance's processes, percent of the host's memory",
+            p.memory_utilization.clone(),
+        );
+        registry.register(
+            "instance_memory_rss_bytes",
+            "Resident memory of the instance's processes",
+            p.memory_rss_bytes.clone(),
+        );
+        registry.register(
+            "instance_gpu_utilization_percent",
+            "GPU use summed over the instance's GPUs (0-100 x GPUs)",
+            p.gpu_utilization.clone(),
+        );
+        registry.register(
+            "instance_gpu_memory_utilization_percent",
+            "GPU memory use summed over the instance's GPUs (0-100 x GPUs)",
+            p.gpu_memory_utilization.clone(),
+        );
         Self { registry, ..p }
     }
 }
@@ -263,7 +503,11 @@ impl Prometheus {
 /// The store.
 #[derive(Debug)]
 pub struct Metrics {
-    series: Mutex<BTreeMap<Key, VecDeque<Bucket>>>,
+    /// Keys are shared with the [`SeriesHandle`]s that record into them, so recording needs no
+    /// allocation.
+    series: Mutex<BTreeMap<Arc<Key>, VecDeque<Bucket>>>,
+    /// Whether invocations are recorded at all (`[metrics] enabled`).
+    enabled: bool,
     /// Seconds of buckets kept per series.
     retention_s: i64,
     /// The Prometheus view of the same events.
@@ -281,6 +525,7 @@ impl Metrics {
     pub fn with_retention(retention_s: i64) -> Self {
         Self {
             series: Mutex::default(),
+            enabled: true,
             retention_s: retention_s.max(1),
             prometheus: Prometheus::default(),
         }
@@ -291,16 +536,62 @@ impl Metrics {
         self.retention_s
     }
 
+    /// A store that records nothing per invocation (`[metrics] enabled = false`); fleet samples
+    /// are still kept.
+    pub fn disabled(retention_s: i64) -> Self {
+        Self {
+            enabled: false,
+            ..Self::with_retention(retention_s)
+        }
+    }
+
+    /// Whether invocations are recorded.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// A handle that records invocations of one series without looking anything up by name:
+    /// the invocation path keeps one per routed instance.
+    pub fn handle(self: &Arc<Self>, series: Series<'_>) -> SeriesHandle {
+        let labels = TypeSeries {
+            endpoint: series.endpoint.to_string(),
+            variant: series.variant.to_string(),
+            instance_type: series.instance_type.to_string(),
+        };
+        SeriesHandle {
+            key: Arc::new((
+                labels.endpoint.clone(),
+                labels.variant.clone(),
+                labels.instance_type.clone(),
+            )),
+            invocations: self.prometheus.invocations.get_or_create(&labels).clone(),
+            model_latency: self.prometheus.model_latency.get_or_create(&labels).clone(),
+            overhead_latency: self.prometheus.overhead_latency.get_or_create(&labels).clone(),
+            errors: Default::default(),
+            labels,
+            metrics: self.clone(),
+        }
+    }
+
     fn with_bucket(&self, series_of: Series<'_>, now: Timestamp, f: impl FnOnce(&mut Bucket)) {
         let Series {
             endpoint,
             variant,
             instance_type,
         } = series_of;
+        let key = (endpoint.to_string(), variant.to_string(), instance_type.to_string());
+        self.with_bucket_of(&key, now, f);
+    }
+
+    /// Applies `f` to the bucket of `now`'s second in the series `key`, creating both as needed
+    /// and dropping buckets older than the retention.
+    fn with_bucket_of(&self, key: &Key, now: Timestamp, f: impl FnOnce(&mut Bucket)) {
         let second = now.floor() as i64;
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (endpoint.to_string(), variant.to_string(), instance_type.to_string());
-        let q = series.entry(key).or_default();
+        let q = match series.get_mut(key) {
+            Some(q) => q,
+            None => series.entry(Arc::new(key.clone())).or_default(),
+        };
         if q.back().is_none_or(|b| b.second < second) {
             q.push_back(Bucket {
                 second,
@@ -326,6 +617,9 @@ impl Metrics {
         model_latency_us: u64,
         now: Timestamp,
     ) {
+        if !self.enabled {
+            return;
+        }
         let labels = TypeSeries {
             endpoint: series.endpoint.to_string(),
             variant: series.variant.to_string(),
@@ -336,13 +630,7 @@ impl Metrics {
             .model_latency
             .get_or_create(&labels)
             .observe(model_latency_us as f64 / 1e6);
-        let kind = match outcome {
-            Outcome::Success => None,
-            Outcome::ClientError => Some("4xx"),
-            Outcome::ModelError => Some("model"),
-            Outcome::ServerError => Some("5xx"),
-        };
-        if let Some(kind) = kind {
+        if let Some(kind) = outcome.error_kind() {
             let e = ErrorSeries {
                 endpoint: labels.endpoint,
                 variant: labels.variant,
@@ -352,24 +640,7 @@ impl Metrics {
             self.prometheus.errors.get_or_create(&e).inc();
         }
         self.with_bucket(series, now, |b| {
-            b.latency_min_us = if b.invocations == 0 {
-                model_latency_us
-            } else {
-                b.latency_min_us.min(model_latency_us)
-            };
-            b.invocations += 1;
-            b.invocations_per_instance += 1.0 / instances.max(1) as f64;
-            match outcome {
-                Outcome::Success => {}
-                Outcome::ClientError => b.errors_4xx += 1,
-                Outcome::ModelError => {
-                    b.model_errors += 1;
-                    b.errors_4xx += 1;
-                }
-                Outcome::ServerError => b.errors_5xx += 1,
-            }
-            b.latency_sum_us += model_latency_us;
-            b.latency_max_us = b.latency_max_us.max(model_latency_us);
+            b.add_invocation(instances, outcome, model_latency_us, 0)
         });
     }
 
@@ -384,6 +655,68 @@ impl Metrics {
                 b.concurrency_samples += 1;
             }
         });
+    }
+
+    /// Records one utilization sample of an instance: into the buckets of its
+    /// `{endpoint, variant, instance type}` series (one sample per known value) and the
+    /// instance's Prometheus gauges (a value that is not known removes its gauge).
+    pub fn record_usage(&self, instance: &UsageSeries, sample: &UsageSample, now: Timestamp) {
+        let p = &self.prometheus;
+        let gauges = [
+            (&p.cpu_utilization, sample.cpu_percent),
+            (&p.memory_utilization, sample.memory_percent),
+            (&p.gpu_utilization, sample.gpu_percent),
+            (&p.gpu_memory_utilization, sample.gpu_memory_percent),
+        ];
+        for (family, value) in gauges {
+            match value {
+                Some(v) => {
+                    family.get_or_create(instance).set(v);
+                }
+                None => {
+                    family.remove(instance);
+                }
+            }
+        }
+        match sample.rss_bytes {
+            Some(b) => {
+                p.memory_rss_bytes
+                    .get_or_create(instance)
+                    .set(i64::try_from(b).unwrap_or(i64::MAX));
+            }
+            None => {
+                p.memory_rss_bytes.remove(instance);
+            }
+        }
+        let series = Series {
+            endpoint: &instance.endpoint,
+            variant: &instance.variant,
+            instance_type: &instance.instance_type,
+        };
+        self.with_bucket(series, now, |b| {
+            let u = b.usage.get_or_insert_with(Box::default);
+            let values = [
+                (&mut u.cpu, sample.cpu_percent),
+                (&mut u.memory, sample.memory_percent),
+                (&mut u.gpu, sample.gpu_percent),
+                (&mut u.gpu_memory, sample.gpu_memory_percent),
+            ];
+            for (s, v) in values {
+                if let Some(v) = v.filter(|v| v.is_finite()) {
+                    s.add(v);
+                }
+            }
+        });
+    }
+
+    /// Removes an instance's utilization gauges (it went away). Its samples stay in the series.
+    pub fn forget_usage(&self, instance: &UsageSeries) {
+        let p = &self.prometheus;
+        p.cpu_utilization.remove(instance);
+        p.memory_utilization.remove(instance);
+        p.memory_rss_bytes.remove(instance);
+        p.gpu_utilization.remove(instance);
+        p.gpu_memory_utilization.remove(instance);
     }
 
     /// Aggregates `metric` over `[from, to)` for an endpoint's variant, all instance types or one.
@@ -403,7 +736,8 @@ impl Metrics {
         let (from, to) = (from.floor() as i64, to.ceil() as i64);
         // Per second, summed over the matching instance types.
         let mut seconds: BTreeMap<i64, Vec<&Bucket>> = BTreeMap::new();
-        for ((e, v, t), q) in series.iter() {
+        for (k, q) in series.iter() {
+            let (e, v, t) = &**k;
             if e != endpoint || v != variant || instance_type.is_some_and(|it| it != t) {
                 continue;
             }
@@ -436,7 +770,8 @@ impl Metrics {
         let (from, to) = (period_start(from.floor() as i64, period), to.ceil() as i64);
         // Period start -> second -> buckets of the matching instance types.
         let mut periods: BTreeMap<i64, BTreeMap<i64, Vec<&Bucket>>> = BTreeMap::new();
-        for ((e, v, t), q) in series.iter() {
+        for (k, q) in series.iter() {
+            let (e, v, t) = &**k;
             if e != endpoint || v != variant || instance_type.is_some_and(|it| it != t) {
                 continue;
             }
@@ -464,7 +799,27 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|(_, q)| q.back().is_some_and(|b| b.second >= since))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| (**k).clone())
+            .collect()
+    }
+
+    /// Every series `(endpoint, variant, instance type)` with a sample of the utilization
+    /// `metric` (one of [`INSTANCE_METRICS`]) at or after `since`, in order.
+    pub fn series_keys_with(&self, since: Timestamp, metric: &str) -> Vec<(String, String, String)> {
+        let since = since.floor() as i64;
+        self.series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, q)| {
+                q.iter().rev().take_while(|b| b.second >= since).any(|b| {
+                    b.usage
+                        .as_ref()
+                        .and_then(|u| u.of(metric))
+                        .is_some_and(|s| s.samples > 0)
+                })
+            })
+            .map(|(k, _)| (**k).clone())
             .collect()
     }
 
@@ -473,7 +828,7 @@ impl Metrics {
         self.series
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|(e, _, _), _| e != endpoint);
+            .retain(|k, _| k.0 != endpoint);
     }
 }
 
@@ -534,6 +889,16 @@ fn stat_of(seconds: &BTreeMap<i64, Vec<&Bucket>>, metric: &str, stat: Statistic)
                 .unwrap_or(0) as f64;
             by_stat(count(|b| b.latency_sum_us), n, max, min)
         }
+        "OverheadLatency" => {
+            let n = count(|b| b.invocations);
+            let max = all().map(|b| b.overhead_max_us).max().unwrap_or(0) as f64;
+            let min = all()
+                .filter(|b| b.invocations > 0)
+                .map(|b| b.overhead_min_us)
+                .min()
+                .unwrap_or(0) as f64;
+            by_stat(count(|b| b.overhead_sum_us), n, max, min)
+        }
         "ConcurrentRequestsPerModel" => {
             // Per second: the mean over the types present; then the statistic over seconds.
             let per_second: Vec<f64> = seconds
@@ -564,6 +929,27 @@ fn stat_of(seconds: &BTreeMap<i64, Vec<&Bucket>>, metric: &str, stat: Statistic)
             let max = per_second.iter().copied().fold(f64::NAN, f64::max);
             let min = per_second.iter().copied().fold(f64::NAN, f64::min);
             by_stat(per_second.iter().sum(), per_second.len() as f64, max, min)
+        }
+        "CPUUtilization" | "MemoryUtilization" | "GPUUtilization" | "GPUMemoryUtilization" => {
+            // Every instance's sample counts once: pooled over instances, types and seconds.
+            let mut pooled = Sampled::default();
+            for s in all()
+                .filter_map(|b| b.usage.as_ref()?.of(metric))
+                .filter(|s| s.samples > 0)
+            {
+                if pooled.samples == 0 {
+                    (pooled.max, pooled.min) = (s.max, s.min);
+                } else {
+                    pooled.max = pooled.max.max(s.max);
+                    pooled.min = pooled.min.min(s.min);
+                }
+                pooled.sum += s.sum;
+                pooled.samples += s.samples;
+            }
+            // No sample (an instance without GPUs): no data point at all, not a zero.
+            (pooled.samples > 0)
+                .then(|| by_stat(pooled.sum, pooled.samples as f64, pooled.max, pooled.min))
+                .flatten()
         }
         _ => None,
     }
@@ -697,5 +1083,81 @@ mod tests {
         );
         assert_eq!(m.retention_seconds(), 10);
         assert_eq!(Metrics::default().retention_seconds(), RETENTION_S);
+    }
+
+    fn usage_series(t: &str, instance: &str) -> UsageSeries {
+        UsageSeries {
+            endpoint: "e".into(),
+            variant: "v".into(),
+            instance_type: t.into(),
+            instance: instance.into(),
+        }
+    }
+
+    fn cpu(cpu: f64, gpu: Option<f64>) -> UsageSample {
+        UsageSample {
+            cpu_percent: Some(cpu),
+            memory_percent: Some(cpu / 10.0),
+            rss_bytes: Some(1 << 20),
+            gpu_percent: gpu,
+            gpu_memory_percent: gpu.map(|g| g / 2.0),
+        }
+    }
+
+    #[test]
+    fn utilization_is_the_mean_over_instances_and_samples() {
+        let m = Metrics::default();
+        let (a1, a2, b1) = (
+            usage_series("a", "i-1"),
+            usage_series("a", "i-2"),
+            usage_series("b", "i-3"),
+        );
+        m.record_usage(&a1, &cpu(100.0, Some(80.0)), 10.0);
+        m.record_usage(&a2, &cpu(20.0, None), 10.2);
+        m.record_usage(&a1, &cpu(60.0, Some(40.0)), 15.0);
+        m.record_usage(&b1, &cpu(300.0, None), 15.0);
+        let agg = |t, metric, stat| m.aggregate("e", "v", t, metric, stat, 0.0, 100.0);
+        assert_eq!(agg(Some("a"), "CPUUtilization", Statistic::Average), Some(60.0));
+        assert_eq!(agg(Some("a"), "CPUUtilization", Statistic::Maximum), Some(100.0));
+        assert_eq!(agg(Some("a"), "CPUUtilization", Statistic::Minimum), Some(20.0));
+        assert_eq!(agg(Some("a"), "CPUUtilization", Statistic::SampleCount), Some(3.0));
+        assert_eq!(agg(None, "CPUUtilization", Statistic::Average), Some(120.0));
+        assert_eq!(agg(Some("a"), "MemoryUtilization", Statistic::Average), Some(6.0));
+        // GPU values only from the instance that has GPUs; none at all for type b.
+        assert_eq!(agg(Some("a"), "GPUUtilization", Statistic::Average), Some(60.0));
+        assert_eq!(agg(Some("a"), "GPUUtilization", Statistic::SampleCount), Some(2.0));
+        assert_eq!(agg(Some("a"), "GPUMemoryUtilization", Statistic::Maximum), Some(40.0));
+        assert_eq!(agg(Some("b"), "GPUUtilization", Statistic::Sum), None);
+        assert_eq!(agg(Some("b"), "GPUUtilization", Statistic::SampleCount), None);
+        // Periods: only periods with a sample have a value.
+        let p = m.aggregate_periods("e", "v", Some("a"), "CPUUtilization", Statistic::Average, 0.0, 100.0, 5);
+        assert_eq!(p, vec![(10, 60.0), (15, 60.0)]);
+        // Seconds with invocations but no usage sample add nothing.
+        m.record_invocation(S("e", "v", "a"), 1, Outcome::Success, 1, 30.0);
+        assert_eq!(agg(Some("a"), "CPUUtilization", Statistic::SampleCount), Some(3.0));
+
+        assert_eq!(
+            m.series_keys_with(0.0, "GPUUtilization"),
+            vec![("e".into(), "v".into(), "a".into())]
+        );
+        assert_eq!(m.series_keys_with(0.0, "CPUUtilization").len(), 2);
+        assert!(m.series_keys_with(16.0, "CPUUtilization").is_empty());
+
+        // Gauges per instance; a value that is not known removes its gauge; forgetting removes all.
+        let text = m.prometheus.encode();
+        assert!(text.contains(r#"spillway_instance_cpu_utilization_percent{endpoint="e",variant="v",instance_type="a",instance="i-1"} 60.0"#), "{text}");
+        assert!(text.contains(r#"spillway_instance_gpu_utilization_percent{endpoint="e",variant="v",instance_type="a",instance="i-1"} 40.0"#), "{text}");
+        assert!(!text.contains(
+            r#"spillway_instance_gpu_utilization_percent{endpoint="e",variant="v",instance_type="a",instance="i-2"}"#
+        ));
+        assert!(text.contains(r#"spillway_instance_memory_rss_bytes{endpoint="e",variant="v",instance_type="b",instance="i-3"} 1048576"#), "{text}");
+        m.record_usage(&a1, &cpu(10.0, None), 20.0);
+        assert!(
+            !m.prometheus
+                .encode()
+                .contains(r#"gpu_utilization_percent{endpoint="e",variant="v",instance_type="a",instance="i-1"}"#)
+        );
+        m.forget_usage(&b1);
+        assert!(!m.prometheus.encode().contains("i-3"));
     }
 }

@@ -6,18 +6,23 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use axum::http::HeaderValue;
 use std::time::Duration;
 
 use crate::core::model::RoutingStrategy;
+use crate::metrics::SeriesHandle;
 
 /// One instance that receives traffic.
 #[derive(Debug)]
 pub struct RouteInstance {
     /// Instance id.
     pub id: String,
-    /// `host:port`.
-    pub address: String,
+    /// `host:port` (also the key of the thread-local connection pools in `upstream.rs`).
+    pub address: Arc<str>,
+    /// `Host` header for requests to the instance.
+    pub host: HeaderValue,
     /// Instance type (returned as `X-Spillway-Instance-Type`).
     pub instance_type: String,
     /// Requests in flight.
@@ -25,6 +30,8 @@ pub struct RouteInstance {
     /// Relative capacity of the instance type (for capacity-aware routing): total accelerator
     /// memory in GiB for accelerated types, vCPUs otherwise.
     pub capacity: f64,
+    /// Records this instance's invocations (created on the first one).
+    pub metrics: OnceLock<SeriesHandle>,
 }
 
 impl RouteInstance {
@@ -39,10 +46,12 @@ impl RouteInstance {
             .unwrap_or(1.0);
         Self {
             id,
-            address,
+            host: HeaderValue::from_str(&address).unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            address: address.into(),
             instance_type,
             outstanding: AtomicUsize::new(0),
             capacity,
+            metrics: OnceLock::new(),
         }
     }
 
@@ -99,24 +108,18 @@ impl EndpointRoutes {
                 .position(|v| v.name == t)
                 .ok_or_else(|| PickError::UnknownVariant(t.to_string()))?,
             None => {
-                let candidates: Vec<usize> = (0..self.variants.len())
-                    .filter(|i| self.variants[*i].weight > 0.0 && !self.variants[*i].instances.is_empty())
-                    .collect();
-                if candidates.is_empty() {
-                    return Err(PickError::NoInstance);
-                }
-                let total: f64 = candidates.iter().map(|i| self.variants[*i].weight).sum();
+                let usable = |v: &&VariantRoutes| v.weight > 0.0 && !v.instances.is_empty();
+                let total: f64 = self.variants.iter().filter(usable).map(|v| v.weight).sum();
                 let mut x = fastrand::f64() * total;
-                let mut chosen = candidates[candidates.len() - 1];
-                for i in &candidates {
-                    let w = self.variants[*i].weight;
-                    if x < w {
-                        chosen = *i;
+                let mut chosen = None;
+                for (i, v) in self.variants.iter().enumerate().filter(|(_, v)| usable(v)) {
+                    chosen = Some(i);
+                    if x < v.weight {
                         break;
                     }
-                    x -= w;
+                    x -= v.weight;
                 }
-                chosen
+                chosen.ok_or(PickError::NoInstance)?
             }
         };
         let inst = self.variants[vi].pick_instance(limit, avoid)?;
@@ -126,37 +129,64 @@ impl EndpointRoutes {
 
 impl VariantRoutes {
     /// Picks an instance by the variant's strategy among those under the concurrency limit.
+    /// Allocation-free: it runs on every invocation.
     pub fn pick_instance(&self, limit: u32, avoid: Option<&str>) -> Result<Arc<RouteInstance>, PickError> {
         if self.instances.is_empty() {
             return Err(PickError::NoInstance);
         }
-        let open = |i: &&Arc<RouteInstance>| limit == 0 || i.load() < limit as usize;
-        let mut candidates: Vec<&Arc<RouteInstance>> = self.instances.iter().filter(open).collect();
-        if candidates.len() > 1
-            && let Some(a) = avoid
-        {
-            candidates.retain(|i| i.id != a);
-        }
-        if candidates.is_empty() {
+        let open = |i: &RouteInstance| limit == 0 || i.load() < limit as usize;
+        let n_open = self.instances.iter().filter(|i| open(i)).count();
+        if n_open == 0 {
             return Err(PickError::Saturated);
         }
+        // Avoid the instance that just refused a connection, unless it is the only candidate.
+        let avoided = avoid.filter(|a| n_open > 1 && self.instances.iter().any(|i| open(i) && i.id == *a));
+        let eligible = |i: &&Arc<RouteInstance>| open(i) && avoided.is_none_or(|a| i.id != a);
         let chosen = match self.strategy {
-            RoutingStrategy::Random => candidates[fastrand::usize(..candidates.len())],
-            RoutingStrategy::LeastOutstandingRequests => least_by(&candidates, |i| i.load() as f64),
-            RoutingStrategy::CapacityAware => least_by(&candidates, |i| (i.load() as f64 + 1.0) / i.capacity),
+            RoutingStrategy::Random => {
+                let n = self.instances.iter().filter(eligible).count();
+                self.instances.iter().filter(eligible).nth(fastrand::usize(..n.max(1)))
+            }
+            RoutingStrategy::LeastOutstandingRequests => {
+                least_by(self.instances.iter().filter(eligible), |i| i.load() as f64)
+            }
+            RoutingStrategy::CapacityAware => least_by(self.instances.iter().filter(eligible), |i| {
+                (i.load() as f64 + 1.0) / i.capacity
+            }),
         };
-        Ok(chosen.clone())
+        // Counters move under concurrent requests; any eligible instance is a fine fallback.
+        chosen
+            .or_else(|| self.instances.iter().find(eligible))
+            .cloned()
+            .ok_or(PickError::Saturated)
     }
 }
 
-/// The candidate with the smallest score; ties broken at random.
+/// The candidate with the smallest score; ties broken at random (reservoir sampling, so no
+/// allocation).
 fn least_by<'a>(
-    candidates: &[&'a Arc<RouteInstance>],
+    candidates: impl Iterator<Item = &'a Arc<RouteInstance>>,
     score: impl Fn(&RouteInstance) -> f64,
-) -> &'a Arc<RouteInstance> {
-    let min = candidates.iter().map(|i| score(i)).fold(f64::INFINITY, f64::min);
-    let ties: Vec<&&Arc<RouteInstance>> = candidates.iter().filter(|i| score(i) <= min).collect();
-    ties[fastrand::usize(..ties.len())]
+) -> Option<&'a Arc<RouteInstance>> {
+    let mut best: Option<(&Arc<RouteInstance>, f64)> = None;
+    let mut ties = 0usize;
+    for c in candidates {
+        let s = score(c);
+        match best {
+            Some((_, b)) if s > b => {}
+            Some((_, b)) if s == b => {
+                ties += 1;
+                if fastrand::usize(..ties) == 0 {
+                    best = Some((c, s));
+                }
+            }
+            _ => {
+                best = Some((c, s));
+                ties = 1;
+            }
+        }
+    }
+    best.map(|(c, _)| c)
 }
 
 /// All endpoints' routes.

@@ -2,8 +2,9 @@
 //! `X-Amz-Target: GraniteServiceVersion20100801.<Op>`, and query-compatible errors (`__type` plus
 //! `x-amzn-query-error: <QueryCode>;Sender`, which botocore maps to the modelled exception
 //! classes). `GetMetricStatistics`, `GetMetricData` (with `+ - * /` metric math over query ids)
-//! and `ListMetrics` answer from the in-process store (`crate::metrics`) for namespace
-//! `AWS/SageMaker` with the dimension sets `{EndpointName, VariantName}` (all instance types
+//! and `ListMetrics` answer from the in-process store (`crate::metrics`) for the namespaces
+//! `AWS/SageMaker` (invocation and fleet metrics) and `/aws/sagemaker/Endpoints` (per-instance
+//! utilization), with the dimension sets `{EndpointName, VariantName}` (all instance types
 //! together) and `{EndpointName, VariantName, InstanceType}`. Periods may be any whole number of
 //! seconds, because the store keeps one-second buckets.
 
@@ -17,13 +18,27 @@ use super::error::ApiError;
 use crate::app::{App, now};
 use crate::core::model::Timestamp;
 use crate::core::scaling::eval_expression;
-use crate::metrics::{METRICS, Metrics, Statistic, period_start};
+use crate::metrics::{INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start};
 
 /// The `X-Amz-Target` service prefix of CloudWatch's JSON protocol.
 pub const TARGET_PREFIX: &str = "GraniteServiceVersion20100801";
 
-/// The only namespace with data.
+/// The namespace of the invocation and fleet metrics ([`METRICS`]).
 pub const NAMESPACE: &str = "AWS/SageMaker";
+
+/// The namespace of the per-instance utilization metrics ([`INSTANCE_METRICS`]).
+pub const INSTANCE_NAMESPACE: &str = "/aws/sagemaker/Endpoints";
+
+/// The namespace a metric of the store is published in, `None` for a metric it does not have.
+fn namespace_of(metric: &str) -> Option<&'static str> {
+    if METRICS.contains(&metric) {
+        Some(NAMESPACE)
+    } else if INSTANCE_METRICS.contains(&metric) {
+        Some(INSTANCE_NAMESPACE)
+    } else {
+        None
+    }
+}
 
 const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 
@@ -106,7 +121,8 @@ pub fn dispatch(metrics: &Metrics, op: &str, input: &Map<String, Value>, now: Ti
         "ListMetrics" => list_metrics(metrics, &input, now),
         other => Err(ApiError::unknown_operation(format!(
             "The CloudWatch operation {other} is not supported by spillway, which implements only \
-             GetMetricStatistics, GetMetricData and ListMetrics (namespace {NAMESPACE}); see docs/api-compat.md"
+             GetMetricStatistics, GetMetricData and ListMetrics (namespaces {NAMESPACE} and {INSTANCE_NAMESPACE}); \
+             see docs/api-compat.md"
         ))),
     }
 }
@@ -478,7 +494,7 @@ impl Selector {
     /// The series a `{Namespace, MetricName, Dimensions}` names, or `None` when the store has no
     /// such metric (other namespaces, other metric names, other dimension sets).
     fn of(namespace: Option<&str>, metric: &str, dims: &[Dimension]) -> Option<Self> {
-        if namespace != Some(NAMESPACE) || !METRICS.contains(&metric) {
+        if namespace.is_none() || namespace != namespace_of(metric) {
             return None;
         }
         let mut by_name: BTreeMap<&str, &str> = BTreeMap::new();
@@ -964,30 +980,32 @@ fn list_metrics(m: &Metrics, input: &Obj<'_>, now: Timestamp) -> Result<Value, A
         }
     };
     let mut all: Vec<Value> = vec![];
+    let matches = |dims: &[(&str, &str)]| {
+        filters.iter().all(|f| {
+            dims.iter()
+                .any(|(n, v)| *n == f.name && f.value.as_deref().is_none_or(|fv| fv == *v))
+        })
+    };
+    let mut list = |ns: &str, metric: &str, keys: &[(String, String, String)]| {
+        for dims in dimension_sets(keys).iter().filter(|d| matches(d)) {
+            all.push(json!({
+                "Namespace": ns,
+                "MetricName": metric,
+                "Dimensions": dims.iter().map(|(n, v)| json!({"Name": n, "Value": v})).collect::<Vec<_>>(),
+            }));
+        }
+    };
     if namespace.is_none_or(|n| n == NAMESPACE) {
         let keys = m.series_keys(since);
-        let variants: BTreeSet<(&str, &str)> = keys.iter().map(|(e, v, _)| (e.as_str(), v.as_str())).collect();
-        let mut dimension_sets: Vec<Vec<(&str, &str)>> = vec![];
-        for (e, v) in &variants {
-            dimension_sets.push(vec![("EndpointName", e), ("VariantName", v)]);
-            for (_, _, t) in keys.iter().filter(|(ke, kv, _)| ke == e && kv == v) {
-                dimension_sets.push(vec![("EndpointName", e), ("VariantName", v), ("InstanceType", t)]);
-            }
-        }
-        let matches = |dims: &[(&str, &str)]| {
-            filters.iter().all(|f| {
-                dims.iter()
-                    .any(|(n, v)| *n == f.name && f.value.as_deref().is_none_or(|fv| fv == *v))
-            })
-        };
         for metric in METRICS.iter().filter(|n| metric_name.is_none_or(|m| m == **n)) {
-            for dims in dimension_sets.iter().filter(|d| matches(d)) {
-                all.push(json!({
-                    "Namespace": NAMESPACE,
-                    "MetricName": metric,
-                    "Dimensions": dims.iter().map(|(n, v)| json!({"Name": n, "Value": v})).collect::<Vec<_>>(),
-                }));
-            }
+            list(NAMESPACE, metric, &keys);
+        }
+    }
+    if namespace.is_none_or(|n| n == INSTANCE_NAMESPACE) {
+        // A utilization metric is listed for the series that have samples of it (no GPU
+        // metrics for instance types without GPUs).
+        for metric in INSTANCE_METRICS.iter().filter(|n| metric_name.is_none_or(|m| m == **n)) {
+            list(INSTANCE_NAMESPACE, metric, &m.series_keys_with(since, metric));
         }
     }
     if offset > all.len() {
@@ -1002,6 +1020,20 @@ fn list_metrics(m: &Metrics, input: &Obj<'_>, now: Timestamp) -> Result<Value, A
         resp["NextToken"] = json!(token(page_end));
     }
     Ok(resp)
+}
+
+/// The dimension sets of some series: `{EndpointName, VariantName}` per variant, then
+/// `{EndpointName, VariantName, InstanceType}` per type of that variant.
+fn dimension_sets(keys: &[(String, String, String)]) -> Vec<Vec<(&str, &str)>> {
+    let variants: BTreeSet<(&str, &str)> = keys.iter().map(|(e, v, _)| (e.as_str(), v.as_str())).collect();
+    let mut sets: Vec<Vec<(&str, &str)>> = vec![];
+    for (e, v) in variants {
+        sets.push(vec![("EndpointName", e), ("VariantName", v)]);
+        for (_, _, t) in keys.iter().filter(|(ke, kv, _)| ke == e && kv == v) {
+            sets.push(vec![("EndpointName", e), ("VariantName", v), ("InstanceType", t)]);
+        }
+    }
+    sets
 }
 
 #[cfg(test)]
@@ -1423,6 +1455,91 @@ mod tests {
     }
 
     const RETENTION_LATER: f64 = crate::metrics::RETENTION_S as f64 + 10.0;
+
+    #[test]
+    fn utilization_is_answered_in_the_instance_namespace_only() {
+        use crate::metrics::{UsageSample, UsageSeries};
+        let m = store();
+        for (i, (t, cpu)) in [(A, 150.0), (A, 50.0), (B, 30.0)].into_iter().enumerate() {
+            let instance = UsageSeries {
+                endpoint: E.into(),
+                variant: V.into(),
+                instance_type: t.into(),
+                instance: format!("i-{i}"),
+            };
+            let sample = UsageSample {
+                cpu_percent: Some(cpu),
+                memory_percent: Some(1.5),
+                rss_bytes: Some(1 << 20),
+                gpu_percent: (t == A).then_some(90.0),
+                gpu_memory_percent: (t == A).then_some(10.0),
+            };
+            m.record_usage(&instance, &sample, 1010.0);
+        }
+        let get = |ns: &str, metric: &str, t: Option<&str>, unit: Option<&str>| {
+            let mut req = json!({"Namespace": ns, "MetricName": metric, "Dimensions": dims(t),
+                                 "StartTime": 1000, "EndTime": 1030, "Period": 60,
+                                 "Statistics": ["Average", "Maximum", "SampleCount"]});
+            if let Some(u) = unit {
+                req["Unit"] = json!(u);
+            }
+            call(&m, "GetMetricStatistics", req).unwrap()["Datapoints"].clone()
+        };
+        let d = get(INSTANCE_NAMESPACE, "CPUUtilization", Some(A), Some("Percent"));
+        assert_eq!(
+            d,
+            json!([{"Timestamp": 960, "Average": 100.0, "Maximum": 150.0, "SampleCount": 2.0, "Unit": "Percent"}])
+        );
+        assert_eq!(
+            get(INSTANCE_NAMESPACE, "CPUUtilization", None, None)[0]["SampleCount"],
+            json!(3.0)
+        );
+        assert_eq!(
+            get(INSTANCE_NAMESPACE, "GPUUtilization", Some(A), None)[0]["Average"],
+            json!(90.0)
+        );
+        // No GPUs on B: no data points. The wrong namespace or unit: none either.
+        assert_eq!(get(INSTANCE_NAMESPACE, "GPUUtilization", Some(B), None), json!([]));
+        assert_eq!(get(NAMESPACE, "CPUUtilization", Some(A), None), json!([]));
+        assert_eq!(get(INSTANCE_NAMESPACE, "Invocations", Some(A), None), json!([]));
+        assert_eq!(
+            get(INSTANCE_NAMESPACE, "CPUUtilization", Some(A), Some("Count")),
+            json!([])
+        );
+
+        let q = json!([{"Id": "c", "MetricStat": {"Metric": {"Namespace": INSTANCE_NAMESPACE,
+                        "MetricName": "MemoryUtilization", "Dimensions": dims(Some(B))}, "Period": 60, "Stat": "Average"}}]);
+        let r = data(&m, q, json!({})).unwrap();
+        assert_eq!(result(&r, "c")["Values"], json!([1.5]));
+
+        let listed = |input: Value| -> Vec<String> {
+            call(&m, "ListMetrics", input).unwrap()["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{} {} {}",
+                        x["Namespace"].as_str().unwrap(),
+                        x["MetricName"].as_str().unwrap(),
+                        x["Dimensions"].as_array().unwrap().len()
+                    )
+                })
+                .collect()
+        };
+        let gpu = listed(json!({"Namespace": INSTANCE_NAMESPACE, "MetricName": "GPUUtilization"}));
+        assert_eq!(
+            gpu,
+            [
+                format!("{INSTANCE_NAMESPACE} GPUUtilization 2"),
+                format!("{INSTANCE_NAMESPACE} GPUUtilization 3")
+            ]
+        );
+        // CPU and memory for the variant and both types; GPU for the variant and A.
+        assert_eq!(listed(json!({"Namespace": INSTANCE_NAMESPACE})).len(), 3 + 3 + 2 + 2);
+        assert_eq!(listed(json!({})).len(), 3 * METRICS.len() + 10);
+        assert_eq!(listed(json!({"Namespace": NAMESPACE})).len(), 3 * METRICS.len());
+    }
 
     #[test]
     fn timestamps_parse_as_epoch_seconds_or_iso8601() {

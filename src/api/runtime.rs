@@ -1,10 +1,13 @@
 //! SageMaker Runtime (rest-json): `InvokeEndpoint` and `InvokeEndpointWithResponseStream`.
 //!
 //! The hot path reads only the routes snapshot the controller publishes; it never takes an
-//! endpoint lock or touches the store. The request payload (at most 6 MB) is read before it is
-//! sent so that a refused connection can be retried once on another instance; the response is
-//! streamed back as the model produces it, and for `InvokeEndpointWithResponseStream` each
-//! chunk becomes an AWS event-stream `PayloadPart` message.
+//! endpoint lock or touches the store. It runs on the I/O thread that owns the client connection
+//! (`server.rs`) and sends to the model over that thread's pooled connections (`upstream.rs`).
+//! Both bodies are streamed: the request goes to the model as the client sends it (capped at
+//! 6 MB), the response comes back as the model produces it, and for
+//! `InvokeEndpointWithResponseStream` each chunk becomes an AWS event-stream `PayloadPart`
+//! message. A refused connection is retried once on another instance: nothing of the request
+//! has been read at that point.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use http_body::Frame;
 use http_body_util::{BodyExt, Limited};
@@ -23,30 +26,35 @@ use tokio::sync::Notify;
 use super::error::ApiError;
 use crate::app::{App, now};
 use crate::metrics::{Outcome, Series};
-use crate::routes::{EndpointRoutes, PickError, RouteInstance, VariantRoutes};
+use crate::routes::{EndpointRoutes, PickError, RouteInstance};
+use crate::upstream::{self, Lease, SendError};
 
 /// Largest request payload SageMaker accepts (6 MB).
 pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
 /// Largest model error body quoted back in a `ModelError`.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// An oversized request is read (and discarded) up to this many bytes before the error is sent,
+/// so that a client still uploading it reads the answer instead of a reset connection.
+const MAX_DRAIN: u64 = 2 * MAX_PAYLOAD as u64;
 
 /// Request headers passed to the model.
-const FORWARD: &[&str] = &[
-    "content-type",
-    "accept",
-    "x-amzn-sagemaker-custom-attributes",
-    "x-amzn-sagemaker-inference-id",
+const FORWARD: [header::HeaderName; 4] = [
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    header::HeaderName::from_static("x-amzn-sagemaker-custom-attributes"),
+    header::HeaderName::from_static("x-amzn-sagemaker-inference-id"),
 ];
 
 /// Counts a request against its instance while it runs (until the response body ends), and
-/// wakes queued requests when it finishes.
+/// wakes queued requests when it finishes (only when a concurrency limit makes requests queue:
+/// waking is a lock shared by every I/O thread).
 struct Outstanding {
     instance: Arc<RouteInstance>,
-    freed: Arc<Notify>,
+    freed: Option<Arc<Notify>>,
 }
 
 impl Outstanding {
-    fn new(instance: Arc<RouteInstance>, freed: Arc<Notify>) -> Self {
+    fn new(instance: Arc<RouteInstance>, freed: Option<Arc<Notify>>) -> Self {
         instance.outstanding.fetch_add(1, Ordering::Relaxed);
         Self { instance, freed }
     }
@@ -55,24 +63,37 @@ impl Outstanding {
 impl Drop for Outstanding {
     fn drop(&mut self) {
         self.instance.outstanding.fetch_sub(1, Ordering::Relaxed);
-        self.freed.notify_waiters();
+        if let Some(freed) = &self.freed {
+            freed.notify_waiters();
+        }
     }
 }
 
 /// How the response goes back to the client.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
     /// `InvokeEndpoint`: the model's body as it is.
     Plain,
     /// `InvokeEndpointWithResponseStream`: event-stream `PayloadPart` messages.
     EventStream,
 }
 
+/// The endpoint name and mode of an invocation path (`/endpoints/{name}/invocations` or
+/// `/endpoints/{name}/invocations-response-stream`); `None` for any other path, and for names
+/// that would need percent-decoding (the general router handles those).
+pub fn invocation_path(path: &str) -> Option<(&str, Mode)> {
+    let rest = path.strip_prefix("/endpoints/")?;
+    let (name, mode) = if let Some(n) = rest.strip_suffix("/invocations") {
+        (n, Mode::Plain)
+    } else {
+        (rest.strip_suffix("/invocations-response-stream")?, Mode::EventStream)
+    };
+    (!name.is_empty() && !name.contains(['/', '%'])).then_some((name, mode))
+}
+
 /// `POST /endpoints/{name}/invocations`.
 pub async fn invoke(State(app): State<Arc<App>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
-    invoke_inner(&app, &name, &headers, body, Mode::Plain)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    invoke_inner(&app, &name, &headers, body, Mode::Plain).await
 }
 
 /// `POST /endpoints/{name}/invocations-response-stream`.
@@ -82,13 +103,28 @@ pub async fn invoke_stream(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    invoke_inner(&app, &name, &headers, body, Mode::EventStream)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    invoke_inner(&app, &name, &headers, body, Mode::EventStream).await
+}
+
+/// An invocation straight from the connection (the I/O threads' fast path, no router).
+pub async fn invoke_incoming(app: &App, req: hyper::Request<hyper::body::Incoming>) -> Response {
+    let (parts, body) = req.into_parts();
+    match invocation_path(parts.uri.path()) {
+        Some((name, mode)) => invoke_inner(app, name, &parts.headers, Body::new(body), mode).await,
+        None => error(StatusCode::NOT_FOUND, "UnknownOperationException", "Not found".into()).into_response(),
+    }
 }
 
 fn error(status: StatusCode, code: &'static str, message: String) -> ApiError {
     ApiError::new(status, code, message)
+}
+
+fn too_large() -> ApiError {
+    error(
+        StatusCode::BAD_REQUEST,
+        "ValidationError",
+        format!("Body: the request payload exceeds the maximum of {MAX_PAYLOAD} bytes"),
+    )
 }
 
 /// Picks a variant and an instance under the per-instance concurrency limit, queueing for up to
@@ -101,7 +137,7 @@ async fn pick(
     avoid: Option<&str>,
 ) -> Result<(usize, Arc<RouteInstance>), ApiError> {
     let limit = app.cfg.router.max_concurrent_requests_per_instance;
-    let deadline = Instant::now() + Duration::from_millis(app.cfg.router.queue_timeout_ms);
+    let mut deadline = None;
     loop {
         let freed = app.router_freed.notified();
         match routes.pick(target, limit, avoid) {
@@ -124,6 +160,8 @@ async fn pick(
                 ));
             }
             Err(PickError::Saturated) => {
+                let deadline = *deadline
+                    .get_or_insert_with(|| Instant::now() + Duration::from_millis(app.cfg.router.queue_timeout_ms));
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() || tokio::time::timeout(left, freed).await.is_err() {
                     return Err(error(
@@ -139,75 +177,140 @@ async fn pick(
     }
 }
 
-async fn invoke_inner(
+/// The request body as sent to the model: the client's body, failing with [`TooLarge`] once it
+/// passes [`MAX_PAYLOAD`].
+struct Capped {
+    inner: Body,
+    seen: usize,
+}
+
+/// The request body passed [`MAX_PAYLOAD`].
+#[derive(Debug, thiserror::Error)]
+#[error("the request payload exceeds {MAX_PAYLOAD} bytes")]
+struct TooLarge;
+
+impl http_body::Body for Capped {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.seen += d.len();
+                    if self.seen > MAX_PAYLOAD {
+                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            other => other.map(|o| o.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether a failed send was caused by the request body passing [`MAX_PAYLOAD`].
+fn caused_by_too_large(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<TooLarge>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Reads and discards up to [`MAX_DRAIN`] bytes of a body.
+async fn drain(mut body: Body) {
+    let mut seen = 0u64;
+    while seen < MAX_DRAIN {
+        match body.frame().await {
+            Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
+}
+
+async fn invoke_inner(app: &App, name: &str, headers: &HeaderMap, body: Body, mode: Mode) -> Response {
+    let received = Instant::now();
+    invoke_routed(app, name, headers, body, mode, received)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn invoke_routed(
     app: &App,
     name: &str,
     headers: &HeaderMap,
     body: Body,
     mode: Mode,
+    received: Instant,
 ) -> Result<Response, ApiError> {
-    let routes = app.routes.get(name).ok_or_else(|| {
-        error(
+    let Some(routes) = app.routes.get(name) else {
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "ValidationError",
             format!("Endpoint {name} of account {} not found.", app.cfg.account_id),
-        )
-    })?;
-    let payload = Limited::new(body, MAX_PAYLOAD)
-        .collect()
-        .await
-        .map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "ValidationError",
-                format!("Body: the request payload exceeds the maximum of {MAX_PAYLOAD} bytes"),
-            )
-        })?
-        .to_bytes();
+        ));
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_PAYLOAD as u64) {
+        drain(body).await;
+        return Err(too_large());
+    }
     let target = headers
         .get("x-amzn-sagemaker-target-variant")
         .and_then(|v| v.to_str().ok());
     let timeout = Duration::from_secs_f64(app.cfg.router.model_timeout_seconds);
+    let mut req = hyper::Request::new(Body::new(Capped { inner: body, seen: 0 }));
+    *req.method_mut() = hyper::Method::POST;
+    *req.uri_mut() = Uri::from_static("/invocations");
+    for h in &FORWARD {
+        if let Some(v) = headers.get(h) {
+            req.headers_mut().insert(h.clone(), v.clone());
+        }
+    }
+    if let Some(n) = declared {
+        req.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
     let mut refused: Option<String> = None;
     for attempt in 0..2 {
         let (vi, inst) = pick(app, &routes, name, target, refused.as_deref()).await?;
-        let variant: &VariantRoutes = &routes.variants[vi];
-        let guard = Outstanding::new(inst.clone(), app.router_freed.clone());
-        let started = Instant::now();
-        let serving_of_type = variant
-            .instances
-            .iter()
-            .filter(|i| i.instance_type == inst.instance_type)
-            .count();
-        let endpoint = name.to_string();
-        let variant_name = variant.name.clone();
-        let instance_type = inst.instance_type.clone();
-        let metrics_app = app.metrics.clone();
-        let record = move |outcome: Outcome| {
-            metrics_app.record_invocation(
-                Series {
-                    endpoint: &endpoint,
-                    variant: &variant_name,
-                    instance_type: &instance_type,
-                },
-                serving_of_type,
-                outcome,
-                started.elapsed().as_micros() as u64,
-                now(),
-            );
+        let variant = &routes.variants[vi];
+        let queueing = app.cfg.router.max_concurrent_requests_per_instance > 0;
+        let guard = Outstanding::new(inst.clone(), queueing.then(|| app.router_freed.clone()));
+        let sent = Instant::now();
+        let record = Record {
+            serving_of_type: variant
+                .instances
+                .iter()
+                .filter(|i| i.instance_type == inst.instance_type)
+                .count(),
+            overhead_us: sent.duration_since(received).as_micros() as u64,
+            sent,
         };
-        let mut req = hyper::Request::post(format!("http://{}/invocations", inst.address));
-        for h in FORWARD {
-            if let Some(v) = headers.get(*h) {
-                req = req.header(*h, v);
-            }
-        }
-        let req = req
-            .body(Body::from(payload.clone()))
-            .map_err(|e| ApiError::internal(format!("cannot build the model request: {e}")))?;
-        let resp = match tokio::time::timeout(timeout, app.http.request(req)).await {
+        let series = || Series {
+            endpoint: name,
+            variant: &variant.name,
+            instance_type: &inst.instance_type,
+        };
+        req.headers_mut().insert(header::HOST, inst.host.clone());
+        let (resp, lease) = match tokio::time::timeout(timeout, upstream::send(&inst.address, req)).await {
             Err(_) => {
-                record(Outcome::ModelError);
+                record.finish(app, &inst, series(), Outcome::ModelError);
                 return Err(model_error(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
@@ -218,13 +321,15 @@ async fn invoke_inner(
                     &variant.name,
                 ));
             }
-            Ok(Err(e)) if e.is_connect() && attempt == 0 => {
-                tracing::warn!(instance = %inst.id, error = %e, "connection refused; retrying on another instance");
+            Ok(Err(SendError::Connect { error, request, .. })) if attempt == 0 => {
+                tracing::warn!(instance = %inst.id, %error, "connection refused; retrying on another instance");
                 refused = Some(inst.id.clone());
+                req = *request;
                 continue;
             }
+            Ok(Err(SendError::Http(e))) if caused_by_too_large(&e) => return Err(too_large()),
             Ok(Err(e)) => {
-                record(Outcome::ServerError);
+                record.finish(app, &inst, series(), Outcome::ServerError);
                 return Err(error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceUnavailable",
@@ -235,28 +340,33 @@ async fn invoke_inner(
         };
         let (parts, incoming) = resp.into_parts();
         if !parts.status.is_success() {
-            let bytes = Limited::new(incoming, MAX_ERROR_BODY)
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let bytes = match Limited::new(incoming, MAX_ERROR_BODY).collect().await {
+                Ok(b) => {
+                    lease.release();
+                    b.to_bytes()
+                }
+                Err(_) => Bytes::new(),
+            };
             drop(guard);
-            record(Outcome::ModelError);
+            record.finish(app, &inst, series(), Outcome::ModelError);
             return Err(model_error(
                 parts.status,
                 String::from_utf8_lossy(&bytes).into_owned(),
                 &variant.name,
             ));
         }
-        let on_end: Box<dyn FnOnce(bool) + Send> =
-            Box::new(move |ok| record(if ok { Outcome::Success } else { Outcome::ServerError }));
+        // The series handle is made on the instance's first invocation, then reused.
+        if app.metrics.enabled() {
+            inst.metrics.get_or_init(|| app.metrics.handle(series()));
+        }
         let tracked = Tracked {
             inner: incoming,
             guard: Some(guard),
-            on_end: Some(on_end),
+            lease: Some(lease),
+            record: Some(record),
         };
         let (body, content_type) = match mode {
-            Mode::Plain => (Body::new(tracked), parts.headers.get("content-type").cloned()),
+            Mode::Plain => (Body::new(tracked), parts.headers.get(header::CONTENT_TYPE).cloned()),
             Mode::EventStream => (
                 Body::new(EventStream {
                     inner: tracked,
@@ -268,10 +378,10 @@ async fn invoke_inner(
         let mut out = Response::new(body);
         let h = out.headers_mut();
         if let Some(ct) = content_type {
-            h.insert("content-type", ct);
+            h.insert(header::CONTENT_TYPE, ct);
         }
         if mode == Mode::EventStream
-            && let Some(ct) = parts.headers.get("content-type")
+            && let Some(ct) = parts.headers.get(header::CONTENT_TYPE)
         {
             h.insert("x-amzn-sagemaker-content-type", ct.clone());
         }
@@ -291,6 +401,36 @@ async fn invoke_inner(
         "ServiceUnavailable",
         format!("No instance of endpoint {name} accepted the connection."),
     ))
+}
+
+/// What an invocation records when it ends.
+struct Record {
+    /// Serving instances of the instance's type in the variant (for `InvocationsPerInstance`).
+    serving_of_type: usize,
+    /// spillway's time before the request was handed to the model.
+    overhead_us: u64,
+    /// When it was handed to the model.
+    sent: Instant,
+}
+
+impl Record {
+    /// Records an invocation that ended before a response body was streamed.
+    fn finish(self, app: &App, inst: &RouteInstance, series: Series<'_>, outcome: Outcome) {
+        if !app.metrics.enabled() {
+            return;
+        }
+        inst.metrics.get_or_init(|| app.metrics.handle(series)).record(
+            self.serving_of_type,
+            outcome,
+            self.latency_us(),
+            self.overhead_us,
+            now(),
+        );
+    }
+
+    fn latency_us(&self) -> u64 {
+        self.sent.elapsed().as_micros() as u64
+    }
 }
 
 /// `ModelError` (424) carrying the model's own status and message.
@@ -315,17 +455,34 @@ fn model_error(status: StatusCode, original: String, variant: &str) -> ApiError 
     e
 }
 
-/// A response body that keeps its request counted until it ends, then records the outcome.
+/// A response body that keeps its request counted until it ends, then records the outcome and
+/// returns the model connection to the pool.
 struct Tracked<B: http_body::Body> {
     inner: B,
     guard: Option<Outstanding>,
-    on_end: Option<Box<dyn FnOnce(bool) + Send>>,
+    lease: Option<Lease>,
+    record: Option<Record>,
 }
 
 impl<B: http_body::Body> Tracked<B> {
     fn finish(&mut self, ok: bool) {
-        if let Some(f) = self.on_end.take() {
-            f(ok);
+        if let Some(record) = self.record.take()
+            && let Some(guard) = &self.guard
+            && let Some(handle) = guard.instance.metrics.get()
+        {
+            let outcome = if ok { Outcome::Success } else { Outcome::ServerError };
+            handle.record(
+                record.serving_of_type,
+                outcome,
+                record.latency_us(),
+                record.overhead_us,
+                now(),
+            );
+        }
+        if let Some(lease) = self.lease.take()
+            && ok
+        {
+            lease.release();
         }
         self.guard.take();
     }

@@ -25,6 +25,7 @@ use super::{
 };
 use crate::config::LocalProviderConfig;
 use crate::core::catalog::{self, AcceleratorKind, InstanceTypeSpec};
+use crate::usage::UsageTarget;
 
 /// A GPU of this host.
 #[derive(Debug, Clone)]
@@ -68,13 +69,8 @@ impl Host {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
         let memory_gib = std::fs::read_to_string("/proc/meminfo")
             .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-            .map(|kb| kb / 1024.0 / 1024.0)
+            .and_then(|s| crate::usage::parse_mem_total(&s))
+            .map(|bytes| bytes as f64 / (1u64 << 30) as f64)
             .unwrap_or(1.0);
         let gpus = match gpus {
             Some(n) => (0..n)
@@ -91,12 +87,8 @@ impl Host {
 
 /// Lists NVIDIA GPUs with `nvidia-smi`; none when it is absent or fails.
 pub fn detect_nvidia_gpus() -> Vec<Gpu> {
-    let out = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=index,name", "--format=csv,noheader"])
-        .stderr(Stdio::null())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+    match run_nvidia_smi(&["--query-gpu=index,name", "--format=csv,noheader"]) {
+        Ok(out) => out
             .lines()
             .filter_map(|l| {
                 let (i, n) = l.split_once(',')?;
@@ -106,7 +98,67 @@ pub fn detect_nvidia_gpus() -> Vec<Gpu> {
                 })
             })
             .collect(),
-        _ => vec![],
+        Err(_) => vec![],
+    }
+}
+
+/// How long one `nvidia-smi` call may take (a wedged driver can make it hang).
+pub const NVIDIA_SMI_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why `nvidia-smi` gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum NvidiaSmiError {
+    /// It is not installed (not on `PATH`).
+    #[error("nvidia-smi is not installed")]
+    NotFound,
+    /// It could not be started.
+    #[error("cannot run nvidia-smi: {0}")]
+    Spawn(std::io::Error),
+    /// It exited unsuccessfully.
+    #[error("nvidia-smi exited with {0}")]
+    Exit(std::process::ExitStatus),
+    /// It did not answer within [`NVIDIA_SMI_TIMEOUT`] and was killed.
+    #[error("nvidia-smi did not answer within {} s", NVIDIA_SMI_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+/// Runs `nvidia-smi` with `args` and returns its standard output; killed after
+/// [`NVIDIA_SMI_TIMEOUT`]. Blocking: GPU detection at start-up and the usage sampler (on a
+/// blocking thread) both use it.
+pub fn run_nvidia_smi(args: &[&str]) -> Result<String, NvidiaSmiError> {
+    use std::io::Read;
+    let mut child = std::process::Command::new("nvidia-smi")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => NvidiaSmiError::NotFound,
+            _ => NvidiaSmiError::Spawn(e),
+        })?;
+    // Read on a thread so that a large answer cannot fill the pipe and stall the child.
+    let mut stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_string(&mut out);
+        }
+        out
+    });
+    let deadline = std::time::Instant::now() + NVIDIA_SMI_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(reader.join().unwrap_or_default()),
+            Ok(Some(status)) => return Err(NvidiaSmiError::Exit(status)),
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(NvidiaSmiError::Timeout);
+            }
+            Err(e) => return Err(NvidiaSmiError::Spawn(e)),
+        }
     }
 }
 
@@ -293,6 +345,19 @@ impl LocalProvider {
     }
 }
 
+/// The GPU indices recorded in a handle (the `CUDA_VISIBLE_DEVICES` the process was given).
+fn gpus_of(handle: &Value) -> Vec<u32> {
+    handle
+        .get("gpus")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g.as_u64().and_then(|g| u32::try_from(g).ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn pid_of(handle: &Value) -> Option<i32> {
     handle
         .get("pid")
@@ -421,12 +486,7 @@ impl CapacityProvider for LocalProvider {
                 });
                 if same && process_alive(pid) {
                     let spec = catalog::lookup(&t.instance_type);
-                    let gpus = t
-                        .handle
-                        .get("gpus")
-                        .and_then(Value::as_array)
-                        .map(|a| a.iter().filter_map(|g| g.as_u64().map(|g| g as u32)).collect())
-                        .unwrap_or_default();
+                    let gpus = gpus_of(&t.handle);
                     self.lock().in_use.insert(
                         t.instance_id.clone(),
                         Usage {
@@ -504,6 +564,15 @@ impl CapacityProvider for LocalProvider {
             Some(s) => st.runtime_pins.insert(instance_type.to_string(), s),
             None => st.runtime_pins.remove(instance_type),
         };
+    }
+
+    /// The process group leader spillway started (the model, or the command line's first
+    /// program) and the GPUs of its `CUDA_VISIBLE_DEVICES`.
+    fn usage_target(&self, handle: &Value) -> Option<UsageTarget> {
+        Some(UsageTarget {
+            pid: pid_of(handle)?,
+            gpus: gpus_of(handle),
+        })
     }
 }
 
@@ -593,5 +662,23 @@ mod tests {
         assert!(command_line("").is_err());
         assert!(command_line("a 'b").is_err());
         assert_eq!(command_line("builtin:echo").unwrap()[1..], ["builtin-model", "echo"]);
+    }
+
+    #[test]
+    fn usage_targets_come_from_the_handle() {
+        let p = provider(&[], 0);
+        assert_eq!(
+            p.usage_target(&json!({"pid": 42, "port": 1, "gpus": [2, 3], "dir": "/x"})),
+            Some(UsageTarget {
+                pid: 42,
+                gpus: vec![2, 3]
+            })
+        );
+        assert_eq!(
+            p.usage_target(&json!({"pid": 42, "gpus": []})),
+            Some(UsageTarget { pid: 42, gpus: vec![] })
+        );
+        assert_eq!(p.usage_target(&json!({"pid": 0})), None);
+        assert_eq!(p.usage_target(&json!({})), None);
     }
 }

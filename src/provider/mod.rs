@@ -21,6 +21,7 @@ use thiserror::Error;
 
 use crate::core::catalog::InstanceTypeSpec;
 use crate::core::model::ContainerDefinition;
+use crate::usage::UsageTarget;
 
 /// A boxed future, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -130,6 +131,14 @@ pub trait CapacityProvider: Send + Sync {
 
     /// Pins (`Some`) or unpins (`None`) the number of instances of a type at run time.
     fn set_slots(&self, instance_type: &str, slots: Option<u32>);
+
+    /// Where the instance's resource use can be sampled on this host (see `crate::usage`): the
+    /// root of the model's process tree and the GPUs it was given. `None` (the default) when the
+    /// model does not run as a process tree on this host; such instances have no utilization
+    /// metrics.
+    fn usage_target(&self, _handle: &Value) -> Option<UsageTarget> {
+        None
+    }
 }
 
 /// Creates an instance directory and makes `ModelDataUrl` available as a directory: a `file://`

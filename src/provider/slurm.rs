@@ -1055,6 +1055,14 @@ impl CapacityProvider for SlurmProvider {
             None => st.runtime_pins.remove(instance_type),
         };
     }
+
+    /// Never: the handle's `srunPid` is the `srun` client on spillway's host, while the model runs
+    /// under `slurmstepd` on the compute node (even when that node is this host, the model is
+    /// not a descendant of `srun`). Sampling `srun` would report the client's use, not the
+    /// model's, so Slurm instances have no utilization metrics (docs/slurm.md).
+    fn usage_target(&self, _handle: &Value) -> Option<crate::usage::UsageTarget> {
+        None
+    }
 }
 
 #[cfg(test)]

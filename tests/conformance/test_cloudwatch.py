@@ -7,6 +7,8 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import json
+import time
+import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
@@ -117,6 +119,21 @@ def test_get_metric_statistics_per_instance_type_matches_requests(mixed):
     assert dps and sum(d["SampleCount"] for d in dps) == sent[M5]
     for d in dps:
         assert 0 < d["Minimum"] <= d["Average"] <= d["Maximum"]
+        assert d["Unit"] == "Microseconds"
+
+    # OverheadLatency: spillway's own share of each request, per type like every other metric.
+    overhead = cw.get_metric_statistics(
+        Namespace=NS,
+        MetricName="OverheadLatency",
+        Dimensions=dims(ep, M5),
+        Period=300,
+        Statistics=["Average", "Minimum", "Maximum", "SampleCount"],
+        **window(start),
+    )
+    dps = overhead["Datapoints"]
+    assert dps and sum(d["SampleCount"] for d in dps) == sent[M5], dps
+    for d in dps:
+        assert 0 <= d["Minimum"] <= d["Average"] <= d["Maximum"]
         assert d["Unit"] == "Microseconds"
 
     # Metrics CloudWatch would not know: no data, not an error.
@@ -285,3 +302,35 @@ def test_unknown_service_error_is_parsed(server):
     with pytest.raises(ClientError) as ei:
         cw.describe_alarms()
     assert ei.value.response["Error"]["Code"] == "UnknownOperationException"
+
+
+def test_metrics_can_be_switched_off(start_server):
+    """`[metrics] enabled = false`: invocations are served but not recorded; fleet samples stay."""
+    server = start_server(config={"metrics": {"enabled": False}})
+    sm, rt = server.sm, server.rt
+    spw.create_model(sm, "m")
+    spw.deploy(sm, "quiet", [spw.single_variant("m", M5)])
+    spw.wait_in_service(sm, "quiet")
+    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
+    for _ in range(5):
+        assert rt.invoke_endpoint(EndpointName="quiet", Body=b"x")["ResponseMetadata"]["HTTPStatusCode"] == 200
+    cw = server.client("cloudwatch")
+    r = cw.get_metric_statistics(
+        Namespace=NS, MetricName="Invocations", Dimensions=dims("quiet"), Period=60, Statistics=["Sum"], **window(start)
+    )
+    # Fleet samples may open a bucket in the window (Sum 0), but no invocation is counted.
+    assert sum(d["Sum"] for d in r["Datapoints"]) == 0, r["Datapoints"]
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    assert 'spillway_invocations_total{' not in text
+    assert 'endpoint="quiet"' in text  # the fleet gauges are still there
+    # The fleet is sampled once a second.
+    deadline = time.monotonic() + 10
+    while True:
+        count = cw.get_metric_statistics(
+            Namespace=NS, MetricName="InstanceCount", Dimensions=dims("quiet"), Period=60, Statistics=["Maximum"], **window(start)
+        )
+        if count["Datapoints"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert count["Datapoints"] and max(d["Maximum"] for d in count["Datapoints"]) == 1

@@ -4,6 +4,8 @@ strategies, and every failure mode with the code and status the spec gives."""
 from __future__ import annotations
 
 import collections
+import http.client
+import json
 import concurrent.futures
 import os
 import signal
@@ -110,9 +112,13 @@ def test_payload_over_6_mb_is_rejected(start_server):
     code, msg, status = spw.error_of(server.rt.invoke_endpoint, EndpointName="big", Body=b"x" * (6 * 1024 * 1024 + 1))
     assert (code, status) == ("ValidationError", 400)
     assert "6291456" in msg
-    # The endpoint keeps serving.
+    # The endpoint keeps serving, up to exactly 6 MB (the limit is inclusive).
     r = server.rt.invoke_endpoint(EndpointName="big", Body=b"x" * 1024)
     assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
+    r = server.rt.invoke_endpoint(EndpointName="big", Body=b"y" * (6 * 1024 * 1024))
+    assert len(json.loads(r["Body"].read())["body"]) == 6 * 1024 * 1024
+    # And the server still stops promptly on SIGTERM (the fixture's teardown fails the test if not).
+    assert server.terminate(timeout=20) == 0
 
 
 def test_concurrency_limit_queues_briefly_then_throttles(start_server):
@@ -205,3 +211,93 @@ def test_load_with_an_instance_killed_mid_run_loses_only_its_in_flight_requests(
         what="replacement of the killed instance",
     )
     assert "InstanceExited" in [e["kind"] for e in server.events("load")]
+
+
+def test_connections_to_the_model_are_pooled_and_reused(start_server):
+    """Sequential invocations over one client connection reuse one model connection: the echo
+    model reports the peer address of the connection each request arrived on."""
+    server = start_server(config={"router": {"io_threads": 2}})
+    sm = server.sm
+    spw.create_model(sm, "m")
+    spw.deploy(sm, "pooled", [spw.single_variant("m", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "pooled")
+    rt = server.client("sagemaker-runtime", retries=1)
+    peers = {json.loads(rt.invoke_endpoint(EndpointName="pooled", Body=b"x")["Body"].read())["peer"] for _ in range(40)}
+    assert len(peers) == 1, peers
+    # Concurrent clients need more than one connection, but never one per request.
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        more = set(
+            pool.map(
+                lambda _: json.loads(rt.invoke_endpoint(EndpointName="pooled", Body=b"x")["Body"].read())["peer"],
+                range(80),
+            )
+        )
+    assert 1 <= len(more) <= 8, more
+
+
+def _raw_post(server, path: str, chunks, headers: dict[str, str]):
+    """POST with a chunked (length-less) body, as a streaming client sends it."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.putrequest("POST", path)
+    for k, v in headers.items():
+        conn.putheader(k, v)
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    try:
+        for c in chunks:
+            conn.send(b"%x\r\n%s\r\n" % (len(c), c))
+        conn.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+
+
+def test_a_chunked_request_body_is_streamed_to_the_model(start_server):
+    server = start_server()
+    sm = server.sm
+    spw.create_model(sm, "m")
+    spw.deploy(sm, "chunked", [spw.single_variant("m", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "chunked")
+    chunks = [b"a" * 100_000, b"b" * 200_000, b"c" * 7]
+    status, headers, body = _raw_post(
+        server, "/endpoints/chunked/invocations", chunks, {"Content-Type": "text/plain"}
+    )
+    assert status == 200, body[:500]
+    echoed = json.loads(body)
+    assert echoed["body"] == "".join(c.decode() for c in chunks)
+    assert echoed["contentType"] == "text/plain"
+
+
+def test_a_chunked_request_body_over_6_mb_is_rejected_and_the_endpoint_keeps_serving(start_server):
+    server = start_server()
+    sm = server.sm
+    spw.create_model(sm, "m")
+    spw.deploy(sm, "chunkbig", [spw.single_variant("m", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "chunkbig")
+    chunks = [b"x" * (1024 * 1024)] * 7  # 7 MiB, no Content-Length to check up front
+    status, headers, body = _raw_post(server, "/endpoints/chunkbig/invocations", chunks, {})
+    assert status == 400, body[:500]
+    assert headers.get("x-amzn-errortype", "").startswith("ValidationError"), headers
+    assert b"6291456" in body
+    r = server.rt.invoke_endpoint(EndpointName="chunkbig", Body=b"small")
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_an_in_flight_invocation_finishes_when_the_server_is_stopped(start_server):
+    """SIGTERM stops accepting new work but lets the running request answer before exiting."""
+    server = start_server()
+    sm = server.sm
+    spw.create_model(sm, "slow", env={"ECHO_INVOCATION_DELAY_MS": "1500"})
+    spw.deploy(sm, "drain", [spw.single_variant("slow", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "drain")
+    rt = server.client("sagemaker-runtime", retries=0)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(lambda: rt.invoke_endpoint(EndpointName="drain", Body=b"x"))
+        time.sleep(0.5)
+        server.proc.send_signal(signal.SIGTERM)
+        r = pending.result(timeout=30)
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert server.proc.wait(timeout=30) == 0

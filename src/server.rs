@@ -1,0 +1,214 @@
+//! The listener: one acceptor and N I/O threads, each a single-threaded tokio runtime.
+//!
+//! A client connection is handed to one I/O thread for its whole life (the one with the fewest
+//! open connections). Invocations (`POST /endpoints/{name}/invocations[-response-stream]`) are
+//! served right there: the request, the pooled connection to the model instance
+//! (`upstream.rs`, one pool per thread) and the response all stay on that thread, so the hot
+//! path takes no lock and wakes no other thread, the way nginx's workers do. Everything else
+//! (control plane, admin API, `/metrics`) is handed to the main multi-threaded runtime, where
+//! the controllers live and store access may block.
+//!
+//! Shutdown: stop accepting, ask every connection to finish its in-flight request and close
+//! (HTTP/1 graceful shutdown), and after a grace period close what is left.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper::service::Service as _;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::{mpsc, watch};
+
+use crate::api::runtime;
+use crate::app::App;
+
+/// Per-thread state shared by the connections of one I/O thread.
+struct Shared {
+    app: Arc<App>,
+    control: TowerToHyperService<Router>,
+    main: tokio::runtime::Handle,
+}
+
+struct Worker {
+    conns: mpsc::UnboundedSender<std::net::TcpStream>,
+    open: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// A running listener.
+pub struct Server {
+    workers: Vec<Worker>,
+    acceptor: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<Stop>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stop {
+    Running,
+    /// Finish in-flight requests, then close.
+    Graceful,
+    /// Close every connection now.
+    Now,
+}
+
+impl Server {
+    /// Starts `threads` I/O threads (at least one) and the acceptor on the current (main)
+    /// runtime, serving `control` for everything that is not an invocation.
+    pub fn start(
+        app: Arc<App>,
+        control: Router,
+        listener: tokio::net::TcpListener,
+        threads: usize,
+    ) -> std::io::Result<Self> {
+        let (stop, _) = watch::channel(Stop::Running);
+        let main = tokio::runtime::Handle::current();
+        let mut workers = Vec::new();
+        for i in 0..threads.max(1) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let open = Arc::new(AtomicUsize::new(0));
+            let shared = Arc::new(Shared {
+                app: app.clone(),
+                control: TowerToHyperService::new(control.clone()),
+                main: main.clone(),
+            });
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (open2, stop_rx) = (open.clone(), stop.subscribe());
+            let thread = std::thread::Builder::new()
+                .name(format!("spillway-io-{i}"))
+                .spawn(move || rt.block_on(worker(shared, rx, open2, stop_rx)))?;
+            workers.push(Worker {
+                conns: tx,
+                open,
+                thread,
+            });
+        }
+        let targets: Vec<_> = workers.iter().map(|w| (w.conns.clone(), w.open.clone())).collect();
+        let acceptor = tokio::spawn(accept(listener, targets, stop.subscribe()));
+        Ok(Self {
+            workers,
+            acceptor,
+            stop,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `grace`, then closes every
+    /// connection. Returns `false` when connections were still open at the end of `grace`.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        self.stop.send_replace(Stop::Graceful);
+        self.acceptor.abort();
+        let threads: Vec<_> = self.workers.into_iter().map(|w| w.thread).collect();
+        let mut join = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        let clean = tokio::time::timeout(grace, &mut join).await.is_ok();
+        if !clean {
+            self.stop.send_replace(Stop::Now);
+            let _ = join.await;
+        }
+        clean
+    }
+}
+
+/// Accepts connections and hands each to the I/O thread with the fewest open connections.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    workers: Vec<(mpsc::UnboundedSender<std::net::TcpStream>, Arc<AtomicUsize>)>,
+    mut stop: watch::Receiver<Stop>,
+) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.wait_for(|s| *s != Stop::Running) => return,
+        };
+        let stream = match stream {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(stream) = stream.into_std() else { continue };
+        let Some((tx, open)) = workers.iter().min_by_key(|(_, open)| open.load(Ordering::Relaxed)) else {
+            return;
+        };
+        open.fetch_add(1, Ordering::Relaxed);
+        if tx.send(stream).is_err() {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One I/O thread: serves the connections it is handed until told to stop.
+async fn worker(
+    shared: Arc<Shared>,
+    mut conns: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    open: Arc<AtomicUsize>,
+    mut stop: watch::Receiver<Stop>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // The timer enables the header read timeout (30 s): a client that opens a connection and
+    // never finishes its request headers does not hold it forever.
+    http.timer(TokioTimer::new());
+    loop {
+        let stream = tokio::select! {
+            s = conns.recv() => s,
+            _ = stop.wait_for(|s| *s != Stop::Running) => None,
+        };
+        let Some(stream) = stream else { break };
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                open.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "cannot register a connection");
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let open = open.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "client connection closed with an error");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    // Connections not yet registered with this thread are closed unserved.
+    conns.close();
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = stop.wait_for(|s| *s == Stop::Now) => {}
+    }
+}
+
+/// Serves one request: invocations here, everything else on the main runtime.
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if req.method() == Method::POST && runtime::invocation_path(req.uri().path()).is_some() {
+        return Ok(runtime::invoke_incoming(&shared.app, req).await);
+    }
+    let fut = shared.control.call(req);
+    Ok(match shared.main.spawn(fut).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(never)) => match never {},
+        Err(e) => {
+            tracing::error!(error = %e, "control-plane request failed");
+            axum::response::IntoResponse::into_response(crate::api::error::ApiError::internal(
+                "the request handler failed",
+            ))
+        }
+    })
+}
