@@ -202,6 +202,20 @@ impl std::fmt::Debug for SeriesHandle {
 }
 
 impl SeriesHandle {
+    /// The error counter of `outcome` (`None` for a success).
+    fn error_counter(&self, outcome: Outcome) -> Option<&Counter> {
+        let kind = outcome.error_kind()?;
+        Some(self.errors[outcome.index()].get_or_init(|| {
+            let e = ErrorSeries {
+                endpoint: self.labels.endpoint.clone(),
+                variant: self.labels.variant.clone(),
+                instance_type: self.labels.instance_type.clone(),
+                kind: kind.into(),
+            };
+            self.metrics.prometheus.errors.get_or_create(&e).clone()
+        }))
+    }
+
     /// Records one invocation: `instances` serving instances of this type in the variant,
     /// `model_latency_us` from sending to the model until the end of its response,
     /// `overhead_us` spent by spillway before the request reached the model.
@@ -213,18 +227,8 @@ impl SeriesHandle {
         self.invocations.inc();
         self.model_latency.observe(model_latency_us as f64 / 1e6);
         self.overhead_latency.observe(overhead_us as f64 / 1e6);
-        if let Some(kind) = outcome.error_kind() {
-            self.errors[outcome.index()]
-                .get_or_init(|| {
-                    let e = ErrorSeries {
-                        endpoint: self.labels.endpoint.clone(),
-                        variant: self.labels.variant.clone(),
-                        instance_type: self.labels.instance_type.clone(),
-                        kind: kind.into(),
-                    };
-                    m.prometheus.errors.get_or_create(&e).clone()
-                })
-                .inc();
+        if let Some(c) = self.error_counter(outcome) {
+            c.inc();
         }
         m.with_bucket_of(&self.key, now, |b| {
             b.add_invocation(instances, outcome, model_latency_us, overhead_us)
@@ -558,7 +562,7 @@ impl Metrics {
             variant: series.variant.to_string(),
             instance_type: series.instance_type.to_string(),
         };
-        SeriesHandle {
+        let handle = SeriesHandle {
             key: Arc::new((
                 labels.endpoint.clone(),
                 labels.variant.clone(),
@@ -570,7 +574,12 @@ impl Metrics {
             errors: Default::default(),
             labels,
             metrics: self.clone(),
+        };
+        // Error counters start at 0 with the series, so `rate()` sees their first increment.
+        for outcome in [Outcome::ClientError, Outcome::ModelError, Outcome::ServerError] {
+            handle.error_counter(outcome);
         }
+        handle
     }
 
     fn with_bucket(&self, series_of: Series<'_>, now: Timestamp, f: impl FnOnce(&mut Bucket)) {
