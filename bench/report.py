@@ -56,8 +56,8 @@ def main():
 
     w("### Saturation (wrk, closed loop)")
     w("")
-    w("| path | req/s per run | median req/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/req | model CPU µs/req | errors |")
-    w("|---|---|---|---|---|---|---|---|---|")
+    w("| path | req/s per run | median req/s | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/req | of which user | model CPU µs/req | errors |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
     sat = {}
     for t in targets:
         r = by.get(("sat", t), [])
@@ -65,11 +65,13 @@ def main():
             continue
         sat[t] = med(r, "rps")
         cpu = statistics.median(kv["proxy_cpu_s"] / kv["requests"] * 1e6 for kv in r)
+        user = [kv["proxy_user_s"] / kv["requests"] * 1e6 for kv in r if "proxy_user_s" in kv]
+        user = f"{statistics.median(user):.1f}" if user and t != "direct" else "—"
         mcpu = statistics.median(kv["model_cpu_s"] / kv["requests"] * 1e6 for kv in r)
         errs = sum(kv.get("errors", 0) + kv.get("non2xx", 0) for kv in r)
         w(
             f"| {t} | {runs(r, 'rps')} | **{sat[t]:.0f}** | {med(r, 'p50_us'):.0f} | {med(r, 'p99_us'):.0f} "
-            f"| {med(r, 'p999_us'):.0f} | {'—' if t == 'direct' else f'{cpu:.1f}'} | {mcpu:.1f} | {errs:.0f} |"
+            f"| {med(r, 'p999_us'):.0f} | {'—' if t == 'direct' else f'{cpu:.1f}'} | {user} | {mcpu:.1f} | {errs:.0f} |"
         )
     w("")
     if {"direct", "nginx"} <= sat.keys():

@@ -196,6 +196,14 @@ cpu_ticks() {  # summed utime+stime (clock ticks) of the given pids
     done
     echo "$total"
 }
+user_ticks() {  # summed utime (clock ticks) of the given pids
+    local total=0 pid f
+    for pid in "$@"; do
+        f=($(sed 's/.*) //' "/proc/$pid/stat"))
+        total=$((total + f[11]))
+    done
+    echo "$total"
+}
 HZ="$(getconf CLK_TCK)"
 
 mkdir -p "$OUT"
@@ -213,10 +221,10 @@ RAW="$OUT/raw-$STAMP.txt"
 measure() {  # measure PHASE TARGET REP CMD...: runs CMD, appends its RESULT line with CPU use
     local phase=$1 t=$2 rep=$3; shift 3
     local pp=${PROXY_PIDS[$t]} c0 u0 c1 u1 line
-    c0=$(cpu_ticks $pp); u0=$(cpu_ticks "${MODEL_PIDS[$t]}")
+    c0=$(cpu_ticks $pp); s0=$(user_ticks $pp); u0=$(cpu_ticks "${MODEL_PIDS[$t]}")
     line="$("$@" | grep '^RESULT\|^target_rps' | sed 's/^RESULT //')"
-    c1=$(cpu_ticks $pp); u1=$(cpu_ticks "${MODEL_PIDS[$t]}")
-    echo "$phase $t $rep $line proxy_cpu_s=$(python3 -c "print(($c1-$c0)/$HZ)") model_cpu_s=$(python3 -c "print(($u1-$u0)/$HZ)")" | tee -a "$RAW" >&2
+    c1=$(cpu_ticks $pp); s1=$(user_ticks $pp); u1=$(cpu_ticks "${MODEL_PIDS[$t]}")
+    echo "$phase $t $rep $line proxy_cpu_s=$(python3 -c "print(($c1-$c0)/$HZ)") proxy_user_s=$(python3 -c "print(($s1-$s0)/$HZ)") model_cpu_s=$(python3 -c "print(($u1-$u0)/$HZ)")" | tee -a "$RAW" >&2
 }
 
 # --- 1. saturation (closed loop, wrk) --------------------------------------------------------
