@@ -481,6 +481,14 @@ def single_variant(model: str, itype: str = "ml.m5.xlarge", count: int = 1, name
     return v
 
 
+def deploy_echo(sm, endpoint: str, model: str = "m", itype: str = "ml.m5.xlarge", env: dict | None = None, **variant):
+    """Deploys `endpoint` as one variant of builtin:echo (with `env`) on `itype` and waits until it
+    is InService; `variant` goes to single_variant (count, RoutingConfig, ...)."""
+    create_model(sm, model, env=env)
+    deploy(sm, endpoint, [single_variant(model, itype, **variant)])
+    return wait_in_service(sm, endpoint)
+
+
 def deploy(sm, endpoint: str, variants: list[dict], config: str | None = None, **config_extra) -> str:
     config = config or f"{endpoint}-cfg"
     sm.create_endpoint_config(EndpointConfigName=config, ProductionVariants=variants, **config_extra)

@@ -106,35 +106,23 @@ def test_get_metric_statistics_per_instance_type_matches_requests(mixed):
     assert sum(d["Sum"] for d in fine["Datapoints"]) == sent[G6]
     assert len({d["Timestamp"] for d in fine["Datapoints"]}) == len(fine["Datapoints"])
 
-    latency = cw.get_metric_statistics(
-        Namespace=NS,
-        MetricName="ModelLatency",
-        Dimensions=dims(ep, M5),
-        Period=300,
-        Statistics=["Average", "Minimum", "Maximum", "SampleCount"],
-        Unit="Microseconds",
-        **window(start),
-    )
-    dps = latency["Datapoints"]
-    assert dps and sum(d["SampleCount"] for d in dps) == sent[M5]
-    for d in dps:
-        assert 0 < d["Minimum"] <= d["Average"] <= d["Maximum"]
-        assert d["Unit"] == "Microseconds"
-
-    # OverheadLatency: spillway's own share of each request, per type like every other metric.
-    overhead = cw.get_metric_statistics(
-        Namespace=NS,
-        MetricName="OverheadLatency",
-        Dimensions=dims(ep, M5),
-        Period=300,
-        Statistics=["Average", "Minimum", "Maximum", "SampleCount"],
-        **window(start),
-    )
-    dps = overhead["Datapoints"]
-    assert dps and sum(d["SampleCount"] for d in dps) == sent[M5], dps
-    for d in dps:
-        assert 0 <= d["Minimum"] <= d["Average"] <= d["Maximum"]
-        assert d["Unit"] == "Microseconds"
+    # ModelLatency, and OverheadLatency (spillway's own share of each request), per type like
+    # every other metric; the model always takes some time, spillway's share may round to 0 µs.
+    for metric, smallest in (("ModelLatency", 1), ("OverheadLatency", 0)):
+        latency = cw.get_metric_statistics(
+            Namespace=NS,
+            MetricName=metric,
+            Dimensions=dims(ep, M5),
+            Period=300,
+            Statistics=["Average", "Minimum", "Maximum", "SampleCount"],
+            Unit="Microseconds",
+            **window(start),
+        )
+        dps = latency["Datapoints"]
+        assert dps and sum(d["SampleCount"] for d in dps) == sent[M5], (metric, dps)
+        for d in dps:
+            assert smallest <= d["Minimum"] <= d["Average"] <= d["Maximum"], (metric, d)
+            assert d["Unit"] == "Microseconds"
 
     # Metrics CloudWatch would not know: no data, not an error.
     for kw in (
@@ -308,9 +296,7 @@ def test_metrics_can_be_switched_off(start_server):
     """`[metrics] enabled = false`: invocations are served but not recorded; fleet samples stay."""
     server = start_server(config={"metrics": {"enabled": False}})
     sm, rt = server.sm, server.rt
-    spw.create_model(sm, "m")
-    spw.deploy(sm, "quiet", [spw.single_variant("m", M5)])
-    spw.wait_in_service(sm, "quiet")
+    spw.deploy_echo(sm, "quiet", itype=M5)
     start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
     for _ in range(5):
         assert rt.invoke_endpoint(EndpointName="quiet", Body=b"x")["ResponseMetadata"]["HTTPStatusCode"] == 200

@@ -61,10 +61,7 @@ def test_random_spreads_evenly_regardless_of_speed(start_server):
 
 def test_response_stream_is_read_by_boto3_chunk_by_chunk(start_server):
     server = start_server()
-    sm = server.sm
-    spw.create_model(sm, "tokens", env={"ECHO_STREAM_INTERVAL_MS": "200"})
-    spw.deploy(sm, "stream", [spw.single_variant("tokens", "ml.m5.xlarge")])
-    spw.wait_in_service(sm, "stream")
+    spw.deploy_echo(server.sm, "stream", "tokens", env={"ECHO_STREAM_INTERVAL_MS": "200"})
     resp = server.rt.invoke_endpoint_with_response_stream(EndpointName="stream", Body=b"stream:5")
     assert resp["InvokedProductionVariant"] == "AllTraffic"
     parts, arrivals = [], []
@@ -79,10 +76,7 @@ def test_response_stream_is_read_by_boto3_chunk_by_chunk(start_server):
 
 def test_model_error_carries_the_models_status_and_message(start_server):
     server = start_server()
-    sm = server.sm
-    spw.create_model(sm, "teapot", env={"ECHO_INVOCATION_STATUS": "418"})
-    spw.deploy(sm, "me", [spw.single_variant("teapot", "ml.m5.xlarge")])
-    spw.wait_in_service(sm, "me")
+    spw.deploy_echo(server.sm, "me", "teapot", env={"ECHO_INVOCATION_STATUS": "418"})
     try:
         server.rt.invoke_endpoint(EndpointName="me", Body=b"x")
         raise AssertionError("expected ModelError")
@@ -94,10 +88,7 @@ def test_model_error_carries_the_models_status_and_message(start_server):
 
 def test_model_timeout_is_a_model_error(start_server):
     server = start_server(config={"router": {"model_timeout_seconds": 1}})
-    sm = server.sm
-    spw.create_model(sm, "sleepy", env={"ECHO_INVOCATION_DELAY_MS": "4000"})
-    spw.deploy(sm, "to", [spw.single_variant("sleepy", "ml.m5.xlarge")])
-    spw.wait_in_service(sm, "to")
+    spw.deploy_echo(server.sm, "to", "sleepy", env={"ECHO_INVOCATION_DELAY_MS": "4000"})
     code, msg, status = spw.error_of(server.rt.invoke_endpoint, EndpointName="to", Body=b"x")
     assert (code, status) == ("ModelError", 424)
     assert "timed out" in msg
@@ -105,10 +96,7 @@ def test_model_timeout_is_a_model_error(start_server):
 
 def test_payload_over_6_mb_is_rejected(start_server):
     server = start_server()
-    sm = server.sm
-    spw.create_model(sm, "m")
-    spw.deploy(sm, "big", [spw.single_variant("m", "ml.m5.xlarge")])
-    spw.wait_in_service(sm, "big")
+    spw.deploy_echo(server.sm, "big")
     code, msg, status = spw.error_of(server.rt.invoke_endpoint, EndpointName="big", Body=b"x" * (6 * 1024 * 1024 + 1))
     assert (code, status) == ("ValidationError", 400)
     assert "6291456" in msg
@@ -123,10 +111,7 @@ def test_payload_over_6_mb_is_rejected(start_server):
 
 def test_concurrency_limit_queues_briefly_then_throttles(start_server):
     server = start_server(config={"router": {"max_concurrent_requests_per_instance": 1, "queue_timeout_ms": 300}})
-    sm = server.sm
-    spw.create_model(sm, "slow", env={"ECHO_INVOCATION_DELAY_MS": "1500"})
-    spw.deploy(sm, "lim", [spw.single_variant("slow", "ml.m5.xlarge")])
-    spw.wait_in_service(sm, "lim")
+    spw.deploy_echo(server.sm, "lim", "slow", env={"ECHO_INVOCATION_DELAY_MS": "1500"})
     rt = server.client("sagemaker-runtime", retries=1)
 
     def call(_):
@@ -143,10 +128,7 @@ def test_concurrency_limit_queues_briefly_then_throttles(start_server):
 
 def test_queued_requests_are_served_when_an_instance_frees_up(start_server):
     server = start_server(config={"router": {"max_concurrent_requests_per_instance": 1, "queue_timeout_ms": 5000}})
-    sm = server.sm
-    spw.create_model(sm, "slowish", env={"ECHO_INVOCATION_DELAY_MS": "300"})
-    spw.deploy(sm, "q", [spw.single_variant("slowish", "ml.m5.xlarge")])
-    spw.wait_in_service(sm, "q")
+    spw.deploy_echo(server.sm, "q", "slowish", env={"ECHO_INVOCATION_DELAY_MS": "300"})
     rt = server.client("sagemaker-runtime", retries=1)
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         codes = list(pool.map(lambda _: rt.invoke_endpoint(EndpointName="q", Body=b"x")["ResponseMetadata"]["HTTPStatusCode"], range(3)))
@@ -155,10 +137,7 @@ def test_queued_requests_are_served_when_an_instance_frees_up(start_server):
 
 def test_a_refused_connection_is_retried_on_another_instance(start_server):
     server = start_server()
-    sm = server.sm
-    spw.create_model(sm, "m")
-    spw.deploy(sm, "retry", [spw.single_variant("m", "ml.m5.xlarge", count=2, RoutingConfig={"RoutingStrategy": "RANDOM"})])
-    spw.wait_in_service(sm, "retry")
+    spw.deploy_echo(server.sm, "retry", count=2, RoutingConfig={"RoutingStrategy": "RANDOM"})
     victim = server.instances("retry")[0]
     os.kill(victim["pid"], signal.SIGKILL)
     rt = server.client("sagemaker-runtime", retries=1)
@@ -173,9 +152,14 @@ def test_load_with_an_instance_killed_mid_run_loses_only_its_in_flight_requests(
     without a restart, and the instance is replaced."""
     server = start_server()
     sm = server.sm
-    spw.create_model(sm, "work", env={"ECHO_INVOCATION_DELAY_MS": "20"})
-    spw.deploy(sm, "load", [spw.single_variant("work", "ml.m5.xlarge", count=3, RoutingConfig={"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"})])
-    spw.wait_in_service(sm, "load")
+    spw.deploy_echo(
+        sm,
+        "load",
+        "work",
+        env={"ECHO_INVOCATION_DELAY_MS": "20"},
+        count=3,
+        RoutingConfig={"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"},
+    )
     victim = server.instances("load")[0]
     rt = server.client("sagemaker-runtime", retries=1)
     results: list[tuple[float, str]] = []
@@ -217,10 +201,7 @@ def test_connections_to_the_model_are_pooled_and_reused(start_server):
     """Sequential invocations over one client connection reuse one model connection: the echo
     model reports the peer address of the connection each request arrived on."""
     server = start_server(config={"router": {"io_threads": 2}})
-    sm = server.sm
-    spw.create_model(sm, "m")
-    spw.deploy(sm, "pooled", [spw.single_variant("m", "ml.m5.xlarge")])
-    spw.wait_in_service(sm, "pooled")
+    spw.deploy_echo(server.sm, "pooled")
     rt = server.client("sagemaker-runtime", retries=1)
     peers = {json.loads(rt.invoke_endpoint(EndpointName="pooled", Body=b"x")["Body"].read())["peer"] for _ in range(40)}
     assert len(peers) == 1, peers
@@ -257,10 +238,7 @@ def _raw_post(server, path: str, chunks, headers: dict[str, str]):
 
 def test_a_chunked_request_body_is_streamed_to_the_model(start_server):
     server = start_server()
-    sm = server.sm
-    spw.create_model(sm, "m")
-    spw.deploy(sm, "chunked", [spw.single_variant("m", "ml.m5.xlarge")])
-    spw.wait_in_service(sm, "chunked")
+    spw.deploy_echo(server.sm, "chunked")
     chunks = [b"a" * 100_000, b"b" * 200_000, b"c" * 7]
     status, headers, body = _raw_post(
         server, "/endpoints/chunked/invocations", chunks, {"Content-Type": "text/plain"}
@@ -273,10 +251,7 @@ def test_a_chunked_request_body_is_streamed_to_the_model(start_server):
 
 def test_a_chunked_request_body_over_6_mb_is_rejected_and_the_endpoint_keeps_serving(start_server):
     server = start_server()
-    sm = server.sm
-    spw.create_model(sm, "m")
-    spw.deploy(sm, "chunkbig", [spw.single_variant("m", "ml.m5.xlarge")])
-    spw.wait_in_service(sm, "chunkbig")
+    spw.deploy_echo(server.sm, "chunkbig")
     chunks = [b"x" * (1024 * 1024)] * 7  # 7 MiB, no Content-Length to check up front
     status, headers, body = _raw_post(server, "/endpoints/chunkbig/invocations", chunks, {})
     assert status == 400, body[:500]
@@ -289,10 +264,7 @@ def test_a_chunked_request_body_over_6_mb_is_rejected_and_the_endpoint_keeps_ser
 def test_an_in_flight_invocation_finishes_when_the_server_is_stopped(start_server):
     """SIGTERM stops accepting new work but lets the running request answer before exiting."""
     server = start_server()
-    sm = server.sm
-    spw.create_model(sm, "slow", env={"ECHO_INVOCATION_DELAY_MS": "1500"})
-    spw.deploy(sm, "drain", [spw.single_variant("slow", "ml.m5.xlarge")])
-    spw.wait_in_service(sm, "drain")
+    spw.deploy_echo(server.sm, "drain", "slow", env={"ECHO_INVOCATION_DELAY_MS": "1500"})
     rt = server.client("sagemaker-runtime", retries=0)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(lambda: rt.invoke_endpoint(EndpointName="drain", Body=b"x"))

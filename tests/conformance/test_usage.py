@@ -38,9 +38,7 @@ def scrape(server) -> dict[str, list]:
 def test_cpu_and_memory_utilization_per_instance(start_server):
     server = start_server(config={"metrics": {"usage_interval_seconds": 1}})
     sm = server.sm
-    spw.create_model(sm, "burner")
-    spw.deploy(sm, "hot", [spw.single_variant("burner", M5)])
-    spw.wait_in_service(sm, "hot")
+    spw.deploy_echo(sm, "hot", "burner", M5)
     (instance,) = server.instances("hot")
     start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
 
@@ -150,9 +148,7 @@ def test_cpu_and_memory_utilization_per_instance(start_server):
 def test_usage_sampling_can_be_switched_off(start_server):
     server = start_server(config={"metrics": {"usage_interval_seconds": 0}})
     sm = server.sm
-    spw.create_model(sm, "m")
-    spw.deploy(sm, "cold", [spw.single_variant("m", M5)])
-    spw.wait_in_service(sm, "cold")
+    spw.deploy_echo(sm, "cold", itype=M5)
     time.sleep(2)
     fams = scrape(server)
     assert not [s for name in GAUGES for s in fams.get(name, []) if s.labels.get("endpoint") == "cold"]
