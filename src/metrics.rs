@@ -121,36 +121,65 @@ pub struct Series<'a> {
     pub instance_type: &'a str,
 }
 
-/// How a request ended, for the error counters.
+/// How a request ended, for the error counters. As SageMaker counts them:
+/// `Invocation4XXErrors` and `Invocation5XXErrors` by the status class of the answer (the
+/// model's own status for a `ModelError`), `InvocationModelErrors` for every request the model
+/// did not answer with 2xx (non-2xx, timeout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// 2xx from the model.
     Success,
     /// Bad request (4xx) answered by spillway.
     ClientError,
-    /// The model answered non-2xx (ModelError).
-    ModelError,
-    /// Spillway or the instance failed (5xx).
+    /// spillway could not complete the request (instance unreachable, broken response).
     ServerError,
+    /// The model answered 4xx (the client gets a `ModelError`).
+    ModelClientError,
+    /// The model answered 5xx (the client gets a `ModelError`).
+    ModelServerError,
+    /// The model did not answer in time, or answered a status that is neither 2xx, 4xx nor 5xx.
+    ModelOtherError,
 }
 
 impl Outcome {
+    /// The outcome of a model's non-2xx answer with `status`.
+    pub fn of_model_status(status: u16) -> Self {
+        match status {
+            400..=499 => Outcome::ModelClientError,
+            500..=599 => Outcome::ModelServerError,
+            _ => Outcome::ModelOtherError,
+        }
+    }
+
     /// The `kind` label of `spillway_invocation_errors_total`, `None` for a success.
     fn error_kind(self) -> Option<&'static str> {
         match self {
             Outcome::Success => None,
             Outcome::ClientError => Some("4xx"),
-            Outcome::ModelError => Some("model"),
             Outcome::ServerError => Some("5xx"),
+            Outcome::ModelClientError => Some("model_4xx"),
+            Outcome::ModelServerError => Some("model_5xx"),
+            Outcome::ModelOtherError => Some("model_other"),
         }
     }
+
+    /// Every error outcome.
+    const ERRORS: [Outcome; 5] = [
+        Outcome::ClientError,
+        Outcome::ServerError,
+        Outcome::ModelClientError,
+        Outcome::ModelServerError,
+        Outcome::ModelOtherError,
+    ];
 
     fn index(self) -> usize {
         match self {
             Outcome::Success => 0,
             Outcome::ClientError => 1,
-            Outcome::ModelError => 2,
-            Outcome::ServerError => 3,
+            Outcome::ServerError => 2,
+            Outcome::ModelClientError => 3,
+            Outcome::ModelServerError => 4,
+            Outcome::ModelOtherError => 5,
         }
     }
 }
@@ -169,11 +198,16 @@ impl Bucket {
         match outcome {
             Outcome::Success => {}
             Outcome::ClientError => self.errors_4xx += 1,
-            Outcome::ModelError => {
+            Outcome::ServerError => self.errors_5xx += 1,
+            Outcome::ModelClientError => {
                 self.model_errors += 1;
                 self.errors_4xx += 1;
             }
-            Outcome::ServerError => self.errors_5xx += 1,
+            Outcome::ModelServerError => {
+                self.model_errors += 1;
+                self.errors_5xx += 1;
+            }
+            Outcome::ModelOtherError => self.model_errors += 1,
         }
         self.latency_sum_us += model_latency_us;
         self.latency_max_us = self.latency_max_us.max(model_latency_us);
@@ -191,7 +225,7 @@ pub struct SeriesHandle {
     model_latency: Histogram,
     overhead_latency: Histogram,
     /// Error counters by [`Outcome::index`], created on first use.
-    errors: [OnceLock<Counter>; 4],
+    errors: [OnceLock<Counter>; 6],
     metrics: Arc<Metrics>,
 }
 
@@ -576,7 +610,7 @@ impl Metrics {
             metrics: self.clone(),
         };
         // Error counters start at 0 with the series, so `rate()` sees their first increment.
-        for outcome in [Outcome::ClientError, Outcome::ModelError, Outcome::ServerError] {
+        for outcome in Outcome::ERRORS {
             handle.error_counter(outcome);
         }
         handle
@@ -978,13 +1012,46 @@ mod tests {
     }
 
     #[test]
+    fn error_metrics_follow_the_status_class_of_the_answer() {
+        let m = Metrics::default();
+        let one = |outcome| m.record_invocation(S("e", "v", "t"), 1, outcome, 10, 100.5);
+        one(Outcome::of_model_status(503));
+        one(Outcome::of_model_status(500));
+        one(Outcome::of_model_status(418));
+        one(Outcome::of_model_status(302));
+        one(Outcome::ModelOtherError); // timed out
+        one(Outcome::ServerError); // instance unreachable
+        one(Outcome::Success);
+        let sum = |metric| m.aggregate("e", "v", None, metric, Statistic::Sum, 100.0, 101.0);
+        assert_eq!(sum("Invocations"), Some(7.0));
+        assert_eq!(sum("Invocation5XXErrors"), Some(3.0));
+        assert_eq!(sum("Invocation4XXErrors"), Some(1.0));
+        assert_eq!(sum("InvocationModelErrors"), Some(5.0));
+        let kinds: Vec<String> = m
+            .prometheus
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("spillway_invocation_errors_total"))
+            .map(str::to_string)
+            .collect();
+        for (kind, n) in [("5xx", 1), ("model_5xx", 2), ("model_4xx", 1), ("model_other", 2)] {
+            assert!(
+                kinds
+                    .iter()
+                    .any(|l| l.contains(&format!("kind=\"{kind}\"")) && l.ends_with(&format!(" {n}"))),
+                "{kind} = {n} in {kinds:?}"
+            );
+        }
+    }
+
+    #[test]
     fn invocations_aggregate_per_type_and_variant() {
         let m = Metrics::default();
         for i in 0..10 {
             let t = 100.0 + i as f64 * 0.5;
             m.record_invocation(S("e", "v", "ml.g6.2xlarge"), 2, Outcome::Success, 1000, t);
         }
-        m.record_invocation(S("e", "v", "ml.m5.xlarge"), 1, Outcome::ModelError, 3000, 101.0);
+        m.record_invocation(S("e", "v", "ml.m5.xlarge"), 1, Outcome::ModelServerError, 3000, 101.0);
         let agg = |it, metric, stat| m.aggregate("e", "v", it, metric, stat, 100.0, 110.0);
         assert_eq!(agg(None, "Invocations", Statistic::Sum), Some(11.0));
         assert_eq!(agg(Some("ml.g6.2xlarge"), "Invocations", Statistic::Sum), Some(10.0));

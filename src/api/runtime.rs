@@ -310,7 +310,7 @@ async fn invoke_routed(
         req.headers_mut().insert(header::HOST, inst.host.clone());
         let (resp, lease) = match tokio::time::timeout(timeout, upstream::send(&inst.address, req)).await {
             Err(_) => {
-                record.finish(app, &inst, series(), Outcome::ModelError);
+                record.finish(app, &inst, series(), Outcome::ModelOtherError);
                 return Err(model_error(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
@@ -348,7 +348,7 @@ async fn invoke_routed(
                 Err(_) => Bytes::new(),
             };
             drop(guard);
-            record.finish(app, &inst, series(), Outcome::ModelError);
+            record.finish(app, &inst, series(), Outcome::of_model_status(parts.status.as_u16()));
             return Err(model_error(
                 parts.status,
                 String::from_utf8_lossy(&bytes).into_owned(),

@@ -4,6 +4,7 @@ requests that were sent to each instance type and shows the capacity back-off st
 from __future__ import annotations
 
 import collections
+import datetime as dt
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
@@ -88,5 +89,22 @@ def test_model_errors_are_counted_by_kind(start_server):
         for s in scrape(server)["spillway_invocation_errors"]
         if s.name == "spillway_invocation_errors_total" and s.labels["endpoint"] == "errs"
     }
-    # Every kind starts at 0 with the series (so rate() sees the first increment).
-    assert errors == {"model": 3.0, "4xx": 0.0, "5xx": 0.0}
+    # Every kind starts at 0 with the series (so rate() sees the first increment); the model's 503s
+    # are model errors of the 5xx class.
+    assert errors == {"model_5xx": 3.0, "model_4xx": 0.0, "model_other": 0.0, "4xx": 0.0, "5xx": 0.0}
+    # CloudWatch counts them as SageMaker does: 5XX by the model's status, and as model errors.
+    cw = server.client("cloudwatch")
+    now = dt.datetime.now(dt.timezone.utc)
+    sums = {}
+    for metric in ("Invocation5XXErrors", "Invocation4XXErrors", "InvocationModelErrors", "Invocations"):
+        r = cw.get_metric_statistics(
+            Namespace="AWS/SageMaker",
+            MetricName=metric,
+            Dimensions=[{"Name": "EndpointName", "Value": "errs"}, {"Name": "VariantName", "Value": "AllTraffic"}],
+            StartTime=now - dt.timedelta(minutes=5),
+            EndTime=now + dt.timedelta(minutes=1),
+            Period=60,
+            Statistics=["Sum"],
+        )
+        sums[metric] = sum(d["Sum"] for d in r["Datapoints"])
+    assert sums == {"Invocation5XXErrors": 3, "Invocation4XXErrors": 0, "InvocationModelErrors": 3, "Invocations": 3}
