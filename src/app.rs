@@ -12,12 +12,12 @@ use thiserror::Error;
 use tokio::sync::{Notify, watch};
 
 use crate::autoscaler::AutoscalerState;
-use crate::config::Config;
+use crate::config::{CapacitySource, Config};
 use crate::controller;
 use crate::core::capacity::{BackoffPolicy, IceMemory};
 use crate::core::endpoint::{EndpointRecord, Event, InstanceRecord};
-use crate::core::model::Timestamp;
-use crate::metrics::Metrics;
+use crate::core::model::{RoutingStrategy, Timestamp};
+use crate::metrics::{Metrics, Statistic};
 use crate::provider::local::{Host, LocalProvider};
 use crate::provider::slurm::SlurmProvider;
 use crate::provider::{CapacityProvider, TrackedInstance};
@@ -304,6 +304,9 @@ impl App {
 
 /// Once a second, records each serving type's instance count and requests in flight
 /// (`InstanceCount`, `ConcurrentRequestsPerModel`).
+/// Seconds of model latency that capacity-aware routing's measurement looks at.
+const CAPACITY_WINDOW_S: f64 = 30.0;
+
 async fn sample_fleet(app: Arc<App>) {
     let mut shutdown = app.shutdown.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -329,6 +332,8 @@ async fn sample_fleet(app: Arc<App>) {
                     e.0 += 1;
                     e.1 += i.outstanding.load(std::sync::atomic::Ordering::Relaxed);
                 }
+                let measure = v.strategy == RoutingStrategy::CapacityAware
+                    && app.cfg.router.capacity_source == CapacitySource::Measured;
                 for (ty, (n, outstanding)) in by_type {
                     let series = crate::metrics::Series {
                         endpoint: &name,
@@ -336,6 +341,25 @@ async fn sample_fleet(app: Arc<App>) {
                         instance_type: ty,
                     };
                     app.metrics.record_fleet(series, n, outstanding, t);
+                    if measure {
+                        // What this type can carry, measured: its recent mean model latency.
+                        let latency = app
+                            .metrics
+                            .aggregate(
+                                &name,
+                                &v.name,
+                                Some(ty),
+                                "ModelLatency",
+                                Statistic::Average,
+                                t - CAPACITY_WINDOW_S,
+                                t,
+                            )
+                            .map_or(0, |us| us.round().max(1.0) as u64);
+                        for i in v.instances.iter().filter(|i| i.instance_type == ty) {
+                            i.measured_latency_us
+                                .store(latency, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
                 }
             }
         }

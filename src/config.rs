@@ -115,6 +115,20 @@ pub struct RouterConfig {
     /// Threads that serve client connections, each with its own event loop and its own pool of
     /// connections to model instances (0: one per CPU).
     pub io_threads: usize,
+    /// What `CAPACITY_AWARE` routing believes an instance type can carry.
+    pub capacity_source: CapacitySource,
+}
+
+/// `[router] capacity_source`: where capacity-aware routing gets each instance type's capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CapacitySource {
+    /// The type's mean model latency over the last 30 s in its variant (from the metrics store),
+    /// with the catalog for types not measured yet, calibrated by those that are.
+    #[default]
+    Measured,
+    /// The catalog only: accelerator memory for accelerated types, vCPUs otherwise.
+    Catalog,
 }
 
 impl Default for RouterConfig {
@@ -124,6 +138,7 @@ impl Default for RouterConfig {
             max_concurrent_requests_per_instance: 0,
             queue_timeout_ms: 1000,
             io_threads: 0,
+            capacity_source: CapacitySource::Measured,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! store. Outstanding-request counters live on [`RouteInstance`] and survive republishing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use axum::http::HeaderValue;
@@ -30,6 +30,9 @@ pub struct RouteInstance {
     /// Relative capacity of the instance type (for capacity-aware routing): total accelerator
     /// memory in GiB for accelerated types, vCPUs otherwise.
     pub capacity: f64,
+    /// Mean model latency (µs) its instance type showed recently in this variant, 0 while
+    /// unknown; kept up to date by the fleet sampler for capacity-aware routing.
+    pub measured_latency_us: AtomicU64,
     /// Records this instance's invocations (created on the first one).
     pub metrics: OnceLock<SeriesHandle>,
 }
@@ -51,6 +54,7 @@ impl RouteInstance {
             instance_type,
             outstanding: AtomicUsize::new(0),
             capacity,
+            measured_latency_us: AtomicU64::new(0),
             metrics: OnceLock::new(),
         }
     }
@@ -150,15 +154,62 @@ impl VariantRoutes {
             RoutingStrategy::LeastOutstandingRequests => {
                 least_by(self.instances.iter().filter(eligible), |i| i.load() as f64)
             }
-            RoutingStrategy::CapacityAware => least_by(self.instances.iter().filter(eligible), |i| {
-                (i.load() as f64 + 1.0) / i.capacity
-            }),
+            RoutingStrategy::CapacityAware => {
+                let unit = self.work_unit();
+                least_by(self.instances.iter().filter(eligible), |i| {
+                    (i.load() as f64 + 1.0) * i.expected_latency(unit)
+                })
+            }
         };
         // Counters move under concurrent requests; any eligible instance is a fine fallback.
         chosen
             .or_else(|| self.instances.iter().find(eligible))
             .cloned()
             .ok_or(PickError::Saturated)
+    }
+}
+
+impl VariantRoutes {
+    /// For capacity-aware routing, over the instances whose type has a measured latency: the
+    /// mean of latency × catalog capacity (it calibrates the catalog) and the smallest latency
+    /// (`None` when nothing is measured).
+    fn work_unit(&self) -> Option<Calibration> {
+        let (sum, n, fastest) = self
+            .instances
+            .iter()
+            .fold((0.0, 0u32, f64::INFINITY), |(sum, n, fastest), i| {
+                match i.measured_latency_us.load(Ordering::Relaxed) {
+                    0 => (sum, n, fastest),
+                    t => (sum + t as f64 * i.capacity, n + 1, fastest.min(t as f64)),
+                }
+            });
+        (n > 0).then(|| Calibration {
+            unit: sum / n as f64,
+            fastest,
+        })
+    }
+}
+
+/// What the measured instance types of a variant say about the unmeasured ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Calibration {
+    /// Mean measured latency × catalog capacity.
+    unit: f64,
+    /// The smallest measured latency.
+    fastest: f64,
+}
+
+impl RouteInstance {
+    /// What one request is expected to take here: the measured latency of its type; for a type
+    /// not measured yet, the calibrated catalog estimate (`unit / capacity`) but never more than
+    /// the fastest measured type, so that it gets traffic and a measurement of its own; with
+    /// nothing measured, 1 / catalog capacity.
+    fn expected_latency(&self, calibration: Option<Calibration>) -> f64 {
+        match (self.measured_latency_us.load(Ordering::Relaxed), calibration) {
+            (0, Some(c)) => (c.unit / self.capacity).min(c.fastest),
+            (0, None) => 1.0 / self.capacity,
+            (t, _) => t as f64,
+        }
     }
 }
 
@@ -375,6 +426,72 @@ mod tests {
         };
         // (4+1)/192 < (1+1)/24: the big instance takes the next request despite more in flight.
         assert_eq!(v.pick_instance(0, None).unwrap().id, "big");
+    }
+
+    #[test]
+    fn capacity_aware_prefers_measurements_over_the_catalog() {
+        // The catalog says big carries 8x more; measured, it answers 10x slower.
+        let big = Arc::new(RouteInstance::new("big".into(), "x".into(), "ml.g6e.12xlarge".into()));
+        let small = Arc::new(RouteInstance::new("small".into(), "x".into(), "ml.g6.2xlarge".into()));
+        let v = VariantRoutes {
+            name: "a".into(),
+            weight: 1.0,
+            strategy: RoutingStrategy::CapacityAware,
+            instances: vec![big.clone(), small.clone()],
+        };
+        big.outstanding.store(1, Ordering::Relaxed);
+        assert_eq!(
+            v.pick_instance(0, None).unwrap().id,
+            "big",
+            "catalog only: (1+1)/192 < 1/24"
+        );
+        big.measured_latency_us.store(10_000, Ordering::Relaxed);
+        small.measured_latency_us.store(1_000, Ordering::Relaxed);
+        // 2 x 10 ms > 1 x 1 ms, and still with 5 in flight on small (6 x 1 ms < 2 x 10 ms).
+        assert_eq!(v.pick_instance(0, None).unwrap().id, "small");
+        small.outstanding.store(5, Ordering::Relaxed);
+        assert_eq!(v.pick_instance(0, None).unwrap().id, "small");
+        small.outstanding.store(20, Ordering::Relaxed);
+        assert_eq!(v.pick_instance(0, None).unwrap().id, "big");
+    }
+
+    #[test]
+    fn capacity_aware_calibrates_unmeasured_types_with_measured_ones() {
+        // small measured at 1 ms with capacity 24 => unit 24,000; big (capacity 192) is
+        // expected at 125 µs until measured.
+        let big = Arc::new(RouteInstance::new("big".into(), "x".into(), "ml.g6e.12xlarge".into()));
+        let small = Arc::new(RouteInstance::new("small".into(), "x".into(), "ml.g6.2xlarge".into()));
+        small.measured_latency_us.store(1_000, Ordering::Relaxed);
+        let v = VariantRoutes {
+            name: "a".into(),
+            weight: 1.0,
+            strategy: RoutingStrategy::CapacityAware,
+            instances: vec![big.clone(), small.clone()],
+        };
+        assert_eq!(v.work_unit().map(|c| c.unit), Some(24_000.0));
+        assert_eq!(big.expected_latency(v.work_unit()), 125.0);
+        big.outstanding.store(7, Ordering::Relaxed); // 8 x 125 µs = 1 ms = small's (0+1) x 1 ms
+        small.outstanding.store(1, Ordering::Relaxed); // now small: 2 ms
+        assert_eq!(v.pick_instance(0, None).unwrap().id, "big");
+    }
+
+    #[test]
+    fn capacity_aware_tries_an_unmeasured_type_the_catalog_calls_weaker() {
+        // big (capacity 192) measured at 10 ms; small (24) unmeasured: the catalog would expect
+        // 80 ms, but it is expected no slower than the fastest measured type, so it gets the next
+        // request as soon as big has one in flight, and with it a measurement.
+        let big = Arc::new(RouteInstance::new("big".into(), "x".into(), "ml.g6e.12xlarge".into()));
+        let small = Arc::new(RouteInstance::new("small".into(), "x".into(), "ml.g6.2xlarge".into()));
+        big.measured_latency_us.store(10_000, Ordering::Relaxed);
+        let v = VariantRoutes {
+            name: "a".into(),
+            weight: 1.0,
+            strategy: RoutingStrategy::CapacityAware,
+            instances: vec![big.clone(), small.clone()],
+        };
+        assert_eq!(small.expected_latency(v.work_unit()), 10_000.0);
+        big.outstanding.store(1, Ordering::Relaxed);
+        assert_eq!(v.pick_instance(0, None).unwrap().id, "small");
     }
 
     #[test]

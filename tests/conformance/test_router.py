@@ -59,6 +59,46 @@ def test_random_spreads_evenly_regardless_of_speed(start_server):
     assert 15 <= seen["ml.m5.xlarge"] <= 45, seen
 
 
+def big_slow_and_small_fast_endpoint(server, name: str):
+    """CAPACITY_AWARE over an ml.g6.2xlarge (24 GiB of GPU memory in the catalog: 6x an
+    ml.m5.xlarge's 4 vCPUs) whose model answers in 100 ms, and an ml.m5.xlarge answering at once."""
+    sm = server.sm
+    spw.create_model(sm, f"{name}-fast")
+    spw.create_model(sm, f"{name}-slow", env={"ECHO_INVOCATION_DELAY_MS": "100"})
+    pools = spw.pools(("ml.g6.2xlarge", 1, f"{name}-slow"), ("ml.m5.xlarge", 2))
+    variant = spw.pooled_variant(f"{name}-fast", pools, count=2, RoutingConfig={"RoutingStrategy": "CAPACITY_AWARE"})
+    spw.deploy(sm, name, [variant])
+    spw.wait_in_service(sm, name)
+
+
+def test_capacity_aware_routing_learns_what_each_type_carries(start_server):
+    """Measured (the default): the catalog says the g6 carries six times more, the first requests
+    follow it; once the fleet sampler has measured both types, the fast small instance takes
+    most of the traffic."""
+    server = start_server()
+    big_slow_and_small_fast_endpoint(server, "cam")
+    first = spread(server, "cam", threads=4, total=40)
+    assert first["ml.g6.2xlarge"] > 0, first
+    deadline = time.monotonic() + 30
+    while True:
+        time.sleep(1.5)  # the sampler measures once a second
+        seen = spread(server, "cam", threads=4, total=80)
+        if seen["ml.m5.xlarge"] > 4 * seen["ml.g6.2xlarge"] or time.monotonic() > deadline:
+            break
+    assert seen["ml.m5.xlarge"] > 4 * seen["ml.g6.2xlarge"], (first, seen)
+
+
+def test_capacity_aware_routing_from_the_catalog_only(start_server):
+    """`[router] capacity_source = "catalog"`: the g6 is weighted six times an m5, whatever it
+    answers, so it keeps most of the traffic."""
+    server = start_server(config={"router": {"capacity_source": "catalog"}})
+    big_slow_and_small_fast_endpoint(server, "cac")
+    spread(server, "cac", threads=4, total=20)
+    time.sleep(2)
+    seen = spread(server, "cac", threads=4, total=60)
+    assert seen["ml.g6.2xlarge"] > 2 * seen["ml.m5.xlarge"], seen
+
+
 def test_response_stream_is_read_by_boto3_chunk_by_chunk(start_server):
     server = start_server()
     spw.deploy_echo(server.sm, "stream", "tokens", env={"ECHO_STREAM_INTERVAL_MS": "200"})
