@@ -59,6 +59,21 @@ impl RouteInstance {
         }
     }
 
+    /// Counts one more request in flight unless that would pass `limit` (`0`: no limit). The
+    /// check and the increment are one atomic step, so concurrent requests on different I/O
+    /// threads cannot both take an instance's last slot.
+    pub fn try_reserve(&self, limit: u32) -> bool {
+        if limit == 0 {
+            self.outstanding.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < limit as usize).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
     fn load(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
     }
@@ -492,6 +507,24 @@ mod tests {
         assert_eq!(small.expected_latency(v.work_unit()), 10_000.0);
         big.outstanding.store(1, Ordering::Relaxed);
         assert_eq!(v.pick_instance(0, None).unwrap().id, "small");
+    }
+
+    #[test]
+    fn reservations_never_pass_the_limit_under_concurrency() {
+        let i = Arc::new(RouteInstance::new("i".into(), "x".into(), "ml.m5.xlarge".into()));
+        let won: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let i = i.clone();
+                    s.spawn(move || (0..1000).filter(|_| i.try_reserve(3)).count())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(won, 3);
+        assert_eq!(i.load(), 3);
+        assert!(i.try_reserve(0), "no limit: always");
+        assert_eq!(i.load(), 4);
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub fn dispatch(metrics: &Metrics, op: &str, input: &Map<String, Value>, now: Ti
     };
     match op {
         "GetMetricStatistics" => get_metric_statistics(metrics, &input),
-        "GetMetricData" => get_metric_data(metrics, &input),
+        "GetMetricData" => get_metric_data(metrics, &input, now),
         "ListMetrics" => list_metrics(metrics, &input, now),
         other => Err(ApiError::unknown_operation(format!(
             "The CloudWatch operation {other} is not supported by spillway, which implements only \
@@ -879,7 +879,26 @@ fn evaluate(
     Ok(done)
 }
 
-fn get_metric_data(m: &Metrics, input: &Obj<'_>) -> Result<Value, ApiError> {
+/// Each returned query with its points in scan order.
+type Scanned<'q> = Vec<(&'q Query, Vec<(i64, f64)>)>;
+
+/// A `GetMetricData` page token: where the next page starts, and the end of the window all pages
+/// are computed over. The first page that needs a successor freezes the window's end at the last
+/// complete second, so that seconds still being recorded cannot shift later pages.
+fn data_token(offset: usize, frozen_end: i64) -> String {
+    format!("{TOKEN_PREFIX}{offset}@{frozen_end}")
+}
+
+fn parse_data_token(token: Option<&str>) -> Result<Option<(usize, i64)>, ApiError> {
+    let Some(t) = token else { return Ok(None) };
+    t.strip_prefix(TOKEN_PREFIX)
+        .and_then(|rest| rest.split_once('@'))
+        .and_then(|(o, e)| Some((o.parse().ok()?, e.parse().ok()?)))
+        .map(Some)
+        .ok_or_else(|| bad_token(format!("The NextToken {t:?} is not one spillway handed out.")))
+}
+
+fn get_metric_data(m: &Metrics, input: &Obj<'_>, now: Timestamp) -> Result<Value, ApiError> {
     let queries = parse_queries(input)?;
     let start = input.time_req("StartTime")?;
     let end = input.time_req("EndTime")?;
@@ -902,29 +921,44 @@ fn get_metric_data(m: &Metrics, input: &Obj<'_>) -> Result<Value, ApiError> {
             )));
         }
     };
-    let offset = parse_token(input.str_opt("NextToken")?, bad_token)?;
-    let series = evaluate(m, &queries, start, end)?;
-
+    let token = parse_data_token(input.str_opt("NextToken")?)?;
+    let offset = token.map_or(0, |(o, _)| o);
     // The returned results, each with its points in scan order.
-    let results: Vec<(&Query, Vec<(i64, f64)>)> = queries
-        .iter()
-        .filter(|q| q.return_data)
-        .map(|q| {
-            let mut points: Vec<(i64, f64)> = series
-                .get(&q.id)
-                .map(|s| s.iter().map(|(t, v)| (*t, *v)).collect())
-                .unwrap_or_default();
-            if descending {
-                points.reverse();
+    let results = |end: Timestamp| -> Result<Scanned<'_>, ApiError> {
+        let series = evaluate(m, &queries, start, end)?;
+        Ok(queries
+            .iter()
+            .filter(|q| q.return_data)
+            .map(|q| {
+                let mut points: Vec<(i64, f64)> = series
+                    .get(&q.id)
+                    .map(|s| s.iter().map(|(t, v)| (*t, *v)).collect())
+                    .unwrap_or_default();
+                if descending {
+                    points.reverse();
+                }
+                (q, points)
+            })
+            .collect())
+    };
+    let count = |r: &[(&Query, Vec<(i64, f64)>)]| r.iter().map(|(_, p)| p.len()).sum::<usize>();
+    let (results, frozen_end) = match token {
+        Some((_, frozen)) => (results((frozen as Timestamp).min(end))?, frozen),
+        None => {
+            let frozen = (now.floor() as i64).min(end.ceil() as i64);
+            let first = results(end)?;
+            if count(&first) <= max {
+                (first, frozen)
+            } else {
+                (results((frozen as Timestamp).min(end))?, frozen)
             }
-            (q, points)
-        })
-        .collect();
-    let total: usize = results.iter().map(|(_, p)| p.len()).sum();
+        }
+    };
+    let total = count(&results);
     if offset > total {
         return Err(bad_token(format!(
             "The NextToken {} is past the end of the results.",
-            token(offset)
+            data_token(offset, frozen_end)
         )));
     }
     let page_end = offset.saturating_add(max).min(total);
@@ -956,7 +990,7 @@ fn get_metric_data(m: &Metrics, input: &Obj<'_>) -> Result<Value, ApiError> {
     }
     let mut resp = json!({ "MetricDataResults": out, "Messages": [] });
     if page_end < total {
-        resp["NextToken"] = json!(token(page_end));
+        resp["NextToken"] = json!(data_token(page_end, frozen_end));
     }
     Ok(resp)
 }
@@ -1362,6 +1396,34 @@ mod tests {
         p99["MetricStat"]["Stat"] = json!("p99");
         let e = data(&m, json!([p99]), json!({})).unwrap_err();
         assert!(e.message.contains("not supported by spillway"));
+    }
+
+    #[test]
+    fn pages_do_not_shift_while_new_seconds_are_recorded() {
+        // Pagination newest first while invocations keep arriving: the first page freezes the
+        // window's end at the last complete second, so later pages neither repeat nor skip.
+        let m = Metrics::default();
+        for s in 1000..1010 {
+            m.record_invocation(series(A), 1, Outcome::Success, 100, s as f64 + 0.5);
+        }
+        let queries = json!([stat_query("a", Some(A), 1, true)]);
+        let mut input = json!({"MetricDataQueries": queries, "StartTime": 900, "EndTime": 2000, "MaxDatapoints": 3});
+        let mut seen = Vec::new();
+        let mut now = 1010.2;
+        loop {
+            // A new second of data arrives before every page.
+            m.record_invocation(series(A), 1, Outcome::Success, 100, now);
+            let r = dispatch(&m, "GetMetricData", input.as_object().unwrap(), now).unwrap();
+            for x in r["MetricDataResults"].as_array().unwrap() {
+                seen.extend(x["Timestamps"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap()));
+            }
+            match r.get("NextToken") {
+                Some(t) => input["NextToken"] = t.clone(),
+                None => break,
+            }
+            now += 1.0;
+        }
+        assert_eq!(seen, (1000..1010).rev().collect::<Vec<_>>());
     }
 
     #[test]

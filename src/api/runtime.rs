@@ -54,8 +54,8 @@ struct Outstanding {
 }
 
 impl Outstanding {
-    fn new(instance: Arc<RouteInstance>, freed: Option<Arc<Notify>>) -> Self {
-        instance.outstanding.fetch_add(1, Ordering::Relaxed);
+    /// Takes over a slot reserved by [`RouteInstance::try_reserve`].
+    fn reserved(instance: Arc<RouteInstance>, freed: Option<Arc<Notify>>) -> Self {
         Self { instance, freed }
     }
 }
@@ -127,8 +127,9 @@ fn too_large() -> ApiError {
     )
 }
 
-/// Picks a variant and an instance under the per-instance concurrency limit, queueing for up to
-/// the configured time while every candidate is full.
+/// Picks a variant and an instance under the per-instance concurrency limit and reserves a slot
+/// on it (the caller wraps it in an [`Outstanding`] at once), queueing for up to the configured
+/// time while every candidate is full.
 async fn pick(
     app: &App,
     routes: &EndpointRoutes,
@@ -141,7 +142,9 @@ async fn pick(
     loop {
         let freed = app.router_freed.notified();
         match routes.pick(target, limit, avoid) {
-            Ok(found) => return Ok(found),
+            Ok((vi, inst)) if inst.try_reserve(limit) => return Ok((vi, inst)),
+            // Another request took its last slot since the pick: pick again.
+            Ok(_) => continue,
             Err(PickError::UnknownVariant(v)) => {
                 return Err(error(
                     StatusCode::BAD_REQUEST,
@@ -291,7 +294,7 @@ async fn invoke_routed(
         let (vi, inst) = pick(app, &routes, name, target, refused.as_deref()).await?;
         let variant = &routes.variants[vi];
         let queueing = app.cfg.router.max_concurrent_requests_per_instance > 0;
-        let guard = Outstanding::new(inst.clone(), queueing.then(|| app.router_freed.clone()));
+        let guard = Outstanding::reserved(inst.clone(), queueing.then(|| app.router_freed.clone()));
         let sent = Instant::now();
         let record = Record {
             serving_of_type: variant

@@ -152,18 +152,27 @@ def test_payload_over_6_mb_is_rejected(start_server):
 def test_concurrency_limit_queues_briefly_then_throttles(start_server):
     server = start_server(config={"router": {"max_concurrent_requests_per_instance": 1, "queue_timeout_ms": 300}})
     spw.deploy_echo(server.sm, "lim", "slow", env={"ECHO_INVOCATION_DELAY_MS": "1500"})
-    rt = server.client("sagemaker-runtime", retries=1)
+    # No retries: botocore retries a ThrottlingException, and the retry may find the slot free.
+    rt = server.client("sagemaker-runtime", retries=0)
+    rt.invoke_endpoint(EndpointName="lim", Body=b"warm-up")  # the client's first call is slow
 
-    def call(_):
+    def call():
         try:
             rt.invoke_endpoint(EndpointName="lim", Body=b"x")
             return "ok"
         except rt.exceptions.ClientError as e:
             return (e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"])
 
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        results = sorted(map(str, pool.map(call, range(2))))
-    assert results == sorted(["ok", str(("ThrottlingException", 429))]), results
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(call)
+        time.sleep(0.4)  # the first request now holds the only slot for another ~1.1 s
+        started = time.monotonic()
+        second = call()
+        waited = time.monotonic() - started
+        assert first.result(timeout=30) == "ok"
+    assert second == ("ThrottlingException", 429), second
+    # It queued for about queue_timeout_ms, not for the whole of the first request.
+    assert 0.25 <= waited < 1.0, waited
 
 
 def test_queued_requests_are_served_when_an_instance_frees_up(start_server):
