@@ -168,7 +168,9 @@ def test_get_metric_data_per_type_variant_and_metric_math(mixed):
     for ts, share in zip(res["share"]["Timestamps"], res["share"]["Values"]):
         assert 0 <= share <= 100
 
-    # Paging with MaxDatapoints and NextToken, default (descending) order, one-second periods.
+    # Paging with MaxDatapoints and NextToken, default (descending) order, one-second periods. A
+    # paged answer is cut at the last complete second: let the second of the last request end.
+    time.sleep(1.0)
     queries = [stat_query("g6", ep, G6, period=1), stat_query("m5", ep, M5, period=1)]
     got = collections.defaultdict(list)
     kwargs = dict(MetricDataQueries=queries, MaxDatapoints=1, **window(start))
