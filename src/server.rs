@@ -29,6 +29,10 @@ use tokio::sync::{mpsc, watch};
 use crate::api::runtime;
 use crate::app::App;
 
+/// How long a client may take to send a request's headers, and to send anything at all on a
+/// kept-alive connection.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Per-thread state shared by the connections of one I/O thread.
 struct Shared {
     app: Arc<App>,
@@ -159,9 +163,10 @@ async fn worker(
 ) {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    // The timer enables the header read timeout (30 s): a client that opens a connection and
-    // never finishes its request headers does not hold it forever.
-    http.timer(TokioTimer::new());
+    // The timer enables the header read timeout: a client that opens a connection and never
+    // finishes its request headers (or sends nothing more on a kept-alive one) does not hold it
+    // forever.
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
         let stream = tokio::select! {
             s = conns.recv() => s,
@@ -177,12 +182,21 @@ async fn worker(
             }
         };
         let shared = shared.clone();
-        let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        let open = open.clone();
+        let (watcher, http, open, mut stop) = (graceful.watcher(), http.clone(), open.clone(), stop.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "client connection closed with an error");
+            // hyper allocates its 8 KiB read buffer on its first read: wait until the client
+            // sends something, so that an idle connection costs only its socket and this task.
+            // The wait has the same bound as reading the headers, and ends with a stop.
+            let ready = tokio::select! {
+                r = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.readable()) => matches!(r, Ok(Ok(()))),
+                _ = stop.wait_for(|s| *s != Stop::Running) => false,
+            };
+            if ready {
+                let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+                let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "client connection closed with an error");
+                }
             }
             open.fetch_sub(1, Ordering::Relaxed);
         });
