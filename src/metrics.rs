@@ -30,14 +30,10 @@ struct Bucket {
     model_errors: u64,
     /// Σ 1/instances of the variant's type at the time of each invocation.
     invocations_per_instance: f64,
-    latency_sum_us: u64,
-    latency_max_us: u64,
-    /// Smallest latency of the second (meaningful when `invocations > 0`).
-    latency_min_us: u64,
-    /// Σ, max and min of spillway's own time per request (`OverheadLatency`).
-    overhead_sum_us: u64,
-    overhead_max_us: u64,
-    overhead_min_us: u64,
+    /// `ModelLatency` of the second's invocations, µs.
+    model_latency: Sampled,
+    /// spillway's own time per request (`OverheadLatency`), µs.
+    overhead_latency: Sampled,
     /// Concurrency samples: Σ (outstanding / instances) and their count.
     concurrency_sum: f64,
     concurrency_samples: u64,
@@ -67,6 +63,21 @@ impl Sampled {
         }
         self.sum += v;
         self.samples += 1;
+    }
+
+    /// Pools `other`'s samples into these.
+    fn merge(&mut self, other: &Sampled) {
+        if other.samples == 0 {
+            return;
+        }
+        if self.samples == 0 {
+            (self.max, self.min) = (other.max, other.min);
+        } else {
+            self.max = self.max.max(other.max);
+            self.min = self.min.min(other.min);
+        }
+        self.sum += other.sum;
+        self.samples += other.samples;
     }
 }
 
@@ -186,13 +197,8 @@ impl Outcome {
 
 impl Bucket {
     fn add_invocation(&mut self, instances: usize, outcome: Outcome, model_latency_us: u64, overhead_us: u64) {
-        if self.invocations == 0 {
-            self.latency_min_us = model_latency_us;
-            self.overhead_min_us = overhead_us;
-        } else {
-            self.latency_min_us = self.latency_min_us.min(model_latency_us);
-            self.overhead_min_us = self.overhead_min_us.min(overhead_us);
-        }
+        self.model_latency.add(model_latency_us as f64);
+        self.overhead_latency.add(overhead_us as f64);
         self.invocations += 1;
         self.invocations_per_instance += 1.0 / instances.max(1) as f64;
         match outcome {
@@ -209,10 +215,6 @@ impl Bucket {
             }
             Outcome::ModelOtherError => self.model_errors += 1,
         }
-        self.latency_sum_us += model_latency_us;
-        self.latency_max_us = self.latency_max_us.max(model_latency_us);
-        self.overhead_sum_us += overhead_us;
-        self.overhead_max_us = self.overhead_max_us.max(overhead_us);
     }
 }
 
@@ -880,6 +882,14 @@ pub fn period_start(second: i64, period: i64) -> i64 {
     second.div_euclid(period.max(1)) * period.max(1)
 }
 
+/// The samples of several seconds and series pooled into one.
+fn pooled<'a>(samples: impl Iterator<Item = &'a Sampled>) -> Sampled {
+    samples.fold(Sampled::default(), |mut p, s| {
+        p.merge(s);
+        p
+    })
+}
+
 /// One statistic of one metric over the buckets of some seconds (several instance types each).
 fn stat_of(seconds: &BTreeMap<i64, Vec<&Bucket>>, metric: &str, stat: Statistic) -> Option<f64> {
     if seconds.is_empty() {
@@ -922,25 +932,14 @@ fn stat_of(seconds: &BTreeMap<i64, Vec<&Bucket>>, metric: &str, stat: Statistic)
                 .fold(f64::INFINITY, f64::min);
             by_stat(sum, count(|b| b.invocations), sum, min)
         }
-        "ModelLatency" => {
-            let n = count(|b| b.invocations);
-            let max = all().map(|b| b.latency_max_us).max().unwrap_or(0) as f64;
-            let min = all()
-                .filter(|b| b.invocations > 0)
-                .map(|b| b.latency_min_us)
-                .min()
-                .unwrap_or(0) as f64;
-            by_stat(count(|b| b.latency_sum_us), n, max, min)
-        }
-        "OverheadLatency" => {
-            let n = count(|b| b.invocations);
-            let max = all().map(|b| b.overhead_max_us).max().unwrap_or(0) as f64;
-            let min = all()
-                .filter(|b| b.invocations > 0)
-                .map(|b| b.overhead_min_us)
-                .min()
-                .unwrap_or(0) as f64;
-            by_stat(count(|b| b.overhead_sum_us), n, max, min)
+        "ModelLatency" | "OverheadLatency" => {
+            let of: fn(&Bucket) -> &Sampled = if metric == "ModelLatency" {
+                |b| &b.model_latency
+            } else {
+                |b| &b.overhead_latency
+            };
+            let p = pooled(all().map(|b| of(b)));
+            by_stat(p.sum, p.samples as f64, p.max, p.min)
         }
         "ConcurrentRequestsPerModel" => {
             // Per second: the mean over the types present; then the statistic over seconds.
@@ -975,23 +974,10 @@ fn stat_of(seconds: &BTreeMap<i64, Vec<&Bucket>>, metric: &str, stat: Statistic)
         }
         "CPUUtilization" | "MemoryUtilization" | "GPUUtilization" | "GPUMemoryUtilization" => {
             // Every instance's sample counts once: pooled over instances, types and seconds.
-            let mut pooled = Sampled::default();
-            for s in all()
-                .filter_map(|b| b.usage.as_ref()?.of(metric))
-                .filter(|s| s.samples > 0)
-            {
-                if pooled.samples == 0 {
-                    (pooled.max, pooled.min) = (s.max, s.min);
-                } else {
-                    pooled.max = pooled.max.max(s.max);
-                    pooled.min = pooled.min.min(s.min);
-                }
-                pooled.sum += s.sum;
-                pooled.samples += s.samples;
-            }
+            let p = pooled(all().filter_map(|b| b.usage.as_ref()?.of(metric)));
             // No sample (an instance without GPUs): no data point at all, not a zero.
-            (pooled.samples > 0)
-                .then(|| by_stat(pooled.sum, pooled.samples as f64, pooled.max, pooled.min))
+            (p.samples > 0)
+                .then(|| by_stat(p.sum, p.samples as f64, p.max, p.min))
                 .flatten()
         }
         _ => None,

@@ -426,26 +426,9 @@ mod tests {
         assert_eq!(one.pick_instance(0, Some("only")).unwrap().id, "only");
     }
 
-    #[test]
-    fn capacity_aware_weighs_load_by_capacity() {
-        // ml.g6e.12xlarge: 4 x 48 GiB; ml.g6.2xlarge: 1 x 24 GiB.
-        let big = Arc::new(RouteInstance::new("big".into(), "x".into(), "ml.g6e.12xlarge".into()));
-        let small = Arc::new(RouteInstance::new("small".into(), "x".into(), "ml.g6.2xlarge".into()));
-        big.outstanding.store(4, Ordering::Relaxed);
-        small.outstanding.store(1, Ordering::Relaxed);
-        let v = VariantRoutes {
-            name: "a".into(),
-            weight: 1.0,
-            strategy: RoutingStrategy::CapacityAware,
-            instances: vec![big, small],
-        };
-        // (4+1)/192 < (1+1)/24: the big instance takes the next request despite more in flight.
-        assert_eq!(v.pick_instance(0, None).unwrap().id, "big");
-    }
-
-    #[test]
-    fn capacity_aware_prefers_measurements_over_the_catalog() {
-        // The catalog says big carries 8x more; measured, it answers 10x slower.
+    /// A capacity-aware variant of an ml.g6e.12xlarge (4 x 48 GiB: capacity 192) and an
+    /// ml.g6.2xlarge (1 x 24 GiB: capacity 24).
+    fn big_and_small() -> (Arc<RouteInstance>, Arc<RouteInstance>, VariantRoutes) {
         let big = Arc::new(RouteInstance::new("big".into(), "x".into(), "ml.g6e.12xlarge".into()));
         let small = Arc::new(RouteInstance::new("small".into(), "x".into(), "ml.g6.2xlarge".into()));
         let v = VariantRoutes {
@@ -454,6 +437,22 @@ mod tests {
             strategy: RoutingStrategy::CapacityAware,
             instances: vec![big.clone(), small.clone()],
         };
+        (big, small, v)
+    }
+
+    #[test]
+    fn capacity_aware_weighs_load_by_capacity() {
+        let (big, small, v) = big_and_small();
+        big.outstanding.store(4, Ordering::Relaxed);
+        small.outstanding.store(1, Ordering::Relaxed);
+        // (4+1)/192 < (1+1)/24: the big instance takes the next request despite more in flight.
+        assert_eq!(v.pick_instance(0, None).unwrap().id, "big");
+    }
+
+    #[test]
+    fn capacity_aware_prefers_measurements_over_the_catalog() {
+        // The catalog says big carries 8x more; measured, it answers 10x slower.
+        let (big, small, v) = big_and_small();
         big.outstanding.store(1, Ordering::Relaxed);
         assert_eq!(
             v.pick_instance(0, None).unwrap().id,
@@ -474,15 +473,8 @@ mod tests {
     fn capacity_aware_calibrates_unmeasured_types_with_measured_ones() {
         // small measured at 1 ms with capacity 24 => unit 24,000; big (capacity 192) is
         // expected at 125 µs until measured.
-        let big = Arc::new(RouteInstance::new("big".into(), "x".into(), "ml.g6e.12xlarge".into()));
-        let small = Arc::new(RouteInstance::new("small".into(), "x".into(), "ml.g6.2xlarge".into()));
+        let (big, small, v) = big_and_small();
         small.measured_latency_us.store(1_000, Ordering::Relaxed);
-        let v = VariantRoutes {
-            name: "a".into(),
-            weight: 1.0,
-            strategy: RoutingStrategy::CapacityAware,
-            instances: vec![big.clone(), small.clone()],
-        };
         assert_eq!(v.work_unit().map(|c| c.unit), Some(24_000.0));
         assert_eq!(big.expected_latency(v.work_unit()), 125.0);
         big.outstanding.store(7, Ordering::Relaxed); // 8 x 125 µs = 1 ms = small's (0+1) x 1 ms
@@ -495,15 +487,8 @@ mod tests {
         // big (capacity 192) measured at 10 ms; small (24) unmeasured: the catalog would expect
         // 80 ms, but it is expected no slower than the fastest measured type, so it gets the next
         // request as soon as big has one in flight, and with it a measurement.
-        let big = Arc::new(RouteInstance::new("big".into(), "x".into(), "ml.g6e.12xlarge".into()));
-        let small = Arc::new(RouteInstance::new("small".into(), "x".into(), "ml.g6.2xlarge".into()));
+        let (big, small, v) = big_and_small();
         big.measured_latency_us.store(10_000, Ordering::Relaxed);
-        let v = VariantRoutes {
-            name: "a".into(),
-            weight: 1.0,
-            strategy: RoutingStrategy::CapacityAware,
-            instances: vec![big.clone(), small.clone()],
-        };
         assert_eq!(small.expected_latency(v.work_unit()), 10_000.0);
         big.outstanding.store(1, Ordering::Relaxed);
         assert_eq!(v.pick_instance(0, None).unwrap().id, "small");

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use super::error::ApiError;
 use crate::app::{App, now};
 use crate::core::model::Timestamp;
-use crate::core::scaling::eval_expression;
+use crate::core::scaling::{eval_expression, expression_refs};
 use crate::metrics::{INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start};
 
 /// The `X-Amz-Target` service prefix of CloudWatch's JSON protocol.
@@ -656,41 +656,6 @@ enum QueryKind {
 fn valid_id(id: &str) -> bool {
     let mut chars = id.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase()) && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// The identifiers an expression refers to, in order of first use. Fails on function calls
-/// (`SUM(...)`, `METRICS()`, `SEARCH(...)`), which spillway's metric math does not have.
-fn expression_refs(expr: &str) -> Result<Vec<String>, String> {
-    let chars: Vec<char> = expr.chars().collect();
-    let mut refs: Vec<String> = vec![];
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c.is_ascii_digit() || c == '.' {
-            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
-                i += 1;
-            }
-        } else if c.is_ascii_alphabetic() || c == '_' {
-            let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
-                i += 1;
-            }
-            let id: String = chars[start..i].iter().collect();
-            let next = chars[i..].iter().find(|c| !c.is_whitespace());
-            if next == Some(&'(') {
-                return Err(format!(
-                    "the function {id}() is not supported; spillway's metric math has numbers, query ids, \
-                     + - * / and parentheses"
-                ));
-            }
-            if !refs.contains(&id) {
-                refs.push(id);
-            }
-        } else {
-            i += 1;
-        }
-    }
-    Ok(refs)
 }
 
 /// Checks an expression's syntax with every referenced id set to 1.
@@ -1376,7 +1341,6 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(cyc.code, "InvalidParameterValueException");
-        assert_eq!(expression_refs("a1 + b_2*(a1 - 3.5)").unwrap(), vec!["a1", "b_2"]);
         let both = data(
             &m,
             json!([{"Id": "a", "Expression": "1", "MetricStat": {"Metric": {"MetricName": "Invocations"}, "Period": 60, "Stat": "Sum"}}]),

@@ -126,6 +126,21 @@ pub fn eval_expression(expr: &str, vars: &HashMap<String, f64>) -> Result<f64, S
     Ok(v)
 }
 
+/// The identifiers an expression refers to, in order of first use. Fails where the expression
+/// cannot be read: function calls (`SUM(...)`, `METRICS()`, `SEARCH(...)`), which this metric
+/// math does not have, and characters it does not know.
+pub fn expression_refs(expr: &str) -> Result<Vec<String>, String> {
+    let mut refs: Vec<String> = vec![];
+    for t in tokenize(expr)? {
+        if let Tok::Id(id) = t
+            && !refs.contains(&id)
+        {
+            refs.push(id);
+        }
+    }
+    Ok(refs)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     Num(f64),
@@ -153,7 +168,14 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
             while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
                 i += 1;
             }
-            out.push(Tok::Id(chars[start..i].iter().collect()));
+            let id: String = chars[start..i].iter().collect();
+            if chars[i..].iter().find(|c| !c.is_whitespace()) == Some(&'(') {
+                return Err(format!(
+                    "the function {id}() is not supported; spillway's metric math has numbers, query ids, \
+                     + - * / and parentheses"
+                ));
+            }
+            out.push(Tok::Id(id));
         } else if "+-*/()".contains(c) {
             out.push(Tok::Op(c));
             i += 1;
@@ -290,6 +312,16 @@ mod tests {
         assert!(eval_expression("cr_g6 / 0", &vars).is_err());
         assert!(eval_expression("nope * 2", &vars).is_err());
         assert!(eval_expression("1 +", &vars).is_err());
-        assert!(eval_expression("SUM(m1)", &vars).is_err());
+        assert!(
+            eval_expression("SUM(m1)", &vars)
+                .unwrap_err()
+                .contains("SUM() is not supported")
+        );
+        assert_eq!(expression_refs("a1 + b_2*(a1 - 3.5)").unwrap(), vec!["a1", "b_2"]);
+        assert!(
+            expression_refs("SEARCH('{AWS/SageMaker} x', 'Sum', 60)")
+                .unwrap_err()
+                .contains("SEARCH()")
+        );
     }
 }
