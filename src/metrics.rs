@@ -653,40 +653,18 @@ impl Metrics {
     }
 
     /// Records one invocation answered by an instance of `instance_type`, which has
-    /// `instances` serving instances in the variant.
-    pub fn record_invocation(
-        &self,
+    /// `instances` serving instances in the variant, through a one-off [`SeriesHandle`] (the
+    /// invocation path keeps one per instance).
+    #[cfg(test)]
+    pub(crate) fn record_invocation(
+        self: &Arc<Self>,
         series: Series<'_>,
         instances: usize,
         outcome: Outcome,
         model_latency_us: u64,
         now: Timestamp,
     ) {
-        if !self.enabled {
-            return;
-        }
-        let labels = TypeSeries {
-            endpoint: series.endpoint.to_string(),
-            variant: series.variant.to_string(),
-            instance_type: series.instance_type.to_string(),
-        };
-        self.prometheus.invocations.get_or_create(&labels).inc();
-        self.prometheus
-            .model_latency
-            .get_or_create(&labels)
-            .observe(model_latency_us as f64 / 1e6);
-        if let Some(kind) = outcome.error_kind() {
-            let e = ErrorSeries {
-                endpoint: labels.endpoint,
-                variant: labels.variant,
-                instance_type: labels.instance_type,
-                kind: kind.into(),
-            };
-            self.prometheus.errors.get_or_create(&e).inc();
-        }
-        self.with_bucket(series, now, |b| {
-            b.add_invocation(instances, outcome, model_latency_us, 0)
-        });
+        self.handle(series).record(instances, outcome, model_latency_us, 0, now);
     }
 
     /// Records a fleet sample: `instances` serving instances of a type with `outstanding`
@@ -999,7 +977,7 @@ mod tests {
 
     #[test]
     fn error_metrics_follow_the_status_class_of_the_answer() {
-        let m = Metrics::default();
+        let m = Arc::new(Metrics::default());
         let one = |outcome| m.record_invocation(S("e", "v", "t"), 1, outcome, 10, 100.5);
         one(Outcome::of_model_status(503));
         one(Outcome::of_model_status(500));
@@ -1032,7 +1010,7 @@ mod tests {
 
     #[test]
     fn invocations_aggregate_per_type_and_variant() {
-        let m = Metrics::default();
+        let m = Arc::new(Metrics::default());
         for i in 0..10 {
             let t = 100.0 + i as f64 * 0.5;
             m.record_invocation(S("e", "v", "ml.g6.2xlarge"), 2, Outcome::Success, 1000, t);
@@ -1059,7 +1037,7 @@ mod tests {
 
     #[test]
     fn concurrency_is_per_instance() {
-        let m = Metrics::default();
+        let m = Arc::new(Metrics::default());
         m.record_fleet(S("e", "v", "a"), 2, 6, 10.0);
         m.record_fleet(S("e", "v", "a"), 2, 2, 11.0);
         assert_eq!(
@@ -1094,7 +1072,7 @@ mod tests {
 
     #[test]
     fn periods_are_epoch_aligned_and_end_is_exclusive() {
-        let m = Metrics::default();
+        let m = Arc::new(Metrics::default());
         for s in 100..130 {
             m.record_invocation(S("e", "v", "a"), 1, Outcome::Success, 10 + s as u64, s as f64 + 0.5);
         }
@@ -1132,7 +1110,7 @@ mod tests {
 
     #[test]
     fn retention_and_series_keys() {
-        let m = Metrics::with_retention(10);
+        let m = Arc::new(Metrics::with_retention(10));
         m.record_invocation(S("e", "v", "a"), 1, Outcome::Success, 1, 100.0);
         m.record_invocation(S("e", "v", "b"), 1, Outcome::Success, 1, 105.0);
         assert_eq!(m.series_keys(0.0).len(), 2);
@@ -1168,7 +1146,7 @@ mod tests {
 
     #[test]
     fn utilization_is_the_mean_over_instances_and_samples() {
-        let m = Metrics::default();
+        let m = Arc::new(Metrics::default());
         let (a1, a2, b1) = (
             usage_series("a", "i-1"),
             usage_series("a", "i-2"),

@@ -20,7 +20,7 @@ use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::service::Service as _;
-use hyper::{Method, Request, Response};
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -40,15 +40,13 @@ struct Shared {
     main: tokio::runtime::Handle,
 }
 
-struct Worker {
-    conns: mpsc::UnboundedSender<std::net::TcpStream>,
-    open: Arc<AtomicUsize>,
-    thread: std::thread::JoinHandle<()>,
-}
+/// How the acceptor reaches one I/O thread: its queue of new connections and how many it has
+/// open.
+type Target = (mpsc::UnboundedSender<std::net::TcpStream>, Arc<AtomicUsize>);
 
 /// A running listener.
 pub struct Server {
-    workers: Vec<Worker>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     acceptor: tokio::task::JoinHandle<()>,
     stop: watch::Sender<Stop>,
 }
@@ -73,7 +71,7 @@ impl Server {
     ) -> std::io::Result<Self> {
         let (stop, _) = watch::channel(Stop::Running);
         let main = tokio::runtime::Handle::current();
-        let mut workers = Vec::new();
+        let (mut handles, mut targets) = (Vec::new(), Vec::new());
         for i in 0..threads.max(1) {
             let (tx, rx) = mpsc::unbounded_channel();
             let open = Arc::new(AtomicUsize::new(0));
@@ -84,19 +82,16 @@ impl Server {
             });
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (open2, stop_rx) = (open.clone(), stop.subscribe());
-            let thread = std::thread::Builder::new()
-                .name(format!("spillway-io-{i}"))
-                .spawn(move || rt.block_on(worker(shared, rx, open2, stop_rx)))?;
-            workers.push(Worker {
-                conns: tx,
-                open,
-                thread,
-            });
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("spillway-io-{i}"))
+                    .spawn(move || rt.block_on(worker(shared, rx, open2, stop_rx)))?,
+            );
+            targets.push((tx, open));
         }
-        let targets: Vec<_> = workers.iter().map(|w| (w.conns.clone(), w.open.clone())).collect();
         let acceptor = tokio::spawn(accept(listener, targets, stop.subscribe()));
         Ok(Self {
-            workers,
+            threads: handles,
             acceptor,
             stop,
         })
@@ -107,7 +102,7 @@ impl Server {
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.stop.send_replace(Stop::Graceful);
         self.acceptor.abort();
-        let threads: Vec<_> = self.workers.into_iter().map(|w| w.thread).collect();
+        let threads = self.threads;
         let mut join = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
@@ -123,11 +118,7 @@ impl Server {
 }
 
 /// Accepts connections and hands each to the I/O thread with the fewest open connections.
-async fn accept(
-    listener: tokio::net::TcpListener,
-    workers: Vec<(mpsc::UnboundedSender<std::net::TcpStream>, Arc<AtomicUsize>)>,
-    mut stop: watch::Receiver<Stop>,
-) {
+async fn accept(listener: tokio::net::TcpListener, workers: Vec<Target>, mut stop: watch::Receiver<Stop>) {
     loop {
         let stream = tokio::select! {
             r = listener.accept() => r,
@@ -211,9 +202,10 @@ async fn worker(
 
 /// Serves one request: invocations here, everything else on the main runtime.
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    if req.method() == Method::POST && runtime::invocation_path(req.uri().path()).is_some() {
-        return Ok(runtime::invoke_incoming(&shared.app, req).await);
-    }
+    let req = match runtime::invoke_incoming(&shared.app, req).await {
+        Ok(resp) => return Ok(resp),
+        Err(other) => other,
+    };
     let fut = shared.control.call(req);
     Ok(match shared.main.spawn(fut).await {
         Ok(Ok(resp)) => resp,

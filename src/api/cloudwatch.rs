@@ -1039,6 +1039,7 @@ fn dimension_sets(keys: &[(String, String, String)]) -> Vec<Vec<(&str, &str)>> {
 mod tests {
     use super::*;
     use crate::metrics::{Outcome, Series};
+    use std::sync::Arc;
 
     const E: &str = "ep";
     const V: &str = "AllTraffic";
@@ -1054,8 +1055,8 @@ mod tests {
     }
 
     /// 1000..1030: 2 requests a second on A (latency 100 µs), 1 a second on B (latency 300 µs).
-    fn store() -> Metrics {
-        let m = Metrics::default();
+    fn store() -> Arc<Metrics> {
+        let m = Arc::new(Metrics::default());
         for s in 1000..1030 {
             for k in 0..2 {
                 m.record_invocation(series(A), 1, Outcome::Success, 100, s as f64 + 0.1 * k as f64);
@@ -1366,7 +1367,7 @@ mod tests {
     fn pages_do_not_shift_while_new_seconds_are_recorded() {
         // Pagination newest first while invocations keep arriving: the first page freezes the
         // window's end at the last complete second, so later pages neither repeat nor skip.
-        let m = Metrics::default();
+        let m = Arc::new(Metrics::default());
         for s in 1000..1010 {
             m.record_invocation(series(A), 1, Outcome::Success, 100, s as f64 + 0.5);
         }

@@ -106,12 +106,19 @@ pub async fn invoke_stream(
     invoke_inner(&app, &name, &headers, body, Mode::EventStream).await
 }
 
-/// An invocation straight from the connection (the I/O threads' fast path, no router).
-pub async fn invoke_incoming(app: &App, req: hyper::Request<hyper::body::Incoming>) -> Response {
+/// Serves `req` straight from the connection if it is an invocation (the I/O threads' fast
+/// path, no router); hands any other request back untouched.
+pub async fn invoke_incoming(
+    app: &App,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<Response, hyper::Request<hyper::body::Incoming>> {
+    if req.method() != hyper::Method::POST {
+        return Err(req);
+    }
     let (parts, body) = req.into_parts();
     match invocation_path(parts.uri.path()) {
-        Some((name, mode)) => invoke_inner(app, name, &parts.headers, Body::new(body), mode).await,
-        None => error(StatusCode::NOT_FOUND, "UnknownOperationException", "Not found".into()).into_response(),
+        Some((name, mode)) => Ok(invoke_inner(app, name, &parts.headers, Body::new(body), mode).await),
+        None => Err(hyper::Request::from_parts(parts, body)),
     }
 }
 
