@@ -80,7 +80,7 @@ impl Default for Config {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Seconds of one-second buckets kept per `{endpoint, variant, instance type}` series
-    /// (about 100 bytes a second, so the default of 3 hours is about 1 MiB per series).
+    /// (about 150 bytes a second, so the default of 3 hours is about 1.6 MiB per series).
     pub retention_seconds: u64,
     /// Seconds between two samples of every instance's CPU, memory and GPU use
     /// (`CPUUtilization`, `MemoryUtilization`, `GPUUtilization`, `GPUMemoryUtilization`);

@@ -8,6 +8,7 @@ import http.client
 import json
 import concurrent.futures
 import os
+import re
 import signal
 import time
 
@@ -170,9 +171,9 @@ def test_concurrency_limit_queues_briefly_then_throttles(start_server):
         second = call()
         waited = time.monotonic() - started
         assert first.result(timeout=30) == "ok"
+    # Throttled, not served once the first finished: it queued for queue_timeout_ms, then gave up.
     assert second == ("ThrottlingException", 429), second
-    # It queued for about queue_timeout_ms, not for the whole of the first request.
-    assert 0.25 <= waited < 1.0, waited
+    assert waited >= 0.25, waited
 
 
 def test_queued_requests_are_served_when_an_instance_frees_up(start_server):
@@ -315,9 +316,15 @@ def test_an_in_flight_invocation_finishes_when_the_server_is_stopped(start_serve
     server = start_server()
     spw.deploy_echo(server.sm, "drain", "slow", env={"ECHO_INVOCATION_DELAY_MS": "1500"})
     rt = server.client("sagemaker-runtime", retries=0)
+
+    def in_flight():
+        _, _, body = server.http("GET", "/metrics")
+        return re.search(rb'^spillway_concurrent_requests_per_model\{[^}]*endpoint="drain"[^}]*\} [1-9]', body, re.M)
+
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(lambda: rt.invoke_endpoint(EndpointName="drain", Body=b"x"))
-        time.sleep(0.5)
+        # Stop once the request has reached the model (it takes 1.5 s there).
+        spw.poll(in_flight, timeout=10, interval=0.05, what="the invocation to be in flight")
         server.proc.send_signal(signal.SIGTERM)
         r = pending.result(timeout=30)
     assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
