@@ -94,8 +94,9 @@ fn checkout(address: &str) -> Option<SendRequest<Body>> {
     })
 }
 
-/// Idle connections this thread holds to `address` (for tests and diagnostics).
-pub fn idle_connections(address: &str) -> usize {
+/// Idle connections this thread holds to `address`.
+#[cfg(test)]
+fn idle_connections(address: &str) -> usize {
     POOL.with_borrow(|pool| pool.get(address).map_or(0, Vec::len))
 }
 
