@@ -11,6 +11,8 @@ pub mod config;
 pub mod controller;
 pub mod core;
 pub mod demo;
+pub mod fastpath;
+pub mod h1;
 pub mod metrics;
 pub mod provider;
 pub mod routes;

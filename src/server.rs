@@ -22,16 +22,12 @@ use hyper::body::Incoming;
 use hyper::service::Service as _;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::{mpsc, watch};
 
 use crate::api::runtime;
 use crate::app::App;
-
-/// How long a client may take to send a request's headers, and to send anything at all on a
-/// kept-alive connection.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::fastpath::{self, HEADER_READ_TIMEOUT, Handover};
 
 /// Per-thread state shared by the connections of one I/O thread.
 struct Shared {
@@ -51,13 +47,20 @@ pub struct Server {
     stop: watch::Sender<Stop>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Stop {
+/// The listener's state, watched by every connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    /// Serving.
     Running,
     /// Finish in-flight requests, then close.
     Graceful,
     /// Close every connection now.
     Now,
+}
+
+/// Waits until the listener's state is `level` or later (a closed channel counts as reached).
+pub async fn reached(stop: &mut watch::Receiver<Stop>, level: Stop) {
+    let _ = stop.wait_for(|s| *s >= level).await.is_ok();
 }
 
 impl Server {
@@ -122,7 +125,7 @@ async fn accept(listener: tokio::net::TcpListener, workers: Vec<Target>, mut sto
     loop {
         let stream = tokio::select! {
             r = listener.accept() => r,
-            _ = stop.wait_for(|s| *s != Stop::Running) => return,
+            _ = reached(&mut stop, Stop::Graceful) => return,
         };
         let stream = match stream {
             Ok((s, _)) => s,
@@ -145,23 +148,26 @@ async fn accept(listener: tokio::net::TcpListener, workers: Vec<Target>, mut sto
     }
 }
 
-/// One I/O thread: serves the connections it is handed until told to stop.
+/// One I/O thread: serves the connections it is handed until told to stop, then waits for
+/// them to finish (or for the order to close them now).
 async fn worker(
     shared: Arc<Shared>,
     mut conns: mpsc::UnboundedReceiver<std::net::TcpStream>,
     open: Arc<AtomicUsize>,
     mut stop: watch::Receiver<Stop>,
 ) {
-    let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     // The timer enables the header read timeout: a client that opens a connection and never
     // finishes its request headers (or sends nothing more on a kept-alive one) does not hold it
     // forever.
     http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    // Connections watch this thread's own copy of the listener's state, so that waiting on it
+    // between requests touches nothing shared with the other I/O threads.
+    let (local, local_stop) = watch::channel(Stop::Running);
     loop {
         let stream = tokio::select! {
             s = conns.recv() => s,
-            _ = stop.wait_for(|s| *s != Stop::Running) => None,
+            _ = reached(&mut stop, Stop::Graceful) => None,
         };
         let Some(stream) = stream else { break };
         let stream = match tokio::net::TcpStream::from_std(stream) {
@@ -172,31 +178,55 @@ async fn worker(
                 continue;
             }
         };
-        let shared = shared.clone();
-        let (watcher, http, open, mut stop) = (graceful.watcher(), http.clone(), open.clone(), stop.clone());
+        let (shared, http, open, mut stop) = (shared.clone(), http.clone(), open.clone(), local_stop.clone());
         tokio::spawn(async move {
-            // hyper allocates its 8 KiB read buffer on its first read: wait until the client
-            // sends something, so that an idle connection costs only its socket and this task.
-            // The wait has the same bound as reading the headers, and ends with a stop.
+            // Nothing is allocated for a connection until its client sends something, so that
+            // an idle connection costs only its socket and this task. The wait has the same
+            // bound as reading the headers, and ends with a stop.
             let ready = tokio::select! {
                 r = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.readable()) => matches!(r, Ok(Ok(()))),
-                _ = stop.wait_for(|s| *s != Stop::Running) => false,
+                _ = reached(&mut stop, Stop::Graceful) => false,
             };
-            if ready {
-                let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
-                let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "client connection closed with an error");
-                }
+            if ready && let Handover::General(io) = fastpath::serve(&shared.app, stream, &mut stop).await {
+                serve_general(shared, io, &http, &mut stop).await;
             }
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
+    local.send_replace(Stop::Graceful);
     // Connections not yet registered with this thread are closed unserved.
     conns.close();
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = stop.wait_for(|s| *s == Stop::Now) => {}
+    while conns.try_recv().is_ok() {
+        open.fetch_sub(1, Ordering::Relaxed);
+    }
+    // Wait for the open ones to finish their requests (each closes as soon as it is idle).
+    while open.load(Ordering::Relaxed) > 0 {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = reached(&mut stop, Stop::Now) => return,
+        }
+    }
+}
+
+/// Serves a connection the fast path handed over with hyper, for the rest of its life.
+async fn serve_general(
+    shared: Arc<Shared>,
+    io: fastpath::Rewind,
+    http: &hyper::server::conn::http1::Builder,
+    stop: &mut watch::Receiver<Stop>,
+) {
+    let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+    let conn = http.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = reached(stop, Stop::Graceful) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "client connection closed with an error");
     }
 }
 

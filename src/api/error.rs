@@ -86,13 +86,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The JSON error body: `__type`, `message` (and `Message`, which botocore's rest-json
+    /// parser reads), then the extra members.
+    pub fn body(&self) -> String {
         let mut body = json!({ "__type": self.code, "message": self.message, "Message": self.message });
         if let Value::Object(b) = &mut body {
-            b.extend(self.extra);
+            b.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        let mut resp = (self.status, body.to_string()).into_response();
+        body.to_string()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, self.body()).into_response();
         let h = resp.headers_mut();
         h.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
         h.insert("x-amzn-errortype", HeaderValue::from_static(self.code));

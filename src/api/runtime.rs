@@ -9,25 +9,26 @@
 //! message. A refused connection is retried once on another instance: nothing of the request
 //! has been read at that point.
 
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body::Frame;
-use http_body_util::{BodyExt, Limited};
+use http_body::{Body as _, Frame};
 use tokio::sync::Notify;
 
 use super::error::ApiError;
 use crate::app::{App, now};
+use crate::h1;
 use crate::metrics::{Outcome, Series};
 use crate::routes::{EndpointRoutes, PickError, RouteInstance};
-use crate::upstream::{self, Lease, SendError};
+use crate::upstream::{self, Conn, UpstreamBody, UpstreamError};
 
 /// Largest request payload SageMaker accepts (6 MB).
 pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
@@ -35,15 +36,7 @@ pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
 const MAX_ERROR_BODY: usize = 64 * 1024;
 /// An oversized request is read (and discarded) up to this many bytes before the error is sent,
 /// so that a client still uploading it reads the answer instead of a reset connection.
-const MAX_DRAIN: u64 = 2 * MAX_PAYLOAD as u64;
-
-/// Request headers passed to the model.
-const FORWARD: [header::HeaderName; 4] = [
-    header::CONTENT_TYPE,
-    header::ACCEPT,
-    header::HeaderName::from_static("x-amzn-sagemaker-custom-attributes"),
-    header::HeaderName::from_static("x-amzn-sagemaker-inference-id"),
-];
+pub const MAX_DRAIN: u64 = 2 * MAX_PAYLOAD as u64;
 
 /// Counts a request against its instance while it runs (until the response body ends), and
 /// wakes queued requests when it finishes (only when a concurrency limit makes requests queue:
@@ -91,9 +84,59 @@ pub fn invocation_path(path: &str) -> Option<(&str, Mode)> {
     (!name.is_empty() && !name.contains(['/', '%'])).then_some((name, mode))
 }
 
+/// A request body as an invocation reads it, whichever server read the request.
+pub trait Payload {
+    /// The next piece of the body; `None` after the last.
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>>;
+}
+
+/// What an invocation takes from its request, whichever server parsed it.
+#[derive(Debug, Default)]
+pub struct Call<'a> {
+    /// `EndpointName` from the path.
+    pub endpoint: &'a str,
+    /// `Content-Type`.
+    pub content_type: Option<&'a [u8]>,
+    /// `Accept`.
+    pub accept: Option<&'a [u8]>,
+    /// `X-Amzn-SageMaker-Custom-Attributes`.
+    pub custom_attributes: Option<&'a [u8]>,
+    /// `X-Amzn-SageMaker-Inference-Id`.
+    pub inference_id: Option<&'a [u8]>,
+    /// `X-Amzn-SageMaker-Target-Variant`.
+    pub target_variant: Option<&'a str>,
+    /// The body's length when known in advance (`Content-Length`); `None` for a chunked body.
+    pub length: Option<u64>,
+}
+
+/// A model's successful (2xx) answer: what to send back, and the body to stream.
+pub struct Answer {
+    /// The model's `Content-Type`.
+    pub content_type: Option<Bytes>,
+    /// The model's `X-Amzn-SageMaker-Custom-Attributes`.
+    pub custom_attributes: Option<Bytes>,
+    /// The body; records the invocation when it ends (or is dropped).
+    pub body: Tracked,
+    routes: Arc<EndpointRoutes>,
+    variant: usize,
+    instance: Arc<RouteInstance>,
+}
+
+impl Answer {
+    /// The variant that served the invocation.
+    pub fn variant(&self) -> &str {
+        &self.routes.variants[self.variant].name
+    }
+
+    /// The instance type that served it.
+    pub fn instance_type(&self) -> &str {
+        &self.instance.instance_type
+    }
+}
+
 /// `POST /endpoints/{name}/invocations`.
 pub async fn invoke(State(app): State<Arc<App>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
-    invoke_inner(&app, &name, &headers, body, Mode::Plain).await
+    invoke_hyper(&app, &name, &headers, body, Mode::Plain).await
 }
 
 /// `POST /endpoints/{name}/invocations-response-stream`.
@@ -103,11 +146,11 @@ pub async fn invoke_stream(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    invoke_inner(&app, &name, &headers, body, Mode::EventStream).await
+    invoke_hyper(&app, &name, &headers, body, Mode::EventStream).await
 }
 
-/// Serves `req` straight from the connection if it is an invocation (the I/O threads' fast
-/// path, no router); hands any other request back untouched.
+/// Serves `req` straight from a hyper connection if it is an invocation (no router); hands any
+/// other request back untouched.
 pub async fn invoke_incoming(
     app: &App,
     req: hyper::Request<hyper::body::Incoming>,
@@ -117,16 +160,96 @@ pub async fn invoke_incoming(
     }
     let (parts, body) = req.into_parts();
     match invocation_path(parts.uri.path()) {
-        Some((name, mode)) => Ok(invoke_inner(app, name, &parts.headers, Body::new(body), mode).await),
+        Some((name, mode)) => Ok(invoke_hyper(app, name, &parts.headers, Body::new(body), mode).await),
         None => Err(hyper::Request::from_parts(parts, body)),
     }
+}
+
+/// A hyper request body as a [`Payload`].
+struct HyperPayload(Body);
+
+impl Payload for HyperPayload {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            return match ready!(Pin::new(&mut self.0).poll_frame(cx)) {
+                None => Poll::Ready(None),
+                Some(Err(e)) => Poll::Ready(Some(Err(io::Error::other(e)))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(data))),
+                    Err(_) => continue, // trailers: not forwarded
+                },
+            };
+        }
+    }
+}
+
+/// An invocation read and answered by hyper (connections the fast path handed over, and the
+/// general router).
+async fn invoke_hyper(app: &App, name: &str, headers: &HeaderMap, body: Body, mode: Mode) -> Response {
+    let value = |h: &str| headers.get(h).map(HeaderValue::as_bytes);
+    let call = Call {
+        endpoint: name,
+        content_type: value("content-type"),
+        accept: value("accept"),
+        custom_attributes: value("x-amzn-sagemaker-custom-attributes"),
+        inference_id: value("x-amzn-sagemaker-inference-id"),
+        target_variant: headers
+            .get("x-amzn-sagemaker-target-variant")
+            .and_then(|v| v.to_str().ok()),
+        length: http_body::Body::size_hint(&body).exact(),
+    };
+    let answer = match invoke_model(app, &call, &mut HyperPayload(body)).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let header = |v: &Option<Bytes>| v.clone().and_then(|b| HeaderValue::from_maybe_shared(b).ok());
+    let (content_type, custom_attributes) = (header(&answer.content_type), header(&answer.custom_attributes));
+    let (variant, instance_type) = (
+        HeaderValue::from_str(answer.variant()).ok(),
+        HeaderValue::from_str(answer.instance_type()).ok(),
+    );
+    let mut out = match mode {
+        Mode::Plain => Response::new(Body::new(answer.body)),
+        Mode::EventStream => Response::new(Body::new(EventStream {
+            inner: answer.body,
+            done: false,
+        })),
+    };
+    let h = out.headers_mut();
+    match mode {
+        Mode::Plain => {
+            if let Some(ct) = content_type {
+                h.insert(header::CONTENT_TYPE, ct);
+            }
+        }
+        Mode::EventStream => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/vnd.amazon.eventstream"),
+            );
+            if let Some(ct) = content_type {
+                h.insert("x-amzn-sagemaker-content-type", ct);
+            }
+        }
+    }
+    if let Some(ca) = custom_attributes {
+        h.insert("x-amzn-sagemaker-custom-attributes", ca);
+    }
+    if let Some(v) = variant {
+        h.insert("x-amzn-invoked-production-variant", v);
+    }
+    if let Some(v) = instance_type {
+        h.insert("x-spillway-instance-type", v);
+    }
+    out
 }
 
 fn error(status: StatusCode, code: &'static str, message: String) -> ApiError {
     ApiError::new(status, code, message)
 }
 
-fn too_large() -> ApiError {
+/// `ValidationError` for a payload over [`MAX_PAYLOAD`].
+pub fn too_large() -> ApiError {
     error(
         StatusCode::BAD_REQUEST,
         "ValidationError",
@@ -187,85 +310,111 @@ async fn pick(
     }
 }
 
-/// The request body as sent to the model: the client's body, failing with [`TooLarge`] once it
-/// passes [`MAX_PAYLOAD`].
-struct Capped {
-    inner: Body,
-    seen: usize,
-}
-
-/// The request body passed [`MAX_PAYLOAD`].
-#[derive(Debug, thiserror::Error)]
-#[error("the request payload exceeds {MAX_PAYLOAD} bytes")]
-struct TooLarge;
-
-impl http_body::Body for Capped {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(d) = frame.data_ref() {
-                    self.seen += d.len();
-                    if self.seen > MAX_PAYLOAD {
-                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            other => other.map(|o| o.map(|r| r.map_err(Into::into))),
+/// Reads and discards up to `limit` bytes of a request body; whether it ended.
+pub async fn drain(payload: &mut impl Payload, limit: u64) -> bool {
+    let mut seen = 0u64;
+    while seen <= limit {
+        match std::future::poll_fn(|cx| payload.poll_data(cx)).await {
+            Some(Ok(d)) => seen += d.len() as u64,
+            None => return true,
+            Some(Err(_)) => return false,
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Whether a failed send was caused by the request body passing [`MAX_PAYLOAD`].
-fn caused_by_too_large(e: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<TooLarge>() {
-            return true;
-        }
-        source = s.source();
     }
     false
 }
 
-/// Reads and discards up to [`MAX_DRAIN`] bytes of a body.
-async fn drain(mut body: Body) {
-    let mut seen = 0u64;
-    while seen < MAX_DRAIN {
-        match body.frame().await {
-            Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
-            _ => return,
+/// Why an exchange with a model instance failed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The connection was refused: nothing of the request was read or sent.
+    #[error("cannot connect: {0}")]
+    Refused(io::Error),
+    /// The request body passed [`MAX_PAYLOAD`].
+    #[error("the request payload exceeds {MAX_PAYLOAD} bytes")]
+    TooLarge,
+    /// The client's body broke off or was malformed.
+    #[error("{0}")]
+    Client(io::Error),
+    /// Writing to or reading from the model failed.
+    #[error("{0}")]
+    Model(#[from] UpstreamError),
+}
+
+/// Body pieces up to this size are copied next to the head (one write); larger ones are
+/// written as they are.
+const COPY_MAX: usize = 16 * 1024;
+
+/// Writes the request to the model: its head, then the body as the client sends it.
+async fn send_request(
+    conn: &mut Conn,
+    call: &Call<'_>,
+    inst: &RouteInstance,
+    payload: &mut impl Payload,
+) -> Result<(), Failure> {
+    let io = |e: io::Error| Failure::Model(e.into());
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"POST /invocations HTTP/1.1\r\n");
+    h1::put_header(&mut out, b"host", inst.host.as_bytes());
+    let forwarded: [(&[u8], _); 4] = [
+        (b"content-type", call.content_type),
+        (b"accept", call.accept),
+        (b"x-amzn-sagemaker-custom-attributes", call.custom_attributes),
+        (b"x-amzn-sagemaker-inference-id", call.inference_id),
+    ];
+    for (name, value) in forwarded {
+        if let Some(v) = value {
+            h1::put_header(&mut out, name, v);
         }
     }
+    let chunked = call.length.is_none();
+    match call.length {
+        Some(n) => {
+            out.extend_from_slice(b"content-length: ");
+            h1::put_decimal(&mut out, n);
+            out.extend_from_slice(b"\r\n\r\n");
+        }
+        None => out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+    }
+    let mut seen = 0;
+    while let Some(data) = std::future::poll_fn(|cx| payload.poll_data(cx)).await {
+        let data = data.map_err(Failure::Client)?;
+        seen += data.len();
+        if seen > MAX_PAYLOAD {
+            return Err(Failure::TooLarge);
+        }
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            h1::put_chunk_size(&mut out, data.len());
+        }
+        if data.len() <= COPY_MAX {
+            out.extend_from_slice(&data);
+        } else {
+            conn.write_all(&out).await.map_err(io)?;
+            out.clear();
+            conn.write_all(&data).await.map_err(io)?;
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= COPY_MAX {
+            conn.write_all(&out).await.map_err(io)?;
+            out.clear();
+        }
+    }
+    if chunked {
+        out.extend_from_slice(h1::LAST_CHUNK);
+    }
+    conn.write_all(&out).await.map_err(io)
 }
 
-async fn invoke_inner(app: &App, name: &str, headers: &HeaderMap, body: Body, mode: Mode) -> Response {
+/// Routes one invocation to a model instance and returns its answer, whichever server read
+/// the request: a 2xx answer to stream back, or the AWS error to send. A refused connection is
+/// retried once on another instance (nothing of the request has been read at that point).
+pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload) -> Result<Answer, ApiError> {
     let received = Instant::now();
-    invoke_routed(app, name, headers, body, mode, received)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn invoke_routed(
-    app: &App,
-    name: &str,
-    headers: &HeaderMap,
-    body: Body,
-    mode: Mode,
-    received: Instant,
-) -> Result<Response, ApiError> {
+    let name = call.endpoint;
     let Some(routes) = app.routes.get(name) else {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -273,32 +422,14 @@ async fn invoke_routed(
             format!("Endpoint {name} of account {} not found.", app.cfg.account_id),
         ));
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_PAYLOAD as u64) {
-        drain(body).await;
+    if call.length.is_some_and(|n| n > MAX_PAYLOAD as u64) {
+        drain(payload, MAX_DRAIN).await;
         return Err(too_large());
     }
-    let target = headers
-        .get("x-amzn-sagemaker-target-variant")
-        .and_then(|v| v.to_str().ok());
     let timeout = Duration::from_secs_f64(app.cfg.router.model_timeout_seconds);
-    let mut req = hyper::Request::new(Body::new(Capped { inner: body, seen: 0 }));
-    *req.method_mut() = hyper::Method::POST;
-    *req.uri_mut() = Uri::from_static("/invocations");
-    for h in &FORWARD {
-        if let Some(v) = headers.get(h) {
-            req.headers_mut().insert(h.clone(), v.clone());
-        }
-    }
-    if let Some(n) = declared {
-        req.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-    }
     let mut refused: Option<String> = None;
     for attempt in 0..2 {
-        let (vi, inst) = pick(app, &routes, name, target, refused.as_deref()).await?;
+        let (vi, inst) = pick(app, &routes, name, call.target_variant, refused.as_deref()).await?;
         let variant = &routes.variants[vi];
         let queueing = app.cfg.router.max_concurrent_requests_per_instance > 0;
         let guard = Outstanding::reserved(inst.clone(), queueing.then(|| app.router_freed.clone()));
@@ -317,8 +448,13 @@ async fn invoke_routed(
             variant: &variant.name,
             instance_type: &inst.instance_type,
         };
-        req.headers_mut().insert(header::HOST, inst.host.clone());
-        let (resp, lease) = match tokio::time::timeout(timeout, upstream::send(&inst.address, req)).await {
+        let exchange = async {
+            let mut conn = upstream::connect(&inst.address).await.map_err(Failure::Refused)?;
+            send_request(&mut conn, call, &inst, payload).await?;
+            let head = conn.read_head().await?;
+            Ok::<_, Failure>((conn, head))
+        };
+        let (conn, head) = match tokio::time::timeout(timeout, exchange).await {
             Err(_) => {
                 record.finish(app, &inst, series(), Outcome::ModelOtherError);
                 return Err(model_error(
@@ -331,36 +467,44 @@ async fn invoke_routed(
                     &variant.name,
                 ));
             }
-            Ok(Err(SendError::Connect { error, request, .. })) if attempt == 0 => {
-                tracing::warn!(instance = %inst.id, %error, "connection refused; retrying on another instance");
+            Ok(Err(Failure::Refused(e))) if attempt == 0 => {
+                tracing::warn!(instance = %inst.id, error = %e, "connection refused; retrying on another instance");
                 refused = Some(inst.id.clone());
-                req = *request;
                 continue;
             }
-            Ok(Err(SendError::Http(e))) if caused_by_too_large(&e) => return Err(too_large()),
+            Ok(Err(Failure::TooLarge)) => return Err(too_large()),
+            Ok(Err(Failure::Client(e))) => {
+                record.finish(app, &inst, series(), Outcome::ClientError);
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "ValidationError",
+                    format!("Body: the request body could not be read: {e}"),
+                ));
+            }
             Ok(Err(e)) => {
                 record.finish(app, &inst, series(), Outcome::ServerError);
                 return Err(error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceUnavailable",
-                    format!("The model on instance {} could not be reached: {e}", inst.id),
+                    format!(
+                        "The model on instance {} ({}) could not be reached: {e}",
+                        inst.id, inst.address
+                    ),
                 ));
             }
             Ok(Ok(r)) => r,
         };
-        let (parts, incoming) = resp.into_parts();
-        if !parts.status.is_success() {
-            let bytes = match Limited::new(incoming, MAX_ERROR_BODY).collect().await {
-                Ok(b) => {
-                    lease.release();
-                    b.to_bytes()
-                }
-                Err(_) => Bytes::new(),
-            };
+        if !(200..300).contains(&head.status) {
+            let bytes = conn
+                .into_body(&head)
+                .read_to_end(MAX_ERROR_BODY)
+                .await
+                .unwrap_or_default();
             drop(guard);
-            record.finish(app, &inst, series(), Outcome::of_model_status(parts.status.as_u16()));
+            record.finish(app, &inst, series(), Outcome::of_model_status(head.status));
+            let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
             return Err(model_error(
-                parts.status,
+                status,
                 String::from_utf8_lossy(&bytes).into_owned(),
                 &variant.name,
             ));
@@ -369,42 +513,18 @@ async fn invoke_routed(
         if app.metrics.enabled() {
             inst.metrics.get_or_init(|| app.metrics.handle(series()));
         }
-        let tracked = Tracked {
-            inner: incoming,
-            guard: Some(guard),
-            lease: Some(lease),
-            record: Some(record),
-        };
-        let (body, content_type) = match mode {
-            Mode::Plain => (Body::new(tracked), parts.headers.get(header::CONTENT_TYPE).cloned()),
-            Mode::EventStream => (
-                Body::new(EventStream {
-                    inner: tracked,
-                    done: false,
-                }),
-                Some(HeaderValue::from_static("application/vnd.amazon.eventstream")),
-            ),
-        };
-        let mut out = Response::new(body);
-        let h = out.headers_mut();
-        if let Some(ct) = content_type {
-            h.insert(header::CONTENT_TYPE, ct);
-        }
-        if mode == Mode::EventStream
-            && let Some(ct) = parts.headers.get(header::CONTENT_TYPE)
-        {
-            h.insert("x-amzn-sagemaker-content-type", ct.clone());
-        }
-        if let Some(ca) = parts.headers.get("x-amzn-sagemaker-custom-attributes") {
-            h.insert("x-amzn-sagemaker-custom-attributes", ca.clone());
-        }
-        if let Ok(v) = HeaderValue::from_str(&variant.name) {
-            h.insert("x-amzn-invoked-production-variant", v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&inst.instance_type) {
-            h.insert("x-spillway-instance-type", v);
-        }
-        return Ok(out);
+        return Ok(Answer {
+            content_type: head.content_type.clone(),
+            custom_attributes: head.custom_attributes.clone(),
+            body: Tracked {
+                body: conn.into_body(&head),
+                guard: Some(guard),
+                record: Some(record),
+            },
+            routes: routes.clone(),
+            variant: vi,
+            instance: inst,
+        });
     }
     Err(error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -465,16 +585,31 @@ fn model_error(status: StatusCode, original: String, variant: &str) -> ApiError 
     e
 }
 
-/// A response body that keeps its request counted until it ends, then records the outcome and
-/// returns the model connection to the pool.
-struct Tracked<B: http_body::Body> {
-    inner: B,
+/// A model's response body that keeps its request counted until it ends, then records the
+/// outcome (the model connection goes back to its pool at the body's end, `upstream.rs`).
+pub struct Tracked {
+    body: UpstreamBody,
     guard: Option<Outstanding>,
-    lease: Option<Lease>,
     record: Option<Record>,
 }
 
-impl<B: http_body::Body> Tracked<B> {
+impl Tracked {
+    /// Bytes still to come when the model sent a `Content-Length`.
+    pub fn remaining(&self) -> Option<u64> {
+        self.body.remaining()
+    }
+
+    /// The next piece of the body; `None` at its end.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let r = self.body.poll_next(cx);
+        match &r {
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            _ => {}
+        }
+        r
+    }
+
     fn finish(&mut self, ok: bool) {
         if let Some(record) = self.record.take()
             && let Some(guard) = &self.guard
@@ -489,52 +624,34 @@ impl<B: http_body::Body> Tracked<B> {
                 now(),
             );
         }
-        if let Some(lease) = self.lease.take()
-            && ok
-        {
-            lease.release();
-        }
         self.guard.take();
     }
 }
 
-impl<B: http_body::Body> Drop for Tracked<B> {
+impl Drop for Tracked {
     fn drop(&mut self) {
         // hyper stops polling once Content-Length bytes were sent, so a body dropped at its end
         // is a success; dropped earlier, the client went away.
-        let complete = self.inner.is_end_stream();
+        let complete = self.body.is_end();
         self.finish(complete);
     }
 }
 
-impl<B> http_body::Body for Tracked<B>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
-{
+impl http_body::Body for Tracked {
     type Data = Bytes;
-    type Error = std::io::Error;
+    type Error = io::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(None) => {
-                self.finish(true);
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => {
-                self.finish(false);
-                Poll::Ready(Some(Err(std::io::Error::other(e.to_string()))))
-            }
-            other => other.map(|o| o.map(|r| r.map_err(|e| std::io::Error::other(e.to_string())))),
-        }
+        self.poll_next(cx).map(|o| o.map(|r| r.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.body.is_end()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        self.remaining()
+            .map_or_else(http_body::SizeHint::default, http_body::SizeHint::with_exact)
     }
 }
 

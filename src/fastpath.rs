@@ -1,0 +1,514 @@
+//! The lean invocation path: serves `InvokeEndpoint` on a client connection with no
+//! general-purpose HTTP server in between.
+//!
+//! Each I/O thread (`server.rs`) starts every client connection here. A request head is parsed
+//! with `httparse` straight from the connection's read buffer; an ordinary `InvokeEndpoint`
+//! (`POST /endpoints/{name}/invocations`, HTTP/1.1, a `Content-Length` or chunked body) is routed
+//! by [`runtime::invoke_model`], its body streamed to the model as it arrives, and the model's
+//! answer written back, head and body in one write when the body is already there. Keep-alive
+//! and pipelined requests are served in turn on the same buffer.
+//!
+//! Any other request (the control plane, `/metrics`, `InvokeEndpointWithResponseStream`,
+//! HTTP/1.0, `Expect: 100-continue`, an upgrade, an unusual or malformed head) hands the whole
+//! connection, with the bytes already read, to hyper ([`Handover::General`]): hyper answers it
+//! as a general-purpose server does, for the rest of the connection's life. The fast path never
+//! guesses at HTTP it does not handle.
+//!
+//! Timeouts: a request head (and the wait for the next one on a kept-alive connection) must
+//! arrive within [`HEADER_READ_TIMEOUT`]; to keep the timer off the per-request path it is
+//! re-armed at most every [`REARM_EVERY`], so the bound is between 25 and 30 s.
+
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use crate::api::error::ApiError;
+use crate::api::runtime::{self, Answer, Call, MAX_DRAIN, Mode, Payload};
+use crate::app::App;
+use crate::h1::{self, BodyDecoder, Framing};
+use crate::server::{Stop, reached};
+
+/// How long a client may take to send a request's headers, and to send anything at all on a
+/// kept-alive connection.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The header-read timer is moved forward at most this often.
+const REARM_EVERY: Duration = Duration::from_secs(5);
+/// Most request headers the fast path parses (a request with more goes to hyper).
+const MAX_HEADERS: usize = 64;
+/// How long a connection closed with an unread request body keeps reading it ([`Client::linger`]).
+const LINGER: Duration = Duration::from_secs(2);
+/// Response bytes gathered before they are written.
+const WRITE_AT: usize = 64 * 1024;
+
+/// How a connection left the fast path.
+pub enum Handover {
+    /// It is closed (by either side, a timeout, a stop or an error).
+    Closed,
+    /// A request the fast path does not serve arrived: the connection, rewound to that
+    /// request's first byte, goes to the general-purpose server.
+    General(Rewind),
+}
+
+/// Serves invocations on `stream` until it closes or carries another kind of request.
+pub async fn serve(app: &App, stream: TcpStream, stop: &mut watch::Receiver<Stop>) -> Handover {
+    let mut client = Client {
+        stream,
+        buf: BytesMut::new(),
+        out: Vec::new(),
+        deadline: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
+        armed: Instant::now(),
+    };
+    loop {
+        let request = match client.next_request(stop).await {
+            Next::Request(r) => r,
+            Next::Closed => return Handover::Closed,
+            Next::General => {
+                return Handover::General(Rewind {
+                    pre: client.buf.freeze(),
+                    stream: client.stream,
+                });
+            }
+        };
+        if !client.serve(app, request, stop).await {
+            return Handover::Closed;
+        }
+    }
+}
+
+/// One client connection.
+struct Client {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed.
+    buf: BytesMut,
+    /// The response being written.
+    out: Vec<u8>,
+    /// Header-read deadline.
+    deadline: Pin<Box<Sleep>>,
+    /// When the deadline was last moved.
+    armed: Instant,
+}
+
+enum Next {
+    Request(Request),
+    Closed,
+    General,
+}
+
+/// A parsed invocation head: the head's bytes and where its parts lie in them.
+struct Request {
+    head: Bytes,
+    endpoint: Range<usize>,
+    content_type: Option<Range<usize>>,
+    accept: Option<Range<usize>>,
+    custom_attributes: Option<Range<usize>>,
+    inference_id: Option<Range<usize>>,
+    target_variant: Option<Range<usize>>,
+    framing: Framing,
+    close: bool,
+}
+
+/// What a buffer's first request is.
+enum Parsed {
+    /// An invocation the fast path serves; its head is this many bytes long.
+    Invocation(Request, usize),
+    /// Incomplete.
+    Partial,
+    /// Anything else.
+    Other,
+}
+
+/// Parses the request at the start of `buf`.
+fn parse(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    if req.method != Some("POST") || req.version != Some(1) {
+        return Parsed::Other;
+    }
+    let Some((endpoint, Mode::Plain)) = req.path.and_then(runtime::invocation_path) else {
+        return Parsed::Other;
+    };
+    let Ok(framing) = h1::framing(req.headers, Framing::Empty) else {
+        return Parsed::Other;
+    };
+    let base = buf.as_ptr() as usize;
+    let at = |v: &[u8]| -> Range<usize> {
+        let start = v.as_ptr() as usize - base;
+        start..start + v.len()
+    };
+    let mut r = Request {
+        head: Bytes::new(),
+        endpoint: at(endpoint.as_bytes()),
+        content_type: None,
+        accept: None,
+        custom_attributes: None,
+        inference_id: None,
+        target_variant: None,
+        framing,
+        close: false,
+    };
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-type") {
+            r.content_type = Some(at(h.value));
+        } else if name.eq_ignore_ascii_case("accept") {
+            r.accept = Some(at(h.value));
+        } else if name.eq_ignore_ascii_case("x-amzn-sagemaker-custom-attributes") {
+            r.custom_attributes = Some(at(h.value));
+        } else if name.eq_ignore_ascii_case("x-amzn-sagemaker-inference-id") {
+            r.inference_id = Some(at(h.value));
+        } else if name.eq_ignore_ascii_case("x-amzn-sagemaker-target-variant") {
+            if std::str::from_utf8(h.value).is_err() {
+                return Parsed::Other;
+            }
+            r.target_variant = Some(at(h.value));
+        } else if name.eq_ignore_ascii_case("connection") {
+            r.close |= h1::has_close_token(h.value);
+        } else if name.eq_ignore_ascii_case("expect") || name.eq_ignore_ascii_case("upgrade") {
+            return Parsed::Other;
+        }
+    }
+    Parsed::Invocation(r, len)
+}
+
+impl Client {
+    /// Waits for the next request head.
+    async fn next_request(&mut self, stop: &mut watch::Receiver<Stop>) -> Next {
+        let now = Instant::now();
+        if now.duration_since(self.armed) >= REARM_EVERY {
+            self.deadline.as_mut().reset(now + HEADER_READ_TIMEOUT);
+            self.armed = now;
+        }
+        loop {
+            if !self.buf.is_empty() {
+                match parse(&self.buf) {
+                    Parsed::Invocation(mut r, len) => {
+                        r.head = self.buf.split_to(len).freeze();
+                        return Next::Request(r);
+                    }
+                    Parsed::Partial if self.buf.len() < h1::MAX_HEAD => {}
+                    Parsed::Partial | Parsed::Other => return Next::General,
+                }
+            }
+            let idle = self.buf.is_empty();
+            if idle {
+                // Between requests, like nginx, hold no buffers: an idle kept-alive connection
+                // costs its socket and its task only (a malloc per request buys that).
+                self.buf = BytesMut::new();
+                self.out = Vec::new();
+            }
+            tokio::select! {
+                biased;
+                r = h1::read(&self.stream, &mut self.buf) => {
+                    if !matches!(r, Ok(n) if n > 0) {
+                        return Next::Closed;
+                    }
+                }
+                _ = &mut self.deadline => return Next::Closed,
+                _ = reached(stop, Stop::Graceful), if idle => return Next::Closed,
+            }
+        }
+    }
+
+    /// Serves one invocation; whether the connection stays open for another.
+    async fn serve(&mut self, app: &App, r: Request, stop: &watch::Receiver<Stop>) -> bool {
+        let head = &r.head;
+        let part = |range: &Option<Range<usize>>| range.clone().map(|x| &head[x]);
+        let call = Call {
+            endpoint: std::str::from_utf8(&head[r.endpoint.clone()]).unwrap_or_default(),
+            content_type: part(&r.content_type),
+            accept: part(&r.accept),
+            custom_attributes: part(&r.custom_attributes),
+            inference_id: part(&r.inference_id),
+            target_variant: part(&r.target_variant).and_then(|v| std::str::from_utf8(v).ok()),
+            length: match r.framing {
+                Framing::Length(n) => Some(n),
+                Framing::Empty => Some(0),
+                Framing::Chunked | Framing::UntilClose => None,
+            },
+        };
+        let mut body = ClientBody {
+            stream: &self.stream,
+            buf: &mut self.buf,
+            decoder: BodyDecoder::new(r.framing),
+        };
+        let result = runtime::invoke_model(app, &call, &mut body).await;
+        // The next request starts after this one's body: read what is left of it (an error
+        // can be answered before the body was read), or close the connection after answering.
+        let mut keep = !r.close;
+        let unread = !body.decoder.is_done();
+        if unread {
+            let small = body.decoder.remaining().is_none_or(|n| n <= MAX_DRAIN);
+            keep &= small
+                && tokio::time::timeout(HEADER_READ_TIMEOUT, runtime::drain(&mut body, MAX_DRAIN))
+                    .await
+                    .unwrap_or(false);
+        }
+        keep &= *stop.borrow() == Stop::Running;
+        let written = match result {
+            Ok(answer) => self.write_answer(answer, keep).await,
+            Err(e) => self.write_error(&e, keep).await,
+        };
+        if written && unread && !keep {
+            self.linger().await;
+        }
+        keep && written
+    }
+
+    /// Before closing a connection whose client may still be sending: closes the write side
+    /// and reads (and discards) what still comes for a moment. Closing a socket with unread
+    /// data resets it, and the reset can destroy the answer before the client has read it.
+    async fn linger(&mut self) {
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let mut scratch = vec![0u8; 16 * 1024];
+        let discard = async {
+            let mut seen = 0u64;
+            while seen < MAX_DRAIN {
+                match self.stream.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen += n as u64,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, discard).await;
+    }
+
+    /// Writes a model's answer as it arrives; whether all of it was written.
+    async fn write_answer(&mut self, answer: Answer, keep: bool) -> bool {
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        if let Some(ct) = &answer.content_type {
+            h1::put_header(out, b"content-type", ct);
+        }
+        if let Some(ca) = &answer.custom_attributes {
+            h1::put_header(out, b"x-amzn-sagemaker-custom-attributes", ca);
+        }
+        h1::put_header(out, b"x-amzn-invoked-production-variant", answer.variant().as_bytes());
+        h1::put_header(out, b"x-spillway-instance-type", answer.instance_type().as_bytes());
+        h1::put_date(out);
+        let length = answer.body.remaining();
+        match length {
+            Some(n) => {
+                out.extend_from_slice(b"content-length: ");
+                h1::put_decimal(out, n);
+                out.extend_from_slice(b"\r\n");
+            }
+            None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        }
+        if !keep {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        let chunked = length.is_none();
+        let mut body = answer.body;
+        loop {
+            // Gather what the model has already sent; write whenever it has to be waited for.
+            let next = match std::future::poll_fn(|cx| Poll::Ready(body.poll_next(cx))).await {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    if self.stream.write_all(&self.out).await.is_err() {
+                        return false;
+                    }
+                    self.out.clear();
+                    std::future::poll_fn(|cx| body.poll_next(cx)).await
+                }
+            };
+            let out = &mut self.out;
+            match next {
+                None => {
+                    if chunked {
+                        out.extend_from_slice(h1::LAST_CHUNK);
+                    }
+                    return self.stream.write_all(out).await.is_ok();
+                }
+                // The model's response broke off: the client sees it cut short.
+                Some(Err(_)) => {
+                    let _ = self.stream.write_all(out).await;
+                    return false;
+                }
+                Some(Ok(data)) if data.is_empty() => {}
+                Some(Ok(data)) => {
+                    if chunked {
+                        h1::put_chunk_size(out, data.len());
+                    }
+                    if data.len() < WRITE_AT {
+                        out.extend_from_slice(&data);
+                    } else {
+                        if self.stream.write_all(out).await.is_err() || self.stream.write_all(&data).await.is_err() {
+                            return false;
+                        }
+                        out.clear();
+                    }
+                    if chunked {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    if out.len() >= WRITE_AT {
+                        if self.stream.write_all(out).await.is_err() {
+                            return false;
+                        }
+                        out.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes an AWS error; whether it was written.
+    async fn write_error(&mut self, e: &ApiError, keep: bool) -> bool {
+        let body = e.body();
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(e.status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(e.status.canonical_reason().unwrap_or("Error").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        h1::put_header(out, b"content-type", b"application/x-amz-json-1.1");
+        h1::put_header(out, b"x-amzn-errortype", e.code.as_bytes());
+        h1::put_date(out);
+        out.extend_from_slice(b"content-length: ");
+        h1::put_decimal(out, body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+        if !keep {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body.as_bytes());
+        self.stream.write_all(out).await.is_ok()
+    }
+}
+
+/// A client's request body, read from its connection as the model takes it.
+struct ClientBody<'a> {
+    stream: &'a TcpStream,
+    buf: &'a mut BytesMut,
+    decoder: BodyDecoder,
+}
+
+impl Payload for ClientBody<'_> {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        self.decoder.poll_next(self.stream, self.buf, cx)
+    }
+}
+
+/// A connection handed over to the general-purpose server: first the bytes the fast path had
+/// already read, then the socket.
+pub struct Rewind {
+    pre: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            if self.pre.is_empty() {
+                self.pre = Bytes::new(); // frees the fast path's buffer
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invocation(wire: &[u8]) -> (Request, usize) {
+        match parse(wire) {
+            Parsed::Invocation(r, len) => (r, len),
+            Parsed::Partial => panic!("partial"),
+            Parsed::Other => panic!("not an invocation"),
+        }
+    }
+
+    #[test]
+    fn an_invocation_head_is_parsed_with_its_forwarded_headers() {
+        let wire = b"POST /endpoints/ep-1/invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n\
+            X-Amzn-SageMaker-Target-Variant: blue\r\nConnection: close\r\ncontent-length: 3\r\n\r\nabc";
+        let (r, len) = invocation(wire);
+        assert_eq!(len, wire.len() - 3);
+        assert_eq!(&wire[r.endpoint], b"ep-1");
+        assert_eq!(&wire[r.content_type.unwrap()], b"text/csv");
+        assert_eq!(&wire[r.target_variant.unwrap()], b"blue");
+        assert_eq!(r.framing, Framing::Length(3));
+        assert!(r.close && r.accept.is_none());
+    }
+
+    #[test]
+    fn anything_else_goes_to_the_general_server() {
+        for wire in [
+            &b"GET /endpoints/e/invocations HTTP/1.1\r\n\r\n"[..],
+            b"POST /endpoints/e/invocations HTTP/1.0\r\n\r\n",
+            b"POST /endpoints/e/invocations-response-stream HTTP/1.1\r\n\r\n",
+            b"POST /endpoints/e/invocations?x=1 HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nx-amz-target: SageMaker.ListEndpoints\r\n\r\n",
+            b"POST /endpoints/e/invocations HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 1\r\n\r\n",
+            b"POST /endpoints/e/invocations HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n",
+            b"POST /endpoints/e/invocations HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            b"POST /endpoints/e/invocations HTTP/1.1\r\nbad header\r\n\r\n",
+            b"\x16\x03\x01 not http at all\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(wire), Parsed::Other),
+                "{}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let many: String = (0..MAX_HEADERS + 1).map(|i| format!("x-h{i}: v\r\n")).collect();
+        let wire = format!("POST /endpoints/e/invocations HTTP/1.1\r\n{many}\r\n");
+        assert!(matches!(parse(wire.as_bytes()), Parsed::Other));
+    }
+
+    #[test]
+    fn an_incomplete_head_asks_for_more() {
+        assert!(matches!(
+            parse(b"POST /endpoints/e/invocations HTTP/1.1\r\nHost"),
+            Parsed::Partial
+        ));
+    }
+}
