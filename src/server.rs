@@ -187,8 +187,10 @@ async fn worker(
                 r = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.readable()) => matches!(r, Ok(Ok(()))),
                 _ = reached(&mut stop, Stop::Graceful) => false,
             };
-            if ready && let Handover::General(io) = fastpath::serve(&shared.app, stream, &mut stop).await {
-                serve_general(shared, io, &http, &mut stop).await;
+            // Boxed, so that the connection's state is allocated once it has a request, not
+            // while it waits for one.
+            if ready && let Handover::General(io) = Box::pin(fastpath::serve(&shared.app, stream, &mut stop)).await {
+                Box::pin(serve_general(shared, io, &http, &mut stop)).await;
             }
             open.fetch_sub(1, Ordering::Relaxed);
         });
