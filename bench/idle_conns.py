@@ -2,7 +2,9 @@
 
 Usage: python3 idle_conns.py PORT N PATH PID [PID...]
 
-Opens N TCP connections to 127.0.0.1:PORT, sends one keep-alive `GET PATH` on each and reads
+Opens N TCP connections to 127.0.0.1:PORT, sends one keep-alive `GET PATH` on each (a `POST`
+with a 64-byte JSON body when PATH ends in `invocations`, so a proxy's invocation path is what
+gets measured) and reads
 the answer (so the server has fully set the connection up, buffers included), holds them idle,
 and reports the summed VmRSS of PIDs before, after connecting, and after the request, in KiB.
 Prints one `RESULT ...` line.
@@ -38,7 +40,14 @@ def main():
         socks.append(s)
     time.sleep(1.0)
     connected = rss_kib(pids)
-    req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    if path.endswith("invocations"):
+        body = b'{"instances":[[0.1,0.2,0.3,0.4]],"id":"bench-0001","pad":"xxxx"}'
+        req = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+    else:
+        req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     for s in socks:
         s.sendall(req)
     pending = set(socks)

@@ -266,12 +266,12 @@ done
 # --- 3. memory per 1,000 idle keep-alive connections -----------------------------------------
 log "idle connections"
 ulimit -n 8192 2>/dev/null || true
-echo "mem spillway 1 $(python3 "$BENCH/idle_conns.py" "$SP_PORT" 1000 /_spillway/health "$SP_PID" | sed 's/^RESULT //')" | tee -a "$RAW" >&2
+echo "mem spillway 1 $(python3 "$BENCH/idle_conns.py" "$SP_PORT" 1000 "/endpoints/$ENDPOINT/invocations" "$SP_PID" | sed 's/^RESULT //')" | tee -a "$RAW" >&2
 if [ -n "${SP_PIDS[spillway-baseline]:-}" ]; then
     b="${SP_URLS[spillway-baseline]}"
-    echo "mem spillway-baseline 1 $(python3 "$BENCH/idle_conns.py" "${b##*:}" 1000 /_spillway/health "${SP_PIDS[spillway-baseline]}" | sed 's/^RESULT //')" | tee -a "$RAW" >&2
+    echo "mem spillway-baseline 1 $(python3 "$BENCH/idle_conns.py" "${b##*:}" 1000 "/endpoints/$ENDPOINT/invocations" "${SP_PIDS[spillway-baseline]}" | sed 's/^RESULT //')" | tee -a "$RAW" >&2
 fi
-echo "mem nginx 1 $(python3 "$BENCH/idle_conns.py" "$NGX_PORT" 1000 /ping $NGX_WORKER_PIDS | sed 's/^RESULT //')" | tee -a "$RAW" >&2
+echo "mem nginx 1 $(python3 "$BENCH/idle_conns.py" "$NGX_PORT" 1000 /invocations $NGX_WORKER_PIDS | sed 's/^RESULT //')" | tee -a "$RAW" >&2
 
 # --- 4. metrics ------------------------------------------------------------------------------
 # There is no switch to turn metrics collection off; measure what a scrape costs instead.
