@@ -16,6 +16,9 @@
 #                  target "spillway-baseline", for before/after ratios
 #   METRICS_OFF    1 (default): also measure spillway with `[metrics] enabled = false`
 #                  (target "spillway-nometrics"); 0 skips it
+#   PIN            1: give the proxy under test a core of its own: spillway and nginx on CPU 1,
+#                  the load generators and the model instances on CPU 0 (needs 2 CPUs; nginx
+#                  then runs one worker, as spillway runs one I/O thread on one CPU)
 #
 # Loopback only. Every process started here is stopped on exit.
 set -euo pipefail
@@ -26,7 +29,15 @@ DURATION="${DURATION:-10}"
 REPEATS="${REPEATS:-2}"
 CONNS="${CONNS:-32}"
 WRK_THREADS="${WRK_THREADS:-2}"
-NGINX_WORKERS="${NGINX_WORKERS:-$(nproc)}"
+PIN="${PIN:-0}"
+# Command prefixes that pin (taskset execs its command, so background PIDs stay the real ones).
+if [ "$PIN" = 1 ]; then
+    LOAD_CPU=0 ON_PROXY=(taskset -c 1) ON_LOAD=(taskset -c 0)
+    NGINX_WORKERS="${NGINX_WORKERS:-1}"
+else
+    LOAD_CPU="" ON_PROXY=() ON_LOAD=()
+    NGINX_WORKERS="${NGINX_WORKERS:-$(nproc)}"
+fi
 OUT="${OUT:-$BENCH/results}"
 BODY='{"instances":[[0.1,0.2,0.3,0.4]],"id":"bench-0001","pad":"xxxx"}'   # 64 bytes, as in post.lua
 ENDPOINT=bench
@@ -94,7 +105,7 @@ start_spillway() {
     mkdir -p "$dir"
     printf '[provider]\nkind = "local"\n\n[provider.local.capacity]\n"ml.m5.xlarge" = 1\n%b\n' "$extra" >"$dir/spillway.toml"
     # A minimal environment: builtin:echo answers with its environment, keep that answer small.
-    env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$dir" RUST_LOG=warn \
+    "${ON_PROXY[@]}" env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$dir" RUST_LOG=warn \
         "$bin" serve --config "$dir/spillway.toml" --listen "127.0.0.1:$port" --data-dir "$dir/data" \
         >"$dir/spillway.log" 2>&1 &
     pid=$!
@@ -114,6 +125,8 @@ start_spillway() {
     [ "$status" = InService ] || { echo "$label: endpoint is $status" >&2; cat "$dir/spillway.log" >&2; exit 1; }
     read -r UP_PORT UP_PID < <(curl -sf "$base/_spillway/endpoints/$ENDPOINT/instances" |
         python3 -c 'import json,sys; d=json.load(sys.stdin); d=d.get("instances",d) if isinstance(d,dict) else d; i=d[0]; print(i["port"], i["pid"])')
+    # The model instance inherited spillway's CPU: move all its threads to the load's CPU.
+    [ -z "$LOAD_CPU" ] || taskset -a -p -c "$LOAD_CPU" "$UP_PID" >/dev/null
     URL[$label]="$base/endpoints/$ENDPOINT/invocations"
     PROXY_PIDS[$label]="$pid"
     MODEL_PIDS[$label]="$UP_PID"
@@ -166,7 +179,7 @@ http {
     }
 }
 EOF
-"$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" 2>"$TMP/nginx/stderr.log" &
+"${ON_PROXY[@]}" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" 2>"$TMP/nginx/stderr.log" &
 NGX_PID=$!
 PIDS+=("$NGX_PID")
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$NGX_PORT/ping" && break; sleep 0.1; done
@@ -215,14 +228,14 @@ RAW="$OUT/raw-$STAMP.txt"
     echo "# machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')\" mem=\"$(grep MemTotal /proc/meminfo | awk '{print $2" kB"}')\" kernel=$(uname -r)"
     echo "# spillway: $SPILLWAY_BIN ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "# tools: $(wrk -v 2>&1 | head -1 | cut -c1-40); nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') workers=$NGINX_WORKERS"
-    echo "# params: duration=${DURATION}s repeats=$REPEATS conns=$CONNS wrk_threads=$WRK_THREADS body=64B response=${RESP_BYTES}B"
+    echo "# params: duration=${DURATION}s repeats=$REPEATS conns=$CONNS wrk_threads=$WRK_THREADS body=64B response=${RESP_BYTES}B pin=$PIN"
 } >"$RAW"
 
 measure() {  # measure PHASE TARGET REP CMD...: runs CMD, appends its RESULT line with CPU use
     local phase=$1 t=$2 rep=$3; shift 3
     local pp=${PROXY_PIDS[$t]} c0 u0 c1 u1 line
     c0=$(cpu_ticks $pp); s0=$(user_ticks $pp); u0=$(cpu_ticks "${MODEL_PIDS[$t]}")
-    line="$("$@" | grep '^RESULT\|^target_rps' | sed 's/^RESULT //')"
+    line="$("${ON_LOAD[@]}" "$@" | grep '^RESULT\|^target_rps' | sed 's/^RESULT //')"
     c1=$(cpu_ticks $pp); s1=$(user_ticks $pp); u1=$(cpu_ticks "${MODEL_PIDS[$t]}")
     echo "$phase $t $rep $line proxy_cpu_s=$(python3 -c "print(($c1-$c0)/$HZ)") proxy_user_s=$(python3 -c "print(($s1-$s0)/$HZ)") model_cpu_s=$(python3 -c "print(($u1-$u0)/$HZ)")" | tee -a "$RAW" >&2
 }
