@@ -2,14 +2,14 @@
 //! general-purpose HTTP server in between.
 //!
 //! Each I/O thread (`server.rs`) starts every client connection here. A request head is parsed
-//! with `httparse` straight from the connection's read buffer; an ordinary `InvokeEndpoint`
-//! (`POST /endpoints/{name}/invocations`, HTTP/1.1, a `Content-Length` or chunked body) is routed
+//! with `httparse` straight from the connection's read buffer; an ordinary `InvokeEndpoint` or
+//! `InvokeEndpointWithResponseStream` (`POST /endpoints/{name}/invocations[-response-stream]`,
+//! HTTP/1.1, a `Content-Length` or chunked body) is routed
 //! by [`runtime::invoke_model`], its body streamed to the model as it arrives, and the model's
 //! answer written back, head and body in one write when the body is already there. Keep-alive
 //! and pipelined requests are served in turn on the same buffer.
 //!
-//! Any other request (the control plane, `/metrics`, `InvokeEndpointWithResponseStream`,
-//! HTTP/1.0, `Expect: 100-continue`, an upgrade, an unusual or malformed head) hands the whole
+//! Any other request (the control plane, `/metrics`, HTTP/1.0, `Expect: 100-continue`, an upgrade, an unusual or malformed head) hands the whole
 //! connection, with the bytes already read, to hyper ([`Handover::General`]): hyper answers it
 //! as a general-purpose server does, for the rest of the connection's life. The fast path never
 //! guesses at HTTP it does not handle.
@@ -106,6 +106,7 @@ enum Next {
 struct Request {
     head: Bytes,
     endpoint: Range<usize>,
+    mode: Mode,
     content_type: Option<Range<usize>>,
     accept: Option<Range<usize>>,
     custom_attributes: Option<Range<usize>>,
@@ -137,7 +138,7 @@ fn parse(buf: &[u8]) -> Parsed {
     if req.method != Some("POST") || req.version != Some(1) {
         return Parsed::Other;
     }
-    let Some((endpoint, Mode::Plain)) = req.path.and_then(runtime::invocation_path) else {
+    let Some((endpoint, mode)) = req.path.and_then(runtime::invocation_path) else {
         return Parsed::Other;
     };
     let Ok(framing) = h1::framing(req.headers, Framing::Empty) else {
@@ -151,6 +152,7 @@ fn parse(buf: &[u8]) -> Parsed {
     let mut r = Request {
         head: Bytes::new(),
         endpoint: at(endpoint.as_bytes()),
+        mode,
         content_type: None,
         accept: None,
         custom_attributes: None,
@@ -258,7 +260,7 @@ impl Client {
         }
         keep &= *stop.borrow() == Stop::Running;
         let written = match result {
-            Ok(answer) => self.write_answer(answer, keep).await,
+            Ok(answer) => self.write_answer(answer, keep, r.mode).await,
             Err(e) => self.write_error(&e, keep).await,
         };
         if written && unread && !keep {
@@ -287,13 +289,21 @@ impl Client {
         let _ = tokio::time::timeout(LINGER, discard).await;
     }
 
-    /// Writes a model's answer as it arrives; whether all of it was written.
-    async fn write_answer(&mut self, answer: Answer, keep: bool) -> bool {
+    /// Writes a model's answer as it arrives (for `InvokeEndpointWithResponseStream`, each piece
+    /// as an event-stream `PayloadPart` message); whether all of it was written.
+    async fn write_answer(&mut self, answer: Answer, keep: bool, mode: Mode) -> bool {
         let out = &mut self.out;
         out.clear();
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-        if let Some(ct) = &answer.content_type {
-            h1::put_header(out, b"content-type", ct);
+        match (mode, &answer.content_type) {
+            (Mode::Plain, Some(ct)) => h1::put_header(out, b"content-type", ct),
+            (Mode::Plain, None) => {}
+            (Mode::EventStream, ct) => {
+                h1::put_header(out, b"content-type", b"application/vnd.amazon.eventstream");
+                if let Some(ct) = ct {
+                    h1::put_header(out, b"x-amzn-sagemaker-content-type", ct);
+                }
+            }
         }
         if let Some(ca) = &answer.custom_attributes {
             h1::put_header(out, b"x-amzn-sagemaker-custom-attributes", ca);
@@ -301,7 +311,10 @@ impl Client {
         h1::put_header(out, b"x-amzn-invoked-production-variant", answer.variant().as_bytes());
         h1::put_header(out, b"x-spillway-instance-type", answer.instance_type().as_bytes());
         h1::put_date(out);
-        let length = answer.body.remaining();
+        let length = match mode {
+            Mode::Plain => answer.body.remaining(),
+            Mode::EventStream => None,
+        };
         match length {
             Some(n) => {
                 out.extend_from_slice(b"content-length: ");
@@ -336,13 +349,23 @@ impl Client {
                     }
                     return self.stream.write_all(out).await.is_ok();
                 }
-                // The model's response broke off: the client sees it cut short.
+                // The model's response broke off: a stream ends with a `ModelStreamError`
+                // message, a plain answer is cut short.
+                Some(Err(e)) if mode == Mode::EventStream => {
+                    h1::put_chunk(out, &runtime::model_stream_error(&e.to_string()));
+                    out.extend_from_slice(h1::LAST_CHUNK);
+                    return self.stream.write_all(out).await.is_ok();
+                }
                 Some(Err(_)) => {
                     let _ = self.stream.write_all(out).await;
                     return false;
                 }
                 Some(Ok(data)) if data.is_empty() => {}
                 Some(Ok(data)) => {
+                    let data = match mode {
+                        Mode::Plain => data,
+                        Mode::EventStream => runtime::payload_part(&data),
+                    };
                     if chunked {
                         h1::put_chunk_size(out, data.len());
                     }
@@ -484,7 +507,6 @@ mod tests {
         for wire in [
             &b"GET /endpoints/e/invocations HTTP/1.1\r\n\r\n"[..],
             b"POST /endpoints/e/invocations HTTP/1.0\r\n\r\n",
-            b"POST /endpoints/e/invocations-response-stream HTTP/1.1\r\n\r\n",
             b"POST /endpoints/e/invocations?x=1 HTTP/1.1\r\n\r\n",
             b"POST / HTTP/1.1\r\nx-amz-target: SageMaker.ListEndpoints\r\n\r\n",
             b"POST /endpoints/e/invocations HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 1\r\n\r\n",
@@ -502,6 +524,13 @@ mod tests {
         let many: String = (0..MAX_HEADERS + 1).map(|i| format!("x-h{i}: v\r\n")).collect();
         let wire = format!("POST /endpoints/e/invocations HTTP/1.1\r\n{many}\r\n");
         assert!(matches!(parse(wire.as_bytes()), Parsed::Other));
+    }
+
+    #[test]
+    fn a_response_stream_invocation_is_served_here_too() {
+        let wire = b"POST /endpoints/e/invocations-response-stream HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n";
+        let (r, _) = invocation(wire);
+        assert_eq!((r.mode, r.framing), (Mode::EventStream, Framing::Chunked));
     }
 
     #[test]

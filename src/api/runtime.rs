@@ -718,7 +718,8 @@ pub fn event_message(headers: &[(&str, &str)], payload: &[u8]) -> Bytes {
     Bytes::from(buf)
 }
 
-fn payload_part(data: &[u8]) -> Bytes {
+/// One `PayloadPart` event carrying `data`.
+pub fn payload_part(data: &[u8]) -> Bytes {
     event_message(
         &[
             (":event-type", "PayloadPart"),
@@ -729,7 +730,8 @@ fn payload_part(data: &[u8]) -> Bytes {
     )
 }
 
-fn model_stream_error(message: &str) -> Bytes {
+/// The `ModelStreamError` exception event that ends a stream the model broke off.
+pub fn model_stream_error(message: &str) -> Bytes {
     let body = serde_json::json!({ "Message": message, "ErrorCode": "ModelStreamError" }).to_string();
     event_message(
         &[

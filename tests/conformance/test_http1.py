@@ -52,6 +52,7 @@ import shlex
 import socket
 import time
 
+import botocore.exceptions
 import pytest
 
 import spw
@@ -808,3 +809,31 @@ def test_invocations_and_control_plane_requests_share_a_connection(srv):
         c.send(list_endpoints + post("len:three"))  # pipelined across the two planes
         assert c.read_response().status == 200
         assert_echo(c.read_response(), "len", "len:three")
+
+
+@pytest.mark.parametrize("mode", ["len", "chunked", "eof"])
+def test_response_stream_carries_every_model_framing_as_payload_parts(srv, mode):
+    """InvokeEndpointWithResponseStream over each framing the model may answer with: boto3
+    reassembles exactly the model's body from the PayloadPart events."""
+    rt = srv.client("sagemaker-runtime", retries=0)
+    resp = rt.invoke_endpoint_with_response_stream(EndpointName=EP, Body=f"{mode}:streamed".encode())
+    assert resp["ContentType"] == "application/json"
+    assert resp["CustomAttributes"] == f"raw-model={mode}"
+    body = b"".join(e["PayloadPart"]["Bytes"] for e in resp["Body"])
+    echo = json.loads(body)
+    assert (echo["mode"], echo["body"]) == (mode, f"{mode}:streamed")
+
+
+def test_a_stream_the_model_breaks_off_ends_with_model_stream_error(srv):
+    """The model closes mid-body: the parts sent so far arrive, then a ModelStreamError event;
+    the connection stays usable and the endpoint keeps serving."""
+    rt = srv.client("sagemaker-runtime", retries=0)
+    resp = rt.invoke_endpoint_with_response_stream(EndpointName=EP, Body=b"cut")
+    parts = []
+    with pytest.raises(botocore.exceptions.EventStreamError) as err:
+        for event in resp["Body"]:
+            parts.append(event["PayloadPart"]["Bytes"])
+    assert err.value.response["Error"]["Code"] == "ModelStreamError", err.value.response
+    assert b"".join(parts) and len(b"".join(parts)) == 10, parts
+    out = rt.invoke_endpoint(EndpointName=EP, Body=b"len:after-cut")
+    assert json.loads(out["Body"].read())["body"] == "len:after-cut"

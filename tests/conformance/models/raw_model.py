@@ -19,6 +19,7 @@ of the connection), "seq" (request number on that connection)}.
   dropidle    200 as `len`, then the connection is closed after 0.2 s idle (a short keep-alive
               timer), without `Connection: close`
   garbage     a line that is not HTTP, then close
+  cut         200 chunked: the first chunk of the echo, then the connection closes mid-body
 
 Every response also carries `X-Amzn-SageMaker-Custom-Attributes: raw-model=<mode>` and
 `X-Raw-Model-Private: 1` (a header a router has no reason to pass on).
@@ -36,7 +37,7 @@ import threading
 import time
 
 MODES = {"len", "chunked", "eof", "close", "continue", "nocontent", "err500", "err404",
-         "slowhead", "bigheaders", "dropidle", "garbage"}
+         "slowhead", "bigheaders", "dropidle", "garbage", "cut"}
 conn_serials = itertools.count(1)
 
 
@@ -167,6 +168,11 @@ def serve(sock, peer):
             sock.sendall(head("200 OK", [ctype, length, *big], mode) + echo)
         elif mode == "garbage":
             sock.sendall(b"SPLAT this is not an HTTP response\r\n")
+            return
+        elif mode == "cut":
+            sock.sendall(head("200 OK", [ctype, "Transfer-Encoding: chunked"], mode))
+            sock.sendall(b"%x\r\n%s\r\n" % (len(echo[:10]), echo[:10]))
+            time.sleep(0.05)
             return
 
 
