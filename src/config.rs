@@ -117,6 +117,10 @@ pub struct RouterConfig {
     pub io_threads: usize,
     /// What `CAPACITY_AWARE` routing believes an instance type can carry.
     pub capacity_source: CapacitySource,
+    /// Seconds a client may take to send a request's headers, and may stay idle on a kept-alive
+    /// connection, before the connection is closed (nginx's `client_header_timeout` and
+    /// `keepalive_timeout`).
+    pub client_timeout_seconds: f64,
 }
 
 /// `[router] capacity_source`: where capacity-aware routing gets each instance type's capacity.
@@ -131,6 +135,13 @@ pub enum CapacitySource {
     Catalog,
 }
 
+impl RouterConfig {
+    /// `client_timeout_seconds` as a duration.
+    pub fn client_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.client_timeout_seconds)
+    }
+}
+
 impl Default for RouterConfig {
     fn default() -> Self {
         Self {
@@ -139,6 +150,7 @@ impl Default for RouterConfig {
             queue_timeout_ms: 1000,
             io_threads: 0,
             capacity_source: CapacitySource::Measured,
+            client_timeout_seconds: 30.0,
         }
     }
 }
@@ -443,6 +455,12 @@ impl Config {
                 "router.model_timeout_seconds must be positive".into(),
             ));
         }
+        let client = self.router.client_timeout_seconds;
+        if !(0.1..=3600.0).contains(&client) {
+            return Err(ConfigError::Invalid(format!(
+                "router.client_timeout_seconds = {client}: expected 0.1 to 3600 seconds"
+            )));
+        }
         if self.router.io_threads > 1024 {
             return Err(ConfigError::Invalid(format!(
                 "router.io_threads = {}: expected 0 (one per CPU) to 1024",
@@ -508,5 +526,19 @@ mod tests {
             "{e}"
         );
         assert!(Config::parse("[metrics]\nusage_interval_seconds = -1\n").is_err());
+    }
+
+    #[test]
+    fn client_timeout() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.router.client_timeout(), std::time::Duration::from_secs(30));
+        let c = Config::parse("[router]\nclient_timeout_seconds = 2.5\n").unwrap();
+        assert_eq!(c.router.client_timeout(), std::time::Duration::from_millis(2500));
+        for bad in ["0", "-1", "nan", "4000"] {
+            let e = Config::parse(&format!("[router]\nclient_timeout_seconds = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("client_timeout_seconds"), "{bad}: {e}");
+        }
     }
 }

@@ -15,8 +15,9 @@
 //! guesses at HTTP it does not handle.
 //!
 //! Timeouts: a request head (and the wait for the next one on a kept-alive connection) must
-//! arrive within [`HEADER_READ_TIMEOUT`]; to keep the timer off the per-request path it is
-//! re-armed at most every [`REARM_EVERY`], so the bound is between 25 and 30 s.
+//! arrive within `[router] client_timeout_seconds` (30 s by default); to keep the timer off
+//! the per-request path it is re-armed at most every sixth of that, so the bound lies between
+//! five sixths of it and all of it (25 and 30 s by default).
 
 use std::io;
 use std::ops::Range;
@@ -36,11 +37,6 @@ use crate::app::App;
 use crate::h1::{self, BodyDecoder, Framing};
 use crate::server::{Stop, reached};
 
-/// How long a client may take to send a request's headers, and to send anything at all on a
-/// kept-alive connection.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// The header-read timer is moved forward at most this often.
-const REARM_EVERY: Duration = Duration::from_secs(5);
 /// Most request headers the fast path parses (a request with more goes to hyper).
 const MAX_HEADERS: usize = 64;
 /// How long a connection closed with an unread request body keeps reading it ([`Client::linger`]).
@@ -59,11 +55,13 @@ pub enum Handover {
 
 /// Serves invocations on `stream` until it closes or carries another kind of request.
 pub async fn serve(app: &App, stream: TcpStream, stop: &mut watch::Receiver<Stop>) -> Handover {
+    let timeout = app.cfg.router.client_timeout();
     let mut client = Client {
         stream,
         buf: BytesMut::new(),
         out: Vec::new(),
-        deadline: Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT)),
+        timeout,
+        deadline: Box::pin(tokio::time::sleep(timeout)),
         armed: Instant::now(),
     };
     loop {
@@ -90,6 +88,8 @@ struct Client {
     buf: BytesMut,
     /// The response being written.
     out: Vec<u8>,
+    /// How long a head (or the next one) may take to arrive.
+    timeout: Duration,
     /// Header-read deadline.
     deadline: Pin<Box<Sleep>>,
     /// When the deadline was last moved.
@@ -189,8 +189,8 @@ impl Client {
     /// Waits for the next request head.
     async fn next_request(&mut self, stop: &mut watch::Receiver<Stop>) -> Next {
         let now = Instant::now();
-        if now.duration_since(self.armed) >= REARM_EVERY {
-            self.deadline.as_mut().reset(now + HEADER_READ_TIMEOUT);
+        if now.duration_since(self.armed) >= self.timeout / 6 {
+            self.deadline.as_mut().reset(now + self.timeout);
             self.armed = now;
         }
         loop {
@@ -254,7 +254,7 @@ impl Client {
         if unread {
             let small = body.decoder.remaining().is_none_or(|n| n <= MAX_DRAIN);
             keep &= small
-                && tokio::time::timeout(HEADER_READ_TIMEOUT, runtime::drain(&mut body, MAX_DRAIN))
+                && tokio::time::timeout(self.timeout, runtime::drain(&mut body, MAX_DRAIN))
                     .await
                     .unwrap_or(false);
         }

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::runtime;
 use crate::app::App;
-use crate::fastpath::{self, HEADER_READ_TIMEOUT, Handover};
+use crate::fastpath::{self, Handover};
 
 /// Per-thread state shared by the connections of one I/O thread.
 struct Shared {
@@ -160,7 +160,8 @@ async fn worker(
     // The timer enables the header read timeout: a client that opens a connection and never
     // finishes its request headers (or sends nothing more on a kept-alive one) does not hold it
     // forever.
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let timeout = shared.app.cfg.router.client_timeout();
+    http.timer(TokioTimer::new()).header_read_timeout(timeout);
     // Connections watch this thread's own copy of the listener's state, so that waiting on it
     // between requests touches nothing shared with the other I/O threads.
     let (local, local_stop) = watch::channel(Stop::Running);
@@ -184,7 +185,7 @@ async fn worker(
             // an idle connection costs only its socket and this task. The wait has the same
             // bound as reading the headers, and ends with a stop.
             let ready = tokio::select! {
-                r = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.readable()) => matches!(r, Ok(Ok(()))),
+                r = tokio::time::timeout(timeout, stream.readable()) => matches!(r, Ok(Ok(()))),
                 _ = reached(&mut stop, Stop::Graceful) => false,
             };
             // Boxed, so that the connection's state is allocated once it has a request, not

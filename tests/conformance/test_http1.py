@@ -837,3 +837,29 @@ def test_a_stream_the_model_breaks_off_ends_with_model_stream_error(srv):
     assert b"".join(parts) and len(b"".join(parts)) == 10, parts
     out = rt.invoke_endpoint(EndpointName=EP, Body=b"len:after-cut")
     assert json.loads(out["Body"].read())["body"] == "len:after-cut"
+
+
+def test_idle_and_stalled_clients_are_disconnected_after_the_client_timeout(start_server):
+    """`[router] client_timeout_seconds` bounds the wait for a request head: on a fresh
+    connection, on a kept-alive one after an invocation, and for a head that stalls halfway.
+    None is closed early (the timer is re-armed coarsely, so the bound lies between 5/6 of the
+    timeout and all of it), each is closed soon after, and the server keeps serving."""
+    import select
+
+    srv = start_server(config={"router": {"client_timeout_seconds": 3}})
+    spw.deploy_echo(srv.sm, "idle")
+    path = "/endpoints/idle/invocations"
+    with Conn(srv.port) as fresh, Conn(srv.port) as kept, Conn(srv.port) as stalled:
+        kept.send(post("hello", path=path))
+        assert kept.read_response().status == 200
+        stalled.send(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Le")
+        socks = {c.sock: name for c, name in ((fresh, "fresh"), (kept, "kept"), (stalled, "stalled"))}
+        # Nothing happens on any of them for well under 5/6 of the timeout (2.5 s) ...
+        readable, _, _ = select.select(list(socks), [], [], 1.5)
+        assert not readable, f"closed or answered early: {[socks[s] for s in readable]}"
+        # ... and each is closed (EOF, nothing sent) not long after the timeout.
+        for c in (fresh, kept, stalled):
+            assert c.closed(timeout=20), f"{socks[c.sock]}: not closed within 20 s"
+    with Conn(srv.port) as c:  # the server itself is unaffected
+        c.send(post("after", path=path))
+        assert c.read_response().status == 200
