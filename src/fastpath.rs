@@ -41,8 +41,6 @@ use crate::server::{Stop, reached};
 const MAX_HEADERS: usize = 64;
 /// How long a connection closed with an unread request body keeps reading it ([`Client::linger`]).
 const LINGER: Duration = Duration::from_secs(2);
-/// Response bytes gathered before they are written.
-const WRITE_AT: usize = 64 * 1024;
 
 /// How a connection left the fast path.
 pub enum Handover {
@@ -315,14 +313,7 @@ impl Client {
             Mode::Plain => answer.body.remaining(),
             Mode::EventStream => None,
         };
-        match length {
-            Some(n) => {
-                out.extend_from_slice(b"content-length: ");
-                h1::put_decimal(out, n);
-                out.extend_from_slice(b"\r\n");
-            }
-            None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        }
+        h1::put_length(out, length);
         if !keep {
             out.extend_from_slice(b"connection: close\r\n");
         }
@@ -366,25 +357,8 @@ impl Client {
                         Mode::Plain => data,
                         Mode::EventStream => runtime::payload_part(&data),
                     };
-                    if chunked {
-                        h1::put_chunk_size(out, data.len());
-                    }
-                    if data.len() < WRITE_AT {
-                        out.extend_from_slice(&data);
-                    } else {
-                        if self.stream.write_all(out).await.is_err() || self.stream.write_all(&data).await.is_err() {
-                            return false;
-                        }
-                        out.clear();
-                    }
-                    if chunked {
-                        out.extend_from_slice(b"\r\n");
-                    }
-                    if out.len() >= WRITE_AT {
-                        if self.stream.write_all(out).await.is_err() {
-                            return false;
-                        }
-                        out.clear();
+                    if h1::put_body(&mut self.stream, out, &data, chunked).await.is_err() {
+                        return false;
                     }
                 }
             }
@@ -404,9 +378,7 @@ impl Client {
         h1::put_header(out, b"content-type", b"application/x-amz-json-1.1");
         h1::put_header(out, b"x-amzn-errortype", e.code.as_bytes());
         h1::put_date(out);
-        out.extend_from_slice(b"content-length: ");
-        h1::put_decimal(out, body.len() as u64);
-        out.extend_from_slice(b"\r\n");
+        h1::put_length(out, Some(body.len() as u64));
         if !keep {
             out.extend_from_slice(b"connection: close\r\n");
         }

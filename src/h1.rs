@@ -15,7 +15,7 @@ use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::Interest;
+use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 /// Largest message head read (request line or status line plus headers).
@@ -358,6 +358,57 @@ pub fn put_decimal(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
+/// Appends the header that frames a body: `content-length` when its length is known, otherwise
+/// `transfer-encoding: chunked`.
+pub fn put_length(out: &mut Vec<u8>, length: Option<u64>) {
+    match length {
+        Some(n) => {
+            out.extend_from_slice(b"content-length: ");
+            put_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+}
+
+/// Body pieces up to this size are copied into the outgoing buffer (so that a head and a small
+/// body leave in one write); larger ones are written as they are.
+const COPY_MAX: usize = 16 * 1024;
+/// The outgoing buffer is written once it holds this much.
+const WRITE_AT: usize = 64 * 1024;
+
+/// Adds one piece of a body to the outgoing buffer `out` (as a chunk when `chunked`), writing
+/// to `w` only when the piece is large or `out` has filled: what is left in `out` is for the
+/// caller to write when it would otherwise wait, or at the end.
+pub async fn put_body<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    out: &mut Vec<u8>,
+    data: &[u8],
+    chunked: bool,
+) -> io::Result<()> {
+    if data.is_empty() {
+        return Ok(()); // as a chunk it would end the body
+    }
+    if chunked {
+        put_chunk_size(out, data.len());
+    }
+    if data.len() <= COPY_MAX {
+        out.extend_from_slice(data);
+    } else {
+        w.write_all(out).await?;
+        out.clear();
+        w.write_all(data).await?;
+    }
+    if chunked {
+        out.extend_from_slice(b"\r\n");
+    }
+    if out.len() >= WRITE_AT {
+        w.write_all(out).await?;
+        out.clear();
+    }
+    Ok(())
+}
+
 thread_local! {
     /// The `Date` header value of the current second, formatted once per second per thread.
     static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
@@ -510,6 +561,33 @@ mod tests {
         let (body, _) = decode_all(Framing::Chunked, &out, 9).unwrap();
         assert_eq!(body.len(), 305);
         assert!(out.starts_with(b"5\r\nhello\r\n12c\r\n"));
+    }
+
+    #[tokio::test]
+    async fn body_pieces_are_framed_copied_or_written_through() {
+        for chunked in [false, true] {
+            let (mut wire, mut out) = (Vec::new(), Vec::new());
+            let big = vec![b'x'; COPY_MAX + 1];
+            for piece in [&b"small"[..], b"", &big, b"tail"] {
+                put_body(&mut wire, &mut out, piece, chunked).await.unwrap();
+            }
+            // The large piece went out at once, with everything gathered before it.
+            assert!(wire.len() > COPY_MAX && !out.is_empty(), "{chunked}");
+            wire.extend_from_slice(&out);
+            let framing = if chunked {
+                wire.extend_from_slice(LAST_CHUNK);
+                Framing::Chunked
+            } else {
+                Framing::Length(wire.len() as u64)
+            };
+            let (body, rest) = decode_all(framing, &wire, 4096).unwrap();
+            assert_eq!(body.len(), 5 + COPY_MAX + 1 + 4, "{chunked}");
+            assert!(body.starts_with(b"small") && body.ends_with(b"xtail") && rest.is_empty());
+        }
+        let mut out = Vec::new();
+        put_length(&mut out, Some(42));
+        put_length(&mut out, None);
+        assert_eq!(out, b"content-length: 42\r\ntransfer-encoding: chunked\r\n");
     }
 
     #[test]

@@ -23,7 +23,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::h1::{self, BodyDecoder, Framing};
@@ -154,9 +153,9 @@ impl Conn {
         });
     }
 
-    /// Writes all of `data`.
-    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        self.stream.write_all(data).await
+    /// The socket, for writing the request.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
     }
 
     /// Reads the response head, skipping interim (1xx) responses.
@@ -296,7 +295,7 @@ impl UpstreamBody {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// How the test server ends a connection.
     #[derive(Clone, Copy)]
@@ -357,7 +356,8 @@ mod tests {
 
     async fn roundtrip(address: &Arc<str>) -> String {
         let mut conn = connect(address).await.unwrap();
-        conn.write_all(format!("GET /ping HTTP/1.1\r\nhost: {address}\r\n\r\n").as_bytes())
+        conn.stream()
+            .write_all(format!("GET /ping HTTP/1.1\r\nhost: {address}\r\n\r\n").as_bytes())
             .await
             .unwrap();
         let head = conn.read_head().await.unwrap();
@@ -408,7 +408,7 @@ mod tests {
     async fn a_body_dropped_before_its_end_closes_the_connection() {
         let (address, conns) = server(Close::Never, "").await;
         let mut conn = connect(&address).await.unwrap();
-        conn.write_all(b"GET /ping HTTP/1.1\r\n\r\n").await.unwrap();
+        conn.stream().write_all(b"GET /ping HTTP/1.1\r\n\r\n").await.unwrap();
         let head = conn.read_head().await.unwrap();
         drop(conn.into_body(&head));
         assert_eq!(roundtrip(&address).await, "conn2");
@@ -435,7 +435,8 @@ mod tests {
             s.write_all(b"close").await.unwrap();
         });
         let mut conn = connect(&address).await.unwrap();
-        conn.write_all(b"POST /invocations HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
+        conn.stream()
+            .write_all(b"POST /invocations HTTP/1.1\r\ncontent-length: 0\r\n\r\n")
             .await
             .unwrap();
         let head = conn.read_head().await.unwrap();

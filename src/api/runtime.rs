@@ -21,6 +21,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body::{Body as _, Frame};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 use super::error::ApiError;
@@ -91,7 +92,7 @@ pub trait Payload {
 }
 
 /// What an invocation takes from its request, whichever server parsed it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Call<'a> {
     /// `EndpointName` from the path.
     pub endpoint: &'a str,
@@ -340,10 +341,6 @@ enum Failure {
     Model(#[from] UpstreamError),
 }
 
-/// Body pieces up to this size are copied next to the head (one write); larger ones are
-/// written as they are.
-const COPY_MAX: usize = 16 * 1024;
-
 /// Writes the request to the model: its head, then the body as the client sends it.
 async fn send_request(
     conn: &mut Conn,
@@ -366,15 +363,9 @@ async fn send_request(
             h1::put_header(&mut out, name, v);
         }
     }
+    h1::put_length(&mut out, call.length);
+    out.extend_from_slice(b"\r\n");
     let chunked = call.length.is_none();
-    match call.length {
-        Some(n) => {
-            out.extend_from_slice(b"content-length: ");
-            h1::put_decimal(&mut out, n);
-            out.extend_from_slice(b"\r\n\r\n");
-        }
-        None => out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
-    }
     let mut seen = 0;
     while let Some(data) = std::future::poll_fn(|cx| payload.poll_data(cx)).await {
         let data = data.map_err(Failure::Client)?;
@@ -382,31 +373,14 @@ async fn send_request(
         if seen > MAX_PAYLOAD {
             return Err(Failure::TooLarge);
         }
-        if data.is_empty() {
-            continue;
-        }
-        if chunked {
-            h1::put_chunk_size(&mut out, data.len());
-        }
-        if data.len() <= COPY_MAX {
-            out.extend_from_slice(&data);
-        } else {
-            conn.write_all(&out).await.map_err(io)?;
-            out.clear();
-            conn.write_all(&data).await.map_err(io)?;
-        }
-        if chunked {
-            out.extend_from_slice(b"\r\n");
-        }
-        if out.len() >= COPY_MAX {
-            conn.write_all(&out).await.map_err(io)?;
-            out.clear();
-        }
+        h1::put_body(conn.stream(), &mut out, &data, chunked)
+            .await
+            .map_err(io)?;
     }
     if chunked {
         out.extend_from_slice(h1::LAST_CHUNK);
     }
-    conn.write_all(&out).await.map_err(io)
+    conn.stream().write_all(&out).await.map_err(io)
 }
 
 /// Routes one invocation to a model instance and returns its answer, whichever server read

@@ -849,9 +849,11 @@ def test_idle_and_stalled_clients_are_disconnected_after_the_client_timeout(star
     srv = start_server(config={"router": {"client_timeout_seconds": 3}})
     spw.deploy_echo(srv.sm, "idle")
     path = "/endpoints/idle/invocations"
-    with Conn(srv.port) as fresh, Conn(srv.port) as kept, Conn(srv.port) as stalled:
+    with Conn(srv.port) as kept:
         kept.send(post("hello", path=path))
         assert kept.read_response().status == 200
+        # Opened only now, so that a slow first request cannot eat into their 1.5 s below.
+        fresh, stalled = Conn(srv.port), Conn(srv.port)
         stalled.send(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Le")
         socks = {c.sock: name for c, name in ((fresh, "fresh"), (kept, "kept"), (stalled, "stalled"))}
         # Nothing happens on any of them for well under 5/6 of the timeout (2.5 s) ...
@@ -860,6 +862,8 @@ def test_idle_and_stalled_clients_are_disconnected_after_the_client_timeout(star
         # ... and each is closed (EOF, nothing sent) not long after the timeout.
         for c in (fresh, kept, stalled):
             assert c.closed(timeout=20), f"{socks[c.sock]}: not closed within 20 s"
+        fresh.close()
+        stalled.close()
     with Conn(srv.port) as c:  # the server itself is unaffected
         c.send(post("after", path=path))
         assert c.read_response().status == 200
