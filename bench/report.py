@@ -124,6 +124,30 @@ def main():
                 )
         w("")
 
+    ladder = {}
+    for phase, t, _rep, kv in rows:
+        if phase == "ladder":
+            ladder.setdefault(kv["target_rps"], {}).setdefault(t, []).append(kv)
+    if ladder:
+        w("### Latency ladder (the same open-loop measurement at lower fixed rates)")
+        w("")
+        w("Added latency over direct (medians of the repetitions), p50 / p99 µs; direct's own p50 / p99 in the first column.")
+        w("")
+        shown = [t for t in targets if t != "direct"]
+        w("| req/s | direct p50 / p99 µs | " + " | ".join(f"{t} added p50 / p99 µs" for t in shown) + " |")
+        w("|---" * (2 + len(shown)) + "|")
+        for rate in sorted(ladder):
+            at = ladder[rate]
+            if "direct" not in at:
+                continue
+            d50, d99 = med(at["direct"], "p50_us"), med(at["direct"], "p99_us")
+            cells = []
+            for t in shown:
+                r = at.get(t)
+                cells.append(f"{med(r, 'p50_us') - d50:+.0f} / {med(r, 'p99_us') - d99:+.0f}" if r else "—")
+            w(f"| {rate:.0f} | {d50:.0f} / {d99:.0f} | " + " | ".join(cells) + " |")
+        w("")
+
     if sat and fx and {"direct", "nginx", "spillway"} <= sat.keys() and "spillway" in fx:
         add50 = fx["spillway"]["p50_us"] - fx["direct"]["p50_us"]
         add99 = fx["spillway"]["p99_us"] - fx["direct"]["p99_us"]

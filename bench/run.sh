@@ -16,6 +16,10 @@
 #                  target "spillway-baseline", for before/after ratios
 #   METRICS_OFF    1 (default): also measure spillway with `[metrics] enabled = false`
 #                  (target "spillway-nometrics"); 0 skips it
+#   VARIANT_TOML   TOML appended to the config of one more spillway (the same binary), measured as
+#                  target "spillway-variant", e.g. '[router]\nio_threads = 1'
+#   LADDER         space-separated fixed rates (req/s) measured after the half-load phase, e.g.
+#                  "1000 2000 4000 8000": added latency as the box fills up (default: none)
 #   PIN            1: give the proxy under test a core of its own: spillway and nginx on CPU 1,
 #                  the load generators and the model instances on CPU 0 (needs 2 CPUs; nginx
 #                  then runs one worker, as spillway runs one I/O thread on one CPU)
@@ -140,6 +144,10 @@ if [ -n "${BASELINE_BIN:-}" ]; then
     [ -x "$BASELINE_BIN" ] || { echo "BASELINE_BIN=$BASELINE_BIN is not an executable" >&2; exit 1; }
     start_spillway spillway-baseline "$BASELINE_BIN" ""
     TARGETS+=(spillway-baseline)
+fi
+if [ -n "${VARIANT_TOML:-}" ]; then
+    start_spillway spillway-variant "$SPILLWAY_BIN" "\n$VARIANT_TOML"
+    TARGETS+=(spillway-variant)
 fi
 if [ "${METRICS_OFF:-1}" = 1 ]; then
     start_spillway spillway-nometrics "$SPILLWAY_BIN" "\n[metrics]\nenabled = false"
@@ -273,6 +281,17 @@ for rep in $(seq "$REPEATS"); do
     for t in "${TARGETS[@]}"; do
         measure fixed "$t" "$rep" "$LOADGEN" --url "${URL[$t]}" --rate "$RATE" --duration "$DURATION" \
             --warmup 2 --connections "$CONNS" --body "$BODY"
+    done
+done
+
+# --- 2b. latency ladder (optional): the same open-loop measurement at lower rates ------------
+for rate in ${LADDER:-}; do
+    log "ladder: fixed rate $rate req/s"
+    for rep in $(seq "$REPEATS"); do
+        for t in "${TARGETS[@]}"; do
+            measure ladder "$t" "$rep" "$LOADGEN" --url "${URL[$t]}" --rate "$rate" --duration "$DURATION" \
+                --warmup 2 --connections "$CONNS" --body "$BODY"
+        done
     done
 done
 
