@@ -5,6 +5,8 @@
 #
 # Environment (all optional):
 #   SPILLWAY_BIN   spillway binary to test (default: <repo>/target/release/spillway, built here)
+#   LOADGEN_BIN    bench/loadgen binary (default: built here with cargo)
+#   BENCH_TOOLS    a folder made by bench/kit.sh: its bin/ (wrk, nginx) goes first on PATH
 #   DURATION       seconds per measured run (default 10)
 #   REPEATS        runs per configuration (default 2; the report shows each and the median)
 #   CONNS          wrk / load generator connections (default 32)
@@ -49,10 +51,13 @@ ENDPOINT=bench
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 # --- tools -----------------------------------------------------------------------------------
+# A tool kit made by bench/kit.sh (wrk and nginx with their libraries, for a machine without
+# apt or network access) goes first on PATH.
+[ -z "${BENCH_TOOLS:-}" ] || PATH="$(cd "$BENCH_TOOLS" && pwd)/bin:$PATH"
+fetch() { python3 "$BENCH/fetch.py" "$@"; }
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]} from Debian"
@@ -68,9 +73,13 @@ if [ -z "${SPILLWAY_BIN:-}" ]; then
     SPILLWAY_BIN="$ROOT/target/release/spillway"
 fi
 [ -x "$SPILLWAY_BIN" ] || { echo "SPILLWAY_BIN=$SPILLWAY_BIN is not an executable" >&2; exit 1; }
-log "building the load generator (bench/loadgen)"
-cargo build --release --quiet --manifest-path "$BENCH/loadgen/Cargo.toml"
-LOADGEN="$BENCH/loadgen/target/release/spillway-loadgen"
+if [ -z "${LOADGEN_BIN:-}" ]; then
+    log "building the load generator (bench/loadgen)"
+    cargo build --release --quiet --manifest-path "$BENCH/loadgen/Cargo.toml"
+    LOADGEN_BIN="$BENCH/loadgen/target/release/spillway-loadgen"
+fi
+[ -x "$LOADGEN_BIN" ] || { echo "LOADGEN_BIN=$LOADGEN_BIN is not an executable" >&2; exit 1; }
+LOADGEN="$LOADGEN_BIN"
 
 # --- scratch, clean-up -----------------------------------------------------------------------
 TMP="$(mktemp -d /tmp/spillway-bench.XXXXXX)"
@@ -94,8 +103,8 @@ NGX_PORT="$(free_port)"
 
 # --- spillway and the endpoint ---------------------------------------------------------------
 sm() {  # sm BASE_URL Operation JSON
-    curl -sf -X POST "$1/" -H "X-Amz-Target: SageMaker.$2" \
-        -H 'Content-Type: application/x-amz-json-1.1' -d "$3"
+    fetch "$1/" --header "X-Amz-Target: SageMaker.$2" \
+        --header 'Content-Type: application/x-amz-json-1.1' --data "$3"
 }
 declare -A URL PROXY_PIDS MODEL_PIDS SP_PIDS SP_URLS
 # start_spillway LABEL BINARY EXTRA_TOML: starts a spillway with its own data dir and the bench
@@ -114,8 +123,8 @@ start_spillway() {
         >"$dir/spillway.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
-    for _ in $(seq 100); do curl -sf "$base/_spillway/health" >/dev/null && break; sleep 0.1; done
-    curl -sf "$base/_spillway/health" >/dev/null || { cat "$dir/spillway.log" >&2; exit 1; }
+    for _ in $(seq 100); do fetch "$base/_spillway/health" >/dev/null && break; sleep 0.1; done
+    fetch "$base/_spillway/health" >/dev/null || { cat "$dir/spillway.log" >&2; exit 1; }
     sm "$base" CreateModel '{"ModelName":"bench-model","PrimaryContainer":{"Image":"builtin:echo"}}' >/dev/null
     sm "$base" CreateEndpointConfig '{"EndpointConfigName":"bench-config","ProductionVariants":[{"VariantName":"AllTraffic","ModelName":"bench-model","InitialInstanceCount":1,"InstanceType":"ml.m5.xlarge"}]}' >/dev/null
     sm "$base" CreateEndpoint "{\"EndpointName\":\"$ENDPOINT\",\"EndpointConfigName\":\"bench-config\"}" >/dev/null
@@ -127,7 +136,7 @@ start_spillway() {
         sleep 0.2
     done
     [ "$status" = InService ] || { echo "$label: endpoint is $status" >&2; cat "$dir/spillway.log" >&2; exit 1; }
-    read -r UP_PORT UP_PID < <(curl -sf "$base/_spillway/endpoints/$ENDPOINT/instances" |
+    read -r UP_PORT UP_PID < <(fetch "$base/_spillway/endpoints/$ENDPOINT/instances" |
         python3 -c 'import json,sys; d=json.load(sys.stdin); d=d.get("instances",d) if isinstance(d,dict) else d; i=d[0]; print(i["port"], i["pid"])')
     # The model instance inherited spillway's CPU: move all its threads to the load's CPU.
     [ -z "$LOAD_CPU" ] || taskset -a -p -c "$LOAD_CPU" "$UP_PID" >/dev/null
@@ -187,10 +196,10 @@ http {
     }
 }
 EOF
-"${ON_PROXY[@]}" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" 2>"$TMP/nginx/stderr.log" &
+"${ON_PROXY[@]}" "$NGINX" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" 2>"$TMP/nginx/stderr.log" &
 NGX_PID=$!
 PIDS+=("$NGX_PID")
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$NGX_PORT/ping" && break; sleep 0.1; done
+for _ in $(seq 50); do fetch "http://127.0.0.1:$NGX_PORT/ping" --any >/dev/null && break; sleep 0.1; done
 NGX_WORKER_PIDS="$(pgrep -P "$NGX_PID" | tr '\n' ' ')"
 
 URL[direct]="http://127.0.0.1:$UP_PORT/invocations"
@@ -203,7 +212,7 @@ MODEL_PIDS[direct]="$UP_PID"
 MODEL_PIDS[nginx]="$UP_PID"
 
 for t in "${TARGETS[@]}"; do
-    n="$(curl -sf -X POST "${URL[$t]}" -H 'Content-Type: application/json' -d "$BODY" | wc -c)"
+    n="$(fetch "${URL[$t]}" --header 'Content-Type: application/json' --data "$BODY" | wc -c)"
     [ "$n" -gt 0 ] || { echo "$t: no answer from ${URL[$t]}" >&2; exit 1; }
     log "$t: ${URL[$t]} answers $n bytes"
 done
@@ -236,6 +245,8 @@ RAW="$OUT/raw-$STAMP.txt"
     echo "# machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')\" mem=\"$(grep MemTotal /proc/meminfo | awk '{print $2" kB"}')\" kernel=$(uname -r)"
     echo "# spillway: $SPILLWAY_BIN ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "# tools: $(wrk -v 2>&1 | head -1 | cut -c1-40); nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') workers=$NGINX_WORKERS"
+    [ -r /sys/module/haltpoll/parameters/guest_halt_poll_ns ] &&
+        echo "# guest halt polling: $(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns) ns (cpuidle $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo '?'))"
     echo "# params: duration=${DURATION}s repeats=$REPEATS conns=$CONNS wrk_threads=$WRK_THREADS body=64B response=${RESP_BYTES}B pin=$PIN"
 } >"$RAW"
 
@@ -308,7 +319,7 @@ echo "mem nginx 1 $(python3 "$BENCH/idle_conns.py" "$NGX_PORT" 1000 /invocations
 # --- 4. metrics ------------------------------------------------------------------------------
 # There is no switch to turn metrics collection off; measure what a scrape costs instead.
 log "metrics scrape cost"
-METRICS_BYTES="$(curl -sf "$SP/metrics" | wc -c)"
+METRICS_BYTES="$(fetch "$SP/metrics" | wc -c)"
 line="$(wrk -t1 -c1 -d3s "$SP/metrics" | awk '/Requests\/sec/ {print $2}')"
 echo "metrics spillway 1 bytes=$METRICS_BYTES scrape_rps_1conn=$line" | tee -a "$RAW" >&2
 if [ -f "$ROOT/dashboards/check.py" ]; then
