@@ -41,6 +41,9 @@ What the hyper-based router answers, observed and pinned here (a rewrite must ke
   (after a valid head) -> 503 ServiceUnavailable ("... error from user's Body stream"), then close.
 * A client stalled mid-head or mid-body holds up nobody else (hyper's header read timeout is 30 s).
 * Every response, errors included, carries a `date` header.
+
+Abuse (the last test): hundreds of misbehaving clients at once leave no connection behind, no
+half-read model answer in the pool, and no answer sent to the wrong request.
 """
 
 from __future__ import annotations
@@ -867,3 +870,136 @@ def test_idle_and_stalled_clients_are_disconnected_after_the_client_timeout(star
     with Conn(srv.port) as c:  # the server itself is unaffected
         c.send(post("after", path=path))
         assert c.read_response().status == 200
+
+
+# --------------------------------------------------------------------------------------------
+# abuse: nothing leaks, no answer goes to the wrong request
+# --------------------------------------------------------------------------------------------
+
+
+def held_sockets(pid: int, client_ports: set[int], model_port: int) -> tuple[int, list[tuple[str, int]]]:
+    """What process `pid` holds open: the number of its connections from `client_ports` (the
+    test's own clients), and (TCP state, bytes waiting unread) of each of its connections to the
+    model instance. From its socket file descriptors matched against the kernel's TCP table."""
+    import os
+
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    clients, models = 0, []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                remote, state, queues, inode = cols[2], cols[3], cols[4], cols[9]
+                if inode not in inodes:
+                    continue
+                remote_port = int(remote.rsplit(":", 1)[1], 16)
+                if remote_port in client_ports:
+                    clients += 1
+                elif remote_port == model_port:
+                    models.append((state, int(queues.split(":")[1], 16)))
+    return clients, models
+
+
+def abuse(port: int, i: int) -> int:
+    """One misbehaving client, chosen by `i`. Each closes its socket at the end. Returns the
+    client's port."""
+    import struct
+
+    kind = i % 15
+    c = Conn(port, timeout=10)
+    try:
+        if kind == 0:  # connect, say nothing
+            pass
+        elif kind == 1:  # half a request line
+            c.send(b"POST /endpoints/raw/invoc")
+        elif kind == 2:  # a head promising 1000 bytes, 10 sent
+            c.send(post("len:" + "x" * 996)[:-990])
+        elif kind == 3:  # a whole request, gone before the answer
+            c.send(post(f"len:abandoned-{i}"))
+        elif kind == 4:  # the model answers slowly (1 s pause after its status line); gone meanwhile
+            c.send(post(f"slowhead:abandoned-{i}"))
+            time.sleep(0.05)
+        elif kind == 5:  # the model sends a chunked body in two bursts; gone between them
+            c.send(post(f"chunked:abandoned-{i}"))
+            c.read_head()
+        elif kind == 6:  # three pipelined requests, then a reset
+            c.send(post(f"len:p{i}a") + post(f"chunked:p{i}b") + post(f"len:p{i}c"))
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif kind == 7:  # not HTTP at all
+            c.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64))
+            c.closed(timeout=10)
+        elif kind == 8:  # a bad chunk size after a valid head
+            c.send(post(b"", headers={"Content-Length": None, "Transfer-Encoding": "chunked"}) + b"zz\r\nhello\r\n")
+            assert c.read_response().status == 400
+        elif kind == 9:  # the model breaks off mid-body
+            c.send(post(f"cut:{i}"))
+            c.read_head()
+        elif kind == 10:  # the model answers garbage
+            c.send(post(f"garbage:{i}"))
+            assert c.read_response().status == 503
+        elif kind == 11:  # a streamed answer, gone after its head
+            c.send(post(f"chunked:s{i}", path=f"/endpoints/{EP}/invocations-response-stream"))
+            c.read_head()
+        elif kind == 12:  # Expect: 100-continue, then gone without the body
+            c.send(post("len:never-sent", headers={"Expect": "100-continue"})[: -len("len:never-sent")])
+            c.read_head()
+        elif kind == 13:  # the model answers in six pieces 30 ms apart; reset after the head
+            c.send(post(f"drip:abandoned-{i}"))
+            c.read_head()
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:  # a control-plane request (served by hyper), then a reset
+            c.send(get("/_spillway/health"))
+            c.read_response("GET")
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return c.sock.getsockname()[1]
+    finally:
+        c.close()
+
+
+def checked_invocation(port: int, i: int) -> int:
+    """A well-behaved client: three keep-alive invocations whose answers must echo exactly their
+    own requests (an answer meant for an abandoned request would show up here). Returns the
+    client's port."""
+    with Conn(port) as c:
+        for j, mode in enumerate(("len", "chunked", "len")):
+            body = f"{mode}:check-{i}-{j}"
+            c.send(post(body))
+            assert_echo(c.read_response(), mode, body)
+        return c.sock.getsockname()[1]
+
+
+def test_abusive_clients_leak_no_connection_and_misroute_no_answer(srv):
+    """Hundreds of clients misbehave at once (silent, half-sent heads and bodies, resets,
+    abandoned requests while the model is mid-answer, garbage, bad chunking, abandoned streams
+    and 100-continues) next to well-behaved ones. Every answer a well-behaved client gets is its
+    own. Afterwards spillway holds none of those clients' connections, and every model
+    connection it keeps is open at both ends with nothing unread in it (no half-read answer
+    waiting to be handed to the next request), and it serves on."""
+    pid = srv.proc.pid
+    model_port = srv.instances(EP)[0]["port"]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        jobs = [pool.submit(abuse, srv.port, i) for i in range(300)]
+        jobs += [pool.submit(checked_invocation, srv.port, i) for i in range(40)]
+        ports = {job.result() for job in jobs}  # re-raises a failed check
+    # Closing is prompt: a client's close is seen at once, an unread body lingers at most 2 s;
+    # abandoned requests finish when the model answers (its slowest answer takes 1 s).
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        clients, models = held_sockets(pid, ports, model_port)
+        if clients == 0 and all(m == ("01", 0) for m in models):
+            break
+        time.sleep(0.2)
+    assert clients == 0, f"spillway still holds {clients} of the test's client connections 15 s after they closed"
+    stale = [m for m in models if m != ("01", 0)]
+    assert not stale, f"model connections not established-and-drained (state, unread bytes): {stale} of {len(models)}"
+    still_serving(srv)
+    for i in range(20):  # pooled model connections carry no stale answer
+        checked_invocation(srv.port, 1000 + i)

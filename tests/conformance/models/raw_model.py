@@ -20,6 +20,7 @@ of the connection), "seq" (request number on that connection)}.
               timer), without `Connection: close`
   garbage     a line that is not HTTP, then close
   cut         200 chunked: the first chunk of the echo, then the connection closes mid-body
+  drip        200 chunked: the echo in six chunks, 30 ms apart
 
 Every response also carries `X-Amzn-SageMaker-Custom-Attributes: raw-model=<mode>` and
 `X-Raw-Model-Private: 1` (a header a router has no reason to pass on).
@@ -37,7 +38,7 @@ import threading
 import time
 
 MODES = {"len", "chunked", "eof", "close", "continue", "nocontent", "err500", "err404",
-         "slowhead", "bigheaders", "dropidle", "garbage", "cut"}
+         "slowhead", "bigheaders", "dropidle", "garbage", "cut", "drip"}
 conn_serials = itertools.count(1)
 
 
@@ -169,6 +170,13 @@ def serve(sock, peer):
         elif mode == "garbage":
             sock.sendall(b"SPLAT this is not an HTTP response\r\n")
             return
+        elif mode == "drip":
+            sock.sendall(head("200 OK", [ctype, "Transfer-Encoding: chunked"], mode))
+            step = len(echo) // 6 + 1
+            for at in range(0, len(echo), step):
+                sock.sendall(b"%x\r\n%s\r\n" % (len(echo[at:at + step]), echo[at:at + step]))
+                time.sleep(0.03)
+            sock.sendall(b"0\r\n\r\n")
         elif mode == "cut":
             sock.sendall(head("200 OK", [ctype, "Transfer-Encoding: chunked"], mode))
             sock.sendall(b"%x\r\n%s\r\n" % (len(echo[:10]), echo[:10]))
