@@ -150,6 +150,10 @@ pub enum Outcome {
     ModelServerError,
     /// The model did not answer in time, or answered a status that is neither 2xx, 4xx nor 5xx.
     ModelOtherError,
+    /// The client went away (closed or reset its connection) before it had the whole answer:
+    /// counted in `Invocation4XXErrors`, as nginx logs such a request 499. It has no
+    /// `ModelLatency` (the model never finished it).
+    ClientClosed,
 }
 
 impl Outcome {
@@ -171,16 +175,18 @@ impl Outcome {
             Outcome::ModelClientError => Some("model_4xx"),
             Outcome::ModelServerError => Some("model_5xx"),
             Outcome::ModelOtherError => Some("model_other"),
+            Outcome::ClientClosed => Some("client_closed"),
         }
     }
 
     /// Every error outcome.
-    const ERRORS: [Outcome; 5] = [
+    const ERRORS: [Outcome; 6] = [
         Outcome::ClientError,
         Outcome::ServerError,
         Outcome::ModelClientError,
         Outcome::ModelServerError,
         Outcome::ModelOtherError,
+        Outcome::ClientClosed,
     ];
 
     fn index(self) -> usize {
@@ -191,13 +197,16 @@ impl Outcome {
             Outcome::ModelClientError => 3,
             Outcome::ModelServerError => 4,
             Outcome::ModelOtherError => 5,
+            Outcome::ClientClosed => 6,
         }
     }
 }
 
 impl Bucket {
     fn add_invocation(&mut self, instances: usize, outcome: Outcome, model_latency_us: u64, overhead_us: u64) {
-        self.model_latency.add(model_latency_us as f64);
+        if outcome != Outcome::ClientClosed {
+            self.model_latency.add(model_latency_us as f64);
+        }
         self.overhead_latency.add(overhead_us as f64);
         self.invocations += 1;
         self.invocations_per_instance += 1.0 / instances.max(1) as f64;
@@ -214,6 +223,7 @@ impl Bucket {
                 self.errors_5xx += 1;
             }
             Outcome::ModelOtherError => self.model_errors += 1,
+            Outcome::ClientClosed => self.errors_4xx += 1,
         }
     }
 }
@@ -227,7 +237,7 @@ pub struct SeriesHandle {
     model_latency: Histogram,
     overhead_latency: Histogram,
     /// Error counters by [`Outcome::index`], created on first use.
-    errors: [OnceLock<Counter>; 6],
+    errors: [OnceLock<Counter>; 7],
     metrics: Arc<Metrics>,
 }
 
@@ -261,7 +271,9 @@ impl SeriesHandle {
             return;
         }
         self.invocations.inc();
-        self.model_latency.observe(model_latency_us as f64 / 1e6);
+        if outcome != Outcome::ClientClosed {
+            self.model_latency.observe(model_latency_us as f64 / 1e6);
+        }
         self.overhead_latency.observe(overhead_us as f64 / 1e6);
         if let Some(c) = self.error_counter(outcome) {
             c.inc();
@@ -1006,6 +1018,32 @@ mod tests {
                 "{kind} = {n} in {kinds:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_client_that_left_counts_as_4xx_without_model_latency() {
+        let m = Arc::new(Metrics::default());
+        m.record_invocation(S("e", "v", "t"), 1, Outcome::Success, 1000, 100.5);
+        m.record_invocation(S("e", "v", "t"), 1, Outcome::ClientClosed, 60_000_000, 100.5);
+        let get = |metric, stat| m.aggregate("e", "v", None, metric, stat, 100.0, 101.0);
+        assert_eq!(get("Invocations", Statistic::Sum), Some(2.0));
+        assert_eq!(get("Invocation4XXErrors", Statistic::Sum), Some(1.0));
+        assert_eq!(get("Invocation5XXErrors", Statistic::Sum), Some(0.0));
+        assert_eq!(get("InvocationModelErrors", Statistic::Sum), Some(0.0));
+        // Only the finished invocation has a model latency.
+        assert_eq!(get("ModelLatency", Statistic::SampleCount), Some(1.0));
+        assert_eq!(get("ModelLatency", Statistic::Maximum), Some(1000.0));
+        let text = m.prometheus.encode();
+        assert!(
+            text.lines().any(|l| l.starts_with("spillway_invocation_errors_total")
+                && l.contains("kind=\"client_closed\"")
+                && l.ends_with(" 1")),
+            "{text}"
+        );
+        assert!(
+            text.contains("spillway_model_latency_seconds_count{endpoint=\"e\",variant=\"v\",instance_type=\"t\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

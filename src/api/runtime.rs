@@ -408,19 +408,25 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
         let queueing = app.cfg.router.max_concurrent_requests_per_instance > 0;
         let guard = Outstanding::reserved(inst.clone(), queueing.then(|| app.router_freed.clone()));
         let sent = Instant::now();
-        let record = Record {
-            serving_of_type: variant
-                .instances
-                .iter()
-                .filter(|i| i.instance_type == inst.instance_type)
-                .count(),
-            overhead_us: sent.duration_since(received).as_micros() as u64,
-            sent,
-        };
-        let series = || Series {
-            endpoint: name,
-            variant: &variant.name,
-            instance_type: &inst.instance_type,
+        // Records how the invocation ended; if this future is dropped first (the client went
+        // away while the model worked), it records `ClientClosed`.
+        let mut record = Unfinished {
+            app,
+            inst: &inst,
+            series: Series {
+                endpoint: name,
+                variant: &variant.name,
+                instance_type: &inst.instance_type,
+            },
+            record: Some(Record {
+                serving_of_type: variant
+                    .instances
+                    .iter()
+                    .filter(|i| i.instance_type == inst.instance_type)
+                    .count(),
+                overhead_us: sent.duration_since(received).as_micros() as u64,
+                sent,
+            }),
         };
         let exchange = async {
             let mut conn = upstream::connect(&inst.address).await.map_err(Failure::Refused)?;
@@ -430,7 +436,7 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
         };
         let (conn, head) = match tokio::time::timeout(timeout, exchange).await {
             Err(_) => {
-                record.finish(app, &inst, series(), Outcome::ModelOtherError);
+                record.finish(Outcome::ModelOtherError);
                 return Err(model_error(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
@@ -442,13 +448,17 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
                 ));
             }
             Ok(Err(Failure::Refused(e))) if attempt == 0 => {
+                record.forget(); // nothing was sent: the retry is the invocation
                 tracing::warn!(instance = %inst.id, error = %e, "connection refused; retrying on another instance");
                 refused = Some(inst.id.clone());
                 continue;
             }
-            Ok(Err(Failure::TooLarge)) => return Err(too_large()),
+            Ok(Err(Failure::TooLarge)) => {
+                record.forget(); // refused as a whole, like a declared oversized payload
+                return Err(too_large());
+            }
             Ok(Err(Failure::Client(e))) => {
-                record.finish(app, &inst, series(), Outcome::ClientError);
+                record.finish(Outcome::ClientError);
                 return Err(error(
                     StatusCode::BAD_REQUEST,
                     "ValidationError",
@@ -456,7 +466,7 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
                 ));
             }
             Ok(Err(e)) => {
-                record.finish(app, &inst, series(), Outcome::ServerError);
+                record.finish(Outcome::ServerError);
                 return Err(error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceUnavailable",
@@ -475,7 +485,7 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
                 .await
                 .unwrap_or_default();
             drop(guard);
-            record.finish(app, &inst, series(), Outcome::of_model_status(head.status));
+            record.finish(Outcome::of_model_status(head.status));
             let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
             return Err(model_error(
                 status,
@@ -485,15 +495,17 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
         }
         // The series handle is made on the instance's first invocation, then reused.
         if app.metrics.enabled() {
-            inst.metrics.get_or_init(|| app.metrics.handle(series()));
+            inst.metrics.get_or_init(|| app.metrics.handle(record.series));
         }
+        let pending = record.record.take(); // the body records it when it ends
+        drop(record);
         return Ok(Answer {
             content_type: head.content_type.clone(),
             custom_attributes: head.custom_attributes.clone(),
             body: Tracked {
                 body: conn.into_body(&head),
                 guard: Some(guard),
-                record: Some(record),
+                record: pending,
             },
             routes: routes.clone(),
             variant: vi,
@@ -518,22 +530,51 @@ struct Record {
 }
 
 impl Record {
-    /// Records an invocation that ended before a response body was streamed.
-    fn finish(self, app: &App, inst: &RouteInstance, series: Series<'_>, outcome: Outcome) {
-        if !app.metrics.enabled() {
-            return;
-        }
-        inst.metrics.get_or_init(|| app.metrics.handle(series)).record(
-            self.serving_of_type,
-            outcome,
-            self.latency_us(),
-            self.overhead_us,
-            now(),
-        );
-    }
-
     fn latency_us(&self) -> u64 {
         self.sent.elapsed().as_micros() as u64
+    }
+}
+
+/// An invocation handed to an instance whose outcome is not recorded yet. Dropped unrecorded
+/// (the future serving it was dropped because the client went away), it records
+/// [`Outcome::ClientClosed`].
+struct Unfinished<'a> {
+    app: &'a App,
+    inst: &'a RouteInstance,
+    series: Series<'a>,
+    record: Option<Record>,
+}
+
+impl Unfinished<'_> {
+    /// Records an invocation that ended before a response body was streamed.
+    fn finish(&mut self, outcome: Outcome) {
+        let Some(record) = self.record.take() else {
+            return;
+        };
+        if !self.app.metrics.enabled() {
+            return;
+        }
+        self.inst
+            .metrics
+            .get_or_init(|| self.app.metrics.handle(self.series))
+            .record(
+                record.serving_of_type,
+                outcome,
+                record.latency_us(),
+                record.overhead_us,
+                now(),
+            );
+    }
+
+    /// Records nothing for this attempt.
+    fn forget(&mut self) {
+        self.record = None;
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        self.finish(Outcome::ClientClosed);
     }
 }
 
@@ -577,19 +618,18 @@ impl Tracked {
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         let r = self.body.poll_next(cx);
         match &r {
-            Poll::Ready(None) => self.finish(true),
-            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Ready(None) => self.finish(Outcome::Success),
+            Poll::Ready(Some(Err(_))) => self.finish(Outcome::ServerError),
             _ => {}
         }
         r
     }
 
-    fn finish(&mut self, ok: bool) {
+    fn finish(&mut self, outcome: Outcome) {
         if let Some(record) = self.record.take()
             && let Some(guard) = &self.guard
             && let Some(handle) = guard.instance.metrics.get()
         {
-            let outcome = if ok { Outcome::Success } else { Outcome::ServerError };
             handle.record(
                 record.serving_of_type,
                 outcome,
@@ -605,9 +645,14 @@ impl Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         // hyper stops polling once Content-Length bytes were sent, so a body dropped at its end
-        // is a success; dropped earlier, the client went away.
-        let complete = self.body.is_end();
-        self.finish(complete);
+        // is a success; dropped earlier, the client went away (a model's broken body was
+        // recorded as it broke).
+        let outcome = if self.body.is_end() {
+            Outcome::Success
+        } else {
+            Outcome::ClientClosed
+        };
+        self.finish(outcome);
     }
 }
 

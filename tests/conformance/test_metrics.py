@@ -91,7 +91,7 @@ def test_model_errors_are_counted_by_kind(start_server):
     }
     # Every kind starts at 0 with the series (so rate() sees the first increment); the model's 503s
     # are model errors of the 5xx class.
-    assert errors == {"model_5xx": 3.0, "model_4xx": 0.0, "model_other": 0.0, "4xx": 0.0, "5xx": 0.0}
+    assert errors == {"model_5xx": 3.0, "model_4xx": 0.0, "model_other": 0.0, "4xx": 0.0, "5xx": 0.0, "client_closed": 0.0}
     # CloudWatch counts them as SageMaker does: 5XX by the model's status, and as model errors.
     cw = server.client("cloudwatch")
     now = dt.datetime.now(dt.timezone.utc)
