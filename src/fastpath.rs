@@ -41,6 +41,8 @@ use crate::server::{Stop, reached};
 const MAX_HEADERS: usize = 64;
 /// How long a connection closed with an unread request body keeps reading it ([`Client::linger`]).
 const LINGER: Duration = Duration::from_secs(2);
+/// How often [`client_gone`] looks again while the client has sent bytes not read yet.
+const PEEK_AGAIN: Duration = Duration::from_millis(250);
 
 /// How a connection left the fast path.
 pub enum Handover {
@@ -244,7 +246,14 @@ impl Client {
             buf: &mut self.buf,
             decoder: BodyDecoder::new(r.framing),
         };
-        let result = runtime::invoke_model(app, &call, &mut body).await;
+        // A client that goes away while the model works frees the model at once: dropping the
+        // invocation closes its model connection (model servers stop work for a closed
+        // connection) and stops it counting as outstanding.
+        let result = tokio::select! {
+            biased;
+            result = runtime::invoke_model(app, &call, &mut body) => result,
+            () = client_gone(&self.stream) => return false,
+        };
         // The next request starts after this one's body: read what is left of it (an error
         // can be answered before the body was read), or close the connection after answering.
         let mut keep = !r.close;
@@ -329,7 +338,11 @@ impl Client {
                         return false;
                     }
                     self.out.clear();
-                    std::future::poll_fn(|cx| body.poll_next(cx)).await
+                    tokio::select! {
+                        biased;
+                        next = std::future::poll_fn(|cx| body.poll_next(cx)) => next,
+                        () = client_gone(&self.stream) => return false,
+                    }
                 }
             };
             let out = &mut self.out;
@@ -385,6 +398,21 @@ impl Client {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body.as_bytes());
         self.stream.write_all(out).await.is_ok()
+    }
+}
+
+/// Resolves once the client has closed (or reset) its connection: while its request is being
+/// served, nothing else can end the stream it reads from. A client that only shuts down its
+/// sending side counts as gone too, as with nginx (`proxy_ignore_client_abort off`). Bytes it
+/// has sent are left unread (the rest of the body, a pipelined request); they are looked past
+/// every [`PEEK_AGAIN`] rather than spun on.
+async fn client_gone(stream: &TcpStream) {
+    let mut probe = [0u8; 1];
+    loop {
+        match stream.peek(&mut probe).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => tokio::time::sleep(PEEK_AGAIN).await,
+        }
     }
 }
 

@@ -872,6 +872,61 @@ def test_idle_and_stalled_clients_are_disconnected_after_the_client_timeout(star
         assert c.read_response().status == 200
 
 
+@pytest.mark.parametrize(
+    "version, mode, path",
+    [
+        ("1.1", "hang", "invocations"),
+        ("1.0", "hang", "invocations"),
+        ("1.1", "trickle", "invocations"),
+        ("1.0", "trickle", "invocations"),
+        ("1.1", "hang", "invocations-response-stream"),
+        ("1.1", "trickle", "invocations-response-stream"),
+    ],
+)
+def test_a_client_leaving_before_the_answer_frees_the_model_at_once(start_server, tmp_path, version, mode, path):
+    """The client goes away while the model is still working on its request (an LLM still
+    generating, say), before the answer (`hang`) or after its first piece (`trickle`): spillway
+    closes its connection to the model at once (model servers such as vLLM stop generating
+    when their client disconnects) instead of keeping the model busy until it finishes or
+    `model_timeout_seconds` passes. The request stops counting as outstanding
+    (least-outstanding routing and the concurrency limit see it gone) and is counted as
+    `client_closed`, not as a server error. HTTP/1.1 is served on the fast path, HTTP/1.0 by
+    the general-purpose server."""
+    from test_metrics import scrape
+
+    notes = tmp_path / "model-notes.txt"
+    srv = start_server(config={"router": {"model_timeout_seconds": 600}})
+    image = f"{shlex.quote(spw.python())} {shlex.quote(str(RAW_MODEL))}"
+    spw.create_model(srv.sm, "hang-model", image=image, env={"RAW_MODEL_NOTES": str(notes)})
+    spw.deploy(srv.sm, "hang", [spw.single_variant("hang-model", "ml.m5.xlarge")])
+    spw.wait_in_service(srv.sm, "hang")
+
+    def outstanding() -> float:
+        return sum(s.value for s in scrape(srv).get("spillway_concurrent_requests_per_model", []))
+
+    c = Conn(srv.port)
+    body = f"{mode}:left-{version}"
+    c.send(post(body, path=f"/endpoints/hang/{path}", version=version))
+    if mode == "trickle":
+        assert c.read_head()[1] == 200
+    spw.poll(lambda: outstanding() == 1, timeout=30, what="the request to be in flight")
+    assert not notes.exists(), "the model saw its connection closed while the client was still there"
+    c.close()
+    # The model sees its connection closed within moments, not after 600 s.
+    spw.poll(lambda: notes.exists() and notes.read_text(), timeout=15, what="the model to see the connection closed")
+    assert notes.read_text() == f"closed {body}\n"
+    spw.poll(lambda: outstanding() == 0, timeout=15, what="the request to stop counting as outstanding")
+    errors = {
+        s.labels["kind"]: s.value
+        for s in scrape(srv)["spillway_invocation_errors"]
+        if s.name == "spillway_invocation_errors_total" and s.labels["endpoint"] == "hang"
+    }
+    assert errors["client_closed"] == 1.0 and sum(errors.values()) == 1.0, errors
+    with Conn(srv.port) as again:  # the endpoint serves on
+        again.send(post("len:after", path="/endpoints/hang/invocations"))
+        assert again.read_response().status == 200
+
+
 # --------------------------------------------------------------------------------------------
 # abuse: nothing leaks, no answer goes to the wrong request
 # --------------------------------------------------------------------------------------------

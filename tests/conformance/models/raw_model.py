@@ -21,6 +21,9 @@ of the connection), "seq" (request number on that connection)}.
   garbage     a line that is not HTTP, then close
   cut         200 chunked: the first chunk of the echo, then the connection closes mid-body
   drip        200 chunked: the echo in six chunks, 30 ms apart
+  hang        no answer: waits until the router closes the connection, then appends
+              "closed <body>" to the file $RAW_MODEL_NOTES (when set)
+  trickle     200 chunked: the first chunk of the echo, then as hang
 
 Every response also carries `X-Amzn-SageMaker-Custom-Attributes: raw-model=<mode>` and
 `X-Raw-Model-Private: 1` (a header a router has no reason to pass on).
@@ -38,7 +41,7 @@ import threading
 import time
 
 MODES = {"len", "chunked", "eof", "close", "continue", "nocontent", "err500", "err404",
-         "slowhead", "bigheaders", "dropidle", "garbage", "cut", "drip"}
+         "slowhead", "bigheaders", "dropidle", "garbage", "cut", "drip", "hang", "trickle"}
 conn_serials = itertools.count(1)
 
 
@@ -177,6 +180,16 @@ def serve(sock, peer):
                 sock.sendall(b"%x\r\n%s\r\n" % (len(echo[at:at + step]), echo[at:at + step]))
                 time.sleep(0.03)
             sock.sendall(b"0\r\n\r\n")
+        elif mode in ("hang", "trickle"):
+            if mode == "trickle":
+                sock.sendall(head("200 OK", [ctype, "Transfer-Encoding: chunked"], mode))
+                sock.sendall(b"%x\r\n%s\r\n" % (len(echo[:10]), echo[:10]))
+            while sock.recv(65536):
+                pass
+            if notes := os.environ.get("RAW_MODEL_NOTES"):
+                with open(notes, "a") as f:
+                    f.write(f"closed {body.decode('latin-1')}\n")
+            return
         elif mode == "cut":
             sock.sendall(head("200 OK", [ctype, "Transfer-Encoding: chunked"], mode))
             sock.sendall(b"%x\r\n%s\r\n" % (len(echo[:10]), echo[:10]))
