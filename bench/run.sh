@@ -286,24 +286,23 @@ print(int(min(statistics.median(v) for v in rps.values()) / 2))
 EOF
 )"
 fi
+fixed_rate() {  # fixed_rate PHASE RATE: every repetition of every target at RATE req/s
+    local rep t
+    for rep in $(seq "$REPEATS"); do
+        for t in "${TARGETS[@]}"; do
+            measure "$1" "$t" "$rep" "$LOADGEN" --url "${URL[$t]}" --rate "$2" --duration "$DURATION" \
+                --warmup 2 --connections "$CONNS" --body "$BODY"
+        done
+    done
+}
 echo "# fixed rate: $RATE req/s for every path" >>"$RAW"
 log "fixed rate $RATE req/s: spillway-loadgen --rate $RATE --duration $DURATION --warmup 2 --connections $CONNS"
-for rep in $(seq "$REPEATS"); do
-    for t in "${TARGETS[@]}"; do
-        measure fixed "$t" "$rep" "$LOADGEN" --url "${URL[$t]}" --rate "$RATE" --duration "$DURATION" \
-            --warmup 2 --connections "$CONNS" --body "$BODY"
-    done
-done
+fixed_rate fixed "$RATE"
 
 # --- 2b. latency ladder (optional): the same open-loop measurement at lower rates ------------
 for rate in ${LADDER:-}; do
     log "ladder: fixed rate $rate req/s"
-    for rep in $(seq "$REPEATS"); do
-        for t in "${TARGETS[@]}"; do
-            measure ladder "$t" "$rep" "$LOADGEN" --url "${URL[$t]}" --rate "$rate" --duration "$DURATION" \
-                --warmup 2 --connections "$CONNS" --body "$BODY"
-        done
-    done
+    fixed_rate ladder "$rate"
 done
 
 # --- 3. memory per 1,000 idle keep-alive connections -----------------------------------------
