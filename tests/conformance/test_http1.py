@@ -872,6 +872,18 @@ def test_idle_and_stalled_clients_are_disconnected_after_the_client_timeout(star
         assert c.read_response().status == 200
 
 
+def hang_endpoint(start_server, tmp_path):
+    """A server (model timeout 600 s) with endpoint `hang` on raw_model, and the file where the
+    model notes each connection the router closed on it."""
+    notes = tmp_path / "model-notes.txt"
+    srv = start_server(config={"router": {"model_timeout_seconds": 600}})
+    image = f"{shlex.quote(spw.python())} {shlex.quote(str(RAW_MODEL))}"
+    spw.create_model(srv.sm, "hang-model", image=image, env={"RAW_MODEL_NOTES": str(notes)})
+    spw.deploy(srv.sm, "hang", [spw.single_variant("hang-model", "ml.m5.xlarge")])
+    spw.wait_in_service(srv.sm, "hang")
+    return srv, notes
+
+
 @pytest.mark.parametrize(
     "version, mode, path",
     [
@@ -894,12 +906,7 @@ def test_a_client_leaving_before_the_answer_frees_the_model_at_once(start_server
     the general-purpose server."""
     from test_metrics import scrape
 
-    notes = tmp_path / "model-notes.txt"
-    srv = start_server(config={"router": {"model_timeout_seconds": 600}})
-    image = f"{shlex.quote(spw.python())} {shlex.quote(str(RAW_MODEL))}"
-    spw.create_model(srv.sm, "hang-model", image=image, env={"RAW_MODEL_NOTES": str(notes)})
-    spw.deploy(srv.sm, "hang", [spw.single_variant("hang-model", "ml.m5.xlarge")])
-    spw.wait_in_service(srv.sm, "hang")
+    srv, notes = hang_endpoint(start_server, tmp_path)
 
     def outstanding() -> float:
         return sum(s.value for s in scrape(srv).get("spillway_concurrent_requests_per_model", []))
@@ -925,6 +932,18 @@ def test_a_client_leaving_before_the_answer_frees_the_model_at_once(start_server
     with Conn(srv.port) as again:  # the endpoint serves on
         again.send(post("len:after", path="/endpoints/hang/invocations"))
         assert again.read_response().status == 200
+
+
+def test_a_boto3_read_timeout_frees_the_model(start_server, tmp_path):
+    """What a user's code meets when the model is too slow: boto3 gives up after its
+    `read_timeout` and drops the connection, and spillway closes the model's connection in
+    turn instead of leaving the model working for nobody."""
+    srv, notes = hang_endpoint(start_server, tmp_path)
+    rt = srv.client("sagemaker-runtime", retries=0, read_timeout=1)
+    with pytest.raises(botocore.exceptions.ReadTimeoutError):
+        rt.invoke_endpoint(EndpointName="hang", Body=b"hang:boto3")
+    spw.poll(lambda: notes.exists() and notes.read_text(), timeout=15, what="the model to see the connection closed")
+    assert notes.read_text() == "closed hang:boto3\n"
 
 
 # --------------------------------------------------------------------------------------------
