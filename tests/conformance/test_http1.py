@@ -872,11 +872,11 @@ def test_idle_and_stalled_clients_are_disconnected_after_the_client_timeout(star
         assert c.read_response().status == 200
 
 
-def hang_endpoint(start_server, tmp_path):
-    """A server (model timeout 600 s) with endpoint `hang` on raw_model, and the file where the
-    model notes each connection the router closed on it."""
+def hang_endpoint(start_server, tmp_path, **router):
+    """A server (model timeout 600 s, and `router` settings) with endpoint `hang` on raw_model,
+    and the file where the model notes each connection the router closed on it."""
     notes = tmp_path / "model-notes.txt"
-    srv = start_server(config={"router": {"model_timeout_seconds": 600}})
+    srv = start_server(config={"router": {"model_timeout_seconds": 600, **router}})
     image = f"{shlex.quote(spw.python())} {shlex.quote(str(RAW_MODEL))}"
     spw.create_model(srv.sm, "hang-model", image=image, env={"RAW_MODEL_NOTES": str(notes)})
     spw.deploy(srv.sm, "hang", [spw.single_variant("hang-model", "ml.m5.xlarge")])
@@ -944,6 +944,27 @@ def test_a_boto3_read_timeout_frees_the_model(start_server, tmp_path):
         rt.invoke_endpoint(EndpointName="hang", Body=b"hang:boto3")
     spw.poll(lambda: notes.exists() and notes.read_text(), timeout=15, what="the model to see the connection closed")
     assert notes.read_text() == "closed hang:boto3\n"
+
+
+def test_an_abandoned_request_gives_its_concurrency_slot_to_the_next_at_once(start_server, tmp_path):
+    """With one request allowed per instance, a second one queues behind a request the model is
+    stuck on. When the first client gives up, the second is served at once, long before the
+    model timeout (600 s) or the queue's (60 s) would have ended the wait."""
+    srv, notes = hang_endpoint(
+        start_server, tmp_path, max_concurrent_requests_per_instance=1, queue_timeout_ms=60_000
+    )
+    path = "/endpoints/hang/invocations"
+    stuck, queued = Conn(srv.port), Conn(srv.port, timeout=50)
+    stuck.send(post("hang:stuck", path=path))
+    time.sleep(0.5)  # the stuck request holds the slot (ordering only; nothing is timed)
+    queued.send(post("len:queued", path=path))
+    assert queued.quiet(1.0), "the second request was answered while the slot was taken"
+    stuck.close()
+    answer = queued.read_response()  # well before 50 s, or the read times out
+    assert (answer.status, answer.json()["body"]) == (200, "len:queued"), answer
+    queued.close()
+    spw.poll(lambda: notes.exists() and notes.read_text(), timeout=15, what="the model to see the connection closed")
+    assert notes.read_text() == "closed hang:stuck\n"
 
 
 # --------------------------------------------------------------------------------------------
