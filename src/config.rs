@@ -117,9 +117,10 @@ pub struct RouterConfig {
     pub io_threads: usize,
     /// What `CAPACITY_AWARE` routing believes an instance type can carry.
     pub capacity_source: CapacitySource,
-    /// Seconds a client may take to send a request's headers, and may stay idle on a kept-alive
-    /// connection, before the connection is closed (nginx's `client_header_timeout` and
-    /// `keepalive_timeout`).
+    /// Seconds a client may take to send a request's headers, may stay idle on a kept-alive
+    /// connection, and may go without accepting any of an answer being written to it, before
+    /// the connection is closed (nginx's `client_header_timeout`, `keepalive_timeout` and
+    /// `send_timeout`).
     pub client_timeout_seconds: f64,
 }
 

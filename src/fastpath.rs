@@ -17,7 +17,9 @@
 //! Timeouts: a request head (and the wait for the next one on a kept-alive connection) must
 //! arrive within `[router] client_timeout_seconds` (30 s by default); to keep the timer off
 //! the per-request path it is re-armed at most every sixth of that, so the bound lies between
-//! five sixths of it and all of it (25 and 30 s by default).
+//! five sixths of it and all of it (25 and 30 s by default). A client that accepts nothing of
+//! an answer for as long (it stopped reading; nginx's `send_timeout`) is disconnected, here and
+//! on connections handed to hyper ([`ClientSocket`]).
 
 use std::io;
 use std::ops::Range;
@@ -57,7 +59,7 @@ pub enum Handover {
 pub async fn serve(app: &App, stream: TcpStream, stop: &mut watch::Receiver<Stop>) -> Handover {
     let timeout = app.cfg.router.client_timeout();
     let mut client = Client {
-        stream,
+        stream: ClientSocket::new(stream, timeout),
         buf: BytesMut::new(),
         out: Vec::new(),
         timeout,
@@ -83,7 +85,7 @@ pub async fn serve(app: &App, stream: TcpStream, stop: &mut watch::Receiver<Stop
 
 /// One client connection.
 struct Client {
-    stream: TcpStream,
+    stream: ClientSocket,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
     /// The response being written.
@@ -429,11 +431,94 @@ impl Payload for ClientBody<'_> {
     }
 }
 
+/// A client's socket. Reads go to the [`TcpStream`] (through `Deref`); writes go through
+/// [`AsyncWrite`] here, which fails one that has made no progress for the client timeout: a
+/// client that stopped reading must not hold its connection, its model connection and the
+/// model's work forever.
+pub struct ClientSocket {
+    io: TcpStream,
+    limit: Duration,
+    /// Runs while a write waits for the client to make room; reset by any progress.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl ClientSocket {
+    fn new(io: TcpStream, limit: Duration) -> Self {
+        Self {
+            io,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// `r` of a write, failed if it has waited for longer than the limit.
+    fn bound<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let limit = self.limit;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.stalled = None;
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the client accepted nothing for {limit:?}"),
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl std::ops::Deref for ClientSocket {
+    type Target = TcpStream;
+
+    fn deref(&self) -> &TcpStream {
+        &self.io
+    }
+}
+
+impl std::ops::DerefMut for ClientSocket {
+    fn deref_mut(&mut self) -> &mut TcpStream {
+        &mut self.io
+    }
+}
+
+impl AsyncWrite for ClientSocket {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.bound(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.bound(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// A connection handed over to the general-purpose server: first the bytes the fast path had
 /// already read, then the socket.
 pub struct Rewind {
     pre: Bytes,
-    stream: TcpStream,
+    stream: ClientSocket,
 }
 
 impl AsyncRead for Rewind {
@@ -447,7 +532,7 @@ impl AsyncRead for Rewind {
             }
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        Pin::new(&mut *self.stream).poll_read(cx, buf)
     }
 }
 

@@ -934,6 +934,27 @@ def test_a_client_leaving_before_the_answer_frees_the_model_at_once(start_server
         assert again.read_response().status == 200
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_a_client_that_stops_reading_is_disconnected_after_the_client_timeout(start_server, tmp_path, version):
+    """The model streams a large answer to a client that keeps its connection open but reads
+    nothing. Once the socket buffers are full and nothing more is accepted for
+    `client_timeout_seconds` (as nginx's `send_timeout`), spillway closes the client connection
+    and the model's, instead of holding both (and the model) forever."""
+    srv, notes = hang_endpoint(start_server, tmp_path, client_timeout_seconds=2)
+    c = Conn(srv.port)
+    c.send(post(f"flood:{version}", path="/endpoints/hang/invocations", version=version))
+    port = c.sock.getsockname()[1]
+    model_port = srv.instances("hang")[0]["port"]
+    spw.poll(lambda: notes.exists() and notes.read_text(), timeout=60, what="the model to see the connection closed")
+    assert notes.read_text() == f"closed flood:{version}\n"
+    spw.poll(
+        lambda: held_sockets(srv.proc.pid, {port}, model_port)[0] == 0,
+        timeout=15,
+        what="spillway to close the stalled client's connection",
+    )
+    c.close()
+
+
 def test_a_boto3_read_timeout_frees_the_model(start_server, tmp_path):
     """What a user's code meets when the model is too slow: boto3 gives up after its
     `read_timeout` and drops the connection, and spillway closes the model's connection in

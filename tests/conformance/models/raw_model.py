@@ -24,6 +24,8 @@ of the connection), "seq" (request number on that connection)}.
   hang        no answer: waits until the router closes the connection, then appends
               "closed <body>" to the file $RAW_MODEL_NOTES (when set)
   trickle     200 chunked: the first chunk of the echo, then as hang
+  flood       200 chunked: 64 KiB chunks, up to 256 MiB; if the router closes the connection
+              first, appends "closed <body>" to $RAW_MODEL_NOTES
 
 Every response also carries `X-Amzn-SageMaker-Custom-Attributes: raw-model=<mode>` and
 `X-Raw-Model-Private: 1` (a header a router has no reason to pass on).
@@ -41,8 +43,16 @@ import threading
 import time
 
 MODES = {"len", "chunked", "eof", "close", "continue", "nocontent", "err500", "err404",
-         "slowhead", "bigheaders", "dropidle", "garbage", "cut", "drip", "hang", "trickle"}
+         "slowhead", "bigheaders", "dropidle", "garbage", "cut", "drip", "hang", "trickle",
+         "flood"}
 conn_serials = itertools.count(1)
+
+
+def note(text):
+    """Appends a line to the file $RAW_MODEL_NOTES (when set), for tests to read."""
+    if path := os.environ.get("RAW_MODEL_NOTES"):
+        with open(path, "a") as f:
+            f.write(text + "\n")
 
 
 class Closed(Exception):
@@ -186,9 +196,17 @@ def serve(sock, peer):
                 sock.sendall(b"%x\r\n%s\r\n" % (len(echo[:10]), echo[:10]))
             while sock.recv(65536):
                 pass
-            if notes := os.environ.get("RAW_MODEL_NOTES"):
-                with open(notes, "a") as f:
-                    f.write(f"closed {body.decode('latin-1')}\n")
+            note(f"closed {body.decode('latin-1')}")
+            return
+        elif mode == "flood":
+            sock.sendall(head("200 OK", [ctype, "Transfer-Encoding: chunked"], mode))
+            piece = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+            try:
+                for _ in range(4096):
+                    sock.sendall(piece)
+                sock.sendall(b"0\r\n\r\n")
+            except OSError:
+                note(f"closed {body.decode('latin-1')}")
             return
         elif mode == "cut":
             sock.sendall(head("200 OK", [ctype, "Transfer-Encoding: chunked"], mode))
