@@ -118,9 +118,9 @@ pub struct RouterConfig {
     /// What `CAPACITY_AWARE` routing believes an instance type can carry.
     pub capacity_source: CapacitySource,
     /// Seconds a client may take to send a request's headers, may stay idle on a kept-alive
-    /// connection, and may go without accepting any of an answer being written to it, before
-    /// the connection is closed (nginx's `client_header_timeout`, `keepalive_timeout` and
-    /// `send_timeout`).
+    /// connection, may go without sending any of a request body, and may go without accepting
+    /// any of an answer being written to it, before the connection is closed (nginx's
+    /// `client_header_timeout`, `keepalive_timeout`, `client_body_timeout` and `send_timeout`).
     pub client_timeout_seconds: f64,
 }
 

@@ -247,6 +247,7 @@ impl Client {
             stream: &self.stream,
             buf: &mut self.buf,
             decoder: BodyDecoder::new(r.framing),
+            stall: Stall::new(self.timeout),
         };
         // A client that goes away while the model works frees the model at once: dropping the
         // invocation closes its model connection (model servers stop work for a closed
@@ -418,16 +419,60 @@ async fn client_gone(stream: &TcpStream) {
     }
 }
 
-/// A client's request body, read from its connection as the model takes it.
+/// A client's request body, read from its connection as the model takes it. A client that
+/// sends nothing of it for the client timeout fails the request as the client's error.
 struct ClientBody<'a> {
     stream: &'a TcpStream,
     buf: &'a mut BytesMut,
     decoder: BodyDecoder,
+    stall: Stall,
 }
 
 impl Payload for ClientBody<'_> {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-        self.decoder.poll_next(self.stream, self.buf, cx)
+        let r = self.decoder.poll_next(self.stream, self.buf, cx);
+        if self.stall.exceeded(cx, r.is_ready()) {
+            return Poll::Ready(Some(Err(self.stall.error("sent"))));
+        }
+        r
+    }
+}
+
+/// Bounds how long an operation on a client socket may wait for the client without progress
+/// (nginx's `client_body_timeout` and `send_timeout`). The timer exists only while a wait
+/// lasts: an operation that completes at once costs nothing.
+struct Stall {
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Stall {
+    fn new(limit: Duration) -> Self {
+        Self { limit, timer: None }
+    }
+
+    /// After an operation was polled: `ready` (it made progress) resets the wait; otherwise the
+    /// wait starts or goes on, and this says whether it has now lasted the limit.
+    fn exceeded(&mut self, cx: &mut Context<'_>, ready: bool) -> bool {
+        if ready {
+            self.timer = None;
+            return false;
+        }
+        let limit = self.limit;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        let over = timer.as_mut().poll(cx).is_ready();
+        if over {
+            self.timer = None;
+        }
+        over
+    }
+
+    /// The error of an operation that waited too long: the client `did` nothing for the limit.
+    fn error(&self, did: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the client {did} nothing for {:?}", self.limit),
+        )
     }
 }
 
@@ -437,38 +482,23 @@ impl Payload for ClientBody<'_> {
 /// model's work forever.
 pub struct ClientSocket {
     io: TcpStream,
-    limit: Duration,
-    /// Runs while a write waits for the client to make room; reset by any progress.
-    stalled: Option<Pin<Box<Sleep>>>,
+    stall: Stall,
 }
 
 impl ClientSocket {
     fn new(io: TcpStream, limit: Duration) -> Self {
         Self {
             io,
-            limit,
-            stalled: None,
+            stall: Stall::new(limit),
         }
     }
 
     /// `r` of a write, failed if it has waited for longer than the limit.
     fn bound<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if r.is_ready() {
-            self.stalled = None;
-            return r;
+        if self.stall.exceeded(cx, r.is_ready()) {
+            return Poll::Ready(Err(self.stall.error("accepted")));
         }
-        let limit = self.limit;
-        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match stalled.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.stalled = None;
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("the client accepted nothing for {limit:?}"),
-                )))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        r
     }
 }
 
