@@ -19,7 +19,8 @@
 //! the per-request path it is re-armed at most every sixth of that, so the bound lies between
 //! five sixths of it and all of it (25 and 30 s by default). A client that accepts nothing of
 //! an answer for as long (it stopped reading; nginx's `send_timeout`) is disconnected, here and
-//! on connections handed to hyper ([`ClientSocket`]).
+//! on connections handed to hyper ([`ClientSocket`]); a request body that stops arriving for as
+//! long fails as the client's error (nginx's `client_body_timeout`; [`h1::Stall`]).
 
 use std::io;
 use std::ops::Range;
@@ -36,7 +37,7 @@ use tokio::time::{Instant, Sleep};
 use crate::api::error::ApiError;
 use crate::api::runtime::{self, Answer, Call, MAX_DRAIN, Mode, Payload};
 use crate::app::App;
-use crate::h1::{self, BodyDecoder, Framing};
+use crate::h1::{self, BodyDecoder, Framing, Stall};
 use crate::server::{Stop, reached};
 
 /// Most request headers the fast path parses (a request with more goes to hyper).
@@ -435,44 +436,6 @@ impl Payload for ClientBody<'_> {
             return Poll::Ready(Some(Err(self.stall.error("sent"))));
         }
         r
-    }
-}
-
-/// Bounds how long an operation on a client socket may wait for the client without progress
-/// (nginx's `client_body_timeout` and `send_timeout`). The timer exists only while a wait
-/// lasts: an operation that completes at once costs nothing.
-struct Stall {
-    limit: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl Stall {
-    fn new(limit: Duration) -> Self {
-        Self { limit, timer: None }
-    }
-
-    /// After an operation was polled: `ready` (it made progress) resets the wait; otherwise the
-    /// wait starts or goes on, and this says whether it has now lasted the limit.
-    fn exceeded(&mut self, cx: &mut Context<'_>, ready: bool) -> bool {
-        if ready {
-            self.timer = None;
-            return false;
-        }
-        let limit = self.limit;
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        let over = timer.as_mut().poll(cx).is_ready();
-        if over {
-            self.timer = None;
-        }
-        over
-    }
-
-    /// The error of an operation that waited too long: the client `did` nothing for the limit.
-    fn error(&self, did: &str) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("the client {did} nothing for {:?}", self.limit),
-        )
     }
 }
 

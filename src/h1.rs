@@ -11,12 +11,14 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 /// Largest message head read (request line or status line plus headers).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -427,6 +429,45 @@ pub fn put_date(out: &mut Vec<u8>) {
     });
 }
 
+/// Bounds how long an operation on a client socket may wait for the client without progress
+/// (nginx's `client_body_timeout` and `send_timeout`). The timer exists only while a wait
+/// lasts: an operation that completes at once costs nothing.
+pub struct Stall {
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Stall {
+    /// A bound of `limit` without progress.
+    pub fn new(limit: Duration) -> Self {
+        Self { limit, timer: None }
+    }
+
+    /// After an operation was polled: `ready` (it made progress) resets the wait; otherwise the
+    /// wait starts or goes on, and this says whether it has now lasted the limit.
+    pub fn exceeded(&mut self, cx: &mut Context<'_>, ready: bool) -> bool {
+        if ready {
+            self.timer = None;
+            return false;
+        }
+        let limit = self.limit;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        let over = timer.as_mut().poll(cx).is_ready();
+        if over {
+            self.timer = None;
+        }
+        over
+    }
+
+    /// The error of an operation that waited too long: the client `did` nothing for the limit.
+    pub fn error(&self, did: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the client {did} nothing for {:?}", self.limit),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,5 +638,23 @@ mod tests {
         let line = String::from_utf8(out).unwrap();
         let value = line.strip_prefix("date: ").unwrap().trim_end();
         assert!(httpdate::parse_http_date(value).is_ok(), "{line}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_is_exceeded_only_after_its_limit_without_progress() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut stall = Stall::new(Duration::from_secs(2));
+        assert!(!stall.exceeded(&mut cx, false)); // the wait starts
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert!(!stall.exceeded(&mut cx, false));
+        assert!(!stall.exceeded(&mut cx, true)); // progress: the wait ends
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert!(!stall.exceeded(&mut cx, false)); // a new wait, from now
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert!(!stall.exceeded(&mut cx, false));
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert!(stall.exceeded(&mut cx, false)); // 2.1 s without progress
+        assert_eq!(stall.error("sent").kind(), io::ErrorKind::TimedOut);
+        assert!(stall.error("sent").to_string().contains("sent nothing for 2s"));
     }
 }

@@ -167,10 +167,20 @@ pub async fn invoke_incoming(
 }
 
 /// A hyper request body as a [`Payload`].
-struct HyperPayload(Body);
+struct HyperPayload(Body, h1::Stall);
 
 impl Payload for HyperPayload {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let r = self.poll_body(cx);
+        if self.1.exceeded(cx, r.is_ready()) {
+            return Poll::Ready(Some(Err(self.1.error("sent"))));
+        }
+        r
+    }
+}
+
+impl HyperPayload {
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         loop {
             return match ready!(Pin::new(&mut self.0).poll_frame(cx)) {
                 None => Poll::Ready(None),
@@ -199,7 +209,8 @@ async fn invoke_hyper(app: &App, name: &str, headers: &HeaderMap, body: Body, mo
             .and_then(|v| v.to_str().ok()),
         length: http_body::Body::size_hint(&body).exact(),
     };
-    let answer = match invoke_model(app, &call, &mut HyperPayload(body)).await {
+    let mut payload = HyperPayload(body, h1::Stall::new(app.cfg.router.client_timeout()));
+    let answer = match invoke_model(app, &call, &mut payload).await {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };

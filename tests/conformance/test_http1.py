@@ -955,16 +955,18 @@ def test_a_client_that_stops_reading_is_disconnected_after_the_client_timeout(st
     c.close()
 
 
-def test_a_client_that_stops_sending_its_body_gets_a_validation_error(start_server, tmp_path):
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_a_client_that_stops_sending_its_body_gets_a_validation_error(start_server, tmp_path, version):
     """A request body that stops arriving is the client's fault, and is bounded by
     `client_timeout_seconds` (nginx's `client_body_timeout`), not by the model's timeout (600 s
     here): the client gets a 400 `ValidationError` naming the body, the connection closes, and
-    it counts as a 4xx, not as the model's error."""
+    it counts as a 4xx, not as the model's error. HTTP/1.1 on the fast path, HTTP/1.0 by hyper."""
     from test_metrics import scrape
 
     srv, _ = hang_endpoint(start_server, tmp_path, client_timeout_seconds=2)
     with Conn(srv.port, timeout=60) as c:
-        c.send(post(b"", path="/endpoints/hang/invocations", headers={"Content-Length": "100"}) + b"len:only a part")
+        head = post(b"", path="/endpoints/hang/invocations", headers={"Content-Length": "100"}, version=version)
+        c.send(head + b"len:only a part")
         r = c.read_response()
         assert (r.status, r.get("x-amzn-errortype")) == (400, "ValidationError"), r
         assert "Body" in r.json()["message"] and "sent nothing" in r.json()["message"], r.json()
