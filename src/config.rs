@@ -106,7 +106,8 @@ impl Default for MetricsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterConfig {
-    /// Seconds the model may take to start answering (the container contract says 60).
+    /// Seconds the model may take to start answering (the container contract says 60), and
+    /// may then go without sending any more of its answer (nginx's `proxy_read_timeout`).
     pub model_timeout_seconds: f64,
     /// Requests in flight per instance beyond which new requests queue (0: no limit).
     pub max_concurrent_requests_per_instance: u32,

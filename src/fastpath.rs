@@ -433,7 +433,7 @@ impl Payload for ClientBody<'_> {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         let r = self.decoder.poll_next(self.stream, self.buf, cx);
         if self.stall.exceeded(cx, r.is_ready()) {
-            return Poll::Ready(Some(Err(self.stall.error("sent"))));
+            return Poll::Ready(Some(Err(self.stall.error("the client sent"))));
         }
         r
     }
@@ -459,7 +459,7 @@ impl ClientSocket {
     /// `r` of a write, failed if it has waited for longer than the limit.
     fn bound<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if self.stall.exceeded(cx, r.is_ready()) {
-            return Poll::Ready(Err(self.stall.error("accepted")));
+            return Poll::Ready(Err(self.stall.error("the client accepted")));
         }
         r
     }

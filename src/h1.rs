@@ -429,8 +429,8 @@ pub fn put_date(out: &mut Vec<u8>) {
     });
 }
 
-/// Bounds how long an operation on a client socket may wait for the client without progress
-/// (nginx's `client_body_timeout` and `send_timeout`). The timer exists only while a wait
+/// Bounds how long an operation may wait for its peer without progress (nginx's
+/// `client_body_timeout`, `send_timeout` and `proxy_read_timeout`). The timer exists only while a wait
 /// lasts: an operation that completes at once costs nothing.
 pub struct Stall {
     limit: Duration,
@@ -459,11 +459,12 @@ impl Stall {
         over
     }
 
-    /// The error of an operation that waited too long: the client `did` nothing for the limit.
-    pub fn error(&self, did: &str) -> io::Error {
+    /// The error of an operation that waited too long: `who_did` ("the client sent", say)
+    /// nothing for the limit.
+    pub fn error(&self, who_did: &str) -> io::Error {
         io::Error::new(
             io::ErrorKind::TimedOut,
-            format!("the client {did} nothing for {:?}", self.limit),
+            format!("{who_did} nothing for {:?}", self.limit),
         )
     }
 }
@@ -654,7 +655,10 @@ mod tests {
         assert!(!stall.exceeded(&mut cx, false));
         tokio::time::advance(Duration::from_millis(600)).await;
         assert!(stall.exceeded(&mut cx, false)); // 2.1 s without progress
-        assert_eq!(stall.error("sent").kind(), io::ErrorKind::TimedOut);
-        assert!(stall.error("sent").to_string().contains("sent nothing for 2s"));
+        assert_eq!(stall.error("the client sent").kind(), io::ErrorKind::TimedOut);
+        assert_eq!(
+            stall.error("the client sent").to_string(),
+            "the client sent nothing for 2s"
+        );
     }
 }

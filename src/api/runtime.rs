@@ -173,7 +173,7 @@ impl Payload for HyperPayload {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         let r = self.poll_body(cx);
         if self.1.exceeded(cx, r.is_ready()) {
-            return Poll::Ready(Some(Err(self.1.error("sent"))));
+            return Poll::Ready(Some(Err(self.1.error("the client sent"))));
         }
         r
     }
@@ -517,6 +517,7 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
                 body: conn.into_body(&head),
                 guard: Some(guard),
                 record: pending,
+                stall: h1::Stall::new(timeout),
             },
             routes: routes.clone(),
             variant: vi,
@@ -617,6 +618,9 @@ pub struct Tracked {
     body: UpstreamBody,
     guard: Option<Outstanding>,
     record: Option<Record>,
+    /// A model that sends nothing more of its body for `model_timeout_seconds` ends it
+    /// (nginx's `proxy_read_timeout`).
+    stall: h1::Stall,
 }
 
 impl Tracked {
@@ -628,6 +632,11 @@ impl Tracked {
     /// The next piece of the body; `None` at its end.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         let r = self.body.poll_next(cx);
+        if self.stall.exceeded(cx, r.is_ready()) {
+            // Dropped mid-body, the connection is closed, never pooled.
+            self.finish(Outcome::ModelOtherError);
+            return Poll::Ready(Some(Err(self.stall.error("the model sent"))));
+        }
         match &r {
             Poll::Ready(None) => self.finish(Outcome::Success),
             Poll::Ready(Some(Err(_))) => self.finish(Outcome::ServerError),

@@ -979,6 +979,49 @@ def test_a_client_that_stops_sending_its_body_gets_a_validation_error(start_serv
     assert errors["4xx"] == 1.0 and sum(errors.values()) == 1.0, errors
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_a_model_that_stops_mid_answer_is_cut_off_after_the_model_timeout(start_server, tmp_path, version):
+    """The model sends the start of its answer, then nothing more. After `model_timeout_seconds`
+    without a byte (nginx's `proxy_read_timeout`) spillway gives up on it: it closes the model
+    connection, ends the client's answer unfinished (a chunked body without its last chunk, so
+    the client can tell; HTTP/1.0 answers are close-delimited and cannot say), and counts a
+    model error, instead of holding client, connection and model forever."""
+    from test_metrics import scrape
+
+    srv, notes = hang_endpoint(start_server, tmp_path, model_timeout_seconds=2)
+    with Conn(srv.port, timeout=60) as c:
+        c.send(post(f"trickle:{version}", path="/endpoints/hang/invocations", version=version))
+        while c._fill():  # everything until spillway closes the connection
+            pass
+        assert c.buf.startswith(f"HTTP/{version} 200".encode()), c.buf[:200]
+        if version == "1.1":
+            assert b"transfer-encoding: chunked" in c.buf.lower() and not c.buf.endswith(b"0\r\n\r\n"), c.buf
+    spw.poll(lambda: notes.exists() and notes.read_text(), timeout=15, what="the model to see the connection closed")
+    assert notes.read_text() == f"closed trickle:{version}\n"
+    errors = {
+        s.labels["kind"]: s.value
+        for s in scrape(srv)["spillway_invocation_errors"]
+        if s.name == "spillway_invocation_errors_total" and s.labels["endpoint"] == "hang"
+    }
+    assert errors["model_other"] == 1.0 and sum(errors.values()) == 1.0, errors
+
+
+def test_a_stream_whose_model_stops_ends_with_model_stream_error_after_the_model_timeout(start_server, tmp_path):
+    """The same for `InvokeEndpointWithResponseStream`, read by boto3: the parts sent so far
+    arrive, then a `ModelStreamError` event says why the stream ended."""
+    srv, notes = hang_endpoint(start_server, tmp_path, model_timeout_seconds=2)
+    rt = srv.client("sagemaker-runtime", retries=0)
+    resp = rt.invoke_endpoint_with_response_stream(EndpointName="hang", Body=b"trickle:stream")
+    parts = []
+    with pytest.raises(botocore.exceptions.EventStreamError) as err:
+        for event in resp["Body"]:
+            parts.append(event["PayloadPart"]["Bytes"])
+    assert err.value.response["Error"]["Code"] == "ModelStreamError", err.value.response
+    assert "the model sent nothing for 2s" in err.value.response["Error"]["Message"], err.value.response
+    assert len(b"".join(parts)) == 10, parts
+    spw.poll(lambda: notes.exists() and notes.read_text(), timeout=15, what="the model to see the connection closed")
+
+
 def test_a_boto3_read_timeout_frees_the_model(start_server, tmp_path):
     """What a user's code meets when the model is too slow: boto3 gives up after its
     `read_timeout` and drops the connection, and spillway closes the model's connection in
