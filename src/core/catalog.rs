@@ -6,7 +6,7 @@
 //! See `scripts/extract_instance_types.py` for how to diff the file against a newer botocore.
 //!
 //! CSV format: `#` lines and blank lines are ignored; the first remaining line is the header
-//! [`HEADER`]; every other line is one instance type with exactly eight comma-separated fields.
+//! `HEADER`; every other line is one instance type with exactly eight comma-separated fields.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
