@@ -200,7 +200,21 @@ EOF
 NGX_PID=$!
 PIDS+=("$NGX_PID")
 for _ in $(seq 50); do fetch "http://127.0.0.1:$NGX_PORT/ping" --any >/dev/null && break; sleep 0.1; done
-NGX_WORKER_PIDS="$(pgrep -P "$NGX_PID" | tr '\n' ' ')"
+# nginx's workers: the master's children (read from /proc: procps need not be installed).
+NGX_WORKER_PIDS="$(python3 - "$NGX_PID" <<'EOF'
+import os, sys
+kids = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    if stat.rsplit(")", 1)[1].split()[1] == sys.argv[1]:  # field 4: the parent's pid
+        kids.append(pid)
+print(" ".join(kids))
+EOF
+)"
+[ -n "$NGX_WORKER_PIDS" ] || { echo "nginx started no worker" >&2; cat "$TMP/nginx/stderr.log" >&2; exit 1; }
 
 URL[direct]="http://127.0.0.1:$UP_PORT/invocations"
 URL[nginx]="http://127.0.0.1:$NGX_PORT/invocations"
