@@ -884,6 +884,13 @@ def hang_endpoint(start_server, tmp_path, **router):
     return srv, notes
 
 
+def outstanding(srv) -> float:
+    """Requests in flight on all instances, from `/metrics`."""
+    from test_metrics import scrape
+
+    return sum(s.value for s in scrape(srv).get("spillway_concurrent_requests_per_model", []))
+
+
 @pytest.mark.parametrize(
     "version, mode, path",
     [
@@ -908,21 +915,18 @@ def test_a_client_leaving_before_the_answer_frees_the_model_at_once(start_server
 
     srv, notes = hang_endpoint(start_server, tmp_path)
 
-    def outstanding() -> float:
-        return sum(s.value for s in scrape(srv).get("spillway_concurrent_requests_per_model", []))
-
     c = Conn(srv.port)
     body = f"{mode}:left-{version}"
     c.send(post(body, path=f"/endpoints/hang/{path}", version=version))
     if mode == "trickle":
         assert c.read_head()[1] == 200
-    spw.poll(lambda: outstanding() == 1, timeout=30, what="the request to be in flight")
+    spw.poll(lambda: outstanding(srv) == 1, timeout=30, what="the request to be in flight")
     assert not notes.exists(), "the model saw its connection closed while the client was still there"
     c.close()
     # The model sees its connection closed within moments, not after 600 s.
     spw.poll(lambda: notes.exists() and notes.read_text(), timeout=15, what="the model to see the connection closed")
     assert notes.read_text() == f"closed {body}\n"
-    spw.poll(lambda: outstanding() == 0, timeout=15, what="the request to stop counting as outstanding")
+    spw.poll(lambda: outstanding(srv) == 0, timeout=15, what="the request to stop counting as outstanding")
     errors = {
         s.labels["kind"]: s.value
         for s in scrape(srv)["spillway_invocation_errors"]
@@ -1044,7 +1048,7 @@ def test_an_abandoned_request_gives_its_concurrency_slot_to_the_next_at_once(sta
     path = "/endpoints/hang/invocations"
     stuck, queued = Conn(srv.port), Conn(srv.port, timeout=50)
     stuck.send(post("hang:stuck", path=path))
-    time.sleep(0.5)  # the stuck request holds the slot (ordering only; nothing is timed)
+    spw.poll(lambda: outstanding(srv) == 1, timeout=30, what="the stuck request to hold the slot")
     queued.send(post("len:queued", path=path))
     assert queued.quiet(1.0), "the second request was answered while the slot was taken"
     stuck.close()
