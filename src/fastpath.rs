@@ -432,10 +432,7 @@ struct ClientBody<'a> {
 impl Payload for ClientBody<'_> {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         let r = self.decoder.poll_next(self.stream, self.buf, cx);
-        if self.stall.exceeded(cx, r.is_ready()) {
-            return Poll::Ready(Some(Err(self.stall.error("the client sent"))));
-        }
-        r
+        self.stall.bound(cx, r, "the client sent", |e| Some(Err(e)))
     }
 }
 
@@ -458,10 +455,7 @@ impl ClientSocket {
 
     /// `r` of a write, failed if it has waited for longer than the limit.
     fn bound<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if self.stall.exceeded(cx, r.is_ready()) {
-            return Poll::Ready(Err(self.stall.error("the client accepted")));
-        }
-        r
+        self.stall.bound(cx, r, "the client accepted", Err)
     }
 }
 

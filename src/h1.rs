@@ -430,8 +430,8 @@ pub fn put_date(out: &mut Vec<u8>) {
 }
 
 /// Bounds how long an operation may wait for its peer without progress (nginx's
-/// `client_body_timeout`, `send_timeout` and `proxy_read_timeout`). The timer exists only while a wait
-/// lasts: an operation that completes at once costs nothing.
+/// `client_body_timeout`, `send_timeout` and `proxy_read_timeout`). The timer exists only while
+/// a wait lasts: an operation that completes at once costs nothing.
 pub struct Stall {
     limit: Duration,
     timer: Option<Pin<Box<Sleep>>>,
@@ -457,6 +457,21 @@ impl Stall {
             self.timer = None;
         }
         over
+    }
+
+    /// `r`, or, once the wait has lasted the limit, a `TimedOut` error saying that `who_did`
+    /// ("the client sent", say) nothing, as `fail` makes it into the operation's output.
+    pub fn bound<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<T>,
+        who_did: &str,
+        fail: impl FnOnce(io::Error) -> T,
+    ) -> Poll<T> {
+        if self.exceeded(cx, r.is_ready()) {
+            return Poll::Ready(fail(self.error(who_did)));
+        }
+        r
     }
 
     /// The error of an operation that waited too long: `who_did` ("the client sent", say)
@@ -660,5 +675,18 @@ mod tests {
             stall.error("the client sent").to_string(),
             "the client sent nothing for 2s"
         );
+        // `bound` passes results through and turns an expired wait into the operation's error.
+        let pending = || Poll::<io::Result<u8>>::Pending;
+        assert!(stall.bound(&mut cx, pending(), "the peer did", Err).is_pending());
+        assert!(matches!(
+            stall.bound(&mut cx, Poll::Ready(Ok(7)), "the peer did", Err),
+            Poll::Ready(Ok(7))
+        ));
+        assert!(stall.bound(&mut cx, pending(), "the peer did", Err).is_pending());
+        tokio::time::advance(Duration::from_millis(2100)).await;
+        match stall.bound(&mut cx, pending(), "the peer did", Err) {
+            Poll::Ready(Err(e)) => assert_eq!(e.to_string(), "the peer did nothing for 2s"),
+            other => panic!("expected the timeout, got {other:?}"),
+        }
     }
 }

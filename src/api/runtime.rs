@@ -166,23 +166,24 @@ pub async fn invoke_incoming(
     }
 }
 
-/// A hyper request body as a [`Payload`].
-struct HyperPayload(Body, h1::Stall);
+/// A hyper request body as a [`Payload`]. A client that sends nothing of it for the client
+/// timeout fails the request as the client's error.
+struct HyperPayload {
+    body: Body,
+    stall: h1::Stall,
+}
 
 impl Payload for HyperPayload {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         let r = self.poll_body(cx);
-        if self.1.exceeded(cx, r.is_ready()) {
-            return Poll::Ready(Some(Err(self.1.error("the client sent"))));
-        }
-        r
+        self.stall.bound(cx, r, "the client sent", |e| Some(Err(e)))
     }
 }
 
 impl HyperPayload {
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         loop {
-            return match ready!(Pin::new(&mut self.0).poll_frame(cx)) {
+            return match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
                 None => Poll::Ready(None),
                 Some(Err(e)) => Poll::Ready(Some(Err(io::Error::other(e)))),
                 Some(Ok(frame)) => match frame.into_data() {
@@ -209,7 +210,10 @@ async fn invoke_hyper(app: &App, name: &str, headers: &HeaderMap, body: Body, mo
             .and_then(|v| v.to_str().ok()),
         length: http_body::Body::size_hint(&body).exact(),
     };
-    let mut payload = HyperPayload(body, h1::Stall::new(app.cfg.router.client_timeout()));
+    let mut payload = HyperPayload {
+        body,
+        stall: h1::Stall::new(app.cfg.router.client_timeout()),
+    };
     let answer = match invoke_model(app, &call, &mut payload).await {
         Ok(a) => a,
         Err(e) => return e.into_response(),
