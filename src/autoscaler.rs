@@ -10,9 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::error::ApiError;
-use crate::api::sagemaker::{VariantChange, apply_variant_changes};
 use crate::app::{App, now};
+use crate::control::{self, Command, ControlError, VariantChange};
 use crate::core::model::{EndpointStatus, Timestamp};
 use crate::core::planner::InstancePhase;
 use crate::core::scaling::{self, Bounds, History, TargetTracking};
@@ -158,12 +157,12 @@ fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
     v.get(name).filter(|v| !v.is_null())
 }
 
-fn metric_stat(metric: &Value, stat: &str, at: &str) -> Result<MetricStat, ApiError> {
+fn metric_stat(metric: &Value, stat: &str, at: &str) -> Result<MetricStat, ValidationError> {
     let name = field(metric, "MetricName")
         .and_then(Value::as_str)
         .ok_or_else(|| ValidationError::missing(&format!("{at}.MetricName")))?;
     if !crate::metrics::METRICS.contains(&name) {
-        return Err(ApiError::validation(format!(
+        return Err(ValidationError(format!(
             "{at}.MetricName: spillway has no metric {name:?}; available: {}",
             crate::metrics::METRICS.join(", ")
         )));
@@ -172,7 +171,7 @@ fn metric_stat(metric: &Value, stat: &str, at: &str) -> Result<MetricStat, ApiEr
         .and_then(Value::as_str)
         .unwrap_or("AWS/SageMaker");
     if ns != "AWS/SageMaker" {
-        return Err(ApiError::validation(format!(
+        return Err(ValidationError(format!(
             "{at}.Namespace: spillway serves only AWS/SageMaker, not {ns:?}"
         )));
     }
@@ -189,19 +188,17 @@ fn metric_stat(metric: &Value, stat: &str, at: &str) -> Result<MetricStat, ApiEr
             (Some("InstanceType"), Some(v)) => instance_type = Some(v.to_string()),
             (Some("EndpointName" | "VariantName"), Some(_)) => {}
             (Some(other), _) => {
-                return Err(ApiError::validation(format!(
+                return Err(ValidationError(format!(
                     "{at}.Dimensions: unknown dimension {other:?}; use EndpointName, VariantName, InstanceType"
                 )));
             }
             _ => {
-                return Err(ApiError::validation(format!(
-                    "{at}.Dimensions: each needs Name and Value"
-                )));
+                return Err(ValidationError(format!("{at}.Dimensions: each needs Name and Value")));
             }
         }
     }
     let stat = Statistic::parse(stat).ok_or_else(|| {
-        ApiError::validation(format!(
+        ValidationError(format!(
             "{at}: statistic {stat:?} must be Sum, Average, Maximum or SampleCount"
         ))
     })?;
@@ -213,17 +210,19 @@ fn metric_stat(metric: &Value, stat: &str, at: &str) -> Result<MetricStat, ApiEr
 }
 
 /// Parses and validates a `TargetTrackingScalingPolicyConfiguration`.
-pub fn parse_target_tracking(cfg: &Value) -> Result<ParsedPolicy, ApiError> {
+pub fn parse_target_tracking(cfg: &Value) -> Result<ParsedPolicy, ValidationError> {
     const AT: &str = "TargetTrackingScalingPolicyConfiguration";
     let target = field(cfg, "TargetValue")
         .and_then(Value::as_f64)
         .ok_or_else(|| ValidationError::missing(&format!("{AT}.TargetValue")))?;
     if !(target.is_finite() && target > 0.0) {
-        return Err(
-            ValidationError::constraint(target, &format!("{AT}.TargetValue"), "Member must be greater than 0").into(),
-        );
+        return Err(ValidationError::constraint(
+            target,
+            &format!("{AT}.TargetValue"),
+            "Member must be greater than 0",
+        ));
     }
-    let cooldown = |name: &str| -> Result<f64, ApiError> {
+    let cooldown = |name: &str| -> Result<f64, ValidationError> {
         match field(cfg, name) {
             None => Ok(300.0),
             Some(v) => v
@@ -236,7 +235,6 @@ pub fn parse_target_tracking(cfg: &Value) -> Result<ParsedPolicy, ApiError> {
                         &format!("{AT}.{name}"),
                         "Member must be an integer between 0 and 86400",
                     )
-                    .into()
                 }),
         }
     };
@@ -251,12 +249,12 @@ pub fn parse_target_tracking(cfg: &Value) -> Result<ParsedPolicy, ApiError> {
         field(cfg, "CustomizedMetricSpecification"),
     ) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::validation(format!(
+            return Err(ValidationError(format!(
                 "{AT}: PredefinedMetricSpecification and CustomizedMetricSpecification are mutually exclusive"
             )));
         }
         (None, None) => {
-            return Err(ApiError::validation(format!(
+            return Err(ValidationError(format!(
                 "{AT}: one of PredefinedMetricSpecification or CustomizedMetricSpecification is required"
             )));
         }
@@ -266,15 +264,14 @@ pub fn parse_target_tracking(cfg: &Value) -> Result<ParsedPolicy, ApiError> {
                 MetricSource::ConcurrentRequestsPerModel
             }
             Some(other) => {
-                return Err(ApiError::validation(format!(
+                return Err(ValidationError(format!(
                     "{AT}.PredefinedMetricSpecification.PredefinedMetricType {other:?} is not supported by spillway; use SageMakerVariantInvocationsPerInstance or SageMakerVariantConcurrentRequestsPerModelHighResolution"
                 )));
             }
             None => {
                 return Err(ValidationError::missing(&format!(
                     "{AT}.PredefinedMetricSpecification.PredefinedMetricType"
-                ))
-                .into());
+                )));
             }
         },
         (None, Some(c)) => {
@@ -301,7 +298,7 @@ pub fn parse_target_tracking(cfg: &Value) -> Result<ParsedPolicy, ApiError> {
                                 if let Err(err) = scaling::eval_expression(&e, &known)
                                     && err != "division by zero"
                                 {
-                                    return Err(ApiError::validation(format!("{at}.Expression: {err}")));
+                                    return Err(ValidationError(format!("{at}.Expression: {err}")));
                                 }
                                 Query::Expression(e)
                             }
@@ -313,7 +310,7 @@ pub fn parse_target_tracking(cfg: &Value) -> Result<ParsedPolicy, ApiError> {
                                 Query::Stat(metric_stat(metric, stat, &format!("{at}.MetricStat.Metric"))?)
                             }
                             _ => {
-                                return Err(ApiError::validation(format!(
+                                return Err(ValidationError(format!(
                                     "{at}: exactly one of Expression or MetricStat"
                                 )));
                             }
@@ -324,7 +321,7 @@ pub fn parse_target_tracking(cfg: &Value) -> Result<ParsedPolicy, ApiError> {
                         queries.push((id, q));
                     }
                     if results.len() != 1 {
-                        return Err(ApiError::validation(format!(
+                        return Err(ValidationError(format!(
                             "{at}.Metrics: exactly one metric must have ReturnData true (found {})",
                             results.len()
                         )));
@@ -434,7 +431,7 @@ fn suspended(target: &ScalableTarget, key: &str) -> bool {
         .unwrap_or(false)
 }
 
-async fn evaluate_all(app: &Arc<App>) -> Result<(), ApiError> {
+async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
     let t = now();
     finish_activities(app, t).await?;
     let policies = app.store.list::<ScalingPolicy>(Kind::ScalingPolicy)?;
@@ -449,7 +446,7 @@ async fn evaluate_all(app: &Arc<App>) -> Result<(), ApiError> {
             let Some(v) = rt.record.active.variants.iter().find(|v| v.spec.name == variant) else {
                 continue;
             };
-            (v.desired_count, rt.record.status)
+            (v.desired_count, rt.record.status())
         };
         if status != EndpointStatus::InService {
             continue;
@@ -557,7 +554,11 @@ async fn evaluate_all(app: &Arc<App>) -> Result<(), ApiError> {
             weight: None,
             count: Some(decision.desired),
         };
-        match apply_variant_changes(app, &endpoint, &[change]).await {
+        let command = Command::SetVariants {
+            endpoint: endpoint.clone(),
+            changes: vec![change],
+        };
+        match control::apply(app, command).await {
             Ok(_) => {
                 let mut hist_map = app.autoscaler.history.lock().unwrap_or_else(|p| p.into_inner());
                 let h = hist_map.entry(target.resource_id.clone()).or_default();
@@ -572,7 +573,7 @@ async fn evaluate_all(app: &Arc<App>) -> Result<(), ApiError> {
                 activity.end_time = Some(t);
                 activity.status_message = Some(format!(
                     "Failed to set desired instance count to {}. {}",
-                    decision.desired, e.message
+                    decision.desired, e
                 ));
             }
         }
@@ -584,7 +585,7 @@ async fn evaluate_all(app: &Arc<App>) -> Result<(), ApiError> {
 }
 
 /// Completes in-progress activities once their endpoint is back in service.
-async fn finish_activities(app: &Arc<App>, t: Timestamp) -> Result<(), ApiError> {
+async fn finish_activities(app: &Arc<App>, t: Timestamp) -> Result<(), ControlError> {
     for mut a in app.store.list::<Activity>(Kind::ScalingActivity)? {
         if a.status_code != "InProgress" {
             continue;
@@ -601,7 +602,7 @@ async fn finish_activities(app: &Arc<App>, t: Timestamp) -> Result<(), ApiError>
             continue;
         };
         let rt = h.state.lock().await;
-        if rt.record.status != EndpointStatus::InService {
+        if rt.record.status() != EndpointStatus::InService {
             continue;
         }
         let desired = rt

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::app::{App, EndpointHandle, EndpointRuntime, now};
 use crate::core::catalog;
-use crate::core::endpoint::{Deployment, Event, InstanceRecord};
+use crate::core::endpoint::{Deployment, Event, InstanceRecord, truncate_reason};
 use crate::core::model::{EndpointStatus, PoolSpec, Timestamp};
 use crate::core::planner::{
     self, EndpointDecision, InstancePhase, InstanceView, Operation, RebalancePolicy, RollingProgress, Step,
@@ -346,7 +346,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
 
 /// Whether the endpoint's routes should be published (a deleting endpoint takes no new requests).
 fn serves_traffic(rt: &EndpointRuntime) -> bool {
-    !rt.deleted && rt.record.status != EndpointStatus::Deleting
+    !rt.deleted && rt.record.status() != EndpointStatus::Deleting
 }
 
 /// A health failure (or a failed start) of `inst`: fails the operation that launched it, or
@@ -374,7 +374,7 @@ fn note_health_failure(app: &App, rt: &mut EndpointRuntime, inst: &InstanceRecor
         ));
         return;
     }
-    let op = rt.record.operation;
+    let op = rt.record.operation();
     let in_op = match op {
         Some(Operation::Create) => true,
         Some(Operation::Deploy) => rt.record.pending.as_ref().is_some_and(|p| p.id == inst.deployment_id),
@@ -468,7 +468,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
         }
         return Next::Terminate(stopping);
     }
-    match rt.record.status {
+    match rt.record.status() {
         EndpointStatus::Deleting => {
             if !rt.instances.is_empty() {
                 let ids: Vec<String> = rt.instances.iter().map(|i| i.instance_id.clone()).collect();
@@ -494,7 +494,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
         _ => {}
     }
 
-    let op = rt.record.operation;
+    let op = rt.record.operation();
     // Which deployment the operation is about, and which are merely maintained.
     let op_deployment = match op {
         Some(Operation::Deploy) => rt.record.pending.as_ref().map(|p| p.id.clone()),
@@ -518,7 +518,8 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                 planner::plan_variant(&v.spec.pools, v.desired_count, &instances, &v.provisioning, &blocked, t)
             };
             let mut replaces = None;
-            let steady = op.is_none() && rt.record.status == EndpointStatus::InService && dep.id == rt.record.active.id;
+            let steady =
+                op.is_none() && rt.record.status() == EndpointStatus::InService && dep.id == rt.record.active.id;
             if step == Step::Satisfied
                 && steady
                 && instances.iter().any(|i| i.priority > 1)
@@ -644,7 +645,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
     match decision {
         EndpointDecision::Continue => Next::Idle,
         EndpointDecision::InService => {
-            finish_operation(rt, t);
+            rt.record.finish(t);
             if op == Operation::Deploy
                 && let Some(new) = rt.record.pending.take()
             {
@@ -676,9 +677,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
             Next::Idle
         }
         EndpointDecision::Fail(reason) => {
-            finish_operation(rt, t);
-            rt.record.status = EndpointStatus::Failed;
-            rt.record.failure_reason = Some(truncate(reason.clone()));
+            rt.record.fail(reason.clone(), t);
             let ids: Vec<String> = rt.instances.iter().map(|i| i.instance_id.clone()).collect();
             mark_terminating(rt, &ids);
             app.event(endpoint_event(&name, "EndpointFailed", reason));
@@ -692,7 +691,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     }
                 }
             }
-            finish_operation(rt, t);
+            rt.record.finish(t);
             if let Some(p) = rt.record.pending.take() {
                 let ids: Vec<String> = rt
                     .instances
@@ -703,12 +702,12 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                 mark_terminating(rt, &ids);
             }
             let msg = format!("Update rolled back; the endpoint keeps serving its previous configuration. {reason}");
-            rt.record.failure_reason = Some(truncate(msg.clone()));
+            rt.record.failure_reason = Some(truncate_reason(msg.clone()));
             app.event(endpoint_event(&name, "UpdateRolledBack", msg));
             Next::Idle
         }
         EndpointDecision::AcceptShortfall(reason) => {
-            finish_operation(rt, t);
+            rt.record.finish(t);
             for v in rt.record.active.variants.iter_mut() {
                 if v.provisioning.deadline.is_none() {
                     continue;
@@ -773,32 +772,6 @@ fn advance_rolling(rt: &mut EndpointRuntime, t: Timestamp) -> RollingProgress {
         }
     }
     progress
-}
-
-fn finish_operation(rt: &mut EndpointRuntime, t: Timestamp) {
-    rt.record.rolling = None;
-    rt.record.status = EndpointStatus::InService;
-    rt.record.operation = None;
-    rt.record.last_modified_time = t;
-    for dep in std::iter::once(&mut rt.record.active).chain(rt.record.pending.iter_mut()) {
-        for v in dep.variants.iter_mut() {
-            v.provisioning.finish();
-            v.unhealthy = None;
-            v.status_message = None;
-        }
-    }
-}
-
-fn truncate(mut s: String) -> String {
-    if s.len() > 1024 {
-        let mut cut = 1021;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push_str("...");
-    }
-    s
 }
 
 /// The launch being recorded.

@@ -34,9 +34,9 @@ pub fn prepare_config(cfg: &mut Config) {
 }
 
 async fn call(app: &Arc<App>, op: &str, body: Value) -> Result<Value, String> {
-    sagemaker::dispatch(app, op, body.to_string().as_bytes())
+    sagemaker::call(app, op, body.to_string().as_bytes())
         .await
-        .map_err(|e| format!("{}: {}", e.code, e.message))
+        .map_err(|e| format!("{}: {}", e.code.as_str(), e.message))
 }
 
 /// Runs the demo against a started server.

@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, Protocol};
 use crate::api::runtime::{self, Answer, Call, MAX_DRAIN, Mode, Payload};
 use crate::app::App;
 use crate::h1::{self, BodyDecoder, Framing, Stall};
@@ -388,12 +388,14 @@ impl Client {
         let out = &mut self.out;
         out.clear();
         out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(e.status.as_str().as_bytes());
+        let status = e.status();
+        out.extend_from_slice(status.as_str().as_bytes());
         out.push(b' ');
-        out.extend_from_slice(e.status.canonical_reason().unwrap_or("Error").as_bytes());
+        out.extend_from_slice(status.canonical_reason().unwrap_or("Error").as_bytes());
         out.extend_from_slice(b"\r\n");
-        h1::put_header(out, b"content-type", b"application/x-amz-json-1.1");
-        h1::put_header(out, b"x-amzn-errortype", e.code.as_bytes());
+        for (name, value) in e.headers(Protocol::AwsJson11) {
+            h1::put_header(out, name.as_bytes(), value.as_bytes());
+        }
         h1::put_date(out);
         h1::put_length(out, Some(body.len() as u64));
         if !keep {

@@ -8,6 +8,7 @@ pub mod app;
 pub mod autoscaler;
 pub mod builtin;
 pub mod config;
+pub mod control;
 pub mod controller;
 pub mod core;
 pub mod demo;

@@ -402,6 +402,22 @@ pub struct LaunchSeries {
     pub result: String,
 }
 
+/// Labels of API request counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiSeries {
+    /// The operation's wire name (`CreateEndpoint`), or `unknown` when none was recognised.
+    pub operation: &'static str,
+    /// `ok` or the AWS error code answered.
+    pub code: &'static str,
+}
+
+/// Labels of API request latencies.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationSeries {
+    /// The operation's wire name.
+    pub operation: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~100 s.
     Histogram::new(exponential_buckets(0.0001, 2.5, 16))
@@ -443,6 +459,10 @@ pub struct Prometheus {
     pub gpu_utilization: Family<UsageSeries, Gauge<f64, AtomicU64>>,
     /// GPU memory use per instance with GPUs, Σ percent over its GPUs.
     pub gpu_memory_utilization: Family<UsageSeries, Gauge<f64, AtomicU64>>,
+    /// Control-plane and admin requests by operation and answer.
+    pub api_requests: Family<ApiSeries, Counter>,
+    /// Control-plane and admin request latency by operation, seconds.
+    pub api_latency: Family<OperationSeries, Histogram, fn() -> Histogram>,
 }
 
 impl std::fmt::Debug for Prometheus {
@@ -469,6 +489,8 @@ impl Default for Prometheus {
             memory_rss_bytes: Family::default(),
             gpu_utilization: Family::default(),
             gpu_memory_utilization: Family::default(),
+            api_requests: Family::default(),
+            api_latency: Family::new_with_constructor(overhead_histogram),
             registry: Registry::default(),
         };
         registry.register(
@@ -537,11 +559,29 @@ impl Default for Prometheus {
             "GPU memory use summed over the instance's GPUs (0-100 x GPUs)",
             p.gpu_memory_utilization.clone(),
         );
+        registry.register(
+            "api_requests",
+            "Control-plane and admin requests by operation and answer (ok or the AWS error code)",
+            p.api_requests.clone(),
+        );
+        registry.register(
+            "api_request_duration_seconds",
+            "Time to answer a control-plane or admin request, by operation",
+            p.api_latency.clone(),
+        );
         Self { registry, ..p }
     }
 }
 
 impl Prometheus {
+    /// Records one answered API request.
+    pub fn record_api(&self, operation: &'static str, code: &'static str, seconds: f64) {
+        self.api_requests.get_or_create(&ApiSeries { operation, code }).inc();
+        self.api_latency
+            .get_or_create(&OperationSeries { operation })
+            .observe(seconds);
+    }
+
     /// Renders the OpenMetrics text.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -51,6 +51,19 @@ pub enum Kind {
     ScalingActivity,
 }
 
+/// Adds or overwrites tags inside a transaction.
+fn put_tags(tx: &rusqlite::Transaction<'_>, arn: &str, tags: &[Tag]) -> Result<()> {
+    let base: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM tags", [], |r| r.get(0))?;
+    for (i, t) in tags.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO tags (arn, key, value, seq) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (arn, key) DO UPDATE SET value = excluded.value",
+            params![arn, t.key, t.value, base + 1 + i as i64],
+        )?;
+    }
+    Ok(())
+}
+
 impl Kind {
     fn as_str(self) -> &'static str {
         match self {
@@ -135,12 +148,31 @@ impl Store {
 
     /// Inserts a resource; `Ok(false)` if one of that kind and name exists already.
     pub fn insert<T: Serialize>(&self, kind: Kind, name: &str, created: Timestamp, value: &T) -> Result<bool> {
+        self.insert_tagged(kind, name, created, value, "", &[])
+    }
+
+    /// Inserts a resource and its tags in one transaction: both are written, or neither.
+    /// `Ok(false)` (and nothing written) if one of that kind and name exists already.
+    pub fn insert_tagged<T: Serialize>(
+        &self,
+        kind: Kind,
+        name: &str,
+        created: Timestamp,
+        value: &T,
+        arn: &str,
+        tags: &[Tag],
+    ) -> Result<bool> {
         let body = serde_json::to_string(value)?;
         self.with(|c| {
-            let n = c.execute(
+            let tx = c.transaction()?;
+            let n = tx.execute(
                 "INSERT OR IGNORE INTO resources (kind, name, created, body) VALUES (?1, ?2, ?3, ?4)",
                 params![kind.as_str(), name, created, body],
             )?;
+            if n == 1 {
+                put_tags(&tx, arn, tags)?;
+            }
+            tx.commit()?;
             Ok(n == 1)
         })
     }
@@ -274,14 +306,7 @@ impl Store {
     pub fn add_tags(&self, arn: &str, tags: &[Tag]) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let base: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM tags", [], |r| r.get(0))?;
-            for (i, t) in tags.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO tags (arn, key, value, seq) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (arn, key) DO UPDATE SET value = excluded.value",
-                    params![arn, t.key, t.value, base + 1 + i as i64],
-                )?;
-            }
+            put_tags(&tx, arn, tags)?;
             tx.commit()?;
             Ok(())
         })

@@ -4,25 +4,117 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
+use super::ops::{Action, Arns, Operation, Resource};
 use crate::app::App;
+use crate::control::{self, Command};
 use crate::core::catalog;
 use crate::store::Kind;
 
+/// The admin API's operations, each authorized as the action `spillway:<Name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminOp {
+    /// `GET /_spillway/health`.
+    Health,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /_spillway/capacity`.
+    ListCapacity,
+    /// `PUT /_spillway/capacity/{instanceType}`.
+    PutCapacity {
+        /// The instance type.
+        instance_type: String,
+        /// The request body (`{"slots": N}`).
+        body: Vec<u8>,
+    },
+    /// `DELETE /_spillway/capacity/{instanceType}`.
+    DeleteCapacity {
+        /// The instance type.
+        instance_type: String,
+    },
+    /// `GET /_spillway/instance-types`.
+    ListInstanceTypes,
+    /// `GET /_spillway/endpoints/{name}/events`.
+    ListEvents {
+        /// The endpoint.
+        endpoint: String,
+    },
+    /// `GET /_spillway/endpoints/{name}/instances`.
+    ListInstances {
+        /// The endpoint.
+        endpoint: String,
+    },
+}
+
+impl Operation for AdminOp {
+    fn name(&self) -> &'static str {
+        match self {
+            AdminOp::Health => "Health",
+            AdminOp::Metrics => "Metrics",
+            AdminOp::ListCapacity => "ListCapacity",
+            AdminOp::PutCapacity { .. } => "PutCapacity",
+            AdminOp::DeleteCapacity { .. } => "DeleteCapacity",
+            AdminOp::ListInstanceTypes => "ListInstanceTypes",
+            AdminOp::ListEvents { .. } => "ListEvents",
+            AdminOp::ListInstances { .. } => "ListInstances",
+        }
+    }
+
+    fn action(&self) -> Action {
+        Action {
+            service: "spillway",
+            name: self.name(),
+        }
+    }
+
+    fn resource(&self, arns: &Arns) -> Resource {
+        match self {
+            AdminOp::ListEvents { endpoint } | AdminOp::ListInstances { endpoint } => {
+                arns.resource("endpoint", endpoint)
+            }
+            _ => Resource::Any,
+        }
+    }
+}
+
+/// Runs one admin operation and records it in the per-operation metrics.
+async fn run(app: &Arc<App>, op: AdminOp) -> Response {
+    let started = std::time::Instant::now();
+    let name = op.name();
+    let result = match op {
+        AdminOp::Health => Ok(Json(json!({ "status": "ok" })).into_response()),
+        AdminOp::Metrics => Ok(render_metrics(app).await),
+        AdminOp::ListCapacity => Ok(Json(capacity_view(app)).into_response()),
+        AdminOp::PutCapacity { instance_type, body } => set_capacity(app, instance_type, Some(&body)).await,
+        AdminOp::DeleteCapacity { instance_type } => set_capacity(app, instance_type, None).await,
+        AdminOp::ListInstanceTypes => Ok(Json(json!({ "instanceTypes": catalog::all() })).into_response()),
+        AdminOp::ListEvents { endpoint } => events_of(app, &endpoint),
+        AdminOp::ListInstances { endpoint } => instances_of(app, &endpoint).await,
+    };
+    let code = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
+    app.metrics
+        .prometheus
+        .record_api(name, code, started.elapsed().as_secs_f64());
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
 /// `GET /_spillway/health`: the server is up.
-pub async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+pub async fn health(State(app): State<Arc<App>>) -> Response {
+    run(&app, AdminOp::Health).await
 }
 
 /// `GET /_spillway/capacity`: per instance type, the provider's view (pinned slots, usage)
 /// and spillway's ICE memory (available, or backing off with reason, first and last seen,
 /// consecutive answers, next probe).
-pub async fn capacity(State(app): State<Arc<App>>) -> Json<Value> {
+pub async fn capacity(State(app): State<Arc<App>>) -> Response {
+    run(&app, AdminOp::ListCapacity).await
+}
+
+fn capacity_view(app: &App) -> Value {
     let now = crate::app::now();
     let mut rows: std::collections::BTreeMap<String, Value> = app
         .provider
@@ -63,7 +155,7 @@ pub async fn capacity(State(app): State<Arc<App>>) -> Json<Value> {
             row
         })
         .collect();
-    Json(json!({ "provider": app.provider.kind(), "instanceTypes": list }))
+    json!({ "provider": app.provider.kind(), "instanceTypes": list })
 }
 
 /// Body of `PUT /_spillway/capacity/{instanceType}`.
@@ -91,23 +183,6 @@ fn entry(app: &App, t: &str) -> Value {
         .unwrap_or_else(|| json!({ "instanceType": t, "slots": null, "inUse": 0 }))
 }
 
-/// Capacity of `instance_type` changed by an operator: forget its back-off and wake every
-/// controller so stalled variants may make progress.
-async fn capacity_changed(app: &App, instance_type: &str) {
-    app.ice().forget(instance_type);
-    for h in app.all_endpoints() {
-        let mut rt = h.state.lock().await;
-        let rec = &mut rt.record;
-        for d in std::iter::once(&mut rec.active).chain(rec.pending.iter_mut()) {
-            for v in d.variants.iter_mut() {
-                v.stalled = None;
-            }
-        }
-        drop(rt);
-        h.notify.notify_one();
-    }
-}
-
 /// `PUT /_spillway/capacity/{instanceType}` with `{"slots": N}`: pins the type at run time.
 /// The pin is durable and outlives restarts until deleted.
 pub async fn put_capacity(
@@ -115,41 +190,38 @@ pub async fn put_capacity(
     Path(instance_type): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let result = async {
-        known_type(&instance_type)?;
-        let input: SlotsInput = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::validation(format!("body must be {{\"slots\": <non-negative integer>}}: {e}")))?;
-        app.store.set_capacity_override(&instance_type, Some(input.slots))?;
-        app.provider.set_slots(&instance_type, Some(input.slots));
-        tracing::info!(%instance_type, slots = input.slots, "capacity pinned at run time");
-        capacity_changed(&app, &instance_type).await;
-        Ok::<_, ApiError>(Json(entry(&app, &instance_type)))
-    }
-    .await;
-    result
-        .map(IntoResponse::into_response)
-        .unwrap_or_else(IntoResponse::into_response)
+    let body = body.to_vec();
+    run(&app, AdminOp::PutCapacity { instance_type, body }).await
 }
 
 /// `DELETE /_spillway/capacity/{instanceType}`: removes the run-time pin (the config file's
 /// pin, if any, applies again).
 pub async fn delete_capacity(State(app): State<Arc<App>>, Path(instance_type): Path<String>) -> Response {
-    let result = async {
-        known_type(&instance_type)?;
-        app.store.set_capacity_override(&instance_type, None)?;
-        app.provider.set_slots(&instance_type, None);
-        capacity_changed(&app, &instance_type).await;
-        Ok::<_, ApiError>(Json(entry(&app, &instance_type)))
-    }
-    .await;
-    result
-        .map(IntoResponse::into_response)
-        .unwrap_or_else(IntoResponse::into_response)
+    run(&app, AdminOp::DeleteCapacity { instance_type }).await
+}
+
+/// Pins (`body` given) or unpins a type; answers the type's capacity entry.
+async fn set_capacity(app: &Arc<App>, instance_type: String, body: Option<&[u8]>) -> Result<Response, ApiError> {
+    known_type(&instance_type)?;
+    let slots = match body {
+        Some(body) => Some(
+            serde_json::from_slice::<SlotsInput>(body)
+                .map_err(|e| ApiError::validation(format!("body must be {{\"slots\": <non-negative integer>}}: {e}")))?
+                .slots,
+        ),
+        None => None,
+    };
+    let command = Command::SetCapacity {
+        instance_type: instance_type.clone(),
+        slots,
+    };
+    control::apply(app, command).await?;
+    Ok(Json(entry(app, &instance_type)).into_response())
 }
 
 /// `GET /_spillway/instance-types`: the catalog.
-pub async fn instance_types() -> Json<Value> {
-    Json(json!({ "instanceTypes": catalog::all() }))
+pub async fn instance_types(State(app): State<Arc<App>>) -> Response {
+    run(&app, AdminOp::ListInstanceTypes).await
 }
 
 fn endpoint_known(app: &App, name: &str) -> Result<(), ApiError> {
@@ -158,33 +230,33 @@ fn endpoint_known(app: &App, name: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ValidationException",
+            ErrorCode::AdminNotFound,
             format!("Could not find endpoint \"{}\".", app.arn("endpoint", name)),
         ))
     }
 }
 
 /// `GET /_spillway/endpoints/{name}/events`: every provisioning attempt and its outcome.
-pub async fn events(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
-    let result = (|| {
-        endpoint_known(&app, &name)?;
-        Ok::<_, ApiError>(Json(json!({ "events": app.store.events(&name)? })))
-    })();
-    result
-        .map(IntoResponse::into_response)
-        .unwrap_or_else(IntoResponse::into_response)
+pub async fn events(State(app): State<Arc<App>>, Path(endpoint): Path<String>) -> Response {
+    run(&app, AdminOp::ListEvents { endpoint }).await
+}
+
+fn events_of(app: &App, name: &str) -> Result<Response, ApiError> {
+    endpoint_known(app, name)?;
+    Ok(Json(json!({ "events": app.store.events(name)? })).into_response())
 }
 
 /// `GET /_spillway/endpoints/{name}/instances`: the fleet as spillway tracks it.
-pub async fn instances(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
-    let Some(h) = app.endpoint(&name) else {
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ValidationException",
-            format!("Could not find endpoint \"{}\".", app.arn("endpoint", &name)),
-        )
-        .into_response();
+pub async fn instances(State(app): State<Arc<App>>, Path(endpoint): Path<String>) -> Response {
+    run(&app, AdminOp::ListInstances { endpoint }).await
+}
+
+async fn instances_of(app: &App, name: &str) -> Result<Response, ApiError> {
+    let Some(h) = app.endpoint(name) else {
+        return Err(ApiError::new(
+            ErrorCode::AdminNotFound,
+            format!("Could not find endpoint \"{}\".", app.arn("endpoint", name)),
+        ));
     };
     let rt = h.state.lock().await;
     let list: Vec<Value> = rt
@@ -206,12 +278,16 @@ pub async fn instances(State(app): State<Arc<App>>, Path(name): Path<String>) ->
             })
         })
         .collect();
-    Json(json!({ "instances": list })).into_response()
+    Ok(Json(json!({ "instances": list })).into_response())
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text. Counters and histograms are kept as requests
 /// happen; gauges (instances, concurrency, capacity back-off) are refreshed here.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    run(&app, AdminOp::Metrics).await
+}
+
+async fn render_metrics(app: &App) -> Response {
     use crate::metrics::{CapacitySeries, InstanceSeries, TypeSeries};
     let prom = &app.metrics.prometheus;
     prom.instances.clear();

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::error::ApiError;
-use super::sagemaker::parse;
+use super::error::{ApiError, ErrorCode};
 use crate::app::{App, now};
 use crate::autoscaler::{self, ScalableTarget, ScalingPolicy};
 use crate::core::validate::ValidationError;
@@ -17,24 +16,40 @@ use crate::store::Kind;
 /// The only scalable dimension spillway has.
 pub const DIMENSION: &str = "sagemaker:variant:DesiredInstanceCount";
 
+/// The `X-Amz-Target` service prefix of Application Auto Scaling.
+pub const TARGET_PREFIX: &str = "AnyScaleFrontendService";
+
+crate::operations! {
+    /// The Application Auto Scaling operations spillway implements. AWS authorizes the ones
+    /// that act on a target against the target's ARN, a random id known only after
+    /// registration; spillway authorizes all of them on `*`, as real policies for them do.
+    pub(crate) enum AutoScalingOp: "application-autoscaling" {
+        RegisterScalableTarget(RegisterInput) => any,
+        DescribeScalableTargets(DescribeTargetsInput) => any,
+        DeregisterScalableTarget(TargetKeyInput) => any,
+        PutScalingPolicy(PutPolicyInput) => any,
+        DescribeScalingPolicies(DescribePoliciesInput) => any,
+        DeleteScalingPolicy(DeletePolicyInput) => any,
+        DescribeScalingActivities(DescribeActivitiesInput) => any,
+    }
+}
+
 /// Runs one operation.
-pub async fn dispatch(app: &Arc<App>, op: &str, body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) async fn dispatch(app: &Arc<App>, op: AutoScalingOp) -> Result<Value, ApiError> {
+    use AutoScalingOp as Op;
     match op {
-        "RegisterScalableTarget" => register(app, parse(body)?).await,
-        "DescribeScalableTargets" => describe_targets(app, parse(body)?),
-        "DeregisterScalableTarget" => deregister(app, parse(body)?),
-        "PutScalingPolicy" => put_policy(app, parse(body)?),
-        "DescribeScalingPolicies" => describe_policies(app, parse(body)?),
-        "DeleteScalingPolicy" => delete_policy(app, parse(body)?),
-        "DescribeScalingActivities" => describe_activities(app, parse(body)?),
-        other => Err(ApiError::unknown_operation(format!(
-            "The Application Auto Scaling operation {other} is not supported by spillway; see docs/api-compat.md"
-        ))),
+        Op::RegisterScalableTarget(i) => register(app, i).await,
+        Op::DescribeScalableTargets(i) => describe_targets(app, i),
+        Op::DeregisterScalableTarget(i) => deregister(app, i),
+        Op::PutScalingPolicy(i) => put_policy(app, i),
+        Op::DescribeScalingPolicies(i) => describe_policies(app, i),
+        Op::DeleteScalingPolicy(i) => delete_policy(app, i),
+        Op::DescribeScalingActivities(i) => describe_activities(app, i),
     }
 }
 
 fn not_found(message: String) -> ApiError {
-    ApiError::new(axum::http::StatusCode::BAD_REQUEST, "ObjectNotFoundException", message)
+    ApiError::new(ErrorCode::ObjectNotFoundException, message)
 }
 
 /// Checks namespace, dimension and resource id; returns (endpoint, variant).
@@ -75,7 +90,7 @@ fn target_missing(namespace: &str, resource_id: &str, dimension: &str) -> ApiErr
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RegisterInput {
+pub(crate) struct RegisterInput {
     service_namespace: String,
     resource_id: String,
     scalable_dimension: String,
@@ -168,7 +183,7 @@ async fn register(app: &Arc<App>, input: RegisterInput) -> Result<Value, ApiErro
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DescribeTargetsInput {
+pub(crate) struct DescribeTargetsInput {
     service_namespace: String,
     resource_ids: Option<Vec<String>>,
     scalable_dimension: Option<String>,
@@ -255,7 +270,7 @@ fn describe_targets(app: &Arc<App>, input: DescribeTargetsInput) -> Result<Value
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct TargetKeyInput {
+pub(crate) struct TargetKeyInput {
     service_namespace: String,
     resource_id: String,
     scalable_dimension: String,
@@ -285,7 +300,7 @@ fn deregister(app: &Arc<App>, input: TargetKeyInput) -> Result<Value, ApiError> 
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct PutPolicyInput {
+pub(crate) struct PutPolicyInput {
     policy_name: String,
     service_namespace: String,
     resource_id: String,
@@ -365,7 +380,7 @@ fn put_policy(app: &Arc<App>, input: PutPolicyInput) -> Result<Value, ApiError> 
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DescribePoliciesInput {
+pub(crate) struct DescribePoliciesInput {
     service_namespace: String,
     policy_names: Option<Vec<String>>,
     resource_id: Option<String>,
@@ -401,7 +416,7 @@ fn describe_policies(app: &Arc<App>, input: DescribePoliciesInput) -> Result<Val
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DeletePolicyInput {
+pub(crate) struct DeletePolicyInput {
     policy_name: String,
     service_namespace: String,
     resource_id: String,
@@ -423,7 +438,7 @@ fn delete_policy(app: &Arc<App>, input: DeletePolicyInput) -> Result<Value, ApiE
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DescribeActivitiesInput {
+pub(crate) struct DescribeActivitiesInput {
     service_namespace: String,
     resource_id: Option<String>,
     scalable_dimension: Option<String>,

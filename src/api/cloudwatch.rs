@@ -10,12 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::error::ApiError;
-use crate::app::{App, now};
+use super::error::{ApiError, ErrorCode};
 use crate::core::model::Timestamp;
 use crate::core::scaling::{eval_expression, expression_refs};
 use crate::metrics::{INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start};
@@ -39,8 +36,6 @@ fn namespace_of(metric: &str) -> Option<&'static str> {
         None
     }
 }
-
-const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 
 /// CloudWatch's limit on the data points of one `GetMetricStatistics` call.
 const MAX_STATISTICS_DATAPOINTS: i64 = 1440;
@@ -92,38 +87,26 @@ const UNITS: &[&str] = &[
     "None",
 ];
 
-/// Answers one CloudWatch request (the whole response: JSON 1.0 content type, request id and,
-/// for errors, the query-compatibility header).
-pub fn respond(app: &App, op: &str, body: &[u8], request_id: &str) -> Response {
-    let result = parse_body(body).and_then(|input| dispatch(&app.metrics, op, &input, now()));
-    let mut resp = match result {
-        Ok(v) => ([("content-type", CONTENT_TYPE)], v.to_string()).into_response(),
-        Err(e) => {
-            tracing::debug!(operation = %op, error = %e, "CloudWatch request rejected");
-            error_response(e)
-        }
-    };
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut().insert("x-amzn-requestid", v);
+crate::operations! {
+    /// The CloudWatch operations spillway implements (reads of its own metrics: AWS authorizes
+    /// them on `*`).
+    pub(crate) enum CloudWatchOp: "cloudwatch" {
+        GetMetricStatistics(Map<String, Value>) => any,
+        GetMetricData(Map<String, Value>) => any,
+        ListMetrics(Map<String, Value>) => any,
     }
-    resp
 }
 
-/// Runs one operation on a parsed request body at time `now`.
-pub fn dispatch(metrics: &Metrics, op: &str, input: &Map<String, Value>, now: Timestamp) -> Result<Value, ApiError> {
-    let input = Obj {
-        map: input,
+/// Runs one operation at time `now`.
+pub(crate) fn dispatch(metrics: &Metrics, op: &CloudWatchOp, now: Timestamp) -> Result<Value, ApiError> {
+    let obj = |map| Obj {
+        map,
         path: String::new(),
     };
     match op {
-        "GetMetricStatistics" => get_metric_statistics(metrics, &input),
-        "GetMetricData" => get_metric_data(metrics, &input, now),
-        "ListMetrics" => list_metrics(metrics, &input, now),
-        other => Err(ApiError::unknown_operation(format!(
-            "The CloudWatch operation {other} is not supported by spillway, which implements only \
-             GetMetricStatistics, GetMetricData and ListMetrics (namespaces {NAMESPACE} and {INSTANCE_NAMESPACE}); \
-             see docs/api-compat.md"
-        ))),
+        CloudWatchOp::GetMetricStatistics(input) => get_metric_statistics(metrics, &obj(input)),
+        CloudWatchOp::GetMetricData(input) => get_metric_data(metrics, &obj(input), now),
+        CloudWatchOp::ListMetrics(input) => list_metrics(metrics, &obj(input), now),
     }
 }
 
@@ -132,72 +115,27 @@ pub fn dispatch(metrics: &Metrics, op: &str, input: &Map<String, Value>, now: Ti
 // ------------------------------------------------------------------------------------------------
 
 fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "InvalidParameterValueException", message)
+    ApiError::new(ErrorCode::InvalidParameterValueException, message)
 }
 
 fn missing(parameter: &str) -> ApiError {
     ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "MissingRequiredParameterException",
+        ErrorCode::MissingRequiredParameterException,
         format!("The parameter {parameter} is required."),
     )
 }
 
 fn combination(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "InvalidParameterCombinationException", message)
+    ApiError::new(ErrorCode::InvalidParameterCombinationException, message)
 }
 
 fn bad_token(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "InvalidNextToken", message)
-}
-
-/// The awsQuery code of a modelled CloudWatch error (`x-amzn-query-error`).
-fn query_code(code: &str) -> Option<&'static str> {
-    match code {
-        "InvalidParameterValueException" => Some("InvalidParameterValue"),
-        "MissingRequiredParameterException" => Some("MissingParameter"),
-        "InvalidParameterCombinationException" => Some("InvalidParameterCombination"),
-        "InvalidNextToken" => Some("InvalidNextToken"),
-        "ResourceNotFoundException" => Some("ResourceNotFoundException"),
-        "InternalServiceFault" => Some("InternalServiceError"),
-        _ => None,
-    }
-}
-
-fn error_response(e: ApiError) -> Response {
-    let query = query_code(e.code).map(|q| {
-        let fault = if e.status.is_server_error() {
-            "Receiver"
-        } else {
-            "Sender"
-        };
-        format!("{q};{fault}")
-    });
-    let mut resp = e.into_response();
-    let h = resp.headers_mut();
-    h.insert("content-type", HeaderValue::from_static(CONTENT_TYPE));
-    if let Some(v) = query.and_then(|q| HeaderValue::from_str(&q).ok()) {
-        h.insert("x-amzn-query-error", v);
-    }
-    resp
+    ApiError::new(ErrorCode::InvalidNextToken, message)
 }
 
 // ------------------------------------------------------------------------------------------------
 // reading the request
 // ------------------------------------------------------------------------------------------------
-
-fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::serialization("The request body must be a JSON object")),
-        Err(e) => Err(ApiError::serialization(format!(
-            "The request body is not valid JSON: {e}"
-        ))),
-    }
-}
 
 /// A JSON object of the request and its query-style path (`MetricDataQueries.member.1`).
 struct Obj<'a> {
@@ -1067,7 +1005,8 @@ mod tests {
     }
 
     fn call(m: &Metrics, op: &str, input: Value) -> Result<Value, ApiError> {
-        dispatch(m, op, input.as_object().unwrap(), 1100.0)
+        let op = CloudWatchOp::parse(op, input.to_string().as_bytes()).expect("an operation of the table")?;
+        dispatch(m, &op, 1100.0)
     }
 
     fn dims(t: Option<&str>) -> Value {
@@ -1197,13 +1136,19 @@ mod tests {
             }
             call(&m, "GetMetricStatistics", b).unwrap_err().code
         };
-        assert_eq!(with("Period", json!(0)), "InvalidParameterValueException");
-        assert_eq!(with("Period", Value::Null), "MissingRequiredParameterException");
-        assert_eq!(with("Statistics", json!(["Median"])), "InvalidParameterValueException");
-        assert_eq!(with("EndTime", json!(900)), "InvalidParameterValueException");
+        assert_eq!(with("Period", json!(0)), ErrorCode::InvalidParameterValueException);
+        assert_eq!(
+            with("Period", Value::Null),
+            ErrorCode::MissingRequiredParameterException
+        );
+        assert_eq!(
+            with("Statistics", json!(["Median"])),
+            ErrorCode::InvalidParameterValueException
+        );
+        assert_eq!(with("EndTime", json!(900)), ErrorCode::InvalidParameterValueException);
         assert_eq!(
             with("ExtendedStatistics", json!(["p99"])),
-            "InvalidParameterCombinationException"
+            ErrorCode::InvalidParameterCombinationException
         );
         // At most 1440 datapoints: 1441 one-second periods are too many.
         let mut many = base.clone();
@@ -1211,7 +1156,7 @@ mod tests {
         many["EndTime"] = json!(2441);
         assert_eq!(
             call(&m, "GetMetricStatistics", many.clone()).unwrap_err().code,
-            "InvalidParameterCombinationException"
+            ErrorCode::InvalidParameterCombinationException
         );
         many["EndTime"] = json!(2440);
         assert!(call(&m, "GetMetricStatistics", many).is_ok());
@@ -1219,29 +1164,27 @@ mod tests {
         ext.as_object_mut().unwrap().remove("Statistics");
         ext["ExtendedStatistics"] = json!(["p99"]);
         let e = call(&m, "GetMetricStatistics", ext).unwrap_err();
-        assert_eq!(e.code, "InvalidParameterValueException");
+        assert_eq!(e.code, ErrorCode::InvalidParameterValueException);
         assert!(e.message.contains("not supported by spillway"), "{}", e.message);
         assert_eq!(
-            query_code("InvalidParameterValueException"),
+            ErrorCode::InvalidParameterValueException.query_code(),
             Some("InvalidParameterValue")
         );
         assert_eq!(
-            query_code("MissingRequiredParameterException"),
+            ErrorCode::MissingRequiredParameterException.query_code(),
             Some("MissingParameter")
         );
-        assert_eq!(
-            call(&m, "PutMetricData", json!({})).unwrap_err().code,
-            "UnknownOperationException"
-        );
+        assert!(CloudWatchOp::parse("PutMetricData", b"{}").is_none());
     }
 
     #[test]
     fn error_response_carries_the_query_code() {
-        let resp = error_response(invalid("bad"));
-        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        use crate::api::error::Protocol;
+        let resp = invalid("bad").into_response_for(Protocol::CloudWatch);
+        assert_eq!(resp.status(), axum::http::StatusCode::BAD_REQUEST);
         assert_eq!(resp.headers()["x-amzn-query-error"], "InvalidParameterValue;Sender");
-        assert_eq!(resp.headers()["content-type"], CONTENT_TYPE);
-        let resp = error_response(ApiError::unknown_operation("no"));
+        assert_eq!(resp.headers()["content-type"], "application/x-amz-json-1.0");
+        let resp = ApiError::unknown_operation("no").into_response_for(Protocol::CloudWatch);
         assert!(resp.headers().get("x-amzn-query-error").is_none());
     }
 
@@ -1332,7 +1275,7 @@ mod tests {
             .unwrap_err()
         };
         for expr in ["a +", "SUM(METRICS())", "a + zz", "e + 1", "a $ 2", "(a"] {
-            assert_eq!(bad(expr).code, "InvalidParameterValueException", "{expr}");
+            assert_eq!(bad(expr).code, ErrorCode::InvalidParameterValueException, "{expr}");
         }
         assert!(bad("SUM(METRICS())").message.contains("not supported"));
         let cyc = data(
@@ -1341,22 +1284,22 @@ mod tests {
             json!({}),
         )
         .unwrap_err();
-        assert_eq!(cyc.code, "InvalidParameterValueException");
+        assert_eq!(cyc.code, ErrorCode::InvalidParameterValueException);
         let both = data(
             &m,
             json!([{"Id": "a", "Expression": "1", "MetricStat": {"Metric": {"MetricName": "Invocations"}, "Period": 60, "Stat": "Sum"}}]),
             json!({}),
         )
         .unwrap_err();
-        assert_eq!(both.code, "InvalidParameterCombinationException");
+        assert_eq!(both.code, ErrorCode::InvalidParameterCombinationException);
         let dup = data(
             &m,
             json!([stat_query("a", None, 10, true), stat_query("a", None, 10, true)]),
             json!({}),
         );
-        assert_eq!(dup.unwrap_err().code, "InvalidParameterValueException");
+        assert_eq!(dup.unwrap_err().code, ErrorCode::InvalidParameterValueException);
         let upper = data(&m, json!([stat_query("A", None, 10, true)]), json!({}));
-        assert_eq!(upper.unwrap_err().code, "InvalidParameterValueException");
+        assert_eq!(upper.unwrap_err().code, ErrorCode::InvalidParameterValueException);
         let mut p99 = stat_query("a", None, 10, true);
         p99["MetricStat"]["Stat"] = json!("p99");
         let e = data(&m, json!([p99]), json!({})).unwrap_err();
@@ -1378,7 +1321,12 @@ mod tests {
         loop {
             // A new second of data arrives before every page.
             m.record_invocation(series(A), 1, Outcome::Success, 100, now);
-            let r = dispatch(&m, "GetMetricData", input.as_object().unwrap(), now).unwrap();
+            let r = dispatch(
+                &m,
+                &CloudWatchOp::GetMetricData(input.as_object().unwrap().clone()),
+                now,
+            )
+            .unwrap();
             for x in r["MetricDataResults"].as_array().unwrap() {
                 seen.extend(x["Timestamps"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap()));
             }
@@ -1427,7 +1375,7 @@ mod tests {
         assert_eq!(got["a"], expected);
         assert_eq!(got["b"], expected);
         let e = data(&m, queries, json!({"NextToken": "nope"})).unwrap_err();
-        assert_eq!(e.code, "InvalidNextToken");
+        assert_eq!(e.code, ErrorCode::InvalidNextToken);
     }
 
     #[test]
@@ -1477,7 +1425,7 @@ mod tests {
         let other = call(&m, "ListMetrics", json!({"Namespace": "AWS/EC2"})).unwrap();
         assert_eq!(other["Metrics"], json!([]));
         // Older than the retention: not listed.
-        let later = dispatch(&m, "ListMetrics", &Map::new(), 1030.0 + RETENTION_LATER).unwrap();
+        let later = dispatch(&m, &CloudWatchOp::ListMetrics(Map::new()), 1030.0 + RETENTION_LATER).unwrap();
         assert_eq!(later["Metrics"], json!([]));
     }
 

@@ -1,20 +1,132 @@
-//! The one place AWS error codes and HTTP statuses are produced.
+//! The one table of AWS errors: every error code spillway answers, its HTTP status, its awsQuery
+//! code where a protocol needs one, and how each protocol renders it.
+//!
+//! Inner layers return their own typed errors (`core::validate::ValidationError`,
+//! `control::ControlError`, `store::StoreError`, …); they become an [`ApiError`] only at the edge,
+//! through the `From` impls below and the handlers of `api/`. Nothing else in the code base names
+//! an AWS error code or picks an HTTP status for an error.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use crate::control::ControlError;
 use crate::core::validate::ValidationError;
 use crate::store::StoreError;
 
-/// An error answered to a client, in the AWS JSON error format.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
+/// Every AWS error code spillway answers with. The variant names are the wire codes, except
+/// where one wire code is answered with two statuses (see [`ErrorCode::AdminNotFound`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// Bad input, not found, already exists, operation in progress (SageMaker, 400).
+    ValidationException,
+    /// Malformed JSON or a member of the wrong type (400).
+    SerializationException,
+    /// An operation or service spillway does not implement (400).
+    UnknownOperationException,
+    /// A bug or a broken store, never bad input (500).
+    InternalFailure,
+    /// The admin API's "no such endpoint": `ValidationException` on the wire, with 404.
+    AdminNotFound,
+    /// Application Auto Scaling: no such scalable target or policy (400).
+    ObjectNotFoundException,
+    /// CloudWatch: a parameter's value is invalid (400, query code `InvalidParameterValue`).
+    InvalidParameterValueException,
+    /// CloudWatch: a required parameter is missing (400, query code `MissingParameter`).
+    MissingRequiredParameterException,
+    /// CloudWatch: parameters that cannot go together (400, `InvalidParameterCombination`).
+    InvalidParameterCombinationException,
+    /// CloudWatch: a `NextToken` this server did not hand out (400).
+    InvalidNextToken,
+    /// Runtime: bad input, unknown endpoint or variant, payload too large (400).
+    ValidationError,
+    /// Runtime: the model answered with an error status (424).
+    ModelError,
+    /// Runtime: no instance can take the request now (503).
+    ServiceUnavailable,
+    /// Runtime: every instance is at its concurrency limit (429).
+    ThrottlingException,
+}
+
+impl ErrorCode {
+    /// The code on the wire (`__type`, `x-amzn-ErrorType`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ValidationException | Self::AdminNotFound => "ValidationException",
+            Self::SerializationException => "SerializationException",
+            Self::UnknownOperationException => "UnknownOperationException",
+            Self::InternalFailure => "InternalFailure",
+            Self::ObjectNotFoundException => "ObjectNotFoundException",
+            Self::InvalidParameterValueException => "InvalidParameterValueException",
+            Self::MissingRequiredParameterException => "MissingRequiredParameterException",
+            Self::InvalidParameterCombinationException => "InvalidParameterCombinationException",
+            Self::InvalidNextToken => "InvalidNextToken",
+            Self::ValidationError => "ValidationError",
+            Self::ModelError => "ModelError",
+            Self::ServiceUnavailable => "ServiceUnavailable",
+            Self::ThrottlingException => "ThrottlingException",
+        }
+    }
+
+    /// The HTTP status it is answered with.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::InternalFailure => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::AdminNotFound => StatusCode::NOT_FOUND,
+            Self::ModelError => StatusCode::FAILED_DEPENDENCY,
+            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ThrottlingException => StatusCode::TOO_MANY_REQUESTS,
+            Self::ValidationException
+            | Self::SerializationException
+            | Self::UnknownOperationException
+            | Self::ObjectNotFoundException
+            | Self::InvalidParameterValueException
+            | Self::MissingRequiredParameterException
+            | Self::InvalidParameterCombinationException
+            | Self::InvalidNextToken
+            | Self::ValidationError => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The awsQuery code of a modelled CloudWatch error (`x-amzn-query-error`), which botocore
+    /// maps to the modelled exception classes.
+    pub const fn query_code(self) -> Option<&'static str> {
+        match self {
+            Self::InvalidParameterValueException => Some("InvalidParameterValue"),
+            Self::MissingRequiredParameterException => Some("MissingParameter"),
+            Self::InvalidParameterCombinationException => Some("InvalidParameterCombination"),
+            Self::InvalidNextToken => Some("InvalidNextToken"),
+            _ => None,
+        }
+    }
+}
+
+/// The wire protocol an error is rendered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// awsJson1_1: the SageMaker control plane, Application Auto Scaling, the runtime's errors
+    /// and the admin API.
+    AwsJson11,
+    /// awsJson1_0 with query-compatible errors: CloudWatch.
+    CloudWatch,
+}
+
+impl Protocol {
+    /// The `Content-Type` of its answers.
+    pub const fn content_type(self) -> &'static str {
+        match self {
+            Self::AwsJson11 => "application/x-amz-json-1.1",
+            Self::CloudWatch => "application/x-amz-json-1.0",
+        }
+    }
+}
+
+/// An error answered to a client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// AWS error code (`__type` and `x-amzn-ErrorType`).
-    pub code: &'static str,
+    /// Which error of the table.
+    pub code: ErrorCode,
     /// Human-readable message naming the field and the rule.
     pub message: String,
     /// Further members of the error body (e.g. `ModelError`'s `OriginalStatusCode`).
@@ -22,60 +134,106 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// `ValidationException` (400): bad input, not found, already exists, in progress.
-    pub fn validation(message: impl Into<String>) -> Self {
+    /// An error of the table with its message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::BAD_REQUEST,
-            code: "ValidationException",
-            message: message.into(),
-            extra: Map::new(),
-        }
-    }
-
-    /// `SerializationException` (400): malformed JSON or a member of the wrong type.
-    pub fn serialization(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            code: "SerializationException",
-            message: message.into(),
-            extra: Map::new(),
-        }
-    }
-
-    /// `UnknownOperationException` (400): an operation spillway does not implement.
-    pub fn unknown_operation(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            code: "UnknownOperationException",
-            message: message.into(),
-            extra: Map::new(),
-        }
-    }
-
-    /// `InternalFailure` (500): a bug or a broken store, never bad input.
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "InternalFailure",
-            message: message.into(),
-            extra: Map::new(),
-        }
-    }
-
-    /// Any other code and status (runtime errors).
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
             code,
             message: message.into(),
             extra: Map::new(),
         }
+    }
+
+    /// `ValidationException` (400): bad input, not found, already exists, in progress.
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationException, message)
+    }
+
+    /// `SerializationException` (400): malformed JSON or a member of the wrong type.
+    pub fn serialization(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::SerializationException, message)
+    }
+
+    /// `UnknownOperationException` (400): an operation spillway does not implement.
+    pub fn unknown_operation(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::UnknownOperationException, message)
+    }
+
+    /// `InternalFailure` (500): a bug or a broken store, never bad input.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InternalFailure, message)
+    }
+
+    /// Adds a member to the error body.
+    pub fn with(mut self, key: &str, value: Value) -> Self {
+        self.extra.insert(key.to_string(), value);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    /// The JSON error body: `__type`, `message` (and `Message`, which botocore's rest-json
+    /// parser reads), then the extra members.
+    pub fn body(&self) -> String {
+        let mut body = json!({ "__type": self.code.as_str(), "message": self.message, "Message": self.message });
+        if let Value::Object(b) = &mut body {
+            b.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        body.to_string()
+    }
+
+    /// The headers of the error's answer in `protocol`, besides framing and `Date`: the content
+    /// type, `x-amzn-ErrorType` and, for CloudWatch's modelled errors, `x-amzn-query-error`.
+    /// Both HTTP writers (hyper's and the invocation fast path's) write exactly these.
+    pub fn headers(&self, protocol: Protocol) -> Vec<(&'static str, String)> {
+        let mut h = vec![
+            ("content-type", protocol.content_type().to_string()),
+            ("x-amzn-errortype", self.code.as_str().to_string()),
+        ];
+        if protocol == Protocol::CloudWatch
+            && let Some(q) = self.code.query_code()
+        {
+            let fault = if self.status().is_server_error() {
+                "Receiver"
+            } else {
+                "Sender"
+            };
+            h.push(("x-amzn-query-error", format!("{q};{fault}")));
+        }
+        h
+    }
+
+    /// The whole answer in `protocol`.
+    pub fn into_response_for(self, protocol: Protocol) -> Response {
+        let headers = self.headers(protocol);
+        let mut resp = (self.status(), self.body()).into_response();
+        let h = resp.headers_mut();
+        for (name, value) in headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
+        resp
     }
 }
 
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
         Self::validation(e.0)
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Store(e) => e.into(),
+            ControlError::NotFound { .. }
+            | ControlError::AlreadyExists { .. }
+            | ControlError::Lifecycle(_)
+            | ControlError::Invalid(_) => Self::validation(e.to_string()),
+        }
     }
 }
 
@@ -86,24 +244,31 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl ApiError {
-    /// The JSON error body: `__type`, `message` (and `Message`, which botocore's rest-json
-    /// parser reads), then the extra members.
-    pub fn body(&self) -> String {
-        let mut body = json!({ "__type": self.code, "message": self.message, "Message": self.message });
-        if let Value::Object(b) = &mut body {
-            b.extend(self.extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-        body.to_string()
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.into_response_for(Protocol::AwsJson11)
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut resp = (self.status, self.body()).into_response();
-        let h = resp.headers_mut();
-        h.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
-        h.insert("x-amzn-errortype", HeaderValue::from_static(self.code));
-        resp
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_codes_only_for_cloudwatch() {
+        let e = ApiError::new(ErrorCode::InvalidNextToken, "bad");
+        let names = |p| e.headers(p).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert!(names(Protocol::CloudWatch).contains(&"x-amzn-query-error"));
+        assert!(!names(Protocol::AwsJson11).contains(&"x-amzn-query-error"));
+        let h = e.headers(Protocol::CloudWatch);
+        assert!(h.contains(&("x-amzn-query-error", "InvalidNextToken;Sender".to_string())));
+        assert!(h.contains(&("content-type", "application/x-amz-json-1.0".to_string())));
+    }
+
+    #[test]
+    fn admin_not_found_is_a_validation_exception_with_404() {
+        let e = ApiError::new(ErrorCode::AdminNotFound, "x");
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert!(e.body().contains("\"__type\":\"ValidationException\""));
     }
 }

@@ -1,13 +1,17 @@
-//! The HTTP edge: one listener serving the SageMaker control plane (awsJson1_1 on `POST /`),
-//! the runtime (`POST /endpoints/{name}/invocations`) and spillway's admin API (`/_spillway/`).
+//! The HTTP edge of the control plane: one listener serving the SageMaker control plane,
+//! Application Auto Scaling and CloudWatch reads (awsJson on `POST /`, dispatched by the
+//! `X-Amz-Target` service prefix), the runtime's hyper-served invocations, and spillway's admin
+//! API (`/_spillway/`, `/metrics`).
 //!
-//! Handlers parse wire requests into core types and map core errors to AWS errors; no
-//! decision about fleets is made here.
+//! Every request is parsed once into a typed operation (`ops.rs`); operations that change
+//! anything become `control::Command`s. Handlers map inner errors to AWS errors through the one
+//! table in `error.rs`; no decision about fleets is made here.
 
 pub mod admin;
 pub mod autoscaling;
 pub mod cloudwatch;
 pub mod error;
+pub mod ops;
 pub mod runtime;
 pub mod sagemaker;
 
@@ -19,9 +23,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use serde_json::Value;
 
 use crate::app::App;
-use error::ApiError;
+use autoscaling::AutoScalingOp;
+use cloudwatch::CloudWatchOp;
+use error::{ApiError, Protocol};
+use ops::{Action, Arns, Operation, Resource};
+use sagemaker::SageMakerOp;
 
 /// The axum router for the whole server.
 pub fn router(app: Arc<App>) -> Router {
@@ -45,34 +54,130 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// An operation of one of the awsJson APIs served on `POST /`.
+pub(crate) enum AwsOp {
+    /// `X-Amz-Target: SageMaker.<Op>`.
+    SageMaker(SageMakerOp),
+    /// `X-Amz-Target: AnyScaleFrontendService.<Op>`.
+    AutoScaling(AutoScalingOp),
+    /// `X-Amz-Target: GraniteServiceVersion20100801.<Op>`.
+    CloudWatch(CloudWatchOp),
+}
+
+impl Operation for AwsOp {
+    fn name(&self) -> &'static str {
+        match self {
+            AwsOp::SageMaker(op) => op.name(),
+            AwsOp::AutoScaling(op) => op.name(),
+            AwsOp::CloudWatch(op) => op.name(),
+        }
+    }
+
+    fn action(&self) -> Action {
+        match self {
+            AwsOp::SageMaker(op) => op.action(),
+            AwsOp::AutoScaling(op) => op.action(),
+            AwsOp::CloudWatch(op) => op.action(),
+        }
+    }
+
+    fn resource(&self, arns: &Arns) -> Resource {
+        match self {
+            AwsOp::SageMaker(op) => op.resource(arns),
+            AwsOp::AutoScaling(op) => op.resource(arns),
+            AwsOp::CloudWatch(op) => op.resource(arns),
+        }
+    }
+}
+
+/// Parses an operation of one API by name from its JSON body; `None` for a name it lacks.
+type Parse = fn(&str, &[u8]) -> Option<Result<AwsOp, ApiError>>;
+
+/// The API a target names, its protocol, its operation names and the `parse` of its enum.
+struct Api {
+    protocol: Protocol,
+    names: &'static [&'static str],
+    parse: Parse,
+    label: &'static str,
+}
+
+/// The API of an `X-Amz-Target` service prefix.
+fn api_of(service: &str) -> Option<Api> {
+    Some(match service {
+        "SageMaker" => Api {
+            protocol: Protocol::AwsJson11,
+            names: SageMakerOp::NAMES,
+            parse: |n, b| SageMakerOp::parse(n, b).map(|r| r.map(AwsOp::SageMaker)),
+            label: "SageMaker",
+        },
+        autoscaling::TARGET_PREFIX => Api {
+            protocol: Protocol::AwsJson11,
+            names: AutoScalingOp::NAMES,
+            parse: |n, b| AutoScalingOp::parse(n, b).map(|r| r.map(AwsOp::AutoScaling)),
+            label: "Application Auto Scaling",
+        },
+        cloudwatch::TARGET_PREFIX => Api {
+            protocol: Protocol::CloudWatch,
+            names: CloudWatchOp::NAMES,
+            parse: |n, b| CloudWatchOp::parse(n, b).map(|r| r.map(AwsOp::CloudWatch)),
+            label: "CloudWatch",
+        },
+        _ => return None,
+    })
+}
+
+/// Runs a parsed operation.
+async fn dispatch(app: &Arc<App>, op: AwsOp) -> Result<Value, ApiError> {
+    match op {
+        AwsOp::SageMaker(op) => sagemaker::dispatch(app, op).await,
+        AwsOp::AutoScaling(op) => autoscaling::dispatch(app, op).await,
+        AwsOp::CloudWatch(op) => cloudwatch::dispatch(&app.metrics, &op, crate::app::now()),
+    }
+}
+
 /// `POST /` with `X-Amz-Target: <Service>.<Operation>`.
 async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = std::time::Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
-    let target = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let result = match target.split_once('.') {
-        Some(("SageMaker", op)) => sagemaker::dispatch(&app, op, &body).await,
-        Some(("AnyScaleFrontendService", op)) => autoscaling::dispatch(&app, op, &body).await,
-        Some((cloudwatch::TARGET_PREFIX, op)) => return cloudwatch::respond(&app, op, &body, &request_id),
-        Some((service, op)) => Err(ApiError::unknown_operation(format!(
-            "The operation {op} of service {service} is not supported by spillway; see docs/api-compat.md"
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (service, name) = target.split_once('.').unwrap_or(("", ""));
+    let api = api_of(service);
+    let protocol = api.as_ref().map_or(Protocol::AwsJson11, |a| a.protocol);
+    // The label of the per-operation metrics: only names of the table, never client input.
+    let operation = api
+        .as_ref()
+        .and_then(|a| a.names.iter().find(|n| **n == name).copied())
+        .unwrap_or("unknown");
+    let result = match &api {
+        Some(api) => match (api.parse)(name, &body) {
+            Some(Ok(op)) => dispatch(&app, op).await,
+            Some(Err(e)) => Err(e),
+            None => Err(ApiError::unknown_operation(format!(
+                "The {} operation {name} is not supported by spillway, which implements {}; see docs/api-compat.md",
+                api.label,
+                api.names.join(", ")
+            ))),
+        },
+        None if target.contains('.') => Err(ApiError::unknown_operation(format!(
+            "The operation {name} of service {service} is not supported by spillway; see docs/api-compat.md"
         ))),
         None => Err(ApiError::unknown_operation(
             "Missing or malformed X-Amz-Target header; expected SageMaker.<Operation>",
         )),
     };
+    let code = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
+    app.metrics
+        .prometheus
+        .record_api(operation, code, started.elapsed().as_secs_f64());
     let mut resp = match result {
-        Ok(v) => ([("content-type", "application/x-amz-json-1.1")], v.to_string()).into_response(),
+        Ok(v) => ([("content-type", protocol.content_type())], v.to_string()).into_response(),
         Err(e) => {
-            if e.status.is_server_error() {
+            if e.status().is_server_error() {
                 tracing::error!(target = %target, error = %e, "request failed");
             } else {
                 tracing::debug!(target = %target, error = %e, "request rejected");
             }
-            e.into_response()
+            e.into_response_for(protocol)
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {

@@ -24,7 +24,7 @@ use http_body::{Body as _, Frame};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::app::{App, now};
 use crate::h1;
 use crate::metrics::{Outcome, Series};
@@ -260,15 +260,14 @@ async fn invoke_hyper(app: &App, name: &str, headers: &HeaderMap, body: Body, mo
     out
 }
 
-fn error(status: StatusCode, code: &'static str, message: String) -> ApiError {
-    ApiError::new(status, code, message)
+fn error(code: ErrorCode, message: String) -> ApiError {
+    ApiError::new(code, message)
 }
 
 /// `ValidationError` for a payload over [`MAX_PAYLOAD`].
 pub fn too_large() -> ApiError {
     error(
-        StatusCode::BAD_REQUEST,
-        "ValidationError",
+        ErrorCode::ValidationError,
         format!("Body: the request payload exceeds the maximum of {MAX_PAYLOAD} bytes"),
     )
 }
@@ -293,15 +292,13 @@ async fn pick(
             Ok(_) => continue,
             Err(PickError::UnknownVariant(v)) => {
                 return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "ValidationError",
+                    ErrorCode::ValidationError,
                     format!("TargetVariant: variant {v} not found for endpoint {name}."),
                 ));
             }
             Err(PickError::NoInstance) => {
                 return Err(error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceUnavailable",
+                    ErrorCode::ServiceUnavailable,
                     format!(
                         "Endpoint {name} has no instance in service{}.",
                         target.map(|t| format!(" for variant {t}")).unwrap_or_default()
@@ -314,8 +311,7 @@ async fn pick(
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() || tokio::time::timeout(left, freed).await.is_err() {
                     return Err(error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "ThrottlingException",
+                        ErrorCode::ThrottlingException,
                         format!(
                             "Every instance of endpoint {name} has {limit} requests in flight; retry later or scale out."
                         ),
@@ -406,8 +402,7 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
     let name = call.endpoint;
     let Some(routes) = app.routes.get(name) else {
         return Err(error(
-            StatusCode::BAD_REQUEST,
-            "ValidationError",
+            ErrorCode::ValidationError,
             format!("Endpoint {name} of account {} not found.", app.cfg.account_id),
         ));
     };
@@ -475,16 +470,14 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
             Ok(Err(Failure::Client(e))) => {
                 record.finish(Outcome::ClientError);
                 return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "ValidationError",
+                    ErrorCode::ValidationError,
                     format!("Body: the request body could not be read: {e}"),
                 ));
             }
             Ok(Err(e)) => {
                 record.finish(Outcome::ServerError);
                 return Err(error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceUnavailable",
+                    ErrorCode::ServiceUnavailable,
                     format!(
                         "The model on instance {} ({}) could not be reached: {e}",
                         inst.id, inst.address
@@ -529,8 +522,7 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
         });
     }
     Err(error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "ServiceUnavailable",
+        ErrorCode::ServiceUnavailable,
         format!("No instance of endpoint {name} accepted the connection."),
     ))
 }
@@ -602,8 +594,7 @@ fn model_error(status: StatusCode, original: String, variant: &str) -> ApiError 
         ("server", "SERVER_ERROR_FROM_MODEL")
     };
     let mut e = ApiError::new(
-        StatusCode::FAILED_DEPENDENCY,
-        "ModelError",
+        ErrorCode::ModelError,
         format!(
             "Received {kind} error ({}) from primary with message \"{original}\". See the instance logs of variant {variant}.",
             status.as_u16()

@@ -1,6 +1,5 @@
 //! SageMaker control-plane operations (awsJson1_1, `X-Amz-Target: SageMaker.<Op>`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -8,60 +7,80 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
+use super::ops::Resource;
 use crate::app::{App, EndpointRuntime, now};
-use crate::core::endpoint::{DeployedVariant, Deployment, EndpointRecord};
+use crate::control::{self, BatchSize, Command, Document, Outcome, ResourceKind, UpdateEndpoint, VariantChange};
+use crate::core::endpoint::Deployment;
 use crate::core::model::{
     ContainerDefinition, EndpointConfig, EndpointStatus, Model, ProductionVariant, Tag, Timestamp,
 };
-use crate::core::planner::{InstancePhase, Operation, ProvisioningState, RollingUpdate};
+use crate::core::planner::{InstancePhase, Operation};
 use crate::core::validate::{self, ValidationError};
-use crate::store::Kind;
 
-/// The operations spillway implements, in the order `docs/api-compat.md` lists them.
-pub const OPERATIONS: &[&str] = &[
-    "CreateModel",
-    "DescribeModel",
-    "DeleteModel",
-    "ListModels",
-    "CreateEndpointConfig",
-    "DescribeEndpointConfig",
-    "DeleteEndpointConfig",
-    "ListEndpointConfigs",
-    "CreateEndpoint",
-    "DescribeEndpoint",
-    "UpdateEndpoint",
-    "DeleteEndpoint",
-    "ListEndpoints",
-    "UpdateEndpointWeightsAndCapacities",
-    "AddTags",
-    "ListTags",
-    "DeleteTags",
-];
-
-/// Runs one operation on a JSON body.
-pub async fn dispatch(app: &Arc<App>, op: &str, body: &[u8]) -> Result<Value, ApiError> {
-    match op {
-        "CreateModel" => create_model(app, parse(body)?),
-        "DescribeModel" => describe_model(app, parse(body)?),
-        "DeleteModel" => delete_model(app, parse(body)?),
-        "ListModels" => list_models(app, parse(body)?),
-        "CreateEndpointConfig" => create_endpoint_config(app, parse(body)?),
-        "DescribeEndpointConfig" => describe_endpoint_config(app, parse(body)?),
-        "DeleteEndpointConfig" => delete_endpoint_config(app, parse(body)?),
-        "ListEndpointConfigs" => list_endpoint_configs(app, parse(body)?),
-        "CreateEndpoint" => create_endpoint(app, parse(body)?),
-        "DescribeEndpoint" => describe_endpoint(app, parse(body)?).await,
-        "UpdateEndpoint" => update_endpoint(app, parse(body)?).await,
-        "DeleteEndpoint" => delete_endpoint(app, parse(body)?).await,
-        "ListEndpoints" => list_endpoints(app, parse(body)?).await,
-        "UpdateEndpointWeightsAndCapacities" => update_weights_and_capacities(app, parse(body)?).await,
-        "AddTags" => add_tags(app, parse(body)?).await,
-        "ListTags" => list_tags(app, parse(body)?).await,
-        "DeleteTags" => delete_tags(app, parse(body)?).await,
-        other => Err(ApiError::unknown_operation(format!(
-            "The SageMaker operation {other} is not supported by spillway; supported operations are listed in docs/api-compat.md"
-        ))),
+crate::operations! {
+    /// The SageMaker control-plane operations spillway implements, in the order
+    /// `docs/api-compat.md` lists them, with the resource each acts on.
+    pub(crate) enum SageMakerOp: "sagemaker" {
+        CreateModel(CreateModelInput) => arn |i, a| a.resource("model", &i.model_name),
+        DescribeModel(ModelNameInput) => arn |i, a| a.resource("model", &i.model_name),
+        DeleteModel(ModelNameInput) => arn |i, a| a.resource("model", &i.model_name),
+        ListModels(ListInput) => any,
+        CreateEndpointConfig(CreateEndpointConfigInput) => arn |i, a| a.resource("endpoint-config", &i.endpoint_config_name),
+        DescribeEndpointConfig(ConfigNameInput) => arn |i, a| a.resource("endpoint-config", &i.endpoint_config_name),
+        DeleteEndpointConfig(ConfigNameInput) => arn |i, a| a.resource("endpoint-config", &i.endpoint_config_name),
+        ListEndpointConfigs(ListInput) => any,
+        CreateEndpoint(CreateEndpointInput) => arn |i, a| a.resource("endpoint", &i.endpoint_name),
+        DescribeEndpoint(EndpointNameInput) => arn |i, a| a.resource("endpoint", &i.endpoint_name),
+        UpdateEndpoint(UpdateEndpointInput) => arn |i, a| a.resource("endpoint", &i.endpoint_name),
+        DeleteEndpoint(EndpointNameInput) => arn |i, a| a.resource("endpoint", &i.endpoint_name),
+        ListEndpoints(ListInput) => any,
+        UpdateEndpointWeightsAndCapacities(UpdateWeightsInput) => arn |i, a| a.resource("endpoint", &i.endpoint_name),
+        AddTags(AddTagsInput) => arn |i, _a| Resource::Arn(i.resource_arn.clone()),
+        ListTags(ListTagsInput) => arn |i, _a| Resource::Arn(i.resource_arn.clone()),
+        DeleteTags(DeleteTagsInput) => arn |i, _a| Resource::Arn(i.resource_arn.clone()),
     }
+}
+
+/// Runs one operation.
+pub(crate) async fn dispatch(app: &Arc<App>, op: SageMakerOp) -> Result<Value, ApiError> {
+    use SageMakerOp as Op;
+    match op {
+        Op::CreateModel(i) => create_model(app, i).await,
+        Op::DescribeModel(i) => describe::<Model>(app, &i.model_name),
+        Op::DeleteModel(i) => delete::<Model>(app, i.model_name).await,
+        Op::ListModels(i) => list::<Model>(app, &i),
+        Op::CreateEndpointConfig(i) => create_endpoint_config(app, i).await,
+        Op::DescribeEndpointConfig(i) => describe::<EndpointConfig>(app, &i.endpoint_config_name),
+        Op::DeleteEndpointConfig(i) => delete::<EndpointConfig>(app, i.endpoint_config_name).await,
+        Op::ListEndpointConfigs(i) => list::<EndpointConfig>(app, &i),
+        Op::CreateEndpoint(i) => create_endpoint(app, i).await,
+        Op::DescribeEndpoint(i) => describe_endpoint(app, i).await,
+        Op::UpdateEndpoint(i) => update_endpoint(app, i).await,
+        Op::DeleteEndpoint(i) => delete_endpoint(app, i).await,
+        Op::ListEndpoints(i) => list_endpoints(app, i).await,
+        Op::UpdateEndpointWeightsAndCapacities(i) => update_weights_and_capacities(app, i).await,
+        Op::AddTags(i) => add_tags(app, i).await,
+        Op::ListTags(i) => list_tags(app, i).await,
+        Op::DeleteTags(i) => delete_tags(app, i).await,
+    }
+}
+
+/// Parses and runs the operation `name` in process (the demo, tests): what `POST /` does
+/// with `X-Amz-Target: SageMaker.<name>`, without HTTP.
+pub async fn call(app: &Arc<App>, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let op = SageMakerOp::parse(name, body).ok_or_else(|| {
+        ApiError::unknown_operation(format!("The SageMaker operation {name} is not supported by spillway"))
+    })??;
+    dispatch(app, op).await
+}
+
+/// Applies a command and answers `{ "<key>": <ARN> }`, or `{}` when no key is given.
+async fn command(app: &Arc<App>, command: Command, key: Option<&str>) -> Result<Value, ApiError> {
+    let outcome = control::apply(app, command).await?;
+    Ok(match (key, outcome) {
+        (Some(key), Outcome::Arn(arn)) => json!({ key: arn }),
+        _ => json!({}),
+    })
 }
 
 /// Renders a serde path the way AWS names members: dotted, 1-based list indices.
@@ -116,25 +135,6 @@ pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-fn store_get<T: DeserializeOwned>(app: &App, kind: Kind, name: &str) -> Result<Option<T>, ApiError> {
-    Ok(app.store.get(kind, name)?)
-}
-
-fn not_found_model(app: &App, name: &str) -> ApiError {
-    ApiError::validation(format!("Could not find model \"{}\".", app.arn("model", name)))
-}
-
-fn not_found_config(app: &App, name: &str) -> ApiError {
-    ApiError::validation(format!(
-        "Could not find endpoint configuration \"{}\".",
-        app.arn("endpoint-config", name)
-    ))
-}
-
-fn not_found_endpoint(app: &App, name: &str) -> ApiError {
-    ApiError::validation(format!("Could not find endpoint \"{}\".", app.arn("endpoint", name)))
-}
-
 fn check_tags(tags: &[Tag], field: &str) -> Result<(), ApiError> {
     if tags.len() > 50 {
         return Err(
@@ -173,7 +173,7 @@ fn check_tags(tags: &[Tag], field: &str) -> Result<(), ApiError> {
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
-struct ListInput {
+pub(crate) struct ListInput {
     sort_by: Option<String>,
     sort_order: Option<String>,
     name_contains: Option<String>,
@@ -265,7 +265,7 @@ fn list_page(input: &ListInput, mut rows: Vec<Row>, sort_keys: &[&str], key: &st
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct CreateModelInput {
+pub(crate) struct CreateModelInput {
     model_name: String,
     primary_container: Option<ContainerDefinition>,
     containers: Option<Vec<ContainerDefinition>>,
@@ -276,7 +276,7 @@ struct CreateModelInput {
     other: Map<String, Value>,
 }
 
-fn create_model(app: &App, input: CreateModelInput) -> Result<Value, ApiError> {
+async fn create_model(app: &Arc<App>, input: CreateModelInput) -> Result<Value, ApiError> {
     validate::name(&input.model_name, "ModelName")?;
     check_tags(&input.tags, "Tags")?;
     let container = match (input.primary_container, input.containers) {
@@ -354,61 +354,58 @@ fn create_model(app: &App, input: CreateModelInput) -> Result<Value, ApiError> {
             }
         }
     }
-    let t = now();
     let model = Model {
         model_name: input.model_name.clone(),
         model_arn: app.arn("model", &input.model_name),
-        creation_time: t,
+        creation_time: now(),
         primary_container: Some(container),
         execution_role_arn: input.execution_role_arn,
         other: input.other,
     };
-    if !app.store.insert(Kind::Model, &model.model_name, t, &model)? {
-        return Err(ApiError::validation(format!(
-            "Cannot create already existing model \"{}\".",
-            model.model_arn
-        )));
-    }
-    if !input.tags.is_empty() {
-        app.store.add_tags(&model.model_arn, &input.tags)?;
-    }
-    Ok(json!({ "ModelArn": model.model_arn }))
+    command(
+        app,
+        Command::CreateModel {
+            model,
+            tags: input.tags,
+        },
+        Some("ModelArn"),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ModelNameInput {
+pub(crate) struct ModelNameInput {
     model_name: String,
 }
 
-fn describe_model(app: &App, input: ModelNameInput) -> Result<Value, ApiError> {
-    let m: Model =
-        store_get(app, Kind::Model, &input.model_name)?.ok_or_else(|| not_found_model(app, &input.model_name))?;
-    serde_json::to_value(m).map_err(|e| ApiError::internal(e.to_string()))
+/// A model or configuration, rendered as stored.
+fn describe<T: Document>(app: &App, name: &str) -> Result<Value, ApiError> {
+    let doc: T = control::document(app, name)?;
+    serde_json::to_value(doc).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-fn delete_model(app: &App, input: ModelNameInput) -> Result<Value, ApiError> {
-    let arn = app.arn("model", &input.model_name);
-    if !app.store.delete(Kind::Model, &input.model_name, &arn)? {
-        return Err(not_found_model(app, &input.model_name));
-    }
-    Ok(json!({}))
+async fn delete<T: Document>(app: &Arc<App>, name: String) -> Result<Value, ApiError> {
+    command(app, Command::DeleteDocument { kind: T::KIND, name }, None).await
 }
 
-fn list_models(app: &App, input: ListInput) -> Result<Value, ApiError> {
-    let rows = app
-        .store
-        .list::<Model>(Kind::Model)?
+/// `ListModels`, `ListEndpointConfigs`: name, ARN and creation time of each.
+fn list<T: Document>(app: &App, input: &ListInput) -> Result<Value, ApiError> {
+    let (name_key, arn_key, list_key) = match T::KIND {
+        ResourceKind::Model => ("ModelName", "ModelArn", "Models"),
+        _ => ("EndpointConfigName", "EndpointConfigArn", "EndpointConfigs"),
+    };
+    let rows = control::documents::<T>(app)?
         .into_iter()
-        .map(|m| Row {
-            summary: json!({"ModelName": m.model_name, "ModelArn": m.model_arn, "CreationTime": m.creation_time}),
-            name: m.model_name,
-            created: m.creation_time,
-            modified: m.creation_time,
+        .map(|d| Row {
+            summary: json!({name_key: d.name(), arn_key: d.arn(), "CreationTime": d.creation_time()}),
+            name: d.name().to_string(),
+            created: d.creation_time(),
+            modified: d.creation_time(),
             status: "",
         })
         .collect();
-    list_page(&input, rows, &["Name", "CreationTime"], "Models")
+    list_page(input, rows, &["Name", "CreationTime"], list_key)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -425,7 +422,7 @@ const REJECTED_CONFIG_MEMBERS: &[&str] = &[
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct CreateEndpointConfigInput {
+pub(crate) struct CreateEndpointConfigInput {
     endpoint_config_name: String,
     production_variants: Vec<ProductionVariant>,
     #[serde(default)]
@@ -434,14 +431,7 @@ struct CreateEndpointConfigInput {
     other: Map<String, Value>,
 }
 
-fn model_checks(app: &App) -> (impl Fn(&str) -> bool + '_, impl Fn(&str) -> String + '_) {
-    (
-        move |n: &str| app.store.exists(Kind::Model, n).unwrap_or(false),
-        move |n: &str| app.arn("model", n),
-    )
-}
-
-fn create_endpoint_config(app: &App, input: CreateEndpointConfigInput) -> Result<Value, ApiError> {
+async fn create_endpoint_config(app: &Arc<App>, input: CreateEndpointConfigInput) -> Result<Value, ApiError> {
     validate::name(&input.endpoint_config_name, "EndpointConfigName")?;
     for member in REJECTED_CONFIG_MEMBERS {
         if input.other.contains_key(*member) {
@@ -451,120 +441,39 @@ fn create_endpoint_config(app: &App, input: CreateEndpointConfigInput) -> Result
         }
     }
     check_tags(&input.tags, "Tags")?;
-    let (exists, arn) = model_checks(app);
-    validate::production_variants(&input.production_variants, &exists, &arn)?;
-    let t = now();
-    let cfg = EndpointConfig {
+    validate::production_variants(
+        &input.production_variants,
+        &|n: &str| control::model_exists(app, n),
+        &|n: &str| app.arn("model", n),
+    )?;
+    let config = EndpointConfig {
         endpoint_config_arn: app.arn("endpoint-config", &input.endpoint_config_name),
         endpoint_config_name: input.endpoint_config_name,
         production_variants: input.production_variants,
-        creation_time: t,
+        creation_time: now(),
         other: input.other,
     };
-    if !app
-        .store
-        .insert(Kind::EndpointConfig, &cfg.endpoint_config_name, t, &cfg)?
-    {
-        return Err(ApiError::validation(format!(
-            "Cannot create already existing endpoint configuration \"{}\".",
-            cfg.endpoint_config_arn
-        )));
-    }
-    if !input.tags.is_empty() {
-        app.store.add_tags(&cfg.endpoint_config_arn, &input.tags)?;
-    }
-    Ok(json!({ "EndpointConfigArn": cfg.endpoint_config_arn }))
+    let tags = input.tags;
+    command(
+        app,
+        Command::CreateEndpointConfig { config, tags },
+        Some("EndpointConfigArn"),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ConfigNameInput {
+pub(crate) struct ConfigNameInput {
     endpoint_config_name: String,
-}
-
-fn describe_endpoint_config(app: &App, input: ConfigNameInput) -> Result<Value, ApiError> {
-    let c: EndpointConfig = store_get(app, Kind::EndpointConfig, &input.endpoint_config_name)?
-        .ok_or_else(|| not_found_config(app, &input.endpoint_config_name))?;
-    serde_json::to_value(c).map_err(|e| ApiError::internal(e.to_string()))
-}
-
-fn delete_endpoint_config(app: &App, input: ConfigNameInput) -> Result<Value, ApiError> {
-    let arn = app.arn("endpoint-config", &input.endpoint_config_name);
-    if !app
-        .store
-        .delete(Kind::EndpointConfig, &input.endpoint_config_name, &arn)?
-    {
-        return Err(not_found_config(app, &input.endpoint_config_name));
-    }
-    Ok(json!({}))
-}
-
-fn list_endpoint_configs(app: &App, input: ListInput) -> Result<Value, ApiError> {
-    let rows = app
-        .store
-        .list::<EndpointConfig>(Kind::EndpointConfig)?
-        .into_iter()
-        .map(|c| Row {
-            summary: json!({
-                "EndpointConfigName": c.endpoint_config_name,
-                "EndpointConfigArn": c.endpoint_config_arn,
-                "CreationTime": c.creation_time,
-            }),
-            name: c.endpoint_config_name,
-            created: c.creation_time,
-            modified: c.creation_time,
-            status: "",
-        })
-        .collect();
-    list_page(&input, rows, &["Name", "CreationTime"], "EndpointConfigs")
 }
 
 // ---------------------------------------------------------------------------------------------
 // Endpoints
 
-/// Builds a deployment from a stored configuration: validates it again (models may have been
-/// deleted since) and snapshots the models it runs.
-fn build_deployment(app: &App, config_name: &str, t: Timestamp) -> Result<Deployment, ApiError> {
-    validate::name(config_name, "EndpointConfigName")?;
-    let cfg: EndpointConfig =
-        store_get(app, Kind::EndpointConfig, config_name)?.ok_or_else(|| not_found_config(app, config_name))?;
-    let (exists, arn) = model_checks(app);
-    let specs = validate::production_variants(&cfg.production_variants, &exists, &arn)?;
-    let mut models = BTreeMap::new();
-    for spec in &specs {
-        for pool in &spec.pools {
-            if models.contains_key(&pool.model_name) {
-                continue;
-            }
-            let m: Model =
-                store_get(app, Kind::Model, &pool.model_name)?.ok_or_else(|| not_found_model(app, &pool.model_name))?;
-            models.insert(pool.model_name.clone(), m.primary_container.unwrap_or_default());
-        }
-    }
-    Ok(Deployment {
-        id: uuid::Uuid::new_v4().simple().to_string(),
-        config_name: config_name.to_string(),
-        start_time: t,
-        variants: specs
-            .into_iter()
-            .map(|spec| DeployedVariant {
-                desired_count: spec.initial_instance_count,
-                desired_weight: spec.initial_weight,
-                spec,
-                provisioning: ProvisioningState::default(),
-                stalled: None,
-                health_failures: 0,
-                unhealthy: None,
-                status_message: None,
-            })
-            .collect(),
-        models,
-    })
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct CreateEndpointInput {
+pub(crate) struct CreateEndpointInput {
     endpoint_name: String,
     endpoint_config_name: String,
     deployment_config: Option<Value>,
@@ -572,46 +481,21 @@ struct CreateEndpointInput {
     tags: Vec<Tag>,
 }
 
-fn create_endpoint(app: &Arc<App>, input: CreateEndpointInput) -> Result<Value, ApiError> {
+async fn create_endpoint(app: &Arc<App>, input: CreateEndpointInput) -> Result<Value, ApiError> {
     validate::name(&input.endpoint_name, "EndpointName")?;
     check_tags(&input.tags, "Tags")?;
-    let arn = app.arn("endpoint", &input.endpoint_name);
-    if app.endpoint(&input.endpoint_name).is_some() || app.store.exists(Kind::Endpoint, &input.endpoint_name)? {
-        return Err(ApiError::validation(format!(
-            "Cannot create already existing endpoint \"{arn}\"."
-        )));
-    }
-    let t = now();
-    let deployment = build_deployment(app, &input.endpoint_config_name, t)?;
-    let record = EndpointRecord {
-        name: input.endpoint_name.clone(),
-        arn: arn.clone(),
-        status: EndpointStatus::Creating,
-        failure_reason: None,
-        creation_time: t,
-        last_modified_time: t,
-        active: deployment,
-        pending: None,
-        operation: Some(Operation::Create),
+    let cmd = Command::CreateEndpoint {
+        name: input.endpoint_name,
+        config_name: input.endpoint_config_name,
         deployment_config: input.deployment_config,
-        rolling: None,
-        tags: input.tags.clone(),
+        tags: input.tags,
     };
-    if !app.store.insert(Kind::Endpoint, &record.name, t, &record)? {
-        return Err(ApiError::validation(format!(
-            "Cannot create already existing endpoint \"{arn}\"."
-        )));
-    }
-    if !input.tags.is_empty() {
-        app.store.add_tags(&arn, &input.tags)?;
-    }
-    app.register(record, vec![]);
-    Ok(json!({ "EndpointArn": arn }))
+    command(app, cmd, Some("EndpointArn")).await
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct EndpointNameInput {
+pub(crate) struct EndpointNameInput {
     endpoint_name: String,
 }
 
@@ -678,9 +562,9 @@ fn variant_summaries(rt: &EndpointRuntime, dep: &Deployment, pending: bool, stat
         .collect()
 }
 
-fn describe(rt: &EndpointRuntime) -> Value {
+fn describe_endpoint_view(rt: &EndpointRuntime) -> Value {
     let r = &rt.record;
-    let variant_status = match r.operation {
+    let variant_status = match r.operation() {
         Some(Operation::Scale) => "Updating",
         _ => "Creating",
     };
@@ -692,7 +576,7 @@ fn describe(rt: &EndpointRuntime) -> Value {
         "ProductionVariants".into(),
         Value::Array(variant_summaries(rt, &r.active, false, variant_status)),
     );
-    out.insert("EndpointStatus".into(), json!(r.status.as_str()));
+    out.insert("EndpointStatus".into(), json!(r.status().as_str()));
     if let Some(f) = &r.failure_reason {
         out.insert("FailureReason".into(), json!(f));
     }
@@ -701,7 +585,7 @@ fn describe(rt: &EndpointRuntime) -> Value {
     if let Some(dc) = &r.deployment_config {
         out.insert("LastDeploymentConfig".into(), dc.clone());
     }
-    let pending = match r.operation {
+    let pending = match r.operation() {
         Some(Operation::Create) => Some(&r.active),
         Some(Operation::Deploy) => r.pending.as_ref(),
         _ => None,
@@ -720,32 +604,14 @@ fn describe(rt: &EndpointRuntime) -> Value {
 }
 
 async fn describe_endpoint(app: &Arc<App>, input: EndpointNameInput) -> Result<Value, ApiError> {
-    let h = app
-        .endpoint(&input.endpoint_name)
-        .ok_or_else(|| not_found_endpoint(app, &input.endpoint_name))?;
-    let rt = h.state.lock().await;
-    if rt.deleted {
-        return Err(not_found_endpoint(app, &input.endpoint_name));
-    }
-    Ok(describe(&rt))
-}
-
-fn in_progress(app: &App, rt: &EndpointRuntime) -> Result<(), ApiError> {
-    if rt.deleted {
-        return Err(not_found_endpoint(app, &rt.record.name));
-    }
-    if rt.record.status.in_progress() {
-        return Err(ApiError::validation(format!(
-            "Cannot update in-progress endpoint \"{}\".",
-            rt.record.arn
-        )));
-    }
-    Ok(())
+    Ok(describe_endpoint_view(
+        &control::endpoint(app, &input.endpoint_name).await?,
+    ))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct UpdateEndpointInput {
+pub(crate) struct UpdateEndpointInput {
     endpoint_name: String,
     endpoint_config_name: String,
     #[serde(default)]
@@ -759,14 +625,12 @@ struct UpdateEndpointInput {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct VariantPropertyInput {
+pub(crate) struct VariantPropertyInput {
     variant_property_type: String,
 }
 
 async fn update_endpoint(app: &Arc<App>, input: UpdateEndpointInput) -> Result<Value, ApiError> {
-    let h = app
-        .endpoint(&input.endpoint_name)
-        .ok_or_else(|| not_found_endpoint(app, &input.endpoint_name))?;
+    control::endpoint(app, &input.endpoint_name).await?;
     let mut excluded = vec![];
     for (i, p) in input.exclude_retained_variant_properties.iter().enumerate() {
         match p.variant_property_type.as_str() {
@@ -783,98 +647,16 @@ async fn update_endpoint(app: &Arc<App>, input: UpdateEndpointInput) -> Result<V
             }
         }
     }
-    let rolling_policy = rolling_policy(input.deployment_config.as_ref())?;
-    let t = now();
-    let mut deployment = build_deployment(app, &input.endpoint_config_name, t)?;
-    let mut rt = h.state.lock().await;
-    in_progress(app, &rt)?;
-    if rt.record.status == EndpointStatus::Failed {
-        return Err(ApiError::validation(format!(
-            "Cannot update failed endpoint \"{}\"; delete it and create it again.",
-            rt.record.arn
-        )));
-    }
-    if rt.record.active.config_name == input.endpoint_config_name {
-        return Err(ApiError::validation(format!(
-            "EndpointConfigName: endpoint \"{}\" already uses endpoint configuration {}; update it to a new configuration",
-            rt.record.arn, input.endpoint_config_name
-        )));
-    }
-    if input.retain_all_variant_properties {
-        for v in deployment.variants.iter_mut() {
-            if let Some(old) = rt.record.active.variants.iter().find(|o| o.spec.name == v.spec.name) {
-                if !excluded.iter().any(|e| e == "DesiredInstanceCount") {
-                    v.desired_count = old.desired_count;
-                }
-                if !excluded.iter().any(|e| e == "DesiredWeight") {
-                    v.desired_weight = old.desired_weight;
-                }
-            }
-        }
-    }
-    let before = rt.record.clone();
-    rt.record.rolling = None;
-    if let Some((batch, wait_s)) = rolling_policy {
-        let old: BTreeMap<String, u32> = rt
-            .record
-            .active
-            .variants
-            .iter()
-            .map(|v| (v.spec.name.clone(), v.desired_count))
-            .collect();
-        let new: BTreeMap<String, u32> = deployment
-            .variants
-            .iter()
-            .map(|v| (v.spec.name.clone(), v.desired_count))
-            .collect();
-        if old.keys().ne(new.keys()) {
-            return Err(ApiError::validation(format!(
-                "DeploymentConfig.RollingUpdatePolicy: a rolling update needs the same variant names in the old and new endpoint configurations (old: {:?}, new: {:?}); use a blue/green update instead",
-                old.keys().collect::<Vec<_>>(),
-                new.keys().collect::<Vec<_>>()
-            )));
-        }
-        let batch = batch.resolve(new.values().copied().max().unwrap_or(1));
-        let (rolling, first) = RollingUpdate::start(batch, wait_s, old, new);
-        for v in deployment.variants.iter_mut() {
-            v.desired_count = first.get(&v.spec.name).copied().unwrap_or(0);
-        }
-        rt.record.rolling = Some(rolling);
-    }
-    rt.record.pending = Some(deployment);
-    rt.record.operation = Some(Operation::Deploy);
-    rt.record.status = EndpointStatus::Updating;
-    rt.record.last_modified_time = t;
-    rt.record.failure_reason = None;
-    if !input.retain_deployment_config {
-        rt.record.deployment_config = input.deployment_config;
-    }
-    if let Err(e) = app
-        .store
-        .put(Kind::Endpoint, &rt.record.name, rt.record.creation_time, &rt.record)
-    {
-        rt.record = before;
-        return Err(e.into());
-    }
-    let arn = rt.record.arn.clone();
-    drop(rt);
-    h.notify.notify_one();
-    Ok(json!({ "EndpointArn": arn }))
-}
-
-/// `MaximumBatchSize` of a rolling update.
-enum BatchSize {
-    Count(u32),
-    Percent(u32),
-}
-
-impl BatchSize {
-    fn resolve(&self, fleet: u32) -> u32 {
-        match self {
-            BatchSize::Count(n) => *n,
-            BatchSize::Percent(p) => ((fleet as f64) * (*p as f64) / 100.0).ceil().max(1.0) as u32,
-        }
-    }
+    let update = UpdateEndpoint {
+        rolling: rolling_policy(input.deployment_config.as_ref())?,
+        name: input.endpoint_name,
+        config_name: input.endpoint_config_name,
+        retain_all_variant_properties: input.retain_all_variant_properties,
+        excluded,
+        deployment_config: input.deployment_config,
+        retain_deployment_config: input.retain_deployment_config,
+    };
+    command(app, Command::UpdateEndpoint(update), Some("EndpointArn")).await
 }
 
 /// Reads `DeploymentConfig`: `Some((batch, wait))` for a rolling update, `None` for blue/green.
@@ -931,26 +713,14 @@ fn rolling_policy(dc: Option<&Value>) -> Result<Option<(BatchSize, f64)>, ApiErr
 }
 
 async fn delete_endpoint(app: &Arc<App>, input: EndpointNameInput) -> Result<Value, ApiError> {
-    let h = app
-        .endpoint(&input.endpoint_name)
-        .ok_or_else(|| not_found_endpoint(app, &input.endpoint_name))?;
-    let mut rt = h.state.lock().await;
-    in_progress(app, &rt)?;
-    let before = rt.record.clone();
-    rt.record.status = EndpointStatus::Deleting;
-    rt.record.operation = None;
-    rt.record.last_modified_time = now();
-    if let Err(e) = app
-        .store
-        .put(Kind::Endpoint, &rt.record.name, rt.record.creation_time, &rt.record)
-    {
-        rt.record = before;
-        return Err(e.into());
-    }
-    drop(rt);
-    app.routes.remove(&input.endpoint_name);
-    h.notify.notify_one();
-    Ok(json!({}))
+    command(
+        app,
+        Command::DeleteEndpoint {
+            name: input.endpoint_name,
+        },
+        None,
+    )
+    .await
 }
 
 async fn list_endpoints(app: &Arc<App>, input: ListInput) -> Result<Value, ApiError> {
@@ -959,40 +729,36 @@ async fn list_endpoints(app: &Arc<App>, input: ListInput) -> Result<Value, ApiEr
     {
         return Err(ValidationError::constraint(s, "StatusEquals", "Member must satisfy enum value set: [OutOfService, Creating, Updating, SystemUpdating, RollingBack, InService, Deleting, Failed, UpdateRollbackFailed]").into());
     }
-    let mut rows = vec![];
-    for h in app.all_endpoints() {
-        let rt = h.state.lock().await;
-        if rt.deleted {
-            continue;
-        }
-        let r = &rt.record;
-        rows.push(Row {
+    let rows = control::endpoints(app)
+        .await
+        .into_iter()
+        .map(|r| Row {
             summary: json!({
                 "EndpointName": r.name,
                 "EndpointArn": r.arn,
                 "CreationTime": r.creation_time,
                 "LastModifiedTime": r.last_modified_time,
-                "EndpointStatus": r.status.as_str(),
+                "EndpointStatus": r.status().as_str(),
             }),
             name: r.name.clone(),
             created: r.creation_time,
             modified: r.last_modified_time,
-            status: r.status.as_str(),
-        });
-    }
+            status: r.status().as_str(),
+        })
+        .collect();
     list_page(&input, rows, &["Name", "CreationTime", "Status"], "Endpoints")
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct UpdateWeightsInput {
+pub(crate) struct UpdateWeightsInput {
     endpoint_name: String,
     desired_weights_and_capacities: Vec<DesiredWeightAndCapacity>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DesiredWeightAndCapacity {
+pub(crate) struct DesiredWeightAndCapacity {
     variant_name: String,
     desired_weight: Option<f64>,
     desired_instance_count: Option<i64>,
@@ -1052,146 +818,47 @@ async fn update_weights_and_capacities(app: &Arc<App>, input: UpdateWeightsInput
             count: d.desired_instance_count.map(|c| c as u32),
         })
         .collect();
-    let arn = apply_variant_changes(app, &input.endpoint_name, &changes).await?;
-    Ok(json!({ "EndpointArn": arn }))
-}
-
-/// A change of one variant's desired weight and/or instance count.
-#[derive(Debug, Clone)]
-pub struct VariantChange {
-    /// Variant name.
-    pub variant: String,
-    /// New weight.
-    pub weight: Option<f64>,
-    /// New instance count.
-    pub count: Option<u32>,
-}
-
-/// Applies desired weights and counts to an endpoint (UpdateEndpointWeightsAndCapacities and the
-/// autoscaler): refused while an operation is in flight; the endpoint goes `Updating` and its
-/// controller provisions through the pools or scales in, fallback first. Returns the ARN.
-pub async fn apply_variant_changes(
-    app: &Arc<App>,
-    endpoint: &str,
-    changes: &[VariantChange],
-) -> Result<String, ApiError> {
-    let h = app
-        .endpoint(endpoint)
-        .ok_or_else(|| not_found_endpoint(app, endpoint))?;
-    let mut rt = h.state.lock().await;
-    in_progress(app, &rt)?;
-    if rt.record.status == EndpointStatus::Failed {
-        return Err(ApiError::validation(format!(
-            "Cannot update failed endpoint \"{}\".",
-            rt.record.arn
-        )));
-    }
-    let missing: Vec<&str> = changes
-        .iter()
-        .filter(|d| !rt.record.active.variants.iter().any(|v| v.spec.name == d.variant))
-        .map(|d| d.variant.as_str())
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::validation(format!(
-            "DesiredWeightsAndCapacities.VariantName: the variant(s) \"[{}]\" are not present in endpoint \"{}\".",
-            missing.join(", "),
-            rt.record.arn
-        )));
-    }
-    let before = rt.record.clone();
-    let t = now();
-    for d in changes {
-        let v = rt
-            .record
-            .active
-            .variants
-            .iter_mut()
-            .find(|v| v.spec.name == d.variant)
-            .expect("checked above");
-        if let Some(w) = d.weight {
-            v.desired_weight = w;
-        }
-        if let Some(c) = d.count {
-            v.desired_count = c;
-            v.stalled = None;
-            v.health_failures = 0;
-            v.provisioning.finish();
-        }
-    }
-    rt.record.status = EndpointStatus::Updating;
-    rt.record.operation = Some(Operation::Scale);
-    rt.record.last_modified_time = t;
-    if let Err(e) = app
-        .store
-        .put(Kind::Endpoint, &rt.record.name, rt.record.creation_time, &rt.record)
-    {
-        rt.record = before;
-        return Err(e.into());
-    }
-    let arn = rt.record.arn.clone();
-    drop(rt);
-    h.notify.notify_one();
-    Ok(arn)
+    let cmd = Command::SetVariants {
+        endpoint: input.endpoint_name,
+        changes,
+    };
+    command(app, cmd, Some("EndpointArn")).await
 }
 
 // ---------------------------------------------------------------------------------------------
 // Tags
 
-/// Checks that an ARN names an existing resource of this server.
-async fn resolve_arn(app: &Arc<App>, arn: &str) -> Result<(), ApiError> {
-    let prefix = format!("arn:aws:sagemaker:{}:{}:", app.cfg.region, app.cfg.account_id);
-    let unknown = || ApiError::validation(format!("ResourceArn: resource \"{arn}\" does not exist"));
-    let rest = arn.strip_prefix(&prefix).ok_or_else(|| {
-        ApiError::validation(format!(
-            "ResourceArn \"{arn}\" is not an ARN of this server (expected {prefix}<model|endpoint-config|endpoint>/<name>)"
-        ))
-    })?;
-    let (kind, name) = rest.split_once('/').ok_or_else(unknown)?;
-    let exists = match kind {
-        "model" => app.store.list::<Model>(Kind::Model)?.iter().any(|m| m.model_arn == arn),
-        "endpoint-config" => app
-            .store
-            .list::<EndpointConfig>(Kind::EndpointConfig)?
-            .iter()
-            .any(|c| c.endpoint_config_arn == arn),
-        "endpoint" => {
-            let mut found = false;
-            for h in app.all_endpoints() {
-                let rt = h.state.lock().await;
-                found |= !rt.deleted && rt.record.arn == arn && !name.is_empty();
-            }
-            found
-        }
-        _ => false,
-    };
-    if exists { Ok(()) } else { Err(unknown()) }
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct AddTagsInput {
+pub(crate) struct AddTagsInput {
     resource_arn: String,
     tags: Vec<Tag>,
 }
 
 async fn add_tags(app: &Arc<App>, input: AddTagsInput) -> Result<Value, ApiError> {
     check_tags(&input.tags, "Tags")?;
-    resolve_arn(app, &input.resource_arn).await?;
-    app.store.add_tags(&input.resource_arn, &input.tags)?;
+    let tags = input.tags.clone();
+    control::apply(
+        app,
+        Command::AddTags {
+            arn: input.resource_arn,
+            tags,
+        },
+    )
+    .await?;
     Ok(json!({ "Tags": input.tags }))
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ListTagsInput {
+pub(crate) struct ListTagsInput {
     resource_arn: String,
     max_results: Option<i64>,
     next_token: Option<String>,
 }
 
 async fn list_tags(app: &Arc<App>, input: ListTagsInput) -> Result<Value, ApiError> {
-    resolve_arn(app, &input.resource_arn).await?;
-    let tags = app.store.tags(&input.resource_arn)?;
+    let tags = control::tags(app, &input.resource_arn).await?;
     let max = match input.max_results {
         None => 50,
         Some(m) if m >= 50 => m as usize,
@@ -1222,7 +889,7 @@ async fn list_tags(app: &Arc<App>, input: ListTagsInput) -> Result<Value, ApiErr
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct DeleteTagsInput {
+pub(crate) struct DeleteTagsInput {
     resource_arn: String,
     tag_keys: Vec<String>,
 }
@@ -1236,7 +903,9 @@ async fn delete_tags(app: &Arc<App>, input: DeleteTagsInput) -> Result<Value, Ap
         )
         .into());
     }
-    resolve_arn(app, &input.resource_arn).await?;
-    app.store.delete_tags(&input.resource_arn, &input.tag_keys)?;
-    Ok(json!({}))
+    let cmd = Command::DeleteTags {
+        arn: input.resource_arn,
+        keys: input.tag_keys,
+    };
+    command(app, cmd, None).await
 }

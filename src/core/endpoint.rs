@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::model::{ContainerDefinition, EndpointStatus, Tag, Timestamp, VariantSpec};
+use super::model::{ContainerDefinition, EndpointStatus, Timestamp, VariantSpec};
 use super::planner::{InstancePhase, Operation, ProvisioningState, RollingUpdate};
 
 /// One variant of a deployment, with its mutable desired state.
@@ -60,8 +60,8 @@ pub struct EndpointRecord {
     pub name: String,
     /// Endpoint ARN.
     pub arn: String,
-    /// Status.
-    pub status: EndpointStatus,
+    /// Status: written only by the lifecycle methods below.
+    status: EndpointStatus,
     /// Why the endpoint failed or the last update rolled back.
     pub failure_reason: Option<String>,
     /// Creation time.
@@ -72,19 +72,153 @@ pub struct EndpointRecord {
     pub active: Deployment,
     /// The deployment replacing `active` during `UpdateEndpoint`.
     pub pending: Option<Deployment>,
-    /// The operation in flight, if any.
-    pub operation: Option<Operation>,
+    /// The operation in flight, if any: written only by the lifecycle methods below.
+    operation: Option<Operation>,
     /// `DeploymentConfig` as given (echoed).
     pub deployment_config: Option<Value>,
     /// Set while a rolling deployment is in flight.
     #[serde(default)]
     pub rolling: Option<RollingUpdate>,
-    /// Tags given at creation (also stored in the tag table).
-    #[serde(default)]
-    pub tags: Vec<Tag>,
 }
 
+/// A move the endpoint state machine refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LifecycleError {
+    /// An operation is in flight (`Creating`, `Updating`, `Deleting`, ...).
+    #[error("Cannot update in-progress endpoint \"{arn}\".")]
+    InProgress {
+        /// The endpoint's ARN.
+        arn: String,
+    },
+    /// The endpoint failed; only deleting it is possible.
+    #[error("Cannot update failed endpoint \"{arn}\".{}", if *.deploy { "; delete it and create it again." } else { "" })]
+    Failed {
+        /// The endpoint's ARN.
+        arn: String,
+        /// Whether the refused move was an `UpdateEndpoint` (its message says what to do).
+        deploy: bool,
+    },
+}
+
+/// The longest `FailureReason` kept (AWS's limit is 1024 characters).
+const MAX_FAILURE_REASON: usize = 1024;
+
+/// Cuts a reason to [`MAX_FAILURE_REASON`] bytes on a character boundary, ending it with `...`.
+pub fn truncate_reason(mut s: String) -> String {
+    if s.len() > MAX_FAILURE_REASON {
+        let mut cut = MAX_FAILURE_REASON - 3;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+/// The endpoint state machine. These methods are the only writers of `status` and
+/// `operation`; each refuses a move that is illegal from the current state.
 impl EndpointRecord {
+    /// A new endpoint, `Creating` its first deployment.
+    pub fn create(
+        name: String,
+        arn: String,
+        active: Deployment,
+        deployment_config: Option<Value>,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            name,
+            arn,
+            status: EndpointStatus::Creating,
+            failure_reason: None,
+            creation_time: now,
+            last_modified_time: now,
+            active,
+            pending: None,
+            operation: Some(Operation::Create),
+            deployment_config,
+            rolling: None,
+        }
+    }
+
+    /// The endpoint's status.
+    pub fn status(&self) -> EndpointStatus {
+        self.status
+    }
+
+    /// The operation in flight.
+    pub fn operation(&self) -> Option<Operation> {
+        self.operation
+    }
+
+    /// Whether `op` may begin now: never while an operation is in flight or the endpoint is
+    /// deleting, and only `DeleteEndpoint` once it failed.
+    pub fn check_begin(&self, op: Operation) -> Result<(), LifecycleError> {
+        if self.status.in_progress() || self.operation.is_some() {
+            return Err(LifecycleError::InProgress { arn: self.arn.clone() });
+        }
+        if self.status == EndpointStatus::Failed {
+            return Err(LifecycleError::Failed {
+                arn: self.arn.clone(),
+                deploy: op == Operation::Deploy,
+            });
+        }
+        Ok(())
+    }
+
+    /// Begins an `UpdateEndpoint` (`Deploy`) or a scaling (`Scale`): the endpoint goes
+    /// `Updating`. A deployment also clears the last failure. `Create` begins only with
+    /// [`EndpointRecord::create`].
+    pub fn begin(&mut self, op: Operation, now: Timestamp) -> Result<(), LifecycleError> {
+        self.check_begin(op)?;
+        if op == Operation::Create {
+            return Err(LifecycleError::InProgress { arn: self.arn.clone() });
+        }
+        self.status = super::planner::status_during(op);
+        self.operation = Some(op);
+        self.last_modified_time = now;
+        if op == Operation::Deploy {
+            self.failure_reason = None;
+        }
+        Ok(())
+    }
+
+    /// Begins deleting: refused while an operation is in flight (a failed endpoint can be
+    /// deleted).
+    pub fn begin_delete(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        if self.status.in_progress() {
+            return Err(LifecycleError::InProgress { arn: self.arn.clone() });
+        }
+        self.status = EndpointStatus::Deleting;
+        self.operation = None;
+        self.last_modified_time = now;
+        Ok(())
+    }
+
+    /// The operation in flight ended and the endpoint serves (`InService`): provisioning state,
+    /// health verdicts and status messages of every variant are cleared.
+    pub fn finish(&mut self, now: Timestamp) {
+        self.rolling = None;
+        self.status = EndpointStatus::InService;
+        self.operation = None;
+        self.last_modified_time = now;
+        for dep in std::iter::once(&mut self.active).chain(self.pending.iter_mut()) {
+            for v in dep.variants.iter_mut() {
+                v.provisioning.finish();
+                v.unhealthy = None;
+                v.status_message = None;
+            }
+        }
+    }
+
+    /// Creation failed: the endpoint is `Failed` with `reason` (cut to AWS's length).
+    pub fn fail(&mut self, reason: String, now: Timestamp) {
+        self.finish(now);
+        self.status = EndpointStatus::Failed;
+        self.failure_reason = Some(truncate_reason(reason));
+    }
+
     /// Every deployment, active first.
     pub fn deployments(&self) -> impl Iterator<Item = &Deployment> {
         std::iter::once(&self.active).chain(self.pending.iter())

@@ -1,0 +1,622 @@
+//! The command boundary. The HTTP edge (`api/`) parses each request into a typed operation,
+//! turns the operations that change anything into a [`Command`] and hands it to [`apply`],
+//! which returns an [`Outcome`] or a typed [`ControlError`]; the autoscaler uses the same
+//! commands. Reads go through the query functions here too, so `api/` never touches the store.
+//!
+//! `control` changes the desired state under the endpoint lock, persists it before answering,
+//! and wakes the endpoint's controller; it never launches or stops instances itself. Status
+//! moves only through the core's lifecycle methods (`EndpointRecord::begin`, ...).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::app::{App, EndpointRuntime, now};
+use crate::core::endpoint::{DeployedVariant, Deployment, EndpointRecord, LifecycleError};
+use crate::core::model::{EndpointConfig, Model, Tag, Timestamp};
+use crate::core::planner::{Operation, ProvisioningState, RollingUpdate};
+use crate::core::validate::{self, ValidationError};
+use crate::store::{Kind, StoreError};
+
+/// Why a command or query was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No such resource.
+    #[error("Could not find {} \"{arn}\".", kind.noun())]
+    NotFound {
+        /// Its kind.
+        kind: ResourceKind,
+        /// Its ARN.
+        arn: String,
+    },
+    /// A resource of that kind and name exists already.
+    #[error("Cannot create already existing {} \"{arn}\".", kind.noun())]
+    AlreadyExists {
+        /// Its kind.
+        kind: ResourceKind,
+        /// Its ARN.
+        arn: String,
+    },
+    /// The endpoint's state machine refused the move.
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    /// The command's input breaks a rule (the message names the member and the rule).
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The store failed; nothing was changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The SageMaker resources spillway keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    /// `CreateModel`.
+    Model,
+    /// `CreateEndpointConfig`.
+    EndpointConfig,
+    /// `CreateEndpoint`.
+    Endpoint,
+}
+
+impl ResourceKind {
+    /// The kind as it appears in ARNs.
+    pub fn arn_kind(self) -> &'static str {
+        match self {
+            Self::Model => "model",
+            Self::EndpointConfig => "endpoint-config",
+            Self::Endpoint => "endpoint",
+        }
+    }
+
+    /// The kind as AWS names it in messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Model => "model",
+            Self::EndpointConfig => "endpoint configuration",
+            Self::Endpoint => "endpoint",
+        }
+    }
+
+    fn store_kind(self) -> Kind {
+        match self {
+            Self::Model => Kind::Model,
+            Self::EndpointConfig => Kind::EndpointConfig,
+            Self::Endpoint => Kind::Endpoint,
+        }
+    }
+}
+
+/// A stored SageMaker resource whose whole description is its document (models, endpoint
+/// configurations): created, described, listed and deleted the same way.
+pub trait Document: serde::Serialize + DeserializeOwned {
+    /// Which kind it is.
+    const KIND: ResourceKind;
+    /// Its name.
+    fn name(&self) -> &str;
+    /// Its ARN.
+    fn arn(&self) -> &str;
+    /// When it was created.
+    fn creation_time(&self) -> Timestamp;
+}
+
+impl Document for Model {
+    const KIND: ResourceKind = ResourceKind::Model;
+    fn name(&self) -> &str {
+        &self.model_name
+    }
+    fn arn(&self) -> &str {
+        &self.model_arn
+    }
+    fn creation_time(&self) -> Timestamp {
+        self.creation_time
+    }
+}
+
+impl Document for EndpointConfig {
+    const KIND: ResourceKind = ResourceKind::EndpointConfig;
+    fn name(&self) -> &str {
+        &self.endpoint_config_name
+    }
+    fn arn(&self) -> &str {
+        &self.endpoint_config_arn
+    }
+    fn creation_time(&self) -> Timestamp {
+        self.creation_time
+    }
+}
+
+/// A change of one variant's desired weight and/or instance count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariantChange {
+    /// Variant name.
+    pub variant: String,
+    /// New weight.
+    pub weight: Option<f64>,
+    /// New instance count.
+    pub count: Option<u32>,
+}
+
+/// `MaximumBatchSize` of a rolling update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    /// A number of instances.
+    Count(u32),
+    /// A percentage of the fleet.
+    Percent(u32),
+}
+
+impl BatchSize {
+    fn resolve(self, fleet: u32) -> u32 {
+        match self {
+            BatchSize::Count(n) => n,
+            BatchSize::Percent(p) => ((fleet as f64) * (p as f64) / 100.0).ceil().max(1.0) as u32,
+        }
+    }
+}
+
+/// `UpdateEndpoint`, validated at the edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateEndpoint {
+    /// The endpoint.
+    pub name: String,
+    /// The new endpoint configuration.
+    pub config_name: String,
+    /// Keep the variants' current counts and weights.
+    pub retain_all_variant_properties: bool,
+    /// Properties not retained (`DesiredInstanceCount`, `DesiredWeight`, `DataCaptureConfig`).
+    pub excluded: Vec<String>,
+    /// `Some((batch, wait seconds))` for a rolling update, `None` for blue/green.
+    pub rolling: Option<(BatchSize, f64)>,
+    /// `DeploymentConfig` as given.
+    pub deployment_config: Option<Value>,
+    /// Keep the current `DeploymentConfig` instead.
+    pub retain_deployment_config: bool,
+}
+
+/// Every change a client, the operator or the autoscaler can ask of spillway.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `CreateModel`.
+    CreateModel {
+        /// The model, validated.
+        model: Model,
+        /// Its tags.
+        tags: Vec<Tag>,
+    },
+    /// `CreateEndpointConfig`.
+    CreateEndpointConfig {
+        /// The configuration, validated against the models that exist.
+        config: EndpointConfig,
+        /// Its tags.
+        tags: Vec<Tag>,
+    },
+    /// `DeleteModel` or `DeleteEndpointConfig`.
+    DeleteDocument {
+        /// `Model` or `EndpointConfig`.
+        kind: ResourceKind,
+        /// Its name.
+        name: String,
+    },
+    /// `CreateEndpoint`.
+    CreateEndpoint {
+        /// The endpoint's name.
+        name: String,
+        /// The configuration it is built from.
+        config_name: String,
+        /// `DeploymentConfig` as given.
+        deployment_config: Option<Value>,
+        /// Its tags.
+        tags: Vec<Tag>,
+    },
+    /// `UpdateEndpoint`.
+    UpdateEndpoint(UpdateEndpoint),
+    /// `DeleteEndpoint`.
+    DeleteEndpoint {
+        /// The endpoint.
+        name: String,
+    },
+    /// `UpdateEndpointWeightsAndCapacities`, and the autoscaler's scaling.
+    SetVariants {
+        /// The endpoint.
+        endpoint: String,
+        /// The changes, one per variant.
+        changes: Vec<VariantChange>,
+    },
+    /// `AddTags`.
+    AddTags {
+        /// The resource.
+        arn: String,
+        /// Tags to add or overwrite.
+        tags: Vec<Tag>,
+    },
+    /// `DeleteTags`.
+    DeleteTags {
+        /// The resource.
+        arn: String,
+        /// Keys to remove.
+        keys: Vec<String>,
+    },
+    /// `PUT`/`DELETE /_spillway/capacity/{type}`: pin a type's slots at run time, or unpin.
+    SetCapacity {
+        /// A catalog instance type.
+        instance_type: String,
+        /// The pin, `None` to remove it.
+        slots: Option<u32>,
+    },
+}
+
+/// What an accepted command produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The ARN of the resource created or changed.
+    Arn(String),
+    /// Done; nothing to report.
+    Done,
+}
+
+/// Applies one command. Every accepted change is durable before this returns.
+pub async fn apply(app: &Arc<App>, command: Command) -> Result<Outcome, ControlError> {
+    match command {
+        Command::CreateModel { model, tags } => create_document(app, &model, &tags),
+        Command::CreateEndpointConfig { config, tags } => create_document(app, &config, &tags),
+        Command::DeleteDocument { kind, name } => {
+            let arn = app.arn(kind.arn_kind(), &name);
+            if !app.store.delete(kind.store_kind(), &name, &arn)? {
+                return Err(not_found(app, kind, &name));
+            }
+            Ok(Outcome::Done)
+        }
+        Command::CreateEndpoint {
+            name,
+            config_name,
+            deployment_config,
+            tags,
+        } => create_endpoint(app, name, &config_name, deployment_config, &tags),
+        Command::UpdateEndpoint(u) => update_endpoint(app, u).await,
+        Command::DeleteEndpoint { name } => delete_endpoint(app, &name).await,
+        Command::SetVariants { endpoint, changes } => set_variants(app, &endpoint, &changes).await,
+        Command::AddTags { arn, tags } => {
+            resolve_arn(app, &arn).await?;
+            app.store.add_tags(&arn, &tags)?;
+            Ok(Outcome::Done)
+        }
+        Command::DeleteTags { arn, keys } => {
+            resolve_arn(app, &arn).await?;
+            app.store.delete_tags(&arn, &keys)?;
+            Ok(Outcome::Done)
+        }
+        Command::SetCapacity { instance_type, slots } => {
+            app.store.set_capacity_override(&instance_type, slots)?;
+            app.provider.set_slots(&instance_type, slots);
+            match slots {
+                Some(slots) => tracing::info!(%instance_type, slots, "capacity pinned at run time"),
+                None => tracing::info!(%instance_type, "run-time capacity pin removed"),
+            }
+            capacity_changed(app, &instance_type).await;
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+fn not_found(app: &App, kind: ResourceKind, name: &str) -> ControlError {
+    ControlError::NotFound {
+        kind,
+        arn: app.arn(kind.arn_kind(), name),
+    }
+}
+
+fn create_document<T: Document>(app: &App, doc: &T, tags: &[Tag]) -> Result<Outcome, ControlError> {
+    let kind = T::KIND;
+    if !app
+        .store
+        .insert_tagged(kind.store_kind(), doc.name(), doc.creation_time(), doc, doc.arn(), tags)?
+    {
+        return Err(ControlError::AlreadyExists {
+            kind,
+            arn: doc.arn().to_string(),
+        });
+    }
+    Ok(Outcome::Arn(doc.arn().to_string()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries
+
+/// A model or endpoint configuration by name.
+pub fn document<T: Document>(app: &App, name: &str) -> Result<T, ControlError> {
+    app.store
+        .get(T::KIND.store_kind(), name)?
+        .ok_or_else(|| not_found(app, T::KIND, name))
+}
+
+/// Every model or every endpoint configuration.
+pub fn documents<T: Document>(app: &App) -> Result<Vec<T>, ControlError> {
+    Ok(app.store.list(T::KIND.store_kind())?)
+}
+
+/// Whether a model of that name exists (for validating configurations).
+pub fn model_exists(app: &App, name: &str) -> bool {
+    app.store.exists(Kind::Model, name).unwrap_or(false)
+}
+
+/// A copy of an endpoint's record and instances, as `DescribeEndpoint` shows them.
+pub async fn endpoint(app: &App, name: &str) -> Result<EndpointRuntime, ControlError> {
+    let h = app
+        .endpoint(name)
+        .ok_or_else(|| not_found(app, ResourceKind::Endpoint, name))?;
+    let rt = h.state.lock().await;
+    if rt.deleted {
+        return Err(not_found(app, ResourceKind::Endpoint, name));
+    }
+    Ok(EndpointRuntime {
+        record: rt.record.clone(),
+        instances: rt.instances.clone(),
+        deleted: false,
+    })
+}
+
+/// Every live endpoint's record.
+pub async fn endpoints(app: &App) -> Vec<EndpointRecord> {
+    let mut out = vec![];
+    for h in app.all_endpoints() {
+        let rt = h.state.lock().await;
+        if !rt.deleted {
+            out.push(rt.record.clone());
+        }
+    }
+    out
+}
+
+/// The tags of an existing resource.
+pub async fn tags(app: &Arc<App>, arn: &str) -> Result<Vec<Tag>, ControlError> {
+    resolve_arn(app, arn).await?;
+    Ok(app.store.tags(arn)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endpoints
+
+/// Builds a deployment from a stored configuration: validates it again (models may have been
+/// deleted since) and snapshots the models it runs.
+fn build_deployment(app: &App, config_name: &str, t: Timestamp) -> Result<Deployment, ControlError> {
+    validate::name(config_name, "EndpointConfigName")?;
+    let cfg: EndpointConfig = document(app, config_name)?;
+    let specs =
+        validate::production_variants(&cfg.production_variants, &|n: &str| model_exists(app, n), &|n: &str| {
+            app.arn("model", n)
+        })?;
+    let mut models = BTreeMap::new();
+    for spec in &specs {
+        for pool in &spec.pools {
+            if models.contains_key(&pool.model_name) {
+                continue;
+            }
+            let m: Model = document(app, &pool.model_name)?;
+            models.insert(pool.model_name.clone(), m.primary_container.unwrap_or_default());
+        }
+    }
+    Ok(Deployment {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        config_name: config_name.to_string(),
+        start_time: t,
+        variants: specs
+            .into_iter()
+            .map(|spec| DeployedVariant {
+                desired_count: spec.initial_instance_count,
+                desired_weight: spec.initial_weight,
+                spec,
+                provisioning: ProvisioningState::default(),
+                stalled: None,
+                health_failures: 0,
+                unhealthy: None,
+                status_message: None,
+            })
+            .collect(),
+        models,
+    })
+}
+
+fn create_endpoint(
+    app: &Arc<App>,
+    name: String,
+    config_name: &str,
+    deployment_config: Option<Value>,
+    tags: &[Tag],
+) -> Result<Outcome, ControlError> {
+    let arn = app.arn("endpoint", &name);
+    let exists = || ControlError::AlreadyExists {
+        kind: ResourceKind::Endpoint,
+        arn: arn.clone(),
+    };
+    if app.endpoint(&name).is_some() || app.store.exists(Kind::Endpoint, &name)? {
+        return Err(exists());
+    }
+    let t = now();
+    let deployment = build_deployment(app, config_name, t)?;
+    let record = EndpointRecord::create(name, arn.clone(), deployment, deployment_config, t);
+    if !app
+        .store
+        .insert_tagged(Kind::Endpoint, &record.name, t, &record, &arn, tags)?
+    {
+        return Err(exists());
+    }
+    app.register(record, vec![]);
+    Ok(Outcome::Arn(arn))
+}
+
+/// Runs `change` on an endpoint's record under its lock, persists the result and wakes its
+/// controller; a refused change or a failed write leaves the record as it was.
+async fn change_endpoint(
+    app: &App,
+    name: &str,
+    change: impl FnOnce(&mut EndpointRuntime) -> Result<(), ControlError>,
+) -> Result<Outcome, ControlError> {
+    let h = app
+        .endpoint(name)
+        .ok_or_else(|| not_found(app, ResourceKind::Endpoint, name))?;
+    let mut rt = h.state.lock().await;
+    if rt.deleted {
+        return Err(not_found(app, ResourceKind::Endpoint, name));
+    }
+    let before = rt.record.clone();
+    let stored = change(&mut rt).and_then(|()| {
+        Ok(app
+            .store
+            .put(Kind::Endpoint, &rt.record.name, rt.record.creation_time, &rt.record)?)
+    });
+    if let Err(e) = stored {
+        rt.record = before;
+        return Err(e);
+    }
+    let arn = rt.record.arn.clone();
+    drop(rt);
+    h.notify.notify_one();
+    Ok(Outcome::Arn(arn))
+}
+
+async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, ControlError> {
+    endpoint(app, &u.name).await?;
+    let t = now();
+    let mut deployment = build_deployment(app, &u.config_name, t)?;
+    change_endpoint(app, &u.name, |rt| {
+        rt.record.check_begin(Operation::Deploy)?;
+        if rt.record.active.config_name == u.config_name {
+            return Err(ValidationError(format!(
+                "EndpointConfigName: endpoint \"{}\" already uses endpoint configuration {}; update it to a new configuration",
+                rt.record.arn, u.config_name
+            ))
+            .into());
+        }
+        if u.retain_all_variant_properties {
+            for v in deployment.variants.iter_mut() {
+                if let Some(old) = rt.record.active.variants.iter().find(|o| o.spec.name == v.spec.name) {
+                    if !u.excluded.iter().any(|e| e == "DesiredInstanceCount") {
+                        v.desired_count = old.desired_count;
+                    }
+                    if !u.excluded.iter().any(|e| e == "DesiredWeight") {
+                        v.desired_weight = old.desired_weight;
+                    }
+                }
+            }
+        }
+        rt.record.rolling = None;
+        if let Some((batch, wait_s)) = u.rolling {
+            let counts = |d: &Deployment| -> BTreeMap<String, u32> {
+                d.variants
+                    .iter()
+                    .map(|v| (v.spec.name.clone(), v.desired_count))
+                    .collect()
+            };
+            let (old, new) = (counts(&rt.record.active), counts(&deployment));
+            if old.keys().ne(new.keys()) {
+                return Err(ValidationError(format!(
+                    "DeploymentConfig.RollingUpdatePolicy: a rolling update needs the same variant names in the old and new endpoint configurations (old: {:?}, new: {:?}); use a blue/green update instead",
+                    old.keys().collect::<Vec<_>>(),
+                    new.keys().collect::<Vec<_>>()
+                ))
+                .into());
+            }
+            let batch = batch.resolve(new.values().copied().max().unwrap_or(1));
+            let (rolling, first) = RollingUpdate::start(batch, wait_s, old, new);
+            for v in deployment.variants.iter_mut() {
+                v.desired_count = first.get(&v.spec.name).copied().unwrap_or(0);
+            }
+            rt.record.rolling = Some(rolling);
+        }
+        rt.record.pending = Some(deployment);
+        rt.record.begin(Operation::Deploy, t)?;
+        if !u.retain_deployment_config {
+            rt.record.deployment_config = u.deployment_config;
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn delete_endpoint(app: &Arc<App>, name: &str) -> Result<Outcome, ControlError> {
+    change_endpoint(app, name, |rt| Ok(rt.record.begin_delete(now())?)).await?;
+    app.routes.remove(name);
+    Ok(Outcome::Done)
+}
+
+/// Applies desired weights and counts (UpdateEndpointWeightsAndCapacities and the autoscaler):
+/// refused while an operation is in flight or once the endpoint failed; the endpoint goes
+/// `Updating` and its controller provisions through the pools or scales in, fallback first.
+async fn set_variants(app: &App, endpoint: &str, changes: &[VariantChange]) -> Result<Outcome, ControlError> {
+    change_endpoint(app, endpoint, |rt| {
+        rt.record.check_begin(Operation::Scale)?;
+        let missing: Vec<&str> = changes
+            .iter()
+            .filter(|d| !rt.record.active.variants.iter().any(|v| v.spec.name == d.variant))
+            .map(|d| d.variant.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ValidationError(format!(
+                "DesiredWeightsAndCapacities.VariantName: the variant(s) \"[{}]\" are not present in endpoint \"{}\".",
+                missing.join(", "),
+                rt.record.arn
+            ))
+            .into());
+        }
+        for d in changes {
+            let Some(v) = rt.record.active.variants.iter_mut().find(|v| v.spec.name == d.variant) else {
+                continue;
+            };
+            if let Some(w) = d.weight {
+                v.desired_weight = w;
+            }
+            if let Some(c) = d.count {
+                v.desired_count = c;
+                v.stalled = None;
+                v.health_failures = 0;
+                v.provisioning.finish();
+            }
+        }
+        Ok(rt.record.begin(Operation::Scale, now())?)
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tags and capacity
+
+/// Checks that an ARN names an existing resource of this server.
+async fn resolve_arn(app: &App, arn: &str) -> Result<(), ControlError> {
+    let prefix = format!("arn:aws:sagemaker:{}:{}:", app.cfg.region, app.cfg.account_id);
+    let unknown = || ValidationError(format!("ResourceArn: resource \"{arn}\" does not exist"));
+    let rest = arn.strip_prefix(&prefix).ok_or_else(|| {
+        ValidationError(format!(
+            "ResourceArn \"{arn}\" is not an ARN of this server (expected {prefix}<model|endpoint-config|endpoint>/<name>)"
+        ))
+    })?;
+    let (kind, name) = rest.split_once('/').ok_or_else(unknown)?;
+    let exists = match kind {
+        "model" => documents::<Model>(app)?.iter().any(|m| m.model_arn == arn),
+        "endpoint-config" => documents::<EndpointConfig>(app)?
+            .iter()
+            .any(|c| c.endpoint_config_arn == arn),
+        "endpoint" => !name.is_empty() && endpoints(app).await.iter().any(|r| r.arn == arn),
+        _ => false,
+    };
+    if exists { Ok(()) } else { Err(unknown().into()) }
+}
+
+/// Capacity of `instance_type` changed by an operator: forget its back-off and wake every
+/// controller so stalled variants may make progress.
+async fn capacity_changed(app: &App, instance_type: &str) {
+    app.ice().forget(instance_type);
+    for h in app.all_endpoints() {
+        let mut rt = h.state.lock().await;
+        let rec = &mut rt.record;
+        for d in std::iter::once(&mut rec.active).chain(rec.pending.iter_mut()) {
+            for v in d.variants.iter_mut() {
+                v.stalled = None;
+            }
+        }
+        drop(rt);
+        h.notify.notify_one();
+    }
+}
