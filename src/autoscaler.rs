@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::api::error::ApiError;
 use crate::api::sagemaker::{VariantChange, apply_variant_changes};
-use crate::app::{App, now};
+use crate::app::App;
 use crate::core::model::{EndpointStatus, Timestamp};
 use crate::core::planner::InstancePhase;
 use crate::core::scaling::{self, Bounds, History, TargetTracking};
@@ -435,7 +435,7 @@ fn suspended(target: &ScalableTarget, key: &str) -> bool {
 }
 
 async fn evaluate_all(app: &Arc<App>) -> Result<(), ApiError> {
-    let t = now();
+    let t = app.clock.now();
     finish_activities(app, t).await?;
     let policies = app.store.list::<ScalingPolicy>(Kind::ScalingPolicy)?;
     for target in app.store.list::<ScalableTarget>(Kind::ScalableTarget)? {

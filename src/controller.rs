@@ -13,7 +13,7 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use crate::app::{App, EndpointHandle, EndpointRuntime, now};
+use crate::app::{App, EndpointHandle, EndpointRuntime};
 use crate::core::catalog;
 use crate::core::endpoint::{Deployment, Event, InstanceRecord};
 use crate::core::model::{EndpointStatus, PoolSpec, Timestamp};
@@ -129,6 +129,7 @@ async fn pass(app: &Arc<App>, h: &EndpointHandle) -> bool {
                     let mut rt = h.state.lock().await;
                     rt.instances.retain(|i| i.instance_id != inst.instance_id);
                     app.event(event(
+                        app,
                         &rt.record.name,
                         &inst,
                         "InstanceTerminated",
@@ -155,9 +156,9 @@ fn persist(app: &App, rt: &mut EndpointRuntime) {
     }
 }
 
-fn event(endpoint: &str, inst: &InstanceRecord, kind: &str, result: Option<&str>, message: String) -> Event {
+fn event(app: &App, endpoint: &str, inst: &InstanceRecord, kind: &str, result: Option<&str>, message: String) -> Event {
     Event {
-        time: now(),
+        time: app.clock.now(),
         endpoint_name: endpoint.to_string(),
         variant_name: Some(inst.variant_name.clone()),
         kind: kind.into(),
@@ -169,9 +170,9 @@ fn event(endpoint: &str, inst: &InstanceRecord, kind: &str, result: Option<&str>
     }
 }
 
-fn endpoint_event(endpoint: &str, kind: &str, message: String) -> Event {
+fn endpoint_event(app: &App, endpoint: &str, kind: &str, message: String) -> Event {
     Event {
-        time: now(),
+        time: app.clock.now(),
         endpoint_name: endpoint.to_string(),
         variant_name: None,
         kind: kind.into(),
@@ -235,7 +236,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
     while let Some(Ok(r)) = set.join_next().await {
         results.push(r);
     }
-    let t = now();
+    let t = app.clock.now();
     let mut rt = h.state.lock().await;
     let before = rt.record.clone();
     let before_instances = rt.instances.clone();
@@ -254,6 +255,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
                     o.state = InstancePhase::Terminating;
                     let (old_type, old_prio) = (o.instance_type.clone(), o.priority);
                     app.event(event(
+                        app,
                         &endpoint,
                         &inst,
                         "MigrationShift",
@@ -265,6 +267,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
                     ));
                 }
                 app.event(event(
+                    app,
                     &endpoint,
                     &inst,
                     "InstanceHealthy",
@@ -290,6 +293,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
             (InstancePhase::InService, Liveness::Exited(status), _) => {
                 rt.instances[idx].state = InstancePhase::Terminating;
                 app.event(event(
+                    app,
                     &endpoint,
                     &inst,
                     "InstanceExited",
@@ -303,6 +307,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
                 if rt.instances[idx].failed_pings >= MAX_FAILED_PINGS {
                     rt.instances[idx].state = InstancePhase::Terminating;
                     app.event(event(
+                        app,
                         &endpoint,
                         &inst,
                         "InstanceUnhealthy",
@@ -325,7 +330,14 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
                 "The primary container for production variant {} did not pass the ping health check: {detail} (instance {} of type {}; logs in {log_dir}).",
                 inst.variant_name, inst.instance_id, inst.instance_type
             );
-            app.event(event(&endpoint, &inst, "HealthCheckFailed", Some("Failed"), detail));
+            app.event(event(
+                app,
+                &endpoint,
+                &inst,
+                "HealthCheckFailed",
+                Some("Failed"),
+                detail,
+            ));
             note_health_failure(app, &mut rt, &inst, reason);
         }
     }
@@ -355,13 +367,15 @@ fn note_health_failure(app: &App, rt: &mut EndpointRuntime, inst: &InstanceRecor
     if inst.replaces.is_some() {
         // A failed migration does not touch the serving fleet; the type rests like after an
         // insufficient-capacity answer so the next attempt does not come at once.
+        let t = app.clock.now();
         let entry = app.ice().record_ice(
             &inst.instance_type,
             "a surge instance failed its health check",
-            now(),
+            t,
             app.backoff(),
         );
         app.event(event(
+            app,
             &rt.record.name,
             inst,
             "MigrationFailed",
@@ -369,7 +383,7 @@ fn note_health_failure(app: &App, rt: &mut EndpointRuntime, inst: &InstanceRecor
             format!(
                 "{reason}; no migration to {} for {:.0}s",
                 inst.instance_type,
-                entry.next_probe - now()
+                entry.next_probe - t
             ),
         ));
         return;
@@ -393,7 +407,7 @@ fn note_health_failure(app: &App, rt: &mut EndpointRuntime, inst: &InstanceRecor
             inst.variant_name, v.health_failures
         );
         v.stalled = Some(msg.clone());
-        app.event(endpoint_event(&endpoint, "CrashLoop", msg));
+        app.event(endpoint_event(app, &endpoint, "CrashLoop", msg));
     }
 }
 
@@ -451,7 +465,7 @@ fn mark_terminating(rt: &mut EndpointRuntime, ids: &[String]) -> Vec<InstanceRec
 
 /// Decides what to do next, under the endpoint lock.
 fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
-    let t = now();
+    let t = app.clock.now();
     let name = rt.record.name.clone();
     // Stopping instances comes first: they are out of routing already.
     let stopping: Vec<InstanceRecord> = rt
@@ -484,6 +498,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
             rt.deleted = true;
             app.unregister(&name);
             app.event(endpoint_event(
+                app,
                 &name,
                 "EndpointDeleted",
                 "every instance stopped; endpoint deleted".into(),
@@ -568,6 +583,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     let victims = mark_terminating(rt, &ids);
                     for inst in &victims {
                         app.event(event(
+                            app,
                             &name,
                             inst,
                             "ScaleIn",
@@ -614,7 +630,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                         let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
                         vm.provisioning.finish();
                         vm.stalled = Some(reason.clone());
-                        app.event(endpoint_event(&name, "ReplacementShortfall", reason));
+                        app.event(endpoint_event(app, &name, "ReplacementShortfall", reason));
                         VariantOutcome::Ready
                     } else {
                         VariantOutcome::Shortfall(reason)
@@ -633,6 +649,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
         if progress != RollingProgress::Done {
             if progress == RollingProgress::NextBatch {
                 app.event(endpoint_event(
+                    app,
                     &name,
                     "RollingBatch",
                     "batch in service and baked; provisioning the next batch through the pools".into(),
@@ -657,6 +674,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     .collect();
                 mark_terminating(rt, &ids);
                 app.event(endpoint_event(
+                    app,
                     &name,
                     "DeploymentComplete",
                     format!(
@@ -669,6 +687,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
             }
             rt.record.failure_reason = None;
             app.event(endpoint_event(
+                app,
                 &name,
                 "EndpointInService",
                 "every variant has its desired instances in service".into(),
@@ -681,7 +700,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
             rt.record.failure_reason = Some(truncate(reason.clone()));
             let ids: Vec<String> = rt.instances.iter().map(|i| i.instance_id.clone()).collect();
             mark_terminating(rt, &ids);
-            app.event(endpoint_event(&name, "EndpointFailed", reason));
+            app.event(endpoint_event(app, &name, "EndpointFailed", reason));
             Next::Idle
         }
         EndpointDecision::RollBack(reason) => {
@@ -704,7 +723,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
             }
             let msg = format!("Update rolled back; the endpoint keeps serving its previous configuration. {reason}");
             rt.record.failure_reason = Some(truncate(msg.clone()));
-            app.event(endpoint_event(&name, "UpdateRolledBack", msg));
+            app.event(endpoint_event(app, &name, "UpdateRolledBack", msg));
             Next::Idle
         }
         EndpointDecision::AcceptShortfall(reason) => {
@@ -715,7 +734,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                 }
                 v.provisioning.finish();
             }
-            app.event(endpoint_event(&name, "ScaleOutShortfall", reason));
+            app.event(endpoint_event(app, &name, "ScaleOutShortfall", reason));
             Next::Idle
         }
     }
@@ -812,7 +831,7 @@ struct Launch<'a> {
 
 /// Applies the outcome of a launch.
 fn record_launch(app: &App, rt: &mut EndpointRuntime, l: Launch<'_>, result: Result<Launched, LaunchError>) {
-    let t = now();
+    let t = app.clock.now();
     let name = rt.record.name.clone();
     let pool = l.pool;
     let record = |state: InstancePhase, launched: &Launched| InstanceRecord {

@@ -23,7 +23,7 @@ pub async fn health() -> Json<Value> {
 /// and spillway's ICE memory (available, or backing off with reason, first and last seen,
 /// consecutive answers, next probe).
 pub async fn capacity(State(app): State<Arc<App>>) -> Json<Value> {
-    let now = crate::app::now();
+    let now = app.clock.now();
     let mut rows: std::collections::BTreeMap<String, Value> = app
         .provider
         .capacity()
@@ -256,7 +256,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
             }
         }
     }
-    let now = crate::app::now();
+    let now = app.clock.now();
     prom.type_available.clear();
     prom.type_backoff_seconds.clear();
     let ice = app.ice();

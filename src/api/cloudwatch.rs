@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
-use crate::app::{App, now};
+use crate::app::App;
 use crate::core::model::Timestamp;
 use crate::core::scaling::{eval_expression, expression_refs};
 use crate::metrics::{INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start};
@@ -95,7 +95,7 @@ const UNITS: &[&str] = &[
 /// Answers one CloudWatch request (the whole response: JSON 1.0 content type, request id and,
 /// for errors, the query-compatibility header).
 pub fn respond(app: &App, op: &str, body: &[u8], request_id: &str) -> Response {
-    let result = parse_body(body).and_then(|input| dispatch(&app.metrics, op, &input, now()));
+    let result = parse_body(body).and_then(|input| dispatch(&app.metrics, op, &input, app.clock.now()));
     let mut resp = match result {
         Ok(v) => ([("content-type", CONTENT_TYPE)], v.to_string()).into_response(),
         Err(e) => {

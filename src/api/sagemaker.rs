@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
-use crate::app::{App, EndpointRuntime, now};
+use crate::app::{App, EndpointRuntime};
 use crate::core::endpoint::{DeployedVariant, Deployment, EndpointRecord};
 use crate::core::model::{
     ContainerDefinition, EndpointConfig, EndpointStatus, Model, ProductionVariant, Tag, Timestamp,
@@ -354,7 +354,7 @@ fn create_model(app: &App, input: CreateModelInput) -> Result<Value, ApiError> {
             }
         }
     }
-    let t = now();
+    let t = app.clock.now();
     let model = Model {
         model_name: input.model_name.clone(),
         model_arn: app.arn("model", &input.model_name),
@@ -453,7 +453,7 @@ fn create_endpoint_config(app: &App, input: CreateEndpointConfigInput) -> Result
     check_tags(&input.tags, "Tags")?;
     let (exists, arn) = model_checks(app);
     validate::production_variants(&input.production_variants, &exists, &arn)?;
-    let t = now();
+    let t = app.clock.now();
     let cfg = EndpointConfig {
         endpoint_config_arn: app.arn("endpoint-config", &input.endpoint_config_name),
         endpoint_config_name: input.endpoint_config_name,
@@ -581,7 +581,7 @@ fn create_endpoint(app: &Arc<App>, input: CreateEndpointInput) -> Result<Value, 
             "Cannot create already existing endpoint \"{arn}\"."
         )));
     }
-    let t = now();
+    let t = app.clock.now();
     let deployment = build_deployment(app, &input.endpoint_config_name, t)?;
     let record = EndpointRecord {
         name: input.endpoint_name.clone(),
@@ -784,7 +784,7 @@ async fn update_endpoint(app: &Arc<App>, input: UpdateEndpointInput) -> Result<V
         }
     }
     let rolling_policy = rolling_policy(input.deployment_config.as_ref())?;
-    let t = now();
+    let t = app.clock.now();
     let mut deployment = build_deployment(app, &input.endpoint_config_name, t)?;
     let mut rt = h.state.lock().await;
     in_progress(app, &rt)?;
@@ -939,7 +939,7 @@ async fn delete_endpoint(app: &Arc<App>, input: EndpointNameInput) -> Result<Val
     let before = rt.record.clone();
     rt.record.status = EndpointStatus::Deleting;
     rt.record.operation = None;
-    rt.record.last_modified_time = now();
+    rt.record.last_modified_time = app.clock.now();
     if let Err(e) = app
         .store
         .put(Kind::Endpoint, &rt.record.name, rt.record.creation_time, &rt.record)
@@ -1099,7 +1099,7 @@ pub async fn apply_variant_changes(
         )));
     }
     let before = rt.record.clone();
-    let t = now();
+    let t = app.clock.now();
     for d in changes {
         let v = rt
             .record
