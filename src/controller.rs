@@ -9,8 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::app::{App, EndpointHandle, EndpointRuntime};
@@ -21,12 +19,14 @@ use crate::core::planner::{
     self, EndpointDecision, InstancePhase, InstanceView, Operation, RebalancePolicy, RollingProgress, Step,
     VariantOutcome,
 };
-use crate::provider::{LaunchError, LaunchRequest, Launched, Liveness};
+use crate::provider::{HealthCheck, LaunchError, LaunchRequest, Launched, Liveness};
 use crate::routes::{EndpointRoutes, RouteInstance, VariantRoutes};
 use crate::store::Kind;
 
 /// How often a controller looks at its endpoint when nothing wakes it.
 const TICK: Duration = Duration::from_millis(250);
+/// How long an instance has to answer one health check.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Consecutive failed pings before a serving instance is replaced.
 const MAX_FAILED_PINGS: u32 = 3;
 /// Consecutive failed health checks after which replacement stops (crash loop).
@@ -197,19 +197,6 @@ fn startup_timeout(app: &App, rt: &EndpointRuntime, inst: &InstanceRecord) -> f6
         .unwrap_or(crate::core::model::defaults::STARTUP_HEALTH_TIMEOUT_S as f64)
 }
 
-async fn ping(app: &App, address: &str) -> bool {
-    let Ok(req) = hyper::Request::get(format!("http://{address}/ping")).body(Body::empty()) else {
-        return false;
-    };
-    let fut = async {
-        let resp = app.http.request(req).await.ok()?;
-        let ok = resp.status().is_success();
-        let _ = resp.into_body().collect().await;
-        Some(ok)
-    };
-    matches!(tokio::time::timeout(Duration::from_secs(2), fut).await, Ok(Some(true)))
-}
-
 /// Checks every launching and serving instance: process alive, `/ping` answering.
 async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
     let snapshot: Vec<InstanceRecord> = {
@@ -228,7 +215,17 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
         let app = app.clone();
         set.spawn(async move {
             let live = app.provider.liveness(&inst.instance_id, &inst.handle);
-            let ok = live == Liveness::Running && ping(&app, &inst.address).await;
+            let ok = live == Liveness::Running
+                && app
+                    .provider
+                    .health(HealthCheck {
+                        instance_id: &inst.instance_id,
+                        handle: &inst.handle,
+                        address: &inst.address,
+                        http: &app.http,
+                        timeout: PING_TIMEOUT,
+                    })
+                    .await;
             (inst.instance_id, live, ok)
         });
     }
