@@ -235,8 +235,10 @@ async fn start(fake: Arc<Fake>, tune: impl FnOnce(&mut Config)) -> Server {
         tempfile::tempdir()
     }
     .unwrap();
-    let mut cfg = Config::default();
-    cfg.data_dir = dir.path().to_path_buf();
+    let mut cfg = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
     cfg.provisioning.ice_backoff_initial_ms = (BACKOFF.initial_s * 1000.0) as u64;
     cfg.provisioning.ice_backoff_max_ms = (BACKOFF.max_s * 1000.0) as u64;
     cfg.rebalance.min_runtime_seconds = 300;

@@ -125,6 +125,7 @@ pub enum NvidiaSmiError {
 /// Runs `nvidia-smi` with `args` and returns its standard output; killed after
 /// [`NVIDIA_SMI_TIMEOUT`]. Blocking: GPU detection at start-up and the usage sampler (on a
 /// blocking thread) both use it.
+#[allow(clippy::disallowed_methods)] // A blocking child-process timeout on a plain thread, in real time.
 pub fn run_nvidia_smi(args: &[&str]) -> Result<String, NvidiaSmiError> {
     use std::io::Read;
     let mut child = std::process::Command::new("nvidia-smi")
