@@ -764,3 +764,71 @@ async fn rolling_update_bakes_between_batches() {
     assert_eq!(s.fake.running().len(), 3);
     assert_eq!(s.instances().len(), 3);
 }
+
+/// Random capacity timelines (what `core::planner`'s test-side fleet simulation used to
+/// check, now on the real controller): never more regular instances than desired nor more
+/// surges than allowed, no launch inside a back-off, no instance replaced before its minimum
+/// run time, and once capacity returns everywhere the fleet ends on the preferred pool.
+#[tokio::test(start_paused = true)]
+async fn random_capacity_timelines_keep_the_fleet_invariants() {
+    for seed in 0..4u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let types = [P1, P2, P3];
+        let fake = Fake::new(&[(P1, rng.u32(0..3)), (P2, rng.u32(0..3)), (P3, rng.u32(0..3))]);
+        let s = start(fake, |c| c.rebalance.min_runtime_seconds = 20).await;
+        let desired = rng.u32(1..4);
+        let ep = format!("random-{seed}");
+        s.deploy(
+            &ep,
+            &types,
+            desired,
+            json!({}),
+            json!([{"Key": "spillway:rebalance", "Value": "enabled"}]),
+        )
+        .await;
+        let check = |s: &Server| {
+            let live: Vec<InstanceRecord> = s
+                .instances()
+                .into_iter()
+                .filter(|i| i.state != InstancePhase::Terminating)
+                .collect();
+            let surges = live.iter().filter(|i| i.replaces.is_some()).count() as u32;
+            assert!(live.len() as u32 - surges <= desired, "seed {seed}: {live:#?}");
+            assert!(surges <= 1, "seed {seed}: {surges} surges");
+        };
+        for _ in 0..30 {
+            s.fake.set(types[rng.usize(0..3)], rng.u32(0..4));
+            for _ in 0..5 {
+                s.pass(1.0).await;
+                check(&s);
+            }
+        }
+        for t in types {
+            s.fake.set(t, 8);
+        }
+        s.wait_until("converged on priority 1", 600.0, |s| {
+            check(s);
+            s.serving_types() == vec![P1; desired as usize] && s.instances().len() as u32 == desired
+        })
+        .await;
+        assert_backoff_respected(&s.fake.log());
+        let events = s.events(&ep);
+        let launched: HashMap<String, f64> = events
+            .iter()
+            .filter(|e| e.result.as_deref() == Some("Launched"))
+            .filter_map(|e| Some((e.instance_id.clone()?, e.time)))
+            .collect();
+        for shift in events.iter().filter(|e| e.kind == "MigrationShift") {
+            let old = shift
+                .message
+                .split("draining ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap();
+            let ran = shift.time - launched[old];
+            assert!(ran >= 20.0, "seed {seed}: {old} replaced after {ran:.1}s");
+        }
+    }
+}
