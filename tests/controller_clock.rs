@@ -594,7 +594,7 @@ async fn pools_fall_back_scale_rebalance_replace_and_delete() {
     assert_eq!(s.status(ep).await, "InService");
     // Once on priority 1 nothing moves any more.
     let ops = s.fake.log().len();
-    s.pass(600.0).await;
+    s.pass(300.0).await;
     assert_eq!(
         s.fake.log().len(),
         ops,
@@ -629,7 +629,7 @@ async fn pools_fall_back_scale_rebalance_replace_and_delete() {
     let err = s.describe(ep).await.unwrap_err();
     assert!(err.message.contains("Could not find endpoint"), "{}", err.message);
     assert_backoff_respected(&s.fake.log());
-    assert!(s.elapsed() > 1200.0, "covered {:.0}s of simulated time", s.elapsed());
+    assert!(s.elapsed() > 900.0, "covered {:.0}s of simulated time", s.elapsed());
 }
 
 /// Every pool out of capacity until the deadline: the creation fails at
