@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Body;
 use hyper_util::client::legacy::Client;
@@ -12,25 +12,18 @@ use thiserror::Error;
 use tokio::sync::{Notify, watch};
 
 use crate::autoscaler::AutoscalerState;
+use crate::clock::Clock;
 use crate::config::{CapacitySource, Config};
 use crate::controller;
 use crate::core::capacity::{BackoffPolicy, IceMemory};
 use crate::core::endpoint::{EndpointRecord, Event, InstanceRecord};
-use crate::core::model::{RoutingStrategy, Timestamp};
+use crate::core::model::RoutingStrategy;
 use crate::metrics::{Metrics, Statistic};
 use crate::provider::local::{Host, LocalProvider};
 use crate::provider::slurm::SlurmProvider;
 use crate::provider::{CapacityProvider, TrackedInstance};
 use crate::routes::RouteTable;
 use crate::store::{Kind, Store, StoreError};
-
-/// The wall clock in epoch seconds. The only place the server reads it; the core is handed it.
-pub fn now() -> Timestamp {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 /// Start-up failures.
 #[derive(Debug, Error)]
@@ -85,18 +78,33 @@ pub struct App {
     pub router_freed: Arc<Notify>,
     /// Autoscaler state.
     pub autoscaler: AutoscalerState,
+    /// The one clock: every time-dependent decision and timestamp reads it.
+    pub clock: Clock,
 }
 
 impl App {
     /// Opens the store, recovers instances that survived a crash, and starts a controller per
     /// endpoint.
     pub async fn start(cfg: Config) -> Result<Arc<App>, StartError> {
+        Self::start_inner(cfg, None).await
+    }
+
+    /// Like [`App::start`], with `provider` instead of the configured one (tests and
+    /// simulations: an in-memory provider on a paused clock).
+    pub async fn start_with_provider(cfg: Config, provider: Arc<dyn CapacityProvider>) -> Result<Arc<App>, StartError> {
+        Self::start_inner(cfg, Some(provider)).await
+    }
+
+    async fn start_inner(cfg: Config, provider: Option<Arc<dyn CapacityProvider>>) -> Result<Arc<App>, StartError> {
+        let clock = Clock::new();
         let data_dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| StartError::DataDir(data_dir.display().to_string(), e))?;
         // Canonical so that processes can be recognised by their SPILLWAY_DATA_DIR.
         let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
         let store = Store::open(&data_dir.join("spillway.db"))?;
-        let provider: Arc<dyn CapacityProvider> = if cfg.provider.kind == "slurm" {
+        let provider: Arc<dyn CapacityProvider> = if let Some(provider) = provider {
+            provider
+        } else if cfg.provider.kind == "slurm" {
             tracing::info!(
                 types = cfg.provider.slurm.instance_types.len(),
                 "Slurm provider: instances are Slurm jobs"
@@ -142,6 +150,7 @@ impl App {
             metrics,
             router_freed: Arc::new(Notify::new()),
             autoscaler: AutoscalerState::default(),
+            clock,
         });
         app.recover().await?;
         tokio::spawn(sample_fleet(app.clone()));
@@ -171,7 +180,7 @@ impl App {
                 by_endpoint.entry(inst.endpoint_name.clone()).or_default().push(inst);
             } else {
                 self.event(Event {
-                    time: now(),
+                    time: self.clock.now(),
                     endpoint_name: inst.endpoint_name.clone(),
                     variant_name: Some(inst.variant_name.clone()),
                     kind: "InstanceLost".into(),
@@ -315,7 +324,7 @@ async fn sample_fleet(app: Arc<App>) {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let t = now();
+        let t = app.clock.now();
         let names: Vec<String> = app
             .endpoints
             .lock()
@@ -371,6 +380,7 @@ async fn sample_fleet(app: Arc<App>) {
 /// it per instance (`CPUUtilization`, `MemoryUtilization`, `GPUUtilization`,
 /// `GPUMemoryUtilization`). `/proc` and `nvidia-smi` are read on a blocking thread, never on the
 /// async workers that serve requests.
+#[allow(clippy::disallowed_methods)] // CPU-time rates divide by real elapsed time, not the Clock's.
 async fn sample_usage(app: Arc<App>) {
     let interval = app.cfg.metrics.usage_interval_seconds;
     if interval == 0 {
@@ -406,7 +416,7 @@ async fn sample_usage(app: Arc<App>) {
                 continue;
             }
         };
-        let t = now();
+        let t = app.clock.now();
         for (instance, sample) in &round.samples {
             app.metrics.record_usage(instance, sample, t);
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::app::{App, now};
+use crate::app::App;
 use crate::control::{self, Command, ControlError, VariantChange};
 use crate::core::model::{EndpointStatus, Timestamp};
 use crate::core::planner::InstancePhase;
@@ -432,7 +432,7 @@ fn suspended(target: &ScalableTarget, key: &str) -> bool {
 }
 
 async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
-    let t = now();
+    let t = app.clock.now();
     finish_activities(app, t).await?;
     let policies = app.store.list::<ScalingPolicy>(Kind::ScalingPolicy)?;
     for target in app.store.list::<ScalableTarget>(Kind::ScalableTarget)? {

@@ -65,6 +65,7 @@ pub async fn run(name: &str) -> std::io::Result<()> {
 const MAX_BURN_MS: u64 = 60_000;
 
 /// Spins one core for `d` on a blocking thread (the event loop keeps answering).
+#[allow(clippy::disallowed_methods)] // The echo model burns real CPU time.
 async fn burn(d: Duration) {
     let _ = tokio::task::spawn_blocking(move || {
         let until = std::time::Instant::now() + d;

@@ -9,11 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use http_body_util::BodyExt;
 use serde_json::Value;
 
-use crate::app::{App, EndpointHandle, EndpointRuntime, now};
+use crate::app::{App, EndpointHandle, EndpointRuntime};
 use crate::core::catalog;
 use crate::core::endpoint::{Deployment, Event, InstanceRecord, truncate_reason};
 use crate::core::model::{EndpointStatus, PoolSpec, Timestamp};
@@ -21,12 +19,14 @@ use crate::core::planner::{
     self, EndpointDecision, InstancePhase, InstanceView, Operation, RebalancePolicy, RollingProgress, Step,
     VariantOutcome,
 };
-use crate::provider::{LaunchError, LaunchRequest, Launched, Liveness};
+use crate::provider::{HealthCheck, LaunchError, LaunchRequest, Launched, Liveness};
 use crate::routes::{EndpointRoutes, RouteInstance, VariantRoutes};
 use crate::store::Kind;
 
 /// How often a controller looks at its endpoint when nothing wakes it.
 const TICK: Duration = Duration::from_millis(250);
+/// How long an instance has to answer one health check.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Consecutive failed pings before a serving instance is replaced.
 const MAX_FAILED_PINGS: u32 = 3;
 /// Consecutive failed health checks after which replacement stops (crash loop).
@@ -129,6 +129,7 @@ async fn pass(app: &Arc<App>, h: &EndpointHandle) -> bool {
                     let mut rt = h.state.lock().await;
                     rt.instances.retain(|i| i.instance_id != inst.instance_id);
                     app.event(event(
+                        app,
                         &rt.record.name,
                         &inst,
                         "InstanceTerminated",
@@ -155,9 +156,9 @@ fn persist(app: &App, rt: &mut EndpointRuntime) {
     }
 }
 
-fn event(endpoint: &str, inst: &InstanceRecord, kind: &str, result: Option<&str>, message: String) -> Event {
+fn event(app: &App, endpoint: &str, inst: &InstanceRecord, kind: &str, result: Option<&str>, message: String) -> Event {
     Event {
-        time: now(),
+        time: app.clock.now(),
         endpoint_name: endpoint.to_string(),
         variant_name: Some(inst.variant_name.clone()),
         kind: kind.into(),
@@ -169,9 +170,9 @@ fn event(endpoint: &str, inst: &InstanceRecord, kind: &str, result: Option<&str>
     }
 }
 
-fn endpoint_event(endpoint: &str, kind: &str, message: String) -> Event {
+fn endpoint_event(app: &App, endpoint: &str, kind: &str, message: String) -> Event {
     Event {
-        time: now(),
+        time: app.clock.now(),
         endpoint_name: endpoint.to_string(),
         variant_name: None,
         kind: kind.into(),
@@ -196,19 +197,6 @@ fn startup_timeout(app: &App, rt: &EndpointRuntime, inst: &InstanceRecord) -> f6
         .unwrap_or(crate::core::model::defaults::STARTUP_HEALTH_TIMEOUT_S as f64)
 }
 
-async fn ping(app: &App, address: &str) -> bool {
-    let Ok(req) = hyper::Request::get(format!("http://{address}/ping")).body(Body::empty()) else {
-        return false;
-    };
-    let fut = async {
-        let resp = app.http.request(req).await.ok()?;
-        let ok = resp.status().is_success();
-        let _ = resp.into_body().collect().await;
-        Some(ok)
-    };
-    matches!(tokio::time::timeout(Duration::from_secs(2), fut).await, Ok(Some(true)))
-}
-
 /// Checks every launching and serving instance: process alive, `/ping` answering.
 async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
     let snapshot: Vec<InstanceRecord> = {
@@ -227,7 +215,17 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
         let app = app.clone();
         set.spawn(async move {
             let live = app.provider.liveness(&inst.instance_id, &inst.handle);
-            let ok = live == Liveness::Running && ping(&app, &inst.address).await;
+            let ok = live == Liveness::Running
+                && app
+                    .provider
+                    .health(HealthCheck {
+                        instance_id: &inst.instance_id,
+                        handle: &inst.handle,
+                        address: &inst.address,
+                        http: &app.http,
+                        timeout: PING_TIMEOUT,
+                    })
+                    .await;
             (inst.instance_id, live, ok)
         });
     }
@@ -235,7 +233,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
     while let Some(Ok(r)) = set.join_next().await {
         results.push(r);
     }
-    let t = now();
+    let t = app.clock.now();
     let mut rt = h.state.lock().await;
     let before = rt.record.clone();
     let before_instances = rt.instances.clone();
@@ -254,6 +252,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
                     o.state = InstancePhase::Terminating;
                     let (old_type, old_prio) = (o.instance_type.clone(), o.priority);
                     app.event(event(
+                        app,
                         &endpoint,
                         &inst,
                         "MigrationShift",
@@ -265,6 +264,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
                     ));
                 }
                 app.event(event(
+                    app,
                     &endpoint,
                     &inst,
                     "InstanceHealthy",
@@ -290,6 +290,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
             (InstancePhase::InService, Liveness::Exited(status), _) => {
                 rt.instances[idx].state = InstancePhase::Terminating;
                 app.event(event(
+                    app,
                     &endpoint,
                     &inst,
                     "InstanceExited",
@@ -303,6 +304,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
                 if rt.instances[idx].failed_pings >= MAX_FAILED_PINGS {
                     rt.instances[idx].state = InstancePhase::Terminating;
                     app.event(event(
+                        app,
                         &endpoint,
                         &inst,
                         "InstanceUnhealthy",
@@ -325,7 +327,14 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
                 "The primary container for production variant {} did not pass the ping health check: {detail} (instance {} of type {}; logs in {log_dir}).",
                 inst.variant_name, inst.instance_id, inst.instance_type
             );
-            app.event(event(&endpoint, &inst, "HealthCheckFailed", Some("Failed"), detail));
+            app.event(event(
+                app,
+                &endpoint,
+                &inst,
+                "HealthCheckFailed",
+                Some("Failed"),
+                detail,
+            ));
             note_health_failure(app, &mut rt, &inst, reason);
         }
     }
@@ -355,13 +364,15 @@ fn note_health_failure(app: &App, rt: &mut EndpointRuntime, inst: &InstanceRecor
     if inst.replaces.is_some() {
         // A failed migration does not touch the serving fleet; the type rests like after an
         // insufficient-capacity answer so the next attempt does not come at once.
+        let t = app.clock.now();
         let entry = app.ice().record_ice(
             &inst.instance_type,
             "a surge instance failed its health check",
-            now(),
+            t,
             app.backoff(),
         );
         app.event(event(
+            app,
             &rt.record.name,
             inst,
             "MigrationFailed",
@@ -369,7 +380,7 @@ fn note_health_failure(app: &App, rt: &mut EndpointRuntime, inst: &InstanceRecor
             format!(
                 "{reason}; no migration to {} for {:.0}s",
                 inst.instance_type,
-                entry.next_probe - now()
+                entry.next_probe - t
             ),
         ));
         return;
@@ -393,7 +404,7 @@ fn note_health_failure(app: &App, rt: &mut EndpointRuntime, inst: &InstanceRecor
             inst.variant_name, v.health_failures
         );
         v.stalled = Some(msg.clone());
-        app.event(endpoint_event(&endpoint, "CrashLoop", msg));
+        app.event(endpoint_event(app, &endpoint, "CrashLoop", msg));
     }
 }
 
@@ -451,7 +462,7 @@ fn mark_terminating(rt: &mut EndpointRuntime, ids: &[String]) -> Vec<InstanceRec
 
 /// Decides what to do next, under the endpoint lock.
 fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
-    let t = now();
+    let t = app.clock.now();
     let name = rt.record.name.clone();
     // Stopping instances comes first: they are out of routing already.
     let stopping: Vec<InstanceRecord> = rt
@@ -484,6 +495,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
             rt.deleted = true;
             app.unregister(&name);
             app.event(endpoint_event(
+                app,
                 &name,
                 "EndpointDeleted",
                 "every instance stopped; endpoint deleted".into(),
@@ -569,6 +581,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     let victims = mark_terminating(rt, &ids);
                     for inst in &victims {
                         app.event(event(
+                            app,
                             &name,
                             inst,
                             "ScaleIn",
@@ -615,7 +628,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                         let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
                         vm.provisioning.finish();
                         vm.stalled = Some(reason.clone());
-                        app.event(endpoint_event(&name, "ReplacementShortfall", reason));
+                        app.event(endpoint_event(app, &name, "ReplacementShortfall", reason));
                         VariantOutcome::Ready
                     } else {
                         VariantOutcome::Shortfall(reason)
@@ -634,6 +647,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
         if progress != RollingProgress::Done {
             if progress == RollingProgress::NextBatch {
                 app.event(endpoint_event(
+                    app,
                     &name,
                     "RollingBatch",
                     "batch in service and baked; provisioning the next batch through the pools".into(),
@@ -658,6 +672,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     .collect();
                 mark_terminating(rt, &ids);
                 app.event(endpoint_event(
+                    app,
                     &name,
                     "DeploymentComplete",
                     format!(
@@ -670,6 +685,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
             }
             rt.record.failure_reason = None;
             app.event(endpoint_event(
+                app,
                 &name,
                 "EndpointInService",
                 "every variant has its desired instances in service".into(),
@@ -680,7 +696,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
             rt.record.fail(reason.clone(), t);
             let ids: Vec<String> = rt.instances.iter().map(|i| i.instance_id.clone()).collect();
             mark_terminating(rt, &ids);
-            app.event(endpoint_event(&name, "EndpointFailed", reason));
+            app.event(endpoint_event(app, &name, "EndpointFailed", reason));
             Next::Idle
         }
         EndpointDecision::RollBack(reason) => {
@@ -703,7 +719,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
             }
             let msg = format!("Update rolled back; the endpoint keeps serving its previous configuration. {reason}");
             rt.record.failure_reason = Some(truncate_reason(msg.clone()));
-            app.event(endpoint_event(&name, "UpdateRolledBack", msg));
+            app.event(endpoint_event(app, &name, "UpdateRolledBack", msg));
             Next::Idle
         }
         EndpointDecision::AcceptShortfall(reason) => {
@@ -714,7 +730,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                 }
                 v.provisioning.finish();
             }
-            app.event(endpoint_event(&name, "ScaleOutShortfall", reason));
+            app.event(endpoint_event(app, &name, "ScaleOutShortfall", reason));
             Next::Idle
         }
     }
@@ -785,7 +801,7 @@ struct Launch<'a> {
 
 /// Applies the outcome of a launch.
 fn record_launch(app: &App, rt: &mut EndpointRuntime, l: Launch<'_>, result: Result<Launched, LaunchError>) {
-    let t = now();
+    let t = app.clock.now();
     let name = rt.record.name.clone();
     let pool = l.pool;
     let record = |state: InstancePhase, launched: &Launched| InstanceRecord {

@@ -57,6 +57,7 @@ pub enum Handover {
 }
 
 /// Serves invocations on `stream` until it closes or carries another kind of request.
+#[allow(clippy::disallowed_methods)] // Client timeouts measure real elapsed time.
 pub async fn serve(app: &App, stream: TcpStream, stop: &mut watch::Receiver<Stop>) -> Handover {
     let timeout = app.cfg.router.client_timeout();
     let mut client = Client {
@@ -190,6 +191,7 @@ fn parse(buf: &[u8]) -> Parsed {
 
 impl Client {
     /// Waits for the next request head.
+    #[allow(clippy::disallowed_methods)] // Client timeouts measure real elapsed time.
     async fn next_request(&mut self, stop: &mut watch::Receiver<Stop>) -> Next {
         let now = Instant::now();
         if now.duration_since(self.armed) >= self.timeout / 6 {

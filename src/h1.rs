@@ -417,6 +417,7 @@ thread_local! {
 }
 
 /// Appends the `date` header for now.
+#[allow(clippy::disallowed_methods)] // The HTTP Date header is the wall clock.
 pub fn put_date(out: &mut Vec<u8>) {
     let now = SystemTime::now();
     let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());

@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod autoscaler;
 pub mod builtin;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod controller;

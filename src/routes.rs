@@ -366,24 +366,24 @@ impl RouteTable {
     /// `grace` passes. Returns whether it drained.
     pub async fn wait_drained(&self, instance_id: &str, grace: Duration) -> bool {
         self.withdraw(instance_id);
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let busy = {
-                let draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
-                draining
-                    .get(instance_id)
-                    .map(|i| i.outstanding.load(Ordering::Relaxed))
-                    .unwrap_or(0)
-            };
-            if busy == 0 || tokio::time::Instant::now() >= deadline {
-                self.draining
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(instance_id);
-                return busy == 0;
+        let busy = || {
+            let draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+            draining
+                .get(instance_id)
+                .map(|i| i.outstanding.load(Ordering::Relaxed))
+                .unwrap_or(0)
+        };
+        let quiet = async {
+            while busy() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
+        let drained = tokio::time::timeout(grace, quiet).await.is_ok() || busy() == 0;
+        self.draining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(instance_id);
+        drained
     }
 }
 

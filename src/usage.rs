@@ -616,6 +616,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // The sampler is fed real instants.
     fn rounds_compute_deltas_and_forget_instances_that_went_away() {
         let mut s = Sampler::new(Path::new("/nonexistent"));
         let t0 = Instant::now();

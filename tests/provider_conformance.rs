@@ -12,6 +12,8 @@
 //! `scripts/slurm/cluster.sh` starts (it exports `SLURM_CONF`); without one the Slurm cases are
 //! skipped, unless `SPILLWAY_SLURM_TESTS=1` (the Slurm harness sets it) makes that a failure.
 
+#![allow(clippy::disallowed_methods)] // Real processes and Slurm jobs start and stop in real time.
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

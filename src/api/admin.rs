@@ -83,7 +83,7 @@ impl Operation for AdminOp {
 
 /// Runs one admin operation and records it in the per-operation metrics.
 async fn run(app: &Arc<App>, op: AdminOp) -> Response {
-    let started = std::time::Instant::now();
+    let started = app.clock.instant();
     let name = op.name();
     let result = match op {
         AdminOp::Health => Ok(Json(json!({ "status": "ok" })).into_response()),
@@ -98,7 +98,7 @@ async fn run(app: &Arc<App>, op: AdminOp) -> Response {
     let code = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
     app.metrics
         .prometheus
-        .record_api(name, code, started.elapsed().as_secs_f64());
+        .record_api(name, code, app.clock.instant().duration_since(started).as_secs_f64());
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
@@ -115,7 +115,7 @@ pub async fn capacity(State(app): State<Arc<App>>) -> Response {
 }
 
 fn capacity_view(app: &App) -> Value {
-    let now = crate::app::now();
+    let now = app.clock.now();
     let mut rows: std::collections::BTreeMap<String, Value> = app
         .provider
         .capacity()
@@ -332,7 +332,7 @@ async fn render_metrics(app: &App) -> Response {
             }
         }
     }
-    let now = crate::app::now();
+    let now = app.clock.now();
     prom.type_available.clear();
     prom.type_backoff_seconds.clear();
     let ice = app.ice();

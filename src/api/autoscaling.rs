@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, ErrorCode};
-use crate::app::{App, now};
+use crate::app::App;
 use crate::autoscaler::{self, ScalableTarget, ScalingPolicy};
 use crate::core::validate::ValidationError;
 use crate::store::Kind;
@@ -153,7 +153,7 @@ async fn register(app: &Arc<App>, input: RegisterInput) -> Result<Value, ApiErro
             "MinCapacity: spillway does not scale instance-based variants to zero; use at least 1",
         ));
     }
-    let t = now();
+    let t = app.clock.now();
     let target = ScalableTarget {
         service_namespace: input.service_namespace,
         resource_id: input.resource_id.clone(),
@@ -351,7 +351,7 @@ fn put_policy(app: &Arc<App>, input: PutPolicyInput) -> Result<Value, ApiError> 
     }
     let key = format!("{}|{}", input.resource_id, input.policy_name);
     let existing: Option<ScalingPolicy> = app.store.get(Kind::ScalingPolicy, &key)?;
-    let t = now();
+    let t = app.clock.now();
     let policy = ScalingPolicy {
         policy_arn: existing.as_ref().map(|p| p.policy_arn.clone()).unwrap_or_else(|| {
             format!(

@@ -131,13 +131,13 @@ async fn dispatch(app: &Arc<App>, op: AwsOp) -> Result<Value, ApiError> {
     match op {
         AwsOp::SageMaker(op) => sagemaker::dispatch(app, op).await,
         AwsOp::AutoScaling(op) => autoscaling::dispatch(app, op).await,
-        AwsOp::CloudWatch(op) => cloudwatch::dispatch(&app.metrics, &op, crate::app::now()),
+        AwsOp::CloudWatch(op) => cloudwatch::dispatch(&app.metrics, &op, app.clock.now()),
     }
 }
 
 /// `POST /` with `X-Amz-Target: <Service>.<Operation>`.
 async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    let started = std::time::Instant::now();
+    let started = app.clock.instant();
     let request_id = uuid::Uuid::new_v4().to_string();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
     let (service, name) = target.split_once('.').unwrap_or(("", ""));
@@ -166,9 +166,11 @@ async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
         )),
     };
     let code = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
-    app.metrics
-        .prometheus
-        .record_api(operation, code, started.elapsed().as_secs_f64());
+    app.metrics.prometheus.record_api(
+        operation,
+        code,
+        app.clock.instant().duration_since(started).as_secs_f64(),
+    );
     let mut resp = match result {
         Ok(v) => ([("content-type", protocol.content_type())], v.to_string()).into_response(),
         Err(e) => {

@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 use super::error::{ApiError, ErrorCode};
-use crate::app::{App, now};
+use crate::app::App;
 use crate::h1;
 use crate::metrics::{Outcome, Series};
 use crate::routes::{EndpointRoutes, PickError, RouteInstance};
@@ -275,6 +275,7 @@ pub fn too_large() -> ApiError {
 /// Picks a variant and an instance under the per-instance concurrency limit and reserves a slot
 /// on it (the caller wraps it in an [`Outstanding`] at once), queueing for up to the configured
 /// time while every candidate is full.
+#[allow(clippy::disallowed_methods)] // The queueing timeout is measured in real time.
 async fn pick(
     app: &App,
     routes: &EndpointRoutes,
@@ -397,6 +398,7 @@ async fn send_request(
 /// Routes one invocation to a model instance and returns its answer, whichever server read
 /// the request: a 2xx answer to stream back, or the AWS error to send. A refused connection is
 /// retried once on another instance (nothing of the request has been read at that point).
+#[allow(clippy::disallowed_methods)] // Latency metrics measure elapsed real time.
 pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload) -> Result<Answer, ApiError> {
     let received = Instant::now();
     let name = call.endpoint;
@@ -515,6 +517,7 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
                 guard: Some(guard),
                 record: pending,
                 stall: h1::Stall::new(timeout),
+                clock: app.clock,
             },
             routes: routes.clone(),
             variant: vi,
@@ -570,7 +573,7 @@ impl Unfinished<'_> {
                 outcome,
                 record.latency_us(),
                 record.overhead_us,
-                now(),
+                self.app.clock.now(),
             );
     }
 
@@ -616,6 +619,8 @@ pub struct Tracked {
     /// A model that sends nothing more of its body for `model_timeout_seconds` ends it
     /// (nginx's `proxy_read_timeout`).
     stall: h1::Stall,
+    /// Stamps the recorded outcome.
+    clock: crate::clock::Clock,
 }
 
 impl Tracked {
@@ -650,7 +655,7 @@ impl Tracked {
                 outcome,
                 record.latency_us(),
                 record.overhead_us,
-                now(),
+                self.clock.now(),
             );
         }
         self.guard.take();

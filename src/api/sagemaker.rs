@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
 use super::ops::Resource;
-use crate::app::{App, EndpointRuntime, now};
+use crate::app::{App, EndpointRuntime};
 use crate::control::{self, BatchSize, Command, Document, Outcome, ResourceKind, UpdateEndpoint, VariantChange};
 use crate::core::endpoint::Deployment;
 use crate::core::model::{
@@ -357,7 +357,7 @@ async fn create_model(app: &Arc<App>, input: CreateModelInput) -> Result<Value, 
     let model = Model {
         model_name: input.model_name.clone(),
         model_arn: app.arn("model", &input.model_name),
-        creation_time: now(),
+        creation_time: app.clock.now(),
         primary_container: Some(container),
         execution_role_arn: input.execution_role_arn,
         other: input.other,
@@ -450,7 +450,7 @@ async fn create_endpoint_config(app: &Arc<App>, input: CreateEndpointConfigInput
         endpoint_config_arn: app.arn("endpoint-config", &input.endpoint_config_name),
         endpoint_config_name: input.endpoint_config_name,
         production_variants: input.production_variants,
-        creation_time: now(),
+        creation_time: app.clock.now(),
         other: input.other,
     };
     let tags = input.tags;

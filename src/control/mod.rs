@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::app::{App, EndpointRuntime, now};
+use crate::app::{App, EndpointRuntime};
 use crate::core::endpoint::{DeployedVariant, Deployment, EndpointRecord, LifecycleError};
 use crate::core::model::{EndpointConfig, Model, Tag, Timestamp};
 use crate::core::planner::{Operation, ProvisioningState, RollingUpdate};
@@ -434,7 +434,7 @@ fn create_endpoint(
     if app.endpoint(&name).is_some() || app.store.exists(Kind::Endpoint, &name)? {
         return Err(exists());
     }
-    let t = now();
+    let t = app.clock.now();
     let deployment = build_deployment(app, config_name, t)?;
     let record = EndpointRecord::create(name, arn.clone(), deployment, deployment_config, t);
     if !app
@@ -479,7 +479,7 @@ async fn change_endpoint(
 
 async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, ControlError> {
     endpoint(app, &u.name).await?;
-    let t = now();
+    let t = app.clock.now();
     let mut deployment = build_deployment(app, &u.config_name, t)?;
     change_endpoint(app, &u.name, |rt| {
         rt.record.check_begin(Operation::Deploy)?;
@@ -537,7 +537,7 @@ async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, C
 }
 
 async fn delete_endpoint(app: &Arc<App>, name: &str) -> Result<Outcome, ControlError> {
-    change_endpoint(app, name, |rt| Ok(rt.record.begin_delete(now())?)).await?;
+    change_endpoint(app, name, |rt| Ok(rt.record.begin_delete(app.clock.now())?)).await?;
     app.routes.remove(name);
     Ok(Outcome::Done)
 }
@@ -575,7 +575,7 @@ async fn set_variants(app: &App, endpoint: &str, changes: &[VariantChange]) -> R
                 v.provisioning.finish();
             }
         }
-        Ok(rt.record.begin(Operation::Scale, now())?)
+        Ok(rt.record.begin(Operation::Scale, app.clock.now())?)
     })
     .await
 }

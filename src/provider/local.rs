@@ -125,6 +125,7 @@ pub enum NvidiaSmiError {
 /// Runs `nvidia-smi` with `args` and returns its standard output; killed after
 /// [`NVIDIA_SMI_TIMEOUT`]. Blocking: GPU detection at start-up and the usage sampler (on a
 /// blocking thread) both use it.
+#[allow(clippy::disallowed_methods)] // A blocking child-process timeout on a plain thread, in real time.
 pub fn run_nvidia_smi(args: &[&str]) -> Result<String, NvidiaSmiError> {
     use std::io::Read;
     let mut child = std::process::Command::new("nvidia-smi")
@@ -422,15 +423,13 @@ async fn stop_group(pid: i32, grace: Duration) {
     if killpg(pgid, Signal::SIGTERM).is_err() {
         return;
     }
-    let deadline = tokio::time::Instant::now() + grace;
-    while tokio::time::Instant::now() < deadline {
-        if !process_alive(pid) {
-            // The leader is gone; make sure nothing else of the group lingers.
-            let _ = killpg(pgid, Signal::SIGKILL);
-            return;
+    let leader_gone = async {
+        while process_alive(pid) {
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    };
+    // Whether the leader left within the grace or not, nothing else of the group may linger.
+    let _ = tokio::time::timeout(grace, leader_gone).await;
     let _ = killpg(pgid, Signal::SIGKILL);
 }
 

@@ -15,6 +15,10 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
+use axum::body::Body;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Serialize;
 use serde_json::Value;
 use thiserror::Error;
@@ -107,6 +111,35 @@ pub struct CapacityEntry {
     pub in_use: u32,
 }
 
+/// One health check of one instance, handed to [`CapacityProvider::health`].
+pub struct HealthCheck<'a> {
+    /// Instance id.
+    pub instance_id: &'a str,
+    /// The stored handle.
+    pub handle: &'a Value,
+    /// `host:port` the instance serves on.
+    pub address: &'a str,
+    /// The server's HTTP client to instances.
+    pub http: &'a Client<HttpConnector, Body>,
+    /// How long the instance has to answer.
+    pub timeout: Duration,
+}
+
+/// The container contract's health check: `GET http://{address}/ping` answers 2xx within
+/// `timeout`. What [`CapacityProvider::health`] does unless a provider knows better.
+pub async fn http_ping(http: &Client<HttpConnector, Body>, address: &str, timeout: Duration) -> bool {
+    let Ok(req) = hyper::Request::get(format!("http://{address}/ping")).body(Body::empty()) else {
+        return false;
+    };
+    let fut = async {
+        let resp = http.request(req).await.ok()?;
+        let ok = resp.status().is_success();
+        let _ = resp.into_body().collect().await;
+        Some(ok)
+    };
+    matches!(tokio::time::timeout(timeout, fut).await, Ok(Some(true)))
+}
+
 /// A place instances run.
 pub trait CapacityProvider: Send + Sync {
     /// Short name (`local`).
@@ -121,6 +154,13 @@ pub trait CapacityProvider: Send + Sync {
 
     /// Cheap check whether the instance still runs.
     fn liveness(&self, instance_id: &str, handle: &Value) -> Liveness;
+
+    /// Whether a running instance passes its health check. The default is the HTTP `/ping` of
+    /// the container contract ([`http_ping`]), which the local and Slurm providers use; a
+    /// provider whose instances are not reachable over HTTP (a simulation) answers itself.
+    fn health<'a>(&'a self, check: HealthCheck<'a>) -> BoxFuture<'a, bool> {
+        Box::pin(http_ping(check.http, check.address, check.timeout))
+    }
 
     /// After a restart: re-attach to tracked instances that survived and stop anything this
     /// provider started that no record tracks.

@@ -364,6 +364,7 @@ impl Inner {
             .collect()
     }
 
+    #[allow(clippy::disallowed_methods)] // Slurm's answers age in real time (the squeue snapshot cache).
     async fn snapshot(&self) -> Result<Snapshot, SlurmError> {
         let taken_at = Instant::now();
         let jobs = self.jobs().await?;
@@ -425,6 +426,7 @@ impl Inner {
     }
 
     /// Waits until the job holds no resources (or `limit` passes). `true` when it is released.
+    #[allow(clippy::disallowed_methods)] // Waits on Slurm, an outside system, in real time.
     async fn wait_released(&self, job_id: u64, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
@@ -440,6 +442,7 @@ impl Inner {
     }
 
     /// Waits until the job's model step has gone (or `limit` passes).
+    #[allow(clippy::disallowed_methods)] // Waits on Slurm, an outside system, in real time.
     async fn wait_step_gone(&self, job_id: u64, limit: Duration) {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
@@ -549,6 +552,7 @@ impl Inner {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::disallowed_methods)] // Waits on Slurm, an outside system, in real time; usage ages.
     async fn start_step(
         self: &Arc<Self>,
         req: &LaunchRequest,
@@ -822,6 +826,7 @@ impl Inner {
         Ok(String::from_utf8_lossy(&o.stdout).into_owned())
     }
 
+    #[allow(clippy::disallowed_methods)] // Slurm's answers age in real time (the squeue snapshot cache).
     fn snapshot_blocking(&self) -> Result<Snapshot, SlurmError> {
         let taken_at = Instant::now();
         let jobs = self.run_blocking("squeue", &self.job_args())?;
@@ -931,6 +936,7 @@ impl Inner {
         report
     }
 
+    #[allow(clippy::disallowed_methods)] // Usage ages are real time.
     fn adopt(&self, t: &TrackedInstance, job_id: u64) {
         let node = t.handle.get("node").and_then(Value::as_str).unwrap_or("").to_string();
         let port = t.handle.get("port").and_then(Value::as_u64).unwrap_or(0) as u16;

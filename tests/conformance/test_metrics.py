@@ -108,3 +108,32 @@ def test_model_errors_are_counted_by_kind(start_server):
         )
         sums[metric] = sum(d["Sum"] for d in r["Datapoints"])
     assert sums == {"Invocation5XXErrors": 3, "Invocation4XXErrors": 0, "InvocationModelErrors": 3, "Invocations": 3}
+
+
+def test_api_requests_are_counted_per_operation_and_answer(server):
+    """`spillway_api_requests_total{operation, code}` and the latency histogram count every
+    control-plane and admin request by its typed operation; unknown operations are `unknown`,
+    never the client's string."""
+    sm = server.sm
+    spw.create_model(sm, "counted")
+    for _ in range(2):
+        sm.describe_model(ModelName="counted")
+    try:
+        sm.describe_model(ModelName="missing")
+    except sm.exceptions.ClientError as e:
+        assert e.response["Error"]["Code"] == "ValidationException"
+    status, _ = server.sagemaker_raw("NoSuchOperation-" + "x" * 40, {})
+    assert status == 400
+    server.admin_get("capacity")
+
+    samples = scrape(server)["spillway_api_requests"]
+    counts = {(s.labels["operation"], s.labels["code"]): s.value for s in samples if s.name.endswith("_total")}
+    assert counts[("CreateModel", "ok")] == 1
+    assert counts[("DescribeModel", "ok")] == 2
+    assert counts[("DescribeModel", "ValidationException")] == 1
+    assert counts[("unknown", "UnknownOperationException")] == 1
+    assert counts[("ListCapacity", "ok")] == 1
+    assert not any("NoSuchOperation" in op for op, _ in counts)
+    hist = scrape(server)["spillway_api_request_duration_seconds"]
+    described = [s for s in hist if s.name.endswith("_count") and s.labels["operation"] == "DescribeModel"]
+    assert described and described[0].value == 3

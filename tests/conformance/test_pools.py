@@ -156,7 +156,7 @@ def test_model_name_override_runs_the_override_model_on_that_pool(server, sm):
 
 
 def test_every_pool_exhausted_fails_the_endpoint_naming_the_types(start_server):
-    srv = start_server(provisioning={"deadline_override_seconds": 3})
+    srv = start_server(provisioning={"deadline_override_seconds": 2})
     sm = srv.sm
     spw.create_model(sm, ECHO)
     spw.deploy(sm, "exhausted", [spw.pooled_variant(ECHO, spw.pools(("ml.g6e.2xlarge", 1), ("ml.g5.xlarge", 2)))])
@@ -178,7 +178,7 @@ def test_every_pool_exhausted_fails_the_endpoint_naming_the_types(start_server):
 
 
 def test_partially_filled_fleet_at_the_deadline_fails_and_releases_its_instances(start_server):
-    srv = start_server(provisioning={"deadline_override_seconds": 3}, capacity={"ml.m5.xlarge": 1})
+    srv = start_server(provisioning={"deadline_override_seconds": 2}, capacity={"ml.m5.xlarge": 1})
     sm = srv.sm
     spw.create_model(sm, ECHO)
     spw.deploy(sm, "partial", [spw.pooled_variant(ECHO, spw.pools(("ml.g6.2xlarge", 1), ("ml.m5.xlarge", 2)), count=3)])
@@ -191,7 +191,7 @@ def test_partially_filled_fleet_at_the_deadline_fails_and_releases_its_instances
 
 def test_health_check_failure_fails_the_endpoint_without_falling_back(start_server):
     srv = start_server(
-        provisioning={"deadline_override_seconds": 30, "health_check_timeout_override_seconds": 3}
+        provisioning={"deadline_override_seconds": 30, "health_check_timeout_override_seconds": 1}
     )
     sm = srv.sm
     spw.create_model(sm, "sleeper", image="sleep 600")

@@ -74,7 +74,7 @@ def test_rolling_update_moves_batch_by_batch_and_keeps_serving(start_server):
 
 
 def test_rolling_update_that_cannot_get_capacity_rolls_back_to_the_full_old_fleet(start_server):
-    server = start_server(capacity={"ml.c5.xlarge": 1})
+    server = start_server(capacity={"ml.c5.xlarge": 1}, provisioning={"deadline_override_seconds": 2})
     sm = server.sm
     spw.create_model(sm, "m")
     spw.deploy(sm, "rb", [spw.single_variant("m", "ml.m5.xlarge", count=2)], config="rb-a")

@@ -1,0 +1,834 @@
+//! The real controller, autoscaler and API on a paused tokio clock, against an in-memory
+//! provider whose capacity per instance type the test sets.
+//!
+//! Each test starts a real [`App`] (SQLite store in a temporary directory, one controller task
+//! per endpoint, the autoscaler and samplers) with [`Fake`] as its provider, drives the
+//! SageMaker API in-process, and lets tokio's paused clock auto-advance: minutes and hours of
+//! simulated time (ICE back-off, provisioning deadlines, health-check windows, rebalancing's
+//! minimum run time, rolling-update baking) pass in milliseconds of wall time. The assertions
+//! read the endpoint's events (what `/_spillway/endpoints/{name}/events` serves), the instance
+//! records, `DescribeEndpoint`, and the fake's launch/terminate log.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use spillway::api::error::ApiError;
+use spillway::app::App;
+use spillway::clock::Clock;
+use spillway::config::Config;
+use spillway::core::capacity::BackoffPolicy;
+use spillway::core::endpoint::{Event, InstanceRecord};
+use spillway::core::planner::InstancePhase;
+use spillway::provider::{
+    BoxFuture, CapacityEntry, CapacityProvider, HealthCheck, LaunchError, LaunchRequest, Launched, Liveness, Recovery,
+    TrackedInstance,
+};
+
+const P1: &str = "ml.g6e.2xlarge";
+const P2: &str = "ml.g6.2xlarge";
+const P3: &str = "ml.m5.xlarge";
+
+// ------------------------------------------------------------------------------------------
+// The fake provider
+// ------------------------------------------------------------------------------------------
+
+/// One thing the fake was asked to do.
+#[derive(Debug, Clone, PartialEq)]
+struct Op {
+    /// Clock time.
+    t: f64,
+    /// `launch`, `ice` or `terminate`.
+    what: &'static str,
+    /// Instance type.
+    ty: String,
+    /// Instance id.
+    id: String,
+}
+
+#[derive(Default)]
+struct FakeState {
+    /// Instances of a type that can run at once (absent: none).
+    slots: HashMap<String, u32>,
+    /// Running instances: id → (type, launched at).
+    running: BTreeMap<String, (String, f64)>,
+    /// Instances whose process died.
+    dead: HashSet<String>,
+    /// Types whose instances never pass the health check.
+    sick: HashSet<String>,
+    /// Seconds from launch until an instance answers its health check.
+    boot_s: f64,
+    log: Vec<Op>,
+}
+
+/// An in-memory capacity provider: launches succeed while the type has free slots and answer
+/// insufficient capacity otherwise; health checks are answered without sockets.
+struct Fake {
+    clock: Clock,
+    s: Mutex<FakeState>,
+}
+
+impl Fake {
+    fn new(slots: &[(&str, u32)]) -> Arc<Self> {
+        let fake = Fake {
+            clock: Clock::new(),
+            s: Mutex::new(FakeState::default()),
+        };
+        for (ty, n) in slots {
+            fake.set(ty, *n);
+        }
+        Arc::new(fake)
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.s.lock().unwrap()
+    }
+
+    /// Sets the capacity of a type.
+    fn set(&self, ty: &str, n: u32) {
+        self.st().slots.insert(ty.to_string(), n);
+    }
+
+    /// Kills an instance's process.
+    fn kill(&self, id: &str) {
+        self.st().dead.insert(id.to_string());
+    }
+
+    fn log(&self) -> Vec<Op> {
+        self.st().log.clone()
+    }
+
+    fn running(&self) -> Vec<(String, String)> {
+        self.st()
+            .running
+            .iter()
+            .map(|(id, (ty, _))| (id.clone(), ty.clone()))
+            .collect()
+    }
+
+    /// Launch attempts (launches and insufficient-capacity answers) on `ty`, in order.
+    fn attempts(&self, ty: &str) -> Vec<Op> {
+        self.log()
+            .into_iter()
+            .filter(|o| o.ty == ty && o.what != "terminate")
+            .collect()
+    }
+}
+
+impl CapacityProvider for Fake {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>> {
+        let t = self.clock.now();
+        let ty = req.instance_type.name.clone();
+        let mut s = self.st();
+        let used = s.running.values().filter(|(t, _)| *t == ty).count() as u32;
+        let free = s.slots.get(&ty).copied().unwrap_or(0) > used;
+        s.log.push(Op {
+            t,
+            what: if free { "launch" } else { "ice" },
+            ty: ty.clone(),
+            id: req.instance_id.clone(),
+        });
+        let result = if free {
+            s.running.insert(req.instance_id.clone(), (ty, t));
+            Ok(Launched {
+                handle: json!({ "fake": req.instance_id }),
+                address: format!("fake/{}", req.instance_id),
+            })
+        } else {
+            Err(LaunchError::InsufficientCapacity(format!(
+                "no free {ty} (test capacity)"
+            )))
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn terminate<'a>(&'a self, instance_id: &'a str, _handle: &'a Value, _grace: Duration) -> BoxFuture<'a, ()> {
+        let t = self.clock.now();
+        let mut s = self.st();
+        if let Some((ty, _)) = s.running.remove(instance_id) {
+            s.dead.remove(instance_id);
+            s.log.push(Op {
+                t,
+                what: "terminate",
+                ty,
+                id: instance_id.to_string(),
+            });
+        }
+        Box::pin(std::future::ready(()))
+    }
+
+    fn liveness(&self, instance_id: &str, _handle: &Value) -> Liveness {
+        let s = self.st();
+        if s.dead.contains(instance_id) {
+            Liveness::Exited("exited with status 137 (killed by the test)".into())
+        } else if s.running.contains_key(instance_id) {
+            Liveness::Running
+        } else {
+            Liveness::Exited("not running".into())
+        }
+    }
+
+    fn health<'a>(&'a self, check: HealthCheck<'a>) -> BoxFuture<'a, bool> {
+        let s = self.st();
+        let ok = match s.running.get(check.instance_id) {
+            Some((ty, at)) => !s.sick.contains(ty) && self.clock.now() - at >= s.boot_s,
+            None => false,
+        };
+        Box::pin(std::future::ready(ok))
+    }
+
+    fn recover<'a>(&'a self, tracked: &'a [TrackedInstance]) -> BoxFuture<'a, Recovery> {
+        let s = self.st();
+        let alive = tracked
+            .iter()
+            .filter(|t| s.running.contains_key(&t.instance_id))
+            .map(|t| t.instance_id.clone())
+            .collect();
+        Box::pin(std::future::ready(Recovery {
+            alive,
+            stopped_untracked: vec![],
+        }))
+    }
+
+    fn capacity(&self) -> Vec<CapacityEntry> {
+        vec![]
+    }
+
+    fn set_slots(&self, instance_type: &str, slots: Option<u32>) {
+        self.set(instance_type, slots.unwrap_or(0));
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The server and the API (kept to these helpers so that the calls are easy to change)
+// ------------------------------------------------------------------------------------------
+
+struct Server {
+    app: Arc<App>,
+    fake: Arc<Fake>,
+    /// Clock time when the server started.
+    t0: f64,
+    _dir: tempfile::TempDir,
+}
+
+/// How often the tests look (simulated time). Timing assertions read event and log times,
+/// which the controller stamps, so they do not depend on it.
+const POLL: Duration = Duration::from_secs(1);
+
+/// ICE back-off of the tests: 5 s doubling up to 60 s.
+const BACKOFF: BackoffPolicy = BackoffPolicy {
+    initial_s: 5.0,
+    max_s: 60.0,
+};
+
+async fn start(fake: Arc<Fake>, tune: impl FnOnce(&mut Config)) -> Server {
+    // The store syncs every write to disk; on tmpfs (where there is one) that costs nothing.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .unwrap();
+    let mut cfg = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    cfg.provisioning.ice_backoff_initial_ms = (BACKOFF.initial_s * 1000.0) as u64;
+    cfg.provisioning.ice_backoff_max_ms = (BACKOFF.max_s * 1000.0) as u64;
+    cfg.rebalance.min_runtime_seconds = 300;
+    cfg.metrics.usage_interval_seconds = 0;
+    tune(&mut cfg);
+    let app = App::start_with_provider(cfg, fake.clone()).await.unwrap();
+    let t0 = app.clock.now();
+    Server {
+        app,
+        fake,
+        t0,
+        _dir: dir,
+    }
+}
+
+impl Server {
+    /// Seconds since the server started.
+    fn elapsed(&self) -> f64 {
+        self.app.clock.now() - self.t0
+    }
+
+    async fn call(&self, op: &str, body: Value) -> Result<Value, ApiError> {
+        spillway::api::sagemaker::call(&self.app, op, body.to_string().as_bytes()).await
+    }
+
+    async fn ok(&self, op: &str, body: Value) -> Value {
+        match self.call(op, body).await {
+            Ok(v) => v,
+            Err(e) => panic!("{op}: {} {}", e.code.as_str(), e.message),
+        }
+    }
+
+    /// CreateModel, CreateEndpointConfig and CreateEndpoint of one variant `v` over `pools`.
+    async fn deploy(&self, endpoint: &str, pools: &[&str], count: u32, variant: Value, tags: Value) {
+        self.ok(
+            "CreateModel",
+            json!({"ModelName": "m", "PrimaryContainer": {"Image": "builtin:echo"}}),
+        )
+        .await;
+        self.create_config(&format!("{endpoint}-cfg"), pools, count, variant)
+            .await;
+        self.ok(
+            "CreateEndpoint",
+            json!({"EndpointName": endpoint, "EndpointConfigName": format!("{endpoint}-cfg"), "Tags": tags}),
+        )
+        .await;
+    }
+
+    async fn create_config(&self, name: &str, pools: &[&str], count: u32, variant: Value) {
+        let pools: Vec<Value> = pools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"InstanceType": t, "Priority": i + 1}))
+            .collect();
+        let mut v = json!({
+            "VariantName": "AllTraffic",
+            "ModelName": "m",
+            "InitialInstanceCount": count,
+            "InstancePools": pools,
+            "VariantInstanceProvisionTimeoutInSeconds": 600,
+        });
+        for (k, x) in variant.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        self.ok(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": name, "ProductionVariants": [v]}),
+        )
+        .await;
+    }
+
+    async fn set_count(&self, endpoint: &str, n: u32) {
+        self.ok(
+            "UpdateEndpointWeightsAndCapacities",
+            json!({"EndpointName": endpoint, "DesiredWeightsAndCapacities": [
+                {"VariantName": "AllTraffic", "DesiredInstanceCount": n}
+            ]}),
+        )
+        .await;
+    }
+
+    async fn describe(&self, endpoint: &str) -> Result<Value, ApiError> {
+        self.call("DescribeEndpoint", json!({"EndpointName": endpoint})).await
+    }
+
+    async fn status(&self, endpoint: &str) -> String {
+        self.describe(endpoint).await.unwrap()["EndpointStatus"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Lets simulated time pass until `endpoint` shows `status`, failing after `max_s`.
+    async fn wait_status(&self, endpoint: &str, status: &str, max_s: f64) -> Value {
+        let start = self.elapsed();
+        loop {
+            let d = self.describe(endpoint).await.unwrap();
+            if d["EndpointStatus"] == status {
+                return d;
+            }
+            assert!(
+                self.elapsed() - start < max_s,
+                "{endpoint} not {status} after {max_s}s: {d:#}\nevents: {:#?}",
+                self.events(endpoint)
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Lets simulated time pass until `cond` holds, failing after `max_s`.
+    async fn wait_until(&self, what: &str, max_s: f64, mut cond: impl FnMut(&Self) -> bool) {
+        let start = self.elapsed();
+        while !cond(self) {
+            assert!(self.elapsed() - start < max_s, "{what}: not within {max_s}s");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Lets `s` seconds of simulated time pass.
+    async fn pass(&self, s: f64) {
+        tokio::time::sleep(Duration::from_secs_f64(s)).await;
+    }
+
+    fn events(&self, endpoint: &str) -> Vec<Event> {
+        self.app.store.events(endpoint).unwrap()
+    }
+
+    fn events_of(&self, endpoint: &str, kind: &str) -> Vec<Event> {
+        self.events(endpoint).into_iter().filter(|e| e.kind == kind).collect()
+    }
+
+    /// `(type, priority, result)` of every `LaunchAttempt` event.
+    fn launch_attempts(&self, endpoint: &str) -> Vec<(String, u8, String)> {
+        self.events_of(endpoint, "LaunchAttempt")
+            .into_iter()
+            .map(|e| (e.instance_type.unwrap(), e.priority.unwrap(), e.result.unwrap()))
+            .collect()
+    }
+
+    fn instances(&self) -> Vec<InstanceRecord> {
+        self.app.store.instances().unwrap()
+    }
+
+    /// Types of the in-service instances that are not surges, sorted.
+    fn serving_types(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .instances()
+            .into_iter()
+            .filter(|i| i.state == InstancePhase::InService && i.replaces.is_none())
+            .map(|i| i.instance_type)
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn owned(v: &[(&str, u8, &str)]) -> Vec<(String, u8, String)> {
+    v.iter().map(|(t, p, r)| (t.to_string(), *p, r.to_string())).collect()
+}
+
+/// `(type, in service)` per pool of DescribeEndpoint's variant.
+fn pool_counts(d: &Value) -> Vec<(String, u64)> {
+    d["ProductionVariants"][0]["InstancePools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["InstanceType"].as_str().unwrap().to_string(),
+                p["CurrentInstanceCount"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// No launch attempt on a type inside its insufficient-capacity back-off: after the n-th
+/// consecutive insufficient-capacity answer at `t`, the next attempt on the type comes no
+/// earlier than `t + interval(n)`. Returns the gaps between consecutive attempts after an ICE.
+fn assert_backoff_respected(log: &[Op]) -> Vec<f64> {
+    let mut streak: HashMap<&str, (u32, f64)> = HashMap::new();
+    let mut gaps = vec![];
+    for op in log.iter().filter(|o| o.what != "terminate") {
+        if let Some((n, at)) = streak.get(op.ty.as_str()).copied()
+            && n > 0
+        {
+            let gap = op.t - at;
+            assert!(
+                gap >= BACKOFF.interval(n) - 1e-6,
+                "{} attempted {gap:.2}s after its ICE answer #{n}, inside the {}s back-off",
+                op.ty,
+                BACKOFF.interval(n)
+            );
+            gaps.push(gap);
+        }
+        let e = streak.entry(op.ty.as_str()).or_insert((0, 0.0));
+        *e = if op.what == "ice" { (e.0 + 1, op.t) } else { (0, op.t) };
+    }
+    gaps
+}
+
+// ------------------------------------------------------------------------------------------
+// Tests
+// ------------------------------------------------------------------------------------------
+
+/// The whole story on one endpoint: fallback at creation, scale-out hitting ICE on the
+/// next type, scale-in removing fallback instances first, rebalancing back to the preferred
+/// type surge-first after the minimum run time without thrashing, a dead instance replaced,
+/// and DeleteEndpoint stopping everything.
+#[tokio::test(start_paused = true)]
+async fn pools_fall_back_scale_rebalance_replace_and_delete() {
+    let s = start(Fake::new(&[(P1, 0), (P2, 2), (P3, 4)]), |_| {}).await;
+    let ep = "story";
+
+    // CreateEndpoint: priority 1 has no capacity → ICE, fallback to priority 2.
+    s.deploy(
+        ep,
+        &[P1, P2, P3],
+        2,
+        json!({}),
+        json!([{"Key": "spillway:rebalance", "Value": "enabled"}]),
+    )
+    .await;
+    assert_eq!(s.status(ep).await, "Creating");
+    let d = s.wait_status(ep, "InService", 30.0).await;
+    assert_eq!(
+        s.launch_attempts(ep),
+        owned(&[
+            (P1, 1, "InsufficientCapacity"),
+            (P2, 2, "Launched"),
+            (P2, 2, "Launched")
+        ])
+    );
+    assert_eq!(d["ProductionVariants"][0]["CurrentInstanceCount"], 2);
+    assert_eq!(pool_counts(&d), [(P1.into(), 0), (P2.into(), 2), (P3.into(), 0)]);
+    assert!(s.events(ep).iter().any(|e| e.kind == "EndpointInService"));
+
+    // Scale-out to 4 once P1's back-off ended: P1 is probed (ICE), P2 is full (ICE), P3 serves.
+    s.pass(10.0).await;
+    s.set_count(ep, 4).await;
+    assert_eq!(s.status(ep).await, "Updating");
+    let d = s.wait_status(ep, "InService", 30.0).await;
+    assert_eq!(
+        s.launch_attempts(ep)[3..],
+        owned(&[
+            (P1, 1, "InsufficientCapacity"),
+            (P2, 2, "InsufficientCapacity"),
+            (P3, 3, "Launched"),
+            (P3, 3, "Launched")
+        ])
+    );
+    assert_eq!(pool_counts(&d), [(P1.into(), 0), (P2.into(), 2), (P3.into(), 2)]);
+
+    // Scale-in to 2: the fallback (priority 3) instances go first.
+    let p3_ids: HashSet<String> = s
+        .instances()
+        .into_iter()
+        .filter(|i| i.instance_type == P3)
+        .map(|i| i.instance_id)
+        .collect();
+    s.set_count(ep, 2).await;
+    s.wait_until("scale-in", 60.0, |s| s.instances().len() == 2).await;
+    let d = s.wait_status(ep, "InService", 30.0).await;
+    assert_eq!(s.serving_types(), [P2, P2]);
+    let scaled_in: HashSet<String> = s
+        .events_of(ep, "ScaleIn")
+        .into_iter()
+        .map(|e| e.instance_id.unwrap())
+        .collect();
+    assert_eq!(scaled_in, p3_ids);
+    let terminated: HashSet<String> = s
+        .fake
+        .log()
+        .into_iter()
+        .filter(|o| o.what == "terminate")
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(terminated, p3_ids);
+    assert_eq!(pool_counts(&d), [(P1.into(), 0), (P2.into(), 2), (P3.into(), 0)]);
+
+    // Rebalancing while P1 still has no capacity: after the minimum run time, surge attempts on
+    // P1 come only when its back-off ends (intervals doubling to the cap), and the serving fleet
+    // is never touched.
+    let launched_at = s.instances().iter().map(|i| i.launched_at).fold(f64::MAX, f64::min);
+    s.wait_until("first migration attempt", 400.0, |s| {
+        !s.events_of(ep, "MigrationLaunch").is_empty()
+    })
+    .await;
+    let first = s.events_of(ep, "MigrationLaunch")[0].clone();
+    assert!(
+        first.time - launched_at >= 300.0,
+        "migrated after {:.0}s, before min_runtime_seconds",
+        first.time - launched_at
+    );
+    assert!(first.time - launched_at < 301.0);
+    assert_eq!(first.result.as_deref(), Some("InsufficientCapacity"));
+    assert_eq!(first.instance_type.as_deref(), Some(P1));
+    s.pass(300.0).await;
+    let tries = s.events_of(ep, "MigrationLaunch");
+    assert!(
+        tries
+            .iter()
+            .all(|e| e.result.as_deref() == Some("InsufficientCapacity"))
+    );
+    let gaps: Vec<f64> = tries.windows(2).map(|w| w[1].time - w[0].time).collect();
+    // P1's streak continues from the scale-out: answers 3, 4, 5, ... → 20 s, 40 s, 60 s, 60 s.
+    assert!(gaps.len() >= 4, "{gaps:?}");
+    for (g, want) in gaps.iter().zip([20.0, 40.0, 60.0, 60.0]) {
+        assert!((g - want).abs() < 0.3, "back-off gaps {gaps:?}");
+    }
+    assert_eq!(s.serving_types(), [P2, P2]);
+    assert!(s.events_of(ep, "MigrationShift").is_empty());
+
+    // Capacity returns on P1: the next probe succeeds, and the fleet moves back surge-first.
+    s.fake.set(P1, 2);
+    let returned = s.elapsed();
+    s.wait_until("fleet back on priority 1", 400.0, |s| {
+        s.serving_types() == [P1, P1] && s.instances().len() == 2
+    })
+    .await;
+    let moved = s.events_of(ep, "MigrationLaunch");
+    let launched: Vec<&Event> = moved
+        .iter()
+        .filter(|e| e.result.as_deref() == Some("Launched"))
+        .collect();
+    assert_eq!(launched.len(), 2, "one surge per instance, no thrash: {moved:#?}");
+    assert!(
+        launched[0].time - s.t0 - returned <= 60.0 + 0.3,
+        "waited for the probe only"
+    );
+    // Surge first: each old instance stops only after its replacement passed its health check.
+    let events = s.events(ep);
+    for shift in events.iter().filter(|e| e.kind == "MigrationShift") {
+        let surge = shift.instance_id.as_deref().unwrap();
+        let healthy = events
+            .iter()
+            .position(|e| e.kind == "InstanceHealthy" && e.instance_id.as_deref() == Some(surge))
+            .expect("surge became healthy");
+        let old = shift
+            .message
+            .split("draining ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        let stopped = events
+            .iter()
+            .position(|e| e.kind == "InstanceTerminated" && e.instance_id.as_deref() == Some(old))
+            .expect("old instance stopped");
+        assert!(healthy < stopped, "{old} stopped before {surge} was healthy");
+    }
+    assert_eq!(s.events_of(ep, "MigrationShift").len(), 2);
+    assert_eq!(s.status(ep).await, "InService");
+    // Once on priority 1 nothing moves any more.
+    let ops = s.fake.log().len();
+    s.pass(300.0).await;
+    assert_eq!(
+        s.fake.log().len(),
+        ops,
+        "the fleet thrashes: {:#?}",
+        &s.fake.log()[ops..]
+    );
+
+    // An instance that dies is replaced.
+    let victim = s.instances()[0].instance_id.clone();
+    s.fake.kill(&victim);
+    s.wait_until("replacement in service", 60.0, |s| {
+        s.serving_types() == [P1, P1] && s.instances().iter().all(|i| i.instance_id != victim)
+    })
+    .await;
+    assert!(
+        s.events_of(ep, "InstanceExited")
+            .iter()
+            .any(|e| e.instance_id.as_deref() == Some(victim.as_str()))
+    );
+    assert!(!s.fake.running().iter().any(|(id, _)| *id == victim));
+    let d = s.wait_status(ep, "InService", 30.0).await;
+    assert_eq!(d["ProductionVariants"][0]["CurrentInstanceCount"], 2);
+
+    // DeleteEndpoint stops every instance.
+    s.ok("DeleteEndpoint", json!({"EndpointName": ep})).await;
+    s.wait_until("endpoint deleted", 120.0, |s| {
+        s.events(ep).iter().any(|e| e.kind == "EndpointDeleted")
+    })
+    .await;
+    assert!(s.fake.running().is_empty(), "{:?}", s.fake.running());
+    assert!(s.instances().is_empty());
+    let err = s.describe(ep).await.unwrap_err();
+    assert!(err.message.contains("Could not find endpoint"), "{}", err.message);
+    assert_backoff_respected(&s.fake.log());
+    assert!(s.elapsed() > 900.0, "covered {:.0}s of simulated time", s.elapsed());
+}
+
+/// Every pool out of capacity until the deadline: the creation fails at
+/// `VariantInstanceProvisionTimeoutInSeconds` with a FailureReason naming the types tried.
+#[tokio::test(start_paused = true)]
+async fn provisioning_deadline_fails_creation_naming_the_types() {
+    let s = start(Fake::new(&[(P1, 0), (P2, 0)]), |_| {}).await;
+    s.deploy(
+        "short",
+        &[P1, P2],
+        1,
+        json!({"VariantInstanceProvisionTimeoutInSeconds": 300}),
+        json!([]),
+    )
+    .await;
+    let d = s.wait_status("short", "Failed", 400.0).await;
+    let failed_at = s.events_of("short", "EndpointFailed")[0].time - s.t0;
+    assert!((300.0..301.0).contains(&failed_at), "failed at {failed_at:.1}s");
+    let reason = d["FailureReason"].as_str().unwrap();
+    assert!(reason.contains(&format!("{P1}, {P2}")), "{reason}");
+    assert!(reason.contains("VariantInstanceProvisionTimeoutInSeconds"), "{reason}");
+    assert!(s.fake.running().is_empty());
+    // Every attempt was an ICE answer, none inside a back-off.
+    assert!(s.fake.log().iter().all(|o| o.what == "ice"));
+    assert_backoff_respected(&s.fake.log());
+}
+
+/// ICE back-off doubles per consecutive answer up to the cap, and the first attempt after an
+/// interval ends is the probe that finds returned capacity.
+#[tokio::test(start_paused = true)]
+async fn backoff_doubles_and_the_probe_finds_capacity() {
+    let s = start(Fake::new(&[(P1, 0)]), |_| {}).await;
+    s.deploy("probe", &[P1], 1, json!({}), json!([])).await;
+    s.wait_until("six ICE answers", 400.0, |s| s.fake.attempts(P1).len() >= 6)
+        .await;
+    let gaps = assert_backoff_respected(&s.fake.log());
+    for (g, want) in gaps.iter().zip([5.0, 10.0, 20.0, 40.0, 60.0]) {
+        assert!((g - want).abs() < 0.3, "gaps {gaps:?}");
+    }
+    assert_eq!(s.status("probe").await, "Creating");
+    // Capacity returns between probes: nothing happens before the back-off ends.
+    let last_ice = s.fake.attempts(P1).last().unwrap().t;
+    s.pass(1.0).await;
+    s.fake.set(P1, 1);
+    s.wait_status("probe", "InService", 120.0).await;
+    let launch = s.fake.attempts(P1).into_iter().find(|o| o.what == "launch").unwrap();
+    assert!(
+        (launch.t - last_ice - 60.0).abs() < 0.3,
+        "probe {:.2}s after the last ICE answer",
+        launch.t - last_ice
+    );
+    let recovered = s.events_of("probe", "CapacityRecovered");
+    assert_eq!(recovered.len(), 1);
+    assert!(
+        recovered[0].message.contains("6 insufficient-capacity answer(s)"),
+        "{}",
+        recovered[0].message
+    );
+}
+
+/// A launching instance that never answers its health check fails the creation once
+/// `ContainerStartupHealthCheckTimeoutInSeconds` has passed, and is stopped.
+#[tokio::test(start_paused = true)]
+async fn health_check_timeout_fails_a_launching_instance() {
+    let fake = Fake::new(&[(P1, 1)]);
+    fake.st().sick.insert(P1.to_string());
+    let s = start(fake, |_| {}).await;
+    s.deploy(
+        "sick",
+        &[P1],
+        1,
+        json!({"ContainerStartupHealthCheckTimeoutInSeconds": 120}),
+        json!([]),
+    )
+    .await;
+    s.pass(100.0).await;
+    assert_eq!(s.status("sick").await, "Creating");
+    let d = s.wait_status("sick", "Failed", 60.0).await;
+    let failed = s.events_of("sick", "HealthCheckFailed");
+    assert_eq!(failed.len(), 1);
+    let after = failed[0].time - s.t0;
+    assert!((120.0..121.0).contains(&after), "failed {after:.1}s after launch");
+    let reason = d["FailureReason"].as_str().unwrap();
+    assert!(
+        reason.contains("did not pass the ping health check within 120 seconds"),
+        "{reason}"
+    );
+    // ICE never moved it to another pool: a failed health check is not a capacity signal.
+    assert_eq!(s.launch_attempts("sick"), owned(&[(P1, 1, "Launched")]));
+    s.wait_until("sick instance stopped", 60.0, |s| s.fake.running().is_empty())
+        .await;
+}
+
+/// A rolling update bakes `WaitIntervalInSeconds` after each healthy batch before the next.
+#[tokio::test(start_paused = true)]
+async fn rolling_update_bakes_between_batches() {
+    let fake = Fake::new(&[(P2, 6)]);
+    fake.st().boot_s = 30.0;
+    let s = start(fake, |_| {}).await;
+    s.deploy("roll", &[P2], 3, json!({}), json!([])).await;
+    s.wait_status("roll", "InService", 60.0).await;
+    s.create_config("roll-v2", &[P2], 3, json!({})).await;
+    let started = s.elapsed();
+    s.ok(
+        "UpdateEndpoint",
+        json!({"EndpointName": "roll", "EndpointConfigName": "roll-v2", "DeploymentConfig": {
+            "RollingUpdatePolicy": {
+                "MaximumBatchSize": {"Type": "INSTANCE_COUNT", "Value": 1},
+                "WaitIntervalInSeconds": 120
+            }
+        }}),
+    )
+    .await;
+    let d = s.wait_status("roll", "InService", 1200.0).await;
+    assert_eq!(d["EndpointConfigName"], "roll-v2");
+    // Three new instances, one per batch: each batch boots (30 s), then bakes 120 s.
+    let launches: Vec<f64> = s
+        .fake
+        .log()
+        .iter()
+        .filter(|o| o.what == "launch")
+        .skip(3)
+        .map(|o| o.t - s.t0 - started)
+        .collect();
+    assert_eq!(launches.len(), 3, "{launches:?}");
+    for w in launches.windows(2) {
+        let gap = w[1] - w[0];
+        assert!((150.0..151.0).contains(&gap), "batches {launches:?}");
+    }
+    assert_eq!(s.events_of("roll", "RollingBatch").len(), 2);
+    // The old fleet is gone.
+    assert_eq!(s.fake.running().len(), 3);
+    assert_eq!(s.instances().len(), 3);
+}
+
+/// Random capacity timelines (what `core::planner`'s test-side fleet simulation used to
+/// check, now on the real controller): never more regular instances than desired nor more
+/// surges than allowed, no launch inside a back-off, no instance replaced before its minimum
+/// run time, and once capacity returns everywhere the fleet ends on the preferred pool.
+#[tokio::test(start_paused = true)]
+async fn random_capacity_timelines_keep_the_fleet_invariants() {
+    for seed in 0..4u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let types = [P1, P2, P3];
+        let fake = Fake::new(&[(P1, rng.u32(0..3)), (P2, rng.u32(0..3)), (P3, rng.u32(0..3))]);
+        let s = start(fake, |c| c.rebalance.min_runtime_seconds = 20).await;
+        let desired = rng.u32(1..4);
+        let ep = format!("random-{seed}");
+        s.deploy(
+            &ep,
+            &types,
+            desired,
+            json!({}),
+            json!([{"Key": "spillway:rebalance", "Value": "enabled"}]),
+        )
+        .await;
+        let check = |s: &Server| {
+            let live: Vec<InstanceRecord> = s
+                .instances()
+                .into_iter()
+                .filter(|i| i.state != InstancePhase::Terminating)
+                .collect();
+            let surges = live.iter().filter(|i| i.replaces.is_some()).count() as u32;
+            assert!(live.len() as u32 - surges <= desired, "seed {seed}: {live:#?}");
+            assert!(surges <= 1, "seed {seed}: {surges} surges");
+        };
+        for _ in 0..30 {
+            s.fake.set(types[rng.usize(0..3)], rng.u32(0..4));
+            for _ in 0..5 {
+                s.pass(1.0).await;
+                check(&s);
+            }
+        }
+        for t in types {
+            s.fake.set(t, 8);
+        }
+        s.wait_until("converged on priority 1", 600.0, |s| {
+            check(s);
+            s.serving_types() == vec![P1; desired as usize] && s.instances().len() as u32 == desired
+        })
+        .await;
+        assert_backoff_respected(&s.fake.log());
+        let events = s.events(&ep);
+        let launched: HashMap<String, f64> = events
+            .iter()
+            .filter(|e| e.result.as_deref() == Some("Launched"))
+            .filter_map(|e| Some((e.instance_id.clone()?, e.time)))
+            .collect();
+        for shift in events.iter().filter(|e| e.kind == "MigrationShift") {
+            let old = shift
+                .message
+                .split("draining ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap();
+            let ran = shift.time - launched[old];
+            assert!(ran >= 20.0, "seed {seed}: {old} replaced after {ran:.1}s");
+        }
+    }
+}
