@@ -2,7 +2,7 @@
 //!
 //! Every decision that depends on time (the controller's deadlines and waits, ICE back-off,
 //! rebalancing, the autoscaler's cooldowns, event and resource timestamps) reads it from the
-//! [`Clock`] that [`crate::app::App`] holds. The clock is anchored to the wall clock when it is
+//! [`Clock`] that [`crate::control::app::App`] holds. The clock is anchored to the wall clock when it is
 //! made and then moves with tokio's clock, so under `tokio::time::pause()` it is a paused clock
 //! that `tokio::time::advance` (and the runtime's auto-advance) moves, and in production it is
 //! the wall clock. A clippy lint (`clippy.toml`, `disallowed-methods`) forbids reading the time

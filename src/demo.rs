@@ -9,8 +9,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use crate::api::sagemaker;
-use crate::app::App;
 use crate::config::Config;
+use crate::control::app::App;
 
 /// Names used by the demo.
 pub const MODEL: &str = "demo-echo";

@@ -36,7 +36,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::api::error::{ApiError, Protocol};
 use crate::api::runtime::{self, Answer, Call, MAX_DRAIN, Mode, Payload};
-use crate::app::App;
+use crate::control::app::App;
 use crate::h1::{self, BodyDecoder, Framing, Stall};
 use crate::server::{Stop, reached};
 

@@ -4,21 +4,17 @@
 //! See `ARCHITECTURE.md` for the code map and invariants.
 
 pub mod api;
-pub mod app;
-pub mod autoscaler;
 pub mod builtin;
 pub mod clock;
 pub mod config;
 pub mod control;
-pub mod controller;
 pub mod core;
 pub mod demo;
 pub mod fastpath;
 pub mod h1;
-pub mod metrics;
 pub mod provider;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod upstream;
-pub mod usage;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use spillway::app::App;
 use spillway::config::Config;
+use spillway::control::app::App;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]

@@ -12,7 +12,7 @@ use axum::http::HeaderValue;
 use std::time::Duration;
 
 use crate::core::model::RoutingStrategy;
-use crate::metrics::SeriesHandle;
+use crate::telemetry::metrics::SeriesHandle;
 
 /// One instance that receives traffic.
 #[derive(Debug)]

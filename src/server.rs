@@ -26,7 +26,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::{mpsc, watch};
 
 use crate::api::runtime;
-use crate::app::App;
+use crate::control::app::App;
 use crate::fastpath::{self, Handover};
 
 /// Per-thread state shared by the connections of one I/O thread.

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use spillway::api::error::ApiError;
-use spillway::app::App;
 use spillway::clock::Clock;
 use spillway::config::Config;
+use spillway::control::app::App;
 use spillway::core::capacity::BackoffPolicy;
 use spillway::core::endpoint::{Event, InstanceRecord};
 use spillway::core::planner::InstancePhase;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::error::{ApiError, ErrorCode};
 use super::ops::{Action, Arns, Operation, Resource};
-use crate::app::App;
+use crate::control::app::App;
 use crate::control::{self, Command};
 use crate::core::catalog;
 use crate::store::Kind;
@@ -288,7 +288,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn render_metrics(app: &App) -> Response {
-    use crate::metrics::{CapacitySeries, InstanceSeries, TypeSeries};
+    use crate::telemetry::metrics::{CapacitySeries, InstanceSeries, TypeSeries};
     let prom = &app.metrics.prometheus;
     prom.instances.clear();
     prom.concurrency.clear();

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, ErrorCode};
-use crate::app::App;
-use crate::autoscaler::{self, ScalableTarget, ScalingPolicy};
+use crate::control::app::App;
+use crate::control::autoscaler::{self, ScalableTarget, ScalingPolicy};
 use crate::core::validate::ValidationError;
 use crate::store::Kind;
 

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::error::{ApiError, ErrorCode};
 use crate::core::model::Timestamp;
 use crate::core::scaling::{eval_expression, expression_refs};
-use crate::metrics::{INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start};
+use crate::telemetry::metrics::{INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start};
 
 /// The `X-Amz-Target` service prefix of CloudWatch's JSON protocol.
 pub const TARGET_PREFIX: &str = "GraniteServiceVersion20100801";
@@ -976,7 +976,7 @@ fn dimension_sets(keys: &[(String, String, String)]) -> Vec<Vec<(&str, &str)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{Outcome, Series};
+    use crate::telemetry::metrics::{Outcome, Series};
     use std::sync::Arc;
 
     const E: &str = "ep";
@@ -1429,11 +1429,11 @@ mod tests {
         assert_eq!(later["Metrics"], json!([]));
     }
 
-    const RETENTION_LATER: f64 = crate::metrics::RETENTION_S as f64 + 10.0;
+    const RETENTION_LATER: f64 = crate::telemetry::metrics::RETENTION_S as f64 + 10.0;
 
     #[test]
     fn utilization_is_answered_in_the_instance_namespace_only() {
-        use crate::metrics::{UsageSample, UsageSeries};
+        use crate::telemetry::metrics::{UsageSample, UsageSeries};
         let m = store();
         for (i, (t, cpu)) in [(A, 150.0), (A, 50.0), (B, 30.0)].into_iter().enumerate() {
             let instance = UsageSeries {

@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::Value;
 
-use crate::app::App;
+use crate::control::app::App;
 use autoscaling::AutoScalingOp;
 use cloudwatch::CloudWatchOp;
 use error::{ApiError, Protocol};

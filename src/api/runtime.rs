@@ -25,10 +25,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 use super::error::{ApiError, ErrorCode};
-use crate::app::App;
+use crate::control::app::App;
 use crate::h1;
-use crate::metrics::{Outcome, Series};
 use crate::routes::{EndpointRoutes, PickError, RouteInstance};
+use crate::telemetry::metrics::{Outcome, Series};
 use crate::upstream::{self, Conn, UpstreamBody, UpstreamError};
 
 /// Largest request payload SageMaker accepts (6 MB).

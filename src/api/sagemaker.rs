@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
 use super::ops::Resource;
-use crate::app::{App, EndpointRuntime};
+use crate::control::app::{App, EndpointRuntime};
 use crate::control::{self, BatchSize, Command, Document, Outcome, ResourceKind, UpdateEndpoint, VariantChange};
 use crate::core::endpoint::Deployment;
 use crate::core::model::{

@@ -7,13 +7,17 @@
 //! and wakes the endpoint's controller; it never launches or stops instances itself. Status
 //! moves only through the core's lifecycle methods (`EndpointRecord::begin`, ...).
 
+pub mod app;
+pub mod autoscaler;
+pub mod controller;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::app::{App, EndpointRuntime};
+use crate::control::app::{App, EndpointRuntime};
 use crate::core::endpoint::{DeployedVariant, Deployment, EndpointRecord, LifecycleError};
 use crate::core::model::{EndpointConfig, Model, Tag, Timestamp};
 use crate::core::planner::{Operation, ProvisioningState, RollingUpdate};

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::config::LocalProviderConfig;
 use crate::core::catalog::{self, AcceleratorKind, InstanceTypeSpec};
-use crate::usage::UsageTarget;
+use crate::telemetry::usage::{UsageTarget, run_nvidia_smi};
 
 /// A GPU of this host.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ impl Host {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
         let memory_gib = std::fs::read_to_string("/proc/meminfo")
             .ok()
-            .and_then(|s| crate::usage::parse_mem_total(&s))
+            .and_then(|s| crate::telemetry::usage::parse_mem_total(&s))
             .map(|bytes| bytes as f64 / (1u64 << 30) as f64)
             .unwrap_or(1.0);
         let gpus = match gpus {
@@ -99,67 +99,6 @@ pub fn detect_nvidia_gpus() -> Vec<Gpu> {
             })
             .collect(),
         Err(_) => vec![],
-    }
-}
-
-/// How long one `nvidia-smi` call may take (a wedged driver can make it hang).
-pub const NVIDIA_SMI_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why `nvidia-smi` gave no answer.
-#[derive(Debug, thiserror::Error)]
-pub enum NvidiaSmiError {
-    /// It is not installed (not on `PATH`).
-    #[error("nvidia-smi is not installed")]
-    NotFound,
-    /// It could not be started.
-    #[error("cannot run nvidia-smi: {0}")]
-    Spawn(std::io::Error),
-    /// It exited unsuccessfully.
-    #[error("nvidia-smi exited with {0}")]
-    Exit(std::process::ExitStatus),
-    /// It did not answer within [`NVIDIA_SMI_TIMEOUT`] and was killed.
-    #[error("nvidia-smi did not answer within {} s", NVIDIA_SMI_TIMEOUT.as_secs())]
-    Timeout,
-}
-
-/// Runs `nvidia-smi` with `args` and returns its standard output; killed after
-/// [`NVIDIA_SMI_TIMEOUT`]. Blocking: GPU detection at start-up and the usage sampler (on a
-/// blocking thread) both use it.
-#[allow(clippy::disallowed_methods)] // A blocking child-process timeout on a plain thread, in real time.
-pub fn run_nvidia_smi(args: &[&str]) -> Result<String, NvidiaSmiError> {
-    use std::io::Read;
-    let mut child = std::process::Command::new("nvidia-smi")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => NvidiaSmiError::NotFound,
-            _ => NvidiaSmiError::Spawn(e),
-        })?;
-    // Read on a thread so that a large answer cannot fill the pipe and stall the child.
-    let mut stdout = child.stdout.take();
-    let reader = std::thread::spawn(move || {
-        let mut out = String::new();
-        if let Some(s) = stdout.as_mut() {
-            let _ = s.read_to_string(&mut out);
-        }
-        out
-    });
-    let deadline = std::time::Instant::now() + NVIDIA_SMI_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(reader.join().unwrap_or_default()),
-            Ok(Some(status)) => return Err(NvidiaSmiError::Exit(status)),
-            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(NvidiaSmiError::Timeout);
-            }
-            Err(e) => return Err(NvidiaSmiError::Spawn(e)),
-        }
     }
 }
 

@@ -25,7 +25,7 @@ use thiserror::Error;
 
 use crate::core::catalog::InstanceTypeSpec;
 use crate::core::model::ContainerDefinition;
-use crate::usage::UsageTarget;
+use crate::telemetry::usage::UsageTarget;
 
 /// A boxed future, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

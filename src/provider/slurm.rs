@@ -1066,7 +1066,7 @@ impl CapacityProvider for SlurmProvider {
     /// under `slurmstepd` on the compute node (even when that node is this host, the model is
     /// not a descendant of `srun`). Sampling `srun` would report the client's use, not the
     /// model's, so Slurm instances have no utilization metrics (docs/slurm.md).
-    fn usage_target(&self, _handle: &Value) -> Option<crate::usage::UsageTarget> {
+    fn usage_target(&self, _handle: &Value) -> Option<crate::telemetry::usage::UsageTarget> {
         None
     }
 }

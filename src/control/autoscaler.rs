@@ -10,14 +10,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::app::App;
+use crate::control::app::App;
 use crate::control::{self, Command, ControlError, VariantChange};
 use crate::core::model::{EndpointStatus, Timestamp};
 use crate::core::planner::InstancePhase;
 use crate::core::scaling::{self, Bounds, History, TargetTracking};
 use crate::core::validate::ValidationError;
-use crate::metrics::Statistic;
 use crate::store::Kind;
+use crate::telemetry::metrics::Statistic;
 
 /// A registered scalable target (wire shape of `ScalableTarget`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,10 +161,10 @@ fn metric_stat(metric: &Value, stat: &str, at: &str) -> Result<MetricStat, Valid
     let name = field(metric, "MetricName")
         .and_then(Value::as_str)
         .ok_or_else(|| ValidationError::missing(&format!("{at}.MetricName")))?;
-    if !crate::metrics::METRICS.contains(&name) {
+    if !crate::telemetry::metrics::METRICS.contains(&name) {
         return Err(ValidationError(format!(
             "{at}.MetricName: spillway has no metric {name:?}; available: {}",
-            crate::metrics::METRICS.join(", ")
+            crate::telemetry::metrics::METRICS.join(", ")
         )));
     }
     let ns = field(metric, "Namespace")

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::app::{App, EndpointHandle, EndpointRuntime};
+use crate::control::app::{App, EndpointHandle, EndpointRuntime};
 use crate::core::catalog;
 use crate::core::endpoint::{Deployment, Event, InstanceRecord, truncate_reason};
 use crate::core::model::{EndpointStatus, PoolSpec, Timestamp};
@@ -843,7 +843,7 @@ fn record_launch(app: &App, rt: &mut EndpointRuntime, l: Launch<'_>, result: Res
     app.metrics
         .prometheus
         .launches
-        .get_or_create(&crate::metrics::LaunchSeries {
+        .get_or_create(&crate::telemetry::metrics::LaunchSeries {
             instance_type: pool.instance_type.clone(),
             result: result_label.into(),
         })

@@ -11,19 +11,19 @@ use hyper_util::rt::TokioExecutor;
 use thiserror::Error;
 use tokio::sync::{Notify, watch};
 
-use crate::autoscaler::AutoscalerState;
 use crate::clock::Clock;
 use crate::config::{CapacitySource, Config};
-use crate::controller;
+use crate::control::autoscaler::AutoscalerState;
+use crate::control::controller;
 use crate::core::capacity::{BackoffPolicy, IceMemory};
 use crate::core::endpoint::{EndpointRecord, Event, InstanceRecord};
 use crate::core::model::RoutingStrategy;
-use crate::metrics::{Metrics, Statistic};
 use crate::provider::local::{Host, LocalProvider};
 use crate::provider::slurm::SlurmProvider;
 use crate::provider::{CapacityProvider, TrackedInstance};
 use crate::routes::RouteTable;
 use crate::store::{Kind, Store, StoreError};
+use crate::telemetry::metrics::{Metrics, Statistic};
 
 /// Start-up failures.
 #[derive(Debug, Error)]
@@ -155,7 +155,7 @@ impl App {
         app.recover().await?;
         tokio::spawn(sample_fleet(app.clone()));
         tokio::spawn(sample_usage(app.clone()));
-        tokio::spawn(crate::autoscaler::run(app.clone()));
+        tokio::spawn(crate::control::autoscaler::run(app.clone()));
         Ok(app)
     }
 
@@ -344,7 +344,7 @@ async fn sample_fleet(app: Arc<App>) {
                 let measure = v.strategy == RoutingStrategy::CapacityAware
                     && app.cfg.router.capacity_source == CapacitySource::Measured;
                 for (ty, (n, outstanding)) in by_type {
-                    let series = crate::metrics::Series {
+                    let series = crate::telemetry::metrics::Series {
                         endpoint: &name,
                         variant: &v.name,
                         instance_type: ty,
@@ -389,7 +389,7 @@ async fn sample_usage(app: Arc<App>) {
     let mut shutdown = app.shutdown.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(interval));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sampler = Some(crate::usage::Sampler::default());
+    let mut sampler = Some(crate::telemetry::usage::Sampler::default());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -427,7 +427,7 @@ async fn sample_usage(app: Arc<App>) {
 }
 
 /// The instances of every live endpoint that the provider can sample.
-async fn usage_targets(app: &App) -> Vec<crate::usage::InstanceTarget> {
+async fn usage_targets(app: &App) -> Vec<crate::telemetry::usage::InstanceTarget> {
     let mut targets = vec![];
     for h in app.all_endpoints() {
         let rt = h.state.lock().await;
@@ -438,8 +438,8 @@ async fn usage_targets(app: &App) -> Vec<crate::usage::InstanceTarget> {
             let Some(target) = app.provider.usage_target(&i.handle) else {
                 continue;
             };
-            targets.push(crate::usage::InstanceTarget {
-                series: crate::metrics::UsageSeries {
+            targets.push(crate::telemetry::usage::InstanceTarget {
+                series: crate::telemetry::metrics::UsageSeries {
                     endpoint: i.endpoint_name.clone(),
                     variant: i.variant_name.clone(),
                     instance_type: i.instance_type.clone(),
