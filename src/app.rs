@@ -17,11 +17,11 @@ use crate::controller;
 use crate::core::capacity::{BackoffPolicy, IceMemory};
 use crate::core::endpoint::{EndpointRecord, Event, InstanceRecord};
 use crate::core::model::{RoutingStrategy, Timestamp};
+use crate::dataplane::routes::RouteTable;
 use crate::metrics::{Metrics, Statistic};
 use crate::provider::local::{Host, LocalProvider};
 use crate::provider::slurm::SlurmProvider;
 use crate::provider::{CapacityProvider, TrackedInstance};
-use crate::routes::RouteTable;
 use crate::store::{Kind, Store, StoreError};
 
 /// The wall clock in epoch seconds. The only place the server reads it; the core is handed it.

@@ -8,7 +8,6 @@ pub mod admin;
 pub mod autoscaling;
 pub mod cloudwatch;
 pub mod error;
-pub mod runtime;
 pub mod sagemaker;
 
 use std::sync::Arc;
@@ -27,10 +26,10 @@ use error::ApiError;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", post(aws_json))
-        .route("/endpoints/{name}/invocations", post(runtime::invoke))
+        .route("/endpoints/{name}/invocations", post(crate::dataplane::invoke::invoke))
         .route(
             "/endpoints/{name}/invocations-response-stream",
-            post(runtime::invoke_stream),
+            post(crate::dataplane::invoke::invoke_stream),
         )
         .route("/_spillway/health", get(admin::health))
         .route("/metrics", get(admin::metrics))

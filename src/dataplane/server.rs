@@ -25,9 +25,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::{mpsc, watch};
 
-use crate::api::runtime;
 use crate::app::App;
-use crate::fastpath::{self, Handover};
+use crate::dataplane::fastpath::{self, Handover};
+use crate::dataplane::invoke;
 
 /// Per-thread state shared by the connections of one I/O thread.
 struct Shared {
@@ -235,7 +235,7 @@ async fn serve_general(
 
 /// Serves one request: invocations here, everything else on the main runtime.
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let req = match runtime::invoke_incoming(&shared.app, req).await {
+    let req = match invoke::invoke_incoming(&shared.app, req).await {
         Ok(resp) => return Ok(resp),
         Err(other) => other,
     };

@@ -24,12 +24,12 @@ use http_body::{Body as _, Frame};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
-use super::error::ApiError;
+use crate::api::error::ApiError;
 use crate::app::{App, now};
-use crate::h1;
+use crate::dataplane::h1;
+use crate::dataplane::routes::{EndpointRoutes, PickError, RouteInstance};
+use crate::dataplane::upstream::{self, Conn, UpstreamBody, UpstreamError};
 use crate::metrics::{Outcome, Series};
-use crate::routes::{EndpointRoutes, PickError, RouteInstance};
-use crate::upstream::{self, Conn, UpstreamBody, UpstreamError};
 
 /// Largest request payload SageMaker accepts (6 MB).
 pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;

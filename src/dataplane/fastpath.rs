@@ -5,7 +5,7 @@
 //! with `httparse` straight from the connection's read buffer; an ordinary `InvokeEndpoint` or
 //! `InvokeEndpointWithResponseStream` (`POST /endpoints/{name}/invocations[-response-stream]`,
 //! HTTP/1.1, a `Content-Length` or chunked body) is routed
-//! by [`runtime::invoke_model`], its body streamed to the model as it arrives, and the model's
+//! by [`invoke::invoke_model`], its body streamed to the model as it arrives, and the model's
 //! answer written back, head and body in one write when the body is already there. Keep-alive
 //! and pipelined requests are served in turn on the same buffer.
 //!
@@ -35,10 +35,10 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::api::error::ApiError;
-use crate::api::runtime::{self, Answer, Call, MAX_DRAIN, Mode, Payload};
 use crate::app::App;
-use crate::h1::{self, BodyDecoder, Framing, Stall};
-use crate::server::{Stop, reached};
+use crate::dataplane::h1::{self, BodyDecoder, Framing, Stall};
+use crate::dataplane::invoke::{self, Answer, Call, MAX_DRAIN, Mode, Payload};
+use crate::dataplane::server::{Stop, reached};
 
 /// Most request headers the fast path parses (a request with more goes to hyper).
 const MAX_HEADERS: usize = 64;
@@ -141,7 +141,7 @@ fn parse(buf: &[u8]) -> Parsed {
     if req.method != Some("POST") || req.version != Some(1) {
         return Parsed::Other;
     }
-    let Some((endpoint, mode)) = req.path.and_then(runtime::invocation_path) else {
+    let Some((endpoint, mode)) = req.path.and_then(invoke::invocation_path) else {
         return Parsed::Other;
     };
     let Ok(framing) = h1::framing(req.headers, Framing::Empty) else {
@@ -255,7 +255,7 @@ impl Client {
         // connection) and stops it counting as outstanding.
         let result = tokio::select! {
             biased;
-            result = runtime::invoke_model(app, &call, &mut body) => result,
+            result = invoke::invoke_model(app, &call, &mut body) => result,
             () = client_gone(&self.stream) => return false,
         };
         // The next request starts after this one's body: read what is left of it (an error
@@ -265,7 +265,7 @@ impl Client {
         if unread {
             let small = body.decoder.remaining().is_none_or(|n| n <= MAX_DRAIN);
             keep &= small
-                && tokio::time::timeout(self.timeout, runtime::drain(&mut body, MAX_DRAIN))
+                && tokio::time::timeout(self.timeout, invoke::drain(&mut body, MAX_DRAIN))
                     .await
                     .unwrap_or(false);
         }
@@ -360,7 +360,7 @@ impl Client {
                 // The model's response broke off: a stream ends with a `ModelStreamError`
                 // message, a plain answer is cut short.
                 Some(Err(e)) if mode == Mode::EventStream => {
-                    h1::put_chunk(out, &runtime::model_stream_error(&e.to_string()));
+                    h1::put_chunk(out, &invoke::model_stream_error(&e.to_string()));
                     out.extend_from_slice(h1::LAST_CHUNK);
                     return self.stream.write_all(out).await.is_ok();
                 }
@@ -372,7 +372,7 @@ impl Client {
                 Some(Ok(data)) => {
                     let data = match mode {
                         Mode::Plain => data,
-                        Mode::EventStream => runtime::payload_part(&data),
+                        Mode::EventStream => invoke::payload_part(&data),
                     };
                     if h1::put_body(&mut self.stream, out, &data, chunked).await.is_err() {
                         return false;
