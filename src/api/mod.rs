@@ -26,11 +26,6 @@ use error::ApiError;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", post(aws_json))
-        .route("/endpoints/{name}/invocations", post(crate::dataplane::invoke::invoke))
-        .route(
-            "/endpoints/{name}/invocations-response-stream",
-            post(crate::dataplane::invoke::invoke_stream),
-        )
         .route("/_spillway/health", get(admin::health))
         .route("/metrics", get(admin::metrics))
         .route("/_spillway/capacity", get(admin::capacity))

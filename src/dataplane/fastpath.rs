@@ -34,11 +34,14 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use super::eventstream;
+use super::h1::{self, BodyDecoder, Framing, Stall};
+use super::head::{AnswerHead, RequestHeaders};
+use super::invoke::{self, Answer, Call, MAX_DRAIN, Payload};
+use super::op::{Mode, RuntimeOp, Target};
+use super::stop::{Stop, reached};
 use crate::api::error::ApiError;
 use crate::app::App;
-use crate::dataplane::h1::{self, BodyDecoder, Framing, Stall};
-use crate::dataplane::invoke::{self, Answer, Call, MAX_DRAIN, Mode, Payload};
-use crate::dataplane::server::{Stop, reached};
 
 /// Most request headers the fast path parses (a request with more goes to hyper).
 const MAX_HEADERS: usize = 64;
@@ -108,18 +111,17 @@ enum Next {
 /// A parsed invocation head: the head's bytes and where its parts lie in them.
 struct Request {
     head: Bytes,
+    /// The operation's endpoint name.
     endpoint: Range<usize>,
+    /// The operation ([`RuntimeOp::parse`]), without its endpoint name.
     mode: Mode,
-    content_type: Option<Range<usize>>,
-    accept: Option<Range<usize>>,
-    custom_attributes: Option<Range<usize>>,
-    inference_id: Option<Range<usize>>,
-    target_variant: Option<Range<usize>>,
+    headers: RequestHeaders<Range<usize>>,
     framing: Framing,
-    close: bool,
 }
 
 /// What a buffer's first request is.
+// Returned by value once per request: boxing the large variant would allocate per request.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     /// An invocation the fast path serves; its head is this many bytes long.
     Invocation(Request, usize),
@@ -138,53 +140,35 @@ fn parse(buf: &[u8]) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
     };
-    if req.method != Some("POST") || req.version != Some(1) {
+    if req.version != Some(1) {
         return Parsed::Other;
     }
-    let Some((endpoint, mode)) = req.path.and_then(invoke::invocation_path) else {
+    // The target as sent: one with a query is not an invocation path here (hyper serves it).
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return Parsed::Other;
+    };
+    let Target::Invocation(op) = RuntimeOp::parse(method, path) else {
         return Parsed::Other;
     };
     let Ok(framing) = h1::framing(req.headers, Framing::Empty) else {
         return Parsed::Other;
     };
+    let headers = RequestHeaders::read(req.headers.iter().map(|h| (h.name.as_bytes(), h.value)));
+    if headers.expect_or_upgrade {
+        return Parsed::Other;
+    }
     let base = buf.as_ptr() as usize;
     let at = |v: &[u8]| -> Range<usize> {
         let start = v.as_ptr() as usize - base;
         start..start + v.len()
     };
-    let mut r = Request {
+    let r = Request {
         head: Bytes::new(),
-        endpoint: at(endpoint.as_bytes()),
-        mode,
-        content_type: None,
-        accept: None,
-        custom_attributes: None,
-        inference_id: None,
-        target_variant: None,
+        endpoint: at(op.endpoint_name().as_bytes()),
+        mode: op.mode(),
+        headers: headers.map(|v| at(v)),
         framing,
-        close: false,
     };
-    for h in req.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-type") {
-            r.content_type = Some(at(h.value));
-        } else if name.eq_ignore_ascii_case("accept") {
-            r.accept = Some(at(h.value));
-        } else if name.eq_ignore_ascii_case("x-amzn-sagemaker-custom-attributes") {
-            r.custom_attributes = Some(at(h.value));
-        } else if name.eq_ignore_ascii_case("x-amzn-sagemaker-inference-id") {
-            r.inference_id = Some(at(h.value));
-        } else if name.eq_ignore_ascii_case("x-amzn-sagemaker-target-variant") {
-            if std::str::from_utf8(h.value).is_err() {
-                return Parsed::Other;
-            }
-            r.target_variant = Some(at(h.value));
-        } else if name.eq_ignore_ascii_case("connection") {
-            r.close |= h1::has_close_token(h.value);
-        } else if name.eq_ignore_ascii_case("expect") || name.eq_ignore_ascii_case("upgrade") {
-            return Parsed::Other;
-        }
-    }
     Parsed::Invocation(r, len)
 }
 
@@ -230,14 +214,13 @@ impl Client {
     /// Serves one invocation; whether the connection stays open for another.
     async fn serve(&mut self, app: &App, r: Request, stop: &watch::Receiver<Stop>) -> bool {
         let head = &r.head;
-        let part = |range: &Option<Range<usize>>| range.clone().map(|x| &head[x]);
+        let op = RuntimeOp::new(
+            r.mode,
+            std::str::from_utf8(&head[r.endpoint.clone()]).unwrap_or_default(),
+        );
         let call = Call {
-            endpoint: std::str::from_utf8(&head[r.endpoint.clone()]).unwrap_or_default(),
-            content_type: part(&r.content_type),
-            accept: part(&r.accept),
-            custom_attributes: part(&r.custom_attributes),
-            inference_id: part(&r.inference_id),
-            target_variant: part(&r.target_variant).and_then(|v| std::str::from_utf8(v).ok()),
+            op,
+            headers: r.headers.map(|x| &head[x.clone()]),
             length: match r.framing {
                 Framing::Length(n) => Some(n),
                 Framing::Empty => Some(0),
@@ -260,7 +243,7 @@ impl Client {
         };
         // The next request starts after this one's body: read what is left of it (an error
         // can be answered before the body was read), or close the connection after answering.
-        let mut keep = !r.close;
+        let mut keep = !r.headers.close;
         let unread = !body.decoder.is_done();
         if unread {
             let small = body.decoder.remaining().is_none_or(|n| n <= MAX_DRAIN);
@@ -271,7 +254,7 @@ impl Client {
         }
         keep &= *stop.borrow() == Stop::Running;
         let written = match result {
-            Ok(answer) => self.write_answer(answer, keep, r.mode).await,
+            Ok(answer) => self.write_answer(answer, keep, &op).await,
             Err(e) => self.write_error(&e, keep).await,
         };
         if written && unread && !keep {
@@ -302,35 +285,14 @@ impl Client {
 
     /// Writes a model's answer as it arrives (for `InvokeEndpointWithResponseStream`, each piece
     /// as an event-stream `PayloadPart` message); whether all of it was written.
-    async fn write_answer(&mut self, answer: Answer, keep: bool, mode: Mode) -> bool {
-        let out = &mut self.out;
-        out.clear();
-        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-        match (mode, &answer.content_type) {
-            (Mode::Plain, Some(ct)) => h1::put_header(out, b"content-type", ct),
-            (Mode::Plain, None) => {}
-            (Mode::EventStream, ct) => {
-                h1::put_header(out, b"content-type", b"application/vnd.amazon.eventstream");
-                if let Some(ct) = ct {
-                    h1::put_header(out, b"x-amzn-sagemaker-content-type", ct);
-                }
-            }
-        }
-        if let Some(ca) = &answer.custom_attributes {
-            h1::put_header(out, b"x-amzn-sagemaker-custom-attributes", ca);
-        }
-        h1::put_header(out, b"x-amzn-invoked-production-variant", answer.variant().as_bytes());
-        h1::put_header(out, b"x-spillway-instance-type", answer.instance_type().as_bytes());
-        h1::put_date(out);
+    async fn write_answer(&mut self, answer: Answer, keep: bool, op: &RuntimeOp<'_>) -> bool {
+        let mode = op.mode();
         let length = match mode {
             Mode::Plain => answer.body.remaining(),
             Mode::EventStream => None,
         };
-        h1::put_length(out, length);
-        if !keep {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+        self.out.clear();
+        AnswerHead::success(op, &answer).write(&mut self.out, length, keep);
         let chunked = length.is_none();
         let mut body = answer.body;
         loop {
@@ -360,7 +322,7 @@ impl Client {
                 // The model's response broke off: a stream ends with a `ModelStreamError`
                 // message, a plain answer is cut short.
                 Some(Err(e)) if mode == Mode::EventStream => {
-                    h1::put_chunk(out, &invoke::model_stream_error(&e.to_string()));
+                    h1::put_chunk(out, &eventstream::model_stream_error(&e.to_string()));
                     out.extend_from_slice(h1::LAST_CHUNK);
                     return self.stream.write_all(out).await.is_ok();
                 }
@@ -372,7 +334,7 @@ impl Client {
                 Some(Ok(data)) => {
                     let data = match mode {
                         Mode::Plain => data,
-                        Mode::EventStream => invoke::payload_part(&data),
+                        Mode::EventStream => eventstream::payload_part(&data),
                     };
                     if h1::put_body(&mut self.stream, out, &data, chunked).await.is_err() {
                         return false;
@@ -387,19 +349,7 @@ impl Client {
         let body = e.body();
         let out = &mut self.out;
         out.clear();
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(e.status.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(e.status.canonical_reason().unwrap_or("Error").as_bytes());
-        out.extend_from_slice(b"\r\n");
-        h1::put_header(out, b"content-type", b"application/x-amz-json-1.1");
-        h1::put_header(out, b"x-amzn-errortype", e.code.as_bytes());
-        h1::put_date(out);
-        h1::put_length(out, Some(body.len() as u64));
-        if !keep {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+        AnswerHead::error(e).write(out, Some(body.len() as u64), keep);
         out.extend_from_slice(body.as_bytes());
         self.stream.write_all(out).await.is_ok()
     }
@@ -508,6 +458,17 @@ pub struct Rewind {
     stream: ClientSocket,
 }
 
+impl Rewind {
+    /// A connection nothing has been read from yet (`[router] fast_path = false`), with the
+    /// same bound on a client that stops reading.
+    pub fn fresh(stream: TcpStream, timeout: Duration) -> Self {
+        Self {
+            pre: Bytes::new(),
+            stream: ClientSocket::new(stream, timeout),
+        }
+    }
+}
+
 impl AsyncRead for Rewind {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if !self.pre.is_empty() {
@@ -568,10 +529,10 @@ mod tests {
         let (r, len) = invocation(wire);
         assert_eq!(len, wire.len() - 3);
         assert_eq!(&wire[r.endpoint], b"ep-1");
-        assert_eq!(&wire[r.content_type.unwrap()], b"text/csv");
-        assert_eq!(&wire[r.target_variant.unwrap()], b"blue");
+        assert_eq!(&wire[r.headers.content_type.unwrap()], b"text/csv");
+        assert_eq!(&wire[r.headers.target_variant.unwrap()], b"blue");
         assert_eq!(r.framing, Framing::Length(3));
-        assert!(r.close && r.accept.is_none());
+        assert!(r.headers.close && r.headers.accept.is_none());
     }
 
     #[test]

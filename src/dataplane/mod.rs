@@ -7,9 +7,14 @@
 //! Arrows point one way; the control plane (`api`) is reached only for the error type an
 //! invocation answers with.
 
+pub mod eventstream;
 pub mod fastpath;
 pub mod h1;
+pub mod head;
+pub mod hyperpath;
 pub mod invoke;
+pub mod op;
 pub mod routes;
 pub mod server;
+pub mod stop;
 pub mod upstream;
