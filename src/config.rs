@@ -123,6 +123,11 @@ pub struct RouterConfig {
     /// any of an answer being written to it, before the connection is closed (nginx's
     /// `client_header_timeout`, `keepalive_timeout`, `client_body_timeout` and `send_timeout`).
     pub client_timeout_seconds: f64,
+    /// Whether client connections start on the lean invocation path (`dataplane/fastpath.rs`,
+    /// the default). `false` serves every request through hyper, invocations included: the same
+    /// answers, at a higher CPU cost per request (for comparing the two, or ruling the fast
+    /// path out).
+    pub fast_path: bool,
 }
 
 /// `[router] capacity_source`: where capacity-aware routing gets each instance type's capacity.
@@ -153,6 +158,7 @@ impl Default for RouterConfig {
             io_threads: 0,
             capacity_source: CapacitySource::Measured,
             client_timeout_seconds: 30.0,
+            fast_path: true,
         }
     }
 }

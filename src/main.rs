@@ -103,8 +103,8 @@ async fn serve(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let server =
-        spillway::server::Server::start(app.clone(), router, listener, threads).context("cannot start the listener")?;
+    let server = spillway::dataplane::server::Server::start(app.clone(), router, listener, threads)
+        .context("cannot start the listener")?;
     shutdown_signal().await;
     // In-flight requests get a bounded time to finish; a client that keeps a connection busy
     // (e.g. still uploading a rejected payload) must not keep the server from stopping.

@@ -12,7 +12,6 @@ pub mod autoscaling;
 pub mod cloudwatch;
 pub mod error;
 pub mod ops;
-pub mod runtime;
 pub mod sagemaker;
 
 use std::sync::Arc;
@@ -36,11 +35,6 @@ use sagemaker::SageMakerOp;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", post(aws_json))
-        .route("/endpoints/{name}/invocations", post(runtime::invoke))
-        .route(
-            "/endpoints/{name}/invocations-response-stream",
-            post(runtime::invoke_stream),
-        )
         .route("/_spillway/health", get(admin::health))
         .route("/metrics", get(admin::metrics))
         .route("/_spillway/capacity", get(admin::capacity))

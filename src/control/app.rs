@@ -18,10 +18,10 @@ use crate::control::controller;
 use crate::core::capacity::{BackoffPolicy, IceMemory};
 use crate::core::endpoint::{EndpointRecord, Event, InstanceRecord};
 use crate::core::model::RoutingStrategy;
+use crate::dataplane::routes::RouteTable;
 use crate::provider::local::{Host, LocalProvider};
 use crate::provider::slurm::SlurmProvider;
 use crate::provider::{CapacityProvider, TrackedInstance};
-use crate::routes::RouteTable;
 use crate::store::{Kind, Store, StoreError};
 use crate::telemetry::metrics::{Metrics, Statistic};
 

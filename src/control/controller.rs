@@ -19,8 +19,8 @@ use crate::core::planner::{
     self, EndpointDecision, InstancePhase, InstanceView, Operation, RebalancePolicy, RollingProgress, Step,
     VariantOutcome,
 };
+use crate::dataplane::routes::{EndpointRoutes, RouteInstance, VariantRoutes};
 use crate::provider::{HealthCheck, LaunchError, LaunchRequest, Launched, Liveness};
-use crate::routes::{EndpointRoutes, RouteInstance, VariantRoutes};
 use crate::store::Kind;
 
 /// How often a controller looks at its endpoint when nothing wakes it.

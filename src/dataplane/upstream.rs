@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::TcpStream;
 
-use crate::h1::{self, BodyDecoder, Framing};
+use crate::dataplane::h1::{self, BodyDecoder, Framing};
 
 /// Idle connections kept per instance address and thread.
 const MAX_IDLE_PER_ADDRESS: usize = 256;

@@ -5,7 +5,7 @@
 //! with `httparse` straight from the connection's read buffer; an ordinary `InvokeEndpoint` or
 //! `InvokeEndpointWithResponseStream` (`POST /endpoints/{name}/invocations[-response-stream]`,
 //! HTTP/1.1, a `Content-Length` or chunked body) is routed
-//! by [`runtime::invoke_model`], its body streamed to the model as it arrives, and the model's
+//! by [`invoke::invoke_model`], its body streamed to the model as it arrives, and the model's
 //! answer written back, head and body in one write when the body is already there. Keep-alive
 //! and pipelined requests are served in turn on the same buffer.
 //!
@@ -34,11 +34,14 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::api::error::{ApiError, Protocol};
-use crate::api::runtime::{self, Answer, Call, MAX_DRAIN, Mode, Payload};
+use super::eventstream;
+use super::h1::{self, BodyDecoder, Framing, Stall};
+use super::head::{AnswerHead, RequestHeaders};
+use super::invoke::{self, Answer, Call, MAX_DRAIN, Payload};
+use super::op::{Mode, RuntimeOp, Target};
+use super::stop::{Stop, reached};
+use crate::api::error::ApiError;
 use crate::control::app::App;
-use crate::h1::{self, BodyDecoder, Framing, Stall};
-use crate::server::{Stop, reached};
 
 /// Most request headers the fast path parses (a request with more goes to hyper).
 const MAX_HEADERS: usize = 64;
@@ -109,18 +112,17 @@ enum Next {
 /// A parsed invocation head: the head's bytes and where its parts lie in them.
 struct Request {
     head: Bytes,
+    /// The operation's endpoint name.
     endpoint: Range<usize>,
+    /// The operation ([`RuntimeOp::parse`]), without its endpoint name.
     mode: Mode,
-    content_type: Option<Range<usize>>,
-    accept: Option<Range<usize>>,
-    custom_attributes: Option<Range<usize>>,
-    inference_id: Option<Range<usize>>,
-    target_variant: Option<Range<usize>>,
+    headers: RequestHeaders<Range<usize>>,
     framing: Framing,
-    close: bool,
 }
 
 /// What a buffer's first request is.
+// Returned by value once per request: boxing the large variant would allocate per request.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     /// An invocation the fast path serves; its head is this many bytes long.
     Invocation(Request, usize),
@@ -139,53 +141,35 @@ fn parse(buf: &[u8]) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
     };
-    if req.method != Some("POST") || req.version != Some(1) {
+    if req.version != Some(1) {
         return Parsed::Other;
     }
-    let Some((endpoint, mode)) = req.path.and_then(runtime::invocation_path) else {
+    // The target as sent: one with a query is not an invocation path here (hyper serves it).
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return Parsed::Other;
+    };
+    let Target::Invocation(op) = RuntimeOp::parse(method, path) else {
         return Parsed::Other;
     };
     let Ok(framing) = h1::framing(req.headers, Framing::Empty) else {
         return Parsed::Other;
     };
+    let headers = RequestHeaders::read(req.headers.iter().map(|h| (h.name.as_bytes(), h.value)));
+    if headers.expect_or_upgrade {
+        return Parsed::Other;
+    }
     let base = buf.as_ptr() as usize;
     let at = |v: &[u8]| -> Range<usize> {
         let start = v.as_ptr() as usize - base;
         start..start + v.len()
     };
-    let mut r = Request {
+    let r = Request {
         head: Bytes::new(),
-        endpoint: at(endpoint.as_bytes()),
-        mode,
-        content_type: None,
-        accept: None,
-        custom_attributes: None,
-        inference_id: None,
-        target_variant: None,
+        endpoint: at(op.endpoint_name().as_bytes()),
+        mode: op.mode(),
+        headers: headers.map(|v| at(v)),
         framing,
-        close: false,
     };
-    for h in req.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-type") {
-            r.content_type = Some(at(h.value));
-        } else if name.eq_ignore_ascii_case("accept") {
-            r.accept = Some(at(h.value));
-        } else if name.eq_ignore_ascii_case("x-amzn-sagemaker-custom-attributes") {
-            r.custom_attributes = Some(at(h.value));
-        } else if name.eq_ignore_ascii_case("x-amzn-sagemaker-inference-id") {
-            r.inference_id = Some(at(h.value));
-        } else if name.eq_ignore_ascii_case("x-amzn-sagemaker-target-variant") {
-            if std::str::from_utf8(h.value).is_err() {
-                return Parsed::Other;
-            }
-            r.target_variant = Some(at(h.value));
-        } else if name.eq_ignore_ascii_case("connection") {
-            r.close |= h1::has_close_token(h.value);
-        } else if name.eq_ignore_ascii_case("expect") || name.eq_ignore_ascii_case("upgrade") {
-            return Parsed::Other;
-        }
-    }
     Parsed::Invocation(r, len)
 }
 
@@ -232,14 +216,13 @@ impl Client {
     /// Serves one invocation; whether the connection stays open for another.
     async fn serve(&mut self, app: &App, r: Request, stop: &watch::Receiver<Stop>) -> bool {
         let head = &r.head;
-        let part = |range: &Option<Range<usize>>| range.clone().map(|x| &head[x]);
+        let op = RuntimeOp::new(
+            r.mode,
+            std::str::from_utf8(&head[r.endpoint.clone()]).unwrap_or_default(),
+        );
         let call = Call {
-            endpoint: std::str::from_utf8(&head[r.endpoint.clone()]).unwrap_or_default(),
-            content_type: part(&r.content_type),
-            accept: part(&r.accept),
-            custom_attributes: part(&r.custom_attributes),
-            inference_id: part(&r.inference_id),
-            target_variant: part(&r.target_variant).and_then(|v| std::str::from_utf8(v).ok()),
+            op,
+            headers: r.headers.map(|x| &head[x.clone()]),
             length: match r.framing {
                 Framing::Length(n) => Some(n),
                 Framing::Empty => Some(0),
@@ -257,23 +240,23 @@ impl Client {
         // connection) and stops it counting as outstanding.
         let result = tokio::select! {
             biased;
-            result = runtime::invoke_model(app, &call, &mut body) => result,
+            result = invoke::invoke_model(app, &call, &mut body) => result,
             () = client_gone(&self.stream) => return false,
         };
         // The next request starts after this one's body: read what is left of it (an error
         // can be answered before the body was read), or close the connection after answering.
-        let mut keep = !r.close;
+        let mut keep = !r.headers.close;
         let unread = !body.decoder.is_done();
         if unread {
             let small = body.decoder.remaining().is_none_or(|n| n <= MAX_DRAIN);
             keep &= small
-                && tokio::time::timeout(self.timeout, runtime::drain(&mut body, MAX_DRAIN))
+                && tokio::time::timeout(self.timeout, invoke::drain(&mut body, MAX_DRAIN))
                     .await
                     .unwrap_or(false);
         }
         keep &= *stop.borrow() == Stop::Running;
         let written = match result {
-            Ok(answer) => self.write_answer(answer, keep, r.mode).await,
+            Ok(answer) => self.write_answer(answer, keep, &op).await,
             Err(e) => self.write_error(&e, keep).await,
         };
         if written && unread && !keep {
@@ -304,35 +287,14 @@ impl Client {
 
     /// Writes a model's answer as it arrives (for `InvokeEndpointWithResponseStream`, each piece
     /// as an event-stream `PayloadPart` message); whether all of it was written.
-    async fn write_answer(&mut self, answer: Answer, keep: bool, mode: Mode) -> bool {
-        let out = &mut self.out;
-        out.clear();
-        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-        match (mode, &answer.content_type) {
-            (Mode::Plain, Some(ct)) => h1::put_header(out, b"content-type", ct),
-            (Mode::Plain, None) => {}
-            (Mode::EventStream, ct) => {
-                h1::put_header(out, b"content-type", b"application/vnd.amazon.eventstream");
-                if let Some(ct) = ct {
-                    h1::put_header(out, b"x-amzn-sagemaker-content-type", ct);
-                }
-            }
-        }
-        if let Some(ca) = &answer.custom_attributes {
-            h1::put_header(out, b"x-amzn-sagemaker-custom-attributes", ca);
-        }
-        h1::put_header(out, b"x-amzn-invoked-production-variant", answer.variant().as_bytes());
-        h1::put_header(out, b"x-spillway-instance-type", answer.instance_type().as_bytes());
-        h1::put_date(out);
+    async fn write_answer(&mut self, answer: Answer, keep: bool, op: &RuntimeOp<'_>) -> bool {
+        let mode = op.mode();
         let length = match mode {
             Mode::Plain => answer.body.remaining(),
             Mode::EventStream => None,
         };
-        h1::put_length(out, length);
-        if !keep {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+        self.out.clear();
+        AnswerHead::success(op, &answer).write(&mut self.out, length, keep);
         let chunked = length.is_none();
         let mut body = answer.body;
         loop {
@@ -362,7 +324,7 @@ impl Client {
                 // The model's response broke off: a stream ends with a `ModelStreamError`
                 // message, a plain answer is cut short.
                 Some(Err(e)) if mode == Mode::EventStream => {
-                    h1::put_chunk(out, &runtime::model_stream_error(&e.to_string()));
+                    h1::put_chunk(out, &eventstream::model_stream_error(&e.to_string()));
                     out.extend_from_slice(h1::LAST_CHUNK);
                     return self.stream.write_all(out).await.is_ok();
                 }
@@ -374,7 +336,7 @@ impl Client {
                 Some(Ok(data)) => {
                     let data = match mode {
                         Mode::Plain => data,
-                        Mode::EventStream => runtime::payload_part(&data),
+                        Mode::EventStream => eventstream::payload_part(&data),
                     };
                     if h1::put_body(&mut self.stream, out, &data, chunked).await.is_err() {
                         return false;
@@ -389,21 +351,7 @@ impl Client {
         let body = e.body();
         let out = &mut self.out;
         out.clear();
-        out.extend_from_slice(b"HTTP/1.1 ");
-        let status = e.status();
-        out.extend_from_slice(status.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(status.canonical_reason().unwrap_or("Error").as_bytes());
-        out.extend_from_slice(b"\r\n");
-        for (name, value) in e.headers(Protocol::AwsJson11) {
-            h1::put_header(out, name.as_bytes(), value.as_bytes());
-        }
-        h1::put_date(out);
-        h1::put_length(out, Some(body.len() as u64));
-        if !keep {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+        AnswerHead::error(e).write(out, Some(body.len() as u64), keep);
         out.extend_from_slice(body.as_bytes());
         self.stream.write_all(out).await.is_ok()
     }
@@ -512,6 +460,17 @@ pub struct Rewind {
     stream: ClientSocket,
 }
 
+impl Rewind {
+    /// A connection nothing has been read from yet (`[router] fast_path = false`), with the
+    /// same bound on a client that stops reading.
+    pub fn fresh(stream: TcpStream, timeout: Duration) -> Self {
+        Self {
+            pre: Bytes::new(),
+            stream: ClientSocket::new(stream, timeout),
+        }
+    }
+}
+
 impl AsyncRead for Rewind {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if !self.pre.is_empty() {
@@ -572,10 +531,10 @@ mod tests {
         let (r, len) = invocation(wire);
         assert_eq!(len, wire.len() - 3);
         assert_eq!(&wire[r.endpoint], b"ep-1");
-        assert_eq!(&wire[r.content_type.unwrap()], b"text/csv");
-        assert_eq!(&wire[r.target_variant.unwrap()], b"blue");
+        assert_eq!(&wire[r.headers.content_type.unwrap()], b"text/csv");
+        assert_eq!(&wire[r.headers.target_variant.unwrap()], b"blue");
         assert_eq!(r.framing, Framing::Length(3));
-        assert!(r.close && r.accept.is_none());
+        assert!(r.headers.close && r.headers.accept.is_none());
     }
 
     #[test]

@@ -25,9 +25,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::{mpsc, watch};
 
-use crate::api::runtime;
+use super::fastpath::{self, Handover, Rewind};
+use super::hyperpath;
+use super::op::{RuntimeOp, Target};
+use super::stop::{Stop, reached};
+use crate::api::error::ApiError;
 use crate::control::app::App;
-use crate::fastpath::{self, Handover};
 
 /// Per-thread state shared by the connections of one I/O thread.
 struct Shared {
@@ -38,29 +41,13 @@ struct Shared {
 
 /// How the acceptor reaches one I/O thread: its queue of new connections and how many it has
 /// open.
-type Target = (mpsc::UnboundedSender<std::net::TcpStream>, Arc<AtomicUsize>);
+type Worker = (mpsc::UnboundedSender<std::net::TcpStream>, Arc<AtomicUsize>);
 
 /// A running listener.
 pub struct Server {
     threads: Vec<std::thread::JoinHandle<()>>,
     acceptor: tokio::task::JoinHandle<()>,
     stop: watch::Sender<Stop>,
-}
-
-/// The listener's state, watched by every connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Stop {
-    /// Serving.
-    Running,
-    /// Finish in-flight requests, then close.
-    Graceful,
-    /// Close every connection now.
-    Now,
-}
-
-/// Waits until the listener's state is `level` or later (a closed channel counts as reached).
-pub async fn reached(stop: &mut watch::Receiver<Stop>, level: Stop) {
-    let _ = stop.wait_for(|s| *s >= level).await.is_ok();
 }
 
 impl Server {
@@ -121,7 +108,7 @@ impl Server {
 }
 
 /// Accepts connections and hands each to the I/O thread with the fewest open connections.
-async fn accept(listener: tokio::net::TcpListener, workers: Vec<Target>, mut stop: watch::Receiver<Stop>) {
+async fn accept(listener: tokio::net::TcpListener, workers: Vec<Worker>, mut stop: watch::Receiver<Stop>) {
     loop {
         let stream = tokio::select! {
             r = listener.accept() => r,
@@ -161,6 +148,7 @@ async fn worker(
     // finishes its request headers (or sends nothing more on a kept-alive one) does not hold it
     // forever.
     let timeout = shared.app.cfg.router.client_timeout();
+    let fast = shared.app.cfg.router.fast_path;
     http.timer(TokioTimer::new()).header_read_timeout(timeout);
     // Connections watch this thread's own copy of the listener's state, so that waiting on it
     // between requests touches nothing shared with the other I/O threads.
@@ -190,8 +178,18 @@ async fn worker(
             };
             // Boxed, so that the connection's state is allocated once it has a request, not
             // while it waits for one.
-            if ready && let Handover::General(io) = Box::pin(fastpath::serve(&shared.app, stream, &mut stop)).await {
-                Box::pin(serve_general(shared, io, &http, &mut stop)).await;
+            if ready {
+                let io = if fast {
+                    match Box::pin(fastpath::serve(&shared.app, stream, &mut stop)).await {
+                        Handover::General(io) => Some(io),
+                        Handover::Closed => None,
+                    }
+                } else {
+                    Some(Rewind::fresh(stream, timeout))
+                };
+                if let Some(io) = io {
+                    Box::pin(serve_general(shared, io, &http, &mut stop)).await;
+                }
             }
             open.fetch_sub(1, Ordering::Relaxed);
         });
@@ -214,7 +212,7 @@ async fn worker(
 /// Serves a connection the fast path handed over with hyper, for the rest of its life.
 async fn serve_general(
     shared: Arc<Shared>,
-    io: fastpath::Rewind,
+    io: Rewind,
     http: &hyper::server::conn::http1::Builder,
     stop: &mut watch::Receiver<Stop>,
 ) {
@@ -235,19 +233,19 @@ async fn serve_general(
 
 /// Serves one request: invocations here, everything else on the main runtime.
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let req = match runtime::invoke_incoming(&shared.app, req).await {
-        Ok(resp) => return Ok(resp),
-        Err(other) => other,
-    };
-    let fut = shared.control.call(req);
+    let (parts, body) = req.into_parts();
+    match RuntimeOp::parse(parts.method.as_str(), parts.uri.path()) {
+        Target::Invocation(op) => return Ok(hyperpath::invoke(&shared.app, op, &parts.headers, Body::new(body)).await),
+        Target::MethodNotAllowed => return Ok(hyperpath::method_not_allowed()),
+        Target::Other => {}
+    }
+    let fut = shared.control.call(Request::from_parts(parts, body));
     Ok(match shared.main.spawn(fut).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(never)) => match never {},
         Err(e) => {
             tracing::error!(error = %e, "control-plane request failed");
-            axum::response::IntoResponse::into_response(crate::api::error::ApiError::internal(
-                "the request handler failed",
-            ))
+            hyperpath::error(&ApiError::internal("the request handler failed"))
         }
     })
 }

@@ -1,35 +1,37 @@
-//! SageMaker Runtime (rest-json): `InvokeEndpoint` and `InvokeEndpointWithResponseStream`.
+//! The invocation core of SageMaker Runtime's `InvokeEndpoint` and
+//! `InvokeEndpointWithResponseStream`: one [`Call`] (a [`RuntimeOp`] and the headers it reads),
+//! whichever server read the request, routed and exchanged with a model by [`invoke_model`].
 //!
 //! The hot path reads only the routes snapshot the controller publishes; it never takes an
 //! endpoint lock or touches the store. It runs on the I/O thread that owns the client connection
 //! (`server.rs`) and sends to the model over that thread's pooled connections (`upstream.rs`).
 //! Both bodies are streamed: the request goes to the model as the client sends it (capped at
-//! 6 MB), the response comes back as the model produces it, and for
+//! 6 MB), the response comes back as the model produces it,  and for
 //! `InvokeEndpointWithResponseStream` each chunk becomes an AWS event-stream `PayloadPart`
-//! message. A refused connection is retried once on another instance: nothing of the request
+//! message (`eventstream.rs`). A refused connection is retried once on another instance: nothing of the request
 //! has been read at that point.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use http_body::{Body as _, Frame};
+use axum::http::StatusCode;
+use bytes::Bytes;
+use http_body::Frame;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
-use super::error::{ApiError, ErrorCode};
+use super::h1;
+use super::head::RequestHeaders;
+use super::op::RuntimeOp;
+use super::routes::{EndpointRoutes, PickError, RouteInstance};
+use super::upstream::{self, Conn, UpstreamBody, UpstreamError};
+use crate::api::error::{ApiError, ErrorCode};
 use crate::control::app::App;
-use crate::h1;
-use crate::routes::{EndpointRoutes, PickError, RouteInstance};
 use crate::telemetry::metrics::{Outcome, Series};
-use crate::upstream::{self, Conn, UpstreamBody, UpstreamError};
 
 /// Largest request payload SageMaker accepts (6 MB).
 pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
@@ -63,28 +65,6 @@ impl Drop for Outstanding {
     }
 }
 
-/// How the response goes back to the client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// `InvokeEndpoint`: the model's body as it is.
-    Plain,
-    /// `InvokeEndpointWithResponseStream`: event-stream `PayloadPart` messages.
-    EventStream,
-}
-
-/// The endpoint name and mode of an invocation path (`/endpoints/{name}/invocations` or
-/// `/endpoints/{name}/invocations-response-stream`); `None` for any other path, and for names
-/// that would need percent-decoding (the general router handles those).
-pub fn invocation_path(path: &str) -> Option<(&str, Mode)> {
-    let rest = path.strip_prefix("/endpoints/")?;
-    let (name, mode) = if let Some(n) = rest.strip_suffix("/invocations") {
-        (n, Mode::Plain)
-    } else {
-        (rest.strip_suffix("/invocations-response-stream")?, Mode::EventStream)
-    };
-    (!name.is_empty() && !name.contains(['/', '%'])).then_some((name, mode))
-}
-
 /// A request body as an invocation reads it, whichever server read the request.
 pub trait Payload {
     /// The next piece of the body; `None` after the last.
@@ -94,18 +74,10 @@ pub trait Payload {
 /// What an invocation takes from its request, whichever server parsed it.
 #[derive(Debug)]
 pub struct Call<'a> {
-    /// `EndpointName` from the path.
-    pub endpoint: &'a str,
-    /// `Content-Type`.
-    pub content_type: Option<&'a [u8]>,
-    /// `Accept`.
-    pub accept: Option<&'a [u8]>,
-    /// `X-Amzn-SageMaker-Custom-Attributes`.
-    pub custom_attributes: Option<&'a [u8]>,
-    /// `X-Amzn-SageMaker-Inference-Id`.
-    pub inference_id: Option<&'a [u8]>,
-    /// `X-Amzn-SageMaker-Target-Variant`.
-    pub target_variant: Option<&'a str>,
+    /// The operation, from the method and path ([`RuntimeOp::parse`]).
+    pub op: RuntimeOp<'a>,
+    /// The headers it reads ([`RequestHeaders::read`]).
+    pub headers: RequestHeaders<&'a [u8]>,
     /// The body's length when known in advance (`Content-Length`); `None` for a chunked body.
     pub length: Option<u64>,
 }
@@ -135,132 +107,7 @@ impl Answer {
     }
 }
 
-/// `POST /endpoints/{name}/invocations`.
-pub async fn invoke(State(app): State<Arc<App>>, Path(name): Path<String>, headers: HeaderMap, body: Body) -> Response {
-    invoke_hyper(&app, &name, &headers, body, Mode::Plain).await
-}
-
-/// `POST /endpoints/{name}/invocations-response-stream`.
-pub async fn invoke_stream(
-    State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    invoke_hyper(&app, &name, &headers, body, Mode::EventStream).await
-}
-
-/// Serves `req` straight from a hyper connection if it is an invocation (no router); hands any
-/// other request back untouched.
-pub async fn invoke_incoming(
-    app: &App,
-    req: hyper::Request<hyper::body::Incoming>,
-) -> Result<Response, hyper::Request<hyper::body::Incoming>> {
-    if req.method() != hyper::Method::POST {
-        return Err(req);
-    }
-    let (parts, body) = req.into_parts();
-    match invocation_path(parts.uri.path()) {
-        Some((name, mode)) => Ok(invoke_hyper(app, name, &parts.headers, Body::new(body), mode).await),
-        None => Err(hyper::Request::from_parts(parts, body)),
-    }
-}
-
-/// A hyper request body as a [`Payload`]. A client that sends nothing of it for the client
-/// timeout fails the request as the client's error.
-struct HyperPayload {
-    body: Body,
-    stall: h1::Stall,
-}
-
-impl Payload for HyperPayload {
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-        let r = self.poll_body(cx);
-        self.stall.bound(cx, r, "the client sent", |e| Some(Err(e)))
-    }
-}
-
-impl HyperPayload {
-    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-        loop {
-            return match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
-                None => Poll::Ready(None),
-                Some(Err(e)) => Poll::Ready(Some(Err(io::Error::other(e)))),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => Poll::Ready(Some(Ok(data))),
-                    Err(_) => continue, // trailers: not forwarded
-                },
-            };
-        }
-    }
-}
-
-/// An invocation read and answered by hyper (connections the fast path handed over, and the
-/// general router).
-async fn invoke_hyper(app: &App, name: &str, headers: &HeaderMap, body: Body, mode: Mode) -> Response {
-    let value = |h: &str| headers.get(h).map(HeaderValue::as_bytes);
-    let call = Call {
-        endpoint: name,
-        content_type: value("content-type"),
-        accept: value("accept"),
-        custom_attributes: value("x-amzn-sagemaker-custom-attributes"),
-        inference_id: value("x-amzn-sagemaker-inference-id"),
-        target_variant: headers
-            .get("x-amzn-sagemaker-target-variant")
-            .and_then(|v| v.to_str().ok()),
-        length: http_body::Body::size_hint(&body).exact(),
-    };
-    let mut payload = HyperPayload {
-        body,
-        stall: h1::Stall::new(app.cfg.router.client_timeout()),
-    };
-    let answer = match invoke_model(app, &call, &mut payload).await {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
-    };
-    let header = |v: &Option<Bytes>| v.clone().and_then(|b| HeaderValue::from_maybe_shared(b).ok());
-    let (content_type, custom_attributes) = (header(&answer.content_type), header(&answer.custom_attributes));
-    let (variant, instance_type) = (
-        HeaderValue::from_str(answer.variant()).ok(),
-        HeaderValue::from_str(answer.instance_type()).ok(),
-    );
-    let mut out = match mode {
-        Mode::Plain => Response::new(Body::new(answer.body)),
-        Mode::EventStream => Response::new(Body::new(EventStream {
-            inner: answer.body,
-            done: false,
-        })),
-    };
-    let h = out.headers_mut();
-    match mode {
-        Mode::Plain => {
-            if let Some(ct) = content_type {
-                h.insert(header::CONTENT_TYPE, ct);
-            }
-        }
-        Mode::EventStream => {
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/vnd.amazon.eventstream"),
-            );
-            if let Some(ct) = content_type {
-                h.insert("x-amzn-sagemaker-content-type", ct);
-            }
-        }
-    }
-    if let Some(ca) = custom_attributes {
-        h.insert("x-amzn-sagemaker-custom-attributes", ca);
-    }
-    if let Some(v) = variant {
-        h.insert("x-amzn-invoked-production-variant", v);
-    }
-    if let Some(v) = instance_type {
-        h.insert("x-spillway-instance-type", v);
-    }
-    out
-}
-
-fn error(code: ErrorCode, message: String) -> ApiError {
+pub(super) fn error(code: ErrorCode, message: String) -> ApiError {
     ApiError::new(code, message)
 }
 
@@ -364,11 +211,12 @@ async fn send_request(
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"POST /invocations HTTP/1.1\r\n");
     h1::put_header(&mut out, b"host", inst.host.as_bytes());
+    let h = &call.headers;
     let forwarded: [(&[u8], _); 4] = [
-        (b"content-type", call.content_type),
-        (b"accept", call.accept),
-        (b"x-amzn-sagemaker-custom-attributes", call.custom_attributes),
-        (b"x-amzn-sagemaker-inference-id", call.inference_id),
+        (b"content-type", h.content_type),
+        (b"accept", h.accept),
+        (b"x-amzn-sagemaker-custom-attributes", h.custom_attributes),
+        (b"x-amzn-sagemaker-inference-id", h.inference_id),
     ];
     for (name, value) in forwarded {
         if let Some(v) = value {
@@ -401,13 +249,14 @@ async fn send_request(
 #[allow(clippy::disallowed_methods)] // Latency metrics measure elapsed real time.
 pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload) -> Result<Answer, ApiError> {
     let received = Instant::now();
-    let name = call.endpoint;
+    let name = call.op.endpoint_name();
     let Some(routes) = app.routes.get(name) else {
         return Err(error(
             ErrorCode::ValidationError,
             format!("Endpoint {name} of account {} not found.", app.cfg.account_id),
         ));
     };
+    let target = call.headers.target_variant()?;
     if call.length.is_some_and(|n| n > MAX_PAYLOAD as u64) {
         drain(payload, MAX_DRAIN).await;
         return Err(too_large());
@@ -415,7 +264,7 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
     let timeout = Duration::from_secs_f64(app.cfg.router.model_timeout_seconds);
     let mut refused: Option<String> = None;
     for attempt in 0..2 {
-        let (vi, inst) = pick(app, &routes, name, call.target_variant, refused.as_deref()).await?;
+        let (vi, inst) = pick(app, &routes, name, target, refused.as_deref()).await?;
         let variant = &routes.variants[vi];
         let queueing = app.cfg.router.max_concurrent_requests_per_instance > 0;
         let guard = Outstanding::reserved(inst.clone(), queueing.then(|| app.router_freed.clone()));
@@ -691,119 +540,5 @@ impl http_body::Body for Tracked {
     fn size_hint(&self) -> http_body::SizeHint {
         self.remaining()
             .map_or_else(http_body::SizeHint::default, http_body::SizeHint::with_exact)
-    }
-}
-
-/// Wraps each chunk of the model's response in an event-stream `PayloadPart` message; a failure
-/// mid-stream becomes a `ModelStreamError` exception message.
-struct EventStream<B> {
-    inner: B,
-    done: bool,
-}
-
-impl<B> http_body::Body for EventStream<B>
-where
-    B: http_body::Body<Data = Bytes, Error = std::io::Error> + Unpin,
-{
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            return match Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(None) => {
-                    self.done = true;
-                    Poll::Ready(None)
-                }
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) if data.is_empty() => continue,
-                    Ok(data) => Poll::Ready(Some(Ok(Frame::data(payload_part(&data))))),
-                    Err(_) => continue, // trailers: nothing to forward
-                },
-                Poll::Ready(Some(Err(e))) => {
-                    self.done = true;
-                    Poll::Ready(Some(Ok(Frame::data(model_stream_error(&e.to_string())))))
-                }
-            };
-        }
-    }
-}
-
-/// One AWS event-stream message: prelude (total length, headers length, CRC32), string
-/// headers, payload, message CRC32.
-pub fn event_message(headers: &[(&str, &str)], payload: &[u8]) -> Bytes {
-    let mut h = Vec::new();
-    for (k, v) in headers {
-        h.push(k.len() as u8);
-        h.extend_from_slice(k.as_bytes());
-        h.push(7); // string
-        h.extend_from_slice(&(v.len() as u16).to_be_bytes());
-        h.extend_from_slice(v.as_bytes());
-    }
-    let total = 12 + h.len() + payload.len() + 4;
-    let mut buf = Vec::with_capacity(total);
-    buf.extend_from_slice(&(total as u32).to_be_bytes());
-    buf.extend_from_slice(&(h.len() as u32).to_be_bytes());
-    let prelude_crc = crc32fast::hash(&buf);
-    buf.extend_from_slice(&prelude_crc.to_be_bytes());
-    buf.extend_from_slice(&h);
-    buf.extend_from_slice(payload);
-    let crc = crc32fast::hash(&buf);
-    buf.extend_from_slice(&crc.to_be_bytes());
-    Bytes::from(buf)
-}
-
-/// One `PayloadPart` event carrying `data`.
-pub fn payload_part(data: &[u8]) -> Bytes {
-    event_message(
-        &[
-            (":event-type", "PayloadPart"),
-            (":content-type", "application/octet-stream"),
-            (":message-type", "event"),
-        ],
-        data,
-    )
-}
-
-/// The `ModelStreamError` exception event that ends a stream the model broke off.
-pub fn model_stream_error(message: &str) -> Bytes {
-    let body = serde_json::json!({ "Message": message, "ErrorCode": "ModelStreamError" }).to_string();
-    event_message(
-        &[
-            (":exception-type", "ModelStreamError"),
-            (":content-type", "application/json"),
-            (":message-type", "exception"),
-        ],
-        body.as_bytes(),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_messages_have_valid_lengths_and_checksums() {
-        let m = payload_part(b"hello");
-        let total = u32::from_be_bytes(m[0..4].try_into().unwrap()) as usize;
-        let headers = u32::from_be_bytes(m[4..8].try_into().unwrap()) as usize;
-        assert_eq!(total, m.len());
-        assert_eq!(
-            u32::from_be_bytes(m[8..12].try_into().unwrap()),
-            crc32fast::hash(&m[0..8])
-        );
-        assert_eq!(&m[12 + headers..total - 4], b"hello");
-        assert_eq!(
-            u32::from_be_bytes(m[total - 4..].try_into().unwrap()),
-            crc32fast::hash(&m[..total - 4])
-        );
-        // First header: ":event-type" as a string of "PayloadPart".
-        assert_eq!(m[12] as usize, ":event-type".len());
-        assert_eq!(&m[13..24], b":event-type");
-        assert_eq!(m[24], 7);
     }
 }

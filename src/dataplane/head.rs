@@ -1,0 +1,274 @@
+//! Message heads, read and written the same way by both servers: what an invocation takes from
+//! its request's headers ([`RequestHeaders::read`], over raw header bytes), and the head of its
+//! answer ([`AnswerHead`]: status and headers, an error's included), which the fast path writes
+//! as bytes ([`AnswerHead::write`]) and hyper-served connections turn into an
+//! `http::Response` ([`AnswerHead::response`]).
+
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+
+use super::h1;
+use super::invoke::{Answer, error};
+use super::op::{Mode, RuntimeOp};
+use crate::api::error::{ApiError, ErrorCode, Protocol};
+
+/// The headers an invocation reads from its request, as `V`: header values (`&[u8]`) or where
+/// they lie in the fast path's buffer (`Range<usize>`). A header sent more than once counts
+/// with its first value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestHeaders<V> {
+    /// `Content-Type`, passed to the model.
+    pub content_type: Option<V>,
+    /// `Accept`, passed to the model.
+    pub accept: Option<V>,
+    /// `X-Amzn-SageMaker-Custom-Attributes`, passed to the model.
+    pub custom_attributes: Option<V>,
+    /// `X-Amzn-SageMaker-Inference-Id`, passed to the model.
+    pub inference_id: Option<V>,
+    /// `X-Amzn-SageMaker-Target-Variant` (see [`RequestHeaders::target_variant`]).
+    pub target_variant: Option<V>,
+    /// `Connection` holds `close`.
+    pub close: bool,
+    /// `Expect` or `Upgrade` is present (the fast path leaves such requests to hyper, which
+    /// answers a `100-continue` and refuses upgrades).
+    pub expect_or_upgrade: bool,
+}
+
+impl<'h> RequestHeaders<&'h [u8]> {
+    /// Reads them from a request's header fields, as `(name, value)` bytes in the order they
+    /// were sent.
+    pub fn read(fields: impl IntoIterator<Item = (&'h [u8], &'h [u8])>) -> Self {
+        let mut r = Self::default();
+        let first = |slot: &mut Option<&'h [u8]>, v| {
+            if slot.is_none() {
+                *slot = Some(v);
+            }
+        };
+        for (name, value) in fields {
+            if name.eq_ignore_ascii_case(b"content-type") {
+                first(&mut r.content_type, value);
+            } else if name.eq_ignore_ascii_case(b"accept") {
+                first(&mut r.accept, value);
+            } else if name.eq_ignore_ascii_case(b"x-amzn-sagemaker-custom-attributes") {
+                first(&mut r.custom_attributes, value);
+            } else if name.eq_ignore_ascii_case(b"x-amzn-sagemaker-inference-id") {
+                first(&mut r.inference_id, value);
+            } else if name.eq_ignore_ascii_case(b"x-amzn-sagemaker-target-variant") {
+                first(&mut r.target_variant, value);
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                r.close |= h1::has_close_token(value);
+            } else if name.eq_ignore_ascii_case(b"expect") || name.eq_ignore_ascii_case(b"upgrade") {
+                r.expect_or_upgrade = true;
+            }
+        }
+        r
+    }
+
+    /// `TargetVariant`: a variant name is text, so a value that is not UTF-8 is refused
+    /// (400 `ValidationError`).
+    pub fn target_variant(&self) -> Result<Option<&'h str>, ApiError> {
+        self.target_variant
+            .map(|v| {
+                std::str::from_utf8(v).map_err(|_| {
+                    error(
+                        ErrorCode::ValidationError,
+                        "TargetVariant: the X-Amzn-SageMaker-Target-Variant header is not valid UTF-8.".into(),
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
+impl<V> RequestHeaders<V> {
+    /// The same headers with each value turned into a `W`.
+    pub fn map<W>(&self, mut f: impl FnMut(&V) -> W) -> RequestHeaders<W> {
+        RequestHeaders {
+            content_type: self.content_type.as_ref().map(&mut f),
+            accept: self.accept.as_ref().map(&mut f),
+            custom_attributes: self.custom_attributes.as_ref().map(&mut f),
+            inference_id: self.inference_id.as_ref().map(&mut f),
+            target_variant: self.target_variant.as_ref().map(&mut f),
+            close: self.close,
+            expect_or_upgrade: self.expect_or_upgrade,
+        }
+    }
+}
+
+/// Most headers an answer carries besides `date` and framing.
+const MAX_ANSWER_HEADERS: usize = 5;
+
+/// The head of an answer to a runtime request: its status and headers, except `date` and the
+/// framing headers, which each server adds as its connection needs them.
+#[derive(Debug, Clone)]
+pub struct AnswerHead<'a> {
+    /// The status.
+    pub status: StatusCode,
+    headers: [Option<(&'static str, &'a [u8])>; MAX_ANSWER_HEADERS],
+}
+
+impl<'a> AnswerHead<'a> {
+    /// A model's successful answer to `op`: the model's content type (for a stream, the
+    /// event-stream type, the model's in `x-amzn-sagemaker-content-type`), its custom
+    /// attributes, the variant and the instance type that served it.
+    pub fn success(op: &RuntimeOp<'_>, answer: &'a Answer) -> Self {
+        let content = |v: &'a Option<bytes::Bytes>| v.as_deref();
+        let (content_type, model_content_type) = match op.mode() {
+            Mode::Plain => (content(&answer.content_type), None),
+            Mode::EventStream => (
+                Some(&b"application/vnd.amazon.eventstream"[..]),
+                content(&answer.content_type),
+            ),
+        };
+        Self {
+            status: StatusCode::OK,
+            headers: [
+                content_type.map(|v| ("content-type", v)),
+                model_content_type.map(|v| ("x-amzn-sagemaker-content-type", v)),
+                content(&answer.custom_attributes).map(|v| ("x-amzn-sagemaker-custom-attributes", v)),
+                Some(("x-amzn-invoked-production-variant", answer.variant().as_bytes())),
+                Some(("x-spillway-instance-type", answer.instance_type().as_bytes())),
+            ],
+        }
+    }
+
+    /// An AWS error, as the error table renders it for the runtime's protocol (awsJson 1.1);
+    /// its body is [`ApiError::body`].
+    pub fn error(e: &'a ApiError) -> Self {
+        Self {
+            status: e.status(),
+            headers: [
+                Some(("content-type", Protocol::AwsJson11.content_type().as_bytes())),
+                Some(("x-amzn-errortype", e.code.as_str().as_bytes())),
+                None,
+                None,
+                None,
+            ],
+        }
+    }
+
+    /// An invocation path asked with another method than `POST`: 405, `Allow: POST`, no body.
+    pub fn method_not_allowed() -> AnswerHead<'static> {
+        AnswerHead {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            headers: [Some(("allow", b"POST")), None, None, None, None],
+        }
+    }
+
+    /// The headers, in the order they are written.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &'a [u8])> + '_ {
+        self.headers.iter().flatten().copied()
+    }
+
+    /// Writes the head as HTTP/1.1 into `out`: status line, headers, `date`, `content-length`
+    /// when `length` is known (`transfer-encoding: chunked` otherwise), `connection: close`
+    /// unless `keep`, and the blank line.
+    pub fn write(&self, out: &mut Vec<u8>, length: Option<u64>, keep: bool) {
+        if self.status == StatusCode::OK {
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        } else {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(self.status.as_str().as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(self.status.canonical_reason().unwrap_or("Error").as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        for (name, value) in self.headers() {
+            h1::put_header(out, name.as_bytes(), value);
+        }
+        h1::put_date(out);
+        h1::put_length(out, length);
+        if !keep {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The head as an `http::Response` carrying `body` (hyper adds `date` and framing). A
+    /// header value hyper cannot carry is left out.
+    pub fn response<B>(&self, body: B) -> axum::http::Response<B> {
+        let mut resp = axum::http::Response::new(body);
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        for (name, value) in self.headers() {
+            if let Ok(v) = HeaderValue::from_bytes(value) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_headers_are_read_case_insensitively_first_value_first() {
+        let fields: [(&[u8], &[u8]); 8] = [
+            (b"Content-Type", b"text/csv"),
+            (b"content-type", b"text/plain"),
+            (b"ACCEPT", b"application/json"),
+            (b"X-Amzn-SageMaker-Custom-Attributes", b"a=1"),
+            (b"x-amzn-sagemaker-inference-id", b"id-1"),
+            (b"X-Amzn-SageMaker-Target-Variant", b"blue"),
+            (b"Connection", b"keep-alive, Close"),
+            (b"Expect", b"100-continue"),
+        ];
+        let h = RequestHeaders::read(fields);
+        assert_eq!(h.content_type, Some(&b"text/csv"[..]));
+        assert_eq!(h.accept, Some(&b"application/json"[..]));
+        assert_eq!(h.custom_attributes, Some(&b"a=1"[..]));
+        assert_eq!(h.inference_id, Some(&b"id-1"[..]));
+        assert_eq!(h.target_variant(), Ok(Some("blue")));
+        assert!(h.close && h.expect_or_upgrade);
+        let plain = RequestHeaders::read([(&b"upgrade"[..], &b"h2c"[..])]);
+        assert!(plain.expect_or_upgrade && !plain.close && plain.content_type.is_none());
+        assert_eq!(plain.target_variant(), Ok(None));
+    }
+
+    #[test]
+    fn a_target_variant_that_is_not_utf8_is_a_validation_error() {
+        let h = RequestHeaders::read([(&b"x-amzn-sagemaker-target-variant"[..], &b"bl\xffue"[..])]);
+        let e = h.target_variant().unwrap_err();
+        assert_eq!(
+            (e.status(), e.code),
+            (StatusCode::BAD_REQUEST, ErrorCode::ValidationError)
+        );
+        assert!(e.message.contains("TargetVariant"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_error_head_is_the_same_bytes_and_the_same_response() {
+        let e = ApiError::new(ErrorCode::ThrottlingException, "slow down");
+        let head = AnswerHead::error(&e);
+        let mut out = Vec::new();
+        head.write(&mut out, Some(7), false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/x-amz-json-1.1\r\nx-amzn-errortype: ThrottlingException\r\ndate: "), "{text}");
+        assert!(
+            text.ends_with("content-length: 7\r\nconnection: close\r\n\r\n"),
+            "{text}"
+        );
+        let resp = head.response(());
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        let names: Vec<_> = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("content-type", "application/x-amz-json-1.1"),
+                ("x-amzn-errortype", "ThrottlingException")
+            ]
+        );
+        let mut out = Vec::new();
+        AnswerHead::method_not_allowed().write(&mut out, Some(0), true);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\nallow: POST\r\ndate: "),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! Invocations on connections served by hyper (those the fast path handed over, and every
+//! connection when `[router] fast_path = false`): the same [`RuntimeOp`], the same header
+//! reading and the same answer heads as the fast path, with hyper doing the HTTP/1.1.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::body::Body;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use bytes::Bytes;
+use http_body::Body as _;
+
+use super::eventstream::EventStream;
+use super::h1;
+use super::head::{AnswerHead, RequestHeaders};
+use super::invoke::{Call, Payload, invoke_model};
+use super::op::{Mode, RuntimeOp};
+use crate::api::error::ApiError;
+use crate::control::app::App;
+
+/// A hyper request body as a [`Payload`]. A client that sends nothing of it for the client
+/// timeout fails the request as the client's error.
+struct HyperPayload {
+    body: Body,
+    stall: h1::Stall,
+}
+
+impl Payload for HyperPayload {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let r = self.poll_body(cx);
+        self.stall.bound(cx, r, "the client sent", |e| Some(Err(e)))
+    }
+}
+
+impl HyperPayload {
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            return match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                None => Poll::Ready(None),
+                Some(Err(e)) => Poll::Ready(Some(Err(io::Error::other(e)))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(data))),
+                    Err(_) => continue, // trailers: not forwarded
+                },
+            };
+        }
+    }
+}
+
+/// Serves `op`, read by hyper with `headers` and `body`.
+pub async fn invoke(app: &App, op: RuntimeOp<'_>, headers: &HeaderMap, body: Body) -> Response {
+    let call = Call {
+        op,
+        headers: RequestHeaders::read(headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))),
+        length: body.size_hint().exact(),
+    };
+    let mut payload = HyperPayload {
+        body,
+        stall: h1::Stall::new(app.cfg.router.client_timeout()),
+    };
+    let answer = match invoke_model(app, &call, &mut payload).await {
+        Ok(a) => a,
+        Err(e) => return error(&e),
+    };
+    let head = AnswerHead::success(&op, &answer);
+    let head = head.response(());
+    let body = match op.mode() {
+        Mode::Plain => Body::new(answer.body),
+        Mode::EventStream => Body::new(EventStream::new(answer.body)),
+    };
+    head.map(|()| body)
+}
+
+/// An AWS error as hyper sends it.
+pub fn error(e: &ApiError) -> Response {
+    AnswerHead::error(e).response(Body::from(e.body()))
+}
+
+/// The answer to an invocation path asked with another method than `POST`.
+pub fn method_not_allowed() -> Response {
+    AnswerHead::method_not_allowed().response(Body::empty())
+}
