@@ -11,6 +11,7 @@ pub mod control;
 pub mod core;
 pub mod dataplane;
 pub mod demo;
+pub mod error;
 pub mod provider;
 pub mod store;
 pub mod telemetry;

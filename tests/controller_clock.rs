@@ -14,13 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use spillway::api::error::ApiError;
 use spillway::clock::Clock;
 use spillway::config::Config;
 use spillway::control::app::App;
 use spillway::core::capacity::BackoffPolicy;
 use spillway::core::endpoint::{Event, InstanceRecord};
 use spillway::core::planner::InstancePhase;
+use spillway::error::ApiError;
 use spillway::provider::{
     BoxFuture, CapacityEntry, CapacityProvider, HealthCheck, LaunchError, LaunchRequest, Launched, Liveness, Recovery,
     TrackedInstance,

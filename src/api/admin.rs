@@ -8,11 +8,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::{ApiError, ErrorCode};
 use super::ops::{Action, Arns, Operation, Resource};
 use crate::control::app::App;
 use crate::control::{self, Command};
 use crate::core::catalog;
+use crate::error::{ApiError, ErrorCode};
 use crate::store::Kind;
 
 /// The admin API's operations, each authorized as the action `spillway:<Name>`.

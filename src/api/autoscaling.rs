@@ -7,10 +7,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::error::{ApiError, ErrorCode};
 use crate::control::app::App;
 use crate::control::autoscaler::{self, ScalableTarget, ScalingPolicy};
 use crate::core::validate::ValidationError;
+use crate::error::{ApiError, ErrorCode};
 use crate::store::Kind;
 
 /// The only scalable dimension spillway has.

@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 
-use super::error::{ApiError, ErrorCode};
 use crate::core::model::Timestamp;
 use crate::core::scaling::{eval_expression, expression_refs};
+use crate::error::{ApiError, ErrorCode};
 use crate::telemetry::metrics::{INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start};
 
 /// The `X-Amz-Target` service prefix of CloudWatch's JSON protocol.
@@ -1179,7 +1179,7 @@ mod tests {
 
     #[test]
     fn error_response_carries_the_query_code() {
-        use crate::api::error::Protocol;
+        use crate::error::Protocol;
         let resp = invalid("bad").into_response_for(Protocol::CloudWatch);
         assert_eq!(resp.status(), axum::http::StatusCode::BAD_REQUEST);
         assert_eq!(resp.headers()["x-amzn-query-error"], "InvalidParameterValue;Sender");

@@ -10,7 +10,6 @@
 pub mod admin;
 pub mod autoscaling;
 pub mod cloudwatch;
-pub mod error;
 pub mod ops;
 pub mod sagemaker;
 
@@ -24,12 +23,27 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::Value;
 
+use crate::control::ControlError;
 use crate::control::app::App;
+use crate::error::{ApiError, Protocol};
 use autoscaling::AutoScalingOp;
 use cloudwatch::CloudWatchOp;
-use error::{ApiError, Protocol};
 use ops::{Action, Arns, Operation, Resource};
 use sagemaker::SageMakerOp;
+
+/// A refused command is a `ValidationException` naming the rule; a store failure is
+/// `InternalFailure`.
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Store(e) => e.into(),
+            ControlError::NotFound { .. }
+            | ControlError::AlreadyExists { .. }
+            | ControlError::Lifecycle(_)
+            | ControlError::Invalid(_) => Self::validation(e.to_string()),
+        }
+    }
+}
 
 /// The axum router for the whole server.
 pub fn router(app: Arc<App>) -> Router {

@@ -117,7 +117,7 @@ macro_rules! operations {
 
             /// Parses the operation `name` with its JSON `body`; `None` for an operation this
             /// API does not have.
-            pub fn parse(name: &str, body: &[u8]) -> Option<Result<Self, $crate::api::error::ApiError>> {
+            pub fn parse(name: &str, body: &[u8]) -> Option<Result<Self, $crate::error::ApiError>> {
                 Some(match name {
                     $( stringify!($op) => $crate::api::sagemaker::parse::<$input>(body).map($enum::$op), )*
                     _ => return None,

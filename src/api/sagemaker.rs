@@ -6,7 +6,6 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use super::error::ApiError;
 use super::ops::Resource;
 use crate::control::app::{App, EndpointRuntime};
 use crate::control::{self, BatchSize, Command, Document, Outcome, ResourceKind, UpdateEndpoint, VariantChange};
@@ -16,6 +15,7 @@ use crate::core::model::{
 };
 use crate::core::planner::{InstancePhase, Operation};
 use crate::core::validate::{self, ValidationError};
+use crate::error::ApiError;
 
 crate::operations! {
     /// The SageMaker control-plane operations spillway implements, in the order

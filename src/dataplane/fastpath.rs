@@ -40,8 +40,8 @@ use super::head::{AnswerHead, RequestHeaders};
 use super::invoke::{self, Answer, Call, MAX_DRAIN, Payload};
 use super::op::{Mode, RuntimeOp, Target};
 use super::stop::{Stop, reached};
-use crate::api::error::ApiError;
 use crate::control::app::App;
+use crate::error::ApiError;
 
 /// Most request headers the fast path parses (a request with more goes to hyper).
 const MAX_HEADERS: usize = 64;

@@ -9,7 +9,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use super::h1;
 use super::invoke::{Answer, error};
 use super::op::{Mode, RuntimeOp};
-use crate::api::error::{ApiError, ErrorCode, Protocol};
+use crate::error::{ApiError, ErrorCode, Protocol};
 
 /// The headers an invocation reads from its request, as `V`: header values (`&[u8]`) or where
 /// they lie in the fast path's buffer (`Range<usize>`). A header sent more than once counts

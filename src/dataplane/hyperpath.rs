@@ -17,8 +17,8 @@ use super::h1;
 use super::head::{AnswerHead, RequestHeaders};
 use super::invoke::{Call, Payload, invoke_model};
 use super::op::{Mode, RuntimeOp};
-use crate::api::error::ApiError;
 use crate::control::app::App;
+use crate::error::ApiError;
 
 /// A hyper request body as a [`Payload`]. A client that sends nothing of it for the client
 /// timeout fails the request as the client's error.

@@ -29,8 +29,8 @@ use super::head::RequestHeaders;
 use super::op::RuntimeOp;
 use super::routes::{EndpointRoutes, PickError, RouteInstance};
 use super::upstream::{self, Conn, UpstreamBody, UpstreamError};
-use crate::api::error::{ApiError, ErrorCode};
 use crate::control::app::App;
+use crate::error::{ApiError, ErrorCode};
 use crate::telemetry::metrics::{Outcome, Series};
 
 /// Largest request payload SageMaker accepts (6 MB).

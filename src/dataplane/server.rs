@@ -29,8 +29,8 @@ use super::fastpath::{self, Handover, Rewind};
 use super::hyperpath;
 use super::op::{RuntimeOp, Target};
 use super::stop::{Stop, reached};
-use crate::api::error::ApiError;
 use crate::control::app::App;
+use crate::error::ApiError;
 
 /// Per-thread state shared by the connections of one I/O thread.
 struct Shared {

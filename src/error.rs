@@ -3,14 +3,13 @@
 //!
 //! Inner layers return their own typed errors (`core::validate::ValidationError`,
 //! `control::ControlError`, `store::StoreError`, …); they become an [`ApiError`] only at the edge,
-//! through the `From` impls below and the handlers of `api/`. Nothing else in the code base names
+//! through the `From` impls below and in `api/`, and the handlers of `api/` and `dataplane/`. Nothing else in the code base names
 //! an AWS error code or picks an HTTP status for an error.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::control::ControlError;
 use crate::core::validate::ValidationError;
 use crate::store::StoreError;
 
@@ -222,18 +221,6 @@ impl ApiError {
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
         Self::validation(e.0)
-    }
-}
-
-impl From<ControlError> for ApiError {
-    fn from(e: ControlError) -> Self {
-        match e {
-            ControlError::Store(e) => e.into(),
-            ControlError::NotFound { .. }
-            | ControlError::AlreadyExists { .. }
-            | ControlError::Lifecycle(_)
-            | ControlError::Invalid(_) => Self::validation(e.to_string()),
-        }
     }
 }
 
