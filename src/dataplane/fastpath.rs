@@ -243,16 +243,15 @@ impl Client {
             result = invoke::invoke_model(app, &call, &mut body) => result,
             () = client_gone(&self.stream) => return false,
         };
-        // The next request starts after this one's body: read what is left of it (an error
-        // can be answered before the body was read), or close the connection after answering.
+        // The next request starts after this one's body. An answer given before the body was
+        // read (an error) keeps the connection only if what is already buffered ends the body in
+        // one decoding step, the rule hyper follows (`poll_drain_or_close_read`), so that both
+        // servers take the same bytes for the next request; otherwise the connection closes
+        // after the answer (and lingers, reading what the client still sends).
         let mut keep = !r.headers.close;
         let unread = !body.decoder.is_done();
         if unread {
-            let small = body.decoder.remaining().is_none_or(|n| n <= MAX_DRAIN);
-            keep &= small
-                && tokio::time::timeout(self.timeout, invoke::drain(&mut body, MAX_DRAIN))
-                    .await
-                    .unwrap_or(false);
+            keep &= body.decoder.decode(body.buf).is_ok() && body.decoder.is_done();
         }
         keep &= *stop.borrow() == Stop::Running;
         let written = match result {
@@ -294,7 +293,7 @@ impl Client {
             Mode::EventStream => None,
         };
         self.out.clear();
-        AnswerHead::success(op, &answer).write(&mut self.out, length, keep);
+        answer.head(op).write(&mut self.out, length, keep);
         let chunked = length.is_none();
         let mut body = answer.body;
         loop {

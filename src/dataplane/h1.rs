@@ -127,10 +127,25 @@ pub enum Decoded {
     End,
 }
 
+/// Chunk-extension bytes one chunked body may carry in all (hyper's limit).
+const MAX_CHUNK_EXTENSIONS: u64 = 16 * 1024;
+/// Largest trailer section (hyper's limit).
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// Most trailer fields (hyper's limit).
+const MAX_TRAILERS: usize = 100;
+
 /// Decodes one message body incrementally from a read buffer.
+///
+/// Chunked framing is read exactly as hyper reads it (RFC 9112 §7.1, no leniency beyond
+/// hyper's), so that a request means the same on the fast path as on a connection hyper
+/// serves: a chunk-size line is hex digits, optional spaces or tabs, an optional extension
+/// free of LF, then CRLF; chunk data ends with CRLF; trailer lines end with CRLF and must be
+/// valid header fields.
 #[derive(Debug)]
 pub struct BodyDecoder {
     state: State,
+    /// Chunk-extension bytes seen so far.
+    extensions: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +168,7 @@ impl BodyDecoder {
             Framing::Chunked => State::ChunkSize,
             Framing::UntilClose => State::UntilClose,
         };
-        Self { state }
+        Self { state, extensions: 0 }
     }
 
     /// Whether the body has been read to its end.
@@ -195,17 +210,18 @@ impl BodyDecoder {
                     }
                     return Ok(Decoded::Data(buf.split().freeze()));
                 }
-                State::ChunkSize => match httparse::parse_chunk_size(buf) {
-                    Ok(httparse::Status::Complete((used, size))) => {
+                State::ChunkSize => match chunk_size_line(buf, MAX_CHUNK_EXTENSIONS - self.extensions)? {
+                    Some((used, size, extensions)) => {
                         buf.advance(used);
+                        self.extensions += extensions;
                         self.state = if size == 0 {
                             State::Trailers
                         } else {
                             State::ChunkData(size)
                         };
                     }
-                    Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(Decoded::NeedMore),
-                    _ => return Err(BodyError::Chunk),
+                    None if buf.len() < MAX_HEAD => return Ok(Decoded::NeedMore),
+                    None => return Err(BodyError::Chunk),
                 },
                 State::ChunkEnd => {
                     if buf.len() < 2 {
@@ -217,15 +233,13 @@ impl BodyDecoder {
                     buf.advance(2);
                     self.state = State::ChunkSize;
                 }
-                State::Trailers => match buf.windows(2).position(|w| w == b"\r\n") {
-                    // An empty line ends the trailer section; trailer fields are dropped.
-                    Some(0) => {
-                        buf.advance(2);
+                // The trailer fields are checked, then dropped.
+                State::Trailers => match trailer_section(buf)? {
+                    Some(used) => {
+                        buf.advance(used);
                         self.state = State::Done;
                     }
-                    Some(line) => buf.advance(line + 2),
-                    None if buf.len() < MAX_HEAD => return Ok(Decoded::NeedMore),
-                    None => return Err(BodyError::Chunk),
+                    None => return Ok(Decoded::NeedMore),
                 },
             }
         }
@@ -276,6 +290,96 @@ impl BodyDecoder {
             }
         }
     }
+}
+
+/// A chunk-size line at the start of `buf`: `(its length, the chunk size, extension bytes)`, or
+/// `None` when it is not complete yet. `extensions` is how many extension bytes it may carry.
+fn chunk_size_line(buf: &[u8], extensions: u64) -> Result<Option<(usize, u64, u64)>, BodyError> {
+    let mut size: u64 = 0;
+    let mut i = 0;
+    while let Some(d) = buf.get(i).and_then(|b| (*b as char).to_digit(16)) {
+        size = size
+            .checked_mul(16)
+            .and_then(|s| s.checked_add(u64::from(d)))
+            .ok_or(BodyError::Chunk)?;
+        i += 1;
+    }
+    if i == 0 && !buf.is_empty() {
+        return Err(BodyError::Chunk);
+    }
+    while matches!(buf.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    let mut ext = 0;
+    if buf.get(i) == Some(&b';') {
+        i += 1;
+        loop {
+            match buf.get(i) {
+                None => return Ok(None),
+                Some(b'\r') => break,
+                // A bare LF in an extension would end the line for a lenient reader.
+                Some(b'\n') => return Err(BodyError::Chunk),
+                Some(_) => {
+                    ext += 1;
+                    if ext >= extensions {
+                        return Err(BodyError::Chunk);
+                    }
+                    i += 1;
+                }
+            }
+        }
+    }
+    match (buf.get(i), buf.get(i + 1)) {
+        (None, _) | (Some(b'\r'), None) => Ok(None),
+        (Some(b'\r'), Some(b'\n')) => Ok(Some((i + 2, size, ext))),
+        _ => Err(BodyError::Chunk),
+    }
+}
+
+/// The trailer section (after the last chunk) at the start of `buf`, up to and including the
+/// empty line that ends it: its length, or `None` when it is not complete yet. Each line ends
+/// with CRLF, and the fields must parse as header fields.
+fn trailer_section(buf: &[u8]) -> Result<Option<usize>, BodyError> {
+    let mut i = 0;
+    let mut lines = 0;
+    let end = loop {
+        if buf.get(i) == Some(&b'\r') {
+            match buf.get(i + 1) {
+                None => return Ok(None),
+                Some(b'\n') => break i + 2,
+                Some(_) => return Err(BodyError::Chunk),
+            }
+        }
+        let Some(cr) = buf[i..].iter().position(|b| *b == b'\r') else {
+            return if buf.len() >= MAX_TRAILER_BYTES {
+                Err(BodyError::Chunk)
+            } else {
+                Ok(None)
+            };
+        };
+        match buf.get(i + cr + 1) {
+            None => return Ok(None),
+            Some(b'\n') => {}
+            Some(_) => return Err(BodyError::Chunk),
+        }
+        lines += 1;
+        i += cr + 2;
+        if lines > MAX_TRAILERS || i >= MAX_TRAILER_BYTES {
+            return Err(BodyError::Chunk);
+        }
+    };
+    if lines > 0 {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILERS];
+        // As hyper does, what follows an empty line httparse finds early (a bare LF) is not
+        // looked at: the section still ends at the first CRLF CRLF.
+        if !matches!(
+            httparse::parse_headers(&buf[..end], &mut fields[..lines]),
+            Ok(httparse::Status::Complete(_))
+        ) {
+            return Err(BodyError::Chunk);
+        }
+    }
+    Ok(Some(end))
 }
 
 /// Reads what `stream` has into the free space of `buf`, first growing it to `want` free bytes
@@ -585,6 +689,59 @@ mod tests {
             assert_eq!(body, b"hello world", "step {step}");
             assert!(b"NEXT".starts_with(&rest), "{step}: {rest:?}");
         }
+    }
+
+    #[test]
+    fn chunked_framing_is_read_as_strictly_as_hyper_reads_it() {
+        // Accepted, as hyper accepts them: spaces or tabs before an extension or the CRLF,
+        // leading zeros, upper-case hex, an empty extension, a trailer field.
+        for wire in [
+            &b"5 \t;a=b\r\nhello\r\n0\r\n\r\n"[..],
+            b"005\t\r\nhello\r\n0000\r\n\r\n",
+            b"A;\r\nhelloworld\r\n0;last\r\nX-T: 1\r\nX-U:\r\n\r\n",
+        ] {
+            for step in [1, 3, 1000] {
+                assert!(decode_all(Framing::Chunked, wire, step).is_ok(), "{step}: {wire:?}");
+            }
+        }
+        // Refused, as hyper refuses them. The first is a request-smuggling shape: a lenient
+        // reader ends the extension at the next CRLF, and takes what follows as chunk data.
+        let ext = format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(MAX_CHUNK_EXTENSIONS as usize));
+        let trailers: String = (0..=MAX_TRAILERS).map(|i| format!("x-t{i}: v\r\n")).collect();
+        let trailers = format!("1\r\na\r\n0\r\n{trailers}\r\n");
+        for wire in [
+            &b"6;\nAAAAAA\r\nhello!\r\n0\r\n\r\n"[..],
+            b"5;a\nb\r\nhello\r\n0\r\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b"5 5\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"11111111111111111\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\n\r\n",
+            b"5\r\nhello\r\n0\r\nX-A: 1\nX-B: 2\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nNoColon\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nX-A: 1\r\n folded\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nX-A: 1\rX\r\n\r\n",
+            ext.as_bytes(),
+            trailers.as_bytes(),
+        ] {
+            for step in [1, 4, 100_000] {
+                assert_eq!(
+                    decode_all(Framing::Chunked, wire, step),
+                    Err(BodyError::Chunk),
+                    "{step}: {}",
+                    String::from_utf8_lossy(&wire[..wire.len().min(60)])
+                );
+            }
+        }
+        // Extension bytes count over the whole body.
+        let half = "e".repeat(MAX_CHUNK_EXTENSIONS as usize / 2);
+        let wire = format!("1;{half}\r\na\r\n1;{half}\r\nb\r\n0\r\n\r\n");
+        assert_eq!(
+            decode_all(Framing::Chunked, wire.as_bytes(), 1000),
+            Err(BodyError::Chunk)
+        );
     }
 
     #[test]

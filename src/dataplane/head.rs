@@ -7,7 +7,6 @@
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 
 use super::h1;
-use super::invoke::{Answer, error};
 use super::op::{Mode, RuntimeOp};
 use crate::error::{ApiError, ErrorCode, Protocol};
 
@@ -69,9 +68,9 @@ impl<'h> RequestHeaders<&'h [u8]> {
         self.target_variant
             .map(|v| {
                 std::str::from_utf8(v).map_err(|_| {
-                    error(
+                    ApiError::new(
                         ErrorCode::ValidationError,
-                        "TargetVariant: the X-Amzn-SageMaker-Target-Variant header is not valid UTF-8.".into(),
+                        "TargetVariant: the X-Amzn-SageMaker-Target-Variant header is not valid UTF-8.",
                     )
                 })
             })
@@ -110,23 +109,25 @@ impl<'a> AnswerHead<'a> {
     /// A model's successful answer to `op`: the model's content type (for a stream, the
     /// event-stream type, the model's in `x-amzn-sagemaker-content-type`), its custom
     /// attributes, the variant and the instance type that served it.
-    pub fn success(op: &RuntimeOp<'_>, answer: &'a Answer) -> Self {
-        let content = |v: &'a Option<bytes::Bytes>| v.as_deref();
+    pub fn success(
+        op: &RuntimeOp<'_>,
+        model_content_type: Option<&'a [u8]>,
+        custom_attributes: Option<&'a [u8]>,
+        variant: &'a str,
+        instance_type: &'a str,
+    ) -> Self {
         let (content_type, model_content_type) = match op.mode() {
-            Mode::Plain => (content(&answer.content_type), None),
-            Mode::EventStream => (
-                Some(&b"application/vnd.amazon.eventstream"[..]),
-                content(&answer.content_type),
-            ),
+            Mode::Plain => (model_content_type, None),
+            Mode::EventStream => (Some(&b"application/vnd.amazon.eventstream"[..]), model_content_type),
         };
         Self {
             status: StatusCode::OK,
             headers: [
                 content_type.map(|v| ("content-type", v)),
                 model_content_type.map(|v| ("x-amzn-sagemaker-content-type", v)),
-                content(&answer.custom_attributes).map(|v| ("x-amzn-sagemaker-custom-attributes", v)),
-                Some(("x-amzn-invoked-production-variant", answer.variant().as_bytes())),
-                Some(("x-spillway-instance-type", answer.instance_type().as_bytes())),
+                custom_attributes.map(|v| ("x-amzn-sagemaker-custom-attributes", v)),
+                Some(("x-amzn-invoked-production-variant", variant.as_bytes())),
+                Some(("x-spillway-instance-type", instance_type.as_bytes())),
             ],
         }
     }

@@ -64,7 +64,7 @@ pub async fn invoke(app: &App, op: RuntimeOp<'_>, headers: &HeaderMap, body: Bod
         Ok(a) => a,
         Err(e) => return error(&e),
     };
-    let head = AnswerHead::success(&op, &answer);
+    let head = answer.head(&op);
     let head = head.response(());
     let body = match op.mode() {
         Mode::Plain => Body::new(answer.body),

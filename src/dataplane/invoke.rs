@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 use super::h1;
-use super::head::RequestHeaders;
+use super::head::{AnswerHead, RequestHeaders};
 use super::op::RuntimeOp;
 use super::routes::{EndpointRoutes, PickError, RouteInstance};
 use super::upstream::{self, Conn, UpstreamBody, UpstreamError};
@@ -104,6 +104,17 @@ impl Answer {
     /// The instance type that served it.
     pub fn instance_type(&self) -> &str {
         &self.instance.instance_type
+    }
+
+    /// The head of its answer to `op`.
+    pub fn head(&self, op: &RuntimeOp<'_>) -> AnswerHead<'_> {
+        AnswerHead::success(
+            op,
+            self.content_type.as_deref(),
+            self.custom_attributes.as_deref(),
+            self.variant(),
+            self.instance_type(),
+        )
     }
 }
 

@@ -27,6 +27,10 @@ of the connection), "seq" (request number on that connection)}.
   flood       200 chunked: 64 KiB chunks, up to 256 MiB; if the router closes the connection
               first, appends "closed <body>" to $RAW_MODEL_NOTES
 
+When $RAW_MODEL_RECORD names a file, every `POST /invocations` is appended to it as one JSON
+line {"body" (latin-1), "headers"} before it is answered (for tests that check which requests
+reached the model).
+
 Every response also carries `X-Amzn-SageMaker-Custom-Attributes: raw-model=<mode>` and
 `X-Raw-Model-Private: 1` (a header a router has no reason to pass on).
 
@@ -132,6 +136,9 @@ def serve(sock, peer):
         if method != "POST" or target != "/invocations":
             sock.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
             continue
+        if record := os.environ.get("RAW_MODEL_RECORD"):
+            with open(record, "a") as f:
+                f.write(json.dumps({"body": body.decode("latin-1"), "headers": headers}) + "\n")
         word = body.split(b":", 1)[0].decode("latin-1")
         mode = word if word in MODES else "len"
         echo = json.dumps({
