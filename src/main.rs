@@ -103,7 +103,7 @@ async fn serve(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let server = spillway::dataplane::server::Server::start(app.clone(), router, listener, threads)
+    let server = spillway::dataplane::server::Server::start(app.dataplane.clone(), router, listener, threads)
         .context("cannot start the listener")?;
     shutdown_signal().await;
     // In-flight requests get a bounded time to finish; a client that keeps a connection busy

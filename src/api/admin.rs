@@ -313,7 +313,9 @@ async fn render_metrics(app: &App) -> Response {
         }
         let name = rt.record.name.clone();
         drop(rt);
-        let Some(routes) = app.routes.get(&name) else { continue };
+        let Some(routes) = app.dataplane.routes.get(&name) else {
+            continue;
+        };
         for v in &routes.variants {
             let mut by_type: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
             for i in &v.instances {

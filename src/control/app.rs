@@ -18,6 +18,7 @@ use crate::control::controller;
 use crate::core::capacity::{BackoffPolicy, IceMemory};
 use crate::core::endpoint::{EndpointRecord, Event, InstanceRecord};
 use crate::core::model::RoutingStrategy;
+use crate::dataplane::DataPlane;
 use crate::dataplane::routes::RouteTable;
 use crate::provider::local::{Host, LocalProvider};
 use crate::provider::slurm::SlurmProvider;
@@ -62,8 +63,9 @@ pub struct App {
     pub store: Store,
     /// Where instances run.
     pub provider: Arc<dyn CapacityProvider>,
-    /// Data-plane routes.
-    pub routes: RouteTable,
+    /// What the data plane reads: routes (published by the controllers), the router
+    /// configuration, metrics and the clock.
+    pub dataplane: Arc<DataPlane>,
     /// Live endpoints by name.
     pub endpoints: Mutex<HashMap<String, Arc<EndpointHandle>>>,
     /// HTTP client to instances (pings and invocations).
@@ -74,8 +76,6 @@ pub struct App {
     pub ice: Mutex<IceMemory>,
     /// Invocation and fleet metrics.
     pub metrics: Arc<Metrics>,
-    /// Notified whenever an invocation ends, for requests queued at the concurrency limit.
-    pub router_freed: Arc<Notify>,
     /// Autoscaler state.
     pub autoscaler: AutoscalerState,
     /// The one clock: every time-dependent decision and timestamp reads it.
@@ -138,17 +138,24 @@ impl App {
         } else {
             Metrics::disabled(retention)
         });
+        let dataplane = Arc::new(DataPlane {
+            router: cfg.router.clone(),
+            account_id: cfg.account_id.clone(),
+            routes: RouteTable::default(),
+            metrics: metrics.clone(),
+            freed: Arc::new(Notify::new()),
+            clock,
+        });
         let app = Arc::new(App {
             cfg,
             store,
             provider,
-            routes: RouteTable::default(),
+            dataplane,
             endpoints: Mutex::new(HashMap::new()),
             http,
             shutdown: watch::channel(false).0,
             ice: Mutex::new(IceMemory::default()),
             metrics,
-            router_freed: Arc::new(Notify::new()),
             autoscaler: AutoscalerState::default(),
             clock,
         });
@@ -241,7 +248,7 @@ impl App {
     /// Forgets an endpoint (its controller finished deleting it).
     pub fn unregister(&self, name: &str) {
         self.endpoints.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
-        self.routes.remove(name);
+        self.dataplane.routes.remove(name);
     }
 
     /// The configured insufficient-capacity back-off.
@@ -333,7 +340,9 @@ async fn sample_fleet(app: Arc<App>) {
             .cloned()
             .collect();
         for name in names {
-            let Some(routes) = app.routes.get(&name) else { continue };
+            let Some(routes) = app.dataplane.routes.get(&name) else {
+                continue;
+            };
             for v in &routes.variants {
                 let mut by_type: HashMap<&str, (usize, usize)> = HashMap::new();
                 for i in &v.instances {

@@ -114,7 +114,7 @@ async fn pass(app: &Arc<App>, h: &EndpointHandle) -> bool {
                     set.spawn(async move {
                         // Drain: no new requests reach it (it left the routes); let those in
                         // flight finish within the grace period, then stop it.
-                        let drained = app.routes.wait_drained(&inst.instance_id, grace).await;
+                        let drained = app.dataplane.routes.wait_drained(&inst.instance_id, grace).await;
                         if !drained {
                             tracing::warn!(instance = %inst.instance_id, "requests still in flight after the grace period");
                         }
@@ -142,7 +142,7 @@ async fn pass(app: &Arc<App>, h: &EndpointHandle) -> bool {
     }
     let rt = h.state.lock().await;
     if serves_traffic(&rt) {
-        app.routes.publish(&rt.record.name, routes_of(&rt));
+        app.dataplane.routes.publish(&rt.record.name, routes_of(&rt));
     }
     false
 }
@@ -349,7 +349,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
     }
     if serves_traffic(&rt) {
         let routes = routes_of(&rt);
-        app.routes.publish(&rt.record.name, routes);
+        app.dataplane.routes.publish(&rt.record.name, routes);
     }
 }
 
@@ -484,7 +484,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
             if !rt.instances.is_empty() {
                 let ids: Vec<String> = rt.instances.iter().map(|i| i.instance_id.clone()).collect();
                 let all = mark_terminating(rt, &ids);
-                app.routes.remove(&name);
+                app.dataplane.routes.remove(&name);
                 return Next::Terminate(all);
             }
             let arn = rt.record.arn.clone();

@@ -542,7 +542,7 @@ async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, C
 
 async fn delete_endpoint(app: &Arc<App>, name: &str) -> Result<Outcome, ControlError> {
     change_endpoint(app, name, |rt| Ok(rt.record.begin_delete(app.clock.now())?)).await?;
-    app.routes.remove(name);
+    app.dataplane.routes.remove(name);
     Ok(Outcome::Done)
 }
 

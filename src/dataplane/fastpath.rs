@@ -34,13 +34,13 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use super::DataPlane;
 use super::eventstream;
 use super::h1::{self, BodyDecoder, Framing, Stall};
 use super::head::{AnswerHead, RequestHeaders};
 use super::invoke::{self, Answer, Call, MAX_DRAIN, Payload};
 use super::op::{Mode, RuntimeOp, Target};
 use super::stop::{Stop, reached};
-use crate::control::app::App;
 use crate::error::ApiError;
 
 /// Most request headers the fast path parses (a request with more goes to hyper).
@@ -61,8 +61,8 @@ pub enum Handover {
 
 /// Serves invocations on `stream` until it closes or carries another kind of request.
 #[allow(clippy::disallowed_methods)] // Client timeouts measure real elapsed time.
-pub async fn serve(app: &App, stream: TcpStream, stop: &mut watch::Receiver<Stop>) -> Handover {
-    let timeout = app.cfg.router.client_timeout();
+pub async fn serve(dp: &DataPlane, stream: TcpStream, stop: &mut watch::Receiver<Stop>) -> Handover {
+    let timeout = dp.router.client_timeout();
     let mut client = Client {
         stream: ClientSocket::new(stream, timeout),
         buf: BytesMut::new(),
@@ -82,7 +82,7 @@ pub async fn serve(app: &App, stream: TcpStream, stop: &mut watch::Receiver<Stop
                 });
             }
         };
-        if !client.serve(app, request, stop).await {
+        if !client.serve(dp, request, stop).await {
             return Handover::Closed;
         }
     }
@@ -214,7 +214,7 @@ impl Client {
     }
 
     /// Serves one invocation; whether the connection stays open for another.
-    async fn serve(&mut self, app: &App, r: Request, stop: &watch::Receiver<Stop>) -> bool {
+    async fn serve(&mut self, dp: &DataPlane, r: Request, stop: &watch::Receiver<Stop>) -> bool {
         let head = &r.head;
         let op = RuntimeOp::new(
             r.mode,
@@ -240,7 +240,7 @@ impl Client {
         // connection) and stops it counting as outstanding.
         let result = tokio::select! {
             biased;
-            result = invoke::invoke_model(app, &call, &mut body) => result,
+            result = invoke::invoke_model(dp, &call, &mut body) => result,
             () = client_gone(&self.stream) => return false,
         };
         // The next request starts after this one's body. An answer given before the body was

@@ -12,12 +12,12 @@ use axum::response::Response;
 use bytes::Bytes;
 use http_body::Body as _;
 
+use super::DataPlane;
 use super::eventstream::EventStream;
 use super::h1;
 use super::head::{AnswerHead, RequestHeaders};
 use super::invoke::{Call, Payload, invoke_model};
 use super::op::{Mode, RuntimeOp};
-use crate::control::app::App;
 use crate::error::ApiError;
 
 /// A hyper request body as a [`Payload`]. A client that sends nothing of it for the client
@@ -50,7 +50,7 @@ impl HyperPayload {
 }
 
 /// Serves `op`, read by hyper with `headers` and `body`.
-pub async fn invoke(app: &App, op: RuntimeOp<'_>, headers: &HeaderMap, body: Body) -> Response {
+pub async fn invoke(dp: &DataPlane, op: RuntimeOp<'_>, headers: &HeaderMap, body: Body) -> Response {
     let call = Call {
         op,
         headers: RequestHeaders::read(headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))),
@@ -58,9 +58,9 @@ pub async fn invoke(app: &App, op: RuntimeOp<'_>, headers: &HeaderMap, body: Bod
     };
     let mut payload = HyperPayload {
         body,
-        stall: h1::Stall::new(app.cfg.router.client_timeout()),
+        stall: h1::Stall::new(dp.router.client_timeout()),
     };
-    let answer = match invoke_model(app, &call, &mut payload).await {
+    let answer = match invoke_model(dp, &call, &mut payload).await {
         Ok(a) => a,
         Err(e) => return error(&e),
     };

@@ -24,12 +24,12 @@ use http_body::Frame;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
+use super::DataPlane;
 use super::h1;
 use super::head::{AnswerHead, RequestHeaders};
 use super::op::RuntimeOp;
 use super::routes::{EndpointRoutes, PickError, RouteInstance};
 use super::upstream::{self, Conn, UpstreamBody, UpstreamError};
-use crate::control::app::App;
 use crate::error::{ApiError, ErrorCode};
 use crate::telemetry::metrics::{Outcome, Series};
 
@@ -135,16 +135,16 @@ pub fn too_large() -> ApiError {
 /// time while every candidate is full.
 #[allow(clippy::disallowed_methods)] // The queueing timeout is measured in real time.
 async fn pick(
-    app: &App,
+    dp: &DataPlane,
     routes: &EndpointRoutes,
     name: &str,
     target: Option<&str>,
     avoid: Option<&str>,
 ) -> Result<(usize, Arc<RouteInstance>), ApiError> {
-    let limit = app.cfg.router.max_concurrent_requests_per_instance;
+    let limit = dp.router.max_concurrent_requests_per_instance;
     let mut deadline = None;
     loop {
-        let freed = app.router_freed.notified();
+        let freed = dp.freed.notified();
         match routes.pick(target, limit, avoid) {
             Ok((vi, inst)) if inst.try_reserve(limit) => return Ok((vi, inst)),
             // Another request took its last slot since the pick: pick again.
@@ -165,8 +165,8 @@ async fn pick(
                 ));
             }
             Err(PickError::Saturated) => {
-                let deadline = *deadline
-                    .get_or_insert_with(|| Instant::now() + Duration::from_millis(app.cfg.router.queue_timeout_ms));
+                let deadline =
+                    *deadline.get_or_insert_with(|| Instant::now() + Duration::from_millis(dp.router.queue_timeout_ms));
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() || tokio::time::timeout(left, freed).await.is_err() {
                     return Err(error(
@@ -258,13 +258,13 @@ async fn send_request(
 /// the request: a 2xx answer to stream back, or the AWS error to send. A refused connection is
 /// retried once on another instance (nothing of the request has been read at that point).
 #[allow(clippy::disallowed_methods)] // Latency metrics measure elapsed real time.
-pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload) -> Result<Answer, ApiError> {
+pub async fn invoke_model(dp: &DataPlane, call: &Call<'_>, payload: &mut impl Payload) -> Result<Answer, ApiError> {
     let received = Instant::now();
     let name = call.op.endpoint_name();
-    let Some(routes) = app.routes.get(name) else {
+    let Some(routes) = dp.routes.get(name) else {
         return Err(error(
             ErrorCode::ValidationError,
-            format!("Endpoint {name} of account {} not found.", app.cfg.account_id),
+            format!("Endpoint {name} of account {} not found.", dp.account_id),
         ));
     };
     let target = call.headers.target_variant()?;
@@ -272,18 +272,18 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
         drain(payload, MAX_DRAIN).await;
         return Err(too_large());
     }
-    let timeout = Duration::from_secs_f64(app.cfg.router.model_timeout_seconds);
+    let timeout = Duration::from_secs_f64(dp.router.model_timeout_seconds);
     let mut refused: Option<String> = None;
     for attempt in 0..2 {
-        let (vi, inst) = pick(app, &routes, name, target, refused.as_deref()).await?;
+        let (vi, inst) = pick(dp, &routes, name, target, refused.as_deref()).await?;
         let variant = &routes.variants[vi];
-        let queueing = app.cfg.router.max_concurrent_requests_per_instance > 0;
-        let guard = Outstanding::reserved(inst.clone(), queueing.then(|| app.router_freed.clone()));
+        let queueing = dp.router.max_concurrent_requests_per_instance > 0;
+        let guard = Outstanding::reserved(inst.clone(), queueing.then(|| dp.freed.clone()));
         let sent = Instant::now();
         // Records how the invocation ended; if this future is dropped first (the client went
         // away while the model worked), it records `ClientClosed`.
         let mut record = Unfinished {
-            app,
+            dp,
             inst: &inst,
             series: Series {
                 endpoint: name,
@@ -364,8 +364,8 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
             ));
         }
         // The series handle is made on the instance's first invocation, then reused.
-        if app.metrics.enabled() {
-            inst.metrics.get_or_init(|| app.metrics.handle(record.series));
+        if dp.metrics.enabled() {
+            inst.metrics.get_or_init(|| dp.metrics.handle(record.series));
         }
         let pending = record.record.take(); // the body records it when it ends
         drop(record);
@@ -377,7 +377,7 @@ pub async fn invoke_model(app: &App, call: &Call<'_>, payload: &mut impl Payload
                 guard: Some(guard),
                 record: pending,
                 stall: h1::Stall::new(timeout),
-                clock: app.clock,
+                clock: dp.clock,
             },
             routes: routes.clone(),
             variant: vi,
@@ -410,7 +410,7 @@ impl Record {
 /// (the future serving it was dropped because the client went away), it records
 /// [`Outcome::ClientClosed`].
 struct Unfinished<'a> {
-    app: &'a App,
+    dp: &'a DataPlane,
     inst: &'a RouteInstance,
     series: Series<'a>,
     record: Option<Record>,
@@ -422,18 +422,18 @@ impl Unfinished<'_> {
         let Some(record) = self.record.take() else {
             return;
         };
-        if !self.app.metrics.enabled() {
+        if !self.dp.metrics.enabled() {
             return;
         }
         self.inst
             .metrics
-            .get_or_init(|| self.app.metrics.handle(self.series))
+            .get_or_init(|| self.dp.metrics.handle(self.series))
             .record(
                 record.serving_of_type,
                 outcome,
                 record.latency_us(),
                 record.overhead_us,
-                self.app.clock.now(),
+                self.dp.clock.now(),
             );
     }
 

@@ -4,8 +4,9 @@
 //! `server` (the listener and its I/O threads) → `fastpath` (the lean HTTP/1.1 path) and the
 //! hyper-served connections → `invoke` (the invocation core) → `routes` (the in-memory route
 //! table) and `upstream` (pooled model connections), with `h1` (HTTP/1.1 pieces) underneath.
-//! Arrows point one way; the control plane (`api`) is reached only for the error type an
-//! invocation answers with.
+//! Arrows point one way, and out of the data plane only downwards: it knows [`DataPlane`] (what
+//! the control plane publishes for it), the configuration, the error table, the metrics store
+//! and the clock; never the control plane itself.
 
 pub mod eventstream;
 pub mod fastpath;
@@ -18,3 +19,30 @@ pub mod routes;
 pub mod server;
 pub mod stop;
 pub mod upstream;
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::config::RouterConfig;
+use crate::telemetry::metrics::Metrics;
+
+/// What the data plane reads: its configuration, the routes the controllers publish, the
+/// metrics store it records into, and the clock. The control plane holds it (`App::dataplane`)
+/// and writes only `routes`.
+#[derive(Debug)]
+pub struct DataPlane {
+    /// `[router]` configuration.
+    pub router: RouterConfig,
+    /// The account named in "endpoint not found" answers.
+    pub account_id: String,
+    /// Serving instances per endpoint, published by the controllers.
+    pub routes: routes::RouteTable,
+    /// Invocation metrics.
+    pub metrics: Arc<Metrics>,
+    /// Notified whenever an invocation ends, for requests queued at the concurrency limit.
+    pub freed: Arc<Notify>,
+    /// The server's clock (metric timestamps).
+    pub clock: Clock,
+}

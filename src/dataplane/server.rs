@@ -25,16 +25,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::{mpsc, watch};
 
+use super::DataPlane;
 use super::fastpath::{self, Handover, Rewind};
 use super::hyperpath;
 use super::op::{RuntimeOp, Target};
 use super::stop::{Stop, reached};
-use crate::control::app::App;
 use crate::error::ApiError;
 
 /// Per-thread state shared by the connections of one I/O thread.
 struct Shared {
-    app: Arc<App>,
+    dp: Arc<DataPlane>,
     control: TowerToHyperService<Router>,
     main: tokio::runtime::Handle,
 }
@@ -54,7 +54,7 @@ impl Server {
     /// Starts `threads` I/O threads (at least one) and the acceptor on the current (main)
     /// runtime, serving `control` for everything that is not an invocation.
     pub fn start(
-        app: Arc<App>,
+        dp: Arc<DataPlane>,
         control: Router,
         listener: tokio::net::TcpListener,
         threads: usize,
@@ -66,7 +66,7 @@ impl Server {
             let (tx, rx) = mpsc::unbounded_channel();
             let open = Arc::new(AtomicUsize::new(0));
             let shared = Arc::new(Shared {
-                app: app.clone(),
+                dp: dp.clone(),
                 control: TowerToHyperService::new(control.clone()),
                 main: main.clone(),
             });
@@ -147,8 +147,8 @@ async fn worker(
     // The timer enables the header read timeout: a client that opens a connection and never
     // finishes its request headers (or sends nothing more on a kept-alive one) does not hold it
     // forever.
-    let timeout = shared.app.cfg.router.client_timeout();
-    let fast = shared.app.cfg.router.fast_path;
+    let timeout = shared.dp.router.client_timeout();
+    let fast = shared.dp.router.fast_path;
     http.timer(TokioTimer::new()).header_read_timeout(timeout);
     // Connections watch this thread's own copy of the listener's state, so that waiting on it
     // between requests touches nothing shared with the other I/O threads.
@@ -180,7 +180,7 @@ async fn worker(
             // while it waits for one.
             if ready {
                 let io = if fast {
-                    match Box::pin(fastpath::serve(&shared.app, stream, &mut stop)).await {
+                    match Box::pin(fastpath::serve(&shared.dp, stream, &mut stop)).await {
                         Handover::General(io) => Some(io),
                         Handover::Closed => None,
                     }
@@ -235,7 +235,7 @@ async fn serve_general(
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let (parts, body) = req.into_parts();
     match RuntimeOp::parse(parts.method.as_str(), parts.uri.path()) {
-        Target::Invocation(op) => return Ok(hyperpath::invoke(&shared.app, op, &parts.headers, Body::new(body)).await),
+        Target::Invocation(op) => return Ok(hyperpath::invoke(&shared.dp, op, &parts.headers, Body::new(body)).await),
         Target::MethodNotAllowed => return Ok(hyperpath::method_not_allowed()),
         Target::Other => {}
     }
