@@ -26,7 +26,7 @@ slurm_start "$dir"
 
 export SPILLWAY_SLURM_TESTS=1
 echo "-- provider conformance (local and Slurm)"
-cargo test --locked --test provider_conformance -- --nocapture
+cargo test --locked --test provider_conformance -- --include-ignored --nocapture
 echo "-- end to end with boto3 on a Slurm-backed server"
 export SPILLWAY_BIN="${SPILLWAY_BIN:-$PWD/target/debug/spillway}"
 PY=.venv/bin/python
