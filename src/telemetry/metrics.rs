@@ -807,20 +807,10 @@ impl Metrics {
         from: Timestamp,
         to: Timestamp,
     ) -> Option<f64> {
-        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         let (from, to) = (from.floor() as i64, to.ceil() as i64);
-        // Per second, summed over the matching instance types.
-        let mut seconds: BTreeMap<i64, Vec<&Bucket>> = BTreeMap::new();
-        for (k, q) in series.iter() {
-            let (e, v, t) = &**k;
-            if e != endpoint || v != variant || instance_type.is_some_and(|it| it != t) {
-                continue;
-            }
-            for b in q.iter().filter(|b| b.second >= from && b.second < to) {
-                seconds.entry(b.second).or_default().push(b);
-            }
-        }
-        stat_of(&seconds, metric, stat)
+        self.with_seconds(endpoint, variant, instance_type, from, to, |seconds| {
+            stat_of(&seconds, metric, stat)
+        })
     }
 
     /// Aggregates `metric` per period of `period` seconds (at least 1) over `[from, to)`: the
@@ -841,10 +831,37 @@ impl Metrics {
         period: i64,
     ) -> Vec<(i64, f64)> {
         let period = period.max(1);
-        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         let (from, to) = (period_start(from.floor() as i64, period), to.ceil() as i64);
-        // Period start -> second -> buckets of the matching instance types.
-        let mut periods: BTreeMap<i64, BTreeMap<i64, Vec<&Bucket>>> = BTreeMap::new();
+        self.with_seconds(endpoint, variant, instance_type, from, to, |seconds| {
+            // Period start -> second -> buckets.
+            let mut periods: BTreeMap<i64, BTreeMap<i64, Vec<&Bucket>>> = BTreeMap::new();
+            for (second, buckets) in seconds {
+                periods
+                    .entry(period_start(second, period))
+                    .or_default()
+                    .insert(second, buckets);
+            }
+            periods
+                .iter()
+                .filter_map(|(start, seconds)| stat_of(seconds, metric, stat).map(|v| (*start, v)))
+                .collect()
+        })
+    }
+
+    /// Runs `f` on the buckets of one variant's series (one instance type's, or all of them)
+    /// in the seconds `[from, to)`, grouped by second, under the store's lock: the one place
+    /// both aggregations select their data.
+    fn with_seconds<R>(
+        &self,
+        endpoint: &str,
+        variant: &str,
+        instance_type: Option<&str>,
+        from: i64,
+        to: i64,
+        f: impl FnOnce(BTreeMap<i64, Vec<&Bucket>>) -> R,
+    ) -> R {
+        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seconds: BTreeMap<i64, Vec<&Bucket>> = BTreeMap::new();
         for (k, q) in series.iter() {
             let (e, v, t) = &**k;
             if e != endpoint || v != variant || instance_type.is_some_and(|it| it != t) {
@@ -852,18 +869,10 @@ impl Metrics {
             }
             let first = q.partition_point(|b| b.second < from);
             for b in q.range(first..).take_while(|b| b.second < to) {
-                periods
-                    .entry(period_start(b.second, period))
-                    .or_default()
-                    .entry(b.second)
-                    .or_default()
-                    .push(b);
+                seconds.entry(b.second).or_default().push(b);
             }
         }
-        periods
-            .iter()
-            .filter_map(|(start, seconds)| stat_of(seconds, metric, stat).map(|v| (*start, v)))
-            .collect()
+        f(seconds)
     }
 
     /// Every series `(endpoint, variant, instance type)` with data at or after `since`, in order.
