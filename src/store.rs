@@ -190,6 +190,22 @@ impl Store {
         })
     }
 
+    /// Deletes resources and their tags in one transaction: all of them, or none.
+    pub fn delete_all(&self, resources: &[(Kind, &str, &str)]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for (kind, name, arn) in resources {
+                tx.execute(
+                    "DELETE FROM resources WHERE kind = ?1 AND name = ?2",
+                    params![kind.as_str(), name],
+                )?;
+                tx.execute("DELETE FROM tags WHERE arn = ?1", params![arn])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     /// Reads a resource.
     pub fn get<T: DeserializeOwned>(&self, kind: Kind, name: &str) -> Result<Option<T>> {
         let body: Option<String> = self.with(|c| {

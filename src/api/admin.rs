@@ -13,7 +13,6 @@ use crate::control::app::App;
 use crate::control::{self, Command};
 use crate::core::catalog;
 use crate::error::{ApiError, ErrorCode};
-use crate::store::Kind;
 
 /// The admin API's operations, each authorized as the action `spillway:<Name>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,26 +223,19 @@ pub async fn instance_types(State(app): State<Arc<App>>) -> Response {
     run(&app, AdminOp::ListInstanceTypes).await
 }
 
-fn endpoint_known(app: &App, name: &str) -> Result<(), ApiError> {
-    // Events outlive a deleted endpoint; an endpoint that never existed is an error.
-    if app.endpoint(name).is_some() || app.store.exists(Kind::Endpoint, name)? || !app.store.events(name)?.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::AdminNotFound,
-            format!("Could not find endpoint \"{}\".", app.arn("endpoint", name)),
-        ))
-    }
-}
-
 /// `GET /_spillway/endpoints/{name}/events`: every provisioning attempt and its outcome.
 pub async fn events(State(app): State<Arc<App>>, Path(endpoint): Path<String>) -> Response {
     run(&app, AdminOp::ListEvents { endpoint }).await
 }
 
 fn events_of(app: &App, name: &str) -> Result<Response, ApiError> {
-    endpoint_known(app, name)?;
-    Ok(Json(json!({ "events": app.store.events(name)? })).into_response())
+    let events = control::events(app, name)?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::AdminNotFound,
+            format!("Could not find endpoint \"{}\".", app.arn("endpoint", name)),
+        )
+    })?;
+    Ok(Json(json!({ "events": events })).into_response())
 }
 
 /// `GET /_spillway/endpoints/{name}/instances`: the fleet as spillway tracks it.

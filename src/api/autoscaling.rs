@@ -9,9 +9,9 @@ use serde_json::{Map, Value, json};
 
 use crate::control::app::App;
 use crate::control::autoscaler::{self, ScalableTarget, ScalingPolicy};
+use crate::control::{self, Command};
 use crate::core::validate::ValidationError;
 use crate::error::{ApiError, ErrorCode};
-use crate::store::Kind;
 
 /// The only scalable dimension spillway has.
 pub const DIMENSION: &str = "sagemaker:variant:DesiredInstanceCount";
@@ -40,10 +40,10 @@ pub(crate) async fn dispatch(app: &Arc<App>, op: AutoScalingOp) -> Result<Value,
     match op {
         Op::RegisterScalableTarget(i) => register(app, i).await,
         Op::DescribeScalableTargets(i) => describe_targets(app, i),
-        Op::DeregisterScalableTarget(i) => deregister(app, i),
-        Op::PutScalingPolicy(i) => put_policy(app, i),
+        Op::DeregisterScalableTarget(i) => deregister(app, i).await,
+        Op::PutScalingPolicy(i) => put_policy(app, i).await,
         Op::DescribeScalingPolicies(i) => describe_policies(app, i),
-        Op::DeleteScalingPolicy(i) => delete_policy(app, i),
+        Op::DeleteScalingPolicy(i) => delete_policy(app, i).await,
         Op::DescribeScalingActivities(i) => describe_activities(app, i),
     }
 }
@@ -130,7 +130,7 @@ async fn register(app: &Arc<App>, input: RegisterInput) -> Result<Value, ApiErro
             return Err(ValidationError::constraint(v, field, "Member must have value between 0 and 1000").into());
         }
     }
-    let existing: Option<ScalableTarget> = app.store.get(Kind::ScalableTarget, &input.resource_id)?;
+    let existing = control::scalable_target(app, &input.resource_id)?;
     let (min, max) = match (&existing, input.min_capacity, input.max_capacity) {
         (_, Some(min), Some(max)) => (min as u32, max as u32),
         (Some(t), min, max) => (
@@ -175,10 +175,9 @@ async fn register(app: &Arc<App>, input: RegisterInput) -> Result<Value, ApiErro
             )
         }),
     };
-    app.store
-        .put(Kind::ScalableTarget, &target.resource_id, target.creation_time, &target)?;
-    autoscaler::wake(app);
-    Ok(json!({ "ScalableTargetARN": target.scalable_target_arn }))
+    let arn = target.scalable_target_arn.clone();
+    control::apply(app, Command::PutScalableTarget(target)).await?;
+    Ok(json!({ "ScalableTargetARN": arn }))
 }
 
 #[derive(Deserialize)]
@@ -241,9 +240,7 @@ fn check_namespace(ns: &str) -> Result<(), ApiError> {
 
 fn describe_targets(app: &Arc<App>, input: DescribeTargetsInput) -> Result<Value, ApiError> {
     check_namespace(&input.service_namespace)?;
-    let items: Vec<Value> = app
-        .store
-        .list::<ScalableTarget>(Kind::ScalableTarget)?
+    let items: Vec<Value> = control::scalable_targets(app)?
         .into_iter()
         .filter(|t| {
             input
@@ -276,25 +273,17 @@ pub(crate) struct TargetKeyInput {
     scalable_dimension: String,
 }
 
-fn deregister(app: &Arc<App>, input: TargetKeyInput) -> Result<Value, ApiError> {
+async fn deregister(app: &Arc<App>, input: TargetKeyInput) -> Result<Value, ApiError> {
     check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
-    let Some(target) = app
-        .store
-        .get::<ScalableTarget>(Kind::ScalableTarget, &input.resource_id)?
-    else {
+    if control::scalable_target(app, &input.resource_id)?.is_none() {
         return Err(target_missing(
             &input.service_namespace,
             &input.resource_id,
             &input.scalable_dimension,
         ));
-    };
-    for p in app.store.list::<ScalingPolicy>(Kind::ScalingPolicy)? {
-        if p.resource_id == input.resource_id {
-            app.store.delete(Kind::ScalingPolicy, &p.key(), &p.policy_arn)?;
-        }
     }
-    app.store
-        .delete(Kind::ScalableTarget, &input.resource_id, &target.scalable_target_arn)?;
+    let resource_id = input.resource_id;
+    control::apply(app, Command::DeregisterScalableTarget { resource_id }).await?;
     Ok(json!({}))
 }
 
@@ -310,7 +299,7 @@ pub(crate) struct PutPolicyInput {
     step_scaling_policy_configuration: Option<Value>,
 }
 
-fn put_policy(app: &Arc<App>, input: PutPolicyInput) -> Result<Value, ApiError> {
+async fn put_policy(app: &Arc<App>, input: PutPolicyInput) -> Result<Value, ApiError> {
     check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
     if input.policy_name.is_empty() || input.policy_name.len() > 256 || input.policy_name.contains(':') {
         return Err(ValidationError::constraint(
@@ -338,11 +327,7 @@ fn put_policy(app: &Arc<App>, input: PutPolicyInput) -> Result<Value, ApiError> 
     };
     // Parses and checks the configuration the autoscaler will evaluate.
     autoscaler::parse_target_tracking(&config)?;
-    if app
-        .store
-        .get::<ScalableTarget>(Kind::ScalableTarget, &input.resource_id)?
-        .is_none()
-    {
+    if control::scalable_target(app, &input.resource_id)?.is_none() {
         return Err(target_missing(
             &input.service_namespace,
             &input.resource_id,
@@ -350,7 +335,7 @@ fn put_policy(app: &Arc<App>, input: PutPolicyInput) -> Result<Value, ApiError> 
         ));
     }
     let key = format!("{}|{}", input.resource_id, input.policy_name);
-    let existing: Option<ScalingPolicy> = app.store.get(Kind::ScalingPolicy, &key)?;
+    let existing = control::scaling_policy(app, &key)?;
     let t = app.clock.now();
     let policy = ScalingPolicy {
         policy_arn: existing.as_ref().map(|p| p.policy_arn.clone()).unwrap_or_else(|| {
@@ -372,10 +357,9 @@ fn put_policy(app: &Arc<App>, input: PutPolicyInput) -> Result<Value, ApiError> 
         alarms: vec![],
         creation_time: existing.as_ref().map(|p| p.creation_time).unwrap_or(t),
     };
-    app.store
-        .put(Kind::ScalingPolicy, &key, policy.creation_time, &policy)?;
-    autoscaler::wake(app);
-    Ok(json!({ "PolicyARN": policy.policy_arn, "Alarms": [] }))
+    let arn = policy.policy_arn.clone();
+    control::apply(app, Command::PutScalingPolicy(policy)).await?;
+    Ok(json!({ "PolicyARN": arn, "Alarms": [] }))
 }
 
 #[derive(Deserialize)]
@@ -391,9 +375,7 @@ pub(crate) struct DescribePoliciesInput {
 
 fn describe_policies(app: &Arc<App>, input: DescribePoliciesInput) -> Result<Value, ApiError> {
     check_namespace(&input.service_namespace)?;
-    let items: Vec<Value> = app
-        .store
-        .list::<ScalingPolicy>(Kind::ScalingPolicy)?
+    let items: Vec<Value> = control::scaling_policies(app)?
         .into_iter()
         .filter(|p| input.policy_names.as_ref().is_none_or(|n| n.contains(&p.policy_name)))
         .filter(|p| input.resource_id.as_ref().is_none_or(|r| *r == p.resource_id))
@@ -423,16 +405,16 @@ pub(crate) struct DeletePolicyInput {
     scalable_dimension: String,
 }
 
-fn delete_policy(app: &Arc<App>, input: DeletePolicyInput) -> Result<Value, ApiError> {
+async fn delete_policy(app: &Arc<App>, input: DeletePolicyInput) -> Result<Value, ApiError> {
     check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
     let key = format!("{}|{}", input.resource_id, input.policy_name);
-    let Some(p) = app.store.get::<ScalingPolicy>(Kind::ScalingPolicy, &key)? else {
+    if control::scaling_policy(app, &key)?.is_none() {
         return Err(not_found(format!(
             "No scaling policy found for service namespace: {}, resource ID: {}, scalable dimension: {}, policy name: {}",
             input.service_namespace, input.resource_id, input.scalable_dimension, input.policy_name
         )));
     };
-    app.store.delete(Kind::ScalingPolicy, &key, &p.policy_arn)?;
+    control::apply(app, Command::DeleteScalingPolicy { key }).await?;
     Ok(json!({}))
 }
 
@@ -450,7 +432,7 @@ pub(crate) struct DescribeActivitiesInput {
 
 fn describe_activities(app: &Arc<App>, input: DescribeActivitiesInput) -> Result<Value, ApiError> {
     check_namespace(&input.service_namespace)?;
-    let mut acts = app.store.list::<autoscaler::Activity>(Kind::ScalingActivity)?;
+    let mut acts = control::scaling_activities(app)?;
     acts.retain(|a| {
         input.resource_id.as_ref().is_none_or(|r| *r == a.resource_id)
             && input

@@ -20,7 +20,7 @@ use crate::store::Kind;
 use crate::telemetry::metrics::Statistic;
 
 /// A registered scalable target (wire shape of `ScalableTarget`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ScalableTarget {
     /// `sagemaker`.
@@ -47,7 +47,7 @@ pub struct ScalableTarget {
 }
 
 /// A scaling policy (wire shape of `ScalingPolicy`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ScalingPolicy {
     /// ARN.

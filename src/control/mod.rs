@@ -18,7 +18,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::control::app::{App, EndpointRuntime};
-use crate::core::endpoint::{DeployedVariant, Deployment, EndpointRecord, LifecycleError};
+use crate::control::autoscaler::{Activity, ScalableTarget, ScalingPolicy};
+use crate::core::endpoint::{DeployedVariant, Deployment, EndpointRecord, Event, LifecycleError};
 use crate::core::model::{EndpointConfig, Model, Tag, Timestamp};
 use crate::core::planner::{Operation, ProvisioningState, RollingUpdate};
 use crate::core::validate::{self, ValidationError};
@@ -243,6 +244,20 @@ pub enum Command {
         /// Keys to remove.
         keys: Vec<String>,
     },
+    /// `RegisterScalableTarget`: registers or updates a target (validated at the edge).
+    PutScalableTarget(ScalableTarget),
+    /// `DeregisterScalableTarget`: the target and its policies, in one transaction.
+    DeregisterScalableTarget {
+        /// `endpoint/<name>/variant/<variant>`.
+        resource_id: String,
+    },
+    /// `PutScalingPolicy`: creates or replaces a policy of a registered target.
+    PutScalingPolicy(ScalingPolicy),
+    /// `DeleteScalingPolicy`.
+    DeleteScalingPolicy {
+        /// The policy's key (`<resource id>|<policy name>`).
+        key: String,
+    },
     /// `PUT`/`DELETE /_spillway/capacity/{type}`: pin a type's slots at run time, or unpin.
     SetCapacity {
         /// A catalog instance type.
@@ -290,6 +305,44 @@ pub async fn apply(app: &Arc<App>, command: Command) -> Result<Outcome, ControlE
         Command::DeleteTags { arn, keys } => {
             resolve_arn(app, &arn).await?;
             app.store.delete_tags(&arn, &keys)?;
+            Ok(Outcome::Done)
+        }
+        Command::PutScalableTarget(target) => {
+            app.store
+                .put(Kind::ScalableTarget, &target.resource_id, target.creation_time, &target)?;
+            autoscaler::wake(app);
+            Ok(Outcome::Arn(target.scalable_target_arn))
+        }
+        Command::DeregisterScalableTarget { resource_id } => {
+            let Some(target) = scalable_target(app, &resource_id)? else {
+                return Ok(Outcome::Done);
+            };
+            let policies: Vec<ScalingPolicy> = app
+                .store
+                .list::<ScalingPolicy>(Kind::ScalingPolicy)?
+                .into_iter()
+                .filter(|p| p.resource_id == resource_id)
+                .collect();
+            let keys: Vec<String> = policies.iter().map(ScalingPolicy::key).collect();
+            let mut gone: Vec<(Kind, &str, &str)> = policies
+                .iter()
+                .zip(&keys)
+                .map(|(p, k)| (Kind::ScalingPolicy, k.as_str(), p.policy_arn.as_str()))
+                .collect();
+            gone.push((Kind::ScalableTarget, &resource_id, &target.scalable_target_arn));
+            app.store.delete_all(&gone)?;
+            Ok(Outcome::Done)
+        }
+        Command::PutScalingPolicy(policy) => {
+            app.store
+                .put(Kind::ScalingPolicy, &policy.key(), policy.creation_time, &policy)?;
+            autoscaler::wake(app);
+            Ok(Outcome::Arn(policy.policy_arn))
+        }
+        Command::DeleteScalingPolicy { key } => {
+            if let Some(p) = scaling_policy(app, &key)? {
+                app.store.delete(Kind::ScalingPolicy, &key, &p.policy_arn)?;
+            }
             Ok(Outcome::Done)
         }
         Command::SetCapacity { instance_type, slots } => {
@@ -372,6 +425,39 @@ pub async fn endpoints(app: &App) -> Vec<EndpointRecord> {
         }
     }
     out
+}
+
+/// A registered scalable target.
+pub fn scalable_target(app: &App, resource_id: &str) -> Result<Option<ScalableTarget>, ControlError> {
+    Ok(app.store.get(Kind::ScalableTarget, resource_id)?)
+}
+
+/// A scaling policy by key (`<resource id>|<policy name>`).
+pub fn scaling_policy(app: &App, key: &str) -> Result<Option<ScalingPolicy>, ControlError> {
+    Ok(app.store.get(Kind::ScalingPolicy, key)?)
+}
+
+/// Every registered scalable target.
+pub fn scalable_targets(app: &App) -> Result<Vec<ScalableTarget>, ControlError> {
+    Ok(app.store.list(Kind::ScalableTarget)?)
+}
+
+/// Every scaling policy.
+pub fn scaling_policies(app: &App) -> Result<Vec<ScalingPolicy>, ControlError> {
+    Ok(app.store.list(Kind::ScalingPolicy)?)
+}
+
+/// Every recorded scaling activity.
+pub fn scaling_activities(app: &App) -> Result<Vec<Activity>, ControlError> {
+    Ok(app.store.list(Kind::ScalingActivity)?)
+}
+
+/// An endpoint's event history, oldest first; `None` for an endpoint that never existed
+/// (events outlive a deleted endpoint).
+pub fn events(app: &App, name: &str) -> Result<Option<Vec<Event>>, ControlError> {
+    let events = app.store.events(name)?;
+    let known = app.endpoint(name).is_some() || app.store.exists(Kind::Endpoint, name)? || !events.is_empty();
+    Ok(known.then_some(events))
 }
 
 /// The tags of an existing resource.
