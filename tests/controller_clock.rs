@@ -576,14 +576,7 @@ async fn pools_fall_back_scale_rebalance_replace_and_delete() {
             .iter()
             .position(|e| e.kind == "InstanceHealthy" && e.instance_id.as_deref() == Some(surge))
             .expect("surge became healthy");
-        let old = shift
-            .message
-            .split("draining ")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap();
+        let old = drained_by(shift);
         let stopped = events
             .iter()
             .position(|e| e.kind == "InstanceTerminated" && e.instance_id.as_deref() == Some(old))
@@ -819,16 +812,19 @@ async fn random_capacity_timelines_keep_the_fleet_invariants() {
             .filter_map(|e| Some((e.instance_id.clone()?, e.time)))
             .collect();
         for shift in events.iter().filter(|e| e.kind == "MigrationShift") {
-            let old = shift
-                .message
-                .split("draining ")
-                .nth(1)
-                .unwrap()
-                .split(' ')
-                .next()
-                .unwrap();
+            let old = drained_by(shift);
             let ran = shift.time - launched[old];
             assert!(ran >= 20.0, "seed {seed}: {old} replaced after {ran:.1}s");
         }
     }
+}
+
+/// The instance a `MigrationShift` event drains ("... draining i-... (type, priority n)").
+fn drained_by(shift: &Event) -> &str {
+    shift
+        .message
+        .split("draining ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .expect("a MigrationShift message names the instance it drains")
 }
