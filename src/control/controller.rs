@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::control::app::{App, EndpointHandle, EndpointRuntime};
 use crate::core::catalog;
-use crate::core::endpoint::{Deployment, Event, InstanceRecord, truncate_reason};
+use crate::core::endpoint::{Deployment, Event, InstanceRecord, rollback_message};
 use crate::core::model::{EndpointStatus, PoolSpec, Timestamp};
 use crate::core::planner::{
     self, EndpointDecision, InstancePhase, InstanceView, Operation, RebalancePolicy, RollingProgress, Step,
@@ -656,10 +656,20 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
             return Next::Idle;
         }
     }
+    let moved = match &decision {
+        EndpointDecision::Continue => return Next::Idle,
+        EndpointDecision::InService | EndpointDecision::AcceptShortfall(_) => rt.record.finish(t),
+        EndpointDecision::Fail(reason) => rt.record.fail(reason.clone(), t),
+        EndpointDecision::RollBack(reason) => rt.record.roll_back(reason, t),
+    };
+    if let Err(err) = moved {
+        // The planner decided for the operation in flight; a refusal is a bug, never a client's doing.
+        tracing::error!(endpoint = %name, %err, "the endpoint state machine refused the controller's move");
+        return Next::Idle;
+    }
     match decision {
         EndpointDecision::Continue => Next::Idle,
         EndpointDecision::InService => {
-            rt.record.finish(t);
             if op == Operation::Deploy
                 && let Some(new) = rt.record.pending.take()
             {
@@ -693,21 +703,12 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
             Next::Idle
         }
         EndpointDecision::Fail(reason) => {
-            rt.record.fail(reason.clone(), t);
             let ids: Vec<String> = rt.instances.iter().map(|i| i.instance_id.clone()).collect();
             mark_terminating(rt, &ids);
             app.event(endpoint_event(app, &name, "EndpointFailed", reason));
             Next::Idle
         }
         EndpointDecision::RollBack(reason) => {
-            if let Some(r) = rt.record.rolling.take() {
-                for v in rt.record.active.variants.iter_mut() {
-                    if let Some(n) = r.original.get(&v.spec.name) {
-                        v.desired_count = *n;
-                    }
-                }
-            }
-            rt.record.finish(t);
             if let Some(p) = rt.record.pending.take() {
                 let ids: Vec<String> = rt
                     .instances
@@ -717,13 +718,15 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     .collect();
                 mark_terminating(rt, &ids);
             }
-            let msg = format!("Update rolled back; the endpoint keeps serving its previous configuration. {reason}");
-            rt.record.failure_reason = Some(truncate_reason(msg.clone()));
-            app.event(endpoint_event(app, &name, "UpdateRolledBack", msg));
+            app.event(endpoint_event(
+                app,
+                &name,
+                "UpdateRolledBack",
+                rollback_message(&reason),
+            ));
             Next::Idle
         }
         EndpointDecision::AcceptShortfall(reason) => {
-            rt.record.finish(t);
             for v in rt.record.active.variants.iter_mut() {
                 if v.provisioning.deadline.is_none() {
                     continue;

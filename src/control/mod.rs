@@ -617,7 +617,7 @@ async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, C
             rt.record.rolling = Some(rolling);
         }
         rt.record.pending = Some(deployment);
-        rt.record.begin(Operation::Deploy, t)?;
+        rt.record.begin_deploy(t)?;
         if !u.retain_deployment_config {
             rt.record.deployment_config = u.deployment_config;
         }
@@ -665,7 +665,7 @@ async fn set_variants(app: &App, endpoint: &str, changes: &[VariantChange]) -> R
                 v.provisioning.finish();
             }
         }
-        Ok(rt.record.begin(Operation::Scale, app.clock.now())?)
+        Ok(rt.record.begin_scale(app.clock.now())?)
     })
     .await
 }

@@ -91,13 +91,29 @@ pub enum LifecycleError {
         arn: String,
     },
     /// The endpoint failed; only deleting it is possible.
-    #[error("Cannot update failed endpoint \"{arn}\".{}", if *.deploy { "; delete it and create it again." } else { "" })]
+    #[error("Cannot update failed endpoint \"{arn}\"{}", if *.deploy { "; delete it and create it again." } else { "." })]
     Failed {
         /// The endpoint's ARN.
         arn: String,
         /// Whether the refused move was an `UpdateEndpoint` (its message says what to do).
         deploy: bool,
     },
+    /// An operation cannot end as asked: none is in flight, or another one (only a creation
+    /// fails, only a deployment rolls back). A bug in the caller, never a client's doing.
+    #[error("endpoint \"{arn}\" has no {wanted} in flight (in flight: {actual:?})")]
+    NotInFlight {
+        /// The endpoint's ARN.
+        arn: String,
+        /// What the refused move ends.
+        wanted: &'static str,
+        /// The operation in flight.
+        actual: Option<Operation>,
+    },
+}
+
+/// What an endpoint whose deployment rolled back says about it.
+pub fn rollback_message(reason: &str) -> String {
+    format!("Update rolled back; the endpoint keeps serving its previous configuration. {reason}")
 }
 
 /// The longest `FailureReason` kept (AWS's limit is 1024 characters).
@@ -142,6 +158,11 @@ impl EndpointRecord {
         }
     }
 
+    /// Every deployment, active first.
+    pub fn deployments(&self) -> impl Iterator<Item = &Deployment> {
+        std::iter::once(&self.active).chain(self.pending.iter())
+    }
+
     /// The endpoint's status.
     pub fn status(&self) -> EndpointStatus {
         self.status
@@ -153,9 +174,10 @@ impl EndpointRecord {
     }
 
     /// Whether `op` may begin now: never while an operation is in flight or the endpoint is
-    /// deleting, and only `DeleteEndpoint` once it failed.
+    /// deleting, and only `DeleteEndpoint` once it failed. `Create` never begins on an existing
+    /// record (see [`EndpointRecord::create`]).
     pub fn check_begin(&self, op: Operation) -> Result<(), LifecycleError> {
-        if self.status.in_progress() || self.operation.is_some() {
+        if self.status.in_progress() || self.operation.is_some() || op == Operation::Create {
             return Err(LifecycleError::InProgress { arn: self.arn.clone() });
         }
         if self.status == EndpointStatus::Failed {
@@ -167,38 +189,50 @@ impl EndpointRecord {
         Ok(())
     }
 
-    /// Begins an `UpdateEndpoint` (`Deploy`) or a scaling (`Scale`): the endpoint goes
-    /// `Updating`. A deployment also clears the last failure. `Create` begins only with
-    /// [`EndpointRecord::create`].
-    pub fn begin(&mut self, op: Operation, now: Timestamp) -> Result<(), LifecycleError> {
+    fn begin(&mut self, op: Operation, now: Timestamp) -> Result<(), LifecycleError> {
         self.check_begin(op)?;
-        if op == Operation::Create {
-            return Err(LifecycleError::InProgress { arn: self.arn.clone() });
-        }
         self.status = super::planner::status_during(op);
         self.operation = Some(op);
         self.last_modified_time = now;
-        if op == Operation::Deploy {
-            self.failure_reason = None;
-        }
         Ok(())
+    }
+
+    /// Begins an `UpdateEndpoint` (blue/green or rolling): the endpoint goes `Updating` and the
+    /// last failure is cleared.
+    pub fn begin_deploy(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.begin(Operation::Deploy, now)?;
+        self.failure_reason = None;
+        Ok(())
+    }
+
+    /// Begins a change of desired counts or weights (`UpdateEndpointWeightsAndCapacities`, the
+    /// autoscaler): the endpoint goes `Updating`.
+    pub fn begin_scale(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.begin(Operation::Scale, now)
     }
 
     /// Begins deleting: refused while an operation is in flight (a failed endpoint can be
     /// deleted).
     pub fn begin_delete(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
-        if self.status.in_progress() {
+        if self.status.in_progress() || self.operation.is_some() {
             return Err(LifecycleError::InProgress { arn: self.arn.clone() });
         }
         self.status = EndpointStatus::Deleting;
-        self.operation = None;
         self.last_modified_time = now;
         Ok(())
     }
 
-    /// The operation in flight ended and the endpoint serves (`InService`): provisioning state,
-    /// health verdicts and status messages of every variant are cleared.
-    pub fn finish(&mut self, now: Timestamp) {
+    /// Ends the operation in flight if it is one of `allowed`: the endpoint serves
+    /// (`InService`); provisioning state, health verdicts and status messages of every variant
+    /// are cleared.
+    fn end(&mut self, allowed: &[Operation], wanted: &'static str, now: Timestamp) -> Result<(), LifecycleError> {
+        if !self.operation.is_some_and(|op| allowed.contains(&op)) {
+            return Err(LifecycleError::NotInFlight {
+                arn: self.arn.clone(),
+                wanted,
+                actual: self.operation,
+            });
+        }
         self.rolling = None;
         self.status = EndpointStatus::InService;
         self.operation = None;
@@ -210,18 +244,45 @@ impl EndpointRecord {
                 v.status_message = None;
             }
         }
+        Ok(())
     }
 
-    /// Creation failed: the endpoint is `Failed` with `reason` (cut to AWS's length).
-    pub fn fail(&mut self, reason: String, now: Timestamp) {
-        self.finish(now);
+    /// The operation in flight succeeded (or, for a scaling, ended with what it could get):
+    /// `InService`.
+    pub fn finish(&mut self, now: Timestamp) -> Result<(), LifecycleError> {
+        self.end(
+            &[Operation::Create, Operation::Deploy, Operation::Scale],
+            "operation",
+            now,
+        )
+    }
+
+    /// The creation in flight failed: `Failed` with `reason` (cut to AWS's length).
+    pub fn fail(&mut self, reason: String, now: Timestamp) -> Result<(), LifecycleError> {
+        self.end(&[Operation::Create], "creation", now)?;
         self.status = EndpointStatus::Failed;
         self.failure_reason = Some(truncate_reason(reason));
+        Ok(())
     }
 
-    /// Every deployment, active first.
-    pub fn deployments(&self) -> impl Iterator<Item = &Deployment> {
-        std::iter::once(&self.active).chain(self.pending.iter())
+    /// The deployment in flight failed: back `InService` on the previous fleet, a rolling
+    /// deployment's old variants back to their original counts, and `reason` kept as the
+    /// `FailureReason`. The caller stops the pending fleet's instances.
+    pub fn roll_back(&mut self, reason: &str, now: Timestamp) -> Result<(), LifecycleError> {
+        let rolling = self.rolling.take();
+        if let Err(e) = self.end(&[Operation::Deploy], "deployment", now) {
+            self.rolling = rolling;
+            return Err(e);
+        }
+        if let Some(r) = rolling {
+            for v in self.active.variants.iter_mut() {
+                if let Some(n) = r.original.get(&v.spec.name) {
+                    v.desired_count = *n;
+                }
+            }
+        }
+        self.failure_reason = Some(truncate_reason(rollback_message(reason)));
+        Ok(())
     }
 }
 
@@ -287,4 +348,156 @@ pub struct Event {
     pub result: Option<String>,
     /// Human-readable detail.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment() -> Deployment {
+        Deployment {
+            id: "d1".into(),
+            config_name: "c".into(),
+            start_time: 0.0,
+            variants: vec![],
+            models: BTreeMap::new(),
+        }
+    }
+
+    fn creating() -> EndpointRecord {
+        EndpointRecord::create("e".into(), "arn:e".into(), deployment(), None, 1.0)
+    }
+
+    /// Every state the lifecycle methods can reach, with how it was reached.
+    fn states() -> Vec<(&'static str, EndpointRecord)> {
+        let c = creating();
+        let mut in_service = creating();
+        in_service.finish(2.0).unwrap();
+        let mut updating = in_service.clone();
+        updating.begin_deploy(3.0).unwrap();
+        let mut scaling = in_service.clone();
+        scaling.begin_scale(3.0).unwrap();
+        let mut failed = creating();
+        failed.fail("no capacity".into(), 2.0).unwrap();
+        let mut deleting = in_service.clone();
+        deleting.begin_delete(3.0).unwrap();
+        vec![
+            ("creating", c),
+            ("in service", in_service),
+            ("updating", updating),
+            ("scaling", scaling),
+            ("failed", failed),
+            ("deleting", deleting),
+        ]
+    }
+
+    #[test]
+    fn every_move_from_every_state() {
+        use EndpointStatus::*;
+        for (name, rec) in states() {
+            for op in [Operation::Create, Operation::Deploy, Operation::Scale] {
+                let mut r = rec.clone();
+                let result = match op {
+                    Operation::Create => r.check_begin(op),
+                    Operation::Deploy => r.begin_deploy(10.0),
+                    Operation::Scale => r.begin_scale(10.0),
+                };
+                let legal = rec.status() == InService && op != Operation::Create;
+                assert_eq!(result.is_ok(), legal, "{name}: begin {op:?} -> {result:?}");
+                if legal {
+                    assert_eq!(r.status(), Updating, "{name}: {op:?}");
+                    assert_eq!(r.operation(), Some(op));
+                    assert_eq!(r.last_modified_time, 10.0);
+                } else {
+                    assert_eq!(r, rec, "{name}: a refused {op:?} changes nothing");
+                }
+            }
+            for (end, allowed) in [
+                (
+                    "finish",
+                    [Operation::Create, Operation::Deploy, Operation::Scale].as_slice(),
+                ),
+                ("fail", &[Operation::Create]),
+                ("roll back", &[Operation::Deploy]),
+            ] {
+                let mut r = rec.clone();
+                let result = match end {
+                    "finish" => r.finish(10.0),
+                    "fail" => r.fail("why".into(), 10.0),
+                    _ => r.roll_back("why", 10.0),
+                };
+                let legal = rec.operation().is_some_and(|op| allowed.contains(&op));
+                assert_eq!(result.is_ok(), legal, "{name}: {end} -> {result:?}");
+                if legal {
+                    let want = if end == "fail" { Failed } else { InService };
+                    assert_eq!((r.status(), r.operation()), (want, None), "{name}: {end}");
+                } else {
+                    assert_eq!(r, rec, "{name}: a refused {end} changes nothing");
+                }
+            }
+            let mut r = rec.clone();
+            let result = r.begin_delete(10.0);
+            let legal = matches!(rec.status(), InService | Failed);
+            assert_eq!(result.is_ok(), legal, "{name}: delete -> {result:?}");
+            if legal {
+                assert_eq!((r.status(), r.operation()), (Deleting, None));
+            } else {
+                assert_eq!(r, rec, "{name}: a refused delete changes nothing");
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_endpoint_and_what_to_do() {
+        let mut failed = creating();
+        failed.fail("x".into(), 2.0).unwrap();
+        assert_eq!(
+            failed.begin_scale(3.0).unwrap_err().to_string(),
+            "Cannot update failed endpoint \"arn:e\"."
+        );
+        assert_eq!(
+            failed.begin_deploy(3.0).unwrap_err().to_string(),
+            "Cannot update failed endpoint \"arn:e\"; delete it and create it again."
+        );
+        assert_eq!(
+            creating().begin_scale(3.0).unwrap_err().to_string(),
+            "Cannot update in-progress endpoint \"arn:e\"."
+        );
+    }
+
+    #[test]
+    fn finishing_clears_the_operation_and_failing_keeps_the_reason_short() {
+        let mut r = creating();
+        r.fail("é".repeat(2000), 5.0).unwrap();
+        assert_eq!((r.status(), r.operation()), (EndpointStatus::Failed, None));
+        let reason = r.failure_reason.clone().unwrap();
+        assert!(reason.len() <= 1024 && reason.ends_with("..."), "{}", reason.len());
+        let mut r = creating();
+        r.finish(5.0).unwrap();
+        r.begin_deploy(6.0).unwrap();
+        r.finish(7.0).unwrap();
+        assert_eq!(
+            (r.status(), r.operation(), r.rolling.clone()),
+            (EndpointStatus::InService, None, None)
+        );
+        assert_eq!(r.last_modified_time, 7.0);
+    }
+
+    #[test]
+    fn a_deployment_clears_the_last_failure_and_a_scale_keeps_it() {
+        let mut r = creating();
+        r.finish(2.0).unwrap();
+        r.failure_reason = Some("Update rolled back".into());
+        let mut scaled = r.clone();
+        scaled.begin_scale(3.0).unwrap();
+        assert!(scaled.failure_reason.is_some());
+        r.begin_deploy(3.0).unwrap();
+        assert!(r.failure_reason.is_none());
+        r.roll_back("the new fleet failed", 4.0).unwrap();
+        assert!(
+            r.failure_reason
+                .as_deref()
+                .is_some_and(|f| f.starts_with("Update rolled back") && f.ends_with("the new fleet failed"))
+        );
+    }
 }
