@@ -97,7 +97,7 @@ async fn run(app: &Arc<App>, op: AdminOp) -> Response {
     let code = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
     app.metrics
         .prometheus
-        .record_api(name, code, app.clock.instant().duration_since(started).as_secs_f64());
+        .record_api(name, code, app.clock.since(started).as_secs_f64());
     result.unwrap_or_else(IntoResponse::into_response)
 }
 

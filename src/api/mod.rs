@@ -177,7 +177,7 @@ async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
     app.metrics.prometheus.record_api(
         operation,
         code,
-        app.clock.instant().duration_since(started).as_secs_f64(),
+        app.clock.since(started).as_secs_f64(),
     );
     let mut resp = match result {
         Ok(v) => ([("content-type", protocol.content_type())], v.to_string()).into_response(),

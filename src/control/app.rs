@@ -86,17 +86,25 @@ impl App {
     /// Opens the store, recovers instances that survived a crash, and starts a controller per
     /// endpoint.
     pub async fn start(cfg: Config) -> Result<Arc<App>, StartError> {
-        Self::start_inner(cfg, None).await
+        Self::start_inner(cfg, None, Clock::wall()).await
     }
 
-    /// Like [`App::start`], with `provider` instead of the configured one (tests and
-    /// simulations: an in-memory provider on a paused clock).
-    pub async fn start_with_provider(cfg: Config, provider: Arc<dyn CapacityProvider>) -> Result<Arc<App>, StartError> {
-        Self::start_inner(cfg, Some(provider)).await
+    /// Like [`App::start`], with `provider` instead of the configured one and `clock` instead
+    /// of the wall clock (tests and simulations: an in-memory provider on a paused
+    /// [`Clock::tokio`]).
+    pub async fn start_with_provider(
+        cfg: Config,
+        provider: Arc<dyn CapacityProvider>,
+        clock: Clock,
+    ) -> Result<Arc<App>, StartError> {
+        Self::start_inner(cfg, Some(provider), clock).await
     }
 
-    async fn start_inner(cfg: Config, provider: Option<Arc<dyn CapacityProvider>>) -> Result<Arc<App>, StartError> {
-        let clock = Clock::new();
+    async fn start_inner(
+        cfg: Config,
+        provider: Option<Arc<dyn CapacityProvider>>,
+        clock: Clock,
+    ) -> Result<Arc<App>, StartError> {
         let data_dir = cfg.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| StartError::DataDir(data_dir.display().to_string(), e))?;
         // Canonical so that processes can be recognised by their SPILLWAY_DATA_DIR.
