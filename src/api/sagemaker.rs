@@ -630,7 +630,7 @@ pub(crate) struct VariantPropertyInput {
 }
 
 async fn update_endpoint(app: &Arc<App>, input: UpdateEndpointInput) -> Result<Value, ApiError> {
-    control::endpoint(app, &input.endpoint_name).await?;
+    control::require_endpoint(app, &input.endpoint_name).await?;
     let mut excluded = vec![];
     for (i, p) in input.exclude_retained_variant_properties.iter().enumerate() {
         match p.variant_property_type.as_str() {

@@ -415,6 +415,14 @@ pub async fn endpoint(app: &App, name: &str) -> Result<EndpointRuntime, ControlE
     })
 }
 
+/// `Ok` if the endpoint exists (and is not deleted), without copying it.
+pub async fn require_endpoint(app: &App, name: &str) -> Result<(), ControlError> {
+    match app.endpoint(name) {
+        Some(h) if !h.state.lock().await.deleted => Ok(()),
+        _ => Err(not_found(app, ResourceKind::Endpoint, name)),
+    }
+}
+
 /// Every live endpoint's record.
 pub async fn endpoints(app: &App) -> Vec<EndpointRecord> {
     let mut out = vec![];
@@ -538,11 +546,12 @@ fn create_endpoint(
 }
 
 /// Runs `change` on an endpoint's record under its lock, persists the result and wakes its
-/// controller; a refused change or a failed write leaves the record as it was.
+/// controller; a refused change or a failed write leaves the record as it was. Only the record
+/// is handed over: instances are the controller's.
 async fn change_endpoint(
     app: &App,
     name: &str,
-    change: impl FnOnce(&mut EndpointRuntime) -> Result<(), ControlError>,
+    change: impl FnOnce(&mut EndpointRecord) -> Result<(), ControlError>,
 ) -> Result<Outcome, ControlError> {
     let h = app
         .endpoint(name)
@@ -552,7 +561,7 @@ async fn change_endpoint(
         return Err(not_found(app, ResourceKind::Endpoint, name));
     }
     let before = rt.record.clone();
-    let stored = change(&mut rt).and_then(|()| {
+    let stored = change(&mut rt.record).and_then(|()| {
         Ok(app
             .store
             .put(Kind::Endpoint, &rt.record.name, rt.record.creation_time, &rt.record)?)
@@ -568,21 +577,21 @@ async fn change_endpoint(
 }
 
 async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, ControlError> {
-    endpoint(app, &u.name).await?;
+    require_endpoint(app, &u.name).await?;
     let t = app.clock.now();
     let mut deployment = build_deployment(app, &u.config_name, t)?;
-    change_endpoint(app, &u.name, |rt| {
-        rt.record.check_begin(Operation::Deploy)?;
-        if rt.record.active.config_name == u.config_name {
+    change_endpoint(app, &u.name, |rec| {
+        rec.check_begin(Operation::Deploy)?;
+        if rec.active.config_name == u.config_name {
             return Err(ValidationError(format!(
                 "EndpointConfigName: endpoint \"{}\" already uses endpoint configuration {}; update it to a new configuration",
-                rt.record.arn, u.config_name
+                rec.arn, u.config_name
             ))
             .into());
         }
         if u.retain_all_variant_properties {
             for v in deployment.variants.iter_mut() {
-                if let Some(old) = rt.record.active.variants.iter().find(|o| o.spec.name == v.spec.name) {
+                if let Some(old) = rec.active.variants.iter().find(|o| o.spec.name == v.spec.name) {
                     if !u.excluded.iter().any(|e| e == "DesiredInstanceCount") {
                         v.desired_count = old.desired_count;
                     }
@@ -592,7 +601,7 @@ async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, C
                 }
             }
         }
-        rt.record.rolling = None;
+        rec.rolling = None;
         if let Some((batch, wait_s)) = u.rolling {
             let counts = |d: &Deployment| -> BTreeMap<String, u32> {
                 d.variants
@@ -600,7 +609,7 @@ async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, C
                     .map(|v| (v.spec.name.clone(), v.desired_count))
                     .collect()
             };
-            let (old, new) = (counts(&rt.record.active), counts(&deployment));
+            let (old, new) = (counts(&rec.active), counts(&deployment));
             if old.keys().ne(new.keys()) {
                 return Err(ValidationError(format!(
                     "DeploymentConfig.RollingUpdatePolicy: a rolling update needs the same variant names in the old and new endpoint configurations (old: {:?}, new: {:?}); use a blue/green update instead",
@@ -614,12 +623,12 @@ async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, C
             for v in deployment.variants.iter_mut() {
                 v.desired_count = first.get(&v.spec.name).copied().unwrap_or(0);
             }
-            rt.record.rolling = Some(rolling);
+            rec.rolling = Some(rolling);
         }
-        rt.record.pending = Some(deployment);
-        rt.record.begin_deploy(t)?;
+        rec.pending = Some(deployment);
+        rec.begin_deploy(t)?;
         if !u.retain_deployment_config {
-            rt.record.deployment_config = u.deployment_config;
+            rec.deployment_config = u.deployment_config;
         }
         Ok(())
     })
@@ -627,7 +636,7 @@ async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, C
 }
 
 async fn delete_endpoint(app: &Arc<App>, name: &str) -> Result<Outcome, ControlError> {
-    change_endpoint(app, name, |rt| Ok(rt.record.begin_delete(app.clock.now())?)).await?;
+    change_endpoint(app, name, |rec| Ok(rec.begin_delete(app.clock.now())?)).await?;
     app.dataplane.routes.remove(name);
     Ok(Outcome::Done)
 }
@@ -636,23 +645,23 @@ async fn delete_endpoint(app: &Arc<App>, name: &str) -> Result<Outcome, ControlE
 /// refused while an operation is in flight or once the endpoint failed; the endpoint goes
 /// `Updating` and its controller provisions through the pools or scales in, fallback first.
 async fn set_variants(app: &App, endpoint: &str, changes: &[VariantChange]) -> Result<Outcome, ControlError> {
-    change_endpoint(app, endpoint, |rt| {
-        rt.record.check_begin(Operation::Scale)?;
+    change_endpoint(app, endpoint, |rec| {
+        rec.check_begin(Operation::Scale)?;
         let missing: Vec<&str> = changes
             .iter()
-            .filter(|d| !rt.record.active.variants.iter().any(|v| v.spec.name == d.variant))
+            .filter(|d| !rec.active.variants.iter().any(|v| v.spec.name == d.variant))
             .map(|d| d.variant.as_str())
             .collect();
         if !missing.is_empty() {
             return Err(ValidationError(format!(
                 "DesiredWeightsAndCapacities.VariantName: the variant(s) \"[{}]\" are not present in endpoint \"{}\".",
                 missing.join(", "),
-                rt.record.arn
+                rec.arn
             ))
             .into());
         }
         for d in changes {
-            let Some(v) = rt.record.active.variants.iter_mut().find(|v| v.spec.name == d.variant) else {
+            let Some(v) = rec.active.variants.iter_mut().find(|v| v.spec.name == d.variant) else {
                 continue;
             };
             if let Some(w) = d.weight {
@@ -665,7 +674,7 @@ async fn set_variants(app: &App, endpoint: &str, changes: &[VariantChange]) -> R
                 v.provisioning.finish();
             }
         }
-        Ok(rt.record.begin_scale(app.clock.now())?)
+        Ok(rec.begin_scale(app.clock.now())?)
     })
     .await
 }
