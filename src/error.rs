@@ -100,6 +100,20 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The `x-amzn-query-error` header of a modelled CloudWatch error: its awsQuery code and
+    /// fault (`Sender` for the client's errors, `Receiver` for the server's).
+    pub const fn query_error(self) -> Option<&'static str> {
+        match self {
+            Self::InvalidParameterValueException => Some("InvalidParameterValue;Sender"),
+            Self::MissingRequiredParameterException => Some("MissingParameter;Sender"),
+            Self::InvalidParameterCombinationException => Some("InvalidParameterCombination;Sender"),
+            Self::InvalidNextToken => Some("InvalidNextToken;Sender"),
+            _ => None,
+        }
+    }
+}
+
 /// The wire protocol an error is rendered in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -185,34 +199,28 @@ impl ApiError {
 
     /// The headers of the error's answer in `protocol`, besides framing and `Date`: the content
     /// type, `x-amzn-ErrorType` and, for CloudWatch's modelled errors, `x-amzn-query-error`.
-    /// Both HTTP writers (hyper's and the invocation fast path's) write exactly these.
-    pub fn headers(&self, protocol: Protocol) -> Vec<(&'static str, String)> {
-        let mut h = vec![
-            ("content-type", protocol.content_type().to_string()),
-            ("x-amzn-errortype", self.code.as_str().to_string()),
-        ];
-        if protocol == Protocol::CloudWatch
-            && let Some(q) = self.code.query_code()
-        {
-            let fault = if self.status().is_server_error() {
-                "Receiver"
-            } else {
-                "Sender"
-            };
-            h.push(("x-amzn-query-error", format!("{q};{fault}")));
-        }
-        h
+    /// Every HTTP writer (axum's here, and the data plane's `AnswerHead`, which hyper and the
+    /// fast path share) writes exactly these.
+    pub fn headers(&self, protocol: Protocol) -> impl Iterator<Item = (&'static str, &'static str)> {
+        let query = match protocol {
+            Protocol::CloudWatch => self.code.query_error(),
+            Protocol::AwsJson11 => None,
+        };
+        [
+            Some(("content-type", protocol.content_type())),
+            Some(("x-amzn-errortype", self.code.as_str())),
+            query.map(|q| ("x-amzn-query-error", q)),
+        ]
+        .into_iter()
+        .flatten()
     }
 
     /// The whole answer in `protocol`.
     pub fn into_response_for(self, protocol: Protocol) -> Response {
-        let headers = self.headers(protocol);
         let mut resp = (self.status(), self.body()).into_response();
         let h = resp.headers_mut();
-        for (name, value) in headers {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                h.insert(name, v);
-            }
+        for (name, value) in self.headers(protocol) {
+            h.insert(name, HeaderValue::from_static(value));
         }
         resp
     }
@@ -244,12 +252,41 @@ mod tests {
     #[test]
     fn query_codes_only_for_cloudwatch() {
         let e = ApiError::new(ErrorCode::InvalidNextToken, "bad");
-        let names = |p| e.headers(p).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        let names = |p| e.headers(p).map(|(n, _)| n).collect::<Vec<_>>();
         assert!(names(Protocol::CloudWatch).contains(&"x-amzn-query-error"));
         assert!(!names(Protocol::AwsJson11).contains(&"x-amzn-query-error"));
-        let h = e.headers(Protocol::CloudWatch);
-        assert!(h.contains(&("x-amzn-query-error", "InvalidNextToken;Sender".to_string())));
-        assert!(h.contains(&("content-type", "application/x-amz-json-1.0".to_string())));
+        let h: Vec<_> = e.headers(Protocol::CloudWatch).collect();
+        assert!(h.contains(&("x-amzn-query-error", "InvalidNextToken;Sender")));
+        assert!(h.contains(&("content-type", "application/x-amz-json-1.0")));
+    }
+
+    #[test]
+    fn query_error_headers_agree_with_the_query_codes_and_statuses() {
+        use ErrorCode::*;
+        for code in [
+            ValidationException,
+            SerializationException,
+            UnknownOperationException,
+            InternalFailure,
+            AdminNotFound,
+            ObjectNotFoundException,
+            InvalidParameterValueException,
+            MissingRequiredParameterException,
+            InvalidParameterCombinationException,
+            InvalidNextToken,
+            ValidationError,
+            ModelError,
+            ServiceUnavailable,
+            ThrottlingException,
+        ] {
+            let fault = if code.status().is_server_error() {
+                "Receiver"
+            } else {
+                "Sender"
+            };
+            let want = code.query_code().map(|q| format!("{q};{fault}"));
+            assert_eq!(code.query_error().map(String::from), want, "{code:?}");
+        }
     }
 
     #[test]

@@ -174,11 +174,9 @@ async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
         )),
     };
     let code = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
-    app.metrics.prometheus.record_api(
-        operation,
-        code,
-        app.clock.since(started).as_secs_f64(),
-    );
+    app.metrics
+        .prometheus
+        .record_api(operation, code, app.clock.since(started).as_secs_f64());
     let mut resp = match result {
         Ok(v) => ([("content-type", protocol.content_type())], v.to_string()).into_response(),
         Err(e) => {

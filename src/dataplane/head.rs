@@ -135,15 +135,13 @@ impl<'a> AnswerHead<'a> {
     /// An AWS error, as the error table renders it for the runtime's protocol (awsJson 1.1);
     /// its body is [`ApiError::body`].
     pub fn error(e: &'a ApiError) -> Self {
+        let mut headers = [None; 5];
+        for (slot, (name, value)) in headers.iter_mut().zip(e.headers(Protocol::AwsJson11)) {
+            *slot = Some((name, value.as_bytes()));
+        }
         Self {
             status: e.status(),
-            headers: [
-                Some(("content-type", Protocol::AwsJson11.content_type().as_bytes())),
-                Some(("x-amzn-errortype", e.code.as_str().as_bytes())),
-                None,
-                None,
-                None,
-            ],
+            headers,
         }
     }
 
