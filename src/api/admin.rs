@@ -84,6 +84,7 @@ impl Operation for AdminOp {
 async fn run(app: &Arc<App>, op: AdminOp) -> Response {
     let started = app.clock.instant();
     let name = op.name();
+    tracing::debug!(action = %op.action(), resource = %op.resource(&app.arns()), "request");
     let result = match op {
         AdminOp::Health => Ok(Json(json!({ "status": "ok" })).into_response()),
         AdminOp::Metrics => Ok(render_metrics(app).await),

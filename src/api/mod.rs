@@ -158,7 +158,11 @@ async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
         .unwrap_or("unknown");
     let result = match &api {
         Some(api) => match (api.parse)(name, &body) {
-            Some(Ok(op)) => dispatch(&app, op).await,
+            Some(Ok(op)) => {
+                // The action and resource an IAM policy is evaluated on.
+                tracing::debug!(action = %op.action(), resource = %op.resource(&app.arns()), "request");
+                dispatch(&app, op).await
+            }
             Some(Err(e)) => Err(e),
             None => Err(ApiError::unknown_operation(format!(
                 "The {} operation {name} is not supported by spillway, which implements {}; see docs/api-compat.md",

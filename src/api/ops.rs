@@ -10,77 +10,63 @@
 //! every row must give the wire name, the input type and the resource, so an operation cannot
 //! be added without them.
 
-use std::fmt;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
-/// An IAM action: `<service prefix>:<operation>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Action {
-    /// The IAM service prefix (`sagemaker`, `application-autoscaling`, `cloudwatch`, `spillway`).
-    pub service: &'static str,
-    /// The operation's name.
-    pub name: &'static str,
-}
+pub use crate::core::iam::{Action, Arns, Operation, Resource};
+use crate::core::validate::ValidationError;
+use crate::error::ApiError;
 
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.service, self.name)
-    }
-}
-
-/// What an operation acts on, as an IAM policy's `Resource` matches it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Resource {
-    /// One resource, by ARN.
-    Arn(String),
-    /// No particular resource (`List*`, CloudWatch reads, Application Auto Scaling): AWS
-    /// authorizes these on `*`.
-    Any,
-}
-
-impl fmt::Display for Resource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Resource::Arn(a) => f.write_str(a),
-            Resource::Any => f.write_str("*"),
+/// Renders a serde path the way AWS names members: dotted, 1-based list indices.
+fn aws_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        let part = match seg {
+            Segment::Seq { index } => (index + 1).to_string(),
+            Segment::Map { key } => key.clone(),
+            Segment::Enum { variant } => variant.clone(),
+            Segment::Unknown => continue,
+        };
+        if !out.is_empty() {
+            out.push('.');
         }
+        out.push_str(&part);
     }
+    out
 }
 
-/// Builds the ARNs of this server's resources (its region and account).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Arns {
-    /// Region used in ARNs.
-    pub region: String,
-    /// Account id used in ARNs.
-    pub account_id: String,
-}
-
-impl Arns {
-    /// The ARN of a SageMaker resource (`kind` is `model`, `endpoint-config` or `endpoint`).
-    /// AWS lower-cases the name in ARNs.
-    pub fn sagemaker(&self, kind: &str, name: &str) -> String {
-        format!(
-            "arn:aws:sagemaker:{}:{}:{kind}/{}",
-            self.region,
-            self.account_id,
-            name.to_ascii_lowercase()
-        )
+/// Parses an awsJson request body: malformed JSON and wrong member types are `SerializationException`,
+/// a missing required member is a `ValidationException` naming it.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::serialization(format!("The request body is not valid JSON: {e}")))?
+    };
+    if !value.is_object() {
+        return Err(ApiError::serialization("The request body must be a JSON object"));
     }
-
-    /// [`Resource::Arn`] of a SageMaker resource.
-    pub fn resource(&self, kind: &str, name: &str) -> Resource {
-        Resource::Arn(self.sagemaker(kind, name))
-    }
-}
-
-/// What every typed operation tells about itself.
-pub trait Operation {
-    /// The operation's name on the wire (`CreateEndpoint`).
-    fn name(&self) -> &'static str;
-    /// The IAM action a caller needs.
-    fn action(&self) -> Action;
-    /// The resource the operation acts on.
-    fn resource(&self, arns: &Arns) -> Resource;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = aws_path(e.path());
+        let inner = e.into_inner().to_string();
+        if let Some(field) = inner.strip_prefix("missing field `").and_then(|s| s.split('`').next()) {
+            let full = if path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            ApiError::from(ValidationError::missing(&full))
+        } else {
+            let at = if path.is_empty() {
+                "the request".to_string()
+            } else {
+                format!("'{path}'")
+            };
+            ApiError::serialization(format!("Cannot deserialize {at}: {inner}"))
+        }
+    })
 }
 
 /// Declares one API's operation enum from a table, one row per operation:
@@ -89,7 +75,7 @@ pub trait Operation {
 /// operations! {
 ///     /// doc
 ///     pub(crate) enum SageMakerOp: "sagemaker" {
-///         CreateModel(CreateModelInput) => |i, arns| arns.resource("model", &i.model_name),
+///         CreateModel(CreateModelInput) => arn |i, arns| arns.resource("model", &i.model_name),
 ///         ListModels(ListInput) => any,
 ///     }
 /// }
@@ -97,7 +83,8 @@ pub trait Operation {
 ///
 /// It generates the enum (one variant per row, holding its parsed input), `NAMES`, a
 /// `parse(name, body)` that deserializes the body into the row's input with
-/// [`parse_json`](super::sagemaker::parse), and the [`Operation`] impl.
+/// [`parse_json`], and the [`Operation`] impl. A row's resource is `any` (`*`) or `arn` with a
+/// closure from the input and the server's [`Arns`] to a [`Resource`].
 #[macro_export]
 macro_rules! operations {
     (
@@ -119,32 +106,32 @@ macro_rules! operations {
             /// API does not have.
             pub fn parse(name: &str, body: &[u8]) -> Option<Result<Self, $crate::error::ApiError>> {
                 Some(match name {
-                    $( stringify!($op) => $crate::api::sagemaker::parse::<$input>(body).map($enum::$op), )*
+                    $( stringify!($op) => $crate::api::ops::parse_json::<$input>(body).map($enum::$op), )*
                     _ => return None,
                 })
             }
         }
 
-        impl $crate::api::ops::Operation for $enum {
+        impl $crate::core::iam::Operation for $enum {
             fn name(&self) -> &'static str {
                 match self {
                     $( $enum::$op(_) => stringify!($op), )*
                 }
             }
 
-            fn action(&self) -> $crate::api::ops::Action {
-                $crate::api::ops::Action { service: $service, name: self.name() }
+            fn action(&self) -> $crate::core::iam::Action {
+                $crate::core::iam::Action { service: $service, name: self.name() }
             }
 
             #[allow(unused_variables)]
-            fn resource(&self, arns: &$crate::api::ops::Arns) -> $crate::api::ops::Resource {
+            fn resource(&self, arns: &$crate::core::iam::Arns) -> $crate::core::iam::Resource {
                 match self {
                     $( $enum::$op(input) => $crate::operations!(@resource input, arns, $res $( |$i, $a| $expr )?), )*
                 }
             }
         }
     };
-    (@resource $input:ident, $arns:ident, any) => { $crate::api::ops::Resource::Any };
+    (@resource $input:ident, $arns:ident, any) => { $crate::core::iam::Resource::Any };
     (@resource $input:ident, $arns:ident, arn |$i:ident, $a:ident| $expr:expr) => {{
         let $i = $input;
         let $a = $arns;
@@ -160,6 +147,9 @@ mod tests {
     use crate::api::cloudwatch::CloudWatchOp;
     use crate::api::sagemaker::SageMakerOp;
 
+    const ARN: &str = "arn:aws:sagemaker:eu-west-1:111122223333:";
+    const TAGGED: &str = "arn:aws:sagemaker:eu-west-1:111122223333:model/Tagged";
+
     fn arns() -> Arns {
         Arns {
             region: "eu-west-1".into(),
@@ -167,78 +157,137 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_operation_parses_from_its_name_and_names_its_action() {
-        fn check<T: Operation>(names: &[&str], service: &str, body: &[u8], parse: impl Fn(&str, &[u8]) -> Option<T>) {
-            for name in names {
-                let op = parse(name, body).unwrap_or_else(|| panic!("{name} does not parse"));
-                assert_eq!(op.name(), *name);
-                assert_eq!(op.action().to_string(), format!("{service}:{name}"));
-            }
-            assert!(parse("NoSuchOperation", body).is_none());
-        }
-        // Inputs with required members fail validation on `{}`; these name an operation only.
-        let lenient = |n: &str, b: &[u8]| SageMakerOp::parse(n, b).map(|r| r.ok());
-        for name in SageMakerOp::NAMES {
-            assert!(lenient(name, b"{}").is_some(), "{name}");
-        }
-        check(
-            &["ListModels", "ListEndpointConfigs", "ListEndpoints"],
-            "sagemaker",
-            b"{}",
-            |n, b| SageMakerOp::parse(n, b).and_then(Result::ok),
+    /// Checks one API against a hand-written table (independent of the `operations!` rows):
+    /// every operation in order, parsed from its name and a body, names `service:Name` and the
+    /// expected resource (`*`, a path under this server's ARN prefix, or a whole ARN), and is
+    /// listed in docs/api-compat.md.
+    fn check<T: Operation>(
+        service: &str,
+        names: &[&str],
+        rows: &[(&str, Value, &str)],
+        parse: impl Fn(&str, &[u8]) -> Option<Result<T, ApiError>>,
+    ) {
+        let docs = include_str!("../../docs/api-compat.md");
+        assert_eq!(
+            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            names,
+            "{service}: the table's rows"
         );
-        check(
-            &[
-                "DescribeScalableTargets",
-                "DescribeScalingPolicies",
-                "DescribeScalingActivities",
-            ],
-            "application-autoscaling",
-            br#"{"ServiceNamespace": "sagemaker"}"#,
-            |n, b| AutoScalingOp::parse(n, b).and_then(Result::ok),
-        );
-        check(CloudWatchOp::NAMES, "cloudwatch", b"{}", |n, b| {
-            CloudWatchOp::parse(n, b).and_then(Result::ok)
-        });
-        assert_eq!(AdminOp::ListCapacity.action().to_string(), "spillway:ListCapacity");
+        for (name, body, resource) in rows {
+            let op = match parse(name, body.to_string().as_bytes()) {
+                Some(Ok(op)) => op,
+                Some(Err(e)) => panic!("{name}: {e}"),
+                None => panic!("{name} is not an operation"),
+            };
+            assert_eq!(op.name(), *name);
+            assert_eq!(op.action().to_string(), format!("{service}:{name}"));
+            let want = match *resource {
+                "*" => "*".to_string(),
+                r if r.starts_with("arn:") => r.to_string(),
+                r => format!("{ARN}{r}"),
+            };
+            assert_eq!(op.resource(&arns()).to_string(), want, "{name}");
+            assert!(docs.contains(name), "{name} is not in docs/api-compat.md");
+        }
+        assert!(parse("NoSuchOperation", b"{}").is_none());
     }
 
     #[test]
-    fn resources_are_derived_from_the_input() {
-        let op = SageMakerOp::parse(
-            "CreateEndpoint",
-            br#"{"EndpointName": "MyEndpoint", "EndpointConfigName": "c"}"#,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            op.resource(&arns()).to_string(),
-            "arn:aws:sagemaker:eu-west-1:111122223333:endpoint/myendpoint"
+    fn sagemaker_operations_name_their_action_and_resource() {
+        let m = json!({"ModelName": "M"});
+        let c = json!({"EndpointConfigName": "C"});
+        let e = json!({"EndpointName": "E"});
+        let ec = json!({"EndpointName": "E", "EndpointConfigName": "C"});
+        check(
+            "sagemaker",
+            SageMakerOp::NAMES,
+            &[
+                ("CreateModel", m.clone(), "model/m"),
+                ("DescribeModel", m.clone(), "model/m"),
+                ("DeleteModel", m, "model/m"),
+                ("ListModels", json!({}), "*"),
+                (
+                    "CreateEndpointConfig",
+                    json!({"EndpointConfigName": "C", "ProductionVariants": []}),
+                    "endpoint-config/c",
+                ),
+                ("DescribeEndpointConfig", c.clone(), "endpoint-config/c"),
+                ("DeleteEndpointConfig", c, "endpoint-config/c"),
+                ("ListEndpointConfigs", json!({}), "*"),
+                ("CreateEndpoint", ec.clone(), "endpoint/e"),
+                ("DescribeEndpoint", e.clone(), "endpoint/e"),
+                ("UpdateEndpoint", ec, "endpoint/e"),
+                ("DeleteEndpoint", e, "endpoint/e"),
+                ("ListEndpoints", json!({}), "*"),
+                (
+                    "UpdateEndpointWeightsAndCapacities",
+                    json!({"EndpointName": "E", "DesiredWeightsAndCapacities": []}),
+                    "endpoint/e",
+                ),
+                ("AddTags", json!({"ResourceArn": TAGGED, "Tags": []}), TAGGED),
+                ("ListTags", json!({"ResourceArn": TAGGED}), TAGGED),
+                ("DeleteTags", json!({"ResourceArn": TAGGED, "TagKeys": []}), TAGGED),
+            ],
+            SageMakerOp::parse,
         );
-        let tag = "arn:aws:sagemaker:eu-west-1:111122223333:model/m";
-        let op = SageMakerOp::parse("ListTags", format!(r#"{{"ResourceArn": "{tag}"}}"#).as_bytes())
-            .unwrap()
-            .unwrap();
-        assert_eq!(op.resource(&arns()), Resource::Arn(tag.into()));
-        let op = SageMakerOp::parse("ListEndpoints", b"{}").unwrap().unwrap();
-        assert_eq!(op.resource(&arns()), Resource::Any);
-        let op = SageMakerOp::parse("DeleteEndpointConfig", br#"{"EndpointConfigName": "C1"}"#)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            op.resource(&arns()).to_string(),
-            "arn:aws:sagemaker:eu-west-1:111122223333:endpoint-config/c1"
+    }
+
+    #[test]
+    fn autoscaling_and_cloudwatch_operations_act_on_any_resource() {
+        let target = json!({
+            "ServiceNamespace": "sagemaker",
+            "ResourceId": "endpoint/e/variant/v",
+            "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+            "PolicyName": "p",
+        });
+        let rows: Vec<(&str, Value, &str)> = [
+            "RegisterScalableTarget",
+            "DescribeScalableTargets",
+            "DeregisterScalableTarget",
+            "PutScalingPolicy",
+            "DescribeScalingPolicies",
+            "DeleteScalingPolicy",
+            "DescribeScalingActivities",
+        ]
+        .into_iter()
+        .map(|n| (n, target.clone(), "*"))
+        .collect();
+        check(
+            "application-autoscaling",
+            AutoScalingOp::NAMES,
+            &rows,
+            AutoScalingOp::parse,
         );
-        let op = AdminOp::PutCapacity {
+        let rows: Vec<(&str, Value, &str)> = ["GetMetricStatistics", "GetMetricData", "ListMetrics"]
+            .into_iter()
+            .map(|n| (n, json!({}), "*"))
+            .collect();
+        check("cloudwatch", CloudWatchOp::NAMES, &rows, CloudWatchOp::parse);
+    }
+
+    #[test]
+    fn admin_operations_name_their_resource() {
+        let events = AdminOp::ListEvents { endpoint: "E".into() };
+        assert_eq!(events.action().to_string(), "spillway:ListEvents");
+        assert_eq!(events.resource(&arns()).to_string(), format!("{ARN}endpoint/e"));
+        let pin = AdminOp::PutCapacity {
             instance_type: "ml.g5.xlarge".into(),
             body: vec![],
         };
-        assert_eq!(op.resource(&arns()).to_string(), "*");
-        let op = AdminOp::ListEvents { endpoint: "E".into() };
-        assert_eq!(
-            op.resource(&arns()).to_string(),
-            "arn:aws:sagemaker:eu-west-1:111122223333:endpoint/e"
-        );
+        assert_eq!(pin.action().to_string(), "spillway:PutCapacity");
+        assert_eq!(pin.resource(&arns()), Resource::Any);
+    }
+
+    #[test]
+    fn bodies_are_checked_before_any_handler_runs() {
+        let err = |body: &[u8]| match SageMakerOp::parse("DescribeEndpoint", body) {
+            Some(Err(e)) => (e.code.as_str(), e.message),
+            _ => panic!("{body:?} parsed"),
+        };
+        assert_eq!(err(b"{}").0, "ValidationException");
+        assert!(err(b"{}").1.contains("EndpointName"), "{:?}", err(b"{}"));
+        assert_eq!(err(b"[1]").0, "SerializationException");
+        assert_eq!(err(b"{").0, "SerializationException");
+        assert_eq!(err(br#"{"EndpointName": 5}"#).0, "SerializationException");
     }
 }

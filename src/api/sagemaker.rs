@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::ops::Resource;
@@ -80,58 +79,6 @@ async fn command(app: &Arc<App>, command: Command, key: Option<&str>) -> Result<
     Ok(match (key, outcome) {
         (Some(key), Outcome::Arn(arn)) => json!({ key: arn }),
         _ => json!({}),
-    })
-}
-
-/// Renders a serde path the way AWS names members: dotted, 1-based list indices.
-fn aws_path(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for seg in path.iter() {
-        let part = match seg {
-            Segment::Seq { index } => (index + 1).to_string(),
-            Segment::Map { key } => key.clone(),
-            Segment::Enum { variant } => variant.clone(),
-            Segment::Unknown => continue,
-        };
-        if !out.is_empty() {
-            out.push('.');
-        }
-        out.push_str(&part);
-    }
-    out
-}
-
-/// Parses an awsJson request body: malformed JSON and wrong member types are `SerializationException`,
-/// a missing required member is a `ValidationException` naming it.
-pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::serialization(format!("The request body is not valid JSON: {e}")))?
-    };
-    if !value.is_object() {
-        return Err(ApiError::serialization("The request body must be a JSON object"));
-    }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = aws_path(e.path());
-        let inner = e.into_inner().to_string();
-        if let Some(field) = inner.strip_prefix("missing field `").and_then(|s| s.split('`').next()) {
-            let full = if path.is_empty() {
-                field.to_string()
-            } else {
-                format!("{path}.{field}")
-            };
-            ApiError::from(ValidationError::missing(&full))
-        } else {
-            let at = if path.is_empty() {
-                "the request".to_string()
-            } else {
-                format!("'{path}'")
-            };
-            ApiError::serialization(format!("Cannot deserialize {at}: {inner}"))
-        }
     })
 }
 

@@ -17,6 +17,7 @@ use crate::control::autoscaler::AutoscalerState;
 use crate::control::controller;
 use crate::core::capacity::{BackoffPolicy, IceMemory};
 use crate::core::endpoint::{EndpointRecord, Event, InstanceRecord};
+use crate::core::iam::Arns;
 use crate::core::model::RoutingStrategy;
 use crate::dataplane::DataPlane;
 use crate::dataplane::routes::RouteTable;
@@ -288,15 +289,18 @@ impl App {
         }
     }
 
+    /// The ARNs of this server's resources (its region and account).
+    pub fn arns(&self) -> Arns {
+        Arns {
+            region: self.cfg.region.clone(),
+            account_id: self.cfg.account_id.clone(),
+        }
+    }
+
     /// The ARN of a resource (`kind` is `model`, `endpoint-config` or `endpoint`). AWS
     /// lower-cases the name in ARNs.
     pub fn arn(&self, kind: &str, name: &str) -> String {
-        format!(
-            "arn:aws:sagemaker:{}:{}:{kind}/{}",
-            self.cfg.region,
-            self.cfg.account_id,
-            name.to_ascii_lowercase()
-        )
+        self.arns().sagemaker(kind, name)
     }
 
     /// Graceful shutdown: stop controllers, then every instance, and forget the instances (the

@@ -8,6 +8,7 @@
 pub mod capacity;
 pub mod catalog;
 pub mod endpoint;
+pub mod iam;
 pub mod model;
 pub mod planner;
 pub mod scaling;

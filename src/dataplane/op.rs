@@ -2,6 +2,8 @@
 //! and path by [`RuntimeOp::parse`], the same parser for the fast path and for connections
 //! served by hyper.
 
+use crate::core::iam::{Action, Arns, Operation, Resource};
+
 /// How an invocation's answer goes back to the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -71,22 +73,6 @@ impl<'a> RuntimeOp<'a> {
         }
     }
 
-    /// The operation's wire name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::InvokeEndpoint { .. } => "InvokeEndpoint",
-            Self::InvokeEndpointWithResponseStream { .. } => "InvokeEndpointWithResponseStream",
-        }
-    }
-
-    /// The IAM action a policy grants or denies for it.
-    pub fn iam_action(&self) -> &'static str {
-        match self {
-            Self::InvokeEndpoint { .. } => "sagemaker:InvokeEndpoint",
-            Self::InvokeEndpointWithResponseStream { .. } => "sagemaker:InvokeEndpointWithResponseStream",
-        }
-    }
-
     /// The endpoint it invokes.
     pub fn endpoint_name(&self) -> &'a str {
         match *self {
@@ -100,6 +86,26 @@ impl<'a> RuntimeOp<'a> {
             Self::InvokeEndpoint { .. } => Mode::Plain,
             Self::InvokeEndpointWithResponseStream { .. } => Mode::EventStream,
         }
+    }
+}
+
+impl Operation for RuntimeOp<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::InvokeEndpoint { .. } => "InvokeEndpoint",
+            Self::InvokeEndpointWithResponseStream { .. } => "InvokeEndpointWithResponseStream",
+        }
+    }
+
+    fn action(&self) -> Action {
+        Action {
+            service: "sagemaker",
+            name: self.name(),
+        }
+    }
+
+    fn resource(&self, arns: &Arns) -> Resource {
+        arns.resource("endpoint", self.endpoint_name())
     }
 }
 
@@ -125,13 +131,13 @@ mod tests {
         assert_eq!(
             (
                 stream.name(),
-                stream.iam_action(),
+                stream.action().to_string(),
                 stream.endpoint_name(),
                 stream.mode()
             ),
             (
                 "InvokeEndpointWithResponseStream",
-                "sagemaker:InvokeEndpointWithResponseStream",
+                "sagemaker:InvokeEndpointWithResponseStream".to_string(),
                 "e",
                 Mode::EventStream
             )
@@ -140,8 +146,16 @@ mod tests {
             panic!("a name is taken as it was sent")
         };
         assert_eq!(
-            (plain.name(), plain.iam_action(), plain.endpoint_name()),
-            ("InvokeEndpoint", "sagemaker:InvokeEndpoint", "a%2Db")
+            (plain.name(), plain.action().to_string(), plain.endpoint_name()),
+            ("InvokeEndpoint", "sagemaker:InvokeEndpoint".to_string(), "a%2Db")
+        );
+        let arns = Arns {
+            region: "eu-west-1".into(),
+            account_id: "111122223333".into(),
+        };
+        assert_eq!(
+            plain.resource(&arns).to_string(),
+            "arn:aws:sagemaker:eu-west-1:111122223333:endpoint/a%2db"
         );
         assert_eq!(op("GET", "/endpoints/e/invocations"), Target::MethodNotAllowed);
         assert_eq!(
