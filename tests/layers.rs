@@ -1,7 +1,7 @@
-//! The layers of `src/` stay layers: the graph of `crate::` references between top-level
-//! modules has no cycle, and the pure core refers to nothing outside itself. Read from the
-//! source text, so a new `use` that breaks a layer fails here with the path that closes the
-//! cycle.
+//! The layers of `src/` stay layers: every `crate::` reference between top-level modules is
+//! one ARCHITECTURE.md's layer table allows, the graph has no cycle, and the pure core refers to
+//! nothing outside itself. Read from the source text (comments left out), so a new `use` that
+//! breaks a layer fails here, naming the edge or the cycle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -123,6 +123,46 @@ fn top_level_modules_form_no_cycle() {
     if let Some(c) = cycle(&g) {
         panic!("import cycle among src/ modules: {}", c.join(" -> "));
     }
+}
+
+/// ARCHITECTURE.md's layer table: what each top-level module may refer to.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("demo", &["api", "control", "config"]),
+    ("api", &["control", "error", "core", "telemetry", "builtin"]),
+    (
+        "control",
+        &["dataplane", "provider", "store", "core", "telemetry", "config", "clock"],
+    ),
+    ("dataplane", &["error", "telemetry", "config", "core", "clock"]),
+    ("provider", &["telemetry", "config", "core"]),
+    ("error", &["store", "core"]),
+    ("store", &["core"]),
+    ("telemetry", &["core"]),
+    ("config", &["core"]),
+    ("clock", &["core"]),
+    ("builtin", &[]),
+    ("core", &[]),
+];
+
+#[test]
+fn every_reference_is_one_the_layer_table_allows() {
+    let g = graph();
+    let mut wrong = vec![];
+    for (from, tos) in &g {
+        let Some((_, allowed)) = ALLOWED.iter().find(|(m, _)| m == from) else {
+            wrong.push(format!("{from}: a module the layer table does not list"));
+            continue;
+        };
+        for to in tos {
+            if !allowed.contains(&to.as_str()) {
+                wrong.push(format!("{from} -> {to}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "references ARCHITECTURE.md's layer table does not allow (change the code, or the table and this list together): {wrong:?}"
+    );
 }
 
 #[test]
