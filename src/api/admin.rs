@@ -245,13 +245,12 @@ pub async fn instances(State(app): State<Arc<App>>, Path(endpoint): Path<String>
 }
 
 async fn instances_of(app: &App, name: &str) -> Result<Response, ApiError> {
-    let Some(h) = app.endpoint(name) else {
-        return Err(ApiError::new(
+    let rt = control::endpoint(app, name).await.map_err(|_| {
+        ApiError::new(
             ErrorCode::AdminNotFound,
             format!("Could not find endpoint \"{}\".", app.arn("endpoint", name)),
-        ));
-    };
-    let rt = h.state.lock().await;
+        )
+    })?;
     let list: Vec<Value> = rt
         .instances
         .iter()

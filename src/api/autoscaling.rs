@@ -11,10 +11,9 @@ use crate::control::app::App;
 use crate::control::autoscaler::{self, ScalableTarget, ScalingPolicy};
 use crate::control::{self, Command};
 use crate::core::validate::ValidationError;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 
-/// The only scalable dimension spillway has.
-pub const DIMENSION: &str = "sagemaker:variant:DesiredInstanceCount";
+pub use crate::control::autoscaler::DIMENSION;
 
 /// The `X-Amz-Target` service prefix of Application Auto Scaling.
 pub const TARGET_PREFIX: &str = "AnyScaleFrontendService";
@@ -48,10 +47,6 @@ pub(crate) async fn dispatch(app: &Arc<App>, op: AutoScalingOp) -> Result<Value,
     }
 }
 
-fn not_found(message: String) -> ApiError {
-    ApiError::new(ErrorCode::ObjectNotFoundException, message)
-}
-
 /// Checks namespace, dimension and resource id; returns (endpoint, variant).
 fn check_resource(namespace: &str, resource_id: &str, dimension: &str) -> Result<(String, String), ApiError> {
     if namespace != "sagemaker" {
@@ -82,12 +77,6 @@ fn check_resource(namespace: &str, resource_id: &str, dimension: &str) -> Result
     }
 }
 
-fn target_missing(namespace: &str, resource_id: &str, dimension: &str) -> ApiError {
-    not_found(format!(
-        "No scalable target registered for service namespace: {namespace}, resource ID: {resource_id}, scalable dimension: {dimension}"
-    ))
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct RegisterInput {
@@ -103,22 +92,13 @@ pub(crate) struct RegisterInput {
 
 async fn register(app: &Arc<App>, input: RegisterInput) -> Result<Value, ApiError> {
     let (endpoint, variant) = check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
-    let Some(h) = app.endpoint(&endpoint) else {
+    let Ok(found) = control::endpoint(app, &endpoint).await else {
         return Err(ApiError::validation(format!(
             "ResourceId: endpoint {endpoint} does not exist (Could not find endpoint \"{}\".)",
             app.arn("endpoint", &endpoint)
         )));
     };
-    if !h
-        .state
-        .lock()
-        .await
-        .record
-        .active
-        .variants
-        .iter()
-        .any(|v| v.spec.name == variant)
-    {
+    if !found.record.active.variants.iter().any(|v| v.spec.name == variant) {
         return Err(ApiError::validation(format!(
             "ResourceId: endpoint {endpoint} has no variant {variant}"
         )));
@@ -275,13 +255,6 @@ pub(crate) struct TargetKeyInput {
 
 async fn deregister(app: &Arc<App>, input: TargetKeyInput) -> Result<Value, ApiError> {
     check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
-    if control::scalable_target(app, &input.resource_id)?.is_none() {
-        return Err(target_missing(
-            &input.service_namespace,
-            &input.resource_id,
-            &input.scalable_dimension,
-        ));
-    }
     let resource_id = input.resource_id;
     control::apply(app, Command::DeregisterScalableTarget { resource_id }).await?;
     Ok(json!({}))
@@ -327,15 +300,7 @@ async fn put_policy(app: &Arc<App>, input: PutPolicyInput) -> Result<Value, ApiE
     };
     // Parses and checks the configuration the autoscaler will evaluate.
     autoscaler::parse_target_tracking(&config)?;
-    if control::scalable_target(app, &input.resource_id)?.is_none() {
-        return Err(target_missing(
-            &input.service_namespace,
-            &input.resource_id,
-            &input.scalable_dimension,
-        ));
-    }
-    let key = format!("{}|{}", input.resource_id, input.policy_name);
-    let existing = control::scaling_policy(app, &key)?;
+    let existing = control::scaling_policy(app, &ScalingPolicy::key_of(&input.resource_id, &input.policy_name))?;
     let t = app.clock.now();
     let policy = ScalingPolicy {
         policy_arn: existing.as_ref().map(|p| p.policy_arn.clone()).unwrap_or_else(|| {
@@ -407,14 +372,11 @@ pub(crate) struct DeletePolicyInput {
 
 async fn delete_policy(app: &Arc<App>, input: DeletePolicyInput) -> Result<Value, ApiError> {
     check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
-    let key = format!("{}|{}", input.resource_id, input.policy_name);
-    if control::scaling_policy(app, &key)?.is_none() {
-        return Err(not_found(format!(
-            "No scaling policy found for service namespace: {}, resource ID: {}, scalable dimension: {}, policy name: {}",
-            input.service_namespace, input.resource_id, input.scalable_dimension, input.policy_name
-        )));
+    let command = Command::DeleteScalingPolicy {
+        resource_id: input.resource_id,
+        policy_name: input.policy_name,
     };
-    control::apply(app, Command::DeleteScalingPolicy { key }).await?;
+    control::apply(app, command).await?;
     Ok(json!({}))
 }
 

@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::control::ControlError;
 use crate::control::app::App;
-use crate::error::{ApiError, Protocol};
+use crate::error::{ApiError, ErrorCode, Protocol};
 use autoscaling::AutoScalingOp;
 use cloudwatch::CloudWatchOp;
 use ops::{Action, Arns, Operation, Resource};
@@ -37,6 +37,7 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
             ControlError::Store(e) => e.into(),
+            ControlError::ObjectNotFound(m) => Self::new(ErrorCode::ObjectNotFoundException, m),
             ControlError::NotFound { .. }
             | ControlError::AlreadyExists { .. }
             | ControlError::Lifecycle(_)

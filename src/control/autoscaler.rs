@@ -74,7 +74,12 @@ pub struct ScalingPolicy {
 impl ScalingPolicy {
     /// Store key.
     pub fn key(&self) -> String {
-        format!("{}|{}", self.resource_id, self.policy_name)
+        Self::key_of(&self.resource_id, &self.policy_name)
+    }
+
+    /// The store key of the policy `policy_name` of the target `resource_id`.
+    pub fn key_of(resource_id: &str, policy_name: &str) -> String {
+        format!("{resource_id}|{policy_name}")
     }
 }
 
@@ -394,11 +399,24 @@ pub fn evaluate(
     }
 }
 
+/// The only scalable dimension spillway has.
+pub const DIMENSION: &str = "sagemaker:variant:DesiredInstanceCount";
+
 /// Autoscaler state kept in memory: cooldown history per resource.
 #[derive(Default)]
 pub struct AutoscalerState {
     history: Mutex<HashMap<String, History>>,
     wake: tokio::sync::Notify,
+    /// Held by the commands that change targets and policies, so that a check ("the target is
+    /// registered") and the write that depends on it are one step.
+    config: tokio::sync::Mutex<()>,
+}
+
+impl AutoscalerState {
+    /// Serializes changes of scalable targets and scaling policies.
+    pub(crate) async fn config_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.config.lock().await
+    }
 }
 
 /// Asks the autoscaler to evaluate now (a target or policy changed).

@@ -50,6 +50,9 @@ pub enum ControlError {
     /// The command's input breaks a rule (the message names the member and the rule).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// Application Auto Scaling: no such scalable target or policy (the message says which).
+    #[error("{0}")]
+    ObjectNotFound(String),
     /// The store failed; nothing was changed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -255,8 +258,10 @@ pub enum Command {
     PutScalingPolicy(ScalingPolicy),
     /// `DeleteScalingPolicy`.
     DeleteScalingPolicy {
-        /// The policy's key (`<resource id>|<policy name>`).
-        key: String,
+        /// `endpoint/<name>/variant/<variant>`.
+        resource_id: String,
+        /// The policy's name.
+        policy_name: String,
     },
     /// `PUT`/`DELETE /_spillway/capacity/{type}`: pin a type's slots at run time, or unpin.
     SetCapacity {
@@ -308,18 +313,18 @@ pub async fn apply(app: &Arc<App>, command: Command) -> Result<Outcome, ControlE
             Ok(Outcome::Done)
         }
         Command::PutScalableTarget(target) => {
+            let _config = app.autoscaler.config_lock().await;
             app.store
                 .put(Kind::ScalableTarget, &target.resource_id, target.creation_time, &target)?;
             autoscaler::wake(app);
             Ok(Outcome::Arn(target.scalable_target_arn))
         }
         Command::DeregisterScalableTarget { resource_id } => {
+            let _config = app.autoscaler.config_lock().await;
             let Some(target) = scalable_target(app, &resource_id)? else {
-                return Ok(Outcome::Done);
+                return Err(target_missing(&resource_id));
             };
-            let policies: Vec<ScalingPolicy> = app
-                .store
-                .list::<ScalingPolicy>(Kind::ScalingPolicy)?
+            let policies: Vec<ScalingPolicy> = scaling_policies(app)?
                 .into_iter()
                 .filter(|p| p.resource_id == resource_id)
                 .collect();
@@ -334,15 +339,28 @@ pub async fn apply(app: &Arc<App>, command: Command) -> Result<Outcome, ControlE
             Ok(Outcome::Done)
         }
         Command::PutScalingPolicy(policy) => {
+            let _config = app.autoscaler.config_lock().await;
+            if scalable_target(app, &policy.resource_id)?.is_none() {
+                return Err(target_missing(&policy.resource_id));
+            }
             app.store
                 .put(Kind::ScalingPolicy, &policy.key(), policy.creation_time, &policy)?;
             autoscaler::wake(app);
             Ok(Outcome::Arn(policy.policy_arn))
         }
-        Command::DeleteScalingPolicy { key } => {
-            if let Some(p) = scaling_policy(app, &key)? {
-                app.store.delete(Kind::ScalingPolicy, &key, &p.policy_arn)?;
-            }
+        Command::DeleteScalingPolicy {
+            resource_id,
+            policy_name,
+        } => {
+            let _config = app.autoscaler.config_lock().await;
+            let key = ScalingPolicy::key_of(&resource_id, &policy_name);
+            let Some(p) = scaling_policy(app, &key)? else {
+                return Err(ControlError::ObjectNotFound(format!(
+                    "No scaling policy found for service namespace: sagemaker, resource ID: {resource_id}, scalable dimension: {}, policy name: {policy_name}",
+                    autoscaler::DIMENSION
+                )));
+            };
+            app.store.delete(Kind::ScalingPolicy, &key, &p.policy_arn)?;
             Ok(Outcome::Done)
         }
         Command::SetCapacity { instance_type, slots } => {
@@ -356,6 +374,14 @@ pub async fn apply(app: &Arc<App>, command: Command) -> Result<Outcome, ControlE
             Ok(Outcome::Done)
         }
     }
+}
+
+/// No scalable target for `resource_id` (spillway's only namespace and dimension).
+fn target_missing(resource_id: &str) -> ControlError {
+    ControlError::ObjectNotFound(format!(
+        "No scalable target registered for service namespace: sagemaker, resource ID: {resource_id}, scalable dimension: {}",
+        autoscaler::DIMENSION
+    ))
 }
 
 fn not_found(app: &App, kind: ResourceKind, name: &str) -> ControlError {
