@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::ops::Resource;
 use crate::control::app::{App, EndpointRuntime};
-use crate::control::{self, BatchSize, Command, Document, Outcome, ResourceKind, UpdateEndpoint, VariantChange};
+use crate::control::{self, BatchSize, Command, Document, Outcome, UpdateEndpoint, VariantChange};
 use crate::core::endpoint::Deployment;
 use crate::core::model::{
     ContainerDefinition, EndpointConfig, EndpointStatus, Model, ProductionVariant, Tag, Timestamp,
@@ -336,12 +336,24 @@ async fn delete<T: Document>(app: &Arc<App>, name: String) -> Result<Value, ApiE
     command(app, Command::DeleteDocument { kind: T::KIND, name }, None).await
 }
 
+/// A document that a `List*` operation lists.
+trait Listed: Document {
+    /// The summary's name and ARN members, and the list's member.
+    const LIST_KEYS: (&'static str, &'static str, &'static str);
+}
+
+impl Listed for Model {
+    const LIST_KEYS: (&'static str, &'static str, &'static str) = ("ModelName", "ModelArn", "Models");
+}
+
+impl Listed for EndpointConfig {
+    const LIST_KEYS: (&'static str, &'static str, &'static str) =
+        ("EndpointConfigName", "EndpointConfigArn", "EndpointConfigs");
+}
+
 /// `ListModels`, `ListEndpointConfigs`: name, ARN and creation time of each.
-fn list<T: Document>(app: &App, input: &ListInput) -> Result<Value, ApiError> {
-    let (name_key, arn_key, list_key) = match T::KIND {
-        ResourceKind::Model => ("ModelName", "ModelArn", "Models"),
-        _ => ("EndpointConfigName", "EndpointConfigArn", "EndpointConfigs"),
-    };
+fn list<T: Listed>(app: &App, input: &ListInput) -> Result<Value, ApiError> {
+    let (name_key, arn_key, list_key) = T::LIST_KEYS;
     let rows = control::documents::<T>(app)?
         .into_iter()
         .map(|d| Row {

@@ -587,6 +587,7 @@ async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
                 }
             }
             Err(e) => {
+                tracing::warn!(resource = %target.resource_id, error = %e, "scaling activity failed");
                 activity.status_code = "Failed".into();
                 activity.end_time = Some(t);
                 activity.status_message = Some(format!(

@@ -54,7 +54,7 @@ pub enum ControlError {
     #[error("{0}")]
     ObjectNotFound(String),
     /// The store failed; nothing was changed.
-    #[error(transparent)]
+    #[error("spillway could not access its store: {0}")]
     Store(#[from] StoreError),
 }
 
