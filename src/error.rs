@@ -48,6 +48,24 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every row of the table.
+    pub const ALL: &'static [ErrorCode] = &[
+        Self::ValidationException,
+        Self::SerializationException,
+        Self::UnknownOperationException,
+        Self::InternalFailure,
+        Self::AdminNotFound,
+        Self::ObjectNotFoundException,
+        Self::InvalidParameterValueException,
+        Self::MissingRequiredParameterException,
+        Self::InvalidParameterCombinationException,
+        Self::InvalidNextToken,
+        Self::ValidationError,
+        Self::ModelError,
+        Self::ServiceUnavailable,
+        Self::ThrottlingException,
+    ];
+
     /// The code on the wire (`__type`, `x-amzn-ErrorType`).
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -262,23 +280,7 @@ mod tests {
 
     #[test]
     fn query_error_headers_agree_with_the_query_codes_and_statuses() {
-        use ErrorCode::*;
-        for code in [
-            ValidationException,
-            SerializationException,
-            UnknownOperationException,
-            InternalFailure,
-            AdminNotFound,
-            ObjectNotFoundException,
-            InvalidParameterValueException,
-            MissingRequiredParameterException,
-            InvalidParameterCombinationException,
-            InvalidNextToken,
-            ValidationError,
-            ModelError,
-            ServiceUnavailable,
-            ThrottlingException,
-        ] {
+        for &code in ErrorCode::ALL {
             let fault = if code.status().is_server_error() {
                 "Receiver"
             } else {

@@ -449,6 +449,17 @@ fn timeout_of(app: &App, provision_timeout_s: u32) -> f64 {
         .unwrap_or(provision_timeout_s as f64)
 }
 
+/// Marks every instance of a deployment for termination; how many there were.
+fn stop_deployment(rt: &mut EndpointRuntime, deployment_id: &str) -> usize {
+    let ids: Vec<String> = rt
+        .instances
+        .iter()
+        .filter(|i| i.deployment_id == deployment_id)
+        .map(|i| i.instance_id.clone())
+        .collect();
+    mark_terminating(rt, &ids).len()
+}
+
 fn mark_terminating(rt: &mut EndpointRuntime, ids: &[String]) -> Vec<InstanceRecord> {
     let mut out = vec![];
     for inst in rt.instances.iter_mut() {
@@ -674,22 +685,14 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                 && let Some(new) = rt.record.pending.take()
             {
                 let old = std::mem::replace(&mut rt.record.active, new);
-                let ids: Vec<String> = rt
-                    .instances
-                    .iter()
-                    .filter(|i| i.deployment_id == old.id)
-                    .map(|i| i.instance_id.clone())
-                    .collect();
-                mark_terminating(rt, &ids);
+                let stopping = stop_deployment(rt, &old.id);
                 app.event(endpoint_event(
                     app,
                     &name,
                     "DeploymentComplete",
                     format!(
                         "traffic switched to endpoint configuration {}; stopping {} instance(s) of {}",
-                        rt.record.active.config_name,
-                        ids.len(),
-                        old.config_name
+                        rt.record.active.config_name, stopping, old.config_name
                     ),
                 ));
             }
@@ -710,13 +713,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
         }
         EndpointDecision::RollBack(reason) => {
             if let Some(p) = rt.record.pending.take() {
-                let ids: Vec<String> = rt
-                    .instances
-                    .iter()
-                    .filter(|i| i.deployment_id == p.id)
-                    .map(|i| i.instance_id.clone())
-                    .collect();
-                mark_terminating(rt, &ids);
+                stop_deployment(rt, &p.id);
             }
             app.event(endpoint_event(
                 app,
