@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::core::model::Timestamp;
 use crate::core::scaling::{eval_expression, expression_refs};
 use crate::error::{ApiError, ErrorCode};
-use crate::telemetry::metrics::{INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start};
+use crate::telemetry::metrics::{INSTANCE_METRICS, METRICS, Metrics, Select, Statistic, period_start};
 
 /// The `X-Amz-Target` service prefix of CloudWatch's JSON protocol.
 pub const TARGET_PREFIX: &str = "GraniteServiceVersion20100801";
@@ -454,9 +454,7 @@ impl Selector {
 
     fn periods(&self, m: &Metrics, stat: Statistic, start: Timestamp, end: Timestamp, period: i64) -> Vec<(i64, f64)> {
         m.aggregate_periods(
-            &self.endpoint,
-            &self.variant,
-            self.instance_type.as_deref(),
+            Select::new(&self.endpoint, &self.variant, self.instance_type.as_deref()),
             &self.metric,
             stat,
             start,

@@ -25,7 +25,7 @@ use crate::provider::local::{Host, LocalProvider};
 use crate::provider::slurm::SlurmProvider;
 use crate::provider::{CapacityProvider, TrackedInstance};
 use crate::store::{Kind, Store, StoreError};
-use crate::telemetry::metrics::{Metrics, Statistic};
+use crate::telemetry::metrics::{Metrics, Select, Statistic};
 
 /// Start-up failures.
 #[derive(Debug, Error)]
@@ -376,9 +376,7 @@ async fn sample_fleet(app: Arc<App>) {
                         let latency = app
                             .metrics
                             .aggregate(
-                                &name,
-                                &v.name,
-                                Some(ty),
+                                Select::new(&name, &v.name, Some(ty)),
                                 "ModelLatency",
                                 Statistic::Average,
                                 t - CAPACITY_WINDOW_S,

@@ -17,7 +17,7 @@ use crate::core::planner::InstancePhase;
 use crate::core::scaling::{self, Bounds, History, TargetTracking};
 use crate::core::validate::ValidationError;
 use crate::store::Kind;
-use crate::telemetry::metrics::Statistic;
+use crate::telemetry::metrics::{Select, Statistic};
 
 /// A registered scalable target (wire shape of `ScalableTarget`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -358,9 +358,7 @@ pub fn evaluate(
 ) -> Option<f64> {
     let stat = |m: &MetricStat| {
         let v = app.metrics.aggregate(
-            endpoint,
-            variant,
-            m.instance_type.as_deref(),
+            Select::new(endpoint, variant, m.instance_type.as_deref()),
             &m.name,
             m.stat,
             now - window_s,

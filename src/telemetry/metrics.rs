@@ -402,6 +402,29 @@ pub struct LaunchSeries {
     pub result: String,
 }
 
+/// The series an aggregation reads: one variant's, over all its instance types (CloudWatch's
+/// `{EndpointName, VariantName}`) or one (`{..., InstanceType}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Select<'a> {
+    /// Endpoint.
+    pub endpoint: &'a str,
+    /// Variant.
+    pub variant: &'a str,
+    /// One instance type, or all of them.
+    pub instance_type: Option<&'a str>,
+}
+
+impl<'a> Select<'a> {
+    /// The series of `variant` of `endpoint`, one instance type's or all of them.
+    pub fn new(endpoint: &'a str, variant: &'a str, instance_type: Option<&'a str>) -> Self {
+        Self {
+            endpoint,
+            variant,
+            instance_type,
+        }
+    }
+}
+
 /// Labels of API request counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiSeries {
@@ -794,23 +817,18 @@ impl Metrics {
         p.gpu_memory_utilization.remove(instance);
     }
 
-    /// Aggregates `metric` over `[from, to)` for an endpoint's variant, all instance types or one.
-    /// `None` when there is no data point in the window.
-    #[allow(clippy::too_many_arguments)]
+    /// Aggregates `metric` over `[from, to)` for the series `select` names. `None` when there is
+    /// no data point in the window.
     pub fn aggregate(
         &self,
-        endpoint: &str,
-        variant: &str,
-        instance_type: Option<&str>,
+        select: Select<'_>,
         metric: &str,
         stat: Statistic,
         from: Timestamp,
         to: Timestamp,
     ) -> Option<f64> {
         let (from, to) = (from.floor() as i64, to.ceil() as i64);
-        self.with_seconds(endpoint, variant, instance_type, from, to, |seconds| {
-            stat_of(&seconds, metric, stat)
-        })
+        self.with_seconds(select, from, to, |seconds| stat_of(&seconds, metric, stat))
     }
 
     /// Aggregates `metric` per period of `period` seconds (at least 1) over `[from, to)`: the
@@ -818,12 +836,9 @@ impl Metrics {
     /// holding `from` (so `from` is rounded down to a period boundary, as CloudWatch does) and data
     /// at or after `to` is left out. Returns `(period start, value)` in ascending order, only for
     /// periods with a value.
-    #[allow(clippy::too_many_arguments)]
     pub fn aggregate_periods(
         &self,
-        endpoint: &str,
-        variant: &str,
-        instance_type: Option<&str>,
+        select: Select<'_>,
         metric: &str,
         stat: Statistic,
         from: Timestamp,
@@ -832,7 +847,7 @@ impl Metrics {
     ) -> Vec<(i64, f64)> {
         let period = period.max(1);
         let (from, to) = (period_start(from.floor() as i64, period), to.ceil() as i64);
-        self.with_seconds(endpoint, variant, instance_type, from, to, |seconds| {
+        self.with_seconds(select, from, to, |seconds| {
             // Period start -> second -> buckets.
             let mut periods: BTreeMap<i64, BTreeMap<i64, Vec<&Bucket>>> = BTreeMap::new();
             for (second, buckets) in seconds {
@@ -853,9 +868,11 @@ impl Metrics {
     /// both aggregations select their data.
     fn with_seconds<R>(
         &self,
-        endpoint: &str,
-        variant: &str,
-        instance_type: Option<&str>,
+        Select {
+            endpoint,
+            variant,
+            instance_type,
+        }: Select<'_>,
         from: i64,
         to: i64,
         f: impl FnOnce(BTreeMap<i64, Vec<&Bucket>>) -> R,
@@ -1047,7 +1064,7 @@ mod tests {
         one(Outcome::ModelOtherError); // timed out
         one(Outcome::ServerError); // instance unreachable
         one(Outcome::Success);
-        let sum = |metric| m.aggregate("e", "v", None, metric, Statistic::Sum, 100.0, 101.0);
+        let sum = |metric| m.aggregate(Select::new("e", "v", None), metric, Statistic::Sum, 100.0, 101.0);
         assert_eq!(sum("Invocations"), Some(7.0));
         assert_eq!(sum("Invocation5XXErrors"), Some(3.0));
         assert_eq!(sum("Invocation4XXErrors"), Some(1.0));
@@ -1074,7 +1091,7 @@ mod tests {
         let m = Arc::new(Metrics::default());
         m.record_invocation(S("e", "v", "t"), 1, Outcome::Success, 1000, 100.5);
         m.record_invocation(S("e", "v", "t"), 1, Outcome::ClientClosed, 60_000_000, 100.5);
-        let get = |metric, stat| m.aggregate("e", "v", None, metric, stat, 100.0, 101.0);
+        let get = |metric, stat| m.aggregate(Select::new("e", "v", None), metric, stat, 100.0, 101.0);
         assert_eq!(get("Invocations", Statistic::Sum), Some(2.0));
         assert_eq!(get("Invocation4XXErrors", Statistic::Sum), Some(1.0));
         assert_eq!(get("Invocation5XXErrors", Statistic::Sum), Some(0.0));
@@ -1103,7 +1120,7 @@ mod tests {
             m.record_invocation(S("e", "v", "ml.g6.2xlarge"), 2, Outcome::Success, 1000, t);
         }
         m.record_invocation(S("e", "v", "ml.m5.xlarge"), 1, Outcome::ModelServerError, 3000, 101.0);
-        let agg = |it, metric, stat| m.aggregate("e", "v", it, metric, stat, 100.0, 110.0);
+        let agg = |it, metric, stat| m.aggregate(Select::new("e", "v", it), metric, stat, 100.0, 110.0);
         assert_eq!(agg(None, "Invocations", Statistic::Sum), Some(11.0));
         assert_eq!(agg(Some("ml.g6.2xlarge"), "Invocations", Statistic::Sum), Some(10.0));
         assert_eq!(
@@ -1117,7 +1134,7 @@ mod tests {
         assert_eq!(agg(None, "ModelLatency", Statistic::Maximum), Some(3000.0));
         assert_eq!(agg(None, "ModelLatency", Statistic::Average), Some(13000.0 / 11.0));
         assert_eq!(
-            m.aggregate("e", "v", None, "Invocations", Statistic::Sum, 200.0, 210.0),
+            m.aggregate(Select::new("e", "v", None), "Invocations", Statistic::Sum, 200.0, 210.0),
             None
         );
     }
@@ -1129,9 +1146,7 @@ mod tests {
         m.record_fleet(S("e", "v", "a"), 2, 2, 11.0);
         assert_eq!(
             m.aggregate(
-                "e",
-                "v",
-                Some("a"),
+                Select::new("e", "v", Some("a")),
                 "ConcurrentRequestsPerModel",
                 Statistic::Average,
                 10.0,
@@ -1141,9 +1156,7 @@ mod tests {
         );
         assert_eq!(
             m.aggregate(
-                "e",
-                "v",
-                Some("a"),
+                Select::new("e", "v", Some("a")),
                 "ConcurrentRequestsPerModel",
                 Statistic::Maximum,
                 10.0,
@@ -1152,7 +1165,13 @@ mod tests {
             Some(3.0)
         );
         assert_eq!(
-            m.aggregate("e", "v", None, "InstanceCount", Statistic::Average, 10.0, 12.0),
+            m.aggregate(
+                Select::new("e", "v", None),
+                "InstanceCount",
+                Statistic::Average,
+                10.0,
+                12.0
+            ),
             Some(2.0)
         );
     }
@@ -1163,7 +1182,8 @@ mod tests {
         for s in 100..130 {
             m.record_invocation(S("e", "v", "a"), 1, Outcome::Success, 10 + s as u64, s as f64 + 0.5);
         }
-        let periods = |stat, from, to, p| m.aggregate_periods("e", "v", None, "Invocations", stat, from, to, p);
+        let periods =
+            |stat, from, to, p| m.aggregate_periods(Select::new("e", "v", None), "Invocations", stat, from, to, p);
         // 103 rounds down to 100; 125 excludes 125..129.
         assert_eq!(
             periods(Statistic::Sum, 103.0, 125.0, 10),
@@ -1178,9 +1198,7 @@ mod tests {
             vec![(100, 1.0), (101, 1.0), (102, 1.0)]
         );
         let lat = m.aggregate_periods(
-            "e",
-            "v",
-            Some("a"),
+            Select::new("e", "v", Some("a")),
             "ModelLatency",
             Statistic::Minimum,
             100.0,
@@ -1189,7 +1207,13 @@ mod tests {
         );
         assert_eq!(lat, vec![(100, 110.0), (110, 120.0), (120, 130.0)]);
         assert_eq!(
-            m.aggregate("e", "v", None, "ModelLatency", Statistic::Minimum, 100.0, 130.0),
+            m.aggregate(
+                Select::new("e", "v", None),
+                "ModelLatency",
+                Statistic::Minimum,
+                100.0,
+                130.0
+            ),
             Some(110.0)
         );
         assert!(periods(Statistic::Sum, 200.0, 300.0, 10).is_empty());
@@ -1205,7 +1229,13 @@ mod tests {
         m.record_invocation(S("e", "v", "a"), 1, Outcome::Success, 1, 120.0);
         // The bucket of 100 is older than 10 s when 120 is recorded.
         assert_eq!(
-            m.aggregate("e", "v", Some("a"), "Invocations", Statistic::Sum, 0.0, 200.0),
+            m.aggregate(
+                Select::new("e", "v", Some("a")),
+                "Invocations",
+                Statistic::Sum,
+                0.0,
+                200.0
+            ),
             Some(1.0)
         );
         assert_eq!(m.retention_seconds(), 10);
@@ -1243,7 +1273,7 @@ mod tests {
         m.record_usage(&a2, &cpu(20.0, None), 10.2);
         m.record_usage(&a1, &cpu(60.0, Some(40.0)), 15.0);
         m.record_usage(&b1, &cpu(300.0, None), 15.0);
-        let agg = |t, metric, stat| m.aggregate("e", "v", t, metric, stat, 0.0, 100.0);
+        let agg = |t, metric, stat| m.aggregate(Select::new("e", "v", t), metric, stat, 0.0, 100.0);
         assert_eq!(agg(Some("a"), "CPUUtilization", Statistic::Average), Some(60.0));
         assert_eq!(agg(Some("a"), "CPUUtilization", Statistic::Maximum), Some(100.0));
         assert_eq!(agg(Some("a"), "CPUUtilization", Statistic::Minimum), Some(20.0));
@@ -1257,7 +1287,14 @@ mod tests {
         assert_eq!(agg(Some("b"), "GPUUtilization", Statistic::Sum), None);
         assert_eq!(agg(Some("b"), "GPUUtilization", Statistic::SampleCount), None);
         // Periods: only periods with a sample have a value.
-        let p = m.aggregate_periods("e", "v", Some("a"), "CPUUtilization", Statistic::Average, 0.0, 100.0, 5);
+        let p = m.aggregate_periods(
+            Select::new("e", "v", Some("a")),
+            "CPUUtilization",
+            Statistic::Average,
+            0.0,
+            100.0,
+            5,
+        );
         assert_eq!(p, vec![(10, 60.0), (15, 60.0)]);
         // Seconds with invocations but no usage sample add nothing.
         m.record_invocation(S("e", "v", "a"), 1, Outcome::Success, 1, 30.0);
