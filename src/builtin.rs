@@ -2,8 +2,10 @@
 //!
 //! `echo` follows the SageMaker container contract (listens on `SAGEMAKER_BIND_TO_PORT`,
 //! `GET /ping`, `POST /invocations`) and answers every invocation with what it received and
-//! where it runs, including its whole environment, so tests and demos can see from inside an
-//! instance which type and model it is.
+//! where it runs, including the environment spillway gave it (the SageMaker contract,
+//! `SPILLWAY_*`, `CUDA_VISIBLE_DEVICES`, Slurm's job variables and the model's `Environment`;
+//! never other variables, which may be what an operator passed through for the model alone), so
+//! tests and demos can see from inside an instance which type and model it is.
 //!
 //! Knobs (environment): `ECHO_STARTUP_DELAY_MS` delays listening; `ECHO_PING_STATUS` makes
 //! `/ping` answer that status instead of 200; `ECHO_INVOCATION_DELAY_MS` makes every invocation
@@ -113,9 +115,7 @@ async fn invocations(
         return stream_tokens(n).into_response();
     }
     let var = |k: &str| std::env::var(k).ok();
-    let env: serde_json::Map<String, serde_json::Value> = std::env::vars()
-        .map(|(k, v)| (k, serde_json::Value::String(v)))
-        .collect();
+    let env = own_environment();
     let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
     let status = env_u64("ECHO_INVOCATION_STATUS")
         .and_then(|s| StatusCode::from_u16(s as u16).ok())
@@ -133,6 +133,25 @@ async fn invocations(
         "env": env,
     });
     (status, [("content-type", "application/json")], out.to_string()).into_response()
+}
+
+/// The variables spillway gave this instance: the SageMaker contract (`SAGEMAKER_*`, `SM_*`),
+/// spillway's own (`SPILLWAY_*`), `CUDA_VISIBLE_DEVICES`, the job's `SLURM_*` under Slurm, and
+/// the model's `Environment` (named in `SPILLWAY_MODEL_ENV_KEYS`); never anything else of the
+/// process environment, which may hold what an operator passed through for the model alone.
+fn own_environment() -> serde_json::Map<String, serde_json::Value> {
+    let model_keys = std::env::var(crate::core::model::MODEL_ENV_KEYS).unwrap_or_default();
+    let model_keys: Vec<&str> = model_keys.split(',').filter(|k| !k.is_empty()).collect();
+    std::env::vars()
+        .filter(|(k, _)| {
+            ["SAGEMAKER_", "SM_", "SPILLWAY_", "SLURM_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+                || k == "CUDA_VISIBLE_DEVICES"
+                || model_keys.contains(&k.as_str())
+        })
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect()
 }
 
 /// Streams `n` tokens through a channel-backed body, one per interval.

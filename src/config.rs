@@ -268,6 +268,10 @@ pub struct LocalProviderConfig {
     pub gpus: Option<u32>,
     /// Pinned number of instances a type may run at once; overrides the hardware fit.
     pub capacity: BTreeMap<String, u32>,
+    /// Names of spillway's own environment variables a model process also gets (`HOME`,
+    /// `HF_HOME`, a proxy, ...). A model process starts with a clean environment otherwise: the
+    /// SageMaker contract, the model's `Environment`, `PATH` and the locale.
+    pub pass_env: Vec<String>,
 }
 
 impl Default for LocalProviderConfig {
@@ -277,6 +281,7 @@ impl Default for LocalProviderConfig {
             memory_overcommit: 4.0,
             gpus: None,
             capacity: BTreeMap::new(),
+            pass_env: vec![],
         }
     }
 }
@@ -309,6 +314,9 @@ pub struct SlurmProviderConfig {
     pub salloc_args: Vec<String>,
     /// How Slurm expresses each instance type; a type not listed is never available.
     pub instance_types: BTreeMap<String, SlurmInstanceType>,
+    /// Names of spillway's own environment variables a job's model also gets (as
+    /// `[provider.local] pass_env`; Slurm's own `SLURM_*` variables of the job are set by Slurm).
+    pub pass_env: Vec<String>,
 }
 
 impl Default for SlurmProviderConfig {
@@ -324,6 +332,7 @@ impl Default for SlurmProviderConfig {
             work_dir: None,
             salloc_args: vec![],
             instance_types: BTreeMap::new(),
+            pass_env: vec![],
         }
     }
 }

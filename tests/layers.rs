@@ -140,7 +140,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("telemetry", &["core"]),
     ("config", &["core"]),
     ("clock", &["core"]),
-    ("builtin", &[]),
+    ("builtin", &["core"]),
     ("core", &[]),
 ];
 

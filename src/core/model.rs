@@ -39,6 +39,22 @@ pub struct ContainerDefinition {
     pub other: Map<String, Value>,
 }
 
+/// The variable naming the keys of the model's `Environment` (comma-separated), so that a model
+/// server (`builtin:echo`) can tell the model's variables from anything else.
+pub const MODEL_ENV_KEYS: &str = "SPILLWAY_MODEL_ENV_KEYS";
+
+impl ContainerDefinition {
+    /// The value of [`MODEL_ENV_KEYS`] for this container: its `Environment`'s keys.
+    pub fn environment_keys(&self) -> String {
+        self.environment
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// A stored model (`CreateModel` input plus server-assigned members).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

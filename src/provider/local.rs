@@ -108,6 +108,8 @@ pub struct LocalProvider {
     host: Host,
     cpu_overcommit: f64,
     memory_overcommit: f64,
+    /// Variables of spillway's environment a model process also gets.
+    pass_env: Vec<String>,
     state: Arc<Mutex<State>>,
 }
 
@@ -123,6 +125,7 @@ impl LocalProvider {
             host,
             cpu_overcommit: cfg.cpu_overcommit,
             memory_overcommit: cfg.memory_overcommit,
+            pass_env: cfg.pass_env.clone(),
             state: Arc::new(Mutex::new(state)),
         }
     }
@@ -242,7 +245,10 @@ impl LocalProvider {
         };
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
+            .env_clear()
+            .envs(super::inherited_environment(&self.pass_env))
             .envs(req.container.environment.iter().flatten())
+            .env(crate::core::model::MODEL_ENV_KEYS, req.container.environment_keys())
             .env("SAGEMAKER_BIND_TO_PORT", port.to_string())
             .env("SM_MODEL_DIR", &model_dir)
             .env("SPILLWAY_INSTANCE_TYPE", &req.instance_type.name)

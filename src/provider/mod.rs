@@ -181,6 +181,19 @@ pub trait CapacityProvider: Send + Sync {
     }
 }
 
+/// What a model process inherits from spillway's own environment: `PATH`, the locale (`LANG`,
+/// `LANGUAGE`, `LC_*`) and the variables the operator names in `pass_env`; nothing else (no
+/// credentials, tokens or `HOME` that spillway happens to run with). The SageMaker contract and
+/// the model's `Environment` are added by the provider.
+pub fn inherited_environment(pass_env: &[String]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| {
+            let k = k.to_string_lossy();
+            matches!(&*k, "PATH" | "LANG" | "LANGUAGE") || k.starts_with("LC_") || pass_env.iter().any(|p| *p == k)
+        })
+        .collect()
+}
+
 /// Creates an instance directory and makes `ModelDataUrl` available as a directory: a `file://`
 /// directory is used as it is, a `.tar.gz` is unpacked into `<dir>/model`, another file copied
 /// there. The hosts that run the model must see these paths.

@@ -644,19 +644,16 @@ impl Inner {
             .arg(job_id.to_string())
             .arg(self.program("srun"))
             .args(&srun_args);
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if (k.starts_with("SLURM_") && k != "SLURM_CONF")
-                || k == "CUDA_VISIBLE_DEVICES"
-                || k == "SAGEMAKER_BIND_TO_PORT"
-            {
-                cmd.env_remove(k.as_ref());
-            }
-        }
+        // srun hands its environment to the job: start it clean (no SLURM_* of spillway's own
+        // allocation, no CUDA_VISIBLE_DEVICES, no credentials), with SLURM_CONF kept.
+        cmd.env_clear()
+            .envs(super::inherited_environment(&self.cfg.pass_env))
+            .envs(std::env::var_os("SLURM_CONF").map(|c| ("SLURM_CONF", c)));
         if let Some(conf) = &self.cfg.slurm_conf {
             cmd.env("SLURM_CONF", conf);
         }
         cmd.envs(req.container.environment.iter().flatten())
+            .env(crate::core::model::MODEL_ENV_KEYS, req.container.environment_keys())
             .env("SM_MODEL_DIR", model_dir)
             .env("SPILLWAY_INSTANCE_TYPE", &req.instance_type.name)
             .env("SPILLWAY_INSTANCE_ID", &req.instance_id)

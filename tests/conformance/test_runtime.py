@@ -132,3 +132,34 @@ def test_unknown_target_variant_is_a_validation_error(server, sm):
         server.rt.invoke_endpoint, EndpointName="targets", Body=b"x", TargetVariant="C"
     )
     assert (code, status) == ("ValidationError", 400), msg
+
+
+def test_model_processes_start_with_a_clean_environment(start_server, monkeypatch):
+    """Issue 12, finding 3: spillway's own secrets never reach a model process, and
+    builtin:echo never hands back more than the variables spillway gave it."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "leak-me")
+    monkeypatch.setenv("GITHUB_TOKEN", "leak-me-too")
+    monkeypatch.setenv("HOME", "/root-of-spillway")
+    monkeypatch.setenv("PASSED_FOR_MODEL", "for-the-model")
+    monkeypatch.setenv("LC_TIME", "C.UTF-8")
+    server = start_server(config={"provider": {"local": {"pass_env": ["PASSED_FOR_MODEL"]}}})
+    sm = server.sm
+    spw.create_model(sm, "clean", env={"MODEL_SETTING": "x"})
+    spw.deploy(sm, "clean", [spw.single_variant("clean", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "clean")
+    (inst,) = server.instances("clean")
+
+    # What the process really has, from /proc/<pid>/environ.
+    env = spw.model_processes(server.data_dir)[inst["pid"]]
+    for leaked in ("AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "HOME", "RUST_LOG"):
+        assert leaked not in env, f"{leaked} reached the model process"
+    assert env["PATH"] == os.environ["PATH"] and env["LC_TIME"] == "C.UTF-8"
+    assert env["PASSED_FOR_MODEL"] == "for-the-model", "pass_env hands a variable through"
+    assert env["MODEL_SETTING"] == "x" and env["SAGEMAKER_BIND_TO_PORT"] == str(inst["port"])
+
+    # What builtin:echo tells any caller: spillway's variables and the model's, nothing else.
+    payload, _, _ = spw.invoke(server.rt, "clean")
+    echoed = payload["env"]
+    assert echoed["MODEL_SETTING"] == "x" and echoed["SPILLWAY_INSTANCE_ID"] == inst["instanceId"]
+    for hidden in ("AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "HOME", "PATH", "PASSED_FOR_MODEL"):
+        assert hidden not in echoed, f"builtin:echo handed back {hidden}"
