@@ -27,6 +27,12 @@ pub enum ErrorCode {
     InternalFailure,
     /// The admin API's "no such endpoint": `ValidationException` on the wire, with 404.
     AdminNotFound,
+    /// A request body over the control plane's limit: `RequestEntityTooLargeException`, 413.
+    RequestEntityTooLarge,
+    /// A path no API serves: `UnknownOperationException`, 404.
+    NoSuchPath,
+    /// A method a path does not take: `UnknownOperationException`, 405.
+    MethodNotAllowed,
     /// Application Auto Scaling: no such scalable target or policy (400).
     ObjectNotFoundException,
     /// CloudWatch: a parameter's value is invalid (400, query code `InvalidParameterValue`).
@@ -55,6 +61,9 @@ impl ErrorCode {
         Self::UnknownOperationException,
         Self::InternalFailure,
         Self::AdminNotFound,
+        Self::RequestEntityTooLarge,
+        Self::NoSuchPath,
+        Self::MethodNotAllowed,
         Self::ObjectNotFoundException,
         Self::InvalidParameterValueException,
         Self::MissingRequiredParameterException,
@@ -71,7 +80,8 @@ impl ErrorCode {
         match self {
             Self::ValidationException | Self::AdminNotFound => "ValidationException",
             Self::SerializationException => "SerializationException",
-            Self::UnknownOperationException => "UnknownOperationException",
+            Self::UnknownOperationException | Self::NoSuchPath | Self::MethodNotAllowed => "UnknownOperationException",
+            Self::RequestEntityTooLarge => "RequestEntityTooLargeException",
             Self::InternalFailure => "InternalFailure",
             Self::ObjectNotFoundException => "ObjectNotFoundException",
             Self::InvalidParameterValueException => "InvalidParameterValueException",
@@ -89,7 +99,9 @@ impl ErrorCode {
     pub const fn status(self) -> StatusCode {
         match self {
             Self::InternalFailure => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::AdminNotFound => StatusCode::NOT_FOUND,
+            Self::AdminNotFound | Self::NoSuchPath => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestEntityTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ModelError => StatusCode::FAILED_DEPENDENCY,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::ThrottlingException => StatusCode::TOO_MANY_REQUESTS,

@@ -188,10 +188,15 @@ fn entry(app: &App, t: &str) -> Value {
 pub async fn put_capacity(
     State(app): State<Arc<App>>,
     Path(instance_type): Path<String>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let body = body.to_vec();
-    run(&app, AdminOp::PutCapacity { instance_type, body }).await
+    match super::body_or_error(body) {
+        Ok(body) => {
+            let body = body.to_vec();
+            run(&app, AdminOp::PutCapacity { instance_type, body }).await
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `DELETE /_spillway/capacity/{instanceType}`: removes the run-time pin (the config file's

@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -60,7 +62,47 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_spillway/instance-types", get(admin::instance_types))
         .route("/_spillway/endpoints/{name}/events", get(admin::events))
         .route("/_spillway/endpoints/{name}/instances", get(admin::instances))
+        .fallback(no_such_path)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
+}
+
+/// The largest control-plane or admin request body (a SageMaker request is a few KiB).
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// A request body, or the AWS error that refuses it: over [`MAX_BODY`] is
+/// `RequestEntityTooLargeException` (413), a body that could not be read a
+/// `SerializationException`.
+pub(crate) fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::RequestEntityTooLarge,
+                format!("The request body exceeds the limit of {MAX_BODY} bytes"),
+            )
+        } else {
+            ApiError::serialization(format!("The request body could not be read: {e}"))
+        }
+    })
+}
+
+/// Any path no API serves: an AWS-shaped 404.
+async fn no_such_path(uri: axum::http::Uri) -> Response {
+    ApiError::new(
+        ErrorCode::NoSuchPath,
+        format!("No API of spillway is served at {}; see docs/api-compat.md", uri.path()),
+    )
+    .into_response()
+}
+
+/// A method a path does not take: an AWS-shaped 405.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not a method {} takes", uri.path()),
+    )
+    .into_response()
 }
 
 /// An operation of one of the awsJson APIs served on `POST /`.
@@ -145,7 +187,7 @@ async fn dispatch(app: &Arc<App>, op: AwsOp) -> Result<Value, ApiError> {
 }
 
 /// `POST /` with `X-Amz-Target: <Service>.<Operation>`.
-async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     let started = app.clock.instant();
     let request_id = uuid::Uuid::new_v4().to_string();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -157,8 +199,9 @@ async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
         .as_ref()
         .and_then(|a| a.names.iter().find(|n| **n == name).copied())
         .unwrap_or("unknown");
-    let result = match &api {
-        Some(api) => match (api.parse)(name, &body) {
+    let result = match (&api, body_or_error(body)) {
+        (_, Err(e)) => Err(e),
+        (Some(api), Ok(body)) => match (api.parse)(name, &body) {
             Some(Ok(op)) => {
                 // The action and resource an IAM policy is evaluated on.
                 tracing::debug!(action = %op.action(), resource = %op.resource(&app.arns()), "request");
@@ -171,10 +214,10 @@ async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
                 api.names.join(", ")
             ))),
         },
-        None if target.contains('.') => Err(ApiError::unknown_operation(format!(
+        (None, _) if target.contains('.') => Err(ApiError::unknown_operation(format!(
             "The operation {name} of service {service} is not supported by spillway; see docs/api-compat.md"
         ))),
-        None => Err(ApiError::unknown_operation(
+        (None, _) => Err(ApiError::unknown_operation(
             "Missing or malformed X-Amz-Target header; expected SageMaker.<Operation>",
         )),
     };

@@ -82,6 +82,15 @@ async fn command(app: &Arc<App>, command: Command, key: Option<&str>) -> Result<
     })
 }
 
+/// The pattern AWS gives tag keys and values.
+const TAG_PATTERN: &str = r"^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$";
+
+/// Whether `c` may stand in a tag key or value ([`TAG_PATTERN`]): a letter, a space separator,
+/// a number or one of `_ . : / = + - @`; never a control character.
+fn tag_char(c: char) -> bool {
+    c.is_alphabetic() || c.is_numeric() || (c.is_whitespace() && !c.is_control()) || "_.:/=+-@".contains(c)
+}
+
 fn check_tags(tags: &[Tag], field: &str) -> Result<(), ApiError> {
     if tags.len() > 50 {
         return Err(
@@ -105,6 +114,16 @@ fn check_tags(tags: &[Tag], field: &str) -> Result<(), ApiError> {
                 "Member must have length less than or equal to 256",
             )
             .into());
+        }
+        for (member, v) in [("Key", &t.key), ("Value", &t.value)] {
+            if !v.chars().all(tag_char) {
+                return Err(ValidationError::constraint(
+                    v.escape_debug(),
+                    &format!("{at}.{member}"),
+                    &format!("Member must satisfy regular expression pattern: {TAG_PATTERN}"),
+                )
+                .into());
+            }
         }
         if t.key.to_ascii_lowercase().starts_with("aws:") {
             return Err(ApiError::validation(format!(

@@ -10,6 +10,9 @@ use super::h1;
 use super::op::{Mode, RuntimeOp};
 use crate::error::{ApiError, ErrorCode, Protocol};
 
+/// The longest `X-Amzn-SageMaker-Custom-Attributes` an invocation may carry.
+pub const MAX_CUSTOM_ATTRIBUTES: usize = 1024;
+
 /// The headers an invocation reads from its request, as `V`: header values (`&[u8]`) or where
 /// they lie in the fast path's buffer (`Range<usize>`). A header sent more than once counts
 /// with its first value.
@@ -60,6 +63,29 @@ impl<'h> RequestHeaders<&'h [u8]> {
             }
         }
         r
+    }
+
+    /// `CustomAttributes` as the model gets it: at most 1,024 characters of printable ASCII
+    /// (the runtime API's constraint); anything else is refused with a 400 `ValidationError`
+    /// before the request reaches a model.
+    pub fn check_custom_attributes(&self) -> Result<(), ApiError> {
+        let Some(v) = self.custom_attributes else { return Ok(()) };
+        if v.len() > MAX_CUSTOM_ATTRIBUTES {
+            return Err(ApiError::new(
+                ErrorCode::ValidationError,
+                format!(
+                    "1 validation error detected: Value at 'customAttributes' failed to satisfy constraint: Member must have length less than or equal to {MAX_CUSTOM_ATTRIBUTES} (it has {})",
+                    v.len()
+                ),
+            ));
+        }
+        if !v.iter().all(|b| b.is_ascii() && (*b == b'\t' || !b.is_ascii_control())) {
+            return Err(ApiError::new(
+                ErrorCode::ValidationError,
+                "1 validation error detected: Value at 'customAttributes' failed to satisfy constraint: Member must satisfy regular expression pattern: \\p{ASCII}*",
+            ));
+        }
+        Ok(())
     }
 
     /// `TargetVariant`: a variant name is text, so a value that is not UTF-8 is refused

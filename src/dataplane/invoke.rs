@@ -268,6 +268,7 @@ pub async fn invoke_model(dp: &DataPlane, call: &Call<'_>, payload: &mut impl Pa
         ));
     };
     let target = call.headers.target_variant()?;
+    call.headers.check_custom_attributes()?;
     if call.length.is_some_and(|n| n > MAX_PAYLOAD as u64) {
         drain(payload, MAX_DRAIN).await;
         return Err(too_large());

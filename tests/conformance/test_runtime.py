@@ -5,6 +5,9 @@ import json
 import os
 import tarfile
 
+import pytest
+from botocore.exceptions import ClientError
+
 import spw
 
 ECHO = "echo-model"
@@ -163,3 +166,19 @@ def test_model_processes_start_with_a_clean_environment(start_server, monkeypatc
     assert echoed["MODEL_SETTING"] == "x" and echoed["SPILLWAY_INSTANCE_ID"] == inst["instanceId"]
     for hidden in ("AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "HOME", "PATH", "PASSED_FOR_MODEL"):
         assert hidden not in echoed, f"builtin:echo handed back {hidden}"
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_custom_attributes_over_1024_characters_are_refused_on_both_paths(start_server, fast_path):
+    """Issue 12, finding 6: CustomAttributes is at most 1,024 printable ASCII characters."""
+    server = start_server(config={"router": {"fast_path": fast_path}})
+    spw.create_model(server.sm, "attrs")
+    spw.deploy(server.sm, "attrs", [spw.single_variant("attrs", "ml.m5.xlarge")])
+    spw.wait_in_service(server.sm, "attrs")
+    ok = server.rt.invoke_endpoint(EndpointName="attrs", Body=b"x", CustomAttributes="a" * 1024)
+    assert json.loads(ok["Body"].read())["customAttributes"] == "a" * 1024
+    with pytest.raises(ClientError) as ei:
+        server.rt.invoke_endpoint(EndpointName="attrs", Body=b"x", CustomAttributes="a" * 1025)
+    err = ei.value.response["Error"]
+    assert err["Code"] == "ValidationError" and "customAttributes" in err["Message"]
+    assert ei.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400

@@ -404,3 +404,55 @@ def test_list_and_update_parameter_rule(vs, op, params, field):
     spw.assert_validation(code, msg, field)
     assert snapshot(vs) == before
     assert vs.sm.describe_endpoint(EndpointName="val-ep")["EndpointStatus"] == "InService"
+
+
+# Refusals a client can parse (issue 12, finding 6) ----------------------------------------------
+
+
+def test_a_body_over_the_limit_is_an_aws_error_boto3_can_read(vs):
+    """A control-plane body over 2 MiB used to answer a plain-text 413 that boto3 could not parse."""
+    status, body = vs.sagemaker_raw("CreateModel", '{"ModelName": "big", "x": "' + "a" * (3 << 20) + '"}')
+    assert status == 413
+    assert body.get("__type") == "RequestEntityTooLargeException" and "2097152 bytes" in body["message"]
+    with pytest.raises(ClientError) as ei:
+        vs.sm.create_model(
+            ModelName="big", PrimaryContainer={"Image": "builtin:echo"}, ExecutionRoleArn="r" * (3 << 20)
+        )
+    assert ei.value.response["Error"]["Code"] == "RequestEntityTooLargeException"
+    with pytest.raises(ClientError):
+        vs.sm.describe_model(ModelName="big")
+    status, _, raw = vs.http("PUT", "/_spillway/capacity/ml.m5.xlarge", b"{" + b" " * (3 << 20) + b"}")
+    assert status == 413 and b"RequestEntityTooLargeException" in raw
+
+
+@pytest.mark.parametrize("method,path,status", [("GET", "/nowhere", 404), ("DELETE", "/_spillway/health", 405), ("GET", "/", 405)])
+def test_unknown_paths_and_methods_are_aws_errors(vs, method, path, status):
+    got, headers, raw = vs.http(method, path)
+    assert got == status
+    assert headers["content-type"] == "application/x-amz-json-1.1"
+    assert headers["x-amzn-errortype"] == "UnknownOperationException"
+    assert path in __import__("json").loads(raw)["message"]
+
+
+@pytest.mark.parametrize("key,value,member", [
+    ("team\n", "ml", "Key"),
+    ("team", "ml\x00", "Value"),
+    ("tab\tkey", "v", "Key"),
+    ("team", "a\x7fb", "Value"),
+    ("bad#key", "v", "Key"),
+])
+def test_tags_with_control_or_unlisted_characters_are_refused(vs, key, value, member):
+    arn = spw.arn("model", MODEL)
+    with pytest.raises(ClientError) as ei:
+        vs.sm.add_tags(ResourceArn=arn, Tags=[{"Key": key, "Value": value}])
+    err = ei.value.response["Error"]
+    assert err["Code"] == "ValidationException"
+    assert f"Tags.1.{member}" in err["Message"] and "regular expression pattern" in err["Message"]
+    assert all(t["Key"] != key for t in vs.sm.list_tags(ResourceArn=arn)["Tags"])
+
+
+def test_tags_with_the_characters_aws_allows_are_accepted(vs):
+    arn = spw.arn("model", MODEL)
+    tags = [{"Key": "team name/é_1.2:x=y+z-w@q", "Value": "Ünïcode ok 42"}]
+    vs.sm.add_tags(ResourceArn=arn, Tags=tags)
+    assert tags[0] in vs.sm.list_tags(ResourceArn=arn)["Tags"]
