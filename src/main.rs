@@ -36,6 +36,11 @@ enum Command {
         /// Create a demo endpoint whose preferred instance type has no capacity, and narrate it.
         #[arg(long)]
         demo: bool,
+        /// Listen on an address other hosts can reach although requests are not authenticated
+        /// yet: anyone who reaches the socket can run commands on this host. Without this flag
+        /// spillway refuses to start on a non-loopback address.
+        #[arg(long)]
+        i_know_this_is_unauthenticated: bool,
     },
     /// Run a model server built into spillway (used by `Image = "builtin:<name>"`).
     #[command(hide = true)]
@@ -58,7 +63,8 @@ async fn main() -> anyhow::Result<()> {
             listen,
             data_dir,
             demo,
-        } => serve(config, listen, data_dir, demo).await,
+            i_know_this_is_unauthenticated,
+        } => serve(config, listen, data_dir, demo, i_know_this_is_unauthenticated).await,
     }
 }
 
@@ -67,6 +73,7 @@ async fn serve(
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     demo: bool,
+    unauthenticated_ok: bool,
 ) -> anyhow::Result<()> {
     let default_filter = if demo { "warn" } else { "info" };
     tracing_subscriber::fmt()
@@ -87,6 +94,16 @@ async fn serve(
     if demo {
         spillway::demo::prepare_config(&mut cfg);
     }
+    let exposed = !cfg.listen.ip().is_loopback();
+    if exposed && !unauthenticated_ok {
+        anyhow::bail!(
+            "refusing to listen on {}: it is not a loopback address, and spillway does not authenticate requests yet \
+             (anyone who reaches the socket could create models, whose Image is a command line run on this host). \
+             Listen on 127.0.0.1 (the default) and put an authenticating proxy in front, or pass \
+             --i-know-this-is-unauthenticated to accept the risk.",
+            cfg.listen
+        );
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -97,6 +114,9 @@ async fn serve(
     eprintln!("spillway listening on {url} (data in {})", app.cfg.data_dir.display());
     if demo {
         tokio::spawn(spillway::demo::run(app.clone(), url.clone()));
+    }
+    if exposed {
+        tokio::spawn(warn_unauthenticated(addr));
     }
     let router = spillway::api::router(app.clone());
     let threads = match app.cfg.router.io_threads {
@@ -115,6 +135,18 @@ async fn serve(
     app.stop_all_instances().await;
     eprintln!("spillway: stopped");
     Ok(())
+}
+
+/// Says every minute that a non-loopback listener takes unauthenticated requests.
+async fn warn_unauthenticated(addr: SocketAddr) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        tracing::warn!(
+            %addr,
+            "listening beyond loopback WITHOUT authentication (--i-know-this-is-unauthenticated): anyone who reaches this address can run commands on this host"
+        );
+    }
 }
 
 async fn shutdown_signal() {
