@@ -378,6 +378,66 @@ async fn stop_group(pid: i32, grace: Duration) {
     let _ = killpg(pgid, Signal::SIGKILL);
 }
 
+/// Every live process (but spillway itself) whose environment says it belongs to `instance_id`
+/// of `data_dir`: the model process and every descendant that kept the environment, including
+/// ones that left its process group or session (`setsid`, a double fork).
+fn instance_processes(data_dir: &str, instance_id: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    let me = std::process::id() as i32;
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            process_env(*pid).is_some_and(|env| {
+                env.get("SPILLWAY_INSTANCE_ID").map(String::as_str) == Some(instance_id)
+                    && env.get("SPILLWAY_DATA_DIR").map(String::as_str) == Some(data_dir)
+            })
+        })
+        .filter(|pid| process_alive(*pid))
+        .collect()
+}
+
+/// Stops an instance: its process group, then every process that still carries its identity
+/// (descendants that escaped the group), SIGTERM first and SIGKILL after `grace`. Processes
+/// forked while it stops are looked for again before giving up.
+async fn stop_instance(pid: Option<i32>, data_dir: &str, instance_id: &str, grace: Duration) {
+    if let Some(pid) = pid {
+        stop_group(pid, grace).await;
+    }
+    let mut signal = Signal::SIGTERM;
+    for round in 0..5 {
+        let left = instance_processes(data_dir, instance_id);
+        if left.is_empty() {
+            return;
+        }
+        if round == 0 {
+            tracing::info!(instance = %instance_id, pids = ?left, "stopping processes that left the instance's process group");
+        }
+        for p in &left {
+            let _ = nix::sys::signal::kill(Pid::from_raw(*p), signal);
+        }
+        let gone = async {
+            while left.iter().any(|p| process_alive(*p)) {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        };
+        let wait = if signal == Signal::SIGTERM {
+            grace
+        } else {
+            Duration::from_secs(1)
+        };
+        let _ = tokio::time::timeout(wait, gone).await;
+        signal = Signal::SIGKILL;
+    }
+    let left = instance_processes(data_dir, instance_id);
+    if !left.is_empty() {
+        tracing::error!(instance = %instance_id, pids = ?left, "processes of a stopped instance survive SIGKILL");
+    }
+}
+
 impl CapacityProvider for LocalProvider {
     fn kind(&self) -> &'static str {
         "local"
@@ -398,9 +458,8 @@ impl CapacityProvider for LocalProvider {
 
     fn terminate<'a>(&'a self, instance_id: &'a str, handle: &'a Value, grace: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Some(pid) = pid_of(handle) {
-                stop_group(pid, grace).await;
-            }
+            let data_dir = self.data_dir.to_string_lossy();
+            stop_instance(pid_of(handle), &data_dir, instance_id, grace).await;
             self.release(instance_id);
             self.lock().exited.remove(instance_id);
             let dir = self.instance_dir(instance_id);

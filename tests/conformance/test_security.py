@@ -49,3 +49,33 @@ def test_the_flag_starts_it_and_it_warns(tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
     assert "WITHOUT authentication" in out
+
+
+def _session_and_group(pid: int) -> tuple[int, int]:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[3]), int(fields[4])  # pgrp, session
+
+
+def test_descendants_that_leave_the_process_group_are_stopped_too(start_server):
+    """Issue 12, finding 5: a model that starts `setsid child &` (its own session and process
+    group) used to leave the child running after DeleteEndpoint."""
+    server = start_server()
+    sm = server.sm
+    image = f"sh -c 'setsid sleep 3000 & (setsid sh -c \"sleep 3000\" &) ; exec {spw.BIN} builtin-model echo'"
+    spw.create_model(sm, "forker", image=image)
+    spw.deploy(sm, "forker", [spw.single_variant("forker", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "forker")
+    (inst,) = server.instances("forker")
+    procs = spw.poll(
+        lambda: (p := spw.model_processes(server.data_dir)) and len(p) >= 3 and p,
+        what="the model and its two escaped children",
+    )
+    leader = _session_and_group(inst["pid"])
+    escaped = [pid for pid in procs if pid != inst["pid"] and _session_and_group(pid) != leader]
+    assert len(escaped) >= 2, f"the children left the group: {procs.keys()}"
+
+    sm.delete_endpoint(EndpointName="forker")
+    sm.get_waiter("endpoint_deleted").wait(EndpointName="forker", WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    spw.poll(lambda: not spw.model_processes(server.data_dir), timeout=20, what="every process of the instance gone")
+    for pid in escaped:
+        assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
