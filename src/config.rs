@@ -128,6 +128,13 @@ pub struct RouterConfig {
     /// answers, at a higher CPU cost per request (for comparing the two, or ruling the fast
     /// path out).
     pub fast_path: bool,
+    /// Client connections served at once; a connection beyond them is closed as it arrives
+    /// (nginx's `worker_connections`), so a flood of idle connections cannot take the
+    /// descriptors the control plane, model connections and instances need. 0: derived from
+    /// the open-file limit (raised to its hard limit at start): half of what remains after
+    /// 256 descriptors are kept back, since every client connection may hold one model
+    /// connection too.
+    pub max_client_connections: usize,
 }
 
 /// `[router] capacity_source`: where capacity-aware routing gets each instance type's capacity.
@@ -159,6 +166,7 @@ impl Default for RouterConfig {
             capacity_source: CapacitySource::Measured,
             client_timeout_seconds: 30.0,
             fast_path: true,
+            max_client_connections: 0,
         }
     }
 }

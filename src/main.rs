@@ -81,6 +81,7 @@ async fn serve(
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let fd_limit = raise_fd_limit();
     let mut cfg = match &config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -123,8 +124,18 @@ async fn serve(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let server = spillway::dataplane::server::Server::start(app.dataplane.clone(), router, listener, threads)
-        .context("cannot start the listener")?;
+    let max_connections = match app.cfg.router.max_client_connections {
+        0 => spillway::dataplane::server::connection_budget(fd_limit),
+        n => n,
+    };
+    tracing::info!(
+        open_file_limit = fd_limit,
+        max_client_connections = max_connections,
+        "connection budget"
+    );
+    let server =
+        spillway::dataplane::server::Server::start(app.dataplane.clone(), router, listener, threads, max_connections)
+            .context("cannot start the listener")?;
     shutdown_signal().await;
     // In-flight requests get a bounded time to finish; a client that keeps a connection busy
     // (e.g. still uploading a rejected payload) must not keep the server from stopping.
@@ -135,6 +146,31 @@ async fn serve(
     app.stop_all_instances().await;
     eprintln!("spillway: stopped");
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard limit (a server that holds connections and model
+/// processes needs them; the soft default of 1,024 is for interactive shells) and says so.
+/// Returns the soft limit in force.
+fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    // An unlimited hard limit is not a value the kernel takes for the soft one.
+    let want = hard.min(1 << 20);
+    if soft >= want {
+        return soft;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+        Ok(()) => {
+            tracing::info!(from = soft, to = want, "raised the open-file limit to the hard limit");
+            want
+        }
+        Err(e) => {
+            tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+            soft
+        }
+    }
 }
 
 /// Says every minute that a non-loopback listener takes unauthenticated requests.

@@ -22,8 +22,8 @@ use spillway::core::endpoint::{Event, InstanceRecord};
 use spillway::core::planner::InstancePhase;
 use spillway::error::ApiError;
 use spillway::provider::{
-    BoxFuture, CapacityEntry, CapacityProvider, HealthCheck, LaunchError, LaunchRequest, Launched, Liveness, Recovery,
-    TrackedInstance,
+    BoxFuture, CapacityEntry, CapacityProvider, Health, HealthCheck, LaunchError, LaunchRequest, Launched, Liveness,
+    Recovery, TrackedInstance,
 };
 
 const P1: &str = "ml.g6e.2xlarge";
@@ -173,13 +173,13 @@ impl CapacityProvider for Fake {
         }
     }
 
-    fn health<'a>(&'a self, check: HealthCheck<'a>) -> BoxFuture<'a, bool> {
+    fn health<'a>(&'a self, check: HealthCheck<'a>) -> BoxFuture<'a, Health> {
         let s = self.st();
         let ok = match s.running.get(check.instance_id) {
             Some((ty, at)) => !s.sick.contains(ty) && self.clock.now() - at >= s.boot_s,
             None => false,
         };
-        Box::pin(std::future::ready(ok))
+        Box::pin(std::future::ready(if ok { Health::Passed } else { Health::Failed }))
     }
 
     fn recover<'a>(&'a self, tracked: &'a [TrackedInstance]) -> BoxFuture<'a, Recovery> {

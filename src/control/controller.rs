@@ -20,7 +20,7 @@ use crate::core::planner::{
     VariantOutcome,
 };
 use crate::dataplane::routes::{EndpointRoutes, RouteInstance, VariantRoutes};
-use crate::provider::{HealthCheck, LaunchError, LaunchRequest, Launched, Liveness};
+use crate::provider::{Health, HealthCheck, LaunchError, LaunchRequest, Launched, Liveness};
 use crate::store::Kind;
 
 /// How often a controller looks at its endpoint when nothing wakes it.
@@ -215,17 +215,25 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
         let app = app.clone();
         set.spawn(async move {
             let live = app.provider.liveness(&inst.instance_id, &inst.handle);
-            let ok = live == Liveness::Running
-                && app
-                    .provider
-                    .health(HealthCheck {
-                        instance_id: &inst.instance_id,
-                        handle: &inst.handle,
-                        address: &inst.address,
-                        http: &app.http,
-                        timeout: PING_TIMEOUT,
-                    })
-                    .await;
+            let ok = if live == Liveness::Running {
+                let check = HealthCheck {
+                    instance_id: &inst.instance_id,
+                    handle: &inst.handle,
+                    address: &inst.address,
+                    http: &app.http,
+                    timeout: PING_TIMEOUT,
+                };
+                match app.provider.health(check).await {
+                    Health::Passed => Some(true),
+                    Health::Failed => Some(false),
+                    Health::Unknown(why) => {
+                        tracing::warn!(instance = %inst.instance_id, %why, "health check not made; no verdict this round");
+                        None
+                    }
+                }
+            } else {
+                Some(false)
+            };
             (inst.instance_id, live, ok)
         });
     }
@@ -241,6 +249,8 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
         let Some(idx) = rt.instances.iter().position(|i| i.instance_id == id) else {
             continue;
         };
+        // spillway could not ask: nothing is held against the instance.
+        let Some(ok) = ok else { continue };
         let inst = rt.instances[idx].clone();
         let endpoint = rt.record.name.clone();
         let failure = match (inst.state, &live, ok) {

@@ -58,6 +58,7 @@ impl Server {
         control: Router,
         listener: tokio::net::TcpListener,
         threads: usize,
+        max_connections: usize,
     ) -> std::io::Result<Self> {
         let (stop, _) = watch::channel(Stop::Running);
         let main = tokio::runtime::Handle::current();
@@ -79,7 +80,7 @@ impl Server {
             );
             targets.push((tx, open));
         }
-        let acceptor = tokio::spawn(accept(listener, targets, stop.subscribe()));
+        let acceptor = tokio::spawn(accept(listener, targets, stop.subscribe(), dp, max_connections.max(1)));
         Ok(Self {
             threads: handles,
             acceptor,
@@ -107,8 +108,26 @@ impl Server {
     }
 }
 
-/// Accepts connections and hands each to the I/O thread with the fewest open connections.
-async fn accept(listener: tokio::net::TcpListener, workers: Vec<Worker>, mut stop: watch::Receiver<Stop>) {
+/// Descriptors kept back from client connections for the control plane, the store, instance
+/// files and health checks (see [`connection_budget`]).
+pub const FD_RESERVE: u64 = 256;
+
+/// How many client connections may be open at once under an open-file limit of `fd_limit`:
+/// half of what remains after [`FD_RESERVE`], since each may hold a model connection too.
+pub fn connection_budget(fd_limit: u64) -> usize {
+    (fd_limit.saturating_sub(FD_RESERVE) / 2).clamp(1, usize::MAX as u64) as usize
+}
+
+/// Accepts connections and hands each to the I/O thread with the fewest open connections. A
+/// connection beyond `max` open ones is closed at once (shed), and counted.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    workers: Vec<Worker>,
+    mut stop: watch::Receiver<Stop>,
+    dp: Arc<DataPlane>,
+    max: usize,
+) {
+    let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         let stream = tokio::select! {
             r = listener.accept() => r,
@@ -123,6 +142,21 @@ async fn accept(listener: tokio::net::TcpListener, workers: Vec<Worker>, mut sto
                 continue;
             }
         };
+        let open: usize = workers.iter().map(|(_, n)| n.load(Ordering::Relaxed)).sum();
+        if open >= max {
+            drop(stream);
+            dp.metrics.prometheus.connections_shed.inc();
+            let now = dp.clock.instant();
+            if last_warning.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+                last_warning = Some(now);
+                tracing::warn!(
+                    open,
+                    max,
+                    "client connection limit reached: closing new connections ([router] max_client_connections)"
+                );
+            }
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let Ok(stream) = stream.into_std() else { continue };
         let Some((tx, open)) = workers.iter().min_by_key(|(_, open)| open.load(Ordering::Relaxed)) else {

@@ -238,10 +238,10 @@ impl LocalProvider {
                 LaunchError::Failed(format!("model {} has no PrimaryContainer.Image", req.model_name))
             })?;
         let argv = command_line(image)?;
-        let port = free_port().map_err(|e| LaunchError::Failed(format!("no free port: {e}")))?;
+        let port = free_port().map_err(|e| host_error(e, "no free port"))?;
         let log = |name: &str| {
             std::fs::File::create(dir.join(name))
-                .map_err(|e| LaunchError::Failed(format!("cannot create {name} in {}: {e}", dir.display())))
+                .map_err(|e| host_error(e, &format!("cannot create {name} in {}", dir.display())))
         };
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
@@ -269,7 +269,7 @@ impl LocalProvider {
             .kill_on_drop(false);
         let mut child = cmd
             .spawn()
-            .map_err(|e| LaunchError::Failed(format!("cannot start {:?}: {e}", argv[0])))?;
+            .map_err(|e| host_error(e, &format!("cannot start {:?}", argv[0])))?;
         let pid = child.id().unwrap_or(0);
         let state = self.state.clone();
         let id = req.instance_id.clone();
@@ -312,7 +312,22 @@ fn pid_of(handle: &Value) -> Option<i32> {
         .filter(|p| *p > 0)
 }
 
-/// Whether a pid is a live (non-zombie) process.
+/// A launch step that failed: when the host ran out of descriptors, memory or processes it is
+/// the host's doing, not the model's, and answered as insufficient capacity (the type rests and
+/// provisioning falls back; it never counts towards a crash loop, and it clears itself once the
+/// host recovers). Anything else fails the launch.
+fn host_error(e: std::io::Error, what: &str) -> LaunchError {
+    if super::is_exhaustion(&e) {
+        LaunchError::InsufficientCapacity(format!("this host cannot start an instance now ({what}: {e})"))
+    } else {
+        LaunchError::Failed(format!("{what}: {e}"))
+    }
+}
+
+/// Whether a pid is a live (non-zombie) process. Only proof of absence counts as death: when
+/// `/proc` cannot be read for another reason (spillway is out of file descriptors, say), the
+/// process is asked with signal 0, which needs no descriptor, and an error there that is not
+/// "no such process" still leaves it alive.
 fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
@@ -322,7 +337,11 @@ fn process_alive(pid: i32) -> bool {
                 .and_then(|(_, rest)| rest.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
-        Err(_) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(_) => !matches!(
+            nix::sys::signal::kill(Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        ),
     }
 }
 

@@ -125,19 +125,67 @@ pub struct HealthCheck<'a> {
     pub timeout: Duration,
 }
 
+/// The answer of one health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// The instance answered healthy.
+    Passed,
+    /// The instance did not answer healthy in time.
+    Failed,
+    /// spillway could not ask (it is out of file descriptors, sockets or memory itself): no
+    /// verdict about the instance, which must not be held against it.
+    Unknown(String),
+}
+
+/// Whether an error, or any error it was caused by, is the host running out of descriptors,
+/// buffers or memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, `EAGAIN`): spillway's trouble,
+/// never the instance's.
+pub fn host_exhausted(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && is_exhaustion(io)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Whether an IO error is the host running out of descriptors, buffers, memory or processes.
+pub fn is_exhaustion(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error().is_some_and(|code| {
+        [
+            Errno::EMFILE,
+            Errno::ENFILE,
+            Errno::ENOBUFS,
+            Errno::ENOMEM,
+            Errno::EAGAIN,
+        ]
+        .iter()
+        .any(|n| *n as i32 == code)
+    })
+}
+
 /// The container contract's health check: `GET http://{address}/ping` answers 2xx within
 /// `timeout`. What [`CapacityProvider::health`] does unless a provider knows better.
-pub async fn http_ping(http: &Client<HttpConnector, Body>, address: &str, timeout: Duration) -> bool {
+pub async fn http_ping(http: &Client<HttpConnector, Body>, address: &str, timeout: Duration) -> Health {
     let Ok(req) = hyper::Request::get(format!("http://{address}/ping")).body(Body::empty()) else {
-        return false;
+        return Health::Failed;
     };
     let fut = async {
-        let resp = http.request(req).await.ok()?;
+        let resp = match http.request(req).await {
+            Ok(resp) => resp,
+            Err(e) if host_exhausted(&e) => return Health::Unknown(format!("cannot connect: {e}")),
+            Err(_) => return Health::Failed,
+        };
         let ok = resp.status().is_success();
         let _ = resp.into_body().collect().await;
-        Some(ok)
+        if ok { Health::Passed } else { Health::Failed }
     };
-    matches!(tokio::time::timeout(timeout, fut).await, Ok(Some(true)))
+    tokio::time::timeout(timeout, fut).await.unwrap_or(Health::Failed)
 }
 
 /// A place instances run.
@@ -158,7 +206,7 @@ pub trait CapacityProvider: Send + Sync {
     /// Whether a running instance passes its health check. The default is the HTTP `/ping` of
     /// the container contract ([`http_ping`]), which the local and Slurm providers use; a
     /// provider whose instances are not reachable over HTTP (a simulation) answers itself.
-    fn health<'a>(&'a self, check: HealthCheck<'a>) -> BoxFuture<'a, bool> {
+    fn health<'a>(&'a self, check: HealthCheck<'a>) -> BoxFuture<'a, Health> {
         Box::pin(http_ping(check.http, check.address, check.timeout))
     }
 

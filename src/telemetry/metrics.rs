@@ -482,6 +482,8 @@ pub struct Prometheus {
     pub gpu_utilization: Family<UsageSeries, Gauge<f64, AtomicU64>>,
     /// GPU memory use per instance with GPUs, Σ percent over its GPUs.
     pub gpu_memory_utilization: Family<UsageSeries, Gauge<f64, AtomicU64>>,
+    /// Client connections closed on arrival because `[router] max_client_connections` were open.
+    pub connections_shed: Counter,
     /// Control-plane and admin requests by operation and answer.
     pub api_requests: Family<ApiSeries, Counter>,
     /// Control-plane and admin request latency by operation, seconds.
@@ -512,6 +514,7 @@ impl Default for Prometheus {
             memory_rss_bytes: Family::default(),
             gpu_utilization: Family::default(),
             gpu_memory_utilization: Family::default(),
+            connections_shed: Counter::default(),
             api_requests: Family::default(),
             api_latency: Family::new_with_constructor(overhead_histogram),
             registry: Registry::default(),
@@ -581,6 +584,11 @@ impl Default for Prometheus {
             "instance_gpu_memory_utilization_percent",
             "GPU memory use summed over the instance's GPUs (0-100 x GPUs)",
             p.gpu_memory_utilization.clone(),
+        );
+        registry.register(
+            "connections_shed",
+            "Client connections closed on arrival because [router] max_client_connections were open",
+            p.connections_shed.clone(),
         );
         registry.register(
             "api_requests",

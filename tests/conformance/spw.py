@@ -218,6 +218,13 @@ class Server:
         self.log_paths: list[pathlib.Path] = []
         self._clients: dict[tuple, Any] = {}
         self.starts = 0
+        # RLIMIT_NOFILE (soft and hard) the server runs under; None: this process's.
+        self.nofile: int | None = None
+
+    def _limits(self):
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -253,6 +260,7 @@ class Server:
                     cwd=str(self.workdir),
                     env=env,
                     start_new_session=True,
+                    preexec_fn=self._limits if self.nofile else None,
                 )
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:

@@ -79,3 +79,48 @@ def test_descendants_that_leave_the_process_group_are_stopped_too(start_server):
     spw.poll(lambda: not spw.model_processes(server.data_dir), timeout=20, what="every process of the instance gone")
     for pid in escaped:
         assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_flood_of_idle_connections_leaves_healthy_instances_alone(start_server):
+    """Issue 12, finding 2: at RLIMIT_NOFILE 512, 700 idle connections used to exhaust spillway's
+    descriptors; it then read /proc as "the model exited", killed a healthy instance and marked
+    the endpoint crash-looping. Now connections beyond the budget are shed at the door."""
+    import socket
+
+    server = start_server(start=False)
+    server.nofile = 512
+    server.start()
+    sm = server.sm
+    spw.create_model(sm, "steady")
+    spw.deploy(sm, "steady", [spw.single_variant("steady", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "steady")
+    (before,) = server.instances("steady")
+    events_before = len(server.events("steady"))
+
+    flood = []
+    try:
+        for _ in range(700):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            flood.append(s)
+        time.sleep(3)  # several health-check rounds while the flood holds
+        assert server.running(), "spillway survived the flood"
+    finally:
+        for s in flood:
+            s.close()
+
+    spw.poll(lambda: server.admin("GET", "health")[0] == 200, what="the control plane answers again")
+    (after,) = server.instances("steady")
+    assert after["instanceId"] == before["instanceId"], "the healthy instance was not replaced"
+    kinds = [e["kind"] for e in server.events("steady")[events_before:]]
+    for bad in ("InstanceExited", "InstanceUnhealthy", "HealthCheckFailed", "CrashLoop", "InstanceLost"):
+        assert bad not in kinds, f"{bad} during the flood: {kinds}"
+    _, _, metrics = server.http("GET", "/metrics")
+    shed = [l for l in metrics.decode().splitlines() if l.startswith("spillway_connections_shed_total")]
+    assert shed and float(shed[0].split()[-1]) > 0, shed
+
+    # New instances launch once the flood is over.
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="steady", DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 2}]
+    )
+    spw.wait_in_service(sm, "steady")
+    assert len(server.instances("steady")) == 2
