@@ -228,7 +228,18 @@ pub struct ProvisioningConfig {
     pub ice_backoff_max_ms: u64,
     /// SIGTERM → SIGKILL grace when stopping an instance (the container contract says 30 s).
     pub termination_grace_seconds: u64,
+    /// The most bytes a `ModelDataUrl` archive may unpack to (or a plain file may have).
+    pub model_data_max_bytes: u64,
+    /// The most entries a `ModelDataUrl` archive may hold.
+    pub model_data_max_entries: u64,
 }
+
+/// `[provisioning] model_data_max_bytes` by default: 256 GiB, room for a 70B-parameter model in
+/// 16-bit weights (about 140 GB) with its tokenizer and configuration.
+pub const DEFAULT_MODEL_DATA_MAX_BYTES: u64 = 256 << 30;
+
+/// `[provisioning] model_data_max_entries` by default.
+pub const DEFAULT_MODEL_DATA_MAX_ENTRIES: u64 = 100_000;
 
 impl Default for ProvisioningConfig {
     fn default() -> Self {
@@ -238,6 +249,8 @@ impl Default for ProvisioningConfig {
             ice_backoff_initial_ms: 5_000,
             ice_backoff_max_ms: 300_000,
             termination_grace_seconds: 30,
+            model_data_max_bytes: DEFAULT_MODEL_DATA_MAX_BYTES,
+            model_data_max_entries: DEFAULT_MODEL_DATA_MAX_ENTRIES,
         }
     }
 }

@@ -57,6 +57,8 @@ struct FakeState {
     dead: HashSet<String>,
     /// Types whose instances never pass the health check.
     sick: HashSet<String>,
+    /// Types whose launch never finishes (model data that never arrives).
+    hang: HashSet<String>,
     /// Seconds from launch until an instance answers its health check.
     boot_s: f64,
     log: Vec<Op>,
@@ -125,6 +127,15 @@ impl CapacityProvider for Fake {
         let t = self.clock.now();
         let ty = req.instance_type.name.clone();
         let mut s = self.st();
+        if s.hang.contains(&ty) {
+            s.log.push(Op {
+                t,
+                what: "hang",
+                ty,
+                id: req.instance_id.clone(),
+            });
+            return Box::pin(std::future::pending());
+        }
         let used = s.running.values().filter(|(t, _)| *t == ty).count() as u32;
         let free = s.slots.get(&ty).copied().unwrap_or(0) > used;
         s.log.push(Op {
@@ -649,6 +660,33 @@ async fn provisioning_deadline_fails_creation_naming_the_types() {
     // Every attempt was an ICE answer, none inside a back-off.
     assert!(s.fake.log().iter().all(|o| o.what == "ice"));
     assert_backoff_respected(&s.fake.log());
+}
+
+/// A launch that never finishes (model data from a stuck mount) cannot hold an endpoint in
+/// `Creating`: it is cut off at the provisioning deadline, and creation fails with a reason.
+#[tokio::test(start_paused = true)]
+async fn a_launch_that_never_finishes_fails_creation_at_the_deadline() {
+    let fake = Fake::new(&[(P1, 1)]);
+    fake.st().hang.insert(P1.to_string());
+    let s = start(fake, |_| {}).await;
+    s.deploy(
+        "stuck",
+        &[P1],
+        1,
+        json!({"VariantInstanceProvisionTimeoutInSeconds": 300}),
+        json!([]),
+    )
+    .await;
+    let d = s.wait_status("stuck", "Failed", 400.0).await;
+    let reason = d["FailureReason"].as_str().unwrap();
+    assert!(reason.contains("did not finish within 300 s"), "{reason}");
+    let failed_at = s.events_of("stuck", "EndpointFailed")[0].time - s.t0;
+    assert!((299.0..302.0).contains(&failed_at), "failed at {failed_at:.1}s");
+    let attempts = s.launch_attempts("stuck");
+    assert!(attempts.iter().any(|(_, _, r)| r == "Failed"), "{attempts:?}");
+    // DeleteEndpoint works once it failed.
+    s.ok("DeleteEndpoint", json!({"EndpointName": "stuck"})).await;
+    s.wait_until("deleted", 60.0, |s| s.instances().is_empty()).await;
 }
 
 /// ICE back-off doubles per consecutive answer up to the cap, and the first attempt after an

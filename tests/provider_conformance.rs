@@ -23,7 +23,7 @@ use spillway::core::catalog;
 use spillway::core::model::ContainerDefinition;
 use spillway::provider::local::{Host, LocalProvider};
 use spillway::provider::slurm::SlurmProvider;
-use spillway::provider::{CapacityProvider, LaunchError, LaunchRequest, Launched, TrackedInstance};
+use spillway::provider::{CapacityProvider, LaunchError, LaunchRequest, Launched, ModelDataLimits, TrackedInstance};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The instance types a provider under test offers.
@@ -51,6 +51,7 @@ fn request(id: &str, itype: &str, image: &str) -> LaunchRequest {
             image: Some(image.to_string()),
             ..ContainerDefinition::default()
         },
+        model_data: ModelDataLimits::default(),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::core::planner::{
     VariantOutcome,
 };
 use crate::dataplane::routes::{EndpointRoutes, RouteInstance, VariantRoutes};
-use crate::provider::{Health, HealthCheck, LaunchError, LaunchRequest, Launched, Liveness};
+use crate::provider::{Health, HealthCheck, LaunchError, LaunchRequest, Launched, Liveness, ModelDataLimits};
 use crate::store::Kind;
 
 /// How often a controller looks at its endpoint when nothing wakes it.
@@ -61,6 +61,8 @@ enum Next {
         pool: PoolSpec,
         request: Box<LaunchRequest>,
         replaces: Option<String>,
+        /// How long the launch may take: what is left of the operation's deadline.
+        budget: Duration,
     },
     Terminate(Vec<InstanceRecord>),
     Idle,
@@ -89,9 +91,17 @@ async fn pass(app: &Arc<App>, h: &EndpointHandle) -> bool {
                 pool,
                 request,
                 replaces,
+                budget,
             } => {
                 let instance_id = request.instance_id.clone();
-                let result = app.provider.launch(*request).await;
+                let result = tokio::time::timeout(budget, app.provider.launch(*request))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(LaunchError::Failed(format!(
+                            "the launch did not finish within {:.0} s, the variant's provisioning deadline",
+                            budget.as_secs_f64()
+                        )))
+                    });
                 let mut rt = h.state.lock().await;
                 let before = rt.record.clone();
                 let launch = Launch {
@@ -583,6 +593,8 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                         vm.unhealthy = Some(format!("instance type {} is not in the catalog", pool.instance_type));
                         continue;
                     };
+                    // A launch (model data included) never outlasts the operation's deadline.
+                    let budget = vm.provisioning.deadline.map_or(timeout, |d| d - t).max(1.0);
                     return Next::Launch {
                         deployment_id: dep.id.clone(),
                         variant: v.spec.name.clone(),
@@ -593,9 +605,15 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                             instance_type: spec,
                             model_name: pool.model_name.clone(),
                             container,
+                            model_data: ModelDataLimits {
+                                timeout: Duration::from_secs(v.spec.model_data_timeout_s.into()),
+                                max_bytes: app.cfg.provisioning.model_data_max_bytes,
+                                max_entries: app.cfg.provisioning.model_data_max_entries,
+                            },
                         }),
                         pool,
                         replaces,
+                        budget: Duration::from_secs_f64(budget),
                     };
                 }
                 Step::Terminate(ids) => {

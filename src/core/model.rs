@@ -269,6 +269,9 @@ pub struct VariantSpec {
     pub provision_timeout_s: u32,
     /// Health-check window in seconds.
     pub startup_health_timeout_s: u32,
+    /// How long an instance's model data may take to be ready (`ModelDataDownloadTimeoutInSeconds`).
+    #[serde(default = "defaults::model_data_timeout_s")]
+    pub model_data_timeout_s: u32,
     /// Routing strategy.
     pub routing: RoutingStrategy,
 }
@@ -279,4 +282,11 @@ pub mod defaults {
     pub const PROVISION_TIMEOUT_S: u32 = 3600;
     /// `ContainerStartupHealthCheckTimeoutInSeconds` when omitted (the container contract's 4 minutes).
     pub const STARTUP_HEALTH_TIMEOUT_S: u32 = 240;
+    /// `ModelDataDownloadTimeoutInSeconds` when omitted (its largest value).
+    pub const MODEL_DATA_TIMEOUT_S: u32 = 3600;
+
+    /// [`MODEL_DATA_TIMEOUT_S`], for records written before the member was kept.
+    pub fn model_data_timeout_s() -> u32 {
+        MODEL_DATA_TIMEOUT_S
+    }
 }

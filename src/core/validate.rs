@@ -273,9 +273,13 @@ fn variant(
             t as u32
         }
     };
-    if let Some(t) = v.model_data_download_timeout_in_seconds {
-        int_range(t, &format!("{at}.ModelDataDownloadTimeoutInSeconds"), 60, 3600)?;
-    }
+    let model_data_timeout_s = match v.model_data_download_timeout_in_seconds {
+        None => defaults::MODEL_DATA_TIMEOUT_S,
+        Some(t) => {
+            int_range(t, &format!("{at}.ModelDataDownloadTimeoutInSeconds"), 60, 3600)?;
+            t as u32
+        }
+    };
     let initial_weight = v.initial_variant_weight.unwrap_or(1.0);
     if !(initial_weight.is_finite() && initial_weight >= 0.0) {
         return Err(ValidationError::constraint(
@@ -296,6 +300,7 @@ fn variant(
         initial_weight,
         provision_timeout_s,
         startup_health_timeout_s,
+        model_data_timeout_s,
         routing,
     })
 }

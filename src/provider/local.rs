@@ -232,7 +232,8 @@ impl LocalProvider {
 
     async fn start(&self, req: &LaunchRequest, usage: &Usage) -> Result<Launched, LaunchError> {
         let dir = self.instance_dir(&req.instance_id);
-        let model_dir = super::prepare_model_dir(&dir, req.container.model_data_url.as_deref(), "local").await?;
+        let model_dir =
+            super::prepare_model_dir(&dir, req.container.model_data_url.as_deref(), "local", req.model_data).await?;
         let image =
             req.container.image.as_deref().ok_or_else(|| {
                 LaunchError::Failed(format!("model {} has no PrimaryContainer.Image", req.model_name))
@@ -457,6 +458,21 @@ async fn stop_instance(pid: Option<i32>, data_dir: &str, instance_id: &str, grac
     }
 }
 
+/// A reserved slot, given back on drop unless the launch kept it.
+struct Reservation<'a> {
+    provider: &'a LocalProvider,
+    instance_id: &'a str,
+    keep: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.provider.release(self.instance_id);
+        }
+    }
+}
+
 impl CapacityProvider for LocalProvider {
     fn kind(&self) -> &'static str {
         "local"
@@ -465,13 +481,16 @@ impl CapacityProvider for LocalProvider {
     fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>> {
         Box::pin(async move {
             let usage = self.reserve(&req.instance_id, req.instance_type)?;
-            match self.start(&req, &usage).await {
-                Ok(l) => Ok(l),
-                Err(e) => {
-                    self.release(&req.instance_id);
-                    Err(e)
-                }
-            }
+            // Released unless the launch succeeds, also when the launch is dropped half-way
+            // (the controller cuts a launch off at the provisioning deadline).
+            let mut reservation = Reservation {
+                provider: self,
+                instance_id: &req.instance_id,
+                keep: false,
+            };
+            let launched = self.start(&req, &usage).await?;
+            reservation.keep = true;
+            Ok(launched)
         })
     }
 

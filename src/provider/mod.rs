@@ -45,6 +45,29 @@ pub struct LaunchRequest {
     pub model_name: String,
     /// The model's container.
     pub container: ContainerDefinition,
+    /// Bounds on preparing its model data.
+    pub model_data: ModelDataLimits,
+}
+
+/// Bounds on preparing an instance's model data (`ModelDataUrl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelDataLimits {
+    /// How long it may take (`ModelDataDownloadTimeoutInSeconds`).
+    pub timeout: Duration,
+    /// The most bytes an archive may unpack to (`[provisioning] model_data_max_bytes`).
+    pub max_bytes: u64,
+    /// The most entries an archive may hold (`[provisioning] model_data_max_entries`).
+    pub max_entries: u64,
+}
+
+impl Default for ModelDataLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(crate::core::model::defaults::MODEL_DATA_TIMEOUT_S.into()),
+            max_bytes: crate::config::DEFAULT_MODEL_DATA_MAX_BYTES,
+            max_entries: crate::config::DEFAULT_MODEL_DATA_MAX_ENTRIES,
+        }
+    }
 }
 
 /// A started instance.
@@ -243,45 +266,188 @@ pub fn inherited_environment(pass_env: &[String]) -> Vec<(std::ffi::OsString, st
 }
 
 /// Creates an instance directory and makes `ModelDataUrl` available as a directory: a `file://`
-/// directory is used as it is, a `.tar.gz` is unpacked into `<dir>/model`, another file copied
-/// there. The hosts that run the model must see these paths.
+/// directory is used as it is, a `.tar.gz` is unpacked into `<dir>/model`, another regular file
+/// copied there. The hosts that run the model must see these paths.
+///
+/// Bounded: it fails after `limits.timeout` (a source that never delivers: a stuck network
+/// mount), an archive may unpack to at most `limits.max_bytes` in `limits.max_entries` entries
+/// (a gzip bomb), and a source that is neither a directory nor a regular file (a FIFO, a device)
+/// is refused before it is opened.
 pub(crate) async fn prepare_model_dir(
     dir: &Path,
     url: Option<&str>,
     provider: &'static str,
+    limits: ModelDataLimits,
 ) -> Result<PathBuf, LaunchError> {
-    let dir = dir.to_path_buf();
-    let url = url.map(str::to_string);
-    tokio::task::spawn_blocking(move || {
-        let io = |what: &str, e: std::io::Error| LaunchError::Failed(format!("{what}: {e}"));
-        std::fs::create_dir_all(&dir).map_err(|e| io("cannot create instance directory", e))?;
-        let Some(url) = url else {
-            let m = dir.join("model");
-            std::fs::create_dir_all(&m).map_err(|e| io("cannot create model directory", e))?;
-            return Ok(m);
-        };
-        let Some(path) = url.strip_prefix("file://") else {
-            return Err(LaunchError::Failed(format!(
-                "ModelDataUrl {url:?}: only file:// URLs are supported by the {provider} provider"
-            )));
-        };
-        let src = PathBuf::from(path);
-        if src.is_dir() {
-            return Ok(src);
-        }
+    let (dir, url2) = (dir.to_path_buf(), url.map(str::to_string));
+    let work = tokio::task::spawn_blocking(move || prepare_blocking(&dir, url2.as_deref(), provider, limits));
+    match tokio::time::timeout(limits.timeout, work).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(LaunchError::Failed(format!("model preparation panicked: {e}"))),
+        Err(_) => Err(LaunchError::Failed(format!(
+            "ModelDataUrl {}: the model data was not ready within {} s (ModelDataDownloadTimeoutInSeconds)",
+            url.unwrap_or(""),
+            limits.timeout.as_secs()
+        ))),
+    }
+}
+
+fn prepare_blocking(
+    dir: &Path,
+    url: Option<&str>,
+    provider: &'static str,
+    limits: ModelDataLimits,
+) -> Result<PathBuf, LaunchError> {
+    let io = |what: &str, e: std::io::Error| LaunchError::Failed(format!("{what}: {e}"));
+    std::fs::create_dir_all(dir).map_err(|e| io("cannot create instance directory", e))?;
+    let Some(url) = url else {
         let m = dir.join("model");
         std::fs::create_dir_all(&m).map_err(|e| io("cannot create model directory", e))?;
+        return Ok(m);
+    };
+    let Some(path) = url.strip_prefix("file://") else {
+        return Err(LaunchError::Failed(format!(
+            "ModelDataUrl {url:?}: only file:// URLs are supported by the {provider} provider"
+        )));
+    };
+    let src = PathBuf::from(path);
+    let meta = std::fs::metadata(&src).map_err(|e| io(&format!("ModelDataUrl {url}"), e))?;
+    if meta.is_dir() {
+        return Ok(src);
+    }
+    if !meta.is_file() {
+        return Err(LaunchError::Failed(format!(
+            "ModelDataUrl {url}: not a directory or a regular file (a FIFO, socket or device is never read)"
+        )));
+    }
+    let m = dir.join("model");
+    std::fs::create_dir_all(&m).map_err(|e| io("cannot create model directory", e))?;
+    if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
         let file = std::fs::File::open(&src).map_err(|e| io(&format!("ModelDataUrl {url}"), e))?;
-        if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
-            tar::Archive::new(flate2::read::GzDecoder::new(file))
-                .unpack(&m)
-                .map_err(|e| io(&format!("cannot unpack {url}"), e))?;
-        } else {
-            let name = src.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-            std::fs::copy(&src, m.join(name)).map_err(|e| io(&format!("cannot copy {url}"), e))?;
+        unpack_bounded(file, &m, limits).map_err(|e| LaunchError::Failed(format!("cannot unpack {url}: {e}")))?;
+    } else {
+        if meta.len() > limits.max_bytes {
+            return Err(LaunchError::Failed(format!(
+                "ModelDataUrl {url}: {} bytes, more than the limit of {} ([provisioning] model_data_max_bytes)",
+                meta.len(),
+                limits.max_bytes
+            )));
         }
-        Ok(m)
-    })
-    .await
-    .map_err(|e| LaunchError::Failed(format!("model preparation panicked: {e}")))?
+        let name = src.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        std::fs::copy(&src, m.join(name)).map_err(|e| io(&format!("cannot copy {url}"), e))?;
+    }
+    Ok(m)
+}
+
+/// Unpacks a `.tar.gz` into `into`, entry by entry, refusing it once it holds more than
+/// `limits.max_entries` entries or unpacks to more than `limits.max_bytes` (what the entries'
+/// headers declare is what is written, so the sum of their sizes bounds the output). Entries
+/// that would land outside `into` are refused by the tar crate.
+fn unpack_bounded(file: std::fs::File, into: &Path, limits: ModelDataLimits) -> std::io::Result<()> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        entries += 1;
+        if entries > limits.max_entries {
+            return Err(std::io::Error::other(format!(
+                "more than {} entries ([provisioning] model_data_max_entries)",
+                limits.max_entries
+            )));
+        }
+        bytes = bytes.saturating_add(entry.header().size()?);
+        if bytes > limits.max_bytes {
+            return Err(std::io::Error::other(format!(
+                "it unpacks to more than {} bytes ([provisioning] model_data_max_bytes)",
+                limits.max_bytes
+            )));
+        }
+        if !entry.unpack_in(into)? {
+            return Err(std::io::Error::other(format!(
+                "entry {:?} would land outside the model directory",
+                entry.path()?
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tarball(dir: &Path, files: &[(&str, usize)]) -> PathBuf {
+        let path = dir.join("m.tar.gz");
+        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        for (name, size) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(*size as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, std::io::repeat(0).take(*size as u64))
+                .unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap();
+        path
+    }
+
+    fn limits(max_bytes: u64, max_entries: u64) -> ModelDataLimits {
+        ModelDataLimits {
+            timeout: Duration::from_secs(60),
+            max_bytes,
+            max_entries,
+        }
+    }
+
+    use std::io::Read;
+
+    #[tokio::test]
+    async fn archives_are_unpacked_within_their_limits() {
+        let t = tempfile::tempdir().unwrap();
+        let src = tarball(t.path(), &[("a.bin", 1000), ("dir/b.bin", 2000)]);
+        let url = format!("file://{}", src.display());
+        let m = prepare_model_dir(&t.path().join("i1"), Some(&url), "local", limits(3000, 2))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::metadata(m.join("dir/b.bin")).unwrap().len(), 2000);
+        let err = |r: Result<PathBuf, LaunchError>| match r {
+            Err(LaunchError::Failed(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let big = err(prepare_model_dir(&t.path().join("i2"), Some(&url), "local", limits(2999, 2)).await);
+        assert!(big.contains("more than 2999 bytes"), "{big}");
+        let many = err(prepare_model_dir(&t.path().join("i3"), Some(&url), "local", limits(1 << 20, 1)).await);
+        assert!(many.contains("more than 1 entries"), "{many}");
+    }
+
+    #[tokio::test]
+    async fn a_gzip_bomb_stops_at_the_limit_without_writing_it_out() {
+        let t = tempfile::tempdir().unwrap();
+        // 64 MiB of zeros compress to a few dozen KiB.
+        let src = tarball(t.path(), &[("zeros", 64 << 20)]);
+        assert!(std::fs::metadata(&src).unwrap().len() < 1 << 20);
+        let url = format!("file://{}", src.display());
+        let r = prepare_model_dir(&t.path().join("i"), Some(&url), "local", limits(1 << 20, 10)).await;
+        assert!(
+            matches!(&r, Err(LaunchError::Failed(m)) if m.contains("model_data_max_bytes")),
+            "{r:?}"
+        );
+        let written = std::fs::read_dir(t.path().join("i/model")).unwrap().count();
+        assert_eq!(written, 0, "nothing of the bomb was written");
+    }
+
+    #[tokio::test]
+    async fn a_fifo_is_refused_without_being_opened() {
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("weights.tar.gz");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success(), "mkfifo");
+        let url = format!("file://{}", fifo.display());
+        let r = prepare_model_dir(&t.path().join("i"), Some(&url), "local", limits(1 << 20, 10)).await;
+        assert!(
+            matches!(&r, Err(LaunchError::Failed(m)) if m.contains("not a directory or a regular file")),
+            "{r:?}"
+        );
+    }
 }

@@ -522,7 +522,8 @@ impl Inner {
             })?;
         let argv = super::local::command_line(image)?;
         let dir = self.instance_dir(&req.instance_id);
-        let model_dir = super::prepare_model_dir(&dir, req.container.model_data_url.as_deref(), "Slurm").await?;
+        let model_dir =
+            super::prepare_model_dir(&dir, req.container.model_data_url.as_deref(), "Slurm", req.model_data).await?;
 
         let job_name = format!("{}{}", self.cfg.job_name_prefix, req.instance_id);
         let comment = job_comment(&req.instance_id, &self.data_dir);

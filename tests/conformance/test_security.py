@@ -124,3 +124,48 @@ def test_a_flood_of_idle_connections_leaves_healthy_instances_alone(start_server
     )
     spw.wait_in_service(sm, "steady")
     assert len(server.instances("steady")) == 2
+
+
+def _failure_reason(sm, endpoint):
+    def failed():
+        d = sm.describe_endpoint(EndpointName=endpoint)
+        return d if d["EndpointStatus"] == "Failed" else None
+
+    return spw.poll(failed, timeout=60, what=f"{endpoint} Failed")["FailureReason"]
+
+
+def test_model_data_that_never_arrives_or_explodes_fails_the_endpoint(start_server, tmp_path):
+    """Issue 12, finding 4: a FIFO as ModelDataUrl left an endpoint Creating forever (and
+    undeletable); a .tar.gz could unpack to any size. Both now fail the endpoint with a reason,
+    an event, and nothing left behind."""
+    import gzip
+    import io
+    import tarfile
+
+    server = start_server(provisioning={"model_data_max_bytes": 1 << 20, "deadline_override_seconds": 30})
+    sm = server.sm
+    fifo = tmp_path / "weights.tar.gz"
+    os.mkfifo(fifo)
+    bomb = tmp_path / "bomb.tar.gz"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = 64 << 20
+        tf.addfile(info, io.BytesIO(bytes(info.size)))
+    bomb.write_bytes(gzip.compress(raw.getvalue(), compresslevel=9))
+    assert bomb.stat().st_size < 1 << 20
+
+    for name, url, says in [
+        ("fifo", f"file://{fifo}", "not a directory or a regular file"),
+        ("bomb", f"file://{bomb}", "model_data_max_bytes"),
+    ]:
+        spw.create_model(sm, name, ModelDataUrl=url)
+        spw.deploy(sm, name, [spw.single_variant(name, "ml.m5.xlarge")])
+        reason = _failure_reason(sm, name)
+        assert says in reason, reason
+        attempts = [e for e in server.events(name) if e["kind"] == "LaunchAttempt"]
+        assert attempts and attempts[-1]["result"] == "Failed" and says in attempts[-1]["message"]
+        sm.delete_endpoint(EndpointName=name)
+    assert not spw.model_processes(server.data_dir)
+    unpacked = list((server.data_dir / "instances").glob("*/model/zeros.bin"))
+    assert not unpacked, "nothing of the bomb was written"
