@@ -56,6 +56,86 @@ pub struct Config {
     pub router: RouterConfig,
     /// The in-process metrics store.
     pub metrics: MetricsConfig,
+    /// Host names (besides `localhost` and IP addresses) this server answers for, e.g. the name
+    /// of a proxy in front of it. A request naming another host in `Host` is refused: a web
+    /// page that rebinds a name of its own to this address cannot reach it (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+}
+
+/// Which `Host` and `Origin` a request may carry (see `docs/security.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostPolicy {
+    /// `allowed_hosts`, lower-cased.
+    names: Vec<String>,
+}
+
+impl HostPolicy {
+    /// The policy of `allowed_hosts`.
+    pub fn new(allowed_hosts: &[String]) -> Self {
+        Self {
+            names: allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    /// Whether a `Host` value names this server: an IP address (a literal cannot be rebound),
+    /// `localhost`, or an allowed name, with or without a port. No `Host` at all (HTTP/1.0,
+    /// clients that are not browsers) is not a rebinding and passes.
+    pub fn allows_host(&self, host: Option<&[u8]>) -> bool {
+        let Some(host) = host else { return true };
+        let Ok(host) = std::str::from_utf8(host) else {
+            return false;
+        };
+        let name = host_name(host.trim());
+        if name.parse::<std::net::IpAddr>().is_ok() || name.eq_ignore_ascii_case("localhost") {
+            return true;
+        }
+        self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether a request with this `Origin` may change anything: no `Origin` (not a browser),
+    /// or a browser page of this very server (the `Origin`'s host and port are the request's
+    /// `Host`). Any other page is a cross-origin request and is refused.
+    pub fn allows_origin(&self, origin: Option<&[u8]>, host: Option<&[u8]>) -> bool {
+        let Some(origin) = origin else { return true };
+        let authority = origin
+            .strip_prefix(b"http://")
+            .or_else(|| origin.strip_prefix(b"https://"))
+            .unwrap_or(b"");
+        host.is_some_and(|h| !authority.is_empty() && authority.eq_ignore_ascii_case(h.trim_ascii()))
+    }
+}
+
+impl HostPolicy {
+    /// Refuses a request whose `Host` this server does not answer for, or, when it may change
+    /// something (any method but `GET` and `HEAD`, every invocation), one a web page of another
+    /// origin sent. The refusal says why; it is answered as `AccessDeniedException` (403).
+    pub fn check(&self, host: Option<&[u8]>, origin: Option<&[u8]>, mutation: bool) -> Result<(), String> {
+        if !self.allows_host(host) {
+            return Err(format!(
+                "Host {:?} is not a name this server answers for (an IP address, localhost, or a name in allowed_hosts)",
+                String::from_utf8_lossy(host.unwrap_or_default())
+            ));
+        }
+        if mutation && !self.allows_origin(origin, host) {
+            return Err(format!(
+                "Cross-origin request from {:?} refused: only this server's own pages may change it",
+                String::from_utf8_lossy(origin.unwrap_or_default())
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The host part of a `Host` value: without its port, and without the brackets of an IPv6
+/// literal.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
 }
 
 impl Default for Config {
@@ -71,6 +151,7 @@ impl Default for Config {
             autoscaling: AutoscalingConfig::default(),
             router: RouterConfig::default(),
             metrics: MetricsConfig::default(),
+            allowed_hosts: vec![],
         }
     }
 }
@@ -578,5 +659,45 @@ mod tests {
                 .to_string();
             assert!(e.contains("client_timeout_seconds"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn hosts_that_cannot_be_rebound_or_are_named_pass() {
+        let p = HostPolicy::new(&["Proxy.example".into()]);
+        for ok in [
+            "127.0.0.1:7474",
+            "127.0.0.1",
+            "10.1.2.3:80",
+            "[::1]:7474",
+            "localhost",
+            "LOCALHOST:7474",
+            "proxy.example",
+            "proxy.example:443",
+        ] {
+            assert!(p.allows_host(Some(ok.as_bytes())), "{ok}");
+        }
+        assert!(p.allows_host(None), "no Host is no browser");
+        for bad in [
+            "evil.example",
+            "evil.example:7474",
+            "localhost.evil.example",
+            "",
+            "evil:notaport",
+        ] {
+            assert!(!p.allows_host(Some(bad.as_bytes())), "{bad}");
+        }
+        assert!(!p.allows_host(Some(&[0xff, 0xfe])));
+    }
+
+    #[test]
+    fn only_the_servers_own_pages_are_same_origin() {
+        let p = HostPolicy::new(&[]);
+        let h = Some(&b"127.0.0.1:7474"[..]);
+        assert!(p.allows_origin(None, h));
+        assert!(p.allows_origin(Some(b"http://127.0.0.1:7474"), h));
+        assert!(!p.allows_origin(Some(b"http://127.0.0.1:3000"), h));
+        assert!(!p.allows_origin(Some(b"https://evil.example"), h));
+        assert!(!p.allows_origin(Some(b"null"), h));
+        assert!(!p.allows_origin(Some(b"http://127.0.0.1:7474"), None));
     }
 }

@@ -27,6 +27,9 @@ pub enum ErrorCode {
     InternalFailure,
     /// The admin API's "no such endpoint": `ValidationException` on the wire, with 404.
     AdminNotFound,
+    /// A request this server refuses to serve: a `Host` it does not answer for (DNS
+    /// rebinding), a browser's cross-origin request (403).
+    AccessDeniedException,
     /// A request body over the control plane's limit: `RequestEntityTooLargeException`, 413.
     RequestEntityTooLarge,
     /// A path no API serves: `UnknownOperationException`, 404.
@@ -61,6 +64,7 @@ impl ErrorCode {
         Self::UnknownOperationException,
         Self::InternalFailure,
         Self::AdminNotFound,
+        Self::AccessDeniedException,
         Self::RequestEntityTooLarge,
         Self::NoSuchPath,
         Self::MethodNotAllowed,
@@ -82,6 +86,7 @@ impl ErrorCode {
             Self::SerializationException => "SerializationException",
             Self::UnknownOperationException | Self::NoSuchPath | Self::MethodNotAllowed => "UnknownOperationException",
             Self::RequestEntityTooLarge => "RequestEntityTooLargeException",
+            Self::AccessDeniedException => "AccessDeniedException",
             Self::InternalFailure => "InternalFailure",
             Self::ObjectNotFoundException => "ObjectNotFoundException",
             Self::InvalidParameterValueException => "InvalidParameterValueException",
@@ -101,6 +106,7 @@ impl ErrorCode {
             Self::InternalFailure => StatusCode::INTERNAL_SERVER_ERROR,
             Self::AdminNotFound | Self::NoSuchPath => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::AccessDeniedException => StatusCode::FORBIDDEN,
             Self::RequestEntityTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ModelError => StatusCode::FAILED_DEPENDENCY,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -65,7 +65,28 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(no_such_path)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), same_origin))
         .with_state(app)
+}
+
+/// Refuses, before any handler, a request naming a host this server does not answer for (DNS
+/// rebinding) and a browser's cross-origin request that would change something.
+async fn same_origin(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let h = req.headers();
+    let mutation = !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let host = h.get(axum::http::header::HOST).map(HeaderValue::as_bytes);
+    let origin = h.get(axum::http::header::ORIGIN).map(HeaderValue::as_bytes);
+    match app.dataplane.hosts.check(host, origin, mutation) {
+        Ok(()) => next.run(req).await,
+        Err(why) => {
+            tracing::warn!(%why, "request refused");
+            ApiError::new(ErrorCode::AccessDeniedException, why).into_response()
+        }
+    }
 }
 
 /// The largest control-plane or admin request body (a SageMaker request is a few KiB).

@@ -12,7 +12,7 @@ use thiserror::Error;
 use tokio::sync::{Notify, watch};
 
 use crate::clock::Clock;
-use crate::config::{CapacitySource, Config};
+use crate::config::{CapacitySource, Config, HostPolicy};
 use crate::control::autoscaler::AutoscalerState;
 use crate::control::controller;
 use crate::core::capacity::{BackoffPolicy, IceMemory};
@@ -154,6 +154,7 @@ impl App {
             metrics: metrics.clone(),
             freed: Arc::new(Notify::new()),
             clock,
+            hosts: HostPolicy::new(&cfg.allowed_hosts),
         });
         let app = Arc::new(App {
             cfg,

@@ -28,6 +28,10 @@ pub struct RequestHeaders<V> {
     pub inference_id: Option<V>,
     /// `X-Amzn-SageMaker-Target-Variant` (see [`RequestHeaders::target_variant`]).
     pub target_variant: Option<V>,
+    /// `Host`, checked against the server's names (DNS rebinding).
+    pub host: Option<V>,
+    /// `Origin`: a browser page's; only the server's own may invoke.
+    pub origin: Option<V>,
     /// `Connection` holds `close`.
     pub close: bool,
     /// `Expect` or `Upgrade` is present (the fast path leaves such requests to hyper, which
@@ -56,6 +60,10 @@ impl<'h> RequestHeaders<&'h [u8]> {
                 first(&mut r.inference_id, value);
             } else if name.eq_ignore_ascii_case(b"x-amzn-sagemaker-target-variant") {
                 first(&mut r.target_variant, value);
+            } else if name.eq_ignore_ascii_case(b"host") {
+                first(&mut r.host, value);
+            } else if name.eq_ignore_ascii_case(b"origin") {
+                first(&mut r.origin, value);
             } else if name.eq_ignore_ascii_case(b"connection") {
                 r.close |= h1::has_close_token(value);
             } else if name.eq_ignore_ascii_case(b"expect") || name.eq_ignore_ascii_case(b"upgrade") {
@@ -113,6 +121,8 @@ impl<V> RequestHeaders<V> {
             custom_attributes: self.custom_attributes.as_ref().map(&mut f),
             inference_id: self.inference_id.as_ref().map(&mut f),
             target_variant: self.target_variant.as_ref().map(&mut f),
+            host: self.host.as_ref().map(&mut f),
+            origin: self.origin.as_ref().map(&mut f),
             close: self.close,
             expect_or_upgrade: self.expect_or_upgrade,
         }

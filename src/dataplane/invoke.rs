@@ -260,6 +260,11 @@ async fn send_request(
 #[allow(clippy::disallowed_methods)] // Latency metrics measure elapsed real time.
 pub async fn invoke_model(dp: &DataPlane, call: &Call<'_>, payload: &mut impl Payload) -> Result<Answer, ApiError> {
     let received = Instant::now();
+    // Before anything about an endpoint is told: a page of another origin, or one that
+    // rebound a name of its own to this address, learns nothing.
+    dp.hosts
+        .check(call.headers.host, call.headers.origin, true)
+        .map_err(|why| error(ErrorCode::AccessDeniedException, why))?;
     let name = call.op.endpoint_name();
     let Some(routes) = dp.routes.get(name) else {
         return Err(error(

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::config::RouterConfig;
+use crate::config::{HostPolicy, RouterConfig};
 use crate::telemetry::metrics::Metrics;
 
 /// What the data plane reads: its configuration, the routes the controllers publish, the
@@ -45,4 +45,6 @@ pub struct DataPlane {
     pub freed: Arc<Notify>,
     /// The server's clock (metric timestamps).
     pub clock: Clock,
+    /// Which `Host` and `Origin` requests may carry.
+    pub hosts: HostPolicy,
 }

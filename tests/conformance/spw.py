@@ -47,6 +47,8 @@ DEFAULT_CAPACITY = {
 DEFAULT_CONFIG: dict[str, Any] = {
     "region": REGION,
     "account_id": ACCOUNT,
+    # The host names the raw-socket tests put in `Host` (boto3 and urllib send 127.0.0.1).
+    "allowed_hosts": ["x", "y", "spillway"],
     "provisioning": {
         "deadline_override_seconds": 5,
         "ice_backoff_initial_ms": 200,

@@ -169,3 +169,63 @@ def test_model_data_that_never_arrives_or_explodes_fails_the_endpoint(start_serv
     assert not spw.model_processes(server.data_dir)
     unpacked = list((server.data_dir / "instances").glob("*/model/zeros.bin"))
     assert not unpacked, "nothing of the bomb was written"
+
+
+import json  # noqa: E402
+import pytest  # noqa: E402
+
+
+def _raw(server, method, path, headers, body=b""):
+    """One HTTP/1.1 request with exactly these headers; returns (status, parsed JSON or None)."""
+    import socket
+
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(head.encode() + body)
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    status = int(raw.split(b" ", 2)[1])
+    payload = raw.split(b"\r\n\r\n", 1)[1]
+    try:
+        return status, json.loads(payload)
+    except ValueError:
+        return status, None
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_dns_rebinding_and_cross_origin_requests_are_refused(start_server, fast_path):
+    """Issue 12: a web page in the operator's browser can reach a loopback server through a
+    name it rebinds to 127.0.0.1, or post to it cross-origin. Requests naming a host the
+    server does not answer for, and browser mutations from another origin, are refused."""
+    server = start_server(config={"router": {"fast_path": fast_path}, "allowed_hosts": ["proxy.example"]})
+    spw.create_model(server.sm, "m")
+    spw.deploy(server.sm, "e", [spw.single_variant("m", "ml.m5.xlarge")])
+    spw.wait_in_service(server.sm, "e")
+    me = f"127.0.0.1:{server.port}"
+    list_endpoints = {"X-Amz-Target": "SageMaker.ListEndpoints", "Content-Type": "application/x-amz-json-1.1"}
+    invoke = "/endpoints/e/invocations"
+
+    for host in (me, "localhost", f"proxy.example:{server.port}", "[::1]"):
+        assert _raw(server, "POST", "/", {"Host": host, **list_endpoints}, b"{}")[0] == 200, host
+        assert _raw(server, "POST", invoke, {"Host": host, "Content-Type": "text/plain"}, b"hi")[0] == 200, host
+    for host in ("evil.example", f"rebound.evil.example:{server.port}"):
+        status, body = _raw(server, "POST", "/", {"Host": host, **list_endpoints}, b"{}")
+        assert (status, body["__type"]) == (403, "AccessDeniedException"), host
+        status, body = _raw(server, "POST", invoke, {"Host": host, "Content-Type": "text/plain"}, b"hi")
+        assert (status, body["__type"]) == (403, "AccessDeniedException"), host
+        assert _raw(server, "GET", "/_spillway/capacity", {"Host": host})[0] == 403
+
+    evil = {"Host": me, "Origin": "http://evil.example"}
+    status, body = _raw(server, "POST", "/", {**evil, **list_endpoints}, b"{}")
+    assert (status, body["__type"]) == (403, "AccessDeniedException")
+    assert "Cross-origin" in body["message"]
+    status, body = _raw(server, "POST", invoke, {**evil, "Content-Type": "text/plain"}, b"hi")
+    assert (status, body["__type"]) == (403, "AccessDeniedException")
+    status, _ = _raw(server, "PUT", "/_spillway/capacity/ml.m5.xlarge", {**evil, "Content-Type": "application/json"}, b'{"slots": 9}')
+    assert status == 403
+    assert server.capacity()["ml.m5.xlarge"]["slots"] == 4, "the refused pin changed nothing"
+    assert _raw(server, "GET", "/_spillway/capacity", evil)[0] == 200, "reads are not mutations"
+    own = {"Host": me, "Origin": f"http://{me}"}
+    assert _raw(server, "POST", invoke, {**own, "Content-Type": "text/plain"}, b"hi")[0] == 200
