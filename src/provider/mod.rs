@@ -11,8 +11,11 @@ pub mod local;
 pub mod slurm;
 
 use std::future::Future;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -280,7 +283,11 @@ pub(crate) async fn prepare_model_dir(
     limits: ModelDataLimits,
 ) -> Result<PathBuf, LaunchError> {
     let (dir, url2) = (dir.to_path_buf(), url.map(str::to_string));
-    let work = tokio::task::spawn_blocking(move || prepare_blocking(&dir, url2.as_deref(), provider, limits));
+    // Set when this future ends, however it ends (a timeout here, or the controller dropping
+    // the launch at the provisioning deadline): the blocking work stops at its next read.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _stop = CancelOnDrop(cancel.clone());
+    let work = tokio::task::spawn_blocking(move || prepare_blocking(&dir, url2.as_deref(), provider, limits, &cancel));
     match tokio::time::timeout(limits.timeout, work).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => Err(LaunchError::Failed(format!("model preparation panicked: {e}"))),
@@ -292,11 +299,21 @@ pub(crate) async fn prepare_model_dir(
     }
 }
 
+/// Sets its flag when dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn prepare_blocking(
     dir: &Path,
     url: Option<&str>,
     provider: &'static str,
     limits: ModelDataLimits,
+    cancel: &AtomicBool,
 ) -> Result<PathBuf, LaunchError> {
     let io = |what: &str, e: std::io::Error| LaunchError::Failed(format!("{what}: {e}"));
     std::fs::create_dir_all(dir).map_err(|e| io("cannot create instance directory", e))?;
@@ -311,10 +328,20 @@ fn prepare_blocking(
         )));
     };
     let src = PathBuf::from(path);
-    let meta = std::fs::metadata(&src).map_err(|e| io(&format!("ModelDataUrl {url}"), e))?;
-    if meta.is_dir() {
+    if std::fs::metadata(&src)
+        .map_err(|e| io(&format!("ModelDataUrl {url}"), e))?
+        .is_dir()
+    {
         return Ok(src);
     }
+    // Opened without blocking (a FIFO swapped in after a check cannot hang the open), then
+    // judged by what was opened: only a regular file is read.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(&src)
+        .map_err(|e| io(&format!("ModelDataUrl {url}"), e))?;
+    let meta = file.metadata().map_err(|e| io(&format!("ModelDataUrl {url}"), e))?;
     if !meta.is_file() {
         return Err(LaunchError::Failed(format!(
             "ModelDataUrl {url}: not a directory or a regular file (a FIFO, socket or device is never read)"
@@ -322,30 +349,84 @@ fn prepare_blocking(
     }
     let m = dir.join("model");
     std::fs::create_dir_all(&m).map_err(|e| io("cannot create model directory", e))?;
-    if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
-        let file = std::fs::File::open(&src).map_err(|e| io(&format!("ModelDataUrl {url}"), e))?;
-        unpack_bounded(file, &m, limits).map_err(|e| LaunchError::Failed(format!("cannot unpack {url}: {e}")))?;
+    let bounded = Bounded {
+        inner: file,
+        left: u64::MAX,
+        cancel,
+    };
+    let result = if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
+        unpack_bounded(bounded, &m, limits).map_err(|e| LaunchError::Failed(format!("cannot unpack {url}: {e}")))
+    } else if meta.len() > limits.max_bytes {
+        Err(LaunchError::Failed(format!(
+            "ModelDataUrl {url}: {} bytes, more than the limit of {} ([provisioning] model_data_max_bytes)",
+            meta.len(),
+            limits.max_bytes
+        )))
     } else {
-        if meta.len() > limits.max_bytes {
-            return Err(LaunchError::Failed(format!(
-                "ModelDataUrl {url}: {} bytes, more than the limit of {} ([provisioning] model_data_max_bytes)",
-                meta.len(),
-                limits.max_bytes
-            )));
-        }
         let name = src.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        std::fs::copy(&src, m.join(name)).map_err(|e| io(&format!("cannot copy {url}"), e))?;
+        std::fs::File::create(m.join(name))
+            .and_then(|mut out| {
+                let mut bounded = Bounded {
+                    left: limits.max_bytes,
+                    ..bounded
+                };
+                std::io::copy(&mut bounded, &mut out)
+            })
+            .map(drop)
+            .map_err(|e| io(&format!("cannot copy {url}"), e))
+    };
+    if result.is_err() {
+        // Nothing half-written stays behind (a cut-off unpack can be large).
+        let _ = std::fs::remove_dir_all(&m);
     }
-    Ok(m)
+    result.map(|()| m)
 }
 
+/// A reader that stops when its caller has gone (`cancel`) and after `left` more bytes.
+struct Bounded<'a, R> {
+    inner: R,
+    left: u64,
+    cancel: &'a AtomicBool,
+}
+
+impl<R: std::io::Read> std::io::Read for Bounded<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("stopped: the launch was cut off"));
+        }
+        if self.left == 0 {
+            return Err(std::io::Error::other(
+                "more data than the limit ([provisioning] model_data_max_bytes)",
+            ));
+        }
+        let n = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let got = self.inner.read(&mut buf[..n])?;
+        self.left -= got as u64;
+        Ok(got)
+    }
+}
+
+/// Bytes of archive data allowed besides the entries' contents: headers, padding and extension
+/// records (long names, PAX), which the tar reader keeps in memory.
+const ARCHIVE_OVERHEAD: u64 = 1 << 20;
+
 /// Unpacks a `.tar.gz` into `into`, entry by entry, refusing it once it holds more than
-/// `limits.max_entries` entries or unpacks to more than `limits.max_bytes` (what the entries'
-/// headers declare is what is written, so the sum of their sizes bounds the output). Entries
-/// that would land outside `into` are refused by the tar crate.
-fn unpack_bounded(file: std::fs::File, into: &Path, limits: ModelDataLimits) -> std::io::Result<()> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+/// `limits.max_entries` entries or unpacks to more than `limits.max_bytes`. The decompressed
+/// stream itself is bounded too: between two entries at most [`ARCHIVE_OVERHEAD`] bytes of
+/// headers and extension records (so a long-name or PAX record cannot fill memory), and an
+/// entry's contents count with the larger of its header's and its PAX record's size.
+/// Directories are made writable while unpacking and get their own mode at the end, so a
+/// read-only directory can hold files. Entries that would land outside `into` are refused.
+fn unpack_bounded(file: Bounded<'_, std::fs::File>, into: &Path, limits: ModelDataLimits) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let budget = std::rc::Rc::new(std::cell::Cell::new(ARCHIVE_OVERHEAD));
+    let stream = Counted {
+        inner: flate2::read::GzDecoder::new(file),
+        budget: budget.clone(),
+    };
+    let mut archive = tar::Archive::new(stream);
     let (mut entries, mut bytes) = (0u64, 0u64);
+    let mut dirs = vec![];
     for entry in archive.entries()? {
         let mut entry = entry?;
         entries += 1;
@@ -355,21 +436,55 @@ fn unpack_bounded(file: std::fs::File, into: &Path, limits: ModelDataLimits) -> 
                 limits.max_entries
             )));
         }
-        bytes = bytes.saturating_add(entry.header().size()?);
+        let size = entry.size().max(entry.header().size()?);
+        bytes = bytes.saturating_add(size);
         if bytes > limits.max_bytes {
             return Err(std::io::Error::other(format!(
                 "it unpacks to more than {} bytes ([provisioning] model_data_max_bytes)",
                 limits.max_bytes
             )));
         }
+        // This entry's contents, then the next headers.
+        budget.set(size.saturating_add(ARCHIVE_OVERHEAD));
+        let dir_mode =
+            (entry.header().entry_type() == tar::EntryType::Directory).then(|| entry.header().mode().unwrap_or(0o755));
+        let path = into.join(entry.path()?);
         if !entry.unpack_in(into)? {
             return Err(std::io::Error::other(format!(
                 "entry {:?} would land outside the model directory",
                 entry.path()?
             )));
         }
+        if let Some(mode) = dir_mode {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode | 0o700))?;
+            dirs.push((path, mode));
+        }
+    }
+    for (path, mode) in dirs.into_iter().rev() {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     }
     Ok(())
+}
+
+/// The decompressed archive stream, allowed `budget` more bytes (reset per entry).
+struct Counted<R> {
+    inner: R,
+    budget: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.budget.get();
+        if left == 0 {
+            return Err(std::io::Error::other(
+                "an archive record is larger than its entry says (or a header record over 1 MiB)",
+            ));
+        }
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let got = self.inner.read(&mut buf[..n])?;
+        self.budget.set(left - got as u64);
+        Ok(got)
+    }
 }
 
 #[cfg(test)]
@@ -433,8 +548,87 @@ mod tests {
             matches!(&r, Err(LaunchError::Failed(m)) if m.contains("model_data_max_bytes")),
             "{r:?}"
         );
-        let written = std::fs::read_dir(t.path().join("i/model")).unwrap().count();
-        assert_eq!(written, 0, "nothing of the bomb was written");
+        assert!(!t.path().join("i/model").exists(), "nothing of the bomb stays behind");
+    }
+
+    #[tokio::test]
+    async fn a_pax_size_larger_than_the_header_counts() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("pax.tar.gz");
+        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        let size = 8u64 << 20;
+        b.append_pax_extensions([("size", size.to_string().as_bytes())])
+            .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_path("zeros").unwrap();
+        h.set_size(0); // the header says nothing; the PAX record says 8 MiB
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, std::io::repeat(0).take(size)).unwrap();
+        b.into_inner().unwrap().finish().unwrap();
+        let url = format!("file://{}", path.display());
+        let r = prepare_model_dir(&t.path().join("i"), Some(&url), "local", limits(1 << 20, 10)).await;
+        assert!(
+            matches!(&r, Err(LaunchError::Failed(m)) if m.contains("model_data_max_bytes")),
+            "{r:?}"
+        );
+        assert!(!t.path().join("i/model/zeros").exists(), "nothing of it was written");
+    }
+
+    #[tokio::test]
+    async fn a_long_name_record_cannot_fill_memory() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("long.tar.gz");
+        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        // A PAX record of 4 MiB, which the tar reader would hold in memory whole.
+        let huge = vec![b'a'; 4 << 20];
+        b.append_pax_extensions([("comment", huge.as_slice())]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_path("small").unwrap();
+        h.set_size(1);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        b.into_inner().unwrap().finish().unwrap();
+        let url = format!("file://{}", path.display());
+        let r = prepare_model_dir(&t.path().join("i"), Some(&url), "local", limits(1 << 30, 10)).await;
+        assert!(
+            matches!(&r, Err(LaunchError::Failed(m)) if m.contains("header record over 1 MiB")),
+            "{r:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_only_directory_can_hold_files() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("ro.tar.gz");
+        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        let mut d = tar::Header::new_gnu();
+        d.set_path("snapshot/").unwrap();
+        d.set_entry_type(tar::EntryType::Directory);
+        d.set_mode(0o555);
+        d.set_size(0);
+        d.set_cksum();
+        b.append(&d, std::io::empty()).unwrap();
+        let mut f = tar::Header::new_gnu();
+        f.set_path("snapshot/config.json").unwrap();
+        f.set_size(2);
+        f.set_mode(0o444);
+        f.set_cksum();
+        b.append(&f, &b"{}"[..]).unwrap();
+        b.into_inner().unwrap().finish().unwrap();
+        let url = format!("file://{}", path.display());
+        let m = prepare_model_dir(&t.path().join("i"), Some(&url), "local", limits(1 << 20, 10))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(m.join("snapshot/config.json")).unwrap(), b"{}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(m.join("snapshot")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o555, "the directory keeps its own mode");
+        // The test's temporary directory must be removable.
+        std::fs::set_permissions(m.join("snapshot"), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     #[tokio::test]
