@@ -65,15 +65,21 @@ pub struct Config {
 /// Which `Host` and `Origin` a request may carry (see `docs/security.md`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostPolicy {
-    /// `allowed_hosts`, lower-cased.
+    /// `allowed_hosts`, lower-cased, without ports or a trailing dot.
     names: Vec<String>,
+    /// `allowed_hosts` holds `*`: every host name passes (behind a proxy that checks them).
+    any: bool,
 }
 
 impl HostPolicy {
     /// The policy of `allowed_hosts`.
     pub fn new(allowed_hosts: &[String]) -> Self {
         Self {
-            names: allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            names: allowed_hosts
+                .iter()
+                .map(|h| host_name(h.trim()).trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            any: allowed_hosts.iter().any(|h| h.trim() == "*"),
         }
     }
 
@@ -85,8 +91,13 @@ impl HostPolicy {
         let Ok(host) = std::str::from_utf8(host) else {
             return false;
         };
-        let name = host_name(host.trim());
-        if name.parse::<std::net::IpAddr>().is_ok() || name.eq_ignore_ascii_case("localhost") {
+        let Some(name) = strict_host_name(host) else {
+            return false;
+        };
+        // `localhost` and its subdomains resolve to loopback in browsers themselves (RFC 6761).
+        let local = name.eq_ignore_ascii_case("localhost")
+            || name.len() > 10 && name[name.len() - 10..].eq_ignore_ascii_case(".localhost");
+        if self.any || local || name.parse::<std::net::IpAddr>().is_ok() {
             return true;
         }
         self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
@@ -126,7 +137,37 @@ impl HostPolicy {
     }
 }
 
-/// The host part of a `Host` value: without its port, and without the brackets of an IPv6
+/// The host of a `Host` value (RFC 9110: `host [ ":" port ]`), without its port, a trailing
+/// dot or the brackets of an IPv6 literal; `None` for anything else (junk after `]`, a port
+/// that is not digits, characters no host name has).
+fn strict_host_name(host: &str) -> Option<&str> {
+    let host = host.trim_matches([' ', '\t']);
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        ip.parse::<std::net::Ipv6Addr>().ok()?;
+        (ip, port)
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'));
+    valid.then_some(name)
+}
+
+/// The host part of a configured name: without its port, and without the brackets of an IPv6
 /// literal.
 fn host_name(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
@@ -677,6 +718,26 @@ mod tests {
             assert!(p.allows_host(Some(ok.as_bytes())), "{ok}");
         }
         assert!(p.allows_host(None), "no Host is no browser");
+        for ok in ["localhost.", "proxy.example.:80", "app.localhost:3000", "[::1]"] {
+            assert!(p.allows_host(Some(ok.as_bytes())), "{ok}");
+        }
+        for bad in [
+            "[::1]junk",
+            "[::1]:",
+            "127.0.0.1:80x",
+            "a b",
+            "evil.example.",
+            "x.localhost.evil.example",
+        ] {
+            assert!(!p.allows_host(Some(bad.as_bytes())), "{bad}");
+        }
+        let ported = HostPolicy::new(&["proxy.internal:443".into()]);
+        assert!(
+            ported.allows_host(Some(b"proxy.internal:443")),
+            "a configured port is ignored, not fatal"
+        );
+        let any = HostPolicy::new(&["*".into()]);
+        assert!(any.allows_host(Some(b"whatever.example")));
         for bad in [
             "evil.example",
             "evil.example:7474",

@@ -313,6 +313,16 @@ async fn create_model(app: &Arc<App>, input: CreateModelInput) -> Result<Value, 
             .into());
         }
         for (k, v) in env {
+            let key_ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !key_ok {
+                return Err(ValidationError::constraint(
+                    k.escape_debug(),
+                    "PrimaryContainer.Environment",
+                    "Map keys must satisfy regular expression pattern: [a-zA-Z_][a-zA-Z0-9_]*",
+                )
+                .into());
+            }
             if k.is_empty() || k.len() > 1024 || v.len() > 1024 {
                 return Err(ApiError::validation(format!(
                     "PrimaryContainer.Environment: key {k:?} or its value breaks the 1..1024 length limit"

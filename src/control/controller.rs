@@ -259,8 +259,11 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
         let Some(idx) = rt.instances.iter().position(|i| i.instance_id == id) else {
             continue;
         };
-        // spillway could not ask: nothing is held against the instance.
-        let Some(ok) = ok else { continue };
+        // spillway could not ask: nothing is held against a serving instance, and a launching
+        // one has not passed yet (its startup window still runs out).
+        let Some(ok) = ok.or((rt.instances[idx].state == InstancePhase::Launching).then_some(false)) else {
+            continue;
+        };
         let inst = rt.instances[idx].clone();
         let endpoint = rt.record.name.clone();
         let failure = match (inst.state, &live, ok) {

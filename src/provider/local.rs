@@ -540,10 +540,12 @@ impl CapacityProvider for LocalProvider {
                     report.alive.push(t.instance_id.clone());
                 }
             }
-            // Anything else carrying our data dir is a process we started but do not track.
+            // Anything else carrying our data dir is a process we started but do not track:
+            // every one of them goes, group leader or not (a child that left its group).
             let Ok(entries) = std::fs::read_dir("/proc") else {
                 return report;
             };
+            let mut untracked: BTreeMap<String, Vec<i32>> = BTreeMap::new();
             for entry in entries.flatten() {
                 let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                     continue;
@@ -556,15 +558,18 @@ impl CapacityProvider for LocalProvider {
                     continue;
                 }
                 let id = env.get("SPILLWAY_INSTANCE_ID").cloned().unwrap_or_default();
-                if report.alive.contains(&id) {
-                    continue;
+                if !report.alive.contains(&id) {
+                    untracked.entry(id).or_default().push(pid);
                 }
-                // Only group leaders: killing the group takes the rest along.
-                if nix::unistd::getpgid(Some(Pid::from_raw(pid))).ok() != Some(Pid::from_raw(pid)) {
-                    continue;
-                }
-                stop_group(pid, Duration::from_secs(2)).await;
-                report.stopped_untracked.push(format!("pid {pid} (instance {id})"));
+            }
+            for (id, pids) in untracked {
+                // The group leader first (its whole group goes), then whatever of the instance is left.
+                let leader = pids
+                    .iter()
+                    .copied()
+                    .find(|p| nix::unistd::getpgid(Some(Pid::from_raw(*p))).ok() == Some(Pid::from_raw(*p)));
+                stop_instance(leader, &ours, &id, Duration::from_secs(2)).await;
+                report.stopped_untracked.push(format!("pids {pids:?} (instance {id})"));
             }
             report
         })

@@ -182,3 +182,17 @@ def test_custom_attributes_over_1024_characters_are_refused_on_both_paths(start_
     err = ei.value.response["Error"]
     assert err["Code"] == "ValidationError" and "customAttributes" in err["Message"]
     assert ei.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    # Not ASCII (boto3 cannot send it; a raw client can): refused the same way.
+    import socket
+
+    head = (
+        b"POST /endpoints/attrs/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+        b"X-Amzn-SageMaker-Custom-Attributes: caf\xc3\xa9\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(head)
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:200]
+    assert b"ValidationError" in raw and b"ASCII" in raw

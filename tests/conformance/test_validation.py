@@ -456,3 +456,15 @@ def test_tags_with_the_characters_aws_allows_are_accepted(vs):
     tags = [{"Key": "team name/é_1.2:x=y+z-w@q", "Value": "Ünïcode ok 42"}]
     vs.sm.add_tags(ResourceArn=arn, Tags=tags)
     assert tags[0] in vs.sm.list_tags(ResourceArn=arn)["Tags"]
+
+
+@pytest.mark.parametrize("key", ["X,HF_TOKEN", "1ABC", "A-B", "A B", ""])
+def test_environment_keys_follow_the_aws_pattern(vs, key):
+    """A key is a shell variable name ([a-zA-Z_][a-zA-Z0-9_]*): nothing a model server or
+    SPILLWAY_MODEL_ENV_KEYS could misread."""
+    code, msg, _ = call(
+        vs, "CreateModel", {"ModelName": "envkey", "PrimaryContainer": {"Image": "builtin:echo", "Environment": {key: "v"}}}, raw=True
+    )
+    assert code == "ValidationException" and "PrimaryContainer.Environment" in msg, msg
+    with pytest.raises(ClientError):
+        vs.sm.describe_model(ModelName="envkey")
