@@ -491,10 +491,21 @@ impl<R: std::io::Read> std::io::Read for Counted<R> {
 mod tests {
     use super::*;
 
+    type Archive = tar::Builder<flate2::write::GzEncoder<std::fs::File>>;
+
+    /// A `.tar.gz` being written at `path`.
+    fn archive(path: &Path) -> Archive {
+        let gz = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+        tar::Builder::new(gz)
+    }
+
+    fn finish(b: Archive) {
+        b.into_inner().unwrap().finish().unwrap();
+    }
+
     fn tarball(dir: &Path, files: &[(&str, usize)]) -> PathBuf {
         let path = dir.join("m.tar.gz");
-        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
-        let mut b = tar::Builder::new(gz);
+        let mut b = archive(&path);
         for (name, size) in files {
             let mut h = tar::Header::new_gnu();
             h.set_size(*size as u64);
@@ -503,7 +514,7 @@ mod tests {
             b.append_data(&mut h, name, std::io::repeat(0).take(*size as u64))
                 .unwrap();
         }
-        b.into_inner().unwrap().finish().unwrap();
+        finish(b);
         path
     }
 
@@ -555,8 +566,7 @@ mod tests {
     async fn a_pax_size_larger_than_the_header_counts() {
         let t = tempfile::tempdir().unwrap();
         let path = t.path().join("pax.tar.gz");
-        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
-        let mut b = tar::Builder::new(gz);
+        let mut b = archive(&path);
         let size = 8u64 << 20;
         b.append_pax_extensions([("size", size.to_string().as_bytes())])
             .unwrap();
@@ -566,7 +576,7 @@ mod tests {
         h.set_mode(0o644);
         h.set_cksum();
         b.append(&h, std::io::repeat(0).take(size)).unwrap();
-        b.into_inner().unwrap().finish().unwrap();
+        finish(b);
         let url = format!("file://{}", path.display());
         let r = prepare_model_dir(&t.path().join("i"), Some(&url), "local", limits(1 << 20, 10)).await;
         assert!(
@@ -580,8 +590,7 @@ mod tests {
     async fn a_long_name_record_cannot_fill_memory() {
         let t = tempfile::tempdir().unwrap();
         let path = t.path().join("long.tar.gz");
-        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
-        let mut b = tar::Builder::new(gz);
+        let mut b = archive(&path);
         // A PAX record of 4 MiB, which the tar reader would hold in memory whole.
         let huge = vec![b'a'; 4 << 20];
         b.append_pax_extensions([("comment", huge.as_slice())]).unwrap();
@@ -590,7 +599,7 @@ mod tests {
         h.set_size(1);
         h.set_cksum();
         b.append(&h, &b"x"[..]).unwrap();
-        b.into_inner().unwrap().finish().unwrap();
+        finish(b);
         let url = format!("file://{}", path.display());
         let r = prepare_model_dir(&t.path().join("i"), Some(&url), "local", limits(1 << 30, 10)).await;
         assert!(
@@ -603,8 +612,7 @@ mod tests {
     async fn a_read_only_directory_can_hold_files() {
         let t = tempfile::tempdir().unwrap();
         let path = t.path().join("ro.tar.gz");
-        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
-        let mut b = tar::Builder::new(gz);
+        let mut b = archive(&path);
         let mut d = tar::Header::new_gnu();
         d.set_path("snapshot/").unwrap();
         d.set_entry_type(tar::EntryType::Directory);
@@ -618,7 +626,7 @@ mod tests {
         f.set_mode(0o444);
         f.set_cksum();
         b.append(&f, &b"{}"[..]).unwrap();
-        b.into_inner().unwrap().finish().unwrap();
+        finish(b);
         let url = format!("file://{}", path.display());
         let m = prepare_model_dir(&t.path().join("i"), Some(&url), "local", limits(1 << 20, 10))
             .await
