@@ -5,7 +5,7 @@
 //!
 //! `control` changes the desired state under the endpoint lock, persists it before answering,
 //! and wakes the endpoint's controller; it never launches or stops instances itself. Status
-//! moves only through the core's lifecycle methods (`EndpointRecord::begin`, ...).
+//! moves only through the core's lifecycle methods (`EndpointRecord::begin_deploy`, ...).
 
 pub mod app;
 pub mod autoscaler;
@@ -723,7 +723,17 @@ async fn resolve_arn(app: &App, arn: &str) -> Result<(), ControlError> {
         "endpoint-config" => documents::<EndpointConfig>(app)?
             .iter()
             .any(|c| c.endpoint_config_arn == arn),
-        "endpoint" => !name.is_empty() && endpoints(app).await.iter().any(|r| r.arn == arn),
+        "endpoint" => {
+            let mut found = false;
+            for h in app.all_endpoints() {
+                let rt = h.state.lock().await;
+                if !rt.deleted && rt.record.arn == arn {
+                    found = true;
+                    break;
+                }
+            }
+            found && !name.is_empty()
+        }
         _ => false,
     };
     if exists { Ok(()) } else { Err(unknown().into()) }
