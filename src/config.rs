@@ -142,28 +142,24 @@ impl HostPolicy {
 /// that is not digits, characters no host name has).
 fn strict_host_name(host: &str) -> Option<&str> {
     let host = host.trim_matches([' ', '\t']);
-    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = host.strip_prefix('[') {
         let (ip, after) = rest.split_once(']')?;
-        let port = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':')?),
-        };
-        ip.parse::<std::net::Ipv6Addr>().ok()?;
-        (ip, port)
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) => (name, Some(port)),
-            None => (host, None),
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(digits)) {
+            return None;
         }
-    };
-    if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
-        return None;
+        return ip.parse::<std::net::Ipv6Addr>().is_ok().then_some(ip);
     }
+    let name = match host.split_once(':') {
+        Some((name, port)) if digits(port) => name,
+        Some(_) => return None,
+        None => host,
+    };
     let name = name.strip_suffix('.').unwrap_or(name);
     let valid = !name.is_empty()
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
     valid.then_some(name)
 }
 
@@ -760,5 +756,25 @@ mod tests {
         assert!(!p.allows_origin(Some(b"https://evil.example"), h));
         assert!(!p.allows_origin(Some(b"null"), h));
         assert!(!p.allows_origin(Some(b"http://127.0.0.1:7474"), None));
+    }
+
+    proptest::proptest! {
+        /// A `Host` the policy reads a name from is one `http`'s URI authority parser reads the
+        /// same host from (differential: hyper parses authorities with it), and one it refuses
+        /// is never taken for an allowed name.
+        #[test]
+        fn host_names_are_read_as_the_http_crate_reads_them(host in "[a-zA-Z0-9.:\\[\\]_@% -]{0,24}") {
+            if let Some(name) = strict_host_name(&host) {
+                let authority: axum::http::uri::Authority = host.trim().parse().map_err(|e| {
+                    proptest::test_runner::TestCaseError::fail(format!("{host:?}: http refuses it ({e}) but we read {name:?}"))
+                })?;
+                let theirs = authority.host().trim_start_matches('[').trim_end_matches(']');
+                let theirs = theirs.strip_suffix('.').unwrap_or(theirs);
+                proptest::prop_assert_eq!(theirs, name);
+            } else {
+                let p = HostPolicy::new(&["proxy.example".into()]);
+                proptest::prop_assert!(!p.allows_host(Some(host.as_bytes())), "{:?} refused by the parser but allowed", host);
+            }
+        }
     }
 }
