@@ -153,6 +153,7 @@ Try it yourself (any credentials work):
   aws --endpoint-url {url} sagemaker describe-endpoint --endpoint-name {ENDPOINT}
   curl -s {url}/_spillway/endpoints/{ENDPOINT}/events
   curl -s -X PUT {url}/_spillway/capacity/ml.g6e.2xlarge -d '{{"slots": 2}}'    # give the preferred type capacity back
+  aws --endpoint-url {url} sagemaker create-model --model-name llm-model --primary-container Image=builtin:echo
   aws --endpoint-url {url} sagemaker create-endpoint-config --endpoint-config-name llm-prod-v2 --production-variants file://examples/variant-with-instance-pools.json
 
 Press Ctrl-C to stop the server (it stops every model process it started).
