@@ -4,6 +4,8 @@
 //! See `ARCHITECTURE.md` for the code map and invariants.
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod builtin;
 pub mod clock;
 pub mod config;

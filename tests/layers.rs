@@ -128,12 +128,20 @@ fn top_level_modules_form_no_cycle() {
 /// ARCHITECTURE.md's layer table: what each top-level module may refer to.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("demo", &["api", "control", "config"]),
-    ("api", &["control", "error", "core", "telemetry", "builtin"]),
+    (
+        "api",
+        &["control", "error", "core", "telemetry", "builtin", "auth", "audit"],
+    ),
     (
         "control",
-        &["dataplane", "provider", "store", "core", "telemetry", "config", "clock"],
+        &["dataplane", "provider", "store", "core", "telemetry", "config", "clock", "auth"],
     ),
-    ("dataplane", &["error", "telemetry", "config", "core", "clock"]),
+    (
+        "dataplane",
+        &["error", "telemetry", "config", "core", "clock", "auth", "audit"],
+    ),
+    ("auth", &["core", "error", "config", "clock"]),
+    ("audit", &["core", "error", "config", "clock"]),
     ("provider", &["telemetry", "config", "core"]),
     ("error", &["store", "core"]),
     ("store", &["core"]),

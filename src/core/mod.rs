@@ -11,5 +11,6 @@ pub mod endpoint;
 pub mod iam;
 pub mod model;
 pub mod planner;
+pub mod policy;
 pub mod scaling;
 pub mod validate;

@@ -1,0 +1,1 @@
+//! The audit trail: every call recorded durably, as CloudTrail records, chained by hash.

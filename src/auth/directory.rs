@@ -1,0 +1,1 @@
+//! The identities access keys resolve to: users, their groups, their policies.
