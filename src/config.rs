@@ -60,6 +60,70 @@ pub struct Config {
     /// of a proxy in front of it. A request naming another host in `Host` is refused: a web
     /// page that rebinds a name of its own to this address cannot reach it (DNS rebinding).
     pub allowed_hosts: Vec<String>,
+    /// Who may call: request authentication.
+    pub auth: AuthConfig,
+    /// What models may run.
+    pub models: ModelsConfig,
+}
+
+/// `[auth]`: how requests are authenticated (see `docs/security.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `"sigv4"` (the default): every request carries an AWS Signature Version 4 by a key of
+    /// this server's IAM, and is allowed by its policies. `"none"`: no authentication, every
+    /// caller is the administrator; only on a loopback listener, and logged as a warning.
+    pub mode: AuthMode,
+    /// Actions anyone may call without signing, e.g. `"spillway:GetMetrics"` for a Prometheus
+    /// scraper. Default: `["spillway:GetHealth"]` (liveness probes; it tells nothing).
+    pub anonymous_actions: Vec<String>,
+}
+
+/// `[auth] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// AWS Signature Version 4 and IAM policies.
+    Sigv4,
+    /// No authentication (loopback only).
+    None,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Sigv4,
+            anonymous_actions: vec!["spillway:GetHealth".into()],
+        }
+    }
+}
+
+/// `[models]`: what a model's `Image` may be. An `Image` is a command line run on this host,
+/// so `CreateModel` is checked against this list before any policy matters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Globs (`*` any run of characters, `?` one character) over the whole `Image` command
+    /// line. Default `["builtin:*"]`: only the model servers built into spillway.
+    pub allowed_images: Vec<String>,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_images: vec!["builtin:*".into()],
+        }
+    }
+}
+
+impl ModelsConfig {
+    /// The first glob of `allowed_images` that `image` matches.
+    pub fn allowing(&self, image: &str) -> Option<&str> {
+        self.allowed_images
+            .iter()
+            .find(|g| crate::core::iam::glob_match(g.as_bytes(), image.as_bytes()))
+            .map(String::as_str)
+    }
 }
 
 /// Which `Host` and `Origin` a request may carry (see `docs/security.md`).
@@ -189,6 +253,8 @@ impl Default for Config {
             router: RouterConfig::default(),
             metrics: MetricsConfig::default(),
             allowed_hosts: vec![],
+            auth: AuthConfig::default(),
+            models: ModelsConfig::default(),
         }
     }
 }

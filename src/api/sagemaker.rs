@@ -294,6 +294,15 @@ async fn create_model(app: &Arc<App>, input: CreateModelInput) -> Result<Value, 
                 "PrimaryContainer.Image {image:?} is not a valid command line (unbalanced quotes)"
             )));
         }
+        // An Image is a command line run on this host: only what the operator allows, before
+        // any policy can matter.
+        Some(image) if app.cfg.models.allowing(image).is_none() => {
+            return Err(ApiError::validation(format!(
+                "PrimaryContainer.Image {image:?} is not allowed on this server: it matches none of [models] allowed_images {:?} \
+                 (an Image is a command line run on the host; the operator lists what may run)",
+                app.cfg.models.allowed_images
+            )));
+        }
         Some(_) => {}
     }
     if let Some(url) = &container.model_data_url

@@ -65,6 +65,35 @@ impl Arns {
     }
 }
 
+/// Whether `text` matches `pattern`, where `*` matches any run of bytes (also none) and `?`
+/// exactly one: IAM's wildcards, also used for `[models] allowed_images`. Linear in the
+/// lengths (the classic two-pointer walk with one back-track point), so no input can make it slow.
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
 /// What every typed operation tells about itself.
 pub trait Operation {
     /// The operation's name on the wire (`CreateEndpoint`).
@@ -73,4 +102,38 @@ pub trait Operation {
     fn action(&self) -> Action;
     /// The resource the operation acts on.
     fn resource(&self, arns: &Arns) -> Resource;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+    use proptest::prelude::*;
+
+    /// The obvious exponential definition, for comparison.
+    fn reference(p: &[u8], t: &[u8]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'*', rest)) => (0..=t.len()).any(|i| reference(rest, &t[i..])),
+            Some((&c, rest)) => t
+                .split_first()
+                .is_some_and(|(&d, tr)| (c == b'?' || c == d) && reference(rest, tr)),
+        }
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(glob_match(b"builtin:*", b"builtin:echo"));
+        assert!(glob_match(b"*", b""));
+        assert!(glob_match(b"a?c", b"abc"));
+        assert!(!glob_match(b"a?c", b"ac"));
+        assert!(!glob_match(b"builtin:*", b"python3 builtin:x"));
+        assert!(glob_match(b"python3 /opt/models/*.py *", b"python3 /opt/models/a.py --port 1"));
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_the_reference(p in "[ab*?]{0,8}", t in "[ab]{0,10}") {
+            prop_assert_eq!(glob_match(p.as_bytes(), t.as_bytes()), reference(p.as_bytes(), t.as_bytes()));
+        }
+    }
 }

@@ -13,4 +13,5 @@ pub mod model;
 pub mod planner;
 pub mod policy;
 pub mod scaling;
+pub mod time;
 pub mod validate;
