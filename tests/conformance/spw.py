@@ -49,6 +49,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "account_id": ACCOUNT,
     # The host names the raw-socket tests put in `Host` (boto3 and urllib send 127.0.0.1).
     "allowed_hosts": ["x", "y", "spillway"],
+    # Tests run model commands of their own (python scripts, sleep); the default allows only
+    # builtin:* (test_auth.py checks that default).
+    "models": {"allowed_images": ["*"]},
     "provisioning": {
         "deadline_override_seconds": 5,
         "ice_backoff_initial_ms": 200,
@@ -220,6 +223,8 @@ class Server:
         self.log_paths: list[pathlib.Path] = []
         self._clients: dict[tuple, Any] = {}
         self.starts = 0
+        # The administrator key spillway wrote on its first start (None: [auth] mode = "none").
+        self.credentials: tuple[str, str] | None = None
         # RLIMIT_NOFILE (soft and hard) the server runs under; None: this process's.
         self.nofile: int | None = None
 
@@ -272,6 +277,7 @@ class Server:
                     with urllib.request.urlopen(self.url + "/_spillway/health", timeout=2) as r:
                         if r.status == 200:
                             self._clients.clear()
+                            self.credentials = read_credentials(self.data_dir / "credentials")
                             return self
                 except (urllib.error.URLError, ConnectionError, OSError):
                     pass
@@ -325,15 +331,17 @@ class Server:
         return self.start()
 
     # -- clients ------------------------------------------------------------------------------
-    def client(self, service: str, retries: int = 1, read_timeout: float = 60):
-        key = (service, retries, read_timeout, self.port)
+    def client(self, service: str, retries: int = 1, read_timeout: float = 60, keys: tuple[str, str] | None = None):
+        """A boto3 client signing with `keys` (default: the administrator's)."""
+        keys = keys or self.credentials or ("x", "x")
+        key = (service, retries, read_timeout, self.port, keys)
         if key not in self._clients:
             self._clients[key] = boto3.session.Session().client(
                 service,
                 endpoint_url=self.url,
                 region_name=REGION,
-                aws_access_key_id="x",
-                aws_secret_access_key="x",
+                aws_access_key_id=keys[0],
+                aws_secret_access_key=keys[1],
                 config=Config(
                     retries={"max_attempts": retries, "mode": "standard"},
                     read_timeout=read_timeout,
@@ -351,9 +359,22 @@ class Server:
         return self.client("sagemaker-runtime")
 
     # -- raw HTTP -----------------------------------------------------------------------------
-    def http(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-        """Returns (status, headers, body-bytes)."""
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
+    def http(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict | None = None,
+        sign: bool = True,
+        keys: tuple[str, str] | None = None,
+    ):
+        """Returns (status, headers, body-bytes). Signed with SigV4 (botocore's signer) by
+        `keys` (default: the administrator's) unless `sign` is false or auth is off."""
+        headers = dict(headers or {})
+        keys = keys or self.credentials
+        if sign and keys:
+            headers = signed_headers(self.url, method, path, body, headers, keys)
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 return r.status, dict(r.headers), r.read()
@@ -441,6 +462,64 @@ class Server:
             )
             kill_pids(left)
         return problems
+
+
+# --------------------------------------------------------------------------------------------
+# credentials and signing
+# --------------------------------------------------------------------------------------------
+
+
+def read_credentials(path: pathlib.Path) -> tuple[str, str] | None:
+    """The `spillway` profile of a shared-credentials file spillway wrote; None if absent."""
+    import configparser
+
+    if not path.exists():
+        return None
+    cp = configparser.ConfigParser()
+    cp.read(path)
+    sec = cp["spillway"]
+    return sec["aws_access_key_id"], sec["aws_secret_access_key"]
+
+
+def cli_environment(server) -> dict[str, str]:
+    """What spillway prints for boto3 and the aws CLI: the generated profile, the endpoint, the
+    region; and nothing else of the caller's AWS configuration."""
+    env = {
+        "AWS_SHARED_CREDENTIALS_FILE": str(server.data_dir / "credentials"),
+        "AWS_PROFILE": "spillway",
+        "AWS_ENDPOINT_URL": server.url,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": "/nonexistent/aws-config",
+    }
+    if server.credentials is None:  # [auth] mode = "none": any key signs
+        env.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
+        env.pop("AWS_PROFILE")
+    return env
+
+
+def service_of(path: str, headers: dict) -> str:
+    """The SigV4 service name a request to spillway is signed for, as the SDKs choose it."""
+    target = next((v for k, v in headers.items() if k.lower() == "x-amz-target"), "")
+    if path.startswith("/_spillway") or path.startswith("/metrics"):
+        return "spillway"
+    if target.startswith("AnyScaleFrontendService."):
+        return "application-autoscaling"
+    if target.startswith("GraniteServiceVersion20100801."):
+        return "monitoring"
+    if target.startswith("com.amazonaws.cloudtrail"):
+        return "cloudtrail"
+    return "sagemaker"
+
+
+def signed_headers(url: str, method: str, path: str, body: bytes | None, headers: dict, keys, service: str | None = None) -> dict:
+    """`headers` plus botocore's SigV4 headers for the request."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest(method=method, url=url + path, data=body or b"", headers=dict(headers))
+    SigV4Auth(Credentials(*keys), service or service_of(path, headers), REGION).add_auth(req)
+    return dict(req.headers.items())
 
 
 # --------------------------------------------------------------------------------------------

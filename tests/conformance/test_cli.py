@@ -16,19 +16,15 @@ EXAMPLE = "file://examples/variant-with-instance-pools.json"
 
 
 def aws(server, *args, ok=True):
-    """Runs `aws <args> --endpoint-url URL` from the repo root; returns (rc, parsed stdout or text, stderr)."""
+    """Runs `aws <args>` from the repo root, configured only by the three variables (and the
+    region) spillway prints at start: no flags. Returns (rc, parsed stdout or text, stderr)."""
     env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": "/nonexistent/aws-config",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        **spw.cli_environment(server),
         "AWS_MAX_ATTEMPTS": "1",
         "AWS_PAGER": "",
     }
-    env.pop("AWS_PROFILE", None)
-    cmd = [sys.executable, str(AWS), *args, "--endpoint-url", server.url]
+    cmd = [sys.executable, str(AWS), *args]
     p = subprocess.run(cmd, cwd=spw.REPO, env=env, capture_output=True, text=True, timeout=120)
     if ok:
         assert p.returncode == 0, f"{' '.join(args)} -> rc={p.returncode}\n{p.stderr}"
