@@ -68,6 +68,11 @@ impl Clock {
         }
     }
 
+    /// Now, as a `SystemTime` (signature dates, policy times).
+    pub fn system_time(&self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_secs_f64(self.now().max(0.0))
+    }
+
     /// Now, as tokio's instant (for measuring durations, `tokio::time::sleep_until` and
     /// deadlines): monotonic, and paused with tokio's clock.
     #[allow(clippy::disallowed_methods)] // The clock itself.

@@ -74,8 +74,8 @@ pub struct AuthConfig {
     /// this server's IAM, and is allowed by its policies. `"none"`: no authentication, every
     /// caller is the administrator; only on a loopback listener, and logged as a warning.
     pub mode: AuthMode,
-    /// Actions anyone may call without signing, e.g. `"spillway:GetMetrics"` for a Prometheus
-    /// scraper. Default: `["spillway:GetHealth"]` (liveness probes; it tells nothing).
+    /// Actions anyone may call without signing, e.g. `"spillway:Metrics"` for a Prometheus
+    /// scraper. Default: `["spillway:Health"]` (liveness probes; it tells nothing).
     pub anonymous_actions: Vec<String>,
 }
 
@@ -93,7 +93,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             mode: AuthMode::Sigv4,
-            anonymous_actions: vec!["spillway:GetHealth".into()],
+            anonymous_actions: vec!["spillway:Health".into()],
         }
     }
 }

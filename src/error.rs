@@ -251,6 +251,14 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A request whose authentication failed (placeholder until the SigV4 table lands).
+    pub fn from_auth(e: &crate::auth::sigv4::AuthError, protocol: Protocol) -> Self {
+        let _ = protocol;
+        Self::new(ErrorCode::AccessDeniedException, e.to_string())
+    }
+}
+
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
         Self::validation(e.0)

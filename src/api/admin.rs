@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::Requester;
 use super::ops::{Action, Arns, Operation, Resource};
 use crate::control::app::App;
 use crate::control::{self, Command};
@@ -49,6 +50,34 @@ pub enum AdminOp {
     },
 }
 
+impl AdminOp {
+    /// The operation a method and path name, without its body: what an unsigned request for an
+    /// anonymous action is checked by.
+    pub fn from_head(method: &str, path: &str) -> Option<AdminOp> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        Some(match (method, segments.as_slice()) {
+            ("GET", ["_spillway", "health"]) => AdminOp::Health,
+            ("GET", ["metrics"]) => AdminOp::Metrics,
+            ("GET", ["_spillway", "capacity"]) => AdminOp::ListCapacity,
+            ("PUT", ["_spillway", "capacity", t]) => AdminOp::PutCapacity {
+                instance_type: (*t).to_string(),
+                body: vec![],
+            },
+            ("DELETE", ["_spillway", "capacity", t]) => AdminOp::DeleteCapacity {
+                instance_type: (*t).to_string(),
+            },
+            ("GET", ["_spillway", "instance-types"]) => AdminOp::ListInstanceTypes,
+            ("GET", ["_spillway", "endpoints", e, "events"]) => AdminOp::ListEvents {
+                endpoint: (*e).to_string(),
+            },
+            ("GET", ["_spillway", "endpoints", e, "instances"]) => AdminOp::ListInstances {
+                endpoint: (*e).to_string(),
+            },
+            _ => return None,
+        })
+    }
+}
+
 impl Operation for AdminOp {
     fn name(&self) -> &'static str {
         match self {
@@ -81,10 +110,16 @@ impl Operation for AdminOp {
 }
 
 /// Runs one admin operation and records it in the per-operation metrics.
-async fn run(app: &Arc<App>, op: AdminOp) -> Response {
+async fn run(app: &Arc<App>, caller: &Requester, op: AdminOp) -> Response {
     let started = app.clock.instant();
     let name = op.name();
     tracing::debug!(action = %op.action(), resource = %op.resource(&app.arns()), "request");
+    if let Err(e) = super::authorize(app, caller, &op) {
+        app.metrics
+            .prometheus
+            .record_api(name, e.code.as_str(), app.clock.since(started).as_secs_f64());
+        return e.into_response();
+    }
     let result = match op {
         AdminOp::Health => Ok(Json(json!({ "status": "ok" })).into_response()),
         AdminOp::Metrics => Ok(render_metrics(app).await),
@@ -103,15 +138,15 @@ async fn run(app: &Arc<App>, op: AdminOp) -> Response {
 }
 
 /// `GET /_spillway/health`: the server is up.
-pub async fn health(State(app): State<Arc<App>>) -> Response {
-    run(&app, AdminOp::Health).await
+pub async fn health(State(app): State<Arc<App>>, Extension(caller): Extension<Requester>) -> Response {
+    run(&app, &caller, AdminOp::Health).await
 }
 
 /// `GET /_spillway/capacity`: per instance type, the provider's view (pinned slots, usage)
 /// and spillway's ICE memory (available, or backing off with reason, first and last seen,
 /// consecutive answers, next probe).
-pub async fn capacity(State(app): State<Arc<App>>) -> Response {
-    run(&app, AdminOp::ListCapacity).await
+pub async fn capacity(State(app): State<Arc<App>>, Extension(caller): Extension<Requester>) -> Response {
+    run(&app, &caller, AdminOp::ListCapacity).await
 }
 
 fn capacity_view(app: &App) -> Value {
@@ -187,13 +222,14 @@ fn entry(app: &App, t: &str) -> Value {
 /// The pin is durable and outlives restarts until deleted.
 pub async fn put_capacity(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Requester>,
     Path(instance_type): Path<String>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     match super::body_or_error(body) {
         Ok(body) => {
             let body = body.to_vec();
-            run(&app, AdminOp::PutCapacity { instance_type, body }).await
+            run(&app, &caller, AdminOp::PutCapacity { instance_type, body }).await
         }
         Err(e) => e.into_response(),
     }
@@ -201,8 +237,12 @@ pub async fn put_capacity(
 
 /// `DELETE /_spillway/capacity/{instanceType}`: removes the run-time pin (the config file's
 /// pin, if any, applies again).
-pub async fn delete_capacity(State(app): State<Arc<App>>, Path(instance_type): Path<String>) -> Response {
-    run(&app, AdminOp::DeleteCapacity { instance_type }).await
+pub async fn delete_capacity(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Requester>,
+    Path(instance_type): Path<String>,
+) -> Response {
+    run(&app, &caller, AdminOp::DeleteCapacity { instance_type }).await
 }
 
 /// Pins (`body` given) or unpins a type; answers the type's capacity entry.
@@ -225,13 +265,17 @@ async fn set_capacity(app: &Arc<App>, instance_type: String, body: Option<&[u8]>
 }
 
 /// `GET /_spillway/instance-types`: the catalog.
-pub async fn instance_types(State(app): State<Arc<App>>) -> Response {
-    run(&app, AdminOp::ListInstanceTypes).await
+pub async fn instance_types(State(app): State<Arc<App>>, Extension(caller): Extension<Requester>) -> Response {
+    run(&app, &caller, AdminOp::ListInstanceTypes).await
 }
 
 /// `GET /_spillway/endpoints/{name}/events`: every provisioning attempt and its outcome.
-pub async fn events(State(app): State<Arc<App>>, Path(endpoint): Path<String>) -> Response {
-    run(&app, AdminOp::ListEvents { endpoint }).await
+pub async fn events(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Requester>,
+    Path(endpoint): Path<String>,
+) -> Response {
+    run(&app, &caller, AdminOp::ListEvents { endpoint }).await
 }
 
 fn events_of(app: &App, name: &str) -> Result<Response, ApiError> {
@@ -245,8 +289,12 @@ fn events_of(app: &App, name: &str) -> Result<Response, ApiError> {
 }
 
 /// `GET /_spillway/endpoints/{name}/instances`: the fleet as spillway tracks it.
-pub async fn instances(State(app): State<Arc<App>>, Path(endpoint): Path<String>) -> Response {
-    run(&app, AdminOp::ListInstances { endpoint }).await
+pub async fn instances(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Requester>,
+    Path(endpoint): Path<String>,
+) -> Response {
+    run(&app, &caller, AdminOp::ListInstances { endpoint }).await
 }
 
 async fn instances_of(app: &App, name: &str) -> Result<Response, ApiError> {
@@ -280,8 +328,8 @@ async fn instances_of(app: &App, name: &str) -> Result<Response, ApiError> {
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text. Counters and histograms are kept as requests
 /// happen; gauges (instances, concurrency, capacity back-off) are refreshed here.
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    run(&app, AdminOp::Metrics).await
+pub async fn metrics(State(app): State<Arc<App>>, Extension(caller): Extension<Requester>) -> Response {
+    run(&app, &caller, AdminOp::Metrics).await
 }
 
 async fn render_metrics(app: &App) -> Response {

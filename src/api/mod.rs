@@ -15,6 +15,7 @@ pub mod sagemaker;
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
@@ -25,8 +26,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::Value;
 
-use crate::control::ControlError;
+use crate::auth::sigv4::RequestParts;
+use crate::auth::{Begun, Caller, ClientAddr};
 use crate::control::app::App;
+
+use crate::control::{self, ControlError};
 use crate::error::{ApiError, ErrorCode, Protocol};
 use autoscaling::AutoScalingOp;
 use cloudwatch::CloudWatchOp;
@@ -65,6 +69,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(no_such_path)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), authenticate))
         .layer(axum::middleware::from_fn_with_state(app.clone(), same_origin))
         .with_state(app)
 }
@@ -87,6 +92,133 @@ async fn same_origin(
             ApiError::new(ErrorCode::AccessDeniedException, why).into_response()
         }
     }
+}
+
+/// What the router's requests are signed for, and how their refusals are rendered.
+struct Scope {
+    /// The SigV4 service names the credential scope may name.
+    services: &'static [&'static str],
+    /// The error protocol of the API.
+    protocol: Protocol,
+    /// The action, when the head alone tells it (admin paths; `anonymous_actions`).
+    action: Option<String>,
+}
+
+/// The API a request of the router is for, from its head.
+fn scope_of(parts: &axum::http::request::Parts) -> Scope {
+    let path = parts.uri.path();
+    let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if path == "/metrics" || path.starts_with("/_spillway/") {
+        let action = admin::AdminOp::from_head(parts.method.as_str(), path).map(|op| op.action().to_string());
+        return Scope {
+            services: &["spillway"],
+            protocol: Protocol::AwsJson11,
+            action,
+        };
+    }
+    let target = header("x-amz-target");
+    let (services, protocol): (&'static [&'static str], _) = match target.split_once('.').map_or("", |(s, _)| s) {
+        "SageMaker" => (&["sagemaker"], Protocol::AwsJson11),
+        autoscaling::TARGET_PREFIX => (&["application-autoscaling"], Protocol::AwsJson11),
+        cloudwatch::TARGET_PREFIX => (&["monitoring"], Protocol::CloudWatch),
+        _ if target.is_empty() && header("content-type").starts_with("application/x-www-form-urlencoded") => {
+            (&["iam", "sts"], Protocol::AwsJson11)
+        }
+        _ => (&["sagemaker"], Protocol::AwsJson11),
+    };
+    Scope {
+        services,
+        protocol,
+        action: None,
+    }
+}
+
+/// Authenticates every request the router serves (SigV4 and the key; `crate::auth`), before any
+/// handler reads it, and hands the handler its [`Caller`] as a request extension; the handler
+/// authorizes its typed operation ([`authorize`]). The body is read here, within [`MAX_BODY`],
+/// because the signature covers it.
+async fn authenticate(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let scope = scope_of(&parts);
+    let auth = &app.dataplane.auth;
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let err = if too_large {
+                ApiError::new(
+                    ErrorCode::RequestEntityTooLarge,
+                    format!("The request body exceeds the limit of {MAX_BODY} bytes"),
+                )
+            } else {
+                ApiError::serialization(format!("The request body could not be read: {e}"))
+            };
+            return err.into_response_for(scope.protocol);
+        }
+    };
+    let headers: Vec<(&str, &[u8])> = parts.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
+    let request = RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+    };
+    let now = app.clock.system_time();
+    let caller = match auth.begin(&request, scope.services, scope.action.as_deref(), now) {
+        Ok(Begun::Known(caller)) => Ok(caller),
+        Ok(Begun::Signed(pending)) => auth.finish(pending, Some(&body)),
+        Err(e) => Err(e),
+    };
+    let caller = match caller {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(path = %parts.uri.path(), error = %e, "request not authenticated");
+            return ApiError::from_auth(&e, scope.protocol).into_response_for(scope.protocol);
+        }
+    };
+    drop(headers);
+    let source = parts.extensions.get::<ClientAddr>().map(|a| a.0);
+    parts.extensions.insert(Requester { caller, source });
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(body)))
+        .await
+}
+
+/// Who sent a request the router serves: the authenticated caller and the client's address.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    /// Who signed it.
+    pub caller: Caller,
+    /// The client's address.
+    pub source: Option<std::net::IpAddr>,
+}
+
+/// Whether `caller` may run `op`: the caller's policies on its action, resource and condition
+/// keys. A refusal is `AccessDeniedException` with AWS's wording.
+pub(crate) fn authorize(app: &App, requester: &Requester, op: &impl Operation) -> Result<(), ApiError> {
+    let Requester { caller, source } = requester;
+    if matches!(caller, Caller::Unauthenticated) {
+        return Ok(());
+    }
+    let auth = &app.dataplane.auth;
+    let resource = op.resource(&app.arns());
+    let tags = match &resource {
+        Resource::Arn(arn) if matches!(caller, Caller::Principal(_)) => control::resource_tags(app, arn)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| (t.key, t.value))
+            .collect(),
+        _ => vec![],
+    };
+    let mut ctx = auth.context(caller, op.action(), &resource, &tags, *source, app.clock.system_time());
+    op.conditions(&mut ctx);
+    auth.authorize(caller, &ctx).map_err(|d| {
+        tracing::info!(caller = %d.caller, action = %d.action, resource = %d.resource, "request denied");
+        ApiError::new(ErrorCode::AccessDeniedException, d.to_string())
+    })
 }
 
 /// The largest control-plane or admin request body (a SageMaker request is a few KiB).
@@ -160,6 +292,14 @@ impl Operation for AwsOp {
             AwsOp::CloudWatch(op) => op.resource(arns),
         }
     }
+
+    fn conditions(&self, ctx: &mut crate::core::policy::Context) {
+        match self {
+            AwsOp::SageMaker(op) => op.conditions(ctx),
+            AwsOp::AutoScaling(op) => op.conditions(ctx),
+            AwsOp::CloudWatch(op) => op.conditions(ctx),
+        }
+    }
 }
 
 /// Parses an operation of one API by name from its JSON body; `None` for a name it lacks.
@@ -208,7 +348,12 @@ async fn dispatch(app: &Arc<App>, op: AwsOp) -> Result<Value, ApiError> {
 }
 
 /// `POST /` with `X-Amz-Target: <Service>.<Operation>`.
-async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn aws_json(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Requester>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let started = app.clock.instant();
     let request_id = uuid::Uuid::new_v4().to_string();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -226,7 +371,10 @@ async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
             Some(Ok(op)) => {
                 // The action and resource an IAM policy is evaluated on.
                 tracing::debug!(action = %op.action(), resource = %op.resource(&app.arns()), "request");
-                dispatch(&app, op).await
+                match authorize(&app, &caller, &op) {
+                    Ok(()) => dispatch(&app, op).await,
+                    Err(e) => Err(e),
+                }
             }
             Some(Err(e)) => Err(e),
             None => Err(ApiError::unknown_operation(format!(

@@ -1,5 +1,308 @@
-//! Authentication and authorization: AWS Signature Version 4 (`sigv4`), the identities keys
-//! resolve to (`directory`), and IAM policy evaluation on every operation.
+//! Authentication and authorization: who calls (AWS Signature Version 4, `sigv4`, by a key of
+//! the identities in `directory`), and whether they may (IAM policy evaluation,
+//! `core::policy`, on the action and resource every typed operation names).
+//!
+//! Every request of every API goes through [`Auth`] in three steps, whichever server read it:
+//! 1. [`Auth::begin`], from the head alone: the signature's form, scope and date, and the key;
+//!    a refusal here costs no body read and tells nothing about resources.
+//! 2. [`Auth::finish`], with the body's SHA-256 (or none for `UNSIGNED-PAYLOAD`): the signature.
+//! 3. [`Auth::authorize`]: the caller's policies on the operation's action, resource and
+//!    condition keys ([`Auth::context`]); default deny, an explicit deny wins.
+//!
+//! `[auth] mode = "none"` (loopback only) makes every caller the administrator
+//! ([`Caller::Unauthenticated`]); actions in `[auth] anonymous_actions` may be called unsigned
+//! ([`Caller::Anonymous`]).
 
 pub mod directory;
 pub mod sigv4;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use crate::config::{AuthMode, Config};
+use crate::core::iam::{Action, Arns, Resource};
+use crate::core::policy::{self, Context, Decision};
+use directory::{Identities, Principal};
+use sigv4::{AuthError, KeyCache, PayloadHash, Presented, RequestParts};
+
+/// How many derived signing keys are kept (one per key, day, region and service).
+const SIGNING_KEYS: usize = 4096;
+
+/// The address of the client that sent a request (`aws:SourceIp`, the audit trail's
+/// `sourceIPAddress`), in the extensions of requests handed to the control plane's router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// Who made a request.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A request signed by this principal's key, signature verified.
+    Principal(Arc<Principal>),
+    /// Authentication is off (`[auth] mode = "none"`): every caller is the administrator.
+    Unauthenticated,
+    /// An unsigned request for an action of `[auth] anonymous_actions`.
+    Anonymous,
+}
+
+impl Caller {
+    /// The principal, when the request was signed.
+    pub fn principal(&self) -> Option<&Arc<Principal>> {
+        match self {
+            Caller::Principal(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The caller's ARN as refusals and the audit trail name it.
+    pub fn arn(&self, account_id: &str) -> String {
+        match self {
+            Caller::Principal(p) => p.arn.clone(),
+            Caller::Unauthenticated => format!("arn:aws:iam::{account_id}:root"),
+            Caller::Anonymous => "anonymous".into(),
+        }
+    }
+}
+
+/// A signature checked from the head; the payload hash is still to come.
+#[derive(Debug)]
+pub struct Pending<'a> {
+    presented: Presented<'a>,
+    principal: Arc<Principal>,
+}
+
+impl Pending<'_> {
+    /// Whether the signature covers the body, so the body must be read (and held) before the
+    /// request may go anywhere. `UNSIGNED-PAYLOAD` does not.
+    pub fn needs_body(&self) -> bool {
+        !matches!(self.presented.payload(), PayloadHash::Unsigned)
+    }
+}
+
+/// What [`Auth::begin`] found.
+#[derive(Debug)]
+pub enum Begun<'a> {
+    /// The caller is known already (authentication off, or an anonymous action).
+    Known(Caller),
+    /// A signature to finish with the body's hash ([`Auth::finish`]).
+    Signed(Pending<'a>),
+}
+
+/// A refusal by policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The caller's ARN.
+    pub caller: String,
+    /// The action refused.
+    pub action: String,
+    /// The resource it was refused on.
+    pub resource: String,
+    /// An explicit deny (`true`) or no allow (`false`).
+    pub explicit: bool,
+}
+
+impl std::fmt::Display for Denied {
+    /// AWS's wording of an identity-based refusal.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Denied {
+            caller,
+            action,
+            resource,
+            explicit,
+        } = self;
+        if *explicit {
+            write!(
+                f,
+                "User: {caller} is not authorized to perform: {action} on resource: {resource} with an explicit deny in an identity-based policy"
+            )
+        } else {
+            write!(
+                f,
+                "User: {caller} is not authorized to perform: {action} on resource: {resource} because no identity-based policy allows the {action} action"
+            )
+        }
+    }
+}
+
+/// Tags of resources, by ARN, for `aws:ResourceTag/<key>` on paths that do not read the store
+/// (invocations). The control plane publishes an endpoint's tags whenever they change.
+#[derive(Debug, Default)]
+pub struct ResourceTags(RwLock<HashMap<String, Arc<Vec<(String, String)>>>>);
+
+impl ResourceTags {
+    /// Replaces the tags of `arn` (none: forgets it).
+    pub fn set(&self, arn: &str, tags: Vec<(String, String)>) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if tags.is_empty() {
+            map.remove(arn);
+        } else {
+            map.insert(arn.to_string(), Arc::new(tags));
+        }
+    }
+
+    /// The tags of `arn`.
+    pub fn get(&self, arn: &str) -> Option<Arc<Vec<(String, String)>>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).get(arn).cloned()
+    }
+}
+
+/// Authentication and authorization for every API.
+#[derive(Debug)]
+pub struct Auth {
+    mode: AuthMode,
+    region: String,
+    account_id: String,
+    arns: Arns,
+    anonymous: Vec<String>,
+    /// The identities keys resolve to, published by the control plane.
+    pub identities: Arc<Identities>,
+    /// Endpoint tags for invocations' `aws:ResourceTag/<key>`, published by the control plane.
+    pub tags: ResourceTags,
+    keys: KeyCache,
+}
+
+impl Auth {
+    /// Authentication as `cfg` configures it, resolving keys through `identities`.
+    pub fn new(cfg: &Config, identities: Arc<Identities>) -> Self {
+        Self {
+            mode: cfg.auth.mode,
+            region: cfg.region.clone(),
+            account_id: cfg.account_id.clone(),
+            arns: Arns {
+                region: cfg.region.clone(),
+                account_id: cfg.account_id.clone(),
+            },
+            anonymous: cfg.auth.anonymous_actions.clone(),
+            identities,
+            tags: ResourceTags::default(),
+            keys: KeyCache::new(SIGNING_KEYS),
+        }
+    }
+
+    /// `[auth] mode`.
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// The ARNs of this server's resources.
+    pub fn arns(&self) -> &Arns {
+        &self.arns
+    }
+
+    /// Whether `action` (`spillway:GetHealth`) may be called unsigned.
+    pub fn is_anonymous(&self, action: &str) -> bool {
+        self.anonymous.iter().any(|a| a.eq_ignore_ascii_case(action))
+    }
+
+    /// Step 1, from the request head: who claims to call. `services` are the SigV4 service
+    /// names the API accepts in the credential scope; `action` is the action as far as the head
+    /// tells it (for `anonymous_actions`).
+    pub fn begin<'a>(
+        &self,
+        parts: &RequestParts<'a>,
+        services: &[&str],
+        action: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Begun<'a>, AuthError> {
+        if self.mode == AuthMode::None {
+            return Ok(Begun::Known(Caller::Unauthenticated));
+        }
+        let signed = parts
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+            || parts.query.contains("X-Amz-Signature=");
+        if !signed && action.is_some_and(|a| self.is_anonymous(a)) {
+            return Ok(Begun::Known(Caller::Anonymous));
+        }
+        let presented = sigv4::authenticate(parts, &self.region, services, now)?;
+        let principal = self
+            .identities
+            .current()
+            .principal(presented.access_key_id)
+            .filter(|p| p.active)
+            .ok_or(AuthError::UnknownKey)?;
+        // spillway issues no temporary credentials: a session token cannot be one of its own.
+        if presented.session_token.is_some() {
+            return Err(AuthError::UnknownKey);
+        }
+        Ok(Begun::Signed(Pending { presented, principal }))
+    }
+
+    /// Step 2: the signature, with the body when it covers it ([`Pending::needs_body`]).
+    pub fn finish(&self, pending: Pending<'_>, body: Option<&[u8]>) -> Result<Caller, AuthError> {
+        let hash = match pending.presented.payload() {
+            PayloadHash::Unsigned => "UNSIGNED-PAYLOAD".to_string(),
+            PayloadHash::Declared(declared) => {
+                let actual = sigv4::sha256_hex(body.unwrap_or_default());
+                if !actual.eq_ignore_ascii_case(declared) {
+                    return Err(AuthError::PayloadMismatch);
+                }
+                declared.to_ascii_lowercase()
+            }
+            PayloadHash::Compute => sigv4::sha256_hex(body.unwrap_or_default()),
+        };
+        pending
+            .presented
+            .verify(&pending.principal.secret_access_key, &hash, &self.keys)?;
+        Ok(Caller::Principal(pending.principal))
+    }
+
+    /// The condition keys every request carries: the caller's (`aws:username`, `aws:userid`,
+    /// `aws:PrincipalArn`, `aws:PrincipalAccount`, `aws:PrincipalTag/<key>`), the request's
+    /// (`aws:CurrentTime`, `aws:EpochTime`, `aws:SourceIp`, `aws:SecureTransport`,
+    /// `aws:RequestedRegion`) and the resource's tags (`aws:ResourceTag/<key>`, from `tags`).
+    pub fn context(
+        &self,
+        caller: &Caller,
+        action: Action,
+        resource: &Resource,
+        tags: &[(String, String)],
+        source_ip: Option<IpAddr>,
+        now: SystemTime,
+    ) -> Context {
+        let mut ctx = Context::new(action.to_string(), resource.to_string());
+        let epoch = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        ctx.insert("aws:CurrentTime", [crate::core::time::iso8601(epoch as i64)]);
+        ctx.insert("aws:EpochTime", [epoch.to_string()]);
+        ctx.insert("aws:SecureTransport", ["false"]);
+        ctx.insert("aws:RequestedRegion", [self.region.clone()]);
+        if let Some(ip) = source_ip {
+            ctx.insert("aws:SourceIp", [ip.to_string()]);
+        }
+        if let Caller::Principal(p) = caller {
+            ctx.insert("aws:username", [p.user_name.clone()]);
+            ctx.insert("aws:userid", [p.user_id.clone()]);
+            ctx.insert("aws:PrincipalArn", [p.arn.clone()]);
+            ctx.insert("aws:PrincipalAccount", [p.account_id.clone()]);
+            ctx.insert("aws:PrincipalType", ["User"]);
+            for (k, v) in &p.tags {
+                ctx.insert(&format!("aws:PrincipalTag/{k}"), [v.clone()]);
+            }
+        }
+        for (k, v) in tags {
+            ctx.insert(&format!("aws:ResourceTag/{k}"), [v.clone()]);
+        }
+        ctx
+    }
+
+    /// Step 3: whether `caller` may do what `ctx` describes.
+    pub fn authorize(&self, caller: &Caller, ctx: &Context) -> Result<(), Denied> {
+        let decision = match caller {
+            Caller::Unauthenticated => return Ok(()),
+            Caller::Anonymous if self.is_anonymous(ctx.action()) => return Ok(()),
+            Caller::Anonymous => Decision::ImplicitDeny,
+            Caller::Principal(p) => policy::evaluate(p.policies.iter().map(|p| &**p), ctx),
+        };
+        match decision {
+            Decision::Allow => Ok(()),
+            d => Err(Denied {
+                caller: caller.arn(&self.account_id),
+                action: ctx.action().to_string(),
+                resource: ctx.resource().to_string(),
+                explicit: d == Decision::ExplicitDeny,
+            }),
+        }
+    }
+}

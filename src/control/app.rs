@@ -11,6 +11,8 @@ use hyper_util::rt::TokioExecutor;
 use thiserror::Error;
 use tokio::sync::{Notify, watch};
 
+use crate::auth::Auth;
+use crate::auth::directory::Identities;
 use crate::clock::Clock;
 use crate::config::{CapacitySource, Config, HostPolicy};
 use crate::control::autoscaler::AutoscalerState;
@@ -155,6 +157,7 @@ impl App {
             freed: Arc::new(Notify::new()),
             clock,
             hosts: HostPolicy::new(&cfg.allowed_hosts),
+            auth: Arc::new(Auth::new(&cfg, Arc::new(Identities::default()))),
         });
         let app = Arc::new(App {
             cfg,

@@ -494,6 +494,11 @@ pub fn events(app: &App, name: &str) -> Result<Option<Vec<Event>>, ControlError>
     Ok(known.then_some(events))
 }
 
+/// The tags of a resource for `aws:ResourceTag/<key>`: none for one that does not exist (yet).
+pub fn resource_tags(app: &App, arn: &str) -> Result<Vec<Tag>, ControlError> {
+    Ok(app.store.tags(arn)?)
+}
+
 /// The tags of an existing resource.
 pub async fn tags(app: &Arc<App>, arn: &str) -> Result<Vec<Tag>, ControlError> {
     resolve_arn(app, arn).await?;

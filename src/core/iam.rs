@@ -102,6 +102,11 @@ pub trait Operation {
     fn action(&self) -> Action;
     /// The resource the operation acts on.
     fn resource(&self, arns: &Arns) -> Resource;
+    /// Adds the condition keys the request itself carries (`aws:RequestTag/<key>`,
+    /// `aws:TagKeys`, `sagemaker:InstanceTypes`, ...) to a policy evaluation's context.
+    fn conditions(&self, ctx: &mut super::policy::Context) {
+        let _ = ctx;
+    }
 }
 
 #[cfg(test)]
@@ -127,7 +132,10 @@ mod tests {
         assert!(glob_match(b"a?c", b"abc"));
         assert!(!glob_match(b"a?c", b"ac"));
         assert!(!glob_match(b"builtin:*", b"python3 builtin:x"));
-        assert!(glob_match(b"python3 /opt/models/*.py *", b"python3 /opt/models/a.py --port 1"));
+        assert!(glob_match(
+            b"python3 /opt/models/*.py *",
+            b"python3 /opt/models/a.py --port 1"
+        ));
     }
 
     proptest! {

@@ -38,9 +38,11 @@ use super::DataPlane;
 use super::eventstream;
 use super::h1::{self, BodyDecoder, Framing, Stall};
 use super::head::{AnswerHead, RequestHeaders};
+use super::invoke::Signed;
 use super::invoke::{self, Answer, Call, MAX_DRAIN, Payload};
 use super::op::{Mode, RuntimeOp, Target};
 use super::stop::{Stop, reached};
+use crate::config::AuthMode;
 use crate::error::ApiError;
 
 /// Most request headers the fast path parses (a request with more goes to hyper).
@@ -176,6 +178,29 @@ fn parse(buf: &[u8]) -> Parsed {
     Parsed::Invocation(r, len)
 }
 
+/// What the signature of the request whose head is `head` covers. The head parsed once
+/// already; parsing it again here costs less than keeping every field's place for every
+/// request when authentication is off.
+fn signed<'h>(
+    head: &'h [u8],
+    fields: &mut [httparse::Header<'h>; MAX_HEADERS],
+    peer: Option<std::net::IpAddr>,
+) -> Signed<'h> {
+    let mut req = httparse::Request::new(fields);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        return Signed::default();
+    }
+    let target = req.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Signed {
+        method: req.method.unwrap_or_default(),
+        path,
+        query,
+        headers: req.headers.iter().map(|h| (h.name, h.value)).collect(),
+        peer,
+    }
+}
+
 impl Client {
     /// Waits for the next request head.
     #[allow(clippy::disallowed_methods)] // Client timeouts measure real elapsed time.
@@ -223,7 +248,14 @@ impl Client {
             r.mode,
             std::str::from_utf8(&head[r.endpoint.clone()]).unwrap_or_default(),
         );
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let signed = if dp.auth.mode() == AuthMode::Sigv4 {
+            signed(head, &mut fields, self.stream.peer_addr().ok().map(|a| a.ip()))
+        } else {
+            Signed::default()
+        };
         let call = Call {
+            signed,
             op,
             headers: r.headers.map(|x| &head[x.clone()]),
             length: match r.framing {

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use axum::body::Body;
-use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::Body as _;
@@ -16,7 +16,7 @@ use super::DataPlane;
 use super::eventstream::EventStream;
 use super::h1;
 use super::head::{AnswerHead, RequestHeaders};
-use super::invoke::{Call, Payload, invoke_model};
+use super::invoke::{Call, Payload, Signed, invoke_model};
 use super::op::{Mode, RuntimeOp};
 use crate::error::ApiError;
 
@@ -49,9 +49,23 @@ impl HyperPayload {
     }
 }
 
-/// Serves `op`, read by hyper with `headers` and `body`.
-pub async fn invoke(dp: &DataPlane, op: RuntimeOp<'_>, headers: &HeaderMap, body: Body) -> Response {
+/// Serves `op`, read by hyper with the head `parts` and `body`, from `peer`.
+pub async fn invoke(
+    dp: &DataPlane,
+    op: RuntimeOp<'_>,
+    parts: &Parts,
+    body: Body,
+    peer: Option<std::net::IpAddr>,
+) -> Response {
+    let headers = &parts.headers;
     let call = Call {
+        signed: Signed {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            headers: headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect(),
+            peer,
+        },
         op,
         headers: RequestHeaders::read(headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))),
         length: body.size_hint().exact(),

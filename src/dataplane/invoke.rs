@@ -30,7 +30,10 @@ use super::head::{AnswerHead, RequestHeaders};
 use super::op::RuntimeOp;
 use super::routes::{EndpointRoutes, PickError, RouteInstance};
 use super::upstream::{self, Conn, UpstreamBody, UpstreamError};
-use crate::error::{ApiError, ErrorCode};
+use crate::auth::sigv4::{AuthError, RequestParts};
+use crate::auth::{Begun, Caller};
+use crate::core::iam::{Operation, Resource};
+use crate::error::{ApiError, ErrorCode, Protocol};
 use crate::telemetry::metrics::{Outcome, Series};
 
 /// Largest request payload SageMaker accepts (6 MB).
@@ -71,9 +74,26 @@ pub trait Payload {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>>;
 }
 
+/// What a request's signature covers, as it came off the wire, and who sent it.
+#[derive(Debug, Default)]
+pub struct Signed<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The path as sent (not decoded).
+    pub path: &'a str,
+    /// The query as sent (without `?`).
+    pub query: &'a str,
+    /// Every header field, in order.
+    pub headers: Vec<(&'a str, &'a [u8])>,
+    /// The client's address.
+    pub peer: Option<std::net::IpAddr>,
+}
+
 /// What an invocation takes from its request, whichever server parsed it.
 #[derive(Debug)]
 pub struct Call<'a> {
+    /// What the signature covers.
+    pub signed: Signed<'a>,
     /// The operation, from the method and path ([`RuntimeOp::parse`]).
     pub op: RuntimeOp<'a>,
     /// The headers it reads ([`RequestHeaders::read`]).
@@ -265,6 +285,107 @@ pub async fn invoke_model(dp: &DataPlane, call: &Call<'_>, payload: &mut impl Pa
     dp.hosts
         .check(call.headers.host, call.headers.origin, true)
         .map_err(|why| error(ErrorCode::AccessDeniedException, why))?;
+    // Then who calls, and whether they may: an unknown or refused caller learns nothing about
+    // endpoints either. A signature that covers the body holds the body until it is checked.
+    let (caller, buffered) = authenticate(dp, call, payload).await?;
+    authorize(dp, &caller, call)?;
+    let mut buffered = buffered.map(|b| Buffered(Some(b)));
+    match &mut buffered {
+        Some(body) => exchange(dp, call, body, received).await,
+        None => exchange(dp, call, payload, received).await,
+    }
+}
+
+/// A request body read whole (its signature covered it).
+struct Buffered(Option<Bytes>);
+
+impl Payload for Buffered {
+    fn poll_data(&mut self, _: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        Poll::Ready(self.0.take().map(Ok))
+    }
+}
+
+/// Steps 1 and 2 of `crate::auth` for an invocation: the caller, and the body when the
+/// signature covered it (read whole, within [`MAX_PAYLOAD`]).
+async fn authenticate(
+    dp: &DataPlane,
+    call: &Call<'_>,
+    payload: &mut impl Payload,
+) -> Result<(Caller, Option<Bytes>), ApiError> {
+    let s = &call.signed;
+    let parts = RequestParts {
+        method: s.method,
+        path: s.path,
+        query: s.query,
+        headers: &s.headers,
+    };
+    let refused = |e: AuthError| {
+        tracing::info!(endpoint = call.op.endpoint_name(), error = %e, "invocation not authenticated");
+        ApiError::from_auth(&e, Protocol::AwsJson11)
+    };
+    let pending = match dp.auth.begin(&parts, &["sagemaker"], None, dp.clock.system_time()) {
+        Ok(Begun::Known(caller)) => return Ok((caller, None)),
+        Ok(Begun::Signed(p)) => p,
+        Err(e) => return Err(refused(e)),
+    };
+    if !pending.needs_body() {
+        return dp.auth.finish(pending, None).map(|c| (c, None)).map_err(refused);
+    }
+    if call.length.is_some_and(|n| n > MAX_PAYLOAD as u64) {
+        drain(payload, MAX_DRAIN).await;
+        return Err(too_large());
+    }
+    let mut body = bytes::BytesMut::with_capacity(call.length.unwrap_or(0) as usize);
+    while let Some(piece) = std::future::poll_fn(|cx| payload.poll_data(cx)).await {
+        let piece = piece.map_err(|e| {
+            error(
+                ErrorCode::ValidationError,
+                format!("The request body could not be read: {e}"),
+            )
+        })?;
+        if body.len() + piece.len() > MAX_PAYLOAD {
+            drain(payload, MAX_DRAIN).await;
+            return Err(too_large());
+        }
+        body.extend_from_slice(&piece);
+    }
+    let body = body.freeze();
+    let caller = dp.auth.finish(pending, Some(&body)).map_err(refused)?;
+    Ok((caller, Some(body)))
+}
+
+/// Step 3 for an invocation: the caller's policies on `sagemaker:InvokeEndpoint` and the
+/// endpoint, with its tags.
+fn authorize(dp: &DataPlane, caller: &Caller, call: &Call<'_>) -> Result<(), ApiError> {
+    if matches!(caller, Caller::Unauthenticated) {
+        return Ok(());
+    }
+    let resource = call.op.resource(dp.auth.arns());
+    let tags = match &resource {
+        Resource::Arn(arn) => dp.auth.tags.get(arn),
+        Resource::Any => None,
+    };
+    let ctx = dp.auth.context(
+        caller,
+        call.op.action(),
+        &resource,
+        tags.as_deref().map_or(&[], Vec::as_slice),
+        call.signed.peer,
+        dp.clock.system_time(),
+    );
+    dp.auth.authorize(caller, &ctx).map_err(|d| {
+        tracing::info!(caller = %d.caller, action = %d.action, resource = %d.resource, "invocation denied");
+        error(ErrorCode::AccessDeniedException, d.to_string())
+    })
+}
+
+/// Routes an authorized invocation and exchanges it with a model.
+async fn exchange(
+    dp: &DataPlane,
+    call: &Call<'_>,
+    payload: &mut impl Payload,
+    received: Instant,
+) -> Result<Answer, ApiError> {
     let name = call.op.endpoint_name();
     let Some(routes) = dp.routes.get(name) else {
         return Err(error(

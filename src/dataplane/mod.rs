@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use crate::auth::Auth;
 use crate::clock::Clock;
 use crate::config::{HostPolicy, RouterConfig};
 use crate::telemetry::metrics::Metrics;
@@ -47,4 +48,6 @@ pub struct DataPlane {
     pub clock: Clock,
     /// Which `Host` and `Origin` requests may carry.
     pub hosts: HostPolicy,
+    /// Authentication and authorization, for invocations and (through `App`) every other API.
+    pub auth: Arc<Auth>,
 }

@@ -213,6 +213,7 @@ async fn worker(
             // Boxed, so that the connection's state is allocated once it has a request, not
             // while it waits for one.
             if ready {
+                let peer = stream.peer_addr().ok().map(|a| a.ip());
                 let io = if fast {
                     match Box::pin(fastpath::serve(&shared.dp, stream, &mut stop)).await {
                         Handover::General(io) => Some(io),
@@ -222,7 +223,7 @@ async fn worker(
                     Some(Rewind::fresh(stream, timeout))
                 };
                 if let Some(io) = io {
-                    Box::pin(serve_general(shared, io, &http, &mut stop)).await;
+                    Box::pin(serve_general(shared, io, peer, &http, &mut stop)).await;
                 }
             }
             open.fetch_sub(1, Ordering::Relaxed);
@@ -247,10 +248,11 @@ async fn worker(
 async fn serve_general(
     shared: Arc<Shared>,
     io: Rewind,
+    peer: Option<std::net::IpAddr>,
     http: &hyper::server::conn::http1::Builder,
     stop: &mut watch::Receiver<Stop>,
 ) {
-    let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+    let service = hyper::service::service_fn(move |req| handle(shared.clone(), req, peer));
     let conn = http.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -266,12 +268,19 @@ async fn serve_general(
 }
 
 /// Serves one request: invocations here, everything else on the main runtime.
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let (parts, body) = req.into_parts();
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Response<Body>, Infallible> {
+    let (mut parts, body) = req.into_parts();
     match RuntimeOp::parse(parts.method.as_str(), parts.uri.path()) {
-        Target::Invocation(op) => return Ok(hyperpath::invoke(&shared.dp, op, &parts.headers, Body::new(body)).await),
+        Target::Invocation(op) => return Ok(hyperpath::invoke(&shared.dp, op, &parts, Body::new(body), peer).await),
         Target::MethodNotAllowed => return Ok(hyperpath::method_not_allowed()),
         Target::Other => {}
+    }
+    if let Some(ip) = peer {
+        parts.extensions.insert(crate::auth::ClientAddr(ip));
     }
     let fut = shared.control.call(Request::from_parts(parts, body));
     Ok(match shared.main.spawn(fut).await {
