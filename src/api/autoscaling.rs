@@ -33,6 +33,9 @@ crate::operations! {
     }
 }
 
+/// Application Auto Scaling's requests carry no condition keys of their own here.
+impl super::ops::Conditions for AutoScalingOp {}
+
 /// Runs one operation.
 pub(crate) async fn dispatch(app: &Arc<App>, op: AutoScalingOp) -> Result<Value, ApiError> {
     use AutoScalingOp as Op;

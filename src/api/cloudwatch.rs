@@ -97,6 +97,9 @@ crate::operations! {
     }
 }
 
+/// CloudWatch's reads carry no condition keys of their own.
+impl super::ops::Conditions for CloudWatchOp {}
+
 /// Runs one operation at time `now`.
 pub(crate) fn dispatch(metrics: &Metrics, op: &CloudWatchOp, now: Timestamp) -> Result<Value, ApiError> {
     let obj = |map| Obj {

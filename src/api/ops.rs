@@ -17,6 +17,26 @@ pub use crate::core::iam::{Action, Arns, Operation, Resource};
 use crate::core::validate::ValidationError;
 use crate::error::ApiError;
 
+/// The condition keys an API's requests carry (`aws:RequestTag/<key>`, `aws:TagKeys`, ...),
+/// for policy evaluation. Every enum of the [`operations!`](crate::operations) table implements
+/// it, so a new API says which keys it has (or that it has none: the default).
+pub trait Conditions {
+    /// Adds the request's own condition keys to `ctx`.
+    fn request_conditions(&self, ctx: &mut crate::core::policy::Context) {
+        let _ = ctx;
+    }
+}
+
+/// Adds `aws:RequestTag/<key>` for every tag and `aws:TagKeys` (all keys) to `ctx`.
+pub fn tag_conditions<'t>(ctx: &mut crate::core::policy::Context, tags: impl IntoIterator<Item = (&'t str, &'t str)>) {
+    let mut keys = vec![];
+    for (k, v) in tags {
+        ctx.insert(&format!("aws:RequestTag/{k}"), [v]);
+        keys.push(k);
+    }
+    ctx.insert("aws:TagKeys", keys);
+}
+
 /// Renders a serde path the way AWS names members: dotted, 1-based list indices.
 fn aws_path(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
@@ -121,6 +141,10 @@ macro_rules! operations {
 
             fn action(&self) -> $crate::core::iam::Action {
                 $crate::core::iam::Action { service: $service, name: self.name() }
+            }
+
+            fn conditions(&self, ctx: &mut $crate::core::policy::Context) {
+                <$enum as $crate::api::ops::Conditions>::request_conditions(self, ctx)
             }
 
             #[allow(unused_variables)]

@@ -40,6 +40,43 @@ crate::operations! {
     }
 }
 
+/// The condition keys of SageMaker requests: the tags a create or `AddTags` brings
+/// (`aws:RequestTag/<key>`, `aws:TagKeys`), the keys `DeleteTags` removes (`aws:TagKeys`), and
+/// every instance type a new configuration's variants name, in `InstanceType` and
+/// `InstancePools` (`sagemaker:InstanceTypes`).
+impl super::ops::Conditions for SageMakerOp {
+    fn request_conditions(&self, ctx: &mut crate::core::policy::Context) {
+        let pairs = |tags: &'_ [Tag]| -> Vec<(String, String)> {
+            tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect()
+        };
+        let tags = match self {
+            SageMakerOp::CreateModel(i) => pairs(&i.tags),
+            SageMakerOp::CreateEndpoint(i) => pairs(&i.tags),
+            SageMakerOp::AddTags(i) => pairs(&i.tags),
+            SageMakerOp::CreateEndpointConfig(i) => {
+                let types: Vec<&str> = i
+                    .production_variants
+                    .iter()
+                    .flat_map(|v| {
+                        v.instance_type
+                            .iter()
+                            .map(String::as_str)
+                            .chain(v.instance_pools.iter().flatten().map(|p| p.instance_type.as_str()))
+                    })
+                    .collect();
+                ctx.insert("sagemaker:InstanceTypes", types);
+                pairs(&i.tags)
+            }
+            SageMakerOp::DeleteTags(i) => {
+                ctx.insert("aws:TagKeys", i.tag_keys.iter().map(String::as_str));
+                return;
+            }
+            _ => return,
+        };
+        super::ops::tag_conditions(ctx, tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    }
+}
+
 /// Runs one operation.
 pub(crate) async fn dispatch(app: &Arc<App>, op: SageMakerOp) -> Result<Value, ApiError> {
     use SageMakerOp as Op;

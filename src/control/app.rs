@@ -215,6 +215,7 @@ impl App {
         }
         for record in self.store.list::<EndpointRecord>(Kind::Endpoint)? {
             let instances = by_endpoint.remove(&record.name).unwrap_or_default();
+            super::publish_tags(self, &self.arn("endpoint", &record.name))?;
             self.register(record, instances);
         }
         Ok(())

@@ -283,6 +283,28 @@ pub enum Outcome {
 
 /// Applies one command. Every accepted change is durable before this returns.
 pub async fn apply(app: &Arc<App>, command: Command) -> Result<Outcome, ControlError> {
+    // An endpoint whose tags the command may change: invocations' `aws:ResourceTag/<key>`
+    // reads the published copy.
+    let tagged = match &command {
+        Command::AddTags { arn, .. } | Command::DeleteTags { arn, .. } => Some(arn.clone()),
+        Command::CreateEndpoint { name, .. } | Command::DeleteEndpoint { name } => Some(app.arn("endpoint", name)),
+        _ => None,
+    };
+    let outcome = apply_inner(app, command).await;
+    if let Some(arn) = tagged.filter(|a| a.contains(":endpoint/")) {
+        publish_tags(app, &arn)?;
+    }
+    outcome
+}
+
+/// Publishes the stored tags of `arn` to the data plane's copy.
+pub(crate) fn publish_tags(app: &App, arn: &str) -> Result<(), crate::store::StoreError> {
+    let tags = app.store.tags(arn)?.into_iter().map(|t| (t.key, t.value)).collect();
+    app.dataplane.auth.tags.set(arn, tags);
+    Ok(())
+}
+
+async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, ControlError> {
     match command {
         Command::CreateModel { model, tags } => create_document(app, &model, &tags),
         Command::CreateEndpointConfig { config, tags } => create_document(app, &config, &tags),
