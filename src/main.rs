@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use spillway::config::Config;
+use spillway::config::{AuthMode, Config};
 use spillway::control::app::App;
 use tracing_subscriber::EnvFilter;
 
@@ -36,11 +36,6 @@ enum Command {
         /// Create a demo endpoint whose preferred instance type has no capacity, and narrate it.
         #[arg(long)]
         demo: bool,
-        /// Listen on an address other hosts can reach although requests are not authenticated
-        /// yet: anyone who reaches the socket can run commands on this host. Without this flag
-        /// spillway refuses to start on a non-loopback address.
-        #[arg(long)]
-        i_know_this_is_unauthenticated: bool,
     },
     /// Run a model server built into spillway (used by `Image = "builtin:<name>"`).
     #[command(hide = true)]
@@ -63,8 +58,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             data_dir,
             demo,
-            i_know_this_is_unauthenticated,
-        } => serve(config, listen, data_dir, demo, i_know_this_is_unauthenticated).await,
+        } => serve(config, listen, data_dir, demo).await,
     }
 }
 
@@ -73,7 +67,6 @@ async fn serve(
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     demo: bool,
-    unauthenticated_ok: bool,
 ) -> anyhow::Result<()> {
     let default_filter = if demo { "warn" } else { "info" };
     tracing_subscriber::fmt()
@@ -95,13 +88,12 @@ async fn serve(
     if demo {
         spillway::demo::prepare_config(&mut cfg);
     }
-    let exposed = !cfg.listen.ip().is_loopback();
-    if exposed && !unauthenticated_ok {
+    let unauthenticated = cfg.auth.mode == AuthMode::None;
+    if unauthenticated && !cfg.listen.ip().is_loopback() {
         anyhow::bail!(
-            "refusing to listen on {}: it is not a loopback address, and spillway does not authenticate requests yet \
-             (anyone who reaches the socket could create models, whose Image is a command line run on this host). \
-             Listen on 127.0.0.1 (the default) and put an authenticating proxy in front, or pass \
-             --i-know-this-is-unauthenticated to accept the risk.",
+            "refusing to listen on {} with [auth] mode = \"none\": it is not a loopback address, and anyone who reaches it \
+             could create models, whose Image is a command line run on this host. Remove [auth] mode = \"none\" \
+             (requests are then signed with AWS Signature Version 4 by keys of spillway's IAM), or listen on 127.0.0.1.",
             cfg.listen
         );
     }
@@ -113,11 +105,15 @@ async fn serve(
     let url = format!("http://{addr}");
     tracing::info!(%url, data_dir = %app.cfg.data_dir.display(), "spillway listening");
     eprintln!("spillway listening on {url} (data in {})", app.cfg.data_dir.display());
+    if unauthenticated {
+        tracing::warn!("[auth] mode = \"none\": requests are not authenticated; every caller is the administrator");
+        tokio::spawn(warn_unauthenticated(addr));
+    } else {
+        let credentials = first_start_credentials(&app)?;
+        eprintln!("{}", client_setup(&credentials, &url, &app.cfg.region));
+    }
     if demo {
         tokio::spawn(spillway::demo::run(app.clone(), url.clone()));
-    }
-    if exposed {
-        tokio::spawn(warn_unauthenticated(addr));
     }
     let router = spillway::api::router(app.clone());
     let threads = match app.cfg.router.io_threads {
@@ -173,16 +169,44 @@ fn raise_fd_limit() -> u64 {
     }
 }
 
-/// Says every minute that a non-loopback listener takes unauthenticated requests.
+/// Says every minute that requests are not authenticated.
 async fn warn_unauthenticated(addr: SocketAddr) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    tick.tick().await;
     loop {
         tick.tick().await;
         tracing::warn!(
             %addr,
-            "listening beyond loopback WITHOUT authentication (--i-know-this-is-unauthenticated): anyone who reaches this address can run commands on this host"
+            "[auth] mode = \"none\": requests are not authenticated; anyone who can reach this address (every local user) can run commands on this host"
         );
     }
+}
+
+/// The administrator's credentials file, `<data_dir>/credentials`: written (mode 0600) with a
+/// new key on the first start, when there are no identities yet.
+fn first_start_credentials(app: &App) -> anyhow::Result<PathBuf> {
+    let path = app.cfg.data_dir.join("credentials");
+    let path = std::path::absolute(&path).unwrap_or(path);
+    if let Some((key_id, secret)) =
+        spillway::control::identity::bootstrap_admin(app).context("cannot create the administrator")?
+    {
+        spillway::auth::write_credentials(&path, &key_id, &secret)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        tracing::info!(path = %path.display(), access_key_id = %key_id, "created the administrator and its access key");
+    }
+    Ok(path)
+}
+
+/// The lines that make boto3 and the aws CLI talk to this server with no flags.
+fn client_setup(credentials: &std::path::Path, url: &str, region: &str) -> String {
+    format!(
+        "To use it with boto3 or the aws CLI (profile \"spillway\" is the administrator):\n\
+         \x20 export AWS_SHARED_CREDENTIALS_FILE={}\n\
+         \x20 export AWS_PROFILE=spillway\n\
+         \x20 export AWS_ENDPOINT_URL={url}\n\
+         \x20 export AWS_DEFAULT_REGION={region}",
+        credentials.display()
+    )
 }
 
 async fn shutdown_signal() {

@@ -27,6 +27,28 @@ use crate::core::policy::{self, Context, Decision};
 use directory::{Identities, Principal};
 use sigv4::{AuthError, KeyCache, PayloadHash, Presented, RequestParts};
 
+/// Writes an access key to `path` in the AWS shared-credentials format, under the profile
+/// `spillway`, readable by its owner only (mode 0600, set when the file is created, so the key
+/// is never readable by others even for a moment).
+pub fn write_credentials(path: &std::path::Path, access_key_id: &str, secret_access_key: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    write!(
+        f,
+        "# Written by spillway on its first start: the administrator's access key.\n\
+         [spillway]\naws_access_key_id = {access_key_id}\naws_secret_access_key = {secret_access_key}\n"
+    )?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// How many derived signing keys are kept (one per key, day, region and service).
 const SIGNING_KEYS: usize = 4096;
 

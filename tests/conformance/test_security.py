@@ -1,9 +1,10 @@
-"""Safe defaults at the edge (issue 12): spillway does not authenticate requests yet, so it
-refuses to listen beyond loopback unless told, in so many words, to accept the risk."""
+"""Safe defaults at the edge (issues 12 and 13): requests are authenticated unless the listener
+is loopback and the operator turned authentication off."""
 
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import spw
@@ -24,17 +25,24 @@ def _serve(tmp_path, *extra):
     return port, proc
 
 
-def test_a_non_loopback_listener_is_refused_without_the_flag(tmp_path):
-    port, proc = _serve(tmp_path)
+def test_no_authentication_is_refused_beyond_loopback(tmp_path):
+    """`[auth] mode = "none"` only on loopback: anyone who reaches another address could run
+    commands on the host."""
+    cfg = tmp_path / "none.toml"
+    cfg.write_text('[auth]\nmode = "none"\n')
+    port, proc = _serve(tmp_path, "--config", str(cfg))
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode != 0
     assert f"refusing to listen on 0.0.0.0:{port}" in out
-    assert "--i-know-this-is-unauthenticated" in out and "127.0.0.1" in out
+    assert 'mode = \\"none\\"' in out or 'mode = "none"' in out, out
+    assert "127.0.0.1" in out
     assert not (tmp_path / "data").exists(), "nothing started"
 
 
-def test_the_flag_starts_it_and_it_warns(tmp_path):
-    port, proc = _serve(tmp_path, "--i-know-this-is-unauthenticated")
+def test_beyond_loopback_requests_are_authenticated(tmp_path):
+    """With authentication on (the default) any address may be used, and an unsigned request
+    for anything but the health probe is refused."""
+    port, proc = _serve(tmp_path)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -45,10 +53,16 @@ def test_the_flag_starts_it_and_it_warns(tmp_path):
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
                 time.sleep(0.2)
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_spillway/capacity", timeout=5)
+            raise AssertionError("an unsigned admin request was served")
+        except urllib.error.HTTPError as e:
+            assert e.code in (400, 403), e.code
+            assert "MissingAuthenticationToken" in e.headers.get("x-amzn-errortype", "")
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
-    assert "WITHOUT authentication" in out
+    assert "AWS_SHARED_CREDENTIALS_FILE=" in out and "AWS_PROFILE=spillway" in out, out
 
 
 def _session_and_group(pid: int) -> tuple[int, int]:
