@@ -2,6 +2,11 @@
 wrk.method = "POST"
 wrk.body = '{"instances":[[0.1,0.2,0.3,0.4]],"id":"bench-0001","pad":"xxxx"}'
 wrk.headers["Content-Type"] = "application/json"
+-- SigV4 headers bench/run.sh computed for this URL and body (valid for 5 minutes).
+if os.getenv("BENCH_AUTHORIZATION") then
+  wrk.headers["Authorization"] = os.getenv("BENCH_AUTHORIZATION")
+  wrk.headers["X-Amz-Date"] = os.getenv("BENCH_AMZ_DATE")
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

@@ -102,9 +102,27 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 NGX_PORT="$(free_port)"
 
 # --- spillway and the endpoint ---------------------------------------------------------------
-sm() {  # sm BASE_URL Operation JSON
+sm() {  # sm BASE_URL Operation JSON, signed by the administrator of the spillway being set up
     fetch "$1/" --header "X-Amz-Target: SageMaker.$2" \
-        --header 'Content-Type: application/x-amz-json-1.1' --data "$3"
+        --header 'Content-Type: application/x-amz-json-1.1' --data "$3" --sign "$CREDS"
+}
+# Every request to spillway is signed (SigV4, verified by the spillway under test); direct and
+# nginx get the same bytes and ignore the signature. A signature is valid for 5 minutes:
+# `signed URL METHOD CMD...` signs METHOD URL (with BODY for POST) just before running CMD, and
+# exports the headers for bench/post.lua and bench/get.lua (wrk) and LOADGEN_AUTH (loadgen).
+declare -A SP_CREDS
+signed() {
+    local url=$1 method=$2 lines
+    shift 2
+    printf '%s' "$BODY" >"$TMP/body"
+    [ "$method" = GET ] && : >"$TMP/body"
+    local creds="$CREDS_UNDER_TEST" l
+    for l in "${!SP_URLS[@]}"; do
+        [[ "$url" == "${SP_URLS[$l]}"/* ]] && creds="${SP_CREDS[$l]}"
+    done
+    lines="$(python3 "$BENCH/sigv4.py" "$creds" "$method" "$url" 'Content-Type: application/json' "$TMP/body")"
+    BENCH_AUTHORIZATION="$(sed -n 's/^Authorization: //p' <<<"$lines")" \
+        BENCH_AMZ_DATE="$(sed -n 's/^X-Amz-Date: //p' <<<"$lines")" "$@"
 }
 declare -A URL PROXY_PIDS MODEL_PIDS SP_PIDS SP_URLS
 # start_spillway LABEL BINARY EXTRA_TOML: starts a spillway with its own data dir and the bench
@@ -125,6 +143,8 @@ start_spillway() {
     PIDS+=("$pid")
     for _ in $(seq 100); do fetch "$base/_spillway/health" >/dev/null && break; sleep 0.1; done
     fetch "$base/_spillway/health" >/dev/null || { cat "$dir/spillway.log" >&2; exit 1; }
+    CREDS="$dir/data/credentials"
+    SP_CREDS[$label]="$CREDS"
     sm "$base" CreateModel '{"ModelName":"bench-model","PrimaryContainer":{"Image":"builtin:echo"}}' >/dev/null
     sm "$base" CreateEndpointConfig '{"EndpointConfigName":"bench-config","ProductionVariants":[{"VariantName":"AllTraffic","ModelName":"bench-model","InitialInstanceCount":1,"InstanceType":"ml.m5.xlarge"}]}' >/dev/null
     sm "$base" CreateEndpoint "{\"EndpointName\":\"$ENDPOINT\",\"EndpointConfigName\":\"bench-config\"}" >/dev/null
@@ -136,7 +156,7 @@ start_spillway() {
         sleep 0.2
     done
     [ "$status" = InService ] || { echo "$label: endpoint is $status" >&2; cat "$dir/spillway.log" >&2; exit 1; }
-    read -r UP_PORT UP_PID < <(fetch "$base/_spillway/endpoints/$ENDPOINT/instances" |
+    read -r UP_PORT UP_PID < <(fetch "$base/_spillway/endpoints/$ENDPOINT/instances" --sign "$CREDS" |
         python3 -c 'import json,sys; d=json.load(sys.stdin); d=d.get("instances",d) if isinstance(d,dict) else d; i=d[0]; print(i["port"], i["pid"])')
     # The model instance inherited spillway's CPU: move all its threads to the load's CPU.
     [ -z "$LOAD_CPU" ] || taskset -a -p -c "$LOAD_CPU" "$UP_PID" >/dev/null
@@ -167,6 +187,7 @@ start_spillway spillway "$SPILLWAY_BIN" ""
 TARGETS+=(spillway)
 SP_PID="${SP_PIDS[spillway]}"
 SP="${SP_URLS[spillway]}"
+CREDS_UNDER_TEST="${SP_CREDS[spillway]}"
 SP_PORT="${SP##*:}"
 
 # --- nginx -----------------------------------------------------------------------------------
@@ -226,7 +247,7 @@ MODEL_PIDS[direct]="$UP_PID"
 MODEL_PIDS[nginx]="$UP_PID"
 
 for t in "${TARGETS[@]}"; do
-    n="$(fetch "${URL[$t]}" --header 'Content-Type: application/json' --data "$BODY" | wc -c)"
+    n="$(fetch "${URL[$t]}" --header 'Content-Type: application/json' --data "$BODY" --sign "$CREDS_UNDER_TEST" | wc -c)"
     [ "$n" -gt 0 ] || { echo "$t: no answer from ${URL[$t]}" >&2; exit 1; }
     log "$t: ${URL[$t]} answers $n bytes"
 done
@@ -276,12 +297,12 @@ measure() {  # measure PHASE TARGET REP CMD...: runs CMD, appends its RESULT lin
 # --- 1. saturation (closed loop, wrk) --------------------------------------------------------
 log "warm-up"
 for t in "${TARGETS[@]}"; do
-    wrk -t"$WRK_THREADS" -c"$CONNS" -d2s -s "$BENCH/post.lua" "${URL[$t]}" >/dev/null
+    signed "${URL[$t]}" POST wrk -t"$WRK_THREADS" -c"$CONNS" -d2s -s "$BENCH/post.lua" "${URL[$t]}" >/dev/null
 done
 log "saturation: wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency -s bench/post.lua URL"
 for rep in $(seq "$REPEATS"); do
     for t in "${TARGETS[@]}"; do
-        measure sat "$t" "$rep" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$BENCH/post.lua" "${URL[$t]}"
+        signed "${URL[$t]}" POST measure sat "$t" "$rep" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$BENCH/post.lua" "${URL[$t]}"
     done
 done
 
@@ -304,7 +325,7 @@ fixed_rate() {  # fixed_rate PHASE RATE: every repetition of every target at RAT
     local rep t
     for rep in $(seq "$REPEATS"); do
         for t in "${TARGETS[@]}"; do
-            measure "$1" "$t" "$rep" "$LOADGEN" --url "${URL[$t]}" --rate "$2" --duration "$DURATION" \
+            signed "${URL[$t]}" POST measure "$1" "$t" "$rep" "$LOADGEN" --url "${URL[$t]}" --rate "$2" --duration "$DURATION" \
                 --warmup 2 --connections "$CONNS" --body "$BODY"
         done
     done
@@ -332,11 +353,11 @@ echo "mem nginx 1 $(python3 "$BENCH/idle_conns.py" "$NGX_PORT" 1000 /invocations
 # --- 4. metrics ------------------------------------------------------------------------------
 # There is no switch to turn metrics collection off; measure what a scrape costs instead.
 log "metrics scrape cost"
-METRICS_BYTES="$(fetch "$SP/metrics" | wc -c)"
-line="$(wrk -t1 -c1 -d3s "$SP/metrics" | awk '/Requests\/sec/ {print $2}')"
+METRICS_BYTES="$(fetch "$SP/metrics" --sign "$CREDS_UNDER_TEST" | wc -c)"
+line="$(signed "$SP/metrics" GET wrk -t1 -c1 -d3s -s "$BENCH/get.lua" "$SP/metrics" | awk '/Requests\/sec/ {print $2}')"
 echo "metrics spillway 1 bytes=$METRICS_BYTES scrape_rps_1conn=$line" | tee -a "$RAW" >&2
 if [ -f "$ROOT/dashboards/check.py" ]; then
-    python3 "$ROOT/dashboards/check.py" "$SP/metrics" >&2 || log "the Grafana dashboard check failed (above)"
+    python3 "$ROOT/dashboards/check.py" "$SP/metrics" "$CREDS_UNDER_TEST" >&2 || log "the Grafana dashboard check failed (above)"
 fi
 
 # --- 5. profile (optional: PROFILE=0 skips; needs perf) ---------------------------------------
@@ -348,7 +369,7 @@ if [ "${PROFILE:-1}" != 0 ] && command -v perf >/dev/null; then
     perf record -q -e cpu-clock -F 1999 "${CG[@]}" -p "$SP_PID" -o "$TMP/perf.data" -- sleep "$DURATION" 2>/dev/null &
     PERF_PID=$!
     PIDS+=("$PERF_PID")
-    wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s "$BENCH/post.lua" "${URL[spillway]}" >/dev/null
+    signed "${URL[spillway]}" POST wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s "$BENCH/post.lua" "${URL[spillway]}" >/dev/null
     wait "$PERF_PID" || true
     {
         echo "# perf report --sort sym (self time, spillway process, saturation run) $STAMP"

@@ -1,6 +1,7 @@
 """Checks dashboards/spillway-grafana.json: Grafana-importable structure and metric names.
 
-Usage: python3 dashboards/check.py [METRICS_URL_OR_FILE]
+Usage: python3 dashboards/check.py [METRICS_URL_OR_FILE [CREDENTIALS_FILE]] (a URL is signed by the
+`spillway` profile of CREDENTIALS_FILE)
 
 - well-formed JSON with the members Grafana's import needs (title, uid, schemaVersion, panels,
   templating with the `endpoint` variable), unique panel ids, panels inside the 24-column grid
@@ -59,7 +60,19 @@ for p in dash["panels"]:
 
 if len(sys.argv) > 1:
     src = sys.argv[1]
-    text = urllib.request.urlopen(src).read().decode() if src.startswith("http") else open(src).read()
+    if src.startswith("http"):
+        req = urllib.request.Request(src)
+        if len(sys.argv) > 2:  # signed by the `spillway` profile of this credentials file
+            import os
+
+            sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+            import sigv4
+
+            for k, v in sigv4.sign("GET", src, {}, b"", *sigv4.keys(sys.argv[2]), "spillway").items():
+                req.add_header(k, v)
+        text = urllib.request.urlopen(req).read().decode()
+    else:
+        text = open(src).read()
     exposed = set(re.findall(r"^(spillway_[a-z_]+)", text, re.M))
     # Families that legitimately have no sample: GPU gauges exist only on hosts with GPUs.
     exposed |= {"spillway_instance_gpu_utilization_percent", "spillway_instance_gpu_memory_utilization_percent"}

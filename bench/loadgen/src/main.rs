@@ -34,6 +34,8 @@ struct Args {
     connections: usize,
     body: Bytes,
     content_type: String,
+    /// SigV4 headers bench/run.sh computed (`BENCH_AUTHORIZATION`, `BENCH_AMZ_DATE`).
+    headers: Vec<(String, String)>,
 }
 
 fn parse_args() -> Args {
@@ -47,6 +49,10 @@ fn parse_args() -> Args {
         connections: 32,
         body: Bytes::from_static(br#"{"instances":[[0.1,0.2,0.3,0.4]],"id":"bench-0001"}"#),
         content_type: "application/json".into(),
+        headers: [("authorization", "BENCH_AUTHORIZATION"), ("x-amz-date", "BENCH_AMZ_DATE")]
+            .iter()
+            .filter_map(|(h, var)| std::env::var(var).ok().map(|v| (h.to_string(), v)))
+            .collect(),
     };
     let mut url = None;
     let mut it = std::env::args().skip(1);
@@ -174,11 +180,13 @@ async fn run(args: Arc<Args>) {
                     }
                 };
                 let sent = Instant::now();
-                let req = hyper::Request::post(args.path.as_str())
+                let mut req = hyper::Request::post(args.path.as_str())
                     .header("host", authority.as_str())
-                    .header("content-type", args.content_type.as_str())
-                    .body(Full::new(args.body.clone()))
-                    .expect("request");
+                    .header("content-type", args.content_type.as_str());
+                for (k, v) in &args.headers {
+                    req = req.header(k.as_str(), v.as_str());
+                }
+                let req = req.body(Full::new(args.body.clone())).expect("request");
                 let result = async {
                     if sender.ready().await.is_err() {
                         return Err(());
