@@ -10,6 +10,7 @@
 pub mod app;
 pub mod autoscaler;
 pub mod controller;
+pub mod identity;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
