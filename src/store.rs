@@ -810,6 +810,43 @@ mod tests {
     }
 
     #[test]
+    fn an_identity_batch_is_written_whole_or_not_at_all() {
+        let s = Store::in_memory().unwrap();
+        let user = |name: &str, id: &str| IamUserRow {
+            name: name.into(),
+            user_id: id.into(),
+            path: "/".into(),
+            arn: format!("arn:aws:iam::1:user/{name}"),
+            created: 1.0,
+            tags: vec![Tag {
+                key: "k".into(),
+                value: "v".into(),
+            }],
+        };
+        let a = user("a", "AIDA1");
+        s.iam_write(&[IamWrite::InsertUser(&a)]).unwrap();
+        // The second write breaks the unique name (case-insensitively): the first is undone.
+        let b = user("b", "AIDA2");
+        let dup = user("A", "AIDA3");
+        assert!(s.iam_write(&[IamWrite::InsertUser(&b), IamWrite::InsertUser(&dup)]).is_err());
+        let rows = s.iam_rows().unwrap();
+        assert_eq!(rows.users, vec![a.clone()]);
+        // A key of a user that does not exist breaks the foreign key.
+        let key = IamAccessKeyRow {
+            id: "AKIA1".into(),
+            user_name: "nobody".into(),
+            secret: "s".into(),
+            status: "Active".into(),
+            created: 1.0,
+            last_used: None,
+        };
+        assert!(s.iam_write(&[IamWrite::InsertAccessKey(&key)]).is_err());
+        assert!(format!("{key:?}").find("\"s\"").is_none(), "Debug shows no secret");
+        s.iam_write(&[IamWrite::DeleteUser("A")]).unwrap();
+        assert_eq!(s.iam_rows().unwrap(), IamRows::default());
+    }
+
+    #[test]
     fn resources_round_trip_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");

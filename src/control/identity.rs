@@ -1246,3 +1246,441 @@ pub fn group_policies(app: &App, group: &str) -> Result<Vec<String>> {
     names.sort();
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACCOUNT: &str = "111122223333";
+    const ALLOW_ALL: &str = ADMIN_POLICY;
+
+    struct World {
+        state: IamState,
+        store: Store,
+        ids: Identities,
+    }
+
+    impl World {
+        fn new() -> Self {
+            Self::on(Store::in_memory().unwrap())
+        }
+
+        fn on(store: Store) -> Self {
+            let rows = store.iam_rows().unwrap();
+            let ids = Identities::new(directory(&rows, ACCOUNT));
+            Self {
+                state: IamState::new(rows),
+                store,
+                ids,
+            }
+        }
+
+        fn run(&self, cmd: IamCommand) -> Result<IamOutcome> {
+            apply_to(&self.state, &self.store, &self.ids, ACCOUNT, 1_700_000_000.0, cmd)
+        }
+
+        fn user(&self, name: &str) {
+            self.run(IamCommand::CreateUser {
+                user_name: name.into(),
+                path: None,
+                tags: vec![],
+            })
+            .unwrap();
+        }
+
+        fn key(&self, user: &str) -> IamAccessKeyRow {
+            match self
+                .run(IamCommand::CreateAccessKey {
+                    user_name: user.into(),
+                })
+                .unwrap()
+            {
+                IamOutcome::AccessKey(k) => k,
+                o => panic!("{o:?}"),
+            }
+        }
+
+        fn rows(&self) -> IamRows {
+            self.state.lock().clone()
+        }
+    }
+
+    fn message(r: Result<IamOutcome>) -> (String, String) {
+        let e = r.unwrap_err();
+        let kind = format!("{e:?}");
+        (kind.split('(').next().unwrap().to_string(), e.to_string())
+    }
+
+    #[test]
+    fn names_paths_and_documents_are_checked_with_iams_wording() {
+        let mut v = Violations::default();
+        v.name("bad name", "userName", 64);
+        assert_eq!(
+            v.finish().unwrap_err().to_string(),
+            r"1 validation error detected: Value 'bad name' at 'userName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\w+=,.@-]+"
+        );
+        let mut v = Violations::default();
+        v.name(&"a".repeat(65), "userName", 64);
+        v.path("team", "path");
+        let e = v.finish().unwrap_err().to_string();
+        assert!(e.starts_with("2 validation errors detected: "), "{e}");
+        assert!(e.contains("Member must have length less than or equal to 64"), "{e}");
+        assert!(e.contains("at 'path'"), "{e}");
+        for ok in ["a", "A_b+c=d,e.f@g-h", &"x".repeat(64)] {
+            let mut v = Violations::default();
+            v.name(ok, "userName", 64);
+            assert!(v.finish().is_ok(), "{ok}");
+        }
+        for (path, ok) in [("/", true), ("/a/", true), ("/a/b/", true), ("//", false), ("/a", false), ("a/", false), ("/a b/", false)] {
+            assert_eq!(is_path(path), ok, "{path}");
+        }
+        let mut v = Violations::default();
+        v.document("\u{1}", "policyDocument");
+        assert!(v.finish().is_err());
+        let mut v = Violations::default();
+        v.status("active", "status");
+        assert!(v.finish().unwrap_err().to_string().contains("[Active, Inactive]"));
+        let mut v = Violations::default();
+        v.max_items(Some(0), "maxItems");
+        v.max_items(Some(1001), "maxItems");
+        assert!(v.finish().unwrap_err().to_string().starts_with("2 validation errors"));
+        let mut v = Violations::default();
+        v.tags(
+            &[Tag {
+                key: "".into(),
+                value: "v".into(),
+            }],
+            "tags",
+        );
+        assert!(v.finish().unwrap_err().to_string().contains("'tags.1.member.key'"));
+    }
+
+    #[test]
+    fn ids_and_secrets_come_from_the_right_alphabets() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let id = new_id("AKIA").unwrap();
+            assert_eq!(id.len(), 20);
+            assert!(id[4..].bytes().all(|b| UPPER_ALNUM.contains(&b)), "{id}");
+            let s = new_secret().unwrap();
+            assert_eq!(s.len(), 40);
+            assert!(s.bytes().all(|b| SECRET_ALPHABET.contains(&b)), "{s}");
+            assert!(seen.insert(s), "a secret repeated");
+        }
+        // Every character of the alphabet turns up (no modulo bias cuts any off).
+        let all: String = (0..50).map(|_| new_id("").unwrap()).collect();
+        assert!(UPPER_ALNUM.iter().all(|c| all.as_bytes().contains(c)));
+    }
+
+    #[test]
+    fn users_are_unique_regardless_of_case_and_found_regardless_of_case() {
+        let w = World::new();
+        w.user("Bob");
+        let (kind, msg) = message(w.run(IamCommand::CreateUser {
+            user_name: "bob".into(),
+            path: None,
+            tags: vec![],
+        }));
+        assert_eq!(kind, "EntityAlreadyExists");
+        assert_eq!(msg, "User with name bob already exists.");
+        let k = w.key("BOB");
+        assert_eq!(k.user_name, "Bob");
+        assert!(k.id.starts_with("AKIA") && k.secret.len() == 40);
+        let (kind, msg) = message(w.run(IamCommand::DeleteUser {
+            user_name: "nobody".into(),
+        }));
+        assert_eq!((kind.as_str(), msg.as_str()), ("NoSuchEntity", "The user with name nobody cannot be found."));
+    }
+
+    #[test]
+    fn a_user_has_at_most_two_access_keys() {
+        let w = World::new();
+        w.user("u");
+        w.key("u");
+        w.key("u");
+        let (kind, msg) = message(w.run(IamCommand::CreateAccessKey { user_name: "u".into() }));
+        assert_eq!(kind, "LimitExceeded");
+        assert_eq!(msg, "Cannot exceed quota for AccessKeysPerUser: 2");
+        assert_eq!(w.rows().access_keys.len(), 2);
+    }
+
+    #[test]
+    fn deleting_a_user_with_dependents_is_a_conflict_until_they_are_gone() {
+        let w = World::new();
+        w.user("u");
+        w.run(IamCommand::CreateGroup {
+            group_name: "g".into(),
+            path: None,
+        })
+        .unwrap();
+        w.run(IamCommand::PutUserPolicy {
+            user_name: "u".into(),
+            policy_name: "p".into(),
+            document: ALLOW_ALL.into(),
+        })
+        .unwrap();
+        let k = w.key("u");
+        w.run(IamCommand::AddUserToGroup {
+            group_name: "g".into(),
+            user_name: "u".into(),
+        })
+        .unwrap();
+        let del = || w.run(IamCommand::DeleteUser { user_name: "u".into() });
+        assert_eq!(message(del()).1, "Cannot delete entity, must delete policies first.");
+        w.run(IamCommand::DeleteUserPolicy {
+            user_name: "u".into(),
+            policy_name: "p".into(),
+        })
+        .unwrap();
+        assert_eq!(message(del()).1, "Cannot delete entity, must delete access keys first.");
+        w.run(IamCommand::DeleteAccessKey {
+            user_name: "u".into(),
+            access_key_id: k.id,
+        })
+        .unwrap();
+        assert_eq!(message(del()).1, "Cannot delete entity, must remove users from group first.");
+        let (kind, _) = message(w.run(IamCommand::DeleteGroup { group_name: "g".into() }));
+        assert_eq!(kind, "DeleteConflict");
+        w.run(IamCommand::RemoveUserFromGroup {
+            group_name: "g".into(),
+            user_name: "u".into(),
+        })
+        .unwrap();
+        assert_eq!(del().unwrap(), IamOutcome::Done);
+        w.run(IamCommand::DeleteGroup { group_name: "g".into() }).unwrap();
+        assert_eq!(w.rows(), IamRows::default());
+        assert_eq!(w.store.iam_rows().unwrap(), IamRows::default());
+    }
+
+    #[test]
+    fn malformed_policies_are_refused_with_the_parsers_line() {
+        let w = World::new();
+        w.user("u");
+        let (kind, msg) = message(w.run(IamCommand::PutUserPolicy {
+            user_name: "u".into(),
+            policy_name: "p".into(),
+            document: "{\n  \"Version\": \"2012-10-17\",\n  \"Statement\": [\n}".into(),
+        }));
+        assert_eq!(kind, "MalformedPolicyDocument");
+        assert!(msg.contains("line 4"), "{msg}");
+        assert!(w.rows().user_policies.is_empty());
+    }
+
+    #[test]
+    fn inline_policies_count_against_the_users_size_quota() {
+        let w = World::new();
+        w.user("u");
+        let big = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"*","Resource":"arn:{}"}}]}}"#,
+            "x".repeat(1500)
+        );
+        let put = |name: &str| {
+            w.run(IamCommand::PutUserPolicy {
+                user_name: "u".into(),
+                policy_name: name.into(),
+                document: big.clone(),
+            })
+        };
+        put("one").unwrap();
+        put("one").unwrap(); // replacing a policy does not count it twice
+        let (kind, msg) = message(put("two"));
+        assert_eq!(kind, "LimitExceeded");
+        assert_eq!(msg, "Maximum policy size of 2048 bytes exceeded for user u");
+    }
+
+    #[test]
+    fn the_directory_follows_every_change_and_carries_group_policies() {
+        let w = World::new();
+        w.user("u");
+        let k = w.key("u");
+        let p = w.ids.current().principal(&k.id).unwrap();
+        assert!(p.active);
+        assert_eq!(p.secret_access_key, k.secret);
+        assert_eq!(p.arn, "arn:aws:iam::111122223333:user/u");
+        assert!(p.policies.is_empty());
+        w.run(IamCommand::CreateGroup {
+            group_name: "g".into(),
+            path: Some("/teams/".into()),
+        })
+        .unwrap();
+        w.run(IamCommand::PutGroupPolicy {
+            group_name: "g".into(),
+            policy_name: "gp".into(),
+            document: ALLOW_ALL.into(),
+        })
+        .unwrap();
+        w.run(IamCommand::AddUserToGroup {
+            group_name: "G".into(),
+            user_name: "U".into(),
+        })
+        .unwrap();
+        w.run(IamCommand::PutUserPolicy {
+            user_name: "u".into(),
+            policy_name: "up".into(),
+            document: ALLOW_ALL.into(),
+        })
+        .unwrap();
+        assert_eq!(w.ids.current().principal(&k.id).unwrap().policies.len(), 2);
+        w.run(IamCommand::UpdateAccessKey {
+            user_name: "u".into(),
+            access_key_id: k.id.clone(),
+            status: "Inactive".into(),
+        })
+        .unwrap();
+        assert!(!w.ids.current().principal(&k.id).unwrap().active);
+        w.run(IamCommand::TagUser {
+            user_name: "u".into(),
+            tags: vec![Tag {
+                key: "team".into(),
+                value: "a".into(),
+            }],
+        })
+        .unwrap();
+        assert_eq!(
+            w.ids.current().principal(&k.id).unwrap().tags,
+            vec![("team".to_string(), "a".to_string())]
+        );
+        w.run(IamCommand::DeleteAccessKey {
+            user_name: "u".into(),
+            access_key_id: k.id.clone(),
+        })
+        .unwrap();
+        assert!(w.ids.current().principal(&k.id).is_none());
+    }
+
+    #[test]
+    fn a_stored_policy_that_no_longer_parses_makes_the_users_keys_inactive() {
+        let mut rows = IamRows::default();
+        rows.users.push(IamUserRow {
+            name: "u".into(),
+            user_id: "AIDA0000000000000000".into(),
+            path: "/".into(),
+            arn: "arn:aws:iam::1:user/u".into(),
+            created: 0.0,
+            tags: vec![],
+        });
+        rows.access_keys.push(IamAccessKeyRow {
+            id: "AKIA0000000000000000".into(),
+            user_name: "u".into(),
+            secret: "s".into(),
+            status: "Active".into(),
+            created: 0.0,
+            last_used: None,
+        });
+        assert!(directory(&rows, "1").principal("AKIA0000000000000000").unwrap().active);
+        rows.user_policies.push(IamPolicyRow {
+            owner: "u".into(),
+            name: "p".into(),
+            document: "not json".into(),
+        });
+        assert!(!directory(&rows, "1").principal("AKIA0000000000000000").unwrap().active);
+    }
+
+    #[test]
+    fn changes_survive_a_reopened_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let key = {
+            let w = World::on(Store::open(&path).unwrap());
+            w.run(IamCommand::CreateUser {
+                user_name: "u".into(),
+                path: Some("/a/".into()),
+                tags: vec![Tag {
+                    key: "k".into(),
+                    value: "v".into(),
+                }],
+            })
+            .unwrap();
+            w.run(IamCommand::CreateGroup {
+                group_name: "g".into(),
+                path: None,
+            })
+            .unwrap();
+            w.run(IamCommand::AddUserToGroup {
+                group_name: "g".into(),
+                user_name: "u".into(),
+            })
+            .unwrap();
+            w.run(IamCommand::PutGroupPolicy {
+                group_name: "g".into(),
+                policy_name: "p".into(),
+                document: ALLOW_ALL.into(),
+            })
+            .unwrap();
+            let k = w.key("u");
+            assert_eq!(w.rows(), w.store.iam_rows().unwrap(), "memory and store agree");
+            k
+        };
+        let w = World::on(Store::open(&path).unwrap());
+        let rows = w.rows();
+        assert_eq!(rows.users[0].arn, "arn:aws:iam::111122223333:user/a/u");
+        assert_eq!(rows.users[0].tags[0].value, "v");
+        assert_eq!(rows.members, vec![("g".to_string(), "u".to_string())]);
+        let p = w.ids.current().principal(&key.id).unwrap();
+        assert_eq!(p.secret_access_key, key.secret);
+        assert_eq!(p.policies.len(), 1);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the store holds secrets");
+    }
+
+    #[test]
+    fn bootstrap_creates_one_admin_once() {
+        let w = World::new();
+        let (id, secret) = bootstrap_admin_to(&w.state, &w.store, &w.ids, ACCOUNT, 5.0)
+            .unwrap()
+            .unwrap();
+        let p = w.ids.current().principal(&id).unwrap();
+        assert_eq!((p.user_name.as_str(), p.secret_access_key.as_str()), (ADMIN_USER, secret.as_str()));
+        assert_eq!(p.policies.len(), 1);
+        let rows = w.store.iam_rows().unwrap();
+        assert_eq!(rows.user_policies[0].name, ADMIN_POLICY_NAME);
+        assert_eq!(rows.user_policies[0].document, ADMIN_POLICY);
+        assert_eq!(rows, w.rows());
+        assert!(
+            bootstrap_admin_to(&w.state, &w.store, &w.ids, ACCOUNT, 6.0)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(w.store.iam_rows().unwrap().access_keys.len(), 1);
+    }
+
+    #[test]
+    fn pages_follow_markers_to_the_end() {
+        let items: Vec<u32> = (0..7).collect();
+        let p1 = page(items.clone(), None, Some(3)).unwrap();
+        assert_eq!((p1.items.clone(), p1.marker.as_deref()), (vec![0, 1, 2], Some("3")));
+        let p3 = page(items.clone(), Some("6"), Some(3)).unwrap();
+        assert_eq!((p3.items, p3.marker), (vec![6], None));
+        assert!(matches!(page(items.clone(), Some("x"), None), Err(IamError::InvalidInput(_))));
+        assert!(matches!(page(items, None, Some(0)), Err(IamError::Validation(_))));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn paging_visits_every_item_once(n in 0usize..300, max in 1i64..50) {
+            let items: Vec<usize> = (0..n).collect();
+            let mut seen = vec![];
+            let mut marker: Option<String> = None;
+            loop {
+                let p = page(items.clone(), marker.as_deref(), Some(max)).unwrap();
+                proptest::prop_assert!(p.items.len() as i64 <= max);
+                seen.extend(p.items);
+                match p.marker {
+                    Some(m) => marker = Some(m),
+                    None => break,
+                }
+            }
+            proptest::prop_assert_eq!(seen, items);
+        }
+
+        #[test]
+        fn the_name_rule_is_iams_pattern(s in "[a-zA-Z0-9_+=,.@ /#-]{0,70}") {
+            let mut v = Violations::default();
+            v.name(&s, "userName", 64);
+            let ok = !s.is_empty() && s.len() <= 64
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+            proptest::prop_assert_eq!(v.finish().is_ok(), ok);
+        }
+    }
+}
