@@ -429,7 +429,10 @@ mod tests {
 
     #[test]
     fn xml_escape_leaves_nothing_that_breaks_a_document() {
-        assert_eq!(xml_escape("a&b<c>\"'\u{1}\r\n"), "a&amp;b&lt;c&gt;&quot;&apos;\u{fffd}&#13;\n");
+        assert_eq!(
+            xml_escape("a&b<c>\"'\u{1}\r\n"),
+            "a&amp;b&lt;c&gt;&quot;&apos;\u{fffd}&#13;\n"
+        );
     }
 
     proptest::proptest! {

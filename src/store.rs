@@ -331,7 +331,10 @@ fn iam_write_one(tx: &rusqlite::Transaction<'_>, w: &IamWrite<'_>) -> Result<()>
             tx.execute("DELETE FROM iam_access_keys WHERE id = ?1", params![id])?;
         }
         IamWrite::SetAccessKeyStatus(id, status) => {
-            tx.execute("UPDATE iam_access_keys SET status = ?2 WHERE id = ?1", params![id, status])?;
+            tx.execute(
+                "UPDATE iam_access_keys SET status = ?2 WHERE id = ?1",
+                params![id, status],
+            )?;
         }
         IamWrite::PutUserPolicy(p) => {
             tx.execute(
@@ -828,7 +831,10 @@ mod tests {
         // The second write breaks the unique name (case-insensitively): the first is undone.
         let b = user("b", "AIDA2");
         let dup = user("A", "AIDA3");
-        assert!(s.iam_write(&[IamWrite::InsertUser(&b), IamWrite::InsertUser(&dup)]).is_err());
+        assert!(
+            s.iam_write(&[IamWrite::InsertUser(&b), IamWrite::InsertUser(&dup)])
+                .is_err()
+        );
         let rows = s.iam_rows().unwrap();
         assert_eq!(rows.users, vec![a.clone()]);
         // A key of a user that does not exist breaks the foreign key.

@@ -24,10 +24,11 @@ use axum::response::{IntoResponse, Response};
 use super::ops::{Action, Arns, Operation, Resource};
 use crate::auth::directory::Caller;
 use crate::control::app::App;
-use crate::control::identity::{self, IamCommand, IamError, IamOutcome, Page};
+use crate::control::identity::{
+    self, IamAccessKeyRow, IamCommand, IamError, IamGroupRow, IamOutcome, IamUserRow, Page,
+};
 use crate::core::model::Tag;
 use crate::error::{ApiError, ErrorCode, xml_escape};
-use crate::store::{IamAccessKeyRow, IamGroupRow, IamUserRow};
 
 /// IAM's API version, and the `Version` that selects it.
 pub const IAM_VERSION: &str = "2010-05-08";
@@ -138,10 +139,7 @@ impl Params {
         self.indices(prefix)
             .into_iter()
             .map(|n| {
-                let key = self.req(
-                    &format!("{prefix}.member.{n}.Key"),
-                    &format!("{member}.{n}.member.key"),
-                )?;
+                let key = self.req(&format!("{prefix}.member.{n}.Key"), &format!("{member}.{n}.member.key"))?;
                 let value = self.req(
                     &format!("{prefix}.member.{n}.Value"),
                     &format!("{member}.{n}.member.value"),
@@ -169,31 +167,106 @@ pub struct Paging {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(missing_docs)] // the members are the operations' request members, named as IAM names them
 pub enum IamOp {
-    CreateUser { user_name: String, path: Option<String>, tags: Vec<Tag> },
-    GetUser { user_name: Option<String> },
-    ListUsers { path_prefix: Option<String>, paging: Paging },
-    DeleteUser { user_name: String },
-    TagUser { user_name: String, tags: Vec<Tag> },
-    UntagUser { user_name: String, tag_keys: Vec<String> },
-    ListUserTags { user_name: String, paging: Paging },
-    CreateAccessKey { user_name: Option<String> },
-    ListAccessKeys { user_name: Option<String>, paging: Paging },
-    DeleteAccessKey { user_name: Option<String>, access_key_id: String },
-    UpdateAccessKey { user_name: Option<String>, access_key_id: String, status: String },
-    PutUserPolicy { user_name: String, policy_name: String, document: String },
-    GetUserPolicy { user_name: String, policy_name: String },
-    ListUserPolicies { user_name: String, paging: Paging },
-    DeleteUserPolicy { user_name: String, policy_name: String },
-    CreateGroup { group_name: String, path: Option<String> },
-    GetGroup { group_name: String, paging: Paging },
-    DeleteGroup { group_name: String },
-    AddUserToGroup { group_name: String, user_name: String },
-    RemoveUserFromGroup { group_name: String, user_name: String },
-    ListGroupsForUser { user_name: String, paging: Paging },
-    PutGroupPolicy { group_name: String, policy_name: String, document: String },
-    GetGroupPolicy { group_name: String, policy_name: String },
-    ListGroupPolicies { group_name: String, paging: Paging },
-    DeleteGroupPolicy { group_name: String, policy_name: String },
+    CreateUser {
+        user_name: String,
+        path: Option<String>,
+        tags: Vec<Tag>,
+    },
+    GetUser {
+        user_name: Option<String>,
+    },
+    ListUsers {
+        path_prefix: Option<String>,
+        paging: Paging,
+    },
+    DeleteUser {
+        user_name: String,
+    },
+    TagUser {
+        user_name: String,
+        tags: Vec<Tag>,
+    },
+    UntagUser {
+        user_name: String,
+        tag_keys: Vec<String>,
+    },
+    ListUserTags {
+        user_name: String,
+        paging: Paging,
+    },
+    CreateAccessKey {
+        user_name: Option<String>,
+    },
+    ListAccessKeys {
+        user_name: Option<String>,
+        paging: Paging,
+    },
+    DeleteAccessKey {
+        user_name: Option<String>,
+        access_key_id: String,
+    },
+    UpdateAccessKey {
+        user_name: Option<String>,
+        access_key_id: String,
+        status: String,
+    },
+    PutUserPolicy {
+        user_name: String,
+        policy_name: String,
+        document: String,
+    },
+    GetUserPolicy {
+        user_name: String,
+        policy_name: String,
+    },
+    ListUserPolicies {
+        user_name: String,
+        paging: Paging,
+    },
+    DeleteUserPolicy {
+        user_name: String,
+        policy_name: String,
+    },
+    CreateGroup {
+        group_name: String,
+        path: Option<String>,
+    },
+    GetGroup {
+        group_name: String,
+        paging: Paging,
+    },
+    DeleteGroup {
+        group_name: String,
+    },
+    AddUserToGroup {
+        group_name: String,
+        user_name: String,
+    },
+    RemoveUserFromGroup {
+        group_name: String,
+        user_name: String,
+    },
+    ListGroupsForUser {
+        user_name: String,
+        paging: Paging,
+    },
+    PutGroupPolicy {
+        group_name: String,
+        policy_name: String,
+        document: String,
+    },
+    GetGroupPolicy {
+        group_name: String,
+        policy_name: String,
+    },
+    ListGroupPolicies {
+        group_name: String,
+        paging: Paging,
+    },
+    DeleteGroupPolicy {
+        group_name: String,
+        policy_name: String,
+    },
 }
 
 impl IamOp {
@@ -593,7 +666,10 @@ impl Xml {
     fn tags(&mut self, tag: &str, tags: &[Tag]) -> &mut Self {
         self.open(tag);
         for t in tags {
-            self.open("member").leaf("Key", &t.key).leaf("Value", &t.value).close("member");
+            self.open("member")
+                .leaf("Key", &t.key)
+                .leaf("Value", &t.value)
+                .close("member");
         }
         self.close(tag)
     }
@@ -1013,17 +1089,29 @@ mod tests {
         let user = "arn:aws:iam::111122223333:user/bob";
         let group = "arn:aws:iam::111122223333:group/devs";
         let rows: &[(&str, &str, &str)] = &[
-            ("CreateUser", "UserName=bob&Path=%2Fteam%2F", "arn:aws:iam::111122223333:user/team/bob"),
+            (
+                "CreateUser",
+                "UserName=bob&Path=%2Fteam%2F",
+                "arn:aws:iam::111122223333:user/team/bob",
+            ),
             ("GetUser", "UserName=bob", user),
             ("ListUsers", "", "*"),
             ("DeleteUser", "UserName=bob", user),
-            ("TagUser", "UserName=bob&Tags.member.1.Key=k&Tags.member.1.Value=v", user),
+            (
+                "TagUser",
+                "UserName=bob&Tags.member.1.Key=k&Tags.member.1.Value=v",
+                user,
+            ),
             ("UntagUser", "UserName=bob&TagKeys.member.1=k", user),
             ("ListUserTags", "UserName=bob", user),
             ("CreateAccessKey", "UserName=bob", user),
             ("ListAccessKeys", "UserName=bob", user),
             ("DeleteAccessKey", "UserName=bob&AccessKeyId=AKIAAAAAAAAAAAAAAAAA", user),
-            ("UpdateAccessKey", "UserName=bob&AccessKeyId=AKIAAAAAAAAAAAAAAAAA&Status=Inactive", user),
+            (
+                "UpdateAccessKey",
+                "UserName=bob&AccessKeyId=AKIAAAAAAAAAAAAAAAAA&Status=Inactive",
+                user,
+            ),
             ("PutUserPolicy", "UserName=bob&PolicyName=p&PolicyDocument=%7B%7D", user),
             ("GetUserPolicy", "UserName=bob&PolicyName=p", user),
             ("ListUserPolicies", "UserName=bob", user),
@@ -1034,7 +1122,11 @@ mod tests {
             ("AddUserToGroup", "GroupName=devs&UserName=bob", group),
             ("RemoveUserFromGroup", "GroupName=devs&UserName=bob", group),
             ("ListGroupsForUser", "UserName=bob", user),
-            ("PutGroupPolicy", "GroupName=devs&PolicyName=p&PolicyDocument=%7B%7D", group),
+            (
+                "PutGroupPolicy",
+                "GroupName=devs&PolicyName=p&PolicyDocument=%7B%7D",
+                group,
+            ),
             ("GetGroupPolicy", "GroupName=devs&PolicyName=p", group),
             ("ListGroupPolicies", "GroupName=devs", group),
             ("DeleteGroupPolicy", "GroupName=devs&PolicyName=p", group),
@@ -1087,7 +1179,8 @@ mod tests {
     fn lists_are_read_in_index_order() {
         let p = Params::parse(b"TagKeys.member.2=b&TagKeys.member.10=c&TagKeys.member.1=a");
         assert_eq!(p.list("TagKeys"), vec!["a", "b", "c"]);
-        let p = Params::parse(b"Tags.member.2.Key=k2&Tags.member.2.Value=&Tags.member.1.Key=k1&Tags.member.1.Value=v%201");
+        let p =
+            Params::parse(b"Tags.member.2.Key=k2&Tags.member.2.Value=&Tags.member.1.Key=k1&Tags.member.1.Value=v%201");
         let tags = p.tags("Tags", "tags").unwrap();
         assert_eq!(tags[0].key, "k1");
         assert_eq!(tags[0].value, "v 1");

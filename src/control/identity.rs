@@ -18,7 +18,10 @@ use crate::auth::directory::{Directory, Identities, Principal};
 use crate::control::app::App;
 use crate::core::model::{Tag, Timestamp};
 use crate::core::policy::Policy;
-use crate::store::{IamAccessKeyRow, IamGroupRow, IamPolicyRow, IamRows, IamUserRow, IamWrite, Store, StoreError};
+use crate::store::{IamRows, IamWrite, Store, StoreError};
+
+/// The rows the queries answer with (re-exported: the API reads them through `control`).
+pub use crate::store::{IamAccessKeyRow, IamGroupRow, IamPolicyRow, IamUserRow};
 
 /// How many access keys a user may have (IAM's quota `AccessKeysPerUser`).
 pub const MAX_ACCESS_KEYS_PER_USER: usize = 2;
@@ -231,17 +234,26 @@ impl Violations {
             Some(v) => format!("'{v}'"),
             None => "null".to_string(),
         };
-        self.0
-            .push(format!("Value {value} at '{member}' failed to satisfy constraint: {rule}"));
+        self.0.push(format!(
+            "Value {value} at '{member}' failed to satisfy constraint: {rule}"
+        ));
     }
 
     fn length(&mut self, value: &str, member: &str, min: usize, max: usize) -> bool {
         let n = value.chars().count();
         if n < min {
-            self.push(Some(value), member, &format!("Member must have length greater than or equal to {min}"));
+            self.push(
+                Some(value),
+                member,
+                &format!("Member must have length greater than or equal to {min}"),
+            );
             false
         } else if n > max {
-            self.push(Some(value), member, &format!("Member must have length less than or equal to {max}"));
+            self.push(
+                Some(value),
+                member,
+                &format!("Member must have length less than or equal to {max}"),
+            );
             false
         } else {
             true
@@ -302,14 +314,22 @@ impl Violations {
     /// An `AccessKeyId`: 16 to 128 word characters.
     pub fn access_key_id(&mut self, value: &str, member: &str) {
         if self.length(value, member, 16, 128) && !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            self.push(Some(value), member, r"Member must satisfy regular expression pattern: [\w]+");
+            self.push(
+                Some(value),
+                member,
+                r"Member must satisfy regular expression pattern: [\w]+",
+            );
         }
     }
 
     /// An access key `Status`.
     pub fn status(&mut self, value: &str, member: &str) {
         if !matches!(value, "Active" | "Inactive") {
-            self.push(Some(value), member, "Member must satisfy enum value set: [Active, Inactive]");
+            self.push(
+                Some(value),
+                member,
+                "Member must satisfy enum value set: [Active, Inactive]",
+            );
         }
     }
 
@@ -364,9 +384,17 @@ impl Violations {
     pub fn max_items(&mut self, value: Option<i64>, member: &str) {
         if let Some(v) = value {
             if v < 1 {
-                self.push(Some(&v.to_string()), member, "Member must have value greater than or equal to 1");
+                self.push(
+                    Some(&v.to_string()),
+                    member,
+                    "Member must have value greater than or equal to 1",
+                );
             } else if v > 1000 {
-                self.push(Some(&v.to_string()), member, "Member must have value less than or equal to 1000");
+                self.push(
+                    Some(&v.to_string()),
+                    member,
+                    "Member must have value less than or equal to 1000",
+                );
             }
         }
     }
@@ -389,7 +417,10 @@ impl Violations {
     pub fn finish(self) -> Result<()> {
         match self.0.len() {
             0 => Ok(()),
-            1 => Err(IamError::Validation(format!("1 validation error detected: {}", self.0[0]))),
+            1 => Err(IamError::Validation(format!(
+                "1 validation error detected: {}",
+                self.0[0]
+            ))),
             n => Err(IamError::Validation(format!(
                 "{n} validation errors detected: {}",
                 self.0.join("; ")
@@ -704,10 +735,7 @@ fn plan(rows: &IamRows, account: &str, now: Timestamp, cmd: IamCommand) -> Resul
             v.finish()?;
             let u = find_user(rows, &user_name)?;
             let tags = dedup_tags(tags);
-            let added = tags
-                .iter()
-                .filter(|t| !u.tags.iter().any(|x| x.key == t.key))
-                .count();
+            let added = tags.iter().filter(|t| !u.tags.iter().any(|x| x.key == t.key)).count();
             if u.tags.len() + added > MAX_TAGS_PER_USER {
                 return Err(IamError::LimitExceeded(format!(
                     "Cannot exceed quota for TagsPerUser: {MAX_TAGS_PER_USER}"
@@ -746,7 +774,10 @@ fn plan(rows: &IamRows, account: &str, now: Timestamp, cmd: IamCommand) -> Resul
             };
             (vec![Change::InsertAccessKey(key.clone())], IamOutcome::AccessKey(key))
         }
-        IamCommand::DeleteAccessKey { user_name, access_key_id } => {
+        IamCommand::DeleteAccessKey {
+            user_name,
+            access_key_id,
+        } => {
             let mut v = Violations::default();
             v.name(&user_name, "userName", 128);
             v.access_key_id(&access_key_id, "accessKeyId");
@@ -1062,15 +1093,11 @@ pub fn directory(rows: &IamRows, account: &str) -> Directory {
             .filter(|(_, m)| same(m, &u.name))
             .map(|(g, _)| g.as_str())
             .collect();
-        let docs = rows
-            .user_policies
-            .iter()
-            .filter(|p| same(&p.owner, &u.name))
-            .chain(
-                rows.group_policies
-                    .iter()
-                    .filter(|p| groups.iter().any(|g| same(g, &p.owner))),
-            );
+        let docs = rows.user_policies.iter().filter(|p| same(&p.owner, &u.name)).chain(
+            rows.group_policies
+                .iter()
+                .filter(|p| groups.iter().any(|g| same(g, &p.owner))),
+        );
         let mut policies = vec![];
         let mut broken = false;
         for p in docs {
@@ -1124,11 +1151,9 @@ pub fn page<T>(items: Vec<T>, marker: Option<&str>, max_items: Option<i64>) -> R
     v.finish()?;
     let start = match marker {
         None => 0,
-        Some(m) => m
-            .parse::<usize>()
-            .ok()
-            .filter(|&s| s <= items.len())
-            .ok_or_else(|| IamError::InvalidInput(format!("Invalid Marker: {m} is not a marker this server issued.")))?,
+        Some(m) => m.parse::<usize>().ok().filter(|&s| s <= items.len()).ok_or_else(|| {
+            IamError::InvalidInput(format!("Invalid Marker: {m} is not a marker this server issued."))
+        })?,
     };
     let max = max_items.unwrap_or(100) as usize;
     let end = (start + max).min(items.len());
@@ -1290,9 +1315,7 @@ mod tests {
 
         fn key(&self, user: &str) -> IamAccessKeyRow {
             match self
-                .run(IamCommand::CreateAccessKey {
-                    user_name: user.into(),
-                })
+                .run(IamCommand::CreateAccessKey { user_name: user.into() })
                 .unwrap()
             {
                 IamOutcome::AccessKey(k) => k,
@@ -1331,7 +1354,15 @@ mod tests {
             v.name(ok, "userName", 64);
             assert!(v.finish().is_ok(), "{ok}");
         }
-        for (path, ok) in [("/", true), ("/a/", true), ("/a/b/", true), ("//", false), ("/a", false), ("a/", false), ("/a b/", false)] {
+        for (path, ok) in [
+            ("/", true),
+            ("/a/", true),
+            ("/a/b/", true),
+            ("//", false),
+            ("/a", false),
+            ("a/", false),
+            ("/a b/", false),
+        ] {
             assert_eq!(is_path(path), ok, "{path}");
         }
         let mut v = Violations::default();
@@ -1389,7 +1420,10 @@ mod tests {
         let (kind, msg) = message(w.run(IamCommand::DeleteUser {
             user_name: "nobody".into(),
         }));
-        assert_eq!((kind.as_str(), msg.as_str()), ("NoSuchEntity", "The user with name nobody cannot be found."));
+        assert_eq!(
+            (kind.as_str(), msg.as_str()),
+            ("NoSuchEntity", "The user with name nobody cannot be found.")
+        );
     }
 
     #[test]
@@ -1438,7 +1472,10 @@ mod tests {
             access_key_id: k.id,
         })
         .unwrap();
-        assert_eq!(message(del()).1, "Cannot delete entity, must remove users from group first.");
+        assert_eq!(
+            message(del()).1,
+            "Cannot delete entity, must remove users from group first."
+        );
         let (kind, _) = message(w.run(IamCommand::DeleteGroup { group_name: "g".into() }));
         assert_eq!(kind, "DeleteConflict");
         w.run(IamCommand::RemoveUserFromGroup {
@@ -1631,7 +1668,10 @@ mod tests {
             .unwrap()
             .unwrap();
         let p = w.ids.current().principal(&id).unwrap();
-        assert_eq!((p.user_name.as_str(), p.secret_access_key.as_str()), (ADMIN_USER, secret.as_str()));
+        assert_eq!(
+            (p.user_name.as_str(), p.secret_access_key.as_str()),
+            (ADMIN_USER, secret.as_str())
+        );
         assert_eq!(p.policies.len(), 1);
         let rows = w.store.iam_rows().unwrap();
         assert_eq!(rows.user_policies[0].name, ADMIN_POLICY_NAME);
@@ -1652,7 +1692,10 @@ mod tests {
         assert_eq!((p1.items.clone(), p1.marker.as_deref()), (vec![0, 1, 2], Some("3")));
         let p3 = page(items.clone(), Some("6"), Some(3)).unwrap();
         assert_eq!((p3.items, p3.marker), (vec![6], None));
-        assert!(matches!(page(items.clone(), Some("x"), None), Err(IamError::InvalidInput(_))));
+        assert!(matches!(
+            page(items.clone(), Some("x"), None),
+            Err(IamError::InvalidInput(_))
+        ));
         assert!(matches!(page(items, None, Some(0)), Err(IamError::Validation(_))));
     }
 
