@@ -1508,7 +1508,7 @@ mod tests {
         let w = World::new();
         w.user("u");
         let big = format!(
-            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"*","Resource":"arn:{}"}}]}}"#,
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"*","Resource":"arn:aws:s3:::{}"}}]}}"#,
             "x".repeat(1500)
         );
         let put = |name: &str| {

@@ -231,7 +231,7 @@ def test_user_policies_round_trip_and_malformed_documents_name_the_line(server):
         "The user policy with name nope cannot be found.",
     )
     assert err(c.delete_user, UserName="pol") == (409, "DeleteConflict", "Cannot delete entity, must delete policies first.")
-    big = json.dumps({**POLICY, "Statement": [{**POLICY["Statement"][0], "Resource": "arn:" + "x" * 2100}]})
+    big = json.dumps({**POLICY, "Statement": [{**POLICY["Statement"][0], "Resource": "arn:aws:s3:::" + "x" * 2100}]})
     assert err(c.put_user_policy, UserName="pol", PolicyName="big", PolicyDocument=big) == (
         409,
         "LimitExceeded",
