@@ -46,7 +46,8 @@ pub enum ErrorCode {
     InvalidParameterCombinationException,
     /// CloudWatch: a `NextToken` this server did not hand out (400).
     InvalidNextToken,
-    /// Runtime: bad input, unknown endpoint or variant, payload too large (400).
+    /// Runtime: bad input, unknown endpoint or variant, payload too large; IAM and STS: a
+    /// member that breaks its constraint (400).
     ValidationError,
     /// Runtime: the model answered with an error status (424).
     ModelError,
@@ -54,6 +55,20 @@ pub enum ErrorCode {
     ServiceUnavailable,
     /// Runtime: every instance is at its concurrency limit (429).
     ThrottlingException,
+    /// IAM: no such user, group, access key or policy (404).
+    NoSuchEntity,
+    /// IAM: a user or group of that name exists already (409).
+    EntityAlreadyExists,
+    /// IAM: a quota would be exceeded (access keys per user, policy size, …) (409).
+    LimitExceeded,
+    /// IAM: an entity that still has dependents cannot be deleted (409).
+    DeleteConflict,
+    /// IAM: a policy document that does not parse (400).
+    MalformedPolicyDocument,
+    /// IAM: an input value that is not valid, beyond its modelled constraints (400).
+    InvalidInput,
+    /// IAM and STS (awsQuery): an `Action` or `Version` that is not served (400).
+    InvalidAction,
 }
 
 impl ErrorCode {
@@ -77,6 +92,13 @@ impl ErrorCode {
         Self::ModelError,
         Self::ServiceUnavailable,
         Self::ThrottlingException,
+        Self::NoSuchEntity,
+        Self::EntityAlreadyExists,
+        Self::LimitExceeded,
+        Self::DeleteConflict,
+        Self::MalformedPolicyDocument,
+        Self::InvalidInput,
+        Self::InvalidAction,
     ];
 
     /// The code on the wire (`__type`, `x-amzn-ErrorType`).
@@ -97,6 +119,13 @@ impl ErrorCode {
             Self::ModelError => "ModelError",
             Self::ServiceUnavailable => "ServiceUnavailable",
             Self::ThrottlingException => "ThrottlingException",
+            Self::NoSuchEntity => "NoSuchEntity",
+            Self::EntityAlreadyExists => "EntityAlreadyExists",
+            Self::LimitExceeded => "LimitExceeded",
+            Self::DeleteConflict => "DeleteConflict",
+            Self::MalformedPolicyDocument => "MalformedPolicyDocument",
+            Self::InvalidInput => "InvalidInput",
+            Self::InvalidAction => "InvalidAction",
         }
     }
 
@@ -104,7 +133,8 @@ impl ErrorCode {
     pub const fn status(self) -> StatusCode {
         match self {
             Self::InternalFailure => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::AdminNotFound | Self::NoSuchPath => StatusCode::NOT_FOUND,
+            Self::AdminNotFound | Self::NoSuchPath | Self::NoSuchEntity => StatusCode::NOT_FOUND,
+            Self::EntityAlreadyExists | Self::LimitExceeded | Self::DeleteConflict => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::AccessDeniedException => StatusCode::FORBIDDEN,
             Self::RequestEntityTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -119,7 +149,10 @@ impl ErrorCode {
             | Self::MissingRequiredParameterException
             | Self::InvalidParameterCombinationException
             | Self::InvalidNextToken
-            | Self::ValidationError => StatusCode::BAD_REQUEST,
+            | Self::ValidationError
+            | Self::MalformedPolicyDocument
+            | Self::InvalidInput
+            | Self::InvalidAction => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -147,6 +180,8 @@ pub enum Protocol {
     AwsJson11,
     /// awsJson1_0 with query-compatible errors: CloudWatch.
     CloudWatch,
+    /// awsQuery (form-encoded requests, XML answers): IAM and STS.
+    Query,
 }
 
 impl Protocol {
@@ -155,6 +190,7 @@ impl Protocol {
         match self {
             Self::AwsJson11 => "application/x-amz-json-1.1",
             Self::CloudWatch => "application/x-amz-json-1.0",
+            Self::Query => "text/xml",
         }
     }
 }
@@ -229,19 +265,54 @@ impl ApiError {
     pub fn headers(&self, protocol: Protocol) -> impl Iterator<Item = (&'static str, &'static str)> {
         let query = match protocol {
             Protocol::CloudWatch => self.code.query_error(),
-            Protocol::AwsJson11 => None,
+            Protocol::AwsJson11 | Protocol::Query => None,
         };
+        // awsQuery services name the error in the XML body only.
+        let error_type = (protocol != Protocol::Query).then(|| ("x-amzn-errortype", self.code.as_str()));
         [
             Some(("content-type", protocol.content_type())),
-            Some(("x-amzn-errortype", self.code.as_str())),
+            error_type,
             query.map(|q| ("x-amzn-query-error", q)),
         ]
         .into_iter()
         .flatten()
     }
 
-    /// The whole answer in `protocol`.
+    /// The awsQuery error body (IAM, STS): `ErrorResponse` in the service's XML namespace, with
+    /// the fault (`Sender` for the client's errors, `Receiver` for the server's), code and
+    /// message, and the request id.
+    pub fn query_body(&self, xmlns: &str, request_id: &str) -> String {
+        let fault = if self.status().is_server_error() {
+            "Receiver"
+        } else {
+            "Sender"
+        };
+        format!(
+            "<ErrorResponse xmlns=\"{}\"><Error><Type>{fault}</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+            xml_escape(xmlns),
+            self.code.as_str(),
+            xml_escape(&self.message),
+            xml_escape(request_id)
+        )
+    }
+
+    /// The whole awsQuery answer of the error (IAM, STS).
+    pub fn into_query_response(self, xmlns: &str, request_id: &str) -> Response {
+        let mut resp = (self.status(), self.query_body(xmlns, request_id)).into_response();
+        let h = resp.headers_mut();
+        for (name, value) in self.headers(Protocol::Query) {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+        resp
+    }
+
+    /// The whole answer in `protocol` (awsQuery: in IAM's namespace with a fresh request id;
+    /// the IAM and STS handlers use [`ApiError::into_query_response`] with theirs).
     pub fn into_response_for(self, protocol: Protocol) -> Response {
+        if protocol == Protocol::Query {
+            let id = uuid::Uuid::new_v4().to_string();
+            return self.into_query_response("https://iam.amazonaws.com/doc/2010-05-08/", &id);
+        }
         let mut resp = (self.status(), self.body()).into_response();
         let h = resp.headers_mut();
         for (name, value) in self.headers(protocol) {
@@ -257,6 +328,26 @@ impl ApiError {
         let _ = protocol;
         Self::new(ErrorCode::AccessDeniedException, e.to_string())
     }
+}
+
+/// Escapes text for an XML element or a double-quoted attribute. Characters XML 1.0 cannot
+/// carry at all (control characters other than tab, newline and carriage return) become U+FFFD.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' | '\n' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl From<ValidationError> for ApiError {
@@ -313,6 +404,56 @@ mod tests {
                 .find(|(c, _)| *c == code)
                 .map(|(_, q)| format!("{q};{fault}"));
             assert_eq!(code.query_error().map(String::from), want, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn query_errors_are_xml_with_fault_code_message_and_request_id() {
+        let e = ApiError::new(ErrorCode::NoSuchEntity, "The user with name <b> cannot be found.");
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        let body = e.query_body("https://iam.amazonaws.com/doc/2010-05-08/", "r-1");
+        assert_eq!(
+            body,
+            "<ErrorResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>Sender</Type>\
+             <Code>NoSuchEntity</Code><Message>The user with name &lt;b&gt; cannot be found.</Message></Error>\
+             <RequestId>r-1</RequestId></ErrorResponse>"
+        );
+        let h: Vec<_> = e.headers(Protocol::Query).collect();
+        assert_eq!(h, vec![("content-type", "text/xml")]);
+        let internal = ApiError::internal("x").query_body("ns", "r");
+        assert!(internal.contains("<Type>Receiver</Type>"), "{internal}");
+        for (code, status) in [
+            (ErrorCode::EntityAlreadyExists, 409),
+            (ErrorCode::LimitExceeded, 409),
+            (ErrorCode::DeleteConflict, 409),
+            (ErrorCode::MalformedPolicyDocument, 400),
+            (ErrorCode::InvalidInput, 400),
+            (ErrorCode::ValidationError, 400),
+            (ErrorCode::InvalidAction, 400),
+        ] {
+            assert_eq!(code.status().as_u16(), status, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn xml_escape_leaves_nothing_that_breaks_a_document() {
+        assert_eq!(
+            xml_escape("a&b<c>\"'\u{1}\r\n"),
+            "a&amp;b&lt;c&gt;&quot;&apos;\u{fffd}&#13;\n"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaped_text_has_no_markup(s in proptest::prelude::any::<String>()) {
+            let e = xml_escape(&s);
+            proptest::prop_assert!(!e.contains('<') && !e.contains('>') && !e.contains('"'));
+            proptest::prop_assert!(e.chars().all(|c| c == '\t' || c == '\n' || (c as u32) >= 0x20));
+            // Every & starts an entity this function writes.
+            for (i, _) in e.match_indices('&') {
+                let rest = &e[i..];
+                proptest::prop_assert!(["&amp;", "&lt;", "&gt;", "&quot;", "&apos;", "&#13;"].iter().any(|x| rest.starts_with(x)));
+            }
         }
     }
 

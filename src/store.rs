@@ -26,6 +26,9 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("schema migration failed: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    /// The database file's permissions cannot be set.
+    #[error("cannot make the store private to its owner: {0}")]
+    Io(std::io::Error),
     /// A stored document does not decode (corruption or an incompatible downgrade).
     #[error("stored document is unreadable: {0}")]
     Decode(#[from] serde_json::Error),
@@ -78,8 +81,9 @@ impl Kind {
 }
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE resources (
+    Migrations::new(vec![
+        M::up(
+            "CREATE TABLE resources (
             kind TEXT NOT NULL,
             name TEXT NOT NULL,
             created REAL NOT NULL,
@@ -110,7 +114,298 @@ fn migrations() -> Migrations<'static> {
             instance_type TEXT PRIMARY KEY,
             slots INTEGER NOT NULL
         );",
-    )])
+        ),
+        // Identities (IAM): users, their access keys, tags and inline policies, groups, their
+        // members and inline policies. User and group names are unique regardless of case, as
+        // in IAM. Access keys hold their secret: SigV4 verification needs it (the database file
+        // is made private to its owner by `Store::open`).
+        M::up(
+            "CREATE TABLE iam_users (
+            name TEXT COLLATE NOCASE PRIMARY KEY,
+            user_id TEXT NOT NULL UNIQUE,
+            path TEXT NOT NULL,
+            arn TEXT NOT NULL,
+            created REAL NOT NULL
+        );
+        CREATE TABLE iam_user_tags (
+            user_name TEXT COLLATE NOCASE NOT NULL REFERENCES iam_users (name),
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (user_name, key)
+        );
+        CREATE TABLE iam_access_keys (
+            id TEXT PRIMARY KEY,
+            user_name TEXT COLLATE NOCASE NOT NULL REFERENCES iam_users (name),
+            secret TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created REAL NOT NULL,
+            last_used REAL
+        );
+        CREATE INDEX iam_access_keys_by_user ON iam_access_keys (user_name);
+        CREATE TABLE iam_user_policies (
+            user_name TEXT COLLATE NOCASE NOT NULL REFERENCES iam_users (name),
+            name TEXT NOT NULL,
+            document TEXT NOT NULL,
+            PRIMARY KEY (user_name, name)
+        );
+        CREATE TABLE iam_groups (
+            name TEXT COLLATE NOCASE PRIMARY KEY,
+            group_id TEXT NOT NULL UNIQUE,
+            path TEXT NOT NULL,
+            arn TEXT NOT NULL,
+            created REAL NOT NULL
+        );
+        CREATE TABLE iam_group_members (
+            group_name TEXT COLLATE NOCASE NOT NULL REFERENCES iam_groups (name),
+            user_name TEXT COLLATE NOCASE NOT NULL REFERENCES iam_users (name),
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (group_name, user_name)
+        );
+        CREATE TABLE iam_group_policies (
+            group_name TEXT COLLATE NOCASE NOT NULL REFERENCES iam_groups (name),
+            name TEXT NOT NULL,
+            document TEXT NOT NULL,
+            PRIMARY KEY (group_name, name)
+        );",
+        ),
+    ])
+}
+
+/// A stored IAM user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IamUserRow {
+    /// `UserName`, unique regardless of case.
+    pub name: String,
+    /// `UserId` (`AIDA…`).
+    pub user_id: String,
+    /// `Path` (`/` or `/…/`).
+    pub path: String,
+    /// `Arn`.
+    pub arn: String,
+    /// `CreateDate`, epoch seconds.
+    pub created: Timestamp,
+    /// Its tags, in the order they were first added.
+    pub tags: Vec<Tag>,
+}
+
+/// A stored access key (its secret included: SigV4 verification needs it).
+#[derive(Clone, PartialEq)]
+pub struct IamAccessKeyRow {
+    /// `AccessKeyId` (`AKIA…`).
+    pub id: String,
+    /// The user it belongs to.
+    pub user_name: String,
+    /// `SecretAccessKey`.
+    pub secret: String,
+    /// `Active` or `Inactive`.
+    pub status: String,
+    /// `CreateDate`, epoch seconds.
+    pub created: Timestamp,
+    /// When it was last used, if ever.
+    pub last_used: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for IamAccessKeyRow {
+    /// Never shows the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IamAccessKeyRow")
+            .field("id", &self.id)
+            .field("user_name", &self.user_name)
+            .field("status", &self.status)
+            .field("created", &self.created)
+            .field("last_used", &self.last_used)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored inline policy of a user or a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IamPolicyRow {
+    /// The user or group it is embedded in.
+    pub owner: String,
+    /// `PolicyName`.
+    pub name: String,
+    /// `PolicyDocument`, as the client sent it.
+    pub document: String,
+}
+
+/// A stored IAM group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IamGroupRow {
+    /// `GroupName`, unique regardless of case.
+    pub name: String,
+    /// `GroupId` (`AGPA…`).
+    pub group_id: String,
+    /// `Path`.
+    pub path: String,
+    /// `Arn`.
+    pub arn: String,
+    /// `CreateDate`, epoch seconds.
+    pub created: Timestamp,
+}
+
+/// Every stored identity, as read at start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IamRows {
+    /// Users, by name (case-insensitive order).
+    pub users: Vec<IamUserRow>,
+    /// Access keys, oldest first.
+    pub access_keys: Vec<IamAccessKeyRow>,
+    /// Users' inline policies.
+    pub user_policies: Vec<IamPolicyRow>,
+    /// Groups, by name.
+    pub groups: Vec<IamGroupRow>,
+    /// Group memberships `(group, user)`, in the order they were added.
+    pub members: Vec<(String, String)>,
+    /// Groups' inline policies.
+    pub group_policies: Vec<IamPolicyRow>,
+}
+
+/// One change to the identities, written by [`Store::iam_write`] together with the others of
+/// its batch.
+#[derive(Debug, Clone)]
+pub enum IamWrite<'a> {
+    /// Inserts a user and its tags.
+    InsertUser(&'a IamUserRow),
+    /// Deletes a user (and its tags; its keys, policies and memberships must be gone).
+    DeleteUser(&'a str),
+    /// Adds or overwrites tags of a user.
+    PutUserTags(&'a str, &'a [Tag]),
+    /// Removes tag keys from a user.
+    DeleteUserTags(&'a str, &'a [String]),
+    /// Inserts an access key.
+    InsertAccessKey(&'a IamAccessKeyRow),
+    /// Deletes an access key.
+    DeleteAccessKey(&'a str),
+    /// Sets an access key's status.
+    SetAccessKeyStatus(&'a str, &'a str),
+    /// Creates or replaces a user's inline policy.
+    PutUserPolicy(&'a IamPolicyRow),
+    /// Deletes a user's inline policy `(user, name)`.
+    DeleteUserPolicy(&'a str, &'a str),
+    /// Inserts a group.
+    InsertGroup(&'a IamGroupRow),
+    /// Deletes a group (its members and policies must be gone).
+    DeleteGroup(&'a str),
+    /// Adds a user to a group `(group, user)`.
+    AddMember(&'a str, &'a str),
+    /// Removes a user from a group `(group, user)`.
+    RemoveMember(&'a str, &'a str),
+    /// Creates or replaces a group's inline policy.
+    PutGroupPolicy(&'a IamPolicyRow),
+    /// Deletes a group's inline policy `(group, name)`.
+    DeleteGroupPolicy(&'a str, &'a str),
+}
+
+fn iam_write_one(tx: &rusqlite::Transaction<'_>, w: &IamWrite<'_>) -> Result<()> {
+    match w {
+        IamWrite::InsertUser(u) => {
+            tx.execute(
+                "INSERT INTO iam_users (name, user_id, path, arn, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![u.name, u.user_id, u.path, u.arn, u.created],
+            )?;
+            put_user_tags(tx, &u.name, &u.tags)?;
+        }
+        IamWrite::DeleteUser(name) => {
+            tx.execute("DELETE FROM iam_user_tags WHERE user_name = ?1", params![name])?;
+            tx.execute("DELETE FROM iam_users WHERE name = ?1", params![name])?;
+        }
+        IamWrite::PutUserTags(name, tags) => put_user_tags(tx, name, tags)?,
+        IamWrite::DeleteUserTags(name, keys) => {
+            for k in *keys {
+                tx.execute(
+                    "DELETE FROM iam_user_tags WHERE user_name = ?1 AND key = ?2",
+                    params![name, k],
+                )?;
+            }
+        }
+        IamWrite::InsertAccessKey(k) => {
+            tx.execute(
+                "INSERT INTO iam_access_keys (id, user_name, secret, status, created, last_used)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![k.id, k.user_name, k.secret, k.status, k.created, k.last_used],
+            )?;
+        }
+        IamWrite::DeleteAccessKey(id) => {
+            tx.execute("DELETE FROM iam_access_keys WHERE id = ?1", params![id])?;
+        }
+        IamWrite::SetAccessKeyStatus(id, status) => {
+            tx.execute(
+                "UPDATE iam_access_keys SET status = ?2 WHERE id = ?1",
+                params![id, status],
+            )?;
+        }
+        IamWrite::PutUserPolicy(p) => {
+            tx.execute(
+                "INSERT INTO iam_user_policies (user_name, name, document) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user_name, name) DO UPDATE SET document = excluded.document",
+                params![p.owner, p.name, p.document],
+            )?;
+        }
+        IamWrite::DeleteUserPolicy(user, name) => {
+            tx.execute(
+                "DELETE FROM iam_user_policies WHERE user_name = ?1 AND name = ?2",
+                params![user, name],
+            )?;
+        }
+        IamWrite::InsertGroup(g) => {
+            tx.execute(
+                "INSERT INTO iam_groups (name, group_id, path, arn, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![g.name, g.group_id, g.path, g.arn, g.created],
+            )?;
+        }
+        IamWrite::DeleteGroup(name) => {
+            tx.execute("DELETE FROM iam_groups WHERE name = ?1", params![name])?;
+        }
+        IamWrite::AddMember(group, user) => {
+            let seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM iam_group_members", [], |r| {
+                r.get(0)
+            })?;
+            tx.execute(
+                "INSERT OR IGNORE INTO iam_group_members (group_name, user_name, seq) VALUES (?1, ?2, ?3)",
+                params![group, user, seq],
+            )?;
+        }
+        IamWrite::RemoveMember(group, user) => {
+            tx.execute(
+                "DELETE FROM iam_group_members WHERE group_name = ?1 AND user_name = ?2",
+                params![group, user],
+            )?;
+        }
+        IamWrite::PutGroupPolicy(p) => {
+            tx.execute(
+                "INSERT INTO iam_group_policies (group_name, name, document) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (group_name, name) DO UPDATE SET document = excluded.document",
+                params![p.owner, p.name, p.document],
+            )?;
+        }
+        IamWrite::DeleteGroupPolicy(group, name) => {
+            tx.execute(
+                "DELETE FROM iam_group_policies WHERE group_name = ?1 AND name = ?2",
+                params![group, name],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn put_user_tags(tx: &rusqlite::Transaction<'_>, user: &str, tags: &[Tag]) -> Result<()> {
+    let base: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM iam_user_tags", [], |r| r.get(0))?;
+    for (i, t) in tags.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO iam_user_tags (user_name, key, value, seq) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user_name, key) DO UPDATE SET value = excluded.value",
+            params![user, t.key, t.value, base + 1 + i as i64],
+        )?;
+    }
+    Ok(())
+}
+
+/// Makes a file readable and writable by its owner only (the store holds secret keys).
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 /// The store. Cheap operations behind one connection; callers keep transactions short.
@@ -120,7 +415,30 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating and migrating) the database at `path`.
+    ///
+    /// The database holds access keys' secrets, so the file (and SQLite's `-wal` and `-shm`
+    /// files, which SQLite creates with the database file's mode) is made readable by its owner
+    /// only, before anything is written to it.
     pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(StoreError::Io)?;
+        }
+        make_private(path).map_err(StoreError::Io)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            let side = std::path::PathBuf::from(side);
+            if side.exists() {
+                make_private(&side).map_err(StoreError::Io)?;
+            }
+        }
         let mut conn = Connection::open(path)?;
         Self::init(&mut conn)?;
         Ok(Self { conn: Mutex::new(conn) })
@@ -380,6 +698,109 @@ impl Store {
             Ok(rows.collect::<rusqlite::Result<Vec<(String, u32)>>>()?)
         })
     }
+
+    /// Writes a batch of identity changes in one transaction: all of them, or none.
+    pub fn iam_write(&self, writes: &[IamWrite<'_>]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for w in writes {
+                iam_write_one(&tx, w)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Every stored identity.
+    pub fn iam_rows(&self) -> Result<IamRows> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut users: Vec<IamUserRow> = {
+                let mut st =
+                    tx.prepare("SELECT name, user_id, path, arn, created FROM iam_users ORDER BY name COLLATE NOCASE")?;
+                let rows = st.query_map([], |r| {
+                    Ok(IamUserRow {
+                        name: r.get(0)?,
+                        user_id: r.get(1)?,
+                        path: r.get(2)?,
+                        arn: r.get(3)?,
+                        created: r.get(4)?,
+                        tags: vec![],
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            {
+                let mut st = tx.prepare("SELECT user_name, key, value FROM iam_user_tags ORDER BY seq")?;
+                let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
+                for row in rows {
+                    let (user, key, value) = row?;
+                    if let Some(u) = users.iter_mut().find(|u| u.name.eq_ignore_ascii_case(&user)) {
+                        u.tags.push(Tag { key, value });
+                    }
+                }
+            }
+            let access_keys = {
+                let mut st = tx.prepare(
+                    "SELECT id, user_name, secret, status, created, last_used FROM iam_access_keys ORDER BY created, id",
+                )?;
+                let rows = st.query_map([], |r| {
+                    Ok(IamAccessKeyRow {
+                        id: r.get(0)?,
+                        user_name: r.get(1)?,
+                        secret: r.get(2)?,
+                        status: r.get(3)?,
+                        created: r.get(4)?,
+                        last_used: r.get(5)?,
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let policies = |table: &str, owner: &str| -> Result<Vec<IamPolicyRow>> {
+                let mut st = tx.prepare(&format!(
+                    "SELECT {owner}, name, document FROM {table} ORDER BY {owner} COLLATE NOCASE, name"
+                ))?;
+                let rows = st.query_map([], |r| {
+                    Ok(IamPolicyRow {
+                        owner: r.get(0)?,
+                        name: r.get(1)?,
+                        document: r.get(2)?,
+                    })
+                })?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            };
+            let user_policies = policies("iam_user_policies", "user_name")?;
+            let group_policies = policies("iam_group_policies", "group_name")?;
+            let groups = {
+                let mut st = tx
+                    .prepare("SELECT name, group_id, path, arn, created FROM iam_groups ORDER BY name COLLATE NOCASE")?;
+                let rows = st.query_map([], |r| {
+                    Ok(IamGroupRow {
+                        name: r.get(0)?,
+                        group_id: r.get(1)?,
+                        path: r.get(2)?,
+                        arn: r.get(3)?,
+                        created: r.get(4)?,
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let members = {
+                let mut st = tx.prepare("SELECT group_name, user_name FROM iam_group_members ORDER BY seq")?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            tx.commit()?;
+            Ok(IamRows {
+                users,
+                access_keys,
+                user_policies,
+                groups,
+                members,
+                group_policies,
+            })
+        })
+    }
 }
 
 #[cfg(test)]
@@ -389,6 +810,46 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         migrations().validate().unwrap();
+    }
+
+    #[test]
+    fn an_identity_batch_is_written_whole_or_not_at_all() {
+        let s = Store::in_memory().unwrap();
+        let user = |name: &str, id: &str| IamUserRow {
+            name: name.into(),
+            user_id: id.into(),
+            path: "/".into(),
+            arn: format!("arn:aws:iam::1:user/{name}"),
+            created: 1.0,
+            tags: vec![Tag {
+                key: "k".into(),
+                value: "v".into(),
+            }],
+        };
+        let a = user("a", "AIDA1");
+        s.iam_write(&[IamWrite::InsertUser(&a)]).unwrap();
+        // The second write breaks the unique name (case-insensitively): the first is undone.
+        let b = user("b", "AIDA2");
+        let dup = user("A", "AIDA3");
+        assert!(
+            s.iam_write(&[IamWrite::InsertUser(&b), IamWrite::InsertUser(&dup)])
+                .is_err()
+        );
+        let rows = s.iam_rows().unwrap();
+        assert_eq!(rows.users, vec![a.clone()]);
+        // A key of a user that does not exist breaks the foreign key.
+        let key = IamAccessKeyRow {
+            id: "AKIA1".into(),
+            user_name: "nobody".into(),
+            secret: "s".into(),
+            status: "Active".into(),
+            created: 1.0,
+            last_used: None,
+        };
+        assert!(s.iam_write(&[IamWrite::InsertAccessKey(&key)]).is_err());
+        assert!(format!("{key:?}").find("\"s\"").is_none(), "Debug shows no secret");
+        s.iam_write(&[IamWrite::DeleteUser("A")]).unwrap();
+        assert_eq!(s.iam_rows().unwrap(), IamRows::default());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The HTTP edge of the control plane: one listener serving the SageMaker control plane,
 //! Application Auto Scaling and CloudWatch reads (awsJson on `POST /`, dispatched by the
-//! `X-Amz-Target` service prefix), the runtime's hyper-served invocations, and spillway's admin
+//! `X-Amz-Target` service prefix), IAM and STS (awsQuery: a form-encoded `POST /`, dispatched by
+//! its `Version`), the runtime's hyper-served invocations, and spillway's admin
 //! API (`/_spillway/`, `/metrics`).
 //!
 //! Every request is parsed once into a typed operation (`ops.rs`); operations that change
@@ -10,6 +11,7 @@
 pub mod admin;
 pub mod autoscaling;
 pub mod cloudwatch;
+pub mod iam;
 pub mod ops;
 pub mod sagemaker;
 
@@ -348,12 +350,16 @@ async fn dispatch(app: &Arc<App>, op: AwsOp) -> Result<Value, ApiError> {
 }
 
 /// `POST /` with `X-Amz-Target: <Service>.<Operation>`.
+/// A form-encoded `POST /` without `X-Amz-Target` is an awsQuery call (IAM, STS: `iam.rs`).
 async fn aws_json(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Requester>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if iam::is_query(&headers) {
+        return iam::handle(app, &caller, body_or_error(body)).await;
+    }
     let started = app.clock.instant();
     let request_id = uuid::Uuid::new_v4().to_string();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");

@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::config::{CapacitySource, Config, HostPolicy};
 use crate::control::autoscaler::AutoscalerState;
 use crate::control::controller;
+use crate::control::identity::{self, IamState};
 use crate::core::capacity::{BackoffPolicy, IceMemory};
 use crate::core::endpoint::{EndpointRecord, Event, InstanceRecord};
 use crate::core::iam::Arns;
@@ -83,6 +84,12 @@ pub struct App {
     pub autoscaler: AutoscalerState,
     /// The one clock: every time-dependent decision and timestamp reads it.
     pub clock: Clock,
+    /// The identities access keys resolve to: the snapshot authentication reads, published by
+    /// `control::identity` after every IAM change.
+    pub identities: Arc<Identities>,
+    /// The identities as stored (users, keys, groups, policies): what IAM commands check
+    /// against and IAM queries read.
+    pub iam: IamState,
 }
 
 impl App {
@@ -109,7 +116,17 @@ impl App {
         clock: Clock,
     ) -> Result<Arc<App>, StartError> {
         let data_dir = cfg.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|e| StartError::DataDir(data_dir.display().to_string(), e))?;
+        // A data directory spillway creates is private to its user (it holds the store, whose
+        // access keys are secrets, and the credentials file); one that exists is left as it is
+        // (the store file itself is made private by `Store::open`).
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&data_dir)
+                .map_err(|e| StartError::DataDir(data_dir.display().to_string(), e))?;
+        }
         // Canonical so that processes can be recognised by their SPILLWAY_DATA_DIR.
         let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
         let store = Store::open(&data_dir.join("spillway.db"))?;
@@ -149,6 +166,9 @@ impl App {
         } else {
             Metrics::disabled(retention)
         });
+        let iam_rows = store.iam_rows()?;
+        let identities = Arc::new(Identities::new(identity::directory(&iam_rows, &cfg.account_id)));
+        let iam = IamState::new(iam_rows);
         let dataplane = Arc::new(DataPlane {
             router: cfg.router.clone(),
             account_id: cfg.account_id.clone(),
@@ -157,7 +177,7 @@ impl App {
             freed: Arc::new(Notify::new()),
             clock,
             hosts: HostPolicy::new(&cfg.allowed_hosts),
-            auth: Arc::new(Auth::new(&cfg, Arc::new(Identities::default()))),
+            auth: Arc::new(Auth::new(&cfg, identities.clone())),
         });
         let app = Arc::new(App {
             cfg,
@@ -171,6 +191,8 @@ impl App {
             metrics,
             autoscaler: AutoscalerState::default(),
             clock,
+            identities,
+            iam,
         });
         app.recover().await?;
         tokio::spawn(sample_fleet(app.clone()));
