@@ -1,1 +1,1696 @@
 //! The IAM policy language: parsing identity-based policy documents and evaluating them as AWS does.
+//!
+//! Pure: no IO, no clock (a request's time arrives as the `aws:CurrentTime` condition key).
+//!
+//! # Documents
+//!
+//! [`Policy::parse`] takes the JSON text of an identity-based policy (what `PutUserPolicy` and
+//! `PutGroupPolicy` carry): `Version`, `Id`, `Statement` (one object or an array); per statement
+//! `Sid`, `Effect`, exactly one of `Action`/`NotAction`, exactly one of `Resource`/`NotResource`,
+//! and an optional `Condition`. Anything else is refused, and every refusal names the line and
+//! column of the member at fault, with IAM's `MalformedPolicyDocument` wording first:
+//!
+//! | fault | message (IAM's) |
+//! | --- | --- |
+//! | not JSON, a duplicate member, an unknown member, a wrong type, both `Action` and `NotAction`, a missing or unknown `Effect`, an unknown `Version`, an empty `Statement`, an unknown condition operator | `Syntax errors in policy.` |
+//! | `Principal` / `NotPrincipal` | `Policy document should not specify a principal.` |
+//! | `Effect` spelt in another case (`allow`), a `Date…` value that is not a date, a resource with `::` and fewer than six fields | `The policy failed legacy parsing` |
+//! | a `Sid` that is not `[0-9A-Za-z]*` | `Statement IDs (SID) must be alpha-numeric. Check that your input satisfies the regular expression [0-9A-Za-z]*` |
+//! | two statements with one `Sid` | `Statement IDs (SID) in a single policy must be unique.` |
+//! | no `Action` (or an empty list) | `Policy statement must contain actions.` |
+//! | no `Resource` (or an empty list) | `Policy statement must contain resources.` |
+//! | a resource that is not `*` and has no colon / does not start `arn:` | `Resource X must be in ARN format or "*".` |
+//! | a resource whose partition is unknown | `Partition "p" is not valid for resource "arn:p:…".` |
+//! | a resource whose service is empty or has a wildcard | `Resource vendor must be fully qualified and cannot contain regexes.` |
+//! | an action or condition key with no `vendor:` | `Actions/Conditions must be prefaced by a vendor, e.g., iam, sdb, ec2, etc.` |
+//! | an action with two colons | `Actions/Condition can contain only one colon.` |
+//! | an action vendor outside `[A-Za-z0-9.-]` | `Vendor X is not valid` |
+//!
+//! IAM checks in phases (syntax, then legacy parsing, then SIDs, actions, resources, action
+//! vendors), and so does this parser: the error reported is the first of the earliest phase.
+//! Where the wording above is IAM's, a short explanation of spillway's follows it, then
+//! `(line L, column C)`.
+//!
+//! Where AWS is silent or lenient and spillway chose:
+//! - `Version` may be absent (IAM then reads the document as `2008-10-17`, in which policy
+//!   variables are plain text). [`Policy::version`] lets a caller insist on `2012-10-17`.
+//! - Duplicate JSON members are refused (JSON allows them; a second `Action` hiding the first is
+//!   a trap).
+//! - Condition values may be strings, or JSON numbers and booleans (read as their text).
+//! - `Numeric…` values must be numbers, `IpAddress` values CIDR blocks or addresses, `Null`
+//!   values `true`/`false`: otherwise `Syntax errors in policy.` (AWS accepts some of these and
+//!   then never matches them).
+//! - A `${…}` with no closing brace, or an empty one, is refused.
+//! - Service prefixes are not checked against a catalogue: spillway has prefixes of its own
+//!   (`spillway:`), and IAM's list changes.
+//! - IAM's size limits are on all of an entity's inline policies together (whitespace not
+//!   counted): the API layer sums [`policy_size`] and compares with [`USER_POLICY_MAX_CHARS`]
+//!   and its siblings, answering `LimitExceeded` with [`size_exceeded_message`].
+//!
+//! # Matching
+//!
+//! - `Action`: `service:Name` patterns with `*` (any run, empty included) and `?` (exactly one
+//!   character), matched case-insensitively against the whole action name.
+//! - `Resource`: ARN patterns with `*` and `?`, case-sensitive. AWS documents wildcards within
+//!   segments, and a trailing `*` of a segment crossing colons; spillway matches the whole ARN
+//!   as one glob (so `arn:aws:sagemaker:*` covers every SageMaker ARN, as in AWS). `*` alone
+//!   matches every resource, `*` (no particular resource) included.
+//! - Policy variables (2012-10-17 only) in `Resource`/`NotResource` and in the values of
+//!   `String…`, `Arn…` and `Bool` conditions: `${key}` is the request's value of that condition
+//!   key (case-insensitive name), `${key, 'default'}` falls back to `default` (`''` is a quote),
+//!   `${*}`, `${?}` and `${$}` are the literal characters. A substituted value is literal text
+//!   (a user name `a*` is not a wildcard). AWS: "If AWS cannot resolve a variable this might
+//!   cause the entire statement to be invalid": here a variable whose key is absent or has more
+//!   than one value, with no default, makes its **statement not apply** — neither its Allow nor
+//!   its Deny.
+//!
+//! # Conditions
+//!
+//! All of a statement's operators must hold, and within one operator all of its keys (AND);
+//! the values listed for one key are alternatives (OR). For a negated operator (`StringNotEquals`,
+//! `StringNotEqualsIgnoreCase`, `StringNotLike`, `NumericNotEquals`, `DateNotEquals`,
+//! `NotIpAddress`, `ArnNotEquals`, `ArnNotLike`) the result is the negation of the positive
+//! operator over all the values: true when the request's value matches **none** of them (NOR).
+//!
+//! A key absent from the request (or given no values): a positive operator is false, a negated
+//! one true (AWS: "If the policy condition requires that the key is not matched, such as
+//! StringNotLike or ArnNotLike, and the right key is not present, the condition is true"); with
+//! `…IfExists` any operator is true. `Null` tests presence: `"true"` holds when the key is
+//! absent, `"false"` when it is present.
+//!
+//! Multi-valued keys (`aws:TagKeys`, `sagemaker:InstanceTypes`):
+//! - `ForAllValues:op` holds when every request value satisfies `op` (for a negated `op`: matches
+//!   none of the policy's values), and when the key is absent or empty (AWS documents this).
+//! - `ForAnyValue:op` holds when at least one request value satisfies `op`; false when the key
+//!   is absent or empty (true with `IfExists`).
+//! - With no qualifier (AWS leaves this undocumented), a positive operator holds when any request
+//!   value matches any policy value and a negated one is its negation; for single-valued keys all
+//!   three readings agree.
+//!
+//! Condition key names are case-insensitive (tag keys in `aws:RequestTag/<k>` included); values
+//! are case-sensitive except under `StringEqualsIgnoreCase`/`StringNotEqualsIgnoreCase` and
+//! `Bool`. `Date…` reads ISO 8601 (`2026-11-30`, `2026-11-30T07:00:00Z`, fractions, offsets; no
+//! offset means UTC) and epoch seconds. `Numeric…` reads decimal numbers. `IpAddress` reads IPv4
+//! and IPv6 CIDR blocks; an IPv4 address never matches an IPv6 block. `ArnEquals` and `ArnLike`
+//! are the same (AWS: both compare each of the six colon-separated fields, wildcards allowed);
+//! a policy value of fewer fields matches its last field against the rest of the ARN.
+//! `BinaryEquals` compares the base-64 text. A request value that does not read as the
+//! operator's type matches nothing.
+//!
+//! # Evaluation
+//!
+//! [`evaluate`] is AWS's logic for identity-based policies: a matching `Deny` anywhere →
+//! [`Decision::ExplicitDeny`]; else a matching `Allow` → [`Decision::Allow`]; else
+//! [`Decision::ImplicitDeny`]. [`Decision::reason`] and [`access_denied_message`] give AWS's
+//! `AccessDenied` wording.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+
+// ---------------------------------------------------------------------------------------------
+// Public API
+// ---------------------------------------------------------------------------------------------
+
+/// IAM's limit on all of a user's inline policies together, in characters other than whitespace.
+pub const USER_POLICY_MAX_CHARS: usize = 2048;
+/// IAM's limit on all of a group's inline policies together, in characters other than whitespace.
+pub const GROUP_POLICY_MAX_CHARS: usize = 5120;
+/// IAM's limit on all of a role's inline policies together, in characters other than whitespace.
+pub const ROLE_POLICY_MAX_CHARS: usize = 10240;
+
+/// The size IAM counts for a policy document: its characters, whitespace not counted.
+pub fn policy_size(document: &str) -> usize {
+    document.chars().filter(|c| !c.is_whitespace()).count()
+}
+
+/// IAM's `LimitExceeded` message for inline policies over their limit, e.g.
+/// `Maximum policy size of 2048 bytes exceeded for user alice` (`entity`: `user`, `group`, `role`).
+pub fn size_exceeded_message(max_chars: usize, entity: &str, name: &str) -> String {
+    format!("Maximum policy size of {max_chars} bytes exceeded for {entity} {name}")
+}
+
+/// A parsed identity-based policy document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    version: Option<Version>,
+    id: Option<String>,
+    statements: Vec<Statement>,
+}
+
+/// The policy language version a document declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// `2008-10-17`: no policy variables (also how IAM reads a document with no `Version`).
+    V2008_10_17,
+    /// `2012-10-17`: the current language, with policy variables.
+    V2012_10_17,
+}
+
+/// Why a policy document was refused: IAM's `MalformedPolicyDocument` message and where.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct PolicyError {
+    /// 1-based line of the fault.
+    pub line: usize,
+    /// 1-based column (in characters) of the fault.
+    pub column: usize,
+    /// IAM's wording, an explanation where IAM has none, then `(line L, column C)`.
+    pub message: String,
+}
+
+/// What a request is evaluated on: its action, its resource, and its condition keys.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Context {
+    action: String,
+    resource: String,
+    keys: HashMap<String, Vec<String>>,
+}
+
+impl Context {
+    /// A request for `action` (`sagemaker:CreateEndpoint`) on `resource` (an ARN, or `*`).
+    pub fn new(action: impl Into<String>, resource: impl Into<String>) -> Self {
+        Context {
+            action: action.into(),
+            resource: resource.into(),
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Adds values for a condition key (e.g. `aws:RequestTag/owner`, `aws:TagKeys`,
+    /// `aws:CurrentTime` as ISO 8601, `aws:SourceIp`, `aws:SecureTransport` as `true`/`false`).
+    /// Key names are case-insensitive; values add to those already there; no values add nothing.
+    pub fn with(mut self, key: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.insert(key, values);
+        self
+    }
+
+    /// Adds values for a condition key, as [`Context::with`].
+    pub fn insert(&mut self, key: &str, values: impl IntoIterator<Item = impl Into<String>>) {
+        let values: Vec<String> = values.into_iter().map(Into::into).collect();
+        if values.is_empty() {
+            return;
+        }
+        self.keys.entry(key.to_ascii_lowercase()).or_default().extend(values);
+    }
+
+    /// The request's action.
+    pub fn action(&self) -> &str {
+        &self.action
+    }
+
+    /// The request's resource.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    fn get(&self, lower_key: &str) -> Option<&[String]> {
+        self.keys.get(lower_key).map(Vec::as_slice).filter(|v| !v.is_empty())
+    }
+}
+
+/// The outcome of evaluating a request against identity-based policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// A statement allows the request and none denies it.
+    Allow,
+    /// A statement denies the request.
+    ExplicitDeny,
+    /// No statement allows the request.
+    ImplicitDeny,
+}
+
+impl Decision {
+    /// AWS's reason clause of an `AccessDenied` message: `because no identity-based policy allows
+    /// the sagemaker:CreateEndpoint action` or `with an explicit deny in an identity-based
+    /// policy`; `None` for [`Decision::Allow`].
+    pub fn reason(&self, action: &str) -> Option<String> {
+        match self {
+            Decision::Allow => None,
+            Decision::ExplicitDeny => Some("with an explicit deny in an identity-based policy".to_owned()),
+            Decision::ImplicitDeny => Some(format!("because no identity-based policy allows the {action} action")),
+        }
+    }
+}
+
+/// AWS's whole `AccessDenied` message: `User: <arn> is not authorized to perform: <action> on
+/// resource: <resource> because no identity-based policy allows the <action> action` (or `with
+/// an explicit deny in an identity-based policy`); `None` for [`Decision::Allow`].
+pub fn access_denied_message(principal_arn: &str, action: &str, resource: &str, decision: Decision) -> Option<String> {
+    let reason = decision.reason(action)?;
+    Some(format!(
+        "User: {principal_arn} is not authorized to perform: {action} on resource: {resource} {reason}"
+    ))
+}
+
+/// AWS's identity-based evaluation: any matching Deny → ExplicitDeny; else any matching Allow →
+/// Allow; else ImplicitDeny.
+pub fn evaluate<'a>(policies: impl IntoIterator<Item = &'a Policy>, ctx: &Context) -> Decision {
+    let action = ctx.action.to_lowercase();
+    let action: Vec<char> = action.chars().collect();
+    let resource: Vec<char> = ctx.resource.chars().collect();
+    let mut allowed = false;
+    for policy in policies {
+        for st in &policy.statements {
+            if st.applies(&action, &resource, ctx) {
+                match st.effect {
+                    Effect::Deny => return Decision::ExplicitDeny,
+                    Effect::Allow => allowed = true,
+                }
+            }
+        }
+    }
+    if allowed {
+        Decision::Allow
+    } else {
+        Decision::ImplicitDeny
+    }
+}
+
+impl Policy {
+    /// Parses an IAM JSON policy document. Errors carry 1-based line (and column) of the fault.
+    pub fn parse(document: &str) -> Result<Policy, PolicyError> {
+        let root = json::parse(document).map_err(|e| {
+            Pending {
+                phase: P_SYNTAX,
+                pos: e.pos,
+                text: format!("{MSG_SYNTAX} Not JSON: {}.", e.msg),
+            }
+            .into_error(document)
+        })?;
+        let mut p = Parser {
+            err: None,
+            sids: HashMap::new(),
+        };
+        let policy = p.policy(&root);
+        match (policy, p.err) {
+            (Some(policy), None) => Ok(policy),
+            (_, Some(e)) => Err(e.into_error(document)),
+            (None, None) => Err(Pending {
+                phase: P_SYNTAX,
+                pos: 0,
+                text: MSG_SYNTAX.to_owned(),
+            }
+            .into_error(document)),
+        }
+    }
+
+    /// The `Version` the document declares (`None`: absent, read as 2008-10-17).
+    pub fn version(&self) -> Option<Version> {
+        self.version
+    }
+
+    /// The document's `Id`, if any.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// How many statements the document has.
+    pub fn statement_count(&self) -> usize {
+        self.statements.len()
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Version::V2008_10_17 => "2008-10-17",
+            Version::V2012_10_17 => "2012-10-17",
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parsed form
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    Allow,
+    Deny,
+}
+
+/// One character of a pattern: literal, `*` (any run) or `?` (one character).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    Ch(char),
+    Star,
+    One,
+}
+
+/// A pattern or value that may hold policy variables.
+#[derive(Debug, Clone, PartialEq)]
+struct Template(Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Toks(Vec<Tok>),
+    /// `${key}` (lower-cased) or `${key, 'default'}`.
+    Var {
+        key: String,
+        default: Option<String>,
+    },
+}
+
+impl Template {
+    /// The tokens with every variable substituted as literal text; `None` when a variable has
+    /// no single value and no default.
+    fn resolve(&self, ctx: &Context) -> Option<std::borrow::Cow<'_, [Tok]>> {
+        if let [Part::Toks(t)] = self.0.as_slice() {
+            return Some(std::borrow::Cow::Borrowed(t));
+        }
+        let mut out = Vec::new();
+        for part in &self.0 {
+            match part {
+                Part::Toks(t) => out.extend_from_slice(t),
+                Part::Var { key, default } => match (ctx.get(key), default) {
+                    (Some([v]), _) => out.extend(v.chars().map(Tok::Ch)),
+                    (_, Some(d)) => out.extend(d.chars().map(Tok::Ch)),
+                    _ => return None,
+                },
+            }
+        }
+        Some(std::borrow::Cow::Owned(out))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Statement {
+    effect: Effect,
+    not_action: bool,
+    /// Lower-cased action patterns.
+    actions: Vec<Vec<Tok>>,
+    not_resource: bool,
+    resources: Vec<Template>,
+    conditions: Vec<Cond>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmp {
+    Eq,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Cmp {
+    fn holds(self, o: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::*;
+        matches!(
+            (self, o),
+            (Cmp::Eq, Equal)
+                | (Cmp::Lt, Less)
+                | (Cmp::Le, Less | Equal)
+                | (Cmp::Gt, Greater)
+                | (Cmp::Ge, Greater | Equal)
+        )
+    }
+}
+
+/// A condition operator's family (its negation is kept apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    StrEq,
+    StrEqIc,
+    StrLike,
+    Num(Cmp),
+    Date(Cmp),
+    Bool,
+    Binary,
+    Ip,
+    Arn,
+    Null,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Qual {
+    None,
+    ForAll,
+    ForAny,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Values {
+    Templates(Vec<Template>),
+    Nums(Vec<f64>),
+    /// Nanoseconds since the epoch.
+    Dates(Vec<i128>),
+    Cidrs(Vec<Cidr>),
+    /// `true`: the key must be absent.
+    Null(Vec<bool>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Cond {
+    op: Op,
+    negated: bool,
+    qual: Qual,
+    if_exists: bool,
+    /// Lower-cased key name.
+    key: String,
+    values: Values,
+}
+
+impl Statement {
+    fn applies(&self, action: &[char], resource: &[char], ctx: &Context) -> bool {
+        let any_action = self.actions.iter().any(|p| glob(p, action));
+        if any_action == self.not_action {
+            return false;
+        }
+        let mut any_resource = false;
+        for r in &self.resources {
+            match r.resolve(ctx) {
+                None => return false,
+                Some(t) => any_resource |= glob(&t, resource),
+            }
+        }
+        if any_resource == self.not_resource {
+            return false;
+        }
+        self.conditions.iter().all(|c| c.eval(ctx) == Some(true))
+    }
+}
+
+impl Cond {
+    /// `None`: a policy variable in its values could not be resolved.
+    fn eval(&self, ctx: &Context) -> Option<bool> {
+        let request = ctx.get(&self.key);
+        let resolved: Vec<std::borrow::Cow<'_, [Tok]>> = match &self.values {
+            Values::Null(wants) => {
+                return Some(wants.iter().any(|&absent| absent == request.is_none()));
+            }
+            Values::Templates(ts) => ts.iter().map(|t| t.resolve(ctx)).collect::<Option<_>>()?,
+            _ => Vec::new(),
+        };
+        let Some(request) = request else {
+            return Some(match self.qual {
+                _ if self.if_exists => true,
+                Qual::ForAll => true,
+                Qual::ForAny => false,
+                Qual::None => self.negated,
+            });
+        };
+        let matches = |r: &str| self.matches_any(r, &resolved);
+        Some(match self.qual {
+            Qual::None => request.iter().any(|r| matches(r)) != self.negated,
+            Qual::ForAll => request.iter().all(|r| matches(r) != self.negated),
+            Qual::ForAny => request.iter().any(|r| matches(r) != self.negated),
+        })
+    }
+
+    /// The positive operator: does request value `r` match any of the policy's values?
+    fn matches_any(&self, r: &str, resolved: &[std::borrow::Cow<'_, [Tok]>]) -> bool {
+        match (&self.op, &self.values) {
+            (Op::Num(cmp), Values::Nums(ps)) => {
+                parse_number(r).is_some_and(|x| ps.iter().any(|p| x.partial_cmp(p).is_some_and(|o| cmp.holds(o))))
+            }
+            (Op::Date(cmp), Values::Dates(ps)) => parse_date(r).is_some_and(|x| ps.iter().any(|p| cmp.holds(x.cmp(p)))),
+            (Op::Ip, Values::Cidrs(ps)) => r.parse::<IpAddr>().is_ok_and(|ip| ps.iter().any(|c| c.contains(ip))),
+            (Op::StrEq | Op::Binary, _) => resolved.iter().any(|p| toks_str(p) == r),
+            (Op::StrEqIc, _) => {
+                let r = r.to_lowercase();
+                resolved.iter().any(|p| toks_str(p).to_lowercase() == r)
+            }
+            (Op::Bool, _) => resolved.iter().any(|p| toks_str(p).eq_ignore_ascii_case(r)),
+            (Op::StrLike, _) => {
+                let r: Vec<char> = r.chars().collect();
+                resolved.iter().any(|p| glob(p, &r))
+            }
+            (Op::Arn, _) => {
+                let r: Vec<char> = r.chars().collect();
+                resolved.iter().any(|p| arn_match(p, &r))
+            }
+            _ => false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matching
+// ---------------------------------------------------------------------------------------------
+
+fn toks(s: &str, wild: bool) -> Vec<Tok> {
+    s.chars()
+        .map(|c| match c {
+            '*' if wild => Tok::Star,
+            '?' if wild => Tok::One,
+            c => Tok::Ch(c),
+        })
+        .collect()
+}
+
+fn toks_str(t: &[Tok]) -> String {
+    t.iter()
+        .map(|t| match t {
+            Tok::Ch(c) => *c,
+            Tok::Star => '*',
+            Tok::One => '?',
+        })
+        .collect()
+}
+
+/// Whole-string glob: `*` any run (empty included), `?` exactly one character.
+fn glob(p: &[Tok], s: &[char]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(Tok::Star) => {
+                star = Some((pi, si));
+                pi += 1;
+            }
+            Some(Tok::One) => {
+                pi += 1;
+                si += 1;
+            }
+            Some(Tok::Ch(c)) if *c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((sp, ss)) => {
+                    pi = sp + 1;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|t| *t == Tok::Star)
+}
+
+/// `ArnLike`/`ArnEquals`: the six colon-separated fields compared one by one (the last takes
+/// the rest, colons included); a pattern of fewer fields matches its last against the rest.
+fn arn_match(p: &[Tok], s: &[char]) -> bool {
+    let p_fields = split_fields(p, |t| *t == Tok::Ch(':'));
+    let s_fields = split_fields(s, |c| *c == ':');
+    if s_fields.len() < 6 {
+        return false;
+    }
+    let last = p_fields.len() - 1;
+    for i in 0..last {
+        let (a, b) = p_fields[i];
+        let (c, d) = s_fields[i];
+        if !glob(&p[a..b], &s[c..d]) {
+            return false;
+        }
+    }
+    let (a, b) = p_fields[last];
+    glob(&p[a..b], &s[s_fields[last].0..])
+}
+
+/// Start and end of up to six fields; the sixth runs to the end.
+fn split_fields<T>(v: &[T], is_colon: impl Fn(&T) -> bool) -> Vec<(usize, usize)> {
+    let mut out = Vec::with_capacity(6);
+    let mut start = 0;
+    for (i, x) in v.iter().enumerate() {
+        if out.len() == 5 {
+            break;
+        }
+        if is_colon(x) {
+            out.push((start, i));
+            start = i + 1;
+        }
+    }
+    out.push((start, v.len()));
+    out
+}
+
+fn parse_number(s: &str) -> Option<f64> {
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
+    {
+        return None;
+    }
+    s.parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+/// ISO 8601 (`YYYY-MM-DD`, optionally `Thh:mm[:ss[.f]]` and `Z`/`±hh[:mm]`; no offset is UTC)
+/// or epoch seconds, as nanoseconds since the epoch.
+fn parse_date(s: &str) -> Option<i128> {
+    let b = s.as_bytes();
+    if !b.is_empty() && b.iter().all(u8::is_ascii_digit) {
+        return s.parse::<i64>().ok().map(|v| i128::from(v) * 1_000_000_000);
+    }
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let d = b.get(from..from + len)?;
+        if !d.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(d).ok()?.parse().ok()
+    };
+    let (y, m, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+        return None;
+    }
+    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
+        return None;
+    }
+    let mut i = 10;
+    let mut secs = 0i64;
+    let mut nanos = 0i64;
+    let mut offset = 0i64;
+    if i < b.len() {
+        if !matches!(b[i], b'T' | b't') {
+            return None;
+        }
+        let (hh, mm) = (num(i + 1, 2)?, num(i + 4, 2)?);
+        if b.get(i + 3) != Some(&b':') || hh > 23 || mm > 59 {
+            return None;
+        }
+        secs = hh * 3600 + mm * 60;
+        i += 6;
+        if b.get(i) == Some(&b':') {
+            let ss = num(i + 1, 2)?;
+            if ss > 59 {
+                return None;
+            }
+            secs += ss;
+            i += 3;
+            if b.get(i) == Some(&b'.') {
+                i += 1;
+                let start = i;
+                while b.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                let digits = i - start;
+                if digits == 0 || digits > 9 {
+                    return None;
+                }
+                nanos = num(start, digits)? * 10i64.pow(9 - digits as u32);
+            }
+        }
+        match b.get(i) {
+            None => {}
+            Some(b'Z' | b'z') => i += 1,
+            Some(&sign @ (b'+' | b'-')) => {
+                let oh = num(i + 1, 2)?;
+                i += 3;
+                let om = match b.get(i) {
+                    Some(b':') => {
+                        i += 3;
+                        num(i - 2, 2)?
+                    }
+                    Some(c) if c.is_ascii_digit() => {
+                        i += 2;
+                        num(i - 2, 2)?
+                    }
+                    _ => 0,
+                };
+                if oh > 23 || om > 59 {
+                    return None;
+                }
+                offset = (oh * 3600 + om * 60) * if sign == b'-' { -1 } else { 1 };
+            }
+            Some(_) => return None,
+        }
+        if i != b.len() {
+            return None;
+        }
+    }
+    let total = days_from_civil(y, m, d) * 86_400 + secs - offset;
+    Some(i128::from(total) * 1_000_000_000 + i128::from(nanos))
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// An IPv4 or IPv6 block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cidr {
+    addr: IpAddr,
+    prefix: u32,
+}
+
+impl Cidr {
+    fn parse(s: &str) -> Option<Cidr> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse().ok().filter(|v| *v <= max)?
+            }
+            Some(_) => return None,
+        };
+        Some(Cidr { addr, prefix })
+    }
+
+    /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is read as its IPv4 address.
+    fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - self.prefix).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - self.prefix).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing the document
+// ---------------------------------------------------------------------------------------------
+
+/// IAM's checking phases, earliest first: the error reported is the first of the earliest.
+const P_SYNTAX: u8 = 0;
+const P_PRINCIPAL: u8 = 1;
+const P_LEGACY: u8 = 2;
+const P_SID: u8 = 3;
+const P_ACTIONS: u8 = 4;
+const P_RESOURCES: u8 = 5;
+const P_RESOURCE_FORMAT: u8 = 6;
+const P_VENDOR: u8 = 7;
+
+const MSG_SYNTAX: &str = "Syntax errors in policy.";
+const MSG_PRINCIPAL: &str = "Policy document should not specify a principal.";
+const MSG_LEGACY: &str = "The policy failed legacy parsing";
+const MSG_SID_ALNUM: &str =
+    "Statement IDs (SID) must be alpha-numeric. Check that your input satisfies the regular expression [0-9A-Za-z]*";
+const MSG_SID_UNIQUE: &str = "Statement IDs (SID) in a single policy must be unique.";
+const MSG_ACTIONS: &str = "Policy statement must contain actions.";
+const MSG_RESOURCES: &str = "Policy statement must contain resources.";
+const MSG_VENDOR: &str = "Actions/Conditions must be prefaced by a vendor, e.g., iam, sdb, ec2, etc.";
+const MSG_ONE_COLON: &str = "Actions/Condition can contain only one colon.";
+const MSG_RESOURCE_VENDOR: &str = "Resource vendor must be fully qualified and cannot contain regexes.";
+
+/// Partitions a resource ARN may name.
+const PARTITIONS: &[&str] = &[
+    "aws",
+    "aws-cn",
+    "aws-us-gov",
+    "aws-iso",
+    "aws-iso-b",
+    "aws-iso-e",
+    "aws-iso-f",
+    "aws-eusc",
+];
+
+struct Pending {
+    phase: u8,
+    pos: usize,
+    text: String,
+}
+
+impl Pending {
+    fn into_error(self, doc: &str) -> PolicyError {
+        let (line, column) = line_col(doc, self.pos);
+        PolicyError {
+            line,
+            column,
+            message: format!("{} (line {line}, column {column})", self.text),
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of byte offset `pos`.
+fn line_col(doc: &str, pos: usize) -> (usize, usize) {
+    let mut pos = pos.min(doc.len());
+    while !doc.is_char_boundary(pos) {
+        pos -= 1;
+    }
+    let before = &doc[..pos];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+struct Parser {
+    err: Option<Pending>,
+    sids: HashMap<String, usize>,
+}
+
+impl Parser {
+    fn record(&mut self, phase: u8, pos: usize, text: String) {
+        if self.err.as_ref().is_none_or(|e| (phase, pos) < (e.phase, e.pos)) {
+            self.err = Some(Pending { phase, pos, text });
+        }
+    }
+
+    fn syntax(&mut self, pos: usize, detail: impl fmt::Display) {
+        self.record(P_SYNTAX, pos, format!("{MSG_SYNTAX} {detail}."));
+    }
+
+    fn policy(&mut self, root: &json::Node) -> Option<Policy> {
+        let json::Val::Obj(members) = &root.val else {
+            self.syntax(root.pos, "The policy must be a JSON object");
+            return None;
+        };
+        let mut version = None;
+        let mut id = None;
+        let mut statement = None;
+        for m in members {
+            match m.key.as_str() {
+                "Version" => match &m.val.val {
+                    json::Val::Str(s) if s == "2012-10-17" => version = Some(Version::V2012_10_17),
+                    json::Val::Str(s) if s == "2008-10-17" => version = Some(Version::V2008_10_17),
+                    _ => self.syntax(m.val.pos, "Version must be \"2012-10-17\" or \"2008-10-17\""),
+                },
+                "Id" => match &m.val.val {
+                    json::Val::Str(s) => id = Some(s.clone()),
+                    _ => self.syntax(m.val.pos, "Id must be a string"),
+                },
+                "Statement" => statement = Some(&m.val),
+                "Principal" | "NotPrincipal" => self.syntax(
+                    m.pos,
+                    format_args!("{} belongs in a statement, and not in an identity-based policy", m.key),
+                ),
+                other => self.syntax(
+                    m.pos,
+                    format_args!("Unknown member {other:?} (a policy has Version, Id and Statement)"),
+                ),
+            }
+        }
+        let vars = version == Some(Version::V2012_10_17);
+        let nodes: Vec<&json::Node> = match statement {
+            None => {
+                self.syntax(root.pos, "The policy has no Statement");
+                Vec::new()
+            }
+            Some(n) => match &n.val {
+                json::Val::Obj(_) => vec![n],
+                json::Val::Arr(items) if items.is_empty() => {
+                    self.syntax(n.pos, "Statement is an empty list");
+                    Vec::new()
+                }
+                json::Val::Arr(items) => items.iter().collect(),
+                _ => {
+                    self.syntax(n.pos, "Statement must be an object or a list of objects");
+                    Vec::new()
+                }
+            },
+        };
+        let mut statements = Vec::with_capacity(nodes.len());
+        for n in nodes {
+            if let Some(s) = self.statement(n, vars) {
+                statements.push(s);
+            }
+        }
+        if self.err.is_some() {
+            return None;
+        }
+        Some(Policy {
+            version,
+            id,
+            statements,
+        })
+    }
+
+    fn statement(&mut self, n: &json::Node, vars: bool) -> Option<Statement> {
+        let json::Val::Obj(members) = &n.val else {
+            self.syntax(n.pos, "A statement must be a JSON object");
+            return None;
+        };
+        let mut effect = None;
+        let mut action: Option<(bool, &json::Node)> = None;
+        let mut resource: Option<(bool, &json::Node)> = None;
+        let mut condition = None;
+        for m in members {
+            match m.key.as_str() {
+                "Sid" => match &m.val.val {
+                    json::Val::Str(s) if !s.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                        self.record(P_SID, m.val.pos, MSG_SID_ALNUM.to_owned());
+                    }
+                    json::Val::Str(s) => {
+                        if !s.is_empty() && self.sids.insert(s.clone(), m.val.pos).is_some() {
+                            self.record(P_SID, m.val.pos, format!("{MSG_SID_UNIQUE} Sid {s:?} is used twice."));
+                        }
+                    }
+                    _ => self.syntax(m.val.pos, "Sid must be a string"),
+                },
+                "Effect" => effect = Some(&m.val),
+                "Action" | "NotAction" => {
+                    if action.is_some() {
+                        self.syntax(m.pos, "A statement has both Action and NotAction");
+                    }
+                    action = Some((m.key == "NotAction", &m.val));
+                }
+                "Resource" | "NotResource" => {
+                    if resource.is_some() {
+                        self.syntax(m.pos, "A statement has both Resource and NotResource");
+                    }
+                    resource = Some((m.key == "NotResource", &m.val));
+                }
+                "Condition" => condition = Some(&m.val),
+                "Principal" | "NotPrincipal" => self.record(P_PRINCIPAL, m.pos, MSG_PRINCIPAL.to_owned()),
+                other => self.syntax(
+                    m.pos,
+                    format_args!(
+                        "Unknown member {other:?} in a statement (a statement has Sid, Effect, \
+                         Action or NotAction, Resource or NotResource, and Condition)"
+                    ),
+                ),
+            }
+        }
+        let effect = match effect.map(|e| (e.pos, &e.val)) {
+            None => {
+                self.syntax(n.pos, "A statement has no Effect");
+                None
+            }
+            Some((_, json::Val::Str(s))) if s == "Allow" => Some(Effect::Allow),
+            Some((_, json::Val::Str(s))) if s == "Deny" => Some(Effect::Deny),
+            Some((pos, json::Val::Str(s))) if s.eq_ignore_ascii_case("allow") || s.eq_ignore_ascii_case("deny") => {
+                self.record(
+                    P_LEGACY,
+                    pos,
+                    format!("{MSG_LEGACY}: Effect must be \"Allow\" or \"Deny\", not {s:?}"),
+                );
+                None
+            }
+            Some((pos, _)) => {
+                self.syntax(pos, "Effect must be \"Allow\" or \"Deny\"");
+                None
+            }
+        };
+
+        let mut actions = Vec::new();
+        let not_action = action.is_some_and(|a| a.0);
+        match action {
+            None => self.record(P_ACTIONS, n.pos, MSG_ACTIONS.to_owned()),
+            Some((_, node)) => {
+                let list = self.strings(node, "Action");
+                if list.as_ref().is_some_and(Vec::is_empty) {
+                    self.record(P_ACTIONS, node.pos, MSG_ACTIONS.to_owned());
+                }
+                for (a, pos) in list.unwrap_or_default() {
+                    self.check_action(a, pos);
+                    actions.push(toks(&a.to_lowercase(), true));
+                }
+            }
+        }
+
+        let mut resources = Vec::new();
+        let not_resource = resource.is_some_and(|r| r.0);
+        match resource {
+            None => self.record(P_RESOURCES, n.pos, MSG_RESOURCES.to_owned()),
+            Some((_, node)) => {
+                let list = self.strings(node, "Resource");
+                if list.as_ref().is_some_and(Vec::is_empty) {
+                    self.record(P_RESOURCES, node.pos, MSG_RESOURCES.to_owned());
+                }
+                for (r, pos) in list.unwrap_or_default() {
+                    self.check_resource(r, pos);
+                    resources.push(self.template(r, pos, true, vars));
+                }
+            }
+        }
+
+        let conditions = match condition {
+            None => Vec::new(),
+            Some(c) => self.conditions(c, vars),
+        };
+        Some(Statement {
+            effect: effect?,
+            not_action,
+            actions,
+            not_resource,
+            resources,
+            conditions,
+        })
+    }
+
+    /// A string or a list of strings, with the position of each.
+    fn strings<'n>(&mut self, node: &'n json::Node, what: &str) -> Option<Vec<(&'n str, usize)>> {
+        match &node.val {
+            json::Val::Str(s) => Some(vec![(s.as_str(), node.pos)]),
+            json::Val::Arr(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match &item.val {
+                        json::Val::Str(s) => out.push((s.as_str(), item.pos)),
+                        _ => {
+                            self.syntax(item.pos, format_args!("{what} must list strings"));
+                            return None;
+                        }
+                    }
+                }
+                Some(out)
+            }
+            _ => {
+                self.syntax(node.pos, format_args!("{what} must be a string or a list of strings"));
+                None
+            }
+        }
+    }
+
+    fn check_action(&mut self, a: &str, pos: usize) {
+        if a == "*" {
+            return;
+        }
+        let mut parts = a.split(':');
+        let vendor = parts.next().unwrap_or_default();
+        match (parts.next(), parts.next()) {
+            (None, _) => self.record(P_VENDOR, pos, MSG_VENDOR.to_owned()),
+            (Some(_), Some(_)) => self.record(P_VENDOR, pos, MSG_ONE_COLON.to_owned()),
+            (Some(_), None) if vendor.is_empty() => self.record(P_VENDOR, pos, MSG_VENDOR.to_owned()),
+            (Some(_), None) => {
+                if vendor != "*"
+                    && !vendor
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                {
+                    self.record(P_VENDOR, pos, format!("Vendor {vendor} is not valid"));
+                }
+            }
+        }
+    }
+
+    fn check_resource(&mut self, r: &str, pos: usize) {
+        if r == "*" {
+            return;
+        }
+        let fields: Vec<&str> = r.split(':').collect();
+        if fields.len() < 2 || fields[0] != "arn" {
+            self.record(
+                P_RESOURCE_FORMAT,
+                pos,
+                format!("Resource {r} must be in ARN format or \"*\"."),
+            );
+            return;
+        }
+        let partition = fields[1];
+        if !PARTITIONS.contains(&partition) {
+            let rest = &fields[2..];
+            let field = |i: usize| match rest.get(i) {
+                Some(f) if !f.is_empty() || rest.len() > 1 => (*f).to_owned(),
+                _ => "*".to_owned(),
+            };
+            let tail = if rest.len() > 3 {
+                rest[3..].join(":")
+            } else {
+                "*".to_owned()
+            };
+            self.record(
+                P_RESOURCE_FORMAT,
+                pos,
+                format!(
+                    "Partition \"{partition}\" is not valid for resource \"arn:{partition}:{}:{}:{}:{tail}\".",
+                    field(0),
+                    field(1),
+                    field(2)
+                ),
+            );
+            return;
+        }
+        match fields.get(2) {
+            Some(s) if !s.is_empty() && !s.contains(['*', '?']) => {}
+            _ => {
+                self.record(P_RESOURCE_FORMAT, pos, MSG_RESOURCE_VENDOR.to_owned());
+                return;
+            }
+        }
+        if fields.len() < 6 && r.contains("::") {
+            self.record(
+                P_LEGACY,
+                pos,
+                format!("{MSG_LEGACY}: resource {r:?} has an empty field and fewer than six"),
+            );
+        }
+    }
+
+    /// A pattern or value: `*`/`?` are wildcards when `wild`; `${…}` are variables when `vars`.
+    fn template(&mut self, s: &str, pos: usize, wild: bool, vars: bool) -> Template {
+        if !vars {
+            return Template(vec![Part::Toks(toks(s, wild))]);
+        }
+        let mut parts = Vec::new();
+        let mut lit = Vec::new();
+        let mut rest = s;
+        while let Some(i) = rest.find("${") {
+            lit.extend(toks(&rest[..i], wild));
+            let after = &rest[i + 2..];
+            let Some(end) = variable_end(after) else {
+                self.syntax(pos, format_args!("The policy variable in {s:?} has no closing brace"));
+                return Template(parts);
+            };
+            let inner = after[..end].trim();
+            rest = &after[end + 1..];
+            match inner {
+                "*" => lit.push(Tok::Ch('*')),
+                "?" => lit.push(Tok::Ch('?')),
+                "$" => lit.push(Tok::Ch('$')),
+                _ => match parse_variable(inner) {
+                    Some((key, default)) => {
+                        if !lit.is_empty() {
+                            parts.push(Part::Toks(std::mem::take(&mut lit)));
+                        }
+                        parts.push(Part::Var { key, default });
+                    }
+                    None => {
+                        self.syntax(
+                            pos,
+                            format_args!(
+                                "The policy variable ${{{inner}}} in {s:?} is not a key name, \
+                                 optionally followed by , 'default'"
+                            ),
+                        );
+                        return Template(parts);
+                    }
+                },
+            }
+        }
+        lit.extend(toks(rest, wild));
+        if !lit.is_empty() || parts.is_empty() {
+            parts.push(Part::Toks(lit));
+        }
+        Template(parts)
+    }
+
+    fn conditions(&mut self, node: &json::Node, vars: bool) -> Vec<Cond> {
+        let json::Val::Obj(ops) = &node.val else {
+            self.syntax(node.pos, "Condition must be an object of condition operators");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for op_m in ops {
+            let name = op_m.key.as_str();
+            let Some((op, negated, qual, if_exists)) = parse_operator(name) else {
+                self.syntax(op_m.pos, format_args!("Unknown condition operator {name:?}"));
+                continue;
+            };
+            if op == Op::Null && if_exists {
+                self.syntax(op_m.pos, "IfExists cannot be added to Null");
+                continue;
+            }
+            let json::Val::Obj(keys) = &op_m.val.val else {
+                self.syntax(op_m.val.pos, format_args!("{name} must be an object of condition keys"));
+                continue;
+            };
+            for k in keys {
+                if k.key.split_once(':').is_none_or(|(v, _)| v.is_empty()) {
+                    self.record(P_VENDOR, k.pos, MSG_VENDOR.to_owned());
+                }
+                let items: Vec<&json::Node> = match &k.val.val {
+                    json::Val::Arr(items) => items.iter().collect(),
+                    _ => vec![&k.val],
+                };
+                let mut texts = Vec::with_capacity(items.len());
+                for item in items {
+                    match &item.val {
+                        json::Val::Str(s) => texts.push((s.clone(), item.pos)),
+                        json::Val::Num(s) => texts.push((s.clone(), item.pos)),
+                        json::Val::Bool(b) => texts.push((b.to_string(), item.pos)),
+                        _ => self.syntax(
+                            item.pos,
+                            "Condition values must be strings, numbers or booleans, or lists of them",
+                        ),
+                    }
+                }
+                let values = self.values(op, name, &texts, vars);
+                out.push(Cond {
+                    op,
+                    negated,
+                    qual,
+                    if_exists,
+                    key: k.key.to_ascii_lowercase(),
+                    values,
+                });
+            }
+        }
+        out
+    }
+
+    fn values(&mut self, op: Op, name: &str, texts: &[(String, usize)], vars: bool) -> Values {
+        match op {
+            Op::StrEq | Op::StrEqIc | Op::Bool => Values::Templates(
+                texts
+                    .iter()
+                    .map(|(s, pos)| self.template(s, *pos, false, vars))
+                    .collect(),
+            ),
+            Op::Binary => Values::Templates(
+                texts
+                    .iter()
+                    .map(|(s, pos)| self.template(s, *pos, false, false))
+                    .collect(),
+            ),
+            Op::StrLike | Op::Arn => Values::Templates(
+                texts
+                    .iter()
+                    .map(|(s, pos)| self.template(s, *pos, true, vars))
+                    .collect(),
+            ),
+            Op::Num(_) => Values::Nums(
+                texts
+                    .iter()
+                    .filter_map(|(s, pos)| {
+                        let v = parse_number(s);
+                        if v.is_none() {
+                            self.syntax(*pos, format_args!("{name} needs numbers, and {s:?} is not one"));
+                        }
+                        v
+                    })
+                    .collect(),
+            ),
+            Op::Date(_) => Values::Dates(
+                texts
+                    .iter()
+                    .filter_map(|(s, pos)| {
+                        let v = parse_date(s);
+                        if v.is_none() {
+                            self.record(
+                                P_LEGACY,
+                                *pos,
+                                format!(
+                                    "{MSG_LEGACY}: {name} needs ISO 8601 dates or epoch seconds, \
+                                     and {s:?} is neither"
+                                ),
+                            );
+                        }
+                        v
+                    })
+                    .collect(),
+            ),
+            Op::Ip => Values::Cidrs(
+                texts
+                    .iter()
+                    .filter_map(|(s, pos)| {
+                        let v = Cidr::parse(s);
+                        if v.is_none() {
+                            self.syntax(
+                                *pos,
+                                format_args!("{name} needs IP addresses or CIDR blocks, and {s:?} is neither"),
+                            );
+                        }
+                        v
+                    })
+                    .collect(),
+            ),
+            Op::Null => Values::Null(
+                texts
+                    .iter()
+                    .filter_map(|(s, pos)| {
+                        if s.eq_ignore_ascii_case("true") {
+                            Some(true)
+                        } else if s.eq_ignore_ascii_case("false") {
+                            Some(false)
+                        } else {
+                            self.syntax(*pos, format_args!("Null needs \"true\" or \"false\", not {s:?}"));
+                            None
+                        }
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Where a policy variable's closing brace is (a `}` inside a quoted default does not close it).
+fn variable_end(s: &str) -> Option<usize> {
+    let mut quoted = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            '\'' => quoted = !quoted,
+            '}' if !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `key` or `key, 'default'` (`''` a quote inside the default) → lower-cased key and default.
+fn parse_variable(inner: &str) -> Option<(String, Option<String>)> {
+    let (key, default) = match inner.split_once(',') {
+        Some((k, d)) => (k.trim(), Some(d.trim())),
+        None => (inner.trim(), None),
+    };
+    if key.is_empty() || key.contains(|c: char| c.is_whitespace() || c == '\'') {
+        return None;
+    }
+    let default = match default {
+        None => None,
+        Some(d) => {
+            let body = d.strip_prefix('\'')?.strip_suffix('\'')?;
+            let mut out = String::with_capacity(body.len());
+            let mut chars = body.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '\'' && chars.next() != Some('\'') {
+                    return None;
+                }
+                out.push(c);
+            }
+            Some(out)
+        }
+    };
+    Some((key.to_ascii_lowercase(), default))
+}
+
+/// `[ForAllValues:|ForAnyValue:]Operator[IfExists]` → (family, negated, qualifier, if-exists).
+fn parse_operator(name: &str) -> Option<(Op, bool, Qual, bool)> {
+    let (qual, rest) = if let Some(r) = name.strip_prefix("ForAllValues:") {
+        (Qual::ForAll, r)
+    } else if let Some(r) = name.strip_prefix("ForAnyValue:") {
+        (Qual::ForAny, r)
+    } else {
+        (Qual::None, name)
+    };
+    let (rest, if_exists) = match rest.strip_suffix("IfExists") {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
+    let (op, negated) = match rest {
+        "StringEquals" => (Op::StrEq, false),
+        "StringNotEquals" => (Op::StrEq, true),
+        "StringEqualsIgnoreCase" => (Op::StrEqIc, false),
+        "StringNotEqualsIgnoreCase" => (Op::StrEqIc, true),
+        "StringLike" => (Op::StrLike, false),
+        "StringNotLike" => (Op::StrLike, true),
+        "NumericEquals" => (Op::Num(Cmp::Eq), false),
+        "NumericNotEquals" => (Op::Num(Cmp::Eq), true),
+        "NumericLessThan" => (Op::Num(Cmp::Lt), false),
+        "NumericLessThanEquals" => (Op::Num(Cmp::Le), false),
+        "NumericGreaterThan" => (Op::Num(Cmp::Gt), false),
+        "NumericGreaterThanEquals" => (Op::Num(Cmp::Ge), false),
+        "DateEquals" => (Op::Date(Cmp::Eq), false),
+        "DateNotEquals" => (Op::Date(Cmp::Eq), true),
+        "DateLessThan" => (Op::Date(Cmp::Lt), false),
+        "DateLessThanEquals" => (Op::Date(Cmp::Le), false),
+        "DateGreaterThan" => (Op::Date(Cmp::Gt), false),
+        "DateGreaterThanEquals" => (Op::Date(Cmp::Ge), false),
+        "Bool" => (Op::Bool, false),
+        "BinaryEquals" => (Op::Binary, false),
+        "IpAddress" => (Op::Ip, false),
+        "NotIpAddress" => (Op::Ip, true),
+        "ArnEquals" | "ArnLike" => (Op::Arn, false),
+        "ArnNotEquals" | "ArnNotLike" => (Op::Arn, true),
+        "Null" => (Op::Null, false),
+        _ => return None,
+    };
+    Some((op, negated, qual, if_exists))
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON with positions
+// ---------------------------------------------------------------------------------------------
+
+/// A small JSON (RFC 8259) reader that keeps each value's byte offset, so that a policy's
+/// semantic errors can name their line and column. Duplicate member names are refused.
+mod json {
+    /// How deep arrays and objects may nest (a policy needs 6).
+    const MAX_DEPTH: usize = 64;
+
+    /// A value and the byte offset where it starts.
+    #[derive(Debug, Clone, PartialEq)]
+    pub(super) struct Node {
+        pub pos: usize,
+        pub val: Val,
+    }
+
+    /// A JSON value; numbers keep their text.
+    #[derive(Debug, Clone, PartialEq)]
+    pub(super) enum Val {
+        Null,
+        Bool(bool),
+        Num(String),
+        Str(String),
+        Arr(Vec<Node>),
+        Obj(Vec<Member>),
+    }
+
+    /// An object member: its name, the offset of the name, and its value.
+    #[derive(Debug, Clone, PartialEq)]
+    pub(super) struct Member {
+        pub key: String,
+        pub pos: usize,
+        pub val: Node,
+    }
+
+    /// Where and why the text is not JSON.
+    #[derive(Debug, Clone, PartialEq)]
+    pub(super) struct SyntaxError {
+        pub pos: usize,
+        pub msg: &'static str,
+    }
+
+    pub(super) fn parse(s: &str) -> Result<Node, SyntaxError> {
+        let mut p = P {
+            b: s.as_bytes(),
+            s,
+            i: 0,
+        };
+        p.ws();
+        let v = p.value(0)?;
+        p.ws();
+        if p.i != p.b.len() {
+            return Err(p.err("text after the end of the document"));
+        }
+        Ok(v)
+    }
+
+    struct P<'a> {
+        b: &'a [u8],
+        s: &'a str,
+        i: usize,
+    }
+
+    impl P<'_> {
+        fn err(&self, msg: &'static str) -> SyntaxError {
+            SyntaxError { pos: self.i, msg }
+        }
+
+        fn peek(&self) -> Option<u8> {
+            self.b.get(self.i).copied()
+        }
+
+        fn ws(&mut self) {
+            while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.i += 1;
+            }
+        }
+
+        fn value(&mut self, depth: usize) -> Result<Node, SyntaxError> {
+            if depth > MAX_DEPTH {
+                return Err(self.err("nested too deeply"));
+            }
+            let pos = self.i;
+            let val = match self.peek() {
+                None => return Err(self.err("the document ends too early")),
+                Some(b'{') => {
+                    self.i += 1;
+                    self.ws();
+                    let mut members: Vec<Member> = Vec::new();
+                    if self.peek() == Some(b'}') {
+                        self.i += 1;
+                    } else {
+                        loop {
+                            self.ws();
+                            let kpos = self.i;
+                            if self.peek() != Some(b'"') {
+                                return Err(self.err("expected a member name in double quotes"));
+                            }
+                            let key = self.string()?;
+                            if members.iter().any(|m| m.key == key) {
+                                return Err(SyntaxError {
+                                    pos: kpos,
+                                    msg: "a member name appears twice",
+                                });
+                            }
+                            self.ws();
+                            if self.peek() != Some(b':') {
+                                return Err(self.err("expected ':'"));
+                            }
+                            self.i += 1;
+                            self.ws();
+                            let val = self.value(depth + 1)?;
+                            members.push(Member { key, pos: kpos, val });
+                            self.ws();
+                            match self.peek() {
+                                Some(b',') => self.i += 1,
+                                Some(b'}') => {
+                                    self.i += 1;
+                                    break;
+                                }
+                                _ => return Err(self.err("expected ',' or '}'")),
+                            }
+                        }
+                    }
+                    Val::Obj(members)
+                }
+                Some(b'[') => {
+                    self.i += 1;
+                    self.ws();
+                    let mut items = Vec::new();
+                    if self.peek() == Some(b']') {
+                        self.i += 1;
+                    } else {
+                        loop {
+                            self.ws();
+                            items.push(self.value(depth + 1)?);
+                            self.ws();
+                            match self.peek() {
+                                Some(b',') => self.i += 1,
+                                Some(b']') => {
+                                    self.i += 1;
+                                    break;
+                                }
+                                _ => return Err(self.err("expected ',' or ']'")),
+                            }
+                        }
+                    }
+                    Val::Arr(items)
+                }
+                Some(b'"') => Val::Str(self.string()?),
+                Some(b't') => self.word("true", Val::Bool(true))?,
+                Some(b'f') => self.word("false", Val::Bool(false))?,
+                Some(b'n') => self.word("null", Val::Null)?,
+                Some(b'-' | b'0'..=b'9') => Val::Num(self.number()?),
+                Some(_) => return Err(self.err("unexpected character")),
+            };
+            Ok(Node { pos, val })
+        }
+
+        fn word(&mut self, w: &'static str, v: Val) -> Result<Val, SyntaxError> {
+            if self.b[self.i..].starts_with(w.as_bytes()) {
+                self.i += w.len();
+                Ok(v)
+            } else {
+                Err(self.err("unexpected word"))
+            }
+        }
+
+        fn digits(&mut self) -> usize {
+            let start = self.i;
+            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                self.i += 1;
+            }
+            self.i - start
+        }
+
+        fn number(&mut self) -> Result<String, SyntaxError> {
+            let start = self.i;
+            if self.peek() == Some(b'-') {
+                self.i += 1;
+            }
+            match self.peek() {
+                Some(b'0') => self.i += 1,
+                Some(b'1'..=b'9') => {
+                    self.digits();
+                }
+                _ => return Err(self.err("a number needs digits")),
+            }
+            if self.peek() == Some(b'.') {
+                self.i += 1;
+                if self.digits() == 0 {
+                    return Err(self.err("a number needs digits after '.'"));
+                }
+            }
+            if matches!(self.peek(), Some(b'e' | b'E')) {
+                self.i += 1;
+                if matches!(self.peek(), Some(b'+' | b'-')) {
+                    self.i += 1;
+                }
+                if self.digits() == 0 {
+                    return Err(self.err("a number needs digits in its exponent"));
+                }
+            }
+            Ok(self.s[start..self.i].to_owned())
+        }
+
+        fn hex4(&mut self) -> Result<u32, SyntaxError> {
+            let h = self
+                .b
+                .get(self.i..self.i + 4)
+                .ok_or_else(|| self.err("a \\u escape needs 4 hex digits"))?;
+            let mut v = 0;
+            for &c in h {
+                let d = (c as char)
+                    .to_digit(16)
+                    .ok_or_else(|| self.err("a \\u escape needs 4 hex digits"))?;
+                v = v * 16 + d;
+            }
+            self.i += 4;
+            Ok(v)
+        }
+
+        fn string(&mut self) -> Result<String, SyntaxError> {
+            self.i += 1; // the opening quote
+            let mut out = String::new();
+            loop {
+                let start = self.i;
+                while self.peek().is_some_and(|c| c != b'"' && c != b'\\' && c >= 0x20) {
+                    self.i += 1;
+                }
+                // Stops only at ASCII bytes or the end, so both ends are character boundaries.
+                out.push_str(&self.s[start..self.i]);
+                match self.peek() {
+                    None => return Err(self.err("a string has no closing quote")),
+                    Some(b'"') => {
+                        self.i += 1;
+                        return Ok(out);
+                    }
+                    Some(b'\\') => {
+                        self.i += 1;
+                        let c = match self.peek() {
+                            Some(b'"') => '"',
+                            Some(b'\\') => '\\',
+                            Some(b'/') => '/',
+                            Some(b'b') => '\u{8}',
+                            Some(b'f') => '\u{c}',
+                            Some(b'n') => '\n',
+                            Some(b'r') => '\r',
+                            Some(b't') => '\t',
+                            Some(b'u') => {
+                                self.i += 1;
+                                let hi = self.hex4()?;
+                                let code = if (0xD800..0xDC00).contains(&hi) {
+                                    if !self.b[self.i..].starts_with(b"\\u") {
+                                        return Err(self.err("a lone surrogate in a \\u escape"));
+                                    }
+                                    self.i += 2;
+                                    let lo = self.hex4()?;
+                                    if !(0xDC00..0xE000).contains(&lo) {
+                                        return Err(self.err("a lone surrogate in a \\u escape"));
+                                    }
+                                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                                } else {
+                                    hi
+                                };
+                                let c =
+                                    char::from_u32(code).ok_or_else(|| self.err("a lone surrogate in a \\u escape"))?;
+                                out.push(c);
+                                continue;
+                            }
+                            _ => return Err(self.err("an unknown escape in a string")),
+                        };
+                        out.push(c);
+                        self.i += 1;
+                    }
+                    Some(_) => return Err(self.err("a control character in a string")),
+                }
+            }
+        }
+    }
+}
