@@ -897,7 +897,10 @@ impl Parser {
         let vars = version == Some(Version::V2012_10_17);
         let nodes: Vec<&json::Node> = match statement {
             None => {
-                self.syntax(root.pos, "The policy has no Statement");
+                // Named only when nothing else is wrong: a misspelt "Statment" says more.
+                if self.err.is_none() {
+                    self.syntax(root.pos, "The policy has no Statement");
+                }
                 Vec::new()
             }
             Some(n) => match &n.val {
@@ -1692,5 +1695,968 @@ mod json {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const EP_A: &str = "arn:aws:sagemaker:us-east-1:111122223333:endpoint/a";
+
+    fn policy(statements: serde_json::Value) -> Policy {
+        let doc = json!({"Version": "2012-10-17", "Statement": statements}).to_string();
+        Policy::parse(&doc).unwrap_or_else(|e| panic!("{doc}: {e}"))
+    }
+
+    fn ctx(keys: &[(&str, &[&str])]) -> Context {
+        let mut c = Context::new("sagemaker:CreateEndpoint", EP_A);
+        for (k, v) in keys {
+            c.insert(k, v.iter().copied());
+        }
+        c
+    }
+
+    /// Does a statement allowing everything under this one condition allow the request?
+    fn holds(op: &str, key: &str, values: serde_json::Value, keys: &[(&str, &[&str])]) -> bool {
+        let p = policy(json!({"Effect": "Allow", "Action": "*", "Resource": "*",
+                              "Condition": {op: {key: values}}}));
+        evaluate([&p], &ctx(keys)) == Decision::Allow
+    }
+
+    fn err(doc: &str) -> PolicyError {
+        match Policy::parse(doc) {
+            Ok(_) => panic!("accepted: {doc}"),
+            Err(e) => e,
+        }
+    }
+
+    #[track_caller]
+    fn refused(doc: &str, message_start: &str, line: usize) {
+        let e = err(doc);
+        assert!(
+            e.message.starts_with(message_start),
+            "{doc}\n: message {:?} does not start {message_start:?}",
+            e.message
+        );
+        assert_eq!(e.line, line, "{doc}\n: {}", e.message);
+        assert!(
+            e.message.ends_with(&format!("(line {}, column {})", e.line, e.column)),
+            "{}",
+            e.message
+        );
+    }
+
+    // ---- documents ------------------------------------------------------------------------
+
+    #[test]
+    fn statement_may_be_an_object_or_a_list_and_members_strings_or_lists() {
+        let one = Policy::parse(
+            r#"{"Version":"2012-10-17","Id":"x","Statement":{"Sid":"S1","Effect":"Allow","Action":"sagemaker:CreateEndpoint","Resource":"*"}}"#,
+        )
+        .unwrap();
+        assert_eq!(one.statement_count(), 1);
+        assert_eq!(one.id(), Some("x"));
+        assert_eq!(one.version(), Some(Version::V2012_10_17));
+        let list = Policy::parse(
+            r#"{"Statement":[{"Effect":"Allow","Action":["sagemaker:CreateEndpoint"],"Resource":["*"]},
+                             {"Effect":"Deny","NotAction":"iam:*","NotResource":"arn:aws:iam::1:user/x"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(list.statement_count(), 2);
+        assert_eq!(list.version(), None);
+        assert_eq!(
+            Policy::parse(r#"{"Version":"2008-10-17","Statement":{"Effect":"Allow","Action":"*","Resource":"*"}}"#)
+                .unwrap()
+                .version(),
+            Some(Version::V2008_10_17)
+        );
+    }
+
+    #[test]
+    fn malformed_documents_are_refused_with_iams_words_and_the_line() {
+        refused(
+            "{\"Version\":\"2012-10-17\",\n\"Statement\":[",
+            "Syntax errors in policy.",
+            2,
+        );
+        refused("[]", "Syntax errors in policy.", 1);
+        refused(
+            "{\"Version\":\"2012-10-17\",\n\"Statment\":[]}",
+            "Syntax errors in policy. Unknown member \"Statment\"",
+            2,
+        );
+        refused(
+            "{\"Version\":\"2020-01-01\",\n\"Statement\":{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\"}}",
+            "Syntax errors in policy. Version",
+            1,
+        );
+        refused(
+            "{\"Version\":\"2012-10-17\"}",
+            "Syntax errors in policy. The policy has no Statement",
+            1,
+        );
+        refused(
+            "{\"Version\":\"2012-10-17\",\n\"Statement\":[]}",
+            "Syntax errors in policy. Statement is an empty list",
+            2,
+        );
+        refused("{\"Statement\":\n\"x\"}", "Syntax errors in policy.", 2);
+        let with = |stmt: &str| format!("{{\n\"Version\": \"2012-10-17\",\n\"Statement\": [\n{stmt}\n]\n}}");
+        // Statement text starts on line 4; its members are on their own lines below.
+        refused(
+            &with("{\"Effect\":\"Allow\",\n\"Action\":\"*\",\n\"Resource\":\"*\",\n\"Foo\":1}"),
+            "Syntax errors in policy. Unknown member \"Foo\"",
+            7,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\n\"Principal\":\"*\",\n\"Action\":\"*\",\"Resource\":\"*\"}"),
+            "Policy document should not specify a principal.",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\n\"NotPrincipal\":{\"AWS\":\"x\"},\n\"Action\":\"*\",\"Resource\":\"*\"}"),
+            "Policy document should not specify a principal.",
+            5,
+        );
+        refused(
+            &with("{\"Action\":\"*\",\n\"Resource\":\"*\"}"),
+            "Syntax errors in policy. A statement has no Effect",
+            4,
+        );
+        refused(
+            &with("{\"Action\":\"*\",\n\"Resource\":\"*\",\n\"Effect\":\"allow\"}"),
+            "The policy failed legacy parsing",
+            6,
+        );
+        refused(
+            &with("{\"Action\":\"*\",\n\"Resource\":\"*\",\n\"Effect\":\"Permit\"}"),
+            "Syntax errors in policy. Effect",
+            6,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Action\":\"*\",\n\"NotAction\":\"*\",\"Resource\":\"*\"}"),
+            "Syntax errors in policy. A statement has both Action and NotAction",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Action\":\"*\",\n\"NotResource\":\"*\",\"Resource\":\"*\"}"),
+            "Syntax errors in policy. A statement has both Resource and NotResource",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\n\"Resource\":\"*\"}"),
+            "Policy statement must contain actions.",
+            4,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\n\"Action\":[],\n\"Resource\":\"*\"}"),
+            "Policy statement must contain actions.",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\n\"Action\":\"*\"}"),
+            "Policy statement must contain resources.",
+            4,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Action\":\"*\",\n\"NotResource\":[]}"),
+            "Policy statement must contain resources.",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Action\":\"*\",\n\"Resource\":5}"),
+            "Syntax errors in policy. Resource must be a string",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Resource\":\"*\",\n\"Action\":[\"*\",\n7]}"),
+            "Syntax errors in policy. Action must list strings",
+            6,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Action\":\"*\",\n\"Resource\":\"my-bucket\"}"),
+            "Resource my-bucket must be in ARN format or \"*\".",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Action\":\"*\",\n\"Resource\":\"arn:foo:s3:::b\"}"),
+            "Partition \"foo\" is not valid for resource \"arn:foo:s3:::b\".",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Action\":\"*\",\n\"Resource\":\"arn:aws:*:us-east-1:1:x\"}"),
+            "Resource vendor must be fully qualified and cannot contain regexes.",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Action\":\"*\",\n\"Resource\":\"arn:aws:s3::b\"}"),
+            "The policy failed legacy parsing",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Resource\":\"*\",\n\"Action\":\"CreateEndpoint\"}"),
+            "Actions/Conditions must be prefaced by a vendor, e.g., iam, sdb, ec2, etc.",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Resource\":\"*\",\n\"Action\":\":CreateEndpoint\"}"),
+            "Actions/Conditions must be prefaced by a vendor",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Resource\":\"*\",\n\"Action\":\"sagemaker:a:b\"}"),
+            "Actions/Condition can contain only one colon.",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Resource\":\"*\",\n\"Action\":\"sage maker:X\"}"),
+            "Vendor sage maker is not valid",
+            5,
+        );
+        refused(
+            &with(
+                "{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\n\"Condition\":{\"StringEquals\":\n{\"owner\":\"a\"}}}",
+            ),
+            "Actions/Conditions must be prefaced by a vendor",
+            6,
+        );
+        refused(
+            &with(
+                "{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\n\"Condition\":{\n\"StringEqualz\":{\"aws:username\":\"a\"}}}",
+            ),
+            "Syntax errors in policy. Unknown condition operator \"StringEqualz\"",
+            6,
+        );
+        refused(
+            &with(
+                "{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\n\"Condition\":{\n\"NullIfExists\":{\"aws:username\":\"true\"}}}",
+            ),
+            "Syntax errors in policy. IfExists",
+            6,
+        );
+        refused(
+            &with(
+                "{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\n\"Condition\":{\"NumericLessThan\":{\"sagemaker:x\":\n\"ten\"}}}",
+            ),
+            "Syntax errors in policy. NumericLessThan needs numbers",
+            6,
+        );
+        refused(
+            &with(
+                "{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\n\"Condition\":{\"DateLessThan\":{\"aws:CurrentTime\":\n\"tomorrow\"}}}",
+            ),
+            "The policy failed legacy parsing",
+            6,
+        );
+        refused(
+            &with(
+                "{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\n\"Condition\":{\"IpAddress\":{\"aws:SourceIp\":[\"10.0.0.0/8\",\n\"300.1.1.1/8\"]}}}",
+            ),
+            "Syntax errors in policy. IpAddress needs",
+            6,
+        );
+        refused(
+            &with(
+                "{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\n\"Condition\":{\"Null\":{\"aws:username\":\n\"maybe\"}}}",
+            ),
+            "Syntax errors in policy. Null needs",
+            6,
+        );
+        refused(
+            &with(
+                "{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\n\"Condition\":{\"StringEquals\":{\"aws:username\":\n{\"a\":1}}}}",
+            ),
+            "Syntax errors in policy. Condition values",
+            6,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\n\"Condition\":\n[]}"),
+            "Syntax errors in policy. Condition must be an object",
+            6,
+        );
+        refused(
+            &with(
+                "{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\n\"Condition\":{\"StringEquals\":\n\"x\"}}",
+            ),
+            "Syntax errors in policy. StringEquals must be an object",
+            6,
+        );
+        refused(
+            &with("{\"Sid\":\n\"my-sid\",\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\"}"),
+            "Statement IDs (SID) must be alpha-numeric.",
+            5,
+        );
+        refused(
+            &with(
+                "{\"Sid\":\"A\",\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\"},\n{\"Sid\":\"A\",\"Effect\":\"Deny\",\"Action\":\"*\",\"Resource\":\"*\"}",
+            ),
+            "Statement IDs (SID) in a single policy must be unique.",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Action\":\"*\",\n\"Action\":\"*\",\"Resource\":\"*\"}"),
+            "Syntax errors in policy. Not JSON: a member name appears twice",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Action\":\"*\",\n\"Resource\":\"arn:aws:s3:::${aws:username\"}"),
+            "Syntax errors in policy. The policy variable",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Action\":\"*\",\n\"Resource\":\"arn:aws:s3:::${}\"}"),
+            "Syntax errors in policy. The policy variable",
+            5,
+        );
+        refused(
+            &with("{\"Effect\":\"Allow\",\"Action\":\"*\",\n\"Resource\":\"arn:aws:s3:::${a, 'x}\"}"),
+            "Syntax errors in policy.",
+            5,
+        );
+        refused(
+            &with("\"x\""),
+            "Syntax errors in policy. A statement must be a JSON object",
+            4,
+        );
+    }
+
+    #[test]
+    fn the_earliest_phase_wins_then_the_earliest_position() {
+        // A vendor error (phase 7) on line 4 and a missing resource (phase 5) on line 5.
+        let doc = "{\"Version\":\"2012-10-17\",\"Statement\":[\n\
+                   {\"Effect\":\"Allow\",\"Resource\":\"*\",\n\
+                   \"Action\":\"nocolon\"},\n\
+                   {\"Effect\":\"Allow\",\"Action\":\"*\"}]}";
+        let e = err(doc);
+        assert!(
+            e.message.starts_with("Policy statement must contain resources."),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.line, 4);
+        // Two syntax errors: the first in the text is named.
+        let doc = "{\"Version\":\"2012-10-17\",\"Statement\":[\n{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\"A\":1},\n{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\",\"B\":1}]}";
+        assert_eq!(err(doc).line, 2);
+        // Columns count characters, not bytes.
+        let doc = "{\"Id\":\"é\",  \"X\":1, \"Statement\":{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\"}}";
+        assert_eq!(err(doc).column, 13);
+    }
+
+    #[test]
+    fn sizes_are_counted_without_whitespace() {
+        assert_eq!(policy_size("{ \"a\" :\n\t\"b c\" }"), 10);
+        assert_eq!(USER_POLICY_MAX_CHARS, 2048);
+        assert_eq!(GROUP_POLICY_MAX_CHARS, 5120);
+        assert_eq!(ROLE_POLICY_MAX_CHARS, 10240);
+        assert_eq!(
+            size_exceeded_message(2048, "user", "alice"),
+            "Maximum policy size of 2048 bytes exceeded for user alice"
+        );
+    }
+
+    // ---- actions, resources, evaluation -----------------------------------------------------
+
+    fn decide(statements: serde_json::Value, action: &str, resource: &str) -> Decision {
+        evaluate([&policy(statements)], &Context::new(action, resource))
+    }
+
+    #[test]
+    fn actions_match_case_insensitively_with_wildcards() {
+        let st = |a: &str| json!({"Effect": "Allow", "Action": a, "Resource": "*"});
+        for (pattern, action, want) in [
+            ("sagemaker:CreateEndpoint", "sagemaker:CreateEndpoint", true),
+            ("SageMaker:createendpoint", "sagemaker:CreateEndpoint", true),
+            ("sagemaker:Describe*", "sagemaker:DescribeEndpointConfig", true),
+            ("sagemaker:Describe*", "sagemaker:CreateEndpoint", false),
+            ("sagemaker:?nvokeEndpoint", "sagemaker:InvokeEndpoint", true),
+            ("sagemaker:?InvokeEndpoint", "sagemaker:InvokeEndpoint", false),
+            ("sagemaker:*", "sagemaker:InvokeEndpoint", true),
+            ("sagemaker:*", "iam:GetUser", false),
+            ("*", "iam:GetUser", true),
+            ("sagemaker:*Endpoint", "sagemaker:CreateEndpoint", true),
+            ("sagemaker:Create", "sagemaker:CreateEndpoint", false),
+        ] {
+            let want = if want { Decision::Allow } else { Decision::ImplicitDeny };
+            assert_eq!(decide(st(pattern), action, EP_A), want, "{pattern} vs {action}");
+        }
+        let not = json!({"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"});
+        assert_eq!(decide(not.clone(), "sagemaker:CreateEndpoint", EP_A), Decision::Allow);
+        assert_eq!(decide(not, "IAM:CreateUser", EP_A), Decision::ImplicitDeny);
+    }
+
+    #[test]
+    fn resources_match_case_sensitively_with_wildcards() {
+        let st = |r: &str| json!({"Effect": "Allow", "Action": "*", "Resource": r});
+        for (pattern, resource, want) in [
+            ("*", EP_A, true),
+            ("*", "*", true),
+            ("arn:aws:sagemaker:*", EP_A, true),
+            ("arn:aws:sagemaker:*", "*", false),
+            ("arn:aws:sagemaker:us-east-1:111122223333:endpoint/?", EP_A, true),
+            ("arn:aws:sagemaker:us-east-1:111122223333:endpoint/A", EP_A, false),
+            ("arn:aws:sagemaker:*:*:endpoint/*", EP_A, true),
+            ("arn:aws:sagemaker:*:*:model/*", EP_A, false),
+            ("arn:aws:sagemaker:us-east-1:111122223333:endpoint/a*", EP_A, true),
+            ("arn:aws:sagemaker:us-east-1:111122223333:endpoint/ab", EP_A, false),
+        ] {
+            let want = if want { Decision::Allow } else { Decision::ImplicitDeny };
+            assert_eq!(
+                decide(st(pattern), "sagemaker:X", resource),
+                want,
+                "{pattern} vs {resource}"
+            );
+        }
+        let not = json!({"Effect": "Allow", "Action": "*", "NotResource": "arn:aws:iam::*:*"});
+        assert_eq!(decide(not.clone(), "sagemaker:X", EP_A), Decision::Allow);
+        assert_eq!(decide(not, "iam:X", "arn:aws:iam::1:user/a"), Decision::ImplicitDeny);
+    }
+
+    #[test]
+    fn explicit_deny_wins_then_allow_else_implicit_deny() {
+        let allow = policy(json!({"Effect": "Allow", "Action": "sagemaker:*", "Resource": "*"}));
+        let deny = policy(json!({"Effect": "Deny", "Action": "sagemaker:Delete*", "Resource": "*"}));
+        let c = |a: &str| Context::new(a, EP_A);
+        assert_eq!(
+            evaluate([&allow, &deny], &c("sagemaker:DeleteEndpoint")),
+            Decision::ExplicitDeny
+        );
+        assert_eq!(
+            evaluate([&deny, &allow], &c("sagemaker:DeleteEndpoint")),
+            Decision::ExplicitDeny
+        );
+        assert_eq!(
+            evaluate([&allow, &deny], &c("sagemaker:CreateEndpoint")),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate([&deny], &c("sagemaker:CreateEndpoint")),
+            Decision::ImplicitDeny
+        );
+        assert_eq!(evaluate([], &c("sagemaker:CreateEndpoint")), Decision::ImplicitDeny);
+    }
+
+    #[test]
+    fn access_denied_wording_is_awss() {
+        assert_eq!(
+            Decision::ImplicitDeny.reason("sagemaker:CreateEndpoint").as_deref(),
+            Some("because no identity-based policy allows the sagemaker:CreateEndpoint action")
+        );
+        assert_eq!(
+            Decision::ExplicitDeny.reason("sagemaker:CreateEndpoint").as_deref(),
+            Some("with an explicit deny in an identity-based policy")
+        );
+        assert_eq!(Decision::Allow.reason("sagemaker:CreateEndpoint"), None);
+        assert_eq!(
+            access_denied_message(
+                "arn:aws:iam::111122223333:user/bob",
+                "sagemaker:CreateEndpoint",
+                EP_A,
+                Decision::ImplicitDeny
+            )
+            .as_deref(),
+            Some(
+                "User: arn:aws:iam::111122223333:user/bob is not authorized to perform: sagemaker:CreateEndpoint on resource: arn:aws:sagemaker:us-east-1:111122223333:endpoint/a because no identity-based policy allows the sagemaker:CreateEndpoint action"
+            )
+        );
+        assert_eq!(access_denied_message("u", "a:b", "*", Decision::Allow), None);
+    }
+
+    // ---- policy variables -----------------------------------------------------------------
+
+    #[test]
+    fn policy_variables_substitute_literal_text_in_2012_only() {
+        let arn = "arn:aws:sagemaker:us-east-1:111122223333:endpoint/";
+        let doc = |version: &str, resource: &str| {
+            Policy::parse(
+                &json!({"Version": version, "Statement": {"Effect": "Allow", "Action": "*", "Resource": resource}})
+                    .to_string(),
+            )
+            .unwrap()
+        };
+        let run = |p: &Policy, resource: &str, user: Option<&[&str]>| {
+            let mut c = Context::new("sagemaker:X", resource);
+            if let Some(u) = user {
+                c.insert("aws:username", u.iter().copied());
+            }
+            evaluate([p], &c)
+        };
+        let p = doc("2012-10-17", &format!("{arn}${{aws:username}}"));
+        assert_eq!(run(&p, &format!("{arn}bob"), Some(&["bob"])), Decision::Allow);
+        assert_eq!(run(&p, &format!("{arn}bob"), Some(&["alice"])), Decision::ImplicitDeny);
+        assert_eq!(run(&p, &format!("{arn}bob"), None), Decision::ImplicitDeny);
+        assert_eq!(
+            run(&p, &format!("{arn}bob"), Some(&["bob", "alice"])),
+            Decision::ImplicitDeny
+        );
+        // A substituted value is literal: a user named "b*" does not get "bob".
+        assert_eq!(run(&p, &format!("{arn}bob"), Some(&["b*"])), Decision::ImplicitDeny);
+        assert_eq!(run(&p, &format!("{arn}b*"), Some(&["b*"])), Decision::Allow);
+        // Key names are case-insensitive; wildcards around a variable still work.
+        let p = doc("2012-10-17", &format!("{arn}${{AWS:UserName}}-*"));
+        assert_eq!(run(&p, &format!("{arn}bob-1"), Some(&["bob"])), Decision::Allow);
+        // Defaults, and quotes inside them.
+        let p = doc("2012-10-17", &format!("{arn}${{aws:username, 'no''body'}}"));
+        assert_eq!(run(&p, &format!("{arn}no'body"), None), Decision::Allow);
+        assert_eq!(run(&p, &format!("{arn}bob"), Some(&["bob"])), Decision::Allow);
+        // ${*} ${?} ${$} are literal characters.
+        let p = doc("2012-10-17", &format!("{arn}${{*}}${{?}}${{$}}"));
+        assert_eq!(run(&p, &format!("{arn}*?$"), None), Decision::Allow);
+        assert_eq!(run(&p, &format!("{arn}ab$"), None), Decision::ImplicitDeny);
+        // 2008-10-17 and no Version: plain text, wildcards still wildcards.
+        for v in ["2008-10-17"] {
+            let p = doc(v, &format!("{arn}${{aws:username}}"));
+            assert_eq!(run(&p, &format!("{arn}bob"), Some(&["bob"])), Decision::ImplicitDeny);
+            assert_eq!(
+                run(&p, &format!("{arn}${{aws:username}}"), Some(&["bob"])),
+                Decision::Allow
+            );
+        }
+        let p = Policy::parse(
+            &json!({"Statement": {"Effect": "Allow", "Action": "*", "Resource": format!("{arn}${{*}}")}}).to_string(),
+        )
+        .unwrap();
+        assert_eq!(run(&p, &format!("{arn}${{anything}}"), None), Decision::Allow);
+    }
+
+    #[test]
+    fn an_unresolved_variable_makes_its_statement_not_apply_even_a_deny() {
+        let p = policy(json!([
+            {"Effect": "Allow", "Action": "*", "Resource": "*"},
+            {"Effect": "Deny", "Action": "*", "Resource": "*",
+             "Condition": {"StringNotEquals": {"aws:ResourceTag/owner": "${aws:PrincipalTag/team}"}}}
+        ]));
+        let c = |keys: &[(&str, &[&str])]| evaluate([&p], &ctx(keys));
+        assert_eq!(
+            c(&[("aws:ResourceTag/owner", &["a"]), ("aws:PrincipalTag/team", &["a"])]),
+            Decision::Allow
+        );
+        assert_eq!(
+            c(&[("aws:ResourceTag/owner", &["b"]), ("aws:PrincipalTag/team", &["a"])]),
+            Decision::ExplicitDeny
+        );
+        assert_eq!(c(&[("aws:ResourceTag/owner", &["b"])]), Decision::Allow);
+    }
+
+    // ---- condition operators ----------------------------------------------------------------
+
+    const K: &str = "aws:ResourceTag/owner";
+
+    #[test]
+    fn string_operators() {
+        let v = |x: &[&'static str]| -> Vec<(&'static str, &'static [&'static str])> {
+            vec![(K, Box::leak(x.to_vec().into_boxed_slice()))]
+        };
+        // StringEquals: exact, case-sensitive, values OR, missing → false.
+        assert!(holds("StringEquals", K, json!("team-a"), &v(&["team-a"])));
+        assert!(!holds("StringEquals", K, json!("team-a"), &v(&["Team-A"])));
+        assert!(holds("StringEquals", K, json!(["x", "team-a"]), &v(&["team-a"])));
+        assert!(!holds("StringEquals", K, json!("team-*"), &v(&["team-a"])));
+        assert!(!holds("StringEquals", K, json!("team-a"), &[]));
+        // Key names are case-insensitive.
+        assert!(holds(
+            "StringEquals",
+            "AWS:resourcetag/OWNER",
+            json!("team-a"),
+            &v(&["team-a"])
+        ));
+        // StringNotEquals: NOR over values, missing → true.
+        assert!(holds("StringNotEquals", K, json!(["x", "y"]), &v(&["team-a"])));
+        assert!(!holds("StringNotEquals", K, json!(["x", "team-a"]), &v(&["team-a"])));
+        assert!(holds("StringNotEquals", K, json!("team-a"), &[]));
+        // IgnoreCase.
+        assert!(holds("StringEqualsIgnoreCase", K, json!("TEAM-a"), &v(&["team-A"])));
+        assert!(!holds("StringEqualsIgnoreCase", K, json!("team-b"), &v(&["team-A"])));
+        assert!(!holds("StringNotEqualsIgnoreCase", K, json!("TEAM-a"), &v(&["team-A"])));
+        assert!(holds("StringNotEqualsIgnoreCase", K, json!("team-b"), &v(&["team-A"])));
+        assert!(holds("StringNotEqualsIgnoreCase", K, json!("team-b"), &[]));
+        // StringLike: wildcards, case-sensitive.
+        assert!(holds("StringLike", K, json!("team-*"), &v(&["team-a"])));
+        assert!(holds("StringLike", K, json!("team-?"), &v(&["team-a"])));
+        assert!(!holds("StringLike", K, json!("team-?"), &v(&["team-ab"])));
+        assert!(!holds("StringLike", K, json!("Team-*"), &v(&["team-a"])));
+        assert!(!holds("StringLike", K, json!("*"), &[]));
+        assert!(!holds("StringNotLike", K, json!(["x*", "team-*"]), &v(&["team-a"])));
+        assert!(holds("StringNotLike", K, json!(["x*", "y*"]), &v(&["team-a"])));
+        assert!(holds("StringNotLike", K, json!("*"), &[]));
+        // IfExists: missing → true, present → as the operator.
+        assert!(holds("StringEqualsIfExists", K, json!("team-a"), &[]));
+        assert!(!holds("StringEqualsIfExists", K, json!("team-a"), &v(&["team-b"])));
+        assert!(holds("StringLikeIfExists", K, json!("team-*"), &v(&["team-b"])));
+        assert!(holds("StringNotEqualsIfExists", K, json!("team-a"), &[]));
+        // Variables in values; ${*} is a literal star even under StringLike.
+        assert!(holds(
+            "StringEquals",
+            K,
+            json!("${aws:username}"),
+            &[(K, &["bob"]), ("aws:username", &["bob"])]
+        ));
+        assert!(!holds("StringLike", K, json!("${*}"), &v(&["team-a"])));
+        assert!(holds("StringLike", K, json!("${*}"), &v(&["*"])));
+        // Numbers and booleans in the JSON are read as their text.
+        assert!(holds("StringEquals", K, json!(5), &v(&["5"])));
+    }
+
+    #[test]
+    fn numeric_operators() {
+        let k = "sagemaker:InitialInstanceCount";
+        let c = |x: &'static [&'static str]| vec![(k, x)];
+        assert!(holds("NumericEquals", k, json!("2"), &c(&["2"])));
+        assert!(holds("NumericEquals", k, json!("2"), &c(&["2.0"])));
+        assert!(!holds("NumericEquals", k, json!("2"), &c(&["3"])));
+        assert!(holds("NumericNotEquals", k, json!(["1", "2"]), &c(&["3"])));
+        assert!(!holds("NumericNotEquals", k, json!(["1", "2"]), &c(&["2"])));
+        assert!(holds("NumericNotEquals", k, json!("2"), &[]));
+        assert!(holds("NumericLessThan", k, json!("2"), &c(&["1"])));
+        assert!(!holds("NumericLessThan", k, json!("2"), &c(&["2"])));
+        assert!(holds("NumericLessThanEquals", k, json!(2), &c(&["2"])));
+        assert!(!holds("NumericLessThanEquals", k, json!("2"), &c(&["2.5"])));
+        assert!(holds("NumericGreaterThan", k, json!("2"), &c(&["10"])));
+        assert!(!holds("NumericGreaterThan", k, json!("2"), &c(&["2"])));
+        assert!(holds("NumericGreaterThanEquals", k, json!("-1.5e0"), &c(&["-1.5"])));
+        assert!(!holds("NumericGreaterThanEquals", k, json!("2"), &c(&["1"])));
+        assert!(!holds("NumericLessThan", k, json!("2"), &[]));
+        assert!(holds("NumericLessThanIfExists", k, json!("2"), &[]));
+        // A request value that is not a number matches nothing.
+        assert!(!holds("NumericLessThan", k, json!("2"), &c(&["one"])));
+        assert!(holds("NumericNotEquals", k, json!("2"), &c(&["one"])));
+    }
+
+    #[test]
+    fn date_operators() {
+        let k = "aws:CurrentTime";
+        let c = |x: &'static [&'static str]| vec![(k, x)];
+        let now = &["2026-11-30T07:00:00Z"][..];
+        assert!(holds("DateLessThan", k, json!("2026-12-01T00:00:00Z"), &c(now)));
+        assert!(!holds("DateLessThan", k, json!("2026-11-30T07:00:00Z"), &c(now)));
+        assert!(holds("DateLessThanEquals", k, json!("2026-11-30T07:00:00Z"), &c(now)));
+        assert!(holds("DateGreaterThan", k, json!("2026-11-30"), &c(now)));
+        assert!(!holds("DateGreaterThanEquals", k, json!("2026-12-01"), &c(now)));
+        assert!(holds("DateEquals", k, json!("2026-11-30T09:00:00+02:00"), &c(now)));
+        assert!(holds("DateEquals", k, json!("2026-11-30T07:00:00.000Z"), &c(now)));
+        assert!(holds("DateEquals", k, json!("1796022000"), &c(now)));
+        assert!(holds("DateNotEquals", k, json!(["2026-01-01", "2027-01-01"]), &c(now)));
+        assert!(!holds("DateNotEquals", k, json!(["1796022000"]), &c(now)));
+        assert!(holds("DateNotEquals", k, json!("2026-01-01"), &[]));
+        assert!(!holds("DateLessThan", k, json!("2030-01-01"), &[]));
+        assert!(holds("DateLessThanIfExists", k, json!("2020-01-01"), &[]));
+        assert!(!holds("DateLessThan", k, json!("2030-01-01"), &c(&["yesterday"])));
+        // The parser itself.
+        assert_eq!(parse_date("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_date("1970-01-01T00:00:00-0130"), Some(5400 * 1_000_000_000));
+        assert_eq!(parse_date("1970-01-01T00:00:00.5Z"), Some(500_000_000));
+        assert_eq!(parse_date("2000-02-29T00:00Z"), Some(951_782_400 * 1_000_000_000));
+        assert_eq!(parse_date("1969-12-31T23:59:59Z"), Some(-1_000_000_000));
+        for bad in [
+            "2001-02-29",
+            "2026-13-01",
+            "2026-11-30T24:00:00Z",
+            "2026-11-30 07:00",
+            "2026-11-30T07:00:00Q",
+            "",
+            "-5",
+            "2026-11-30T07:00:00.Z",
+            "2026-1-30",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bool_binary_and_null_operators() {
+        let k = "aws:SecureTransport";
+        assert!(holds("Bool", k, json!("true"), &[(k, &["true"])]));
+        assert!(holds("Bool", k, json!(true), &[(k, &["TRUE"])]));
+        assert!(!holds("Bool", k, json!("true"), &[(k, &["false"])]));
+        assert!(!holds("Bool", k, json!("false"), &[]));
+        assert!(holds("BoolIfExists", k, json!("false"), &[]));
+        assert!(holds(
+            "BinaryEquals",
+            "aws:x",
+            json!("QmluYXJ5"),
+            &[("aws:x", &["QmluYXJ5"])]
+        ));
+        assert!(!holds(
+            "BinaryEquals",
+            "aws:x",
+            json!("QmluYXJ5"),
+            &[("aws:x", &["qmluyxj5"])]
+        ));
+        // Null: "true" → the key is absent; "false" → present.
+        let r = "aws:RequestTag/owner";
+        assert!(holds("Null", r, json!("true"), &[]));
+        assert!(!holds("Null", r, json!("true"), &[(r, &["a"])]));
+        assert!(holds("Null", r, json!("false"), &[(r, &["a"])]));
+        assert!(!holds("Null", r, json!("false"), &[]));
+        assert!(holds("Null", r, json!(false), &[(r, &[""])]));
+        // A key given no values is absent.
+        assert!(holds("Null", r, json!("true"), &[(r, &[])]));
+    }
+
+    #[test]
+    fn ip_address_operators() {
+        let k = "aws:SourceIp";
+        assert!(holds("IpAddress", k, json!("10.0.0.0/8"), &[(k, &["10.1.2.3"])]));
+        assert!(!holds("IpAddress", k, json!("10.0.0.0/8"), &[(k, &["11.1.2.3"])]));
+        assert!(holds(
+            "IpAddress",
+            k,
+            json!(["192.168.0.0/16", "203.0.113.7"]),
+            &[(k, &["203.0.113.7"])]
+        ));
+        assert!(!holds("IpAddress", k, json!("203.0.113.7"), &[(k, &["203.0.113.8"])]));
+        assert!(holds("IpAddress", k, json!("0.0.0.0/0"), &[(k, &["8.8.8.8"])]));
+        assert!(holds("IpAddress", k, json!("2001:db8::/32"), &[(k, &["2001:db8::1"])]));
+        assert!(!holds("IpAddress", k, json!("2001:db8::/32"), &[(k, &["2001:db9::1"])]));
+        assert!(!holds("IpAddress", k, json!("::/0"), &[(k, &["10.0.0.1"])]));
+        assert!(holds("IpAddress", k, json!("10.0.0.0/8"), &[(k, &["::ffff:10.0.0.1"])]));
+        assert!(!holds("IpAddress", k, json!("10.0.0.0/8"), &[]));
+        assert!(!holds("IpAddress", k, json!("10.0.0.0/8"), &[(k, &["not-an-ip"])]));
+        assert!(holds(
+            "NotIpAddress",
+            k,
+            json!(["10.0.0.0/8", "127.0.0.1/32"]),
+            &[(k, &["11.0.0.1"])]
+        ));
+        assert!(!holds(
+            "NotIpAddress",
+            k,
+            json!(["10.0.0.0/8", "127.0.0.1/32"]),
+            &[(k, &["127.0.0.1"])]
+        ));
+        assert!(holds("NotIpAddress", k, json!("10.0.0.0/8"), &[]));
+        assert!(holds("IpAddressIfExists", k, json!("10.0.0.0/8"), &[]));
+        for bad in ["10.0.0.0/33", "10.0.0/8", "::/129", "10.0.0.0/", "10.0.0.0/+8", "x"] {
+            assert_eq!(Cidr::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn arn_operators() {
+        let k = "aws:SourceArn";
+        let c = |x: &'static [&'static str]| vec![(k, x)];
+        assert!(holds("ArnEquals", k, json!(EP_A), &c(&[EP_A])));
+        assert!(holds(
+            "ArnLike",
+            k,
+            json!("arn:aws:sagemaker:*:*:endpoint/*"),
+            &c(&[EP_A])
+        ));
+        assert!(holds(
+            "ArnEquals",
+            k,
+            json!("arn:aws:sagemaker:*:*:endpoint/*"),
+            &c(&[EP_A])
+        ));
+        assert!(!holds(
+            "ArnLike",
+            k,
+            json!("arn:aws:sagemaker:*:*:model/*"),
+            &c(&[EP_A])
+        ));
+        // A wildcard does not cross a colon in the first five fields…
+        assert!(!holds(
+            "ArnLike",
+            k,
+            json!("arn:aws:sage*:111122223333:endpoint/a"),
+            &c(&[EP_A])
+        ));
+        // …but a shorter pattern's last field takes the rest.
+        assert!(holds("ArnLike", k, json!("arn:aws:sagemaker:*"), &c(&[EP_A])));
+        assert!(holds(
+            "ArnLike",
+            k,
+            json!("arn:aws:*:*:*:endpoint/a:b"),
+            &c(&["arn:aws:x:r:1:endpoint/a:b"])
+        ));
+        assert!(!holds("ArnLike", k, json!("arn:aws:*"), &c(&["not-an-arn"])));
+        assert!(!holds("ArnLike", k, json!("arn:aws:*"), &c(&["arn:aws:s3"])));
+        assert!(!holds("ArnLike", k, json!("arn:aws:*"), &[]));
+        assert!(holds("ArnNotLike", k, json!("arn:aws:iam::*"), &c(&[EP_A])));
+        assert!(!holds("ArnNotEquals", k, json!(EP_A), &c(&[EP_A])));
+        assert!(holds("ArnNotLike", k, json!("arn:aws:iam::*"), &[]));
+        assert!(holds("ArnLikeIfExists", k, json!("arn:aws:iam::*"), &[]));
+    }
+
+    #[test]
+    fn set_qualifiers() {
+        let k = "aws:TagKeys";
+        let c = |x: &'static [&'static str]| vec![(k, x)];
+        // ForAllValues: every request value in the set; empty/missing → true.
+        assert!(holds(
+            "ForAllValues:StringEquals",
+            k,
+            json!(["owner", "team"]),
+            &c(&["owner"])
+        ));
+        assert!(holds(
+            "ForAllValues:StringEquals",
+            k,
+            json!(["owner", "team"]),
+            &c(&["owner", "team"])
+        ));
+        assert!(!holds(
+            "ForAllValues:StringEquals",
+            k,
+            json!(["owner", "team"]),
+            &c(&["owner", "cost"])
+        ));
+        assert!(holds("ForAllValues:StringEquals", k, json!(["owner"]), &[]));
+        assert!(holds("ForAllValues:StringLike", k, json!("o*"), &c(&["owner", "ops"])));
+        // ForAllValues with a negated operator: no request value in the set.
+        assert!(holds(
+            "ForAllValues:StringNotEquals",
+            k,
+            json!(["secret"]),
+            &c(&["owner", "team"])
+        ));
+        assert!(!holds(
+            "ForAllValues:StringNotEquals",
+            k,
+            json!(["secret"]),
+            &c(&["owner", "secret"])
+        ));
+        // ForAnyValue: at least one; empty/missing → false (true with IfExists).
+        assert!(holds(
+            "ForAnyValue:StringEquals",
+            k,
+            json!(["owner"]),
+            &c(&["cost", "owner"])
+        ));
+        assert!(!holds("ForAnyValue:StringEquals", k, json!(["owner"]), &c(&["cost"])));
+        assert!(!holds("ForAnyValue:StringEquals", k, json!(["owner"]), &[]));
+        assert!(!holds("ForAnyValue:StringNotEquals", k, json!(["owner"]), &[]));
+        assert!(holds("ForAnyValue:StringEqualsIfExists", k, json!(["owner"]), &[]));
+        assert!(holds(
+            "ForAnyValue:StringLike",
+            k,
+            json!(["ow*"]),
+            &c(&["cost", "owner"])
+        ));
+        assert!(holds(
+            "ForAnyValue:StringNotEquals",
+            k,
+            json!(["owner"]),
+            &c(&["owner", "cost"])
+        ));
+        assert!(!holds(
+            "ForAnyValue:StringNotEquals",
+            k,
+            json!(["owner"]),
+            &c(&["owner"])
+        ));
+        // sagemaker:InstanceTypes as the issue uses it.
+        let t = "sagemaker:InstanceTypes";
+        assert!(holds(
+            "ForAllValues:StringLike",
+            t,
+            json!(["ml.g5.*", "ml.m5.large"]),
+            &[(t, &["ml.g5.xlarge", "ml.m5.large"])]
+        ));
+        assert!(!holds(
+            "ForAllValues:StringLike",
+            t,
+            json!(["ml.g5.*"]),
+            &[(t, &["ml.g5.xlarge", "ml.p4d.24xlarge"])]
+        ));
+        // No qualifier on a multi-valued key: any match; negated: none matches.
+        assert!(holds("StringEquals", k, json!("owner"), &c(&["cost", "owner"])));
+        assert!(!holds("StringNotEquals", k, json!("owner"), &c(&["cost", "owner"])));
+    }
+
+    #[test]
+    fn keys_and_operators_and() {
+        let p = policy(json!({"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {
+            "StringEquals": {"aws:RequestTag/owner": "a", "aws:RequestTag/team": "t"},
+            "Bool": {"aws:SecureTransport": "true"}
+        }}));
+        let full: &[(&str, &[&str])] = &[
+            ("aws:RequestTag/owner", &["a"]),
+            ("aws:RequestTag/team", &["t"]),
+            ("aws:SecureTransport", &["true"]),
+        ];
+        assert_eq!(evaluate([&p], &ctx(full)), Decision::Allow);
+        for skip in 0..full.len() {
+            let partial: Vec<_> = full
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, kv)| *kv)
+                .collect();
+            assert_eq!(
+                evaluate([&p], &ctx(&partial)),
+                Decision::ImplicitDeny,
+                "without {:?}",
+                full[skip].0
+            );
+        }
+    }
+
+    #[test]
+    fn the_issues_owner_tag_and_expiring_exception_policies() {
+        let p = policy(json!([
+            {"Sid": "CreateWithOwner", "Effect": "Allow", "Action": "sagemaker:Create*", "Resource": "*",
+             "Condition": {"Null": {"aws:RequestTag/owner": "false"}}},
+            {"Sid": "Exception", "Effect": "Allow", "Action": "sagemaker:CreateEndpoint", "Resource": "*",
+             "Condition": {"DateLessThan": {"aws:CurrentTime": "2026-12-01T00:00:00Z"}}},
+            {"Sid": "TeamA", "Effect": "Allow", "Action": ["sagemaker:Describe*", "sagemaker:InvokeEndpoint"], "Resource": "*",
+             "Condition": {"StringEquals": {"aws:ResourceTag/owner": "team-a"}}}
+        ]));
+        let run = |action: &str, keys: &[(&str, &[&str])]| {
+            let mut c = Context::new(action, EP_A);
+            for (k, v) in keys {
+                c.insert(k, v.iter().copied());
+            }
+            evaluate([&p], &c)
+        };
+        assert_eq!(
+            run("sagemaker:CreateModel", &[("aws:RequestTag/owner", &["me"])]),
+            Decision::Allow
+        );
+        assert_eq!(run("sagemaker:CreateModel", &[]), Decision::ImplicitDeny);
+        assert_eq!(
+            run(
+                "sagemaker:CreateEndpoint",
+                &[("aws:CurrentTime", &["2026-11-30T07:00:00Z"])]
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            run(
+                "sagemaker:CreateEndpoint",
+                &[("aws:CurrentTime", &["2026-12-01T00:00:01Z"])]
+            ),
+            Decision::ImplicitDeny
+        );
+        assert_eq!(
+            run("sagemaker:DescribeEndpoint", &[("aws:ResourceTag/owner", &["team-a"])]),
+            Decision::Allow
+        );
+        assert_eq!(
+            run("sagemaker:InvokeEndpoint", &[("aws:ResourceTag/owner", &["team-b"])]),
+            Decision::ImplicitDeny
+        );
+        assert_eq!(
+            run("sagemaker:DeleteEndpoint", &[("aws:ResourceTag/owner", &["team-a"])]),
+            Decision::ImplicitDeny
+        );
+    }
+
+    #[test]
+    fn glob_and_field_splitting() {
+        let g = |p: &str, s: &str| glob(&toks(p, true), &s.chars().collect::<Vec<_>>());
+        assert!(g("", ""));
+        assert!(!g("", "a"));
+        assert!(g("*", ""));
+        assert!(g("a*b*c", "aXbYbc"));
+        assert!(!g("a*b*c", "aXbYb"));
+        assert!(g("**?", "x"));
+        assert!(!g("?", ""));
+        assert_eq!(split_fields(&['a', ':', 'b'], |c| *c == ':'), vec![(0, 1), (2, 3)]);
+        let s: Vec<char> = "a:b:c:d:e:f:g".chars().collect();
+        assert_eq!(split_fields(&s, |c| *c == ':').last(), Some(&(10, 13)));
     }
 }
