@@ -2660,3 +2660,507 @@ mod tests {
         assert_eq!(split_fields(&s, |c| *c == ':').last(), Some(&(10, 13)));
     }
 }
+
+/// A small reference model of AWS's evaluation, written apart from the implementation (naive
+/// recursive wildcard matching, the documented rules spelt out one by one), and checked against
+/// it on generated policies and requests.
+#[cfg(test)]
+mod differential {
+    use super::{Context, Decision, Policy, evaluate, json, policy_size};
+    use proptest::prelude::*;
+    use proptest::sample::select;
+    use serde_json::json as j;
+
+    #[derive(Debug, Clone)]
+    struct RCond {
+        op: String,
+        key: String,
+        values: Vec<String>,
+    }
+
+    #[derive(Debug, Clone)]
+    struct RStmt {
+        allow: bool,
+        not_action: bool,
+        actions: Vec<String>,
+        not_resource: bool,
+        resources: Vec<String>,
+        conds: Vec<RCond>,
+    }
+
+    /// A policy: its statements, and whether it declares 2012-10-17 (else 2008-10-17).
+    type RPolicy = (Vec<RStmt>, bool);
+
+    #[derive(Debug, Clone)]
+    struct RReq {
+        action: String,
+        resource: String,
+        keys: Vec<(String, Vec<String>)>,
+    }
+
+    fn render((stmts, v2012): &RPolicy) -> String {
+        let st: Vec<serde_json::Value> = stmts
+            .iter()
+            .map(|s| {
+                let mut m = serde_json::Map::new();
+                m.insert("Effect".into(), j!(if s.allow { "Allow" } else { "Deny" }));
+                m.insert(if s.not_action { "NotAction" } else { "Action" }.into(), j!(s.actions));
+                m.insert(if s.not_resource { "NotResource" } else { "Resource" }.into(), j!(s.resources));
+                if !s.conds.is_empty() {
+                    let mut c = serde_json::Map::new();
+                    for rc in &s.conds {
+                        let block = c.entry(rc.op.clone()).or_insert_with(|| j!({}));
+                        if let Some(block) = block.as_object_mut() {
+                            block.insert(rc.key.clone(), j!(rc.values));
+                        }
+                    }
+                    m.insert("Condition".into(), c.into());
+                }
+                serde_json::Value::Object(m)
+            })
+            .collect();
+        j!({"Version": if *v2012 { "2012-10-17" } else { "2008-10-17" }, "Statement": st}).to_string()
+    }
+
+    fn context(r: &RReq) -> Context {
+        let mut c = Context::new(r.action.clone(), r.resource.clone());
+        for (k, v) in &r.keys {
+            c.insert(k, v.iter().cloned());
+        }
+        c
+    }
+
+    // ---- the model ------------------------------------------------------------------------
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum T {
+        Lit(char),
+        Star,
+        One,
+    }
+
+    /// Every value the request has for `key`, key names compared without case.
+    fn values_of(req: &RReq, key: &str) -> Vec<String> {
+        req.keys.iter().filter(|(k, _)| k.eq_ignore_ascii_case(key)).flat_map(|(_, v)| v.clone()).collect()
+    }
+
+    /// Pattern text → tokens. The model knows the only variables the generator writes:
+    /// `${aws:username}` (one value, else unresolvable) and `${*}`.
+    fn tokens(p: &str, wild: bool, vars: bool, req: &RReq) -> Option<Vec<T>> {
+        let mut out = Vec::new();
+        let mut rest = p;
+        loop {
+            if vars && rest.starts_with("${aws:username}") {
+                let v = values_of(req, "aws:username");
+                if v.len() != 1 {
+                    return None;
+                }
+                out.extend(v[0].chars().map(T::Lit));
+                rest = &rest["${aws:username}".len()..];
+            } else if vars && rest.starts_with("${*}") {
+                out.push(T::Lit('*'));
+                rest = &rest[4..];
+            } else if let Some(c) = rest.chars().next() {
+                out.push(match c {
+                    '*' if wild => T::Star,
+                    '?' if wild => T::One,
+                    c => T::Lit(c),
+                });
+                rest = &rest[c.len_utf8()..];
+            } else {
+                return Some(out);
+            }
+        }
+    }
+
+    fn text(t: &[T]) -> String {
+        t.iter().map(|t| if let T::Lit(c) = t { *c } else { unreachable!("a wildcard in literal text") }).collect()
+    }
+
+    /// Naive recursive wildcard matching.
+    fn rglob(p: &[T], s: &[char]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((T::Star, rest)) => (0..=s.len()).any(|i| rglob(rest, &s[i..])),
+            Some((T::One, rest)) => !s.is_empty() && rglob(rest, &s[1..]),
+            Some((T::Lit(c), rest)) => s.first() == Some(c) && rglob(rest, &s[1..]),
+        }
+    }
+
+    fn rcond(c: &RCond, req: &RReq, vars: bool) -> Option<bool> {
+        let for_all = c.op.starts_with("ForAllValues:");
+        let for_any = c.op.starts_with("ForAnyValue:");
+        let name = c.op.trim_start_matches("ForAllValues:").trim_start_matches("ForAnyValue:");
+        let if_exists = name.ends_with("IfExists");
+        let name = name.trim_end_matches("IfExists");
+        let present = values_of(req, &c.key);
+        if name == "Null" {
+            // "true": the key is absent; "false": it is present.
+            return Some(c.values.iter().any(|v| (v == "true") == present.is_empty()));
+        }
+        let (positive, negated) = match name {
+            "StringNotEquals" => ("StringEquals", true),
+            "StringNotEqualsIgnoreCase" => ("StringEqualsIgnoreCase", true),
+            "StringNotLike" => ("StringLike", true),
+            "NumericNotEquals" => ("NumericEquals", true),
+            n => (n, false),
+        };
+        let numeric = positive.starts_with("Numeric");
+        let vals: Vec<Vec<T>> = c
+            .values
+            .iter()
+            .map(|v| tokens(v, positive == "StringLike", vars && !numeric, req))
+            .collect::<Option<_>>()?;
+        let matches = |r: &str| {
+            vals.iter().any(|v| match positive {
+                "StringEquals" => text(v) == r,
+                "StringEqualsIgnoreCase" => text(v).to_lowercase() == r.to_lowercase(),
+                "StringLike" => rglob(v, &r.chars().collect::<Vec<_>>()),
+                "Bool" => text(v).eq_ignore_ascii_case(r),
+                _ => match (r.parse::<f64>(), text(v).parse::<f64>()) {
+                    (Ok(a), Ok(b)) => match positive {
+                        "NumericEquals" => a == b,
+                        "NumericLessThan" => a < b,
+                        "NumericGreaterThanEquals" => a >= b,
+                        other => unreachable!("the model has no {other}"),
+                    },
+                    _ => false,
+                },
+            })
+        };
+        if present.is_empty() {
+            return Some(if if_exists || for_all {
+                true
+            } else if for_any {
+                false
+            } else {
+                negated
+            });
+        }
+        Some(if for_all {
+            present.iter().all(|r| matches(r) != negated)
+        } else if for_any {
+            present.iter().any(|r| matches(r) != negated)
+        } else {
+            present.iter().any(|r| matches(r)) != negated
+        })
+    }
+
+    fn applies(s: &RStmt, req: &RReq, vars: bool) -> bool {
+        let action: Vec<char> = req.action.to_lowercase().chars().collect();
+        let action_matches = s.actions.iter().any(|p| {
+            tokens(&p.to_lowercase(), true, false, req).is_some_and(|t| rglob(&t, &action))
+        });
+        if action_matches == s.not_action {
+            return false;
+        }
+        let resource: Vec<char> = req.resource.chars().collect();
+        let mut resource_matches = false;
+        for p in &s.resources {
+            match tokens(p, true, vars, req) {
+                None => return false,
+                Some(t) => resource_matches |= rglob(&t, &resource),
+            }
+        }
+        if resource_matches == s.not_resource {
+            return false;
+        }
+        let mut all = true;
+        for c in &s.conds {
+            match rcond(c, req, vars) {
+                None => return false,
+                Some(b) => all &= b,
+            }
+        }
+        all
+    }
+
+    fn model(policies: &[RPolicy], req: &RReq) -> Decision {
+        let applying: Vec<bool> = policies
+            .iter()
+            .flat_map(|(stmts, vars)| stmts.iter().filter(|s| applies(s, req, *vars)).map(|s| s.allow))
+            .collect();
+        if applying.contains(&false) {
+            Decision::ExplicitDeny
+        } else if applying.contains(&true) {
+            Decision::Allow
+        } else {
+            Decision::ImplicitDeny
+        }
+    }
+
+    // ---- generators -----------------------------------------------------------------------
+
+    const ARN: &str = "arn:aws:sagemaker:us-east-1:111122223333:endpoint/";
+    const ACTIONS: &[&str] =
+        &["sagemaker:CreateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint", "iam:GetUser"];
+    const ACTION_PATTERNS: &[&str] = &[
+        "*",
+        "sagemaker:*",
+        "sagemaker:Describe*",
+        "SageMaker:createendpoint",
+        "sagemaker:?nvokeEndpoint",
+        "iam:*",
+        "sagemaker:*Endpoint",
+        "sagemaker:Create*Config",
+        "IAM:get?ser",
+    ];
+    const KEYS: &[&str] =
+        &["aws:username", "aws:ResourceTag/owner", "AWS:resourcetag/OWNER", "aws:TagKeys", "sagemaker:Count"];
+    const REQUEST_VALUES: &[&str] =
+        &["a", "b", "A", "a*", "*", "team-a", "1", "2", "10", "true", "FALSE", "bob", ""];
+
+    fn resources() -> Vec<String> {
+        ["a", "b", "ab", "a*", "bob", "team-a"].iter().map(|s| format!("{ARN}{s}")).chain(
+            ["*".to_owned(), "arn:aws:sagemaker:us-east-1:111122223333:model/a".to_owned()],
+        )
+        .collect()
+    }
+
+    fn resource_patterns() -> Vec<String> {
+        ["?", "*", "${aws:username}", "${aws:username}*", "a${*}", "a*", "team-${aws:username}", "b"]
+            .iter()
+            .map(|s| format!("{ARN}{s}"))
+            .chain(["*", "arn:aws:sagemaker:*", "arn:aws:sagemaker:*:*:model/a"].map(str::to_owned))
+            .collect()
+    }
+
+    const OPS: &[&str] = &[
+        "StringEquals",
+        "StringNotEquals",
+        "StringEqualsIgnoreCase",
+        "StringNotEqualsIgnoreCase",
+        "StringLike",
+        "StringNotLike",
+        "Bool",
+        "NumericEquals",
+        "NumericNotEquals",
+        "NumericLessThan",
+        "NumericGreaterThanEquals",
+        "Null",
+    ];
+
+    fn cond() -> impl Strategy<Value = RCond> {
+        (select(&["", "", "ForAllValues:", "ForAnyValue:"][..]), select(OPS), any::<bool>(), select(KEYS))
+            .prop_flat_map(|(prefix, base, if_exists, key)| {
+                let alphabet: &'static [&'static str] = match base {
+                    "Null" => &["true", "false"],
+                    "Bool" => &["true", "false", "TRUE"],
+                    b if b.starts_with("Numeric") => &["1", "2", "10", "-1"],
+                    _ => &["a", "b", "A", "a*", "?", "*", "${aws:username}", "team-${aws:username}", "${*}"],
+                };
+                let suffix = if if_exists && base != "Null" { "IfExists" } else { "" };
+                let op = format!("{prefix}{base}{suffix}");
+                proptest::collection::vec(select(alphabet), 0..3).prop_map(move |values| RCond {
+                    op: op.clone(),
+                    key: key.to_owned(),
+                    values: values.into_iter().map(str::to_owned).collect(),
+                })
+            })
+    }
+
+    fn stmt() -> impl Strategy<Value = RStmt> {
+        (
+            any::<bool>(),
+            prop::bool::weighted(0.2),
+            proptest::collection::vec(select(ACTION_PATTERNS), 1..3),
+            prop::bool::weighted(0.2),
+            proptest::collection::vec(select(resource_patterns()), 1..3),
+            proptest::collection::vec(cond(), 0..3),
+        )
+            .prop_map(|(allow, not_action, actions, not_resource, resources, conds)| {
+                // One JSON object per operator: a later (operator, key) replaces an earlier one.
+                let mut kept: Vec<RCond> = Vec::new();
+                for c in conds {
+                    kept.retain(|k| !(k.op == c.op && k.key == c.key));
+                    kept.push(c);
+                }
+                RStmt {
+                    allow,
+                    not_action,
+                    actions: actions.into_iter().map(str::to_owned).collect(),
+                    not_resource,
+                    resources,
+                    conds: kept,
+                }
+            })
+    }
+
+    fn rpolicy() -> impl Strategy<Value = RPolicy> {
+        (proptest::collection::vec(stmt(), 1..4), prop::bool::weighted(0.8))
+    }
+
+    fn request() -> impl Strategy<Value = RReq> {
+        (
+            select(ACTIONS),
+            select(resources()),
+            proptest::collection::vec(
+                (select(KEYS), proptest::collection::vec(select(REQUEST_VALUES), 0..3)),
+                0..4,
+            ),
+        )
+            .prop_map(|(action, resource, keys)| RReq {
+                action: action.to_owned(),
+                resource,
+                keys: keys
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
+                    .collect(),
+            })
+    }
+
+    fn parsed(p: &RPolicy) -> Result<Policy, TestCaseError> {
+        let doc = render(p);
+        Policy::parse(&doc).map_err(|e| TestCaseError::fail(format!("{doc}: {e}")))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        #[test]
+        fn evaluation_agrees_with_the_reference_model(
+            policies in proptest::collection::vec(rpolicy(), 0..3),
+            req in request(),
+        ) {
+            let parsed: Vec<Policy> = policies.iter().map(parsed).collect::<Result<_, _>>()?;
+            let docs: Vec<String> = policies.iter().map(render).collect();
+            prop_assert_eq!(evaluate(&parsed, &context(&req)), model(&policies, &req), "{:?} {:?}", docs, req);
+        }
+
+        #[test]
+        fn adding_a_deny_never_grants(
+            policies in proptest::collection::vec(rpolicy(), 0..3),
+            mut extra in stmt(),
+            vars in any::<bool>(),
+            req in request(),
+        ) {
+            extra.allow = false;
+            let mut parsed: Vec<Policy> = policies.iter().map(parsed).collect::<Result<_, _>>()?;
+            let before = evaluate(&parsed, &context(&req));
+            parsed.push(self::parsed(&(vec![extra], vars))?);
+            let after = evaluate(&parsed, &context(&req));
+            prop_assert!(before == Decision::Allow || after != Decision::Allow, "{:?} → {:?}", before, after);
+            prop_assert!(before != Decision::ExplicitDeny || after == Decision::ExplicitDeny);
+        }
+
+        #[test]
+        fn adding_an_allow_never_lifts_an_explicit_deny(
+            policies in proptest::collection::vec(rpolicy(), 0..3),
+            mut extra in stmt(),
+            vars in any::<bool>(),
+            req in request(),
+        ) {
+            extra.allow = true;
+            let mut parsed: Vec<Policy> = policies.iter().map(parsed).collect::<Result<_, _>>()?;
+            let before = evaluate(&parsed, &context(&req));
+            parsed.push(self::parsed(&(vec![extra], vars))?);
+            let after = evaluate(&parsed, &context(&req));
+            prop_assert!(before != Decision::ExplicitDeny || after == Decision::ExplicitDeny, "{:?} → {:?}", before, after);
+            prop_assert!(before != Decision::Allow || after == Decision::Allow);
+        }
+    }
+
+    // ---- the JSON reader and the parser on arbitrary text ----------------------------------
+
+    fn to_serde(n: &json::Node) -> serde_json::Value {
+        match &n.val {
+            json::Val::Null => serde_json::Value::Null,
+            json::Val::Bool(b) => (*b).into(),
+            json::Val::Num(t) => serde_json::from_str(t).unwrap_or(serde_json::Value::Null),
+            json::Val::Str(s) => s.clone().into(),
+            json::Val::Arr(items) => items.iter().map(to_serde).collect(),
+            json::Val::Obj(members) => {
+                members.iter().map(|m| (m.key.clone(), to_serde(&m.val))).collect::<serde_json::Map<_, _>>().into()
+            }
+        }
+    }
+
+    /// Where our reader may refuse what serde_json reads: a member named twice (serde_json keeps
+    /// the last), or nesting past our limit.
+    fn refused_by_design(text: &str) -> bool {
+        json::parse(text).is_err_and(|e| e.msg == "a member name appears twice" || e.msg == "nested too deeply")
+    }
+
+    fn value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            (-1e6f64..1e6).prop_map(serde_json::Value::from),
+            ".{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(".{0,4}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    const JSONISH: &[&str] = &[
+        "{", "}", "[", "]", ":", ",", " ", "\n", "\"a\"", "\"b\"", "1", "-0.5e3", "01", "1.", "true", "tru",
+        "null", "\"\\u00e9\"", "\"\\ud83d\\ude00\"", "\"\\ud83d\"", "\"\\u12\"", "\"\\q\"", "\"\t\"", "é", "\"",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_json_reader_reads_what_serde_json_writes(v in value(), pretty in any::<bool>()) {
+            let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) };
+            let text = text.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let node = json::parse(&text).map_err(|e| TestCaseError::fail(format!("{text}: {e:?}")))?;
+            prop_assert_eq!(to_serde(&node), v);
+        }
+
+        #[test]
+        fn the_json_reader_agrees_with_serde_json_on_jsonish_text(parts in proptest::collection::vec(select(JSONISH), 0..16)) {
+            let text: String = parts.concat();
+            let theirs = serde_json::from_str::<serde_json::Value>(&text);
+            let ours = json::parse(&text);
+            match (&ours, &theirs) {
+                (Ok(n), Ok(v)) => prop_assert_eq!(&to_serde(n), v, "{}", text),
+                (Err(_), Err(_)) => {}
+                (Err(_), Ok(_)) => prop_assert!(refused_by_design(&text), "{}: we refuse what serde_json reads", text),
+                (Ok(_), Err(e)) => prop_assert!(false, "{}: we read what serde_json refuses ({})", text, e),
+            }
+        }
+
+        #[test]
+        fn any_text_parses_or_is_refused_with_a_position(text in ".{0,200}") {
+            check_refusal(&text)?;
+        }
+
+        #[test]
+        fn damaged_policies_parse_or_are_refused_with_a_position(
+            p in rpolicy(),
+            cuts in proptest::collection::vec((any::<prop::sample::Index>(), select(JSONISH)), 1..4),
+        ) {
+            let mut doc: Vec<char> = render(&p).chars().collect();
+            for (at, insert) in cuts {
+                let i = at.index(doc.len() + 1);
+                if i < doc.len() && insert == " " {
+                    doc.remove(i);
+                } else {
+                    for (k, c) in insert.chars().enumerate() {
+                        doc.insert(i + k, c);
+                    }
+                }
+            }
+            check_refusal(&doc.into_iter().collect::<String>())?;
+        }
+    }
+
+    fn check_refusal(text: &str) -> Result<(), TestCaseError> {
+        if let Err(e) = Policy::parse(text) {
+            let lines = text.split('\n').count();
+            prop_assert!(e.line >= 1 && e.line <= lines, "{:?}: line {}", text, e.line);
+            prop_assert!(e.column >= 1, "{:?}", text);
+            let suffix = format!("(line {}, column {})", e.line, e.column);
+            prop_assert!(e.message.ends_with(&suffix), "{}", e.message);
+            prop_assert!(policy_size(&e.message) > suffix.len(), "{}", e.message);
+        }
+        Ok(())
+    }
+}
