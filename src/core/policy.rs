@@ -2205,14 +2205,12 @@ mod tests {
         assert_eq!(run(&p, &format!("{arn}*?$"), None), Decision::Allow);
         assert_eq!(run(&p, &format!("{arn}ab$"), None), Decision::ImplicitDeny);
         // 2008-10-17 and no Version: plain text, wildcards still wildcards.
-        for v in ["2008-10-17"] {
-            let p = doc(v, &format!("{arn}${{aws:username}}"));
-            assert_eq!(run(&p, &format!("{arn}bob"), Some(&["bob"])), Decision::ImplicitDeny);
-            assert_eq!(
-                run(&p, &format!("{arn}${{aws:username}}"), Some(&["bob"])),
-                Decision::Allow
-            );
-        }
+        let p = doc("2008-10-17", &format!("{arn}${{aws:username}}"));
+        assert_eq!(run(&p, &format!("{arn}bob"), Some(&["bob"])), Decision::ImplicitDeny);
+        assert_eq!(
+            run(&p, &format!("{arn}${{aws:username}}"), Some(&["bob"])),
+            Decision::Allow
+        );
         let p = Policy::parse(
             &json!({"Statement": {"Effect": "Allow", "Action": "*", "Resource": format!("{arn}${{*}}")}}).to_string(),
         )
@@ -2705,7 +2703,10 @@ mod differential {
                 let mut m = serde_json::Map::new();
                 m.insert("Effect".into(), j!(if s.allow { "Allow" } else { "Deny" }));
                 m.insert(if s.not_action { "NotAction" } else { "Action" }.into(), j!(s.actions));
-                m.insert(if s.not_resource { "NotResource" } else { "Resource" }.into(), j!(s.resources));
+                m.insert(
+                    if s.not_resource { "NotResource" } else { "Resource" }.into(),
+                    j!(s.resources),
+                );
                 if !s.conds.is_empty() {
                     let mut c = serde_json::Map::new();
                     for rc in &s.conds {
@@ -2741,7 +2742,11 @@ mod differential {
 
     /// Every value the request has for `key`, key names compared without case.
     fn values_of(req: &RReq, key: &str) -> Vec<String> {
-        req.keys.iter().filter(|(k, _)| k.eq_ignore_ascii_case(key)).flat_map(|(_, v)| v.clone()).collect()
+        req.keys
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(key))
+            .flat_map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Pattern text → tokens. The model knows the only variables the generator writes:
@@ -2774,7 +2779,15 @@ mod differential {
     }
 
     fn text(t: &[T]) -> String {
-        t.iter().map(|t| if let T::Lit(c) = t { *c } else { unreachable!("a wildcard in literal text") }).collect()
+        t.iter()
+            .map(|t| {
+                if let T::Lit(c) = t {
+                    *c
+                } else {
+                    unreachable!("a wildcard in literal text")
+                }
+            })
+            .collect()
     }
 
     /// Naive recursive wildcard matching.
@@ -2790,7 +2803,9 @@ mod differential {
     fn rcond(c: &RCond, req: &RReq, vars: bool) -> Option<bool> {
         let for_all = c.op.starts_with("ForAllValues:");
         let for_any = c.op.starts_with("ForAnyValue:");
-        let name = c.op.trim_start_matches("ForAllValues:").trim_start_matches("ForAnyValue:");
+        let name =
+            c.op.trim_start_matches("ForAllValues:")
+                .trim_start_matches("ForAnyValue:");
         let if_exists = name.ends_with("IfExists");
         let name = name.trim_end_matches("IfExists");
         let present = values_of(req, &c.key);
@@ -2848,9 +2863,10 @@ mod differential {
 
     fn applies(s: &RStmt, req: &RReq, vars: bool) -> bool {
         let action: Vec<char> = req.action.to_lowercase().chars().collect();
-        let action_matches = s.actions.iter().any(|p| {
-            tokens(&p.to_lowercase(), true, false, req).is_some_and(|t| rglob(&t, &action))
-        });
+        let action_matches = s
+            .actions
+            .iter()
+            .any(|p| tokens(&p.to_lowercase(), true, false, req).is_some_and(|t| rglob(&t, &action)));
         if action_matches == s.not_action {
             return false;
         }
@@ -2892,8 +2908,12 @@ mod differential {
     // ---- generators -----------------------------------------------------------------------
 
     const ARN: &str = "arn:aws:sagemaker:us-east-1:111122223333:endpoint/";
-    const ACTIONS: &[&str] =
-        &["sagemaker:CreateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:InvokeEndpoint", "iam:GetUser"];
+    const ACTIONS: &[&str] = &[
+        "sagemaker:CreateEndpoint",
+        "sagemaker:DescribeEndpoint",
+        "sagemaker:InvokeEndpoint",
+        "iam:GetUser",
+    ];
     const ACTION_PATTERNS: &[&str] = &[
         "*",
         "sagemaker:*",
@@ -2905,24 +2925,43 @@ mod differential {
         "sagemaker:Create*Config",
         "IAM:get?ser",
     ];
-    const KEYS: &[&str] =
-        &["aws:username", "aws:ResourceTag/owner", "AWS:resourcetag/OWNER", "aws:TagKeys", "sagemaker:Count"];
-    const REQUEST_VALUES: &[&str] =
-        &["a", "b", "A", "a*", "*", "team-a", "1", "2", "10", "true", "FALSE", "bob", ""];
+    const KEYS: &[&str] = &[
+        "aws:username",
+        "aws:ResourceTag/owner",
+        "AWS:resourcetag/OWNER",
+        "aws:TagKeys",
+        "sagemaker:Count",
+    ];
+    const REQUEST_VALUES: &[&str] = &[
+        "a", "b", "A", "a*", "*", "team-a", "1", "2", "10", "true", "FALSE", "bob", "",
+    ];
 
     fn resources() -> Vec<String> {
-        ["a", "b", "ab", "a*", "bob", "team-a"].iter().map(|s| format!("{ARN}{s}")).chain(
-            ["*".to_owned(), "arn:aws:sagemaker:us-east-1:111122223333:model/a".to_owned()],
-        )
-        .collect()
+        ["a", "b", "ab", "a*", "bob", "team-a"]
+            .iter()
+            .map(|s| format!("{ARN}{s}"))
+            .chain([
+                "*".to_owned(),
+                "arn:aws:sagemaker:us-east-1:111122223333:model/a".to_owned(),
+            ])
+            .collect()
     }
 
     fn resource_patterns() -> Vec<String> {
-        ["?", "*", "${aws:username}", "${aws:username}*", "a${*}", "a*", "team-${aws:username}", "b"]
-            .iter()
-            .map(|s| format!("{ARN}{s}"))
-            .chain(["*", "arn:aws:sagemaker:*", "arn:aws:sagemaker:*:*:model/a"].map(str::to_owned))
-            .collect()
+        [
+            "?",
+            "*",
+            "${aws:username}",
+            "${aws:username}*",
+            "a${*}",
+            "a*",
+            "team-${aws:username}",
+            "b",
+        ]
+        .iter()
+        .map(|s| format!("{ARN}{s}"))
+        .chain(["*", "arn:aws:sagemaker:*", "arn:aws:sagemaker:*:*:model/a"].map(str::to_owned))
+        .collect()
     }
 
     const OPS: &[&str] = &[
@@ -2941,13 +2980,28 @@ mod differential {
     ];
 
     fn cond() -> impl Strategy<Value = RCond> {
-        (select(&["", "", "ForAllValues:", "ForAnyValue:"][..]), select(OPS), any::<bool>(), select(KEYS))
+        (
+            select(&["", "", "ForAllValues:", "ForAnyValue:"][..]),
+            select(OPS),
+            any::<bool>(),
+            select(KEYS),
+        )
             .prop_flat_map(|(prefix, base, if_exists, key)| {
                 let alphabet: &'static [&'static str] = match base {
                     "Null" => &["true", "false"],
                     "Bool" => &["true", "false", "TRUE"],
                     b if b.starts_with("Numeric") => &["1", "2", "10", "-1"],
-                    _ => &["a", "b", "A", "a*", "?", "*", "${aws:username}", "team-${aws:username}", "${*}"],
+                    _ => &[
+                        "a",
+                        "b",
+                        "A",
+                        "a*",
+                        "?",
+                        "*",
+                        "${aws:username}",
+                        "team-${aws:username}",
+                        "${*}",
+                    ],
                 };
                 let suffix = if if_exists && base != "Null" { "IfExists" } else { "" };
                 let op = format!("{prefix}{base}{suffix}");
@@ -3069,9 +3123,11 @@ mod differential {
             json::Val::Num(t) => serde_json::from_str(t).unwrap_or(serde_json::Value::Null),
             json::Val::Str(s) => s.clone().into(),
             json::Val::Arr(items) => items.iter().map(to_serde).collect(),
-            json::Val::Obj(members) => {
-                members.iter().map(|m| (m.key.clone(), to_serde(&m.val))).collect::<serde_json::Map<_, _>>().into()
-            }
+            json::Val::Obj(members) => members
+                .iter()
+                .map(|m| (m.key.clone(), to_serde(&m.val)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
         }
     }
 
@@ -3099,8 +3155,31 @@ mod differential {
     }
 
     const JSONISH: &[&str] = &[
-        "{", "}", "[", "]", ":", ",", " ", "\n", "\"a\"", "\"b\"", "1", "-0.5e3", "01", "1.", "true", "tru",
-        "null", "\"\\u00e9\"", "\"\\ud83d\\ude00\"", "\"\\ud83d\"", "\"\\u12\"", "\"\\q\"", "\"\t\"", "é", "\"",
+        "{",
+        "}",
+        "[",
+        "]",
+        ":",
+        ",",
+        " ",
+        "\n",
+        "\"a\"",
+        "\"b\"",
+        "1",
+        "-0.5e3",
+        "01",
+        "1.",
+        "true",
+        "tru",
+        "null",
+        "\"\\u00e9\"",
+        "\"\\ud83d\\ude00\"",
+        "\"\\ud83d\"",
+        "\"\\u12\"",
+        "\"\\q\"",
+        "\"\t\"",
+        "é",
+        "\"",
     ];
 
     proptest! {
