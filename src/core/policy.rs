@@ -28,12 +28,18 @@
 //!
 //! IAM checks in phases (syntax, then legacy parsing, then SIDs, actions, resources, action
 //! vendors), and so does this parser: the error reported is the first of the earliest phase.
-//! Where the wording above is IAM's, a short explanation of spillway's follows it, then
-//! `(line L, column C)`.
+//! The message is IAM's sentence, then (for most) a short explanation of spillway's naming the
+//! member and the rule, then `(line L, column C)` of the member or value at fault.
 //!
 //! Where AWS is silent or lenient and spillway chose:
 //! - `Version` may be absent (IAM then reads the document as `2008-10-17`, in which policy
-//!   variables are plain text). [`Policy::version`] lets a caller insist on `2012-10-17`.
+//!   variables are plain text). [`Policy::version`] lets a caller insist on `2012-10-17`, as
+//!   IAM does for managed policies (`Policy document must be version 2012-10-17 or greater.`,
+//!   as moto models `CreatePolicy`).
+//! - `Effect` is recognised in any case at the syntax stage, then only as `Allow`/`Deny` (moto's
+//!   model of IAM's "legacy parsing").
+//! - Resources: IAM's checks that spillway does not need (IAM ARNs naming a region, S3 ARNs
+//!   naming a region, IAM resource paths) are left out.
 //! - Duplicate JSON members are refused (JSON allows them; a second `Action` hiding the first is
 //!   a trap).
 //! - Condition values may be strings, or JSON numbers and booleans (read as their text).
@@ -62,7 +68,10 @@
 //!   (a user name `a*` is not a wildcard). AWS: "If AWS cannot resolve a variable this might
 //!   cause the entire statement to be invalid": here a variable whose key is absent or has more
 //!   than one value, with no default, makes its **statement not apply** — neither its Allow nor
-//!   its Deny.
+//!   its Deny (so a Deny that relies on a variable is lifted when the variable is missing: AWS
+//!   advises `…IfExists`, and policy authors should pair such a Deny with a `Null` check).
+//!   `Numeric…`, `Date…`, `IpAddress` and `BinaryEquals` values take no variables (AWS: "not
+//!   supported"), so `${…}` there is plain text and refused where it is not a number/date/block.
 //!
 //! # Conditions
 //!
@@ -91,11 +100,12 @@
 //! are case-sensitive except under `StringEqualsIgnoreCase`/`StringNotEqualsIgnoreCase` and
 //! `Bool`. `Date…` reads ISO 8601 (`2026-11-30`, `2026-11-30T07:00:00Z`, fractions, offsets; no
 //! offset means UTC) and epoch seconds. `Numeric…` reads decimal numbers. `IpAddress` reads IPv4
-//! and IPv6 CIDR blocks; an IPv4 address never matches an IPv6 block. `ArnEquals` and `ArnLike`
+//! and IPv6 CIDR blocks (a bare address is a /32 or /128); an IPv4 address never matches an
+//! IPv6 block, and an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is read as IPv4. `ArnEquals` and `ArnLike`
 //! are the same (AWS: both compare each of the six colon-separated fields, wildcards allowed);
 //! a policy value of fewer fields matches its last field against the rest of the ARN.
 //! `BinaryEquals` compares the base-64 text. A request value that does not read as the
-//! operator's type matches nothing.
+//! operator's type matches nothing (so under a negated operator it matches none: true).
 //!
 //! # Evaluation
 //!
@@ -1619,7 +1629,15 @@ mod json {
                     return Err(self.err("a number needs digits in its exponent"));
                 }
             }
-            Ok(self.s[start..self.i].to_owned())
+            let text = &self.s[start..self.i];
+            // As serde_json: a number beyond f64's range is an error, not infinity.
+            if !text.parse::<f64>().is_ok_and(f64::is_finite) {
+                return Err(SyntaxError {
+                    pos: start,
+                    msg: "a number out of range",
+                });
+            }
+            Ok(text.to_owned())
         }
 
         fn hex4(&mut self) -> Result<u32, SyntaxError> {
