@@ -3249,6 +3249,96 @@ mod differential {
         }
     }
 
+    /// Civil date of a day count, by walking years and months (slow and plain).
+    fn civil(mut days: i64) -> (i64, i64, i64) {
+        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let mut y = 1970;
+        loop {
+            let len = if leap(y) { 366 } else { 365 };
+            if days < 0 {
+                y -= 1;
+                days += if leap(y) { 366 } else { 365 };
+            } else if days >= len {
+                days -= len;
+                y += 1;
+            } else {
+                break;
+            }
+        }
+        let lens = [
+            31,
+            if leap(y) { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        let mut m = 0;
+        while days >= lens[m] {
+            days -= lens[m];
+            m += 1;
+        }
+        (y, m as i64 + 1, days + 1)
+    }
+
+    proptest! {
+        #[test]
+        fn dates_read_back_what_was_written(
+            secs in -2_000_000_000i64..8_000_000_000,
+            offset_min in -(23 * 60 + 59)..(23 * 60 + 59i64),
+            form in 0..4u8,
+        ) {
+            let local = secs + offset_min * 60;
+            let (y, m, d) = civil(local.div_euclid(86_400));
+            let t = local.rem_euclid(86_400);
+            let (hh, mm, ss) = (t / 3600, t / 60 % 60, t % 60);
+            let sign = if offset_min < 0 { '-' } else { '+' };
+            let (oh, om) = (offset_min.abs() / 60, offset_min.abs() % 60);
+            let text = match form {
+                0 => format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{sign}{oh:02}:{om:02}"),
+                1 => format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.000{sign}{oh:02}{om:02}"),
+                2 => {
+                    let (y, m, d) = civil(secs.div_euclid(86_400));
+                    let t = secs.rem_euclid(86_400);
+                    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", t / 3600, t / 60 % 60, t % 60)
+                }
+                _ => secs.max(0).to_string(),
+            };
+            let want = if form == 3 { secs.max(0) } else { secs };
+            if (0..=9999).contains(&y) {
+                prop_assert_eq!(super::parse_date(&text), Some(i128::from(want) * 1_000_000_000), "{}", text);
+            }
+        }
+
+        #[test]
+        fn cidr_blocks_contain_exactly_the_addresses_sharing_their_prefix(
+            net in any::<u32>(), addr in any::<u32>(), prefix in 0..=32u32, flip in 0..32u32,
+            net6 in any::<u128>(), prefix6 in 0..=128u32,
+        ) {
+            let bits_agree = |a: u128, b: u128, n: u32, width: u32| (0..n).all(|i| (a >> (width - 1 - i)) & 1 == (b >> (width - 1 - i)) & 1);
+            let v4 = std::net::Ipv4Addr::from(net);
+            let block = super::Cidr::parse(&format!("{v4}/{prefix}")).ok_or_else(|| TestCaseError::fail("refused"))?;
+            for a in [addr, net ^ (1 << flip), net] {
+                let ip = std::net::IpAddr::V4(a.into());
+                prop_assert_eq!(block.contains(ip), bits_agree(net.into(), a.into(), prefix, 32), "{} in {}/{}", ip, v4, prefix);
+            }
+            let v6 = std::net::Ipv6Addr::from(net6);
+            let block = super::Cidr::parse(&format!("{v6}/{prefix6}")).ok_or_else(|| TestCaseError::fail("refused"))?;
+            for a in [net6 ^ (1u128 << (flip * 4)), net6, u128::from(addr)] {
+                let ip = std::net::IpAddr::V6(a.into());
+                if std::net::Ipv6Addr::from(a).to_ipv4_mapped().is_none() {
+                    prop_assert_eq!(block.contains(ip), bits_agree(net6, a, prefix6, 128), "{} in {}/{}", ip, v6, prefix6);
+                }
+            }
+        }
+    }
+
     fn check_refusal(text: &str) -> Result<(), TestCaseError> {
         if let Err(e) = Policy::parse(text) {
             let lines = text.split('\n').count();
