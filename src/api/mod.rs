@@ -1,5 +1,5 @@
 //! The HTTP edge of the control plane: one listener serving the SageMaker control plane,
-//! Application Auto Scaling and CloudWatch reads (awsJson on `POST /`, dispatched by the
+//! Application Auto Scaling, CloudWatch reads and CloudTrail's `LookupEvents` (awsJson on `POST /`, dispatched by the
 //! `X-Amz-Target` service prefix), the runtime's hyper-served invocations, and spillway's admin
 //! API (`/_spillway/`, `/metrics`).
 //!
@@ -9,26 +9,30 @@
 
 pub mod admin;
 pub mod autoscaling;
+pub mod cloudtrail;
 pub mod cloudwatch;
 pub mod ops;
 pub mod sagemaker;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::{Extension, Router};
 use serde_json::Value;
 
+use crate::audit::{AuditLog, Record, RecordResource, UserIdentity, redact};
 use crate::control::ControlError;
 use crate::control::app::App;
 use crate::error::{ApiError, ErrorCode, Protocol};
 use autoscaling::AutoScalingOp;
+use cloudtrail::CloudTrailOp;
 use cloudwatch::CloudWatchOp;
 use ops::{Action, Arns, Operation, Resource};
 use sagemaker::SageMakerOp;
@@ -48,7 +52,17 @@ impl From<ControlError> for ApiError {
     }
 }
 
-/// The axum router for the whole server.
+/// The axum router for the whole server, recording every awsJson call in `audit` (see
+/// [`audit_call`]) and answering CloudTrail's `LookupEvents` from it; `None` records nothing
+/// and refuses `LookupEvents` (`[audit] enabled = false`).
+pub fn router_with_audit(app: Arc<App>, audit: Option<Arc<AuditLog>>) -> Router {
+    match audit {
+        Some(log) => router(app).layer(Extension(log)),
+        None => router(app),
+    }
+}
+
+/// The axum router for the whole server, without an audit log.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", post(aws_json))
@@ -134,6 +148,8 @@ pub(crate) enum AwsOp {
     AutoScaling(AutoScalingOp),
     /// `X-Amz-Target: GraniteServiceVersion20100801.<Op>`.
     CloudWatch(CloudWatchOp),
+    /// `X-Amz-Target: com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.<Op>`.
+    CloudTrail(CloudTrailOp),
 }
 
 impl Operation for AwsOp {
@@ -142,6 +158,7 @@ impl Operation for AwsOp {
             AwsOp::SageMaker(op) => op.name(),
             AwsOp::AutoScaling(op) => op.name(),
             AwsOp::CloudWatch(op) => op.name(),
+            AwsOp::CloudTrail(op) => op.name(),
         }
     }
 
@@ -150,6 +167,7 @@ impl Operation for AwsOp {
             AwsOp::SageMaker(op) => op.action(),
             AwsOp::AutoScaling(op) => op.action(),
             AwsOp::CloudWatch(op) => op.action(),
+            AwsOp::CloudTrail(op) => op.action(),
         }
     }
 
@@ -158,6 +176,7 @@ impl Operation for AwsOp {
             AwsOp::SageMaker(op) => op.resource(arns),
             AwsOp::AutoScaling(op) => op.resource(arns),
             AwsOp::CloudWatch(op) => op.resource(arns),
+            AwsOp::CloudTrail(op) => op.resource(arns),
         }
     }
 }
@@ -168,6 +187,8 @@ type Parse = fn(&str, &[u8]) -> Option<Result<AwsOp, ApiError>>;
 /// The API a target names, its protocol, its operation names and the `parse` of its enum.
 struct Api {
     protocol: Protocol,
+    /// The service prefix of its IAM actions (`sagemaker`, …).
+    service: &'static str,
     names: &'static [&'static str],
     parse: Parse,
     label: &'static str,
@@ -178,41 +199,148 @@ fn api_of(service: &str) -> Option<Api> {
     Some(match service {
         "SageMaker" => Api {
             protocol: Protocol::AwsJson11,
+            service: "sagemaker",
             names: SageMakerOp::NAMES,
             parse: |n, b| SageMakerOp::parse(n, b).map(|r| r.map(AwsOp::SageMaker)),
             label: "SageMaker",
         },
         autoscaling::TARGET_PREFIX => Api {
             protocol: Protocol::AwsJson11,
+            service: "application-autoscaling",
             names: AutoScalingOp::NAMES,
             parse: |n, b| AutoScalingOp::parse(n, b).map(|r| r.map(AwsOp::AutoScaling)),
             label: "Application Auto Scaling",
         },
         cloudwatch::TARGET_PREFIX => Api {
             protocol: Protocol::CloudWatch,
+            service: "cloudwatch",
             names: CloudWatchOp::NAMES,
             parse: |n, b| CloudWatchOp::parse(n, b).map(|r| r.map(AwsOp::CloudWatch)),
             label: "CloudWatch",
+        },
+        cloudtrail::TARGET_PREFIX => Api {
+            protocol: Protocol::AwsJson11,
+            service: "cloudtrail",
+            names: CloudTrailOp::NAMES,
+            parse: |n, b| CloudTrailOp::parse(n, b).map(|r| r.map(AwsOp::CloudTrail)),
+            label: "CloudTrail",
         },
         _ => return None,
     })
 }
 
 /// Runs a parsed operation.
-async fn dispatch(app: &Arc<App>, op: AwsOp) -> Result<Value, ApiError> {
+async fn dispatch(app: &Arc<App>, audit: Option<&Arc<AuditLog>>, op: AwsOp) -> Result<Value, ApiError> {
     match op {
         AwsOp::SageMaker(op) => sagemaker::dispatch(app, op).await,
         AwsOp::AutoScaling(op) => autoscaling::dispatch(app, op).await,
         AwsOp::CloudWatch(op) => cloudwatch::dispatch(&app.metrics, &op, app.clock.now()),
+        AwsOp::CloudTrail(op) => cloudtrail::dispatch(audit, op).await,
     }
 }
 
+/// One awsJson call, as the audit record needs it.
+struct Call<'a> {
+    /// The service prefix of its IAM action.
+    service: &'static str,
+    /// The operation (a name of the API's table).
+    name: &'static str,
+    /// The request body.
+    body: &'a [u8],
+    /// The `x-amzn-RequestId` it is answered with.
+    request_id: &'a str,
+    /// Its `User-Agent`.
+    user_agent: &'a str,
+    /// The client's address (`unknown` until the listener hands it to handlers).
+    source_ip: String,
+}
+
+/// Runs one awsJson call (`op`, or the error its body was refused with) and records it in the
+/// audit log, durably, before the answer leaves: a mutating call's intent before it runs (a log
+/// that cannot take it refuses the call with `InternalFailure`) and its final record after; a
+/// read's or a refusal's one record after. A record that cannot be written fails the call.
+/// Without a log it just runs the call.
+///
+/// Interim: every caller is anonymous until authentication lands; the integrator moves this
+/// to where the caller's identity is known and gives it the principal.
+async fn audit_call(
+    app: &Arc<App>,
+    audit: Option<&Arc<AuditLog>>,
+    call: Call<'_>,
+    op: Result<AwsOp, ApiError>,
+) -> Result<Value, ApiError> {
+    let Some(log) = audit else {
+        return match op {
+            Ok(op) => dispatch(app, audit, op).await,
+            Err(e) => Err(e),
+        };
+    };
+    let arns = app.arns();
+    let mut record = Record::api_call(
+        call.service,
+        call.name,
+        app.clock.now(),
+        &arns.region,
+        &arns.account_id,
+        UserIdentity::anonymous(None),
+    );
+    record.source_ip_address = call.source_ip;
+    record.user_agent = call.user_agent.to_string();
+    record.request_id = call.request_id.to_string();
+    let request = serde_json::from_slice(call.body).unwrap_or(Value::Null);
+    record.request_parameters = redact(call.name, &request, &Value::Null).0;
+    let unwritable = |e: crate::audit::AuditError| {
+        tracing::error!(error = %e, "audit record not written: call refused");
+        ApiError::internal(format!("spillway could not write the audit record of this call: {e}"))
+    };
+    let op = match op {
+        Ok(op) => op,
+        Err(e) => {
+            record.error_code = Some(e.code.as_str().to_string());
+            record.error_message = Some(e.message.clone());
+            log.append_async(&record).await.map_err(unwritable)?;
+            return Err(e);
+        }
+    };
+    if let Resource::Arn(arn) = op.resource(&arns) {
+        record.resources.push(RecordResource::of_arn(&arn));
+    }
+    let ticket = match record.read_only {
+        true => None,
+        false => Some(log.begin_async(&record).await.map_err(unwritable)?),
+    };
+    let result = dispatch(app, audit, op).await;
+    match &result {
+        // CloudTrail records no answer of a read.
+        Ok(v) if !record.read_only => record.response_elements = redact(call.name, &Value::Null, v).1,
+        Ok(_) => {}
+        Err(e) => {
+            record.error_code = Some(e.code.as_str().to_string());
+            record.error_message = Some(e.message.clone());
+        }
+    }
+    match ticket {
+        Some(t) => log.complete_async(t, &record).await,
+        None => log.append_async(&record).await,
+    }
+    .map_err(unwritable)?;
+    result
+}
+
 /// `POST /` with `X-Amz-Target: <Service>.<Operation>`.
-async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn aws_json(
+    State(app): State<Arc<App>>,
+    audit: Option<Extension<Arc<AuditLog>>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let audit = audit.map(|Extension(a)| a);
     let started = app.clock.instant();
     let request_id = uuid::Uuid::new_v4().to_string();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let (service, name) = target.split_once('.').unwrap_or(("", ""));
+    // The operation follows the last dot: CloudTrail's prefix has dots of its own.
+    let (service, name) = target.rsplit_once('.').unwrap_or(("", ""));
     let api = api_of(service);
     let protocol = api.as_ref().map_or(Protocol::AwsJson11, |a| a.protocol);
     // The label of the per-operation metrics: only names of the table, never client input.
@@ -223,12 +351,22 @@ async fn aws_json(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
     let result = match (&api, body_or_error(body)) {
         (_, Err(e)) => Err(e),
         (Some(api), Ok(body)) => match (api.parse)(name, &body) {
-            Some(Ok(op)) => {
-                // The action and resource an IAM policy is evaluated on.
-                tracing::debug!(action = %op.action(), resource = %op.resource(&app.arns()), "request");
-                dispatch(&app, op).await
+            Some(op) => {
+                if let Ok(op) = &op {
+                    // The action and resource an IAM policy is evaluated on.
+                    tracing::debug!(action = %op.action(), resource = %op.resource(&app.arns()), "request");
+                }
+                let call = Call {
+                    service: api.service,
+                    name: operation,
+                    body: &body,
+                    request_id: &request_id,
+                    user_agent: headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or(""),
+                    source_ip: peer
+                        .map_or_else(|| "unknown".to_string(), |Extension(ConnectInfo(a))| a.ip().to_string()),
+                };
+                audit_call(&app, audit.as_ref(), call, op).await
             }
-            Some(Err(e)) => Err(e),
             None => Err(ApiError::unknown_operation(format!(
                 "The {} operation {name} is not supported by spillway, which implements {}; see docs/api-compat.md",
                 api.label,

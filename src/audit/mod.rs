@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 pub use lookup::{Event, EventResource, Lookup, LookupAttribute, Page};
-pub use record::{Record, RecordResource, UserIdentity, event_source, format_time, redact};
+pub use record::{Record, RecordResource, UserIdentity, event_source, format_time, is_read_only, redact};
 
 /// The `errorCode` of a record completed from an intent after a crash.
 pub const OUTCOME_UNKNOWN: &str = "OutcomeUnknown";

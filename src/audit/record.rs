@@ -70,6 +70,45 @@ pub struct Record {
     pub event_category: String,
 }
 
+impl Record {
+    /// The record of one call of an API (`service` is its IAM service prefix, see
+    /// [`event_source`]) made at `event_time` (epoch seconds): a new `eventID`, `readOnly` by
+    /// [`is_read_only`], a management event. The caller fills in the address, user agent,
+    /// request id, parameters, answer or error and resources.
+    pub fn api_call(
+        service: &str,
+        event_name: &str,
+        event_time: f64,
+        region: &str,
+        account_id: &str,
+        user_identity: UserIdentity,
+    ) -> Self {
+        Self {
+            event_version: EVENT_VERSION.into(),
+            user_identity,
+            event_time: format_time(event_time),
+            event_source: event_source(service),
+            event_name: event_name.into(),
+            aws_region: region.into(),
+            source_ip_address: String::new(),
+            user_agent: String::new(),
+            error_code: None,
+            error_message: None,
+            request_parameters: None,
+            response_elements: None,
+            additional_event_data: None,
+            request_id: String::new(),
+            event_id: uuid::Uuid::new_v4().to_string(),
+            read_only: is_read_only(event_name),
+            resources: vec![],
+            event_type: "AwsApiCall".into(),
+            management_event: true,
+            recipient_account_id: account_id.into(),
+            event_category: "Management".into(),
+        }
+    }
+}
+
 /// `userIdentity` of a record.
 ///
 /// An IAM user's call has `type` `IAMUser` and every member. A call spillway could not tie to
@@ -188,6 +227,15 @@ pub fn event_source(service: &str) -> String {
         "cloudwatch" => "monitoring.amazonaws.com".to_string(),
         s => format!("{s}.amazonaws.com"),
     }
+}
+
+/// Whether CloudTrail marks an operation `readOnly`: the ones that only read (`Describe*`,
+/// `List*`, `Get*`, `Lookup*`, and the invocations, which change no resource).
+pub fn is_read_only(event_name: &str) -> bool {
+    ["Describe", "List", "Get", "Lookup"]
+        .iter()
+        .any(|p| event_name.starts_with(p))
+        || INVOCATIONS.contains(&event_name)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` of epoch seconds (fractions dropped, as CloudTrail does).
@@ -522,6 +570,22 @@ mod tests {
             Some(json!({"contentType": "text/plain", "invokedProductionVariant": "v"}))
         );
         assert_eq!(redact("ListModels", &json!({}), &Value::Null), (None, None));
+    }
+
+    #[test]
+    fn reads_are_read_only() {
+        for (name, ro) in [
+            ("DescribeEndpoint", true),
+            ("ListModels", true),
+            ("GetMetricData", true),
+            ("LookupEvents", true),
+            ("InvokeEndpoint", true),
+            ("CreateEndpoint", false),
+            ("PutUserPolicy", false),
+            ("UpdateEndpointWeightsAndCapacities", false),
+        ] {
+            assert_eq!(is_read_only(name), ro, "{name}");
+        }
     }
 
     #[test]

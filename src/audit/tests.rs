@@ -422,7 +422,7 @@ fn model_matches(r: &Record, a: Option<&LookupAttribute>) -> bool {
     match a.key.as_str() {
         "EventId" => r.event_id == v,
         "EventName" => r.event_name == v,
-        "ReadOnly" => r.read_only.to_string() == v,
+        "ReadOnly" => r.read_only.to_string() == v.to_ascii_lowercase(),
         "Username" => r.user_identity.user_name.as_deref() == Some(v),
         "AccessKeyId" => r.user_identity.access_key_id.as_deref() == Some(v),
         "EventSource" => r.event_source == v,
@@ -476,7 +476,7 @@ const KEYS_FOR_TEST: &[&str] = &[
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
     fn lookups_agree_with_a_naive_model(
@@ -518,6 +518,13 @@ proptest! {
             max_results: Some(page),
             next_token: None,
         };
+        if let Some(a) = &a
+            && a.key == "ReadOnly"
+            && !matches!(a.value.to_ascii_lowercase().as_str(), "true" | "false")
+        {
+            prop_assert!(matches!(log.lookup(&q), Err(AuditError::InvalidLookupAttributes(_))));
+            return Ok(());
+        }
         if let (Some(s), Some(e)) = (start, end) && s > e {
             prop_assert!(matches!(log.lookup(&q), Err(AuditError::InvalidTimeRange(_))));
             return Ok(());
@@ -530,7 +537,7 @@ proptest! {
             .filter(|(t, _, _)| start.is_none_or(|s| *t >= (T0 as i64) + i64::from(s)))
             .filter(|(t, _, _)| end.is_none_or(|e| *t <= (T0 as i64) + i64::from(e)))
             .collect();
-        want.sort_by(|x, y| (y.0, y.1).cmp(&(x.0, x.1)));
+        want.sort_by_key(|w| std::cmp::Reverse((w.0, w.1)));
         let want: Vec<String> = want.into_iter().map(|w| w.2).collect();
         let mut got = Vec::new();
         let mut q = q;
