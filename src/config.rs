@@ -235,8 +235,6 @@ pub struct AuditConfig {
     /// Days a record is kept (default 90, as CloudTrail's event history; 1 to 36500). Older
     /// records are deleted oldest first; the chain stays verifiable from the last deleted one.
     pub retention_days: u32,
-    /// Record invocations as data events (off by default, as CloudTrail's data events).
-    pub data_events: bool,
 }
 
 impl Default for AuditConfig {
@@ -244,7 +242,6 @@ impl Default for AuditConfig {
         Self {
             enabled: true,
             retention_days: 90,
-            data_events: false,
         }
     }
 }
@@ -712,7 +709,7 @@ mod tests {
     #[test]
     fn audit_retention() {
         let c = Config::parse("").unwrap();
-        assert!(c.audit.enabled && !c.audit.data_events);
+        assert!(c.audit.enabled);
         assert_eq!(c.audit.retention(), std::time::Duration::from_secs(90 * 86_400));
         let c = Config::parse("[audit]\nretention_days = 7\nenabled = false\n").unwrap();
         assert_eq!((c.audit.retention_days, c.audit.enabled), (7, false));

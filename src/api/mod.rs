@@ -53,7 +53,7 @@ impl From<ControlError> for ApiError {
 }
 
 /// The axum router for the whole server, recording every awsJson call in `audit` (see
-/// [`audit_call`]) and answering CloudTrail's `LookupEvents` from it; `None` records nothing
+/// `audit_call`) and answering CloudTrail's `LookupEvents` from it; `None` records nothing
 /// and refuses `LookupEvents` (`[audit] enabled = false`).
 pub fn router_with_audit(app: Arc<App>, audit: Option<Arc<AuditLog>>) -> Router {
     match audit {

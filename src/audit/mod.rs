@@ -355,7 +355,7 @@ impl AuditLog {
     }
 
     /// Before a mutating call runs: durably records the intent; an error means the call must
-    /// be refused. Blocks; from async code use [`begin_async`](Self::begin_async).
+    /// be refused. Blocks (not from an async task: use [`begin_async`](Self::begin_async)).
     pub fn begin(&self, record: &Record) -> Result<Ticket, AuditError> {
         Self::wait(self.submit(Self::begin_job(record)?)?).map(Ticket)
     }
@@ -375,7 +375,9 @@ impl AuditLog {
     }
 
     /// After the call ran: appends its final record (answer or error filled in) to the chain
-    /// and removes the intent, in one transaction.
+    /// and removes the intent, in one transaction. Blocks (panics inside an async runtime's
+    /// task, as a blocking wait there would); from async code use
+    /// [`complete_async`](Self::complete_async).
     pub fn complete(&self, ticket: Ticket, record: &Record) -> Result<(), AuditError> {
         Self::wait(self.submit(Job::Complete(ticket.0, prepare(record)?))?).map(drop)
     }
@@ -387,7 +389,8 @@ impl AuditLog {
             .map(drop)
     }
 
-    /// Read-only calls and refusals: one durable append.
+    /// Read-only calls and refusals: one durable append. Blocks (not from an async task: use
+    /// [`append_async`](Self::append_async)).
     pub fn append(&self, record: &Record) -> Result<(), AuditError> {
         Self::wait(self.submit(Job::Append(prepare(record)?))?).map(drop)
     }

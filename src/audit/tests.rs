@@ -146,6 +146,31 @@ fn a_record_with_a_bad_event_time_is_refused() {
     assert!(matches!(log.begin(&r), Err(AuditError::InvalidRecord(_))));
 }
 
+#[test]
+fn a_write_the_store_refuses_fails_the_call_and_the_chain_stays_whole() {
+    let (_d, p) = dir();
+    let log = AuditLog::open(&p, 90 * DAY).unwrap();
+    log.append(&simple(0, T0)).unwrap();
+    let c = Connection::open(&p).unwrap();
+    c.execute_batch("ALTER TABLE records RENAME TO hidden; DROP TABLE intents;")
+        .unwrap();
+    assert!(matches!(log.append(&simple(1, T0)), Err(AuditError::Storage(_))));
+    assert!(matches!(log.begin(&simple(2, T0)), Err(AuditError::Storage(_))));
+    c.execute_batch(
+        "ALTER TABLE hidden RENAME TO records; CREATE TABLE intents (ticket INTEGER PRIMARY KEY, record TEXT NOT NULL);",
+    )
+    .unwrap();
+    // The refused records took no place in the chain.
+    log.append(&simple(3, T0)).unwrap();
+    let report = log.verify().unwrap();
+    assert!(report.is_ok(), "{report}");
+    let ids: Vec<String> = all(&log)
+        .iter()
+        .map(|l| serde_json::from_str::<Record>(l).unwrap().event_id)
+        .collect();
+    assert_eq!(ids, ["ev-0", "ev-3"]);
+}
+
 /// A log of 6 records, closed; the test then tampers with the file.
 fn six() -> (tempfile::TempDir, PathBuf) {
     let (d, p) = dir();
