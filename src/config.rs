@@ -56,6 +56,8 @@ pub struct Config {
     pub router: RouterConfig,
     /// The in-process metrics store.
     pub metrics: MetricsConfig,
+    /// The audit trail (`<data_dir>/audit.db`, read with CloudTrail's `LookupEvents`).
+    pub audit: AuditConfig,
     /// Host names (besides `localhost` and IP addresses) this server answers for, e.g. the name
     /// of a proxy in front of it. A request naming another host in `Host` is refused: a web
     /// page that rebinds a name of its own to this address cannot reach it (DNS rebinding).
@@ -252,6 +254,7 @@ impl Default for Config {
             autoscaling: AutoscalingConfig::default(),
             router: RouterConfig::default(),
             metrics: MetricsConfig::default(),
+            audit: AuditConfig::default(),
             allowed_hosts: vec![],
             auth: AuthConfig::default(),
             models: ModelsConfig::default(),
@@ -283,6 +286,36 @@ impl Default for MetricsConfig {
             usage_interval_seconds: 5,
             enabled: true,
         }
+    }
+}
+
+/// `[audit]`: the audit trail, one CloudTrail record per call in `<data_dir>/audit.db`,
+/// chained by hash (`spillway audit verify`), read with CloudTrail's `LookupEvents` and
+/// exported with `spillway audit export`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Record calls (on by default). Off, nothing is recorded and `LookupEvents` is refused;
+    /// meant only for a single-user loopback server.
+    pub enabled: bool,
+    /// Days a record is kept (default 90, as CloudTrail's event history; 1 to 36500). Older
+    /// records are deleted oldest first; the chain stays verifiable from the last deleted one.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_days: 90,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// How long a record is kept.
+    pub fn retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.retention_days) * 86_400)
     }
 }
 
@@ -694,6 +727,12 @@ impl Config {
                 "rebalance.max_in_flight must be at least 1".into(),
             ));
         }
+        if !(1..=36_500).contains(&self.audit.retention_days) {
+            return Err(ConfigError::Invalid(format!(
+                "audit.retention_days = {}: expected 1 to 36500 days",
+                self.audit.retention_days
+            )));
+        }
         if self.account_id.len() != 12 || !self.account_id.chars().all(|c| c.is_ascii_digit()) {
             return Err(ConfigError::Invalid(format!(
                 "account_id = {:?}: must be 12 digits",
@@ -731,6 +770,18 @@ mod tests {
         assert_eq!(c.metrics.retention_seconds, 7200);
         assert!(Config::parse("[metrics]\nretention_seconds = 10\n").is_err());
         assert!(Config::parse("[metrics]\nretention = 10\n").is_err());
+    }
+
+    #[test]
+    fn audit_retention() {
+        let c = Config::parse("").unwrap();
+        assert!(c.audit.enabled);
+        assert_eq!(c.audit.retention(), std::time::Duration::from_secs(90 * 86_400));
+        let c = Config::parse("[audit]\nretention_days = 7\nenabled = false\n").unwrap();
+        assert_eq!((c.audit.retention_days, c.audit.enabled), (7, false));
+        let e = Config::parse("[audit]\nretention_days = 0\n").unwrap_err().to_string();
+        assert!(e.contains("audit.retention_days"), "{e}");
+        assert!(Config::parse("[audit]\nretention = 7\n").is_err());
     }
 
     #[test]

@@ -46,6 +46,18 @@ pub enum ErrorCode {
     InvalidParameterCombinationException,
     /// CloudWatch: a `NextToken` this server did not hand out (400).
     InvalidNextToken,
+    /// CloudTrail: `LookupAttributes` is not one known key with a value (400).
+    InvalidLookupAttributesException,
+    /// CloudTrail: `StartTime` after `EndTime` (400).
+    InvalidTimeRangeException,
+    /// CloudTrail: `MaxResults` outside 1 to 50 (400).
+    InvalidMaxResultsException,
+    /// CloudTrail: a `NextToken` this server did not hand out, or with other parameters (400).
+    InvalidNextTokenException,
+    /// CloudTrail: an `EventCategory` other than `insight` (400).
+    InvalidEventCategoryException,
+    /// CloudTrail: the audit trail is off (`[audit] enabled = false`) (400).
+    OperationNotPermittedException,
     /// Runtime: bad input, unknown endpoint or variant, payload too large; IAM and STS: a
     /// member that breaks its constraint (400).
     ValidationError,
@@ -88,6 +100,12 @@ impl ErrorCode {
         Self::MissingRequiredParameterException,
         Self::InvalidParameterCombinationException,
         Self::InvalidNextToken,
+        Self::InvalidLookupAttributesException,
+        Self::InvalidTimeRangeException,
+        Self::InvalidMaxResultsException,
+        Self::InvalidNextTokenException,
+        Self::InvalidEventCategoryException,
+        Self::OperationNotPermittedException,
         Self::ValidationError,
         Self::ModelError,
         Self::ServiceUnavailable,
@@ -115,6 +133,12 @@ impl ErrorCode {
             Self::MissingRequiredParameterException => "MissingRequiredParameterException",
             Self::InvalidParameterCombinationException => "InvalidParameterCombinationException",
             Self::InvalidNextToken => "InvalidNextToken",
+            Self::InvalidLookupAttributesException => "InvalidLookupAttributesException",
+            Self::InvalidTimeRangeException => "InvalidTimeRangeException",
+            Self::InvalidMaxResultsException => "InvalidMaxResultsException",
+            Self::InvalidNextTokenException => "InvalidNextTokenException",
+            Self::InvalidEventCategoryException => "InvalidEventCategoryException",
+            Self::OperationNotPermittedException => "OperationNotPermittedException",
             Self::ValidationError => "ValidationError",
             Self::ModelError => "ModelError",
             Self::ServiceUnavailable => "ServiceUnavailable",
@@ -149,6 +173,12 @@ impl ErrorCode {
             | Self::MissingRequiredParameterException
             | Self::InvalidParameterCombinationException
             | Self::InvalidNextToken
+            | Self::InvalidLookupAttributesException
+            | Self::InvalidTimeRangeException
+            | Self::InvalidMaxResultsException
+            | Self::InvalidNextTokenException
+            | Self::InvalidEventCategoryException
+            | Self::OperationNotPermittedException
             | Self::ValidationError
             | Self::MalformedPolicyDocument
             | Self::InvalidInput

@@ -37,6 +37,11 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Check or export the audit trail (`<data_dir>/audit.db`); safe while a server runs.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Run a model server built into spillway (used by `Image = "builtin:<name>"`).
     #[command(hide = true)]
     BuiltinModel {
@@ -45,10 +50,69 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; print the first gap or edit and exit non-zero if there is one.
+    Verify {
+        /// The server's data directory (default ./.spillway).
+        #[arg(long, env = "SPILLWAY_DATA_DIR", default_value = ".spillway")]
+        data_dir: PathBuf,
+    },
+    /// Write the records, oldest first, as JSON lines (one CloudTrail record per line) to stdout.
+    Export {
+        /// The server's data directory (default ./.spillway).
+        #[arg(long, env = "SPILLWAY_DATA_DIR", default_value = ".spillway")]
+        data_dir: PathBuf,
+        /// Only records at or after this time: `YYYY-MM-DDTHH:MM:SSZ` or epoch seconds.
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+/// The audit log's file in a data directory.
+fn audit_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("audit.db")
+}
+
+fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    use spillway::audit::AuditLog;
+    match command {
+        AuditCommand::Verify { data_dir } => {
+            let path = audit_path(&data_dir);
+            let log = AuditLog::open_read_only(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            let report = log.verify()?;
+            println!("{report}");
+            if !report.is_ok() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        AuditCommand::Export { data_dir, since } => {
+            let since = match since {
+                None => None,
+                Some(s) => Some(
+                    s.parse::<f64>()
+                        .ok()
+                        .filter(|t| t.is_finite())
+                        .or_else(|| spillway::audit::record::parse_time(&s).map(|t| t as f64))
+                        .with_context(|| format!("--since {s:?}: expected YYYY-MM-DDTHH:MM:SSZ or epoch seconds"))?,
+                ),
+            };
+            let path = audit_path(&data_dir);
+            let log = AuditLog::open_read_only(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let n = log.export_since(&mut out, since)?;
+            eprintln!("spillway: exported {n} audit records");
+            Ok(())
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Audit { command } => audit(command),
         Command::BuiltinModel { name } => {
             spillway::builtin::run(&name).await.context("built-in model server")?;
             Ok(())
@@ -115,6 +179,9 @@ async fn serve(
     if demo {
         tokio::spawn(spillway::demo::run(app.clone(), url.clone()));
     }
+    if let Some(log) = &app.dataplane.audit {
+        tokio::spawn(prune_audit(log.clone(), app.clock));
+    }
     let router = spillway::api::router(app.clone());
     let threads = match app.cfg.router.io_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -165,6 +232,19 @@ fn raise_fd_limit() -> u64 {
         Err(e) => {
             tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
             soft
+        }
+    }
+}
+
+/// Deletes audit records past their retention now and every hour.
+async fn prune_audit(log: std::sync::Arc<spillway::audit::AuditLog>, clock: spillway::clock::Clock) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match log.prune_async(clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "audit: deleted records past their retention"),
+            Err(e) => tracing::error!(error = %e, "audit: cannot delete records past their retention"),
         }
     }
 }

@@ -78,6 +78,28 @@ impl AdminOp {
     }
 }
 
+impl AdminOp {
+    /// Whether it only reads (every `GET`).
+    pub fn read_only(&self) -> bool {
+        !matches!(self, AdminOp::PutCapacity { .. } | AdminOp::DeleteCapacity { .. })
+    }
+
+    /// Its parameters, as the audit trail records them.
+    pub fn parameters(&self) -> Value {
+        match self {
+            AdminOp::PutCapacity { instance_type, body } => json!({
+                "instanceType": instance_type,
+                "body": serde_json::from_slice::<Value>(body).unwrap_or(Value::Null),
+            }),
+            AdminOp::DeleteCapacity { instance_type } => json!({ "instanceType": instance_type }),
+            AdminOp::ListEvents { endpoint } | AdminOp::ListInstances { endpoint } => {
+                json!({ "endpointName": endpoint })
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
 impl Operation for AdminOp {
     fn name(&self) -> &'static str {
         match self {
@@ -109,32 +131,51 @@ impl Operation for AdminOp {
     }
 }
 
-/// Runs one admin operation and records it in the per-operation metrics.
-async fn run(app: &Arc<App>, caller: &Requester, op: AdminOp) -> Response {
+/// Runs one admin operation: authorizes it, records it in the audit trail and the
+/// per-operation metrics.
+async fn run(app: &Arc<App>, requester: &Requester, op: AdminOp) -> Response {
     let started = app.clock.instant();
     let name = op.name();
     tracing::debug!(action = %op.action(), resource = %op.resource(&app.arns()), "request");
-    if let Err(e) = super::authorize(app, caller, &op) {
-        app.metrics
-            .prometheus
-            .record_api(name, e.code.as_str(), app.clock.since(started).as_secs_f64());
-        return e.into_response();
-    }
-    let result = match op {
-        AdminOp::Health => Ok(Json(json!({ "status": "ok" })).into_response()),
-        AdminOp::Metrics => Ok(render_metrics(app).await),
-        AdminOp::ListCapacity => Ok(Json(capacity_view(app)).into_response()),
-        AdminOp::PutCapacity { instance_type, body } => set_capacity(app, instance_type, Some(&body)).await,
-        AdminOp::DeleteCapacity { instance_type } => set_capacity(app, instance_type, None).await,
-        AdminOp::ListInstanceTypes => Ok(Json(json!({ "instanceTypes": catalog::all() })).into_response()),
-        AdminOp::ListEvents { endpoint } => events_of(app, &endpoint),
-        AdminOp::ListInstances { endpoint } => instances_of(app, &endpoint).await,
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let call = super::Call {
+        service: "spillway",
+        name,
+        request: op.parameters(),
+        request_id: &request_id,
+        user_agent: "",
+        read_only: op.read_only(),
     };
+    let resource = Some(op.resource(&app.arns()));
+    let mut answer = None;
+    let result = super::audited(app, requester, call, resource, async {
+        super::authorize(app, requester, &op)?;
+        answer = Some(match op {
+            AdminOp::Health => Json(json!({ "status": "ok" })).into_response(),
+            AdminOp::Metrics => render_metrics(app).await,
+            AdminOp::ListCapacity => Json(capacity_view(app)).into_response(),
+            AdminOp::PutCapacity { instance_type, body } => set_capacity(app, instance_type, Some(&body)).await?,
+            AdminOp::DeleteCapacity { instance_type } => set_capacity(app, instance_type, None).await?,
+            AdminOp::ListInstanceTypes => Json(json!({ "instanceTypes": catalog::all() })).into_response(),
+            AdminOp::ListEvents { endpoint } => events_of(app, &endpoint)?,
+            AdminOp::ListInstances { endpoint } => instances_of(app, &endpoint).await?,
+        });
+        Ok(Value::Null)
+    })
+    .await;
     let code = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
     app.metrics
         .prometheus
         .record_api(name, code, app.clock.since(started).as_secs_f64());
-    result.unwrap_or_else(IntoResponse::into_response)
+    let mut resp = match (result, answer) {
+        (Ok(_), Some(answer)) => answer,
+        (Err(e), _) => e.into_response(),
+        (Ok(_), None) => ApiError::internal("the admin operation gave no answer").into_response(),
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
 }
 
 /// `GET /_spillway/health`: the server is up.

@@ -21,8 +21,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::ops::{Action, Arns, Operation, Resource};
 use super::Requester;
+use super::ops::{Action, Arns, Operation, Resource};
 use crate::auth::Caller;
 use crate::control::app::App;
 use crate::control::identity::{
@@ -1026,25 +1026,56 @@ pub fn is_query(headers: &axum::http::HeaderMap) -> bool {
 
 /// `POST /` with a form body: parses, runs and answers one IAM or STS call, and records it in
 /// the per-operation metrics.
-pub async fn handle(app: Arc<App>, requester: &Requester, body: Result<Bytes, ApiError>) -> Response {
+pub async fn handle(
+    app: Arc<App>,
+    requester: &Requester,
+    headers: &axum::http::HeaderMap,
+    body: Result<Bytes, ApiError>,
+) -> Response {
     let started = app.clock.instant();
     let request_id = uuid::Uuid::new_v4().to_string();
     let caller = &requester.caller;
     let params = body.map(|b| Params::parse(&b));
+    // What the audit record keeps of the request: its parameters but the action and version.
+    let request = params.as_ref().map_or(serde_json::Value::Null, |p| {
+        serde_json::Value::Object(
+            p.0.iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "Action" | "Version"))
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
+    });
     // Errors before the API is known are answered in IAM's namespace.
-    let mut xmlns = IAM_XMLNS;
-    let mut operation = "unknown";
-    let result = params.and_then(|p| QueryOp::parse(&p)).and_then(|mut op| {
-        xmlns = op.xmlns();
-        operation = op.name();
+    let op = params.and_then(|p| QueryOp::parse(&p));
+    let (xmlns, operation, service) = match &op {
+        Ok(op) => (op.xmlns(), op.name(), op.action().service),
+        Err(_) => (IAM_XMLNS, "unknown", "iam"),
+    };
+    let call = super::Call {
+        service,
+        name: operation,
+        request,
+        request_id: &request_id,
+        user_agent: headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or(""),
+        read_only: crate::audit::is_read_only(operation),
+    };
+    let resource = op.as_ref().ok().map(|op| op.resource(&app.arns()));
+    // The XML answer goes to the client only: the audit record of an IAM call keeps no
+    // `responseElements` (CreateAccessKey's answer holds a secret).
+    let mut answer = None;
+    let result = super::audited(&app, requester, call, resource, async {
+        let mut op = op?;
         if let QueryOp::Iam(iam) = &mut op {
             iam.resolve_caller(caller)?;
         }
         // The action and resource an IAM policy is evaluated on.
         tracing::debug!(action = %op.action(), resource = %op.resource(&app.arns()), "request");
         super::authorize(&app, requester, &op)?;
-        dispatch(&app, op, caller)
-    });
+        answer = dispatch(&app, op, caller)?;
+        Ok(serde_json::Value::Null)
+    })
+    .await
+    .map(|_| answer);
     let code = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
     app.metrics
         .prometheus

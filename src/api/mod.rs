@@ -1,7 +1,8 @@
 //! The HTTP edge of the control plane: one listener serving the SageMaker control plane,
-//! Application Auto Scaling and CloudWatch reads (awsJson on `POST /`, dispatched by the
-//! `X-Amz-Target` service prefix), IAM and STS (awsQuery: a form-encoded `POST /`, dispatched by
-//! its `Version`), the runtime's hyper-served invocations, and spillway's admin
+//! Application Auto Scaling, CloudWatch reads and CloudTrail's `LookupEvents` (awsJson on
+//! `POST /`, dispatched by the `X-Amz-Target` service prefix), IAM and STS (awsQuery: a
+//! form-encoded `POST /`, dispatched by its `Version`), the runtime's hyper-served invocations,
+//! and spillway's admin
 //! API (`/_spillway/`, `/metrics`).
 //!
 //! Every request is parsed once into a typed operation (`ops.rs`); operations that change
@@ -10,6 +11,7 @@
 
 pub mod admin;
 pub mod autoscaling;
+pub mod cloudtrail;
 pub mod cloudwatch;
 pub mod iam;
 pub mod ops;
@@ -17,8 +19,6 @@ pub mod sagemaker;
 
 use std::sync::Arc;
 
-use axum::Extension;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
@@ -26,8 +26,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::{Extension, Router};
 use serde_json::Value;
 
+use crate::audit::{Record, RecordResource, UserIdentity, redact};
 use crate::auth::sigv4::RequestParts;
 use crate::auth::{Begun, Caller, ClientAddr};
 use crate::control::app::App;
@@ -35,6 +37,7 @@ use crate::control::app::App;
 use crate::control::{self, ControlError};
 use crate::error::{ApiError, ErrorCode, Protocol};
 use autoscaling::AutoScalingOp;
+use cloudtrail::CloudTrailOp;
 use cloudwatch::CloudWatchOp;
 use ops::{Action, Arns, Operation, Resource};
 use sagemaker::SageMakerOp;
@@ -119,15 +122,28 @@ fn scope_of(parts: &axum::http::request::Parts) -> Scope {
         };
     }
     let target = header("x-amz-target");
-    let (services, protocol): (&'static [&'static str], _) = match target.split_once('.').map_or("", |(s, _)| s) {
-        "SageMaker" => (&["sagemaker"], Protocol::AwsJson11),
-        autoscaling::TARGET_PREFIX => (&["application-autoscaling"], Protocol::AwsJson11),
-        cloudwatch::TARGET_PREFIX => (&["monitoring"], Protocol::CloudWatch),
-        _ if target.is_empty() && header("content-type").starts_with("application/x-www-form-urlencoded") => {
-            (&["iam", "sts"], Protocol::AwsJson11)
-        }
-        _ => (&["sagemaker"], Protocol::AwsJson11),
-    };
+    if target.is_empty() && iam::is_query(&parts.headers) {
+        // IAM or STS, told apart by the body's `Version` after authentication.
+        return Scope {
+            services: &["iam", "sts"],
+            protocol: Protocol::Query,
+            action: None,
+        };
+    }
+    let (services, protocol): (&'static [&'static str], _) =
+        match api_of(target.rsplit_once('.').map_or("", |(s, _)| s)) {
+            // SigV4 names CloudWatch `monitoring`; every other API by its IAM prefix.
+            Some(api) => (
+                match api.service {
+                    "cloudwatch" => &["monitoring"],
+                    "application-autoscaling" => &["application-autoscaling"],
+                    "cloudtrail" => &["cloudtrail"],
+                    _ => &["sagemaker"],
+                },
+                api.protocol,
+            ),
+            None => (&["sagemaker"], Protocol::AwsJson11),
+        };
     Scope {
         services,
         protocol,
@@ -175,15 +191,38 @@ async fn authenticate(
         Ok(Begun::Signed(pending)) => auth.finish(pending, Some(&body)),
         Err(e) => Err(e),
     };
+    let source = parts.extensions.get::<ClientAddr>().map(|a| a.0);
     let caller = match caller {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(path = %parts.uri.path(), error = %e, "request not authenticated");
-            return ApiError::from_auth(&e, scope.protocol).into_response_for(scope.protocol);
+            let error = ApiError::from_auth(&e, scope.protocol);
+            let request_id = uuid::Uuid::new_v4().to_string();
+            let (service, name) = event_of(&parts, &body);
+            let call = Call {
+                service,
+                name,
+                request: Value::Null,
+                request_id: &request_id,
+                user_agent: parts
+                    .headers
+                    .get("user-agent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+                read_only: crate::audit::is_read_only(name),
+            };
+            let presented = presented_key(&parts.headers);
+            let mut resp = match audit_refusal(&app, call, source, presented, &error).await {
+                Ok(()) => error.into_response_for(scope.protocol),
+                Err(e) => e.into_response_for(scope.protocol),
+            };
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                resp.headers_mut().insert("x-amzn-requestid", v);
+            }
+            return resp;
         }
     };
     drop(headers);
-    let source = parts.extensions.get::<ClientAddr>().map(|a| a.0);
     parts.extensions.insert(Requester { caller, source });
     next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(body)))
         .await
@@ -196,6 +235,48 @@ pub struct Requester {
     pub caller: Caller,
     /// The client's address.
     pub source: Option<std::net::IpAddr>,
+}
+
+/// The access key id a request's `Authorization` presents, if any (never its secret: a request
+/// carries none).
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let rest = &auth[auth.find("Credential=")? + "Credential=".len()..];
+    rest.split('/')
+        .next()
+        .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// The IAM service prefix and operation name of a request the router serves, from its head and
+/// body, for the audit record of a refusal; names come from the APIs' tables only (`unknown`).
+fn event_of(parts: &axum::http::request::Parts, body: &[u8]) -> (&'static str, &'static str) {
+    let path = parts.uri.path();
+    if path == "/metrics" || path.starts_with("/_spillway/") {
+        return (
+            "spillway",
+            admin::AdminOp::from_head(parts.method.as_str(), path).map_or("unknown", |op| op.name()),
+        );
+    }
+    if iam::is_query(&parts.headers) {
+        let params = iam::Params::parse(body);
+        return match iam::QueryOp::parse(&params) {
+            Ok(op) => (op.action().service, op.name()),
+            Err(_) => ("iam", "unknown"),
+        };
+    }
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (service, name) = target.rsplit_once('.').unwrap_or(("", ""));
+    match api_of(service) {
+        Some(api) => (
+            api.service,
+            api.names.iter().find(|n| **n == name).copied().unwrap_or("unknown"),
+        ),
+        None => ("sagemaker", "unknown"),
+    }
 }
 
 /// Whether `caller` may run `op`: the caller's policies on its action, resource and condition
@@ -268,6 +349,8 @@ pub(crate) enum AwsOp {
     AutoScaling(AutoScalingOp),
     /// `X-Amz-Target: GraniteServiceVersion20100801.<Op>`.
     CloudWatch(CloudWatchOp),
+    /// `X-Amz-Target: com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.<Op>`.
+    CloudTrail(CloudTrailOp),
 }
 
 impl Operation for AwsOp {
@@ -276,6 +359,7 @@ impl Operation for AwsOp {
             AwsOp::SageMaker(op) => op.name(),
             AwsOp::AutoScaling(op) => op.name(),
             AwsOp::CloudWatch(op) => op.name(),
+            AwsOp::CloudTrail(op) => op.name(),
         }
     }
 
@@ -284,6 +368,7 @@ impl Operation for AwsOp {
             AwsOp::SageMaker(op) => op.action(),
             AwsOp::AutoScaling(op) => op.action(),
             AwsOp::CloudWatch(op) => op.action(),
+            AwsOp::CloudTrail(op) => op.action(),
         }
     }
 
@@ -292,6 +377,7 @@ impl Operation for AwsOp {
             AwsOp::SageMaker(op) => op.resource(arns),
             AwsOp::AutoScaling(op) => op.resource(arns),
             AwsOp::CloudWatch(op) => op.resource(arns),
+            AwsOp::CloudTrail(op) => op.resource(arns),
         }
     }
 
@@ -300,6 +386,7 @@ impl Operation for AwsOp {
             AwsOp::SageMaker(op) => op.conditions(ctx),
             AwsOp::AutoScaling(op) => op.conditions(ctx),
             AwsOp::CloudWatch(op) => op.conditions(ctx),
+            AwsOp::CloudTrail(op) => op.conditions(ctx),
         }
     }
 }
@@ -310,6 +397,8 @@ type Parse = fn(&str, &[u8]) -> Option<Result<AwsOp, ApiError>>;
 /// The API a target names, its protocol, its operation names and the `parse` of its enum.
 struct Api {
     protocol: Protocol,
+    /// The service prefix of its IAM actions (`sagemaker`, …).
+    service: &'static str,
     names: &'static [&'static str],
     parse: Parse,
     label: &'static str,
@@ -320,21 +409,31 @@ fn api_of(service: &str) -> Option<Api> {
     Some(match service {
         "SageMaker" => Api {
             protocol: Protocol::AwsJson11,
+            service: "sagemaker",
             names: SageMakerOp::NAMES,
             parse: |n, b| SageMakerOp::parse(n, b).map(|r| r.map(AwsOp::SageMaker)),
             label: "SageMaker",
         },
         autoscaling::TARGET_PREFIX => Api {
             protocol: Protocol::AwsJson11,
+            service: "application-autoscaling",
             names: AutoScalingOp::NAMES,
             parse: |n, b| AutoScalingOp::parse(n, b).map(|r| r.map(AwsOp::AutoScaling)),
             label: "Application Auto Scaling",
         },
         cloudwatch::TARGET_PREFIX => Api {
             protocol: Protocol::CloudWatch,
+            service: "cloudwatch",
             names: CloudWatchOp::NAMES,
             parse: |n, b| CloudWatchOp::parse(n, b).map(|r| r.map(AwsOp::CloudWatch)),
             label: "CloudWatch",
+        },
+        cloudtrail::TARGET_PREFIX => Api {
+            protocol: Protocol::AwsJson11,
+            service: "cloudtrail",
+            names: CloudTrailOp::NAMES,
+            parse: |n, b| CloudTrailOp::parse(n, b).map(|r| r.map(AwsOp::CloudTrail)),
+            label: "CloudTrail",
         },
         _ => return None,
     })
@@ -346,24 +445,151 @@ async fn dispatch(app: &Arc<App>, op: AwsOp) -> Result<Value, ApiError> {
         AwsOp::SageMaker(op) => sagemaker::dispatch(app, op).await,
         AwsOp::AutoScaling(op) => autoscaling::dispatch(app, op).await,
         AwsOp::CloudWatch(op) => cloudwatch::dispatch(&app.metrics, &op, app.clock.now()),
+        AwsOp::CloudTrail(op) => cloudtrail::dispatch(app.dataplane.audit.as_ref(), op).await,
     }
+}
+
+/// One call, as its audit record needs it.
+pub(crate) struct Call<'a> {
+    /// The service prefix of its IAM action (`sagemaker`, `iam`, `spillway`, ...).
+    pub service: &'static str,
+    /// The operation (a name of the API's table).
+    pub name: &'static str,
+    /// The request's parameters (redacted before they are written).
+    pub request: Value,
+    /// The `x-amzn-RequestId` it is answered with.
+    pub request_id: &'a str,
+    /// Its `User-Agent`.
+    pub user_agent: &'a str,
+    /// Whether it only reads (CloudTrail's `readOnly`): no intent is written before it runs.
+    pub read_only: bool,
+}
+
+/// The audit trail's `userIdentity` of a caller.
+pub(crate) fn identity_of(app: &App, caller: &Caller, presented: Option<&str>) -> UserIdentity {
+    match caller {
+        Caller::Principal(p) => {
+            UserIdentity::iam_user(&p.user_id, &p.arn, &p.account_id, &p.access_key_id, &p.user_name)
+        }
+        Caller::Unauthenticated => UserIdentity {
+            identity_type: "Root".into(),
+            principal_id: app.cfg.account_id.clone(),
+            arn: Some(caller.arn(&app.cfg.account_id)),
+            account_id: app.cfg.account_id.clone(),
+            access_key_id: None,
+            user_name: None,
+        },
+        Caller::Anonymous => UserIdentity::anonymous(presented),
+    }
+}
+
+/// A new audit record of `call` by `requester`.
+pub(crate) fn record_of(app: &App, requester: &Requester, call: &Call<'_>) -> Record {
+    let arns = app.arns();
+    let mut record = Record::api_call(
+        call.service,
+        call.name,
+        app.clock.now(),
+        &arns.region,
+        &arns.account_id,
+        identity_of(app, &requester.caller, None),
+    );
+    record.source_ip_address = requester.source.map_or_else(|| "unknown".into(), |ip| ip.to_string());
+    record.user_agent = call.user_agent.to_string();
+    record.request_id = call.request_id.to_string();
+    record.request_parameters = redact(call.name, &call.request, &Value::Null).0;
+    record
+}
+
+/// The error a call fails with when its audit record cannot be written.
+fn unwritable(e: crate::audit::AuditError) -> ApiError {
+    tracing::error!(error = %e, "audit record not written: call refused");
+    ApiError::internal(format!("spillway could not write the audit record of this call: {e}"))
+}
+
+/// Runs one call (`run`: authorization, then the operation) and records it in the audit trail,
+/// durably, before the answer leaves: a mutating call's intent before it runs (a log that cannot
+/// take it refuses the call with `InternalFailure`, so nothing changes unaudited) and its final
+/// record after; a read's one record after. A record that cannot be written fails the call.
+/// Without an audit log (`[audit] enabled = false`) it just runs the call.
+pub(crate) async fn audited(
+    app: &App,
+    requester: &Requester,
+    call: Call<'_>,
+    resource: Option<Resource>,
+    run: impl std::future::Future<Output = Result<Value, ApiError>>,
+) -> Result<Value, ApiError> {
+    // An unsigned call of an anonymous action (the liveness probe) is neither authenticated nor
+    // refused: probes every few seconds would bury the trail.
+    let anonymous = matches!(requester.caller, Caller::Anonymous);
+    let Some(log) = app.dataplane.audit.as_ref().filter(|_| !anonymous) else {
+        return run.await;
+    };
+    let mut record = record_of(app, requester, &call);
+    record.read_only = call.read_only;
+    if let Some(Resource::Arn(arn)) = &resource {
+        record.resources.push(RecordResource::of_arn(arn));
+    }
+    let ticket = match record.read_only {
+        true => None,
+        false => Some(log.begin_async(&record).await.map_err(unwritable)?),
+    };
+    let result = run.await;
+    match &result {
+        // CloudTrail records no answer of a read.
+        Ok(v) if !record.read_only => record.response_elements = redact(call.name, &Value::Null, v).1,
+        Ok(_) => {}
+        Err(e) => {
+            record.error_code = Some(e.code.as_str().to_string());
+            record.error_message = Some(e.message.clone());
+        }
+    }
+    match ticket {
+        Some(t) => log.complete_async(t, &record).await,
+        None => log.append_async(&record).await,
+    }
+    .map_err(unwritable)?;
+    result
+}
+
+/// Records a request refused before it was known who sent it (authentication failed).
+pub(crate) async fn audit_refusal(
+    app: &App,
+    call: Call<'_>,
+    source: Option<std::net::IpAddr>,
+    presented: Option<&str>,
+    e: &ApiError,
+) -> Result<(), ApiError> {
+    let Some(log) = app.dataplane.audit.as_ref() else {
+        return Ok(());
+    };
+    let requester = Requester {
+        caller: Caller::Anonymous,
+        source,
+    };
+    let mut record = record_of(app, &requester, &call);
+    record.user_identity = identity_of(app, &Caller::Anonymous, presented);
+    record.error_code = Some(e.code.as_str().to_string());
+    record.error_message = Some(e.message.clone());
+    log.append_async(&record).await.map_err(unwritable)
 }
 
 /// `POST /` with `X-Amz-Target: <Service>.<Operation>`.
 /// A form-encoded `POST /` without `X-Amz-Target` is an awsQuery call (IAM, STS: `iam.rs`).
 async fn aws_json(
     State(app): State<Arc<App>>,
-    Extension(caller): Extension<Requester>,
+    Extension(requester): Extension<Requester>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if iam::is_query(&headers) {
-        return iam::handle(app, &caller, body_or_error(body)).await;
+        return iam::handle(app, &requester, &headers, body_or_error(body)).await;
     }
     let started = app.clock.instant();
     let request_id = uuid::Uuid::new_v4().to_string();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let (service, name) = target.split_once('.').unwrap_or(("", ""));
+    // The operation follows the last dot: CloudTrail's prefix has dots of its own.
+    let (service, name) = target.rsplit_once('.').unwrap_or(("", ""));
     let api = api_of(service);
     let protocol = api.as_ref().map_or(Protocol::AwsJson11, |a| a.protocol);
     // The label of the per-operation metrics: only names of the table, never client input.
@@ -374,15 +600,27 @@ async fn aws_json(
     let result = match (&api, body_or_error(body)) {
         (_, Err(e)) => Err(e),
         (Some(api), Ok(body)) => match (api.parse)(name, &body) {
-            Some(Ok(op)) => {
-                // The action and resource an IAM policy is evaluated on.
-                tracing::debug!(action = %op.action(), resource = %op.resource(&app.arns()), "request");
-                match authorize(&app, &caller, &op) {
-                    Ok(()) => dispatch(&app, op).await,
-                    Err(e) => Err(e),
+            Some(op) => {
+                if let Ok(op) = &op {
+                    // The action and resource an IAM policy is evaluated on.
+                    tracing::debug!(action = %op.action(), resource = %op.resource(&app.arns()), "request");
                 }
+                let call = Call {
+                    service: api.service,
+                    name: operation,
+                    request: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    request_id: &request_id,
+                    user_agent: headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or(""),
+                    read_only: crate::audit::is_read_only(operation),
+                };
+                let resource = op.as_ref().ok().map(|op| op.resource(&app.arns()));
+                audited(&app, &requester, call, resource, async {
+                    let op = op?;
+                    authorize(&app, &requester, &op)?;
+                    dispatch(&app, op).await
+                })
+                .await
             }
-            Some(Err(e)) => Err(e),
             None => Err(ApiError::unknown_operation(format!(
                 "The {} operation {name} is not supported by spillway, which implements {}; see docs/api-compat.md",
                 api.label,

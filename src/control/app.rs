@@ -11,6 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use thiserror::Error;
 use tokio::sync::{Notify, watch};
 
+use crate::audit::AuditLog;
 use crate::auth::Auth;
 use crate::auth::directory::Identities;
 use crate::clock::Clock;
@@ -39,6 +40,9 @@ pub enum StartError {
     /// The store cannot be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The audit log cannot be opened.
+    #[error("cannot open the audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// What the controller and the API share about one endpoint.
@@ -166,6 +170,13 @@ impl App {
         } else {
             Metrics::disabled(retention)
         });
+        let audit = if cfg.audit.enabled {
+            let path = cfg.data_dir.join("audit.db");
+            Some(Arc::new(AuditLog::open(&path, cfg.audit.retention())?))
+        } else {
+            tracing::warn!("[audit] enabled = false: calls are not recorded");
+            None
+        };
         let iam_rows = store.iam_rows()?;
         let identities = Arc::new(Identities::new(identity::directory(&iam_rows, &cfg.account_id)));
         let iam = IamState::new(iam_rows);
@@ -178,6 +189,7 @@ impl App {
             clock,
             hosts: HostPolicy::new(&cfg.allowed_hosts),
             auth: Arc::new(Auth::new(&cfg, identities.clone())),
+            audit,
         });
         let app = Arc::new(App {
             cfg,

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use crate::audit::AuditLog;
 use crate::auth::Auth;
 use crate::clock::Clock;
 use crate::config::{HostPolicy, RouterConfig};
@@ -50,4 +51,6 @@ pub struct DataPlane {
     pub hosts: HostPolicy,
     /// Authentication and authorization, for invocations and (through `App`) every other API.
     pub auth: Arc<Auth>,
+    /// The audit trail (`None`: `[audit] enabled = false`), for every API.
+    pub audit: Option<Arc<AuditLog>>,
 }
