@@ -134,7 +134,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "control",
-        &["dataplane", "provider", "store", "core", "telemetry", "config", "clock", "auth"],
+        &[
+            "dataplane",
+            "provider",
+            "store",
+            "core",
+            "telemetry",
+            "config",
+            "clock",
+            "auth",
+        ],
     ),
     (
         "dataplane",
