@@ -805,7 +805,11 @@ fn check(
             };
             let creq = p.canonical_request(&hash);
             // The directory: each key id has its own secret.
-            let secret = if p.access_key_id == AK { SECRET } else { "the-other-keys-secret" };
+            let secret = if p.access_key_id == AK {
+                SECRET
+            } else {
+                "the-other-keys-secret"
+            };
             (p.verify(secret, &hash, &KeyCache::new(2)), Some(creq))
         }
     }
