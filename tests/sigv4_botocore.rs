@@ -144,8 +144,11 @@ fn other_alnum(b: u8) -> u8 {
     }
 }
 
-/// Each way to change one signed element of a case; `None` where the element has nothing to change.
-fn mutations(c: &Case) -> Vec<(String, String, String, String, Vec<(String, Vec<u8>)>, Vec<u8>)> {
+/// A changed request: what was changed, method, path, query, headers, body.
+type Mutation = (String, String, String, String, Vec<(String, Vec<u8>)>, Vec<u8>);
+
+/// Each way to change one signed element of a case (elements with nothing to change are left out).
+fn mutations(c: &Case) -> Vec<Mutation> {
     let mut out = Vec::new();
     let base = || {
         (
