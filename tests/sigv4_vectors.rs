@@ -587,6 +587,9 @@ fn signature_mismatch_carries_awss_hint() {
         ("InvalidSignatureException", 403)
     );
     assert_eq!(api.message, msg);
+    // For logs and audit records: without the canonical strings (which echo a session token).
+    assert!(e.summary().starts_with("The request signature we calculated"));
+    assert!(!e.summary().contains("Canonical"));
     // A wrong secret: same refusal.
     let s = Signed::simple();
     let refs: Vec<(&str, &[u8])> = s.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();

@@ -70,7 +70,8 @@ pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 pub const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// The parts of an HTTP request SigV4 covers, as they came off the wire (path and query NOT decoded).
-#[derive(Debug, Clone, Copy)]
+/// Its `Debug` shows header names only (values may hold a session token).
+#[derive(Clone, Copy)]
 pub struct RequestParts<'a> {
     /// The method, e.g. `POST`.
     pub method: &'a str,
@@ -80,6 +81,35 @@ pub struct RequestParts<'a> {
     pub query: &'a str,
     /// Every header as received: names in any case, duplicates allowed, in arrival order.
     pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+impl std::fmt::Debug for RequestParts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestParts")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field(
+                "header_names",
+                &self.headers.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Whether a wire path has `.`, `..` or empty segments (`//`), which SigV4 normalises away:
+/// a signature over `/a/b` also verifies `/a/x/../b`. A router that does not route on the
+/// normalised path should refuse such paths (no SDK sends them to these APIs).
+pub fn path_has_dot_or_empty_segments(path: &str) -> bool {
+    if path.is_empty() || path == "/" {
+        return false;
+    }
+    let inner = path.strip_prefix('/').unwrap_or(path);
+    let n = inner.split('/').count();
+    inner
+        .split('/')
+        .enumerate()
+        .any(|(i, s)| s == "." || s == ".." || (s.is_empty() && i + 1 < n))
 }
 
 /// What the caller must do with the body before [`Presented::verify`].
@@ -143,10 +173,20 @@ impl AuthError {
     pub fn to_api(&self, family: AuthFamily) -> ApiError {
         ApiError::auth(self.failure(), family, self.to_string())
     }
+
+    /// The message without the canonical request and string to sign (which echo the request's
+    /// headers, a session token included): for logs and audit records.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Signature { .. } => "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.".into(),
+            other => other.to_string(),
+        }
+    }
 }
 
-/// Step 1's result: a credential as presented, not yet checked against a secret.
-#[derive(Debug, Clone)]
+/// Step 1's result: a credential as presented, not yet checked against a secret. Its `Debug`
+/// leaves out the session token and the request.
+#[derive(Clone)]
 pub struct Presented<'a> {
     /// The access key id of the credential scope.
     pub access_key_id: &'a str,
@@ -164,6 +204,19 @@ pub struct Presented<'a> {
     signed_headers: &'a str,
     signature: &'a str,
     payload: PayloadHash<'a>,
+}
+
+impl std::fmt::Debug for Presented<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presented")
+            .field("access_key_id", &self.access_key_id)
+            .field("session_token", &self.session_token.map(|_| "<redacted>"))
+            .field("region", &self.region)
+            .field("service", &self.service)
+            .field("timestamp", &self.timestamp)
+            .field("payload", &self.payload)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Presented<'a> {
@@ -1069,6 +1122,28 @@ mod tests {
         assert_eq!(c("a=x%20y&c=%7e&d=+"), "a=x%20y&c=~&d=%2B");
         assert_eq!(c("a-b=1&a=2"), "a=2&a-b=1");
         assert_eq!(c("&&a=1&"), "a=1");
+    }
+
+    #[test]
+    fn dot_and_empty_segments() {
+        for p in ["/", "", "/a", "/a/", "/endpoints/e/invocations", "/a.b/..c"] {
+            assert!(!path_has_dot_or_empty_segments(p), "{p}");
+        }
+        for p in ["//", "/a//b", "/./a", "/a/..", "/a/../b/", "/a/./"] {
+            assert!(path_has_dot_or_empty_segments(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_session_token() {
+        let headers: Vec<(&str, &[u8])> = vec![("x-amz-security-token", b"SECRET-TOKEN")];
+        let parts = RequestParts {
+            method: "GET",
+            path: "/",
+            query: "",
+            headers: &headers,
+        };
+        assert!(!format!("{parts:?}").contains("SECRET-TOKEN"));
     }
 
     #[test]
