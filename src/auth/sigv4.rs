@@ -452,25 +452,23 @@ pub fn authenticate<'a>(
     if amz_date.is_none() && http_date.is_none() {
         missing.push_str("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. ");
     }
-    if !missing.is_empty() {
-        return Err(AuthError::Incomplete(format!("{missing}Authorization={auth}")));
-    }
-    let (Some(credential), Some(signed_headers), Some(signature)) =
-        (parsed.credential, parsed.signed_headers, parsed.signature)
+    let date = amz_date.map(|v| (v, "x-amz-date")).or(http_date.map(|v| (v, "date")));
+    let (Some(credential), Some(signed_headers), Some(signature), Some((date_value, date_header))) =
+        (parsed.credential, parsed.signed_headers, parsed.signature, date)
     else {
-        unreachable!("checked above");
+        return Err(AuthError::Incomplete(format!("{missing}Authorization={auth}")));
     };
 
-    let (time, date_header) = match (amz_date, http_date) {
-        (Some(v), _) => {
-            let s = utf8(v, "X-Amz-Date header")?.trim();
-            (parse_amz_date(s).ok_or_else(|| bad_date(s))?, "x-amz-date")
-        }
-        (None, Some(v)) => {
-            let s = utf8(v, "Date header")?.trim();
-            (parse_http_date(s).ok_or_else(|| bad_date(s))?, "date")
-        }
-        (None, None) => unreachable!("checked above"),
+    let time = if date_header == "x-amz-date" {
+        let s = utf8(date_value, "X-Amz-Date header")?.trim();
+        parse_amz_date(s).ok_or_else(|| bad_date(s))?
+    } else {
+        let s = utf8(date_value, "Date header")?.trim();
+        parse_http_date(s).ok_or_else(|| {
+            AuthError::Incomplete(format!(
+                "Date must be an HTTP date (RFC 7231, e.g. 'Mon, 30 Nov 2026 07:20:31 GMT'). Got '{s}'."
+            ))
+        })?
     };
     let timestamp = format_amz_date(time);
 
@@ -527,8 +525,7 @@ pub fn authenticate<'a>(
         )));
     }
     let session_token = match single_header(headers, "x-amz-security-token")? {
-        Some(t) if !is_signed("x-amz-security-token") => {
-            let _ = t;
+        Some(_) if !is_signed("x-amz-security-token") => {
             return Err(AuthError::Incomplete(
                 "'X-Amz-Security-Token' must be a 'SignedHeader' in the AWS Authorization.".into(),
             ));
