@@ -690,8 +690,12 @@ fn canonical_request(req: &RequestParts<'_>, extra: &[(&str, &[u8])], signed_hea
 }
 
 fn is_space(b: u8) -> bool {
-    // Python's str.split() whitespace in the ASCII range (botocore's Trimall).
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0x1c..=0x1f)
+    // Python's str.split() whitespace among the Latin-1 characters (botocore's Trimall): HTTP
+    // parsers let only SP, HTAB, NEL (0x85) and NBSP (0xA0) through.
+    matches!(
+        b,
+        b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0x1c..=0x1f | 0x85 | 0xa0
+    )
 }
 
 /// Trimall: trims, collapses runs of whitespace to one space; bytes read as ISO-8859-1.
@@ -1154,6 +1158,7 @@ mod tests {
         assert_eq!(t(b""), "");
         assert_eq!(t(b"   "), "");
         assert_eq!(t(b"caf\xe9"), "caf\u{e9}");
+        assert_eq!(t(b"\xa0a\x85\x85b\xa0"), "a b");
     }
 
     #[test]

@@ -163,7 +163,7 @@ def rand_query(rng: random.Random) -> str:
 
 def rand_header_value(rng: random.Random) -> str:
     words = ["".join(rng.choice("abcXYZ019!#$%&'*+-.^_`|~\"/:;<=>?@[]{}é\u00e0") for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 4))]
-    seps = [rng.choice([" ", "  ", "\t", " \t  "]) for _ in words]
+    seps = [rng.choice([" ", "  ", "\t", " \t  ", "\u00a0", " \u0085 "]) for _ in words]
     out = "".join(w + s for w, s in zip(words, seps)).rstrip(" \t")
     return out
 
