@@ -81,6 +81,31 @@ pub enum ErrorCode {
     InvalidInput,
     /// IAM and STS (awsQuery): an `Action` or `Version` that is not served (400).
     InvalidAction,
+    /// awsJson APIs: no `Authorization` header (400, "Missing Authentication Token").
+    MissingAuthenticationTokenException,
+    /// The runtime: no `Authorization` header (`MissingAuthenticationTokenException`, 403).
+    RuntimeMissingAuthenticationToken,
+    /// awsQuery APIs (IAM, STS): no `Authorization` header (403).
+    MissingAuthenticationToken,
+    /// awsJson APIs: an access key spillway does not know, or an inactive one (400).
+    UnrecognizedClientException,
+    /// The runtime: an unknown or inactive access key (`UnrecognizedClientException`, 403).
+    RuntimeUnrecognizedClient,
+    /// awsQuery APIs: an unknown or inactive access key (403).
+    InvalidClientTokenId,
+    /// awsJson APIs: a signature that does not match, a time over 5 minutes off, a credential
+    /// scoped to another region, service or day (400).
+    InvalidSignatureException,
+    /// The runtime: the same refusals (`InvalidSignatureException`, 403).
+    RuntimeInvalidSignature,
+    /// awsQuery APIs: the same refusals (403).
+    SignatureDoesNotMatch,
+    /// awsJson APIs: a malformed `Authorization` header or date (400).
+    IncompleteSignatureException,
+    /// The runtime: a malformed `Authorization` header (`IncompleteSignatureException`, 403).
+    RuntimeIncompleteSignature,
+    /// awsQuery APIs: a malformed `Authorization` header (400).
+    IncompleteSignature,
 }
 
 impl ErrorCode {
@@ -117,6 +142,18 @@ impl ErrorCode {
         Self::MalformedPolicyDocument,
         Self::InvalidInput,
         Self::InvalidAction,
+        Self::MissingAuthenticationTokenException,
+        Self::RuntimeMissingAuthenticationToken,
+        Self::MissingAuthenticationToken,
+        Self::UnrecognizedClientException,
+        Self::RuntimeUnrecognizedClient,
+        Self::InvalidClientTokenId,
+        Self::InvalidSignatureException,
+        Self::RuntimeInvalidSignature,
+        Self::SignatureDoesNotMatch,
+        Self::IncompleteSignatureException,
+        Self::RuntimeIncompleteSignature,
+        Self::IncompleteSignature,
     ];
 
     /// The code on the wire (`__type`, `x-amzn-ErrorType`).
@@ -150,6 +187,16 @@ impl ErrorCode {
             Self::MalformedPolicyDocument => "MalformedPolicyDocument",
             Self::InvalidInput => "InvalidInput",
             Self::InvalidAction => "InvalidAction",
+            Self::MissingAuthenticationTokenException | Self::RuntimeMissingAuthenticationToken => {
+                "MissingAuthenticationTokenException"
+            }
+            Self::MissingAuthenticationToken => "MissingAuthenticationToken",
+            Self::UnrecognizedClientException | Self::RuntimeUnrecognizedClient => "UnrecognizedClientException",
+            Self::InvalidClientTokenId => "InvalidClientTokenId",
+            Self::InvalidSignatureException | Self::RuntimeInvalidSignature => "InvalidSignatureException",
+            Self::SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            Self::IncompleteSignatureException | Self::RuntimeIncompleteSignature => "IncompleteSignatureException",
+            Self::IncompleteSignature => "IncompleteSignature",
         }
     }
 
@@ -160,7 +207,14 @@ impl ErrorCode {
             Self::AdminNotFound | Self::NoSuchPath | Self::NoSuchEntity => StatusCode::NOT_FOUND,
             Self::EntityAlreadyExists | Self::LimitExceeded | Self::DeleteConflict => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::AccessDeniedException => StatusCode::FORBIDDEN,
+            Self::AccessDeniedException
+            | Self::RuntimeMissingAuthenticationToken
+            | Self::MissingAuthenticationToken
+            | Self::RuntimeUnrecognizedClient
+            | Self::InvalidClientTokenId
+            | Self::RuntimeInvalidSignature
+            | Self::SignatureDoesNotMatch
+            | Self::RuntimeIncompleteSignature => StatusCode::FORBIDDEN,
             Self::RequestEntityTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ModelError => StatusCode::FAILED_DEPENDENCY,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -182,7 +236,12 @@ impl ErrorCode {
             | Self::ValidationError
             | Self::MalformedPolicyDocument
             | Self::InvalidInput
-            | Self::InvalidAction => StatusCode::BAD_REQUEST,
+            | Self::InvalidAction
+            | Self::MissingAuthenticationTokenException
+            | Self::UnrecognizedClientException
+            | Self::InvalidSignatureException
+            | Self::IncompleteSignatureException
+            | Self::IncompleteSignature => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -198,6 +257,74 @@ impl ErrorCode {
             Self::InvalidParameterCombinationException => Some("InvalidParameterCombination;Sender"),
             Self::InvalidNextToken => Some("InvalidNextToken;Sender"),
             _ => None,
+        }
+    }
+}
+
+/// The kinds of authentication refusal (`auth::sigv4::AuthError::failure` names one). The
+/// error table is here; the verifier only says which kind and, where AWS's message depends on
+/// the request (a signature mismatch, a malformed header), the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthFailure {
+    /// No `Authorization` header.
+    MissingToken,
+    /// An access key that is unknown or inactive.
+    UnknownKey,
+    /// A malformed `Authorization` header or date, or a form of SigV4 spillway refuses.
+    Incomplete,
+    /// A signature that does not match, a stale or future time, a wrong credential scope.
+    BadSignature,
+}
+
+/// The protocol families whose authentication errors differ in code and status.
+///
+/// AWS's answers, as observed and documented: awsJson services (Coral) answer `…Exception`
+/// codes with 400 (SageMaker's `InvalidSignatureException` for a wrong scope is a 400; so is
+/// DynamoDB's and Cognito's `UnrecognizedClientException`); rest-json front ends answer the same
+/// codes with 403 (sagemaker-runtime's `MissingAuthenticationTokenException`, Lambda's
+/// `UnrecognizedClientException`, EKS's `InvalidSignatureException`); awsQuery services (IAM,
+/// STS) answer the common errors `MissingAuthenticationToken` (403), `InvalidClientTokenId`
+/// (403), `SignatureDoesNotMatch` (403, also for an expired signature) and `IncompleteSignature`
+/// (400). AWS is silent on CloudWatch's query-compatible JSON; spillway answers it as awsJson.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthFamily {
+    /// awsJson: the SageMaker control plane, Application Auto Scaling, CloudWatch's JSON
+    /// protocol, CloudTrail, the admin API.
+    AwsJson,
+    /// rest-json: sagemaker-runtime.
+    Runtime,
+    /// awsQuery: IAM, STS.
+    Query,
+}
+
+impl AuthFailure {
+    /// The row of the table for this refusal in a family.
+    pub const fn code(self, family: AuthFamily) -> ErrorCode {
+        use AuthFamily::*;
+        match (self, family) {
+            (Self::MissingToken, AwsJson) => ErrorCode::MissingAuthenticationTokenException,
+            (Self::MissingToken, Runtime) => ErrorCode::RuntimeMissingAuthenticationToken,
+            (Self::MissingToken, Query) => ErrorCode::MissingAuthenticationToken,
+            (Self::UnknownKey, AwsJson) => ErrorCode::UnrecognizedClientException,
+            (Self::UnknownKey, Runtime) => ErrorCode::RuntimeUnrecognizedClient,
+            (Self::UnknownKey, Query) => ErrorCode::InvalidClientTokenId,
+            (Self::Incomplete, AwsJson) => ErrorCode::IncompleteSignatureException,
+            (Self::Incomplete, Runtime) => ErrorCode::RuntimeIncompleteSignature,
+            (Self::Incomplete, Query) => ErrorCode::IncompleteSignature,
+            (Self::BadSignature, AwsJson) => ErrorCode::InvalidSignatureException,
+            (Self::BadSignature, Runtime) => ErrorCode::RuntimeInvalidSignature,
+            (Self::BadSignature, Query) => ErrorCode::SignatureDoesNotMatch,
+        }
+    }
+
+    /// AWS's fixed message for this refusal in a family, where it does not depend on the
+    /// request.
+    pub const fn fixed_message(self, family: AuthFamily) -> Option<&'static str> {
+        match (self, family) {
+            (Self::MissingToken, AuthFamily::Query) => Some("Request is missing Authentication Token"),
+            (Self::MissingToken, _) => Some("Missing Authentication Token"),
+            (Self::UnknownKey, _) => Some("The security token included in the request is invalid."),
+            (Self::Incomplete | Self::BadSignature, _) => None,
         }
     }
 }
@@ -265,6 +392,16 @@ impl ApiError {
     /// `InternalFailure` (500): a bug or a broken store, never bad input.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InternalFailure, message)
+    }
+
+    /// An authentication refusal in a protocol family: the family's code and status, AWS's
+    /// fixed message where there is one, else `message` (the verifier's, e.g. the signature
+    /// mismatch with its canonical-request hint, or "Signature expired: …").
+    pub fn auth(failure: AuthFailure, family: AuthFamily, message: impl Into<String>) -> Self {
+        match failure.fixed_message(family) {
+            Some(m) => Self::new(failure.code(family), m),
+            None => Self::new(failure.code(family), message),
+        }
     }
 
     /// Adds a member to the error body.
@@ -349,14 +486,6 @@ impl ApiError {
             h.insert(name, HeaderValue::from_static(value));
         }
         resp
-    }
-}
-
-impl ApiError {
-    /// A request whose authentication failed (placeholder until the SigV4 table lands).
-    pub fn from_auth(e: &crate::auth::sigv4::AuthError, protocol: Protocol) -> Self {
-        let _ = protocol;
-        Self::new(ErrorCode::AccessDeniedException, e.to_string())
     }
 }
 
@@ -485,6 +614,68 @@ mod tests {
                 proptest::prop_assert!(["&amp;", "&lt;", "&gt;", "&quot;", "&apos;", "&#13;"].iter().any(|x| rest.starts_with(x)));
             }
         }
+    }
+
+    #[test]
+    fn auth_refusals_per_family() {
+        use AuthFailure::*;
+        let t = |f, fam, msg: &str| {
+            let e = ApiError::auth(f, fam, msg);
+            (e.code.as_str(), e.status().as_u16(), e.message)
+        };
+        let missing = "Missing Authentication Token".to_string();
+        assert_eq!(
+            t(MissingToken, AuthFamily::AwsJson, "x"),
+            ("MissingAuthenticationTokenException", 400, missing.clone())
+        );
+        assert_eq!(
+            t(MissingToken, AuthFamily::Runtime, "x"),
+            ("MissingAuthenticationTokenException", 403, missing)
+        );
+        assert_eq!(
+            t(MissingToken, AuthFamily::Query, "x"),
+            (
+                "MissingAuthenticationToken",
+                403,
+                "Request is missing Authentication Token".to_string()
+            )
+        );
+        let invalid = "The security token included in the request is invalid.".to_string();
+        assert_eq!(
+            t(UnknownKey, AuthFamily::AwsJson, "x"),
+            ("UnrecognizedClientException", 400, invalid.clone())
+        );
+        assert_eq!(
+            t(UnknownKey, AuthFamily::Runtime, "x"),
+            ("UnrecognizedClientException", 403, invalid.clone())
+        );
+        assert_eq!(
+            t(UnknownKey, AuthFamily::Query, "x"),
+            ("InvalidClientTokenId", 403, invalid)
+        );
+        assert_eq!(t(BadSignature, AuthFamily::AwsJson, "m").0, "InvalidSignatureException");
+        assert_eq!(t(BadSignature, AuthFamily::AwsJson, "m").1, 400);
+        assert_eq!(t(BadSignature, AuthFamily::Runtime, "m").1, 403);
+        assert_eq!(
+            t(BadSignature, AuthFamily::Query, "m"),
+            ("SignatureDoesNotMatch", 403, "m".to_string())
+        );
+        assert_eq!(
+            t(Incomplete, AuthFamily::AwsJson, "m"),
+            ("IncompleteSignatureException", 400, "m".to_string())
+        );
+        assert_eq!(t(Incomplete, AuthFamily::Runtime, "m").1, 403);
+        assert_eq!(
+            t(Incomplete, AuthFamily::Query, "m"),
+            ("IncompleteSignature", 400, "m".to_string())
+        );
+        // Every auth row is reachable from exactly one (failure, family).
+        let fams = [AuthFamily::AwsJson, AuthFamily::Runtime, AuthFamily::Query];
+        let rows: std::collections::HashSet<_> = [MissingToken, UnknownKey, Incomplete, BadSignature]
+            .iter()
+            .flat_map(|f| fams.iter().map(move |fam| f.code(*fam)))
+            .collect();
+        assert_eq!(rows.len(), 12);
     }
 
     #[test]

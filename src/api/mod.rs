@@ -35,7 +35,7 @@ use crate::auth::{Begun, Caller, ClientAddr};
 use crate::control::app::App;
 
 use crate::control::{self, ControlError};
-use crate::error::{ApiError, ErrorCode, Protocol};
+use crate::error::{ApiError, AuthFamily, ErrorCode, Protocol};
 use autoscaling::AutoScalingOp;
 use cloudtrail::CloudTrailOp;
 use cloudwatch::CloudWatchOp;
@@ -196,7 +196,11 @@ async fn authenticate(
         Ok(c) => c,
         Err(e) => {
             tracing::info!(path = %parts.uri.path(), error = %e, "request not authenticated");
-            let error = ApiError::from_auth(&e, scope.protocol);
+            let family = match scope.protocol {
+                Protocol::Query => AuthFamily::Query,
+                _ => AuthFamily::AwsJson,
+            };
+            let error = e.to_api(family);
             let request_id = uuid::Uuid::new_v4().to_string();
             let (service, name) = event_of(&parts, &body);
             let call = Call {
@@ -212,7 +216,11 @@ async fn authenticate(
                 read_only: crate::audit::is_read_only(name),
             };
             let presented = presented_key(&parts.headers);
-            let mut resp = match audit_refusal(&app, call, source, presented, &error).await {
+            let audited = ApiError {
+                message: e.summary(),
+                ..error.clone()
+            };
+            let mut resp = match audit_refusal(&app, call, source, presented, &audited).await {
                 Ok(()) => error.into_response_for(scope.protocol),
                 Err(e) => e.into_response_for(scope.protocol),
             };

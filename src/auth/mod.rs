@@ -238,6 +238,14 @@ impl Auth {
         if !signed && action.is_some_and(|a| self.is_anonymous(a)) {
             return Ok(Begun::Known(Caller::Anonymous));
         }
+        // SigV4 signs the path with `.`, `..` and empty segments removed, and the routers do
+        // not route on that form: such a path would run something the signature did not name.
+        if sigv4::path_has_dot_or_empty_segments(parts.path) {
+            return Err(AuthError::Incomplete(format!(
+                "The request path {:?} has empty, '.' or '..' segments, which spillway does not accept in signed requests",
+                parts.path
+            )));
+        }
         let presented = sigv4::authenticate(parts, &self.region, services, now)?;
         let principal = self
             .identities
@@ -256,14 +264,9 @@ impl Auth {
     pub fn finish(&self, pending: Pending<'_>, body: Option<&[u8]>) -> Result<Caller, AuthError> {
         let hash = match pending.presented.payload() {
             PayloadHash::Unsigned => "UNSIGNED-PAYLOAD".to_string(),
-            PayloadHash::Declared(declared) => {
-                let actual = sigv4::sha256_hex(body.unwrap_or_default());
-                if !actual.eq_ignore_ascii_case(declared) {
-                    return Err(AuthError::PayloadMismatch);
-                }
-                declared.to_ascii_lowercase()
-            }
-            PayloadHash::Compute => sigv4::sha256_hex(body.unwrap_or_default()),
+            // A declared hash is checked by signing what the body really hashes to: a body that
+            // is not the one declared (and signed) fails as a signature mismatch.
+            PayloadHash::Declared(_) | PayloadHash::Compute => sigv4::sha256_hex(body.unwrap_or_default()),
         };
         pending
             .presented

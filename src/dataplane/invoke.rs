@@ -33,7 +33,7 @@ use super::upstream::{self, Conn, UpstreamBody, UpstreamError};
 use crate::auth::sigv4::{AuthError, RequestParts};
 use crate::auth::{Begun, Caller};
 use crate::core::iam::{Operation, Resource};
-use crate::error::{ApiError, ErrorCode, Protocol};
+use crate::error::{ApiError, AuthFamily, ErrorCode};
 use crate::telemetry::metrics::{Outcome, Series};
 
 /// Largest request payload SageMaker accepts (6 MB).
@@ -321,7 +321,7 @@ async fn authenticate(
     };
     let refused = |e: AuthError| {
         tracing::info!(endpoint = call.op.endpoint_name(), error = %e, "invocation not authenticated");
-        ApiError::from_auth(&e, Protocol::AwsJson11)
+        e.to_api(AuthFamily::Runtime)
     };
     let pending = match dp.auth.begin(&parts, &["sagemaker"], None, dp.clock.system_time()) {
         Ok(Begun::Known(caller)) => return Ok((caller, None)),
