@@ -8,8 +8,8 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use crate::api::sagemaker;
-use crate::config::Config;
+use crate::auth::sigv4::{self, RequestParts};
+use crate::config::{AuthMode, Config};
 use crate::control::app::App;
 
 /// Names used by the demo.
@@ -33,10 +33,76 @@ pub fn prepare_config(cfg: &mut Config) {
     }
 }
 
-async fn call(app: &Arc<App>, op: &str, body: Value) -> Result<Value, String> {
-    sagemaker::call(app, op, body.to_string().as_bytes())
-        .await
-        .map_err(|e| format!("{}: {}", e.code.as_str(), e.message))
+/// The administrator's key from `<data_dir>/credentials` (none with authentication off).
+fn administrator_key(app: &App) -> Option<(String, String)> {
+    if app.cfg.auth.mode == AuthMode::None {
+        return None;
+    }
+    let text = std::fs::read_to_string(app.cfg.data_dir.join("credentials")).ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    Some((value("aws_access_key_id")?, value("aws_secret_access_key")?))
+}
+
+/// Sends one request to the server as a client does: over HTTP, signed (SigV4, `service`) with
+/// the administrator's key. Returns the status, the headers and the body.
+async fn request(
+    app: &App,
+    url: &str,
+    path: &str,
+    service: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, axum::http::HeaderMap, Vec<u8>), String> {
+    let host = url.trim_start_matches("http://");
+    let mut req = hyper::Request::post(format!("{url}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some((key, secret)) = administrator_key(app) {
+        let mut signed: Vec<(&str, &[u8])> = vec![("host", host.as_bytes())];
+        signed.extend(headers.iter().map(|(k, v)| (*k, v.as_bytes())));
+        let parts = RequestParts {
+            method: "POST",
+            path,
+            query: "",
+            headers: &signed,
+        };
+        let hash = sigv4::sha256_hex(body.as_bytes());
+        let now = app.clock.system_time();
+        for (k, v) in sigv4::sign(&parts, &hash, &key, &secret, None, &app.cfg.region, service, now) {
+            req = req.header(k, v);
+        }
+    }
+    let req = req.body(Body::from(body.to_string())).map_err(|e| e.to_string())?;
+    let resp = app.http.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, headers, body.to_vec()))
+}
+
+/// One SageMaker call, as boto3 makes it.
+async fn call(app: &Arc<App>, url: &str, op: &str, body: Value) -> Result<Value, String> {
+    let target = format!("SageMaker.{op}");
+    let headers = [
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", target.as_str()),
+    ];
+    let (status, _, body) = request(app, url, "/", "sagemaker", &headers, &body.to_string()).await?;
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if status != 200 {
+        return Err(format!(
+            "{}: {}",
+            v["__type"].as_str().unwrap_or("?"),
+            v["message"].as_str().unwrap_or("")
+        ));
+    }
+    Ok(v)
 }
 
 /// Runs the demo against a started server.
@@ -48,12 +114,13 @@ pub async fn run(app: Arc<App>, url: String) {
 
 async fn run_inner(app: &Arc<App>, url: &str) -> Result<(), String> {
     println!("\n== spillway demo: an endpoint whose preferred instance type has no capacity ==\n");
-    let existing = call(app, "DescribeEndpoint", json!({"EndpointName": ENDPOINT}))
+    let existing = call(app, url, "DescribeEndpoint", json!({"EndpointName": ENDPOINT}))
         .await
         .ok();
     if existing.is_none() {
         let _ = call(
             app,
+            url,
             "CreateModel",
             json!({
                 "ModelName": MODEL,
@@ -63,6 +130,7 @@ async fn run_inner(app: &Arc<App>, url: &str) -> Result<(), String> {
         .await;
         let _ = call(
             app,
+            url,
             "CreateEndpointConfig",
             json!({
                 "EndpointConfigName": CONFIG,
@@ -88,6 +156,7 @@ async fn run_inner(app: &Arc<App>, url: &str) -> Result<(), String> {
         );
         call(
             app,
+            url,
             "CreateEndpoint",
             json!({"EndpointName": ENDPOINT, "EndpointConfigName": CONFIG}),
         )
@@ -108,7 +177,7 @@ async fn run_inner(app: &Arc<App>, url: &str) -> Result<(), String> {
             );
         }
         shown = events.len();
-        let d = call(app, "DescribeEndpoint", json!({"EndpointName": ENDPOINT})).await?;
+        let d = call(app, url, "DescribeEndpoint", json!({"EndpointName": ENDPOINT})).await?;
         let status = d["EndpointStatus"].as_str().unwrap_or("").to_string();
         if status == "InService" || status == "Failed" {
             break d;
@@ -123,13 +192,16 @@ async fn run_inner(app: &Arc<App>, url: &str) -> Result<(), String> {
     for v in status["ProductionVariants"].as_array().into_iter().flatten() {
         println!("  variant {} InstancePools: {}", v["VariantName"], v["InstancePools"]);
     }
-    let req = hyper::Request::post(format!("{url}/endpoints/{ENDPOINT}/invocations"))
-        .header("content-type", "application/json")
-        .body(Body::from(r#"{"inputs": "hello"}"#))
-        .map_err(|e| e.to_string())?;
-    let resp = app.http.request(req).await.map_err(|e| e.to_string())?;
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    // Invoked as a client would: over HTTP, signed with the administrator's key.
+    let (_, headers, body) = request(
+        app,
+        url,
+        &format!("/endpoints/{ENDPOINT}/invocations"),
+        "sagemaker",
+        &[("content-type", "application/json")],
+        r#"{"inputs": "hello"}"#,
+    )
+    .await?;
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     println!(
         "\nInvokeEndpoint -> variant {:?}, answered by {:?} running model {}; echoed body {}",
@@ -146,15 +218,17 @@ async fn run_inner(app: &Arc<App>, url: &str) -> Result<(), String> {
     );
     println!(
         r#"
-Try it yourself (any credentials work):
+Try it yourself, in a shell with the four exports printed at start (the administrator's key):
 
-  python3 -c 'import boto3; rt = boto3.client("sagemaker-runtime", endpoint_url="{url}", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"); r = rt.invoke_endpoint(EndpointName="{ENDPOINT}", Body=b"hi"); print(r["ResponseMetadata"]["HTTPHeaders"]["x-spillway-instance-type"], r["Body"].read())'
+  python3 -c 'import boto3; rt = boto3.client("sagemaker-runtime"); r = rt.invoke_endpoint(EndpointName="{ENDPOINT}", Body=b"hi"); print(r["ResponseMetadata"]["HTTPHeaders"]["x-spillway-instance-type"], r["Body"].read())'
 
-  aws --endpoint-url {url} sagemaker describe-endpoint --endpoint-name {ENDPOINT}
-  curl -s {url}/_spillway/endpoints/{ENDPOINT}/events
-  curl -s -X PUT {url}/_spillway/capacity/ml.g6e.2xlarge -d '{{"slots": 2}}'    # give the preferred type capacity back
-  aws --endpoint-url {url} sagemaker create-model --model-name llm-model --primary-container Image=builtin:echo
-  aws --endpoint-url {url} sagemaker create-endpoint-config --endpoint-config-name llm-prod-v2 --production-variants file://examples/variant-with-instance-pools.json
+  aws sagemaker describe-endpoint --endpoint-name {ENDPOINT}
+  aws cloudtrail lookup-events --max-results 5 --query 'Events[].[EventTime,EventName,Username]' --output text
+  sw() {{ curl -s --aws-sigv4 "aws:amz:$AWS_DEFAULT_REGION:spillway" --user "$(aws configure get aws_access_key_id):$(aws configure get aws_secret_access_key)" "$@"; }}
+  sw {url}/_spillway/endpoints/{ENDPOINT}/events
+  sw -X PUT {url}/_spillway/capacity/ml.g6e.2xlarge -d '{{"slots": 2}}'    # give the preferred type capacity back
+  aws sagemaker create-model --model-name llm-model --primary-container Image=builtin:echo
+  aws sagemaker create-endpoint-config --endpoint-config-name llm-prod-v2 --production-variants file://examples/variant-with-instance-pools.json
 
 Press Ctrl-C to stop the server (it stops every model process it started).
 "#

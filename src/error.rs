@@ -30,6 +30,8 @@ pub enum ErrorCode {
     /// A request this server refuses to serve: a `Host` it does not answer for (DNS
     /// rebinding), a browser's cross-origin request (403).
     AccessDeniedException,
+    /// IAM and STS (awsQuery): a caller's policies do not allow the call (`AccessDenied`, 403).
+    AccessDenied,
     /// A request body over the control plane's limit: `RequestEntityTooLargeException`, 413.
     RequestEntityTooLarge,
     /// A path no API serves: `UnknownOperationException`, 404.
@@ -117,6 +119,7 @@ impl ErrorCode {
         Self::InternalFailure,
         Self::AdminNotFound,
         Self::AccessDeniedException,
+        Self::AccessDenied,
         Self::RequestEntityTooLarge,
         Self::NoSuchPath,
         Self::MethodNotAllowed,
@@ -164,6 +167,7 @@ impl ErrorCode {
             Self::UnknownOperationException | Self::NoSuchPath | Self::MethodNotAllowed => "UnknownOperationException",
             Self::RequestEntityTooLarge => "RequestEntityTooLargeException",
             Self::AccessDeniedException => "AccessDeniedException",
+            Self::AccessDenied => "AccessDenied",
             Self::InternalFailure => "InternalFailure",
             Self::ObjectNotFoundException => "ObjectNotFoundException",
             Self::InvalidParameterValueException => "InvalidParameterValueException",
@@ -208,6 +212,7 @@ impl ErrorCode {
             Self::EntityAlreadyExists | Self::LimitExceeded | Self::DeleteConflict => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::AccessDeniedException
+            | Self::AccessDenied
             | Self::RuntimeMissingAuthenticationToken
             | Self::MissingAuthenticationToken
             | Self::RuntimeUnrecognizedClient

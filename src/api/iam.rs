@@ -1070,7 +1070,11 @@ pub async fn handle(
         }
         // The action and resource an IAM policy is evaluated on.
         tracing::debug!(action = %op.action(), resource = %op.resource(&app.arns()), "request");
-        super::authorize(&app, requester, &op)?;
+        // IAM and STS word a policy's refusal `AccessDenied`.
+        super::authorize(&app, requester, &op).map_err(|e| ApiError {
+            code: ErrorCode::AccessDenied,
+            ..e
+        })?;
         answer = dispatch(&app, op, caller)?;
         Ok(serde_json::Value::Null)
     })

@@ -111,7 +111,8 @@ def test_boto3_works_with_the_printed_profile_and_no_arguments(server, monkeypat
 # What each refusal is, per API: (status, code, words in the message).
 def test_missing_authentication(server):
     status, h, body = raw(server, *LIST, keys=False)
-    assert (status, code_of(h, body)) == (403, "MissingAuthenticationTokenException"), (status, h, body)
+    assert (status, code_of(h, body)) == (400, "MissingAuthenticationTokenException"), (status, h, body)
+    assert body["message"] == "Missing Authentication Token"
 
 
 def test_unknown_key(server):
