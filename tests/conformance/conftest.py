@@ -16,12 +16,17 @@ def pytest_runtest_makereport(item, call):
 
 
 class _Servers:
-    def __init__(self, base_dir):
+    def __init__(self, base_dir, request=None):
         self.base_dir = base_dir
         self.servers: list[spw.Server] = []
+        # Tests marked `unauthenticated` send hand-written HTTP bytes (framing, routing) and run
+        # their servers with [auth] mode = "none"; test_auth.py covers signed raw requests.
+        self.unauthenticated = bool(request and request.node.get_closest_marker("unauthenticated"))
 
     def __call__(self, capacity=None, provisioning=None, config=None, name=None, start=True) -> spw.Server:
         cfg = spw.merge(spw.DEFAULT_CONFIG, config)
+        if self.unauthenticated:
+            cfg = spw.merge(cfg, {"auth": {"mode": "none"}})
         if provisioning:
             cfg["provisioning"].update(provisioning)
         if capacity:
@@ -46,7 +51,7 @@ class _Servers:
 @pytest.fixture
 def start_server(tmp_path, request):
     """Factory: start_server(capacity={...}, provisioning={...}, config={...}) -> running spw.Server."""
-    servers = _Servers(tmp_path)
+    servers = _Servers(tmp_path, request)
     yield servers
     rep = getattr(request.node, "rep_call", None)
     servers.finish(failed=bool(rep and rep.failed))
@@ -70,7 +75,7 @@ def rt(server):
 @pytest.fixture(scope="module")
 def module_server(tmp_path_factory, request):
     """One server shared by a module's tests (they must use unique resource names)."""
-    servers = _Servers(tmp_path_factory.mktemp(request.module.__name__.replace(".", "_")))
+    servers = _Servers(tmp_path_factory.mktemp(request.module.__name__.replace(".", "_")), request)
     srv = servers()
     yield srv
     servers.finish(failed=request.session.testsfailed > 0)

@@ -497,9 +497,12 @@ def cli_environment(server) -> dict[str, str]:
     return env
 
 
-def service_of(path: str, headers: dict) -> str:
+def service_of(path: str, headers: dict, body: bytes | None = None) -> str:
     """The SigV4 service name a request to spillway is signed for, as the SDKs choose it."""
     target = next((v for k, v in headers.items() if k.lower() == "x-amz-target"), "")
+    ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    if not target and ctype.startswith("application/x-www-form-urlencoded"):
+        return "sts" if b"Version=2011-06-15" in (body or b"") else "iam"
     if path.startswith("/_spillway") or path.startswith("/metrics"):
         return "spillway"
     if target.startswith("AnyScaleFrontendService."):
@@ -518,7 +521,7 @@ def signed_headers(url: str, method: str, path: str, body: bytes | None, headers
     from botocore.credentials import Credentials
 
     req = AWSRequest(method=method, url=url + path, data=body or b"", headers=dict(headers))
-    SigV4Auth(Credentials(*keys), service or service_of(path, headers), REGION).add_auth(req)
+    SigV4Auth(Credentials(*keys), service or service_of(path, headers, body), REGION).add_auth(req)
     return dict(req.headers.items())
 
 

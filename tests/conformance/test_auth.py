@@ -250,7 +250,7 @@ def test_a_team_scoped_reader_can_do_exactly_that(server):
     sm = server.client("sagemaker", keys=keys)
     rt = server.client("sagemaker-runtime", keys=keys)
     assert sm.describe_endpoint(EndpointName="ep-team-a")["EndpointStatus"] == "InService"
-    assert spw.invoke(rt, "ep-team-a")["Body"].read()
+    assert spw.invoke(rt, "ep-team-a", b"hi")[0]["body"] == "hi"
     msg = denied(sm.describe_endpoint, EndpointName="ep-team-b")
     assert msg == (
         f"User: arn:aws:iam::{spw.ACCOUNT}:user/reader-a is not authorized to perform: sagemaker:DescribeEndpoint "
@@ -317,7 +317,7 @@ def test_instance_types_condition(server):
     spw.create_model(sm, "cpu-m")
     sm.create_endpoint_config(EndpointConfigName="cpu-c", ProductionVariants=[spw.single_variant("cpu-m")])
     denied(sm.create_endpoint_config, EndpointConfigName="gpu-c", ProductionVariants=[spw.pooled_variant(
-        "cpu-m", spw.pools("ml.m5.xlarge", "ml.g6.2xlarge"))])
+        "cpu-m", spw.pools(("ml.m5.xlarge", 1), ("ml.g6.2xlarge", 2)))])
 
 
 def test_an_inactive_key_is_refused_and_a_deleted_one_too(server):
@@ -342,3 +342,74 @@ def test_key_material_is_never_logged(server):
     secret = server.credentials[1]
     logs = "".join(p.read_text(errors="replace") for p in server.log_paths)
     assert secret not in logs
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_signed_chunked_body_is_checked_whole_on_both_paths(start_server, fast_path):
+    """A signature covers the body: a chunked body is read whole and hashed before the model
+    sees any of it; a body that is not the signed one never reaches the model."""
+    import socket
+
+    server = start_server(config={"router": {"fast_path": fast_path}})
+    spw.deploy_echo(server.sm, "chunky")
+    spw.wait_in_service(server.sm, "chunky")
+    path = "/endpoints/chunky/invocations"
+
+    def send(signed_body: bytes, sent_body: bytes) -> tuple[int, bytes]:
+        req = AWSRequest(method="POST", url=server.url + path, data=signed_body, headers={"Content-Type": "text/plain"})
+        SigV4Auth(Credentials(*server.credentials), "sagemaker", spw.REGION).add_auth(req)
+        head = f"POST {path} HTTP/1.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in req.headers.items() if k.lower() != "content-length"
+        ) + f"Host: 127.0.0.1:{server.port}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        half = len(sent_body) // 2
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (sent_body[:half], sent_body[half:]) if c) + b"0\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(head.encode() + chunks)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        status = int(data.split(b" ", 2)[1])
+        return status, data.split(b"\r\n\r\n", 1)[1]
+
+    status, body = send(b"hello chunked world", b"hello chunked world")
+    assert status == 200, body
+    assert b"hello chunked world" in body
+    status, body = send(b"hello chunked world", b"HELLO chunked world")
+    assert status == 403 and b"InvalidSignatureException" in body, body
+
+
+def test_iam_refusals_are_iams(server):
+    keys = make_user(server, "no-iam", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "sagemaker:List*", "Resource": "*"}]})
+    iam = server.client("iam", keys=keys)
+    with pytest.raises(ClientError) as e:
+        iam.create_user(UserName="sneaky")
+    err = e.value.response["Error"]
+    assert err["Code"] == "AccessDenied" and e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert "is not authorized to perform: iam:CreateUser on resource: arn:aws:iam::" in err["Message"]
+    # Anyone signed may ask who they are only if a policy allows sts:GetCallerIdentity.
+    with pytest.raises(ClientError) as e:
+        server.client("sts", keys=keys).get_caller_identity()
+    assert e.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_every_refusal_and_change_is_in_the_audit_trail(server):
+    """Refused authentications, denied calls and changes all land in LookupEvents, with who and
+    from where, and no secret."""
+    raw(server, *LIST, keys=("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"))
+    keys = make_user(server, "auditee", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "sagemaker:ListModels", "Resource": "*"}]})
+    sm = server.client("sagemaker", keys=keys)
+    denied(sm.list_endpoints)
+    ct = server.client("cloudtrail")
+    events = [json.loads(e["CloudTrailEvent"]) for e in ct.lookup_events(MaxResults=50)["Events"]]
+    refused = [e for e in events if e.get("errorCode") == "UnrecognizedClientException"]
+    assert refused and refused[0]["userIdentity"]["accessKeyId"] == "AKIAIOSFODNN7EXAMPLE", events[:3]
+    assert refused[0]["eventName"] == "ListEndpoints" and refused[0]["sourceIPAddress"] == "127.0.0.1"
+    denial = [e for e in events if e.get("errorCode") == "AccessDeniedException"]
+    assert denial and denial[0]["userIdentity"]["userName"] == "auditee"
+    created = [e for e in events if e["eventName"] == "CreateAccessKey"]
+    assert created and "SecretAccessKey" not in json.dumps(created[0])
+    assert keys[1] not in json.dumps(events)
+    users = ct.lookup_events(LookupAttributes=[{"AttributeKey": "Username", "AttributeValue": "auditee"}])["Events"]
+    assert {e["EventName"] for e in users} >= {"ListEndpoints"}

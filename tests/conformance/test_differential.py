@@ -29,6 +29,10 @@ import socket
 import pytest
 
 import spw
+
+# Hand-written HTTP bytes test framing and routing, not authentication: these servers run with
+# [auth] mode = "none" (test_auth.py sends signed raw requests through both HTTP paths).
+pytestmark = pytest.mark.unauthenticated
 from conftest import _Servers
 from test_http1 import RAW_MODEL, Conn
 

@@ -60,6 +60,10 @@ import pytest
 
 import spw
 
+# Hand-written HTTP bytes test framing and routing, not authentication: these servers run with
+# [auth] mode = "none" (test_auth.py sends signed raw requests through both HTTP paths).
+pytestmark = pytest.mark.unauthenticated
+
 RAW_MODEL = spw.HERE / "models" / "raw_model.py"
 EP = "raw"
 PATH = f"/endpoints/{EP}/invocations"

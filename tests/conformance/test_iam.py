@@ -53,17 +53,12 @@ def query(server, params: dict, headers: dict | None = None):
 
 def aws(server, *args, ok=True):
     env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": "/nonexistent/aws-config",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        **spw.cli_environment(server),
         "AWS_MAX_ATTEMPTS": "1",
         "AWS_PAGER": "",
     }
-    env.pop("AWS_PROFILE", None)
-    cmd = [sys.executable, str(AWS), *args, "--endpoint-url", server.url, "--output", "json"]
+    cmd = [sys.executable, str(AWS), *args, "--output", "json"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     if ok:
         assert p.returncode == 0, f"{' '.join(args)} -> rc={p.returncode}\n{p.stderr}"
@@ -106,14 +101,14 @@ def test_users_are_created_read_listed_and_deleted_as_iam_does(server):
     for n in ["bob", "carol", "dave", "erin"]:
         c.create_user(UserName=n)
     names = [x["UserName"] for x in c.list_users()["Users"]]
-    assert names == ["alice", "bob", "carol", "dave", "erin"]
+    assert names == ["admin", "alice", "bob", "carol", "dave", "erin"]  # admin: made at first start
     assert [x["UserName"] for x in c.list_users(PathPrefix="/team-a/")["Users"]] == ["alice"]
     assert "Tags" not in c.list_users()["Users"][0]
 
     first = c.list_users(MaxItems=2)
     assert first["IsTruncated"] is True and len(first["Users"]) == 2
     second = c.list_users(MaxItems=2, Marker=first["Marker"])
-    assert [x["UserName"] for x in second["Users"]] == ["carol", "dave"]
+    assert [x["UserName"] for x in second["Users"]] == ["bob", "carol"]
     paged = [x["UserName"] for p in c.get_paginator("list_users").paginate(PaginationConfig={"PageSize": 2}) for x in p["Users"]]
     assert paged == names
     assert err(c.list_users, MaxItems=2, Marker="not-a-marker")[:2] == (400, "InvalidInput")
@@ -189,6 +184,7 @@ def test_access_keys_two_per_user_statuses_and_deletion(server):
     c.delete_user(UserName="svc")
 
 
+@pytest.mark.unauthenticated
 def test_operations_on_the_callers_own_user_need_a_user_caller(server):
     # Anonymous callers (authentication off) have no user: IAM's answer for non-user credentials.
     c = iam(server)
@@ -305,6 +301,7 @@ def test_groups_members_and_group_policies(server):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.unauthenticated
 def test_get_caller_identity_of_an_anonymous_caller_is_the_account_root(server):
     out = sts(server).get_caller_identity()
     assert out["Account"] == spw.ACCOUNT
@@ -392,7 +389,7 @@ def test_aws_cli_drives_iam_and_sts(server, tmp_path):
     _, out, _ = aws(server, "iam", "list-groups-for-user", "--user-name", "cli-user")
     assert [g["GroupName"] for g in out["Groups"]] == ["cli-group"]
     _, out, _ = aws(server, "iam", "list-users")
-    assert [u["UserName"] for u in out["Users"]] == ["cli-user"]
+    assert [u["UserName"] for u in out["Users"]] == ["admin", "cli-user"]
 
     rc, _, stderr = aws(server, "iam", "delete-user", "--user-name", "cli-user", ok=False)
     assert rc != 0 and "DeleteConflict" in stderr and "must delete policies first" in stderr
@@ -412,10 +409,10 @@ def test_aws_cli_drives_iam_and_sts(server, tmp_path):
     aws(server, "iam", "delete-access-key", "--user-name", "cli-user", "--access-key-id", key["AccessKeyId"])
     aws(server, "iam", "delete-user", "--user-name", "cli-user")
     _, out, _ = aws(server, "iam", "list-users")
-    assert out["Users"] == []
+    assert [u["UserName"] for u in out["Users"]] == ["admin"]
 
     _, out, _ = aws(server, "sts", "get-caller-identity")
-    assert out["Account"] == spw.ACCOUNT and out["Arn"] == f"arn:aws:iam::{spw.ACCOUNT}:root"
+    assert out["Account"] == spw.ACCOUNT and out["Arn"] == f"arn:aws:iam::{spw.ACCOUNT}:user/admin"
 
 
 # --------------------------------------------------------------------------------------------

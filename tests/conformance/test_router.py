@@ -286,6 +286,7 @@ def _raw_post(server, path: str, chunks, headers: dict[str, str]):
     return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
 
 
+@pytest.mark.unauthenticated
 def test_a_chunked_request_body_is_streamed_to_the_model(start_server):
     server = start_server()
     spw.deploy_echo(server.sm, "chunked")
@@ -299,6 +300,7 @@ def test_a_chunked_request_body_is_streamed_to_the_model(start_server):
     assert echoed["contentType"] == "text/plain"
 
 
+@pytest.mark.unauthenticated
 def test_a_chunked_request_body_over_6_mb_is_rejected_and_the_endpoint_keeps_serving(start_server):
     server = start_server()
     spw.deploy_echo(server.sm, "chunkbig")

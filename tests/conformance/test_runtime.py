@@ -168,6 +168,7 @@ def test_model_processes_start_with_a_clean_environment(start_server, monkeypatc
         assert hidden not in echoed, f"builtin:echo handed back {hidden}"
 
 
+@pytest.mark.unauthenticated
 @pytest.mark.parametrize("fast_path", [True, False])
 def test_custom_attributes_over_1024_characters_are_refused_on_both_paths(start_server, fast_path):
     """Issue 12, finding 6: CustomAttributes is at most 1,024 printable ASCII characters."""

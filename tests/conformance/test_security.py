@@ -208,6 +208,7 @@ def _raw(server, method, path, headers, body=b""):
         return status, None
 
 
+@pytest.mark.unauthenticated
 @pytest.mark.parametrize("fast_path", [True, False])
 def test_dns_rebinding_and_cross_origin_requests_are_refused(start_server, fast_path):
     """Issue 12: a web page in the operator's browser can reach a loopback server through a
