@@ -426,6 +426,74 @@ fn require_slurm_cluster() {
     );
 }
 
+/// Where a program is in `PATH` (or `/usr/sbin`).
+fn which(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed"))
+}
+
+/// Issue 12: a launch cut off at its deadline (the controller drops the launch future) left its
+/// `salloc` allocation and model step running until they ended by themselves. Here `scontrol
+/// show step` never answers, so the launch hangs after Slurm granted the job and `srun` started
+/// the model; the launch is dropped, and the job must go (the one-slot type takes a whole node,
+/// so a leaked job would also make the next launch insufficient capacity).
+/// Part of [`slurm_provider_conforms`]: the tests share the cluster's one-slot node.
+async fn slurm_a_launch_cut_off_leaves_no_job() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_t, dir) = data_dir();
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let marker = dir.join("step-asked");
+    for name in ["salloc", "srun", "squeue", "sinfo", "scancel", "scontrol"] {
+        let real = which(name);
+        let hang = if name == "scontrol" {
+            format!(
+                "[ \"$1 $2\" = \"show step\" ] && {{ touch '{}'; exec sleep 60; }}\n",
+                marker.display()
+            )
+        } else {
+            String::new()
+        };
+        let script = bin.join(name);
+        std::fs::write(&script, format!("#!/bin/sh\n{hang}exec '{}' \"$@\"\n", real.display())).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cfg = SlurmProviderConfig {
+        bin_dir: Some(bin),
+        ..slurm_config()
+    };
+    let p = SlurmProvider::new(&dir, &cfg);
+    let job_name = format!("{}i-conf-cut", cfg.job_name_prefix);
+    let launch = p.launch(request("i-conf-cut", SLURM.one_slot, &echo_image()));
+    let cut = tokio::time::timeout(Duration::from_secs(10), launch).await;
+    assert!(cut.is_err(), "the launch hangs on scontrol: {cut:?}");
+    assert!(marker.exists(), "the launch was cut off after its job and step started");
+    assert!(p.jobs().is_empty(), "{:?}", p.jobs());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new("squeue")
+            .args(["--noheader", &format!("--name={job_name}"), "--format=%i %T"])
+            .output()
+            .expect("squeue");
+        let active = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && active.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job of the cut-off launch is still there: {active}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = SlurmProvider::new(&dir, &slurm_config());
+    let l = launch_ok(&again, "i-conf-after", SLURM.one_slot).await;
+    again.terminate("i-conf-after", &l.handle, GRACE).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Slurm cluster: scripts/slurm/test.sh starts one and runs this test"]
 async fn slurm_provider_conforms() {
@@ -444,6 +512,7 @@ async fn slurm_provider_conforms() {
     launch_ping_terminate(&SlurmProvider::new(&dir, &ranged), &SLURM).await;
     // One test function: the cases share one cluster and must not overlap.
     slurm_capacity_answers_and_failures().await;
+    slurm_a_launch_cut_off_leaves_no_job().await;
 }
 
 /// Slurm specifics: never-fits, the instance environment, authentication failure.
