@@ -355,37 +355,53 @@ async fn local_models_that_ignore_sigterm_are_killed_after_the_grace() {
 }
 
 /// spillway raises its open-file soft limit to the hard limit; models start with the one it
-/// was given.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_models_start_with_the_original_open_file_limit() {
+/// was given. Returns the model's (soft, hard) limits.
+async fn models_start_with_the_original_open_file_limit(p: &dyn CapacityProvider, case: &Case) -> (u64, String) {
     use nix::sys::resource::{Resource, getrlimit};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    let kind = p.kind();
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
     assert!(soft > 64, "this test needs an open-file limit above 64 (it is {soft})");
-    let original = soft / 2;
-    spillway::provider::shim::set_model_nofile(original);
-    let (_t, dir) = data_dir();
-    let p = local(&dir);
+    // The first call counts (a test binary run by `cargo test` shares one process).
+    spillway::provider::shim::set_model_nofile(soft / 2);
+    let original = spillway::provider::shim::model_nofile().unwrap();
+    assert!(original < soft);
     let image = format!(
         "sh -c 'ulimit -Sn > nofile.txt; ulimit -Hn >> nofile.txt; exec {}'",
         echo_image()
     );
-    let a = p
-        .launch(request("i-nofile", "ml.c5.xlarge", &image))
-        .await
-        .expect("launch");
-    wait_ping(&a.address, true, "model").await;
-    let got = std::fs::read_to_string(dir.join("instances/i-nofile/nofile.txt")).expect("nofile.txt");
-    let hard = if hard == nix::sys::resource::RLIM_INFINITY {
+    let a = match p.launch(request("i-conf-nofile", case.one_slot, &image)).await {
+        Ok(l) => l,
+        Err(e) => panic!("[{kind}] launch: {e:?}"),
+    };
+    wait_ping(&a.address, true, &format!("[{kind}] model")).await;
+    let dir = PathBuf::from(
+        a.handle["dir"]
+            .as_str()
+            .expect("the handle names the instance directory"),
+    );
+    let got = std::fs::read_to_string(dir.join("nofile.txt")).expect("nofile.txt");
+    p.terminate("i-conf-nofile", &a.handle, GRACE).await;
+    let (s, h) = got.trim().split_once('\n').expect("two lines");
+    assert_eq!(
+        s.parse::<u64>().ok(),
+        Some(original),
+        "[{kind}] the soft limit spillway was given"
+    );
+    (original, h.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_models_start_with_the_original_open_file_limit() {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    let (_t, dir) = data_dir();
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    let (_, model_hard) = models_start_with_the_original_open_file_limit(&local(&dir), &LOCAL).await;
+    let hard = if hard == RLIM_INFINITY {
         "unlimited".to_string()
     } else {
         hard.to_string()
     };
-    assert_eq!(
-        got,
-        format!("{original}\n{hard}\n"),
-        "soft limit restored, hard limit kept"
-    );
-    p.terminate("i-nofile", &a.handle, GRACE).await;
+    assert_eq!(model_hard, hard, "the hard limit is kept");
 }
 
 fn slurm_config() -> SlurmProviderConfig {
@@ -512,6 +528,7 @@ async fn slurm_provider_conforms() {
     launch_ping_terminate(&SlurmProvider::new(&dir, &ranged), &SLURM).await;
     // One test function: the cases share one cluster and must not overlap.
     slurm_capacity_answers_and_failures().await;
+    models_start_with_the_original_open_file_limit(&p, &SLURM).await;
     slurm_a_launch_cut_off_leaves_no_job().await;
 }
 

@@ -693,8 +693,14 @@ impl Inner {
         srun_args.extend(argv.iter().cloned());
         // On spillway's host: srun in its own session (it outlives spillway); when the model
         // step ends for any reason, the allocation goes with it.
-        let host_wrapper =
-            "scancel=$1; job=$2; shift 2; \"$@\"; rc=$?; \"$scancel\" --quiet \"$job\" 2>/dev/null; exit $rc";
+        let mut host_wrapper =
+            "scancel=$1; job=$2; shift 2; \"$@\"; rc=$?; \"$scancel\" --quiet \"$job\" 2>/dev/null; exit $rc"
+                .to_string();
+        // srun hands its resource limits to the job (PropagateResourceLimits): the model gets
+        // the open-file soft limit spillway was started with, not the one it raised.
+        if let Some(n) = super::shim::model_nofile() {
+            host_wrapper = format!("ulimit -Sn {n} 2>/dev/null; {host_wrapper}");
+        }
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(host_wrapper)
