@@ -832,6 +832,41 @@ mod tests {
     }
 
     #[test]
+    fn programs_are_found_as_execvp_finds_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let (bin, dir) = (t.path().join("bin"), t.path().join("instance"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        for (path, mode) in [
+            (bin.join("model"), 0o755),
+            (bin.join("data"), 0o644),
+            (dir.join("sub/run"), 0o700),
+        ] {
+            std::fs::write(&path, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let path = std::env::join_paths(["/nonexistent".as_ref(), bin.as_path()]).unwrap();
+        let find = |p: &str| find_program(p, Some(&path), &dir);
+        assert_eq!(find("model"), Ok(bin.join("model")));
+        assert!(find("data").unwrap_err().contains("not found in PATH"));
+        assert!(find("nosuch").unwrap_err().contains("not found in PATH"));
+        assert_eq!(
+            find("sub/run"),
+            Ok(dir.join("sub/run")),
+            "relative to the instance directory"
+        );
+        let abs = bin.join("model").display().to_string();
+        assert_eq!(find(&abs), Ok(bin.join("model")));
+        assert_eq!(
+            find(&bin.join("data").display().to_string()).unwrap_err(),
+            "not an executable file"
+        );
+        assert!(find("/no/such/model-server").unwrap_err().contains("No such file"));
+        assert!(find_program("sh", None, &dir).is_ok(), "glibc's default PATH");
+    }
+
+    #[test]
     fn usage_targets_come_from_the_handle() {
         let p = provider(&[], 0);
         assert_eq!(
