@@ -48,6 +48,9 @@ enum Command {
         /// Which built-in.
         name: String,
     },
+    /// Supervise one model process for the local provider (see `spillway::provider::shim`).
+    #[command(hide = true, name = spillway::provider::shim::SUBCOMMAND)]
+    InstanceShim(spillway::provider::shim::ShimOptions),
 }
 
 #[derive(Subcommand)]
@@ -108,22 +111,30 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        // The shim is single-threaded (it takes its signals through a signalfd, which needs them
+        // blocked in every thread): it runs before any runtime would start threads.
+        Command::InstanceShim(opts) => std::process::exit(spillway::provider::shim::run(&opts)),
         Command::Audit { command } => audit(command),
         Command::BuiltinModel { name } => {
-            spillway::builtin::run(&name).await.context("built-in model server")?;
-            Ok(())
+            runtime()?.block_on(async { spillway::builtin::run(&name).await.context("built-in model server") })
         }
         Command::Serve {
             config,
             listen,
             data_dir,
             demo,
-        } => serve(config, listen, data_dir, demo).await,
+        } => runtime()?.block_on(serve(config, listen, data_dir, demo)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 async fn serve(
@@ -212,13 +223,16 @@ async fn serve(
 }
 
 /// Raises the soft open-file limit to the hard limit (a server that holds connections and model
-/// processes needs them; the soft default of 1,024 is for interactive shells) and says so.
+/// processes needs them; the soft default of 1,024 is for interactive shells) and says so. The
+/// limit it started with is recorded for model processes, whose shim sets it back.
 /// Returns the soft limit in force.
 fn raise_fd_limit() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return 1024;
     };
+    // Model processes start with the limit spillway was given, not the raised one.
+    spillway::provider::shim::set_model_nofile(soft);
     // An unlimited hard limit is not a value the kernel takes for the soft one.
     let want = hard.min(1 << 20);
     if soft >= want {

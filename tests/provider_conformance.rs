@@ -23,7 +23,9 @@ use spillway::core::catalog;
 use spillway::core::model::ContainerDefinition;
 use spillway::provider::local::{Host, LocalProvider};
 use spillway::provider::slurm::SlurmProvider;
-use spillway::provider::{CapacityProvider, LaunchError, LaunchRequest, Launched, ModelDataLimits, TrackedInstance};
+use spillway::provider::{
+    CapacityProvider, LaunchError, LaunchRequest, Launched, Liveness, ModelDataLimits, TrackedInstance,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The instance types a provider under test offers.
@@ -212,7 +214,7 @@ fn local(dir: &Path) -> LocalProvider {
         memory_gib: 8.0,
         gpus: vec![],
     };
-    LocalProvider::new(dir, &cfg, host)
+    LocalProvider::new(dir, &cfg, host).with_spillway_binary(env!("CARGO_BIN_EXE_spillway"))
 }
 
 const LOCAL: Case = Case {
@@ -231,6 +233,177 @@ async fn local_provider_conforms() {
 }
 
 /// The cluster of `scripts/slurm/cluster.sh`: a100x4 (2 nodes x 4 GPUs), h100x8 (1 node x 8).
+/// Whether a process runs (exists and is not a zombie).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !matches!(
+            s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()),
+            Some("Z" | "X")
+        )
+    })
+}
+
+/// A pid a model wrote into its instance directory (its working directory).
+async fn pid_file(dir: &Path, id: &str, name: &str) -> i32 {
+    let path = dir.join("instances").join(id).join(name);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_gone(pid: i32, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while running(pid) {
+        assert!(Instant::now() < deadline, "{what}: pid {pid} still runs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A model that clears its environment and double-forks: the child has no `SPILLWAY_*`
+/// variable to be found by, its own session, and init (not the model) as its parent's parent.
+fn escaping_image(then: &str) -> String {
+    format!("sh -c 'env -i setsid sh -c \"sleep 3001 & echo \\$! > escaped.pid\"; {then}'")
+}
+
+/// Issue 12: a descendant that cleared its environment before a double fork survived
+/// DeleteEndpoint (it was found only by its environment). The shim reaps it as a subreaper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_descendants_that_clear_their_environment_are_stopped() {
+    let (_t, dir) = data_dir();
+    let p = local(&dir);
+    let image = escaping_image(&format!("exec {}", echo_image()));
+    let a = p
+        .launch(request("i-esc-a", "ml.c5.xlarge", &image))
+        .await
+        .expect("launch");
+    wait_ping(&a.address, true, "escaping model").await;
+    let escaped = pid_file(&dir, "i-esc-a", "escaped.pid").await;
+    assert!(running(escaped), "the escaped child runs");
+    let environ = std::fs::read(format!("/proc/{escaped}/environ")).unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&environ).contains("SPILLWAY_INSTANCE_ID"),
+        "the escaped child has no identity in its environment"
+    );
+    p.terminate("i-esc-a", &a.handle, GRACE).await;
+    wait_gone(escaped, Duration::from_secs(5), "after terminate").await;
+
+    // A model that exits by itself takes what it left behind with it, and its status is the
+    // model's: an exit code, or the signal that killed it.
+    let b = p
+        .launch(request("i-esc-b", "ml.c5.xlarge", &escaping_image("sleep 0.3; exit 3")))
+        .await
+        .expect("launch");
+    let escaped = pid_file(&dir, "i-esc-b", "escaped.pid").await;
+    wait_gone(escaped, Duration::from_secs(10), "after the model exited").await;
+    let status = wait_exited(&p, "i-esc-b", &b).await;
+    assert_eq!(status, "process exited with exit status: 3");
+    // A later spillway that adopted the instance cannot wait for it; the shim left the status.
+    assert_eq!(
+        local(&dir).liveness("i-esc-b", &b.handle),
+        Liveness::Exited("process exited with exit status: 3".into())
+    );
+    p.terminate("i-esc-b", &b.handle, GRACE).await;
+
+    let c = p
+        .launch(request("i-esc-c", "ml.c5.xlarge", "sh -c 'sleep 0.3; kill -KILL $$'"))
+        .await
+        .expect("launch");
+    let status = wait_exited(&p, "i-esc-c", &c).await;
+    assert_eq!(status, "process exited with signal: 9 (SIGKILL)");
+    p.terminate("i-esc-c", &c.handle, GRACE).await;
+}
+
+async fn wait_exited(p: &dyn CapacityProvider, id: &str, l: &Launched) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Liveness::Exited(s) = p.liveness(id, &l.handle) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{id} never exited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A model that ignores SIGTERM is killed after the grace, with what it left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_models_that_ignore_sigterm_are_killed_after_the_grace() {
+    let (_t, dir) = data_dir();
+    let p = local(&dir);
+    let image = escaping_image("trap \"\" TERM; echo $$ > model.pid; while :; do sleep 0.05; done");
+    let a = p
+        .launch(request("i-stubborn", "ml.c5.xlarge", &image))
+        .await
+        .expect("launch");
+    let escaped = pid_file(&dir, "i-stubborn", "escaped.pid").await;
+    let model = pid_file(&dir, "i-stubborn", "model.pid").await;
+    let t = Instant::now();
+    let grace = Duration::from_secs(1);
+    p.terminate("i-stubborn", &a.handle, grace).await;
+    assert!(t.elapsed() >= grace, "the model had its grace: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < grace + Duration::from_secs(3),
+        "terminate took {:?}",
+        t.elapsed()
+    );
+    wait_gone(model, Duration::from_secs(2), "the model after terminate").await;
+    wait_gone(escaped, Duration::from_secs(2), "its escaped child after terminate").await;
+}
+
+/// spillway raises its open-file soft limit to the hard limit; models start with the one it
+/// was given. Returns the model's (soft, hard) limits.
+async fn models_start_with_the_original_open_file_limit(p: &dyn CapacityProvider, case: &Case) -> (u64, String) {
+    use nix::sys::resource::{Resource, getrlimit};
+    let kind = p.kind();
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    assert!(soft > 64, "this test needs an open-file limit above 64 (it is {soft})");
+    // The first call counts (a test binary run by `cargo test` shares one process).
+    spillway::provider::shim::set_model_nofile(soft / 2);
+    let original = spillway::provider::shim::model_nofile().unwrap();
+    assert!(original < soft);
+    let image = format!(
+        "sh -c 'ulimit -Sn > nofile.txt; ulimit -Hn >> nofile.txt; exec {}'",
+        echo_image()
+    );
+    let a = match p.launch(request("i-conf-nofile", case.one_slot, &image)).await {
+        Ok(l) => l,
+        Err(e) => panic!("[{kind}] launch: {e:?}"),
+    };
+    wait_ping(&a.address, true, &format!("[{kind}] model")).await;
+    let dir = PathBuf::from(
+        a.handle["dir"]
+            .as_str()
+            .expect("the handle names the instance directory"),
+    );
+    let got = std::fs::read_to_string(dir.join("nofile.txt")).expect("nofile.txt");
+    p.terminate("i-conf-nofile", &a.handle, GRACE).await;
+    let (s, h) = got.trim().split_once('\n').expect("two lines");
+    assert_eq!(
+        s.parse::<u64>().ok(),
+        Some(original),
+        "[{kind}] the soft limit spillway was given"
+    );
+    (original, h.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_models_start_with_the_original_open_file_limit() {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    let (_t, dir) = data_dir();
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    let (_, model_hard) = models_start_with_the_original_open_file_limit(&local(&dir), &LOCAL).await;
+    let hard = if hard == RLIM_INFINITY {
+        "unlimited".to_string()
+    } else {
+        hard.to_string()
+    };
+    assert_eq!(model_hard, hard, "the hard limit is kept");
+}
+
 fn slurm_config() -> SlurmProviderConfig {
     let map = |partition: &str, gres: &str| SlurmInstanceType {
         partition: partition.into(),
@@ -269,6 +442,74 @@ fn require_slurm_cluster() {
     );
 }
 
+/// Where a program is in `PATH` (or `/usr/sbin`).
+fn which(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed"))
+}
+
+/// Issue 12: a launch cut off at its deadline (the controller drops the launch future) left its
+/// `salloc` allocation and model step running until they ended by themselves. Here `scontrol
+/// show step` never answers, so the launch hangs after Slurm granted the job and `srun` started
+/// the model; the launch is dropped, and the job must go (the one-slot type takes a whole node,
+/// so a leaked job would also make the next launch insufficient capacity).
+/// Part of [`slurm_provider_conforms`]: the tests share the cluster's one-slot node.
+async fn slurm_a_launch_cut_off_leaves_no_job() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_t, dir) = data_dir();
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let marker = dir.join("step-asked");
+    for name in ["salloc", "srun", "squeue", "sinfo", "scancel", "scontrol"] {
+        let real = which(name);
+        let hang = if name == "scontrol" {
+            format!(
+                "[ \"$1 $2\" = \"show step\" ] && {{ touch '{}'; exec sleep 60; }}\n",
+                marker.display()
+            )
+        } else {
+            String::new()
+        };
+        let script = bin.join(name);
+        std::fs::write(&script, format!("#!/bin/sh\n{hang}exec '{}' \"$@\"\n", real.display())).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cfg = SlurmProviderConfig {
+        bin_dir: Some(bin),
+        ..slurm_config()
+    };
+    let p = SlurmProvider::new(&dir, &cfg);
+    let job_name = format!("{}i-conf-cut", cfg.job_name_prefix);
+    let launch = p.launch(request("i-conf-cut", SLURM.one_slot, &echo_image()));
+    let cut = tokio::time::timeout(Duration::from_secs(10), launch).await;
+    assert!(cut.is_err(), "the launch hangs on scontrol: {cut:?}");
+    assert!(marker.exists(), "the launch was cut off after its job and step started");
+    assert!(p.jobs().is_empty(), "{:?}", p.jobs());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new("squeue")
+            .args(["--noheader", &format!("--name={job_name}"), "--format=%i %T"])
+            .output()
+            .expect("squeue");
+        let active = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && active.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job of the cut-off launch is still there: {active}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = SlurmProvider::new(&dir, &slurm_config());
+    let l = launch_ok(&again, "i-conf-after", SLURM.one_slot).await;
+    again.terminate("i-conf-after", &l.handle, GRACE).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Slurm cluster: scripts/slurm/test.sh starts one and runs this test"]
 async fn slurm_provider_conforms() {
@@ -287,6 +528,8 @@ async fn slurm_provider_conforms() {
     launch_ping_terminate(&SlurmProvider::new(&dir, &ranged), &SLURM).await;
     // One test function: the cases share one cluster and must not overlap.
     slurm_capacity_answers_and_failures().await;
+    models_start_with_the_original_open_file_limit(&p, &SLURM).await;
+    slurm_a_launch_cut_off_leaves_no_job().await;
 }
 
 /// Slurm specifics: never-fits, the instance environment, authentication failure.

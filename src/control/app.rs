@@ -150,7 +150,10 @@ impl App {
                 gpus = host.gpus.len(),
                 "local provider host"
             );
-            Arc::new(LocalProvider::new(&data_dir, &cfg.provider.local, host))
+            Arc::new(
+                LocalProvider::new(&data_dir, &cfg.provider.local, host)
+                    .with_stop_grace(Duration::from_secs(cfg.provisioning.termination_grace_seconds)),
+            )
         };
         for (t, slots) in store.capacity_overrides()? {
             tracing::info!(instance_type = %t, slots, "run-time capacity override from the store");

@@ -5,9 +5,16 @@
 //! configured CPU and memory overcommit. A pinned slot count (config file or admin API)
 //! overrides the hardware fit, which is how shortages are simulated.
 //!
-//! Every process gets `SPILLWAY_DATA_DIR` and `SPILLWAY_INSTANCE_ID` in its environment, which
-//! is how [`CapacityProvider::recover`] recognises processes this server started even when
-//! the server was killed between spawning one and recording it.
+//! Each instance is a shim (`spillway instance-shim`, see [`super::shim`]) that runs the model in
+//! its own process group as a child subreaper: the handle's `pid` is the shim's. The shim and the
+//! model get `SPILLWAY_DATA_DIR` and `SPILLWAY_INSTANCE_ID` in their environment, which is how
+//! [`CapacityProvider::recover`] recognises processes this server started even when the server
+//! was killed between spawning one and recording it.
+//!
+//! Stopping an instance: `SIGTERM` to the shim (which forwards it to the model's group), a
+//! second `SIGTERM` after the grace (the shim SIGKILLs the model's group and every process
+//! reparented to it), `SIGKILL` to the shim's group if it is still there, and then, as a second
+//! net, every process that still carries the instance's identity in its environment.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -110,8 +117,20 @@ pub struct LocalProvider {
     memory_overcommit: f64,
     /// Variables of spillway's environment a model process also gets.
     pass_env: Vec<String>,
+    /// The spillway binary that runs the shim (`None`: this process's executable).
+    spillway: Option<PathBuf>,
+    /// How long a shim waits after a stop signal before it kills the model when spillway does
+    /// not tell it sooner (spillway went away during a stop).
+    stop_grace: Duration,
     state: Arc<Mutex<State>>,
 }
+
+/// The file in an instance directory where the shim writes the model's exit status.
+const STATUS_FILE: &str = "exit-status";
+
+/// How long spillway waits for a shim to kill its model's processes after the second stop
+/// signal (the shim gives up on unkillable ones after 10 s).
+const SHIM_SWEEP: Duration = Duration::from_secs(11);
 
 impl LocalProvider {
     /// A provider storing instance files under `data_dir/instances`.
@@ -126,8 +145,24 @@ impl LocalProvider {
             cpu_overcommit: cfg.cpu_overcommit,
             memory_overcommit: cfg.memory_overcommit,
             pass_env: cfg.pass_env.clone(),
+            spillway: None,
+            stop_grace: Duration::from_secs(30),
             state: Arc::new(Mutex::new(state)),
         }
+    }
+
+    /// Runs shims with this spillway binary rather than the running executable (tests, whose
+    /// executable is a test harness).
+    pub fn with_spillway_binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.spillway = Some(path.into());
+        self
+    }
+
+    /// The grace a shim gives its model on its own when a stop signal is not followed by a
+    /// second one (`[provisioning] termination_grace_seconds`; 30 s by default).
+    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
     }
 
     /// The host resources in use for fit decisions.
@@ -244,24 +279,55 @@ impl LocalProvider {
             std::fs::File::create(dir.join(name))
                 .map_err(|e| host_error(e, &format!("cannot create {name} in {}", dir.display())))
         };
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
+        let mut env = super::inherited_environment(&self.pass_env);
+        env.extend(
+            req.container
+                .environment
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.into(), v.into())),
+        );
+        let gpus = usage.gpus.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",");
+        let port_s = port.to_string();
+        let keys = req.container.environment_keys();
+        for (k, v) in [
+            (crate::core::model::MODEL_ENV_KEYS, keys.as_str()),
+            ("SAGEMAKER_BIND_TO_PORT", &port_s),
+            ("SPILLWAY_INSTANCE_TYPE", &req.instance_type.name),
+            ("SPILLWAY_INSTANCE_ID", &req.instance_id),
+            ("SPILLWAY_MODEL_NAME", &req.model_name),
+            ("SPILLWAY_ENDPOINT_NAME", &req.endpoint_name),
+            ("SPILLWAY_VARIANT_NAME", &req.variant_name),
+            ("CUDA_VISIBLE_DEVICES", &gpus),
+        ] {
+            env.push((k.into(), v.into()));
+        }
+        env.push(("SM_MODEL_DIR".into(), model_dir.into()));
+        env.push(("SPILLWAY_DATA_DIR".into(), self.data_dir.clone().into()));
+        // A command that cannot start fails the launch now, as when spillway started it itself,
+        // not later as an instance that exited.
+        let path = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
+        find_program(&argv[0], path.as_deref(), &dir)
+            .map_err(|why| LaunchError::Failed(format!("cannot start {:?}: {why}", argv[0])))?;
+        let status_file = dir.join(STATUS_FILE);
+        let _ = std::fs::remove_file(&status_file);
+        let shim = super::shim::ShimOptions {
+            nofile: super::shim::model_nofile(),
+            status_file: Some(status_file),
+            grace_seconds: self.stop_grace.as_secs(),
+            exec: false,
+            argv: argv.iter().map(Into::into).collect(),
+        };
+        let spillway = match &self.spillway {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| LaunchError::Failed(format!("cannot locate the spillway binary: {e}")))?,
+        };
+        let mut cmd = tokio::process::Command::new(&spillway);
+        cmd.arg(super::shim::SUBCOMMAND)
+            .args(shim.to_args())
             .env_clear()
-            .envs(super::inherited_environment(&self.pass_env))
-            .envs(req.container.environment.iter().flatten())
-            .env(crate::core::model::MODEL_ENV_KEYS, req.container.environment_keys())
-            .env("SAGEMAKER_BIND_TO_PORT", port.to_string())
-            .env("SM_MODEL_DIR", &model_dir)
-            .env("SPILLWAY_INSTANCE_TYPE", &req.instance_type.name)
-            .env("SPILLWAY_INSTANCE_ID", &req.instance_id)
-            .env("SPILLWAY_MODEL_NAME", &req.model_name)
-            .env("SPILLWAY_ENDPOINT_NAME", &req.endpoint_name)
-            .env("SPILLWAY_VARIANT_NAME", &req.variant_name)
-            .env("SPILLWAY_DATA_DIR", &self.data_dir)
-            .env(
-                "CUDA_VISIBLE_DEVICES",
-                usage.gpus.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(","),
-            )
+            .envs(env)
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log("stdout.log")?)
@@ -270,11 +336,12 @@ impl LocalProvider {
             .kill_on_drop(false);
         let mut child = cmd
             .spawn()
-            .map_err(|e| host_error(e, &format!("cannot start {:?}", argv[0])))?;
+            .map_err(|e| host_error(e, &format!("cannot start {:?}", spillway.display())))?;
         let pid = child.id().unwrap_or(0);
         let state = self.state.clone();
         let id = req.instance_id.clone();
         tokio::spawn(async move {
+            // The shim exits as its model did (the same code, or killed by the same signal).
             let status = match child.wait().await {
                 Ok(s) => format!("process exited with {s}"),
                 Err(e) => format!("process wait failed: {e}"),
@@ -286,7 +353,7 @@ impl LocalProvider {
                 .insert(id, status);
         });
         Ok(Launched {
-            handle: json!({ "pid": pid, "port": port, "gpus": usage.gpus, "dir": dir }),
+            handle: json!({ "pid": pid, "port": port, "gpus": usage.gpus, "dir": dir, "shim": true }),
             address: format!("127.0.0.1:{port}"),
         })
     }
@@ -303,6 +370,11 @@ fn gpus_of(handle: &Value) -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Whether the handle's pid is a shim's (instances started before shims were not).
+fn is_shim(handle: &Value) -> bool {
+    handle.get("shim").and_then(Value::as_bool).unwrap_or(false)
 }
 
 fn pid_of(handle: &Value) -> Option<i32> {
@@ -383,18 +455,44 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn stop_group(pid: i32, grace: Duration) {
+/// Where `program` is found when started from `dir` with `path` as `PATH`, by the rules of
+/// `execvp`: a name with a `/` is a path (relative to `dir`), a bare name is looked for in each
+/// directory of `PATH` (glibc's default when there is none). The error says why it cannot run.
+fn find_program(program: &str, path: Option<&std::ffi::OsStr>, dir: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let check = |p: &Path| match std::fs::metadata(p) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(_) => Err("not an executable file".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if program.contains('/') {
+        let p = dir.join(program);
+        return check(&p).map(|()| p);
+    }
+    let path = path.map_or_else(|| "/bin:/usr/bin".into(), std::ffi::OsStr::to_os_string);
+    std::env::split_paths(&path)
+        .map(|d| dir.join(d).join(program))
+        .find(|p| check(p).is_ok())
+        .ok_or_else(|| format!("not found in PATH ({})", path.to_string_lossy()))
+}
+
+/// Stops the process group led by `pid`: SIGTERM, and after `grace` SIGKILL. When `pid` is a
+/// shim, a second SIGTERM comes first after the grace: the shim then kills its model and every
+/// process reparented to it, which SIGKILL to the shim would prevent.
+async fn stop_group(pid: i32, shim: bool, grace: Duration) {
     let pgid = Pid::from_raw(pid);
     if killpg(pgid, Signal::SIGTERM).is_err() {
         return;
     }
-    let leader_gone = async {
+    let leader_gone = || async {
         while process_alive(pid) {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     };
     // Whether the leader left within the grace or not, nothing else of the group may linger.
-    let _ = tokio::time::timeout(grace, leader_gone).await;
+    if tokio::time::timeout(grace, leader_gone()).await.is_err() && shim && killpg(pgid, Signal::SIGTERM).is_ok() {
+        let _ = tokio::time::timeout(SHIM_SWEEP, leader_gone()).await;
+    }
     let _ = killpg(pgid, Signal::SIGKILL);
 }
 
@@ -420,12 +518,13 @@ fn instance_processes(data_dir: &str, instance_id: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Stops an instance: its process group, then every process that still carries its identity
-/// (descendants that escaped the group), SIGTERM first and SIGKILL after `grace`. Processes
-/// forked while it stops are looked for again before giving up.
-async fn stop_instance(pid: Option<i32>, data_dir: &str, instance_id: &str, grace: Duration) {
+/// Stops an instance: its shim's (or, for an instance started without one, its model's) process
+/// group, then every process that still carries its identity (descendants that escaped a shim
+/// killed with SIGKILL), SIGTERM first and SIGKILL after `grace`. Processes forked while it
+/// stops are looked for again before giving up.
+async fn stop_instance(pid: Option<i32>, shim: bool, data_dir: &str, instance_id: &str, grace: Duration) {
     if let Some(pid) = pid {
-        stop_group(pid, grace).await;
+        stop_group(pid, shim, grace).await;
     }
     let mut signal = Signal::SIGTERM;
     for round in 0..5 {
@@ -497,7 +596,7 @@ impl CapacityProvider for LocalProvider {
     fn terminate<'a>(&'a self, instance_id: &'a str, handle: &'a Value, grace: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let data_dir = self.data_dir.to_string_lossy();
-            stop_instance(pid_of(handle), &data_dir, instance_id, grace).await;
+            stop_instance(pid_of(handle), is_shim(handle), &data_dir, instance_id, grace).await;
             self.release(instance_id);
             self.lock().exited.remove(instance_id);
             let dir = self.instance_dir(instance_id);
@@ -511,7 +610,17 @@ impl CapacityProvider for LocalProvider {
         }
         match pid_of(handle) {
             Some(pid) if process_alive(pid) => Liveness::Running,
-            _ => Liveness::Exited("process is gone".into()),
+            // Adopted after a restart: the shim wrote how the model ended.
+            _ => Liveness::Exited(
+                handle
+                    .get("dir")
+                    .and_then(Value::as_str)
+                    .and_then(|d| std::fs::read_to_string(Path::new(d).join(STATUS_FILE)).ok())
+                    .map_or_else(
+                        || "process is gone".into(),
+                        |s| format!("process exited with {}", s.trim()),
+                    ),
+            ),
         }
     }
 
@@ -563,12 +672,23 @@ impl CapacityProvider for LocalProvider {
                 }
             }
             for (id, pids) in untracked {
-                // The group leader first (its whole group goes), then whatever of the instance is left.
-                let leader = pids
-                    .iter()
-                    .copied()
-                    .find(|p| nix::unistd::getpgid(Some(Pid::from_raw(*p))).ok() == Some(Pid::from_raw(*p)));
-                stop_instance(leader, &ours, &id, Duration::from_secs(2)).await;
+                // The top of the instance's tree first (the shim: a group leader whose parent is
+                // not of the instance), then whatever of the instance is left.
+                let parent = |p: i32| {
+                    std::fs::read_to_string(format!("/proc/{p}/stat"))
+                        .ok()
+                        .and_then(|s| crate::telemetry::usage::parse_stat(&s).ok())
+                        .map(|s| s.ppid)
+                };
+                let leader = pids.iter().copied().find(|p| {
+                    nix::unistd::getpgid(Some(Pid::from_raw(*p))).ok() == Some(Pid::from_raw(*p))
+                        && parent(*p).is_none_or(|pp| !pids.contains(&pp))
+                });
+                let shim = leader.is_some_and(|p| {
+                    std::fs::read(format!("/proc/{p}/cmdline"))
+                        .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(super::shim::SUBCOMMAND.as_bytes()))
+                });
+                stop_instance(leader, shim, &ours, &id, Duration::from_secs(2)).await;
                 report.stopped_untracked.push(format!("pids {pids:?} (instance {id})"));
             }
             report
@@ -612,8 +732,9 @@ impl CapacityProvider for LocalProvider {
         };
     }
 
-    /// The process group leader spillway started (the model, or the command line's first
-    /// program) and the GPUs of its `CUDA_VISIBLE_DEVICES`.
+    /// The instance's shim, whose process tree is the model's (and every process reparented to
+    /// it; the shim's own few MiB of memory count too), and the GPUs of its
+    /// `CUDA_VISIBLE_DEVICES`.
     fn usage_target(&self, handle: &Value) -> Option<UsageTarget> {
         Some(UsageTarget {
             pid: pid_of(handle)?,
@@ -708,6 +829,41 @@ mod tests {
         assert!(command_line("").is_err());
         assert!(command_line("a 'b").is_err());
         assert_eq!(command_line("builtin:echo").unwrap()[1..], ["builtin-model", "echo"]);
+    }
+
+    #[test]
+    fn programs_are_found_as_execvp_finds_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let (bin, dir) = (t.path().join("bin"), t.path().join("instance"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        for (path, mode) in [
+            (bin.join("model"), 0o755),
+            (bin.join("data"), 0o644),
+            (dir.join("sub/run"), 0o700),
+        ] {
+            std::fs::write(&path, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let path = std::env::join_paths(["/nonexistent".as_ref(), bin.as_path()]).unwrap();
+        let find = |p: &str| find_program(p, Some(&path), &dir);
+        assert_eq!(find("model"), Ok(bin.join("model")));
+        assert!(find("data").unwrap_err().contains("not found in PATH"));
+        assert!(find("nosuch").unwrap_err().contains("not found in PATH"));
+        assert_eq!(
+            find("sub/run"),
+            Ok(dir.join("sub/run")),
+            "relative to the instance directory"
+        );
+        let abs = bin.join("model").display().to_string();
+        assert_eq!(find(&abs), Ok(bin.join("model")));
+        assert_eq!(
+            find(&bin.join("data").display().to_string()).unwrap_err(),
+            "not an executable file"
+        );
+        assert!(find("/no/such/model-server").unwrap_err().contains("No such file"));
+        assert!(find_program("sh", None, &dir).is_ok(), "glibc's default PATH");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! job or pod is insufficient capacity), and a simulated provider can answer from a table.
 
 pub mod local;
+pub mod shim;
 pub mod slurm;
 
 use std::future::Future;

@@ -244,6 +244,54 @@ struct Inner {
     state: Mutex<State>,
 }
 
+/// A launch between `salloc` and its end. Dropped while armed (the launch future was dropped
+/// mid-way, or `salloc` itself failed after Slurm may have granted the job), it gives the
+/// instance's port back and cancels the job: by id when `salloc` said it, else by name (the
+/// name is unique to the instance). `scancel` runs on a thread of its own: `Drop` cannot wait,
+/// and it may run where no runtime is (a runtime shutting down drops its tasks).
+struct LaunchGuard {
+    inner: Arc<Inner>,
+    instance_id: String,
+    job_name: String,
+    job_id: Option<u64>,
+    armed: bool,
+}
+
+impl LaunchGuard {
+    /// The `scancel` arguments that cancel the job this launch may have created.
+    fn scancel_args(&self) -> Vec<String> {
+        let mut args = vec!["--quiet".to_string()];
+        match self.job_id {
+            Some(j) => args.push(j.to_string()),
+            None => args.extend([
+                format!("--name={}", self.job_name),
+                format!("--user={}", self.inner.uid),
+            ]),
+        }
+        args
+    }
+}
+
+impl Drop for LaunchGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.inner.release(&self.instance_id);
+        let args = self.scancel_args();
+        tracing::info!(instance = %self.instance_id, job_id = ?self.job_id, job_name = %self.job_name, "launch cut off: cancelling its Slurm job");
+        let inner = self.inner.clone();
+        let spawned = std::thread::Builder::new().name("slurm-scancel".into()).spawn(move || {
+            if let Err(e) = inner.run_blocking("scancel", &args) {
+                tracing::warn!(error = %e, ?args, "cannot cancel the Slurm job of a launch that was cut off");
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a thread to cancel the Slurm job of a launch that was cut off");
+        }
+    }
+}
+
 /// Runs instances as Slurm jobs.
 pub struct SlurmProvider {
     inner: Arc<Inner>,
@@ -528,28 +576,38 @@ impl Inner {
         let job_name = format!("{}{}", self.cfg.job_name_prefix, req.instance_id);
         let comment = job_comment(&req.instance_id, &self.data_dir);
         let failed = |e: SlurmError| LaunchError::Failed(format!("Slurm: {e}"));
+        // From here on a job may exist: if this future is dropped (the controller cuts a launch
+        // off at the provisioning deadline) or salloc fails half-way (killed at its timeout
+        // after the grant), the guard cancels it and gives its port back.
+        let mut guard = LaunchGuard {
+            inner: self.clone(),
+            instance_id: req.instance_id.clone(),
+            job_name: job_name.clone(),
+            job_id: None,
+            armed: true,
+        };
         let (ok, _, stderr) = self
             .run("salloc", &self.salloc_args(&job_name, &comment, &mapping))
             .await
             .map_err(failed)?;
         let granted = granted_job_id(&stderr);
+        guard.job_id = granted;
         let Some(job_id) = granted.filter(|_| ok) else {
             if let Some(j) = granted {
                 self.cancel(j, None).await;
             }
+            guard.armed = false;
             return Err(classify_refusal(&itype, &mapping.partition, &stderr));
         };
-        match self
+        let result = self
             .start_step(req, &argv, &dir, &model_dir, job_id, &job_name, &mapping)
-            .await
-        {
-            Ok(l) => Ok(l),
-            Err(e) => {
-                self.cancel(job_id, None).await;
-                self.release(&req.instance_id);
-                Err(e)
-            }
+            .await;
+        guard.armed = false;
+        if result.is_err() {
+            self.cancel(job_id, None).await;
+            self.release(&req.instance_id);
         }
+        result
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -635,8 +693,14 @@ impl Inner {
         srun_args.extend(argv.iter().cloned());
         // On spillway's host: srun in its own session (it outlives spillway); when the model
         // step ends for any reason, the allocation goes with it.
-        let host_wrapper =
-            "scancel=$1; job=$2; shift 2; \"$@\"; rc=$?; \"$scancel\" --quiet \"$job\" 2>/dev/null; exit $rc";
+        let mut host_wrapper =
+            "scancel=$1; job=$2; shift 2; \"$@\"; rc=$?; \"$scancel\" --quiet \"$job\" 2>/dev/null; exit $rc"
+                .to_string();
+        // srun hands its resource limits to the job (PropagateResourceLimits): the model gets
+        // the open-file soft limit spillway was started with, not the one it raised.
+        if let Some(n) = super::shim::model_nofile() {
+            host_wrapper = format!("ulimit -Sn {n} 2>/dev/null; {host_wrapper}");
+        }
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(host_wrapper)
@@ -1072,6 +1136,114 @@ impl CapacityProvider for SlurmProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Slurm's commands as shell scripts in a `bin_dir`: `salloc` grants job 77, `squeue` hangs
+    /// (so a launch is stuck after the grant, as one cut off at its deadline is), `scancel`
+    /// writes its arguments to `scancel.log`.
+    fn fake_slurm(dir: &Path) -> SlurmProvider {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let log = dir.join("scancel.log");
+        for (name, body) in [
+            ("salloc", "echo 'salloc: Granted job allocation 77' >&2".to_string()),
+            ("squeue", "exec sleep 60".to_string()),
+            ("scancel", format!("echo \"$*\" >> '{}'", log.display())),
+        ] {
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let cfg = SlurmProviderConfig {
+            bin_dir: Some(bin),
+            instance_types: BTreeMap::from([(
+                "ml.p5.48xlarge".to_string(),
+                SlurmInstanceType {
+                    partition: "h100x8".into(),
+                    ..SlurmInstanceType::default()
+                },
+            )]),
+            ..SlurmProviderConfig::default()
+        };
+        SlurmProvider::new(dir, &cfg)
+    }
+
+    /// The lines `scancel` was called with, once there are `n`.
+    #[allow(clippy::disallowed_methods)] // Waits for a thread in real time.
+    fn scancel_calls(dir: &Path, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let calls: Vec<String> = std::fs::read_to_string(dir.join("scancel.log"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if calls.len() >= n || Instant::now() > deadline {
+                return calls;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_launch_cut_off_after_salloc_cancels_its_job() {
+        let t = tempfile::tempdir().unwrap();
+        let p = fake_slurm(t.path());
+        let req = LaunchRequest {
+            instance_id: "i-cut".into(),
+            endpoint_name: "e".into(),
+            variant_name: "v".into(),
+            instance_type: crate::core::catalog::lookup("ml.p5.48xlarge").unwrap(),
+            model_name: "m".into(),
+            container: crate::core::model::ContainerDefinition {
+                image: Some("sleep 1000".into()),
+                ..Default::default()
+            },
+            model_data: super::super::ModelDataLimits::default(),
+        };
+        // The controller's provisioning deadline: the launch is dropped while it waits on squeue.
+        let cut = tokio::time::timeout(Duration::from_millis(500), p.launch(req)).await;
+        assert!(cut.is_err(), "the launch was cut off: {cut:?}");
+        assert_eq!(scancel_calls(t.path(), 1), ["--quiet 77"]);
+        assert!(p.jobs().is_empty());
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // A usage record's age.
+    fn a_dropped_launch_guard_frees_the_port_and_cancels_by_id_or_name() {
+        let t = tempfile::tempdir().unwrap();
+        let p = fake_slurm(t.path());
+        let guard = |job_id| LaunchGuard {
+            inner: p.inner.clone(),
+            instance_id: "i-cut".into(),
+            job_name: "spillway-i-cut".into(),
+            job_id,
+            armed: true,
+        };
+        // The port of a derived-port launch is held from before srun starts.
+        p.inner.lock().in_use.insert(
+            "i-cut".into(),
+            Usage {
+                instance_type: "ml.p5.48xlarge".into(),
+                job_id: 78,
+                node: "n1".into(),
+                port: 30001,
+                since: Instant::now(),
+            },
+        );
+        drop(guard(Some(78)));
+        assert!(p.jobs().is_empty(), "the port is free again");
+        assert_eq!(scancel_calls(t.path(), 1), ["--quiet 78"]);
+        // salloc killed at its timeout: it may have been granted a job it never named.
+        drop(guard(None));
+        let by_name = format!("--quiet --name=spillway-i-cut --user={}", p.inner.uid);
+        assert_eq!(scancel_calls(t.path(), 2), ["--quiet 78".to_string(), by_name]);
+        let mut done = guard(Some(79));
+        done.armed = false;
+        drop(done);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(scancel_calls(t.path(), 0).len(), 2, "a finished launch cancels nothing");
+    }
 
     #[test]
     fn refusals_are_classified() {

@@ -225,13 +225,15 @@ class Server:
         self.starts = 0
         # The administrator key spillway wrote on its first start (None: [auth] mode = "none").
         self.credentials: tuple[str, str] | None = None
-        # RLIMIT_NOFILE (soft and hard) the server runs under; None: this process's.
-        self.nofile: int | None = None
+        # RLIMIT_NOFILE the server runs under: one number for soft and hard, or (soft, hard);
+        # None: this process's.
+        self.nofile: int | tuple[int, int] | None = None
 
     def _limits(self):
         import resource
 
-        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        limits = self.nofile if isinstance(self.nofile, tuple) else (self.nofile, self.nofile)
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property

@@ -95,6 +95,67 @@ def test_descendants_that_leave_the_process_group_are_stopped_too(start_server):
         assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def test_descendants_that_clear_their_environment_are_stopped_too(start_server):
+    """Issue 12: a model that clears its environment before a double fork
+    (`env -i setsid sh -c 'sleep &'`) left nothing spillway could find it by (the /proc scan
+    looks for SPILLWAY_INSTANCE_ID), so it survived DeleteEndpoint. The instance's shim is a
+    child subreaper: the orphan is reparented to it, and it goes with the instance."""
+    server = start_server()
+    sm = server.sm
+    image = f"sh -c 'env -i setsid sh -c \"sleep 3002 & echo \\$! > escaped.pid\"; exec {spw.BIN} builtin-model echo'"
+    spw.create_model(sm, "vanisher", image=image)
+    spw.deploy(sm, "vanisher", [spw.single_variant("vanisher", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "vanisher")
+    (inst,) = server.instances("vanisher")
+    pid_file = server.data_dir / "instances" / inst["instanceId"] / "escaped.pid"
+    escaped = spw.poll(lambda: pid_file.exists() and pid_file.read_text().strip() and int(pid_file.read_text()), what="the escaped child's pid")
+    assert _alive(escaped)
+    assert "SPILLWAY_INSTANCE_ID" not in spw._read_environ(str(escaped)), "the child cleared its environment"
+    assert escaped not in spw.model_processes(server.data_dir), "the /proc scan cannot see it"
+    assert _session_and_group(escaped) != _session_and_group(inst["pid"]), "it left the session"
+
+    sm.delete_endpoint(EndpointName="vanisher")
+    sm.get_waiter("endpoint_deleted").wait(EndpointName="vanisher", WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    spw.poll(lambda: not _alive(escaped), timeout=20, what="the env-clearing, double-forked child gone")
+    assert not spw.model_processes(server.data_dir)
+
+
+def _soft_nofile(pid: int) -> int:
+    for line in open(f"/proc/{pid}/limits"):
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError(f"no open-file limit in /proc/{pid}/limits")
+
+
+def test_model_processes_start_with_the_open_file_limit_spillway_was_given(start_server):
+    """Issue 12: spillway raises its soft RLIMIT_NOFILE to the hard limit (it holds connections);
+    model processes inherited the raised limit. They get the one spillway was started with."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hard = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    assert hard > 300, f"this test needs a hard open-file limit above 300 (it is {hard})"
+    server = start_server(start=False)
+    server.nofile = (300, hard)
+    server.start()
+    assert _soft_nofile(server.proc.pid) == hard, "spillway raised its own soft limit"
+    sm = server.sm
+    image = f"sh -c 'sh -c \"sleep 3003\" & exec {spw.BIN} builtin-model echo'"
+    spw.create_model(sm, "limited", image=image)
+    spw.deploy(sm, "limited", [spw.single_variant("limited", "ml.m5.xlarge")])
+    spw.wait_in_service(sm, "limited")
+    procs = spw.poll(lambda: (p := spw.model_processes(server.data_dir)) and len(p) >= 3 and p, what="the shim, the model and its child")
+    limits = {pid: _soft_nofile(pid) for pid in procs}
+    assert set(limits.values()) == {300}, limits
+
+
 def test_a_flood_of_idle_connections_leaves_healthy_instances_alone(start_server):
     """Issue 12, finding 2: at RLIMIT_NOFILE 512, 700 idle connections used to exhaust spillway's
     descriptors; it then read /proc as "the model exited", killed a healthy instance and marked
