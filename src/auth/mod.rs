@@ -104,6 +104,9 @@ impl Pending<'_> {
 
 /// What [`Auth::begin`] found.
 #[derive(Debug)]
+// Returned once per request and matched at once: boxing the signature would add an allocation
+// to every signed request for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Begun<'a> {
     /// The caller is known already (authentication off, or an anonymous action).
     Known(Caller),
@@ -150,7 +153,10 @@ impl std::fmt::Display for Denied {
 /// Tags of resources, by ARN, for `aws:ResourceTag/<key>` on paths that do not read the store
 /// (invocations). The control plane publishes an endpoint's tags whenever they change.
 #[derive(Debug, Default)]
-pub struct ResourceTags(RwLock<HashMap<String, Arc<Vec<(String, String)>>>>);
+pub struct ResourceTags(RwLock<HashMap<String, Tags>>);
+
+/// One resource's tags, as (key, value) pairs.
+pub type Tags = Arc<Vec<(String, String)>>;
 
 impl ResourceTags {
     /// Replaces the tags of `arn` (none: forgets it).
@@ -164,7 +170,7 @@ impl ResourceTags {
     }
 
     /// The tags of `arn`.
-    pub fn get(&self, arn: &str) -> Option<Arc<Vec<(String, String)>>> {
+    pub fn get(&self, arn: &str) -> Option<Tags> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).get(arn).cloned()
     }
 }

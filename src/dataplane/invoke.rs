@@ -380,6 +380,7 @@ fn authorize(dp: &DataPlane, caller: &Caller, call: &Call<'_>) -> Result<(), Api
 }
 
 /// Routes an authorized invocation and exchanges it with a model.
+#[allow(clippy::disallowed_methods)] // Latency metrics measure elapsed real time.
 async fn exchange(
     dp: &DataPlane,
     call: &Call<'_>,
