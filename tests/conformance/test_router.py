@@ -12,6 +12,8 @@ import re
 import signal
 import time
 
+import pytest
+
 import spw
 
 
