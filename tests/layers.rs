@@ -150,7 +150,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "dataplane",
         &["error", "telemetry", "config", "core", "clock", "auth", "audit"],
     ),
-    ("auth", &["core", "config", "clock", "error"]),
+    ("auth", &["core", "config", "clock", "error", "audit"]),
     ("audit", &["core", "config", "clock"]),
     ("provider", &["telemetry", "config", "core"]),
     ("error", &["store", "core"]),

@@ -29,7 +29,7 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Router};
 use serde_json::Value;
 
-use crate::audit::{Record, RecordResource, UserIdentity, redact};
+use crate::audit::{Record, RecordResource, redact};
 use crate::auth::sigv4::RequestParts;
 use crate::auth::{Begun, Caller, ClientAddr};
 use crate::control::app::App;
@@ -473,24 +473,6 @@ pub(crate) struct Call<'a> {
     pub read_only: bool,
 }
 
-/// The audit trail's `userIdentity` of a caller.
-pub(crate) fn identity_of(app: &App, caller: &Caller, presented: Option<&str>) -> UserIdentity {
-    match caller {
-        Caller::Principal(p) => {
-            UserIdentity::iam_user(&p.user_id, &p.arn, &p.account_id, &p.access_key_id, &p.user_name)
-        }
-        Caller::Unauthenticated => UserIdentity {
-            identity_type: "Root".into(),
-            principal_id: app.cfg.account_id.clone(),
-            arn: Some(caller.arn(&app.cfg.account_id)),
-            account_id: app.cfg.account_id.clone(),
-            access_key_id: None,
-            user_name: None,
-        },
-        Caller::Anonymous => UserIdentity::anonymous(presented),
-    }
-}
-
 /// A new audit record of `call` by `requester`.
 pub(crate) fn record_of(app: &App, requester: &Requester, call: &Call<'_>) -> Record {
     let arns = app.arns();
@@ -500,7 +482,7 @@ pub(crate) fn record_of(app: &App, requester: &Requester, call: &Call<'_>) -> Re
         app.clock.now(),
         &arns.region,
         &arns.account_id,
-        identity_of(app, &requester.caller, None),
+        requester.caller.user_identity(&app.cfg.account_id, None),
     );
     record.source_ip_address = requester.source.map_or_else(|| "unknown".into(), |ip| ip.to_string());
     record.user_agent = call.user_agent.to_string();
@@ -576,7 +558,7 @@ pub(crate) async fn audit_refusal(
         source,
     };
     let mut record = record_of(app, &requester, &call);
-    record.user_identity = identity_of(app, &Caller::Anonymous, presented);
+    record.user_identity = Caller::Anonymous.user_identity(&app.cfg.account_id, presented);
     record.error_code = Some(e.code.as_str().to_string());
     record.error_message = Some(e.message.clone());
     log.append_async(&record).await.map_err(unwritable)

@@ -21,6 +21,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+use crate::audit::UserIdentity;
 use crate::config::{AuthMode, Config};
 use crate::core::iam::{Action, Arns, Resource};
 use crate::core::policy::{self, Context, Decision};
@@ -74,6 +75,25 @@ impl Caller {
         match self {
             Caller::Principal(p) => Some(p),
             _ => None,
+        }
+    }
+
+    /// The audit trail's `userIdentity` of this caller (`presented`: the access key id an
+    /// unauthenticated request presented, if any).
+    pub fn user_identity(&self, account_id: &str, presented: Option<&str>) -> UserIdentity {
+        match self {
+            Caller::Principal(p) => {
+                UserIdentity::iam_user(&p.user_id, &p.arn, &p.account_id, &p.access_key_id, &p.user_name)
+            }
+            Caller::Unauthenticated => UserIdentity {
+                identity_type: "Root".into(),
+                principal_id: account_id.to_string(),
+                arn: Some(self.arn(account_id)),
+                account_id: account_id.to_string(),
+                access_key_id: None,
+                user_name: None,
+            },
+            Caller::Anonymous => UserIdentity::anonymous(presented),
         }
     }
 

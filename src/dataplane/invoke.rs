@@ -288,12 +288,101 @@ pub async fn invoke_model(dp: &DataPlane, call: &Call<'_>, payload: &mut impl Pa
     // Then who calls, and whether they may: an unknown or refused caller learns nothing about
     // endpoints either. A signature that covers the body holds the body until it is checked.
     let (caller, buffered) = authenticate(dp, call, payload).await?;
-    authorize(dp, &caller, call)?;
-    let mut buffered = buffered.map(|b| Buffered(Some(b)));
-    match &mut buffered {
-        Some(body) => exchange(dp, call, body, received).await,
-        None => exchange(dp, call, payload, received).await,
+    let resource = call.op.resource(dp.auth.arns());
+    let tags = match &resource {
+        Resource::Arn(arn) => dp.auth.tags.get(arn),
+        Resource::Any => None,
+    };
+    let result = match authorize(dp, &caller, call, &resource, tags.as_deref()) {
+        Ok(()) => {
+            let mut buffered = buffered.map(|b| Buffered(Some(b)));
+            match &mut buffered {
+                Some(body) => exchange(dp, call, body, received).await,
+                None => exchange(dp, call, payload, received).await,
+            }
+        }
+        Err(e) => Err(e),
+    };
+    // Data events: an endpoint tagged `spillway:audit-invocations = enabled` has each
+    // invocation recorded (who, from where, how it ended; never the bodies) before its answer
+    // leaves. A record that cannot be written fails the invocation.
+    let data_events = tags.as_deref().is_some_and(|t| {
+        t.iter()
+            .any(|(k, v)| k == DATA_EVENTS_TAG && v.eq_ignore_ascii_case("enabled"))
+    });
+    match (&dp.audit, data_events) {
+        (Some(log), true) => {
+            let record = invocation_record(dp, &caller, call, &resource, &result);
+            match log.append_async(&record).await {
+                Ok(()) => result,
+                Err(e) => {
+                    tracing::error!(error = %e, "audit record of an invocation not written: invocation failed");
+                    Err(error(
+                        ErrorCode::InternalFailure,
+                        format!("spillway could not write the audit record of this invocation: {e}"),
+                    ))
+                }
+            }
+        }
+        _ => result,
     }
+}
+
+/// The tag that turns an endpoint's invocation records (CloudTrail data events) on.
+pub const DATA_EVENTS_TAG: &str = "spillway:audit-invocations";
+
+/// The audit record of an invocation (a CloudTrail data event): the caller, the endpoint, the
+/// headers that name what was asked (never the bodies), and how it ended.
+fn invocation_record(
+    dp: &DataPlane,
+    caller: &Caller,
+    call: &Call<'_>,
+    resource: &Resource,
+    result: &Result<Answer, ApiError>,
+) -> crate::audit::Record {
+    let arns = dp.auth.arns();
+    let mut r = crate::audit::Record::api_call(
+        "sagemaker",
+        call.op.name(),
+        dp.clock.now(),
+        &arns.region,
+        &arns.account_id,
+        caller.user_identity(&arns.account_id, None),
+    );
+    r.event_category = "Data".into();
+    r.management_event = false;
+    r.source_ip_address = call.signed.peer.map_or_else(|| "unknown".into(), |ip| ip.to_string());
+    let text = |v: Option<&[u8]>| v.map(|b| String::from_utf8_lossy(b).into_owned());
+    r.user_agent = call
+        .signed
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    r.request_parameters = Some(serde_json::json!({
+        "endpointName": call.op.endpoint_name(),
+        "contentType": text(call.headers.content_type),
+        "accept": text(call.headers.accept),
+        "targetVariant": text(call.headers.target_variant),
+        "inferenceId": text(call.headers.inference_id),
+    }));
+    if let Resource::Arn(arn) = resource {
+        r.resources.push(crate::audit::RecordResource::of_arn(arn));
+    }
+    match result {
+        Ok(answer) => {
+            r.response_elements = Some(serde_json::json!({
+                "invokedProductionVariant": answer.variant(),
+                "instanceType": answer.instance_type(),
+            }));
+        }
+        Err(e) => {
+            r.error_code = Some(e.code.as_str().to_string());
+            r.error_message = Some(e.message.clone());
+        }
+    }
+    r
 }
 
 /// A request body read whole (its signature covered it).
@@ -356,20 +445,21 @@ async fn authenticate(
 
 /// Step 3 for an invocation: the caller's policies on `sagemaker:InvokeEndpoint` and the
 /// endpoint, with its tags.
-fn authorize(dp: &DataPlane, caller: &Caller, call: &Call<'_>) -> Result<(), ApiError> {
+fn authorize(
+    dp: &DataPlane,
+    caller: &Caller,
+    call: &Call<'_>,
+    resource: &Resource,
+    tags: Option<&Vec<(String, String)>>,
+) -> Result<(), ApiError> {
     if matches!(caller, Caller::Unauthenticated) {
         return Ok(());
     }
-    let resource = call.op.resource(dp.auth.arns());
-    let tags = match &resource {
-        Resource::Arn(arn) => dp.auth.tags.get(arn),
-        Resource::Any => None,
-    };
     let ctx = dp.auth.context(
         caller,
         call.op.action(),
-        &resource,
-        tags.as_deref().map_or(&[], Vec::as_slice),
+        resource,
+        tags.map_or(&[], Vec::as_slice),
         call.signed.peer,
         dp.clock.system_time(),
     );

@@ -413,3 +413,26 @@ def test_every_refusal_and_change_is_in_the_audit_trail(server):
     assert keys[1] not in json.dumps(events)
     users = ct.lookup_events(LookupAttributes=[{"AttributeKey": "Username", "AttributeValue": "auditee"}])["Events"]
     assert {e["EventName"] for e in users} >= {"ListEndpoints"}
+
+
+def test_invocations_are_recorded_only_where_switched_on(server):
+    """Data events: off by default; the tag `spillway:audit-invocations = enabled` records each
+    invocation of that endpoint (who, how it ended; no body)."""
+    admin = server.sm
+    spw.create_model(admin, "m-data")
+    for ep, tags in (("ep-loud", [{"Key": "spillway:audit-invocations", "Value": "enabled"}]), ("ep-quiet", [])):
+        admin.create_endpoint_config(EndpointConfigName=f"c-{ep}", ProductionVariants=[spw.single_variant("m-data")])
+        admin.create_endpoint(EndpointName=ep, EndpointConfigName=f"c-{ep}", Tags=tags)
+    for ep in ("ep-loud", "ep-quiet"):
+        spw.wait_in_service(admin, ep)
+        spw.invoke(server.rt, ep, b"secret-payload")
+    ct = server.client("cloudtrail")
+    events = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "InvokeEndpoint"}])["Events"]
+    records = [json.loads(e["CloudTrailEvent"]) for e in events]
+    names = [r["requestParameters"]["endpointName"] for r in records]
+    assert names == ["ep-loud"], records
+    r = records[0]
+    assert r["eventCategory"] == "Data" and r["managementEvent"] is False
+    assert r["userIdentity"]["userName"] == "admin"
+    assert r["responseElements"]["invokedProductionVariant"] == "AllTraffic"
+    assert "secret-payload" not in json.dumps(records)
