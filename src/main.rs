@@ -277,10 +277,15 @@ async fn warn_unauthenticated(addr: SocketAddr) {
 }
 
 /// The administrator's credentials file, `<data_dir>/credentials`: written (mode 0600) with a
-/// new key on the first start, when there are no identities yet.
+/// new key on the first start, when there is no such file and no identity yet.
 fn first_start_credentials(app: &App) -> anyhow::Result<PathBuf> {
     let path = app.cfg.data_dir.join("credentials");
     let path = std::path::absolute(&path).unwrap_or(path);
+    // Once written, the file marks the first start as done: a server whose identities were all
+    // deleted does not make itself a new administrator (remove the file to ask for one).
+    if path.exists() {
+        return Ok(path);
+    }
     if let Some((key_id, secret)) =
         spillway::control::identity::bootstrap_admin(app).context("cannot create the administrator")?
     {

@@ -471,6 +471,7 @@ impl Store {
 
     /// Inserts a resource and its tags in one transaction: both are written, or neither.
     /// `Ok(false)` (and nothing written) if one of that kind and name exists already.
+    /// (A name that differs from an existing one of its kind only in case is taken too.)
     pub fn insert_tagged<T: Serialize>(
         &self,
         kind: Kind,
@@ -483,6 +484,16 @@ impl Store {
         let body = serde_json::to_string(value)?;
         self.with(|c| {
             let tx = c.transaction()?;
+            // SageMaker names are unique regardless of case (their ARNs are lower-cased, and
+            // tags are kept by ARN): `Prod` and `prod` cannot both exist.
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM resources WHERE kind = ?1 AND name = ?2 COLLATE NOCASE)",
+                params![kind.as_str(), name],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Ok(false);
+            }
             let n = tx.execute(
                 "INSERT OR IGNORE INTO resources (kind, name, created, body) VALUES (?1, ?2, ?3, ?4)",
                 params![kind.as_str(), name, created, body],

@@ -143,7 +143,7 @@ async fn run(app: &Arc<App>, requester: &Requester, op: AdminOp) -> Response {
         name,
         request: op.parameters(),
         request_id: &request_id,
-        user_agent: "",
+        user_agent: &requester.user_agent,
         read_only: op.read_only(),
     };
     let resource = Some(op.resource(&app.arns()));

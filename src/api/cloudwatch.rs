@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::core::model::Timestamp;
 use crate::core::scaling::{eval_expression, expression_refs};
+use crate::core::time::days_from_civil;
 use crate::error::{ApiError, ErrorCode};
 use crate::telemetry::metrics::{INSTANCE_METRICS, METRICS, Metrics, Select, Statistic, period_start};
 
@@ -297,16 +298,6 @@ impl<'a> Obj<'a> {
 struct Dimension {
     name: String,
     value: Option<String>,
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM]` (a space may stand for `T`; no zone means UTC).

@@ -452,6 +452,50 @@ fn iam_resource(arns: &Arns, kind: &str, path: Option<&str>, name: &str) -> Reso
     ))
 }
 
+impl IamOp {
+    /// The user (`"user"`) or group (`"group"`) the operation acts on, as the request names it.
+    fn target(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Self::ListUsers { .. } | Self::CreateUser { .. } | Self::CreateGroup { .. } => None,
+            Self::GetUser { user_name }
+            | Self::CreateAccessKey { user_name }
+            | Self::ListAccessKeys { user_name, .. }
+            | Self::DeleteAccessKey { user_name, .. }
+            | Self::UpdateAccessKey { user_name, .. } => user_name.as_deref().map(|n| ("user", n)),
+            Self::DeleteUser { user_name }
+            | Self::TagUser { user_name, .. }
+            | Self::UntagUser { user_name, .. }
+            | Self::ListUserTags { user_name, .. }
+            | Self::PutUserPolicy { user_name, .. }
+            | Self::GetUserPolicy { user_name, .. }
+            | Self::ListUserPolicies { user_name, .. }
+            | Self::DeleteUserPolicy { user_name, .. }
+            | Self::ListGroupsForUser { user_name, .. } => Some(("user", user_name)),
+            Self::GetGroup { group_name, .. }
+            | Self::DeleteGroup { group_name }
+            | Self::AddUserToGroup { group_name, .. }
+            | Self::RemoveUserFromGroup { group_name, .. }
+            | Self::PutGroupPolicy { group_name, .. }
+            | Self::GetGroupPolicy { group_name, .. }
+            | Self::ListGroupPolicies { group_name, .. }
+            | Self::DeleteGroupPolicy { group_name, .. } => Some(("group", group_name)),
+        }
+    }
+
+    /// The resource a policy is evaluated on: the stored ARN of the user or group the request
+    /// names (IAM names are case-insensitive and carry a path, so `ADMINS` is the group
+    /// `arn:…:group/ops/admins`), or, for one that does not exist, the ARN as the request
+    /// spells it.
+    pub fn stored_resource(&self, app: &App) -> Resource {
+        let stored = match self.target() {
+            Some(("user", name)) => identity::user(app, name).ok().map(|u| u.arn),
+            Some((_, name)) => identity::group(app, name).ok().map(|(g, _)| g.arn),
+            None => None,
+        };
+        stored.map_or_else(|| self.resource(&app.arns()), Resource::Arn)
+    }
+}
+
 impl Operation for IamOp {
     fn name(&self) -> &'static str {
         match self {
@@ -720,24 +764,7 @@ impl Xml {
 
 /// Epoch seconds as IAM writes timestamps: `2026-11-30T07:20:27Z` (whole seconds, UTC).
 pub fn iso8601(t: f64) -> String {
-    let secs = t.floor() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    crate::core::time::iso8601(t.floor() as i64)
 }
 
 /// Percent-encodes a policy document as IAM returns it (RFC 3986: everything but unreserved
@@ -1059,19 +1086,37 @@ pub async fn handle(
         user_agent: headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or(""),
         read_only: crate::audit::is_read_only(operation),
     };
-    let resource = op.as_ref().ok().map(|op| op.resource(&app.arns()));
     // The XML answer goes to the client only: the audit record of an IAM call keeps no
     // `responseElements` (CreateAccessKey's answer holds a secret).
     let mut answer = None;
-    let result = super::audited(&app, requester, call, resource, async {
-        let mut op = op?;
+    // An operation on the caller's own user names it once resolved; the policy and the audit
+    // record see the stored user or group.
+    let op = op.and_then(|mut op| {
         if let QueryOp::Iam(iam) = &mut op {
             iam.resolve_caller(caller)?;
         }
-        // The action and resource an IAM policy is evaluated on.
-        tracing::debug!(action = %op.action(), resource = %op.resource(&app.arns()), "request");
+        Ok(op)
+    });
+    let resource = op.as_ref().ok().map(|op| match op {
+        QueryOp::Iam(iam) => iam.stored_resource(&app),
+        QueryOp::Sts(sts) => sts.resource(&app.arns()),
+    });
+    let result = super::audited(&app, requester, call, resource.clone(), async {
+        let op = op?;
+        // IAM and STS share the form protocol; the credential scope must name the one called.
+        if let Some(service) = requester.signed_for.as_deref()
+            && service != op.action().service
+        {
+            return Err(crate::auth::sigv4::AuthError::WrongScope(format!(
+                "Credential should be scoped to correct service: '{}'. ",
+                op.action().service
+            ))
+            .to_api(crate::error::AuthFamily::Query));
+        }
+        let resource = resource.unwrap_or(Resource::Any);
+        tracing::debug!(action = %op.action(), %resource, "request");
         // IAM and STS word a policy's refusal `AccessDenied`.
-        super::authorize(&app, requester, &op).map_err(|e| ApiError {
+        super::authorize_on(&app, requester, &op, resource).map_err(|e| ApiError {
             code: ErrorCode::AccessDenied,
             ..e
         })?;

@@ -186,16 +186,20 @@ async fn authenticate(
         headers: &headers,
     };
     let now = app.clock.system_time();
-    let caller = match auth.begin(&request, scope.services, scope.action.as_deref(), now) {
+    let mut signed_for = None;
+    let caller = match auth.begin(&request, scope.services, scope.action.as_deref(), false, now) {
         Ok(Begun::Known(caller)) => Ok(caller),
-        Ok(Begun::Signed(pending)) => auth.finish(pending, Some(&body)),
+        Ok(Begun::Signed(pending)) => {
+            signed_for = Some(pending.service().to_string());
+            auth.finish(pending, Some(&body))
+        }
         Err(e) => Err(e),
     };
     let source = parts.extensions.get::<ClientAddr>().map(|a| a.0);
     let caller = match caller {
         Ok(c) => c,
         Err(e) => {
-            tracing::info!(path = %parts.uri.path(), error = %e, "request not authenticated");
+            tracing::info!(path = %parts.uri.path(), error = %e.summary(), "request not authenticated");
             let family = match scope.protocol {
                 Protocol::Query => AuthFamily::Query,
                 _ => AuthFamily::AwsJson,
@@ -231,7 +235,19 @@ async fn authenticate(
         }
     };
     drop(headers);
-    parts.extensions.insert(Requester { caller, source });
+    let user_agent = crate::audit::bounded(
+        parts
+            .headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+    );
+    parts.extensions.insert(Requester {
+        caller,
+        source,
+        signed_for,
+        user_agent,
+    });
     next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(body)))
         .await
 }
@@ -243,6 +259,10 @@ pub struct Requester {
     pub caller: Caller,
     /// The client's address.
     pub source: Option<std::net::IpAddr>,
+    /// The SigV4 service its credential scope names (`None`: not signed).
+    pub signed_for: Option<String>,
+    /// Its `User-Agent` (bounded).
+    pub user_agent: String,
 }
 
 /// The access key id a request's `Authorization` presents, if any (never its secret: a request
@@ -290,15 +310,32 @@ fn event_of(parts: &axum::http::request::Parts, body: &[u8]) -> (&'static str, &
 /// Whether `caller` may run `op`: the caller's policies on its action, resource and condition
 /// keys. A refusal is `AccessDeniedException` with AWS's wording.
 pub(crate) fn authorize(app: &App, requester: &Requester, op: &impl Operation) -> Result<(), ApiError> {
-    let Requester { caller, source } = requester;
+    authorize_on(app, requester, op, op.resource(&app.arns()))?;
+    // Some operations also act on a second resource (`CreateEndpoint` deploys a configuration):
+    // the caller must be allowed on each.
+    for also in op.also_on(&app.arns()) {
+        authorize_on(app, requester, op, also)?;
+    }
+    Ok(())
+}
+
+/// Whether `requester` may run `op` on `resource`.
+pub(crate) fn authorize_on(
+    app: &App,
+    requester: &Requester,
+    op: &impl Operation,
+    resource: Resource,
+) -> Result<(), ApiError> {
+    let Requester { caller, source, .. } = requester;
     if matches!(caller, Caller::Unauthenticated) {
         return Ok(());
     }
     let auth = &app.dataplane.auth;
-    let resource = op.resource(&app.arns());
     let tags = match &resource {
+        // A store that cannot say what a resource's tags are fails the call: a Deny keyed on
+        // them must not silently stop applying.
         Resource::Arn(arn) if matches!(caller, Caller::Principal(_)) => control::resource_tags(app, arn)
-            .unwrap_or_default()
+            .map_err(ApiError::from)?
             .into_iter()
             .map(|t| (t.key, t.value))
             .collect(),
@@ -397,6 +434,15 @@ impl Operation for AwsOp {
             AwsOp::CloudTrail(op) => op.conditions(ctx),
         }
     }
+
+    fn also_on(&self, arns: &Arns) -> Vec<Resource> {
+        match self {
+            AwsOp::SageMaker(op) => op.also_on(arns),
+            AwsOp::AutoScaling(op) => op.also_on(arns),
+            AwsOp::CloudWatch(op) => op.also_on(arns),
+            AwsOp::CloudTrail(op) => op.also_on(arns),
+        }
+    }
 }
 
 /// Parses an operation of one API by name from its JSON body; `None` for a name it lacks.
@@ -485,7 +531,7 @@ pub(crate) fn record_of(app: &App, requester: &Requester, call: &Call<'_>) -> Re
         requester.caller.user_identity(&app.cfg.account_id, None),
     );
     record.source_ip_address = requester.source.map_or_else(|| "unknown".into(), |ip| ip.to_string());
-    record.user_agent = call.user_agent.to_string();
+    record.user_agent = crate::audit::bounded(call.user_agent);
     record.request_id = call.request_id.to_string();
     record.request_parameters = redact(call.name, &call.request, &Value::Null).0;
     record
@@ -553,9 +599,21 @@ pub(crate) async fn audit_refusal(
     let Some(log) = app.dataplane.audit.as_ref() else {
         return Ok(());
     };
+    if let Err(n) = app.dataplane.auth.refusals.take(source, app.clock.now() as u64) {
+        if n == 1 {
+            tracing::warn!(
+                ?source,
+                "refused requests from this source beyond {}/s are not written to the audit trail",
+                crate::auth::REFUSALS_RECORDED_PER_SECOND
+            );
+        }
+        return Ok(());
+    }
     let requester = Requester {
         caller: Caller::Anonymous,
         source,
+        signed_for: None,
+        user_agent: String::new(),
     };
     let mut record = record_of(app, &requester, &call);
     record.user_identity = Caller::Anonymous.user_identity(&app.cfg.account_id, presented);

@@ -25,6 +25,12 @@ pub trait Conditions {
     fn request_conditions(&self, ctx: &mut crate::core::policy::Context) {
         let _ = ctx;
     }
+
+    /// Further resources the operation acts on ([`Operation::also_on`]).
+    fn also_on(&self, arns: &Arns) -> Vec<Resource> {
+        let _ = arns;
+        vec![]
+    }
 }
 
 /// Adds `aws:RequestTag/<key>` for every tag and `aws:TagKeys` (all keys) to `ctx`.
@@ -145,6 +151,10 @@ macro_rules! operations {
 
             fn conditions(&self, ctx: &mut $crate::core::policy::Context) {
                 <$enum as $crate::api::ops::Conditions>::request_conditions(self, ctx)
+            }
+
+            fn also_on(&self, arns: &$crate::core::iam::Arns) -> Vec<$crate::core::iam::Resource> {
+                <$enum as $crate::api::ops::Conditions>::also_on(self, arns)
             }
 
             #[allow(unused_variables)]

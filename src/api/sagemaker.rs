@@ -45,6 +45,14 @@ crate::operations! {
 /// every instance type a new configuration's variants name, in `InstanceType` and
 /// `InstancePools` (`sagemaker:InstanceTypes`).
 impl super::ops::Conditions for SageMakerOp {
+    fn also_on(&self, arns: &super::ops::Arns) -> Vec<Resource> {
+        match self {
+            SageMakerOp::CreateEndpoint(i) => vec![arns.resource("endpoint-config", &i.endpoint_config_name)],
+            SageMakerOp::UpdateEndpoint(i) => vec![arns.resource("endpoint-config", &i.endpoint_config_name)],
+            _ => vec![],
+        }
+    }
+
     fn request_conditions(&self, ctx: &mut crate::core::policy::Context) {
         let pairs = |tags: &'_ [Tag]| -> Vec<(String, String)> {
             tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect()

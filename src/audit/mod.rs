@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 pub use lookup::{Event, EventResource, Lookup, LookupAttribute, Page};
-pub use record::{Record, RecordResource, UserIdentity, event_source, format_time, is_read_only, redact};
+pub use record::{Record, RecordResource, UserIdentity, bounded, event_source, format_time, is_read_only, redact};
 
 /// The `errorCode` of a record completed from an intent after a crash.
 pub const OUTCOME_UNKNOWN: &str = "OutcomeUnknown";
@@ -279,7 +279,29 @@ impl AuditLog {
     /// Opens (or creates) the log at `path`, keeping records for `retention` (see
     /// [`prune`](Self::prune)). Completes the intents a previous run left (see the module
     /// documentation) and starts the writer thread.
+    ///
+    /// The file (and SQLite's `-wal` and `-shm`, which take its mode) is readable by its owner
+    /// only: records name users, policies and source addresses.
     pub fn open(path: &Path, retention: Duration) -> Result<Self, AuditError> {
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let private = |e: std::io::Error| AuditError::Storage(format!("{}: {e}", path.display()));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(private)?;
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = path.as_os_str().to_owned();
+                p.push(suffix);
+                let p = std::path::PathBuf::from(p);
+                if p.exists() {
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(private)?;
+                }
+            }
+        }
         let conn = open_conn(path, OpenFlags::default())?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;

@@ -1,6 +1,7 @@
 //! One CloudTrail record, as CloudTrail writes it (`eventVersion` 1.09), and what goes into one:
 //! the event source of each API, the caller's identity, redaction of secrets and bodies.
 
+use crate::core::time::{iso8601, parse_iso8601};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -238,65 +239,27 @@ pub fn is_read_only(event_name: &str) -> bool {
         || INVOCATIONS.contains(&event_name)
 }
 
+/// The longest `userAgent` (or other client-chosen text) a record keeps, in bytes.
+pub const MAX_CLIENT_TEXT: usize = 512;
+
+/// `text` cut to [`MAX_CLIENT_TEXT`] bytes (at a character boundary): a client cannot make
+/// records large.
+pub fn bounded(text: &str) -> String {
+    let mut end = text.len().min(MAX_CLIENT_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ` of epoch seconds (fractions dropped, as CloudTrail does).
 pub fn format_time(epoch_seconds: f64) -> String {
-    let secs = epoch_seconds.floor() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    iso8601(epoch_seconds.floor() as i64)
 }
 
 /// Epoch seconds of a `YYYY-MM-DDTHH:MM:SSZ` time as [`format_time`] writes it; `None` otherwise.
 pub fn parse_time(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let p = &s[r];
-        p.bytes().all(|c| c.is_ascii_digit()).then(|| p.parse().ok())?
-    };
-    let (y, mo, d, h, mi, se) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 59 {
-        return None;
-    }
-    Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se)
-}
-
-/// (year, month, day) of days since 1970-01-01 (proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    parse_iso8601(s)
 }
 
 /// Operations whose bodies are the user's data: their `Body` is never recorded, and neither is

@@ -115,6 +115,11 @@ pub struct Pending<'a> {
 }
 
 impl Pending<'_> {
+    /// The SigV4 service the credential scope names.
+    pub fn service(&self) -> &str {
+        self.presented.service
+    }
+
     /// Whether the signature covers the body, so the body must be read (and held) before the
     /// request may go anywhere. `UNSIGNED-PAYLOAD` does not.
     pub fn needs_body(&self) -> bool {
@@ -195,6 +200,38 @@ impl ResourceTags {
     }
 }
 
+/// How many refused requests per source address and second are written to the audit trail;
+/// beyond it they are counted, not written, so that unauthenticated traffic cannot fill the
+/// disk through the trail (whose full disk would then refuse every change).
+pub const REFUSALS_RECORDED_PER_SECOND: u32 = 10;
+
+/// Per-source budget of recorded refusals ([`REFUSALS_RECORDED_PER_SECOND`]).
+#[derive(Debug, Default)]
+pub struct RefusalBudget(std::sync::Mutex<HashMap<IpAddr, (u64, u32, u64)>>);
+
+impl RefusalBudget {
+    /// Whether a refusal from `source` at `now` (epoch seconds) is recorded; `Err(n)` when it
+    /// is not, `n` being how many from that source were not recorded in this second so far.
+    pub fn take(&self, source: Option<IpAddr>, now: u64) -> Result<(), u64> {
+        let ip = source.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 65_536 {
+            map.retain(|_, (second, _, _)| *second == now);
+        }
+        let (second, used, dropped) = map.entry(ip).or_insert((now, 0, 0));
+        if *second != now {
+            (*second, *used, *dropped) = (now, 0, 0);
+        }
+        if *used < REFUSALS_RECORDED_PER_SECOND {
+            *used += 1;
+            Ok(())
+        } else {
+            *dropped += 1;
+            Err(*dropped)
+        }
+    }
+}
+
 /// Authentication and authorization for every API.
 #[derive(Debug)]
 pub struct Auth {
@@ -207,6 +244,8 @@ pub struct Auth {
     pub identities: Arc<Identities>,
     /// Endpoint tags for invocations' `aws:ResourceTag/<key>`, published by the control plane.
     pub tags: ResourceTags,
+    /// Refusals recorded per source.
+    pub refusals: RefusalBudget,
     keys: KeyCache,
 }
 
@@ -224,6 +263,7 @@ impl Auth {
             anonymous: cfg.auth.anonymous_actions.clone(),
             identities,
             tags: ResourceTags::default(),
+            refusals: RefusalBudget::default(),
             keys: KeyCache::new(SIGNING_KEYS),
         }
     }
@@ -246,11 +286,14 @@ impl Auth {
     /// Step 1, from the request head: who claims to call. `services` are the SigV4 service
     /// names the API accepts in the credential scope; `action` is the action as far as the head
     /// tells it (for `anonymous_actions`).
+    /// `unsigned_payload`: whether `UNSIGNED-PAYLOAD` is accepted (the runtime streams bodies;
+    /// every other API's body is small and must be signed).
     pub fn begin<'a>(
         &self,
         parts: &RequestParts<'a>,
         services: &[&str],
         action: Option<&str>,
+        unsigned_payload: bool,
         now: SystemTime,
     ) -> Result<Begun<'a>, AuthError> {
         if self.mode == AuthMode::None {
@@ -273,6 +316,28 @@ impl Auth {
             )));
         }
         let presented = sigv4::authenticate(parts, &self.region, services, now)?;
+        // What routes a request or changes its meaning must be signed, or a captured request
+        // could be re-aimed (`X-Amz-Target: SageMaker.DeleteModel`): every `x-amz-*` and
+        // `x-amzn-*` header (but the trace id, which no SDK signs), and on `POST /` the
+        // `Content-Type` that tells awsJson from awsQuery (the SDKs sign both; `curl
+        // --aws-sigv4` signs a Content-Type given with -H).
+        let signed: Vec<&str> = presented.signed_headers().split(';').collect();
+        for (name, _) in parts.headers {
+            let n = name.to_ascii_lowercase();
+            let must =
+                (n.starts_with("x-amz-") || n.starts_with("x-amzn-") || (n == "content-type" && parts.path == "/"))
+                    && n != "x-amzn-trace-id";
+            if must && !signed.contains(&n.as_str()) {
+                return Err(AuthError::Incomplete(format!(
+                    "The header {n} is not signed: spillway requires every x-amz-* header (and Content-Type on POST /) in SignedHeaders."
+                )));
+            }
+        }
+        if !unsigned_payload && matches!(presented.payload(), PayloadHash::Unsigned) {
+            return Err(AuthError::Incomplete(
+                "UNSIGNED-PAYLOAD is accepted by the runtime only: sign this API's request body.".into(),
+            ));
+        }
         let principal = self
             .identities
             .current()

@@ -58,6 +58,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::core::time::{civil_from_days, days_from_civil};
 use crate::error::{ApiError, AuthFailure, AuthFamily};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -220,6 +221,11 @@ impl std::fmt::Debug for Presented<'_> {
 }
 
 impl<'a> Presented<'a> {
+    /// The `SignedHeaders` list, lower-case names separated by `;`.
+    pub fn signed_headers(&self) -> &'a str {
+        self.signed_headers
+    }
+
     /// What the caller must do with the body.
     pub fn payload(&self) -> PayloadHash<'a> {
         self.payload
@@ -933,30 +939,6 @@ fn from_unix(secs: i64) -> SystemTime {
     } else {
         UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
     }
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 fn days_in_month(y: i64, m: i64) -> i64 {

@@ -102,6 +102,13 @@ pub trait Operation {
     fn action(&self) -> Action;
     /// The resource the operation acts on.
     fn resource(&self, arns: &Arns) -> Resource;
+    /// Further resources the operation acts on, each of which the caller must also be allowed
+    /// (`CreateEndpoint` and `UpdateEndpoint` on the endpoint configuration they deploy, as
+    /// AWS authorizes them).
+    fn also_on(&self, arns: &Arns) -> Vec<Resource> {
+        let _ = arns;
+        vec![]
+    }
     /// Adds the condition keys the request itself carries (`aws:RequestTag/<key>`,
     /// `aws:TagKeys`, `sagemaker:InstanceTypes`, ...) to a policy evaluation's context.
     fn conditions(&self, ctx: &mut super::policy::Context) {

@@ -114,6 +114,7 @@
 //! [`Decision::ImplicitDeny`]. [`Decision::reason`] and [`access_denied_message`] give AWS's
 //! `AccessDenied` wording.
 
+use super::time::days_from_civil;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -733,17 +734,6 @@ fn days_in_month(y: i64, m: i64) -> i64 {
         4 | 6 | 9 | 11 => 30,
         _ => 31,
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// An IPv4 or IPv6 block.

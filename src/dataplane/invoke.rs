@@ -287,11 +287,44 @@ pub async fn invoke_model(dp: &DataPlane, call: &Call<'_>, payload: &mut impl Pa
         .map_err(|why| error(ErrorCode::AccessDeniedException, why))?;
     // Then who calls, and whether they may: an unknown or refused caller learns nothing about
     // endpoints either. A signature that covers the body holds the body until it is checked.
-    let (caller, buffered) = authenticate(dp, call, payload).await?;
     let resource = call.op.resource(dp.auth.arns());
     let tags = match &resource {
         Resource::Arn(arn) => dp.auth.tags.get(arn),
         Resource::Any => None,
+    };
+    // Data events: an endpoint tagged `spillway:audit-invocations = enabled` has each
+    // invocation recorded (who, from where, how it ended; never the bodies) before its answer
+    // leaves, refused ones included. A record that cannot be written fails the invocation.
+    let data_events = tags.as_deref().is_some_and(|t| {
+        t.iter()
+            .any(|(k, v)| k == DATA_EVENTS_TAG && v.eq_ignore_ascii_case("enabled"))
+    });
+    let (caller, buffered) = match authenticate(dp, call, payload).await {
+        Ok(c) => c,
+        Err(e) => {
+            if let (Some(log), true) = (&dp.audit, data_events)
+                && dp.auth.refusals.take(call.signed.peer, dp.clock.now() as u64).is_ok()
+            {
+                let mut record = invocation_record(dp, &Caller::Anonymous, call, &resource, &Err(e.clone()));
+                let presented = call
+                    .signed
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+                let key = presented.and_then(|(_, v)| {
+                    let v = std::str::from_utf8(v).ok()?;
+                    let rest = &v[v.find("Credential=")? + "Credential=".len()..];
+                    rest.split('/')
+                        .next()
+                        .filter(|k| k.bytes().all(|b| b.is_ascii_alphanumeric()))
+                });
+                record.user_identity = Caller::Anonymous.user_identity(&dp.auth.arns().account_id, key);
+                if let Err(err) = log.append_async(&record).await {
+                    tracing::error!(error = %err, "audit record of a refused invocation not written");
+                }
+            }
+            return Err(e);
+        }
     };
     let result = match authorize(dp, &caller, call, &resource, tags.as_deref()) {
         Ok(()) => {
@@ -358,7 +391,7 @@ fn invocation_record(
         .headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .map(|(_, v)| crate::audit::bounded(&String::from_utf8_lossy(v)))
         .unwrap_or_default();
     r.request_parameters = Some(serde_json::json!({
         "endpointName": call.op.endpoint_name(),
@@ -409,10 +442,13 @@ async fn authenticate(
         headers: &s.headers,
     };
     let refused = |e: AuthError| {
-        tracing::info!(endpoint = call.op.endpoint_name(), error = %e, "invocation not authenticated");
+        tracing::info!(endpoint = call.op.endpoint_name(), error = %e.summary(), "invocation not authenticated");
         e.to_api(AuthFamily::Runtime)
     };
-    let pending = match dp.auth.begin(&parts, &["sagemaker"], None, dp.clock.system_time()) {
+    let pending = match dp
+        .auth
+        .begin(&parts, &["sagemaker"], None, true, dp.clock.system_time())
+    {
         Ok(Begun::Known(caller)) => return Ok((caller, None)),
         Ok(Begun::Signed(p)) => p,
         Err(e) => return Err(refused(e)),

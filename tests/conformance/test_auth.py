@@ -436,3 +436,100 @@ def test_invocations_are_recorded_only_where_switched_on(server):
     assert r["userIdentity"]["userName"] == "admin"
     assert r["responseElements"]["invokedProductionVariant"] == "AllTraffic"
     assert "secret-payload" not in json.dumps(records)
+
+
+# ---------------------------------------------------------------------------------------------
+# what a review found: each a way around a policy, now closed
+
+
+def test_iam_names_are_authorized_as_stored_whatever_their_case_or_path(server):
+    iam = server.client("iam")
+    iam.create_group(GroupName="admins", Path="/ops/")
+    iam.put_group_policy(GroupName="admins", PolicyName="all", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    iam.create_user(UserName="vip", Path="/admins/")
+    keys = make_user(server, "bob2", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "iam:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "iam:*", "Resource": [
+            f"arn:aws:iam::{spw.ACCOUNT}:group/ops/admins", f"arn:aws:iam::{spw.ACCOUNT}:user/admins/*"]}]})
+    bob = server.client("iam", keys=keys)
+    for name in ("admins", "ADMINS", "Admins"):
+        with pytest.raises(ClientError) as e:
+            bob.add_user_to_group(GroupName=name, UserName="bob2")
+        assert e.value.response["Error"]["Code"] == "AccessDenied", name
+        assert "group/ops/admins with an explicit deny" in e.value.response["Error"]["Message"]
+    for name in ("vip", "VIP"):
+        with pytest.raises(ClientError) as e:
+            bob.create_access_key(UserName=name)
+        assert e.value.response["Error"]["Code"] == "AccessDenied", name
+    assert iam.list_groups_for_user(UserName="bob2")["Groups"] == []
+    assert iam.list_access_keys(UserName="vip")["AccessKeyMetadata"] == []
+
+
+def test_sagemaker_names_differing_only_in_case_are_one_name(server):
+    sm = server.sm
+    spw.create_model(sm, "Casey", Tags=[{"Key": "env", "Value": "prod"}])
+    code, msg, _ = spw.error_of(spw.create_model, sm, "casey", Tags=[{"Key": "env", "Value": "dev"}])
+    assert code == "ValidationException" and "already existing model" in msg, msg
+    assert sm.list_tags(ResourceArn=spw.arn("model", "Casey"))["Tags"] == [{"Key": "env", "Value": "prod"}]
+
+
+def test_create_endpoint_needs_the_configuration_too(server):
+    admin = server.sm
+    spw.create_model(admin, "m-cfg")
+    admin.create_endpoint_config(EndpointConfigName="gpu-cfg", ProductionVariants=[spw.single_variant("m-cfg")])
+    keys = make_user(server, "deployer", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "sagemaker:CreateEndpoint", "Resource": f"arn:aws:sagemaker:*:*:endpoint/*"}]})
+    msg = denied(server.client("sagemaker", keys=keys).create_endpoint, EndpointName="sneaky", EndpointConfigName="gpu-cfg")
+    assert "endpoint-config/gpu-cfg" in msg
+    code, _, _ = spw.error_of(admin.describe_endpoint, EndpointName="sneaky")
+    assert code == "ValidationException"
+
+
+def test_headers_that_route_a_request_must_be_signed(server):
+    """A captured request cannot be re-aimed: X-Amz-Target and Content-Type are signed, and the
+    control plane takes no UNSIGNED-PAYLOAD."""
+    method, path, body, headers = LIST
+    req = AWSRequest(method=method, url=server.url + path, data=body, headers={"Content-Type": headers["Content-Type"]})
+    SigV4Auth(Credentials(*server.credentials), "sagemaker", spw.REGION).add_auth(req)
+    sent = dict(req.headers.items())
+    sent["X-Amz-Target"] = "SageMaker.DeleteModel"  # not in SignedHeaders
+    r = urllib.request.Request(server.url + path, data=body, method=method, headers=sent)
+    try:
+        urllib.request.urlopen(r, timeout=10)
+        raise AssertionError("an unsigned X-Amz-Target was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.headers["x-amzn-errortype"].startswith("IncompleteSignatureException")
+        assert "x-amz-target is not signed" in json.loads(e.read())["message"]
+
+    req = AWSRequest(method=method, url=server.url + path, data=body,
+                     headers={**headers, "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"})
+    SigV4Auth(Credentials(*server.credentials), "sagemaker", spw.REGION).add_auth(req)
+    r = urllib.request.Request(server.url + path, data=body, method=method, headers=dict(req.headers.items()))
+    try:
+        urllib.request.urlopen(r, timeout=10)
+        raise AssertionError("UNSIGNED-PAYLOAD was accepted by the control plane")
+    except urllib.error.HTTPError as e:
+        assert "UNSIGNED-PAYLOAD" in json.loads(e.read())["message"]
+
+
+def test_iam_and_sts_each_need_their_own_scope(server):
+    body = b"Action=ListUsers&Version=2010-05-08"
+    status, _, raw_body = server.http("POST", "/", body, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200
+    h = spw.signed_headers(server.url, "POST", "/", body, {"Content-Type": "application/x-www-form-urlencoded"},
+                           server.credentials, service="sts")
+    status, _, raw_body = server.http("POST", "/", body, h, sign=False)
+    assert status == 403 and b"SignatureDoesNotMatch" in raw_body, raw_body
+
+
+def test_the_trail_is_private_and_bounded(server):
+    for name in ("audit.db", "audit.db-wal"):
+        p = server.data_dir / name
+        if p.exists():
+            assert oct(p.stat().st_mode & 0o777) == "0o600", name
+    raw(server, *LIST, keys=False, mutate=lambda h: h.update({"User-Agent": "x" * 60_000}))
+    ct = server.client("cloudtrail")
+    events = [json.loads(e["CloudTrailEvent"]) for e in ct.lookup_events(MaxResults=5)["Events"]]
+    long_ones = [e for e in events if e["userAgent"].startswith("xxx")]
+    assert long_ones and all(len(e["userAgent"]) <= 512 for e in long_ones)

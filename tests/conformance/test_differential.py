@@ -58,7 +58,7 @@ def pair(tmp_path_factory, request):
     """{"fast": server, "hyper": server}, each with endpoints dfa and dfb on raw_model, and the
     directory of the models' request records."""
     base = tmp_path_factory.mktemp("differential")
-    servers = _Servers(base)
+    servers = _Servers(base, request)
     out = {}
     image = f"{shlex.quote(spw.python())} {shlex.quote(str(RAW_MODEL))}"
     for kind, fast in (("fast", True), ("hyper", False)):
