@@ -116,3 +116,73 @@ def test_sagemaker_calls_come_back_from_lookup_events_and_the_chain_verifies(ser
     out = audit_cli("verify", "--data-dir", str(server.data_dir))
     assert out.returncode != 0
     assert f"seq {seq}" in out.stdout, out.stdout
+
+
+def test_every_mutating_operation_of_every_api_is_in_lookup_events(server):
+    """Each change, by every API (SageMaker, Application Auto Scaling, IAM, the admin API), made
+    as a client makes it, comes back from LookupEvents with ReadOnly=false, its caller and its
+    resource."""
+    sm, aas, iam, ct = server.sm, server.client("application-autoscaling"), server.client("iam"), server.client("cloudtrail")
+    before = spw.utcnow() - dt.timedelta(seconds=2)
+    spw.create_model(sm, "mut-m")
+    sm.create_endpoint_config(EndpointConfigName="mut-c", ProductionVariants=[spw.single_variant("mut-m")])
+    sm.create_endpoint(EndpointName="mut-e", EndpointConfigName="mut-c")
+    spw.wait_in_service(sm, "mut-e")
+    arn = spw.arn("endpoint", "mut-e")
+    sm.add_tags(ResourceArn=arn, Tags=[{"Key": "owner", "Value": "me"}])
+    sm.delete_tags(ResourceArn=arn, TagKeys=["owner"])
+    sm.update_endpoint_weights_and_capacities(EndpointName="mut-e", DesiredWeightsAndCapacities=[
+        {"VariantName": "AllTraffic", "DesiredWeight": 1.0}])
+    spw.wait_in_service(sm, "mut-e")
+    sm.create_endpoint_config(EndpointConfigName="mut-c2", ProductionVariants=[spw.single_variant("mut-m")])
+    sm.update_endpoint(EndpointName="mut-e", EndpointConfigName="mut-c2")
+    spw.wait_in_service(sm, "mut-e", timeout=120)
+    rid = "endpoint/mut-e/variant/AllTraffic"
+    target = dict(ServiceNamespace="sagemaker", ResourceId=rid, ScalableDimension="sagemaker:variant:DesiredInstanceCount")
+    aas.register_scalable_target(MinCapacity=1, MaxCapacity=2, **target)
+    aas.put_scaling_policy(PolicyName="p", PolicyType="TargetTrackingScaling", TargetTrackingScalingPolicyConfiguration={
+        "TargetValue": 100.0, "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}},
+        **target)
+    aas.delete_scaling_policy(PolicyName="p", **target)
+    aas.deregister_scalable_target(**target)
+    server.set_slots("ml.g6e.2xlarge", 0)
+    assert server.http("DELETE", "/_spillway/capacity/ml.g6e.2xlarge")[0] == 200
+    iam.create_user(UserName="mut-u")
+    iam.tag_user(UserName="mut-u", Tags=[{"Key": "team", "Value": "a"}])
+    iam.untag_user(UserName="mut-u", TagKeys=["team"])
+    iam.put_user_policy(UserName="mut-u", PolicyName="p", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sagemaker:List*", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="mut-u")["AccessKey"]["AccessKeyId"]
+    iam.update_access_key(UserName="mut-u", AccessKeyId=key, Status="Inactive")
+    iam.delete_access_key(UserName="mut-u", AccessKeyId=key)
+    iam.create_group(GroupName="mut-g")
+    iam.put_group_policy(GroupName="mut-g", PolicyName="p", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sagemaker:List*", "Resource": "*"}]}))
+    iam.add_user_to_group(GroupName="mut-g", UserName="mut-u")
+    iam.remove_user_from_group(GroupName="mut-g", UserName="mut-u")
+    iam.delete_group_policy(GroupName="mut-g", PolicyName="p")
+    iam.delete_group(GroupName="mut-g")
+    iam.delete_user_policy(UserName="mut-u", PolicyName="p")
+    iam.delete_user(UserName="mut-u")
+    sm.delete_endpoint(EndpointName="mut-e")
+    sm.delete_endpoint_config(EndpointConfigName="mut-c")
+    sm.delete_endpoint_config(EndpointConfigName="mut-c2")
+    sm.delete_model(ModelName="mut-m")
+
+    changes = lookup_all(ct, StartTime=before, LookupAttributes=[{"AttributeKey": "ReadOnly", "AttributeValue": "false"}])
+    seen = {(e["EventSource"], e["EventName"]) for e in changes}
+    want = {("sagemaker.amazonaws.com", n) for n in (
+        "CreateModel", "CreateEndpointConfig", "CreateEndpoint", "AddTags", "DeleteTags",
+        "UpdateEndpointWeightsAndCapacities", "UpdateEndpoint", "DeleteEndpoint", "DeleteEndpointConfig", "DeleteModel")}
+    want |= {("application-autoscaling.amazonaws.com", n) for n in (
+        "RegisterScalableTarget", "PutScalingPolicy", "DeleteScalingPolicy", "DeregisterScalableTarget")}
+    want |= {("spillway.amazonaws.com", n) for n in ("PutCapacity", "DeleteCapacity")}
+    want |= {("iam.amazonaws.com", n) for n in (
+        "CreateUser", "TagUser", "UntagUser", "PutUserPolicy", "CreateAccessKey", "UpdateAccessKey", "DeleteAccessKey",
+        "CreateGroup", "PutGroupPolicy", "AddUserToGroup", "RemoveUserFromGroup", "DeleteGroupPolicy", "DeleteGroup",
+        "DeleteUserPolicy", "DeleteUser")}
+    assert want <= seen, sorted(want - seen)
+    assert all(e.get("Username") == "admin" for e in changes), [e for e in changes if e.get("Username") != "admin"][:2]
+    create = next(json.loads(e["CloudTrailEvent"]) for e in changes if e["EventName"] == "CreateEndpoint")
+    assert create["resources"][0]["ARN"] == arn and create["userIdentity"]["type"] == "IAMUser"
+    assert audit_cli("verify", "--data-dir", str(server.data_dir)).returncode == 0
