@@ -293,10 +293,13 @@ def test_already_exists_is_a_validation_exception_with_the_aws_text(vs, op, para
     assert vs.sm.describe_model(ModelName=MODEL)["PrimaryContainer"]["Image"] == "builtin:echo"
 
 
-def test_names_are_case_sensitive_but_arns_are_lower_case(vs):
-    spw.create_model(vs.sm, "Val-Model")
-    assert vs.sm.describe_model(ModelName="Val-Model")["ModelArn"] == spw.arn("model", "val-model")
-    assert vs.sm.describe_model(ModelName=MODEL)["ModelName"] == MODEL
+def test_names_are_unique_regardless_of_case_and_arns_are_lower_case(vs):
+    """`Val-Model` next to `val-model` would share its ARN, and so its tags and policies."""
+    assert vs.sm.describe_model(ModelName=MODEL)["ModelArn"] == spw.arn("model", MODEL.lower())
+    code, msg, _ = spw.error_of(spw.create_model, vs.sm, MODEL.swapcase())
+    assert code == "ValidationException" and "already existing model" in msg
+    spw.create_model(vs.sm, "Val-Other")
+    assert vs.sm.describe_model(ModelName="Val-Other")["ModelArn"] == spw.arn("model", "val-other")
 
 
 # ------------------------------------------------------------------------------------------------
