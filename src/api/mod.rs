@@ -331,18 +331,23 @@ pub(crate) fn authorize_on(
         return Ok(());
     }
     let auth = &app.dataplane.auth;
-    let tags = match &resource {
-        // A store that cannot say what a resource's tags are fails the call: a Deny keyed on
-        // them must not silently stop applying.
-        Resource::Arn(arn) if matches!(caller, Caller::Principal(_)) => control::resource_tags(app, arn)
-            .map_err(ApiError::from)?
-            .into_iter()
-            .map(|t| (t.key, t.value))
-            .collect(),
-        _ => vec![],
+    let ctx = if auth.needs_context(caller) {
+        let tags = match &resource {
+            // A store that cannot say what a resource's tags are fails the call: a Deny keyed
+            // on them must not silently stop applying.
+            Resource::Arn(arn) => control::resource_tags(app, arn)
+                .map_err(ApiError::from)?
+                .into_iter()
+                .map(|t| (t.key, t.value))
+                .collect(),
+            Resource::Any => vec![],
+        };
+        let mut ctx = auth.context(caller, op.action(), &resource, &tags, *source, app.clock.system_time());
+        op.conditions(&mut ctx);
+        ctx
+    } else {
+        crate::core::policy::Context::new(op.action().to_string(), resource.to_string())
     };
-    let mut ctx = auth.context(caller, op.action(), &resource, &tags, *source, app.clock.system_time());
-    op.conditions(&mut ctx);
     auth.authorize(caller, &ctx).map_err(|d| {
         tracing::info!(caller = %d.caller, action = %d.action, resource = %d.resource, "request denied");
         ApiError::new(ErrorCode::AccessDeniedException, d.to_string())

@@ -321,13 +321,13 @@ impl Auth {
         // `x-amzn-*` header (but the trace id, which no SDK signs), and on `POST /` the
         // `Content-Type` that tells awsJson from awsQuery (the SDKs sign both; `curl
         // --aws-sigv4` signs a Content-Type given with -H).
-        let signed: Vec<&str> = presented.signed_headers().split(';').collect();
+        let signed = presented.signed_headers();
         for (name, _) in parts.headers {
-            let n = name.to_ascii_lowercase();
-            let must =
-                (n.starts_with("x-amz-") || n.starts_with("x-amzn-") || (n == "content-type" && parts.path == "/"))
-                    && n != "x-amzn-trace-id";
-            if must && !signed.contains(&n.as_str()) {
+            let starts = |p: &str| name.len() >= p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes());
+            let must = (starts("x-amz-") || starts("x-amzn-") || (name.eq_ignore_ascii_case("content-type") && parts.path == "/"))
+                && !name.eq_ignore_ascii_case("x-amzn-trace-id");
+            if must && !signed.split(';').any(|s| s.eq_ignore_ascii_case(name)) {
+                let n = name.to_ascii_lowercase();
                 return Err(AuthError::Incomplete(format!(
                     "The header {n} is not signed: spillway requires every x-amz-* header (and Content-Type on POST /) in SignedHeaders."
                 )));
@@ -401,6 +401,16 @@ impl Auth {
             ctx.insert(&format!("aws:ResourceTag/{k}"), [v.clone()]);
         }
         ctx
+    }
+
+    /// Whether `caller`'s policies can depend on more than the action and resource (see
+    /// [`Policy::needs_context`](crate::core::policy::Policy::needs_context)); when not, callers
+    /// skip building the condition keys (and reading the resource's tags).
+    pub fn needs_context(&self, caller: &Caller) -> bool {
+        match caller {
+            Caller::Principal(p) => p.policies.iter().any(|p| p.needs_context()),
+            _ => false,
+        }
     }
 
     /// Step 3: whether `caller` may do what `ctx` describes.

@@ -266,7 +266,7 @@ impl<'a> Presented<'a> {
             self.region,
             self.service,
         );
-        let expected = hex::encode(hmac(&key, sts.as_bytes()));
+        let expected = hex_lower(&hmac(&key, sts.as_bytes()));
         let declared_ok = match self.payload {
             // The body must be the one the client declared: its hash is what was signed.
             PayloadHash::Declared(d) => d.as_bytes().ct_eq(payload_sha256_hex.as_bytes()).into(),
@@ -382,7 +382,7 @@ pub fn derive_signing_key(secret: &str, date: &str, region: &str, service: &str)
 
 /// The hex SHA-256 of `bytes` (lowercase).
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    hex_lower(&Sha256::digest(bytes))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -695,6 +695,18 @@ fn canonical_request(req: &RequestParts<'_>, extra: &[(&str, &[u8])], signed_hea
     out
 }
 
+/// Lower-case hex of `bytes` (the `hex` crate's `encode` builds its string a char at a time; on
+/// the invocation path that showed in profiles).
+fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
 fn is_space(b: u8) -> bool {
     // Python's str.split() whitespace among the Latin-1 characters (botocore's Trimall): HTTP
     // parsers let only SP, HTAB, NEL (0x85) and NBSP (0xA0) through.
@@ -907,7 +919,7 @@ pub fn sign(
     let date = &timestamp[..8];
     let scope = format!("{date}/{region}/{service}/aws4_request");
     let sts = string_to_sign(&timestamp, &scope, &canonical);
-    let signature = hex::encode(hmac(&derive_signing_key(secret, date, region, service), sts.as_bytes()));
+    let signature = hex_lower(&hmac(&derive_signing_key(secret, date, region, service), sts.as_bytes()));
     let mut out = vec![(
         "authorization".to_string(),
         format!(
@@ -1046,6 +1058,14 @@ fn parse_rfc2822(s: &str) -> Option<SystemTime> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn hex_is_lower_case_two_digits_a_byte() {
+        let all: Vec<u8> = (0..=255).collect();
+        let want: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex_lower(&all), want);
+        assert_eq!(hex_lower(&[]), "");
+    }
     use super::*;
 
     #[test]

@@ -279,6 +279,19 @@ pub fn evaluate<'a>(policies: impl IntoIterator<Item = &'a Policy>, ctx: &Contex
 }
 
 impl Policy {
+    /// Whether evaluating it can depend on anything but the action and the resource: a
+    /// `Condition`, or a policy variable in a `Resource`. A caller whose policies need no context
+    /// is evaluated without building one (the invocation path's common case).
+    pub fn needs_context(&self) -> bool {
+        self.statements.iter().any(|st| {
+            !st.conditions.is_empty()
+                || st
+                    .resources
+                    .iter()
+                    .any(|t| t.0.iter().any(|part| matches!(part, Part::Var { .. })))
+        })
+    }
+
     /// Parses an IAM JSON policy document. Errors carry 1-based line (and column) of the fault.
     pub fn parse(document: &str) -> Result<Policy, PolicyError> {
         let root = json::parse(document).map_err(|e| {
