@@ -323,8 +323,11 @@ impl Auth {
         // --aws-sigv4` signs a Content-Type given with -H).
         let signed = presented.signed_headers();
         for (name, _) in parts.headers {
-            let starts = |p: &str| name.len() >= p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes());
-            let must = (starts("x-amz-") || starts("x-amzn-") || (name.eq_ignore_ascii_case("content-type") && parts.path == "/"))
+            let starts =
+                |p: &str| name.len() >= p.len() && name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes());
+            let must = (starts("x-amz-")
+                || starts("x-amzn-")
+                || (name.eq_ignore_ascii_case("content-type") && parts.path == "/"))
                 && !name.eq_ignore_ascii_case("x-amzn-trace-id");
             if must && !signed.split(';').any(|s| s.eq_ignore_ascii_case(name)) {
                 let n = name.to_ascii_lowercase();

@@ -257,35 +257,49 @@ impl<'a> Presented<'a> {
             PayloadHash::Unsigned => UNSIGNED_PAYLOAD,
             _ => payload_sha256_hex,
         };
-        let canonical = canonical_request(&self.req, &[], self.signed_headers, payload);
-        let sts = self.string_to_sign(&canonical);
-        let key = cache.signing_key(
-            self.access_key_id,
-            secret_access_key,
-            self.scope_date,
-            self.region,
-            self.service,
-        );
-        let expected = hex_lower(&hmac(&key, sts.as_bytes()));
-        let declared_ok = match self.payload {
-            // The body must be the one the client declared: its hash is what was signed.
-            PayloadHash::Declared(d) => d.as_bytes().ct_eq(payload_sha256_hex.as_bytes()).into(),
-            _ => true,
-        };
-        let sig_ok: bool = expected.as_bytes().ct_eq(self.signature.as_bytes()).into();
-        if sig_ok && declared_ok {
-            Ok(())
-        } else {
-            Err(AuthError::Signature {
-                canonical_request: canonical,
-                string_to_sign: sts,
-            })
-        }
+        // The canonical request and the string to sign are built in this thread's scratch
+        // buffers (every invocation does this; a refusal copies them into its message).
+        SCRATCH.with(|scratch| {
+            let (canonical, sts) = &mut *scratch.borrow_mut();
+            canonical.clear();
+            canonical_request_into(&self.req, &[], self.signed_headers, payload, canonical);
+            sts.clear();
+            string_to_sign_into(
+                &self.timestamp,
+                self.scope_date,
+                self.region,
+                self.service,
+                canonical,
+                sts,
+            );
+            let key = cache.signing_key(
+                self.access_key_id,
+                secret_access_key,
+                self.scope_date,
+                self.region,
+                self.service,
+            );
+            let expected = hex_lower(&hmac(&key, sts.as_bytes()));
+            let declared_ok = match self.payload {
+                // The body must be the one the client declared: its hash is what was signed.
+                PayloadHash::Declared(d) => d.as_bytes().ct_eq(payload_sha256_hex.as_bytes()).into(),
+                _ => true,
+            };
+            let sig_ok: bool = expected.as_bytes().ct_eq(self.signature.as_bytes()).into();
+            if sig_ok && declared_ok {
+                Ok(())
+            } else {
+                Err(AuthError::Signature {
+                    canonical_request: canonical.clone(),
+                    string_to_sign: sts.clone(),
+                })
+            }
+        })
     }
 }
 
 /// Derived signing keys, cached: bounded, keyed by (access key id, date, region, service), each
-/// entry holding a fingerprint of the secret it was derived from so that a changed secret
+/// entry holding the secret it was derived from (compared in constant time) so that a changed secret
 /// misses. `Sync`; one short lock per lookup.
 pub struct KeyCache {
     capacity: usize,
@@ -293,7 +307,8 @@ pub struct KeyCache {
 }
 
 struct CachedKey {
-    fingerprint: [u8; 32],
+    /// The secret the key was derived from (a changed secret misses).
+    secret: String,
     key: [u8; 32],
 }
 
@@ -336,31 +351,38 @@ impl KeyCache {
         if self.capacity == 0 {
             return derive_signing_key(secret, date, region, service);
         }
-        let fingerprint = secret_fingerprint(secret);
-        let id = format!("{access_key_id}\0{date}\0{region}\0{service}");
-        if let Some(hit) = self.lock().get(&id)
-            && bool::from(hit.fingerprint.ct_eq(&fingerprint))
-        {
-            return hit.key;
+        thread_local! {
+            static ID: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        let key = derive_signing_key(secret, date, region, service);
-        let mut map = self.lock();
-        if map.len() >= self.capacity
-            && !map.contains_key(&id)
-            && let Some(victim) = map.keys().next().cloned()
-        {
-            map.remove(&victim);
-        }
-        map.insert(id, CachedKey { fingerprint, key });
-        key
+        ID.with(|id| {
+            let id = &mut *id.borrow_mut();
+            id.clear();
+            for part in [access_key_id, "\0", date, "\0", region, "\0", service] {
+                id.push_str(part);
+            }
+            if let Some(hit) = self.lock().get(id.as_str())
+                && bool::from(hit.secret.as_bytes().ct_eq(secret.as_bytes()))
+            {
+                return hit.key;
+            }
+            let key = derive_signing_key(secret, date, region, service);
+            let mut map = self.lock();
+            if map.len() >= self.capacity
+                && !map.contains_key(id.as_str())
+                && let Some(victim) = map.keys().next().cloned()
+            {
+                map.remove(&victim);
+            }
+            map.insert(
+                id.clone(),
+                CachedKey {
+                    secret: secret.to_string(),
+                    key,
+                },
+            );
+            key
+        })
     }
-}
-
-fn secret_fingerprint(secret: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"spillway-sigv4-keycache\0");
-    h.update(secret.as_bytes());
-    h.finalize().into()
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
@@ -669,11 +691,27 @@ fn parse_authorization(auth: &str) -> Result<ParsedAuthorization<'_>, AuthError>
 /// `signed_headers` and a payload line.
 fn canonical_request(req: &RequestParts<'_>, extra: &[(&str, &[u8])], signed_headers: &str, payload: &str) -> String {
     let mut out = String::with_capacity(256 + req.path.len() + req.query.len());
+    canonical_request_into(req, extra, signed_headers, payload, &mut out);
+    out
+}
+
+thread_local! {
+    /// Per-thread buffers for the canonical request and the string to sign.
+    static SCRATCH: std::cell::RefCell<(String, String)> = const { std::cell::RefCell::new((String::new(), String::new())) };
+}
+
+fn canonical_request_into(
+    req: &RequestParts<'_>,
+    extra: &[(&str, &[u8])],
+    signed_headers: &str,
+    payload: &str,
+    out: &mut String,
+) {
     out.push_str(req.method);
     out.push('\n');
-    canonical_uri(req.path, &mut out);
+    canonical_uri(req.path, out);
     out.push('\n');
-    canonical_query(req.query, &mut out);
+    canonical_query(req.query, out);
     out.push('\n');
     for name in signed_headers.split(';') {
         out.push_str(name);
@@ -684,7 +722,7 @@ fn canonical_request(req: &RequestParts<'_>, extra: &[(&str, &[u8])], signed_hea
                 out.push(',');
             }
             first = false;
-            push_trimall(v, &mut out);
+            push_trimall(v, out);
         }
         out.push('\n');
     }
@@ -692,7 +730,6 @@ fn canonical_request(req: &RequestParts<'_>, extra: &[(&str, &[u8])], signed_hea
     out.push_str(signed_headers);
     out.push('\n');
     out.push_str(payload);
-    out
 }
 
 /// Lower-case hex of `bytes` (the `hex` crate's `encode` builds its string a char at a time; on
@@ -837,6 +874,18 @@ fn canonical_query(query: &str, out: &mut String) {
     }
 }
 
+/// The string to sign into `out`, the scope written from its parts (no intermediate strings).
+fn string_to_sign_into(timestamp: &str, date: &str, region: &str, service: &str, canonical: &str, out: &mut String) {
+    out.push_str(ALGORITHM);
+    out.push('\n');
+    out.push_str(timestamp);
+    out.push('\n');
+    for part in [date, "/", region, "/", service, "/aws4_request\n"] {
+        out.push_str(part);
+    }
+    out.push_str(&sha256_hex(canonical.as_bytes()));
+}
+
 fn string_to_sign(timestamp: &str, scope: &str, canonical_request: &str) -> String {
     format!(
         "{ALGORITHM}\n{timestamp}\n{scope}\n{}",
@@ -919,7 +968,10 @@ pub fn sign(
     let date = &timestamp[..8];
     let scope = format!("{date}/{region}/{service}/aws4_request");
     let sts = string_to_sign(&timestamp, &scope, &canonical);
-    let signature = hex_lower(&hmac(&derive_signing_key(secret, date, region, service), sts.as_bytes()));
+    let signature = hex_lower(&hmac(
+        &derive_signing_key(secret, date, region, service),
+        sts.as_bytes(),
+    ));
     let mut out = vec![(
         "authorization".to_string(),
         format!(
