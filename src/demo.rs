@@ -192,16 +192,26 @@ async fn run_inner(app: &Arc<App>, url: &str) -> Result<(), String> {
     for v in status["ProductionVariants"].as_array().into_iter().flatten() {
         println!("  variant {} InstancePools: {}", v["VariantName"], v["InstancePools"]);
     }
-    // Invoked as a client would: over HTTP, signed with the administrator's key.
-    let (_, headers, body) = request(
-        app,
-        url,
-        &format!("/endpoints/{ENDPOINT}/invocations"),
-        "sagemaker",
-        &[("content-type", "application/json")],
-        r#"{"inputs": "hello"}"#,
-    )
-    .await?;
+    // Invoked as a client would: over HTTP, signed with the administrator's key. After a
+    // restart the endpoint is InService before its adopted instances serve again: wait (30 s at
+    // most) for an answer from a model.
+    let mut tries = 0;
+    let (headers, body) = loop {
+        let (status, headers, body) = request(
+            app,
+            url,
+            &format!("/endpoints/{ENDPOINT}/invocations"),
+            "sagemaker",
+            &[("content-type", "application/json")],
+            r#"{"inputs": "hello"}"#,
+        )
+        .await?;
+        tries += 1;
+        if status == 200 || tries >= 100 {
+            break (headers, body);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     println!(
         "\nInvokeEndpoint -> variant {:?}, answered by {:?} running model {}; echoed body {}",
@@ -226,9 +236,9 @@ Try it yourself, in a shell with the four exports printed at start (the administ
   aws cloudtrail lookup-events --max-results 5 --query 'Events[].[EventTime,EventName,Username]' --output text
   sw() {{ curl -s --aws-sigv4 "aws:amz:$AWS_DEFAULT_REGION:spillway" --user "$(aws configure get aws_access_key_id):$(aws configure get aws_secret_access_key)" "$@"; }}
   sw {url}/_spillway/endpoints/{ENDPOINT}/events
-  sw -X PUT {url}/_spillway/capacity/ml.g6e.2xlarge -d '{{"slots": 2}}'    # give the preferred type capacity back
+  sw -X PUT {url}/_spillway/capacity/ml.g6e.2xlarge -d '{{"slots": 2}}'    # give the preferred type capacity back (a fleet moves back only if tagged spillway:rebalance=enabled)
   aws sagemaker create-model --model-name llm-model --primary-container Image=builtin:echo
-  aws sagemaker create-endpoint-config --endpoint-config-name llm-prod-v2 --production-variants file://examples/variant-with-instance-pools.json
+  aws sagemaker create-endpoint-config --endpoint-config-name llm-prod-v2 --production-variants '[{{"VariantName": "AllTraffic", "ModelName": "llm-model", "InitialInstanceCount": 2, "InstancePools": [{{"InstanceType": "ml.g6e.2xlarge", "Priority": 1}}, {{"InstanceType": "ml.g6.2xlarge", "Priority": 2}}, {{"InstanceType": "ml.m5.xlarge", "Priority": 3}}]}}]' 
 
 Press Ctrl-C to stop the server (it stops every model process it started).
 "#

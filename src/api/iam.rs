@@ -1115,11 +1115,14 @@ pub async fn handle(
         }
         let resource = resource.unwrap_or(Resource::Any);
         tracing::debug!(action = %op.action(), %resource, "request");
-        // IAM and STS word a policy's refusal `AccessDenied`.
-        super::authorize_on(&app, requester, &op, resource).map_err(|e| ApiError {
-            code: ErrorCode::AccessDenied,
-            ..e
-        })?;
+        // IAM and STS word a policy's refusal `AccessDenied`. `GetCallerIdentity` needs no
+        // permission (as in AWS, where even an explicit deny cannot refuse it).
+        if !matches!(op, QueryOp::Sts(StsOp::GetCallerIdentity)) {
+            super::authorize_on(&app, requester, &op, resource).map_err(|e| ApiError {
+                code: ErrorCode::AccessDenied,
+                ..e
+            })?;
+        }
         answer = dispatch(&app, op, caller)?;
         Ok(serde_json::Value::Null)
     })

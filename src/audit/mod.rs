@@ -119,14 +119,19 @@ impl VerifyReport {
 impl std::fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.fault {
-            None => write!(
-                f,
-                "audit chain intact: {} records, seq {}..={} (records up to {} removed by retention)",
-                self.records,
-                self.anchor_seq + 1,
-                self.head_seq,
-                self.anchor_seq
-            ),
+            None => {
+                write!(
+                    f,
+                    "audit chain intact: {} records, seq {}..={}",
+                    self.records,
+                    self.anchor_seq + 1,
+                    self.head_seq
+                )?;
+                if self.anchor_seq > 0 {
+                    write!(f, " (records up to seq {} removed by retention)", self.anchor_seq)?;
+                }
+                Ok(())
+            }
             Some(fault) => write!(f, "audit chain BROKEN at seq {}: {}", fault.seq, fault.reason),
         }
     }

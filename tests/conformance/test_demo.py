@@ -57,7 +57,7 @@ def test_the_demo_narrates_and_its_commands_work_as_printed(tmp_path):
         venv_bin = str(pathlib.Path(sys.executable).parent)
         run_env = {k: v for k, v in env.items()}
         run_env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "/usr/bin:/bin")
-        r = subprocess.run(["bash", "-c", script], cwd=spw.REPO, env=run_env, capture_output=True, text=True, timeout=300)
+        r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, f"a printed command failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         assert "ml." in r.stdout and "hi" in r.stdout, r.stdout  # the python line's answer
         assert "CreateEndpoint" in r.stdout, r.stdout  # lookup-events shows the demo's calls
