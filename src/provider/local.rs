@@ -320,8 +320,7 @@ impl LocalProvider {
         };
         let spillway = match &self.spillway {
             Some(p) => p.clone(),
-            None => std::env::current_exe()
-                .map_err(|e| LaunchError::Failed(format!("cannot locate the spillway binary: {e}")))?,
+            None => spillway_exe()?,
         };
         let mut cmd = tokio::process::Command::new(&spillway);
         cmd.arg(super::shim::SUBCOMMAND)
@@ -432,11 +431,21 @@ fn process_env(pid: i32) -> Option<HashMap<String, String>> {
     )
 }
 
+/// The running spillway binary, as a path that stays valid when its file is replaced or removed
+/// (an upgrade in place, a rebuild): `/proc/self/exe`, which names the running binary itself.
+/// `current_exe()` would name the file, and fail (`… (deleted)`) once it was replaced.
+fn spillway_exe() -> Result<PathBuf, LaunchError> {
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe.to_path_buf());
+    }
+    std::env::current_exe().map_err(|e| LaunchError::Failed(format!("cannot locate the spillway binary: {e}")))
+}
+
 /// Splits an image string into argv. `builtin:<name>` runs a model server built into spillway.
 pub fn command_line(image: &str) -> Result<Vec<String>, LaunchError> {
     if let Some(name) = image.strip_prefix("builtin:") {
-        let exe = std::env::current_exe()
-            .map_err(|e| LaunchError::Failed(format!("cannot locate the spillway binary: {e}")))?;
+        let exe = spillway_exe()?;
         return Ok(vec![
             exe.to_string_lossy().into_owned(),
             "builtin-model".into(),

@@ -751,3 +751,22 @@ def test_delete_drains_in_flight_requests_then_removes_the_endpoint(start_server
     assert [e["instanceId"] for e in _kinds(events, "InstanceTerminated")] == [inst["instanceId"]]
     assert len(_kinds(events, "EndpointDeleted")) == 1
     assert _kinds(events, "InstanceTerminated")[0]["time"] <= _kinds(events, "EndpointDeleted")[0]["time"]
+
+
+def test_instances_launch_after_the_binary_is_replaced_in_place(tmp_path, monkeypatch):
+    """An upgrade (or a rebuild) replaces spillway's file while it runs: new instances (the
+    per-instance shim and builtin models are spillway itself) must still start."""
+    import shutil
+
+    copy = tmp_path / "spillway-copy"
+    shutil.copy2(spw.BIN, copy)
+    monkeypatch.setattr(spw, "BIN", str(copy))
+    server = spw.Server(tmp_path / "srv", spw.merge(spw.DEFAULT_CONFIG, {}))
+    server.start()
+    try:
+        copy.unlink()  # as `mv new-build spillway` or a package upgrade leaves it
+        spw.deploy_echo(server.sm, "after-upgrade")
+        spw.wait_in_service(server.sm, "after-upgrade")
+        assert spw.invoke(server.rt, "after-upgrade", b"still here")[0]["body"] == "still here"
+    finally:
+        assert not server.shutdown_and_check()
