@@ -273,7 +273,7 @@ impl LocalProvider {
             req.container.image.as_deref().ok_or_else(|| {
                 LaunchError::Failed(format!("model {} has no PrimaryContainer.Image", req.model_name))
             })?;
-        let argv = command_line(image)?;
+        let argv = command_line(image, false)?;
         let port = free_port().map_err(|e| host_error(e, "no free port"))?;
         let log = |name: &str| {
             std::fs::File::create(dir.join(name))
@@ -442,10 +442,17 @@ fn spillway_exe() -> Result<PathBuf, LaunchError> {
     std::env::current_exe().map_err(|e| LaunchError::Failed(format!("cannot locate the spillway binary: {e}")))
 }
 
-/// Splits an image string into argv. `builtin:<name>` runs a model server built into spillway.
-pub fn command_line(image: &str) -> Result<Vec<String>, LaunchError> {
+/// Splits an image string into argv. `builtin:<name>` runs a model server built into spillway:
+/// the running binary on this host (`/proc/self/exe`, valid through an in-place upgrade), and
+/// the binary's file for the Slurm provider, whose nodes start it from the shared filesystem.
+pub fn command_line(image: &str, remote: bool) -> Result<Vec<String>, LaunchError> {
     if let Some(name) = image.strip_prefix("builtin:") {
-        let exe = spillway_exe()?;
+        let exe = if remote {
+            std::env::current_exe()
+                .map_err(|e| LaunchError::Failed(format!("cannot locate the spillway binary: {e}")))?
+        } else {
+            spillway_exe()?
+        };
         return Ok(vec![
             exe.to_string_lossy().into_owned(),
             "builtin-model".into(),
@@ -832,12 +839,18 @@ mod tests {
     #[test]
     fn command_lines_split_like_a_shell() {
         assert_eq!(
-            command_line("python3 -m 'my server'").unwrap(),
+            command_line("python3 -m 'my server'", false).unwrap(),
             ["python3", "-m", "my server"]
         );
-        assert!(command_line("").is_err());
-        assert!(command_line("a 'b").is_err());
-        assert_eq!(command_line("builtin:echo").unwrap()[1..], ["builtin-model", "echo"]);
+        assert!(command_line("", false).is_err());
+        assert!(command_line("a 'b", false).is_err());
+        assert_eq!(
+            command_line("builtin:echo", false).unwrap(),
+            ["/proc/self/exe", "builtin-model", "echo"]
+        );
+        let remote = command_line("builtin:echo", true).unwrap();
+        assert_ne!(remote[0], "/proc/self/exe", "a Slurm node starts the binary's file");
+        assert_eq!(remote[1..], ["builtin-model", "echo"]);
     }
 
     #[test]

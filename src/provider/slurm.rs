@@ -568,7 +568,7 @@ impl Inner {
             req.container.image.as_deref().ok_or_else(|| {
                 LaunchError::Failed(format!("model {} has no PrimaryContainer.Image", req.model_name))
             })?;
-        let argv = super::local::command_line(image)?;
+        let argv = super::local::command_line(image, true)?;
         let dir = self.instance_dir(&req.instance_id);
         let model_dir =
             super::prepare_model_dir(&dir, req.container.model_data_url.as_deref(), "Slurm", req.model_data).await?;
