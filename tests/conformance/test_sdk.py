@@ -1,0 +1,35 @@
+"""The SageMaker Python SDK (v2), configured only by the four lines spillway prints at start:
+deploy, predict and delete as a user's notebook does, signed with the generated profile."""
+
+from __future__ import annotations
+
+import os
+
+import spw
+
+
+def test_the_sagemaker_sdk_works_with_the_generated_profile(server, monkeypatch):
+    for k in list(os.environ):
+        if k.startswith("AWS_"):
+            monkeypatch.delenv(k)
+    for k, v in spw.cli_environment(server).items():
+        monkeypatch.setenv(k, v)
+    import sagemaker
+    from sagemaker.model import Model
+    from sagemaker.predictor import Predictor
+
+    session = sagemaker.Session()
+    assert session.boto_session.client("sts").get_caller_identity()["Arn"].endswith(":user/admin")
+    model = Model(
+        image_uri="builtin:echo",
+        role=f"arn:aws:iam::{spw.ACCOUNT}:role/unused",
+        sagemaker_session=session,
+        name="sdk-model",
+    )
+    model.deploy(initial_instance_count=1, instance_type="ml.m5.xlarge", endpoint_name="sdk-ep", wait=True)
+    predictor = Predictor("sdk-ep", sagemaker_session=session)
+    assert b"hello from the sdk" in predictor.predict(b"hello from the sdk")
+    predictor.delete_endpoint()
+    events = server.client("cloudtrail").lookup_events(
+        LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "CreateEndpoint"}])["Events"]
+    assert events and events[0]["Username"] == "admin"
