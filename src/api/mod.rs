@@ -130,20 +130,10 @@ fn scope_of(parts: &axum::http::request::Parts) -> Scope {
             action: None,
         };
     }
-    let (services, protocol): (&'static [&'static str], _) =
-        match api_of(target.rsplit_once('.').map_or("", |(s, _)| s)) {
-            // SigV4 names CloudWatch `monitoring`; every other API by its IAM prefix.
-            Some(api) => (
-                match api.service {
-                    "cloudwatch" => &["monitoring"],
-                    "application-autoscaling" => &["application-autoscaling"],
-                    "cloudtrail" => &["cloudtrail"],
-                    _ => &["sagemaker"],
-                },
-                api.protocol,
-            ),
-            None => (&["sagemaker"], Protocol::AwsJson11),
-        };
+    let (services, protocol) = match api_of(target.rsplit_once('.').map_or("", |(s, _)| s)) {
+        Some(api) => (api.signing, api.protocol),
+        None => (&["sagemaker"][..], Protocol::AwsJson11),
+    };
     Scope {
         services,
         protocol,
@@ -219,7 +209,10 @@ async fn authenticate(
                     .unwrap_or(""),
                 read_only: crate::audit::is_read_only(name),
             };
-            let presented = presented_key(&parts.headers);
+            let presented = parts
+                .headers
+                .get("authorization")
+                .and_then(|v| crate::auth::sigv4::presented_key_id(v.as_bytes()));
             let audited = ApiError {
                 message: e.summary(),
                 ..error.clone()
@@ -263,16 +256,6 @@ pub struct Requester {
     pub signed_for: Option<String>,
     /// Its `User-Agent` (bounded).
     pub user_agent: String,
-}
-
-/// The access key id a request's `Authorization` presents, if any (never its secret: a request
-/// carries none).
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let auth = headers.get("authorization")?.to_str().ok()?;
-    let rest = &auth[auth.find("Credential=")? + "Credential=".len()..];
-    rest.split('/')
-        .next()
-        .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// The IAM service prefix and operation name of a request the router serves, from its head and
@@ -458,6 +441,8 @@ struct Api {
     protocol: Protocol,
     /// The service prefix of its IAM actions (`sagemaker`, …).
     service: &'static str,
+    /// The SigV4 service name its requests are signed for (CloudWatch's is `monitoring`).
+    signing: &'static [&'static str],
     names: &'static [&'static str],
     parse: Parse,
     label: &'static str,
@@ -469,6 +454,7 @@ fn api_of(service: &str) -> Option<Api> {
         "SageMaker" => Api {
             protocol: Protocol::AwsJson11,
             service: "sagemaker",
+            signing: &["sagemaker"],
             names: SageMakerOp::NAMES,
             parse: |n, b| SageMakerOp::parse(n, b).map(|r| r.map(AwsOp::SageMaker)),
             label: "SageMaker",
@@ -476,6 +462,7 @@ fn api_of(service: &str) -> Option<Api> {
         autoscaling::TARGET_PREFIX => Api {
             protocol: Protocol::AwsJson11,
             service: "application-autoscaling",
+            signing: &["application-autoscaling"],
             names: AutoScalingOp::NAMES,
             parse: |n, b| AutoScalingOp::parse(n, b).map(|r| r.map(AwsOp::AutoScaling)),
             label: "Application Auto Scaling",
@@ -483,6 +470,7 @@ fn api_of(service: &str) -> Option<Api> {
         cloudwatch::TARGET_PREFIX => Api {
             protocol: Protocol::CloudWatch,
             service: "cloudwatch",
+            signing: &["monitoring"],
             names: CloudWatchOp::NAMES,
             parse: |n, b| CloudWatchOp::parse(n, b).map(|r| r.map(AwsOp::CloudWatch)),
             label: "CloudWatch",
@@ -490,6 +478,7 @@ fn api_of(service: &str) -> Option<Api> {
         cloudtrail::TARGET_PREFIX => Api {
             protocol: Protocol::AwsJson11,
             service: "cloudtrail",
+            signing: &["cloudtrail"],
             names: CloudTrailOp::NAMES,
             parse: |n, b| CloudTrailOp::parse(n, b).map(|r| r.map(AwsOp::CloudTrail)),
             label: "CloudTrail",

@@ -98,6 +98,17 @@ impl std::fmt::Debug for RequestParts<'_> {
     }
 }
 
+/// The access key id an `Authorization` value presents (`Credential=<id>/…`), for the audit
+/// record of a refused request; `None` if there is none of plausible form. Never a secret: a
+/// request carries none.
+pub fn presented_key_id(authorization: &[u8]) -> Option<&str> {
+    let auth = std::str::from_utf8(authorization).ok()?;
+    let rest = &auth[auth.find("Credential=")? + "Credential=".len()..];
+    rest.split('/')
+        .next()
+        .filter(|k| !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 /// Whether a wire path has `.`, `..` or empty segments (`//`), which SigV4 normalises away:
 /// a signature over `/a/b` also verifies `/a/x/../b`. A router that does not route on the
 /// normalised path should refuse such paths (no SDK sends them to these APIs).
@@ -1110,6 +1121,16 @@ fn parse_rfc2822(s: &str) -> Option<SystemTime> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_presented_key_id_is_read_and_nothing_odd() {
+        let h = b"AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/20261130/us-east-1/sagemaker/aws4_request, SignedHeaders=host, Signature=00";
+        assert_eq!(presented_key_id(h), Some("AKIAEXAMPLE"));
+        assert_eq!(presented_key_id(b"AWS4-HMAC-SHA256 Credential=/x"), None);
+        assert_eq!(presented_key_id(b"AWS4-HMAC-SHA256 Credential=AK<script>/x"), None);
+        assert_eq!(presented_key_id(b"Bearer token"), None);
+        assert_eq!(presented_key_id(&[0xff, 0xfe]), None);
+    }
 
     #[test]
     fn hex_is_lower_case_two_digits_a_byte() {

@@ -507,6 +507,33 @@ fn no_group(name: &str) -> IamError {
     IamError::NoSuchEntity(format!("The group with name {name} cannot be found."))
 }
 
+/// A new or replaced inline policy of `owner` (a `kind`, `user` or `group`), within IAM's
+/// limit on the characters of all its inline policies together.
+fn inline_policy(
+    existing: &[IamPolicyRow],
+    owner: &str,
+    kind: &str,
+    max: usize,
+    name: String,
+    document: String,
+) -> Result<IamPolicyRow> {
+    let others: usize = existing
+        .iter()
+        .filter(|p| same(&p.owner, owner) && p.name != name)
+        .map(|p| policy_size(&p.document))
+        .sum();
+    if others + policy_size(&document) > max {
+        return Err(IamError::LimitExceeded(format!(
+            "Maximum policy size of {max} bytes exceeded for {kind} {owner}"
+        )));
+    }
+    Ok(IamPolicyRow {
+        owner: owner.to_string(),
+        name,
+        document,
+    })
+}
+
 fn find_user<'a>(rows: &'a IamRows, name: &str) -> Result<&'a IamUserRow> {
     rows.users
         .iter()
@@ -811,23 +838,14 @@ fn plan(rows: &IamRows, account: &str, now: Timestamp, cmd: IamCommand) -> Resul
             v.finish()?;
             check_document(&document)?;
             let u = find_user(rows, &user_name)?;
-            let others: usize = rows
-                .user_policies
-                .iter()
-                .filter(|p| same(&p.owner, &u.name) && p.name != policy_name)
-                .map(|p| policy_size(&p.document))
-                .sum();
-            if others + policy_size(&document) > MAX_USER_POLICY_BYTES {
-                return Err(IamError::LimitExceeded(format!(
-                    "Maximum policy size of {MAX_USER_POLICY_BYTES} bytes exceeded for user {}",
-                    u.name
-                )));
-            }
-            let p = IamPolicyRow {
-                owner: u.name.clone(),
-                name: policy_name,
+            let p = inline_policy(
+                &rows.user_policies,
+                &u.name,
+                "user",
+                MAX_USER_POLICY_BYTES,
+                policy_name,
                 document,
-            };
+            )?;
             (vec![Change::PutUserPolicy(p)], IamOutcome::Done)
         }
         IamCommand::DeleteUserPolicy { user_name, policy_name } => {
@@ -934,23 +952,14 @@ fn plan(rows: &IamRows, account: &str, now: Timestamp, cmd: IamCommand) -> Resul
             v.finish()?;
             check_document(&document)?;
             let g = find_group(rows, &group_name)?;
-            let others: usize = rows
-                .group_policies
-                .iter()
-                .filter(|p| same(&p.owner, &g.name) && p.name != policy_name)
-                .map(|p| policy_size(&p.document))
-                .sum();
-            if others + policy_size(&document) > MAX_GROUP_POLICY_BYTES {
-                return Err(IamError::LimitExceeded(format!(
-                    "Maximum policy size of {MAX_GROUP_POLICY_BYTES} bytes exceeded for group {}",
-                    g.name
-                )));
-            }
-            let p = IamPolicyRow {
-                owner: g.name.clone(),
-                name: policy_name,
+            let p = inline_policy(
+                &rows.group_policies,
+                &g.name,
+                "group",
+                MAX_GROUP_POLICY_BYTES,
+                policy_name,
                 document,
-            };
+            )?;
             (vec![Change::PutGroupPolicy(p)], IamOutcome::Done)
         }
         IamCommand::DeleteGroupPolicy {

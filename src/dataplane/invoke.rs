@@ -301,29 +301,27 @@ pub async fn invoke_model(dp: &DataPlane, call: &Call<'_>, payload: &mut impl Pa
     });
     let (caller, buffered) = match authenticate(dp, call, payload).await {
         Ok(c) => c,
-        Err(e) => {
+        Err(Refused { error, summary }) => {
             if let (Some(log), true) = (&dp.audit, data_events)
                 && dp.auth.refusals.take(call.signed.peer, dp.clock.now() as u64).is_ok()
             {
-                let mut record = invocation_record(dp, &Caller::Anonymous, call, &resource, &Err(e.clone()));
-                let presented = call
+                let kept = Err(ApiError {
+                    message: summary,
+                    ..error.clone()
+                });
+                let mut record = invocation_record(dp, &Caller::Anonymous, call, &resource, &kept);
+                let key = call
                     .signed
                     .headers
                     .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("authorization"));
-                let key = presented.and_then(|(_, v)| {
-                    let v = std::str::from_utf8(v).ok()?;
-                    let rest = &v[v.find("Credential=")? + "Credential=".len()..];
-                    rest.split('/')
-                        .next()
-                        .filter(|k| k.bytes().all(|b| b.is_ascii_alphanumeric()))
-                });
+                    .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                    .and_then(|(_, v)| crate::auth::sigv4::presented_key_id(v));
                 record.user_identity = Caller::Anonymous.user_identity(&dp.auth.arns().account_id, key);
                 if let Err(err) = log.append_async(&record).await {
                     tracing::error!(error = %err, "audit record of a refused invocation not written");
                 }
             }
-            return Err(e);
+            return Err(error);
         }
     };
     let result = match authorize(dp, &caller, call, &resource, tags.as_deref()) {
@@ -336,13 +334,6 @@ pub async fn invoke_model(dp: &DataPlane, call: &Call<'_>, payload: &mut impl Pa
         }
         Err(e) => Err(e),
     };
-    // Data events: an endpoint tagged `spillway:audit-invocations = enabled` has each
-    // invocation recorded (who, from where, how it ended; never the bodies) before its answer
-    // leaves. A record that cannot be written fails the invocation.
-    let data_events = tags.as_deref().is_some_and(|t| {
-        t.iter()
-            .any(|(k, v)| k == DATA_EVENTS_TAG && v.eq_ignore_ascii_case("enabled"))
-    });
     match (&dp.audit, data_events) {
         (Some(log), true) => {
             let record = invocation_record(dp, &caller, call, &resource, &result);
@@ -429,11 +420,25 @@ impl Payload for Buffered {
 
 /// Steps 1 and 2 of `crate::auth` for an invocation: the caller, and the body when the
 /// signature covered it (read whole, within [`MAX_PAYLOAD`]).
+/// An invocation refused before its caller was known: the answer, and what the audit trail
+/// keeps of it (a signature refusal without the canonical request its answer quotes).
+struct Refused {
+    error: ApiError,
+    summary: String,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        let summary = error.message.clone();
+        Self { error, summary }
+    }
+}
+
 async fn authenticate(
     dp: &DataPlane,
     call: &Call<'_>,
     payload: &mut impl Payload,
-) -> Result<(Caller, Option<Bytes>), ApiError> {
+) -> Result<(Caller, Option<Bytes>), Refused> {
     let s = &call.signed;
     let parts = RequestParts {
         method: s.method,
@@ -443,7 +448,10 @@ async fn authenticate(
     };
     let refused = |e: AuthError| {
         tracing::info!(endpoint = call.op.endpoint_name(), error = %e.summary(), "invocation not authenticated");
-        e.to_api(AuthFamily::Runtime)
+        Refused {
+            error: e.to_api(AuthFamily::Runtime),
+            summary: e.summary(),
+        }
     };
     let pending = match dp
         .auth
@@ -458,19 +466,19 @@ async fn authenticate(
     }
     if call.length.is_some_and(|n| n > MAX_PAYLOAD as u64) {
         drain(payload, MAX_DRAIN).await;
-        return Err(too_large());
+        return Err(too_large().into());
     }
     let mut body = bytes::BytesMut::with_capacity(call.length.unwrap_or(0) as usize);
     while let Some(piece) = std::future::poll_fn(|cx| payload.poll_data(cx)).await {
         let piece = piece.map_err(|e| {
-            error(
+            Refused::from(error(
                 ErrorCode::ValidationError,
                 format!("The request body could not be read: {e}"),
-            )
+            ))
         })?;
         if body.len() + piece.len() > MAX_PAYLOAD {
             drain(payload, MAX_DRAIN).await;
-            return Err(too_large());
+            return Err(too_large().into());
         }
         body.extend_from_slice(&piece);
     }
