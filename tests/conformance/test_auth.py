@@ -425,12 +425,20 @@ def test_invocations_are_recorded_only_where_switched_on(server):
     for ep in ("ep-loud", "ep-quiet"):
         spw.wait_in_service(admin, ep)
         spw.invoke(server.rt, ep, b"secret-payload")
+    # A refused invocation of an audited endpoint is recorded too, without the canonical
+    # request its answer quotes.
+    status, _, _ = raw(server, "POST", "/endpoints/ep-loud/invocations", b"x", {"Content-Type": "text/plain"},
+                       keys=(server.credentials[0], "wrong"))
+    assert status == 403
     ct = server.client("cloudtrail")
     events = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "InvokeEndpoint"}])["Events"]
     records = [json.loads(e["CloudTrailEvent"]) for e in events]
     names = [r["requestParameters"]["endpointName"] for r in records]
-    assert names == ["ep-loud"], records
-    r = records[0]
+    assert names == ["ep-loud", "ep-loud"], records
+    refused, r = records
+    assert refused["errorCode"] == "InvalidSignatureException"
+    assert "Canonical String" not in refused["errorMessage"], refused
+    assert refused["userIdentity"]["accessKeyId"] == server.credentials[0]
     assert r["eventCategory"] == "Data" and r["managementEvent"] is False
     assert r["userIdentity"]["userName"] == "admin"
     assert r["responseElements"]["invokedProductionVariant"] == "AllTraffic"
