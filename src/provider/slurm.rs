@@ -215,6 +215,9 @@ struct Usage {
     node: String,
     port: u16,
     since: Instant,
+    /// A task waits on this instance's `srun` and records how its job ended (its final state,
+    /// past the transient `COMPLETING`); false for an adopted instance and a held port.
+    watched: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -658,6 +661,7 @@ impl Inner {
                         node: node.clone(),
                         port,
                         since: Instant::now(),
+                        watched: false,
                     },
                 );
                 Some(port)
@@ -788,6 +792,7 @@ impl Inner {
                 node: node.clone(),
                 port,
                 since: Instant::now(),
+                watched: true,
             },
         );
         self.ensure_poller();
@@ -803,9 +808,10 @@ impl Inner {
             if !me.lock().in_use.contains_key(&id) {
                 return;
             }
-            // COMPLETING is transient; wait briefly for the final state (CANCELLED, NODE_FAIL...).
+            // COMPLETING is transient; wait for the final state (CANCELLED, NODE_FAIL...), up to
+            // 10 s (a loaded slurmctld takes seconds; the instance is replaced after).
             let mut row = me.job_state(job_id).await;
-            for _ in 0..30 {
+            for _ in 0..100 {
                 if row.as_ref().is_none_or(|r| r.state != "COMPLETING") {
                     break;
                 }
@@ -908,7 +914,9 @@ impl Inner {
         let Some(job_id) = job_id_of(handle) else {
             return Liveness::Exited("ended: the instance has no Slurm job".into());
         };
-        let since = st.in_use.get(instance_id).map(|u| u.since);
+        let usage = st.in_use.get(instance_id);
+        let since = usage.map(|u| u.since);
+        let watched = usage.is_some_and(|u| u.watched);
         let Some(snap) = &st.snapshot else {
             return Liveness::Running;
         };
@@ -926,6 +934,10 @@ impl Inner {
                     Liveness::Running
                 }
             }
+            // A job that is ending: the task waiting on its srun records its final state
+            // (CANCELLED, NODE_FAIL, ...) as soon as it is known; a verdict now would name only
+            // the transient COMPLETING.
+            Some(r) if r.state == "COMPLETING" && watched => Liveness::Running,
             Some(r) => Liveness::Exited(format!("ended: {}", r.describe())),
         }
     }
@@ -1010,6 +1022,7 @@ impl Inner {
                 node,
                 port,
                 since: Instant::now(),
+                watched: false,
             },
         );
     }
@@ -1229,6 +1242,7 @@ mod tests {
                 node: "n1".into(),
                 port: 30001,
                 since: Instant::now(),
+                watched: false,
             },
         );
         drop(guard(Some(78)));
