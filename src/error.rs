@@ -40,6 +40,10 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// Application Auto Scaling: no such scalable target or policy (400).
     ObjectNotFoundException,
+    /// Application Auto Scaling's tagging operations: no resource with that ARN (400).
+    ResourceNotFoundException,
+    /// Application Auto Scaling: more than 50 tags on a resource (400).
+    TooManyTagsException,
     /// CloudWatch: a parameter's value is invalid (400, query code `InvalidParameterValue`).
     InvalidParameterValueException,
     /// CloudWatch: a required parameter is missing (400, query code `MissingParameter`).
@@ -124,6 +128,8 @@ impl ErrorCode {
         Self::NoSuchPath,
         Self::MethodNotAllowed,
         Self::ObjectNotFoundException,
+        Self::ResourceNotFoundException,
+        Self::TooManyTagsException,
         Self::InvalidParameterValueException,
         Self::MissingRequiredParameterException,
         Self::InvalidParameterCombinationException,
@@ -170,6 +176,8 @@ impl ErrorCode {
             Self::AccessDenied => "AccessDenied",
             Self::InternalFailure => "InternalFailure",
             Self::ObjectNotFoundException => "ObjectNotFoundException",
+            Self::ResourceNotFoundException => "ResourceNotFoundException",
+            Self::TooManyTagsException => "TooManyTagsException",
             Self::InvalidParameterValueException => "InvalidParameterValueException",
             Self::MissingRequiredParameterException => "MissingRequiredParameterException",
             Self::InvalidParameterCombinationException => "InvalidParameterCombinationException",
@@ -228,6 +236,8 @@ impl ErrorCode {
             | Self::SerializationException
             | Self::UnknownOperationException
             | Self::ObjectNotFoundException
+            | Self::ResourceNotFoundException
+            | Self::TooManyTagsException
             | Self::InvalidParameterValueException
             | Self::MissingRequiredParameterException
             | Self::InvalidParameterCombinationException

@@ -508,13 +508,29 @@ impl Store {
 
     /// Inserts or replaces a resource.
     pub fn put<T: Serialize>(&self, kind: Kind, name: &str, created: Timestamp, value: &T) -> Result<()> {
+        self.put_tagged(kind, name, created, value, "", &[])
+    }
+
+    /// Inserts or replaces a resource and adds `tags` to it, in one transaction.
+    pub fn put_tagged<T: Serialize>(
+        &self,
+        kind: Kind,
+        name: &str,
+        created: Timestamp,
+        value: &T,
+        arn: &str,
+        tags: &[Tag],
+    ) -> Result<()> {
         let body = serde_json::to_string(value)?;
         self.with(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "INSERT INTO resources (kind, name, created, body) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body",
                 params![kind.as_str(), name, created, body],
             )?;
+            put_tags(&tx, arn, tags)?;
+            tx.commit()?;
             Ok(())
         })
     }

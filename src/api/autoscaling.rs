@@ -2,16 +2,19 @@
 //! SageMaker variants: `ResourceId = endpoint/<name>/variant/<variant>`,
 //! `ScalableDimension = sagemaker:variant:DesiredInstanceCount`, target-tracking policies.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::api::ops::Resource;
 use crate::control::app::App;
 use crate::control::autoscaler::{self, ScalableTarget, ScalingPolicy};
 use crate::control::{self, Command};
+use crate::core::model::Tag;
 use crate::core::validate::ValidationError;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 pub use crate::control::autoscaler::DIMENSION;
 
@@ -30,11 +33,30 @@ crate::operations! {
         DescribeScalingPolicies(DescribePoliciesInput) => any,
         DeleteScalingPolicy(DeletePolicyInput) => any,
         DescribeScalingActivities(DescribeActivitiesInput) => any,
+        TagResource(TagResourceInput) => arn |i, _a| Resource::Arn(i.resource_arn.clone()),
+        UntagResource(UntagResourceInput) => arn |i, _a| Resource::Arn(i.resource_arn.clone()),
+        ListTagsForResource(ListTagsInput) => arn |i, _a| Resource::Arn(i.resource_arn.clone()),
     }
 }
 
-/// Application Auto Scaling's requests carry no condition keys of their own here.
-impl super::ops::Conditions for AutoScalingOp {}
+/// The tags `RegisterScalableTarget` and `TagResource` bring (`aws:RequestTag/<key>`,
+/// `aws:TagKeys`), and the keys `UntagResource` removes (`aws:TagKeys`).
+impl super::ops::Conditions for AutoScalingOp {
+    fn request_conditions(&self, ctx: &mut crate::core::policy::Context) {
+        let tags = match self {
+            AutoScalingOp::RegisterScalableTarget(i) => i.tags.as_ref(),
+            AutoScalingOp::TagResource(i) => Some(&i.tags),
+            AutoScalingOp::UntagResource(i) => {
+                ctx.insert("aws:TagKeys", i.tag_keys.iter().map(String::as_str));
+                return;
+            }
+            _ => None,
+        };
+        if let Some(tags) = tags {
+            super::ops::tag_conditions(ctx, tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+    }
+}
 
 /// Runs one operation.
 pub(crate) async fn dispatch(app: &Arc<App>, op: AutoScalingOp) -> Result<Value, ApiError> {
@@ -47,6 +69,9 @@ pub(crate) async fn dispatch(app: &Arc<App>, op: AutoScalingOp) -> Result<Value,
         Op::DescribeScalingPolicies(i) => describe_policies(app, i),
         Op::DeleteScalingPolicy(i) => delete_policy(app, i).await,
         Op::DescribeScalingActivities(i) => describe_activities(app, i),
+        Op::TagResource(i) => tag_resource(app, i).await,
+        Op::UntagResource(i) => untag_resource(app, i).await,
+        Op::ListTagsForResource(i) => list_tags(app, i),
     }
 }
 
@@ -91,6 +116,9 @@ pub(crate) struct RegisterInput {
     #[serde(rename = "RoleARN")]
     role_arn: Option<String>,
     suspended_state: Option<Value>,
+    /// Taken when the target is registered; ignored when it is updated (as AWS: tag an existing
+    /// target with `TagResource`).
+    tags: Option<BTreeMap<String, String>>,
 }
 
 async fn register(app: &Arc<App>, input: RegisterInput) -> Result<Value, ApiError> {
@@ -159,7 +187,11 @@ async fn register(app: &Arc<App>, input: RegisterInput) -> Result<Value, ApiErro
         }),
     };
     let arn = target.scalable_target_arn.clone();
-    control::apply(app, Command::PutScalableTarget(target)).await?;
+    let tags = match (&existing, input.tags) {
+        (None, Some(tags)) => check_tags(&tags)?,
+        _ => vec![],
+    };
+    control::apply(app, Command::PutScalableTarget { target, tags }).await?;
     Ok(json!({ "ScalableTargetARN": arn }))
 }
 
@@ -422,4 +454,112 @@ fn describe_activities(app: &Arc<App>, input: DescribeActivitiesInput) -> Result
         input.next_token.as_deref(),
         50,
     )
+}
+
+// ------------------------------------------------------------------------------------------
+// tags
+// ------------------------------------------------------------------------------------------
+
+/// Tags per scalable target, as Application Auto Scaling allows.
+const MAX_TAGS: usize = 50;
+
+/// Checks tags against the service's constraints (key 1–128, value 0–256 characters).
+fn check_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>, ApiError> {
+    for (k, v) in tags {
+        if k.is_empty() || k.chars().count() > 128 {
+            return Err(
+                ValidationError::constraint(k, "Tags", "Member must have a key of length between 1 and 128").into(),
+            );
+        }
+        if v.chars().count() > 256 {
+            return Err(
+                ValidationError::constraint(v, "Tags", "Member must have a value of length at most 256").into(),
+            );
+        }
+    }
+    Ok(tags
+        .iter()
+        .map(|(k, v)| Tag {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect())
+}
+
+/// The scalable target an ARN names, or AWS's `ResourceNotFoundException`.
+fn tagged_target(app: &App, arn: &str) -> Result<ScalableTarget, ApiError> {
+    control::scalable_targets(app)?
+        .into_iter()
+        .find(|t| t.scalable_target_arn == arn)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ResourceNotFoundException,
+                format!("No scalable target found for the ARN {arn}"),
+            )
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct TagResourceInput {
+    #[serde(rename = "ResourceARN")]
+    resource_arn: String,
+    tags: BTreeMap<String, String>,
+}
+
+async fn tag_resource(app: &Arc<App>, input: TagResourceInput) -> Result<Value, ApiError> {
+    let tags = check_tags(&input.tags)?;
+    tagged_target(app, &input.resource_arn)?;
+    let held = app.store.tags(&input.resource_arn)?;
+    let after = held
+        .iter()
+        .map(|t| t.key.as_str())
+        .chain(tags.iter().map(|t| t.key.as_str()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    if after > MAX_TAGS {
+        return Err(ApiError::new(
+            ErrorCode::TooManyTagsException,
+            format!("A scalable target can have at most {MAX_TAGS} tags; this request would leave {after}"),
+        ));
+    }
+    let arn = input.resource_arn;
+    control::apply(app, Command::AddTags { arn, tags }).await?;
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct UntagResourceInput {
+    #[serde(rename = "ResourceARN")]
+    resource_arn: String,
+    tag_keys: Vec<String>,
+}
+
+async fn untag_resource(app: &Arc<App>, input: UntagResourceInput) -> Result<Value, ApiError> {
+    tagged_target(app, &input.resource_arn)?;
+    let command = Command::DeleteTags {
+        arn: input.resource_arn,
+        keys: input.tag_keys,
+    };
+    control::apply(app, command).await?;
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ListTagsInput {
+    #[serde(rename = "ResourceARN")]
+    resource_arn: String,
+}
+
+fn list_tags(app: &Arc<App>, input: ListTagsInput) -> Result<Value, ApiError> {
+    tagged_target(app, &input.resource_arn)?;
+    let tags: Map<String, Value> = app
+        .store
+        .tags(&input.resource_arn)?
+        .into_iter()
+        .map(|t| (t.key, Value::String(t.value)))
+        .collect();
+    Ok(json!({ "Tags": tags }))
 }

@@ -268,6 +268,114 @@ pub enum IamOp {
         group_name: String,
         policy_name: String,
     },
+    GetAccessKeyLastUsed {
+        access_key_id: String,
+    },
+    /// A listing of credentials or attachments spillway never holds (see [`Unheld`]).
+    ListUnheld {
+        kind: Unheld,
+        owner: Option<String>,
+        paging: Paging,
+    },
+    /// `GetLoginProfile` (`delete: false`) or `DeleteLoginProfile`: spillway users have no
+    /// console password, so both answer `NoSuchEntity` for a user that exists.
+    LoginProfile {
+        user_name: Option<String>,
+        delete: bool,
+    },
+}
+
+/// What an account holds in IAM that spillway never has: managed policies, SSH keys, MFA
+/// devices, signing certificates, service-specific credentials, roles. Tools that clean a user up
+/// before deleting it (Terraform's `force_destroy`, `aws iam delete-user` scripts) list them;
+/// spillway answers each listing as IAM answers for an account that has none: the owner must
+/// exist, and the list is empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unheld {
+    /// `ListAttachedUserPolicies` (a user's managed policies).
+    AttachedUserPolicies,
+    /// `ListAttachedGroupPolicies` (a group's managed policies).
+    AttachedGroupPolicies,
+    /// `ListSSHPublicKeys`.
+    SshPublicKeys,
+    /// `ListMFADevices`.
+    MfaDevices,
+    /// `ListVirtualMFADevices` (the account's).
+    VirtualMfaDevices,
+    /// `ListSigningCertificates`.
+    SigningCertificates,
+    /// `ListServiceSpecificCredentials`.
+    ServiceSpecificCredentials,
+    /// `ListRoles` (the account's).
+    Roles,
+}
+
+impl Unheld {
+    /// Every kind, with its operation name, the element its answer lists under, and what owns
+    /// it (`"user"`, `"group"`, or `""` for the account).
+    const ALL: &'static [(Self, &'static str, &'static str, &'static str)] = &[
+        (
+            Self::AttachedUserPolicies,
+            "ListAttachedUserPolicies",
+            "AttachedPolicies",
+            "user",
+        ),
+        (
+            Self::AttachedGroupPolicies,
+            "ListAttachedGroupPolicies",
+            "AttachedPolicies",
+            "group",
+        ),
+        (Self::SshPublicKeys, "ListSSHPublicKeys", "SSHPublicKeys", "user"),
+        (Self::MfaDevices, "ListMFADevices", "MFADevices", "user"),
+        (
+            Self::VirtualMfaDevices,
+            "ListVirtualMFADevices",
+            "VirtualMFADevices",
+            "",
+        ),
+        (
+            Self::SigningCertificates,
+            "ListSigningCertificates",
+            "Certificates",
+            "user",
+        ),
+        (
+            Self::ServiceSpecificCredentials,
+            "ListServiceSpecificCredentials",
+            "ServiceSpecificCredentials",
+            "user",
+        ),
+        (Self::Roles, "ListRoles", "Roles", ""),
+    ];
+
+    fn row(self) -> &'static (Self, &'static str, &'static str, &'static str) {
+        Self::ALL.iter().find(|r| r.0 == self).expect("every kind has a row")
+    }
+
+    fn named(action: &str) -> Option<Self> {
+        Self::ALL.iter().find(|r| r.1 == action).map(|r| r.0)
+    }
+
+    /// The operation's wire name.
+    pub fn operation(self) -> &'static str {
+        self.row().1
+    }
+
+    /// The answer's list element.
+    fn element(self) -> &'static str {
+        self.row().2
+    }
+
+    /// `"user"`, `"group"` or `""` (the account).
+    fn owner_kind(self) -> &'static str {
+        self.row().3
+    }
+
+    /// Whether the request must name its owner (the user listings default to the caller).
+    fn owner_required(self) -> bool {
+        matches!(self, Self::AttachedUserPolicies | Self::AttachedGroupPolicies)
+    }
 }
 
 impl IamOp {
@@ -298,6 +406,17 @@ impl IamOp {
         "GetGroupPolicy",
         "ListGroupPolicies",
         "DeleteGroupPolicy",
+        "GetAccessKeyLastUsed",
+        "ListAttachedUserPolicies",
+        "ListAttachedGroupPolicies",
+        "ListSSHPublicKeys",
+        "ListMFADevices",
+        "ListVirtualMFADevices",
+        "ListSigningCertificates",
+        "ListServiceSpecificCredentials",
+        "ListRoles",
+        "GetLoginProfile",
+        "DeleteLoginProfile",
     ];
 
     /// Parses the operation `action` from its parameters; `None` for an action IAM lacks here.
@@ -409,7 +528,27 @@ impl IamOp {
                     group_name: group()?,
                     policy_name: policy()?,
                 },
-                _ => unreachable!("checked against NAMES"),
+                "GetAccessKeyLastUsed" => Self::GetAccessKeyLastUsed {
+                    access_key_id: p.req("AccessKeyId", "accessKeyId")?,
+                },
+                "GetLoginProfile" | "DeleteLoginProfile" => Self::LoginProfile {
+                    user_name: p.opt("UserName"),
+                    delete: action == "DeleteLoginProfile",
+                },
+                other => {
+                    let kind = Unheld::named(other).expect("checked against NAMES");
+                    let owner = match kind.owner_kind() {
+                        "user" if kind.owner_required() => Some(user()?),
+                        "group" => Some(group()?),
+                        "user" => p.opt("UserName"),
+                        _ => None,
+                    };
+                    Self::ListUnheld {
+                        kind,
+                        owner,
+                        paging: paging()?,
+                    }
+                }
             })
         };
         Self::NAMES.contains(&action).then(op)
@@ -424,7 +563,9 @@ impl IamOp {
             | Self::CreateAccessKey { user_name }
             | Self::ListAccessKeys { user_name, .. }
             | Self::DeleteAccessKey { user_name, .. }
-            | Self::UpdateAccessKey { user_name, .. } => user_name,
+            | Self::UpdateAccessKey { user_name, .. }
+            | Self::LoginProfile { user_name, .. } => user_name,
+            Self::ListUnheld { kind, owner, .. } if kind.owner_kind() == "user" => owner,
             _ => return Ok(()),
         };
         if slot.is_none() {
@@ -456,7 +597,15 @@ impl IamOp {
     /// The user (`"user"`) or group (`"group"`) the operation acts on, as the request names it.
     fn target(&self) -> Option<(&'static str, &str)> {
         match self {
-            Self::ListUsers { .. } | Self::CreateUser { .. } | Self::CreateGroup { .. } => None,
+            Self::ListUsers { .. }
+            | Self::CreateUser { .. }
+            | Self::CreateGroup { .. }
+            | Self::GetAccessKeyLastUsed { .. } => None,
+            Self::ListUnheld { kind, owner, .. } => match kind.owner_kind() {
+                "" => None,
+                k => owner.as_deref().map(|n| (k, n)),
+            },
+            Self::LoginProfile { user_name, .. } => user_name.as_deref().map(|n| ("user", n)),
             Self::GetUser { user_name }
             | Self::CreateAccessKey { user_name }
             | Self::ListAccessKeys { user_name, .. }
@@ -487,6 +636,10 @@ impl IamOp {
     /// `arn:…:group/ops/admins`), or, for one that does not exist, the ARN as the request
     /// spells it.
     pub fn stored_resource(&self, app: &App) -> Resource {
+        if let Self::GetAccessKeyLastUsed { access_key_id } = self {
+            // Authorized on the user the key belongs to, as IAM does.
+            return identity::access_key_owner(app, access_key_id).map_or(Resource::Any, |(u, _)| Resource::Arn(u.arn));
+        }
         let stored = match self.target() {
             Some(("user", name)) => identity::user(app, name).ok().map(|u| u.arn),
             Some((_, name)) => identity::group(app, name).ok().map(|(g, _)| g.arn),
@@ -524,6 +677,10 @@ impl Operation for IamOp {
             Self::GetGroupPolicy { .. } => "GetGroupPolicy",
             Self::ListGroupPolicies { .. } => "ListGroupPolicies",
             Self::DeleteGroupPolicy { .. } => "DeleteGroupPolicy",
+            Self::GetAccessKeyLastUsed { .. } => "GetAccessKeyLastUsed",
+            Self::ListUnheld { kind, .. } => kind.operation(),
+            Self::LoginProfile { delete: false, .. } => "GetLoginProfile",
+            Self::LoginProfile { delete: true, .. } => "DeleteLoginProfile",
         }
     }
 
@@ -543,7 +700,13 @@ impl Operation for IamOp {
         let user = |name: &str| iam_resource(arns, "user", None, name);
         let group = |name: &str| iam_resource(arns, "group", None, name);
         match self {
-            Self::ListUsers { .. } => Resource::Any,
+            Self::ListUsers { .. } | Self::GetAccessKeyLastUsed { .. } => Resource::Any,
+            Self::ListUnheld { kind, owner, .. } => match (kind.owner_kind(), owner) {
+                ("user", Some(n)) => user(n),
+                ("group", Some(n)) => group(n),
+                _ => Resource::Any,
+            },
+            Self::LoginProfile { user_name, .. } => user_name.as_deref().map_or(Resource::Any, user),
             Self::CreateUser { user_name, path, .. } => iam_resource(arns, "user", path.as_deref(), user_name),
             Self::GetUser { user_name }
             | Self::CreateAccessKey { user_name }
@@ -996,8 +1159,64 @@ fn dispatch_iam(app: &App, op: IamOp) -> Result<Option<String>, ApiError> {
             )?;
             return Ok(None);
         }
+        IamOp::GetAccessKeyLastUsed { access_key_id } => {
+            let (user, _) = identity::access_key_owner(app, &access_key_id)?;
+            x.leaf("UserName", &user.name).open("AccessKeyLastUsed");
+            match last_use(app, &access_key_id) {
+                Some((time, service, region)) => {
+                    x.leaf("LastUsedDate", &iso8601(time))
+                        .leaf("ServiceName", &service)
+                        .leaf("Region", &region);
+                }
+                // IAM's answer for a key never used.
+                None => {
+                    x.leaf("ServiceName", "N/A").leaf("Region", "N/A");
+                }
+            }
+            x.close("AccessKeyLastUsed");
+        }
+        IamOp::ListUnheld { kind, owner, paging } => {
+            match (kind.owner_kind(), &owner) {
+                ("user", Some(n)) => drop(identity::user(app, n)?),
+                ("group", Some(n)) => drop(identity::group(app, n)?),
+                _ => {}
+            }
+            let page = identity::page(Vec::<String>::new(), paging.marker.as_deref(), paging.max_items)?;
+            x.open(kind.element()).close(kind.element()).paged_end(&page);
+        }
+        IamOp::LoginProfile { user_name, .. } => {
+            let user = identity::user(app, &caller_user(user_name)?)?;
+            return Err(
+                IamError::NoSuchEntity(format!("Login Profile for User {} cannot be found.", user.name)).into(),
+            );
+        }
     }
     Ok(Some(x.0))
+}
+
+/// When and where an access key was last used, from the audit trail: the newest record signed
+/// with it (`None` when it has none, or the trail is off or has pruned them).
+fn last_use(app: &App, access_key_id: &str) -> Option<(f64, String, String)> {
+    let audit = app.dataplane.audit.as_ref()?;
+    let page = audit
+        .lookup(&crate::audit::Lookup {
+            attributes: vec![crate::audit::LookupAttribute {
+                key: "AccessKeyId".into(),
+                value: access_key_id.into(),
+            }],
+            max_results: Some(1),
+            ..Default::default()
+        })
+        .ok()?;
+    let event = page.events.first()?;
+    let record: serde_json::Value = serde_json::from_str(&event.cloud_trail_event).ok()?;
+    let service = event.event_source.trim_end_matches(".amazonaws.com").to_string();
+    let region = record
+        .get("awsRegion")
+        .and_then(|r| r.as_str())
+        .unwrap_or("N/A")
+        .to_string();
+    Some((event.event_time as f64, service, region))
 }
 
 /// Runs an STS operation.

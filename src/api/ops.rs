@@ -266,8 +266,11 @@ mod tests {
         );
     }
 
+    const SCALABLE_TARGET: &str =
+        "arn:aws:application-autoscaling:us-east-1:123456789012:scalable-target/0123456789abcdef0123456789abcdef";
+
     #[test]
-    fn autoscaling_and_cloudwatch_operations_act_on_any_resource() {
+    fn autoscaling_and_cloudwatch_operations_act_on_any_resource_but_tagging() {
         let target = json!({
             "ServiceNamespace": "sagemaker",
             "ResourceId": "endpoint/e/variant/v",
@@ -285,6 +288,17 @@ mod tests {
         ]
         .into_iter()
         .map(|n| (n, target.clone(), "*"))
+        .chain(
+            ["TagResource", "UntagResource", "ListTagsForResource"]
+                .into_iter()
+                .map(|n| {
+                    (
+                        n,
+                        json!({"ResourceARN": SCALABLE_TARGET, "Tags": {}, "TagKeys": []}),
+                        SCALABLE_TARGET,
+                    )
+                }),
+        )
         .collect();
         check(
             "application-autoscaling",

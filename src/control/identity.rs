@@ -1171,6 +1171,16 @@ pub fn page<T>(items: Vec<T>, marker: Option<&str>, max_items: Option<i64>) -> R
     Ok(Page { items, marker })
 }
 
+/// The user an access key belongs to, and the key (`GetAccessKeyLastUsed`).
+pub fn access_key_owner(app: &App, access_key_id: &str) -> Result<(IamUserRow, IamAccessKeyRow)> {
+    let rows = app.iam.lock();
+    let key =
+        rows.access_keys.iter().find(|k| k.id == access_key_id).ok_or_else(|| {
+            IamError::NoSuchEntity(format!("The Access Key with id {access_key_id} cannot be found."))
+        })?;
+    Ok((find_user(&rows, &key.user_name)?.clone(), key.clone()))
+}
+
 /// `GetUser`.
 pub fn user(app: &App, name: &str) -> Result<IamUserRow> {
     check_name(name, "userName", 128)?;

@@ -248,8 +248,14 @@ pub enum Command {
         /// Keys to remove.
         keys: Vec<String>,
     },
-    /// `RegisterScalableTarget`: registers or updates a target (validated at the edge).
-    PutScalableTarget(ScalableTarget),
+    /// `RegisterScalableTarget`: registers or updates a target (validated at the edge), with
+    /// the tags a new one is registered with, written together.
+    PutScalableTarget {
+        /// The target.
+        target: ScalableTarget,
+        /// Its tags (empty on an update).
+        tags: Vec<Tag>,
+    },
     /// `DeregisterScalableTarget`: the target and its policies, in one transaction.
     DeregisterScalableTarget {
         /// `endpoint/<name>/variant/<variant>`.
@@ -335,10 +341,16 @@ async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, Contro
             app.store.delete_tags(&arn, &keys)?;
             Ok(Outcome::Done)
         }
-        Command::PutScalableTarget(target) => {
+        Command::PutScalableTarget { target, tags } => {
             let _config = app.autoscaler.config_lock().await;
-            app.store
-                .put(Kind::ScalableTarget, &target.resource_id, target.creation_time, &target)?;
+            app.store.put_tagged(
+                Kind::ScalableTarget,
+                &target.resource_id,
+                target.creation_time,
+                &target,
+                &target.scalable_target_arn,
+                &tags,
+            )?;
             autoscaler::wake(app);
             Ok(Outcome::Arn(target.scalable_target_arn))
         }
@@ -738,6 +750,18 @@ async fn set_variants(app: &App, endpoint: &str, changes: &[VariantChange]) -> R
 
 /// Checks that an ARN names an existing resource of this server.
 async fn resolve_arn(app: &App, arn: &str) -> Result<(), ControlError> {
+    let targets = format!(
+        "arn:aws:application-autoscaling:{}:{}:scalable-target/",
+        app.cfg.region, app.cfg.account_id
+    );
+    if arn.starts_with(&targets) {
+        return match scalable_targets(app)?.iter().any(|t| t.scalable_target_arn == arn) {
+            true => Ok(()),
+            false => Err(ControlError::ObjectNotFound(format!(
+                "No scalable target found for the ARN {arn}"
+            ))),
+        };
+    }
     let prefix = format!("arn:aws:sagemaker:{}:{}:", app.cfg.region, app.cfg.account_id);
     let unknown = || ValidationError(format!("ResourceArn: resource \"{arn}\" does not exist"));
     let rest = arn.strip_prefix(&prefix).ok_or_else(|| {
