@@ -1434,6 +1434,18 @@ mod tests {
             ("GetGroupPolicy", "GroupName=devs&PolicyName=p", group),
             ("ListGroupPolicies", "GroupName=devs", group),
             ("DeleteGroupPolicy", "GroupName=devs&PolicyName=p", group),
+            // on the key's user once known (`stored_resource`); `*` as parsed
+            ("GetAccessKeyLastUsed", "AccessKeyId=AKIAAAAAAAAAAAAAAAAA", "*"),
+            ("ListAttachedUserPolicies", "UserName=bob", user),
+            ("ListAttachedGroupPolicies", "GroupName=devs", group),
+            ("ListSSHPublicKeys", "UserName=bob", user),
+            ("ListMFADevices", "UserName=bob", user),
+            ("ListVirtualMFADevices", "", "*"),
+            ("ListSigningCertificates", "UserName=bob", user),
+            ("ListServiceSpecificCredentials", "UserName=bob", user),
+            ("ListRoles", "", "*"),
+            ("GetLoginProfile", "UserName=bob", user),
+            ("DeleteLoginProfile", "UserName=bob", user),
         ];
         assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), IamOp::NAMES);
         for (name, params, resource) in rows {

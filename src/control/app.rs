@@ -43,6 +43,61 @@ pub enum StartError {
     /// The audit log cannot be opened.
     #[error("cannot open the audit log: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    /// Another spillway serves this data directory.
+    #[error(
+        "another spillway (pid {1}) is serving the data directory {0}; stop it, or give this one another --data-dir"
+    )]
+    Locked(String, String),
+    /// The data directory's lock file cannot be used.
+    #[error("cannot lock the data directory {0}: {1}")]
+    Lock(String, std::io::Error),
+}
+
+/// The data directory's lock (`<data_dir>/spillway.lock`, holding the pid): two servers on one
+/// data directory would both manage its instances, so the second refuses to start. The lock is
+/// the kernel's (`flock`), released when the process ends however it ends; model processes do
+/// not inherit it.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock of `data_dir`, or says who holds it.
+    pub fn acquire(data_dir: &std::path::Path) -> Result<Self, StartError> {
+        use std::io::{Read, Seek, Write};
+        let path = data_dir.join("spillway.lock");
+        let shown = || data_dir.display().to_string();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StartError::Lock(shown(), e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(StartError::Locked(
+                    shown(),
+                    if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid.to_string()
+                    },
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StartError::Lock(shown(), e)),
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(|e| StartError::Lock(shown(), e))?;
+        Ok(Self { _file: file })
+    }
 }
 
 /// What the controller and the API share about one endpoint.
@@ -94,6 +149,8 @@ pub struct App {
     /// The identities as stored (users, keys, groups, policies): what IAM commands check
     /// against and IAM queries read.
     pub iam: IamState,
+    /// Held while the server runs.
+    pub data_dir_lock: DataDirLock,
 }
 
 impl App {
@@ -133,6 +190,7 @@ impl App {
         }
         // Canonical so that processes can be recognised by their SPILLWAY_DATA_DIR.
         let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
+        let lock = DataDirLock::acquire(&data_dir)?;
         let store = Store::open(&data_dir.join("spillway.db"))?;
         let provider: Arc<dyn CapacityProvider> = if let Some(provider) = provider {
             provider
@@ -193,6 +251,7 @@ impl App {
             hosts: HostPolicy::new(&cfg.allowed_hosts),
             auth: Arc::new(Auth::new(&cfg, identities.clone())),
             audit,
+            request_ids: Default::default(),
         });
         let app = Arc::new(App {
             cfg,
@@ -208,6 +267,7 @@ impl App {
             clock,
             identities,
             iam,
+            data_dir_lock: lock,
         });
         app.recover().await?;
         tokio::spawn(sample_fleet(app.clone()));

@@ -400,13 +400,20 @@ pub fn status_during(op: Operation) -> EndpointStatus {
     }
 }
 
-/// The `FailureReason` for a variant whose pools could not supply its instances in time.
+/// The words AWS's `FailureReason` begins with when it cannot get instances. The SageMaker
+/// Python SDK raises `sagemaker.exceptions.CapacityError` (not `UnexpectedStatusException`) for a
+/// reason that contains `CapacityError`, so spillway's own detail follows this prefix.
+pub const CAPACITY_ERROR_PREFIX: &str = "CapacityError: Unable to provision requested ML compute capacity. \
+     Please retry using a different ML instance type.";
+
+/// The `FailureReason` for a variant whose pools could not supply its instances in time: AWS's
+/// sentence ([`CAPACITY_ERROR_PREFIX`]), then which pools were tried.
 pub fn capacity_failure_reason(variant: &str, have: u32, want: u32, tried: &[String]) -> String {
     format!(
-        "Unable to provision requested ML compute capacity for production variant {variant} \
-         ({have} of {want} instances) due to InsufficientInstanceCapacity error in every \
-         instance pool tried before VariantInstanceProvisionTimeoutInSeconds expired: {}. \
-         Please retry after some time or add instance types to InstancePools.",
+        "{CAPACITY_ERROR_PREFIX} Production variant {variant} has {have} of {want} instances: \
+         InsufficientInstanceCapacity in every instance pool tried before \
+         VariantInstanceProvisionTimeoutInSeconds expired: {}. \
+         Retry after some time or add instance types to InstancePools.",
         if tried.is_empty() {
             "no pool could be tried".to_string()
         } else {

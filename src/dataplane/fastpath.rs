@@ -41,6 +41,7 @@ use super::head::{AnswerHead, RequestHeaders};
 use super::invoke::Signed;
 use super::invoke::{self, Answer, Call, MAX_DRAIN, Payload};
 use super::op::{Mode, RuntimeOp, Target};
+use super::request_id::RequestId;
 use super::stop::{Stop, reached};
 use crate::config::AuthMode;
 use crate::error::ApiError;
@@ -263,6 +264,7 @@ impl Client {
                 Framing::Empty => Some(0),
                 Framing::Chunked | Framing::UntilClose => None,
             },
+            request_id: dp.request_ids.next(),
         };
         let mut body = ClientBody {
             stream: &self.stream,
@@ -290,8 +292,8 @@ impl Client {
         }
         keep &= *stop.borrow() == Stop::Running;
         let written = match result {
-            Ok(answer) => self.write_answer(answer, keep, &op).await,
-            Err(e) => self.write_error(&e, keep).await,
+            Ok(answer) => self.write_answer(answer, keep, &op, &call.request_id).await,
+            Err(e) => self.write_error(&e, keep, &call.request_id).await,
         };
         if written && unread && !keep {
             self.linger().await;
@@ -321,14 +323,14 @@ impl Client {
 
     /// Writes a model's answer as it arrives (for `InvokeEndpointWithResponseStream`, each piece
     /// as an event-stream `PayloadPart` message); whether all of it was written.
-    async fn write_answer(&mut self, answer: Answer, keep: bool, op: &RuntimeOp<'_>) -> bool {
+    async fn write_answer(&mut self, answer: Answer, keep: bool, op: &RuntimeOp<'_>, request_id: &RequestId) -> bool {
         let mode = op.mode();
         let length = match mode {
             Mode::Plain => answer.body.remaining(),
             Mode::EventStream => None,
         };
         self.out.clear();
-        answer.head(op).write(&mut self.out, length, keep);
+        answer.head(op, request_id).write(&mut self.out, length, keep);
         let chunked = length.is_none();
         let mut body = answer.body;
         loop {
@@ -381,11 +383,11 @@ impl Client {
     }
 
     /// Writes an AWS error; whether it was written.
-    async fn write_error(&mut self, e: &ApiError, keep: bool) -> bool {
+    async fn write_error(&mut self, e: &ApiError, keep: bool, request_id: &RequestId) -> bool {
         let body = e.body();
         let out = &mut self.out;
         out.clear();
-        AnswerHead::error(e).write(out, Some(body.len() as u64), keep);
+        AnswerHead::error(e, request_id).write(out, Some(body.len() as u64), keep);
         out.extend_from_slice(body.as_bytes());
         self.stream.write_all(out).await.is_ok()
     }

@@ -8,6 +8,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 
 use super::h1;
 use super::op::{Mode, RuntimeOp};
+use super::request_id::RequestId;
 use crate::error::{ApiError, ErrorCode, Protocol};
 
 /// The longest `X-Amzn-SageMaker-Custom-Attributes` an invocation may carry.
@@ -130,7 +131,7 @@ impl<V> RequestHeaders<V> {
 }
 
 /// Most headers an answer carries besides `date` and framing.
-const MAX_ANSWER_HEADERS: usize = 5;
+const MAX_ANSWER_HEADERS: usize = 6;
 
 /// The head of an answer to a runtime request: its status and headers, except `date` and the
 /// framing headers, which each server adds as its connection needs them.
@@ -142,11 +143,12 @@ pub struct AnswerHead<'a> {
 }
 
 impl<'a> AnswerHead<'a> {
-    /// A model's successful answer to `op`: the model's content type (for a stream, the
-    /// event-stream type, the model's in `x-amzn-sagemaker-content-type`), its custom
-    /// attributes, the variant and the instance type that served it.
+    /// A model's successful answer to `op`: the request id, the model's content type (for a
+    /// stream, the event-stream type, the model's in `x-amzn-sagemaker-content-type`), its
+    /// custom attributes, the variant and the instance type that served it.
     pub fn success(
         op: &RuntimeOp<'_>,
+        request_id: &'a RequestId,
         model_content_type: Option<&'a [u8]>,
         custom_attributes: Option<&'a [u8]>,
         variant: &'a str,
@@ -159,6 +161,7 @@ impl<'a> AnswerHead<'a> {
         Self {
             status: StatusCode::OK,
             headers: [
+                Some(("x-amzn-requestid", request_id.as_str().as_bytes())),
                 content_type.map(|v| ("content-type", v)),
                 model_content_type.map(|v| ("x-amzn-sagemaker-content-type", v)),
                 custom_attributes.map(|v| ("x-amzn-sagemaker-custom-attributes", v)),
@@ -168,11 +171,12 @@ impl<'a> AnswerHead<'a> {
         }
     }
 
-    /// An AWS error, as the error table renders it for the runtime's protocol (awsJson 1.1);
-    /// its body is [`ApiError::body`].
-    pub fn error(e: &'a ApiError) -> Self {
-        let mut headers = [None; 5];
-        for (slot, (name, value)) in headers.iter_mut().zip(e.headers(Protocol::AwsJson11)) {
+    /// An AWS error, as the error table renders it for the runtime's protocol (awsJson 1.1),
+    /// answering the request `request_id`; its body is [`ApiError::body`].
+    pub fn error(e: &'a ApiError, request_id: &'a RequestId) -> Self {
+        let mut headers = [None; MAX_ANSWER_HEADERS];
+        headers[0] = Some(("x-amzn-requestid", request_id.as_str().as_bytes()));
+        for (slot, (name, value)) in headers[1..].iter_mut().zip(e.headers(Protocol::AwsJson11)) {
             *slot = Some((name, value.as_bytes()));
         }
         Self {
@@ -182,10 +186,17 @@ impl<'a> AnswerHead<'a> {
     }
 
     /// An invocation path asked with another method than `POST`: 405, `Allow: POST`, no body.
-    pub fn method_not_allowed() -> AnswerHead<'static> {
+    pub fn method_not_allowed(request_id: &'a RequestId) -> Self {
         AnswerHead {
             status: StatusCode::METHOD_NOT_ALLOWED,
-            headers: [Some(("allow", b"POST")), None, None, None, None],
+            headers: [
+                Some(("x-amzn-requestid", request_id.as_str().as_bytes())),
+                Some(("allow", b"POST")),
+                None,
+                None,
+                None,
+                None,
+            ],
         }
     }
 
@@ -275,11 +286,12 @@ mod tests {
     #[test]
     fn an_error_head_is_the_same_bytes_and_the_same_response() {
         let e = ApiError::new(ErrorCode::ThrottlingException, "slow down");
-        let head = AnswerHead::error(&e);
+        let id = super::super::request_id::RequestIds::seeded(7, 7).next();
+        let head = AnswerHead::error(&e, &id);
         let mut out = Vec::new();
         head.write(&mut out, Some(7), false);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/x-amz-json-1.1\r\nx-amzn-errortype: ThrottlingException\r\ndate: "), "{text}");
+        assert!(text.starts_with(&format!("HTTP/1.1 429 Too Many Requests\r\nx-amzn-requestid: {id}\r\ncontent-type: application/x-amz-json-1.1\r\nx-amzn-errortype: ThrottlingException\r\ndate: ")), "{text}");
         assert!(
             text.ends_with("content-length: 7\r\nconnection: close\r\n\r\n"),
             "{text}"
@@ -294,15 +306,18 @@ mod tests {
         assert_eq!(
             names,
             [
+                ("x-amzn-requestid", id.as_str()),
                 ("content-type", "application/x-amz-json-1.1"),
                 ("x-amzn-errortype", "ThrottlingException")
             ]
         );
         let mut out = Vec::new();
-        AnswerHead::method_not_allowed().write(&mut out, Some(0), true);
+        AnswerHead::method_not_allowed(&id).write(&mut out, Some(0), true);
         let text = String::from_utf8(out).unwrap();
         assert!(
-            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\nallow: POST\r\ndate: "),
+            text.starts_with(&format!(
+                "HTTP/1.1 405 Method Not Allowed\r\nx-amzn-requestid: {id}\r\nallow: POST\r\ndate: "
+            )),
             "{text}"
         );
     }

@@ -18,6 +18,7 @@ use super::h1;
 use super::head::{AnswerHead, RequestHeaders};
 use super::invoke::{Call, Payload, Signed, invoke_model};
 use super::op::{Mode, RuntimeOp};
+use super::request_id::RequestId;
 use crate::error::ApiError;
 
 /// A hyper request body as a [`Payload`]. A client that sends nothing of it for the client
@@ -69,6 +70,7 @@ pub async fn invoke(
         op,
         headers: RequestHeaders::read(headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))),
         length: body.size_hint().exact(),
+        request_id: dp.request_ids.next(),
     };
     let mut payload = HyperPayload {
         body,
@@ -76,9 +78,9 @@ pub async fn invoke(
     };
     let answer = match invoke_model(dp, &call, &mut payload).await {
         Ok(a) => a,
-        Err(e) => return error(&e),
+        Err(e) => return error(&e, &call.request_id),
     };
-    let head = answer.head(&op);
+    let head = answer.head(&op, &call.request_id);
     let head = head.response(());
     let body = match op.mode() {
         Mode::Plain => Body::new(answer.body),
@@ -87,12 +89,12 @@ pub async fn invoke(
     head.map(|()| body)
 }
 
-/// An AWS error as hyper sends it.
-pub fn error(e: &ApiError) -> Response {
-    AnswerHead::error(e).response(Body::from(e.body()))
+/// An AWS error as hyper sends it, answering the request `request_id`.
+pub fn error(e: &ApiError, request_id: &RequestId) -> Response {
+    AnswerHead::error(e, request_id).response(Body::from(e.body()))
 }
 
 /// The answer to an invocation path asked with another method than `POST`.
-pub fn method_not_allowed() -> Response {
-    AnswerHead::method_not_allowed().response(Body::empty())
+pub fn method_not_allowed(request_id: &RequestId) -> Response {
+    AnswerHead::method_not_allowed(request_id).response(Body::empty())
 }

@@ -28,6 +28,7 @@ use super::DataPlane;
 use super::h1;
 use super::head::{AnswerHead, RequestHeaders};
 use super::op::RuntimeOp;
+use super::request_id::RequestId;
 use super::routes::{EndpointRoutes, PickError, RouteInstance};
 use super::upstream::{self, Conn, UpstreamBody, UpstreamError};
 use crate::auth::sigv4::{AuthError, RequestParts};
@@ -100,6 +101,8 @@ pub struct Call<'a> {
     pub headers: RequestHeaders<&'a [u8]>,
     /// The body's length when known in advance (`Content-Length`); `None` for a chunked body.
     pub length: Option<u64>,
+    /// The id it is answered with (`x-amzn-RequestId`), logged and audited with it.
+    pub request_id: RequestId,
 }
 
 /// A model's successful (2xx) answer: what to send back, and the body to stream.
@@ -126,10 +129,11 @@ impl Answer {
         &self.instance.instance_type
     }
 
-    /// The head of its answer to `op`.
-    pub fn head(&self, op: &RuntimeOp<'_>) -> AnswerHead<'_> {
+    /// The head of its answer to `op`, asked as `request_id`.
+    pub fn head<'a>(&'a self, op: &RuntimeOp<'_>, request_id: &'a RequestId) -> AnswerHead<'a> {
         AnswerHead::success(
             op,
+            request_id,
             self.content_type.as_deref(),
             self.custom_attributes.as_deref(),
             self.variant(),
@@ -334,6 +338,15 @@ pub async fn invoke_model(dp: &DataPlane, call: &Call<'_>, payload: &mut impl Pa
         }
         Err(e) => Err(e),
     };
+    if let Err(e) = &result {
+        tracing::debug!(
+            request_id = %call.request_id,
+            endpoint = call.op.endpoint_name(),
+            code = e.code.as_str(),
+            error = %e.message,
+            "invocation failed"
+        );
+    }
     match (&dp.audit, data_events) {
         (Some(log), true) => {
             let record = invocation_record(dp, &caller, call, &resource, &result);
@@ -373,6 +386,7 @@ fn invocation_record(
         &arns.account_id,
         caller.user_identity(&arns.account_id, None),
     );
+    r.request_id = call.request_id.to_string();
     r.event_category = "Data".into();
     r.management_event = false;
     r.source_ip_address = call.signed.peer.map_or_else(|| "unknown".into(), |ip| ip.to_string());
@@ -447,7 +461,12 @@ async fn authenticate(
         headers: &s.headers,
     };
     let refused = |e: AuthError| {
-        tracing::info!(endpoint = call.op.endpoint_name(), error = %e.summary(), "invocation not authenticated");
+        tracing::info!(
+            request_id = %call.request_id,
+            endpoint = call.op.endpoint_name(),
+            error = %e.summary(),
+            "invocation not authenticated"
+        );
         Refused {
             error: e.to_api(AuthFamily::Runtime),
             summary: e.summary(),
@@ -512,7 +531,13 @@ fn authorize(
         crate::core::policy::Context::new(call.op.action().to_string(), resource.to_string())
     };
     dp.auth.authorize(caller, &ctx).map_err(|d| {
-        tracing::info!(caller = %d.caller, action = %d.action, resource = %d.resource, "invocation denied");
+        tracing::info!(
+            request_id = %call.request_id,
+            caller = %d.caller,
+            action = %d.action,
+            resource = %d.resource,
+            "invocation denied"
+        );
         error(ErrorCode::AccessDeniedException, d.to_string())
     })
 }
@@ -575,6 +600,11 @@ async fn exchange(
         let (conn, head) = match tokio::time::timeout(timeout, exchange).await {
             Err(_) => {
                 record.finish(Outcome::ModelOtherError);
+                tracing::warn!(
+                    request_id = %call.request_id,
+                    instance = %inst.id,
+                    "the model did not answer in time"
+                );
                 return Err(model_error(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
@@ -587,7 +617,12 @@ async fn exchange(
             }
             Ok(Err(Failure::Refused(e))) if attempt == 0 => {
                 record.forget(); // nothing was sent: the retry is the invocation
-                tracing::warn!(instance = %inst.id, error = %e, "connection refused; retrying on another instance");
+                tracing::warn!(
+                    request_id = %call.request_id,
+                    instance = %inst.id,
+                    error = %e,
+                    "connection refused; retrying on another instance"
+                );
                 refused = Some(inst.id.clone());
                 continue;
             }

@@ -15,6 +15,7 @@ pub mod head;
 pub mod hyperpath;
 pub mod invoke;
 pub mod op;
+pub mod request_id;
 pub mod routes;
 pub mod server;
 pub mod stop;
@@ -53,4 +54,6 @@ pub struct DataPlane {
     pub auth: Arc<Auth>,
     /// The audit trail (`None`: `[audit] enabled = false`), for every API.
     pub audit: Option<Arc<AuditLog>>,
+    /// The ids invocations are answered with (`x-amzn-RequestId`).
+    pub request_ids: request_id::RequestIds,
 }

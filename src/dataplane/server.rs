@@ -276,7 +276,7 @@ async fn handle(
     let (mut parts, body) = req.into_parts();
     match RuntimeOp::parse(parts.method.as_str(), parts.uri.path()) {
         Target::Invocation(op) => return Ok(hyperpath::invoke(&shared.dp, op, &parts, Body::new(body), peer).await),
-        Target::MethodNotAllowed => return Ok(hyperpath::method_not_allowed()),
+        Target::MethodNotAllowed => return Ok(hyperpath::method_not_allowed(&shared.dp.request_ids.next())),
         Target::Other => {}
     }
     if let Some(ip) = peer {
@@ -288,7 +288,10 @@ async fn handle(
         Ok(Err(never)) => match never {},
         Err(e) => {
             tracing::error!(error = %e, "control-plane request failed");
-            hyperpath::error(&ApiError::internal("the request handler failed"))
+            hyperpath::error(
+                &ApiError::internal("the request handler failed"),
+                &shared.dp.request_ids.next(),
+            )
         }
     })
 }

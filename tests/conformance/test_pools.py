@@ -165,6 +165,10 @@ def test_every_pool_exhausted_fails_the_endpoint_naming_the_types(start_server):
     d = sm.describe_endpoint(EndpointName="exhausted")
     assert d["EndpointStatus"] == "Failed"
     reason = d["FailureReason"]
+    assert reason.startswith(
+        "CapacityError: Unable to provision requested ML compute capacity. "
+        "Please retry using a different ML instance type. Production variant AllTraffic has 0 of 1 instances"
+    ), reason
     assert "ml.g6e.2xlarge" in reason and "ml.g5.xlarge" in reason, reason
     assert len(reason) <= 1024
     events = srv.events("exhausted")

@@ -4,6 +4,8 @@ that everything converges with no model process left that spillway does not trac
 import collections
 import signal
 
+import pytest
+
 import spw
 
 ECHO = "echo-model"
@@ -209,3 +211,24 @@ def test_sigkill_while_updating_then_restart_converges(start_server):
     assert {p["type"] for p in srv.processes().values()} == {expected}, "the fleet matches the reported config"
     _, headers, _ = spw.invoke(srv.rt, "moving")
     assert headers["x-spillway-instance-type"] == expected
+
+
+def test_a_second_server_on_the_same_data_dir_refuses_to_start(start_server):
+    """Two servers on one data directory would both manage its instances: the second one exits
+    at once, naming the first one's pid; after the first stops (even by SIGKILL), it starts."""
+    first = start_server()
+    spw.create_model(first.sm, "lock")
+    spw.deploy(first.sm, "lock", [spw.single_variant("lock")])
+    spw.wait_in_service(first.sm, "lock")
+    second = spw.Server(first.workdir, first.config, name="second")
+    with pytest.raises(pytest.fail.Exception):
+        second.start(timeout=15)
+    message = second.log_paths[-1].read_text()
+    assert "another spillway" in message and str(first.proc.pid) in message, message
+    assert len(first.instances("lock")) == 1
+    first.sigkill()
+    second.start()
+    try:
+        spw.wait_in_service(second.sm, "lock")
+    finally:
+        assert second.shutdown_and_check() == []

@@ -197,3 +197,48 @@ def test_custom_attributes_over_1024_characters_are_refused_on_both_paths(start_
             raw += chunk
     assert raw.startswith(b"HTTP/1.1 400"), raw[:200]
     assert b"ValidationError" in raw and b"ASCII" in raw
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_every_invocation_answer_carries_a_request_id_that_the_trail_and_logs_know(start_server, fast_path, monkeypatch):
+    """Issue 14, difference 2: `x-amzn-RequestId` on every runtime answer, success or error, plain
+    or streamed, on both HTTP paths; unique per request; the same id in the data event and in
+    spillway's log line for a failed invocation."""
+    monkeypatch.setenv("RUST_LOG", "info,spillway::dataplane=debug")
+    server = start_server(config={"router": {"fast_path": fast_path}})
+    sm, rt = server.sm, server.rt
+    spw.create_model(sm, ECHO)
+    sm.create_endpoint_config(EndpointConfigName="ids", ProductionVariants=[spw.single_variant(ECHO)])
+    sm.create_endpoint(EndpointName="ids", EndpointConfigName="ids",
+                       Tags=[{"Key": "spillway:audit-invocations", "Value": "enabled"}])
+    spw.wait_in_service(sm, "ids")
+    ids = []
+    for _ in range(3):
+        r = rt.invoke_endpoint(EndpointName="ids", Body=b"x", ContentType="text/plain")
+        ids.append(r["ResponseMetadata"]["RequestId"])
+        assert r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"] == ids[-1]
+    stream = rt.invoke_endpoint_with_response_stream(EndpointName="ids", Body=b"y", ContentType="text/plain")
+    ids.append(stream["ResponseMetadata"]["RequestId"])
+    list(stream["Body"])
+    with pytest.raises(ClientError) as e:
+        rt.invoke_endpoint(EndpointName="ids", Body=b"z", TargetVariant="nope")
+    failed = e.value.response["ResponseMetadata"]["RequestId"]
+    ids.append(failed)
+    with pytest.raises(ClientError) as e:
+        rt.invoke_endpoint(EndpointName="nowhere", Body=b"z")
+    ids.append(e.value.response["ResponseMetadata"]["RequestId"])
+    import uuid
+
+    assert all(uuid.UUID(i).version == 4 for i in ids), ids
+    assert len(set(ids)) == len(ids), ids
+    # 405 on an invocation path (hyper answers it on both settings).
+    status, headers, _ = server.http("GET", "/endpoints/ids/invocations", None, {}, sign=True)
+    assert status == 405 and uuid.UUID({k.lower(): v for k, v in headers.items()}["x-amzn-requestid"])
+    # The data events carry the ids the client saw.
+    events = server.client("cloudtrail").lookup_events(
+        LookupAttributes=[{"AttributeKey": "ResourceName", "AttributeValue": "ids"}])["Events"]
+    recorded = {json.loads(ev["CloudTrailEvent"])["requestID"] for ev in events
+                if ev["EventName"].startswith("InvokeEndpoint")}
+    assert set(ids[:5]) <= recorded, (ids, recorded)
+    # The log line of the failed invocation names its id.
+    spw.poll(lambda: failed in server.log_tail(400), what="the failed invocation's id in the log")

@@ -33,3 +33,30 @@ def test_the_sagemaker_sdk_works_with_the_generated_profile(server, monkeypatch)
     events = server.client("cloudtrail").lookup_events(
         LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "CreateEndpoint"}])["Events"]
     assert events and events[0]["Username"] == "admin"
+
+
+def test_the_sdk_raises_capacity_error_when_every_pool_is_exhausted(start_server, monkeypatch):
+    """Issue 14, difference 1: `Model.deploy()` to a type with no capacity raises the SDK's
+    `CapacityError` (it looks for `CapacityError` in `FailureReason`), and the reason keeps
+    spillway's detail of what was tried."""
+    server = start_server(provisioning={"deadline_override_seconds": 2})
+    for k in list(os.environ):
+        if k.startswith("AWS_"):
+            monkeypatch.delenv(k)
+    for k, v in spw.cli_environment(server).items():
+        monkeypatch.setenv(k, v)
+    import pytest
+    import sagemaker
+    from sagemaker.exceptions import CapacityError
+    from sagemaker.model import Model
+
+    session = sagemaker.Session()
+    model = Model(
+        image_uri="builtin:echo",
+        role=f"arn:aws:iam::{spw.ACCOUNT}:role/unused",
+        sagemaker_session=session,
+        name="sdk-ice",
+    )
+    with pytest.raises(CapacityError) as e:
+        model.deploy(initial_instance_count=1, instance_type="ml.g6e.2xlarge", endpoint_name="sdk-ice", wait=True)
+    assert "ml.g6e.2xlarge" in str(e.value) and "InsufficientInstanceCapacity" in str(e.value), str(e.value)

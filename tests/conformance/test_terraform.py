@@ -296,6 +296,7 @@ def test_tagging_a_scalable_target_is_checked(server):
     assert aas.list_tags_for_resource(ResourceARN=arn)["Tags"] == {}
     # Tags survive a restart.
     aas.tag_resource(ResourceARN=arn, Tags={"owner": "team-a"})
+    server.terminate()
     server.restart()
     aas = server.client("application-autoscaling")
     assert aas.list_tags_for_resource(ResourceARN=arn)["Tags"] == {"owner": "team-a"}
