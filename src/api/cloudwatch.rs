@@ -8,7 +8,7 @@
 //! together) and `{EndpointName, VariantName, InstanceType}`. Periods may be any whole number of
 //! seconds, because the store keeps one-second buckets.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value, json};
 
@@ -16,27 +16,12 @@ use crate::core::model::Timestamp;
 use crate::core::scaling::{eval_expression, expression_refs};
 use crate::core::time::days_from_civil;
 use crate::error::{ApiError, ErrorCode};
-use crate::telemetry::metrics::{INSTANCE_METRICS, METRICS, Metrics, Select, Statistic, period_start};
+use crate::telemetry::metrics::{INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start};
+use crate::telemetry::query::{Dimension, Query, QueryKind, Selector, evaluate};
+pub use crate::telemetry::query::{INSTANCE_NAMESPACE, NAMESPACE};
 
 /// The `X-Amz-Target` service prefix of CloudWatch's JSON protocol.
 pub const TARGET_PREFIX: &str = "GraniteServiceVersion20100801";
-
-/// The namespace of the invocation and fleet metrics ([`METRICS`]).
-pub const NAMESPACE: &str = "AWS/SageMaker";
-
-/// The namespace of the per-instance utilization metrics ([`INSTANCE_METRICS`]).
-pub const INSTANCE_NAMESPACE: &str = "/aws/sagemaker/Endpoints";
-
-/// The namespace a metric of the store is published in, `None` for a metric it does not have.
-fn namespace_of(metric: &str) -> Option<&'static str> {
-    if METRICS.contains(&metric) {
-        Some(NAMESPACE)
-    } else if INSTANCE_METRICS.contains(&metric) {
-        Some(INSTANCE_NAMESPACE)
-    } else {
-        None
-    }
-}
 
 /// CloudWatch's limit on the data points of one `GetMetricStatistics` call.
 const MAX_STATISTICS_DATAPOINTS: i64 = 1440;
@@ -293,13 +278,6 @@ impl<'a> Obj<'a> {
     }
 }
 
-/// One dimension of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Dimension {
-    name: String,
-    value: Option<String>,
-}
-
 /// `YYYY-MM-DDTHH:MM:SS[.fff][Z|±HH:MM]` (a space may stand for `T`; no zone means UTC).
 fn parse_iso8601(s: &str) -> Option<f64> {
     let s = s.trim();
@@ -413,54 +391,6 @@ fn unit_matches(metric: &str, requested: Option<&str>) -> bool {
     }
 }
 
-/// One series of the store, as a request names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Selector {
-    metric: String,
-    endpoint: String,
-    variant: String,
-    instance_type: Option<String>,
-}
-
-impl Selector {
-    /// The series a `{Namespace, MetricName, Dimensions}` names, or `None` when the store has no
-    /// such metric (other namespaces, other metric names, other dimension sets).
-    fn of(namespace: Option<&str>, metric: &str, dims: &[Dimension]) -> Option<Self> {
-        if namespace.is_none() || namespace != namespace_of(metric) {
-            return None;
-        }
-        let mut by_name: BTreeMap<&str, &str> = BTreeMap::new();
-        for d in dims {
-            if by_name.insert(&d.name, d.value.as_deref()?).is_some() {
-                return None;
-            }
-        }
-        let endpoint = by_name.remove("EndpointName")?.to_string();
-        let variant = by_name.remove("VariantName")?.to_string();
-        let instance_type = by_name.remove("InstanceType").map(str::to_string);
-        by_name.is_empty().then(|| Self {
-            metric: metric.to_string(),
-            endpoint,
-            variant,
-            instance_type,
-        })
-    }
-
-    fn periods(&self, m: &Metrics, stat: Statistic, start: Timestamp, end: Timestamp, period: i64) -> Vec<(i64, f64)> {
-        m.aggregate_periods(
-            Select::new(&self.endpoint, &self.variant, self.instance_type.as_deref()),
-            &self.metric,
-            stat,
-            start,
-            end,
-            period,
-        )
-        .into_iter()
-        .filter(|(_, v)| v.is_finite())
-        .collect()
-    }
-}
-
 fn parse_token(token: Option<&str>, bad: impl Fn(String) -> ApiError) -> Result<usize, ApiError> {
     match token {
         None => Ok(0),
@@ -560,28 +490,6 @@ fn get_metric_statistics(m: &Metrics, input: &Obj<'_>) -> Result<Value, ApiError
 // ------------------------------------------------------------------------------------------------
 // GetMetricData
 // ------------------------------------------------------------------------------------------------
-
-/// One `MetricDataQuery`.
-#[derive(Debug)]
-struct Query {
-    id: String,
-    label: Option<String>,
-    return_data: bool,
-    kind: QueryKind,
-}
-
-#[derive(Debug)]
-enum QueryKind {
-    /// `MetricStat`; `None` when the store has no such series (no data, not an error).
-    Stat {
-        selector: Option<Selector>,
-        metric: String,
-        stat: Statistic,
-        period: i64,
-    },
-    /// `Expression` and the query ids it refers to.
-    Expression { expression: String, refs: Vec<String> },
-}
 
 fn valid_id(id: &str) -> bool {
     let mut chars = id.chars();
@@ -695,85 +603,6 @@ fn parse_queries(input: &Obj<'_>) -> Result<Vec<Query>, ApiError> {
     Ok(queries)
 }
 
-/// Every query's series (ascending by timestamp), expressions evaluated point by point at the
-/// timestamps that all their inputs have; a point whose value is undefined (division by zero)
-/// is left out.
-fn evaluate(
-    m: &Metrics,
-    queries: &[Query],
-    start: Timestamp,
-    end: Timestamp,
-) -> Result<HashMap<String, BTreeMap<i64, f64>>, ApiError> {
-    fn eval_one(
-        id: &str,
-        ctx: &Ctx<'_>,
-        done: &mut HashMap<String, BTreeMap<i64, f64>>,
-        visiting: &mut HashSet<String>,
-    ) -> Result<(), ApiError> {
-        if done.contains_key(id) {
-            return Ok(());
-        }
-        let Some(q) = ctx.queries.iter().find(|q| q.id == id) else {
-            return Ok(());
-        };
-        let series = match &q.kind {
-            QueryKind::Stat {
-                selector, stat, period, ..
-            } => selector
-                .as_ref()
-                .map(|s| s.periods(ctx.m, *stat, ctx.start, ctx.end, *period))
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-            QueryKind::Expression { expression, refs } => {
-                if !visiting.insert(id.to_string()) {
-                    return Err(invalid(format!(
-                        "The expression {expression:?} of query {id} depends on itself through other expressions."
-                    )));
-                }
-                for r in refs {
-                    eval_one(r, ctx, done, visiting)?;
-                }
-                visiting.remove(id);
-                let inputs: Vec<(&String, &BTreeMap<i64, f64>)> =
-                    refs.iter().filter_map(|r| done.get(r).map(|s| (r, s))).collect();
-                let times: BTreeSet<i64> = inputs.iter().flat_map(|(_, s)| s.keys().copied()).collect();
-                let mut out = BTreeMap::new();
-                for t in times {
-                    let vars: HashMap<String, f64> = inputs
-                        .iter()
-                        .filter_map(|(r, s)| s.get(&t).map(|v| ((*r).clone(), *v)))
-                        .collect();
-                    if vars.len() < inputs.len() {
-                        continue;
-                    }
-                    if let Ok(v) = eval_expression(expression, &vars)
-                        && v.is_finite()
-                    {
-                        out.insert(t, v);
-                    }
-                }
-                out
-            }
-        };
-        done.insert(id.to_string(), series);
-        Ok(())
-    }
-    struct Ctx<'a> {
-        m: &'a Metrics,
-        queries: &'a [Query],
-        start: Timestamp,
-        end: Timestamp,
-    }
-    let ctx = Ctx { m, queries, start, end };
-    let mut done = HashMap::new();
-    let mut visiting = HashSet::new();
-    for q in queries {
-        eval_one(&q.id, &ctx, &mut done, &mut visiting)?;
-    }
-    Ok(done)
-}
-
 /// Each returned query with its points in scan order.
 type Scanned<'q> = Vec<(&'q Query, Vec<(i64, f64)>)>;
 
@@ -820,7 +649,7 @@ fn get_metric_data(m: &Metrics, input: &Obj<'_>, now: Timestamp) -> Result<Value
     let offset = token.map_or(0, |(o, _)| o);
     // The returned results, each with its points in scan order.
     let results = |end: Timestamp| -> Result<Scanned<'_>, ApiError> {
-        let series = evaluate(m, &queries, start, end)?;
+        let series = evaluate(m, &queries, start, end).map_err(invalid)?;
         Ok(queries
             .iter()
             .filter(|q| q.return_data)

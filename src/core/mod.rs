@@ -5,6 +5,7 @@
 //! spawning, no reading of the wall clock: every function that needs the time is handed `now`
 //! (epoch seconds). That keeps every decision testable in microseconds.
 
+pub mod alarm;
 pub mod capacity;
 pub mod catalog;
 pub mod endpoint;

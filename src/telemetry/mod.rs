@@ -3,4 +3,5 @@
 //! GPU utilization read from the host (`usage.rs`).
 
 pub mod metrics;
+pub mod query;
 pub mod usage;
