@@ -396,6 +396,9 @@ pub struct AutoscalingConfig {
     pub evaluation_interval_seconds: f64,
     /// Seconds of metrics each evaluation looks at. Sums are scaled to per-minute values.
     pub metric_window_seconds: f64,
+    /// Seconds per period of the alarms target tracking creates (AWS: 60; AlarmHigh acts after
+    /// 3 periods over the target, AlarmLow after 15 under 90 % of it). Tests shorten it.
+    pub target_tracking_period_seconds: u64,
 }
 
 impl Default for AutoscalingConfig {
@@ -403,6 +406,7 @@ impl Default for AutoscalingConfig {
         Self {
             evaluation_interval_seconds: 60.0,
             metric_window_seconds: 60.0,
+            target_tracking_period_seconds: 60,
         }
     }
 }

@@ -44,6 +44,10 @@ pub enum ErrorCode {
     ResourceNotFoundException,
     /// Application Auto Scaling: more than 50 tags on a resource (400).
     TooManyTagsException,
+    /// CloudWatch: no alarm of that name (`ResourceNotFound`, 404).
+    AlarmNotFound,
+    /// CloudWatch: `StateReasonData` that is not JSON (`InvalidFormat`, 400).
+    InvalidFormat,
     /// CloudWatch: a parameter's value is invalid (400, query code `InvalidParameterValue`).
     InvalidParameterValueException,
     /// CloudWatch: a required parameter is missing (400, query code `MissingParameter`).
@@ -130,6 +134,8 @@ impl ErrorCode {
         Self::ObjectNotFoundException,
         Self::ResourceNotFoundException,
         Self::TooManyTagsException,
+        Self::AlarmNotFound,
+        Self::InvalidFormat,
         Self::InvalidParameterValueException,
         Self::MissingRequiredParameterException,
         Self::InvalidParameterCombinationException,
@@ -178,6 +184,8 @@ impl ErrorCode {
             Self::ObjectNotFoundException => "ObjectNotFoundException",
             Self::ResourceNotFoundException => "ResourceNotFoundException",
             Self::TooManyTagsException => "TooManyTagsException",
+            Self::AlarmNotFound => "ResourceNotFound",
+            Self::InvalidFormat => "InvalidFormatFault",
             Self::InvalidParameterValueException => "InvalidParameterValueException",
             Self::MissingRequiredParameterException => "MissingRequiredParameterException",
             Self::InvalidParameterCombinationException => "InvalidParameterCombinationException",
@@ -215,6 +223,7 @@ impl ErrorCode {
     /// The HTTP status it is answered with.
     pub const fn status(self) -> StatusCode {
         match self {
+            Self::AlarmNotFound => StatusCode::NOT_FOUND,
             Self::InternalFailure => StatusCode::INTERNAL_SERVER_ERROR,
             Self::AdminNotFound | Self::NoSuchPath | Self::NoSuchEntity => StatusCode::NOT_FOUND,
             Self::EntityAlreadyExists | Self::LimitExceeded | Self::DeleteConflict => StatusCode::CONFLICT,
@@ -238,6 +247,7 @@ impl ErrorCode {
             | Self::ObjectNotFoundException
             | Self::ResourceNotFoundException
             | Self::TooManyTagsException
+            | Self::InvalidFormat
             | Self::InvalidParameterValueException
             | Self::MissingRequiredParameterException
             | Self::InvalidParameterCombinationException
@@ -271,6 +281,8 @@ impl ErrorCode {
             Self::MissingRequiredParameterException => Some("MissingParameter;Sender"),
             Self::InvalidParameterCombinationException => Some("InvalidParameterCombination;Sender"),
             Self::InvalidNextToken => Some("InvalidNextToken;Sender"),
+            Self::AlarmNotFound => Some("ResourceNotFound;Sender"),
+            Self::InvalidFormat => Some("InvalidFormat;Sender"),
             _ => None,
         }
     }
@@ -566,6 +578,8 @@ mod tests {
             (MissingRequiredParameterException, "MissingParameter"),
             (InvalidParameterCombinationException, "InvalidParameterCombination"),
             (InvalidNextToken, "InvalidNextToken"),
+            (AlarmNotFound, "ResourceNotFound"),
+            (InvalidFormat, "InvalidFormat"),
         ];
         for &code in ErrorCode::ALL {
             let fault = if code.status().is_server_error() {

@@ -52,6 +52,10 @@ pub enum Kind {
     ScalingPolicy,
     /// One scaling activity (named by activity id).
     ScalingActivity,
+    /// A CloudWatch alarm (named by alarm name).
+    Alarm,
+    /// One alarm history item (named `<alarm>|<time>|<id>`).
+    AlarmHistory,
 }
 
 /// Adds or overwrites tags inside a transaction.
@@ -76,6 +80,8 @@ impl Kind {
             Kind::ScalableTarget => "scalable-target",
             Kind::ScalingPolicy => "scaling-policy",
             Kind::ScalingActivity => "scaling-activity",
+            Kind::Alarm => "alarm",
+            Kind::AlarmHistory => "alarm-history",
         }
     }
 }

@@ -317,24 +317,47 @@ async fn put_policy(app: &Arc<App>, input: PutPolicyInput) -> Result<Value, ApiE
         )
         .into());
     }
-    match input.policy_type.as_deref().unwrap_or("StepScaling") {
-        "TargetTrackingScaling" => {}
-        other => {
-            return Err(ApiError::validation(format!(
-                "PolicyType {other} is not supported by spillway; use TargetTrackingScaling"
-            )));
+    // AWS's default type is StepScaling.
+    let policy_type = input.policy_type.as_deref().unwrap_or("StepScaling").to_string();
+    let (target_tracking, step_scaling) = match policy_type.as_str() {
+        "TargetTrackingScaling" => {
+            if input.step_scaling_policy_configuration.is_some() {
+                return Err(ApiError::validation(
+                    "StepScalingPolicyConfiguration must not be given for a TargetTrackingScaling policy",
+                ));
+            }
+            let Some(config) = input.target_tracking_scaling_policy_configuration else {
+                return Err(ValidationError::missing("TargetTrackingScalingPolicyConfiguration").into());
+            };
+            // Parses and checks the configuration the autoscaler will evaluate.
+            autoscaler::parse_target_tracking(&config)?;
+            (Some(config), None)
         }
-    }
-    if input.step_scaling_policy_configuration.is_some() {
-        return Err(ApiError::validation(
-            "StepScalingPolicyConfiguration is not supported by spillway; use TargetTrackingScalingPolicyConfiguration",
-        ));
-    }
-    let Some(config) = input.target_tracking_scaling_policy_configuration else {
-        return Err(ValidationError::missing("TargetTrackingScalingPolicyConfiguration").into());
+        "StepScaling" => {
+            if input.target_tracking_scaling_policy_configuration.is_some() {
+                return Err(ApiError::validation(
+                    "TargetTrackingScalingPolicyConfiguration must not be given for a StepScaling policy",
+                ));
+            }
+            let Some(mut config) = input.step_scaling_policy_configuration else {
+                return Err(ValidationError::missing("StepScalingPolicyConfiguration").into());
+            };
+            autoscaler::parse_step_scaling(&config)?;
+            // Echoed with AWS's defaults.
+            if let Some(o) = config.as_object_mut() {
+                o.entry("MetricAggregationType").or_insert(json!("Average"));
+            }
+            (None, Some(config))
+        }
+        other => {
+            return Err(ValidationError::constraint(
+                other,
+                "PolicyType",
+                "Member must satisfy enum value set: [StepScaling, TargetTrackingScaling]",
+            )
+            .into());
+        }
     };
-    // Parses and checks the configuration the autoscaler will evaluate.
-    autoscaler::parse_target_tracking(&config)?;
     let existing = control::scaling_policy(app, &ScalingPolicy::key_of(&input.resource_id, &input.policy_name))?;
     let t = app.clock.now();
     let policy = ScalingPolicy {
@@ -352,14 +375,17 @@ async fn put_policy(app: &Arc<App>, input: PutPolicyInput) -> Result<Value, ApiE
         service_namespace: input.service_namespace,
         resource_id: input.resource_id,
         scalable_dimension: input.scalable_dimension,
-        policy_type: "TargetTrackingScaling".into(),
-        target_tracking_scaling_policy_configuration: config,
+        policy_type,
+        target_tracking_scaling_policy_configuration: target_tracking,
+        step_scaling_policy_configuration: step_scaling,
         alarms: vec![],
         creation_time: existing.as_ref().map(|p| p.creation_time).unwrap_or(t),
     };
-    let arn = policy.policy_arn.clone();
-    control::apply(app, Command::PutScalingPolicy(policy)).await?;
-    Ok(json!({ "PolicyARN": arn, "Alarms": [] }))
+    let stored = match control::apply(app, Command::PutScalingPolicy(policy)).await? {
+        control::Outcome::Policy(p) => p,
+        _ => return Err(ApiError::internal("PutScalingPolicy answered no policy")),
+    };
+    Ok(json!({ "PolicyARN": stored.policy_arn, "Alarms": stored.alarms }))
 }
 
 #[derive(Deserialize)]

@@ -80,6 +80,24 @@ crate::operations! {
         GetMetricStatistics(Map<String, Value>) => any,
         GetMetricData(Map<String, Value>) => any,
         ListMetrics(Map<String, Value>) => any,
+        PutMetricAlarm(Map<String, Value>) => arn |i, a| super::alarms::alarm_resource(i, a),
+        DescribeAlarms(Map<String, Value>) => any,
+        DescribeAlarmsForMetric(Map<String, Value>) => any,
+        DeleteAlarms(Map<String, Value>) => any,
+        SetAlarmState(Map<String, Value>) => arn |i, a| super::alarms::alarm_resource(i, a),
+        DescribeAlarmHistory(Map<String, Value>) => any,
+        EnableAlarmActions(Map<String, Value>) => any,
+        DisableAlarmActions(Map<String, Value>) => any,
+    }
+}
+
+impl CloudWatchOp {
+    /// Whether it is one of the alarm operations (`super::alarms` runs them).
+    pub(crate) fn is_alarm(&self) -> bool {
+        !matches!(
+            self,
+            Self::GetMetricStatistics(_) | Self::GetMetricData(_) | Self::ListMetrics(_)
+        )
     }
 }
 
@@ -96,6 +114,7 @@ pub(crate) fn dispatch(metrics: &Metrics, op: &CloudWatchOp, now: Timestamp) -> 
         CloudWatchOp::GetMetricStatistics(input) => get_metric_statistics(metrics, &obj(input)),
         CloudWatchOp::GetMetricData(input) => get_metric_data(metrics, &obj(input), now),
         CloudWatchOp::ListMetrics(input) => list_metrics(metrics, &obj(input), now),
+        _ => Err(ApiError::internal("alarm operations are run by api::alarms")),
     }
 }
 
@@ -103,22 +122,22 @@ pub(crate) fn dispatch(metrics: &Metrics, op: &CloudWatchOp, now: Timestamp) -> 
 // errors
 // ------------------------------------------------------------------------------------------------
 
-fn invalid(message: impl Into<String>) -> ApiError {
+pub(super) fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidParameterValueException, message)
 }
 
-fn missing(parameter: &str) -> ApiError {
+pub(super) fn missing(parameter: &str) -> ApiError {
     ApiError::new(
         ErrorCode::MissingRequiredParameterException,
         format!("The parameter {parameter} is required."),
     )
 }
 
-fn combination(message: impl Into<String>) -> ApiError {
+pub(super) fn combination(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidParameterCombinationException, message)
 }
 
-fn bad_token(message: impl Into<String>) -> ApiError {
+pub(super) fn bad_token(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidNextToken, message)
 }
 
@@ -127,13 +146,13 @@ fn bad_token(message: impl Into<String>) -> ApiError {
 // ------------------------------------------------------------------------------------------------
 
 /// A JSON object of the request and its query-style path (`MetricDataQueries.member.1`).
-struct Obj<'a> {
-    map: &'a Map<String, Value>,
-    path: String,
+pub(super) struct Obj<'a> {
+    pub(super) map: &'a Map<String, Value>,
+    pub(super) path: String,
 }
 
 impl<'a> Obj<'a> {
-    fn name(&self, key: &str) -> String {
+    pub(super) fn name(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_string()
         } else {
@@ -141,7 +160,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn get(&self, key: &str) -> Option<&'a Value> {
+    pub(super) fn get(&self, key: &str) -> Option<&'a Value> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
@@ -149,7 +168,7 @@ impl<'a> Obj<'a> {
         invalid(format!("The parameter {} must be {expected}.", self.name(key)))
     }
 
-    fn str_opt(&self, key: &str) -> Result<Option<&'a str>, ApiError> {
+    pub(super) fn str_opt(&self, key: &str) -> Result<Option<&'a str>, ApiError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::String(s)) if s.is_empty() => {
@@ -160,11 +179,11 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn str_req(&self, key: &str) -> Result<&'a str, ApiError> {
+    pub(super) fn str_req(&self, key: &str) -> Result<&'a str, ApiError> {
         self.str_opt(key)?.ok_or_else(|| missing(&self.name(key)))
     }
 
-    fn int_opt(&self, key: &str) -> Result<Option<i64>, ApiError> {
+    pub(super) fn int_opt(&self, key: &str) -> Result<Option<i64>, ApiError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Number(n)) => n
@@ -175,7 +194,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn bool_opt(&self, key: &str) -> Result<Option<bool>, ApiError> {
+    pub(super) fn bool_opt(&self, key: &str) -> Result<Option<bool>, ApiError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -183,7 +202,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn list_opt(&self, key: &str) -> Result<Option<&'a Vec<Value>>, ApiError> {
+    pub(super) fn list_opt(&self, key: &str) -> Result<Option<&'a Vec<Value>>, ApiError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Array(a)) => Ok(Some(a)),
@@ -191,7 +210,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn obj_opt(&self, key: &str) -> Result<Option<Obj<'a>>, ApiError> {
+    pub(super) fn obj_opt(&self, key: &str) -> Result<Option<Obj<'a>>, ApiError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Object(m)) => Ok(Some(Obj {
@@ -203,7 +222,7 @@ impl<'a> Obj<'a> {
     }
 
     /// The `i`th (0-based) member of the list `key`, as an object.
-    fn member(&self, key: &str, i: usize, v: &'a Value) -> Result<Obj<'a>, ApiError> {
+    pub(super) fn member(&self, key: &str, i: usize, v: &'a Value) -> Result<Obj<'a>, ApiError> {
         let path = format!("{}.member.{}", self.name(key), i + 1);
         match v {
             Value::Object(m) => Ok(Obj { map: m, path }),
@@ -212,7 +231,7 @@ impl<'a> Obj<'a> {
     }
 
     /// A timestamp: epoch seconds (what botocore sends) or an ISO 8601 string.
-    fn time_req(&self, key: &str) -> Result<Timestamp, ApiError> {
+    pub(super) fn time_req(&self, key: &str) -> Result<Timestamp, ApiError> {
         let t = match self.get(key) {
             None => return Err(missing(&self.name(key))),
             Some(Value::Number(n)) => n.as_f64(),
@@ -227,7 +246,7 @@ impl<'a> Obj<'a> {
         })
     }
 
-    fn period_req(&self, key: &str) -> Result<i64, ApiError> {
+    pub(super) fn period_req(&self, key: &str) -> Result<i64, ApiError> {
         match self.int_opt(key)? {
             None => Err(missing(&self.name(key))),
             Some(p) if p >= 1 => Ok(p),
@@ -238,7 +257,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn unit_opt(&self, key: &str) -> Result<Option<&'a str>, ApiError> {
+    pub(super) fn unit_opt(&self, key: &str) -> Result<Option<&'a str>, ApiError> {
         let unit = self.str_opt(key)?;
         if let Some(u) = unit
             && !UNITS.contains(&u)
@@ -253,7 +272,7 @@ impl<'a> Obj<'a> {
     }
 
     /// `Dimensions`: `[{Name, Value}]`; `Value` may be left out in `ListMetrics` filters.
-    fn dimensions(&self, key: &str, value_required: bool, max: usize) -> Result<Vec<Dimension>, ApiError> {
+    pub(super) fn dimensions(&self, key: &str, value_required: bool, max: usize) -> Result<Vec<Dimension>, ApiError> {
         let Some(list) = self.list_opt(key)? else {
             return Ok(vec![]);
         };
@@ -391,7 +410,7 @@ fn unit_matches(metric: &str, requested: Option<&str>) -> bool {
     }
 }
 
-fn parse_token(token: Option<&str>, bad: impl Fn(String) -> ApiError) -> Result<usize, ApiError> {
+pub(super) fn parse_token(token: Option<&str>, bad: impl Fn(String) -> ApiError) -> Result<usize, ApiError> {
     match token {
         None => Ok(0),
         Some(t) => t
@@ -401,7 +420,7 @@ fn parse_token(token: Option<&str>, bad: impl Fn(String) -> ApiError) -> Result<
     }
 }
 
-fn token(offset: usize) -> String {
+pub(super) fn token(offset: usize) -> String {
     format!("{TOKEN_PREFIX}{offset}")
 }
 
@@ -506,7 +525,7 @@ fn check_expression(expr: &str, refs: &[String]) -> Result<(), String> {
     }
 }
 
-fn parse_stat(stat: &str, parameter: &str) -> Result<Statistic, ApiError> {
+pub(super) fn parse_stat(stat: &str, parameter: &str) -> Result<Statistic, ApiError> {
     if let Some(s) = Statistic::parse(stat) {
         return Ok(s);
     }
@@ -518,21 +537,26 @@ fn parse_stat(stat: &str, parameter: &str) -> Result<Statistic, ApiError> {
     )))
 }
 
-fn parse_queries(input: &Obj<'_>) -> Result<Vec<Query>, ApiError> {
-    let Some(list) = input.list_opt("MetricDataQueries")? else {
-        return Err(missing("MetricDataQueries"));
+pub(super) fn parse_queries(input: &Obj<'_>) -> Result<Vec<Query>, ApiError> {
+    parse_queries_at(input, "MetricDataQueries")
+}
+
+/// The `MetricDataQuery` list `key` of `input` (`MetricDataQueries`, or an alarm's `Metrics`).
+pub(super) fn parse_queries_at(input: &Obj<'_>, key: &str) -> Result<Vec<Query>, ApiError> {
+    let Some(list) = input.list_opt(key)? else {
+        return Err(missing(key));
     };
     if list.is_empty() {
-        return Err(missing("MetricDataQueries"));
+        return Err(missing(key));
     }
     if list.len() > MAX_QUERIES {
         return Err(invalid(format!(
-            "The collection MetricDataQueries must not have a size greater than {MAX_QUERIES}."
+            "The collection {key} must not have a size greater than {MAX_QUERIES}."
         )));
     }
     let mut queries: Vec<Query> = Vec::with_capacity(list.len());
     for (i, v) in list.iter().enumerate() {
-        let q = input.member("MetricDataQueries", i, v)?;
+        let q = input.member(key, i, v)?;
         let id = q.str_req("Id")?.to_string();
         if !valid_id(&id) {
             return Err(invalid(format!(
@@ -543,7 +567,7 @@ fn parse_queries(input: &Obj<'_>) -> Result<Vec<Query>, ApiError> {
         }
         if queries.iter().any(|o| o.id == id) {
             return Err(invalid(format!(
-                "The value {id} for parameter MetricDataQueries.member.N.Id is not unique."
+                "The value {id} for parameter {key}.member.N.Id is not unique."
             )));
         }
         let kind = match (q.obj_opt("MetricStat")?, q.str_opt("Expression")?) {

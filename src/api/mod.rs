@@ -10,6 +10,7 @@
 //! table in `error.rs`; no decision about fleets is made here.
 
 pub mod admin;
+pub mod alarms;
 pub mod autoscaling;
 pub mod cloudtrail;
 pub mod cloudwatch;
@@ -49,6 +50,7 @@ impl From<ControlError> for ApiError {
         match e {
             ControlError::Store(e) => e.into(),
             ControlError::ObjectNotFound(m) => Self::new(ErrorCode::ObjectNotFoundException, m),
+            ControlError::AlarmNotFound(m) => Self::new(ErrorCode::AlarmNotFound, m),
             ControlError::NotFound { .. }
             | ControlError::AlreadyExists { .. }
             | ControlError::Lifecycle(_)
@@ -492,6 +494,7 @@ async fn dispatch(app: &Arc<App>, op: AwsOp) -> Result<Value, ApiError> {
     match op {
         AwsOp::SageMaker(op) => sagemaker::dispatch(app, op).await,
         AwsOp::AutoScaling(op) => autoscaling::dispatch(app, op).await,
+        AwsOp::CloudWatch(op) if op.is_alarm() => alarms::dispatch(app, op).await,
         AwsOp::CloudWatch(op) => cloudwatch::dispatch(&app.metrics, &op, app.clock.now()),
         AwsOp::CloudTrail(op) => cloudtrail::dispatch(app.dataplane.audit.as_ref(), op).await,
     }

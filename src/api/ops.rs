@@ -306,10 +306,23 @@ mod tests {
             &rows,
             AutoScalingOp::parse,
         );
-        let rows: Vec<(&str, Value, &str)> = ["GetMetricStatistics", "GetMetricData", "ListMetrics"]
-            .into_iter()
-            .map(|n| (n, json!({}), "*"))
-            .collect();
+        const ALARM: &str = "arn:aws:cloudwatch:eu-west-1:111122223333:alarm:a";
+        let rows: Vec<(&str, Value, &str)> = [
+            ("GetMetricStatistics", "*"),
+            ("GetMetricData", "*"),
+            ("ListMetrics", "*"),
+            ("PutMetricAlarm", ALARM),
+            ("DescribeAlarms", "*"),
+            ("DescribeAlarmsForMetric", "*"),
+            ("DeleteAlarms", "*"),
+            ("SetAlarmState", ALARM),
+            ("DescribeAlarmHistory", "*"),
+            ("EnableAlarmActions", "*"),
+            ("DisableAlarmActions", "*"),
+        ]
+        .into_iter()
+        .map(|(n, r)| (n, json!({"AlarmName": "a"}), r))
+        .collect();
         check("cloudwatch", CloudWatchOp::NAMES, &rows, CloudWatchOp::parse);
     }
 

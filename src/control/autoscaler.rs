@@ -61,11 +61,16 @@ pub struct ScalingPolicy {
     pub resource_id: String,
     /// Dimension.
     pub scalable_dimension: String,
-    /// `TargetTrackingScaling`.
+    /// `TargetTrackingScaling` or `StepScaling`.
     pub policy_type: String,
-    /// As given.
-    pub target_tracking_scaling_policy_configuration: Value,
-    /// Always empty: spillway evaluates policies itself, without CloudWatch alarms.
+    /// As given (target tracking).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_tracking_scaling_policy_configuration: Option<Value>,
+    /// As given, with AWS's defaults filled in (step scaling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_scaling_policy_configuration: Option<Value>,
+    /// The CloudWatch alarms of a target-tracking policy (`[{AlarmName, AlarmARN}]`): they
+    /// decide when it acts. Empty for a step policy (alarms name it in their actions).
     pub alarms: Vec<Value>,
     /// When created.
     pub creation_time: Timestamp,
@@ -112,7 +117,7 @@ pub struct Activity {
 }
 
 /// How a policy's metric is obtained.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MetricSource {
     /// `SageMakerVariantInvocationsPerInstance`: invocations per instance per minute.
     InvocationsPerInstance,
@@ -130,7 +135,7 @@ pub enum MetricSource {
 }
 
 /// A metric math query.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Query {
     /// A metric statistic.
     Stat(MetricStat),
@@ -139,7 +144,7 @@ pub enum Query {
 }
 
 /// A metric of namespace `AWS/SageMaker` with dimensions and a statistic.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricStat {
     /// Metric name.
     pub name: String,
@@ -403,7 +408,7 @@ pub const DIMENSION: &str = "sagemaker:variant:DesiredInstanceCount";
 /// Autoscaler state kept in memory: cooldown history per resource.
 #[derive(Default)]
 pub struct AutoscalerState {
-    history: Mutex<HashMap<String, History>>,
+    pub(crate) history: Mutex<HashMap<String, History>>,
     wake: tokio::sync::Notify,
     /// Held by the commands that change targets and policies, so that a check ("the target is
     /// registered") and the write that depends on it are one step.
@@ -450,7 +455,16 @@ fn suspended(target: &ScalableTarget, key: &str) -> bool {
 async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
     let t = app.clock.now();
     finish_activities(app, t).await?;
-    let policies = app.store.list::<ScalingPolicy>(Kind::ScalingPolicy)?;
+    ensure_target_tracking_alarms(app).await?;
+    // Alarms first: their states gate target tracking, and their actions run step policies.
+    crate::control::alarms::evaluate_all(app).await?;
+    let policies: Vec<ScalingPolicy> = app
+        .store
+        .list::<ScalingPolicy>(Kind::ScalingPolicy)?
+        .into_iter()
+        .filter(|p| p.policy_type == "TargetTrackingScaling")
+        .collect();
+    let alarms = crate::control::alarms::all(app)?;
     for target in app.store.list::<ScalableTarget>(Kind::ScalableTarget)? {
         let (endpoint, variant) = match target.resource_id.split('/').collect::<Vec<_>>().as_slice() {
             ["endpoint", e, "variant", v] => (e.to_string(), v.to_string()),
@@ -506,9 +520,23 @@ async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
             ));
         }
         for p in &mine {
-            let Ok(parsed) = parse_target_tracking(&p.target_tracking_scaling_policy_configuration) else {
+            let Some(Ok(parsed)) = p
+                .target_tracking_scaling_policy_configuration
+                .as_ref()
+                .map(parse_target_tracking)
+            else {
                 continue;
             };
+            // AWS's target tracking acts only through its alarms: out while AlarmHigh is in
+            // ALARM, in while AlarmLow is; an alarm without data (INSUFFICIENT_DATA) never acts.
+            let in_alarm = |which: &str| {
+                alarms.iter().any(|a| {
+                    a.owner_policy.as_deref() == Some(p.policy_arn.as_str())
+                        && a.name.contains(which)
+                        && a.state == crate::core::alarm::StateValue::Alarm
+                })
+            };
+            let (high, low) = (in_alarm("-AlarmHigh-"), in_alarm("-AlarmLow-"));
             let value = evaluate(
                 app,
                 &endpoint,
@@ -517,10 +545,9 @@ async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
                 t,
                 app.cfg.autoscaling.metric_window_seconds,
             );
-            decisions.push((
-                Some(p.policy_name.clone()),
-                scaling::decide(current, value, &parsed.tracking, bounds, hist, t),
-            ));
+            let decision = scaling::decide(current, value, &parsed.tracking, bounds, hist, t)
+                .filter(|d| if d.scale_out { high } else { low });
+            decisions.push((Some(p.policy_name.clone()), decision));
         }
         let mut wanted_in = 0;
         for (name, d) in decisions {
@@ -546,57 +573,36 @@ async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
         let Some((policy, decision)) = chosen else { continue };
         let cause = match &policy {
             Some(name) => format!(
-                "monitor alarm TargetTracking-{}-{} in state ALARM triggered policy {name}: {}",
-                target.resource_id,
-                if decision.scale_out { "AlarmHigh" } else { "AlarmLow" },
+                "monitor alarm {} in state ALARM triggered policy {name}: {}",
+                alarms
+                    .iter()
+                    .find(|a| {
+                        a.owner_policy.is_some()
+                            && mine.iter().any(|p| {
+                                &p.policy_name == name && a.owner_policy.as_deref() == Some(p.policy_arn.as_str())
+                            })
+                            && a.name.contains(if decision.scale_out {
+                                "-AlarmHigh-"
+                            } else {
+                                "-AlarmLow-"
+                            })
+                    })
+                    .map_or("(target tracking)", |a| a.name.as_str()),
                 decision.cause
             ),
             None => format!("scalable target bounds: {}", decision.cause),
         };
-        let mut activity = Activity {
-            activity_id: uuid::Uuid::new_v4().to_string(),
-            service_namespace: "sagemaker".into(),
-            resource_id: target.resource_id.clone(),
-            scalable_dimension: target.scalable_dimension.clone(),
-            description: format!("Setting desired instance count to {}.", decision.desired),
+        scale(
+            app,
+            &target,
+            &endpoint,
+            &variant,
+            decision.desired,
+            decision.scale_out,
             cause,
-            start_time: t,
-            end_time: None,
-            status_code: "InProgress".into(),
-            status_message: None,
-        };
-        let change = VariantChange {
-            variant: variant.clone(),
-            weight: None,
-            count: Some(decision.desired),
-        };
-        let command = Command::SetVariants {
-            endpoint: endpoint.clone(),
-            changes: vec![change],
-        };
-        match control::apply(app, command).await {
-            Ok(_) => {
-                let mut hist_map = app.autoscaler.history.lock().unwrap_or_else(|p| p.into_inner());
-                let h = hist_map.entry(target.resource_id.clone()).or_default();
-                if decision.scale_out {
-                    h.last_scale_out = Some(t);
-                } else {
-                    h.last_scale_in = Some(t);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(resource = %target.resource_id, error = %e, "scaling activity failed");
-                activity.status_code = "Failed".into();
-                activity.end_time = Some(t);
-                activity.status_message = Some(format!(
-                    "Failed to set desired instance count to {}. {}",
-                    decision.desired, e
-                ));
-            }
-        }
-        tracing::info!(resource = %target.resource_id, desired = decision.desired, cause = %activity.cause, "scaling activity");
-        app.store
-            .put(Kind::ScalingActivity, &activity.activity_id, t, &activity)?;
+            t,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -654,6 +660,331 @@ async fn finish_activities(app: &Arc<App>, t: Timestamp) -> Result<(), ControlEr
             ));
         }
         app.store.put(Kind::ScalingActivity, &a.activity_id, a.start_time, &a)?;
+    }
+    Ok(())
+}
+
+/// The metric members of a target-tracking alarm (`DescribeAlarms` shows them): the policy's
+/// metric on its variant, in periods of `period` seconds.
+pub fn metric_wire(
+    metric: &MetricSource,
+    endpoint: &str,
+    variant: &str,
+    period: i64,
+) -> serde_json::Map<String, Value> {
+    let dims = |instance_type: &Option<String>| {
+        let mut d = vec![
+            serde_json::json!({"Name": "EndpointName", "Value": endpoint}),
+            serde_json::json!({"Name": "VariantName", "Value": variant}),
+        ];
+        if let Some(t) = instance_type {
+            d.push(serde_json::json!({"Name": "InstanceType", "Value": t}));
+        }
+        d
+    };
+    let single = |name: &str, instance_type: &Option<String>, stat: Statistic| {
+        let mut m = serde_json::Map::new();
+        m.insert("MetricName".into(), Value::from(name));
+        m.insert("Namespace".into(), Value::from("AWS/SageMaker"));
+        m.insert("Statistic".into(), serde_json::to_value(stat).unwrap_or(Value::Null));
+        m.insert("Dimensions".into(), Value::from(dims(instance_type)));
+        m.insert("Period".into(), Value::from(period));
+        m
+    };
+    match metric {
+        MetricSource::InvocationsPerInstance => single("InvocationsPerInstance", &None, Statistic::Sum),
+        MetricSource::ConcurrentRequestsPerModel => single("ConcurrentRequestsPerModel", &None, Statistic::Average),
+        MetricSource::Single(m) => single(&m.name, &m.instance_type, m.stat),
+        MetricSource::Math { queries, result } => {
+            let metrics: Vec<Value> = queries
+                .iter()
+                .map(|(id, q)| match q {
+                    Query::Stat(m) => serde_json::json!({
+                        "Id": id,
+                        "MetricStat": {
+                            "Metric": {"Namespace": "AWS/SageMaker", "MetricName": m.name, "Dimensions": dims(&m.instance_type)},
+                            "Period": period,
+                            "Stat": serde_json::to_value(m.stat).unwrap_or(Value::Null),
+                        },
+                        "ReturnData": id == result,
+                    }),
+                    Query::Expression(e) => serde_json::json!({"Id": id, "Expression": e, "ReturnData": id == result}),
+                })
+                .collect();
+            let mut m = serde_json::Map::new();
+            m.insert("Metrics".into(), Value::from(metrics));
+            m
+        }
+    }
+}
+
+/// A parsed `StepScalingPolicyConfiguration`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepPolicy {
+    /// `AdjustmentType`.
+    pub adjustment_type: crate::core::alarm::AdjustmentType,
+    /// `StepAdjustments`, lowest interval first.
+    pub steps: Vec<crate::core::alarm::Step>,
+    /// `MinAdjustmentMagnitude`.
+    pub min_adjustment_magnitude: Option<i64>,
+    /// `Cooldown` (seconds).
+    pub cooldown_s: f64,
+    /// `MetricAggregationType`: `Average`, `Minimum` or `Maximum`.
+    pub aggregation: String,
+}
+
+/// Parses and validates a `StepScalingPolicyConfiguration`.
+pub fn parse_step_scaling(cfg: &Value) -> Result<StepPolicy, ValidationError> {
+    use crate::core::alarm::{AdjustmentType, Step, check_steps};
+    const AT: &str = "StepScalingPolicyConfiguration";
+    let adjustment_type = match field(cfg, "AdjustmentType").and_then(Value::as_str) {
+        None => return Err(ValidationError::missing(&format!("{AT}.AdjustmentType"))),
+        Some(s) => AdjustmentType::parse(s).ok_or_else(|| {
+            ValidationError::constraint(
+                s,
+                &format!("{AT}.AdjustmentType"),
+                &format!(
+                    "Member must satisfy enum value set: [{}]",
+                    AdjustmentType::NAMES.join(", ")
+                ),
+            )
+        })?,
+    };
+    let Some(items) = field(cfg, "StepAdjustments").and_then(Value::as_array) else {
+        return Err(ValidationError::missing(&format!("{AT}.StepAdjustments")));
+    };
+    let bound = |v: &Value, name: &str, at: &str| -> Result<Option<f64>, ValidationError> {
+        match field(v, name) {
+            None => Ok(None),
+            Some(b) => b
+                .as_f64()
+                .filter(|b| b.is_finite())
+                .map(Some)
+                .ok_or_else(|| ValidationError(format!("{at}.{name}: must be a number"))),
+        }
+    };
+    let mut steps = vec![];
+    for (i, s) in items.iter().enumerate() {
+        let at = format!("{AT}.StepAdjustments.{}", i + 1);
+        let adjustment = field(s, "ScalingAdjustment")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ValidationError::missing(&format!("{at}.ScalingAdjustment")))?;
+        steps.push(Step {
+            lower: bound(s, "MetricIntervalLowerBound", &at)?,
+            upper: bound(s, "MetricIntervalUpperBound", &at)?,
+            adjustment,
+        });
+    }
+    let steps = check_steps(&steps).map_err(ValidationError)?;
+    if adjustment_type == AdjustmentType::ExactCapacity && steps.iter().any(|s| s.adjustment < 0) {
+        return Err(ValidationError(format!(
+            "{AT}.StepAdjustments: an ExactCapacity adjustment must not be negative"
+        )));
+    }
+    let min_adjustment_magnitude = field(cfg, "MinAdjustmentMagnitude").and_then(Value::as_i64);
+    if min_adjustment_magnitude.is_some() && adjustment_type != AdjustmentType::PercentChangeInCapacity {
+        return Err(ValidationError(format!(
+            "{AT}.MinAdjustmentMagnitude: only valid with AdjustmentType PercentChangeInCapacity"
+        )));
+    }
+    let cooldown_s = match field(cfg, "Cooldown") {
+        None => 300.0,
+        Some(v) => v.as_i64().filter(|c| (0..=86400).contains(c)).ok_or_else(|| {
+            ValidationError::constraint(
+                v,
+                &format!("{AT}.Cooldown"),
+                "Member must be an integer between 0 and 86400",
+            )
+        })? as f64,
+    };
+    let aggregation = match field(cfg, "MetricAggregationType").and_then(Value::as_str) {
+        None => "Average".to_string(),
+        Some(a @ ("Average" | "Minimum" | "Maximum")) => a.to_string(),
+        Some(other) => {
+            return Err(ValidationError::constraint(
+                other,
+                &format!("{AT}.MetricAggregationType"),
+                "Member must satisfy enum value set: [Average, Minimum, Maximum]",
+            ));
+        }
+    };
+    Ok(StepPolicy {
+        adjustment_type,
+        steps,
+        min_adjustment_magnitude,
+        cooldown_s,
+        aggregation,
+    })
+}
+
+/// Runs a scaling policy because `alarm` is in its state: a step policy scales by the step
+/// its breach falls in (and records the activity); a target-tracking policy acts through its
+/// own loop (its alarms gate it). Returns what was done, in words.
+pub async fn invoke_policy(
+    app: &Arc<App>,
+    policy: &ScalingPolicy,
+    alarm: &crate::control::alarms::Alarm,
+    t: Timestamp,
+) -> Result<String, ControlError> {
+    if policy.policy_type != "StepScaling" {
+        return Ok(format!(
+            "target-tracking policy {} scales on its next evaluation",
+            policy.policy_name
+        ));
+    }
+    let Some(cfg) = &policy.step_scaling_policy_configuration else {
+        return Err(ControlError::Invalid(ValidationError(
+            "the step policy has no configuration".into(),
+        )));
+    };
+    let step = parse_step_scaling(cfg)?;
+    let Some(target) = control::scalable_target(app, &policy.resource_id)? else {
+        return Err(ControlError::ObjectNotFound(format!(
+            "no scalable target {}",
+            policy.resource_id
+        )));
+    };
+    let (endpoint, variant) = match policy.resource_id.split('/').collect::<Vec<_>>().as_slice() {
+        ["endpoint", e, "variant", v] => (e.to_string(), v.to_string()),
+        _ => return Err(ControlError::Invalid(ValidationError("bad resource id".into()))),
+    };
+    let Some(h) = app.endpoint(&endpoint) else {
+        return Err(ControlError::ObjectNotFound(format!("no endpoint {endpoint}")));
+    };
+    let (current, status) = {
+        let rt = h.state.lock().await;
+        let Some(v) = rt.record.active.variants.iter().find(|v| v.spec.name == variant) else {
+            return Err(ControlError::ObjectNotFound(format!("no variant {variant}")));
+        };
+        (v.desired_count, rt.record.status())
+    };
+    if status != EndpointStatus::InService {
+        return Ok(format!("endpoint {endpoint} is {status:?}; no scaling now"));
+    }
+    let last = {
+        let hist = app.autoscaler.history.lock().unwrap_or_else(|p| p.into_inner());
+        hist.get(&policy.resource_id).map(|h| {
+            h.last_scale_in
+                .into_iter()
+                .chain(h.last_scale_out)
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
+    };
+    if last.is_some_and(|l| t - l < step.cooldown_s) {
+        return Ok(format!(
+            "policy {} is cooling down ({} s)",
+            policy.policy_name, step.cooldown_s
+        ));
+    }
+    let points: Vec<f64> = crate::control::alarms::points(app, alarm, t)
+        .into_iter()
+        .flatten()
+        .collect();
+    // No data (an alarm set by hand, or one of breaching missing data): the threshold itself.
+    let value = match step.aggregation.as_str() {
+        _ if points.is_empty() => alarm.threshold,
+        "Minimum" => points.iter().copied().fold(f64::INFINITY, f64::min),
+        "Maximum" => points.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        _ => points.iter().sum::<f64>() / points.len() as f64,
+    };
+    let breach = value - alarm.threshold;
+    let Some(s) = crate::core::alarm::step_for(&step.steps, breach) else {
+        return Ok(format!(
+            "no step adjustment covers {} ({} of the threshold)",
+            crate::core::alarm::format_point(value),
+            crate::core::alarm::format_point(breach)
+        ));
+    };
+    let desired = crate::core::alarm::adjusted_capacity(
+        step.adjustment_type,
+        s.adjustment,
+        step.min_adjustment_magnitude,
+        current,
+        target.min_capacity,
+        target.max_capacity,
+    );
+    if desired == current
+        || (desired > current && suspended(&target, "DynamicScalingOutSuspended"))
+        || (desired < current && suspended(&target, "DynamicScalingInSuspended"))
+    {
+        return Ok(format!("capacity stays {current}"));
+    }
+    let cause = format!(
+        "monitor alarm {} in state {} triggered policy {} (metric {}, step adjustment {})",
+        alarm.name,
+        alarm.state.as_str(),
+        policy.policy_name,
+        crate::core::alarm::format_point(value),
+        s.adjustment
+    );
+    scale(app, &target, &endpoint, &variant, desired, desired > current, cause, t).await?;
+    Ok(format!("desired instance count {current} -> {desired}"))
+}
+
+/// Sets a variant's desired count for a scaling policy and records the activity (and the
+/// cooldown history).
+#[allow(clippy::too_many_arguments)]
+async fn scale(
+    app: &Arc<App>,
+    target: &ScalableTarget,
+    endpoint: &str,
+    variant: &str,
+    desired: u32,
+    scale_out: bool,
+    cause: String,
+    t: Timestamp,
+) -> Result<(), ControlError> {
+    let mut activity = Activity {
+        activity_id: uuid::Uuid::new_v4().to_string(),
+        service_namespace: "sagemaker".into(),
+        resource_id: target.resource_id.clone(),
+        scalable_dimension: target.scalable_dimension.clone(),
+        description: format!("Setting desired instance count to {desired}."),
+        cause,
+        start_time: t,
+        end_time: None,
+        status_code: "InProgress".into(),
+        status_message: None,
+    };
+    let command = Command::SetVariants {
+        endpoint: endpoint.to_string(),
+        changes: vec![VariantChange {
+            variant: variant.to_string(),
+            weight: None,
+            count: Some(desired),
+        }],
+    };
+    // Boxed: an alarm's action can get here from inside `control::apply` (`SetAlarmState`).
+    match Box::pin(control::apply(app, command)).await {
+        Ok(_) => {
+            let mut hist_map = app.autoscaler.history.lock().unwrap_or_else(|p| p.into_inner());
+            let h = hist_map.entry(target.resource_id.clone()).or_default();
+            if scale_out {
+                h.last_scale_out = Some(t);
+            } else {
+                h.last_scale_in = Some(t);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(resource = %target.resource_id, error = %e, "scaling activity failed");
+            activity.status_code = "Failed".into();
+            activity.end_time = Some(t);
+            activity.status_message = Some(format!("Failed to set desired instance count to {desired}. {e}"));
+        }
+    }
+    tracing::info!(resource = %target.resource_id, desired, cause = %activity.cause, "scaling activity");
+    app.store
+        .put(Kind::ScalingActivity, &activity.activity_id, t, &activity)?;
+    Ok(())
+}
+
+/// Gives every target-tracking policy its two alarms if it has none (a policy stored before
+/// spillway kept alarms), as `PutScalingPolicy` does.
+async fn ensure_target_tracking_alarms(app: &Arc<App>) -> Result<(), ControlError> {
+    for p in app.store.list::<ScalingPolicy>(Kind::ScalingPolicy)? {
+        if p.policy_type == "TargetTrackingScaling" && p.alarms.is_empty() {
+            control::apply(app, Command::PutScalingPolicy(p)).await?;
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! and wakes the endpoint's controller; it never launches or stops instances itself. Status
 //! moves only through the core's lifecycle methods (`EndpointRecord::begin_deploy`, ...).
 
+pub mod alarms;
 pub mod app;
 pub mod autoscaler;
 pub mod controller;
@@ -54,6 +55,9 @@ pub enum ControlError {
     /// Application Auto Scaling: no such scalable target or policy (the message says which).
     #[error("{0}")]
     ObjectNotFound(String),
+    /// CloudWatch: no such alarm (the message names them).
+    #[error("{0}")]
+    AlarmNotFound(String),
     /// The store failed; nothing was changed.
     #[error("spillway could not access its store: {0}")]
     Store(#[from] StoreError),
@@ -261,6 +265,29 @@ pub enum Command {
         /// `endpoint/<name>/variant/<variant>`.
         resource_id: String,
     },
+    /// `PutMetricAlarm`: creates or replaces an alarm (validated at the edge). A replaced alarm
+    /// keeps its state.
+    PutAlarm(Box<alarms::Alarm>),
+    /// `DeleteAlarms`: every named alarm must exist; all go, or none.
+    DeleteAlarms(Vec<String>),
+    /// `SetAlarmState`.
+    SetAlarmState {
+        /// The alarm.
+        name: String,
+        /// The state.
+        state: crate::core::alarm::StateValue,
+        /// `StateReason`.
+        reason: String,
+        /// `StateReasonData`.
+        data: Option<String>,
+    },
+    /// `EnableAlarmActions` / `DisableAlarmActions` (unknown names are ignored, as AWS does).
+    SetAlarmActions {
+        /// The alarms.
+        names: Vec<String>,
+        /// Enabled or not.
+        enabled: bool,
+    },
     /// `PutScalingPolicy`: creates or replaces a policy of a registered target.
     PutScalingPolicy(ScalingPolicy),
     /// `DeleteScalingPolicy`.
@@ -280,12 +307,14 @@ pub enum Command {
 }
 
 /// What an accepted command produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The ARN of the resource created or changed.
     Arn(String),
     /// Done; nothing to report.
     Done,
+    /// The scaling policy as stored (with its alarms).
+    Policy(Box<ScalingPolicy>),
 }
 
 /// Applies one command. Every accepted change is durable before this returns.
@@ -371,17 +400,37 @@ async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, Contro
                 .collect();
             gone.push((Kind::ScalableTarget, &resource_id, &target.scalable_target_arn));
             app.store.delete_all(&gone)?;
+            for p in &policies {
+                alarms::delete(app, &owned_alarms(app, &p.policy_arn)?)?;
+            }
             Ok(Outcome::Done)
         }
-        Command::PutScalingPolicy(policy) => {
+        Command::PutScalingPolicy(mut policy) => {
             let _config = app.autoscaler.config_lock().await;
             if scalable_target(app, &policy.resource_id)?.is_none() {
                 return Err(target_missing(&policy.resource_id));
             }
+            // A target-tracking policy owns two alarms (replaced when the policy is); a step
+            // policy owns none.
+            let owned = owned_alarms(app, &policy.policy_arn)?;
+            let mut alarms = vec![];
+            if let Some(cfg) = &policy.target_tracking_scaling_policy_configuration {
+                let parsed = autoscaler::parse_target_tracking(cfg)?;
+                let period = app.cfg.autoscaling.target_tracking_period_seconds as i64;
+                alarms = alarms::target_tracking_alarms(app, &policy, &parsed, period, app.clock.now());
+            }
+            policy.alarms = alarms
+                .iter()
+                .map(|a| serde_json::json!({"AlarmName": a.name, "AlarmARN": a.arn}))
+                .collect();
+            alarms::delete(app, &owned)?;
+            for a in &alarms {
+                alarms::put(app, a, true)?;
+            }
             app.store
                 .put(Kind::ScalingPolicy, &policy.key(), policy.creation_time, &policy)?;
             autoscaler::wake(app);
-            Ok(Outcome::Arn(policy.policy_arn))
+            Ok(Outcome::Policy(Box::new(policy)))
         }
         Command::DeleteScalingPolicy {
             resource_id,
@@ -396,6 +445,71 @@ async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, Contro
                 )));
             };
             app.store.delete(Kind::ScalingPolicy, &key, &p.policy_arn)?;
+            alarms::delete(app, &owned_alarms(app, &p.policy_arn)?)?;
+            Ok(Outcome::Done)
+        }
+        Command::PutAlarm(alarm) => {
+            let _config = app.autoscaler.config_lock().await;
+            let mut alarm = *alarm;
+            let existing = alarms::get(app, &alarm.name)?;
+            if let Some(old) = &existing {
+                if old.owner_policy.is_some() {
+                    return Err(ControlError::Invalid(ValidationError(format!(
+                        "AlarmName: {} belongs to a target-tracking scaling policy; change the policy instead",
+                        old.name
+                    ))));
+                }
+                alarm.state = old.state;
+                alarm.state_reason = old.state_reason.clone();
+                alarm.state_reason_data = old.state_reason_data.clone();
+                alarm.state_updated = old.state_updated;
+                alarm.state_transitioned = old.state_transitioned;
+            }
+            alarms::put(app, &alarm, existing.is_none())?;
+            autoscaler::wake(app);
+            Ok(Outcome::Arn(alarm.arn))
+        }
+        Command::DeleteAlarms(names) => {
+            let _config = app.autoscaler.config_lock().await;
+            let mut found = vec![];
+            let mut missing = vec![];
+            for n in &names {
+                match alarms::get(app, n)? {
+                    Some(a) => found.push(a),
+                    None => missing.push(n.clone()),
+                }
+            }
+            if !missing.is_empty() {
+                return Err(ControlError::AlarmNotFound(format!(
+                    "The following alarms were not found: [{}]",
+                    missing.join(", ")
+                )));
+            }
+            alarms::delete(app, &found)?;
+            Ok(Outcome::Done)
+        }
+        Command::SetAlarmState {
+            name,
+            state,
+            reason,
+            data,
+        } => {
+            let _config = app.autoscaler.config_lock().await;
+            let Some(alarm) = alarms::get(app, &name)? else {
+                return Err(ControlError::AlarmNotFound(format!("Alarm {name} not found")));
+            };
+            alarms::transition(app, alarm, state, reason, data).await?;
+            Ok(Outcome::Done)
+        }
+        Command::SetAlarmActions { names, enabled } => {
+            let _config = app.autoscaler.config_lock().await;
+            for n in &names {
+                if let Some(mut a) = alarms::get(app, n)? {
+                    a.actions_enabled = enabled;
+                    a.updated = app.clock.now();
+                    alarms::put(app, &a, false)?;
+                }
+            }
             Ok(Outcome::Done)
         }
         Command::SetCapacity { instance_type, slots } => {
@@ -409,6 +523,14 @@ async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, Contro
             Ok(Outcome::Done)
         }
     }
+}
+
+/// The alarms a target-tracking policy owns.
+fn owned_alarms(app: &App, policy_arn: &str) -> Result<Vec<alarms::Alarm>, ControlError> {
+    Ok(alarms::all(app)?
+        .into_iter()
+        .filter(|a| a.owner_policy.as_deref() == Some(policy_arn))
+        .collect())
 }
 
 /// No scalable target for `resource_id` (spillway's only namespace and dimension).

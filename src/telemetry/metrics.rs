@@ -285,7 +285,7 @@ impl SeriesHandle {
 }
 
 /// The statistics CloudWatch knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Statistic {
     /// Sum over the window.
     Sum,

@@ -12,7 +12,7 @@ import pytest
 import spw
 
 DIM = "sagemaker:variant:DesiredInstanceCount"
-FAST = {"evaluation_interval_seconds": 0.5, "metric_window_seconds": 3}
+FAST = {"evaluation_interval_seconds": 0.5, "metric_window_seconds": 3, "target_tracking_period_seconds": 1}
 
 
 def rid(endpoint: str, variant: str = "AllTraffic") -> str:
@@ -31,8 +31,8 @@ def error_code(fn, *a, **kw) -> tuple[str, str]:
 class Load:
     """Invokes an endpoint from `threads` threads until stopped; counts outcomes."""
 
-    def __init__(self, server, endpoint: str, threads: int):
-        self.server, self.endpoint, self.threads = server, endpoint, threads
+    def __init__(self, server, endpoint: str, threads: int, pause: float = 0.0):
+        self.server, self.endpoint, self.threads, self.pause = server, endpoint, threads, pause
         self.stop_flag = threading.Event()
         self.ok = 0
         self.errors: list[str] = []
@@ -47,6 +47,8 @@ class Load:
                 rt.invoke_endpoint(EndpointName=self.endpoint, Body=b"x", ContentType="text/plain")
                 with self.lock:
                     self.ok += 1
+                if self.pause:
+                    time.sleep(self.pause)
             except Exception as e:  # noqa: BLE001 - counted and asserted on
                 with self.lock:
                     self.errors.append(repr(e))
@@ -125,7 +127,16 @@ def test_api_shapes_and_errors(start_server):
         PolicyName="step", ServiceNamespace="sagemaker", ResourceId=rid("scaled"), ScalableDimension=DIM,
         PolicyType="StepScaling", StepScalingPolicyConfiguration={"AdjustmentType": "ChangeInCapacity"},
     )
-    assert code == "ValidationException" and "StepScaling" in msg
+    assert code == "ValidationException" and "StepAdjustments" in msg, msg
+    code, msg = error_code(
+        client.put_scaling_policy,
+        PolicyName="step", ServiceNamespace="sagemaker", ResourceId=rid("scaled"), ScalableDimension=DIM,
+        PolicyType="StepScaling", StepScalingPolicyConfiguration={
+            "AdjustmentType": "ChangeInCapacity",
+            "StepAdjustments": [{"MetricIntervalLowerBound": 0, "MetricIntervalUpperBound": 10, "ScalingAdjustment": 1},
+                                {"MetricIntervalLowerBound": 5, "ScalingAdjustment": 2}]},
+    )
+    assert code == "ValidationException" and "overlap" in msg, msg
     code, msg = error_code(
         client.put_scaling_policy,
         PolicyName="bad-math", ServiceNamespace="sagemaker", ResourceId=rid("scaled"), ScalableDimension=DIM,
@@ -152,11 +163,28 @@ def test_api_shapes_and_errors(start_server):
         },
     )
     assert policy["PolicyARN"].endswith(f"resource/sagemaker/{rid('scaled')}:policyName/ipi")
+    # Target tracking owns two CloudWatch alarms, as on AWS, named in the answer.
+    names = sorted(a["AlarmName"] for a in policy["Alarms"])
+    assert len(names) == 2 and names[0].startswith(f"TargetTracking-{rid('scaled')}-AlarmHigh-")
+    assert names[1].startswith(f"TargetTracking-{rid('scaled')}-AlarmLow-")
     listed = client.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=rid("scaled"))["ScalingPolicies"]
     assert [p["PolicyName"] for p in listed] == ["ipi"]
     assert listed[0]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 100.0
+    assert listed[0]["Alarms"] == policy["Alarms"]
+    cw = server.client("cloudwatch")
+    alarms = {a["AlarmName"]: a for a in cw.describe_alarms(AlarmNamePrefix="TargetTracking-")["MetricAlarms"]}
+    assert sorted(alarms) == names
+    high = alarms[names[0]]
+    assert (high["Threshold"], high["ComparisonOperator"], high["EvaluationPeriods"], high["Period"]) == (
+        100.0, "GreaterThanThreshold", 3, 1)
+    assert high["MetricName"] == "InvocationsPerInstance" and high["Statistic"] == "Sum"
+    assert high["AlarmActions"] == [policy["PolicyARN"]] and high["StateValue"] == "INSUFFICIENT_DATA"
+    low = alarms[names[1]]
+    assert (low["Threshold"], low["ComparisonOperator"], low["EvaluationPeriods"]) == (90.0, "LessThanThreshold", 15)
 
     client.delete_scaling_policy(PolicyName="ipi", ServiceNamespace="sagemaker", ResourceId=rid("scaled"), ScalableDimension=DIM)
+    # Its alarms go with it.
+    assert cw.describe_alarms(AlarmNamePrefix="TargetTracking-")["MetricAlarms"] == []
     code, _ = error_code(
         client.delete_scaling_policy, PolicyName="ipi", ServiceNamespace="sagemaker", ResourceId=rid("scaled"), ScalableDimension=DIM
     )
@@ -184,7 +212,8 @@ def test_min_capacity_is_enforced_on_registration(start_server):
 @pytest.mark.slow
 def test_target_tracking_scales_out_through_pools_and_back_in(start_server):
     """Predefined SageMakerVariantInvocationsPerInstance: load drives the variant out onto the
-    fallback pool; when the load stops, it scales in, fallback instances first."""
+    fallback pool through the policy's AlarmHigh; light load brings AlarmLow and scale-in,
+    fallback instances first. (No load at all would leave AlarmLow without data, as on AWS.)"""
     server = start_server(config={"autoscaling": FAST})
     sm, client = server.sm, aas(server)
     spw.create_model(sm, "m")
@@ -201,7 +230,7 @@ def test_target_tracking_scales_out_through_pools_and_back_in(start_server):
         PolicyName="ipi", ServiceNamespace="sagemaker", ResourceId=rid("auto"), ScalableDimension=DIM,
         PolicyType="TargetTrackingScaling",
         TargetTrackingScalingPolicyConfiguration={
-            "TargetValue": 60.0,  # one invocation per second per instance
+            "TargetValue": 600.0,  # ten invocations per second per instance
             "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
             "ScaleOutCooldown": 0, "ScaleInCooldown": 0,
         },
@@ -214,9 +243,13 @@ def test_target_tracking_scales_out_through_pools_and_back_in(start_server):
     pools = spw.pool_counts(spw.describe(sm, "auto")["ProductionVariants"][0])
     assert pools == [("ml.g6.2xlarge", 1), ("ml.m5.xlarge", 2)]
 
-    # No load: the metric falls to 0 and the variant scales back to MinCapacity, keeping the preferred type.
-    spw.poll(lambda: desired(sm, "auto") == 1, timeout=60, what="scale-in to MinCapacity")
-    spw.wait_in_service(sm, "auto")
+    # Light load (a few invocations a second, far below 90 % of the target on three
+    # instances): AlarmLow goes to ALARM after 15 periods and the variant scales back to
+    # MinCapacity, keeping the preferred type.
+    with Load(server, "auto", threads=1, pause=0.2) as light:
+        spw.poll(lambda: desired(sm, "auto") == 1, timeout=90, what="scale-in to MinCapacity")
+        spw.wait_in_service(sm, "auto")
+    assert light.errors == [], light.errors[:3]
     spw.poll(
         lambda: spw.pool_counts(spw.describe(sm, "auto")["ProductionVariants"][0]) == [("ml.g6.2xlarge", 1), ("ml.m5.xlarge", 0)],
         timeout=30,

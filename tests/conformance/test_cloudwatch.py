@@ -290,7 +290,7 @@ def test_wire_format(server):
 def test_unknown_service_error_is_parsed(server):
     cw = server.client("cloudwatch")
     with pytest.raises(ClientError) as ei:
-        cw.describe_alarms()
+        cw.put_dashboard(DashboardName="d", DashboardBody="{}")
     assert ei.value.response["Error"]["Code"] == "UnknownOperationException"
 
 
