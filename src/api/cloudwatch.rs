@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 
+use super::pagination;
 use crate::core::model::Timestamp;
 use crate::core::scaling::{eval_expression, expression_refs};
 use crate::core::time::days_from_civil;
@@ -54,8 +55,6 @@ const LIST_PAGE: usize = 500;
 const RECENTLY_ACTIVE_S: f64 = 3.0 * 3600.0;
 
 const STATISTICS: &str = "[Average, Sum, SampleCount, Maximum, Minimum]";
-
-const TOKEN_PREFIX: &str = "spillway-cw-";
 
 /// Every `StandardUnit` of the model.
 const UNITS: &[&str] = &[
@@ -461,18 +460,18 @@ impl Selector {
     }
 }
 
+/// The offset a `ListMetrics` token carries (tokens are tamper-evident: `super::pagination`).
 fn parse_token(token: Option<&str>, bad: impl Fn(String) -> ApiError) -> Result<usize, ApiError> {
     match token {
         None => Ok(0),
-        Some(t) => t
-            .strip_prefix(TOKEN_PREFIX)
+        Some(t) => pagination::open("ListMetrics", t)
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| bad(format!("The NextToken {t:?} is not one spillway handed out."))),
     }
 }
 
 fn token(offset: usize) -> String {
-    format!("{TOKEN_PREFIX}{offset}")
+    pagination::issue("ListMetrics", &offset.to_string())
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -781,12 +780,12 @@ type Scanned<'q> = Vec<(&'q Query, Vec<(i64, f64)>)>;
 /// are computed over. The first page that needs a successor freezes the window's end at the last
 /// complete second, so that seconds still being recorded cannot shift later pages.
 fn data_token(offset: usize, frozen_end: i64) -> String {
-    format!("{TOKEN_PREFIX}{offset}@{frozen_end}")
+    pagination::issue("GetMetricData", &format!("{offset}@{frozen_end}"))
 }
 
 fn parse_data_token(token: Option<&str>) -> Result<Option<(usize, i64)>, ApiError> {
     let Some(t) = token else { return Ok(None) };
-    t.strip_prefix(TOKEN_PREFIX)
+    pagination::open("GetMetricData", t)
         .and_then(|rest| rest.split_once('@'))
         .and_then(|(o, e)| Some((o.parse().ok()?, e.parse().ok()?)))
         .map(Some)
@@ -1128,7 +1127,8 @@ mod tests {
             }
             call(&m, "GetMetricStatistics", b).unwrap_err().code
         };
-        assert_eq!(with("Period", json!(0)), ErrorCode::InvalidParameterValueException);
+        // The model's range (Period at least 1): the model check's ValidationError.
+        assert_eq!(with("Period", json!(0)), ErrorCode::ValidationException);
         assert_eq!(
             with("Period", Value::Null),
             ErrorCode::MissingRequiredParameterException
