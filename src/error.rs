@@ -277,6 +277,9 @@ impl ErrorCode {
     /// errors, `Receiver` for the server's).
     pub const fn query_error(self) -> Option<&'static str> {
         match self {
+            // A broken constraint of the model: CloudWatch's `ValidationException` shape, whose
+            // awsQuery code is `ValidationError`.
+            Self::ValidationException => Some("ValidationError;Sender"),
             Self::InvalidParameterValueException => Some("InvalidParameterValue;Sender"),
             Self::MissingRequiredParameterException => Some("MissingParameter;Sender"),
             Self::InvalidParameterCombinationException => Some("InvalidParameterCombination;Sender"),
@@ -580,6 +583,7 @@ mod tests {
             (InvalidNextToken, "InvalidNextToken"),
             (AlarmNotFound, "ResourceNotFound"),
             (InvalidFormat, "InvalidFormat"),
+            (ValidationException, "ValidationError"),
         ];
         for &code in ErrorCode::ALL {
             let fault = if code.status().is_server_error() {

@@ -401,8 +401,13 @@ fn max_records(input: &Obj<'_>, default: usize) -> Result<usize, ApiError> {
 }
 
 /// A page of `items` from `NextToken` on.
-fn page(items: Vec<Value>, input: &Obj<'_>, max: usize) -> Result<(Vec<Value>, Option<String>), ApiError> {
-    let start = parse_token(input.str_opt("NextToken")?, bad_token)?;
+fn page(
+    operation: &str,
+    items: Vec<Value>,
+    input: &Obj<'_>,
+    max: usize,
+) -> Result<(Vec<Value>, Option<String>), ApiError> {
+    let start = parse_token(operation, input.str_opt("NextToken")?, bad_token)?;
     if start > items.len() {
         return Err(bad_token(format!(
             "The NextToken {:?} is not one spillway handed out.",
@@ -410,7 +415,10 @@ fn page(items: Vec<Value>, input: &Obj<'_>, max: usize) -> Result<(Vec<Value>, O
         )));
     }
     let end = (start + max).min(items.len());
-    Ok((items[start..end].to_vec(), (end < items.len()).then(|| token(end))))
+    Ok((
+        items[start..end].to_vec(),
+        (end < items.len()).then(|| token(operation, end)),
+    ))
 }
 
 fn state_filter(input: &Obj<'_>) -> Result<Option<StateValue>, ApiError> {
@@ -479,7 +487,7 @@ fn describe_alarms(app: &Arc<App>, input: &Obj<'_>) -> Result<Value, ApiError> {
         })
         .map(|a| a.to_wire())
         .collect();
-    let (items, next) = page(items, input, max)?;
+    let (items, next) = page("DescribeAlarms", items, input, max)?;
     let mut out = json!({"MetricAlarms": items, "CompositeAlarms": []});
     if let Some(t) = next {
         out["NextToken"] = json!(t);
@@ -582,7 +590,12 @@ fn describe_alarm_history(app: &Arc<App>, input: &Obj<'_>) -> Result<Value, ApiE
     if !ascending {
         items.reverse();
     }
-    let (items, next) = page(items.iter().map(HistoryItem::to_wire).collect(), input, max)?;
+    let (items, next) = page(
+        "DescribeAlarmHistory",
+        items.iter().map(HistoryItem::to_wire).collect(),
+        input,
+        max,
+    )?;
     let mut out = json!({ "AlarmHistoryItems": items });
     if let Some(t) = next {
         out["NextToken"] = json!(t);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::pagination;
 use crate::api::ops::Resource;
 use crate::control::app::App;
 use crate::control::autoscaler::{self, ScalableTarget, ScalingPolicy};
@@ -75,33 +76,22 @@ pub(crate) async fn dispatch(app: &Arc<App>, op: AutoScalingOp) -> Result<Value,
     }
 }
 
-/// Checks namespace, dimension and resource id; returns (endpoint, variant).
+/// spillway's rules for a target (the model checked that namespace and dimension are among
+/// AWS's): the SageMaker namespace, its variant dimension and a variant's resource id; returns
+/// (endpoint, variant).
 fn check_resource(namespace: &str, resource_id: &str, dimension: &str) -> Result<(String, String), ApiError> {
-    if namespace != "sagemaker" {
-        return Err(ValidationError::constraint(
-            namespace,
-            "ServiceNamespace",
-            "spillway supports only the sagemaker service namespace",
-        )
-        .into());
-    }
+    check_namespace(namespace)?;
     if dimension != DIMENSION {
-        return Err(ValidationError::constraint(
-            dimension,
-            "ScalableDimension",
-            &format!("spillway supports only {DIMENSION}"),
-        )
-        .into());
+        return Err(ApiError::validation(format!(
+            "ScalableDimension {dimension} is not supported by spillway; use {DIMENSION}"
+        )));
     }
     let parts: Vec<&str> = resource_id.split('/').collect();
     match parts.as_slice() {
         ["endpoint", e, "variant", v] if !e.is_empty() && !v.is_empty() => Ok((e.to_string(), v.to_string())),
-        _ => Err(ValidationError::constraint(
-            resource_id,
-            "ResourceId",
-            "Member must have the form endpoint/<endpoint name>/variant/<variant name>",
-        )
-        .into()),
+        _ => Err(ApiError::validation(format!(
+            "ResourceId '{resource_id}' must have the form endpoint/<endpoint name>/variant/<variant name>"
+        ))),
     }
 }
 
@@ -134,11 +124,19 @@ async fn register(app: &Arc<App>, input: RegisterInput) -> Result<Value, ApiErro
             "ResourceId: endpoint {endpoint} has no variant {variant}"
         )));
     }
-    for (field, v) in [("MinCapacity", input.min_capacity), ("MaxCapacity", input.max_capacity)] {
-        if let Some(v) = v
-            && !(0..=1000).contains(&v)
-        {
-            return Err(ValidationError::constraint(v, field, "Member must have value between 0 and 1000").into());
+    // The model leaves capacities unbounded; AWS refuses negative ones, spillway also those
+    // over 1000 (a variant's most instances).
+    for (field, v) in [("minCapacity", input.min_capacity), ("maxCapacity", input.max_capacity)] {
+        match v {
+            Some(v) if v < 0 => {
+                let rule = "Member must have value greater than or equal to 0";
+                return Err(ValidationError::constraint(v, field, rule).into());
+            }
+            Some(v) if v > 1000 => {
+                let rule = "Member must have value less than or equal to 1000";
+                return Err(ValidationError::constraint(v, field, rule).into());
+            }
+            _ => {}
         }
     }
     let existing = control::scalable_target(app, &input.resource_id)?;
@@ -205,7 +203,12 @@ pub(crate) struct DescribeTargetsInput {
     next_token: Option<String>,
 }
 
+/// One page of a `Describe*` answer under `key`. `MaxResults` is between 1 and `limit`, which is
+/// also the default (AWS's: 50 scalable targets or activities, 10 policies); the model leaves it
+/// unbounded, so the bound is checked here in the model's words. A `NextToken` must be one
+/// `operation` handed out (`InvalidNextTokenException`).
 fn page(
+    operation: &str,
     items: Vec<Value>,
     key: &str,
     max_results: Option<i64>,
@@ -216,39 +219,37 @@ fn page(
         None => limit as usize,
         Some(m) if (1..=limit).contains(&m) => m as usize,
         Some(m) => {
-            return Err(ValidationError::constraint(
-                m,
-                "MaxResults",
-                &format!("Member must have value between 1 and {limit}"),
-            )
-            .into());
+            let rule = if m < 1 {
+                "Member must have value greater than or equal to 1".to_string()
+            } else {
+                format!("Member must have value less than or equal to {limit}")
+            };
+            return Err(ValidationError::constraint(m, "maxResults", &rule).into());
         }
     };
-    let start = match next_token {
-        None => 0,
-        Some(t) => t
-            .parse::<usize>()
-            .ok()
-            .filter(|s| *s <= items.len())
-            .ok_or_else(|| ApiError::validation(format!("NextToken '{t}' is not a token this list returned")))?,
-    };
-    let end = (start + max).min(items.len());
+    let start = pagination::offset(operation, next_token, items.len()).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidNextTokenException,
+            format!(
+                "Invalid NextToken: '{}' was not returned by {operation} (or by this server process)",
+                next_token.unwrap_or_default()
+            ),
+        )
+    })?;
+    let (range, next) = pagination::page(operation, start, max, items.len());
     let mut out = Map::new();
-    out.insert(key.into(), Value::Array(items[start..end].to_vec()));
-    if end < items.len() {
-        out.insert("NextToken".into(), json!(end.to_string()));
+    out.insert(key.into(), Value::Array(items[range].to_vec()));
+    if let Some(next) = next {
+        out.insert("NextToken".into(), json!(next));
     }
     Ok(Value::Object(out))
 }
 
 fn check_namespace(ns: &str) -> Result<(), ApiError> {
     if ns != "sagemaker" {
-        return Err(ValidationError::constraint(
-            ns,
-            "ServiceNamespace",
-            "spillway supports only the sagemaker service namespace",
-        )
-        .into());
+        return Err(ApiError::validation(format!(
+            "ServiceNamespace {ns} is not supported by spillway, which scales SageMaker endpoint variants (sagemaker)"
+        )));
     }
     Ok(())
 }
@@ -272,6 +273,7 @@ fn describe_targets(app: &Arc<App>, input: DescribeTargetsInput) -> Result<Value
         .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
         .collect();
     page(
+        "DescribeScalableTargets",
         items,
         "ScalableTargets",
         input.max_results,
@@ -309,13 +311,12 @@ pub(crate) struct PutPolicyInput {
 
 async fn put_policy(app: &Arc<App>, input: PutPolicyInput) -> Result<Value, ApiError> {
     check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
-    if input.policy_name.is_empty() || input.policy_name.len() > 256 || input.policy_name.contains(':') {
-        return Err(ValidationError::constraint(
-            &input.policy_name,
-            "PolicyName",
-            "Member must have length between 1 and 256 and contain no ':'",
-        )
-        .into());
+    // The model bounds its length and characters; ':' separates the parts of its ARN.
+    if input.policy_name.contains(':') {
+        return Err(ApiError::validation(format!(
+            "PolicyName {:?}: a policy name may not contain ':' on spillway (it separates the parts of the policy's ARN)",
+            input.policy_name
+        )));
     }
     // AWS's default type is StepScaling.
     let policy_type = input.policy_type.as_deref().unwrap_or("StepScaling").to_string();
@@ -414,11 +415,12 @@ fn describe_policies(app: &Arc<App>, input: DescribePoliciesInput) -> Result<Val
         .map(|p| serde_json::to_value(p).unwrap_or(Value::Null))
         .collect();
     page(
+        "DescribeScalingPolicies",
         items,
         "ScalingPolicies",
         input.max_results,
         input.next_token.as_deref(),
-        50,
+        10,
     )
 }
 
@@ -474,6 +476,7 @@ fn describe_activities(app: &Arc<App>, input: DescribeActivitiesInput) -> Result
         .map(|a| serde_json::to_value(a).unwrap_or(Value::Null))
         .collect();
     page(
+        "DescribeScalingActivities",
         items,
         "ScalingActivities",
         input.max_results,

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value, json};
 
+use super::pagination;
 use crate::core::model::Timestamp;
 use crate::core::scaling::{eval_expression, expression_refs};
 use crate::core::time::days_from_civil;
@@ -39,8 +40,6 @@ const LIST_PAGE: usize = 500;
 const RECENTLY_ACTIVE_S: f64 = 3.0 * 3600.0;
 
 const STATISTICS: &str = "[Average, Sum, SampleCount, Maximum, Minimum]";
-
-const TOKEN_PREFIX: &str = "spillway-cw-";
 
 /// Every `StandardUnit` of the model.
 const UNITS: &[&str] = &[
@@ -410,18 +409,23 @@ fn unit_matches(metric: &str, requested: Option<&str>) -> bool {
     }
 }
 
-pub(super) fn parse_token(token: Option<&str>, bad: impl Fn(String) -> ApiError) -> Result<usize, ApiError> {
+/// A page token of `operation`'s listing, back to its offset.
+pub(super) fn parse_token(
+    operation: &str,
+    token: Option<&str>,
+    bad: impl Fn(String) -> ApiError,
+) -> Result<usize, ApiError> {
     match token {
         None => Ok(0),
-        Some(t) => t
-            .strip_prefix(TOKEN_PREFIX)
+        Some(t) => pagination::open(operation, t)
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| bad(format!("The NextToken {t:?} is not one spillway handed out."))),
     }
 }
 
-pub(super) fn token(offset: usize) -> String {
-    format!("{TOKEN_PREFIX}{offset}")
+/// The page token of `operation`'s listing for `offset`.
+pub(super) fn token(operation: &str, offset: usize) -> String {
+    pagination::issue(operation, &offset.to_string())
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -634,12 +638,12 @@ type Scanned<'q> = Vec<(&'q Query, Vec<(i64, f64)>)>;
 /// are computed over. The first page that needs a successor freezes the window's end at the last
 /// complete second, so that seconds still being recorded cannot shift later pages.
 fn data_token(offset: usize, frozen_end: i64) -> String {
-    format!("{TOKEN_PREFIX}{offset}@{frozen_end}")
+    pagination::issue("GetMetricData", &format!("{offset}@{frozen_end}"))
 }
 
 fn parse_data_token(token: Option<&str>) -> Result<Option<(usize, i64)>, ApiError> {
     let Some(t) = token else { return Ok(None) };
-    t.strip_prefix(TOKEN_PREFIX)
+    pagination::open("GetMetricData", t)
         .and_then(|rest| rest.split_once('@'))
         .and_then(|(o, e)| Some((o.parse().ok()?, e.parse().ok()?)))
         .map(Some)
@@ -751,7 +755,7 @@ fn list_metrics(m: &Metrics, input: &Obj<'_>, now: Timestamp) -> Result<Value, A
     let namespace = input.str_opt("Namespace")?;
     let metric_name = input.str_opt("MetricName")?;
     let filters = input.dimensions("Dimensions", false, 10)?;
-    let offset = parse_token(input.str_opt("NextToken")?, invalid)?;
+    let offset = parse_token("ListMetrics", input.str_opt("NextToken")?, invalid)?;
     let since = match input.str_opt("RecentlyActive")? {
         None => now - m.retention_seconds() as f64,
         Some("PT3H") => now - RECENTLY_ACTIVE_S,
@@ -793,13 +797,13 @@ fn list_metrics(m: &Metrics, input: &Obj<'_>, now: Timestamp) -> Result<Value, A
     if offset > all.len() {
         return Err(invalid(format!(
             "The NextToken {} is past the end of the list.",
-            token(offset)
+            token("ListMetrics", offset)
         )));
     }
     let page_end = (offset + LIST_PAGE).min(all.len());
     let mut resp = json!({ "Metrics": all[offset..page_end] });
     if page_end < all.len() {
-        resp["NextToken"] = json!(token(page_end));
+        resp["NextToken"] = json!(token("ListMetrics", page_end));
     }
     Ok(resp)
 }
@@ -981,7 +985,8 @@ mod tests {
             }
             call(&m, "GetMetricStatistics", b).unwrap_err().code
         };
-        assert_eq!(with("Period", json!(0)), ErrorCode::InvalidParameterValueException);
+        // The model's range (Period at least 1): the model check's ValidationError.
+        assert_eq!(with("Period", json!(0)), ErrorCode::ValidationException);
         assert_eq!(
             with("Period", Value::Null),
             ErrorCode::MissingRequiredParameterException

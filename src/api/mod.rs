@@ -16,6 +16,7 @@ pub mod cloudtrail;
 pub mod cloudwatch;
 pub mod iam;
 pub mod ops;
+pub mod pagination;
 pub mod sagemaker;
 
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 pub use crate::core::iam::{Action, Arns, Operation, Resource};
 use crate::core::validate::ValidationError;
+use crate::core::validate::model::{self, Rules};
 use crate::error::ApiError;
 
 /// The condition keys an API's requests carry (`aws:RequestTag/<key>`, `aws:TagKeys`, ...),
@@ -62,9 +63,42 @@ fn aws_path(path: &serde_path_to_error::Path) -> String {
     out
 }
 
-/// Parses an awsJson request body: malformed JSON and wrong member types are `SerializationException`,
-/// a missing required member is a `ValidationException` naming it.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// What the model check of each API covers. CloudWatch answers wrong types, missing members and
+/// values outside an enum with its own errors (`InvalidParameterValue`, `MissingParameter`,
+/// worded as CloudWatch words them), which its handler gives; the model's lengths, patterns
+/// and ranges are checked for it as for the others.
+fn rules(service: &str) -> Rules {
+    match service {
+        "cloudwatch" => Rules {
+            types: false,
+            required: false,
+            enums: false,
+        },
+        _ => Rules::ALL,
+    }
+}
+
+/// Checks a request against its API's model ([`model::check`]): a member of the wrong type is a
+/// `SerializationException`; every broken constraint together, a `ValidationException` in
+/// AWS's words (CloudWatch's query code: `ValidationError`).
+pub fn check_model(service: &str, operation: &str, value: &Value) -> Result<(), ApiError> {
+    match model::check(service, operation, value, rules(service)) {
+        Err(w) => Err(ApiError::serialization(format!(
+            "Cannot deserialize '{}': expected {}",
+            w.path, w.expected
+        ))),
+        Ok(violations) => match ValidationError::detected(&violations) {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        },
+    }
+}
+
+/// Parses the awsJson request body of `operation` of `service`: malformed JSON and wrong member
+/// types are `SerializationException`, then the model's constraints are checked (every
+/// violation in one `ValidationException`), then the body becomes the operation's input (a
+/// member spillway needs that the model leaves optional is a `ValidationException` naming it).
+pub fn parse_json<T: DeserializeOwned>(service: &str, operation: &str, body: &[u8]) -> Result<T, ApiError> {
     let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -74,6 +108,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::serialization("The request body must be a JSON object"));
     }
+    check_model(service, operation, &value)?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = aws_path(e.path());
         let inner = e.into_inner().to_string();
@@ -108,8 +143,8 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// ```
 ///
 /// It generates the enum (one variant per row, holding its parsed input), `NAMES`, a
-/// `parse(name, body)` that deserializes the body into the row's input with
-/// [`parse_json`], and the [`Operation`] impl. A row's resource is `any` (`*`) or `arn` with a
+/// `parse(name, body)` that checks the body against the service's model and deserializes it
+/// into the row's input with [`parse_json`], and the [`Operation`] impl. A row's resource is `any` (`*`) or `arn` with a
 /// closure from the input and the server's [`Arns`] to a [`Resource`].
 #[macro_export]
 macro_rules! operations {
@@ -132,7 +167,7 @@ macro_rules! operations {
             /// API does not have.
             pub fn parse(name: &str, body: &[u8]) -> Option<Result<Self, $crate::error::ApiError>> {
                 Some(match name {
-                    $( stringify!($op) => $crate::api::ops::parse_json::<$input>(body).map($enum::$op), )*
+                    $( stringify!($op) => $crate::api::ops::parse_json::<$input>($service, stringify!($op), body).map($enum::$op), )*
                     _ => return None,
                 })
             }
@@ -242,7 +277,7 @@ mod tests {
                 ("ListModels", json!({}), "*"),
                 (
                     "CreateEndpointConfig",
-                    json!({"EndpointConfigName": "C", "ProductionVariants": []}),
+                    json!({"EndpointConfigName": "C", "ProductionVariants": [{"VariantName": "V"}]}),
                     "endpoint-config/c",
                 ),
                 ("DescribeEndpointConfig", c.clone(), "endpoint-config/c"),
@@ -255,12 +290,12 @@ mod tests {
                 ("ListEndpoints", json!({}), "*"),
                 (
                     "UpdateEndpointWeightsAndCapacities",
-                    json!({"EndpointName": "E", "DesiredWeightsAndCapacities": []}),
+                    json!({"EndpointName": "E", "DesiredWeightsAndCapacities": [{"VariantName": "V"}]}),
                     "endpoint/e",
                 ),
                 ("AddTags", json!({"ResourceArn": TAGGED, "Tags": []}), TAGGED),
                 ("ListTags", json!({"ResourceArn": TAGGED}), TAGGED),
-                ("DeleteTags", json!({"ResourceArn": TAGGED, "TagKeys": []}), TAGGED),
+                ("DeleteTags", json!({"ResourceArn": TAGGED, "TagKeys": ["k"]}), TAGGED),
             ],
             SageMakerOp::parse,
         );
@@ -345,10 +380,36 @@ mod tests {
             Some(Err(e)) => (e.code.as_str(), e.message),
             _ => panic!("{body:?} parsed"),
         };
-        assert_eq!(err(b"{}").0, "ValidationException");
-        assert!(err(b"{}").1.contains("EndpointName"), "{:?}", err(b"{}"));
+        assert_eq!(
+            err(b"{}"),
+            (
+                "ValidationException",
+                "1 validation error detected: Value null at 'endpointName' failed to satisfy constraint: Member must not be null".into()
+            )
+        );
         assert_eq!(err(b"[1]").0, "SerializationException");
         assert_eq!(err(b"{").0, "SerializationException");
         assert_eq!(err(br#"{"EndpointName": 5}"#).0, "SerializationException");
+        assert_eq!(
+            err(br#"{"EndpointName": "a_b"}"#).1,
+            "1 validation error detected: Value 'a_b' at 'endpointName' failed to satisfy constraint: \
+             Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
+        );
+    }
+
+    /// The model (`src/core/validate/botocore.json`) has exactly the operations each API's
+    /// table implements, so every input is checked.
+    #[test]
+    fn every_operation_is_in_the_model() {
+        let apis: [(&str, &[&str]); 3] = [
+            ("sagemaker", SageMakerOp::NAMES),
+            ("application-autoscaling", AutoScalingOp::NAMES),
+            ("cloudwatch", CloudWatchOp::NAMES),
+        ];
+        for (service, names) in apis {
+            let mut names = names.to_vec();
+            names.sort_unstable();
+            assert_eq!(model::operations(service).unwrap(), names, "{service}");
+        }
     }
 }

@@ -6,14 +6,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::ops::Resource;
+use super::pagination;
 use crate::control::app::{App, EndpointRuntime};
 use crate::control::{self, BatchSize, Command, Document, Outcome, UpdateEndpoint, VariantChange};
 use crate::core::endpoint::Deployment;
-use crate::core::model::{
-    ContainerDefinition, EndpointConfig, EndpointStatus, Model, ProductionVariant, Tag, Timestamp,
-};
+use crate::core::model::{ContainerDefinition, EndpointConfig, Model, ProductionVariant, Tag, Timestamp};
 use crate::core::planner::{InstancePhase, Operation};
-use crate::core::validate::{self, ValidationError};
+use crate::core::validate;
 use crate::error::ApiError;
 
 crate::operations! {
@@ -127,52 +126,22 @@ async fn command(app: &Arc<App>, command: Command, key: Option<&str>) -> Result<
     })
 }
 
-/// The pattern AWS gives tag keys and values.
-const TAG_PATTERN: &str = r"^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$";
-
-/// Whether `c` may stand in a tag key or value ([`TAG_PATTERN`]): a letter, a space separator,
-/// a number or one of `_ . : / = + - @`; never a control character.
-fn tag_char(c: char) -> bool {
-    c.is_alphabetic() || c.is_numeric() || (c.is_whitespace() && !c.is_control()) || "_.:/=+-@".contains(c)
-}
-
-fn check_tags(tags: &[Tag], field: &str) -> Result<(), ApiError> {
-    if tags.len() > 50 {
-        return Err(
-            ValidationError::constraint(tags.len(), field, "Member must have length less than or equal to 50").into(),
-        );
-    }
+/// spillway's rules for the tags of a request (their number, lengths and characters are the
+/// model's): keys beginning with `aws:` are reserved, and a key may be given once, since one of
+/// two values would be lost.
+fn check_tags(tags: &[Tag]) -> Result<(), ApiError> {
+    let mut seen = std::collections::HashSet::new();
     for (i, t) in tags.iter().enumerate() {
-        let at = format!("{field}.{}", i + 1);
-        if t.key.is_empty() || t.key.chars().count() > 128 {
-            return Err(ValidationError::constraint(
-                &t.key,
-                &format!("{at}.Key"),
-                "Member must have length between 1 and 128",
-            )
-            .into());
-        }
-        if t.value.chars().count() > 256 {
-            return Err(ValidationError::constraint(
-                &t.value,
-                &format!("{at}.Value"),
-                "Member must have length less than or equal to 256",
-            )
-            .into());
-        }
-        for (member, v) in [("Key", &t.key), ("Value", &t.value)] {
-            if !v.chars().all(tag_char) {
-                return Err(ValidationError::constraint(
-                    v.escape_debug(),
-                    &format!("{at}.{member}"),
-                    &format!("Member must satisfy regular expression pattern: {TAG_PATTERN}"),
-                )
-                .into());
-            }
-        }
+        let at = format!("Tags.{}.Key", i + 1);
         if t.key.to_ascii_lowercase().starts_with("aws:") {
             return Err(ApiError::validation(format!(
-                "{at}.Key: keys beginning with 'aws:' are reserved"
+                "{at}: keys beginning with 'aws:' are reserved"
+            )));
+        }
+        if !seen.insert(t.key.as_str()) {
+            return Err(ApiError::validation(format!(
+                "{at}: the tag key '{}' is given more than once; each key may appear once in a request",
+                t.key
             )));
         }
     }
@@ -206,34 +175,13 @@ struct Row {
     summary: Value,
 }
 
-fn list_page(input: &ListInput, mut rows: Vec<Row>, sort_keys: &[&str], key: &str) -> Result<Value, ApiError> {
-    let max = validate::max_results(input.max_results)?;
+/// One page of a `List*` answer under `key`: filtered, sorted (`SortBy`, `SortOrder` and
+/// `NameContains` were checked against the model's enums and pattern), cut at `MaxResults`
+/// (default 10) from the position a token of `operation` carries.
+fn list_page(operation: &str, input: &ListInput, mut rows: Vec<Row>, key: &str) -> Result<Value, ApiError> {
+    let max = validate::max_results(input.max_results);
     let sort_by = input.sort_by.as_deref().unwrap_or("CreationTime");
-    if !sort_keys.contains(&sort_by) {
-        return Err(ValidationError::constraint(
-            sort_by,
-            "SortBy",
-            &format!("Member must satisfy enum value set: [{}]", sort_keys.join(", ")),
-        )
-        .into());
-    }
-    let descending = match input.sort_order.as_deref().unwrap_or("Descending") {
-        "Ascending" => false,
-        "Descending" => true,
-        other => {
-            return Err(ValidationError::constraint(
-                other,
-                "SortOrder",
-                "Member must satisfy enum value set: [Ascending, Descending]",
-            )
-            .into());
-        }
-    };
-    if let Some(n) = &input.name_contains
-        && (n.is_empty() || n.len() > 63)
-    {
-        return Err(ValidationError::constraint(n, "NameContains", "Member must have length between 1 and 63").into());
-    }
+    let descending = input.sort_order.as_deref() != Some("Ascending");
     rows.retain(|r| {
         input
             .name_contains
@@ -253,22 +201,26 @@ fn list_page(input: &ListInput, mut rows: Vec<Row>, sort_keys: &[&str], key: &st
         };
         if descending { ord.reverse() } else { ord }
     });
-    let start = match &input.next_token {
-        None => 0,
-        Some(t) => t
-            .parse::<usize>()
-            .ok()
-            .filter(|s| *s <= rows.len())
-            .ok_or_else(|| ApiError::validation(format!("NextToken '{t}' is not a token this list returned")))?,
-    };
-    let end = (start + max).min(rows.len());
-    let items: Vec<Value> = rows[start..end].iter().map(|r| r.summary.clone()).collect();
+    let start = start_of(operation, input.next_token.as_deref(), rows.len())?;
+    let (range, next) = pagination::page(operation, start, max, rows.len());
+    let items: Vec<Value> = rows[range].iter().map(|r| r.summary.clone()).collect();
     let mut out = Map::new();
     out.insert(key.into(), Value::Array(items));
-    if end < rows.len() {
-        out.insert("NextToken".into(), Value::String(end.to_string()));
+    if let Some(next) = next {
+        out.insert("NextToken".into(), Value::String(next));
     }
     Ok(Value::Object(out))
+}
+
+/// Where a page starts: 0, or the position a token of `operation` carries. Any other token is
+/// refused.
+fn start_of(operation: &str, token: Option<&str>, len: usize) -> Result<usize, ApiError> {
+    pagination::offset(operation, token, len).ok_or_else(|| {
+        ApiError::validation(format!(
+            "Invalid pagination token: the NextToken '{}' was not returned by {operation} (or by this server process)",
+            token.unwrap_or_default()
+        ))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -288,8 +240,7 @@ pub(crate) struct CreateModelInput {
 }
 
 async fn create_model(app: &Arc<App>, input: CreateModelInput) -> Result<Value, ApiError> {
-    validate::name(&input.model_name, "ModelName")?;
-    check_tags(&input.tags, "Tags")?;
+    check_tags(&input.tags)?;
     let container = match (input.primary_container, input.containers) {
         (Some(_), Some(_)) => {
             return Err(ApiError::validation(
@@ -315,14 +266,6 @@ async fn create_model(app: &Arc<App>, input: CreateModelInput) -> Result<Value, 
             return Err(ApiError::validation(
                 "PrimaryContainer.Image is required: for spillway's local provider it is the command line to run (or builtin:echo)",
             ));
-        }
-        Some(image) if image.len() > 255 => {
-            return Err(ValidationError::constraint(
-                image,
-                "PrimaryContainer.Image",
-                "Member must have length less than or equal to 255",
-            )
-            .into());
         }
         Some(image) if image.starts_with("builtin:") && !crate::builtin::BUILTINS.contains(&&image[8..]) => {
             return Err(ApiError::validation(format!(
@@ -356,33 +299,6 @@ async fn create_model(app: &Arc<App>, input: CreateModelInput) -> Result<Value, 
         return Err(ApiError::validation(format!(
             "PrimaryContainer.ModelDataUrl {url:?}: spillway's local provider supports file:// URLs (a directory or a .tar.gz)"
         )));
-    }
-    if let Some(env) = &container.environment {
-        if env.len() > 100 {
-            return Err(ValidationError::constraint(
-                env.len(),
-                "PrimaryContainer.Environment",
-                "Map must have at most 100 entries",
-            )
-            .into());
-        }
-        for (k, v) in env {
-            let key_ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !key_ok {
-                return Err(ValidationError::constraint(
-                    k.escape_debug(),
-                    "PrimaryContainer.Environment",
-                    "Map keys must satisfy regular expression pattern: [a-zA-Z_][a-zA-Z0-9_]*",
-                )
-                .into());
-            }
-            if k.is_empty() || k.len() > 1024 || v.len() > 1024 {
-                return Err(ApiError::validation(format!(
-                    "PrimaryContainer.Environment: key {k:?} or its value breaks the 1..1024 length limit"
-                )));
-            }
-        }
     }
     let model = Model {
         model_name: input.model_name.clone(),
@@ -423,15 +339,19 @@ async fn delete<T: Document>(app: &Arc<App>, name: String) -> Result<Value, ApiE
 trait Listed: Document {
     /// The summary's name and ARN members, and the list's member.
     const LIST_KEYS: (&'static str, &'static str, &'static str);
+    /// The operation that lists it (its tokens are its own).
+    const LIST_OPERATION: &'static str;
 }
 
 impl Listed for Model {
     const LIST_KEYS: (&'static str, &'static str, &'static str) = ("ModelName", "ModelArn", "Models");
+    const LIST_OPERATION: &'static str = "ListModels";
 }
 
 impl Listed for EndpointConfig {
     const LIST_KEYS: (&'static str, &'static str, &'static str) =
         ("EndpointConfigName", "EndpointConfigArn", "EndpointConfigs");
+    const LIST_OPERATION: &'static str = "ListEndpointConfigs";
 }
 
 /// `ListModels`, `ListEndpointConfigs`: name, ARN and creation time of each.
@@ -447,7 +367,7 @@ fn list<T: Listed>(app: &App, input: &ListInput) -> Result<Value, ApiError> {
             status: "",
         })
         .collect();
-    list_page(input, rows, &["Name", "CreationTime"], list_key)
+    list_page(T::LIST_OPERATION, input, rows, list_key)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -474,7 +394,6 @@ pub(crate) struct CreateEndpointConfigInput {
 }
 
 async fn create_endpoint_config(app: &Arc<App>, input: CreateEndpointConfigInput) -> Result<Value, ApiError> {
-    validate::name(&input.endpoint_config_name, "EndpointConfigName")?;
     for member in REJECTED_CONFIG_MEMBERS {
         if input.other.contains_key(*member) {
             return Err(ApiError::validation(format!(
@@ -482,7 +401,7 @@ async fn create_endpoint_config(app: &Arc<App>, input: CreateEndpointConfigInput
             )));
         }
     }
-    check_tags(&input.tags, "Tags")?;
+    check_tags(&input.tags)?;
     validate::production_variants(
         &input.production_variants,
         &|n: &str| control::model_exists(app, n),
@@ -524,8 +443,7 @@ pub(crate) struct CreateEndpointInput {
 }
 
 async fn create_endpoint(app: &Arc<App>, input: CreateEndpointInput) -> Result<Value, ApiError> {
-    validate::name(&input.endpoint_name, "EndpointName")?;
-    check_tags(&input.tags, "Tags")?;
+    check_tags(&input.tags)?;
     let cmd = Command::CreateEndpoint {
         name: input.endpoint_name,
         config_name: input.endpoint_config_name,
@@ -673,22 +591,12 @@ pub(crate) struct VariantPropertyInput {
 
 async fn update_endpoint(app: &Arc<App>, input: UpdateEndpointInput) -> Result<Value, ApiError> {
     control::require_endpoint(app, &input.endpoint_name).await?;
-    let mut excluded = vec![];
-    for (i, p) in input.exclude_retained_variant_properties.iter().enumerate() {
-        match p.variant_property_type.as_str() {
-            "DesiredInstanceCount" | "DesiredWeight" | "DataCaptureConfig" => {
-                excluded.push(p.variant_property_type.clone())
-            }
-            other => {
-                return Err(ValidationError::constraint(
-                    other,
-                    &format!("ExcludeRetainedVariantProperties.{}.VariantPropertyType", i + 1),
-                    "Member must satisfy enum value set: [DesiredInstanceCount, DesiredWeight, DataCaptureConfig]",
-                )
-                .into());
-            }
-        }
-    }
+    // Each is one of the model's enum: DesiredInstanceCount, DesiredWeight, DataCaptureConfig.
+    let excluded = input
+        .exclude_retained_variant_properties
+        .iter()
+        .map(|p| p.variant_property_type.clone())
+        .collect();
     let update = UpdateEndpoint {
         rolling: rolling_policy(input.deployment_config.as_ref())?,
         name: input.endpoint_name,
@@ -701,7 +609,8 @@ async fn update_endpoint(app: &Arc<App>, input: UpdateEndpointInput) -> Result<V
     command(app, Command::UpdateEndpoint(update), Some("EndpointArn")).await
 }
 
-/// Reads `DeploymentConfig`: `Some((batch, wait))` for a rolling update, `None` for blue/green.
+/// Reads `DeploymentConfig` (its members' presence, types, enum and ranges are the model's):
+/// `Some((batch, wait))` for a rolling update, `None` for blue/green.
 fn rolling_policy(dc: Option<&Value>) -> Result<Option<(BatchSize, f64)>, ApiError> {
     let Some(dc) = dc else { return Ok(None) };
     let rolling = dc.get("RollingUpdatePolicy").filter(|v| !v.is_null());
@@ -712,45 +621,18 @@ fn rolling_policy(dc: Option<&Value>) -> Result<Option<(BatchSize, f64)>, ApiErr
     }
     let Some(r) = rolling else { return Ok(None) };
     const AT: &str = "DeploymentConfig.RollingUpdatePolicy";
-    let size = r
-        .get("MaximumBatchSize")
-        .ok_or_else(|| ValidationError::missing(&format!("{AT}.MaximumBatchSize")))?;
-    let value = size
-        .get("Value")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| ValidationError::missing(&format!("{AT}.MaximumBatchSize.Value")))?;
-    let batch = match size.get("Type").and_then(Value::as_str) {
-        Some("INSTANCE_COUNT") if value >= 1 => BatchSize::Count(value as u32),
-        Some("CAPACITY_PERCENT") if (1..=100).contains(&value) => BatchSize::Percent(value as u32),
-        Some(t @ ("INSTANCE_COUNT" | "CAPACITY_PERCENT")) => {
-            return Err(ValidationError::constraint(
-                value,
-                &format!("{AT}.MaximumBatchSize.Value"),
-                &format!("out of range for {t}"),
-            )
-            .into());
+    let size = &r["MaximumBatchSize"];
+    let value = size["Value"].as_i64().unwrap_or(1).max(1);
+    let batch = match size["Type"].as_str() {
+        Some("CAPACITY_PERCENT") if value > 100 => {
+            return Err(ApiError::validation(format!(
+                "{AT}.MaximumBatchSize.Value: a CAPACITY_PERCENT batch is at most 100 (got {value})"
+            )));
         }
-        other => {
-            return Err(ValidationError::constraint(
-                other.unwrap_or("null"),
-                &format!("{AT}.MaximumBatchSize.Type"),
-                "Member must satisfy enum value set: [INSTANCE_COUNT, CAPACITY_PERCENT]",
-            )
-            .into());
-        }
+        Some("CAPACITY_PERCENT") => BatchSize::Percent(value as u32),
+        _ => BatchSize::Count(u32::try_from(value).unwrap_or(u32::MAX)),
     };
-    let wait = r
-        .get("WaitIntervalInSeconds")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| ValidationError::missing(&format!("{AT}.WaitIntervalInSeconds")))?;
-    if !(0..=3600).contains(&wait) {
-        return Err(ValidationError::constraint(
-            wait,
-            &format!("{AT}.WaitIntervalInSeconds"),
-            "Member must have value between 0 and 3600",
-        )
-        .into());
-    }
+    let wait = r["WaitIntervalInSeconds"].as_i64().unwrap_or(0).clamp(0, 3600);
     Ok(Some((batch, wait as f64)))
 }
 
@@ -766,11 +648,6 @@ async fn delete_endpoint(app: &Arc<App>, input: EndpointNameInput) -> Result<Val
 }
 
 async fn list_endpoints(app: &Arc<App>, input: ListInput) -> Result<Value, ApiError> {
-    if let Some(s) = &input.status_equals
-        && EndpointStatus::parse(s).is_none()
-    {
-        return Err(ValidationError::constraint(s, "StatusEquals", "Member must satisfy enum value set: [OutOfService, Creating, Updating, SystemUpdating, RollingBack, InService, Deleting, Failed, UpdateRollbackFailed]").into());
-    }
     let rows = control::endpoints(app)
         .await
         .into_iter()
@@ -788,7 +665,7 @@ async fn list_endpoints(app: &Arc<App>, input: ListInput) -> Result<Value, ApiEr
             status: r.status().as_str(),
         })
         .collect();
-    list_page(&input, rows, &["Name", "CreationTime", "Status"], "Endpoints")
+    list_page("ListEndpoints", &input, rows, "Endpoints")
 }
 
 #[derive(Deserialize)]
@@ -810,41 +687,26 @@ pub(crate) struct DesiredWeightAndCapacity {
 
 async fn update_weights_and_capacities(app: &Arc<App>, input: UpdateWeightsInput) -> Result<Value, ApiError> {
     let items = &input.desired_weights_and_capacities;
-    if items.is_empty() || items.len() > 10 {
-        return Err(ValidationError::constraint(
-            items.len(),
-            "DesiredWeightsAndCapacities",
-            "Member must have length between 1 and 10",
-        )
-        .into());
-    }
+    let mut seen = std::collections::HashSet::new();
     for (i, d) in items.iter().enumerate() {
         let at = format!("DesiredWeightsAndCapacities.{}", i + 1);
-        validate::name(&d.variant_name, &format!("{at}.VariantName"))?;
         if d.other.contains_key("ServerlessUpdateConfig") {
             return Err(ApiError::validation(format!(
                 "{at}.ServerlessUpdateConfig is not supported by spillway"
             )));
         }
-        if let Some(w) = d.desired_weight
-            && !(w.is_finite() && w >= 0.0)
-        {
-            return Err(ValidationError::constraint(
-                w,
-                &format!("{at}.DesiredWeight"),
-                "Member must have value greater than or equal to 0",
-            )
-            .into());
+        if !seen.insert(d.variant_name.to_ascii_lowercase()) {
+            return Err(ApiError::validation(format!(
+                "{at}.VariantName: the variant '{}' is named more than once; each variant may appear once in DesiredWeightsAndCapacities",
+                d.variant_name
+            )));
         }
         if let Some(c) = d.desired_instance_count
             && !(1..=1000).contains(&c)
         {
-            return Err(ValidationError::constraint(
-                c,
-                &format!("{at}.DesiredInstanceCount"),
-                "Member must have value between 1 and 1000 (spillway does not scale instance-based variants to zero)",
-            )
-            .into());
+            return Err(ApiError::validation(format!(
+                "{at}.DesiredInstanceCount: {c} is outside 1 to 1000 (spillway does not scale instance-based variants to zero)"
+            )));
         }
         if d.desired_weight.is_none() && d.desired_instance_count.is_none() {
             return Err(ApiError::validation(format!(
@@ -878,7 +740,7 @@ pub(crate) struct AddTagsInput {
 }
 
 async fn add_tags(app: &Arc<App>, input: AddTagsInput) -> Result<Value, ApiError> {
-    check_tags(&input.tags, "Tags")?;
+    check_tags(&input.tags)?;
     let tags = input.tags.clone();
     control::apply(
         app,
@@ -901,30 +763,15 @@ pub(crate) struct ListTagsInput {
 
 async fn list_tags(app: &Arc<App>, input: ListTagsInput) -> Result<Value, ApiError> {
     let tags = control::tags(app, &input.resource_arn).await?;
-    let max = match input.max_results {
-        None => 50,
-        Some(m) if m >= 50 => m as usize,
-        Some(m) => {
-            return Err(ValidationError::constraint(
-                m,
-                "MaxResults",
-                "Member must have value greater than or equal to 50",
-            )
-            .into());
-        }
-    };
-    let start = match &input.next_token {
-        None => 0,
-        Some(t) => t
-            .parse::<usize>()
-            .ok()
-            .filter(|s| *s <= tags.len())
-            .ok_or_else(|| ApiError::validation(format!("NextToken '{t}' is not a token this list returned")))?,
-    };
-    let end = (start + max).min(tags.len());
-    let mut out = json!({ "Tags": &tags[start..end] });
-    if end < tags.len() {
-        out["NextToken"] = json!(end.to_string());
+    // The model: at least 50; AWS's default page is 50.
+    let max = input
+        .max_results
+        .map_or(50, |m| usize::try_from(m).unwrap_or(usize::MAX));
+    let start = start_of("ListTags", input.next_token.as_deref(), tags.len())?;
+    let (range, next) = pagination::page("ListTags", start, max, tags.len());
+    let mut out = json!({ "Tags": &tags[range] });
+    if let Some(next) = next {
+        out["NextToken"] = json!(next);
     }
     Ok(out)
 }
@@ -937,14 +784,6 @@ pub(crate) struct DeleteTagsInput {
 }
 
 async fn delete_tags(app: &Arc<App>, input: DeleteTagsInput) -> Result<Value, ApiError> {
-    if input.tag_keys.is_empty() || input.tag_keys.len() > 50 {
-        return Err(ValidationError::constraint(
-            input.tag_keys.len(),
-            "TagKeys",
-            "Member must have length between 1 and 50",
-        )
-        .into());
-    }
     let cmd = Command::DeleteTags {
         arn: input.resource_arn,
         keys: input.tag_keys,

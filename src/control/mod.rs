@@ -668,7 +668,6 @@ pub async fn tags(app: &Arc<App>, arn: &str) -> Result<Vec<Tag>, ControlError> {
 /// Builds a deployment from a stored configuration: validates it again (models may have been
 /// deleted since) and snapshots the models it runs.
 fn build_deployment(app: &App, config_name: &str, t: Timestamp) -> Result<Deployment, ControlError> {
-    validate::name(config_name, "EndpointConfigName")?;
     let cfg: EndpointConfig = document(app, config_name)?;
     let specs =
         validate::production_variants(&cfg.production_variants, &|n: &str| model_exists(app, n), &|n: &str| {

@@ -333,10 +333,19 @@ class Server:
         return self.start()
 
     # -- clients ------------------------------------------------------------------------------
-    def client(self, service: str, retries: int = 1, read_timeout: float = 60, keys: tuple[str, str] | None = None):
-        """A boto3 client signing with `keys` (default: the administrator's)."""
+    def client(
+        self,
+        service: str,
+        retries: int = 1,
+        read_timeout: float = 60,
+        keys: tuple[str, str] | None = None,
+        validate: bool = True,
+    ):
+        """A boto3 client signing with `keys` (default: the administrator's). `validate=False`
+        turns off botocore's own parameter checks, so requests it would refuse (a missing member,
+        a string under its `min` length) reach the server."""
         keys = keys or self.credentials or ("x", "x")
-        key = (service, retries, read_timeout, self.port, keys)
+        key = (service, retries, read_timeout, self.port, keys, validate)
         if key not in self._clients:
             self._clients[key] = boto3.session.Session().client(
                 service,
@@ -348,6 +357,7 @@ class Server:
                     retries={"max_attempts": retries, "mode": "standard"},
                     read_timeout=read_timeout,
                     connect_timeout=5,
+                    parameter_validation=validate,
                 ),
             )
         return self._clients[key]

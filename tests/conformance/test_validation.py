@@ -6,14 +6,18 @@ botocore itself would refuse (Priority 0, timeout 299, missing members, wrong ty
 are sent as raw awsJson1_1 requests."""
 
 import copy
+import datetime as dt
 import re
 
+import botocore.session
 import pytest
 from botocore.exceptions import ClientError
 
 import spw
 
 MODEL = "val-model"
+# SageMaker's tag key and value pattern, as its messages print it.
+TAG_PATTERN = r"^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$"
 OVERRIDE = "val-override"
 LONG = "a" * 64
 
@@ -450,7 +454,11 @@ def test_tags_with_control_or_unlisted_characters_are_refused(vs, key, value, me
         vs.sm.add_tags(ResourceArn=arn, Tags=[{"Key": key, "Value": value}])
     err = ei.value.response["Error"]
     assert err["Code"] == "ValidationException"
-    assert f"Tags.1.{member}" in err["Message"] and "regular expression pattern" in err["Message"]
+    value_of = {"Key": key, "Value": value}[member]
+    assert err["Message"] == (
+        f"1 validation error detected: Value '{value_of}' at 'tags.1.member.{member.lower()}' failed to satisfy "
+        f"constraint: Member must satisfy regular expression pattern: {TAG_PATTERN}"
+    )
     assert all(t["Key"] != key for t in vs.sm.list_tags(ResourceArn=arn)["Tags"])
 
 
@@ -468,6 +476,268 @@ def test_environment_keys_follow_the_aws_pattern(vs, key):
     code, msg, _ = call(
         vs, "CreateModel", {"ModelName": "envkey", "PrimaryContainer": {"Image": "builtin:echo", "Environment": {key: "v"}}}, raw=True
     )
-    assert code == "ValidationException" and "PrimaryContainer.Environment" in msg, msg
+    assert code == "ValidationException"
+    assert msg == detected(v(
+        "{" + key + "=v}", "primaryContainer.environment",
+        "Map keys must satisfy constraint: [Member must have length less than or equal to 1024, "
+        "Member must have length greater than or equal to 0, Member must satisfy regular expression pattern: "
+        "[a-zA-Z_][a-zA-Z0-9_]*]",
+    ))
     with pytest.raises(ClientError):
         vs.sm.describe_model(ModelName="envkey")
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation fidelity (issue 14): every violation of the model at once, in AWS's words; spillway's
+# own rules after; AWS's page sizes; tokens nobody can forge
+# ------------------------------------------------------------------------------------------------
+
+NAME_PATTERN = "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
+ROLE_PATTERN = r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$"
+
+
+def enum_of(service: str, shape: str) -> str:
+    """An enum of botocore's model (not spillway's copy), as AWS lists it."""
+    values = botocore.session.get_session().get_service_model(service).shape_for(shape).enum
+    return "[" + ", ".join(values) + "]"
+
+
+def v(value, path: str, rule: str) -> str:
+    shown = "null" if value is None else f"'{value}'"
+    return f"Value {shown} at '{path}' failed to satisfy constraint: {rule}"
+
+
+def detected(*violations: str) -> str:
+    n = len(violations)
+    return f"{n} validation error{'s' if n > 1 else ''} detected: " + "; ".join(violations)
+
+
+def test_the_constraint_table_is_botocores_model():
+    """src/core/validate/botocore.json is what scripts/gen_validation_model.py makes of the
+    installed botocore's models: the checks cannot drift from the model."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(spw.REPO / "scripts" / "gen_validation_model.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_every_violation_of_a_sagemaker_request_is_reported_at_once(vs):
+    sm = vs.client("sagemaker", validate=False)
+    long = "v" * 64
+    before = snapshot(vs)
+    code, msg, status = spw.error_of(
+        sm.create_endpoint_config,
+        EndpointConfigName="bad_cfg",
+        ProductionVariants=[
+            {"VariantName": long, "ModelName": MODEL, "InitialInstanceCount": 0, "InstanceType": "ml.nope"},
+            {"ModelName": MODEL, "InitialInstanceCount": 1, "InstancePools": [{"InstanceType": "ml.m5.xlarge", "Priority": 6}],
+             "RoutingConfig": {"RoutingStrategy": "FASTEST"}},
+        ],
+        Tags=[{"Key": "", "Value": "v"}],
+        KmsKeyId="alias with spaces",
+        ExecutionRoleArn="arn:aws:iam::123:role/r",
+    )
+    routing = enum_of("sagemaker", "RoutingStrategy")[:-1] + ", CAPACITY_AWARE]"  # spillway's extension
+    assert (code, status) == ("ValidationException", 400)
+    assert msg == detected(
+        v("bad_cfg", "endpointConfigName", f"Member must satisfy regular expression pattern: {NAME_PATTERN}"),
+        v(long, "productionVariants.1.member.variantName", "Member must have length less than or equal to 63"),
+        v(long, "productionVariants.1.member.variantName", f"Member must satisfy regular expression pattern: {NAME_PATTERN}"),
+        v(0, "productionVariants.1.member.initialInstanceCount", "Member must have value greater than or equal to 1"),
+        v("ml.nope", "productionVariants.1.member.instanceType",
+          "Member must satisfy enum value set: " + enum_of("sagemaker", "ProductionVariantInstanceType")),
+        v(None, "productionVariants.2.member.variantName", "Member must not be null"),
+        v(6, "productionVariants.2.member.instancePools.1.member.priority", "Member must have value less than or equal to 5"),
+        v("FASTEST", "productionVariants.2.member.routingConfig.routingStrategy", f"Member must satisfy enum value set: {routing}"),
+        v("", "tags.1.member.key", "Member must have length greater than or equal to 1"),
+        v("alias with spaces", "kmsKeyId", "Member must satisfy regular expression pattern: [a-zA-Z0-9:/_-]*"),
+        v("arn:aws:iam::123:role/r", "executionRoleArn", f"Member must satisfy regular expression pattern: {ROLE_PATTERN}"),
+    )
+    assert snapshot(vs) == before
+
+
+def test_every_violation_of_an_autoscaling_request_is_reported_at_once(vs):
+    aas = vs.client("application-autoscaling", validate=False)
+    target = {"ResourceId": "endpoint/val-ep/variant/AllTraffic", "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"}
+    code, msg, _ = spw.error_of(aas.put_scaling_policy, PolicyName="p" * 257, ServiceNamespace="nope", PolicyType="Nope", **target)
+    assert code == "ValidationException"
+    assert msg == detected(
+        v("p" * 257, "policyName", "Member must have length less than or equal to 256"),
+        v("nope", "serviceNamespace", "Member must satisfy enum value set: " + enum_of("application-autoscaling", "ServiceNamespace")),
+        v("Nope", "policyType", "Member must satisfy enum value set: " + enum_of("application-autoscaling", "PolicyType")),
+    )
+    # One violation is "1 validation error".
+    code, msg, _ = spw.error_of(aas.put_scaling_policy, PolicyName="p", ServiceNamespace="sagemaker", PolicyType="Nope", **target)
+    assert msg == detected(
+        v("Nope", "policyType", "Member must satisfy enum value set: " + enum_of("application-autoscaling", "PolicyType")))
+    # The model's RoleARN is any XML-safe text (no ARN pattern in Application Auto Scaling).
+    code, msg, _ = spw.error_of(aas.register_scalable_target, ServiceNamespace="sagemaker", RoleARN="arn\x01",
+                                MinCapacity=1, MaxCapacity=2, **target)
+    assert msg == detected(v("arn\x01", "roleARN", "Member must satisfy regular expression pattern: "
+                                                  r"[\u0020-\uD7FF\uE000-\uFFFD\uD800\uDC00-\uDBFF\uDFFF\r\n\t]*"))
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+
+
+def test_every_violation_of_a_cloudwatch_request_is_reported_at_once(vs):
+    cw = vs.client("cloudwatch", validate=False)
+    now = dt.datetime.now(dt.timezone.utc)
+    with pytest.raises(cw.exceptions.ValidationException) as ei:
+        cw.get_metric_statistics(Namespace=":x", MetricName="", StartTime=now - dt.timedelta(minutes=5), EndTime=now,
+                                 Period=0, Statistics=["Sum"])
+    err = ei.value.response["Error"]
+    assert err["Code"] == "ValidationError"  # CloudWatch's query code
+    assert err["Message"] == detected(
+        v(":x", "namespace", "Member must satisfy regular expression pattern: [^:].*"),
+        v("", "metricName", "Member must have length greater than or equal to 1"),
+        v(0, "period", "Member must have value greater than or equal to 1"),
+    )
+    # Values outside an enum are CloudWatch's own InvalidParameterValue, as before.
+    with pytest.raises(cw.exceptions.InvalidParameterValueException):
+        cw.get_metric_statistics(Namespace="AWS/SageMaker", MetricName="Invocations", StartTime=now - dt.timedelta(minutes=5),
+                                 EndTime=now, Period=60, Statistics=["Median"])
+
+
+def test_the_models_constraints_come_before_spillways_rules(vs):
+    """AWS reports the syntactic violations first, all of them; spillway's rules (here: both
+    InstanceType and InstancePools) only run on a request that has none."""
+    both = {"InstanceType": "ml.m5.xlarge", "InstancePools": P(("ml.m5.xlarge", 1))}
+    code, msg, _ = call(vs, "CreateEndpointConfig",
+                        {"EndpointConfigName": "order", "ProductionVariants": [variant(VariantName="bad_name", **both)]})
+    assert msg == detected(v("bad_name", "productionVariants.1.member.variantName",
+                             f"Member must satisfy regular expression pattern: {NAME_PATTERN}"))
+    code, msg, _ = call(vs, "CreateEndpointConfig", {"EndpointConfigName": "order", "ProductionVariants": [variant(**both)]})
+    assert code == "ValidationException" and "mutually exclusive" in msg and "validation error" not in msg
+
+
+@pytest.mark.parametrize(
+    "op,params,path,pattern",
+    [
+        pytest.param("CreateModel", {"ModelName": "arn-model", "PrimaryContainer": {"Image": "builtin:echo"},
+                                     "ExecutionRoleArn": "arn:aws:iam::123456789012:user/bob"},
+                     "executionRoleArn", ROLE_PATTERN, id="model-execution-role-is-a-user"),
+        pytest.param("CreateEndpointConfig", {"EndpointConfigName": "arn-cfg", "ProductionVariants": [variant(InstanceType="ml.m5.xlarge")],
+                                              "ExecutionRoleArn": "arn:aws:iam::12345678901x:role/r"},
+                     "executionRoleArn", ROLE_PATTERN, id="config-execution-role-account"),
+        pytest.param("AddTags", {"ResourceArn": "arn:aws:s3:::some-bucket", "Tags": [{"Key": "k", "Value": "v"}]},
+                     "resourceArn", "arn:aws[a-z-]*:sagemaker:[a-z0-9-]*:[0-9]{12}:.+", id="tags-on-a-non-sagemaker-arn"),
+        pytest.param("CreateEndpointConfig", {"EndpointConfigName": "kms-cfg", "ProductionVariants": [variant(InstanceType="ml.m5.xlarge")],
+                                              "KmsKeyId": "alias/my key"},
+                     "kmsKeyId", "[a-zA-Z0-9:/_-]*", id="kms-key-id"),
+    ],
+)
+def test_arns_are_checked_against_their_patterns(vs, op, params, path, pattern):
+    before = snapshot(vs)
+    code, msg, _ = call(vs, op, params)
+    value = params.get("ExecutionRoleArn") or params.get("ResourceArn") or params.get("KmsKeyId")
+    assert code == "ValidationException"
+    assert msg == detected(v(value, path, f"Member must satisfy regular expression pattern: {pattern}"))
+    assert snapshot(vs) == before
+
+
+def test_a_valid_execution_role_is_accepted(vs):
+    vs.sm.create_model(ModelName="role-ok", PrimaryContainer={"Image": "builtin:echo"},
+                       ExecutionRoleArn="arn:aws-us-gov:iam::123456789012:role/service-role/SageMaker_Role+1")
+
+
+def test_duplicate_variant_names_in_desired_weights_are_refused(vs):
+    """The last one used to win; AWS refuses the request, and nothing changes."""
+    before = vs.sm.describe_endpoint(EndpointName="val-ep")
+    code, msg, _ = call(vs, "UpdateEndpointWeightsAndCapacities", {
+        "EndpointName": "val-ep",
+        "DesiredWeightsAndCapacities": [
+            {"VariantName": "AllTraffic", "DesiredWeight": 1.0},
+            {"VariantName": "AllTraffic", "DesiredWeight": 5.0, "DesiredInstanceCount": 2},
+        ],
+    })
+    assert code == "ValidationException"
+    assert msg.startswith("DesiredWeightsAndCapacities.2.VariantName: the variant 'AllTraffic' is named more than once"), msg
+    after = vs.sm.describe_endpoint(EndpointName="val-ep")
+    assert after["EndpointStatus"] == "InService"
+    assert after["ProductionVariants"][0]["DesiredWeight"] == before["ProductionVariants"][0]["DesiredWeight"]
+    assert after["ProductionVariants"][0]["DesiredInstanceCount"] == before["ProductionVariants"][0]["DesiredInstanceCount"]
+
+
+@pytest.mark.parametrize("op,params", [
+    pytest.param("AddTags", {"ResourceArn": spw.arn("model", MODEL), "Tags": [{"Key": "team", "Value": "a"}, {"Key": "team", "Value": "b"}]},
+                 id="add-tags"),
+    pytest.param("CreateModel", {"ModelName": "dup-tags", "PrimaryContainer": {"Image": "builtin:echo"},
+                                 "Tags": [{"Key": "team", "Value": "a"}, {"Key": "team", "Value": "b"}]}, id="create-model"),
+])
+def test_a_tag_key_given_twice_is_refused(vs, op, params):
+    before = snapshot(vs)
+    code, msg, _ = call(vs, op, params)
+    assert code == "ValidationException" and "Tags.2.Key" in msg and "'team'" in msg, msg
+    assert snapshot(vs) == before
+    assert all(t["Key"] != "team" for t in vs.sm.list_tags(ResourceArn=spw.arn("model", MODEL))["Tags"])
+
+
+def _token_variants(token: str) -> list[str]:
+    position, tag = token.rsplit(".", 1)
+    flipped = tag[:-1] + ("0" if tag[-1] != "0" else "1")
+    return ["not-a-token", f"{position}.{flipped}", f"0.{tag}", position]
+
+
+def test_sagemaker_lists_default_to_pages_of_ten(start_server):
+    srv = start_server()
+    sm = srv.sm
+    for i in range(12):
+        spw.create_model(sm, f"pg-{i:02d}")
+    first = sm.list_models(SortBy="Name", SortOrder="Ascending")
+    assert [m["ModelName"] for m in first["Models"]] == [f"pg-{i:02d}" for i in range(10)]
+    second = sm.list_models(SortBy="Name", SortOrder="Ascending", NextToken=first["NextToken"])
+    assert [m["ModelName"] for m in second["Models"]] == ["pg-10", "pg-11"] and "NextToken" not in second
+    assert len([m for page in sm.get_paginator("list_models").paginate() for m in page["Models"]]) == 12
+
+    for i in range(11):
+        sm.create_endpoint_config(EndpointConfigName=f"pc-{i:02d}",
+                                  ProductionVariants=[spw.single_variant("pg-00", "ml.g6e.2xlarge")])
+    configs = sm.list_endpoint_configs()
+    assert len(configs["EndpointConfigs"]) == 10 and configs["NextToken"]
+    assert len(sm.list_endpoint_configs(NextToken=configs["NextToken"])["EndpointConfigs"]) == 1
+    # ml.g6e.2xlarge has no capacity here: the endpoints fail without starting anything.
+    for i in range(11):
+        sm.create_endpoint(EndpointName=f"pe-{i:02d}", EndpointConfigName=f"pc-{i:02d}")
+    endpoints = sm.list_endpoints()
+    assert len(endpoints["Endpoints"]) == 10 and endpoints["NextToken"]
+    assert len(sm.list_endpoints(NextToken=endpoints["NextToken"])["Endpoints"]) == 1
+
+    # A token is taken back only unchanged and only by the operation that handed it out.
+    for bad in _token_variants(first["NextToken"]) + [configs["NextToken"]]:
+        code, msg, status = spw.error_of(sm.list_models, NextToken=bad)
+        assert (code, status) == ("ValidationException", 400), (bad, msg)
+        assert "Invalid pagination token" in msg and "ListModels" in msg
+    code, msg, _ = spw.error_of(srv.client("sagemaker", validate=False).list_models, MaxResults=0)
+    assert msg == detected(v(0, "maxResults", "Member must have value greater than or equal to 1"))
+
+
+def test_autoscaling_lists_page_as_aws_does(start_server):
+    srv = start_server()
+    sm = srv.sm
+    spw.deploy_echo(sm, "pages", itype="ml.t2.medium")
+    aas = srv.client("application-autoscaling")
+    target = {"ServiceNamespace": "sagemaker", "ResourceId": "endpoint/pages/variant/AllTraffic",
+              "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"}
+    aas.register_scalable_target(MinCapacity=1, MaxCapacity=2, **target)
+    config = {"TargetValue": 1000.0, "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}}
+    for i in range(11):
+        aas.put_scaling_policy(PolicyName=f"p{i:02d}", PolicyType="TargetTrackingScaling",
+                               TargetTrackingScalingPolicyConfiguration=config, **target)
+    first = aas.describe_scaling_policies(ServiceNamespace="sagemaker")
+    assert len(first["ScalingPolicies"]) == 10 and first["NextToken"]  # AWS's default: 10
+    rest = aas.describe_scaling_policies(ServiceNamespace="sagemaker", NextToken=first["NextToken"])
+    assert len(rest["ScalingPolicies"]) == 1 and "NextToken" not in rest
+    names = {p["PolicyName"] for page in aas.get_paginator("describe_scaling_policies").paginate(ServiceNamespace="sagemaker")
+             for p in page["ScalingPolicies"]}
+    assert names == {f"p{i:02d}" for i in range(11)}
+
+    for op, limit in [(aas.describe_scaling_policies, 10), (aas.describe_scalable_targets, 50), (aas.describe_scaling_activities, 50)]:
+        code, msg, _ = spw.error_of(op, ServiceNamespace="sagemaker", MaxResults=limit + 1)
+        assert (code, msg) == ("ValidationException", detected(
+            v(limit + 1, "maxResults", f"Member must have value less than or equal to {limit}")))
+    for bad in _token_variants(first["NextToken"]):
+        code, msg, _ = spw.error_of(aas.describe_scaling_policies, ServiceNamespace="sagemaker", NextToken=bad)
+        assert code == "InvalidNextTokenException", (bad, msg)
+    code, _, _ = spw.error_of(aas.describe_scalable_targets, ServiceNamespace="sagemaker", NextToken=first["NextToken"])
+    assert code == "InvalidNextTokenException"

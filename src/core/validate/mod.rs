@@ -1,8 +1,20 @@
-//! Request validation that botocore leaves to the server: lengths, ranges, patterns, enum
-//! membership and the instance-pool rules. Every message names the member it is about, in
-//! the dotted, 1-based form AWS uses (`ProductionVariants.1.InstancePools.2.Priority`).
+//! Request validation, in the two steps AWS takes:
+//!
+//! 1. **The model's constraints** ([`model`]): every member of a request against what
+//!    botocore's service model says of it (required members, lengths, patterns, enum values,
+//!    ranges). Every violation is collected and all are reported together, in AWS's words:
+//!    `2 validation errors detected: Value 'x' at 'productionVariants.1.member.variantName'
+//!    failed to satisfy constraint: Member must …; Value …` ([`ValidationError::detected`]).
+//! 2. **spillway's rules** (this module's functions, and the handlers'): what the model cannot
+//!    say (instance pools, the models a variant names, duplicate names, members spillway does
+//!    not support). They run on a request that passed step 1, and the first broken rule is
+//!    the answer, named by its member in the request's own spelling
+//!    (`ProductionVariants.1.InstancePools.2.Priority`).
+
+pub mod model;
 
 use std::collections::{BTreeSet, HashSet};
+use std::fmt;
 
 use thiserror::Error;
 
@@ -14,49 +26,82 @@ use super::model::{PoolSpec, ProductionVariant, RoutingStrategy, VariantSpec, de
 #[error("{0}")]
 pub struct ValidationError(pub String);
 
+/// How a violation shows the value it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shown {
+    /// The member is missing: `Value null at …`.
+    Null,
+    /// AWS does not show it (a list of structures, a sensitive member): `Value at …`.
+    Hidden,
+    /// `Value '<text>' at …`.
+    Text(String),
+}
+
+/// One broken constraint: `Value 'x' at 'path' failed to satisfy constraint: rule`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The value, as AWS shows it.
+    pub value: Shown,
+    /// The member, as AWS names it: `productionVariants.1.member.variantName`.
+    pub path: String,
+    /// The constraint, as AWS words it: `Member must have length less than or equal to 63`.
+    pub rule: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Shown::Null => write!(f, "Value null at '{}'", self.path)?,
+            Shown::Hidden => write!(f, "Value at '{}'", self.path)?,
+            Shown::Text(v) => write!(f, "Value '{v}' at '{}'", self.path)?,
+        }
+        write!(f, " failed to satisfy constraint: {}", self.rule)
+    }
+}
+
 impl ValidationError {
-    /// The AWS constraint form: `1 validation error detected: Value 'v' at 'field' failed to
-    /// satisfy constraint: rule`.
-    pub fn constraint(value: impl std::fmt::Display, field: &str, rule: &str) -> Self {
-        Self(format!(
-            "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {rule}"
-        ))
+    /// AWS's message for a request's violations: `1 validation error detected: …`, or `N
+    /// validation errors detected: …; …`. `None` when there are none.
+    pub fn detected(violations: &[Violation]) -> Option<Self> {
+        let n = violations.len();
+        let list = violations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        match n {
+            0 => None,
+            1 => Some(Self(format!("1 validation error detected: {list}"))),
+            n => Some(Self(format!("{n} validation errors detected: {list}"))),
+        }
+    }
+
+    /// One constraint, in AWS's form: `1 validation error detected: Value 'v' at 'field' failed
+    /// to satisfy constraint: rule`.
+    pub fn constraint(value: impl fmt::Display, field: &str, rule: &str) -> Self {
+        let v = Violation {
+            value: Shown::Text(value.to_string()),
+            path: field.to_string(),
+            rule: rule.to_string(),
+        };
+        Self(format!("1 validation error detected: {v}"))
     }
 
     /// A required member is missing.
     pub fn missing(field: &str) -> Self {
-        Self(format!(
-            "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
-        ))
+        let v = Violation {
+            value: Shown::Null,
+            path: field.to_string(),
+            rule: "Member must not be null".to_string(),
+        };
+        Self(format!("1 validation error detected: {v}"))
     }
 }
 
 /// Result alias for validation.
 pub type Result<T> = std::result::Result<T, ValidationError>;
 
-/// The modelled pattern for endpoint, config, model and variant names:
-/// `^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}`, 1..63 characters.
-pub fn name(value: &str, field: &str) -> Result<()> {
-    if value.is_empty() || value.len() > 63 {
-        return Err(ValidationError::constraint(
-            value,
-            field,
-            "Member must have length between 1 and 63",
-        ));
-    }
-    let ok = value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    if !ok {
-        return Err(ValidationError::constraint(
-            value,
-            field,
-            "Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}",
-        ));
-    }
-    Ok(())
-}
-
+/// spillway's own bounds (what the model leaves open), in the model's wording.
 fn int_range(value: i64, field: &str, lo: i64, hi: i64) -> Result<()> {
     if value < lo {
         return Err(ValidationError::constraint(
@@ -75,13 +120,37 @@ fn int_range(value: i64, field: &str, lo: i64, hi: i64) -> Result<()> {
     Ok(())
 }
 
-/// Checks `InstanceType` values against the catalog (the botocore enum).
+/// A list of structures of `lo..=hi` members, in the model's wording.
+fn list_length(n: usize, field: &str, lo: usize, hi: usize) -> Result<()> {
+    let rule = if n < lo {
+        format!("Member must have length greater than or equal to {lo}")
+    } else if n > hi {
+        format!("Member must have length less than or equal to {hi}")
+    } else {
+        return Ok(());
+    };
+    let value = if n == 0 {
+        Shown::Text("[]".into())
+    } else {
+        Shown::Hidden
+    };
+    let v = Violation {
+        value,
+        path: field.to_string(),
+        rule,
+    };
+    Err(ValidationError(format!("1 validation error detected: {v}")))
+}
+
+/// Checks `InstanceType` values against the catalog (the model's
+/// `ProductionVariantInstanceType` enum, which a unit test keeps equal to it).
 pub fn instance_type(value: &str, field: &str) -> Result<()> {
     if catalog::lookup(value).is_none() {
+        let values = model::enum_values("sagemaker", "ProductionVariantInstanceType").unwrap_or_default();
         return Err(ValidationError::constraint(
             value,
             field,
-            "Member must satisfy enum value set: a SageMaker ProductionVariantInstanceType such as ml.m5.xlarge or ml.g6.2xlarge (see GET /_spillway/instance-types)",
+            &format!("Member must satisfy enum value set: [{}]", values.join(", ")),
         ));
     }
     Ok(())
@@ -97,7 +166,9 @@ pub const REJECTED_VARIANT_MEMBERS: &[&str] = &[
     "CoreDumpConfig",
 ];
 
-/// Validates the variants of a `CreateEndpointConfig` and turns them into planner specs.
+/// Applies spillway's rules to the variants of a `CreateEndpointConfig` (which passed the
+/// model's constraints) and turns them into planner specs. Also run again on a stored
+/// configuration when an endpoint is created or updated from it (its models may be gone).
 ///
 /// `model_exists` answers whether a model of that name exists (for `ModelName` and
 /// `ModelNameOverride`); `model_arn` renders the ARN for the "Could not find model" message.
@@ -106,25 +177,13 @@ pub fn production_variants(
     model_exists: &dyn Fn(&str) -> bool,
     model_arn: &dyn Fn(&str) -> String,
 ) -> Result<Vec<VariantSpec>> {
-    if variants.is_empty() {
-        return Err(ValidationError::constraint(
-            "[]",
-            "ProductionVariants",
-            "Member must have length greater than or equal to 1",
-        ));
-    }
-    if variants.len() > 10 {
-        return Err(ValidationError::constraint(
-            variants.len(),
-            "ProductionVariants",
-            "Member must have length less than or equal to 10",
-        ));
-    }
+    // The model's 1..10; checked again because a stored configuration is read back.
+    list_length(variants.len(), "productionVariants", 1, 10)?;
     let mut seen_names = HashSet::new();
     let mut specs = Vec::with_capacity(variants.len());
     for (i, v) in variants.iter().enumerate() {
         let at = format!("ProductionVariants.{}", i + 1);
-        specs.push(variant(v, &at, model_exists, model_arn)?);
+        specs.push(variant(v, i, &at, model_exists, model_arn)?);
         if !seen_names.insert(v.variant_name.to_ascii_lowercase()) {
             return Err(ValidationError(format!(
                 "{at}.VariantName: the variant name '{}' is used more than once; variant names must be unique within an endpoint configuration",
@@ -137,11 +196,13 @@ pub fn production_variants(
 
 fn variant(
     v: &ProductionVariant,
+    index: usize,
     at: &str,
     model_exists: &dyn Fn(&str) -> bool,
     model_arn: &dyn Fn(&str) -> String,
 ) -> Result<VariantSpec> {
-    name(&v.variant_name, &format!("{at}.VariantName"))?;
+    // The model's path of this variant, for spillway's bounds in the model's wording.
+    let aws = format!("productionVariants.{}.member", index + 1);
     for member in REJECTED_VARIANT_MEMBERS {
         if v.other.contains_key(*member) {
             return Err(ValidationError(format!(
@@ -157,7 +218,6 @@ fn variant(
         }
         Some(m) => m.clone(),
     };
-    name(&model_name, &format!("{at}.ModelName"))?;
     if !model_exists(&model_name) {
         return Err(ValidationError(format!(
             "Could not find model \"{}\".",
@@ -177,7 +237,7 @@ fn variant(
             )));
         }
         (Some(t), None) => {
-            instance_type(t, &format!("{at}.InstanceType"))?;
+            instance_type(t, &format!("{aws}.instanceType"))?;
             vec![PoolSpec {
                 priority: 1,
                 instance_type: t.clone(),
@@ -185,28 +245,15 @@ fn variant(
             }]
         }
         (None, Some(pools)) => {
-            let pat = format!("{at}.InstancePools");
-            if pools.is_empty() {
-                return Err(ValidationError::constraint(
-                    "[]",
-                    &pat,
-                    "Member must have length greater than or equal to 1",
-                ));
-            }
-            if pools.len() > 5 {
-                return Err(ValidationError::constraint(
-                    pools.len(),
-                    &pat,
-                    "Member must have length less than or equal to 5",
-                ));
-            }
+            list_length(pools.len(), &format!("{aws}.instancePools"), 1, 5)?;
             let mut priorities = BTreeSet::new();
             let mut types = HashSet::new();
             let mut out = Vec::with_capacity(pools.len());
             for (j, p) in pools.iter().enumerate() {
-                let pat = format!("{pat}.{}", j + 1);
-                int_range(p.priority, &format!("{pat}.Priority"), 1, 5)?;
-                instance_type(&p.instance_type, &format!("{pat}.InstanceType"))?;
+                let pat = format!("{at}.InstancePools.{}", j + 1);
+                let aws_pool = format!("{aws}.instancePools.{}.member", j + 1);
+                int_range(p.priority, &format!("{aws_pool}.priority"), 1, 5)?;
+                instance_type(&p.instance_type, &format!("{aws_pool}.instanceType"))?;
                 if !priorities.insert(p.priority) {
                     return Err(ValidationError(format!(
                         "{pat}.Priority: priority {} is used by more than one instance pool; each pool needs a distinct Priority",
@@ -221,7 +268,6 @@ fn variant(
                 }
                 let pool_model = match &p.model_name_override {
                     Some(o) => {
-                        name(o, &format!("{pat}.ModelNameOverride"))?;
                         if !model_exists(o) {
                             return Err(ValidationError(format!(
                                 "Could not find model \"{}\" (named by {pat}.ModelNameOverride).",
@@ -250,42 +296,45 @@ fn variant(
             )));
         }
         Some(c) => {
-            int_range(c, &format!("{at}.InitialInstanceCount"), 1, 1000)?;
+            // The model says at least 1; 1000 is spillway's ceiling.
+            int_range(c, &format!("{aws}.initialInstanceCount"), 1, 1000)?;
             c as u32
         }
     };
-    let provision_timeout_s = match v.variant_instance_provision_timeout_in_seconds {
-        None => defaults::PROVISION_TIMEOUT_S,
-        Some(t) => {
-            int_range(t, &format!("{at}.VariantInstanceProvisionTimeoutInSeconds"), 300, 3600)?;
-            t as u32
+    // The model's ranges; checked again here because a stored configuration is read back.
+    let timeout = |value: Option<i64>, member: &str, lo: i64, default: u32| -> Result<u32> {
+        match value {
+            None => Ok(default),
+            Some(t) => {
+                int_range(t, &format!("{aws}.{member}"), lo, 3600)?;
+                Ok(t as u32)
+            }
         }
     };
-    let startup_health_timeout_s = match v.container_startup_health_check_timeout_in_seconds {
-        None => defaults::STARTUP_HEALTH_TIMEOUT_S,
-        Some(t) => {
-            int_range(
-                t,
-                &format!("{at}.ContainerStartupHealthCheckTimeoutInSeconds"),
-                60,
-                3600,
-            )?;
-            t as u32
-        }
-    };
-    let model_data_timeout_s = match v.model_data_download_timeout_in_seconds {
-        None => defaults::MODEL_DATA_TIMEOUT_S,
-        Some(t) => {
-            int_range(t, &format!("{at}.ModelDataDownloadTimeoutInSeconds"), 60, 3600)?;
-            t as u32
-        }
-    };
+    let provision_timeout_s = timeout(
+        v.variant_instance_provision_timeout_in_seconds,
+        "variantInstanceProvisionTimeoutInSeconds",
+        300,
+        defaults::PROVISION_TIMEOUT_S,
+    )?;
+    let startup_health_timeout_s = timeout(
+        v.container_startup_health_check_timeout_in_seconds,
+        "containerStartupHealthCheckTimeoutInSeconds",
+        60,
+        defaults::STARTUP_HEALTH_TIMEOUT_S,
+    )?;
+    let model_data_timeout_s = timeout(
+        v.model_data_download_timeout_in_seconds,
+        "modelDataDownloadTimeoutInSeconds",
+        60,
+        defaults::MODEL_DATA_TIMEOUT_S,
+    )?;
     let initial_weight = v.initial_variant_weight.unwrap_or(1.0);
     if !(initial_weight.is_finite() && initial_weight >= 0.0) {
         return Err(ValidationError::constraint(
             initial_weight,
-            &format!("{at}.InitialVariantWeight"),
-            "Member must have value greater than or equal to 0",
+            &format!("{aws}.initialVariantWeight"),
+            "Member must have value greater than or equal to 0.0",
         ));
     }
     let routing = match &v.routing_config {
@@ -310,26 +359,18 @@ fn routing_strategy(value: &str, field: &str) -> Result<RoutingStrategy> {
         "LEAST_OUTSTANDING_REQUESTS" => Ok(RoutingStrategy::LeastOutstandingRequests),
         "RANDOM" => Ok(RoutingStrategy::Random),
         "CAPACITY_AWARE" => Ok(RoutingStrategy::CapacityAware),
-        "PREFIX_AWARE" | "KV_AWARE" => Err(ValidationError(format!(
-            "{field}: routing strategy {value} is not supported by spillway; use LEAST_OUTSTANDING_REQUESTS or RANDOM"
+        // PREFIX_AWARE, KV_AWARE (the model's enum, with spillway's CAPACITY_AWARE, is checked
+        // before this runs)
+        other => Err(ValidationError(format!(
+            "{field}: routing strategy {other} is not supported by spillway; use LEAST_OUTSTANDING_REQUESTS, RANDOM or CAPACITY_AWARE"
         ))),
-        other => Err(ValidationError::constraint(
-            other,
-            field,
-            "Member must satisfy enum value set: [LEAST_OUTSTANDING_REQUESTS, RANDOM, PREFIX_AWARE, KV_AWARE] (or spillway's CAPACITY_AWARE)",
-        )),
     }
 }
 
-/// Validates `MaxResults` (1..100).
-pub fn max_results(value: Option<i64>) -> Result<usize> {
-    match value {
-        None => Ok(100),
-        Some(v) => {
-            int_range(v, "MaxResults", 1, 100)?;
-            Ok(v as usize)
-        }
-    }
+/// The page size of SageMaker's `List*` operations: `MaxResults` (the model bounds it to
+/// 1..100), by default 10 as AWS's.
+pub fn max_results(value: Option<i64>) -> usize {
+    value.map_or(10, |v| v.clamp(1, 100) as usize)
 }
 
 #[cfg(test)]
@@ -364,17 +405,6 @@ mod tests {
 
     fn check(v: ProductionVariant) -> Result<Vec<VariantSpec>> {
         production_variants(&[v], &|n| n == "m" || n == "m2", &|n| format!("arn:model/{n}"))
-    }
-
-    #[test]
-    fn names_follow_the_modelled_pattern() {
-        assert!(name("a", "X").is_ok());
-        assert!(name("my-endpoint-1", "X").is_ok());
-        assert!(name("a--b", "X").is_ok());
-        for bad in ["", "-a", "a-", "a_b", "a.b", &"x".repeat(64)] {
-            let e = name(bad, "EndpointName").unwrap_err();
-            assert!(e.0.contains("EndpointName"), "{e}");
-        }
     }
 
     #[test]
@@ -433,7 +463,10 @@ mod tests {
         ];
         for (v, needle) in cases {
             let e = check(v.clone()).unwrap_err();
-            assert!(e.0.contains(needle), "{needle:?} not in {e}");
+            assert!(
+                e.0.to_lowercase().contains(&needle.to_lowercase()),
+                "{needle:?} not in {e}"
+            );
         }
     }
 
@@ -445,7 +478,7 @@ mod tests {
             let r = check(v);
             assert_eq!(r.is_ok(), ok, "{t}: {r:?}");
             if let Err(e) = r {
-                assert!(e.0.contains("VariantInstanceProvisionTimeoutInSeconds"));
+                assert!(e.0.contains("variantInstanceProvisionTimeoutInSeconds"), "{e}");
             }
         }
     }
