@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import shapes
 import spw
 
 
@@ -46,6 +47,16 @@ class _Servers:
             problems += [f"[{srv.name}] {p}" for p in srv.shutdown_and_check()]
         if problems:
             pytest.fail("teardown found problems:\n" + "\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def answers_match_botocore_shapes():
+    """Every JSON answer a test's boto3 clients received must fit its output shape (shapes.py)."""
+    shapes.PROBLEMS.clear()
+    yield
+    problems, shapes.PROBLEMS[:] = list(dict.fromkeys(shapes.PROBLEMS)), []
+    if problems:
+        pytest.fail("answers that do not fit botocore's output shapes:\n" + "\n".join(problems[:20]), pytrace=False)
 
 
 @pytest.fixture

@@ -27,6 +27,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+import shapes
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("SPILLWAY_BIN", str(REPO / "target" / "debug" / "spillway"))
 REGION = "us-east-1"
@@ -360,6 +362,7 @@ class Server:
                     parameter_validation=validate,
                 ),
             )
+            shapes.watch(self._clients[key])
         return self._clients[key]
 
     @property

@@ -323,3 +323,20 @@ def test_metrics_can_be_switched_off(start_server):
             break
         time.sleep(0.5)
     assert count["Datapoints"] and max(d["Maximum"] for d in count["Datapoints"]) == 1
+
+
+def test_the_shape_checker_catches_what_botocore_would_drop():
+    """conftest checks every JSON answer of every test against its output shape (shapes.py):
+    the checker must see the faults botocore's parser hides."""
+    import botocore.session
+
+    import shapes
+
+    model = botocore.session.get_session().get_service_model("cloudwatch").operation_model("DescribeAlarms")
+    bad = json.dumps({"MetricAlarms": [{"AlarmName": 1, "Bogus": 2, "StateValue": "WEIRD", "Period": "60"}]})
+    problems = shapes.check(model, bad.encode())
+    assert any("Bogus: not a member of MetricAlarm" in p for p in problems), problems
+    assert any("AlarmName: expected a string" in p for p in problems), problems
+    assert any("'WEIRD' is not in StateValue's enum" in p for p in problems), problems
+    assert any("Period: expected an integer" in p for p in problems), problems
+    assert shapes.check(model, json.dumps({"MetricAlarms": [], "CompositeAlarms": []}).encode()) == []
