@@ -79,7 +79,20 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(app.clone(), authenticate))
         .layer(axum::middleware::from_fn_with_state(app.clone(), same_origin))
+        .layer(axum::middleware::map_response(ensure_request_id))
         .with_state(app)
+}
+
+/// Every answer carries `x-amzn-RequestId`: the handlers set the one their audit record and
+/// logs name; an answer given before any handler (an unknown path, a refused origin, a body
+/// over the limit) gets a fresh one here.
+async fn ensure_request_id(mut resp: Response) -> Response {
+    if !resp.headers().contains_key("x-amzn-requestid")
+        && let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+    {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
 }
 
 /// Refuses, before any handler, a request naming a host this server does not answer for (DNS

@@ -1194,3 +1194,14 @@ def test_abusive_clients_leak_no_connection_and_misroute_no_answer(srv):
     still_serving(srv)
     for i in range(20):  # pooled model connections carry no stale answer
         checked_invocation(srv.port, 1000 + i)
+
+
+def test_answers_given_before_any_handler_carry_a_request_id(server):
+    """Issue 14: every answer of every API carries x-amzn-RequestId, the control plane's 404 and
+    405 and a refused request included."""
+    import uuid
+
+    for method, path, sign in (("GET", "/no/such/path", True), ("DELETE", "/", True), ("POST", "/", False)):
+        status, headers, _ = server.http(method, path, b"" if method != "GET" else None, {}, sign=sign)
+        ids = {k.lower(): v for k, v in headers.items()}
+        assert status >= 400 and uuid.UUID(ids["x-amzn-requestid"]), (method, path, status, headers)

@@ -5,27 +5,35 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 import spw
 
 
-def test_the_sagemaker_sdk_works_with_the_generated_profile(server, monkeypatch):
+def only_the_printed_profile(server, monkeypatch):
+    """The environment a user has after pasting the lines spillway printed, and nothing else."""
     for k in list(os.environ):
         if k.startswith("AWS_"):
             monkeypatch.delenv(k)
     for k, v in spw.cli_environment(server).items():
         monkeypatch.setenv(k, v)
-    import sagemaker
+
+
+def sdk_model(session, name: str):
     from sagemaker.model import Model
+
+    return Model(image_uri="builtin:echo", role=f"arn:aws:iam::{spw.ACCOUNT}:role/unused",
+                 sagemaker_session=session, name=name)
+
+
+def test_the_sagemaker_sdk_works_with_the_generated_profile(server, monkeypatch):
+    only_the_printed_profile(server, monkeypatch)
+    import sagemaker
     from sagemaker.predictor import Predictor
 
     session = sagemaker.Session()
     assert session.boto_session.client("sts").get_caller_identity()["Arn"].endswith(":user/admin")
-    model = Model(
-        image_uri="builtin:echo",
-        role=f"arn:aws:iam::{spw.ACCOUNT}:role/unused",
-        sagemaker_session=session,
-        name="sdk-model",
-    )
+    model = sdk_model(session, "sdk-model")
     model.deploy(initial_instance_count=1, instance_type="ml.m5.xlarge", endpoint_name="sdk-ep", wait=True)
     predictor = Predictor("sdk-ep", sagemaker_session=session)
     assert b"hello from the sdk" in predictor.predict(b"hello from the sdk")
@@ -40,23 +48,11 @@ def test_the_sdk_raises_capacity_error_when_every_pool_is_exhausted(start_server
     `CapacityError` (it looks for `CapacityError` in `FailureReason`), and the reason keeps
     spillway's detail of what was tried."""
     server = start_server(provisioning={"deadline_override_seconds": 2})
-    for k in list(os.environ):
-        if k.startswith("AWS_"):
-            monkeypatch.delenv(k)
-    for k, v in spw.cli_environment(server).items():
-        monkeypatch.setenv(k, v)
-    import pytest
+    only_the_printed_profile(server, monkeypatch)
     import sagemaker
     from sagemaker.exceptions import CapacityError
-    from sagemaker.model import Model
 
-    session = sagemaker.Session()
-    model = Model(
-        image_uri="builtin:echo",
-        role=f"arn:aws:iam::{spw.ACCOUNT}:role/unused",
-        sagemaker_session=session,
-        name="sdk-ice",
-    )
+    model = sdk_model(sagemaker.Session(), "sdk-ice")
     with pytest.raises(CapacityError) as e:
         model.deploy(initial_instance_count=1, instance_type="ml.g6e.2xlarge", endpoint_name="sdk-ice", wait=True)
     assert "ml.g6e.2xlarge" in str(e.value) and "InsufficientInstanceCapacity" in str(e.value), str(e.value)
