@@ -72,7 +72,7 @@ READ_TIMEOUT = 30.0
 # How long "nothing arrives" is watched for (only ever used to check an absence).
 QUIET = 1.0
 # Headers the router may pass from the model to the client (besides its own and framing).
-ROUTER_OWN = {"x-amzn-invoked-production-variant", "x-spillway-instance-type", "date"}
+ROUTER_OWN = {"x-amzn-requestid", "x-amzn-invoked-production-variant", "x-spillway-instance-type", "date"}
 FRAMING = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 # Headers the model may see (the router forwards these and sets host and framing).
 TO_MODEL = {
