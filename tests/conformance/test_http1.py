@@ -536,8 +536,8 @@ def test_response_headers_of_a_200_invocation(srv):
         assert r.version == "HTTP/1.1" and r.reason == "OK", r
         # exactly what the hyper router sends (see the module docstring)
         assert r.names() == {
-            "content-type", "x-amzn-sagemaker-custom-attributes", "x-amzn-invoked-production-variant",
-            "x-spillway-instance-type", "content-length", "date",
+            "x-amzn-requestid", "content-type", "x-amzn-sagemaker-custom-attributes",
+            "x-amzn-invoked-production-variant", "x-spillway-instance-type", "content-length", "date",
         }, r.headers
         assert int(r.get("content-length")) == len(r.body)
 
