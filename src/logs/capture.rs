@@ -1,5 +1,5 @@
 //! The capture side, run by an instance's shim (a process of its own, outside the server): the
-//! model's stdout and stderr are pipes read by one thread each, every line is stamped with the
+//! model's stdout and stderr are one pipe, read by a thread, every line is stamped with the
 //! time it was read and queued in memory (at most [`QUEUE_BYTES`]), and a writer thread appends
 //! the queue to the stream's current segment ([`SegmentWriter`]), rotating as it fills.
 //!
@@ -244,11 +244,11 @@ impl Capture {
         }
     }
 
-    /// A pipe whose read end a thread of this capture reads as `source`; the write end is for
-    /// the model (its stdout or stderr).
-    pub fn pipe(&mut self, source: Source) -> io::Result<io::PipeWriter> {
+    /// A pipe whose read end a thread of this capture reads as the model's output; the write
+    /// end is for the model (its stdout and, cloned, its stderr).
+    pub fn pipe(&mut self) -> io::Result<io::PipeWriter> {
         let (reader, writer) = io::pipe()?;
-        self.read(reader, source)?;
+        self.read(reader, Source::Model)?;
         Ok(writer)
     }
 
@@ -461,16 +461,15 @@ mod tests {
     }
 
     #[test]
-    fn lines_of_both_pipes_are_stamped_and_kept_in_order() {
+    fn lines_of_stdout_and_stderr_are_stamped_and_kept_in_order() {
         let t = tempfile::tempdir().unwrap();
         let mut c = Capture::start(t.path(), 1 << 20);
         let before = now_ms();
-        let mut out = c.pipe(Source::Stdout).unwrap();
-        let mut err = c.pipe(Source::Stderr).unwrap();
-        out.write_all(b"one\ntwo\r\n\n").unwrap();
-        out.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        err.write_all("drei ü\nunfinished".as_bytes()).unwrap();
+        let mut out = c.pipe().unwrap();
+        let mut err = out.try_clone().unwrap();
+        out.write_all(b"one\n").unwrap();
+        err.write_all(b"two\r\n\n").unwrap();
+        out.write_all("drei ü\nunfinished".as_bytes()).unwrap();
         drop((out, err));
         wait_for_readers(&c);
         c.notifier().note("a note");
@@ -479,10 +478,10 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (Source::Stdout, "one".into()),
-                (Source::Stdout, "two".into()),
-                (Source::Stderr, "drei ü".into()),
-                (Source::Stderr, "unfinished".into()),
+                (Source::Model, "one".into()),
+                (Source::Model, "two".into()),
+                (Source::Model, "drei ü".into()),
+                (Source::Model, "unfinished".into()),
                 (Source::Spillway, "a note".into()),
             ]
         );
@@ -502,7 +501,7 @@ mod tests {
         let mut c = Capture::start(t.path(), 64 * 1024);
         let max = Limits::for_stream(64 * 1024).max_event;
         let line = "é".repeat(max); // 2 bytes each
-        c.read(std::io::Cursor::new(format!("{line}\n").into_bytes()), Source::Stdout)
+        c.read(std::io::Cursor::new(format!("{line}\n").into_bytes()), Source::Model)
             .unwrap();
         c.finish(Duration::from_secs(5), "done");
         let got = events(t.path());
@@ -519,7 +518,7 @@ mod tests {
         let text: String = (0..20_000)
             .map(|i| format!("line {i:06} {}\n", "x".repeat(40)))
             .collect();
-        c.read(std::io::Cursor::new(text.into_bytes()), Source::Stdout).unwrap();
+        c.read(std::io::Cursor::new(text.into_bytes()), Source::Model).unwrap();
         c.finish(Duration::from_secs(10), "done");
         assert!(bytes_on_disk(t.path()) <= bound, "{}", bytes_on_disk(t.path()));
         assert!(format::segments(t.path()).unwrap().len() as u64 <= format::SEGMENTS);
@@ -538,12 +537,12 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(
             t.path().join(format::segment_file(3)),
-            b"5 o whole\n6 o cut off by a cr",
+            b"5 m whole\n6 m cut off by a cr",
         )
         .unwrap();
         let mut w = SegmentWriter::new(t.path(), Limits::for_stream(1 << 20));
         let mut r = vec![];
-        format::encode(7, Source::Stdout, b"after", &mut r);
+        format::encode(7, Source::Model, b"after", &mut r);
         w.write(&[r]).unwrap();
         w.close();
         assert_eq!(format::segments(t.path()).unwrap(), vec![3, 4]);
@@ -571,7 +570,7 @@ mod tests {
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let written = Arc::new(Mutex::new(0));
         let mut c = Capture::with_sink(Stalled(gate.clone(), written.clone()), 1024);
-        let mut w = c.pipe(Source::Stdout).unwrap();
+        let mut w = c.pipe().unwrap();
         // 32 MiB of lines (8 times the queue) into a pipe whose writer is stuck.
         let line = format!("{}\n", "y".repeat(1000));
         let started = std::time::Instant::now();

@@ -1,7 +1,8 @@
 //! The files of a log stream: segments of records, one per line.
 //!
-//! A record is `<milliseconds since the epoch> <source> <message>\n`, the source one byte (`o`
-//! stdout, `e` stderr, `s` spillway's own notices). A message never holds a newline (the
+//! A record is `<milliseconds since the epoch> <source> <message>\n`, the source one byte (`m`
+//! the model's output, stdout and stderr in the order it wrote them; `s` spillway's own
+//! notices). A message never holds a newline (the
 //! capture splits lines); any other byte is kept as the model wrote it and read back as UTF-8
 //! (invalid sequences become U+FFFD). Segments are named by a sequence number
 //! (`0000000001.log`), which only grows, so a position (segment, byte offset) stays valid while
@@ -24,13 +25,12 @@ pub const MIN_STREAM_BYTES: u64 = 64 * 1024;
 /// source, two spaces and the newline.
 pub const RECORD_OVERHEAD: usize = 24;
 
-/// Which output a line came from.
+/// Who wrote a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
-    /// The model's stdout.
-    Stdout,
-    /// The model's stderr.
-    Stderr,
+    /// The model, on its stdout or stderr (one pipe, so their lines keep the order the model
+    /// wrote them in; CloudWatch's events do not tell them apart either).
+    Model,
     /// spillway's own notice (dropped lines, the shim's messages).
     Spillway,
 }
@@ -38,16 +38,14 @@ pub enum Source {
 impl Source {
     fn code(self) -> u8 {
         match self {
-            Source::Stdout => b'o',
-            Source::Stderr => b'e',
+            Source::Model => b'm',
             Source::Spillway => b's',
         }
     }
 
     fn from_code(c: u8) -> Option<Self> {
         match c {
-            b'o' => Some(Source::Stdout),
-            b'e' => Some(Source::Stderr),
+            b'm' => Some(Source::Model),
             b's' => Some(Source::Spillway),
             _ => None,
         }
@@ -145,18 +143,18 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let mut out = vec![];
-        encode(1_700_000_000_123, Source::Stderr, b"boom: x \r\x00\xff", &mut out);
-        encode(-5, Source::Stdout, b"", &mut out);
+        encode(1_700_000_000_123, Source::Model, b"boom: x \r\x00\xff", &mut out);
+        encode(-5, Source::Model, b"", &mut out);
         encode(7, Source::Spillway, b"a\nb", &mut out);
         let lines: Vec<&[u8]> = out.split(|b| *b == b'\n').collect();
         assert_eq!(lines.len(), 4, "three records, each one line");
         assert_eq!(
             decode(lines[0]),
-            Some((1_700_000_000_123, Source::Stderr, &b"boom: x \r\x00\xff"[..]))
+            Some((1_700_000_000_123, Source::Model, &b"boom: x \r\x00\xff"[..]))
         );
-        assert_eq!(decode(lines[1]), Some((-5, Source::Stdout, &b""[..])));
+        assert_eq!(decode(lines[1]), Some((-5, Source::Model, &b""[..])));
         assert_eq!(decode(lines[2]), Some((7, Source::Spillway, &b"a b"[..])));
-        for bad in [&b""[..], b"12", b"12 x hi", b"12 oo", b"x o hi", b"12 o"] {
+        for bad in [&b""[..], b"12", b"12 x hi", b"12 mm", b"x m hi", b"12 m", b"12 o hi"] {
             assert_eq!(decode(bad), None, "{bad:?}");
         }
     }

@@ -8,12 +8,13 @@
 //!     group.json                   {"endpoint": ...}; its mtime is the group's creation time
 //!     <instance id>/               one log stream: <variant>/<instance id>
 //!       stream.json                {"endpoint", "variant", "instanceId"}; mtime: creation time
-//!       0000000001.log ...         segments: one event per line, "<ms> <o|e|s> <message>\n"
+//!       0000000001.log ...         segments: one event per line, "<ms> <m|s> <message>\n"
 //!       ended                      written by the shim when the instance is gone (its status)
 //! ```
 //!
 //! - **Capture** ([`capture`]): the instance's shim reads the model's stdout and stderr through
-//!   pipes, one thread each, stamps every line with the time it was read (milliseconds) and
+//!   one pipe (so their lines keep the model's order), stamps every line with the time it was
+//!   read (milliseconds) and
 //!   queues it in memory; a writer thread appends the queue to the current segment. A line is
 //!   never waited for: when the queue is full (the disk is slow or full) lines are dropped and
 //!   counted, and a notice says how many. The model never blocks on its output.

@@ -303,6 +303,25 @@ impl Iterator for Cursor {
     }
 }
 
+/// The last `n` lines the model wrote (stdout and stderr, not spillway's notices) to the stream
+/// in `dir`, oldest first.
+pub fn tail(dir: &Path, n: usize) -> Vec<Event> {
+    if n == 0 {
+        return vec![];
+    }
+    let mut last = VecDeque::with_capacity(n);
+    for e in Cursor::open(dir, Position::ORIGIN) {
+        if e.source == Source::Spillway {
+            continue;
+        }
+        if last.len() == n {
+            last.pop_front();
+        }
+        last.push_back(e);
+    }
+    last.into()
+}
+
 /// What a retention sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sweep {
@@ -441,24 +460,12 @@ impl LogStore {
         (meta.variant == variant && meta.instance_id == instance).then_some(dir)
     }
 
-    /// The last `n` lines the model wrote (stdout and stderr, not spillway's notices) to the
-    /// stream of an instance, oldest first.
+    /// The last `n` lines the model wrote to the stream of an instance ([`tail`]).
     pub fn tail(&self, endpoint: &str, instance_id: &str, n: usize) -> Vec<Event> {
-        if n == 0 || !plain_name(endpoint) || !plain_name(instance_id) {
+        if !plain_name(endpoint) || !plain_name(instance_id) {
             return vec![];
         }
-        let dir = self.root.join(endpoint).join(instance_id);
-        let mut last = VecDeque::with_capacity(n);
-        for e in Cursor::open(&dir, Position::ORIGIN) {
-            if e.source == Source::Spillway {
-                continue;
-            }
-            if last.len() == n {
-                last.pop_front();
-            }
-            last.push_back(e);
-        }
-        last.into()
+        tail(&self.root.join(endpoint).join(instance_id), n)
     }
 
     /// Deletes the streams whose instance is not in `live` and that ended more than `retention`
@@ -552,14 +559,14 @@ mod tests {
         let limits = Limits::for_stream(1 << 20);
         write(
             &a,
-            &[(10, Source::Stdout, "hello"), (12, Source::Stderr, "world")],
+            &[(10, Source::Model, "hello"), (12, Source::Model, "world")],
             limits,
         );
-        write(&b, &[(11, Source::Stdout, "x")], limits);
+        write(&b, &[(11, Source::Model, "x")], limits);
         let groups: Vec<String> = store.groups().into_iter().map(|g| g.endpoint).collect();
         assert_eq!(groups, ["api", "web"]);
         let web = store.group("web").unwrap();
-        assert_eq!(web.stored_bytes, ("10 o hello\n12 e world\n11 o x\n").len() as u64);
+        assert_eq!(web.stored_bytes, ("10 m hello\n12 m world\n11 m x\n").len() as u64);
         assert!(store.group("nope").is_none());
         let streams = store.streams("web").unwrap();
         let names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
@@ -587,7 +594,7 @@ mod tests {
             segment_bytes: 40,
             max_event: 10,
         };
-        let lines: Vec<(i64, Source, String)> = (0..30).map(|i| (i, Source::Stdout, format!("m{i:02}"))).collect();
+        let lines: Vec<(i64, Source, String)> = (0..30).map(|i| (i, Source::Model, format!("m{i:02}"))).collect();
         let refs: Vec<(i64, Source, &str)> = lines.iter().map(|(t, s, m)| (*t, *s, m.as_str())).collect();
         write(dir, &refs[..10], limits);
         let all: Vec<Event> = Cursor::open(dir, Position::ORIGIN).collect();
@@ -620,13 +627,13 @@ mod tests {
     fn a_record_being_written_is_read_once_it_is_whole() {
         let t = tempfile::tempdir().unwrap();
         let seg = t.path().join(format::segment_file(1));
-        std::fs::write(&seg, b"1 o one\n2 o tw").unwrap();
+        std::fs::write(&seg, b"1 m one\n2 m tw").unwrap();
         let mut c = Cursor::open(t.path(), Position::ORIGIN);
         assert_eq!(c.next_event().unwrap().message, "one");
         assert!(c.next_event().is_none());
         let at = c.position();
         assert_eq!(at, Position { seq: 1, offset: 8 });
-        std::fs::write(&seg, b"1 o one\n2 o two\n").unwrap();
+        std::fs::write(&seg, b"1 m one\n2 m two\n").unwrap();
         assert_eq!(Cursor::open(t.path(), at).next_event().unwrap().message, "two");
         assert_eq!(last_timestamp(&seg), Some(2));
     }
