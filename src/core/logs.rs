@@ -40,6 +40,46 @@ pub fn stream_name(variant: &str, instance_id: &str) -> String {
     format!("{variant}/{instance_id}")
 }
 
+/// How many of a failed instance's last log lines its event and the endpoint's
+/// `FailureReason` quote.
+pub const QUOTED_LINES: usize = 5;
+/// The most characters of one quoted line (longer ones are cut, marked with `…`).
+const QUOTED_LINE_CHARS: usize = 160;
+/// The most characters of all quoted lines together (older lines go first), so that a
+/// `FailureReason` with its quote stays within AWS's 1024 characters.
+const QUOTED_CHARS: usize = 520;
+
+/// Where an instance's log is and what it said last, for the message of its failure:
+/// `Last lines of its log stream <stream> in log group <group>: "..." / "..."`, at most
+/// [`QUOTED_LINES`] lines, each quoted (escaped as Rust strings are) and bounded.
+pub fn quote_tail(endpoint: &str, variant: &str, instance_id: &str, lines: &[String]) -> String {
+    let place = format!(
+        "log stream {} in log group {}",
+        stream_name(variant, instance_id),
+        group_name(endpoint)
+    );
+    let mut quoted: Vec<String> = lines
+        .iter()
+        .rev()
+        .take(QUOTED_LINES)
+        .map(|l| {
+            let l = l.trim_end();
+            match l.char_indices().nth(QUOTED_LINE_CHARS) {
+                Some((cut, _)) => format!("{:?}", format!("{}…", &l[..cut])),
+                None => format!("{l:?}"),
+            }
+        })
+        .collect();
+    while quoted.len() > 1 && quoted.iter().map(|q| q.chars().count() + 3).sum::<usize>() > QUOTED_CHARS {
+        quoted.pop();
+    }
+    if quoted.is_empty() {
+        return format!("It wrote nothing to its {place}.");
+    }
+    quoted.reverse();
+    format!("Last lines of its {place}: {}", quoted.join(" / "))
+}
+
 /// The longest filter pattern AWS takes.
 pub const MAX_PATTERN_CHARS: usize = 1024;
 
@@ -227,6 +267,27 @@ mod tests {
         assert_eq!(endpoint_of_group("/aws/sagemaker/Endpoints/a/b"), None);
         assert_eq!(endpoint_of_group("/aws/lambda/web"), None);
         assert_eq!(stream_name("AllTraffic", "i-1"), "AllTraffic/i-1");
+    }
+
+    #[test]
+    fn failures_quote_the_last_lines_bounded() {
+        let lines: Vec<String> = (1..=8).map(|i| format!("line {i} \"quoted\"")).collect();
+        let q = quote_tail("web", "AllTraffic", "i-1", &lines);
+        assert_eq!(
+            q,
+            "Last lines of its log stream AllTraffic/i-1 in log group /aws/sagemaker/Endpoints/web: \
+             \"line 4 \\\"quoted\\\"\" / \"line 5 \\\"quoted\\\"\" / \"line 6 \\\"quoted\\\"\" / \
+             \"line 7 \\\"quoted\\\"\" / \"line 8 \\\"quoted\\\"\""
+        );
+        assert_eq!(
+            quote_tail("web", "v", "i-1", &[]),
+            "It wrote nothing to its log stream v/i-1 in log group /aws/sagemaker/Endpoints/web."
+        );
+        let long: Vec<String> = (0..5).map(|i| format!("{i}{}", "é".repeat(1000))).collect();
+        let q = quote_tail("web", "v", "i-1", &long);
+        assert!(q.chars().count() < 700, "{}", q.chars().count());
+        assert!(q.ends_with("…\""), "the newest line is kept, cut: {q}");
+        assert!(q.contains("\"4é"), "{q}");
     }
 
     #[test]

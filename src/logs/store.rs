@@ -304,22 +304,73 @@ impl Iterator for Cursor {
 }
 
 /// The last `n` lines the model wrote (stdout and stderr, not spillway's notices) to the stream
-/// in `dir`, oldest first.
+/// in `dir`, oldest first. Read from the end of the newest segments, a growing window at a time,
+/// so it costs about what it returns whatever the stream's size.
 pub fn tail(dir: &Path, n: usize) -> Vec<Event> {
+    let mut out: Vec<Event> = Vec::new();
     if n == 0 {
+        return out;
+    }
+    for seq in format::segments(dir).unwrap_or_default().into_iter().rev() {
+        let mut found = tail_of_segment(&dir.join(format::segment_file(seq)), seq, n - out.len());
+        found.append(&mut out);
+        out = found;
+        if out.len() >= n {
+            break;
+        }
+    }
+    out
+}
+
+/// The last `n` model lines of one segment, oldest first.
+fn tail_of_segment(path: &Path, seq: u64, n: usize) -> Vec<Event> {
+    let Ok(mut f) = File::open(path) else { return vec![] };
+    let Ok(len) = f.metadata().map(|m| m.len()) else {
         return vec![];
-    }
-    let mut last = VecDeque::with_capacity(n);
-    for e in Cursor::open(dir, Position::ORIGIN) {
-        if e.source == Source::Spillway {
-            continue;
+    };
+    let mut window: u64 = 16 << 10;
+    loop {
+        let start = len.saturating_sub(window);
+        let mut buf = Vec::new();
+        if f.seek(SeekFrom::Start(start)).is_err() || (&mut f).take(len - start).read_to_end(&mut buf).is_err() {
+            return vec![];
         }
-        if last.len() == n {
-            last.pop_front();
+        // Whole records only: after the first newline unless the window starts the file, up to
+        // the last newline.
+        let first = if start == 0 {
+            0
+        } else {
+            match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                None => buf.len(),
+            }
+        };
+        let end = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let mut events = Vec::new();
+        let mut offset = start + first as u64;
+        if first < end {
+            for line in buf[first..end - 1].split(|b| *b == b'\n') {
+                let at = Position { seq, offset };
+                offset += line.len() as u64 + 1;
+                if let Some((timestamp, source, message)) = format::decode(line)
+                    && source != Source::Spillway
+                {
+                    events.push(Event {
+                        position: at,
+                        next: Position { seq, offset },
+                        timestamp,
+                        source,
+                        message: String::from_utf8_lossy(message).into_owned(),
+                    });
+                }
+            }
         }
-        last.push_back(e);
+        if events.len() >= n || start == 0 {
+            let skip = events.len().saturating_sub(n);
+            return events.split_off(skip);
+        }
+        window *= 4;
     }
-    last.into()
 }
 
 /// What a retention sweep removed.
@@ -584,6 +635,7 @@ mod tests {
         }
         let tail: Vec<String> = store.tail("web", "i-b", 1).into_iter().map(|e| e.message).collect();
         assert_eq!(tail, ["world"]);
+        assert!(store.tail("web", "..", 1).is_empty());
     }
 
     #[test]
@@ -621,6 +673,34 @@ mod tests {
         let oldest = Cursor::open(dir, Position::ORIGIN).next_event().unwrap();
         assert_eq!(Cursor::open(dir, all[0].position).next_event().unwrap(), oldest);
         assert!(format::segments(dir).unwrap().len() as u64 <= format::SEGMENTS);
+    }
+
+    #[test]
+    fn tails_are_the_last_model_lines_across_segments_whatever_their_size() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        let limits = Limits {
+            segment_bytes: 100_000,
+            max_event: 40_000,
+        };
+        let mut lines: Vec<(i64, Source, String)> = (0..3000)
+            .map(|i| (i, Source::Model, format!("line {i} {}", "z".repeat(i as usize % 50))))
+            .collect();
+        lines.push((3000, Source::Spillway, "a notice".into()));
+        lines.push((3001, Source::Model, "y".repeat(30_000)));
+        lines.push((3002, Source::Model, "the end".into()));
+        let refs: Vec<(i64, Source, &str)> = lines.iter().map(|(t, s, m)| (*t, *s, m.as_str())).collect();
+        write(dir, &refs, limits);
+        assert!(format::segments(dir).unwrap().len() > 1);
+        let all: Vec<Event> = Cursor::open(dir, Position::ORIGIN)
+            .filter(|e| e.source == Source::Model)
+            .collect();
+        for n in [1, 2, 3, 5, 60, 2000, 5000] {
+            let want = &all[all.len().saturating_sub(n)..];
+            assert_eq!(tail(dir, n), want, "n = {n}");
+        }
+        assert!(tail(dir, 0).is_empty());
+        assert!(tail(&dir.join("missing"), 3).is_empty());
     }
 
     #[test]
