@@ -71,16 +71,17 @@ impl SegmentWriter {
         }
         self.seq += 1;
         self.len = 0;
+        // Room first, so that there are never more than SEGMENTS files.
+        self.prune(format::SEGMENTS as usize - 1);
         let path = self.dir.join(format::segment_file(self.seq));
         self.file = Some(OpenOptions::new().append(true).create_new(true).open(path)?);
-        self.prune();
         Ok(())
     }
 
-    /// Deletes the oldest segments beyond [`format::SEGMENTS`].
-    fn prune(&self) {
+    /// Deletes the oldest segments beyond `keep`.
+    fn prune(&self, keep: usize) {
         let Ok(segs) = format::segments(&self.dir) else { return };
-        let extra = segs.len().saturating_sub(format::SEGMENTS as usize);
+        let extra = segs.len().saturating_sub(keep);
         for seq in &segs[..extra] {
             let _ = std::fs::remove_file(self.dir.join(format::segment_file(*seq)));
         }
