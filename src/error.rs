@@ -60,6 +60,11 @@ pub enum ErrorCode {
     InvalidEventCategoryException,
     /// CloudTrail: the audit trail is off (`[audit] enabled = false`) (400).
     OperationNotPermittedException,
+    /// CloudWatch Logs: no such log group or log stream (400).
+    ResourceNotFoundException,
+    /// CloudWatch Logs: a parameter is specified incorrectly (a bad token, a filter pattern
+    /// spillway does not take, a value out of range, parameters that exclude each other) (400).
+    InvalidParameterException,
     /// Runtime: bad input, unknown endpoint or variant, payload too large; IAM and STS: a
     /// member that breaks its constraint (400).
     ValidationError,
@@ -134,6 +139,8 @@ impl ErrorCode {
         Self::InvalidNextTokenException,
         Self::InvalidEventCategoryException,
         Self::OperationNotPermittedException,
+        Self::ResourceNotFoundException,
+        Self::InvalidParameterException,
         Self::ValidationError,
         Self::ModelError,
         Self::ServiceUnavailable,
@@ -180,6 +187,8 @@ impl ErrorCode {
             Self::InvalidNextTokenException => "InvalidNextTokenException",
             Self::InvalidEventCategoryException => "InvalidEventCategoryException",
             Self::OperationNotPermittedException => "OperationNotPermittedException",
+            Self::ResourceNotFoundException => "ResourceNotFoundException",
+            Self::InvalidParameterException => "InvalidParameterException",
             Self::ValidationError => "ValidationError",
             Self::ModelError => "ModelError",
             Self::ServiceUnavailable => "ServiceUnavailable",
@@ -238,6 +247,8 @@ impl ErrorCode {
             | Self::InvalidNextTokenException
             | Self::InvalidEventCategoryException
             | Self::OperationNotPermittedException
+            | Self::ResourceNotFoundException
+            | Self::InvalidParameterException
             | Self::ValidationError
             | Self::MalformedPolicyDocument
             | Self::InvalidInput

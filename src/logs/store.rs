@@ -719,6 +719,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // Files' modification times are the wall clock's.
     fn sweeps_remove_ended_streams_after_retention_and_then_their_group() {
         let t = tempfile::tempdir().unwrap();
         let store = LogStore::open(t.path()).unwrap();

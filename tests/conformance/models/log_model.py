@@ -2,8 +2,9 @@
 
 Usage (as a model's PrimaryContainer.Image): "<python> log_model.py MODE [ARG]"
 
-- serve: prints a few start-up lines (stdout and stderr), then answers GET /ping and POST
-  /invocations (a JSON echo) and prints "invoked: <body>" to stdout for each invocation.
+- serve [N]: prints a few start-up lines (stdout and stderr) and N numbered ones
+  ("startup line 0000", ...), then answers GET /ping and POST /invocations (a JSON echo) and
+  prints "invoked: <body>" to stdout for each invocation.
 - crash: prints start-up lines, a traceback-like block to stderr ending in
   "RuntimeError: CUDA out of memory", and exits 3 without ever listening.
 - chatty [BYTES]: serves like `serve`, and a thread prints numbered lines of about BYTES bytes
@@ -34,6 +35,10 @@ def err(line):
 out(f"model starting on port {port} (instance {instance})")
 err("stderr: loading weights from /opt/ml/model")
 out("loaded 3 shards")
+
+if mode == "serve" and len(sys.argv) > 2:
+    for i in range(int(sys.argv[2])):
+        (out if i % 2 == 0 else err)(f"startup line {i:04d}")
 
 if mode == "crash":
     err("Traceback (most recent call last):")
