@@ -607,7 +607,9 @@ async fn slurm_provider_conforms() {
     models_start_with_the_original_open_file_limit(&p, &SLURM).await;
     slurm_a_launch_cut_off_leaves_no_job().await;
     let (_t, logs_dir) = data_dir();
-    let logged = SlurmProvider::new(&logs_dir, &cfg).with_logs(log_settings(&logs_dir));
+    let logged = SlurmProvider::new(&logs_dir, &cfg)
+        .with_logs(log_settings(&logs_dir))
+        .with_spillway_binary(env!("CARGO_BIN_EXE_spillway"));
     output_is_captured(&logged, &SLURM, &logs_dir).await;
 }
 

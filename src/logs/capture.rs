@@ -21,6 +21,9 @@ use super::format::{self, Limits, Source};
 /// The most bytes of records waiting for the writer; beyond it lines are dropped.
 pub const QUEUE_BYTES: usize = 4 << 20;
 
+/// How long the end of a capture waits for the writer to write what is queued.
+pub const WRITE_WAIT: Duration = Duration::from_secs(5);
+
 /// How a batch of records failed to be written: how many of them were not, and why.
 #[derive(Debug)]
 pub struct WriteError {
@@ -40,8 +43,8 @@ pub trait Sink: Send + 'static {
 }
 
 /// A stream's segments, written: records are appended to the current segment; when one would
-/// not fit, the segment is closed (synced), a new one started and the oldest deleted so that at
-/// most [`format::SEGMENTS`] remain. A new writer always starts a new segment, so a record cut
+/// not fit, the segment is closed, the oldest deleted and a new one started, so that at most
+/// [`format::SEGMENTS`] exist at any time. A new writer always starts a new segment, so a record cut
 /// off by a crash is never followed by another in the same file.
 pub struct SegmentWriter {
     dir: PathBuf,
@@ -66,9 +69,9 @@ impl SegmentWriter {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        if let Some(f) = self.file.take() {
-            let _ = f.sync_data();
-        }
+        // Not synced: a chatty model rotates many times a second, and what the page cache holds
+        // survives any process's crash; the last segment is synced when the capture ends.
+        self.file = None;
         self.seq += 1;
         self.len = 0;
         // Room first, so that there are never more than SEGMENTS files.
@@ -283,8 +286,9 @@ impl Capture {
     }
 
     /// Ends the capture: waits up to `wait` for every pipe to end (a process that survived
-    /// SIGKILL may hold one open forever), writes what was queued (waiting up to `wait` again
-    /// for the writer), and marks the stream ended with `status` (the `ended` file).
+    /// SIGKILL may hold one open forever), writes what was queued (waiting up to
+    /// [`WRITE_WAIT`] for the writer, whose queue holds at most [`QUEUE_BYTES`]), and marks the
+    /// stream ended with `status` (the `ended` file).
     pub fn finish(mut self, wait: Duration, status: &str) {
         {
             let q = self.shared.lock();
@@ -298,7 +302,7 @@ impl Capture {
         self.shared.lock().closed = true;
         self.shared.bell.notify_all();
         if let Some(w) = self.writer.take() {
-            let _ = w.recv_timeout(wait);
+            let _ = w.recv_timeout(WRITE_WAIT);
         }
         // Readers still blocked on a pipe are left to the process's exit.
         self.readers.retain(|h| !h.is_finished());

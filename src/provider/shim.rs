@@ -19,8 +19,8 @@
 //!   both are one pipe read by a thread of the shim, every line stamped and appended to the
 //!   instance's log stream, bounded by `--log-max-bytes` and rotated; a line that cannot be
 //!   written in time is dropped and counted, never waited for. Its own messages go to the stream
-//!   too. When the model is gone it waits (2 s at most) for the pipes to end, writes what is
-//!   left and marks the stream ended, before it writes the status and exits.
+//!   too. When the model is gone it waits (2 s at most) for the pipe to end, writes what is
+//!   left (5 s at most) and marks the stream ended, before it writes the status and exits.
 //!
 //! It is not in the data path: requests go straight to the model's port. It blocks its signals
 //! and waits on a `signalfd`, so it costs nothing between events (its log threads, started after

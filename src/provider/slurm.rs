@@ -246,6 +246,8 @@ struct Inner {
     uid: String,
     /// Where instances' output is captured (`None`: into files of the instance directory).
     logs: Option<crate::logs::Settings>,
+    /// The spillway binary that runs the shim (`None`: this process's executable).
+    spillway: Option<PathBuf>,
     state: Mutex<State>,
 }
 
@@ -737,7 +739,11 @@ impl Inner {
                     exec: false,
                     argv: wrapper,
                 };
-                let mut c = tokio::process::Command::new(super::local::spillway_exe()?);
+                let spillway = match &self.spillway {
+                    Some(p) => p.clone(),
+                    None => super::local::spillway_exe()?,
+                };
+                let mut c = tokio::process::Command::new(spillway);
                 c.arg(super::shim::SUBCOMMAND).args(shim.to_args());
                 c
             }
@@ -808,13 +814,18 @@ impl Inner {
                         }
                     }
                     if let Ok(Some(status)) = child.try_wait() {
-                        // The shim has written srun's last lines before it exited.
+                        // The shim has written srun's last lines before it exited (or, when
+                        // the shim itself failed, its own messages to shim.log).
                         let err = match &log_dir {
-                            Some(d) => crate::logs::store::tail(d, 5)
-                                .into_iter()
-                                .map(|e| e.message)
-                                .collect::<Vec<_>>()
-                                .join("\n"),
+                            Some(d) => {
+                                let tail: Vec<String> =
+                                    crate::logs::store::tail(d, 5).into_iter().map(|e| e.message).collect();
+                                if tail.is_empty() {
+                                    std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default()
+                                } else {
+                                    tail.join("\n")
+                                }
+                            }
                             None => std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default(),
                         };
                         return Err(LaunchError::Failed(format!(
@@ -1091,6 +1102,7 @@ impl SlurmProvider {
                 ports: cfg.ports().ok().flatten(),
                 uid: current_uid(),
                 logs: None,
+                spillway: None,
                 state: Mutex::new(State::default()),
             }),
         }
@@ -1101,6 +1113,15 @@ impl SlurmProvider {
     pub fn with_logs(mut self, logs: crate::logs::Settings) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.logs = Some(logs);
+        }
+        self
+    }
+
+    /// Runs shims with this spillway binary rather than the running executable (tests, whose
+    /// executable is a test harness).
+    pub fn with_spillway_binary(mut self, path: impl Into<PathBuf>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.spillway = Some(path.into());
         }
         self
     }
