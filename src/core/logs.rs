@@ -46,30 +46,44 @@ pub const QUOTED_LINES: usize = 5;
 /// The most characters of one quoted line (longer ones are cut, marked with `…`).
 const QUOTED_LINE_CHARS: usize = 160;
 /// The most characters of all quoted lines together (older lines go first), so that a
-/// `FailureReason` with its quote stays within AWS's 1024 characters.
-const QUOTED_CHARS: usize = 520;
+/// `FailureReason` with its quote stays within AWS's 1024 characters whatever the names.
+const QUOTED_CHARS: usize = 440;
+
+/// A line in double quotes: `"` and `\` escaped with a backslash, control characters (tabs,
+/// carriage returns, escape sequences) as spaces, at most [`QUOTED_LINE_CHARS`] characters of
+/// it (then `…`).
+fn quote_line(line: &str) -> String {
+    let line = line.trim_end();
+    let mut out = String::with_capacity(line.len() + 2);
+    out.push('"');
+    for (i, c) in line.chars().enumerate() {
+        if i == QUOTED_LINE_CHARS {
+            out.push('…');
+            break;
+        }
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
 
 /// Where an instance's log is and what it said last, for the message of its failure:
 /// `Last lines of its log stream <stream> in log group <group>: "..." / "..."`, at most
-/// [`QUOTED_LINES`] lines, each quoted (escaped as Rust strings are) and bounded.
+/// [`QUOTED_LINES`] lines, each quoted and bounded, the newest kept.
 pub fn quote_tail(endpoint: &str, variant: &str, instance_id: &str, lines: &[String]) -> String {
     let place = format!(
         "log stream {} in log group {}",
         stream_name(variant, instance_id),
         group_name(endpoint)
     );
-    let mut quoted: Vec<String> = lines
-        .iter()
-        .rev()
-        .take(QUOTED_LINES)
-        .map(|l| {
-            let l = l.trim_end();
-            match l.char_indices().nth(QUOTED_LINE_CHARS) {
-                Some((cut, _)) => format!("{:?}", format!("{}…", &l[..cut])),
-                None => format!("{l:?}"),
-            }
-        })
-        .collect();
+    let mut quoted: Vec<String> = lines.iter().rev().take(QUOTED_LINES).map(|l| quote_line(l)).collect();
     while quoted.len() > 1 && quoted.iter().map(|q| q.chars().count() + 3).sum::<usize>() > QUOTED_CHARS {
         quoted.pop();
     }
@@ -285,9 +299,20 @@ mod tests {
         );
         let long: Vec<String> = (0..5).map(|i| format!("{i}{}", "é".repeat(1000))).collect();
         let q = quote_tail("web", "v", "i-1", &long);
-        assert!(q.chars().count() < 700, "{}", q.chars().count());
+        assert!(q.chars().count() < 560, "{}", q.chars().count());
         assert!(q.ends_with("…\""), "the newest line is kept, cut: {q}");
         assert!(q.contains("\"4é"), "{q}");
+        assert_eq!(quote_line("a\tb\u{1b}[31mc\r"), "\"a b [31mc\"");
+        // The worst case: the longest names and lines that double when escaped.
+        let name = "n".repeat(63);
+        let worst: Vec<String> = (0..5).map(|_| "\"".repeat(1000)).collect();
+        let reason = format!(
+            "The primary container for production variant {name} did not pass the ping health check: \
+             the container process exited with signal: 9 (SIGKILL) before passing the ping health check \
+             (instance i-0123456789abcdef0 of type ml.p4de.24xlarge). {}",
+            quote_tail(&name, &name, "i-0123456789abcdef0", &worst)
+        );
+        assert!(reason.chars().count() <= 1024, "{}", reason.chars().count());
     }
 
     #[test]

@@ -495,6 +495,23 @@ def test_logs_outlive_the_endpoint_until_their_retention(start_server):
     assert "ready to serve" in messages(logs, "stays", staying)
 
 
+def test_an_adopted_instance_keeps_its_stream_across_a_crash_of_spillway(start_server):
+    server = start_server()
+    deploy_logged(server, "kept", "serve")
+    (stream,) = streams_of(server, "kept")
+    wait_for_line(server.client("logs"), "kept", stream, "ready to serve")
+    spw.invoke(server.rt, "kept", "before the crash")
+    wait_for_line(server.client("logs"), "kept", stream, "invoked: before the crash")
+    server.sigkill()  # the instance's shim and model go on, and so does its capture
+    server.restart()
+    spw.wait_in_service(server.sm, "kept")
+    assert streams_of(server, "kept") == [stream], "the instance was adopted, not replaced"
+    spw.invoke(server.rt, "kept", "after the restart")
+    msgs = wait_for_line(server.client("logs"), "kept", stream, "invoked: after the restart")
+    assert msgs.index("invoked: before the crash") < msgs.index("invoked: after the restart")
+    assert msgs.count("ready to serve") == 1
+
+
 # --------------------------------------------------------------------------------------------
 # tokens, permissions, audit
 
