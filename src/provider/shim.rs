@@ -151,8 +151,9 @@ pub fn run(opts: &ShimOptions) -> i32 {
     }
 }
 
-/// How long the shim waits, once the model is gone, for its output pipes to end and for the
-/// last lines to be written.
+/// How long the shim waits, once the model is gone, for its output pipe to end (a process that
+/// survived SIGKILL may hold it open); the writer then has up to
+/// [`crate::logs::capture::WRITE_WAIT`] for the last lines.
 const LOG_DRAIN: Duration = Duration::from_secs(2);
 
 /// Where the shim's own messages also go: the instance's log stream, when it captures one.
