@@ -355,6 +355,35 @@ def test_the_aws_cli_reads_the_logs(server):
     assert rc != 0 and "ResourceNotFoundException" in err
 
 
+def test_the_sdks_log_helpers_read_every_stream(server, monkeypatch):
+    """The SageMaker SDK's own readers: `sagemaker.logs.multi_stream_iter` (behind the
+    `Session().logs_for_*` helpers: GetLogEvents from the head with tokens until a page is empty)
+    and sagemaker-core's `MultiLogStreamHandler` (DescribeLogStreams by prefix, then
+    GetLogEvents with each stream's forward token, again and again)."""
+    import types
+
+    import sagemaker.logs
+    from sagemaker_core.main import logs as core_logs
+
+    logs = server.client("logs")
+    deploy_logged(server, "helpers", "serve", 30, count=2)
+    streams = streams_of(server, "helpers")
+    whole = {s: wait_for_line(logs, "helpers", s, "ready to serve") for s in streams}
+    got = list(sagemaker.logs.multi_stream_iter(logs, group("helpers"), streams))
+    assert {s: [e["message"] for i, e in got if streams[i] == s] for s in streams} == whole
+    stamps = [e["timestamp"] for _, e in got]
+    assert stamps == sorted(stamps), "interleaved by timestamp"
+
+    monkeypatch.setattr(core_logs, "CloudWatchLogsClient", lambda: types.SimpleNamespace(client=logs))
+    handler = core_logs.MultiLogStreamHandler(group("helpers"), "AllTraffic", expected_stream_count=2)
+    assert handler.ready()
+    first = list(handler.get_latest_log_events())
+    assert {s: [e["message"] for n, e in first if n == s] for s in streams} == whole
+    spw.invoke(server.rt, "helpers", "one more")
+    spw.poll(lambda: any("invoked: one more" in messages(logs, "helpers", s) for s in streams), what="the new line")
+    assert [e["message"] for _, e in handler.get_latest_log_events()] == ["invoked: one more"]
+
+
 # --------------------------------------------------------------------------------------------
 # the failure path
 
