@@ -51,12 +51,13 @@ use crate::logs::store::{Cursor, Event, LogStore, StreamInfo};
 pub const TARGET_PREFIX: &str = "Logs_20140328";
 
 crate::operations! {
-    /// The CloudWatch Logs operations spillway implements. `DescribeLogGroups` is authorized on
-    /// `*`; the others on the log group's ARN (`arn:aws:logs:<region>:<account>:log-group:<name>`)
-    /// and `GetLogEvents` on the stream's (`…:log-group:<name>:log-stream:<stream>`), as IAM
-    /// documents them.
+    /// The CloudWatch Logs operations spillway implements, authorized as AWS does: on the log
+    /// group's ARN (`arn:aws:logs:<region>:<account>:log-group:<name>`), `GetLogEvents` on the
+    /// stream's (`…:log-group:<name>:log-stream:<stream>`), and `DescribeLogGroups`, which lists
+    /// every group, on `arn:aws:logs:<region>:<account>:log-group::log-stream:` (the ARN AWS's
+    /// refusals name: `*` and `…:log-group:*` allow it, a policy on some groups does not).
     pub(crate) enum LogsOp: "logs" {
-        DescribeLogGroups(DescribeLogGroupsInput) => any,
+        DescribeLogGroups(DescribeLogGroupsInput) => arn |_i, a| Resource::Arn(a.log_stream("", "")),
         DescribeLogStreams(DescribeLogStreamsInput) => arn |i, a| group_resource(a, i.log_group_name.as_deref(), i.log_group_identifier.as_deref()),
         GetLogEvents(GetLogEventsInput) => arn |i, a| Resource::Arn(a.log_stream(&named_group(i.log_group_name.as_deref(), i.log_group_identifier.as_deref()), &i.log_stream_name)),
         FilterLogEvents(FilterLogEventsInput) => arn |i, a| group_resource(a, i.log_group_name.as_deref(), i.log_group_identifier.as_deref()),
@@ -834,7 +835,11 @@ mod tests {
         };
         let g = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/e";
         let cases = [
-            ("DescribeLogGroups", "{}", "*".to_string()),
+            (
+                "DescribeLogGroups",
+                "{}",
+                "arn:aws:logs:us-east-1:123456789012:log-group::log-stream:".to_string(),
+            ),
             (
                 "DescribeLogStreams",
                 r#"{"logGroupName": "/aws/sagemaker/Endpoints/e"}"#,

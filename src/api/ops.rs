@@ -308,7 +308,11 @@ mod tests {
             "logs",
             crate::api::logs::LogsOp::NAMES,
             &[
-                ("DescribeLogGroups", json!({}), "*"),
+                (
+                    "DescribeLogGroups",
+                    json!({}),
+                    "arn:aws:logs:eu-west-1:111122223333:log-group::log-stream:",
+                ),
                 ("DescribeLogStreams", json!({"logGroupName": g}), &group),
                 (
                     "GetLogEvents",

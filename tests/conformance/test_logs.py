@@ -626,7 +626,16 @@ def test_every_logs_call_needs_logs_permissions_and_is_in_the_audit_trail(server
     assert "ready to serve" in [e["message"] for e in reader.get_log_events(logGroupName=group("guarded"), logStreamName=stream)["events"]]
     assert reader.filter_log_events(logGroupName=group("guarded"), filterPattern="ready")["events"]
     assert error(reader.filter_log_events, logGroupName=group("other"))[0] == "AccessDeniedException"
-    assert error(reader.describe_log_groups)[0] == "AccessDeniedException"
+    # Listing groups is authorized on the ARN AWS names for it: a policy on some groups does not
+    # allow it, one on every group does.
+    code, msg = error(reader.describe_log_groups)
+    assert code == "AccessDeniedException"
+    assert f"on resource: arn:aws:logs:{spw.REGION}:{spw.ACCOUNT}:log-group::log-stream: " in msg, msg
+    lister = server.client("logs", keys=make_user(server, "lister", {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "logs:DescribeLogGroups", "Resource": "arn:aws:logs:*:*:log-group:*"}],
+    }))
+    assert [g["logGroupName"] for g in lister.describe_log_groups()["logGroups"]] == [group("guarded"), group("other")]
 
     # Every call, allowed or refused, is a read-only record of logs.amazonaws.com.
     ct = server.client("cloudtrail")
@@ -638,6 +647,7 @@ def test_every_logs_call_needs_logs_permissions_and_is_in_the_audit_trail(server
         assert ("sm-only", op, "AccessDeniedException") in seen, (op, seen)
     for op in ("DescribeLogStreams", "GetLogEvents", "FilterLogEvents"):
         assert ("reader", op, None) in seen, (op, seen)
+    assert ("lister", "DescribeLogGroups", None) in seen
     assert all(r["readOnly"] is True and r["eventSource"] == "logs.amazonaws.com" for r in records)
     get = next(r for r in records if r["eventName"] == "GetLogEvents" and r.get("errorCode") is None)
     assert get["requestParameters"]["logStreamName"] == stream
