@@ -66,6 +66,34 @@ pub struct Config {
     pub auth: AuthConfig,
     /// What models may run.
     pub models: ModelsConfig,
+    /// Model logs (each instance's stdout and stderr, read as CloudWatch Logs).
+    pub logs: LogsConfig,
+}
+
+/// `[logs]`: the capture of every instance's stdout and stderr (`<data_dir>/logs`, read with
+/// CloudWatch Logs' `DescribeLogGroups`, `DescribeLogStreams`, `GetLogEvents`,
+/// `FilterLogEvents`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// The most bytes one instance's log stream keeps on disk (default 16 MiB, at least 64 KiB):
+    /// four segments of a quarter each, the oldest deleted when a new one starts.
+    pub max_bytes_per_instance: u64,
+    /// Seconds a stream is kept after its instance is gone (default 259200, three days; 1 to
+    /// 31536000). The streams of running instances are never deleted.
+    pub retention_seconds: u64,
+}
+
+/// `[logs] max_bytes_per_instance` by default: 16 MiB.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 16 << 20;
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes_per_instance: DEFAULT_LOG_MAX_BYTES,
+            retention_seconds: 3 * 86_400,
+        }
+    }
 }
 
 /// `[auth]`: how requests are authenticated (see `docs/security.md`).
@@ -258,6 +286,7 @@ impl Default for Config {
             allowed_hosts: vec![],
             auth: AuthConfig::default(),
             models: ModelsConfig::default(),
+            logs: LogsConfig::default(),
         }
     }
 }
@@ -737,6 +766,18 @@ impl Config {
                 self.audit.retention_days
             )));
         }
+        if !(64 << 10..=1 << 40).contains(&self.logs.max_bytes_per_instance) {
+            return Err(ConfigError::Invalid(format!(
+                "logs.max_bytes_per_instance = {}: expected 65536 (64 KiB) to 1099511627776 (1 TiB)",
+                self.logs.max_bytes_per_instance
+            )));
+        }
+        if !(1..=365 * 86_400).contains(&self.logs.retention_seconds) {
+            return Err(ConfigError::Invalid(format!(
+                "logs.retention_seconds = {}: expected 1 to 31536000 (365 days)",
+                self.logs.retention_seconds
+            )));
+        }
         if self.account_id.len() != 12 || !self.account_id.chars().all(|c| c.is_ascii_digit()) {
             return Err(ConfigError::Invalid(format!(
                 "account_id = {:?}: must be 12 digits",
@@ -756,6 +797,25 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert!(c.listen.ip().is_loopback());
         assert_eq!(c.provider.kind, "local");
+    }
+
+    #[test]
+    fn log_bounds_and_retention_are_checked() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(
+            (c.logs.max_bytes_per_instance, c.logs.retention_seconds),
+            (16 << 20, 259_200)
+        );
+        let c = Config::parse("[logs]\nmax_bytes_per_instance = 65536\nretention_seconds = 2\n").unwrap();
+        assert_eq!((c.logs.max_bytes_per_instance, c.logs.retention_seconds), (65536, 2));
+        for bad in [
+            "[logs]\nmax_bytes_per_instance = 1000\n",
+            "[logs]\nretention_seconds = 0\n",
+            "[logs]\nretention_seconds = 40000000\n",
+            "[logs]\nkeep = 1\n",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// Application Auto Scaling: no such scalable target or policy (400).
     ObjectNotFoundException,
-    /// Application Auto Scaling's tagging operations: no resource with that ARN (400).
+    /// Application Auto Scaling's tagging operations and CloudWatch Logs: no resource with that
+    /// ARN, no such log group or log stream (400).
     ResourceNotFoundException,
     /// Application Auto Scaling: more than 50 tags on a resource (400).
     TooManyTagsException,
@@ -68,6 +69,9 @@ pub enum ErrorCode {
     InvalidEventCategoryException,
     /// CloudTrail: the audit trail is off (`[audit] enabled = false`) (400).
     OperationNotPermittedException,
+    /// CloudWatch Logs: a parameter is specified incorrectly (a bad token, a filter pattern
+    /// spillway does not take, a value out of range, parameters that exclude each other) (400).
+    InvalidParameterException,
     /// Runtime: bad input, unknown endpoint or variant, payload too large; IAM and STS: a
     /// member that breaks its constraint (400).
     ValidationError,
@@ -146,6 +150,7 @@ impl ErrorCode {
         Self::InvalidNextTokenException,
         Self::InvalidEventCategoryException,
         Self::OperationNotPermittedException,
+        Self::InvalidParameterException,
         Self::ValidationError,
         Self::ModelError,
         Self::ServiceUnavailable,
@@ -196,6 +201,7 @@ impl ErrorCode {
             Self::InvalidNextTokenException => "InvalidNextTokenException",
             Self::InvalidEventCategoryException => "InvalidEventCategoryException",
             Self::OperationNotPermittedException => "OperationNotPermittedException",
+            Self::InvalidParameterException => "InvalidParameterException",
             Self::ValidationError => "ValidationError",
             Self::ModelError => "ModelError",
             Self::ServiceUnavailable => "ServiceUnavailable",
@@ -258,6 +264,7 @@ impl ErrorCode {
             | Self::InvalidNextTokenException
             | Self::InvalidEventCategoryException
             | Self::OperationNotPermittedException
+            | Self::InvalidParameterException
             | Self::ValidationError
             | Self::MalformedPolicyDocument
             | Self::InvalidInput

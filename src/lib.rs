@@ -14,6 +14,7 @@ pub mod core;
 pub mod dataplane;
 pub mod demo;
 pub mod error;
+pub mod logs;
 pub mod provider;
 pub mod store;
 pub mod telemetry;

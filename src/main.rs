@@ -114,8 +114,9 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        // The shim is single-threaded (it takes its signals through a signalfd, which needs them
-        // blocked in every thread): it runs before any runtime would start threads.
+        // The shim takes its signals through a signalfd, which needs them blocked in every
+        // thread: it runs before any runtime would start threads, and starts its log threads
+        // only once it has blocked them.
         Command::InstanceShim(opts) => std::process::exit(spillway::provider::shim::run(&opts)),
         Command::Audit { command } => audit(command),
         Command::BuiltinModel { name } => {

@@ -130,7 +130,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("demo", &["api", "control", "config", "auth"]),
     (
         "api",
-        &["control", "error", "core", "telemetry", "builtin", "auth", "audit"],
+        &[
+            "control",
+            "error",
+            "core",
+            "telemetry",
+            "builtin",
+            "auth",
+            "audit",
+            "logs",
+        ],
     ),
     (
         "control",
@@ -144,6 +153,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "clock",
             "auth",
             "audit",
+            "logs",
         ],
     ),
     (
@@ -152,7 +162,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("auth", &["core", "config", "clock", "error", "audit"]),
     ("audit", &["core", "config", "clock"]),
-    ("provider", &["telemetry", "config", "core"]),
+    ("provider", &["telemetry", "config", "core", "logs"]),
+    ("logs", &["core"]),
     ("error", &["store", "core"]),
     ("store", &["core"]),
     ("telemetry", &["core"]),

@@ -223,6 +223,82 @@ const LOCAL: Case = Case {
     unavailable: "ml.g6e.2xlarge",
 };
 
+/// The bound on each stream of [`output_is_captured`].
+const LOG_BOUND: u64 = 64 * 1024;
+
+fn log_settings(dir: &Path) -> spillway::logs::Settings {
+    spillway::logs::Settings {
+        root: spillway::logs::root(dir),
+        max_bytes_per_instance: LOG_BOUND,
+    }
+}
+
+/// The instance's output is captured into its log stream under `dir` (see [`log_settings`]):
+/// stdout and stderr, the last lines included and the stream marked ended with the model's
+/// status by the time the provider says the instance exited; a chatty model's stream stays
+/// within its bound and keeps the latest lines.
+async fn output_is_captured(p: &dyn CapacityProvider, case: &Case, dir: &Path) {
+    use spillway::logs::format::{Position, segment_file, segments};
+    use spillway::logs::store::Cursor;
+    let kind = p.kind();
+    let lines = |id: &str| -> Vec<String> {
+        let stream = spillway::logs::root(dir).join("conformance").join(id);
+        Cursor::open(&stream, Position::ORIGIN).map(|e| e.message).collect()
+    };
+    let image = "sh -c 'echo first; echo second >&2; echo third; echo last words >&2; exit 3'";
+    let a = match p.launch(request("i-conf-logs", case.two_slots, image)).await {
+        Ok(l) => l,
+        Err(e) => panic!("[{kind}] launch: {e:?}"),
+    };
+    let status = wait_exited(p, "i-conf-logs", &a).await;
+    assert!(status.contains("exit"), "[{kind}] {status}");
+    let got = lines("i-conf-logs");
+    let model: Vec<&str> = got
+        .iter()
+        .map(String::as_str)
+        .filter(|l| ["first", "second", "third", "last words"].contains(l))
+        .collect();
+    if kind == "local" {
+        // One pipe for both: the model's own order.
+        assert_eq!(model, ["first", "second", "third", "last words"], "{got:?}");
+    } else {
+        // srun forwards stdout and stderr separately.
+        assert_eq!(model.len(), 4, "[{kind}] {got:?}");
+    }
+    let stream = spillway::logs::root(dir).join("conformance").join("i-conf-logs");
+    let ended = std::fs::read_to_string(stream.join("ended")).expect("the stream is marked ended");
+    assert!(ended.contains('3'), "[{kind}] ended: {ended}");
+    p.terminate("i-conf-logs", &a.handle, GRACE).await;
+
+    let chatty = "sh -c 'yes 0123456789abcdef0123456789abcdef | head -n 50000; echo done'";
+    let b = p
+        .launch(request("i-conf-chatty", case.two_slots, chatty))
+        .await
+        .expect("launch");
+    wait_exited(p, "i-conf-chatty", &b).await;
+    let stream = spillway::logs::root(dir).join("conformance").join("i-conf-chatty");
+    let on_disk: u64 = segments(&stream)
+        .expect("segments")
+        .iter()
+        .map(|s| std::fs::metadata(stream.join(segment_file(*s))).expect("segment").len())
+        .sum();
+    assert!(on_disk <= LOG_BOUND, "[{kind}] {on_disk} bytes on disk");
+    let got = lines("i-conf-chatty");
+    assert_eq!(got.last().map(String::as_str), Some("done"), "[{kind}]");
+    assert!(
+        got.len() > 100 && got.len() < 50_000,
+        "[{kind}] {} lines kept",
+        got.len()
+    );
+    p.terminate("i-conf-chatty", &b.handle, GRACE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_output_is_captured_into_the_log_stream() {
+    let (_t, dir) = data_dir();
+    output_is_captured(&local(&dir).with_logs(log_settings(&dir)), &LOCAL, &dir).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_provider_conforms() {
     let (_t, dir) = data_dir();
@@ -530,6 +606,11 @@ async fn slurm_provider_conforms() {
     slurm_capacity_answers_and_failures().await;
     models_start_with_the_original_open_file_limit(&p, &SLURM).await;
     slurm_a_launch_cut_off_leaves_no_job().await;
+    let (_t, logs_dir) = data_dir();
+    let logged = SlurmProvider::new(&logs_dir, &cfg)
+        .with_logs(log_settings(&logs_dir))
+        .with_spillway_binary(env!("CARGO_BIN_EXE_spillway"));
+    output_is_captured(&logged, &SLURM, &logs_dir).await;
 }
 
 /// Slurm specifics: never-fits, the instance environment, authentication failure.

@@ -1,5 +1,6 @@
 //! The HTTP edge of the control plane: one listener serving the SageMaker control plane,
-//! Application Auto Scaling, CloudWatch reads and CloudTrail's `LookupEvents` (awsJson on
+//! Application Auto Scaling, CloudWatch reads, CloudWatch Logs reads of the model logs and
+//! CloudTrail's `LookupEvents` (awsJson on
 //! `POST /`, dispatched by the `X-Amz-Target` service prefix), IAM and STS (awsQuery: a
 //! form-encoded `POST /`, dispatched by its `Version`), the runtime's hyper-served invocations,
 //! and spillway's admin
@@ -15,6 +16,7 @@ pub mod autoscaling;
 pub mod cloudtrail;
 pub mod cloudwatch;
 pub mod iam;
+pub mod logs;
 pub mod ops;
 pub mod pagination;
 pub mod sagemaker;
@@ -41,6 +43,7 @@ use crate::error::{ApiError, AuthFamily, ErrorCode, Protocol};
 use autoscaling::AutoScalingOp;
 use cloudtrail::CloudTrailOp;
 use cloudwatch::CloudWatchOp;
+use logs::LogsOp;
 use ops::{Action, Arns, Operation, Resource};
 use sagemaker::SageMakerOp;
 
@@ -400,6 +403,8 @@ pub(crate) enum AwsOp {
     CloudWatch(CloudWatchOp),
     /// `X-Amz-Target: com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.<Op>`.
     CloudTrail(CloudTrailOp),
+    /// `X-Amz-Target: Logs_20140328.<Op>`.
+    Logs(LogsOp),
 }
 
 impl Operation for AwsOp {
@@ -409,6 +414,7 @@ impl Operation for AwsOp {
             AwsOp::AutoScaling(op) => op.name(),
             AwsOp::CloudWatch(op) => op.name(),
             AwsOp::CloudTrail(op) => op.name(),
+            AwsOp::Logs(op) => op.name(),
         }
     }
 
@@ -418,6 +424,7 @@ impl Operation for AwsOp {
             AwsOp::AutoScaling(op) => op.action(),
             AwsOp::CloudWatch(op) => op.action(),
             AwsOp::CloudTrail(op) => op.action(),
+            AwsOp::Logs(op) => op.action(),
         }
     }
 
@@ -427,6 +434,7 @@ impl Operation for AwsOp {
             AwsOp::AutoScaling(op) => op.resource(arns),
             AwsOp::CloudWatch(op) => op.resource(arns),
             AwsOp::CloudTrail(op) => op.resource(arns),
+            AwsOp::Logs(op) => op.resource(arns),
         }
     }
 
@@ -436,6 +444,7 @@ impl Operation for AwsOp {
             AwsOp::AutoScaling(op) => op.conditions(ctx),
             AwsOp::CloudWatch(op) => op.conditions(ctx),
             AwsOp::CloudTrail(op) => op.conditions(ctx),
+            AwsOp::Logs(op) => op.conditions(ctx),
         }
     }
 
@@ -445,6 +454,7 @@ impl Operation for AwsOp {
             AwsOp::AutoScaling(op) => op.also_on(arns),
             AwsOp::CloudWatch(op) => op.also_on(arns),
             AwsOp::CloudTrail(op) => op.also_on(arns),
+            AwsOp::Logs(op) => op.also_on(arns),
         }
     }
 }
@@ -499,6 +509,14 @@ fn api_of(service: &str) -> Option<Api> {
             parse: |n, b| CloudTrailOp::parse(n, b).map(|r| r.map(AwsOp::CloudTrail)),
             label: "CloudTrail",
         },
+        logs::TARGET_PREFIX => Api {
+            protocol: Protocol::AwsJson11,
+            service: "logs",
+            signing: &["logs"],
+            names: LogsOp::NAMES,
+            parse: |n, b| LogsOp::parse(n, b).map(|r| r.map(AwsOp::Logs).map_err(logs::parse_error)),
+            label: "CloudWatch Logs",
+        },
         _ => return None,
     })
 }
@@ -511,6 +529,7 @@ async fn dispatch(app: &Arc<App>, op: AwsOp) -> Result<Value, ApiError> {
         AwsOp::CloudWatch(op) if op.is_alarm() => alarms::dispatch(app, op).await,
         AwsOp::CloudWatch(op) => cloudwatch::dispatch(&app.metrics, &op, app.clock.now()),
         AwsOp::CloudTrail(op) => cloudtrail::dispatch(app.dataplane.audit.as_ref(), op).await,
+        AwsOp::Logs(op) => logs::dispatch(app, op).await,
     }
 }
 

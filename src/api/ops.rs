@@ -362,6 +362,32 @@ mod tests {
     }
 
     #[test]
+    fn logs_operations_act_on_the_group_or_stream() {
+        let g = "/aws/sagemaker/Endpoints/e";
+        let group = format!("arn:aws:logs:eu-west-1:111122223333:log-group:{g}");
+        let stream = format!("{group}:log-stream:AllTraffic/i-1");
+        check(
+            "logs",
+            crate::api::logs::LogsOp::NAMES,
+            &[
+                (
+                    "DescribeLogGroups",
+                    json!({}),
+                    "arn:aws:logs:eu-west-1:111122223333:log-group::log-stream:",
+                ),
+                ("DescribeLogStreams", json!({"logGroupName": g}), &group),
+                (
+                    "GetLogEvents",
+                    json!({"logGroupName": g, "logStreamName": "AllTraffic/i-1"}),
+                    &stream,
+                ),
+                ("FilterLogEvents", json!({"logGroupName": g}), &group),
+            ],
+            crate::api::logs::LogsOp::parse,
+        );
+    }
+
+    #[test]
     fn admin_operations_name_their_resource() {
         let events = AdminOp::ListEvents { endpoint: "E".into() };
         assert_eq!(events.action().to_string(), "spillway:ListEvents");

@@ -189,9 +189,13 @@ impl RecordResource {
     }
 
     /// The resource's name as lookups see it: the part of the ARN after the resource kind
-    /// (`arn:…:endpoint/my-endpoint` → `my-endpoint`); the ARN itself when it has no kind.
+    /// (`arn:…:endpoint/my-endpoint` → `my-endpoint`, `arn:…:log-group:/aws/x` → `/aws/x`); the
+    /// ARN itself when it has no kind.
     pub fn name(&self) -> &str {
         let tail = self.arn.splitn(6, ':').nth(5).unwrap_or(&self.arn);
+        if let Some(group) = tail.strip_prefix("log-group:") {
+            return group;
+        }
         tail.split_once('/').map_or(tail, |(_, n)| n)
     }
 }
@@ -212,6 +216,7 @@ pub fn resource_type(arn: &str) -> &'static str {
         ("iam", "role") => "AWS::IAM::Role",
         ("iam", "accesskey") => "AWS::IAM::AccessKey",
         ("application-autoscaling", _) => "AWS::ApplicationAutoScaling::ScalableTarget",
+        ("logs", "log-group") => "AWS::Logs::LogGroup",
         _ => "AWS::Unknown",
     }
 }
@@ -231,9 +236,10 @@ pub fn event_source(service: &str) -> String {
 }
 
 /// Whether CloudTrail marks an operation `readOnly`: the ones that only read (`Describe*`,
-/// `List*`, `Get*`, `Lookup*`, and the invocations, which change no resource).
+/// `List*`, `Get*`, `Lookup*`, `Filter*` (CloudWatch Logs' `FilterLogEvents`), and the
+/// invocations, which change no resource).
 pub fn is_read_only(event_name: &str) -> bool {
-    ["Describe", "List", "Get", "Lookup"]
+    ["Describe", "List", "Get", "Lookup", "Filter"]
         .iter()
         .any(|p| event_name.starts_with(p))
         || INVOCATIONS.contains(&event_name)
@@ -542,6 +548,8 @@ mod tests {
             ("ListModels", true),
             ("GetMetricData", true),
             ("LookupEvents", true),
+            ("FilterLogEvents", true),
+            ("GetLogEvents", true),
             ("InvokeEndpoint", true),
             ("CreateEndpoint", false),
             ("PutUserPolicy", false),
@@ -562,5 +570,10 @@ mod tests {
             "bob"
         );
         assert_eq!(resource_type("nonsense"), "AWS::Unknown");
+        let g = RecordResource::of_arn("arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/e");
+        assert_eq!(
+            (g.resource_type.as_str(), g.name()),
+            ("AWS::Logs::LogGroup", "/aws/sagemaker/Endpoints/e")
+        );
     }
 }

@@ -25,6 +25,7 @@ use crate::core::iam::Arns;
 use crate::core::model::RoutingStrategy;
 use crate::dataplane::DataPlane;
 use crate::dataplane::routes::RouteTable;
+use crate::logs::store::LogStore;
 use crate::provider::local::{Host, LocalProvider};
 use crate::provider::slurm::SlurmProvider;
 use crate::provider::{CapacityProvider, TrackedInstance};
@@ -51,6 +52,9 @@ pub enum StartError {
     /// The data directory's lock file cannot be used.
     #[error("cannot lock the data directory {0}: {1}")]
     Lock(String, std::io::Error),
+    /// The model logs' directory cannot be opened.
+    #[error("cannot open the model logs' directory: {0}")]
+    Logs(std::io::Error),
 }
 
 /// The data directory's lock (`<data_dir>/spillway.lock`, holding the pid): two servers on one
@@ -151,6 +155,9 @@ pub struct App {
     pub iam: IamState,
     /// Held while the server runs.
     pub data_dir_lock: DataDirLock,
+    /// The instances' logs (`<data_dir>/logs`), read by the CloudWatch Logs API and quoted in
+    /// launch failures.
+    pub logs: Arc<LogStore>,
 }
 
 impl App {
@@ -192,6 +199,11 @@ impl App {
         let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
         let lock = DataDirLock::acquire(&data_dir)?;
         let store = Store::open(&data_dir.join("spillway.db"))?;
+        let logs = Arc::new(LogStore::open(&data_dir).map_err(StartError::Logs)?);
+        let log_settings = crate::logs::Settings {
+            root: logs.root().to_path_buf(),
+            max_bytes_per_instance: cfg.logs.max_bytes_per_instance,
+        };
         let provider: Arc<dyn CapacityProvider> = if let Some(provider) = provider {
             provider
         } else if cfg.provider.kind == "slurm" {
@@ -199,7 +211,7 @@ impl App {
                 types = cfg.provider.slurm.instance_types.len(),
                 "Slurm provider: instances are Slurm jobs"
             );
-            Arc::new(SlurmProvider::new(&data_dir, &cfg.provider.slurm))
+            Arc::new(SlurmProvider::new(&data_dir, &cfg.provider.slurm).with_logs(log_settings))
         } else {
             let host = Host::detect(cfg.provider.local.gpus);
             tracing::info!(
@@ -210,7 +222,8 @@ impl App {
             );
             Arc::new(
                 LocalProvider::new(&data_dir, &cfg.provider.local, host)
-                    .with_stop_grace(Duration::from_secs(cfg.provisioning.termination_grace_seconds)),
+                    .with_stop_grace(Duration::from_secs(cfg.provisioning.termination_grace_seconds))
+                    .with_logs(log_settings),
             )
         };
         for (t, slots) in store.capacity_overrides()? {
@@ -268,8 +281,10 @@ impl App {
             identities,
             iam,
             data_dir_lock: lock,
+            logs,
         });
         app.recover().await?;
+        tokio::spawn(sweep_logs(app.clone()));
         tokio::spawn(sample_fleet(app.clone()));
         tokio::spawn(sample_usage(app.clone()));
         tokio::spawn(crate::control::autoscaler::run(app.clone()));
@@ -428,6 +443,51 @@ impl App {
             {
                 tracing::error!(%err, instance = %id, "cannot forget stopped instance");
             }
+        }
+    }
+}
+
+/// Deletes model logs past their retention (`[logs] retention_seconds` after their instance is
+/// gone; `LogStore::sweep`), every quarter of the retention (at least every second, at most every
+/// minute), on a blocking thread. The instances the store tracks and the live endpoints' groups
+/// are kept whatever their age.
+async fn sweep_logs(app: Arc<App>) {
+    let retention = Duration::from_secs(app.cfg.logs.retention_seconds);
+    let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut shutdown = app.shutdown.subscribe();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let live: std::collections::HashSet<String> = match app.store.instances() {
+            Ok(all) => all.into_iter().map(|i| i.instance_id).collect(),
+            Err(err) => {
+                tracing::warn!(%err, "cannot list instances; no model logs deleted this round");
+                continue;
+            }
+        };
+        let endpoints: std::collections::HashSet<String> = app
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let now = app.clock.system_time();
+        let logs = app.logs.clone();
+        match tokio::task::spawn_blocking(move || logs.sweep(&live, &endpoints, now, retention)).await {
+            Ok(done) if done.streams + done.groups > 0 => {
+                tracing::info!(
+                    streams = done.streams,
+                    groups = done.groups,
+                    "deleted model logs past their retention"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "the model logs' retention sweep failed"),
         }
     }
 }

@@ -207,21 +207,41 @@ fn startup_timeout(app: &App, rt: &EndpointRuntime, inst: &InstanceRecord) -> f6
         .unwrap_or(crate::core::model::defaults::STARTUP_HEALTH_TIMEOUT_S as f64)
 }
 
-/// Checks every launching and serving instance: process alive, `/ping` answering.
+/// The last lines an instance wrote to its log stream (read on a blocking thread).
+async fn log_tail(app: &Arc<App>, inst: &InstanceRecord) -> Vec<String> {
+    let (logs, endpoint, id) = (app.logs.clone(), inst.endpoint_name.clone(), inst.instance_id.clone());
+    tokio::task::spawn_blocking(move || {
+        logs.tail(&endpoint, &id, crate::core::logs::QUOTED_LINES)
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// Where an instance's log is and its last lines, for the message of its failure.
+fn quote_log(inst: &InstanceRecord, tail: &[String]) -> String {
+    crate::core::logs::quote_tail(&inst.endpoint_name, &inst.variant_name, &inst.instance_id, tail)
+}
+
+/// Checks every launching and serving instance: process alive, `/ping` answering. An instance
+/// that exited, or that is past its health-check window, has its last log lines read for the
+/// message of its failure.
 async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
-    let snapshot: Vec<InstanceRecord> = {
+    let snapshot: Vec<(InstanceRecord, f64)> = {
         let rt = h.state.lock().await;
         rt.instances
             .iter()
             .filter(|i| i.state != InstancePhase::Terminating)
-            .cloned()
+            .map(|i| (i.clone(), startup_timeout(app, &rt, i)))
             .collect()
     };
     if snapshot.is_empty() {
         return;
     }
     let mut set = tokio::task::JoinSet::new();
-    for inst in snapshot {
+    for (inst, window) in snapshot {
         let app = app.clone();
         set.spawn(async move {
             let live = app.provider.liveness(&inst.instance_id, &inst.handle);
@@ -244,7 +264,16 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
             } else {
                 Some(false)
             };
-            (inst.instance_id, live, ok)
+            let exited = matches!(live, Liveness::Exited(_));
+            let overdue = inst.state == InstancePhase::Launching
+                && ok == Some(false)
+                && app.clock.now() - inst.launched_at > window;
+            let tail = if exited || overdue {
+                log_tail(&app, &inst).await
+            } else {
+                vec![]
+            };
+            (inst.instance_id, live, ok, tail)
         });
     }
     let mut results = vec![];
@@ -255,7 +284,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
     let mut rt = h.state.lock().await;
     let before = rt.record.clone();
     let before_instances = rt.instances.clone();
-    for (id, live, ok) in results {
+    for (id, live, ok, tail) in results {
         let Some(idx) = rt.instances.iter().position(|i| i.instance_id == id) else {
             continue;
         };
@@ -318,7 +347,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
                     &inst,
                     "InstanceExited",
                     Some("Replacing"),
-                    format!("the container {status}"),
+                    format!("the container {status}. {}", quote_log(&inst, &tail)),
                 ));
                 None
             }
@@ -345,9 +374,10 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
         };
         if let Some(detail) = failure {
             rt.instances[idx].state = InstancePhase::Terminating;
-            let log_dir = inst.handle.get("dir").and_then(Value::as_str).unwrap_or("").to_string();
+            // Where an operator looks: the log stream, named, and its last lines, quoted.
+            let logs = quote_log(&inst, &tail);
             let reason = format!(
-                "The primary container for production variant {} did not pass the ping health check: {detail} (instance {} of type {}; logs in {log_dir}).",
+                "The primary container for production variant {} did not pass the ping health check: {detail} (instance {} of type {}). {logs}",
                 inst.variant_name, inst.instance_id, inst.instance_type
             );
             app.event(event(
@@ -356,7 +386,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
                 &inst,
                 "HealthCheckFailed",
                 Some("Failed"),
-                detail,
+                format!("{detail}. {logs}"),
             ));
             note_health_failure(app, &mut rt, &inst, reason);
         }

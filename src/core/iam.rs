@@ -63,6 +63,18 @@ impl Arns {
     pub fn resource(&self, kind: &str, name: &str) -> Resource {
         Resource::Arn(self.sagemaker(kind, name))
     }
+
+    /// The ARN of a CloudWatch Logs log group, as IAM authorizes actions on it
+    /// (`arn:aws:logs:<region>:<account>:log-group:<name>`; names keep their case).
+    pub fn log_group(&self, name: &str) -> String {
+        format!("arn:aws:logs:{}:{}:log-group:{name}", self.region, self.account_id)
+    }
+
+    /// The ARN of a log stream
+    /// (`arn:aws:logs:<region>:<account>:log-group:<group>:log-stream:<stream>`).
+    pub fn log_stream(&self, group: &str, stream: &str) -> String {
+        format!("{}:log-stream:{stream}", self.log_group(group))
+    }
 }
 
 /// Whether `text` matches `pattern`, where `*` matches any run of bytes (also none) and `?`

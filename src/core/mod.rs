@@ -10,6 +10,7 @@ pub mod capacity;
 pub mod catalog;
 pub mod endpoint;
 pub mod iam;
+pub mod logs;
 pub mod model;
 pub mod planner;
 pub mod policy;

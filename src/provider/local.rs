@@ -11,6 +11,10 @@
 //! [`CapacityProvider::recover`] recognises processes this server started even when the server
 //! was killed between spawning one and recording it.
 //!
+//! With [`LocalProvider::with_logs`] every shim captures its model's stdout and stderr into the
+//! instance's log stream (`crate::logs`; the shim's own output goes to `shim.log` in the
+//! instance directory); without, the model writes to `stdout.log` and `stderr.log` there.
+//!
 //! Stopping an instance: `SIGTERM` to the shim (which forwards it to the model's group), a
 //! second `SIGTERM` after the grace (the shim SIGKILLs the model's group and every process
 //! reparented to it), `SIGKILL` to the shim's group if it is still there, and then, as a second
@@ -122,6 +126,8 @@ pub struct LocalProvider {
     /// How long a shim waits after a stop signal before it kills the model when spillway does
     /// not tell it sooner (spillway went away during a stop).
     stop_grace: Duration,
+    /// Where instances' output is captured (`None`: into files of the instance directory).
+    logs: Option<crate::logs::Settings>,
     state: Arc<Mutex<State>>,
 }
 
@@ -147,8 +153,15 @@ impl LocalProvider {
             pass_env: cfg.pass_env.clone(),
             spillway: None,
             stop_grace: Duration::from_secs(30),
+            logs: None,
             state: Arc::new(Mutex::new(state)),
         }
+    }
+
+    /// Captures every instance's stdout and stderr into its log stream (`[logs]`).
+    pub fn with_logs(mut self, logs: crate::logs::Settings) -> Self {
+        self.logs = Some(logs);
+        self
     }
 
     /// Runs shims with this spillway binary rather than the running executable (tests, whose
@@ -311,12 +324,31 @@ impl LocalProvider {
             .map_err(|why| LaunchError::Failed(format!("cannot start {:?}: {why}", argv[0])))?;
         let status_file = dir.join(STATUS_FILE);
         let _ = std::fs::remove_file(&status_file);
+        let log_dir = self.logs.as_ref().and_then(|l| {
+            l.create_stream(&req.endpoint_name, &req.variant_name, &req.instance_id)
+                .map_err(|e| {
+                    tracing::warn!(instance = %req.instance_id, error = %e, "cannot create the instance's log stream; its output goes to files of the instance directory");
+                })
+                .ok()
+        });
         let shim = super::shim::ShimOptions {
             nofile: super::shim::model_nofile(),
             status_file: Some(status_file),
             grace_seconds: self.stop_grace.as_secs(),
+            log_dir: log_dir.clone(),
+            log_max_bytes: self
+                .logs
+                .as_ref()
+                .map_or(crate::config::DEFAULT_LOG_MAX_BYTES, |l| l.max_bytes_per_instance),
             exec: false,
             argv: argv.iter().map(Into::into).collect(),
+        };
+        let (stdout, stderr) = if log_dir.is_some() {
+            let f = log("shim.log")?;
+            let g = f.try_clone().map_err(|e| host_error(e, "cannot open shim.log twice"))?;
+            (f, g)
+        } else {
+            (log("stdout.log")?, log("stderr.log")?)
         };
         let spillway = match &self.spillway {
             Some(p) => p.clone(),
@@ -329,8 +361,8 @@ impl LocalProvider {
             .envs(env)
             .current_dir(&dir)
             .stdin(Stdio::null())
-            .stdout(log("stdout.log")?)
-            .stderr(log("stderr.log")?)
+            .stdout(stdout)
+            .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false);
         let mut child = cmd
@@ -434,7 +466,7 @@ fn process_env(pid: i32) -> Option<HashMap<String, String>> {
 /// The running spillway binary, as a path that stays valid when its file is replaced or removed
 /// (an upgrade in place, a rebuild): `/proc/self/exe`, which names the running binary itself.
 /// `current_exe()` would name the file, and fail (`… (deleted)`) once it was replaced.
-fn spillway_exe() -> Result<PathBuf, LaunchError> {
+pub(crate) fn spillway_exe() -> Result<PathBuf, LaunchError> {
     let proc_exe = Path::new("/proc/self/exe");
     if proc_exe.exists() {
         return Ok(proc_exe.to_path_buf());

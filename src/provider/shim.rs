@@ -15,8 +15,16 @@
 //!   to `--status-file` and exits **as the model did**: with its exit code, or killed by the same
 //!   signal (without a core dump), so the status spillway reads is the model's.
 //!
+//! - With `--log-dir` it **captures the model's stdout and stderr** ([`crate::logs::capture`]):
+//!   both are one pipe read by a thread of the shim, every line stamped and appended to the
+//!   instance's log stream, bounded by `--log-max-bytes` and rotated; a line that cannot be
+//!   written in time is dropped and counted, never waited for. Its own messages go to the stream
+//!   too. When the model is gone it waits (2 s at most) for the pipe to end, writes what is
+//!   left (5 s at most) and marks the stream ended, before it writes the status and exits.
+//!
 //! It is not in the data path: requests go straight to the model's port. It blocks its signals
-//! and waits on a `signalfd`, so it costs nothing between events. It does not ask to die with
+//! and waits on a `signalfd`, so it costs nothing between events (its log threads, started after
+//! the signals are blocked, sleep on their pipes). It does not ask to die with
 //! spillway (no `PR_SET_PDEATHSIG`): instances outlive a crash of spillway and are adopted by the
 //! next start, through the shim's pid and environment (the model's, with `SPILLWAY_INSTANCE_ID`).
 
@@ -35,6 +43,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgid};
 
+use crate::logs::capture::{Capture, Notifier};
 use crate::telemetry::usage::ProcTable;
 
 /// The hidden subcommand that runs the shim.
@@ -59,6 +68,13 @@ pub struct ShimOptions {
     /// second one (spillway does, after the grace it was handed).
     #[arg(long, default_value_t = 30)]
     pub grace_seconds: u64,
+    /// Capture the model's stdout and stderr into the log stream in this directory (see
+    /// `crate::logs`); without it the model writes to the shim's own stdout and stderr.
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
+    /// The most bytes the log stream keeps (rotated beyond it).
+    #[arg(long, default_value_t = crate::config::DEFAULT_LOG_MAX_BYTES)]
+    pub log_max_bytes: u64,
     /// Internal: become the model (after unblocking the signals the shim blocks, which a child
     /// inherits) instead of supervising it.
     #[arg(long, hide = true)]
@@ -82,6 +98,12 @@ impl ShimOptions {
         }
         a.push("--grace-seconds".into());
         a.push(self.grace_seconds.to_string().into());
+        if let Some(d) = &self.log_dir {
+            a.push("--log-dir".into());
+            a.push(d.into());
+        }
+        a.push("--log-max-bytes".into());
+        a.push(self.log_max_bytes.to_string().into());
         if self.exec {
             a.push("--exec".into());
         }
@@ -117,20 +139,39 @@ pub fn run(opts: &ShimOptions) -> i32 {
         Ok(mut shim) => {
             shim.supervise(Duration::from_secs(opts.grace_seconds));
             shim.sweep();
+            if let Some(capture) = shim.capture.take() {
+                let status = shim
+                    .exit_status()
+                    .map_or_else(|| "the model's status is unknown".to_string(), |s| s.to_string());
+                capture.finish(LOG_DRAIN, &status);
+            }
             shim.finish(opts.status_file.as_deref())
         }
         Err(code) => code,
     }
 }
 
+/// How long the shim waits, once the model is gone, for its output pipe to end (a process that
+/// survived SIGKILL may hold it open); the writer then has up to
+/// [`crate::logs::capture::WRITE_WAIT`] for the last lines.
+const LOG_DRAIN: Duration = Duration::from_secs(2);
+
+/// Where the shim's own messages also go: the instance's log stream, when it captures one.
+static NOTES: OnceLock<Notifier> = OnceLock::new();
+
 fn say(msg: std::fmt::Arguments<'_>) {
-    eprintln!("spillway instance-shim[{}]: {msg}", std::process::id());
+    let line = format!("spillway instance-shim[{}]: {msg}", std::process::id());
+    eprintln!("{line}");
+    if let Some(n) = NOTES.get() {
+        n.note(&line);
+    }
 }
 
 struct Shim {
     signals: SignalFd,
     model: Pid,
     status: Option<WaitStatus>,
+    capture: Option<Capture>,
 }
 
 impl Shim {
@@ -168,18 +209,46 @@ impl Shim {
             nofile: None,
             status_file: None,
             grace_seconds: 0,
+            log_dir: None,
+            log_max_bytes: opts.log_max_bytes,
             exec: true,
             argv: opts.argv.clone(),
         };
-        let child = std::process::Command::new("/proc/self/exe")
-            .arg(SUBCOMMAND)
-            .args(trampoline.to_args())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| {
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        cmd.arg(SUBCOMMAND).args(trampoline.to_args()).process_group(0);
+        // The log threads start now that the signals are blocked (they inherit the mask).
+        let capture = opts.log_dir.as_deref().and_then(|dir| {
+            let mut capture = Capture::start(dir, opts.log_max_bytes);
+            // One pipe for both, so the lines keep the order the model wrote them in.
+            match capture.pipe().and_then(|out| Ok((out.try_clone()?, out))) {
+                Ok((err, out)) => {
+                    cmd.stdout(out).stderr(err);
+                    let _ = NOTES.set(capture.notifier());
+                    Some(capture)
+                }
+                Err(e) => {
+                    say(format_args!(
+                        "cannot capture the model's output into {}: {e}; it goes to the shim's own",
+                        dir.display()
+                    ));
+                    capture.finish(Duration::ZERO, "not captured");
+                    None
+                }
+            }
+        });
+        // `cmd` holds the pipes' write ends: dropped with it once the model has them.
+        let child = cmd.spawn();
+        drop(cmd);
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
                 say(format_args!("cannot start {program:?}: {e}"));
-                126
-            })?;
+                if let Some(c) = capture {
+                    c.finish(LOG_DRAIN, "the shim could not start the model");
+                }
+                return Err(126);
+            }
+        };
         let model = Pid::from_raw(child.id() as i32);
         // Reaped with waitpid below, never through `child`.
         drop(child);
@@ -187,7 +256,18 @@ impl Shim {
             signals,
             model,
             status: None,
+            capture,
         })
+    }
+
+    /// How the model ended, once it has.
+    fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        let raw = match self.status {
+            Some(WaitStatus::Exited(_, code)) => (code & 0xff) << 8,
+            Some(WaitStatus::Signaled(_, sig, core)) => sig as i32 | if core { 0x80 } else { 0 },
+            _ => return None,
+        };
+        Some(std::process::ExitStatus::from_raw(raw))
     }
 
     /// Reaps every exited child, keeping the model's status.
@@ -301,15 +381,10 @@ impl Shim {
 
     /// Writes the status and exits as the model did.
     fn finish(self, status_file: Option<&Path>) -> i32 {
-        let raw = match self.status {
-            Some(WaitStatus::Exited(_, code)) => (code & 0xff) << 8,
-            Some(WaitStatus::Signaled(_, sig, core)) => sig as i32 | if core { 0x80 } else { 0 },
-            _ => {
-                say(format_args!("the model's status is unknown"));
-                return 125;
-            }
+        let Some(status) = self.exit_status() else {
+            say(format_args!("the model's status is unknown"));
+            return 125;
         };
-        let status = std::process::ExitStatus::from_raw(raw);
         if let Some(f) = status_file {
             let _ = std::fs::write(f, format!("{status}\n"));
         }
@@ -385,11 +460,15 @@ mod tests {
             status in proptest::option::of("/[a-z/]{1,20}"),
             grace in 0u64..100_000,
             exec in proptest::bool::ANY,
+            log_dir in proptest::option::of("/[a-z/]{1,20}"),
+            log_max_bytes in 0u64..1 << 40,
         ) {
             let opts = ShimOptions {
                 nofile,
                 status_file: status.map(PathBuf::from),
                 grace_seconds: grace,
+                log_dir: log_dir.map(PathBuf::from),
+                log_max_bytes,
                 exec,
                 argv: argv.iter().map(OsString::from).collect(),
             };

@@ -244,6 +244,10 @@ struct Inner {
     work_dir: PathBuf,
     ports: Option<(u16, u16)>,
     uid: String,
+    /// Where instances' output is captured (`None`: into files of the instance directory).
+    logs: Option<crate::logs::Settings>,
+    /// The spillway binary that runs the shim (`None`: this process's executable).
+    spillway: Option<PathBuf>,
     state: Mutex<State>,
 }
 
@@ -705,14 +709,50 @@ impl Inner {
         if let Some(n) = super::shim::model_nofile() {
             host_wrapper = format!("ulimit -Sn {n} 2>/dev/null; {host_wrapper}");
         }
-        let mut cmd = tokio::process::Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(host_wrapper)
-            .arg("spillway-srun")
-            .arg(self.program("scancel"))
-            .arg(job_id.to_string())
-            .arg(self.program("srun"))
-            .args(&srun_args);
+        let mut wrapper: Vec<std::ffi::OsString> = vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            host_wrapper.into(),
+            "spillway-srun".into(),
+            self.program("scancel").into(),
+            job_id.to_string().into(),
+            self.program("srun").into(),
+        ];
+        wrapper.extend(srun_args.iter().map(Into::into));
+        // With logs, the wrapper runs under a shim that captures what srun forwards.
+        let log_dir = self.logs.as_ref().and_then(|l| {
+            l.create_stream(&req.endpoint_name, &req.variant_name, &req.instance_id)
+                .map_err(|e| {
+                    tracing::warn!(instance = %req.instance_id, error = %e, "cannot create the instance's log stream; its output goes to files of the instance directory");
+                })
+                .ok()
+        });
+        let mut cmd = match (&log_dir, &self.logs) {
+            (Some(d), Some(l)) => {
+                let shim = super::shim::ShimOptions {
+                    nofile: None,
+                    status_file: None,
+                    // Nobody signals this shim: the job is stopped through Slurm.
+                    grace_seconds: 30,
+                    log_dir: Some(d.clone()),
+                    log_max_bytes: l.max_bytes_per_instance,
+                    exec: false,
+                    argv: wrapper,
+                };
+                let spillway = match &self.spillway {
+                    Some(p) => p.clone(),
+                    None => super::local::spillway_exe()?,
+                };
+                let mut c = tokio::process::Command::new(spillway);
+                c.arg(super::shim::SUBCOMMAND).args(shim.to_args());
+                c
+            }
+            _ => {
+                let mut c = tokio::process::Command::new(&wrapper[0]);
+                c.args(&wrapper[1..]);
+                c
+            }
+        };
         // srun hands its environment to the job: start it clean (no SLURM_* of spillway's own
         // allocation, no CUDA_VISIBLE_DEVICES, no credentials), with SLURM_CONF kept.
         cmd.env_clear()
@@ -734,10 +774,19 @@ impl Inner {
         if let Some(p) = derived {
             cmd.env("SAGEMAKER_BIND_TO_PORT", p.to_string());
         }
+        let (stdout, stderr) = if log_dir.is_some() {
+            let f = log("shim.log")?;
+            let g = f
+                .try_clone()
+                .map_err(|e| LaunchError::Failed(format!("cannot open shim.log twice: {e}")))?;
+            (f, g)
+        } else {
+            (log("stdout.log")?, log("stderr.log")?)
+        };
         cmd.current_dir(dir)
             .stdin(Stdio::null())
-            .stdout(log("stdout.log")?)
-            .stderr(log("stderr.log")?)
+            .stdout(stdout)
+            .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false);
         let mut child = cmd
@@ -765,7 +814,20 @@ impl Inner {
                         }
                     }
                     if let Ok(Some(status)) = child.try_wait() {
-                        let err = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+                        // The shim has written srun's last lines before it exited (or, when
+                        // the shim itself failed, its own messages to shim.log).
+                        let err = match &log_dir {
+                            Some(d) => {
+                                let tail: Vec<String> =
+                                    crate::logs::store::tail(d, 5).into_iter().map(|e| e.message).collect();
+                                if tail.is_empty() {
+                                    std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default()
+                                } else {
+                                    tail.join("\n")
+                                }
+                            }
+                            None => std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default(),
+                        };
                         return Err(LaunchError::Failed(format!(
                             "srun for Slurm job {job_id} exited ({status}) before its step started: {}",
                             err.trim()
@@ -1039,9 +1101,29 @@ impl SlurmProvider {
                 work_dir,
                 ports: cfg.ports().ok().flatten(),
                 uid: current_uid(),
+                logs: None,
+                spillway: None,
                 state: Mutex::new(State::default()),
             }),
         }
+    }
+
+    /// Captures every instance's output (what `srun` forwards of the model's stdout and
+    /// stderr) into its log stream (`[logs]`): `srun` then runs under a shim on spillway's host.
+    pub fn with_logs(mut self, logs: crate::logs::Settings) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.logs = Some(logs);
+        }
+        self
+    }
+
+    /// Runs shims with this spillway binary rather than the running executable (tests, whose
+    /// executable is a test harness).
+    pub fn with_spillway_binary(mut self, path: impl Into<PathBuf>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.spillway = Some(path.into());
+        }
+        self
     }
 
     /// Slurm job ids of the instances this provider runs now, by instance id.

@@ -526,6 +526,8 @@ def service_of(path: str, headers: dict, body: bytes | None = None) -> str:
         return "monitoring"
     if target.startswith("com.amazonaws.cloudtrail"):
         return "cloudtrail"
+    if target.startswith("Logs_20140328."):
+        return "logs"
     return "sagemaker"
 
 

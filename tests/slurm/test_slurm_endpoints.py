@@ -208,3 +208,31 @@ def test_sigkill_and_restart_adopts_jobs_and_orphans_none(start_server):
     # Graceful stop (fixture) cancels every job; the fixture checks squeue is empty.
     assert srv.terminate() == 0
     spw.poll(lambda: not spillway_jobs(srv.data_dir), timeout=20, what="no job left after a graceful stop")
+
+
+def test_model_logs_come_back_through_srun(start_server):
+    """srun forwards the model's output to spillway's host, where the instance's shim captures it:
+    the stream has the model's lines, and a model that dies at start has its last ones quoted."""
+    srv = start_server()
+    sm, logs = srv.sm, srv.client("logs")
+    model = spw.HERE / "models" / "log_model.py"
+    spw.create_model(sm, "talker", image=f"{spw.python()} {model} serve")
+    spw.deploy(sm, "talk", [spw.single_variant("talker", "ml.p4d.24xlarge")])
+    spw.wait_in_service(sm, "talk", timeout=60)
+    spw.invoke(srv.rt, "talk", b"through slurm")
+    (inst,) = srv.instances("talk")
+    stream = f"AllTraffic/{inst['instanceId']}"
+
+    def lines():
+        events = logs.get_log_events(
+            logGroupName="/aws/sagemaker/Endpoints/talk", logStreamName=stream, startFromHead=True)["events"]
+        return [e["message"] for e in events]
+
+    spw.poll(lambda: "invoked: through slurm" in lines(), what="the invocation's line through srun")
+    assert {"loaded 3 shards", "ready to serve"} <= set(lines())
+
+    spw.create_model(sm, "crasher", image=f"{spw.python()} {model} crash")
+    spw.deploy(sm, "crash", [spw.single_variant("crasher", "ml.p4d.24xlarge")])
+    d = spw.wait_status(sm, "crash", "Failed", fail_on=("InService",), timeout=60)
+    assert "RuntimeError: CUDA out of memory" in d["FailureReason"], d["FailureReason"]
+    assert "in log group /aws/sagemaker/Endpoints/crash" in d["FailureReason"]
