@@ -66,6 +66,7 @@ SERVICES = {
         "GetMetricStatistics", "GetMetricData", "ListMetrics",
         "PutMetricAlarm", "DescribeAlarms", "DescribeAlarmsForMetric", "DeleteAlarms", "SetAlarmState",
         "DescribeAlarmHistory", "EnableAlarmActions", "DisableAlarmActions",
+        "TagResource", "UntagResource", "ListTagsForResource",
     ]),
 }
 

@@ -49,6 +49,8 @@ pub enum ErrorCode {
     AlarmNotFound,
     /// CloudWatch: `StateReasonData` that is not JSON (`InvalidFormat`, 400).
     InvalidFormat,
+    /// CloudWatch's tagging operations: no resource with that ARN (404).
+    CloudWatchResourceNotFound,
     /// CloudWatch: a parameter's value is invalid (400, query code `InvalidParameterValue`).
     InvalidParameterValueException,
     /// CloudWatch: a required parameter is missing (400, query code `MissingParameter`).
@@ -140,6 +142,7 @@ impl ErrorCode {
         Self::TooManyTagsException,
         Self::AlarmNotFound,
         Self::InvalidFormat,
+        Self::CloudWatchResourceNotFound,
         Self::InvalidParameterValueException,
         Self::MissingRequiredParameterException,
         Self::InvalidParameterCombinationException,
@@ -191,6 +194,7 @@ impl ErrorCode {
             Self::TooManyTagsException => "TooManyTagsException",
             Self::AlarmNotFound => "ResourceNotFound",
             Self::InvalidFormat => "InvalidFormatFault",
+            Self::CloudWatchResourceNotFound => "ResourceNotFoundException",
             Self::InvalidParameterValueException => "InvalidParameterValueException",
             Self::MissingRequiredParameterException => "MissingRequiredParameterException",
             Self::InvalidParameterCombinationException => "InvalidParameterCombinationException",
@@ -229,7 +233,7 @@ impl ErrorCode {
     /// The HTTP status it is answered with.
     pub const fn status(self) -> StatusCode {
         match self {
-            Self::AlarmNotFound => StatusCode::NOT_FOUND,
+            Self::AlarmNotFound | Self::CloudWatchResourceNotFound => StatusCode::NOT_FOUND,
             Self::InternalFailure => StatusCode::INTERNAL_SERVER_ERROR,
             Self::AdminNotFound | Self::NoSuchPath | Self::NoSuchEntity => StatusCode::NOT_FOUND,
             Self::EntityAlreadyExists | Self::LimitExceeded | Self::DeleteConflict => StatusCode::CONFLICT,
@@ -293,6 +297,7 @@ impl ErrorCode {
             Self::InvalidNextToken => Some("InvalidNextToken;Sender"),
             Self::AlarmNotFound => Some("ResourceNotFound;Sender"),
             Self::InvalidFormat => Some("InvalidFormat;Sender"),
+            Self::CloudWatchResourceNotFound => Some("ResourceNotFoundException;Sender"),
             _ => None,
         }
     }
@@ -590,6 +595,7 @@ mod tests {
             (InvalidNextToken, "InvalidNextToken"),
             (AlarmNotFound, "ResourceNotFound"),
             (InvalidFormat, "InvalidFormat"),
+            (CloudWatchResourceNotFound, "ResourceNotFoundException"),
             (ValidationException, "ValidationError"),
         ];
         for &code in ErrorCode::ALL {

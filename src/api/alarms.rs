@@ -28,6 +28,14 @@ pub fn alarm_resource(input: &Map<String, Value>, arns: &Arns) -> Resource {
     }
 }
 
+/// The resource of a tagging operation: its `ResourceARN`.
+pub fn tagged_resource(input: &Map<String, Value>) -> Resource {
+    match input.get("ResourceARN").and_then(Value::as_str) {
+        Some(arn) => Resource::Arn(arn.to_string()),
+        None => Resource::Any,
+    }
+}
+
 fn alarm_arn(arns: &Arns, name: &str) -> String {
     format!("arn:aws:cloudwatch:{}:{}:alarm:{name}", arns.region, arns.account_id)
 }
@@ -55,10 +63,70 @@ pub(crate) async fn dispatch(app: &Arc<App>, op: CloudWatchOp) -> Result<Value, 
             control::apply(app, Command::SetAlarmActions { names, enabled }).await?;
             Ok(json!({}))
         }
+        CloudWatchOp::TagResource(i) => {
+            let input = obj(i);
+            let arn = resource_arn(&input)?;
+            let tags = tags(&input)?;
+            if input.get("Tags").is_none() {
+                return Err(missing("Tags"));
+            }
+            control::apply(app, Command::AddTags { arn, tags })
+                .await
+                .map_err(tag_error)?;
+            Ok(json!({}))
+        }
+        CloudWatchOp::UntagResource(i) => {
+            let input = obj(i);
+            let arn = resource_arn(&input)?;
+            let keys = match input.list_opt("TagKeys")? {
+                None => return Err(missing("TagKeys")),
+                Some(l) => l
+                    .iter()
+                    .map(|k| k.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| invalid("The parameter TagKeys must be a list of strings."))?,
+            };
+            control::apply(app, Command::DeleteTags { arn, keys })
+                .await
+                .map_err(tag_error)?;
+            Ok(json!({}))
+        }
+        CloudWatchOp::ListTagsForResource(i) => {
+            let arn = resource_arn(&obj(i))?;
+            let tags: Vec<Value> = control::tags(app, &arn)
+                .await
+                .map_err(tag_error)?
+                .into_iter()
+                .map(|t| json!({"Key": t.key, "Value": t.value}))
+                .collect();
+            Ok(json!({ "Tags": tags }))
+        }
         CloudWatchOp::GetMetricStatistics(_) | CloudWatchOp::GetMetricData(_) | CloudWatchOp::ListMetrics(_) => {
             Err(ApiError::internal("not an alarm operation"))
         }
     }
+}
+
+/// The tagging operations' "no such resource" (`ResourceNotFoundException`, 404); an ARN that is
+/// not an alarm's of this server is one too.
+fn tag_error(e: control::ControlError) -> ApiError {
+    match e {
+        control::ControlError::AlarmNotFound(m) => ApiError::new(ErrorCode::CloudWatchResourceNotFound, m),
+        e => e.into(),
+    }
+}
+
+/// `ResourceARN` of the tagging operations: an alarm's ARN (spillway has no other CloudWatch
+/// resource).
+fn resource_arn(input: &Obj<'_>) -> Result<String, ApiError> {
+    let arn = bounded(input, "ResourceARN", 1, 1024)?.ok_or_else(|| missing("ResourceARN"))?;
+    if !arn.starts_with("arn:aws:cloudwatch:") {
+        return Err(ApiError::new(
+            ErrorCode::CloudWatchResourceNotFound,
+            format!("The resource {arn} does not exist."),
+        ));
+    }
+    Ok(arn.to_string())
 }
 
 /// A string within `min..=max` characters.
@@ -104,8 +172,8 @@ fn names(input: &Obj<'_>, required: bool) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
-/// An action list: at most 5 ARNs.
-fn actions(input: &Obj<'_>, key: &str) -> Result<Vec<String>, ApiError> {
+/// An action list: at most 5 well-formed ARNs; an SNS topic or scaling policy in this region.
+fn actions(input: &Obj<'_>, key: &str, region: &str) -> Result<Vec<String>, ApiError> {
     let Some(list) = input.list_opt(key)? else {
         return Ok(vec![]);
     };
@@ -115,9 +183,25 @@ fn actions(input: &Obj<'_>, key: &str) -> Result<Vec<String>, ApiError> {
         )));
     }
     list.iter()
-        .map(|v| match v.as_str() {
-            Some(s) if s.starts_with("arn:") && s.len() <= 1024 => Ok(s.to_string()),
-            _ => Err(invalid(format!("Invalid arn syntax in {key}: {v}"))),
+        .map(|v| {
+            let s = v.as_str().unwrap_or("");
+            let parts: Vec<&str> = s.splitn(6, ':').collect();
+            let well_formed = s.len() <= 1024
+                && parts.len() == 6
+                && parts[0] == "arn"
+                && parts[1].starts_with("aws")
+                && !parts[2].is_empty()
+                && parts.iter().all(|p| p.chars().all(|c| !c.is_whitespace() && c != '$'));
+            if !well_formed {
+                return Err(invalid(format!("Invalid arn syntax: {s}")));
+            }
+            if matches!(parts[2], "sns" | "autoscaling") && parts[3] != region {
+                return Err(invalid(format!(
+                    "Invalid region {} specified. Only {region} is supported.",
+                    parts[3]
+                )));
+            }
+            Ok(s.to_string())
         })
         .collect()
 }
@@ -196,6 +280,13 @@ async fn put_metric_alarm(app: &Arc<App>, input: &Obj<'_>) -> Result<Value, ApiE
             ))
         })?),
     };
+    if let Some(e) = input.str_opt("EvaluateLowSampleCountPercentile")?
+        && !matches!(e, "evaluate" | "ignore")
+    {
+        return Err(invalid(format!(
+            "Option {e} is not supported. Supported options for parameter EvaluateLowSampleCountPercentile are evaluate and ignore."
+        )));
+    }
     let (metric_wire, source) = alarm_metric(input)?;
     let period = match &source {
         Source::Queries { period, .. } | Source::TargetTracking { period, .. } => *period,
@@ -215,9 +306,9 @@ async fn put_metric_alarm(app: &Arc<App>, input: &Obj<'_>) -> Result<Value, ApiE
         description,
         updated: now,
         actions_enabled: input.bool_opt("ActionsEnabled")?.unwrap_or(true),
-        ok_actions: actions(input, "OKActions")?,
-        alarm_actions: actions(input, "AlarmActions")?,
-        insufficient_data_actions: actions(input, "InsufficientDataActions")?,
+        ok_actions: actions(input, "OKActions", &arns.region)?,
+        alarm_actions: actions(input, "AlarmActions", &arns.region)?,
+        insufficient_data_actions: actions(input, "InsufficientDataActions", &arns.region)?,
         metric_wire,
         source,
         threshold,
@@ -233,11 +324,7 @@ async fn put_metric_alarm(app: &Arc<App>, input: &Obj<'_>) -> Result<Value, ApiE
         owner_policy: None,
         actions_ran: None,
     };
-    let arn = alarm.arn.clone();
-    control::apply(app, Command::PutAlarm(Box::new(alarm))).await?;
-    if !tags.is_empty() {
-        app.store.add_tags(&arn, &tags)?;
-    }
+    control::apply(app, Command::PutAlarm(Box::new(alarm), tags)).await?;
     Ok(json!({}))
 }
 
@@ -338,9 +425,9 @@ fn alarm_metric(input: &Obj<'_>) -> Result<(Map<String, Value>, Source), ApiErro
             let namespace = input.str_req("Namespace")?;
             if input.get("ExtendedStatistic").is_some() {
                 let stat = input.str_req("ExtendedStatistic")?;
-                return Err(parse_stat(stat, "ExtendedStatistic").err().unwrap_or_else(|| {
-                    invalid("The parameter ExtendedStatistic must be a percentile; use Statistic for Sum, Average, …")
-                }));
+                return Err(invalid(format!(
+                    "The value {stat} for parameter ExtendedStatistic is not supported: spillway keeps no percentiles; use Statistic (Average, Sum, SampleCount, Maximum, Minimum)."
+                )));
             }
             let stat = parse_stat(input.str_req("Statistic")?, "Statistic")?;
             let period = input.period_req("Period")?;

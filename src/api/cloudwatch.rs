@@ -87,6 +87,9 @@ crate::operations! {
         DescribeAlarmHistory(Map<String, Value>) => any,
         EnableAlarmActions(Map<String, Value>) => any,
         DisableAlarmActions(Map<String, Value>) => any,
+        TagResource(Map<String, Value>) => arn |i, _a| super::alarms::tagged_resource(i),
+        UntagResource(Map<String, Value>) => arn |i, _a| super::alarms::tagged_resource(i),
+        ListTagsForResource(Map<String, Value>) => arn |i, _a| super::alarms::tagged_resource(i),
     }
 }
 

@@ -354,9 +354,12 @@ mod tests {
             ("DescribeAlarmHistory", "*"),
             ("EnableAlarmActions", "*"),
             ("DisableAlarmActions", "*"),
+            ("TagResource", ALARM),
+            ("UntagResource", ALARM),
+            ("ListTagsForResource", ALARM),
         ]
         .into_iter()
-        .map(|(n, r)| (n, json!({"AlarmName": "a"}), r))
+        .map(|(n, r)| (n, json!({"AlarmName": "a", "ResourceARN": ALARM}), r))
         .collect();
         check("cloudwatch", CloudWatchOp::NAMES, &rows, CloudWatchOp::parse);
     }

@@ -265,10 +265,11 @@ pub enum Command {
         /// `endpoint/<name>/variant/<variant>`.
         resource_id: String,
     },
-    /// `PutMetricAlarm`: creates or replaces an alarm (validated at the edge). A replaced alarm
-    /// keeps its state.
-    PutAlarm(Box<alarms::Alarm>),
-    /// `DeleteAlarms`: every named alarm must exist; all go, or none.
+    /// `PutMetricAlarm`: creates or replaces an alarm (validated at the edge) and adds its
+    /// tags. A replaced alarm keeps its state.
+    PutAlarm(Box<alarms::Alarm>, Vec<Tag>),
+    /// `DeleteAlarms`: the named alarms that exist go, in one transaction; unknown names are
+    /// ignored, as AWS does ("the alarms you specify with correct names are still deleted").
     DeleteAlarms(Vec<String>),
     /// `SetAlarmState`.
     SetAlarmState {
@@ -448,7 +449,7 @@ async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, Contro
             alarms::delete(app, &owned_alarms(app, &p.policy_arn)?)?;
             Ok(Outcome::Done)
         }
-        Command::PutAlarm(alarm) => {
+        Command::PutAlarm(alarm, tags) => {
             let _config = app.autoscaler.config_lock().await;
             let mut alarm = *alarm;
             let existing = alarms::get(app, &alarm.name)?;
@@ -466,24 +467,19 @@ async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, Contro
                 alarm.state_transitioned = old.state_transitioned;
             }
             alarms::put(app, &alarm, existing.is_none())?;
+            if !tags.is_empty() {
+                app.store.add_tags(&alarm.arn, &tags)?;
+            }
             autoscaler::wake(app);
             Ok(Outcome::Arn(alarm.arn))
         }
         Command::DeleteAlarms(names) => {
             let _config = app.autoscaler.config_lock().await;
             let mut found = vec![];
-            let mut missing = vec![];
             for n in &names {
-                match alarms::get(app, n)? {
-                    Some(a) => found.push(a),
-                    None => missing.push(n.clone()),
+                if let Some(a) = alarms::get(app, n)? {
+                    found.push(a);
                 }
-            }
-            if !missing.is_empty() {
-                return Err(ControlError::AlarmNotFound(format!(
-                    "The following alarms were not found: [{}]",
-                    missing.join(", ")
-                )));
             }
             alarms::delete(app, &found)?;
             Ok(Outcome::Done)
@@ -880,6 +876,15 @@ async fn resolve_arn(app: &App, arn: &str) -> Result<(), ControlError> {
             true => Ok(()),
             false => Err(ControlError::ObjectNotFound(format!(
                 "No scalable target found for the ARN {arn}"
+            ))),
+        };
+    }
+    let alarms = format!("arn:aws:cloudwatch:{}:{}:alarm:", app.cfg.region, app.cfg.account_id);
+    if let Some(name) = arn.strip_prefix(&alarms) {
+        return match alarms::get(app, name)? {
+            Some(_) => Ok(()),
+            None => Err(ControlError::AlarmNotFound(format!(
+                "The resource {arn} does not exist."
             ))),
         };
     }

@@ -92,13 +92,19 @@ def test_an_alarm_goes_from_insufficient_data_to_alarm_and_back_with_its_history
     assert cw.describe_alarms(AlarmNames=["busy"])["MetricAlarms"][0]["ActionsEnabled"] is False
     cw.enable_alarm_actions(AlarmNames=["busy"])
     assert cw.describe_alarms(AlarmNames=["busy"])["MetricAlarms"][0]["ActionsEnabled"] is True
-    with pytest.raises(ClientError) as e:
-        cw.delete_alarms(AlarmNames=["busy", "nope"])
-    assert e.value.response["Error"]["Code"] == "ResourceNotFound"
-    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
-    assert state(cw, "busy")  # nothing was deleted
-    cw.delete_alarms(AlarmNames=["busy"])
+    # Tags, read back with ListTagsForResource.
+    arn = a["AlarmArn"]
+    assert cw.list_tags_for_resource(ResourceARN=arn)["Tags"] == [{"Key": "owner", "Value": "team-a"}]
+    cw.tag_resource(ResourceARN=arn, Tags=[{"Key": "env", "Value": "ci"}])
+    cw.untag_resource(ResourceARN=arn, TagKeys=["owner"])
+    assert cw.list_tags_for_resource(ResourceARN=arn)["Tags"] == [{"Key": "env", "Value": "ci"}]
+    # DeleteAlarms deletes the names that exist and ignores the others, as AWS documents.
+    cw.delete_alarms(AlarmNames=["busy", "nope"])
     assert cw.describe_alarms()["MetricAlarms"] == []
+    with pytest.raises(ClientError) as e:
+        cw.list_tags_for_resource(ResourceARN=arn)
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
     with pytest.raises(ClientError) as e:
         cw.set_alarm_state(AlarmName="busy", StateValue="OK", StateReason="x")
     assert e.value.response["Error"]["Code"] == "ResourceNotFound"

@@ -634,8 +634,11 @@ mod tests {
                 "GetMetricData",
                 "GetMetricStatistics",
                 "ListMetrics",
+                "ListTagsForResource",
                 "PutMetricAlarm",
-                "SetAlarmState"
+                "SetAlarmState",
+                "TagResource",
+                "UntagResource"
             ]
         );
         assert!(operations("iam").is_none());
