@@ -283,7 +283,7 @@ async fn put_metric_alarm(app: &Arc<App>, input: &Obj<'_>) -> Result<Value, ApiE
     if let Some(e) = input.str_opt("EvaluateLowSampleCountPercentile")?
         && !matches!(e, "evaluate" | "ignore")
     {
-        return Err(invalid(format!(
+        return Err(ApiError::validation(format!(
             "Option {e} is not supported. Supported options for parameter EvaluateLowSampleCountPercentile are evaluate and ignore."
         )));
     }
@@ -426,7 +426,7 @@ fn alarm_metric(input: &Obj<'_>) -> Result<(Map<String, Value>, Source), ApiErro
             if input.get("ExtendedStatistic").is_some() {
                 let stat = input.str_req("ExtendedStatistic")?;
                 return Err(invalid(format!(
-                    "The value {stat} for parameter ExtendedStatistic is not supported: spillway keeps no percentiles; use Statistic (Average, Sum, SampleCount, Maximum, Minimum)."
+                    "The value {stat} for parameter ExtendedStatistic is not supported by spillway, which keeps no percentiles; use Statistic (Average, Sum, SampleCount, Maximum, Minimum)."
                 )));
             }
             let stat = parse_stat(input.str_req("Statistic")?, "Statistic")?;

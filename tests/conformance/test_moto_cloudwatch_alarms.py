@@ -21,11 +21,9 @@ Left out:
   GetMetricData, ListMetrics over PutMetricData's data, S3 metrics, dashboards): PutMetricData is
   not implemented by spillway (`UnknownOperationException`, docs/api-compat.md), and metric reads
   are covered by test_cloudwatch.py.
-- test_cloudwatch_tags.py (test_list_tags_for_resource, test_list_tags_for_resource_with_unknown_resource,
-  test_tag_resource, test_tag_resource_on_resource_without_tags, test_tag_resource_error_not_exists,
-  test_untag_resource, test_untag_resource_error_not_exists, test_tag_insight_rules_resource):
-  CloudWatch's TagResource, UntagResource, ListTagsForResource and insight rules are not among the
-  operations spillway implements ("every other operation ... UnknownOperationException").
+- test_cloudwatch_tags.py: alarm tags are covered by test_alarms.py (TagResource, UntagResource,
+  ListTagsForResource on alarm ARNs); its insight-rule tests need insight rules, which spillway
+  does not have.
 - test_cloudwatch_dashboards.py, test_cloudwatch_insight_rules.py, test_cloudwatch_expressions.py,
   test_cloudwatch_expression_parser.py, test_cloudwatch_cloudformation.py: no alarms in them, or
   only through PutMetricData/CloudFormation, which spillway does not serve.
@@ -161,12 +159,6 @@ def test_delete_alarm(server):
     assert len(alarms) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spillway: DeleteAlarms with a name that does not exist answers ResourceNotFound (404) and deletes "
-    "none of the names given; AWS's DeleteAlarms reference: 'If you specify any incorrect alarm names, the "
-    "alarms you specify with correct names are still deleted'",
-)
 def test_delete_alarms_without_error(server):
     """Also names an existing alarm next to the missing one, which AWS documents is still deleted."""
     cloudwatch = server.client("cloudwatch")
@@ -576,11 +568,6 @@ def test_put_metric_alarm_error_extended_statistic(server):
     assert "90" in ex.response["Error"]["Message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spillway: PutMetricAlarm accepts EvaluateLowSampleCountPercentile='unknown' and stores the alarm; "
-    "AWS documents 'Valid Values: evaluate | ignore' and answers ValidationError",
-)
 def test_put_metric_alarm_error_evaluate_low_sample_count_percentile(server):
     """Statistic=Sum instead of ExtendedStatistic=p90 (spillway refuses percentiles first), so the answer is about EvaluateLowSampleCountPercentile alone."""
     # given
