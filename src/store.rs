@@ -541,6 +541,17 @@ impl Store {
         })
     }
 
+    /// Deletes the resources of `kind` created before `before` (retention of records such as
+    /// alarm history); how many went.
+    pub fn delete_older(&self, kind: Kind, before: Timestamp) -> Result<usize> {
+        self.with(|c| {
+            Ok(c.execute(
+                "DELETE FROM resources WHERE kind = ?1 AND created < ?2",
+                params![kind.as_str(), before],
+            )?)
+        })
+    }
+
     /// Deletes resources and their tags in one transaction: all of them, or none.
     pub fn delete_all(&self, resources: &[(Kind, &str, &str)]) -> Result<()> {
         self.with(|c| {
@@ -883,6 +894,17 @@ mod tests {
         assert!(format!("{key:?}").find("\"s\"").is_none(), "Debug shows no secret");
         s.iam_write(&[IamWrite::DeleteUser("A")]).unwrap();
         assert_eq!(s.iam_rows().unwrap(), IamRows::default());
+    }
+
+    #[test]
+    fn records_older_than_a_cutoff_are_deleted_and_no_others() {
+        let s = Store::in_memory().unwrap();
+        s.put(Kind::AlarmHistory, "old", 10.0, &"o").unwrap();
+        s.put(Kind::AlarmHistory, "new", 20.0, &"n").unwrap();
+        s.put(Kind::Alarm, "other-kind", 10.0, &"a").unwrap();
+        assert_eq!(s.delete_older(Kind::AlarmHistory, 15.0).unwrap(), 1);
+        assert_eq!(s.list::<String>(Kind::AlarmHistory).unwrap(), ["n"]);
+        assert_eq!(s.list::<String>(Kind::Alarm).unwrap(), ["a"]);
     }
 
     #[test]

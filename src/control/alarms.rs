@@ -255,6 +255,9 @@ impl HistoryItem {
     }
 }
 
+/// How long alarm history items are kept (CloudWatch: two weeks).
+pub const HISTORY_RETENTION_S: f64 = 14.0 * 86400.0;
+
 /// Every alarm, by name.
 pub fn all(app: &App) -> Result<Vec<Alarm>, ControlError> {
     let mut v: Vec<Alarm> = app.store.list(Kind::Alarm)?;
@@ -531,6 +534,8 @@ async fn run_actions(app: &Arc<App>, alarm: &mut Alarm, t: Timestamp) -> Result<
 /// period.
 pub async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
     let now = app.clock.now();
+    // Alarm history is kept two weeks, as CloudWatch keeps it.
+    app.store.delete_older(Kind::AlarmHistory, now - HISTORY_RETENTION_S)?;
     for alarm in all(app)? {
         let verdict = alarm::evaluate(&alarm.rule(), &points(app, &alarm, now), alarm.state);
         tracing::debug!(alarm = %alarm.name, points = ?verdict.points, state = verdict.state.as_str(), "alarm evaluated");
