@@ -726,6 +726,12 @@ impl Config {
                 "autoscaling.evaluation_interval_seconds must be positive and metric_window_seconds at least 1".into(),
             ));
         }
+        if !(1..=3600).contains(&self.autoscaling.target_tracking_period_seconds) {
+            return Err(ConfigError::Invalid(format!(
+                "autoscaling.target_tracking_period_seconds = {}: expected 1 to 3600 (AWS: 60)",
+                self.autoscaling.target_tracking_period_seconds
+            )));
+        }
         if !(60..=15 * 86400).contains(&self.metrics.retention_seconds) {
             return Err(ConfigError::Invalid(format!(
                 "metrics.retention_seconds = {}: expected 60 to 1296000 (15 days)",

@@ -28,6 +28,33 @@ pub fn alarm_resource(input: &Map<String, Value>, arns: &Arns) -> Resource {
     }
 }
 
+/// The first alarm of `AlarmNames` (the others are `also_on`: a caller must be allowed on each).
+pub fn first_alarm(input: &Map<String, Value>, arns: &Arns) -> Resource {
+    match alarm_names(input).first() {
+        Some(name) => Resource::Arn(alarm_arn(arns, name)),
+        None => Resource::Any,
+    }
+}
+
+/// Every alarm of `AlarmNames` but the first.
+pub fn other_alarms(input: &Map<String, Value>, arns: &Arns) -> Vec<Resource> {
+    alarm_names(input)
+        .iter()
+        .skip(1)
+        .map(|n| Resource::Arn(alarm_arn(arns, n)))
+        .collect()
+}
+
+fn alarm_names(input: &Map<String, Value>) -> Vec<&str> {
+    input
+        .get("AlarmNames")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// The resource of a tagging operation: its `ResourceARN`.
 pub fn tagged_resource(input: &Map<String, Value>) -> Resource {
     match input.get("ResourceARN").and_then(Value::as_str) {
@@ -255,7 +282,7 @@ async fn put_metric_alarm(app: &Arc<App>, input: &Obj<'_>) -> Result<Value, ApiE
     };
     let evaluation_periods = match input.int_opt("EvaluationPeriods")? {
         None => return Err(missing("EvaluationPeriods")),
-        Some(n) if n >= 1 => n as u32,
+        Some(n) if (1..=i32::MAX as i64).contains(&n) => n as u32,
         Some(n) => {
             return Err(invalid(format!(
                 "The parameter EvaluationPeriods must be at least 1 (got {n})."
@@ -264,7 +291,7 @@ async fn put_metric_alarm(app: &Arc<App>, input: &Obj<'_>) -> Result<Value, ApiE
     };
     let datapoints_to_alarm = match input.int_opt("DatapointsToAlarm")? {
         None => None,
-        Some(m) if m >= 1 && m as u32 <= evaluation_periods => Some(m as u32),
+        Some(m) if m >= 1 && m <= evaluation_periods as i64 => Some(m as u32),
         Some(m) => {
             return Err(invalid(format!(
                 "DatapointsToAlarm ({m}) must be between 1 and EvaluationPeriods ({evaluation_periods})."
@@ -371,6 +398,10 @@ fn alarm_metric(input: &Obj<'_>) -> Result<(Map<String, Value>, Source), ApiErro
                 return Err(combination(format!("Metrics cannot be used with {k}.")));
             }
             let queries = parse_queries_at(input, "Metrics")?;
+            // A cycle through expressions (which GetMetricData refuses) is refused now, not
+            // found at every evaluation.
+            crate::telemetry::query::evaluate(&crate::telemetry::metrics::Metrics::disabled(60), &queries, 0.0, 0.0)
+                .map_err(invalid)?;
             let returning: Vec<&str> = queries
                 .iter()
                 .filter(|q| q.return_data)

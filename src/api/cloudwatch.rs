@@ -82,11 +82,11 @@ crate::operations! {
         PutMetricAlarm(Map<String, Value>) => arn |i, a| super::alarms::alarm_resource(i, a),
         DescribeAlarms(Map<String, Value>) => any,
         DescribeAlarmsForMetric(Map<String, Value>) => any,
-        DeleteAlarms(Map<String, Value>) => any,
+        DeleteAlarms(Map<String, Value>) => arn |i, a| super::alarms::first_alarm(i, a),
         SetAlarmState(Map<String, Value>) => arn |i, a| super::alarms::alarm_resource(i, a),
         DescribeAlarmHistory(Map<String, Value>) => any,
-        EnableAlarmActions(Map<String, Value>) => any,
-        DisableAlarmActions(Map<String, Value>) => any,
+        EnableAlarmActions(Map<String, Value>) => arn |i, a| super::alarms::first_alarm(i, a),
+        DisableAlarmActions(Map<String, Value>) => arn |i, a| super::alarms::first_alarm(i, a),
         TagResource(Map<String, Value>) => arn |i, _a| super::alarms::tagged_resource(i),
         UntagResource(Map<String, Value>) => arn |i, _a| super::alarms::tagged_resource(i),
         ListTagsForResource(Map<String, Value>) => arn |i, _a| super::alarms::tagged_resource(i),
@@ -103,8 +103,47 @@ impl CloudWatchOp {
     }
 }
 
-/// CloudWatch's reads carry no condition keys of their own.
-impl super::ops::Conditions for CloudWatchOp {}
+/// The tags `PutMetricAlarm` and `TagResource` bring (`aws:RequestTag/<key>`, `aws:TagKeys`),
+/// the keys `UntagResource` removes (`aws:TagKeys`); the operations on several alarms act on
+/// each of them.
+impl super::ops::Conditions for CloudWatchOp {
+    fn request_conditions(&self, ctx: &mut crate::core::policy::Context) {
+        match self {
+            Self::PutMetricAlarm(i) | Self::TagResource(i) => {
+                let tags: Vec<(&str, &str)> = i
+                    .get("Tags")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| Some((t.get("Key")?.as_str()?, t.get("Value")?.as_str().unwrap_or(""))))
+                    .collect();
+                if !tags.is_empty() || matches!(self, Self::TagResource(_)) {
+                    super::ops::tag_conditions(ctx, tags);
+                }
+            }
+            Self::UntagResource(i) => {
+                let keys: Vec<&str> = i
+                    .get("TagKeys")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                ctx.insert("aws:TagKeys", keys);
+            }
+            _ => {}
+        }
+    }
+
+    fn also_on(&self, arns: &super::ops::Arns) -> Vec<crate::core::iam::Resource> {
+        match self {
+            Self::DeleteAlarms(i) | Self::EnableAlarmActions(i) | Self::DisableAlarmActions(i) => {
+                super::alarms::other_alarms(i, arns)
+            }
+            _ => vec![],
+        }
+    }
+}
 
 /// Runs one operation at time `now`.
 pub(crate) fn dispatch(metrics: &Metrics, op: &CloudWatchOp, now: Timestamp) -> Result<Value, ApiError> {

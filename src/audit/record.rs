@@ -217,6 +217,7 @@ pub fn resource_type(arn: &str) -> &'static str {
         ("iam", "accesskey") => "AWS::IAM::AccessKey",
         ("application-autoscaling", _) => "AWS::ApplicationAutoScaling::ScalableTarget",
         ("logs", "log-group") => "AWS::Logs::LogGroup",
+        ("cloudwatch", "alarm") => "AWS::CloudWatch::Alarm",
         _ => "AWS::Unknown",
     }
 }

@@ -353,15 +353,20 @@ pub fn points(app: &App, alarm: &Alarm, now: Timestamp) -> Vec<Option<f64>> {
             let s = series.get(result).unwrap_or(&empty);
             // Invocation metrics of a single series: a period without invocations has no data
             // point, as SageMaker publishes them only for periods with invocations.
-            let idle = |t: i64| match queries.as_slice() {
-                [q] => q.stat.as_ref().is_some_and(|(metric, e, v, it, _, _)| {
-                    INVOCATION_METRICS.contains(&metric.as_str())
-                        && !invocations_in(app, e, v, it.as_deref(), t as f64, (t + p) as f64)
-                }),
-                _ => false,
+            let busy = match queries.as_slice() {
+                [q] => q
+                    .stat
+                    .as_ref()
+                    .filter(|(metric, ..)| INVOCATION_METRICS.contains(&metric.as_str()))
+                    .map(|(_, e, v, it, _, _)| busy_periods(app, e, v, it.as_deref(), start, end, p)),
+                _ => None,
             };
             (0..n)
-                .map(|k| s.get(&at(k)).copied().filter(|_| !idle(at(k))))
+                .map(|k| {
+                    s.get(&at(k))
+                        .copied()
+                        .filter(|_| busy.as_ref().is_none_or(|b| b.contains_key(&at(k))))
+                })
                 .collect()
         }
         Source::TargetTracking {
@@ -369,17 +374,18 @@ pub fn points(app: &App, alarm: &Alarm, now: Timestamp) -> Vec<Option<f64>> {
             variant,
             metric,
             ..
-        } => (0..n)
-            .map(|k| {
-                let (from, to) = (at(k) as f64, (at(k) + p) as f64);
-                if matches!(metric, MetricSource::InvocationsPerInstance)
-                    && !invocations_in(app, endpoint, variant, None, from, to)
-                {
-                    return None;
-                }
-                autoscaler::evaluate(app, endpoint, variant, metric, to, p as f64)
-            })
-            .collect(),
+        } => {
+            let busy = matches!(metric, MetricSource::InvocationsPerInstance)
+                .then(|| busy_periods(app, endpoint, variant, None, start, end, p));
+            (0..n)
+                .map(|k| {
+                    if busy.as_ref().is_some_and(|b| !b.contains_key(&at(k))) {
+                        return None;
+                    }
+                    autoscaler::evaluate(app, endpoint, variant, metric, (at(k) + p) as f64, p as f64)
+                })
+                .collect()
+        }
     }
 }
 
@@ -394,16 +400,28 @@ const INVOCATION_METRICS: &[&str] = &[
     "OverheadLatency",
 ];
 
-fn invocations_in(app: &App, endpoint: &str, variant: &str, itype: Option<&str>, from: f64, to: f64) -> bool {
+/// The periods of `[start, end)` with at least one invocation (one scan of the store).
+fn busy_periods(
+    app: &App,
+    endpoint: &str,
+    variant: &str,
+    itype: Option<&str>,
+    start: i64,
+    end: i64,
+    period: i64,
+) -> BTreeMap<i64, f64> {
     app.metrics
-        .aggregate(
+        .aggregate_periods(
             Select::new(endpoint, variant, itype),
             "Invocations",
             Statistic::SampleCount,
-            from,
-            to,
+            start as f64,
+            end as f64,
+            period,
         )
-        .is_some_and(|n| n > 0.0)
+        .into_iter()
+        .filter(|(_, n)| *n > 0.0)
+        .collect()
 }
 
 /// AWS's `StateReasonData` for a verdict.
@@ -482,16 +500,27 @@ pub async fn transition(
             ),
         });
     }
-    run_actions(app, &mut alarm, t).await?;
+    run_actions(app, &mut alarm, t, false).await?;
     Ok(alarm)
 }
 
-/// Runs the actions of the alarm's current state (if its actions are enabled), and notes when.
-async fn run_actions(app: &Arc<App>, alarm: &mut Alarm, t: Timestamp) -> Result<(), ControlError> {
+/// Whether an action ARN names an Application Auto Scaling policy.
+fn is_scaling_action(arn: &str) -> bool {
+    arn.starts_with("arn:aws:autoscaling:")
+}
+
+/// Runs the actions of the alarm's current state (if its actions are enabled; `repeat`: only
+/// the Auto Scaling ones), and notes when.
+async fn run_actions(app: &Arc<App>, alarm: &mut Alarm, t: Timestamp, repeat: bool) -> Result<(), ControlError> {
     if !alarm.actions_enabled {
         return Ok(());
     }
-    let actions = alarm.actions_of(alarm.state).to_vec();
+    let actions: Vec<String> = alarm
+        .actions_of(alarm.state)
+        .iter()
+        .filter(|a| !repeat || is_scaling_action(a))
+        .cloned()
+        .collect();
     if actions.is_empty() {
         return Ok(());
     }
@@ -536,21 +565,26 @@ pub async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
     let now = app.clock.now();
     // Alarm history is kept two weeks, as CloudWatch keeps it.
     app.store.delete_older(Kind::AlarmHistory, now - HISTORY_RETENTION_S)?;
-    for alarm in all(app)? {
-        let verdict = alarm::evaluate(&alarm.rule(), &points(app, &alarm, now), alarm.state);
-        tracing::debug!(alarm = %alarm.name, points = ?verdict.points, state = verdict.state.as_str(), "alarm evaluated");
+    for seen in all(app)? {
+        let verdict = alarm::evaluate(&seen.rule(), &points(app, &seen, now), seen.state);
+        tracing::debug!(alarm = %seen.name, points = ?verdict.points, state = verdict.state.as_str(), "alarm evaluated");
+        // Written under the lock the alarm commands take, and only if the alarm is still the
+        // one evaluated: a concurrent DeleteAlarms, PutMetricAlarm or SetAlarmState wins.
+        let _config = app.autoscaler.config_lock().await;
+        let Some(alarm) = get(app, &seen.name)? else { continue };
+        if alarm != seen {
+            continue;
+        }
         if verdict.state != alarm.state {
             let data = reason_data(&alarm, &verdict, now);
             transition(app, alarm, verdict.state, verdict.reason, Some(data)).await?;
         } else {
+            // AWS repeats only Auto Scaling actions while an alarm stays in its state, once a
+            // period (a minute on AWS).
             let mut alarm = alarm;
-            let due = alarm.actions_ran.is_none_or(|t| now - t >= alarm.period() as f64);
-            let scaling = alarm
-                .actions_of(alarm.state)
-                .iter()
-                .any(|a| a.starts_with("arn:aws:autoscaling:"));
-            if scaling && due && alarm.actions_ran.is_some() {
-                run_actions(app, &mut alarm, now).await?;
+            let due = alarm.actions_ran.is_some_and(|t| now - t >= alarm.period() as f64);
+            if due && alarm.actions_of(alarm.state).iter().any(|a| is_scaling_action(a)) {
+                run_actions(app, &mut alarm, now, true).await?;
             }
         }
     }

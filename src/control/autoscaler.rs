@@ -529,14 +529,16 @@ async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
             };
             // AWS's target tracking acts only through its alarms: out while AlarmHigh is in
             // ALARM, in while AlarmLow is; an alarm without data (INSUFFICIENT_DATA) never acts.
-            let in_alarm = |which: &str| {
+            // Which is which by the whole prefix (the resource id holds the endpoint's name).
+            let (high_prefix, low_prefix) = crate::control::alarms::target_tracking_names(&p.resource_id, "");
+            let in_alarm = |prefix: &str| {
                 alarms.iter().any(|a| {
                     a.owner_policy.as_deref() == Some(p.policy_arn.as_str())
-                        && a.name.contains(which)
+                        && a.name.starts_with(prefix)
                         && a.state == crate::core::alarm::StateValue::Alarm
                 })
             };
-            let (high, low) = (in_alarm("-AlarmHigh-"), in_alarm("-AlarmLow-"));
+            let (high, low) = (in_alarm(&high_prefix), in_alarm(&low_prefix));
             let value = evaluate(
                 app,
                 &endpoint,
@@ -577,15 +579,12 @@ async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
                 alarms
                     .iter()
                     .find(|a| {
+                        let (high, low) = crate::control::alarms::target_tracking_names(&target.resource_id, "");
                         a.owner_policy.is_some()
                             && mine.iter().any(|p| {
                                 &p.policy_name == name && a.owner_policy.as_deref() == Some(p.policy_arn.as_str())
                             })
-                            && a.name.contains(if decision.scale_out {
-                                "-AlarmHigh-"
-                            } else {
-                                "-AlarmLow-"
-                            })
+                            && a.name.starts_with(if decision.scale_out { &high } else { &low })
                     })
                     .map_or("(target tracking)", |a| a.name.as_str()),
                 decision.cause
@@ -978,11 +977,21 @@ async fn scale(
     Ok(())
 }
 
-/// Gives every target-tracking policy its two alarms if it has none (a policy stored before
-/// spillway kept alarms), as `PutScalingPolicy` does.
+/// Gives every target-tracking policy its alarms again when one is missing (a policy stored
+/// before spillway kept alarms, or an alarm a user deleted: without it the policy could never
+/// act), as `PutScalingPolicy` makes them.
 async fn ensure_target_tracking_alarms(app: &Arc<App>) -> Result<(), ControlError> {
+    let names: std::collections::HashSet<String> =
+        crate::control::alarms::all(app)?.into_iter().map(|a| a.name).collect();
     for p in app.store.list::<ScalingPolicy>(Kind::ScalingPolicy)? {
-        if p.policy_type == "TargetTrackingScaling" && p.alarms.is_empty() {
+        let missing = p.alarms.is_empty()
+            || p.alarms.iter().any(|a| {
+                a.get("AlarmName")
+                    .and_then(Value::as_str)
+                    .is_none_or(|n| !names.contains(n))
+            });
+        if p.policy_type == "TargetTrackingScaling" && missing {
+            tracing::warn!(policy = %p.policy_name, resource = %p.resource_id, "a target-tracking alarm was missing: the policy's alarms are made again");
             control::apply(app, Command::PutScalingPolicy(p)).await?;
         }
     }

@@ -465,6 +465,7 @@ async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, Contro
                 alarm.state_reason_data = old.state_reason_data.clone();
                 alarm.state_updated = old.state_updated;
                 alarm.state_transitioned = old.state_transitioned;
+                alarm.actions_ran = old.actions_ran;
             }
             alarms::put(app, &alarm, existing.is_none())?;
             if !tags.is_empty() {

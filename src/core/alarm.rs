@@ -355,7 +355,7 @@ pub fn adjusted_capacity(
     let current = current as i64;
     let wanted = match kind {
         AdjustmentType::ExactCapacity => adjustment,
-        AdjustmentType::ChangeInCapacity => current + adjustment,
+        AdjustmentType::ChangeInCapacity => current.saturating_add(adjustment),
         AdjustmentType::PercentChangeInCapacity => {
             // Rounded toward zero, as AWS does for values above 1 or below -1.
             let raw = current as f64 * adjustment as f64 / 100.0;
@@ -364,11 +364,11 @@ pub fn adjusted_capacity(
                 change = adjustment.signum();
             }
             if let Some(mm) = min_magnitude
-                && change.abs() < mm
+                && change.saturating_abs() < mm
             {
-                change = mm * change.signum();
+                change = mm.saturating_mul(change.signum());
             }
-            current + change
+            current.saturating_add(change)
         }
     };
     wanted.clamp(min as i64, max as i64).max(0) as u32
@@ -564,5 +564,22 @@ mod tests {
         assert_eq!(adjusted_capacity(PercentChangeInCapacity, 10, None, 2, 1, 10), 3);
         assert_eq!(adjusted_capacity(PercentChangeInCapacity, 10, Some(2), 2, 1, 10), 4);
         assert_eq!(adjusted_capacity(PercentChangeInCapacity, -50, None, 4, 1, 10), 2);
+    }
+
+    proptest! {
+        /// Whatever the numbers, the capacity is within the bounds and no arithmetic overflows.
+        #[test]
+        fn adjustments_never_overflow_and_stay_within_bounds(
+            kind in 0usize..3,
+            adjustment in any::<i64>(),
+            min_magnitude in proptest::option::of(any::<i64>()),
+            current in any::<u32>(),
+            min in 0u32..1000,
+            span in 0u32..1000,
+        ) {
+            let kind = AdjustmentType::parse(AdjustmentType::NAMES[kind]).unwrap();
+            let got = adjusted_capacity(kind, adjustment, min_magnitude, current, min, min + span);
+            prop_assert!((min..=min + span).contains(&got));
+        }
     }
 }

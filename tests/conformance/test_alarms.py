@@ -213,3 +213,87 @@ def test_step_scaling_acts_when_its_alarm_fires_and_the_cli_sees_it(start_server
     # Deleting the policy leaves the user's alarm; deregistering the target too.
     aas.delete_scaling_policy(PolicyName="add-one", ServiceNamespace="sagemaker", ResourceId=rid, ScalableDimension=DIM)
     assert state(cw, "scale-up")
+
+
+def limited_user(server, name: str, statements: list[dict]):
+    iam = server.client("iam")
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="p",
+                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return server.client("cloudwatch", keys=(key["AccessKeyId"], key["SecretAccessKey"]))
+
+
+def test_alarm_operations_are_authorized_on_every_alarm_they_name_and_on_tags(server):
+    """A review found DeleteAlarms and Enable/DisableAlarmActions authorized on `*`: a Deny on
+    some alarms did not protect them; and tag condition keys were not set for CloudWatch."""
+    cw = server.client("cloudwatch")
+    for name in ("free-1", "prot-1"):
+        invocations_alarm(cw, name, "e", 5)
+    arn = f"arn:aws:cloudwatch:us-east-1:{spw.ACCOUNT}:alarm:"
+    user = limited_user(server, "alarm-user", [
+        {"Effect": "Allow", "Action": "cloudwatch:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": ["cloudwatch:DeleteAlarms", "cloudwatch:DisableAlarmActions"],
+         "Resource": arn + "prot-*"},
+        {"Effect": "Deny", "Action": "cloudwatch:TagResource", "Resource": "*",
+         "Condition": {"ForAnyValue:StringEquals": {"aws:TagKeys": ["owner"]}}},
+    ])
+    spw.poll(lambda: user.describe_alarms(AlarmNames=["free-1"]), what="the new key to be known")
+    for call in (user.delete_alarms, user.disable_alarm_actions):
+        with pytest.raises(ClientError) as e:
+            call(AlarmNames=["free-1", "prot-1"])
+        assert e.value.response["Error"]["Code"] == "AccessDeniedException", e.value.response
+        assert "alarm:prot-1" in e.value.response["Error"]["Message"]
+    assert {a["AlarmName"] for a in cw.describe_alarms()["MetricAlarms"]} == {"free-1", "prot-1"}
+    user.disable_alarm_actions(AlarmNames=["free-1"])
+    with pytest.raises(ClientError) as e:
+        user.tag_resource(ResourceARN=arn + "free-1", Tags=[{"Key": "owner", "Value": "me"}])
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    user.tag_resource(ResourceARN=arn + "free-1", Tags=[{"Key": "env", "Value": "ci"}])
+    user.delete_alarms(AlarmNames=["free-1"])
+
+
+def test_numbers_beyond_awss_32_bit_integers_are_refused(start_server):
+    """A review found ScalingAdjustment = 2**63 - 1 accepted, then overflowing when the alarm fired."""
+    server = start_server()
+    spw.deploy_echo(server.sm, "big")
+    spw.wait_in_service(server.sm, "big")
+    aas = server.client("application-autoscaling", validate=False)
+    rid = "endpoint/big/variant/AllTraffic"
+    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=rid, ScalableDimension=DIM,
+                                 MinCapacity=1, MaxCapacity=2)
+    with pytest.raises(ClientError) as e:
+        aas.put_scaling_policy(
+            PolicyName="huge", ServiceNamespace="sagemaker", ResourceId=rid, ScalableDimension=DIM,
+            PolicyType="StepScaling",
+            StepScalingPolicyConfiguration={"AdjustmentType": "ChangeInCapacity", "StepAdjustments": [
+                {"MetricIntervalLowerBound": 0, "ScalingAdjustment": 2**63 - 1}]},
+        )
+    assert e.value.response["Error"]["Code"] in ("SerializationException", "ValidationException"), e.value.response
+    cw = server.client("cloudwatch", validate=False)
+    with pytest.raises(ClientError):
+        invocations_alarm(cw, "many", "big", 1, DatapointsToAlarm=2**32 + 1)
+
+
+def test_a_deleted_target_tracking_alarm_is_made_again(start_server):
+    """A review found that deleting a policy's AlarmHigh switched the policy off for good."""
+    server = start_server(config={"autoscaling": FAST})
+    spw.deploy_echo(server.sm, "tt")
+    spw.wait_in_service(server.sm, "tt")
+    aas, cw = server.client("application-autoscaling"), server.client("cloudwatch")
+    rid = "endpoint/tt/variant/AllTraffic"
+    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=rid, ScalableDimension=DIM,
+                                 MinCapacity=1, MaxCapacity=2)
+    alarms = aas.put_scaling_policy(
+        PolicyName="tt", ServiceNamespace="sagemaker", ResourceId=rid, ScalableDimension=DIM,
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": 100.0,
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}},
+    )["Alarms"]
+    cw.delete_alarms(AlarmNames=[a["AlarmName"] for a in alarms])
+    spw.poll(lambda: len(cw.describe_alarms(AlarmNamePrefix="TargetTracking-")["MetricAlarms"]) == 2,
+             timeout=30, what="the policy's alarms to be made again")
+    listed = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=rid)["ScalingPolicies"][0]
+    assert sorted(a["AlarmName"] for a in listed["Alarms"]) == sorted(
+        a["AlarmName"] for a in cw.describe_alarms(AlarmNamePrefix="TargetTracking-")["MetricAlarms"])

@@ -515,7 +515,9 @@ impl Shape {
 fn type_ok(kind: Kind, v: &Value) -> bool {
     match kind {
         Kind::String | Kind::Blob => v.is_string(),
-        Kind::Integer | Kind::Long => v.as_i64().is_some(),
+        // AWS's `integer` is 32 bits; a larger number is not one (a wrong type, as AWS answers).
+        Kind::Integer => v.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
+        Kind::Long => v.as_i64().is_some(),
         Kind::Float | Kind::Double => v.is_number(),
         Kind::Boolean => v.is_boolean(),
         // epoch seconds (what botocore sends) or a date string
