@@ -371,6 +371,16 @@ impl App {
             .collect()
     }
 
+    /// The names of the live endpoints.
+    pub fn endpoint_names(&self) -> Vec<String> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Forgets an endpoint (its controller finished deleting it).
     pub fn unregister(&self, name: &str) {
         self.endpoints.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
@@ -469,13 +479,7 @@ async fn sweep_logs(app: Arc<App>) {
                 continue;
             }
         };
-        let endpoints: std::collections::HashSet<String> = app
-            .endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let endpoints: std::collections::HashSet<String> = app.endpoint_names().into_iter().collect();
         let now = app.clock.system_time();
         let logs = app.logs.clone();
         match tokio::task::spawn_blocking(move || logs.sweep(&live, &endpoints, now, retention)).await {
@@ -506,13 +510,7 @@ async fn sample_fleet(app: Arc<App>) {
             _ = shutdown.changed() => return,
         }
         let t = app.clock.now();
-        let names: Vec<String> = app
-            .endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let names = app.endpoint_names();
         for name in names {
             let Some(routes) = app.dataplane.routes.get(&name) else {
                 continue;
