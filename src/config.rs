@@ -428,6 +428,9 @@ pub struct AutoscalingConfig {
     /// Seconds per period of the alarms target tracking creates (AWS: 60; AlarmHigh acts after
     /// 3 periods over the target, AlarmLow after 15 under 90 % of it). Tests shorten it.
     pub target_tracking_period_seconds: u64,
+    /// The most CloudWatch alarms the server keeps (AWS's default quota: 5,000 per region);
+    /// each is evaluated every `evaluation_interval_seconds`.
+    pub max_alarms: usize,
 }
 
 impl Default for AutoscalingConfig {
@@ -436,6 +439,7 @@ impl Default for AutoscalingConfig {
             evaluation_interval_seconds: 60.0,
             metric_window_seconds: 60.0,
             target_tracking_period_seconds: 60,
+            max_alarms: 5000,
         }
     }
 }

@@ -51,6 +51,8 @@ pub enum ErrorCode {
     InvalidFormat,
     /// CloudWatch's tagging operations: no resource with that ARN (404).
     CloudWatchResourceNotFound,
+    /// CloudWatch: the alarm quota is reached (`LimitExceededFault`, 400).
+    AlarmLimitExceeded,
     /// CloudWatch: a parameter's value is invalid (400, query code `InvalidParameterValue`).
     InvalidParameterValueException,
     /// CloudWatch: a required parameter is missing (400, query code `MissingParameter`).
@@ -143,6 +145,7 @@ impl ErrorCode {
         Self::AlarmNotFound,
         Self::InvalidFormat,
         Self::CloudWatchResourceNotFound,
+        Self::AlarmLimitExceeded,
         Self::InvalidParameterValueException,
         Self::MissingRequiredParameterException,
         Self::InvalidParameterCombinationException,
@@ -195,6 +198,7 @@ impl ErrorCode {
             Self::AlarmNotFound => "ResourceNotFound",
             Self::InvalidFormat => "InvalidFormatFault",
             Self::CloudWatchResourceNotFound => "ResourceNotFoundException",
+            Self::AlarmLimitExceeded => "LimitExceededFault",
             Self::InvalidParameterValueException => "InvalidParameterValueException",
             Self::MissingRequiredParameterException => "MissingRequiredParameterException",
             Self::InvalidParameterCombinationException => "InvalidParameterCombinationException",
@@ -258,6 +262,7 @@ impl ErrorCode {
             | Self::ResourceNotFoundException
             | Self::TooManyTagsException
             | Self::InvalidFormat
+            | Self::AlarmLimitExceeded
             | Self::InvalidParameterValueException
             | Self::MissingRequiredParameterException
             | Self::InvalidParameterCombinationException
@@ -298,6 +303,7 @@ impl ErrorCode {
             Self::AlarmNotFound => Some("ResourceNotFound;Sender"),
             Self::InvalidFormat => Some("InvalidFormat;Sender"),
             Self::CloudWatchResourceNotFound => Some("ResourceNotFoundException;Sender"),
+            Self::AlarmLimitExceeded => Some("LimitExceeded;Sender"),
             _ => None,
         }
     }
@@ -596,6 +602,7 @@ mod tests {
             (AlarmNotFound, "ResourceNotFound"),
             (InvalidFormat, "InvalidFormat"),
             (CloudWatchResourceNotFound, "ResourceNotFoundException"),
+            (AlarmLimitExceeded, "LimitExceeded"),
             (ValidationException, "ValidationError"),
         ];
         for &code in ErrorCode::ALL {

@@ -55,6 +55,7 @@ impl From<ControlError> for ApiError {
             ControlError::Store(e) => e.into(),
             ControlError::ObjectNotFound(m) => Self::new(ErrorCode::ObjectNotFoundException, m),
             ControlError::AlarmNotFound(m) => Self::new(ErrorCode::AlarmNotFound, m),
+            ControlError::AlarmLimitExceeded(m) => Self::new(ErrorCode::AlarmLimitExceeded, m),
             ControlError::NotFound { .. }
             | ControlError::AlreadyExists { .. }
             | ControlError::Lifecycle(_)

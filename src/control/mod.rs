@@ -58,6 +58,9 @@ pub enum ControlError {
     /// CloudWatch: no such alarm (the message names them).
     #[error("{0}")]
     AlarmNotFound(String),
+    /// CloudWatch: the alarm quota is reached.
+    #[error("{0}")]
+    AlarmLimitExceeded(String),
     /// The store failed; nothing was changed.
     #[error("spillway could not access its store: {0}")]
     Store(#[from] StoreError),
@@ -466,6 +469,12 @@ async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, Contro
                 alarm.state_updated = old.state_updated;
                 alarm.state_transitioned = old.state_transitioned;
                 alarm.actions_ran = old.actions_ran;
+            }
+            let quota = app.cfg.autoscaling.max_alarms;
+            if existing.is_none() && alarms::all(app)?.len() >= quota {
+                return Err(ControlError::AlarmLimitExceeded(format!(
+                    "The maximum number of alarms ({quota}) is reached; delete alarms or raise [autoscaling] max_alarms."
+                )));
             }
             alarms::put(app, &alarm, existing.is_none())?;
             if !tags.is_empty() {
