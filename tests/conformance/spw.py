@@ -496,6 +496,15 @@ def read_credentials(path: pathlib.Path) -> tuple[str, str] | None:
     return sec["aws_access_key_id"], sec["aws_secret_access_key"]
 
 
+def use_only_the_printed_profile(server, monkeypatch) -> None:
+    """The environment a user has after pasting the lines spillway printed, and nothing else."""
+    for k in list(os.environ):
+        if k.startswith("AWS_"):
+            monkeypatch.delenv(k)
+    for k, v in cli_environment(server).items():
+        monkeypatch.setenv(k, v)
+
+
 def cli_environment(server) -> dict[str, str]:
     """What spillway prints for boto3 and the aws CLI: the generated profile, the endpoint, the
     region; and nothing else of the caller's AWS configuration."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import urllib.error
@@ -98,11 +97,7 @@ def test_the_administrator_key_works_and_the_file_is_private(server):
 
 
 def test_boto3_works_with_the_printed_profile_and_no_arguments(server, monkeypatch):
-    for k in list(os.environ):
-        if k.startswith("AWS_"):
-            monkeypatch.delenv(k)
-    for k, v in spw.cli_environment(server).items():
-        monkeypatch.setenv(k, v)
+    spw.use_only_the_printed_profile(server, monkeypatch)
     session = boto3.session.Session()
     assert session.client("sts").get_caller_identity()["Arn"].endswith(":user/admin")
     assert "Endpoints" in session.client("sagemaker").list_endpoints()

@@ -246,7 +246,8 @@ def test_target_tracking_scales_out_through_pools_and_back_in(start_server):
     # Light load (a few invocations a second, far below 90 % of the target on three
     # instances): AlarmLow goes to ALARM after 15 periods and the variant scales back to
     # MinCapacity, keeping the preferred type.
-    with Load(server, "auto", threads=1, pause=0.2) as light:
+    # Two threads, so that one client's stall does not leave a 1-s period without invocations.
+    with Load(server, "auto", threads=2, pause=0.5) as light:
         spw.poll(lambda: desired(sm, "auto") == 1, timeout=90, what="scale-in to MinCapacity")
         spw.wait_in_service(sm, "auto")
     assert light.errors == [], light.errors[:3]

@@ -3,20 +3,9 @@ deploy, predict and delete as a user's notebook does, signed with the generated 
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 import spw
-
-
-def only_the_printed_profile(server, monkeypatch):
-    """The environment a user has after pasting the lines spillway printed, and nothing else."""
-    for k in list(os.environ):
-        if k.startswith("AWS_"):
-            monkeypatch.delenv(k)
-    for k, v in spw.cli_environment(server).items():
-        monkeypatch.setenv(k, v)
 
 
 def sdk_model(session, name: str):
@@ -27,7 +16,7 @@ def sdk_model(session, name: str):
 
 
 def test_the_sagemaker_sdk_works_with_the_generated_profile(server, monkeypatch):
-    only_the_printed_profile(server, monkeypatch)
+    spw.use_only_the_printed_profile(server, monkeypatch)
     import sagemaker
     from sagemaker.predictor import Predictor
 
@@ -48,7 +37,7 @@ def test_the_sdk_raises_capacity_error_when_every_pool_is_exhausted(start_server
     `CapacityError` (it looks for `CapacityError` in `FailureReason`), and the reason keeps
     spillway's detail of what was tried."""
     server = start_server(provisioning={"deadline_override_seconds": 2})
-    only_the_printed_profile(server, monkeypatch)
+    spw.use_only_the_printed_profile(server, monkeypatch)
     import sagemaker
     from sagemaker.exceptions import CapacityError
 
