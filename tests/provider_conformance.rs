@@ -245,7 +245,9 @@ async fn output_is_captured(p: &dyn CapacityProvider, case: &Case, dir: &Path) {
         let stream = spillway::logs::root(dir).join("conformance").join(id);
         Cursor::open(&stream, Position::ORIGIN).map(|e| e.message).collect()
     };
-    let image = "sh -c 'echo first; echo second >&2; echo third; echo last words >&2; exit 3'";
+    // It waits a second before it speaks: on Slurm a model that exits at once can end before
+    // srun reports its step started, which is a launch failure (a different path, not this one).
+    let image = "sh -c 'sleep 1; echo first; echo second >&2; echo third; echo last words >&2; exit 3'";
     let a = match p.launch(request("i-conf-logs", case.two_slots, image)).await {
         Ok(l) => l,
         Err(e) => panic!("[{kind}] launch: {e:?}"),
