@@ -68,6 +68,29 @@ pub struct Config {
     pub models: ModelsConfig,
     /// Model logs (each instance's stdout and stderr, read as CloudWatch Logs).
     pub logs: LogsConfig,
+    /// The fleet ledger behind `spillway cost` and `GET /_spillway/cost`.
+    pub cost: CostConfig,
+}
+
+/// `[cost]`: the fleet ledger. Every `sample_seconds`, what each endpoint holds (instances per
+/// variant and type) is written to the store; `spillway cost` prices it with the catalog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostConfig {
+    /// Seconds between two samples, 1 to 3600 (default 60). An instance is billed for every
+    /// sample that sees it, so a fleet change is accounted within this granularity.
+    pub sample_seconds: u64,
+    /// Days of samples kept, 1 to 400 (default 35).
+    pub retention_days: u64,
+}
+
+impl Default for CostConfig {
+    fn default() -> Self {
+        Self {
+            sample_seconds: 60,
+            retention_days: 35,
+        }
+    }
 }
 
 /// `[logs]`: the capture of every instance's stdout and stderr (`<data_dir>/logs`, read with
@@ -287,6 +310,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             models: ModelsConfig::default(),
             logs: LogsConfig::default(),
+            cost: CostConfig::default(),
         }
     }
 }
@@ -740,6 +764,18 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "metrics.retention_seconds = {}: expected 60 to 1296000 (15 days)",
                 self.metrics.retention_seconds
+            )));
+        }
+        if !(1..=3600).contains(&self.cost.sample_seconds) {
+            return Err(ConfigError::Invalid(format!(
+                "cost.sample_seconds = {}: expected 1 to 3600",
+                self.cost.sample_seconds
+            )));
+        }
+        if !(1..=400).contains(&self.cost.retention_days) {
+            return Err(ConfigError::Invalid(format!(
+                "cost.retention_days = {}: expected 1 to 400",
+                self.cost.retention_days
             )));
         }
         if self.metrics.usage_interval_seconds > 300 {

@@ -7,6 +7,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod builtin;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -42,6 +42,9 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Operator commands against a running server (signed like any client).
+    #[command(flatten)]
+    Operator(spillway::cli::OperatorCommand),
     /// Run a model server built into spillway (used by `Image = "builtin:<name>"`).
     #[command(hide = true)]
     BuiltinModel {
@@ -119,6 +122,7 @@ fn main() -> anyhow::Result<()> {
         // only once it has blocked them.
         Command::InstanceShim(opts) => std::process::exit(spillway::provider::shim::run(&opts)),
         Command::Audit { command } => audit(command),
+        Command::Operator(command) => std::process::exit(spillway::cli::main(command)),
         Command::BuiltinModel { name } => {
             runtime()?.block_on(async { spillway::builtin::run(&name).await.context("built-in model server") })
         }

@@ -175,6 +175,19 @@ fn migrations() -> Migrations<'static> {
             PRIMARY KEY (group_name, name)
         );",
         ),
+        // The fleet ledger (`control::ledger`): what each endpoint held, sampled, for cost.
+        M::up(
+            "CREATE TABLE fleet_usage (
+            endpoint TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            instance_type TEXT NOT NULL,
+            preferred_type TEXT NOT NULL,
+            start REAL NOT NULL,
+            seconds REAL NOT NULL,
+            count INTEGER NOT NULL
+        );
+        CREATE INDEX fleet_usage_by_start ON fleet_usage (start);",
+        ),
     ])
 }
 
@@ -732,6 +745,57 @@ impl Store {
             };
             Ok(())
         })
+    }
+
+    /// Appends fleet-ledger samples in one transaction.
+    pub fn append_usage(&self, rows: &[crate::core::cost::UsageRow]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for r in rows {
+                tx.execute(
+                    "INSERT INTO fleet_usage (endpoint, variant, instance_type, preferred_type, start, seconds, count)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        r.endpoint,
+                        r.variant,
+                        r.instance_type,
+                        r.preferred_type,
+                        r.start,
+                        r.seconds,
+                        r.count
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Fleet-ledger samples that start at or after `since`, of one endpoint or all, oldest first.
+    pub fn usage_since(&self, since: Timestamp, endpoint: Option<&str>) -> Result<Vec<crate::core::cost::UsageRow>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT endpoint, variant, instance_type, preferred_type, start, seconds, count FROM fleet_usage
+             WHERE start >= ?1 AND (?2 IS NULL OR endpoint = ?2) ORDER BY start",
+            )?;
+            let rows = stmt.query_map(params![since, endpoint], |r| {
+                Ok(crate::core::cost::UsageRow {
+                    endpoint: r.get(0)?,
+                    variant: r.get(1)?,
+                    instance_type: r.get(2)?,
+                    preferred_type: r.get(3)?,
+                    start: r.get(4)?,
+                    seconds: r.get(5)?,
+                    count: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Deletes fleet-ledger samples that start before `before`; returns how many.
+    pub fn delete_usage_before(&self, before: Timestamp) -> Result<usize> {
+        self.with(|c| Ok(c.execute("DELETE FROM fleet_usage WHERE start < ?1", params![before])?))
     }
 
     /// Every run-time capacity override.

@@ -48,6 +48,23 @@ pub enum AdminOp {
         /// The endpoint.
         endpoint: String,
     },
+    /// `GET /_spillway/endpoints/{name}/explain`: why the fleet runs where it runs.
+    ExplainEndpoint {
+        /// The endpoint.
+        endpoint: String,
+    },
+    /// `GET /_spillway/cost?since=7d&endpoint=NAME`: instance-hours and cost per type.
+    GetCost {
+        /// `endpoint=`, if given.
+        endpoint: Option<String>,
+        /// `since=` as given (a duration back from now; default 7d).
+        since: Option<String>,
+    },
+    /// `POST /_spillway/capacity/{instanceType}/reclaim`: takes the type's instances away.
+    ReclaimCapacity {
+        /// The instance type.
+        instance_type: String,
+    },
 }
 
 impl AdminOp {
@@ -73,6 +90,16 @@ impl AdminOp {
             ("GET", ["_spillway", "endpoints", e, "instances"]) => AdminOp::ListInstances {
                 endpoint: (*e).to_string(),
             },
+            ("GET", ["_spillway", "endpoints", e, "explain"]) => AdminOp::ExplainEndpoint {
+                endpoint: (*e).to_string(),
+            },
+            ("GET", ["_spillway", "cost"]) => AdminOp::GetCost {
+                endpoint: None,
+                since: None,
+            },
+            ("POST", ["_spillway", "capacity", t, "reclaim"]) => AdminOp::ReclaimCapacity {
+                instance_type: (*t).to_string(),
+            },
             _ => return None,
         })
     }
@@ -81,7 +108,10 @@ impl AdminOp {
 impl AdminOp {
     /// Whether it only reads (every `GET`).
     pub fn read_only(&self) -> bool {
-        !matches!(self, AdminOp::PutCapacity { .. } | AdminOp::DeleteCapacity { .. })
+        !matches!(
+            self,
+            AdminOp::PutCapacity { .. } | AdminOp::DeleteCapacity { .. } | AdminOp::ReclaimCapacity { .. }
+        )
     }
 
     /// Its parameters, as the audit trail records them.
@@ -91,10 +121,15 @@ impl AdminOp {
                 "instanceType": instance_type,
                 "body": serde_json::from_slice::<Value>(body).unwrap_or(Value::Null),
             }),
-            AdminOp::DeleteCapacity { instance_type } => json!({ "instanceType": instance_type }),
-            AdminOp::ListEvents { endpoint } | AdminOp::ListInstances { endpoint } => {
+            AdminOp::DeleteCapacity { instance_type } | AdminOp::ReclaimCapacity { instance_type } => {
+                json!({ "instanceType": instance_type })
+            }
+            AdminOp::ListEvents { endpoint }
+            | AdminOp::ListInstances { endpoint }
+            | AdminOp::ExplainEndpoint { endpoint } => {
                 json!({ "endpointName": endpoint })
             }
+            AdminOp::GetCost { endpoint, since } => json!({ "endpointName": endpoint, "since": since }),
             _ => Value::Null,
         }
     }
@@ -111,6 +146,9 @@ impl Operation for AdminOp {
             AdminOp::ListInstanceTypes => "ListInstanceTypes",
             AdminOp::ListEvents { .. } => "ListEvents",
             AdminOp::ListInstances { .. } => "ListInstances",
+            AdminOp::ExplainEndpoint { .. } => "ExplainEndpoint",
+            AdminOp::GetCost { .. } => "GetCost",
+            AdminOp::ReclaimCapacity { .. } => "ReclaimCapacity",
         }
     }
 
@@ -123,9 +161,13 @@ impl Operation for AdminOp {
 
     fn resource(&self, arns: &Arns) -> Resource {
         match self {
-            AdminOp::ListEvents { endpoint } | AdminOp::ListInstances { endpoint } => {
-                arns.resource("endpoint", endpoint)
-            }
+            AdminOp::ListEvents { endpoint }
+            | AdminOp::ListInstances { endpoint }
+            | AdminOp::ExplainEndpoint { endpoint }
+            | AdminOp::GetCost {
+                endpoint: Some(endpoint),
+                ..
+            } => arns.resource("endpoint", endpoint),
             _ => Resource::Any,
         }
     }
@@ -159,6 +201,23 @@ async fn run(app: &Arc<App>, requester: &Requester, op: AdminOp) -> Response {
             AdminOp::ListInstanceTypes => Json(json!({ "instanceTypes": catalog::all() })).into_response(),
             AdminOp::ListEvents { endpoint } => events_of(app, &endpoint)?,
             AdminOp::ListInstances { endpoint } => instances_of(app, &endpoint).await?,
+            AdminOp::ExplainEndpoint { endpoint } => explain_of(app, &endpoint).await?,
+            AdminOp::GetCost { endpoint, since } => cost_of(app, endpoint.as_deref(), since.as_deref()).await?,
+            AdminOp::ReclaimCapacity { instance_type } => {
+                known_type(&instance_type)?;
+                let n = match control::apply(
+                    app,
+                    Command::ReclaimCapacity {
+                        instance_type: instance_type.clone(),
+                    },
+                )
+                .await?
+                {
+                    control::Outcome::Count(n) => n,
+                    _ => 0,
+                };
+                Json(json!({ "instanceType": instance_type, "reclaimed": n })).into_response()
+            }
         });
         Ok(Value::Null)
     })
@@ -327,6 +386,105 @@ fn events_of(app: &App, name: &str) -> Result<Response, ApiError> {
         )
     })?;
     Ok(Json(json!({ "events": events })).into_response())
+}
+
+/// `GET /_spillway/endpoints/{name}/explain`: why the endpoint's fleet runs where it runs, in
+/// sentences (`summary`) and the evidence they come from (`core::explain::Snapshot`).
+pub async fn explain(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Requester>,
+    Path(endpoint): Path<String>,
+) -> Response {
+    run(&app, &caller, AdminOp::ExplainEndpoint { endpoint }).await
+}
+
+async fn explain_of(app: &App, name: &str) -> Result<Response, ApiError> {
+    let snapshot = crate::control::explain::snapshot(app, name).await?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::AdminNotFound,
+            format!("Could not find endpoint \"{}\".", app.arn("endpoint", name)),
+        )
+    })?;
+    let summary = crate::core::explain::sentences(&snapshot);
+    let mut body = serde_json::to_value(&snapshot).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut body {
+        m.insert("summary".into(), json!(summary));
+    }
+    Ok(Json(body).into_response())
+}
+
+/// Query of `GET /_spillway/cost`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostQuery {
+    endpoint: Option<String>,
+    since: Option<String>,
+}
+
+/// `GET /_spillway/cost?since=7d&endpoint=NAME`: per endpoint and instance type, the
+/// instance-hours of the window (from the fleet ledger), their on-demand cost, the cost of the
+/// same hours on the preferred types and the difference (the fallback cost).
+pub async fn cost(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Requester>,
+    query: Result<axum::extract::Query<CostQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match query {
+        Ok(axum::extract::Query(q)) => {
+            run(
+                &app,
+                &caller,
+                AdminOp::GetCost {
+                    endpoint: q.endpoint,
+                    since: q.since,
+                },
+            )
+            .await
+        }
+        Err(e) => ApiError::validation(format!(
+            "query: {}; expected since=<duration such as 7d, 12h, 30m> and endpoint=<name>",
+            e.body_text()
+        ))
+        .into_response(),
+    }
+}
+
+async fn cost_of(app: &App, endpoint: Option<&str>, since: Option<&str>) -> Result<Response, ApiError> {
+    let window = match since {
+        None => 7.0 * 86400.0,
+        Some(s) => crate::core::cost::parse_duration(s).map_err(|e| ApiError::validation(format!("since: {e}")))?,
+    };
+    let now = app.clock.now();
+    let from = now - window;
+    let endpoints = crate::control::ledger::cost(app, from, endpoint).await?;
+    if let Some(name) = endpoint
+        && endpoints.is_empty()
+    {
+        return Err(ApiError::new(
+            ErrorCode::AdminNotFound,
+            format!(
+                "Could not find endpoint \"{}\" (no live endpoint and no fleet record since then).",
+                app.arn("endpoint", name)
+            ),
+        ));
+    }
+    Ok(Json(json!({
+        "since": from,
+        "until": now,
+        "sampleSeconds": app.cfg.cost.sample_seconds,
+        "endpoints": endpoints,
+    }))
+    .into_response())
+}
+
+/// `POST /_spillway/capacity/{instanceType}/reclaim`: takes every instance of the type away
+/// (game days): each is drained, stopped and replaced through its variant's pools.
+pub async fn reclaim_capacity(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Requester>,
+    Path(instance_type): Path<String>,
+) -> Response {
+    run(&app, &caller, AdminOp::ReclaimCapacity { instance_type }).await
 }
 
 /// `GET /_spillway/endpoints/{name}/instances`: the fleet as spillway tracks it.

@@ -78,6 +78,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_spillway/instance-types", get(admin::instance_types))
         .route("/_spillway/endpoints/{name}/events", get(admin::events))
         .route("/_spillway/endpoints/{name}/instances", get(admin::instances))
+        .route("/_spillway/endpoints/{name}/explain", get(admin::explain))
+        .route("/_spillway/cost", get(admin::cost))
+        .route(
+            "/_spillway/capacity/{instance_type}/reclaim",
+            post(admin::reclaim_capacity),
+        )
         .fallback(no_such_path)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -240,7 +240,7 @@ pub fn event_source(service: &str) -> String {
 /// `List*`, `Get*`, `Lookup*`, `Filter*` (CloudWatch Logs' `FilterLogEvents`), and the
 /// invocations, which change no resource).
 pub fn is_read_only(event_name: &str) -> bool {
-    ["Describe", "List", "Get", "Lookup", "Filter"]
+    ["Describe", "List", "Get", "Lookup", "Filter", "Explain"]
         .iter()
         .any(|p| event_name.starts_with(p))
         || INVOCATIONS.contains(&event_name)

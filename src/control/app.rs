@@ -287,6 +287,7 @@ impl App {
         tokio::spawn(sweep_logs(app.clone()));
         tokio::spawn(sample_fleet(app.clone()));
         tokio::spawn(sample_usage(app.clone()));
+        tokio::spawn(crate::control::ledger::run(app.clone()));
         tokio::spawn(crate::control::autoscaler::run(app.clone()));
         Ok(app)
     }

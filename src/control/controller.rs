@@ -1012,11 +1012,16 @@ fn record_launch(app: &App, rt: &mut EndpointRuntime, l: Launch<'_>, result: Res
 /// Whether the endpoint moves its fleet back to preferred hardware: its tag
 /// `spillway:rebalance` (`enabled`/`disabled`), else the server default.
 fn rebalance_enabled(app: &App, arn: &str) -> bool {
+    rebalance_setting(app, arn).0
+}
+
+/// Whether the endpoint rebalances, and where that comes from: `tag` or `config`.
+pub(crate) fn rebalance_setting(app: &App, arn: &str) -> (bool, &'static str) {
     let tags = app.store.tags(arn).unwrap_or_default();
     match tags.iter().find(|t| t.key == REBALANCE_TAG).map(|t| t.value.as_str()) {
-        Some("enabled") | Some("true") => true,
-        Some("disabled") | Some("false") => false,
-        _ => app.cfg.rebalance.enabled,
+        Some("enabled") | Some("true") => (true, "tag"),
+        Some("disabled") | Some("false") => (false, "tag"),
+        _ => (app.cfg.rebalance.enabled, "config"),
     }
 }
 
@@ -1060,4 +1065,45 @@ fn routes_of(rt: &EndpointRuntime) -> EndpointRoutes {
             })
             .collect(),
     }
+}
+
+/// Takes every instance of `instance_type` away from every endpoint, as a provider reclaiming
+/// its capacity would (a game day's "the type is gone"): each is marked for termination with a
+/// `CapacityReclaimed` event, leaves the routes at once and is drained and stopped by its
+/// endpoint's controller, which then replaces it through the pools. Returns how many.
+pub async fn reclaim(app: &App, instance_type: &str, why: &str) -> usize {
+    let mut total = 0;
+    for h in app.all_endpoints() {
+        let mut rt = h.state.lock().await;
+        if rt.deleted {
+            continue;
+        }
+        let ids: Vec<String> = rt
+            .instances
+            .iter()
+            .filter(|i| i.instance_type == instance_type && i.state != InstancePhase::Terminating)
+            .map(|i| i.instance_id.clone())
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let name = rt.record.name.clone();
+        for inst in mark_terminating(&mut rt, &ids) {
+            app.event(event(
+                app,
+                &name,
+                &inst,
+                "CapacityReclaimed",
+                Some("Terminating"),
+                format!("{instance_type} capacity reclaimed ({why}); the instance is drained, stopped and replaced through the pools"),
+            ));
+        }
+        total += ids.len();
+        if serves_traffic(&rt) {
+            app.dataplane.routes.publish(&name, routes_of(&rt));
+        }
+        drop(rt);
+        h.notify.notify_one();
+    }
+    total
 }

@@ -11,7 +11,9 @@ pub mod alarms;
 pub mod app;
 pub mod autoscaler;
 pub mod controller;
+pub mod explain;
 pub mod identity;
+pub mod ledger;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -308,6 +310,12 @@ pub enum Command {
         /// The pin, `None` to remove it.
         slots: Option<u32>,
     },
+    /// `POST /_spillway/capacity/{type}/reclaim`: every instance of the type is taken away
+    /// (stopped and replaced through the pools), as when a provider reclaims capacity.
+    ReclaimCapacity {
+        /// A catalog instance type.
+        instance_type: String,
+    },
 }
 
 /// What an accepted command produced.
@@ -319,6 +327,8 @@ pub enum Outcome {
     Done,
     /// The scaling policy as stored (with its alarms).
     Policy(Box<ScalingPolicy>),
+    /// How many things the command acted on (instances reclaimed).
+    Count(usize),
 }
 
 /// Applies one command. Every accepted change is durable before this returns.
@@ -527,6 +537,11 @@ async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, Contro
             }
             capacity_changed(app, &instance_type).await;
             Ok(Outcome::Done)
+        }
+        Command::ReclaimCapacity { instance_type } => {
+            let n = controller::reclaim(app, &instance_type, "ReclaimCapacity through the admin API").await;
+            tracing::info!(%instance_type, instances = n, "capacity reclaimed");
+            Ok(Outcome::Count(n))
         }
     }
 }

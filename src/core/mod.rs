@@ -8,7 +8,9 @@
 pub mod alarm;
 pub mod capacity;
 pub mod catalog;
+pub mod cost;
 pub mod endpoint;
+pub mod explain;
 pub mod iam;
 pub mod logs;
 pub mod model;
