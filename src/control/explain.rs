@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 
 use crate::control::app::App;
-use crate::control::autoscaler::{ScalableTarget, ScalingPolicy};
+use crate::control::autoscaler::{Activity, ScalableTarget, ScalingPolicy};
 use crate::control::{ControlError, alarms, controller, ledger};
 use crate::core::catalog;
 use crate::core::explain::{
-    AlarmEvidence, Attempt, Backoff, CostEvidence, Hardware, PolicyEvidence, PoolEvidence, RebalanceEvidence,
-    RebalanceWait, ScalingEvidence, Snapshot, VariantEvidence,
+    ActivityEvidence, AlarmEvidence, Attempt, Backoff, CostEvidence, Hardware, PolicyEvidence, PoolEvidence,
+    RebalanceEvidence, RebalanceWait, ScalingEvidence, Snapshot, VariantEvidence,
 };
 use crate::core::planner::InstancePhase;
 use crate::store::Kind;
@@ -40,6 +40,7 @@ pub async fn snapshot(app: &App, name: &str) -> Result<Option<Snapshot>, Control
     let min_runtime = app.cfg.rebalance.min_runtime_seconds;
     let policies: Vec<ScalingPolicy> = app.store.list(Kind::ScalingPolicy)?;
     let all_alarms = alarms::all(app)?;
+    let activities: Vec<Activity> = app.store.list(Kind::ScalingActivity)?;
     let price = |t: &str| catalog::lookup(t).and_then(|s| s.price_usd_per_hour);
 
     let mut variants = vec![];
@@ -159,6 +160,15 @@ pub async fn snapshot(app: &App, name: &str) -> Result<Option<Snapshot>, Control
                             .collect(),
                     })
                     .collect(),
+                last_activity: activities
+                    .iter()
+                    .filter(|a| a.resource_id == resource_id)
+                    .max_by(|a, b| a.start_time.total_cmp(&b.start_time))
+                    .map(|a| ActivityEvidence {
+                        time: a.start_time,
+                        description: a.description.clone(),
+                        cause: a.cause.clone(),
+                    }),
             });
         variants.push(VariantEvidence {
             variant_name: v.spec.name.clone(),

@@ -175,6 +175,21 @@ pub struct ScalingEvidence {
     pub max_capacity: u32,
     /// Its policies.
     pub policies: Vec<PolicyEvidence>,
+    /// Its latest scaling activity, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_activity: Option<ActivityEvidence>,
+}
+
+/// One scaling activity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityEvidence {
+    /// When it started.
+    pub time: Timestamp,
+    /// "Setting desired instance count to N."
+    pub description: String,
+    /// Why.
+    pub cause: String,
 }
 
 /// One scaling policy and the alarms that drive it.
@@ -391,6 +406,14 @@ pub fn sentences(s: &Snapshot) -> Vec<String> {
                     })
                     .collect();
                 line.push_str(&format!(": {}.", ps.join("; ")));
+            }
+            if let Some(a) = &sc.last_activity {
+                line.push_str(&format!(
+                    " Last scaling {} ago: {} ({})",
+                    human_seconds(now - a.time),
+                    a.description,
+                    a.cause
+                ));
             }
             out.push(line);
         }

@@ -276,3 +276,31 @@ def test_runbook_covers_the_checklist(start_server):
     facts = cli_json(server, "runbook", "ep")
     assert facts["endpointConfigName"] == "ep-v2" and facts["previousEndpointConfigName"] == "ep-cfg"
     assert facts["owner"].startswith("team-inference")
+
+
+def test_explain_shows_autoscaling_and_its_alarms(start_server):
+    server = start_server(config={**FAST, "autoscaling": {"target_tracking_period_seconds": 1}})
+    fallback_endpoint(server, count=1)
+    aas = server.client("application-autoscaling")
+    rid = "endpoint/ep/variant/AllTraffic"
+    aas.register_scalable_target(
+        ServiceNamespace="sagemaker", ResourceId=rid,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount", MinCapacity=1, MaxCapacity=3,
+    )
+    aas.put_scaling_policy(
+        PolicyName="per-instance", ServiceNamespace="sagemaker", ResourceId=rid,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount", PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": 100.0,
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+        },
+    )
+    e = cli_json(server, "explain", "ep")
+    sc = e["variants"][0]["scaling"]
+    assert (sc["minCapacity"], sc["maxCapacity"]) == (1, 3)
+    (p,) = sc["policies"]
+    assert p["policyName"] == "per-instance" and p["policyType"] == "TargetTrackingScaling"
+    names = sorted(a["alarmName"] for a in p["alarms"])
+    assert len(names) == 2 and "AlarmHigh" in names[0] + names[1], names
+    rc, out, _ = cli(server, "explain", "ep")
+    assert rc == 0 and "Autoscaling keeps it between 1 and 3 instances: per-instance (TargetTrackingScaling;" in out, out
