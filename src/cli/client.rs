@@ -63,12 +63,15 @@ pub enum CliError {
     /// A local file could not be read or written.
     #[error("{0}")]
     Io(String),
+    /// The user interrupted the command (Ctrl-C) after it had cleaned up.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl CliError {
     /// The process exit code: 0 is success, 1 a failed check (game day), 2 a usage error
     /// (clap's), 3 the server is unreachable, 4 refused (credentials or permissions), 5 not
-    /// found, 6 an invalid request, 7 a server error, 8 a local file error.
+    /// found, 6 an invalid request, 7 a server error, 8 a local file error, 130 interrupted.
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::CheckFailed(_) => 1,
@@ -78,6 +81,7 @@ impl CliError {
             CliError::Invalid(_) => 6,
             CliError::Server(_) => 7,
             CliError::Io(_) => 8,
+            CliError::Interrupted(_) => 130,
         }
     }
 }

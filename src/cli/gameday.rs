@@ -127,7 +127,6 @@ pub async fn run(args: GamedayArgs) -> Result<(), CliError> {
     let clock = Clock::wall();
     let started_at = clock.now();
     let t0 = clock.instant();
-    let elapsed = move || clock.since(t0).as_secs_f64();
     let endpoint = args.endpoint.clone();
     let ty = args.take.clone();
 
@@ -165,6 +164,63 @@ pub async fn run(args: GamedayArgs) -> Result<(), CliError> {
             _ => None,
         });
 
+    // Interrupted (Ctrl-C), the type is given back before the command exits.
+    let play = play(PlayArgs {
+        args: &args,
+        client: &client,
+        endpoint: &endpoint,
+        ty: &ty,
+        hold,
+        timeout,
+        started_at,
+        clock,
+        t0,
+        fleet_before: &fleet_before,
+        rebalances,
+        original_pin,
+    });
+    tokio::select! {
+        r = play => r,
+        _ = tokio::signal::ctrl_c() => {
+            restore(&client, &ty, original_pin).await;
+            Err(CliError::Interrupted(format!("game day interrupted: {ty} given back; no verdict")))
+        }
+    }
+}
+
+/// What the game day's main part works with.
+struct PlayArgs<'a> {
+    args: &'a GamedayArgs,
+    client: &'a Arc<Client>,
+    endpoint: &'a str,
+    ty: &'a str,
+    hold: f64,
+    timeout: f64,
+    started_at: f64,
+    clock: Clock,
+    t0: tokio::time::Instant,
+    fleet_before: &'a Fleet,
+    rebalances: bool,
+    original_pin: Option<u64>,
+}
+
+/// Takes the type away, watches, gives it back, judges and reports.
+async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
+    let PlayArgs {
+        args,
+        client,
+        endpoint,
+        ty,
+        hold,
+        timeout,
+        started_at,
+        clock,
+        t0,
+        fleet_before,
+        rebalances,
+        original_pin,
+    } = p;
+    let elapsed = move || clock.since(t0).as_secs_f64();
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
     let say = |bar: &indicatif::ProgressBar, line: String| {
@@ -280,7 +336,7 @@ pub async fn run(args: GamedayArgs) -> Result<(), CliError> {
         &elapsed,
         timeout,
         &format!("waiting for the fleet to fall back from {ty}"),
-        |all, _, settled| settled && !all.contains_key(&ty),
+        |all, _, settled| settled && !all.contains_key(ty),
     )
     .await;
     let fallback_fleet = match &fell_back {
@@ -328,7 +384,7 @@ pub async fn run(args: GamedayArgs) -> Result<(), CliError> {
             original_pin.map_or("run-time pin removed".into(), |n| format!("pinned to {n} again"))
         ),
     );
-    let had_type = fleet_before.get(&ty).copied().unwrap_or(0);
+    let had_type = fleet_before.get(ty).copied().unwrap_or(0);
     if verdict.is_ok() {
         if !rebalances {
             phases.push(Phase {
@@ -351,7 +407,7 @@ pub async fn run(args: GamedayArgs) -> Result<(), CliError> {
                 &elapsed,
                 timeout,
                 &format!("waiting for the fleet to return to {ty} (rebalancing)"),
-                |_, serving, settled| settled && serving.get(&ty).copied().unwrap_or(0) >= had_type,
+                |_, serving, settled| settled && serving.get(ty).copied().unwrap_or(0) >= had_type,
             )
             .await;
             match back {

@@ -304,3 +304,32 @@ def test_explain_shows_autoscaling_and_its_alarms(start_server):
     assert len(names) == 2 and "AlarmHigh" in names[0] + names[1], names
     rc, out, _ = cli(server, "explain", "ep")
     assert rc == 0 and "Autoscaling keeps it between 1 and 3 instances: per-instance (TargetTrackingScaling;" in out, out
+
+
+def test_an_interrupted_gameday_gives_the_type_back(start_server):
+    server = start_server(config=FAST)
+    fallback_endpoint(server)
+    p = subprocess.Popen(
+        [spw.BIN, "gameday", "ep", "--take", "ml.g6.2xlarge", "--for", "10m", "--report", str(server.workdir / "r.md")],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **spw.cli_environment(server)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in p.stderr:
+            lines.append(line)
+            if "fell back" in line:
+                break
+        assert any("fell back" in l for l in lines), lines
+        assert server.capacity()["ml.g6.2xlarge"]["slots"] == 0
+        p.send_signal(subprocess.signal.SIGINT)
+        rc = p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert rc == 130, (rc, p.stderr.read())
+    # The run-time pin is gone: the config file's pin (1 slot) applies again.
+    cap = server.capacity()["ml.g6.2xlarge"]
+    assert cap["slots"] == 1 and cap.get("pinnedBy") == "config", cap
