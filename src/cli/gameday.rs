@@ -234,7 +234,7 @@ async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
         &bar,
         format!(
             "{endpoint} is InService on {}; taking {ty} away",
-            fleet_text(&fleet_before)
+            fleet_text(fleet_before)
         ),
     );
 
@@ -243,7 +243,7 @@ async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
     let invoker = {
         let client = client.clone();
         let stop = stop.clone();
-        let path = format!("/endpoints/{}/invocations", encode(&endpoint));
+        let path = format!("/endpoints/{}/invocations", encode(endpoint));
         let body = args.body.clone().into_bytes();
         let interval = Duration::from_secs_f64(args.interval);
         tokio::spawn(async move {
@@ -303,12 +303,12 @@ async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
         client
             .admin(
                 "PUT",
-                &format!("/_spillway/capacity/{}", encode(&ty)),
+                &format!("/_spillway/capacity/{}", encode(ty)),
                 json!({"slots": 0}).to_string().as_bytes(),
             )
             .await?;
         client
-            .admin("POST", &format!("/_spillway/capacity/{}/reclaim", encode(&ty)), b"")
+            .admin("POST", &format!("/_spillway/capacity/{}/reclaim", encode(ty)), b"")
             .await
     }
     .await;
@@ -318,7 +318,7 @@ async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
         Err(e) => {
             stop.store(true, Ordering::Relaxed);
             let _ = invoker.await;
-            restore(&client, &ty, original_pin).await;
+            restore(client, ty, original_pin).await;
             return Err(e);
         }
     };
@@ -329,8 +329,8 @@ async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
 
     // Wait until the fleet is whole again without TYPE.
     let fell_back = watch(
-        &client,
-        &endpoint,
+        client,
+        endpoint,
         &bar,
         &mut statuses,
         &elapsed,
@@ -366,7 +366,7 @@ async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
         bar.set_message(format!("holding {ty} away for {}", args.hold));
         let until = elapsed() + hold;
         while elapsed() < until {
-            if let Ok(e) = explanation(&client, &endpoint).await {
+            if let Ok(e) = explanation(client, endpoint).await {
                 note_status(&mut statuses, elapsed(), &e);
             }
             tokio::time::sleep(Duration::from_secs(1).min(Duration::from_secs_f64((until - elapsed()).max(0.01))))
@@ -376,7 +376,7 @@ async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
 
     // Give it back.
     let restored_at = elapsed();
-    restore(&client, &ty, original_pin).await;
+    restore(client, ty, original_pin).await;
     say(
         &bar,
         format!(
@@ -400,8 +400,8 @@ async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
             });
         } else {
             let back = watch(
-                &client,
-                &endpoint,
+                client,
+                endpoint,
                 &bar,
                 &mut statuses,
                 &elapsed,
@@ -461,11 +461,11 @@ async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
 
     let passed = verdict.is_ok();
     let report = Report {
-        endpoint: &endpoint,
-        instance_type: &ty,
+        endpoint,
+        instance_type: ty,
         started_at,
         duration: elapsed(),
-        fleet_before: &fleet_before,
+        fleet_before,
         fallback_fleet: fallback_fleet.as_ref(),
         phases: &phases,
         statuses: &statuses,
@@ -482,7 +482,7 @@ async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
     });
     std::fs::write(&path, &markdown).map_err(|e| CliError::Io(format!("cannot write {}: {e}", path.display())))?;
     let summary = report.tag_value();
-    let tagged = tag_result(&client, &endpoint, &summary).await;
+    let tagged = tag_result(client, endpoint, &summary).await;
 
     if args.connect.output == Output::Json {
         println!(
