@@ -250,6 +250,17 @@ fn fleet_cell(v: &Value) -> String {
     if cells.is_empty() { "-".into() } else { cells.join(" ") }
 }
 
+/// Instances of a variant (of the explain answer) on pools other than its first.
+pub(crate) fn on_fallback(v: &Value) -> u64 {
+    v["pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .skip(1)
+        .map(|p| p["current"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 /// What a variant is waiting for, in a few words.
 fn pending_cell(v: &Value, now: f64) -> String {
     if let Some(m) = v["statusMessage"].as_str() {
@@ -259,13 +270,7 @@ fn pending_cell(v: &Value, now: f64) -> String {
         return format!("gave up: {s}");
     }
     let preferred = &v["pools"][0];
-    let on_fallback: u64 = v["pools"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .skip(1)
-        .map(|p| p["current"].as_u64().unwrap_or(0))
-        .sum();
+    let on_fallback = on_fallback(v);
     if on_fallback > 0 {
         if let Some(next) = preferred["backoff"]["nextProbe"].as_f64().filter(|n| *n > now) {
             return format!(

@@ -246,13 +246,7 @@ pub async fn run(connect: &Connect, endpoint: &str) -> Result<(), CliError> {
         open.push(format!("- `{name}`: {v} ({state})"));
     }
     for v in e["variants"].as_array().into_iter().flatten() {
-        let on_fallback: u64 = v["pools"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .skip(1)
-            .map(|p| p["current"].as_u64().unwrap_or(0))
-            .sum();
+        let on_fallback = super::on_fallback(v);
         if on_fallback > 0 {
             open.push(format!(
                 "- Variant {} runs {on_fallback} instance(s) on fallback pools (see Now).",
