@@ -9,6 +9,7 @@ pub mod auth;
 pub mod builtin;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod core;
 pub mod dataplane;
