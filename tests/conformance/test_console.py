@@ -1,0 +1,407 @@
+"""The browser console (`GET /`, `src/console/`), driven in a real headless Chromium.
+
+The page signs every data call itself (SigV4 with WebCrypto) with the key typed into its form;
+these tests sign in with the administrator key the server wrote, watch an endpoint fall back
+when its preferred type has no capacity and return when it comes back, and read the fleet
+chart's pixels. They need Debian's `chromium` and `chromium-driver` (scripts/test.sh installs
+them) and fail, never skip, when those are missing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import struct
+import time
+import zlib
+
+import pytest
+
+import spw
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+PREFERRED = "ml.g6e.2xlarge"
+FALLBACK = "ml.m5.xlarge"
+ECHO = "echo-model"
+WAIT = 90  # seconds: generous, a loaded 2-core machine builds and runs everything at once
+
+
+# ------------------------------------------------------------------------------------------
+# the browser
+# ------------------------------------------------------------------------------------------
+
+
+def _need_browser():
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
+    if missing:
+        pytest.fail(
+            f"headless Chromium is required for the console tests but {missing} is missing: "
+            "install Debian's `chromium` and `chromium-driver` (scripts/test.sh does)",
+            pytrace=False,
+        )
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        pytest.fail("selenium is required for the console tests: pip install -r tests/requirements.txt", pytrace=False)
+
+
+@pytest.fixture
+def browser():
+    _need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1800",
+              "--force-device-scale-factor=1", "--no-first-run", "--disable-extensions"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # An explicit driver: Selenium Manager never looks for one on the network.
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    yield driver
+    try:
+        for entry in driver.get_log("browser"):
+            print("[browser]", entry.get("level"), entry.get("message"))
+    except Exception:  # noqa: BLE001 (a log that cannot be read is no test failure)
+        pass
+    driver.quit()
+
+
+def wait_for(driver, fn, what: str, timeout: float = WAIT):
+    """Polls fn(driver) until it returns something truthy; fails naming `what` and the page."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn(driver)
+        except Exception as e:  # noqa: BLE001 (a node being replaced by a refresh)
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.5)
+    body = driver.find_element("tag name", "body").text[:3000]
+    pytest.fail(f"timed out after {timeout}s waiting for {what}; last: {last!r}\n--- page text ---\n{body}")
+
+
+def js(driver, script: str, *args):
+    return driver.execute_script(script, *args)
+
+
+def sign_in(driver, srv, secret: str | None = None):
+    driver.get(srv.url + "/")
+    wait_for(driver, lambda d: d.find_element("id", "signin-form").is_displayed(), "the sign-in form")
+    akid, sec = srv.credentials
+    driver.find_element("id", "akid").send_keys(akid)
+    driver.find_element("id", "secret").send_keys(secret if secret is not None else sec)
+    region = driver.find_element("id", "region")
+    region.clear()
+    region.send_keys(spw.REGION)
+    driver.find_element("id", "signin-button").click()
+
+
+def signed_in(driver):
+    return driver.find_element("id", "app").is_displayed()
+
+
+# ------------------------------------------------------------------------------------------
+# PNG pixels (zlib only: no imaging library needed)
+# ------------------------------------------------------------------------------------------
+
+
+def decode_png(data: bytes) -> tuple[int, int, list[bytearray]]:
+    """(width, height, rows of RGB bytes) of an 8-bit RGB or RGBA, non-interlaced PNG."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, chunk = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
+            assert depth == 8 and color in (2, 6) and interlace == 0, (depth, color, interlace)
+            bpp = 4 if color == 6 else 3
+        elif kind == b"IDAT":
+            idat += chunk
+    raw = zlib.decompress(idat)
+    stride = width * bpp
+    rows, prev = [], bytearray(stride)
+    i = 0
+    for _ in range(height):
+        f, line = raw[i], bytearray(raw[i + 1 : i + 1 + stride])
+        i += 1 + stride
+        for x in range(stride):
+            a = line[x - bpp] if x >= bpp else 0
+            b = prev[x]
+            c = prev[x - bpp] if x >= bpp else 0
+            if f == 1:
+                line[x] = (line[x] + a) & 0xFF
+            elif f == 2:
+                line[x] = (line[x] + b) & 0xFF
+            elif f == 3:
+                line[x] = (line[x] + (a + b) // 2) & 0xFF
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
+        prev = line
+        rgb = bytearray()
+        for x in range(0, stride, bpp):
+            rgb += line[x : x + 3]
+        rows.append(rgb)
+    return width, height, rows
+
+
+def hex_rgb(color: str) -> tuple[int, int, int]:
+    color = color.lstrip("#")
+    return int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16)
+
+
+def count_color(rows, x0: int, x1: int, rgb, tol: int = 12) -> int:
+    n = 0
+    for row in rows:
+        for x in range(x0, x1):
+            p = row[3 * x : 3 * x + 3]
+            if abs(p[0] - rgb[0]) <= tol and abs(p[1] - rgb[1]) <= tol and abs(p[2] - rgb[2]) <= tol:
+                n += 1
+    return n
+
+
+# ------------------------------------------------------------------------------------------
+# the server side of the console
+# ------------------------------------------------------------------------------------------
+
+
+def test_assets_are_served_unsigned_with_csp_and_data_is_not(server):
+    status, headers, body = server.http("GET", "/", sign=False)
+    assert status == 200, (status, body[:200])
+    h = {k.lower(): v for k, v in headers.items()}
+    assert h["content-type"] == "text/html; charset=utf-8"
+    csp = h["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe" not in csp, csp
+    assert h["x-content-type-options"] == "nosniff"
+    assert h["cache-control"] == "no-cache" and h["etag"]
+    assert b"/console/app.js" in body
+    for path, ctype in (
+        ("/console/app.js", "text/javascript; charset=utf-8"),
+        ("/console/sigv4.js", "text/javascript; charset=utf-8"),
+        ("/console/style.css", "text/css; charset=utf-8"),
+        ("/console/vendor/uplot/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+        ("/console/vendor/uplot/uPlot.min.css", "text/css; charset=utf-8"),
+        ("/console/vendor/uplot/LICENSE", "text/plain; charset=utf-8"),
+    ):
+        status, headers, body = server.http("GET", path, sign=False)
+        h = {k.lower(): v for k, v in headers.items()}
+        assert status == 200 and h["content-type"] == ctype and h["content-security-policy"] == csp, (path, status, h)
+        assert body
+    # revalidation
+    status, _, _ = server.http("GET", "/console/app.js", sign=False, headers={"If-None-Match": h["etag"]})
+    assert status == 200  # the etag above is the LICENSE's
+    _, headers, _ = server.http("GET", "/console/app.js", sign=False)
+    etag = {k.lower(): v for k, v in headers.items()}["etag"]
+    status, _, _ = server.http("GET", "/console/app.js", sign=False, headers={"If-None-Match": etag})
+    assert status == 304
+    # an unknown asset is an AWS-shaped 404, not the page
+    status, _, body = server.http("GET", "/console/nope.js", sign=False)
+    assert status == 404 and json.loads(body)["__type"].endswith("UnknownOperationException"), body
+    # the assets still pass the Host check (DNS rebinding)
+    status, _, body = server.http("GET", "/", sign=False, headers={"Host": "evil.example"})
+    assert status == 403, (status, body)
+    # the console is no bypass: its data calls unsigned are refused, as any client's
+    status, _, body = server.http("GET", "/_spillway/capacity", sign=False)
+    assert status in (400, 403), (status, body)
+    status, _, body = server.http(
+        "POST", "/", b"{}", {"X-Amz-Target": "SageMaker.ListEndpoints", "Content-Type": "application/x-amz-json-1.1"}, sign=False
+    )
+    assert status in (400, 403), (status, body)
+    assert "Endpoints" not in json.loads(body), body
+    # POST / still is the AWS APIs, signed
+    status, body = server.sagemaker_raw("ListEndpoints", {})
+    assert status == 200 and body == {"Endpoints": []}, (status, body)
+    # methods other than GET/HEAD on the console's paths are not served unsigned
+    status, _, _ = server.http("PUT", "/console/app.js", b"x", sign=False)
+    assert status in (400, 403, 405), status
+
+
+def test_asset_gets_are_not_audited_as_api_calls(server):
+    before = server.client("cloudtrail").lookup_events(MaxResults=50)["Events"]
+    for _ in range(3):
+        assert server.http("GET", "/", sign=False)[0] == 200
+        assert server.http("GET", "/console/app.js", sign=False)[0] == 200
+    after = server.client("cloudtrail").lookup_events(MaxResults=50)["Events"]
+    new = [e for e in after if e["EventId"] not in {b["EventId"] for b in before}]
+    # only the second LookupEvents itself may be new (the first may or may not see itself)
+    assert all(e["EventName"] == "LookupEvents" for e in new), [e["EventName"] for e in new]
+    # the control: an unsigned GET of a path that is no asset is an API call, refused and audited
+    assert server.http("GET", "/_spillway/capacity", sign=False)[0] in (400, 403)
+    last = spw.poll(
+        lambda: [
+            e
+            for e in server.client("cloudtrail").lookup_events(MaxResults=50)["Events"]
+            if e["EventId"] not in {b["EventId"] for b in after} and e["EventName"] != "LookupEvents"
+        ],
+        what="the audited refusal of the unsigned admin call",
+    )
+    assert [e["EventName"] for e in last] == ["ListCapacity"], last
+
+
+# ------------------------------------------------------------------------------------------
+# in the browser
+# ------------------------------------------------------------------------------------------
+
+
+def test_a_wrong_secret_shows_the_error_and_no_data(start_server, browser):
+    srv = start_server()
+    spw.deploy_echo(srv.sm, "secret-ep", model=ECHO)
+    sign_in(browser, srv, secret="not-the-secret")
+    err = wait_for(
+        browser,
+        lambda d: d.find_element("id", "signin-error").is_displayed() and d.find_element("id", "signin-error").text,
+        "the sign-in error",
+    )
+    assert "SignatureDoesNotMatch" in err or "signature" in err.lower(), err
+    assert not browser.find_element("id", "app").is_displayed()
+    assert "secret-ep" not in browser.find_element("tag name", "body").text
+    assert js(browser, "return sessionStorage.length") == 0
+
+
+def test_auth_off_needs_no_sign_in(start_server, browser):
+    srv = start_server(config={"auth": {"mode": "none"}})
+    spw.deploy_echo(srv.sm, "open-ep", model=ECHO)
+    browser.get(srv.url + "/")
+    wait_for(browser, lambda d: "open-ep" in d.find_element("id", "endpoint-list").text, "the endpoint list without signing in")
+    assert not browser.find_element("id", "signin").is_displayed()
+    assert "authentication is off" in browser.find_element("id", "whoami").text
+
+
+def test_console_shows_the_fallback_and_the_return(start_server, browser):
+    srv = start_server(
+        capacity={PREFERRED: 0, FALLBACK: 4},
+        config={"rebalance": {"enabled": False, "min_runtime_seconds": 1, "max_in_flight": 1}},
+        provisioning={"deadline_override_seconds": 30, "health_check_timeout_override_seconds": 20},
+    )
+    sm = srv.sm
+    spw.create_model(sm, ECHO)
+    variant = spw.pooled_variant(ECHO, spw.pools((PREFERRED, 1), (FALLBACK, 2)), count=1)
+    sm.create_endpoint_config(EndpointConfigName="fb-cfg", ProductionVariants=[variant])
+    sm.create_endpoint(
+        EndpointName="fb",
+        EndpointConfigName="fb-cfg",
+        Tags=[{"Key": "spillway:rebalance", "Value": "enabled"}],
+    )
+    spw.wait_in_service(sm, "fb", timeout=WAIT)
+
+    sign_in(browser, srv)
+    wait_for(browser, signed_in, "the console after signing in")
+    assert js(browser, "return JSON.parse(sessionStorage.getItem('spillway.console.credentials')).accessKeyId") == srv.credentials[0]
+
+    # the list: status and instances per type
+    chip = wait_for(
+        browser,
+        lambda d: d.find_element("css selector", f"#endpoint-list li[data-endpoint='fb'] .chip[data-type='{FALLBACK}']"),
+        "the fallback type's count in the endpoint list",
+    )
+    assert chip.get_attribute("data-in-service") == "1", chip.text
+    assert "InService" in browser.find_element("css selector", "#endpoint-list li[data-endpoint='fb'] .badge").text
+    assert not browser.find_elements("css selector", f"#endpoint-list li[data-endpoint='fb'] .chip[data-type='{PREFERRED}']")
+    # the overview table
+    row = browser.find_element("css selector", "#overview-table tr[data-endpoint='fb']")
+    assert "InService" in row.text and FALLBACK in row.text
+
+    # the endpoint's page: the event timeline shows the insufficient capacity, then the fallback
+    browser.get(srv.url + "/#/endpoints/fb")
+    ice = wait_for(
+        browser,
+        lambda d: d.find_elements("css selector", f"#events-table tr[data-result='InsufficientCapacity'][data-type='{PREFERRED}']"),
+        "an InsufficientCapacity event of the preferred type in the timeline",
+    )
+    assert ice[0].is_displayed()
+    wait_for(
+        browser,
+        lambda d: d.find_elements("css selector", f"#events-table tr[data-kind='LaunchAttempt'][data-result='Launched'][data-type='{FALLBACK}']"),
+        "the fallback launch in the timeline",
+    )
+    # the capacity view: the preferred type is pinned at 0
+    wait_for(browser, lambda d: d.find_elements("css selector", f"#capacity-table tr[data-type='{PREFERRED}']"), "the capacity row")
+    # panels of APIs this server may not have yet say so instead of breaking
+    wait_for(browser, lambda d: d.find_element("id", "explain").text and "loading" not in d.find_element("id", "explain").text, "the explain panel")
+    wait_for(browser, lambda d: d.find_element("id", "cost").text and "loading" not in d.find_element("id", "cost").text, "the cost panel")
+
+    # the fleet chart shows the fallback type for a while
+    wait_for(
+        browser,
+        lambda d: d.find_elements("css selector", f"#fleet-legend [data-type='{FALLBACK}'][data-latest='1']"),
+        "the fleet chart's fallback series",
+    )
+    fallback_since = time.time()
+    while time.time() - fallback_since < 25:
+        time.sleep(1)
+
+    # capacity comes back: the rebalancer moves the fleet to the preferred type
+    srv.set_slots(PREFERRED, 2)
+    spw.poll(
+        lambda: [(i["instanceType"], i["state"]) for i in srv.instances("fb")] == [(PREFERRED, "InService")],
+        timeout=WAIT,
+        what="the fleet back on the preferred type",
+    )
+    wait_for(
+        browser,
+        lambda d: d.find_elements("css selector", f"#endpoint-list li[data-endpoint='fb'] .chip[data-type='{PREFERRED}'][data-in-service='1']"),
+        "the preferred type in the endpoint list",
+    )
+    wait_for(
+        browser,
+        lambda d: d.find_elements("css selector", f"#fleet-legend [data-type='{PREFERRED}'][data-latest='1']"),
+        "the fleet chart's preferred series at 1",
+    )
+    # let the preferred-only part of the chart grow as long as the fallback part was
+    returned = time.time()
+    while time.time() - returned < 25:
+        time.sleep(1)
+    refreshed = js(browser, "return document.body.getAttribute('data-refreshed')")
+    wait_for(browser, lambda d: js(d, "return document.body.getAttribute('data-refreshed')") != refreshed, "a refresh")
+    wait_for(
+        browser,
+        lambda d: d.find_elements("css selector", f"#fleet-legend [data-type='{FALLBACK}'][data-latest='0']"),
+        "the fallback series at 0",
+    )
+
+    colors = {
+        e.get_attribute("data-type"): e.get_attribute("data-color")
+        for e in browser.find_elements("css selector", "#fleet-legend [data-type]")
+    }
+    assert set(colors) == {PREFERRED, FALLBACK}, colors
+    assert colors[PREFERRED] != colors[FALLBACK]
+    canvas = browser.find_element("css selector", "#fleet-chart canvas")
+    png = canvas.screenshot_as_png
+    out = os.environ.get("SPILLWAY_CONSOLE_SCREENSHOT")
+    if out:
+        browser.save_screenshot(out)
+    width, height, rows = decode_png(png)
+    # The plot area of uPlot's canvas: the y axis takes the left ~60 px, the x axis the bottom.
+    bbox = js(browser, "return (() => { const o = document.querySelector('#fleet-chart .u-over'); "
+              "const c = document.querySelector('#fleet-chart canvas'); const a = o.getBoundingClientRect(), "
+              "b = c.getBoundingClientRect(); return [a.left - b.left, a.top - b.top, a.width, a.height]; })()")
+    left, top, w, h = (int(v) for v in bbox)
+    plot_rows = rows[top : top + h]
+    quarter = w // 4
+    pref, fall = hex_rgb(colors[PREFERRED]), hex_rgb(colors[FALLBACK])
+    left_fall = count_color(plot_rows, left + 2, left + quarter, fall)
+    left_pref = count_color(plot_rows, left + 2, left + quarter, pref)
+    right_fall = count_color(plot_rows, left + w - quarter, left + w - 2, fall)
+    right_pref = count_color(plot_rows, left + w - quarter, left + w - 2, pref)
+    area = quarter * h
+    counts = dict(left_fall=left_fall, left_pref=left_pref, right_fall=right_fall, right_pref=right_pref, area=area)
+    # left: the fallback type fills a good part of the plot, the preferred one is absent;
+    # right: the other way round
+    assert left_fall > area * 0.2 and left_pref < area * 0.02, counts
+    assert right_pref > area * 0.2 and right_fall < area * 0.02, counts
+
+    # sign out clears the key
+    browser.find_element("id", "signout").click()
+    wait_for(browser, lambda d: d.find_element("id", "signin-form").is_displayed(), "the sign-in form after signing out")
+    assert js(browser, "return sessionStorage.getItem('spillway.console.credentials')") is None
