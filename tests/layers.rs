@@ -139,8 +139,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "auth",
             "audit",
             "logs",
+            "console",
         ],
     ),
+    ("console", &["error"]),
     (
         "control",
         &[

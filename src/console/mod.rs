@@ -107,10 +107,9 @@ static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
     ASSETS
         .iter()
         .map(|a| {
-            let h = a
-                .body
-                .iter()
-                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+            let h = a.body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
             format!("\"{h:016x}\"")
         })
         .collect()
@@ -165,7 +164,7 @@ mod tests {
             .block_on(serve(uri, headers))
     }
 
-    fn header_of<'a>(r: &'a Response, name: header::HeaderName) -> &'a str {
+    fn header_of(r: &Response, name: header::HeaderName) -> &str {
         r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
@@ -226,8 +225,15 @@ mod tests {
         // Every <script> has a src and nothing between its tags (the CSP would refuse it).
         for part in html.split("<script").skip(1) {
             let tag_end = part.find('>').expect("a closed tag");
-            assert!(part[..tag_end].contains("src="), "inline script: <script{}", &part[..tag_end]);
-            assert!(part[tag_end + 1..].trim_start().starts_with("</script>"), "inline script");
+            assert!(
+                part[..tag_end].contains("src="),
+                "inline script: <script{}",
+                &part[..tag_end]
+            );
+            assert!(
+                part[tag_end + 1..].trim_start().starts_with("</script>"),
+                "inline script"
+            );
         }
         assert!(!html.contains(" style=") && !html.contains("<style"), "inline style");
     }
@@ -238,14 +244,20 @@ mod tests {
         let etag = header_of(&r, header::ETAG).to_string();
         assert!(etag.starts_with('"') && etag.len() == 18, "{etag}");
         let mut h = HeaderMap::new();
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(&etag).expect("a header value"));
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_str(&etag).expect("a header value"),
+        );
         let r = get("/console/app.js", h);
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(header_of(&r, header::CONTENT_SECURITY_POLICY), CSP);
         let mut h = HeaderMap::new();
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"0000000000000000\""));
         assert_eq!(get("/console/app.js", h).status(), StatusCode::OK);
-        assert_eq!(get("/console/nope.js", HeaderMap::new()).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            get("/console/nope.js", HeaderMap::new()).status(),
+            StatusCode::NOT_FOUND
+        );
         assert_eq!(get("/console/", HeaderMap::new()).status(), StatusCode::NOT_FOUND);
     }
 
