@@ -294,6 +294,7 @@ def test_console_shows_the_fallback_and_the_return(start_server, browser):
         Tags=[{"Key": "spillway:rebalance", "Value": "enabled"}],
     )
     spw.wait_in_service(sm, "fb", timeout=WAIT)
+    in_service = time.time()
 
     sign_in(browser, srv)
     wait_for(browser, signed_in, "the console after signing in")
@@ -331,43 +332,41 @@ def test_console_shows_the_fallback_and_the_return(start_server, browser):
     wait_for(browser, lambda d: d.find_element("id", "explain").text and "loading" not in d.find_element("id", "explain").text, "the explain panel")
     wait_for(browser, lambda d: d.find_element("id", "cost").text and "loading" not in d.find_element("id", "cost").text, "the cost panel")
 
-    # the fleet chart shows the fallback type for a while
+    # the fleet chart shows the fallback type, for a while
     wait_for(
         browser,
         lambda d: d.find_elements("css selector", f"#fleet-legend [data-type='{FALLBACK}'][data-latest='1']"),
         "the fleet chart's fallback series",
     )
-    fallback_since = time.time()
-    while time.time() - fallback_since < 25:
-        time.sleep(1)
+    x_min = wait_for(browser, lambda d: float(d.find_element("id", "fleet-chart").get_attribute("data-x-min") or 0), "the chart's x range")
+    # long enough that the fallback-only part is a good share of the chart (a loaded machine
+    # may have taken a while to get here)
+    spw.poll(lambda: time.time() - in_service >= 25 and (time.time() - in_service) >= 0.6 * (time.time() - x_min),
+             timeout=WAIT, interval=1, what="a long enough fallback period")
 
     # capacity comes back: the rebalancer moves the fleet to the preferred type
+    given_back = time.time()
     srv.set_slots(PREFERRED, 2)
     spw.poll(
         lambda: [(i["instanceType"], i["state"]) for i in srv.instances("fb")] == [(PREFERRED, "InService")],
         timeout=WAIT,
         what="the fleet back on the preferred type",
     )
+    moved = time.time()
     wait_for(
         browser,
         lambda d: d.find_elements("css selector", f"#endpoint-list li[data-endpoint='fb'] .chip[data-type='{PREFERRED}'][data-in-service='1']"),
         "the preferred type in the endpoint list",
     )
+    # the preferred-only part of the chart grows until it is as long as the fallback's
+    spw.poll(lambda: time.time() - moved >= 25 and (time.time() - moved) >= 0.45 * (time.time() - x_min),
+             timeout=3 * WAIT, interval=1, what="a long enough preferred period")
     wait_for(
         browser,
-        lambda d: d.find_elements("css selector", f"#fleet-legend [data-type='{PREFERRED}'][data-latest='1']"),
-        "the fleet chart's preferred series at 1",
-    )
-    # let the preferred-only part of the chart grow as long as the fallback part was
-    returned = time.time()
-    while time.time() - returned < 25:
-        time.sleep(1)
-    refreshed = js(browser, "return document.body.getAttribute('data-refreshed')")
-    wait_for(browser, lambda d: js(d, "return document.body.getAttribute('data-refreshed')") != refreshed, "a refresh")
-    wait_for(
-        browser,
-        lambda d: d.find_elements("css selector", f"#fleet-legend [data-type='{FALLBACK}'][data-latest='0']"),
-        "the fallback series at 0",
+        lambda d: d.find_elements("css selector", f"#fleet-legend [data-type='{FALLBACK}'][data-latest='0']")
+        and d.find_elements("css selector", f"#fleet-legend [data-type='{PREFERRED}'][data-latest='1']")
+        and float(d.find_element("id", "fleet-chart").get_attribute("data-x-max") or 0) >= moved + 20,
+        "the chart up to date: the fallback series at 0, the preferred one at 1",
     )
 
     colors = {
@@ -376,30 +375,45 @@ def test_console_shows_the_fallback_and_the_return(start_server, browser):
     }
     assert set(colors) == {PREFERRED, FALLBACK}, colors
     assert colors[PREFERRED] != colors[FALLBACK]
-    canvas = browser.find_element("css selector", "#fleet-chart canvas")
-    png = canvas.screenshot_as_png
+    chart = browser.find_element("id", "fleet-chart")
+    x0, x1 = float(chart.get_attribute("data-x-min")), float(chart.get_attribute("data-x-max"))
+    png = browser.find_element("css selector", "#fleet-chart canvas").screenshot_as_png
     out = os.environ.get("SPILLWAY_CONSOLE_SCREENSHOT")
     if out:
         browser.save_screenshot(out)
-    width, height, rows = decode_png(png)
-    # The plot area of uPlot's canvas: the y axis takes the left ~60 px, the x axis the bottom.
-    bbox = js(browser, "return (() => { const o = document.querySelector('#fleet-chart .u-over'); "
-              "const c = document.querySelector('#fleet-chart canvas'); const a = o.getBoundingClientRect(), "
-              "b = c.getBoundingClientRect(); return [a.left - b.left, a.top - b.top, a.width, a.height]; })()")
-    left, top, w, h = (int(v) for v in bbox)
+    _, _, rows = decode_png(png)
+    # the plot area inside uPlot's canvas (axes are outside it), in CSS pixels (scale factor 1)
+    left, top, w, h = (
+        int(v)
+        for v in js(
+            browser,
+            "const o = document.querySelector('#fleet-chart .u-over').getBoundingClientRect(), "
+            "c = document.querySelector('#fleet-chart canvas').getBoundingClientRect(); "
+            "return [o.left - c.left, o.top - c.top, o.width, o.height];",
+        )
+    )
     plot_rows = rows[top : top + h]
-    quarter = w // 4
+
+    def column(t: float) -> int:
+        return left + int((t - x0) / (x1 - x0) * w)
+
+    # 5 s periods: keep one period and a little more away from each change
+    fb_from, fb_to = column(max(x0, in_service + 7)), column(given_back - 7)
+    pr_from, pr_to = column(moved + 12), column(x1) - 2
+    assert fb_to - fb_from >= 20 and pr_to - pr_from >= 20, (fb_from, fb_to, pr_from, pr_to, x0, x1)
     pref, fall = hex_rgb(colors[PREFERRED]), hex_rgb(colors[FALLBACK])
-    left_fall = count_color(plot_rows, left + 2, left + quarter, fall)
-    left_pref = count_color(plot_rows, left + 2, left + quarter, pref)
-    right_fall = count_color(plot_rows, left + w - quarter, left + w - 2, fall)
-    right_pref = count_color(plot_rows, left + w - quarter, left + w - 2, pref)
-    area = quarter * h
-    counts = dict(left_fall=left_fall, left_pref=left_pref, right_fall=right_fall, right_pref=right_pref, area=area)
-    # left: the fallback type fills a good part of the plot, the preferred one is absent;
-    # right: the other way round
-    assert left_fall > area * 0.2 and left_pref < area * 0.02, counts
-    assert right_pref > area * 0.2 and right_fall < area * 0.02, counts
+    counts = {
+        "fallback period: fallback colour": count_color(plot_rows, fb_from, fb_to, fall) / ((fb_to - fb_from) * h),
+        "fallback period: preferred colour": count_color(plot_rows, fb_from, fb_to, pref) / ((fb_to - fb_from) * h),
+        "preferred period: preferred colour": count_color(plot_rows, pr_from, pr_to, pref) / ((pr_to - pr_from) * h),
+        "preferred period: fallback colour": count_color(plot_rows, pr_from, pr_to, fall) / ((pr_to - pr_from) * h),
+    }
+    # one instance fills at least a third of the plot's height (the y axis goes to 1 or, with
+    # the surge instance of the move, 2); the other type is absent
+    assert counts["fallback period: fallback colour"] > 0.3, counts
+    assert counts["fallback period: preferred colour"] < 0.01, counts
+    assert counts["preferred period: preferred colour"] > 0.3, counts
+    assert counts["preferred period: fallback colour"] < 0.01, counts
 
     # sign out clears the key
     browser.find_element("id", "signout").click()

@@ -534,6 +534,8 @@
       delete charts[id];
     }
     $(id).replaceChildren();
+    $(id).removeAttribute("data-x-min");
+    $(id).removeAttribute("data-x-max");
     $(noteId).textContent = note;
     show(noteId, !!note);
   }
@@ -559,9 +561,20 @@
     drawChart(
       "fleet-chart",
       "fleet:" + order.join(","),
-      { height: 240, series, axes: axes("instances"), scales: { y: { range: (u, min, max) => [0, Math.max(1, Math.ceil(max))] } } },
+      {
+        height: 240,
+        series,
+        axes: axes("instances"),
+        scales: {
+          // x spans exactly the samples (what data-x-min/-max say), y starts at 0
+          x: { time: true, range: (u, min, max) => (min === max ? [min - 60, max + 60] : [min, max]) },
+          y: { range: (u, min, max) => [0, Math.max(1, Math.ceil(max))] },
+        },
+      },
       data
     );
+    $("fleet-chart").setAttribute("data-x-min", String(times[0]));
+    $("fleet-chart").setAttribute("data-x-max", String(times[times.length - 1]));
     const legend = $("fleet-legend");
     legend.replaceChildren(
       ...order.map((t, k) => {
