@@ -92,10 +92,10 @@ def js(driver, script: str, *args):
     return driver.execute_script(script, *args)
 
 
-def sign_in(driver, srv, secret: str | None = None):
+def sign_in(driver, srv, secret: str | None = None, keys: tuple[str, str] | None = None):
     driver.get(srv.url + "/")
     wait_for(driver, lambda d: d.find_element("id", "signin-form").is_displayed(), "the sign-in form")
-    akid, sec = srv.credentials
+    akid, sec = keys or srv.credentials
     driver.find_element("id", "akid").send_keys(akid)
     driver.find_element("id", "secret").send_keys(secret if secret is not None else sec)
     region = driver.find_element("id", "region")
@@ -331,6 +331,11 @@ def test_console_shows_the_fallback_and_the_return(start_server, browser):
     # panels of APIs this server may not have yet say so instead of breaking
     wait_for(browser, lambda d: d.find_element("id", "explain").text and "loading" not in d.find_element("id", "explain").text, "the explain panel")
     wait_for(browser, lambda d: d.find_element("id", "cost").text and "loading" not in d.find_element("id", "cost").text, "the cost panel")
+    # answered (or 404 from a server without those APIs), never refused: the page signs paths
+    # and query strings (`/_spillway/cost?since=..&endpoint=..`) as the server checks them
+    for panel in ("explain", "cost"):
+        errors = browser.find_elements("css selector", f"#{panel} .error")
+        assert not errors, (panel, [e.text for e in errors])
 
     # the fleet chart shows the fallback type, for a while
     wait_for(
@@ -419,3 +424,66 @@ def test_console_shows_the_fallback_and_the_return(start_server, browser):
     browser.find_element("id", "signout").click()
     wait_for(browser, lambda d: d.find_element("id", "signin-form").is_displayed(), "the sign-in form after signing out")
     assert js(browser, "return sessionStorage.getItem('spillway.console.credentials')") is None
+
+
+def test_countdowns_tick_and_a_refused_call_shows_the_aws_error(start_server, browser):
+    # a long back-off, so the preferred type's next probe is a minute away
+    srv = start_server(
+        capacity={PREFERRED: 0, FALLBACK: 4},
+        provisioning={"ice_backoff_initial_ms": 120000, "ice_backoff_max_ms": 120000},
+    )
+    sm = srv.sm
+    spw.create_model(sm, ECHO)
+    variant = spw.pooled_variant(ECHO, spw.pools((PREFERRED, 1), (FALLBACK, 2)), count=1)
+    spw.deploy(sm, "cd", [variant])
+    spw.wait_in_service(sm, "cd", timeout=WAIT)
+
+    sign_in(browser, srv)
+    wait_for(browser, signed_in, "the console after signing in")
+    cell = f"#capacity-table tr[data-type='{PREFERRED}'][data-availability='BackingOff'] td.countdown"
+
+    def left(d):
+        text = d.find_element("css selector", cell).text
+        if text.endswith(" s") and " min " in text:
+            m, _, sec, _ = text.split()
+            return int(m) * 60 + int(sec)
+        return int(text.split()[0]) if text.endswith(" s") else None
+
+    first = wait_for(browser, left, "a back-off countdown for the preferred type")
+    assert 30 < first <= 120, first
+    time.sleep(3)
+    later = wait_for(browser, left, "the countdown again")
+    assert 0 < later < first, (first, later)
+
+    # a reader whose policy leaves out the capacity view sees AWS's refusal in that panel
+    iam = srv.client("iam")
+    iam.create_user(UserName="reader")
+    iam.put_user_policy(
+        UserName="reader",
+        PolicyName="console-read",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["sagemaker:ListEndpoints", "sagemaker:DescribeEndpoint", "spillway:ListInstances"],
+                        "Resource": "*",
+                    }
+                ],
+            }
+        ),
+    )
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    browser.find_element("id", "signout").click()
+    wait_for(browser, lambda d: d.find_element("id", "signin-form").is_displayed(), "the sign-in form")
+    sign_in(browser, srv, keys=(key["AccessKeyId"], key["SecretAccessKey"]))
+    wait_for(browser, signed_in, "the console for the reader")
+    wait_for(browser, lambda d: "cd" in d.find_element("id", "endpoint-list").text, "the endpoint list for the reader")
+    note = wait_for(
+        browser,
+        lambda d: d.find_element("id", "capacity-note").is_displayed() and d.find_element("id", "capacity-note").text,
+        "the capacity panel's refusal",
+    )
+    assert note.startswith("AccessDeniedException: ") and "spillway:ListCapacity" in note, note
+    assert not browser.find_elements("css selector", "#capacity-table tbody tr")

@@ -540,8 +540,18 @@
     show(noteId, !!note);
   }
 
+  // Local clock time on the x axis: HH:MM, with seconds when the span is under 10 minutes.
+  function timeTicks(u, splits) {
+    const span = (u.scales.x.max || 0) - (u.scales.x.min || 0);
+    const pad = (n) => String(n).padStart(2, "0");
+    return splits.map((v) => {
+      const d = new Date(v * 1000);
+      return `${pad(d.getHours())}:${pad(d.getMinutes())}` + (span < 600 ? `:${pad(d.getSeconds())}` : "");
+    });
+  }
+
   const axes = (label) => [
-    { stroke: "#8b949e", grid: { stroke: "#21262d" }, ticks: { stroke: "#30363d" } },
+    { stroke: "#8b949e", grid: { stroke: "#21262d" }, ticks: { stroke: "#30363d" }, values: timeTicks, space: 70 },
     { stroke: "#8b949e", grid: { stroke: "#21262d" }, ticks: { stroke: "#30363d" }, label, size: 50 },
   ];
 
@@ -713,6 +723,9 @@
       }
       show("overview", !r.endpoint);
       show("detail", !!r.endpoint);
+      // The capacity view: under the overview, or above an endpoint's event timeline.
+      if (r.endpoint) $("events-panel").before($("capacity-panel"));
+      else $("overview").after($("capacity-panel"));
       if (!r.endpoint) {
         detailFor = null;
         renderOverview();
