@@ -261,6 +261,44 @@ mod tests {
         assert_eq!(get("/console/", HeaderMap::new()).status(), StatusCode::NOT_FOUND);
     }
 
+    proptest::proptest! {
+        /// Any path and any `If-None-Match` a client sends: an asset, a 304 or a 404, never a
+        /// panic, and every answer carries the CSP; only `GET`/`HEAD` of `/` and `/console/...`
+        /// are let through unsigned.
+        #[test]
+        fn any_request_is_answered_and_only_console_gets_go_unsigned(
+            tail in "[a-zA-Z0-9._~%/-]{0,40}",
+            inm in "[ -~]{0,40}",
+            method in proptest::sample::select(vec!["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"]),
+        ) {
+            let path = format!("/{tail}");
+            let m: Method = method.parse().expect("a method");
+            let unsigned = is_console_request(&m, &path);
+            proptest::prop_assert_eq!(
+                unsigned,
+                (method == "GET" || method == "HEAD") && (path == "/" || path.starts_with("/console/"))
+            );
+            if let Ok(uri) = path.parse::<Uri>() {
+                let mut h = HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_str(&inm) {
+                    h.insert(header::IF_NONE_MATCH, v);
+                }
+                let r = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("a runtime")
+                    .block_on(serve(uri.clone(), h));
+                let known = asset(uri.path()).is_some();
+                proptest::prop_assert!(
+                    matches!(r.status(), StatusCode::OK | StatusCode::NOT_MODIFIED) == known,
+                    "{path}: {}", r.status()
+                );
+                if known {
+                    proptest::prop_assert_eq!(header_of(&r, header::CONTENT_SECURITY_POLICY), CSP);
+                }
+            }
+        }
+    }
+
     #[test]
     fn only_gets_of_the_console_paths_go_unsigned() {
         assert!(is_console_request(&Method::GET, "/"));
