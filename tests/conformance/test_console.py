@@ -9,9 +9,10 @@ them) and fail, never skip, when those are missing.
 
 from __future__ import annotations
 
-import io
+import datetime as dt
 import json
 import os
+import random
 import shutil
 import struct
 import time
@@ -252,6 +253,60 @@ def test_asset_gets_are_not_audited_as_api_calls(server):
 # ------------------------------------------------------------------------------------------
 # in the browser
 # ------------------------------------------------------------------------------------------
+
+
+def test_the_pages_signer_signs_as_botocore_does(server, browser, monkeypatch):
+    """sigv4.js against botocore's SigV4Auth on generated requests: odd path segments and query
+    strings (every byte class, UTF-8, repeated keys), headers with spaces, bodies, services."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    import botocore.auth
+
+    rng = random.Random(15)
+    chars = "abcXYZ019-._~!$&'()*+,;=:@ %/?#[]é☃\u00a0\"<>`{}|^"
+
+    def text(lo: int, hi: int) -> str:
+        return "".join(rng.choice(chars) for _ in range(rng.randint(lo, hi)))
+
+    cases = []
+    for _ in range(150):
+        segments = [s for s in (text(1, 8) for _ in range(rng.randint(0, 4))) if s not in (".", "..")]
+        method = rng.choice(["GET", "POST"])
+        headers = {}
+        if method == "POST":
+            headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"SageMaker.  List{text(0, 3).encode('ascii', 'ignore').decode()}  Endpoints "}
+        cases.append(
+            {
+                "method": method,
+                "segments": segments,
+                "query": [[text(0, 6), text(0, 6)] for _ in range(rng.randint(0, 4))],
+                "headers": headers,
+                "body": text(0, 30) if method == "POST" else "",
+                "service": rng.choice(["sagemaker", "monitoring", "spillway"]),
+            }
+        )
+    creds = {"accessKeyId": "AKIA" + "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16)),
+             "secret": text(40, 40), "region": rng.choice(["us-east-1", "eu-west-3"])}
+    when = dt.datetime(2026, 11, 30, 13, 45, 7, tzinfo=dt.timezone.utc)
+
+    browser.get(server.url + "/")
+    wait_for(browser, lambda d: js(d, "return typeof SigV4 === 'object'"), "sigv4.js")
+    got = browser.execute_async_script(
+        "const [cases, creds, ms, done] = arguments;"
+        "Promise.all(cases.map((c) => SigV4.sign(c, creds, c.service, new Date(ms))))"
+        ".then(done, (e) => done({error: String(e)}));",
+        cases, creds, int(when.timestamp() * 1000),
+    )
+    assert isinstance(got, list), got
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: when)
+    host = server.url.split("//", 1)[1]
+    for case, signed in zip(cases, got):
+        assert signed["headers"]["x-amz-date"] == "20261130T134507Z"
+        url = server.url + signed["url"]
+        req = AWSRequest(method=case["method"], url=url, data=case["body"].encode(), headers=dict(case["headers"]))
+        SigV4Auth(Credentials(creds["accessKeyId"], creds["secret"]), case["service"], creds["region"]).add_auth(req)
+        assert req.headers["Authorization"] == signed["headers"]["authorization"], (case, signed, host)
 
 
 def test_a_wrong_secret_shows_the_error_and_no_data(start_server, browser):

@@ -55,7 +55,8 @@
       .map(([k, v]) => k + "=" + v)
       .join("&");
     const headers = {};
-    for (const [k, v] of Object.entries(req.headers || {})) headers[k.toLowerCase()] = String(v).trim();
+    // SigV4's Trimall: no leading or trailing space, runs of spaces as one.
+    for (const [k, v] of Object.entries(req.headers || {})) headers[k.toLowerCase()] = String(v).trim().replace(/\s+/g, " ");
     headers["host"] = global.location.host;
     headers["x-amz-date"] = amzDate;
     const names = Object.keys(headers).sort();
