@@ -550,6 +550,10 @@
     });
   }
 
+  // x spans exactly the samples (what the fleet chart's data-x-min/-max say); one sample gets
+  // a minute either side.
+  const xScale = { time: true, range: (u, min, max) => (min === max ? [min - 60, max + 60] : [min, max]) };
+
   const axes = (label) => [
     { stroke: "#8b949e", grid: { stroke: "#21262d" }, ticks: { stroke: "#30363d" }, values: timeTicks, space: 70 },
     { stroke: "#8b949e", grid: { stroke: "#21262d" }, ticks: { stroke: "#30363d" }, label, size: 50 },
@@ -576,8 +580,8 @@
         series,
         axes: axes("instances"),
         scales: {
-          // x spans exactly the samples (what data-x-min/-max say), y starts at 0
-          x: { time: true, range: (u, min, max) => (min === max ? [min - 60, max + 60] : [min, max]) },
+          // y starts at 0
+          x: xScale,
           y: { range: (u, min, max) => [0, Math.max(1, Math.ceil(max))] },
         },
       },
@@ -594,9 +598,10 @@
     );
   }
 
-  function renderLines(id, noteId, perType, order, unit, scale) {
-    const times = Array.from(new Set(order.flatMap((t) => Object.keys(perType[t] || {}).map(Number)))).sort((a, b) => a - b);
-    if (!times.length) {
+  // Lines per type on the fleet chart's time axis (`times`), so the three charts line up.
+  function renderLines(id, noteId, perType, order, unit, scale, times) {
+    const any = order.some((t) => Object.keys(perType[t] || {}).length);
+    if (!any || !times.length) {
       clearChart(id, noteId, "No data in this window.");
       return;
     }
@@ -605,10 +610,13 @@
     const data = [times];
     for (const t of order) {
       const c = PALETTE[colorOf(t)];
-      series.push({ label: t, stroke: c, width: 2, points: { show: times.length < 40 }, spanGaps: false });
-      data.push(times.map((x) => (perType[t] && perType[t][x] !== undefined ? perType[t][x] * scale : null)));
+      const values = times.map((x) => (perType[t] && perType[t][x] !== undefined ? perType[t][x] * scale : null));
+      const n = values.filter((v) => v !== null).length;
+      // points where there are few of them (an isolated sample draws no line)
+      series.push({ label: t, stroke: c, width: 2, points: { show: n < 40, size: 5 }, spanGaps: false });
+      data.push(values);
     }
-    drawChart(id, id + ":" + order.join(","), { height: 180, series, axes: axes(unit) }, data);
+    drawChart(id, id + ":" + order.join(","), { height: 180, series, axes: axes(unit), scales: { x: xScale } }, data);
   }
 
   async function loadMetrics(name, describe) {
@@ -647,8 +655,13 @@
       show("fleet-note", false);
       renderFleet(order, fleet, times);
     }
-    renderLines("inv-chart", "inv-note", byType(series, results, "i", "sum"), order, "requests", 1);
-    renderLines("lat-chart", "lat-note", byType(series, results, "l", "avg"), order, "ms", 0.001);
+    const invocations = byType(series, results, "i", "sum");
+    const latency = byType(series, results, "l", "avg");
+    const all = new Set(times);
+    for (const per of [invocations, latency]) for (const t of order) for (const x of Object.keys(per[t] || {})) all.add(Number(x));
+    const axis = Array.from(all).sort((a, b) => a - b);
+    renderLines("inv-chart", "inv-note", invocations, order, "requests", 1, axis);
+    renderLines("lat-chart", "lat-note", latency, order, "ms", 0.001, axis);
   }
 
   async function loadDetail(name) {
