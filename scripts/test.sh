@@ -35,6 +35,19 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "$want" > "$stamp"
 fi
 
+step "headless Chromium for the console tests (test_console.py)"
+# Debian's chromium and chromium-driver (installed when missing; needs root).
+# test_console.py fails, never skips, without them.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "need root to apt-get install chromium chromium-driver (or install them yourself)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+chromium --version
+
 step "conformance suite (real binary, boto3 and aws CLI)"
 export SPILLWAY_BIN="$PWD/target/debug/spillway"
 .venv/bin/python -m pytest tests/conformance "$@"

@@ -10,6 +10,7 @@ pub mod builtin;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod core;
 pub mod dataplane;

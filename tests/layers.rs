@@ -140,8 +140,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "auth",
             "audit",
             "logs",
+            "console",
         ],
     ),
+    ("console", &["error"]),
     (
         "control",
         &[

@@ -38,6 +38,7 @@ use crate::auth::sigv4::RequestParts;
 use crate::auth::{Begun, Caller, ClientAddr};
 use crate::control::app::App;
 
+use crate::console;
 use crate::control::{self, ControlError};
 use crate::error::{ApiError, AuthFamily, ErrorCode, Protocol};
 use autoscaling::AutoScalingOp;
@@ -67,7 +68,9 @@ impl From<ControlError> for ApiError {
 /// The axum router for the whole server.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/", post(aws_json))
+        // `GET /` is the console's page, served without a signature (`crate::console`).
+        .route("/", post(aws_json).get(console::serve))
+        .route("/console/{*file}", get(console::serve))
         .route("/_spillway/health", get(admin::health))
         .route("/metrics", get(admin::metrics))
         .route("/_spillway/capacity", get(admin::capacity))
@@ -176,6 +179,13 @@ async fn authenticate(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // The console's static files (no data) load without a signature: a browser cannot sign
+    // the request for a page. They are no API call, so they are neither authenticated nor
+    // audited; `same_origin` has already checked their `Host`. Only the console's handler
+    // serves these paths (`GET /` and `GET /console/...`), so nothing else runs unsigned.
+    if console::is_console_request(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
     let (mut parts, body) = req.into_parts();
     let scope = scope_of(&parts);
     let auth = &app.dataplane.auth;

@@ -432,7 +432,7 @@ def test_a_body_over_the_limit_is_an_aws_error_boto3_can_read(vs):
     assert status == 413 and b"RequestEntityTooLargeException" in raw
 
 
-@pytest.mark.parametrize("method,path,status", [("GET", "/nowhere", 404), ("DELETE", "/_spillway/health", 405), ("GET", "/", 405)])
+@pytest.mark.parametrize("method,path,status", [("GET", "/nowhere", 404), ("DELETE", "/_spillway/health", 405), ("PUT", "/", 405)])
 def test_unknown_paths_and_methods_are_aws_errors(vs, method, path, status):
     got, headers, raw = vs.http(method, path)
     assert got == status
