@@ -383,11 +383,16 @@ def test_console_shows_the_fallback_and_the_return(start_server, browser):
     )
     # the capacity view: the preferred type is pinned at 0
     wait_for(browser, lambda d: d.find_elements("css selector", f"#capacity-table tr[data-type='{PREFERRED}']"), "the capacity row")
-    # panels of APIs this server may not have yet say so instead of breaking
-    wait_for(browser, lambda d: d.find_element("id", "explain").text and "loading" not in d.find_element("id", "explain").text, "the explain panel")
-    wait_for(browser, lambda d: d.find_element("id", "cost").text and "loading" not in d.find_element("id", "cost").text, "the cost panel")
-    # answered (or 404 from a server without those APIs), never refused: the page signs paths
-    # and query strings (`/_spillway/cost?since=..&endpoint=..`) as the server checks them
+    # the explain text and the cost per hour, from their APIs: the page signs paths and query
+    # strings (`/_spillway/cost?since=..&endpoint=..`) as the server checks them
+    explain = wait_for(
+        browser,
+        lambda d: "answered InsufficientCapacity" in d.find_element("id", "explain").text and d.find_element("id", "explain").text,
+        "the explain panel's sentences",
+    )
+    assert f"{PREFERRED} (priority 1)" in explain, explain
+    cost = wait_for(browser, lambda d: "per hour now" in d.find_element("id", "cost").text and d.find_element("id", "cost").text, "the cost panel")
+    assert FALLBACK in cost, cost
     for panel in ("explain", "cost"):
         errors = browser.find_elements("css selector", f"#{panel} .error")
         assert not errors, (panel, [e.text for e in errors])

@@ -380,7 +380,7 @@
   function renderExplain(result) {
     const box = $("explain");
     if (result instanceof Error) {
-      box.replaceChildren(el("p", { class: notAvailable(result) ? "muted" : "error", text: notAvailable(result) ? "Not available yet: this server has no explain API (GET /_spillway/endpoints/{name}/explain)." : String(result) }));
+      box.replaceChildren(el("p", { class: notAvailable(result) ? "muted" : "error", text: notAvailable(result) ? "Not available: this server has no explain API (GET /_spillway/endpoints/{name}/explain)." : String(result) }));
       return;
     }
     const summary = result.summary || [];
@@ -393,7 +393,7 @@
   function renderCost(result) {
     const box = $("cost");
     if (result instanceof Error) {
-      box.replaceChildren(el("p", { class: notAvailable(result) ? "muted" : "error", text: notAvailable(result) ? "Not available yet: this server has no cost API (GET /_spillway/cost)." : String(result) }));
+      box.replaceChildren(el("p", { class: notAvailable(result) ? "muted" : "error", text: notAvailable(result) ? "Not available: this server has no cost API (GET /_spillway/cost)." : String(result) }));
       return;
     }
     const ep = (result.endpoints || [])[0];
@@ -422,7 +422,7 @@
         el("thead", {}, el("tr", {}, ...["Type", "Now", "Price/h", "Cost/h now", "Instance-hours (24 h)", "Cost (24 h)"].map((h) => el("th", { text: h })))),
         el("tbody", {}, ...rows)
       ),
-      el("p", { class: "muted small", text: `Last 24 h: ${money(ep.costUsd)}, of which ${money(ep.fallbackCostUsd)} is fallback cost (all-preferred would have cost ${money(ep.allPreferredCostUsd)}).` })
+      el("p", { class: "muted small", text: `Last 24 h: ${money(ep.costUsd)}; on preferred types only ${money(ep.allPreferredCostUsd)}; fallback cost ${ep.fallbackCostUsd < 0 ? "−" : "+"}${money(Math.abs(ep.fallbackCostUsd))}.` })
     );
   }
 
