@@ -667,11 +667,25 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     return Next::Terminate(victims);
                 }
                 Step::Pause(until) => {
+                    let have = instances
+                        .iter()
+                        .filter(|i| i.phase != InstancePhase::Terminating && i.replaces.is_none())
+                        .count() as u32;
+                    let msg = {
+                        let ice = app.ice();
+                        let reason = |ty: &str| ice.get(ty).map(|e| e.reason.clone());
+                        planner::backing_off_message(
+                            &v.spec.pools,
+                            have,
+                            v.desired_count,
+                            &reason,
+                            until,
+                            v.provisioning.deadline,
+                            t,
+                        )
+                    };
                     let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
-                    vm.status_message = Some(format!(
-                        "Every instance pool is backing off after insufficient capacity; next probe in {:.1}s",
-                        (until - t).max(0.0)
-                    ));
+                    vm.status_message = Some(msg);
                     VariantOutcome::InProgress
                 }
                 Step::WaitForHealth => {
@@ -973,7 +987,7 @@ fn record_launch(app: &App, rt: &mut EndpointRuntime, l: Launch<'_>, result: Res
                     pool.instance_type, pool.priority, p.instance_type, p.priority
                 ),
                 None => format!(
-                    "Insufficient capacity for {} (priority {}); every pool is backing off, retrying from priority 1",
+                    "Insufficient capacity for {} (priority {}): {detail}; every pool is backing off, retrying from priority 1",
                     pool.instance_type, pool.priority
                 ),
             });

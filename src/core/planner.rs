@@ -422,6 +422,42 @@ pub fn capacity_failure_reason(variant: &str, have: u32, want: u32, tried: &[Str
     )
 }
 
+/// The `VariantStatus` message of a variant whose every pool is inside its insufficient-capacity
+/// back-off: how far it got, why each pool said no (the provider's last answer, from
+/// [`super::capacity::IceMemory`]; `reason` gives it per instance type), when the next probe is
+/// and when the operation gives up. So an operator reads *what* is wrong, not only that
+/// spillway is waiting.
+pub fn backing_off_message(
+    pools: &[PoolSpec],
+    have: u32,
+    want: u32,
+    reason: &dyn Fn(&str) -> Option<String>,
+    next_probe: Timestamp,
+    deadline: Option<Timestamp>,
+    now: Timestamp,
+) -> String {
+    let why: Vec<String> = pools
+        .iter()
+        .map(|p| {
+            let r = reason(&p.instance_type).unwrap_or_else(|| "no answer recorded".into());
+            format!("priority {} {}: {r}", p.priority, p.instance_type)
+        })
+        .collect();
+    let give_up = match deadline {
+        Some(d) => format!(
+            "; gives up in {:.0}s (VariantInstanceProvisionTimeoutInSeconds)",
+            (d - now).max(0.0)
+        ),
+        None => String::new(),
+    };
+    format!(
+        "{have} of {want} instances: every instance pool answered insufficient capacity and is backing off. {}. \
+         Next probe in {:.1}s{give_up}",
+        why.join("; "),
+        (next_probe - now).max(0.0)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,6 +490,27 @@ mod tests {
             launched_at: at,
             replaces: None,
         }
+    }
+
+    #[test]
+    fn the_backing_off_message_says_why_per_pool() {
+        let ps = pools(&["ml.g6e.2xlarge", "ml.g6.2xlarge", "ml.m5.xlarge"]);
+        let reason = |t: &str| match t {
+            "ml.g6e.2xlarge" => Some("ml.g6e.2xlarge has no capacity here: pinned to 0 slots".to_string()),
+            "ml.m5.xlarge" => Some("ml.m5.xlarge needs 4 vCPUs; 16 of 16 are promised".to_string()),
+            _ => None,
+        };
+        let m = backing_off_message(&ps, 3, 4, &reason, 102.5, Some(3700.0), 100.0);
+        assert_eq!(
+            m,
+            "3 of 4 instances: every instance pool answered insufficient capacity and is backing off. \
+             priority 1 ml.g6e.2xlarge: ml.g6e.2xlarge has no capacity here: pinned to 0 slots; \
+             priority 2 ml.g6.2xlarge: no answer recorded; \
+             priority 3 ml.m5.xlarge: ml.m5.xlarge needs 4 vCPUs; 16 of 16 are promised. \
+             Next probe in 2.5s; gives up in 3600s (VariantInstanceProvisionTimeoutInSeconds)"
+        );
+        let none = |_: &str| None;
+        assert!(backing_off_message(&ps, 0, 1, &none, 90.0, None, 100.0).ends_with("Next probe in 0.0s"));
     }
 
     /// Drives the planner against a fixed capacity table the way the controller does, with
