@@ -610,6 +610,35 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                 if let Some(m) = planner::plan_rebalance(&v.spec.pools, &instances, &blocked, policy, t) {
                     replaces = Some(m.replaces);
                     step = Step::Launch(m.pool);
+                    rt.reported.remove(&format!("rebalance/{}", v.spec.name));
+                } else if let Some(w) = planner::rebalance_wait(&v.spec.pools, &instances, &blocked, policy, t) {
+                    // Once per wait: recorded again only when the instance or its time changes.
+                    let key = format!("rebalance/{}", v.spec.name);
+                    let what = format!("{}@{}", w.instance, w.until);
+                    if rt.reported.get(&key) != Some(&what) {
+                        rt.reported.insert(key, what);
+                        app.event(Event {
+                            time: t,
+                            endpoint_name: name.clone(),
+                            variant_name: Some(v.spec.name.clone()),
+                            kind: "RebalanceWaiting".into(),
+                            instance_type: Some(w.pool.instance_type.clone()),
+                            priority: Some(w.pool.priority),
+                            instance_id: Some(w.instance.clone()),
+                            result: Some("Waiting".into()),
+                            message: format!(
+                                "{} (priority {}) moves to {} (priority {}) at {} ({:.0}s from now), once it has run \
+                                 [rebalance] min_runtime_seconds = {}",
+                                w.instance,
+                                w.priority,
+                                w.pool.instance_type,
+                                w.pool.priority,
+                                crate::core::time::iso8601(w.until.ceil() as i64),
+                                (w.until - t).max(0.0),
+                                app.cfg.rebalance.min_runtime_seconds
+                            ),
+                        });
+                    }
                 }
             }
             let outcome = match step {

@@ -225,6 +225,58 @@ pub fn plan_rebalance(
     })
 }
 
+/// Why [`plan_rebalance`] found nothing to move although a lower-priority instance could move
+/// up: it has not run `min_runtime_s` yet. The earliest such instance, the pool it would move
+/// to, and when it may.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebalanceWait {
+    /// The instance that will be replaced first.
+    pub instance: String,
+    /// Its pool's priority.
+    pub priority: u8,
+    /// The better pool it would move to (not backing off now).
+    pub pool: PoolSpec,
+    /// When it has run `min_runtime_s`.
+    pub until: Timestamp,
+}
+
+/// When [`plan_rebalance`] returns `None` only because every instance that could move to a
+/// better pool is younger than `min_runtime_s`: which one moves first, and when. `None` when
+/// nothing waits on the minimum runtime (nothing to move, every better pool backing off, or
+/// the surge limit reached).
+pub fn rebalance_wait(
+    pools: &[PoolSpec],
+    instances: &[InstanceView],
+    blocked: Blocked<'_>,
+    policy: RebalancePolicy,
+    now: Timestamp,
+) -> Option<RebalanceWait> {
+    let surges = instances
+        .iter()
+        .filter(|i| i.replaces.is_some() && i.phase != InstancePhase::Terminating)
+        .count() as u32;
+    if surges >= policy.max_in_flight || plan_rebalance(pools, instances, blocked, policy, now).is_some() {
+        return None;
+    }
+    instances
+        .iter()
+        .filter(|i| {
+            i.replaces.is_none() && i.phase == InstancePhase::InService && now - i.launched_at < policy.min_runtime_s
+        })
+        .filter_map(|i| {
+            let pool = pools
+                .iter()
+                .find(|p| p.priority < i.priority && blocked(&p.instance_type).is_none())?;
+            Some(RebalanceWait {
+                instance: i.id.clone(),
+                priority: i.priority,
+                pool: pool.clone(),
+                until: i.launched_at + policy.min_runtime_s,
+            })
+        })
+        .min_by(|a, b| a.until.total_cmp(&b.until).then_with(|| a.instance.cmp(&b.instance)))
+}
+
 /// Chooses `k` instances to remove on scale-in: lowest-priority pool (highest number) first;
 /// within a pool, instances still launching before serving ones, then the most recently
 /// launched first (it has warmed the fewest caches); the id breaks remaining ties.
@@ -490,6 +542,41 @@ mod tests {
             launched_at: at,
             replaces: None,
         }
+    }
+
+    #[test]
+    fn a_rebalance_waits_for_the_youngest_instance_to_be_old_enough() {
+        let ps = pools(&["a", "b", "c"]);
+        let policy = RebalancePolicy {
+            min_runtime_s: 300.0,
+            max_in_flight: 1,
+        };
+        let fleet = vec![
+            inst("x", 1, InstancePhase::InService, 0.0),
+            inst("y", 3, InstancePhase::InService, 50.0),
+            inst("z", 2, InstancePhase::InService, 20.0),
+        ];
+        let w = rebalance_wait(&ps, &fleet, NEVER, policy, 100.0).expect("waits");
+        assert_eq!((w.instance.as_str(), w.priority, w.until), ("z", 2, 320.0));
+        assert_eq!(w.pool.instance_type, "a");
+        // Once one is old enough, it is a migration, not a wait.
+        assert_eq!(rebalance_wait(&ps, &fleet, NEVER, policy, 320.0), None);
+        assert!(plan_rebalance(&ps, &fleet, NEVER, policy, 320.0).is_some());
+        // Every better pool backing off: not a wait on the minimum runtime.
+        let only_a_better = vec![inst("z", 2, InstancePhase::InService, 20.0)];
+        let a_blocked = |t: &str| (t == "a").then_some(500.0);
+        assert_eq!(rebalance_wait(&ps, &only_a_better, &a_blocked, policy, 100.0), None);
+        // Nothing to move.
+        assert_eq!(
+            rebalance_wait(
+                &ps,
+                &[inst("x", 1, InstancePhase::InService, 99.0)],
+                NEVER,
+                policy,
+                100.0
+            ),
+            None
+        );
     }
 
     #[test]

@@ -100,3 +100,99 @@ def test_pin_refusals_say_what_they_mean(start_server):
     (ice,) = [e for e in spw.launch_attempts(srv.events("words")) if e["result"] == "InsufficientCapacity"]
     assert ice["message"].startswith("ml.g6e.2xlarge has no capacity here: pinned to 0 slots;"), ice
     assert "all 0" not in ice["message"]
+
+
+# ------------------------------------------------------------------------------------------------
+# events that explain the fleet
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_pin_change_is_an_event_on_every_endpoint_that_lists_the_type(start_server):
+    srv = start_server()
+    sm = srv.sm
+    spw.create_model(sm, ECHO)
+    spw.deploy(sm, "lists-g6e", [spw.pooled_variant(ECHO, spw.pools(("ml.g6e.2xlarge", 1), ("ml.m5.xlarge", 2)))])
+    spw.deploy(sm, "cpu-only", [spw.single_variant(ECHO, "ml.c5.xlarge")], config="cpu-only-config")
+    spw.wait_in_service(sm, "lists-g6e")
+    spw.wait_in_service(sm, "cpu-only")
+    srv.set_slots("ml.g6e.2xlarge", 1)
+    (ev,) = _kinds(srv.events("lists-g6e"), "CapacityPinChanged")
+    assert ev["instanceType"] == "ml.g6e.2xlarge"
+    assert ev["message"] == (
+        "capacity of ml.g6e.2xlarge changed by arn:aws:iam::123456789012:user/admin: "
+        "0 slots (config pin) -> 1 slot (runtime pin)"
+    ), ev
+    assert not _kinds(srv.events("cpu-only"), "CapacityPinChanged")
+    status, _ = srv.admin("DELETE", "capacity/ml.g6e.2xlarge")
+    assert status == 200
+    last = _kinds(srv.events("lists-g6e"), "CapacityPinChanged")[-1]
+    assert last["message"].endswith("1 slot (runtime pin) -> 0 slots (config pin)"), last
+
+
+def test_a_restart_says_what_it_adopted_and_what_it_relaunches(start_server):
+    srv = start_server()
+    sm = srv.sm
+    spw.create_model(sm, ECHO)
+    spw.deploy(sm, "again", [spw.pooled_variant(ECHO, spw.pools(("ml.g6.2xlarge", 1), ("ml.m5.xlarge", 2)), count=2)])
+    spw.wait_in_service(sm, "again")
+    insts = sorted(srv.instances("again"), key=lambda i: i["instanceId"])
+    srv.sigkill()
+    victim = insts[0]
+    spw.kill_pids([victim["pid"]])
+    time.sleep(0.5)
+    srv.restart()
+    sm = srv.sm  # the restarted server listens on a new port
+    spw.wait_in_service(sm, "again")
+    (ev,) = _kinds(srv.events("again"), "ServerStarted")
+    m = ev["message"]
+    assert f"adopted 1 running instance ({insts[1]['instanceId']}) without restarting it" in m, m
+    assert f"1 instance was gone ({victim['instanceId']})" in m, m
+    assert "1 of the 2 desired instances is launched through the pools" in m, m
+    spw.poll(lambda: len([i for i in srv.instances("again") if i["state"] == "InService"]) == 2, what="replacement")
+
+
+def test_autoscaling_scale_out_is_an_event_with_its_cause(start_server):
+    srv = start_server(config={"autoscaling": {"evaluation_interval_seconds": 0.5, "metric_window_seconds": 3,
+                                                "target_tracking_period_seconds": 1}})
+    sm, cw, aas = srv.sm, srv.client("cloudwatch"), srv.client("application-autoscaling")
+    spw.deploy_echo(sm, "grows")
+    spw.wait_in_service(sm, "grows")
+    rid = "endpoint/grows/variant/AllTraffic"
+    dim = "sagemaker:variant:DesiredInstanceCount"
+    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=rid, ScalableDimension=dim,
+                                 MinCapacity=1, MaxCapacity=2)
+    policy = aas.put_scaling_policy(
+        PolicyName="add-one", ServiceNamespace="sagemaker", ResourceId=rid, ScalableDimension=dim,
+        PolicyType="StepScaling",
+        StepScalingPolicyConfiguration={
+            "AdjustmentType": "ChangeInCapacity", "Cooldown": 0,
+            "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}],
+        },
+    )
+    cw.put_metric_alarm(AlarmName="busy", Namespace="AWS/SageMaker", MetricName="Invocations",
+                        Dimensions=[{"Name": "EndpointName", "Value": "grows"},
+                                    {"Name": "VariantName", "Value": "AllTraffic"}],
+                        Statistic="Sum", Period=10, EvaluationPeriods=1, Threshold=5,
+                        ComparisonOperator="GreaterThanThreshold", AlarmActions=[policy["PolicyARN"]])
+    cw.set_alarm_state(AlarmName="busy", StateValue="ALARM", StateReason="drill")
+    (ev,) = spw.poll(lambda: _kinds(srv.events("grows"), "ScaleOut"), timeout=20, what="a ScaleOut event")
+    assert ev["variantName"] == "AllTraffic" and ev["result"] == "AutoScaling"
+    assert ev["message"].startswith("autoscaling: desired instance count 1 -> 2; "), ev
+    assert "monitor alarm busy in state ALARM triggered policy add-one" in ev["message"], ev
+    spw.poll(lambda: _variant(spw.describe(sm, "grows"))["CurrentInstanceCount"] == 2, what="two instances")
+
+
+def test_a_rebalance_waiting_out_min_runtime_is_one_event(start_server):
+    srv = start_server(config={"rebalance": {"enabled": True, "min_runtime_seconds": 30}})
+    sm = srv.sm
+    spw.create_model(sm, ECHO)
+    spw.deploy(sm, "home", [spw.pooled_variant(ECHO, spw.pools(("ml.g6e.2xlarge", 1), ("ml.m5.xlarge", 2)))])
+    spw.wait_in_service(sm, "home")
+    (m5,) = srv.instances("home")
+    srv.set_slots("ml.g6e.2xlarge", 1)
+    (ev,) = spw.poll(lambda: _kinds(srv.events("home"), "RebalanceWaiting"), timeout=10, what="RebalanceWaiting")
+    assert ev["instanceId"] == m5["instanceId"] and ev["instanceType"] == "ml.g6e.2xlarge" and ev["priority"] == 1
+    assert f"{m5['instanceId']} (priority 2) moves to ml.g6e.2xlarge (priority 1) at " in ev["message"], ev
+    assert "min_runtime_seconds = 30" in ev["message"], ev
+    time.sleep(2)  # eight controller ticks and more: still one event for one wait
+    assert len(_kinds(srv.events("home"), "RebalanceWaiting")) == 1
