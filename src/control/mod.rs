@@ -611,6 +611,16 @@ pub fn model_exists(app: &App, name: &str) -> bool {
     app.store.exists(Kind::Model, name).unwrap_or(false)
 }
 
+/// A model's container `Environment` (empty when the model or its environment is absent).
+pub fn model_environment(app: &App, name: &str) -> Result<BTreeMap<String, String>, ControlError> {
+    Ok(app
+        .store
+        .get::<crate::core::model::Model>(Kind::Model, name)?
+        .and_then(|m| m.primary_container)
+        .and_then(|c| c.environment)
+        .unwrap_or_default())
+}
+
 /// A copy of an endpoint's record and instances, as `DescribeEndpoint` shows them.
 pub async fn endpoint(app: &App, name: &str) -> Result<EndpointRuntime, ControlError> {
     let h = app

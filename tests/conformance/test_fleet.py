@@ -196,3 +196,61 @@ def test_a_rebalance_waiting_out_min_runtime_is_one_event(start_server):
     assert "min_runtime_seconds = 30" in ev["message"], ev
     time.sleep(2)  # eight controller ticks and more: still one event for one wait
     assert len(_kinds(srv.events("home"), "RebalanceWaiting")) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# the fit check
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_fit_check_refuses_every_pool_that_cannot_hold_the_model(server, sm):
+    spw.create_model(sm, "llm-70b", env={"SPILLWAY_MIN_ACCELERATORS": "1", "SPILLWAY_MIN_ACCELERATOR_MEMORY_GB": "40"})
+    spw.create_model(sm, "llm-int4", env={"SPILLWAY_MIN_ACCELERATORS": "1"})
+    spw.create_model(sm, "anywhere")
+    variant = spw.pooled_variant(
+        "llm-70b",
+        spw.pools(("ml.g6e.2xlarge", 1), ("ml.g6.2xlarge", 2), ("ml.m5.xlarge", 3, "llm-int4")),
+        name="Big",
+    )
+    code, msg, status = spw.error_of(
+        sm.create_endpoint_config, EndpointConfigName="too-small", ProductionVariants=[variant]
+    )
+    spw.assert_validation(code, msg)
+    assert status == 400
+    assert msg == (
+        "The fit check refused 2 instance pools: "
+        "production variant Big: instance pool priority 2 (ml.g6.2xlarge) cannot hold model llm-70b: it needs at "
+        "least 40 GiB of memory per accelerator device (SPILLWAY_MIN_ACCELERATOR_MEMORY_GB=40); ml.g6.2xlarge has "
+        "1 x L4 with 24 GiB each; "
+        "production variant Big: instance pool priority 3 (ml.m5.xlarge) cannot hold model llm-int4: it needs at "
+        "least 1 accelerator device (SPILLWAY_MIN_ACCELERATORS=1); ml.m5.xlarge has no accelerators. "
+        "Remove the pool or change the model's declaration (docs/api-compat.md, \"Fit check\")."
+    ), msg
+    assert not sm.list_endpoint_configs(NameContains="too-small")["EndpointConfigs"]
+    # A single InstanceType is a pool too.
+    code, msg, _ = spw.error_of(
+        sm.create_endpoint_config, EndpointConfigName="cpu",
+        ProductionVariants=[spw.single_variant("llm-int4", "ml.c5.xlarge")],
+    )
+    spw.assert_validation(code, msg, "InstanceType ml.c5.xlarge cannot hold model llm-int4")
+    # Pools that hold it, and models that declare nothing, are accepted.
+    ok = spw.pooled_variant("llm-70b", spw.pools(("ml.g6e.2xlarge", 1), ("ml.p4d.24xlarge", 2)), name="Big")
+    sm.create_endpoint_config(EndpointConfigName="fits", ProductionVariants=[ok])
+    sm.create_endpoint_config(EndpointConfigName="any", ProductionVariants=[spw.single_variant("anywhere")])
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("SPILLWAY_MIN_ACCELERATORS", "0"),
+        ("SPILLWAY_MIN_ACCELERATORS", "two"),
+        ("SPILLWAY_MIN_ACCELERATORS", "1.5"),
+        ("SPILLWAY_MIN_ACCELERATOR_MEMORY_GB", "-40"),
+        ("SPILLWAY_MIN_ACCELERATOR_MEMORY_GB", "40GB"),
+        ("SPILLWAY_MIN_ACCELERATOR_MEMORY_GB", "nan"),
+    ],
+)
+def test_a_malformed_fit_declaration_is_refused_naming_the_key(module_server, key, value):
+    sm = module_server.sm
+    code, msg, _ = spw.error_of(spw.create_model, sm, f"bad-{abs(hash((key, value)))}", env={key: value})
+    spw.assert_validation(code, msg, f"PrimaryContainer.Environment {key} must be a positive", repr(value).replace("'", '"'))
