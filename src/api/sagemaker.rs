@@ -138,6 +138,11 @@ fn check_tags(tags: &[Tag]) -> Result<(), ApiError> {
                 "{at}: keys beginning with 'aws:' are reserved"
             )));
         }
+        if t.key == crate::core::planner::COST_CEILING_TAG
+            && let Err(e) = crate::core::planner::parse_cost_ceiling(&t.value)
+        {
+            return Err(ApiError::validation(format!("Tags.{}.Value: {e}", i + 1)));
+        }
         if !seen.insert(t.key.as_str()) {
             return Err(ApiError::validation(format!(
                 "{at}: the tag key '{}' is given more than once; each key may appear once in a request",

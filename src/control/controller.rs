@@ -578,6 +578,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
         None => None,
     };
     let mut outcomes = vec![];
+    let ceiling = cost_ceiling(app, rt);
     let deployments: Vec<Deployment> = rt.record.deployments().cloned().collect();
     for dep in &deployments {
         let in_op = op_deployment.as_deref() == Some(dep.id.as_str());
@@ -588,9 +589,26 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                 continue;
             }
             let stalled = !in_op && v.stalled.is_some();
+            // Pools over the endpoint's cost ceiling are passed over like pools backing off.
+            let over_ceiling: BTreeMap<String, String> = ceiling
+                .map(|c| {
+                    v.spec
+                        .pools
+                        .iter()
+                        .filter_map(|p| {
+                            let price = catalog::lookup(&p.instance_type).and_then(|s| s.price_usd_per_hour);
+                            c.refusal(&p.instance_type, price).map(|r| (p.instance_type.clone(), r))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let blocked_at = |ice: &crate::core::capacity::IceMemory, ty: &str| {
+                ice.blocked_until(ty, t)
+                    .or_else(|| over_ceiling.contains_key(ty).then_some(t + COST_RECHECK_S))
+            };
             let mut step = {
                 let ice = app.ice();
-                let blocked = |ty: &str| ice.blocked_until(ty, t);
+                let blocked = |ty: &str| blocked_at(&ice, ty);
                 planner::plan_variant(&v.spec.pools, v.desired_count, &instances, &v.provisioning, &blocked, t)
             };
             let mut replaces = None;
@@ -606,7 +624,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     max_in_flight: app.cfg.rebalance.max_in_flight,
                 };
                 let ice = app.ice();
-                let blocked = |ty: &str| ice.blocked_until(ty, t);
+                let blocked = |ty: &str| blocked_at(&ice, ty);
                 if let Some(m) = planner::plan_rebalance(&v.spec.pools, &instances, &blocked, policy, t) {
                     replaces = Some(m.replaces);
                     step = Step::Launch(m.pool);
@@ -641,6 +659,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     }
                 }
             }
+            report_cost_ceiling(app, rt, &v.spec.name, &v.spec.pools, &over_ceiling, &step, t);
             let outcome = match step {
                 Step::Launch(_) if stalled => VariantOutcome::Ready,
                 Step::Launch(pool) => {
@@ -696,22 +715,24 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     return Next::Terminate(victims);
                 }
                 Step::Pause(until) => {
+                    // The operation's deadline runs from the first step that wanted an
+                    // instance, even when no launch could be made (every pool over the cost
+                    // ceiling), so a variant never waits forever.
+                    let timeout = timeout_of(app, v.spec.provision_timeout_s);
+                    let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
+                    vm.provisioning.begin(t, timeout);
+                    let deadline = vm.provisioning.deadline;
                     let have = instances
                         .iter()
                         .filter(|i| i.phase != InstancePhase::Terminating && i.replaces.is_none())
                         .count() as u32;
                     let msg = {
                         let ice = app.ice();
-                        let reason = |ty: &str| ice.get(ty).map(|e| e.reason.clone());
-                        planner::backing_off_message(
-                            &v.spec.pools,
-                            have,
-                            v.desired_count,
-                            &reason,
-                            until,
-                            v.provisioning.deadline,
-                            t,
-                        )
+                        let reason = |ty: &str| match ice.blocked_until(ty, t) {
+                            Some(_) => ice.get(ty).map(|e| e.reason.clone()),
+                            None => over_ceiling.get(ty).cloned(),
+                        };
+                        planner::backing_off_message(&v.spec.pools, have, v.desired_count, &reason, until, deadline, t)
                     };
                     let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
                     vm.status_message = Some(msg);
@@ -1060,6 +1081,82 @@ fn rebalance_enabled(app: &App, arn: &str) -> bool {
         Some("enabled") | Some("true") => true,
         Some("disabled") | Some("false") => false,
         _ => app.cfg.rebalance.enabled,
+    }
+}
+
+/// How often a pool passed over for the cost ceiling is looked at again (the ceiling or the
+/// fleet may have changed).
+const COST_RECHECK_S: f64 = 5.0;
+
+/// The endpoint's cost ceiling (tag `spillway:max-hourly-cost`) with what its live and launching
+/// instances cost per hour now; `None` without the tag (or with a value that is no longer valid,
+/// which the API refuses).
+fn cost_ceiling(app: &App, rt: &EndpointRuntime) -> Option<planner::CostCeiling> {
+    let tags = app.store.tags(&rt.record.arn).unwrap_or_default();
+    let value = tags.iter().find(|t| t.key == planner::COST_CEILING_TAG)?;
+    let max = planner::parse_cost_ceiling(&value.value).ok()?;
+    let current = planner::hourly_cost(
+        rt.instances
+            .iter()
+            .filter(|i| i.state != InstancePhase::Terminating)
+            .map(|i| catalog::lookup(&i.instance_type).and_then(|s| s.price_usd_per_hour)),
+    );
+    Some(planner::CostCeiling {
+        max_usd_per_hour: max,
+        current_usd_per_hour: current,
+    })
+}
+
+/// A `CostCeilingReached` event for each pool the ceiling made the planner pass over (a pool
+/// ahead of the one launched, or any when the variant waits), once per streak: again only after
+/// the type was affordable or the variant satisfied in between.
+fn report_cost_ceiling(
+    app: &App,
+    rt: &mut EndpointRuntime,
+    variant: &str,
+    pools: &[PoolSpec],
+    over_ceiling: &BTreeMap<String, String>,
+    step: &Step,
+    t: Timestamp,
+) {
+    let prefix = format!("cost/{variant}/");
+    let bites = |p: &PoolSpec| match step {
+        Step::Launch(chosen) => p.priority < chosen.priority,
+        Step::Pause(_) => true,
+        _ => false,
+    };
+    if matches!(step, Step::Satisfied) {
+        rt.reported.retain(|k, _| !k.starts_with(&prefix));
+        return;
+    }
+    for p in pools {
+        let key = format!("{prefix}{}", p.instance_type);
+        let Some(why) = over_ceiling.get(&p.instance_type) else {
+            rt.reported.remove(&key);
+            continue;
+        };
+        if !bites(p) || app.ice().blocked_until(&p.instance_type, t).is_some() || rt.reported.contains_key(&key) {
+            continue;
+        }
+        rt.reported.insert(key, why.clone());
+        let then = match step {
+            Step::Launch(chosen) => format!(
+                "falling back to {} (priority {})",
+                chosen.instance_type, chosen.priority
+            ),
+            _ => "the variant waits".to_string(),
+        };
+        app.event(Event {
+            time: t,
+            endpoint_name: rt.record.name.clone(),
+            variant_name: Some(variant.to_string()),
+            kind: "CostCeilingReached".into(),
+            instance_type: Some(p.instance_type.clone()),
+            priority: Some(p.priority),
+            instance_id: None,
+            result: Some("Skipped".into()),
+            message: format!("{why}; {then}"),
+        });
     }
 }
 

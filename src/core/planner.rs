@@ -162,6 +162,77 @@ pub fn plan_variant(
     }
 }
 
+/// The endpoint tag that sets a cost ceiling: USD per hour, a positive decimal number.
+pub const COST_CEILING_TAG: &str = "spillway:max-hourly-cost";
+
+/// Parses the value of [`COST_CEILING_TAG`]: digits with at most one decimal point (`12`,
+/// `12.5`, `0.75`), greater than zero. The error says what is wrong, naming the tag.
+pub fn parse_cost_ceiling(value: &str) -> Result<f64, String> {
+    let t = value.trim();
+    let plain = !t.is_empty()
+        && t.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && t.bytes().filter(|b| *b == b'.').count() <= 1
+        && t.bytes().any(|b| b.is_ascii_digit());
+    plain
+        .then(|| t.parse::<f64>().ok())
+        .flatten()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .ok_or_else(|| {
+            format!(
+                "tag {COST_CEILING_TAG}: value {value:?} is not a positive decimal number of USD per hour (for example 12.5)"
+            )
+        })
+}
+
+/// The hourly cost of a fleet: the sum of its instances' on-demand prices (`None`: the catalog
+/// has no price for that type; counted as 0, see [`CostCeiling::refusal`]).
+pub fn hourly_cost(prices: impl IntoIterator<Item = Option<f64>>) -> f64 {
+    prices.into_iter().flatten().sum()
+}
+
+/// An endpoint's cost ceiling ([`COST_CEILING_TAG`]) and what its fleet costs now (live and
+/// launching instances).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostCeiling {
+    /// The ceiling, USD per hour.
+    pub max_usd_per_hour: f64,
+    /// The fleet's current hourly cost, USD.
+    pub current_usd_per_hour: f64,
+}
+
+impl CostCeiling {
+    /// Why one more instance of `instance_type` at `price` (USD per hour; `None`: unknown) may
+    /// not be launched under this ceiling; `None` when it may. A type whose price the catalog
+    /// does not know is never launched under a ceiling (spillway cannot show it stays under).
+    pub fn refusal(&self, instance_type: &str, price: Option<f64>) -> Option<String> {
+        let (max, now) = (self.max_usd_per_hour, self.current_usd_per_hour);
+        match price {
+            None => Some(format!(
+                "{instance_type} has no price in the catalog, and under a cost ceiling ({COST_CEILING_TAG} = {}) \
+                 only types with a known price are launched",
+                usd(max)
+            )),
+            // A cent's millionth of slack for sums of decimal prices.
+            Some(p) if now + p > max + 1e-9 => Some(format!(
+                "{instance_type} costs {} per hour: the endpoint would go from {} to {} per hour, over its ceiling of {} \
+                 ({COST_CEILING_TAG})",
+                usd(p),
+                usd(now),
+                usd(now + p),
+                usd(max)
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
+/// `$1.222`: dollars with up to four decimals, trailing zeros dropped.
+fn usd(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("${s}")
+}
+
 /// Guard rails for moving a fleet back to preferred hardware.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RebalancePolicy {
@@ -475,7 +546,7 @@ pub fn capacity_failure_reason(variant: &str, have: u32, want: u32, tried: &[Str
 }
 
 /// The `VariantStatus` message of a variant whose every pool is inside its insufficient-capacity
-/// back-off: how far it got, why each pool said no (the provider's last answer, from
+/// back-off or over the endpoint's cost ceiling: how far it got, why each pool said no (the provider's last answer, from
 /// [`super::capacity::IceMemory`]; `reason` gives it per instance type), when the next probe is
 /// and when the operation gives up. So an operator reads *what* is wrong, not only that
 /// spillway is waiting.
@@ -503,8 +574,7 @@ pub fn backing_off_message(
         None => String::new(),
     };
     format!(
-        "{have} of {want} instances: every instance pool answered insufficient capacity and is backing off. {}. \
-         Next probe in {:.1}s{give_up}",
+        "{have} of {want} instances: no instance pool can launch now. {}. Next probe in {:.1}s{give_up}",
         why.join("; "),
         (next_probe - now).max(0.0)
     )
@@ -580,6 +650,58 @@ mod tests {
     }
 
     #[test]
+    fn cost_ceilings_parse_and_refuse_what_would_go_over() {
+        assert_eq!(parse_cost_ceiling("12.5"), Ok(12.5));
+        assert_eq!(parse_cost_ceiling(" 3 "), Ok(3.0));
+        assert_eq!(parse_cost_ceiling(".5"), Ok(0.5));
+        for bad in ["0", "0.0", "-1", "abc", "", "1e3", "inf", "NaN", "1.2.3", "$5", "5 USD"] {
+            let e = parse_cost_ceiling(bad).unwrap_err();
+            assert!(e.starts_with("tag spillway:max-hourly-cost: value"), "{bad:?}: {e}");
+        }
+        let c = CostCeiling {
+            max_usd_per_hour: 3.0,
+            current_usd_per_hour: hourly_cost([Some(1.222), None]),
+        };
+        assert_eq!(c.refusal("ml.m5.xlarge", Some(0.23)), None);
+        assert_eq!(
+            c.refusal("ml.g6.2xlarge", Some(1.778)),
+            None,
+            "exactly at the ceiling is allowed"
+        );
+        assert_eq!(
+            c.refusal("ml.g6e.2xlarge", Some(2.8026)).unwrap(),
+            "ml.g6e.2xlarge costs $2.8026 per hour: the endpoint would go from $1.222 to $4.0246 per hour, over its \
+             ceiling of $3 (spillway:max-hourly-cost)"
+        );
+        assert_eq!(
+            c.refusal("ml.m4.xlarge", None).unwrap(),
+            "ml.m4.xlarge has no price in the catalog, and under a cost ceiling (spillway:max-hourly-cost = $3) only \
+             types with a known price are launched"
+        );
+    }
+
+    proptest! {
+        /// Launching one instance at a time while the ceiling allows it never takes the fleet's
+        /// cost over the ceiling, and stops only when the next one would.
+        #[test]
+        fn a_ceiling_is_never_exceeded_by_the_launches_it_allows(
+            max_cents in 1u32..100_000,
+            prices in proptest::collection::vec(proptest::option::of(1u32..2_000), 1..30),
+        ) {
+            let max = max_cents as f64 / 100.0;
+            let mut fleet: Vec<Option<f64>> = vec![];
+            for p in prices.iter().map(|p| p.map(|c| c as f64 / 100.0)) {
+                let c = CostCeiling { max_usd_per_hour: max, current_usd_per_hour: hourly_cost(fleet.clone()) };
+                match c.refusal("t", p) {
+                    None => fleet.push(p),
+                    Some(_) => prop_assert!(p.is_none_or(|p| c.current_usd_per_hour + p > max)),
+                }
+                prop_assert!(hourly_cost(fleet.clone()) <= max + 1e-6);
+            }
+        }
+    }
+
+    #[test]
     fn the_backing_off_message_says_why_per_pool() {
         let ps = pools(&["ml.g6e.2xlarge", "ml.g6.2xlarge", "ml.m5.xlarge"]);
         let reason = |t: &str| match t {
@@ -590,7 +712,7 @@ mod tests {
         let m = backing_off_message(&ps, 3, 4, &reason, 102.5, Some(3700.0), 100.0);
         assert_eq!(
             m,
-            "3 of 4 instances: every instance pool answered insufficient capacity and is backing off. \
+            "3 of 4 instances: no instance pool can launch now. \
              priority 1 ml.g6e.2xlarge: ml.g6e.2xlarge has no capacity here: pinned to 0 slots; \
              priority 2 ml.g6.2xlarge: no answer recorded; \
              priority 3 ml.m5.xlarge: ml.m5.xlarge needs 4 vCPUs; 16 of 16 are promised. \

@@ -254,3 +254,66 @@ def test_a_malformed_fit_declaration_is_refused_naming_the_key(module_server, ke
     sm = module_server.sm
     code, msg, _ = spw.error_of(spw.create_model, sm, f"bad-{abs(hash((key, value)))}", env={key: value})
     spw.assert_validation(code, msg, f"PrimaryContainer.Environment {key} must be a positive", repr(value).replace("'", '"'))
+
+
+# ------------------------------------------------------------------------------------------------
+# the cost ceiling
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_cost_ceiling_makes_the_planner_fall_back_and_says_so_once(start_server):
+    # g6e $2.8026/h, g6 $1.222/h, m5.xlarge $0.23/h (the catalog's on-demand prices)
+    srv = start_server(capacity={"ml.g6e.2xlarge": 3, "ml.g6.2xlarge": 3}, provisioning={"deadline_override_seconds": 6})
+    sm = srv.sm
+    spw.create_model(sm, ECHO)
+    pools = spw.pools(("ml.g6e.2xlarge", 1), ("ml.g6.2xlarge", 2), ("ml.m5.xlarge", 3))
+    sm.create_endpoint_config(EndpointConfigName="capped", ProductionVariants=[spw.pooled_variant(ECHO, pools, count=2)])
+    sm.create_endpoint(EndpointName="capped", EndpointConfigName="capped",
+                       Tags=[{"Key": "spillway:max-hourly-cost", "Value": "3.1"}])
+    d = spw.wait_in_service(sm, "capped")
+    assert spw.pool_counts(_variant(d)) == [("ml.g6e.2xlarge", 1), ("ml.g6.2xlarge", 0), ("ml.m5.xlarge", 1)]
+    events = _kinds(srv.events("capped"), "CostCeilingReached")
+    assert [(e["instanceType"], e["priority"], e["result"]) for e in events] == [
+        ("ml.g6e.2xlarge", 1, "Skipped"), ("ml.g6.2xlarge", 2, "Skipped")
+    ], events
+    assert events[0]["message"] == (
+        "ml.g6e.2xlarge costs $2.8026 per hour: the endpoint would go from $2.8026 to $5.6052 per hour, over its "
+        "ceiling of $3.1 (spillway:max-hourly-cost); falling back to ml.m5.xlarge (priority 3)"
+    ), events[0]
+    assert not [e for e in spw.launch_attempts(srv.events("capped")) if e["result"] == "InsufficientCapacity"]
+
+    # Every pool over the ceiling: the variant waits, says why, and the event comes once per type.
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="capped",
+        DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 3}],
+    )
+    d = spw.poll(
+        lambda: (lambda d: d if "no instance pool can launch now" in _status_message(d) else None)(
+            sm.describe_endpoint(EndpointName="capped")
+        ),
+        timeout=10,
+        what="a VariantStatus naming the ceiling",
+    )
+    msg = _status_message(d)
+    assert "priority 3 ml.m5.xlarge: ml.m5.xlarge costs $0.23 per hour: the endpoint would go from $3.0326 to $3.2626" in msg, msg
+    spw.poll(lambda: _kinds(srv.events("capped"), "ScaleOutShortfall"), timeout=20, what="the shortfall at the deadline")
+    later = _kinds(srv.events("capped"), "CostCeilingReached")[2:]
+    assert sorted(e["instanceType"] for e in later) == ["ml.g6.2xlarge", "ml.g6e.2xlarge", "ml.m5.xlarge"], later
+    assert all(e["message"].endswith("the variant waits") for e in later), later
+    assert len(srv.instances("capped")) == 2
+
+
+def test_an_invalid_cost_ceiling_is_refused_naming_the_tag(server, sm):
+    spw.create_model(sm, ECHO)
+    sm.create_endpoint_config(EndpointConfigName="c", ProductionVariants=[spw.single_variant(ECHO)])
+    for value in ["lots", "0", "-2", "1e3", "1.2.3"]:
+        code, msg, _ = spw.error_of(
+            sm.create_endpoint, EndpointName="e", EndpointConfigName="c",
+            Tags=[{"Key": "spillway:max-hourly-cost", "Value": value}],
+        )
+        spw.assert_validation(code, msg, "Tags.1.Value: tag spillway:max-hourly-cost", "positive decimal number")
+    sm.create_endpoint(EndpointName="e", EndpointConfigName="c")
+    arn = sm.describe_endpoint(EndpointName="e")["EndpointArn"]
+    code, msg, _ = spw.error_of(sm.add_tags, ResourceArn=arn, Tags=[{"Key": "spillway:max-hourly-cost", "Value": "cheap"}])
+    spw.assert_validation(code, msg, "spillway:max-hourly-cost", '"cheap"')
+    sm.add_tags(ResourceArn=arn, Tags=[{"Key": "spillway:max-hourly-cost", "Value": "12.5"}])
