@@ -759,7 +759,20 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     VariantOutcome::Ready
                 }
                 Step::DeadlineExceeded { have, want, tried } => {
-                    let reason = planner::capacity_failure_reason(&v.spec.name, have, want, &tried);
+                    let answers = {
+                        let ice = app.ice();
+                        let reason = |ty: &str| {
+                            over_ceiling
+                                .get(ty)
+                                .cloned()
+                                .or_else(|| ice.get(ty).map(|e| e.reason.clone()))
+                        };
+                        planner::last_answers(&v.spec.pools, &reason)
+                    };
+                    let reason = format!(
+                        "{}{answers}",
+                        planner::capacity_failure_reason(&v.spec.name, have, want, &tried)
+                    );
                     if !in_op {
                         let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
                         vm.provisioning.finish();

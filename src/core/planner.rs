@@ -580,6 +580,21 @@ pub fn backing_off_message(
     )
 }
 
+/// What each pool last answered, for the end of a capacity `FailureReason`:
+/// ` Last answers: priority 1 ml.g6e.2xlarge: ...; priority 3 ...` (pools without an answer are
+/// left out; empty when none has one).
+pub fn last_answers(pools: &[PoolSpec], reason: &dyn Fn(&str) -> Option<String>) -> String {
+    let answers: Vec<String> = pools
+        .iter()
+        .filter_map(|p| reason(&p.instance_type).map(|r| format!("priority {} {}: {r}", p.priority, p.instance_type)))
+        .collect();
+    if answers.is_empty() {
+        String::new()
+    } else {
+        format!(" Last answers: {}.", answers.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,6 +714,17 @@ mod tests {
                 prop_assert!(hourly_cost(fleet.clone()) <= max + 1e-6);
             }
         }
+    }
+
+    #[test]
+    fn last_answers_list_the_pools_that_answered() {
+        let ps = pools(&["a", "b", "c"]);
+        let reason = |t: &str| (t != "b").then(|| format!("{t} is full"));
+        assert_eq!(
+            last_answers(&ps, &reason),
+            " Last answers: priority 1 a: a is full; priority 3 c: c is full."
+        );
+        assert_eq!(last_answers(&ps, &|_: &str| None), "");
     }
 
     #[test]

@@ -296,7 +296,9 @@ def test_the_cost_ceiling_makes_the_planner_fall_back_and_says_so_once(start_ser
     )
     msg = _status_message(d)
     assert "priority 3 ml.m5.xlarge: ml.m5.xlarge costs $0.23 per hour: the endpoint would go from $3.0326 to $3.2626" in msg, msg
-    spw.poll(lambda: _kinds(srv.events("capped"), "ScaleOutShortfall"), timeout=20, what="the shortfall at the deadline")
+    (shortfall,) = spw.poll(lambda: _kinds(srv.events("capped"), "ScaleOutShortfall"), timeout=20,
+                            what="the shortfall at the deadline")
+    assert "Last answers: priority 1 ml.g6e.2xlarge: ml.g6e.2xlarge costs $2.8026 per hour" in shortfall["message"], shortfall
     later = _kinds(srv.events("capped"), "CostCeilingReached")[2:]
     assert sorted(e["instanceType"] for e in later) == ["ml.g6.2xlarge", "ml.g6e.2xlarge", "ml.m5.xlarge"], later
     assert all(e["message"].endswith("the variant waits") for e in later), later
