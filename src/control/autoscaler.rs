@@ -645,7 +645,8 @@ async fn finish_activities(app: &Arc<App>, t: Timestamp) -> Result<(), ControlEr
         } else {
             a.status_code = "Unfulfilled".into();
             a.status_message = Some(format!(
-                "Set desired instance count to {desired}, but only {serving} instance(s) could be provisioned through the instance pools; see the endpoint's events."
+                "Set desired instance count to {desired}, but only {} could be provisioned through the instance pools; see the endpoint's events.",
+                crate::core::planner::count_of(serving as usize, "instance")
             ));
         }
         app.store.put(Kind::ScalingActivity, &a.activity_id, a.start_time, &a)?;

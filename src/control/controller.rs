@@ -707,8 +707,8 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                             "ScaleIn",
                             Some("Terminating"),
                             format!(
-                                "scale-in to {} instance(s): lowest-priority pool first",
-                                v.desired_count
+                                "scale-in to {}: lowest-priority pool first",
+                                planner::count_of(v.desired_count as usize, "instance")
                             ),
                         ));
                     }
@@ -742,7 +742,8 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
                     let starting = instances.iter().filter(|i| i.phase == InstancePhase::Launching).count();
                     vm.status_message = Some(format!(
-                        "Waiting for {starting} instance(s) to pass the ping health check ({} of {} in service)",
+                        "Waiting for {} to pass the ping health check ({} of {} in service)",
+                        planner::count_of(starting, "instance"),
                         instances.len() - starting,
                         v.desired_count
                     ));
@@ -829,8 +830,10 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     &name,
                     "DeploymentComplete",
                     format!(
-                        "traffic switched to endpoint configuration {}; stopping {} instance(s) of {}",
-                        rt.record.active.config_name, stopping, old.config_name
+                        "traffic switched to endpoint configuration {}; stopping {} of {}",
+                        rt.record.active.config_name,
+                        planner::count_of(stopping, "instance"),
+                        old.config_name
                     ),
                 ));
             }
@@ -913,8 +916,8 @@ fn advance_rolling(rt: &mut EndpointRuntime, t: Timestamp) -> RollingProgress {
                 rolling.target.get(&v.spec.name).copied().unwrap_or(0)
             ),
             RollingProgress::NextBatch => format!(
-                "Provisioning the next batch: {} new instance(s) wanted",
-                v.desired_count
+                "Provisioning the next batch: {} wanted",
+                planner::count_of(v.desired_count as usize, "new instance")
             ),
             RollingProgress::Draining => "Every new instance is in service; stopping the old ones".to_string(),
             RollingProgress::Done => "Rolling deployment complete".to_string(),
@@ -1002,9 +1005,9 @@ fn record_launch(app: &App, rt: &mut EndpointRuntime, l: Launch<'_>, result: Res
                     kind: "CapacityRecovered".into(),
                     result: Some("Available".into()),
                     message: format!(
-                        "{} has capacity again after {} insufficient-capacity answer(s) since {:.0}s ago",
+                        "{} has capacity again after {} since {:.0}s ago",
                         pool.instance_type,
-                        known.failures,
+                        planner::count_of(known.failures as usize, "insufficient-capacity answer"),
                         t - known.first_seen
                     ),
                     ..ev.clone()

@@ -580,6 +580,15 @@ pub fn backing_off_message(
     )
 }
 
+/// `"1 instance"`, `"3 instances"`: a count with its noun in the right number.
+pub fn count_of(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// What each pool last answered, for the end of a capacity `FailureReason`:
 /// ` Last answers: priority 1 ml.g6e.2xlarge: ...; priority 3 ...` (pools without an answer are
 /// left out; empty when none has one).
@@ -714,6 +723,16 @@ mod tests {
                 prop_assert!(hourly_cost(fleet.clone()) <= max + 1e-6);
             }
         }
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(count_of(0, "instance"), "0 instances");
+        assert_eq!(count_of(1, "instance"), "1 instance");
+        assert_eq!(
+            count_of(6, "insufficient-capacity answer"),
+            "6 insufficient-capacity answers"
+        );
     }
 
     #[test]
