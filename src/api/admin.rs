@@ -233,7 +233,11 @@ fn capacity_view(app: &App) -> Value {
             row
         })
         .collect();
-    json!({ "provider": app.provider.kind(), "instanceTypes": list })
+    json!({
+        "provider": app.provider.kind(),
+        "instanceTypes": list,
+        "cpuAllowance": app.provider.allowance(),
+    })
 }
 
 /// Body of `PUT /_spillway/capacity/{instanceType}`.

@@ -869,14 +869,45 @@ impl CapacityProvider for LocalProvider {
                     (None, Some(s)) => (Some(*s), Some("config")),
                     (None, None) => (None, None),
                 };
+                let accounted_against = match catalog::lookup(&t).and_then(|s| s.accelerator.as_ref()) {
+                    _ if slots.is_some() => "slots",
+                    Some(a) if a.kind == AcceleratorKind::NvidiaGpu => "gpus",
+                    Some(_) => "never",
+                    None => "cpuAllowance",
+                };
                 CapacityEntry {
                     in_use: st.in_use.values().filter(|u| u.instance_type == t).count() as u32,
                     instance_type: t,
                     slots,
                     pinned_by,
+                    accounted_against,
                 }
             })
             .collect()
+    }
+
+    fn allowance(&self) -> Option<super::Allowance> {
+        let st = self.lock();
+        let holders = st.holders(|t| st.in_allowance(t));
+        Some(super::Allowance {
+            vcpus: self.host.cpus * self.cpu_overcommit,
+            vcpus_promised: holders.iter().map(|(_, u)| u.vcpus).sum(),
+            memory_gib: self.host.memory_gib * self.memory_overcommit,
+            memory_gib_promised: holders.iter().map(|(_, u)| u.memory_gib).sum(),
+            host_cpus: self.host.cpus,
+            host_memory_gib: self.host.memory_gib,
+            cpu_overcommit: self.cpu_overcommit,
+            memory_overcommit: self.memory_overcommit,
+            holders: holders
+                .iter()
+                .map(|(id, u)| super::AllowanceHolder {
+                    instance_id: id.to_string(),
+                    instance_type: u.instance_type.clone(),
+                    vcpus: u.vcpus,
+                    memory_gib: u.memory_gib,
+                })
+                .collect(),
+        })
     }
 
     fn set_slots(&self, instance_type: &str, slots: Option<u32>) {

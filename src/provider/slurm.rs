@@ -1212,6 +1212,11 @@ impl CapacityProvider for SlurmProvider {
                 in_use: st.in_use.values().filter(|u| u.instance_type == t).count() as u32,
                 slots: st.runtime_pins.get(&t).copied(),
                 pinned_by: st.runtime_pins.contains_key(&t).then_some("runtime"),
+                accounted_against: if st.runtime_pins.contains_key(&t) {
+                    "slots"
+                } else {
+                    "partition"
+                },
                 instance_type: t,
             })
             .collect()

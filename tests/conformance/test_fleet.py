@@ -89,6 +89,12 @@ def test_cpu_last_resort_is_not_eaten_by_pinned_gpu_types(start_server):
     assert "Next probe in" in msg and "gives up in" in msg, msg
     cap = srv.capacity()
     assert "pinned to 1 slot," in cap["ml.g6.2xlarge"]["reason"], cap
+    assert cap["ml.g6.2xlarge"]["accountedAgainst"] == "slots"
+    assert cap["ml.m5.xlarge"]["accountedAgainst"] == "cpuAllowance"
+    allowance = srv.admin_get("capacity")["cpuAllowance"]
+    assert allowance["vcpus"] == pytest.approx(8) and allowance["vcpusPromised"] == 8, allowance
+    assert sorted(h["instanceId"] for h in allowance["holders"]) == m5, allowance
+    assert {h["instanceType"] for h in allowance["holders"]} == {"ml.m5.xlarge"}
 
 
 def test_pin_refusals_say_what_they_mean(start_server):
