@@ -717,10 +717,13 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                 Step::Pause(until) => {
                     // The operation's deadline runs from the first step that wanted an
                     // instance, even when no launch could be made (every pool over the cost
-                    // ceiling), so a variant never waits forever.
+                    // ceiling), so a variant never waits forever. (A stalled variant is not
+                    // provisioning: it waits for capacity or a new count.)
                     let timeout = timeout_of(app, v.spec.provision_timeout_s);
                     let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
-                    vm.provisioning.begin(t, timeout);
+                    if !stalled {
+                        vm.provisioning.begin(t, timeout);
+                    }
                     let deadline = vm.provisioning.deadline;
                     let have = instances
                         .iter()
