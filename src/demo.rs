@@ -20,7 +20,8 @@ pub const CONFIG: &str = "demo-pools";
 pub const ENDPOINT: &str = "demo";
 
 /// Pins the demo's instance types unless the config already pins them: no capacity for the
-/// preferred type, one slot for the second, the third fits on any host's CPUs.
+/// preferred type, one slot for the second; the third (`ml.m5.xlarge`) stays unpinned and runs
+/// within the host's CPU and memory allowance, which the pinned types never use.
 pub fn prepare_config(cfg: &mut Config) {
     let pins = &mut cfg.provider.local.capacity;
     pins.entry("ml.g6e.2xlarge".into()).or_insert(0);

@@ -716,7 +716,7 @@ async fn backoff_doubles_and_the_probe_finds_capacity() {
     let recovered = s.events_of("probe", "CapacityRecovered");
     assert_eq!(recovered.len(), 1);
     assert!(
-        recovered[0].message.contains("6 insufficient-capacity answer(s)"),
+        recovered[0].message.contains("6 insufficient-capacity answers"),
         "{}",
         recovered[0].message
     );

@@ -196,8 +196,10 @@ async fn run(app: &Arc<App>, requester: &Requester, op: AdminOp) -> Response {
             AdminOp::Health => Json(json!({ "status": "ok" })).into_response(),
             AdminOp::Metrics => render_metrics(app).await,
             AdminOp::ListCapacity => Json(capacity_view(app)).into_response(),
-            AdminOp::PutCapacity { instance_type, body } => set_capacity(app, instance_type, Some(&body)).await?,
-            AdminOp::DeleteCapacity { instance_type } => set_capacity(app, instance_type, None).await?,
+            AdminOp::PutCapacity { instance_type, body } => {
+                set_capacity(app, requester, instance_type, Some(&body)).await?
+            }
+            AdminOp::DeleteCapacity { instance_type } => set_capacity(app, requester, instance_type, None).await?,
             AdminOp::ListInstanceTypes => Json(json!({ "instanceTypes": catalog::all() })).into_response(),
             AdminOp::ListEvents { endpoint } => events_of(app, &endpoint)?,
             AdminOp::ListInstances { endpoint } => instances_of(app, &endpoint).await?,
@@ -290,7 +292,11 @@ fn capacity_view(app: &App) -> Value {
             row
         })
         .collect();
-    json!({ "provider": app.provider.kind(), "instanceTypes": list })
+    json!({
+        "provider": app.provider.kind(),
+        "instanceTypes": list,
+        "cpuAllowance": app.provider.allowance(),
+    })
 }
 
 /// Body of `PUT /_spillway/capacity/{instanceType}`.
@@ -346,7 +352,12 @@ pub async fn delete_capacity(
 }
 
 /// Pins (`body` given) or unpins a type; answers the type's capacity entry.
-async fn set_capacity(app: &Arc<App>, instance_type: String, body: Option<&[u8]>) -> Result<Response, ApiError> {
+async fn set_capacity(
+    app: &Arc<App>,
+    requester: &Requester,
+    instance_type: String,
+    body: Option<&[u8]>,
+) -> Result<Response, ApiError> {
     known_type(&instance_type)?;
     let slots = match body {
         Some(body) => Some(
@@ -359,6 +370,7 @@ async fn set_capacity(app: &Arc<App>, instance_type: String, body: Option<&[u8]>
     let command = Command::SetCapacity {
         instance_type: instance_type.clone(),
         slots,
+        by: requester.caller.principal().map(|p| p.arn.clone()),
     };
     control::apply(app, command).await?;
     Ok(Json(entry(app, &instance_type)).into_response())

@@ -12,7 +12,7 @@ use crate::control::{self, BatchSize, Command, Document, Outcome, UpdateEndpoint
 use crate::core::endpoint::Deployment;
 use crate::core::model::{ContainerDefinition, EndpointConfig, Model, ProductionVariant, Tag, Timestamp};
 use crate::core::planner::{InstancePhase, Operation};
-use crate::core::validate;
+use crate::core::{catalog, validate};
 use crate::error::ApiError;
 
 crate::operations! {
@@ -137,6 +137,11 @@ fn check_tags(tags: &[Tag]) -> Result<(), ApiError> {
             return Err(ApiError::validation(format!(
                 "{at}: keys beginning with 'aws:' are reserved"
             )));
+        }
+        if t.key == crate::core::planner::COST_CEILING_TAG
+            && let Err(e) = crate::core::planner::parse_cost_ceiling(&t.value)
+        {
+            return Err(ApiError::validation(format!("Tags.{}.Value: {e}", i + 1)));
         }
         if !seen.insert(t.key.as_str()) {
             return Err(ApiError::validation(format!(
@@ -293,6 +298,16 @@ async fn create_model(app: &Arc<App>, input: CreateModelInput) -> Result<Value, 
         }
         Some(_) => {}
     }
+    // A malformed fit declaration is refused where it is written (CreateEndpointConfig checks
+    // it against the pools).
+    catalog::ModelNeeds::from_environment(
+        container
+            .environment
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .map_err(|e| ApiError::validation(format!("PrimaryContainer.{e}")))?;
     if let Some(url) = &container.model_data_url
         && !url.starts_with("file://")
     {
@@ -407,6 +422,7 @@ async fn create_endpoint_config(app: &Arc<App>, input: CreateEndpointConfigInput
         &|n: &str| control::model_exists(app, n),
         &|n: &str| app.arn("model", n),
     )?;
+    fit_check(app, &input.production_variants)?;
     let config = EndpointConfig {
         endpoint_config_arn: app.arn("endpoint-config", &input.endpoint_config_name),
         endpoint_config_name: input.endpoint_config_name,
@@ -421,6 +437,55 @@ async fn create_endpoint_config(app: &Arc<App>, input: CreateEndpointConfigInput
         Some("EndpointConfigArn"),
     )
     .await
+}
+
+/// The fit check: every pool (an `InstancePools` entry, or the variant's `InstanceType`) whose
+/// catalog type cannot hold what its model declares (`SPILLWAY_MIN_ACCELERATORS`,
+/// `SPILLWAY_MIN_ACCELERATOR_MEMORY_GB` in the model's `Environment`, `ModelNameOverride`
+/// models per pool) is refused, each named with the numbers, so a fallback can never land
+/// where the model does not fit.
+fn fit_check(app: &App, variants: &[crate::core::model::ProductionVariant]) -> Result<(), ApiError> {
+    let mut refused = vec![];
+    for v in variants {
+        let pools: Vec<(i64, &str, Option<&str>)> = match (&v.instance_pools, &v.instance_type) {
+            (Some(pools), _) => pools
+                .iter()
+                .map(|p| (p.priority, p.instance_type.as_str(), p.model_name_override.as_deref()))
+                .collect(),
+            (None, Some(t)) => vec![(1, t.as_str(), None)],
+            (None, None) => vec![],
+        };
+        for (priority, ty, model_override) in pools {
+            let Some(model) = model_override.or(v.model_name.as_deref()) else {
+                continue;
+            };
+            let env = control::model_environment(app, model)?;
+            let needs = catalog::ModelNeeds::from_environment(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(|e| ApiError::validation(format!("Model {model}: {e}")))?;
+            let Some(spec) = catalog::lookup(ty) else { continue };
+            if let Some(why) = needs.shortfall(spec) {
+                let pool = if v.instance_pools.is_some() {
+                    format!("instance pool priority {priority} ({ty})")
+                } else {
+                    format!("InstanceType {ty}")
+                };
+                refused.push(format!(
+                    "production variant {}: {pool} cannot hold model {model}: {why}",
+                    v.variant_name
+                ));
+            }
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::validation(format!(
+        "The fit check refused {} instance pool{}: {}. Remove the pool or change the model's declaration \
+         (docs/api-compat.md, \"Fit check\").",
+        refused.len(),
+        if refused.len() == 1 { "" } else { "s" },
+        refused.join("; ")
+    )))
 }
 
 #[derive(Deserialize)]

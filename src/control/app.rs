@@ -1,6 +1,6 @@
 //! The running server's shared state and its start-up recovery.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,6 +112,10 @@ pub struct EndpointRuntime {
     pub instances: Vec<InstanceRecord>,
     /// Set once the endpoint is gone; the controller stops.
     pub deleted: bool,
+    /// What the controller last reported for a situation that lasts (a rebalance waiting out
+    /// `min_runtime_seconds`, a cost ceiling biting), by key: an event is recorded when the
+    /// situation starts or changes, not every tick. Not durable: a restart reports afresh.
+    pub reported: BTreeMap<String, String>,
 }
 
 /// An endpoint's state plus the bell that wakes its controller.
@@ -307,6 +311,7 @@ impl App {
             tracing::warn!(process = %s, "stopped a model process that no record tracks");
         }
         let mut by_endpoint: HashMap<String, Vec<InstanceRecord>> = HashMap::new();
+        let mut lost: HashMap<String, Vec<String>> = HashMap::new();
         for inst in instances {
             if recovery.alive.contains(&inst.instance_id) {
                 tracing::info!(instance = %inst.instance_id, endpoint = %inst.endpoint_name, "adopted a running instance");
@@ -323,11 +328,37 @@ impl App {
                     result: None,
                     message: "the instance's process was not running when spillway started".into(),
                 });
+                lost.entry(inst.endpoint_name.clone())
+                    .or_default()
+                    .push(inst.instance_id.clone());
                 self.store.delete_instance(&inst.instance_id)?;
             }
         }
         for record in self.store.list::<EndpointRecord>(Kind::Endpoint)? {
             let instances = by_endpoint.remove(&record.name).unwrap_or_default();
+            let adopted: Vec<String> = instances
+                .iter()
+                .filter(|i| i.state != crate::core::planner::InstancePhase::Terminating)
+                .map(|i| i.instance_id.clone())
+                .collect();
+            let desired: u32 = record.active.variants.iter().map(|v| v.desired_count).sum();
+            self.event(Event {
+                time: self.clock.now(),
+                endpoint_name: record.name.clone(),
+                variant_name: None,
+                kind: "ServerStarted".into(),
+                instance_type: None,
+                priority: None,
+                instance_id: None,
+                result: None,
+                message: crate::core::endpoint::server_started_message(
+                    std::process::id(),
+                    &adopted,
+                    lost.get(&record.name).map_or(&[][..], Vec::as_slice),
+                    desired,
+                    recovery.stopped_untracked.len(),
+                ),
+            });
             super::publish_tags(self, &self.arn("endpoint", &record.name))?;
             self.register(record, instances);
         }
@@ -342,6 +373,7 @@ impl App {
                 record,
                 instances,
                 deleted: false,
+                reported: BTreeMap::new(),
             }),
             notify: Notify::new(),
         });

@@ -591,17 +591,7 @@ async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
             ),
             None => format!("scalable target bounds: {}", decision.cause),
         };
-        scale(
-            app,
-            &target,
-            &endpoint,
-            &variant,
-            decision.desired,
-            decision.scale_out,
-            cause,
-            t,
-        )
-        .await?;
+        scale(app, &target, &endpoint, &variant, current, decision.desired, cause, t).await?;
     }
     Ok(())
 }
@@ -655,7 +645,8 @@ async fn finish_activities(app: &Arc<App>, t: Timestamp) -> Result<(), ControlEr
         } else {
             a.status_code = "Unfulfilled".into();
             a.status_message = Some(format!(
-                "Set desired instance count to {desired}, but only {serving} instance(s) could be provisioned through the instance pools; see the endpoint's events."
+                "Set desired instance count to {desired}, but only {} could be provisioned through the instance pools; see the endpoint's events.",
+                crate::core::planner::count_of(serving as usize, "instance")
             ));
         }
         app.store.put(Kind::ScalingActivity, &a.activity_id, a.start_time, &a)?;
@@ -916,7 +907,7 @@ pub async fn invoke_policy(
         crate::core::alarm::format_point(value),
         s.adjustment
     );
-    scale(app, &target, &endpoint, &variant, desired, desired > current, cause, t).await?;
+    scale(app, &target, &endpoint, &variant, current, desired, cause, t).await?;
     Ok(format!("desired instance count {current} -> {desired}"))
 }
 
@@ -928,11 +919,12 @@ async fn scale(
     target: &ScalableTarget,
     endpoint: &str,
     variant: &str,
+    current: u32,
     desired: u32,
-    scale_out: bool,
     cause: String,
     t: Timestamp,
 ) -> Result<(), ControlError> {
+    let scale_out = desired > current;
     let mut activity = Activity {
         activity_id: uuid::Uuid::new_v4().to_string(),
         service_namespace: "sagemaker".into(),
@@ -962,6 +954,25 @@ async fn scale(
                 h.last_scale_out = Some(t);
             } else {
                 h.last_scale_in = Some(t);
+            }
+            drop(hist_map);
+            // Scale-in shows as a `ScaleIn` event per instance the controller stops; a
+            // scale-out's launches need the reason they happen.
+            if scale_out {
+                app.event(crate::core::endpoint::Event {
+                    time: t,
+                    endpoint_name: endpoint.to_string(),
+                    variant_name: Some(variant.to_string()),
+                    kind: "ScaleOut".into(),
+                    instance_type: None,
+                    priority: None,
+                    instance_id: None,
+                    result: Some("AutoScaling".into()),
+                    message: format!(
+                        "autoscaling: desired instance count {current} -> {desired}; {}",
+                        activity.cause
+                    ),
+                });
             }
         }
         Err(e) => {

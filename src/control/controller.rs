@@ -578,6 +578,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
         None => None,
     };
     let mut outcomes = vec![];
+    let ceiling = cost_ceiling(app, rt);
     let deployments: Vec<Deployment> = rt.record.deployments().cloned().collect();
     for dep in &deployments {
         let in_op = op_deployment.as_deref() == Some(dep.id.as_str());
@@ -588,9 +589,26 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                 continue;
             }
             let stalled = !in_op && v.stalled.is_some();
+            // Pools over the endpoint's cost ceiling are passed over like pools backing off.
+            let over_ceiling: BTreeMap<String, String> = ceiling
+                .map(|c| {
+                    v.spec
+                        .pools
+                        .iter()
+                        .filter_map(|p| {
+                            let price = catalog::lookup(&p.instance_type).and_then(|s| s.price_usd_per_hour);
+                            c.refusal(&p.instance_type, price).map(|r| (p.instance_type.clone(), r))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let blocked_at = |ice: &crate::core::capacity::IceMemory, ty: &str| {
+                ice.blocked_until(ty, t)
+                    .or_else(|| over_ceiling.contains_key(ty).then_some(t + COST_RECHECK_S))
+            };
             let mut step = {
                 let ice = app.ice();
-                let blocked = |ty: &str| ice.blocked_until(ty, t);
+                let blocked = |ty: &str| blocked_at(&ice, ty);
                 planner::plan_variant(&v.spec.pools, v.desired_count, &instances, &v.provisioning, &blocked, t)
             };
             let mut replaces = None;
@@ -606,12 +624,42 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     max_in_flight: app.cfg.rebalance.max_in_flight,
                 };
                 let ice = app.ice();
-                let blocked = |ty: &str| ice.blocked_until(ty, t);
+                let blocked = |ty: &str| blocked_at(&ice, ty);
                 if let Some(m) = planner::plan_rebalance(&v.spec.pools, &instances, &blocked, policy, t) {
                     replaces = Some(m.replaces);
                     step = Step::Launch(m.pool);
+                    rt.reported.remove(&format!("rebalance/{}", v.spec.name));
+                } else if let Some(w) = planner::rebalance_wait(&v.spec.pools, &instances, &blocked, policy, t) {
+                    // Once per wait: recorded again only when the instance or its time changes.
+                    let key = format!("rebalance/{}", v.spec.name);
+                    let what = format!("{}@{}", w.instance, w.until);
+                    if rt.reported.get(&key) != Some(&what) {
+                        rt.reported.insert(key, what);
+                        app.event(Event {
+                            time: t,
+                            endpoint_name: name.clone(),
+                            variant_name: Some(v.spec.name.clone()),
+                            kind: "RebalanceWaiting".into(),
+                            instance_type: Some(w.pool.instance_type.clone()),
+                            priority: Some(w.pool.priority),
+                            instance_id: Some(w.instance.clone()),
+                            result: Some("Waiting".into()),
+                            message: format!(
+                                "{} (priority {}) moves to {} (priority {}) at {} ({:.0}s from now), once it has run \
+                                 [rebalance] min_runtime_seconds = {}",
+                                w.instance,
+                                w.priority,
+                                w.pool.instance_type,
+                                w.pool.priority,
+                                crate::core::time::iso8601(w.until.ceil() as i64),
+                                (w.until - t).max(0.0),
+                                app.cfg.rebalance.min_runtime_seconds
+                            ),
+                        });
+                    }
                 }
             }
+            report_cost_ceiling(app, rt, &v.spec.name, &v.spec.pools, &over_ceiling, &step, t);
             let outcome = match step {
                 Step::Launch(_) if stalled => VariantOutcome::Ready,
                 Step::Launch(pool) => {
@@ -659,26 +707,46 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                             "ScaleIn",
                             Some("Terminating"),
                             format!(
-                                "scale-in to {} instance(s): lowest-priority pool first",
-                                v.desired_count
+                                "scale-in to {}: lowest-priority pool first",
+                                planner::count_of(v.desired_count as usize, "instance")
                             ),
                         ));
                     }
                     return Next::Terminate(victims);
                 }
                 Step::Pause(until) => {
+                    // The operation's deadline runs from the first step that wanted an
+                    // instance, even when no launch could be made (every pool over the cost
+                    // ceiling), so a variant never waits forever. (A stalled variant is not
+                    // provisioning: it waits for capacity or a new count.)
+                    let timeout = timeout_of(app, v.spec.provision_timeout_s);
                     let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
-                    vm.status_message = Some(format!(
-                        "Every instance pool is backing off after insufficient capacity; next probe in {:.1}s",
-                        (until - t).max(0.0)
-                    ));
+                    if !stalled {
+                        vm.provisioning.begin(t, timeout);
+                    }
+                    let deadline = vm.provisioning.deadline;
+                    let have = instances
+                        .iter()
+                        .filter(|i| i.phase != InstancePhase::Terminating && i.replaces.is_none())
+                        .count() as u32;
+                    let msg = {
+                        let ice = app.ice();
+                        let reason = |ty: &str| match ice.blocked_until(ty, t) {
+                            Some(_) => ice.get(ty).map(|e| e.reason.clone()),
+                            None => over_ceiling.get(ty).cloned(),
+                        };
+                        planner::backing_off_message(&v.spec.pools, have, v.desired_count, &reason, until, deadline, t)
+                    };
+                    let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
+                    vm.status_message = Some(msg);
                     VariantOutcome::InProgress
                 }
                 Step::WaitForHealth => {
                     let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
                     let starting = instances.iter().filter(|i| i.phase == InstancePhase::Launching).count();
                     vm.status_message = Some(format!(
-                        "Waiting for {starting} instance(s) to pass the ping health check ({} of {} in service)",
+                        "Waiting for {} to pass the ping health check ({} of {} in service)",
+                        planner::count_of(starting, "instance"),
                         instances.len() - starting,
                         v.desired_count
                     ));
@@ -695,7 +763,20 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     VariantOutcome::Ready
                 }
                 Step::DeadlineExceeded { have, want, tried } => {
-                    let reason = planner::capacity_failure_reason(&v.spec.name, have, want, &tried);
+                    let answers = {
+                        let ice = app.ice();
+                        let reason = |ty: &str| {
+                            over_ceiling
+                                .get(ty)
+                                .cloned()
+                                .or_else(|| ice.get(ty).map(|e| e.reason.clone()))
+                        };
+                        planner::last_answers(&v.spec.pools, &reason)
+                    };
+                    let reason = format!(
+                        "{}{answers}",
+                        planner::capacity_failure_reason(&v.spec.name, have, want, &tried)
+                    );
                     if !in_op {
                         let vm = variant_mut(rt, &dep.id, &v.spec.name).expect("variant exists");
                         vm.provisioning.finish();
@@ -752,8 +833,10 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                     &name,
                     "DeploymentComplete",
                     format!(
-                        "traffic switched to endpoint configuration {}; stopping {} instance(s) of {}",
-                        rt.record.active.config_name, stopping, old.config_name
+                        "traffic switched to endpoint configuration {}; stopping {} of {}",
+                        rt.record.active.config_name,
+                        planner::count_of(stopping, "instance"),
+                        old.config_name
                     ),
                 ));
             }
@@ -836,8 +919,8 @@ fn advance_rolling(rt: &mut EndpointRuntime, t: Timestamp) -> RollingProgress {
                 rolling.target.get(&v.spec.name).copied().unwrap_or(0)
             ),
             RollingProgress::NextBatch => format!(
-                "Provisioning the next batch: {} new instance(s) wanted",
-                v.desired_count
+                "Provisioning the next batch: {} wanted",
+                planner::count_of(v.desired_count as usize, "new instance")
             ),
             RollingProgress::Draining => "Every new instance is in service; stopping the old ones".to_string(),
             RollingProgress::Done => "Rolling deployment complete".to_string(),
@@ -925,9 +1008,9 @@ fn record_launch(app: &App, rt: &mut EndpointRuntime, l: Launch<'_>, result: Res
                     kind: "CapacityRecovered".into(),
                     result: Some("Available".into()),
                     message: format!(
-                        "{} has capacity again after {} insufficient-capacity answer(s) since {:.0}s ago",
+                        "{} has capacity again after {} since {:.0}s ago",
                         pool.instance_type,
-                        known.failures,
+                        planner::count_of(known.failures as usize, "insufficient-capacity answer"),
                         t - known.first_seen
                     ),
                     ..ev.clone()
@@ -973,7 +1056,7 @@ fn record_launch(app: &App, rt: &mut EndpointRuntime, l: Launch<'_>, result: Res
                     pool.instance_type, pool.priority, p.instance_type, p.priority
                 ),
                 None => format!(
-                    "Insufficient capacity for {} (priority {}); every pool is backing off, retrying from priority 1",
+                    "Insufficient capacity for {} (priority {}): {detail}; every pool is backing off, retrying from priority 1",
                     pool.instance_type, pool.priority
                 ),
             });
@@ -1022,6 +1105,82 @@ pub(crate) fn rebalance_setting(app: &App, arn: &str) -> (bool, &'static str) {
         Some("enabled") | Some("true") => (true, "tag"),
         Some("disabled") | Some("false") => (false, "tag"),
         _ => (app.cfg.rebalance.enabled, "config"),
+    }
+}
+
+/// How often a pool passed over for the cost ceiling is looked at again (the ceiling or the
+/// fleet may have changed).
+const COST_RECHECK_S: f64 = 5.0;
+
+/// The endpoint's cost ceiling (tag `spillway:max-hourly-cost`) with what its live and launching
+/// instances cost per hour now; `None` without the tag (or with a value that is no longer valid,
+/// which the API refuses).
+fn cost_ceiling(app: &App, rt: &EndpointRuntime) -> Option<planner::CostCeiling> {
+    let tags = app.store.tags(&rt.record.arn).unwrap_or_default();
+    let value = tags.iter().find(|t| t.key == planner::COST_CEILING_TAG)?;
+    let max = planner::parse_cost_ceiling(&value.value).ok()?;
+    let current = planner::hourly_cost(
+        rt.instances
+            .iter()
+            .filter(|i| i.state != InstancePhase::Terminating)
+            .map(|i| catalog::lookup(&i.instance_type).and_then(|s| s.price_usd_per_hour)),
+    );
+    Some(planner::CostCeiling {
+        max_usd_per_hour: max,
+        current_usd_per_hour: current,
+    })
+}
+
+/// A `CostCeilingReached` event for each pool the ceiling made the planner pass over (a pool
+/// ahead of the one launched, or any when the variant waits), once per streak: again only after
+/// the type was affordable or the variant satisfied in between.
+fn report_cost_ceiling(
+    app: &App,
+    rt: &mut EndpointRuntime,
+    variant: &str,
+    pools: &[PoolSpec],
+    over_ceiling: &BTreeMap<String, String>,
+    step: &Step,
+    t: Timestamp,
+) {
+    let prefix = format!("cost/{variant}/");
+    let bites = |p: &PoolSpec| match step {
+        Step::Launch(chosen) => p.priority < chosen.priority,
+        Step::Pause(_) => true,
+        _ => false,
+    };
+    if matches!(step, Step::Satisfied) {
+        rt.reported.retain(|k, _| !k.starts_with(&prefix));
+        return;
+    }
+    for p in pools {
+        let key = format!("{prefix}{}", p.instance_type);
+        let Some(why) = over_ceiling.get(&p.instance_type) else {
+            rt.reported.remove(&key);
+            continue;
+        };
+        if !bites(p) || app.ice().blocked_until(&p.instance_type, t).is_some() || rt.reported.contains_key(&key) {
+            continue;
+        }
+        rt.reported.insert(key, why.clone());
+        let then = match step {
+            Step::Launch(chosen) => format!(
+                "falling back to {} (priority {})",
+                chosen.instance_type, chosen.priority
+            ),
+            _ => "the variant waits".to_string(),
+        };
+        app.event(Event {
+            time: t,
+            endpoint_name: rt.record.name.clone(),
+            variant_name: Some(variant.to_string()),
+            kind: "CostCeilingReached".into(),
+            instance_type: Some(p.instance_type.clone()),
+            priority: Some(p.priority),
+            instance_id: None,
+            result: Some("Skipped".into()),
+            message: format!("{why}; {then}"),
+        });
     }
 }
 

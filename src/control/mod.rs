@@ -309,6 +309,9 @@ pub enum Command {
         instance_type: String,
         /// The pin, `None` to remove it.
         slots: Option<u32>,
+        /// Who asked (an IAM ARN), for the `CapacityPinChanged` events; `None`: unknown
+        /// (authentication off).
+        by: Option<String>,
     },
     /// `POST /_spillway/capacity/{type}/reclaim`: every instance of the type is taken away
     /// (stopped and replaced through the pools), as when a provider reclaims capacity.
@@ -528,9 +531,29 @@ async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, Contro
             }
             Ok(Outcome::Done)
         }
-        Command::SetCapacity { instance_type, slots } => {
+        Command::SetCapacity {
+            instance_type,
+            slots,
+            by,
+        } => {
+            let pin_of = |app: &App| {
+                app.provider
+                    .capacity()
+                    .into_iter()
+                    .find(|e| e.instance_type == instance_type)
+                    .and_then(|e| e.slots.map(|s| (s, e.pinned_by)))
+            };
+            let before = pin_of(app);
             app.store.set_capacity_override(&instance_type, slots)?;
             app.provider.set_slots(&instance_type, slots);
+            let after = pin_of(app);
+            let message = crate::core::endpoint::pin_change_message(
+                &instance_type,
+                before.map(|(s, b)| (s, b.unwrap_or("config"))),
+                after.map(|(s, b)| (s, b.unwrap_or("config"))),
+                by.as_deref(),
+            );
+            pin_changed_events(app, &instance_type, &message).await;
             match slots {
                 Some(slots) => tracing::info!(%instance_type, slots, "capacity pinned at run time"),
                 None => tracing::info!(%instance_type, "run-time capacity pin removed"),
@@ -603,6 +626,16 @@ pub fn model_exists(app: &App, name: &str) -> bool {
     app.store.exists(Kind::Model, name).unwrap_or(false)
 }
 
+/// A model's container `Environment` (empty when the model or its environment is absent).
+pub fn model_environment(app: &App, name: &str) -> Result<BTreeMap<String, String>, ControlError> {
+    Ok(app
+        .store
+        .get::<crate::core::model::Model>(Kind::Model, name)?
+        .and_then(|m| m.primary_container)
+        .and_then(|c| c.environment)
+        .unwrap_or_default())
+}
+
 /// A copy of an endpoint's record and instances, as `DescribeEndpoint` shows them.
 pub async fn endpoint(app: &App, name: &str) -> Result<EndpointRuntime, ControlError> {
     let h = app
@@ -616,6 +649,7 @@ pub async fn endpoint(app: &App, name: &str) -> Result<EndpointRuntime, ControlE
         record: rt.record.clone(),
         instances: rt.instances.clone(),
         deleted: false,
+        reported: Default::default(),
     })
 }
 
@@ -940,6 +974,36 @@ async fn resolve_arn(app: &App, arn: &str) -> Result<(), ControlError> {
         _ => false,
     };
     if exists { Ok(()) } else { Err(unknown().into()) }
+}
+
+/// A `CapacityPinChanged` event on every live endpoint that lists `instance_type` in a pool
+/// of any of its deployments.
+async fn pin_changed_events(app: &App, instance_type: &str, message: &str) {
+    let t = app.clock.now();
+    for h in app.all_endpoints() {
+        let rt = h.state.lock().await;
+        if rt.deleted {
+            continue;
+        }
+        let lists = rt
+            .record
+            .deployments()
+            .flat_map(|d| d.variants.iter())
+            .any(|v| v.spec.pools.iter().any(|p| p.instance_type == instance_type));
+        if lists {
+            app.event(crate::core::endpoint::Event {
+                time: t,
+                endpoint_name: rt.record.name.clone(),
+                variant_name: None,
+                kind: "CapacityPinChanged".into(),
+                instance_type: Some(instance_type.to_string()),
+                priority: None,
+                instance_id: None,
+                result: None,
+                message: message.to_string(),
+            });
+        }
+    }
 }
 
 /// Capacity of `instance_type` changed by an operator: forget its back-off and wake every

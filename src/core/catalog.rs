@@ -211,9 +211,210 @@ fn parse_positive_f64(field: &str, column: &str) -> Result<f64, String> {
     }
 }
 
+/// The `Environment` key with which a model declares how many accelerator devices it needs.
+pub const MIN_ACCELERATORS_ENV: &str = "SPILLWAY_MIN_ACCELERATORS";
+/// The `Environment` key with which a model declares the memory it needs on each accelerator
+/// device, in GiB (as the catalog's `accelerator_memory_gib`, which is per device).
+pub const MIN_ACCELERATOR_MEMORY_ENV: &str = "SPILLWAY_MIN_ACCELERATOR_MEMORY_GB";
+
+/// What a model declares it needs of an instance type (its container's `Environment`):
+/// the fit check refuses every pool whose type cannot hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ModelNeeds {
+    /// At least this many accelerator devices (`SPILLWAY_MIN_ACCELERATORS`).
+    pub min_accelerators: Option<u32>,
+    /// At least this much memory on each device, GiB (`SPILLWAY_MIN_ACCELERATOR_MEMORY_GB`).
+    pub min_accelerator_memory_gib: Option<f64>,
+}
+
+/// A malformed fit declaration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NeedsError {
+    /// `SPILLWAY_MIN_ACCELERATORS` is not a positive integer.
+    #[error(
+        "Environment {MIN_ACCELERATORS_ENV} must be a positive integer (a number of accelerator devices), not {0:?}"
+    )]
+    Accelerators(String),
+    /// `SPILLWAY_MIN_ACCELERATOR_MEMORY_GB` is not a positive number.
+    #[error(
+        "Environment {MIN_ACCELERATOR_MEMORY_ENV} must be a positive number (GiB of memory per accelerator device), not {0:?}"
+    )]
+    Memory(String),
+}
+
+impl ModelNeeds {
+    /// Reads the declaration from a container's `Environment` (absent keys: no need).
+    pub fn from_environment<'a>(env: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, NeedsError> {
+        let mut needs = Self::default();
+        for (k, v) in env {
+            match k {
+                MIN_ACCELERATORS_ENV => {
+                    let t = v.trim();
+                    let n = (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                        .then(|| t.parse::<u32>().ok())
+                        .flatten()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| NeedsError::Accelerators(v.to_string()))?;
+                    needs.min_accelerators = Some(n);
+                }
+                MIN_ACCELERATOR_MEMORY_ENV => {
+                    let t = v.trim();
+                    // Digits with at most one decimal point: no exponents, signs, inf or NaN.
+                    let plain = !t.is_empty()
+                        && t.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                        && t.bytes().filter(|b| *b == b'.').count() <= 1
+                        && t.bytes().any(|b| b.is_ascii_digit());
+                    let g = plain
+                        .then(|| t.parse::<f64>().ok())
+                        .flatten()
+                        .filter(|g| g.is_finite() && *g > 0.0)
+                        .ok_or_else(|| NeedsError::Memory(v.to_string()))?;
+                    needs.min_accelerator_memory_gib = Some(g);
+                }
+                _ => {}
+            }
+        }
+        Ok(needs)
+    }
+
+    /// Whether nothing is declared.
+    pub fn is_empty(&self) -> bool {
+        self.min_accelerators.is_none() && self.min_accelerator_memory_gib.is_none()
+    }
+
+    /// Why `spec` cannot hold the model (`None`: it can): the need and what the type has.
+    pub fn shortfall(&self, spec: &InstanceTypeSpec) -> Option<String> {
+        let has = match &spec.accelerator {
+            Some(a) => format!(
+                "{} has {} x {} with {} GiB each",
+                spec.name,
+                a.count,
+                a.model,
+                fmt_gib(a.memory_gib_per_device)
+            ),
+            None => format!("{} has no accelerators", spec.name),
+        };
+        let (count, per_device) = spec
+            .accelerator
+            .as_ref()
+            .map_or((0, 0.0), |a| (a.count, a.memory_gib_per_device));
+        let mut why = vec![];
+        if let Some(n) = self.min_accelerators
+            && count < n
+        {
+            why.push(format!(
+                "at least {n} accelerator device{} ({MIN_ACCELERATORS_ENV}={n})",
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+        if let Some(g) = self.min_accelerator_memory_gib
+            && per_device < g
+        {
+            why.push(format!(
+                "at least {} GiB of memory per accelerator device ({MIN_ACCELERATOR_MEMORY_ENV}={})",
+                fmt_gib(g),
+                fmt_gib(g)
+            ));
+        }
+        (!why.is_empty()).then(|| format!("it needs {}; {has}", why.join(" and ")))
+    }
+}
+
+/// GiB without a needless `.0`.
+fn fmt_gib(g: f64) -> String {
+    if g.fract() == 0.0 && g < 1e15 {
+        format!("{}", g as u64)
+    } else {
+        format!("{g}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fit_declarations_are_read_and_checked() {
+        let needs = |pairs: &[(&str, &str)]| ModelNeeds::from_environment(pairs.iter().copied());
+        let n = needs(&[
+            (MIN_ACCELERATORS_ENV, "2"),
+            (MIN_ACCELERATOR_MEMORY_ENV, "40"),
+            ("OTHER", "x"),
+        ])
+        .unwrap();
+        assert_eq!(n.min_accelerators, Some(2));
+        assert_eq!(n.min_accelerator_memory_gib, Some(40.0));
+        assert!(needs(&[]).unwrap().is_empty());
+        assert_eq!(
+            n.shortfall(get("ml.g6.2xlarge")).unwrap(),
+            "it needs at least 2 accelerator devices (SPILLWAY_MIN_ACCELERATORS=2) and at least 40 GiB of memory \
+             per accelerator device (SPILLWAY_MIN_ACCELERATOR_MEMORY_GB=40); ml.g6.2xlarge has 1 x L4 with 24 GiB each"
+        );
+        assert_eq!(
+            n.shortfall(get("ml.m5.xlarge")).unwrap(),
+            "it needs at least 2 accelerator devices (SPILLWAY_MIN_ACCELERATORS=2) and at least 40 GiB of memory \
+             per accelerator device (SPILLWAY_MIN_ACCELERATOR_MEMORY_GB=40); ml.m5.xlarge has no accelerators"
+        );
+        let one = needs(&[(MIN_ACCELERATORS_ENV, "1"), (MIN_ACCELERATOR_MEMORY_ENV, "22.5")]).unwrap();
+        assert_eq!(one.shortfall(get("ml.g6.2xlarge")), None, "1 x 24 GiB holds 1 x 22.5");
+        assert_eq!(
+            one.shortfall(get("ml.c5.xlarge")).unwrap(),
+            "it needs at least 1 accelerator device (SPILLWAY_MIN_ACCELERATORS=1) and at least 22.5 GiB of memory \
+             per accelerator device (SPILLWAY_MIN_ACCELERATOR_MEMORY_GB=22.5); ml.c5.xlarge has no accelerators"
+        );
+        for bad in ["0", "-1", "1.5", "", " ", "two", "+3", "99999999999"] {
+            assert_eq!(
+                needs(&[(MIN_ACCELERATORS_ENV, bad)]),
+                Err(NeedsError::Accelerators(bad.into())),
+                "{bad:?}"
+            );
+        }
+        for bad in ["0", "0.0", "-4", "inf", "NaN", "1e3", "", ".", "1.2.3", "40GB"] {
+            assert_eq!(
+                needs(&[(MIN_ACCELERATOR_MEMORY_ENV, bad)]),
+                Err(NeedsError::Memory(bad.into())),
+                "{bad:?}"
+            );
+        }
+        assert!(
+            NeedsError::Memory("x".into())
+                .to_string()
+                .starts_with("Environment SPILLWAY_MIN_ACCELERATOR_MEMORY_GB must be a positive number")
+        );
+    }
+
+    proptest::proptest! {
+        /// A type holds a declared need exactly when it has enough devices with enough memory
+        /// each, for every catalog type; any string is either read or refused, never a panic.
+        #[test]
+        fn the_fit_check_agrees_with_the_catalog(
+            count in proptest::option::of(1u32..20),
+            mem in proptest::option::of(1u32..200),
+            idx in 0usize..10_000,
+            junk in "\\PC{0,12}",
+        ) {
+            let all = all();
+            let spec = &all[idx % all.len()];
+            let c = count.map(|c| c.to_string());
+            let m = mem.map(|m| m.to_string());
+            let mut env = vec![];
+            if let Some(c) = &c { env.push((MIN_ACCELERATORS_ENV, c.as_str())); }
+            if let Some(m) = &m { env.push((MIN_ACCELERATOR_MEMORY_ENV, m.as_str())); }
+            let needs = ModelNeeds::from_environment(env).unwrap();
+            let (have_c, have_m) = spec.accelerator.as_ref().map_or((0, 0.0), |a| (a.count, a.memory_gib_per_device));
+            let fits = count.is_none_or(|c| have_c >= c) && mem.is_none_or(|m| have_m >= m as f64);
+            proptest::prop_assert_eq!(needs.shortfall(spec).is_none(), fits);
+            if let Some(why) = needs.shortfall(spec) {
+                proptest::prop_assert!(why.contains(&spec.name));
+            }
+            for key in [MIN_ACCELERATORS_ENV, MIN_ACCELERATOR_MEMORY_ENV] {
+                match ModelNeeds::from_environment([(key, junk.as_str())]) {
+                    Ok(n) => proptest::prop_assert!(!n.is_empty()),
+                    Err(e) => proptest::prop_assert!(e.to_string().contains(key)),
+                }
+            }
+        }
+    }
     use std::collections::HashSet;
 
     /// Size of the `ProductionVariantInstanceType` enum in botocore 1.44.8

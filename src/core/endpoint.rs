@@ -350,9 +350,104 @@ pub struct Event {
     pub message: String,
 }
 
+/// The message of a `CapacityPinChanged` event: the type, its pin before and after (slots and
+/// where the pin comes from: `config` or `runtime`; `None`: not pinned, fitted to the host),
+/// and who changed it when known.
+pub fn pin_change_message(
+    instance_type: &str,
+    before: Option<(u32, &str)>,
+    after: Option<(u32, &str)>,
+    by: Option<&str>,
+) -> String {
+    let pin = |p: Option<(u32, &str)>| match p {
+        None => "not pinned (fitted to the host)".to_string(),
+        Some((1, from)) => format!("1 slot ({from} pin)"),
+        Some((n, from)) => format!("{n} slots ({from} pin)"),
+    };
+    let who = by.map_or_else(|| "by an operator (caller unknown)".to_string(), |b| format!("by {b}"));
+    format!(
+        "capacity of {instance_type} changed {who}: {} -> {}",
+        pin(before),
+        pin(after)
+    )
+}
+
+/// The message of a `ServerStarted` event: what a starting server found of an endpoint's fleet,
+/// so the launches that follow a restart are explained (`pid` is the new server's).
+pub fn server_started_message(
+    pid: u32,
+    adopted: &[String],
+    lost: &[String],
+    desired: u32,
+    untracked_stopped: usize,
+) -> String {
+    let list = |ids: &[String]| {
+        if ids.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", ids.join(", "))
+        }
+    };
+    let relaunch = desired.saturating_sub(adopted.len() as u32);
+    let mut m = format!(
+        "spillway started (pid {pid}): adopted {} running instance{}{} without restarting {}; \
+         {} instance{} gone{}; {} of the {desired} desired instance{} {} launched through the pools",
+        adopted.len(),
+        if adopted.len() == 1 { "" } else { "s" },
+        list(adopted),
+        if adopted.len() == 1 { "it" } else { "them" },
+        lost.len(),
+        if lost.len() == 1 { " was" } else { "s were" },
+        list(lost),
+        relaunch,
+        if desired == 1 { "" } else { "s" },
+        if relaunch == 1 { "is" } else { "are" },
+    );
+    if untracked_stopped > 0 {
+        m.push_str(&format!(
+            "; stopped {untracked_stopped} model process group{} no record tracked (server-wide)",
+            if untracked_stopped == 1 { "" } else { "s" }
+        ));
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_started_messages_say_what_was_adopted_and_what_is_relaunched() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            server_started_message(7, &ids(&["i-a"]), &ids(&["i-b", "i-c"]), 3, 0),
+            "spillway started (pid 7): adopted 1 running instance (i-a) without restarting it; \
+             2 instances were gone (i-b, i-c); 2 of the 3 desired instances are launched through the pools"
+        );
+        assert_eq!(
+            server_started_message(7, &[], &[], 1, 2),
+            "spillway started (pid 7): adopted 0 running instances without restarting them; \
+             0 instances were gone; 1 of the 1 desired instance is launched through the pools; \
+             stopped 2 model process groups no record tracked (server-wide)"
+        );
+    }
+
+    #[test]
+    fn pin_change_messages_name_both_pins_and_the_caller() {
+        assert_eq!(
+            pin_change_message(
+                "ml.g6e.2xlarge",
+                Some((0, "config")),
+                Some((1, "runtime")),
+                Some("arn:aws:iam::1:user/ops")
+            ),
+            "capacity of ml.g6e.2xlarge changed by arn:aws:iam::1:user/ops: 0 slots (config pin) -> 1 slot (runtime pin)"
+        );
+        assert_eq!(
+            pin_change_message("ml.m5.xlarge", Some((2, "runtime")), None, None),
+            "capacity of ml.m5.xlarge changed by an operator (caller unknown): 2 slots (runtime pin) -> not pinned (fitted to the host)"
+        );
+    }
 
     fn deployment() -> Deployment {
         Deployment {

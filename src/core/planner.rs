@@ -162,6 +162,77 @@ pub fn plan_variant(
     }
 }
 
+/// The endpoint tag that sets a cost ceiling: USD per hour, a positive decimal number.
+pub const COST_CEILING_TAG: &str = "spillway:max-hourly-cost";
+
+/// Parses the value of [`COST_CEILING_TAG`]: digits with at most one decimal point (`12`,
+/// `12.5`, `0.75`), greater than zero. The error says what is wrong, naming the tag.
+pub fn parse_cost_ceiling(value: &str) -> Result<f64, String> {
+    let t = value.trim();
+    let plain = !t.is_empty()
+        && t.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && t.bytes().filter(|b| *b == b'.').count() <= 1
+        && t.bytes().any(|b| b.is_ascii_digit());
+    plain
+        .then(|| t.parse::<f64>().ok())
+        .flatten()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .ok_or_else(|| {
+            format!(
+                "tag {COST_CEILING_TAG}: value {value:?} is not a positive decimal number of USD per hour (for example 12.5)"
+            )
+        })
+}
+
+/// The hourly cost of a fleet: the sum of its instances' on-demand prices (`None`: the catalog
+/// has no price for that type; counted as 0, see [`CostCeiling::refusal`]).
+pub fn hourly_cost(prices: impl IntoIterator<Item = Option<f64>>) -> f64 {
+    prices.into_iter().flatten().sum()
+}
+
+/// An endpoint's cost ceiling ([`COST_CEILING_TAG`]) and what its fleet costs now (live and
+/// launching instances).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostCeiling {
+    /// The ceiling, USD per hour.
+    pub max_usd_per_hour: f64,
+    /// The fleet's current hourly cost, USD.
+    pub current_usd_per_hour: f64,
+}
+
+impl CostCeiling {
+    /// Why one more instance of `instance_type` at `price` (USD per hour; `None`: unknown) may
+    /// not be launched under this ceiling; `None` when it may. A type whose price the catalog
+    /// does not know is never launched under a ceiling (spillway cannot show it stays under).
+    pub fn refusal(&self, instance_type: &str, price: Option<f64>) -> Option<String> {
+        let (max, now) = (self.max_usd_per_hour, self.current_usd_per_hour);
+        match price {
+            None => Some(format!(
+                "{instance_type} has no price in the catalog, and under a cost ceiling ({COST_CEILING_TAG} = {}) \
+                 only types with a known price are launched",
+                usd(max)
+            )),
+            // A cent's millionth of slack for sums of decimal prices.
+            Some(p) if now + p > max + 1e-9 => Some(format!(
+                "{instance_type} costs {} per hour: the endpoint would go from {} to {} per hour, over its ceiling of {} \
+                 ({COST_CEILING_TAG})",
+                usd(p),
+                usd(now),
+                usd(now + p),
+                usd(max)
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
+/// `$1.222`: dollars with up to four decimals, trailing zeros dropped.
+fn usd(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("${s}")
+}
+
 /// Guard rails for moving a fleet back to preferred hardware.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RebalancePolicy {
@@ -223,6 +294,58 @@ pub fn plan_rebalance(
                 replaces: victim.id.clone(),
             })
     })
+}
+
+/// Why [`plan_rebalance`] found nothing to move although a lower-priority instance could move
+/// up: it has not run `min_runtime_s` yet. The earliest such instance, the pool it would move
+/// to, and when it may.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebalanceWait {
+    /// The instance that will be replaced first.
+    pub instance: String,
+    /// Its pool's priority.
+    pub priority: u8,
+    /// The better pool it would move to (not backing off now).
+    pub pool: PoolSpec,
+    /// When it has run `min_runtime_s`.
+    pub until: Timestamp,
+}
+
+/// When [`plan_rebalance`] returns `None` only because every instance that could move to a
+/// better pool is younger than `min_runtime_s`: which one moves first, and when. `None` when
+/// nothing waits on the minimum runtime (nothing to move, every better pool backing off, or
+/// the surge limit reached).
+pub fn rebalance_wait(
+    pools: &[PoolSpec],
+    instances: &[InstanceView],
+    blocked: Blocked<'_>,
+    policy: RebalancePolicy,
+    now: Timestamp,
+) -> Option<RebalanceWait> {
+    let surges = instances
+        .iter()
+        .filter(|i| i.replaces.is_some() && i.phase != InstancePhase::Terminating)
+        .count() as u32;
+    if surges >= policy.max_in_flight || plan_rebalance(pools, instances, blocked, policy, now).is_some() {
+        return None;
+    }
+    instances
+        .iter()
+        .filter(|i| {
+            i.replaces.is_none() && i.phase == InstancePhase::InService && now - i.launched_at < policy.min_runtime_s
+        })
+        .filter_map(|i| {
+            let pool = pools
+                .iter()
+                .find(|p| p.priority < i.priority && blocked(&p.instance_type).is_none())?;
+            Some(RebalanceWait {
+                instance: i.id.clone(),
+                priority: i.priority,
+                pool: pool.clone(),
+                until: i.launched_at + policy.min_runtime_s,
+            })
+        })
+        .min_by(|a, b| a.until.total_cmp(&b.until).then_with(|| a.instance.cmp(&b.instance)))
 }
 
 /// Chooses `k` instances to remove on scale-in: lowest-priority pool (highest number) first;
@@ -422,6 +545,65 @@ pub fn capacity_failure_reason(variant: &str, have: u32, want: u32, tried: &[Str
     )
 }
 
+/// The `VariantStatus` message of a variant whose every pool is inside its insufficient-capacity
+/// back-off or over the endpoint's cost ceiling: how far it got, why each pool said no (the provider's last answer, from
+/// [`super::capacity::IceMemory`]; `reason` gives it per instance type), when the next probe is
+/// and when the operation gives up. So an operator reads *what* is wrong, not only that
+/// spillway is waiting.
+pub fn backing_off_message(
+    pools: &[PoolSpec],
+    have: u32,
+    want: u32,
+    reason: &dyn Fn(&str) -> Option<String>,
+    next_probe: Timestamp,
+    deadline: Option<Timestamp>,
+    now: Timestamp,
+) -> String {
+    let why: Vec<String> = pools
+        .iter()
+        .map(|p| {
+            let r = reason(&p.instance_type).unwrap_or_else(|| "no answer recorded".into());
+            format!("priority {} {}: {r}", p.priority, p.instance_type)
+        })
+        .collect();
+    let give_up = match deadline {
+        Some(d) => format!(
+            "; gives up in {:.0}s (VariantInstanceProvisionTimeoutInSeconds)",
+            (d - now).max(0.0)
+        ),
+        None => String::new(),
+    };
+    format!(
+        "{have} of {want} instances: no instance pool can launch now. {}. Next probe in {:.1}s{give_up}",
+        why.join("; "),
+        (next_probe - now).max(0.0)
+    )
+}
+
+/// `"1 instance"`, `"3 instances"`: a count with its noun in the right number.
+pub fn count_of(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// What each pool last answered, for the end of a capacity `FailureReason`:
+/// ` Last answers: priority 1 ml.g6e.2xlarge: ...; priority 3 ...` (pools without an answer are
+/// left out; empty when none has one).
+pub fn last_answers(pools: &[PoolSpec], reason: &dyn Fn(&str) -> Option<String>) -> String {
+    let answers: Vec<String> = pools
+        .iter()
+        .filter_map(|p| reason(&p.instance_type).map(|r| format!("priority {} {}: {r}", p.priority, p.instance_type)))
+        .collect();
+    if answers.is_empty() {
+        String::new()
+    } else {
+        format!(" Last answers: {}.", answers.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,6 +636,135 @@ mod tests {
             launched_at: at,
             replaces: None,
         }
+    }
+
+    #[test]
+    fn a_rebalance_waits_for_the_youngest_instance_to_be_old_enough() {
+        let ps = pools(&["a", "b", "c"]);
+        let policy = RebalancePolicy {
+            min_runtime_s: 300.0,
+            max_in_flight: 1,
+        };
+        let fleet = vec![
+            inst("x", 1, InstancePhase::InService, 0.0),
+            inst("y", 3, InstancePhase::InService, 50.0),
+            inst("z", 2, InstancePhase::InService, 20.0),
+        ];
+        let w = rebalance_wait(&ps, &fleet, NEVER, policy, 100.0).expect("waits");
+        assert_eq!((w.instance.as_str(), w.priority, w.until), ("z", 2, 320.0));
+        assert_eq!(w.pool.instance_type, "a");
+        // Once one is old enough, it is a migration, not a wait.
+        assert_eq!(rebalance_wait(&ps, &fleet, NEVER, policy, 320.0), None);
+        assert!(plan_rebalance(&ps, &fleet, NEVER, policy, 320.0).is_some());
+        // Every better pool backing off: not a wait on the minimum runtime.
+        let only_a_better = vec![inst("z", 2, InstancePhase::InService, 20.0)];
+        let a_blocked = |t: &str| (t == "a").then_some(500.0);
+        assert_eq!(rebalance_wait(&ps, &only_a_better, &a_blocked, policy, 100.0), None);
+        // Nothing to move.
+        assert_eq!(
+            rebalance_wait(
+                &ps,
+                &[inst("x", 1, InstancePhase::InService, 99.0)],
+                NEVER,
+                policy,
+                100.0
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn cost_ceilings_parse_and_refuse_what_would_go_over() {
+        assert_eq!(parse_cost_ceiling("12.5"), Ok(12.5));
+        assert_eq!(parse_cost_ceiling(" 3 "), Ok(3.0));
+        assert_eq!(parse_cost_ceiling(".5"), Ok(0.5));
+        for bad in ["0", "0.0", "-1", "abc", "", "1e3", "inf", "NaN", "1.2.3", "$5", "5 USD"] {
+            let e = parse_cost_ceiling(bad).unwrap_err();
+            assert!(e.starts_with("tag spillway:max-hourly-cost: value"), "{bad:?}: {e}");
+        }
+        let c = CostCeiling {
+            max_usd_per_hour: 3.0,
+            current_usd_per_hour: hourly_cost([Some(1.222), None]),
+        };
+        assert_eq!(c.refusal("ml.m5.xlarge", Some(0.23)), None);
+        assert_eq!(
+            c.refusal("ml.g6.2xlarge", Some(1.778)),
+            None,
+            "exactly at the ceiling is allowed"
+        );
+        assert_eq!(
+            c.refusal("ml.g6e.2xlarge", Some(2.8026)).unwrap(),
+            "ml.g6e.2xlarge costs $2.8026 per hour: the endpoint would go from $1.222 to $4.0246 per hour, over its \
+             ceiling of $3 (spillway:max-hourly-cost)"
+        );
+        assert_eq!(
+            c.refusal("ml.m4.xlarge", None).unwrap(),
+            "ml.m4.xlarge has no price in the catalog, and under a cost ceiling (spillway:max-hourly-cost = $3) only \
+             types with a known price are launched"
+        );
+    }
+
+    proptest! {
+        /// Launching one instance at a time while the ceiling allows it never takes the fleet's
+        /// cost over the ceiling, and stops only when the next one would.
+        #[test]
+        fn a_ceiling_is_never_exceeded_by_the_launches_it_allows(
+            max_cents in 1u32..100_000,
+            prices in proptest::collection::vec(proptest::option::of(1u32..2_000), 1..30),
+        ) {
+            let max = max_cents as f64 / 100.0;
+            let mut fleet: Vec<Option<f64>> = vec![];
+            for p in prices.iter().map(|p| p.map(|c| c as f64 / 100.0)) {
+                let c = CostCeiling { max_usd_per_hour: max, current_usd_per_hour: hourly_cost(fleet.clone()) };
+                match c.refusal("t", p) {
+                    None => fleet.push(p),
+                    Some(_) => prop_assert!(p.is_none_or(|p| c.current_usd_per_hour + p > max)),
+                }
+                prop_assert!(hourly_cost(fleet.clone()) <= max + 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(count_of(0, "instance"), "0 instances");
+        assert_eq!(count_of(1, "instance"), "1 instance");
+        assert_eq!(
+            count_of(6, "insufficient-capacity answer"),
+            "6 insufficient-capacity answers"
+        );
+    }
+
+    #[test]
+    fn last_answers_list_the_pools_that_answered() {
+        let ps = pools(&["a", "b", "c"]);
+        let reason = |t: &str| (t != "b").then(|| format!("{t} is full"));
+        assert_eq!(
+            last_answers(&ps, &reason),
+            " Last answers: priority 1 a: a is full; priority 3 c: c is full."
+        );
+        assert_eq!(last_answers(&ps, &|_: &str| None), "");
+    }
+
+    #[test]
+    fn the_backing_off_message_says_why_per_pool() {
+        let ps = pools(&["ml.g6e.2xlarge", "ml.g6.2xlarge", "ml.m5.xlarge"]);
+        let reason = |t: &str| match t {
+            "ml.g6e.2xlarge" => Some("ml.g6e.2xlarge has no capacity here: pinned to 0 slots".to_string()),
+            "ml.m5.xlarge" => Some("ml.m5.xlarge needs 4 vCPUs; 16 of 16 are promised".to_string()),
+            _ => None,
+        };
+        let m = backing_off_message(&ps, 3, 4, &reason, 102.5, Some(3700.0), 100.0);
+        assert_eq!(
+            m,
+            "3 of 4 instances: no instance pool can launch now. \
+             priority 1 ml.g6e.2xlarge: ml.g6e.2xlarge has no capacity here: pinned to 0 slots; \
+             priority 2 ml.g6.2xlarge: no answer recorded; \
+             priority 3 ml.m5.xlarge: ml.m5.xlarge needs 4 vCPUs; 16 of 16 are promised. \
+             Next probe in 2.5s; gives up in 3600s (VariantInstanceProvisionTimeoutInSeconds)"
+        );
+        let none = |_: &str| None;
+        assert!(backing_off_message(&ps, 0, 1, &none, 90.0, None, 100.0).ends_with("Next probe in 0.0s"));
     }
 
     /// Drives the planner against a fixed capacity table the way the controller does, with

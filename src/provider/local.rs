@@ -63,6 +63,84 @@ struct State {
     exited: HashMap<String, String>,
 }
 
+impl State {
+    /// The slots a type is pinned to (a run-time pin wins over the config's).
+    fn pin(&self, instance_type: &str) -> Option<u32> {
+        self.runtime_pins
+            .get(instance_type)
+            .or_else(|| self.config_pins.get(instance_type))
+            .copied()
+    }
+
+    /// Whether instances of `instance_type` consume the CPU and memory allowance: unpinned
+    /// CPU-only types (unknown types are treated as CPU-only).
+    fn in_allowance(&self, instance_type: &str) -> bool {
+        self.pin(instance_type).is_none() && catalog::lookup(instance_type).is_none_or(|s| s.accelerator.is_none())
+    }
+
+    /// The instances whose type matches, by id.
+    fn holders(&self, of_type: impl Fn(&str) -> bool) -> Vec<(&str, &Usage)> {
+        let mut v: Vec<(&str, &Usage)> = self
+            .in_use
+            .iter()
+            .filter(|(_, u)| of_type(&u.instance_type))
+            .map(|(id, u)| (id.as_str(), u))
+            .collect();
+        v.sort_by(|a, b| a.1.instance_type.cmp(&b.1.instance_type).then(a.0.cmp(b.0)));
+        v
+    }
+}
+
+/// `"s"` unless there is one.
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// A number without a needless `.0`.
+fn fmt_num(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// The refusal of a pinned type whose slots are all taken (or that has none).
+pub(crate) fn pin_full(instance_type: &str, slots: u32, holders: &[&str]) -> String {
+    match slots {
+        0 => format!("{instance_type} has no capacity here: pinned to 0 slots"),
+        1 => format!(
+            "{instance_type} has no free slot: pinned to 1 slot, used by {}",
+            holders.join(", ")
+        ),
+        n => format!(
+            "{instance_type} has no free slot: pinned to {n} slots, all in use ({})",
+            holders.join(", ")
+        ),
+    }
+}
+
+/// Who holds the CPU and memory allowance: `"by 2 unpinned CPU instances: ml.m5.xlarge x2 (i-a, i-b)"`.
+fn describe_holders(holders: &[(&str, &Usage)]) -> String {
+    if holders.is_empty() {
+        return "by no instance".into();
+    }
+    let mut by_type: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (id, u) in holders {
+        by_type.entry(u.instance_type.as_str()).or_default().push(id);
+    }
+    let parts: Vec<String> = by_type
+        .iter()
+        .map(|(t, ids)| format!("{t} x{} ({})", ids.len(), ids.join(", ")))
+        .collect();
+    format!(
+        "by {} unpinned CPU instance{}: {}",
+        holders.len(),
+        plural(holders.len()),
+        parts.join(", ")
+    )
+}
+
 /// Host resources the fit is computed against.
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -188,14 +266,15 @@ impl LocalProvider {
     }
 
     /// Decides whether `spec` fits now and reserves it for `instance_id`.
+    ///
+    /// Every instance is accounted against exactly one budget (`docs/runbook.md`, "Capacity
+    /// accounting"): a pinned type against its pin's slots only; an unpinned NVIDIA GPU type
+    /// against this host's free GPUs; an unpinned CPU-only type against the CPU and memory
+    /// allowance (host CPUs × `cpu_overcommit`, host memory × `memory_overcommit`), which only
+    /// unpinned CPU-only instances consume. Which budget an instance is in follows its type's
+    /// pin now, so pinning a type takes its running instances out of the allowance at once.
     fn reserve(&self, instance_id: &str, spec: &InstanceTypeSpec) -> Result<Usage, LaunchError> {
         let mut st = self.lock();
-        let same_type = st.in_use.values().filter(|u| u.instance_type == spec.name).count() as u32;
-        let pinned = st
-            .runtime_pins
-            .get(&spec.name)
-            .or_else(|| st.config_pins.get(&spec.name))
-            .copied();
         let used_gpus: Vec<u32> = st.in_use.values().flat_map(|u| u.gpus.iter().copied()).collect();
         let free_gpus: Vec<u32> = self
             .host
@@ -208,57 +287,48 @@ impl LocalProvider {
             Some(a) if a.kind == AcceleratorKind::NvidiaGpu => a.count as usize,
             _ => 0,
         };
-        let gpus = if let Some(slots) = pinned {
-            if same_type >= slots {
-                return Err(LaunchError::InsufficientCapacity(format!(
-                    "{}: all {slots} pinned slots are in use",
-                    spec.name
-                )));
+        let gpus = match st.pin(&spec.name) {
+            Some(slots) => {
+                let holders: Vec<&str> = st.holders(|t| t == spec.name).into_iter().map(|(id, _)| id).collect();
+                if holders.len() as u32 >= slots {
+                    return Err(LaunchError::InsufficientCapacity(pin_full(&spec.name, slots, &holders)));
+                }
+                // A pinned GPU type gets real GPUs when there are enough free, otherwise none
+                // (a simulated instance of that type on this host).
+                if want_gpus > 0 && free_gpus.len() >= want_gpus {
+                    free_gpus[..want_gpus].to_vec()
+                } else {
+                    vec![]
+                }
             }
-            // A pinned GPU type gets real GPUs when there are enough free, otherwise none
-            // (a simulated instance of that type on this host).
-            if want_gpus > 0 && free_gpus.len() >= want_gpus {
-                free_gpus[..want_gpus].to_vec()
-            } else {
-                vec![]
-            }
-        } else {
-            if let Some(a) = &spec.accelerator {
-                match a.kind {
-                    AcceleratorKind::NvidiaGpu if free_gpus.len() < want_gpus => {
+            None => match &spec.accelerator {
+                Some(a) if a.kind == AcceleratorKind::NvidiaGpu => {
+                    if free_gpus.len() < want_gpus {
                         return Err(LaunchError::InsufficientCapacity(format!(
-                            "{} needs {want_gpus} free GPU(s); this host has {} of {} free",
+                            "{} needs {want_gpus} free GPU{}; this host has {} of {} free \
+                             (an unpinned GPU type runs only on this host's GPUs; pin it to simulate it)",
                             spec.name,
+                            plural(want_gpus),
                             free_gpus.len(),
                             self.host.gpus.len()
                         )));
                     }
-                    AcceleratorKind::NvidiaGpu => {}
-                    other => {
-                        return Err(LaunchError::InsufficientCapacity(format!(
-                            "{} needs {:?} devices; this host has none",
-                            spec.name, other
-                        )));
-                    }
+                    free_gpus[..want_gpus].to_vec()
                 }
-            }
-            let cpu_used: f64 = st.in_use.values().map(|u| u.vcpus).sum();
-            let mem_used: f64 = st.in_use.values().map(|u| u.memory_gib).sum();
-            let cpu_cap = self.host.cpus * self.cpu_overcommit;
-            let mem_cap = self.host.memory_gib * self.memory_overcommit;
-            if cpu_used + spec.vcpus as f64 > cpu_cap {
-                return Err(LaunchError::InsufficientCapacity(format!(
-                    "{} needs {} vCPUs; {cpu_used} of {cpu_cap} (host CPUs x cpu_overcommit) are promised",
-                    spec.name, spec.vcpus
-                )));
-            }
-            if mem_used + spec.memory_gib > mem_cap {
-                return Err(LaunchError::InsufficientCapacity(format!(
-                    "{} needs {} GiB; {mem_used:.1} of {mem_cap:.1} GiB (host memory x memory_overcommit) are promised",
-                    spec.name, spec.memory_gib
-                )));
-            }
-            free_gpus[..want_gpus].to_vec()
+                Some(a) => {
+                    return Err(LaunchError::InsufficientCapacity(format!(
+                        "{} needs {} {:?} device{}; this host has none (pin the type to simulate it)",
+                        spec.name,
+                        a.count,
+                        a.kind,
+                        plural(a.count as usize)
+                    )));
+                }
+                None => {
+                    self.fits_allowance(&st, spec)?;
+                    vec![]
+                }
+            },
         };
         let usage = Usage {
             instance_type: spec.name.clone(),
@@ -268,6 +338,43 @@ impl LocalProvider {
         };
         st.in_use.insert(instance_id.to_string(), usage.clone());
         Ok(usage)
+    }
+
+    /// Whether one more instance of the unpinned CPU-only type `spec` fits the CPU and memory
+    /// allowance; the refusal names the instances that hold it.
+    fn fits_allowance(&self, st: &State, spec: &InstanceTypeSpec) -> Result<(), LaunchError> {
+        let holders = st.holders(|t| st.in_allowance(t));
+        let cpu_used: f64 = holders.iter().map(|(_, u)| u.vcpus).sum();
+        let mem_used: f64 = holders.iter().map(|(_, u)| u.memory_gib).sum();
+        let cpu_cap = self.host.cpus * self.cpu_overcommit;
+        let mem_cap = self.host.memory_gib * self.memory_overcommit;
+        let refusal = if cpu_used + spec.vcpus as f64 > cpu_cap {
+            format!(
+                "{} needs {} vCPUs; {} of {} vCPUs of the CPU allowance ({} host CPUs x cpu_overcommit {}) are promised",
+                spec.name,
+                spec.vcpus,
+                fmt_num(cpu_used),
+                fmt_num(cpu_cap),
+                fmt_num(self.host.cpus),
+                fmt_num(self.cpu_overcommit)
+            )
+        } else if mem_used + spec.memory_gib > mem_cap {
+            format!(
+                "{} needs {} GiB of memory; {:.1} of {:.1} GiB of the memory allowance ({:.1} GiB host memory x memory_overcommit {}) are promised",
+                spec.name,
+                fmt_num(spec.memory_gib),
+                mem_used,
+                mem_cap,
+                self.host.memory_gib,
+                fmt_num(self.memory_overcommit)
+            )
+        } else {
+            return Ok(());
+        };
+        Err(LaunchError::InsufficientCapacity(format!(
+            "{refusal} {}; pinned types and GPU types do not count against it",
+            describe_holders(&holders)
+        )))
     }
 
     fn release(&self, instance_id: &str) {
@@ -762,14 +869,45 @@ impl CapacityProvider for LocalProvider {
                     (None, Some(s)) => (Some(*s), Some("config")),
                     (None, None) => (None, None),
                 };
+                let accounted_against = match catalog::lookup(&t).and_then(|s| s.accelerator.as_ref()) {
+                    _ if slots.is_some() => "slots",
+                    Some(a) if a.kind == AcceleratorKind::NvidiaGpu => "gpus",
+                    Some(_) => "never",
+                    None => "cpuAllowance",
+                };
                 CapacityEntry {
                     in_use: st.in_use.values().filter(|u| u.instance_type == t).count() as u32,
                     instance_type: t,
                     slots,
                     pinned_by,
+                    accounted_against,
                 }
             })
             .collect()
+    }
+
+    fn allowance(&self) -> Option<super::Allowance> {
+        let st = self.lock();
+        let holders = st.holders(|t| st.in_allowance(t));
+        Some(super::Allowance {
+            vcpus: self.host.cpus * self.cpu_overcommit,
+            vcpus_promised: holders.iter().map(|(_, u)| u.vcpus).sum(),
+            memory_gib: self.host.memory_gib * self.memory_overcommit,
+            memory_gib_promised: holders.iter().map(|(_, u)| u.memory_gib).sum(),
+            host_cpus: self.host.cpus,
+            host_memory_gib: self.host.memory_gib,
+            cpu_overcommit: self.cpu_overcommit,
+            memory_overcommit: self.memory_overcommit,
+            holders: holders
+                .iter()
+                .map(|(id, u)| super::AllowanceHolder {
+                    instance_id: id.to_string(),
+                    instance_type: u.instance_type.clone(),
+                    vcpus: u.vcpus,
+                    memory_gib: u.memory_gib,
+                })
+                .collect(),
+        })
     }
 
     fn set_slots(&self, instance_type: &str, slots: Option<u32>) {
@@ -866,6 +1004,165 @@ mod tests {
             matches!(third, Err(LaunchError::InsufficientCapacity(ref m)) if m.contains("GiB")),
             "{third:?}"
         );
+    }
+
+    #[test]
+    fn pinned_and_gpu_instances_do_not_consume_the_cpu_allowance() {
+        // The issue's scenario: two GPU types given slots on a host without GPUs, then the CPU
+        // last resort. 2 CPUs x 8 = 16 vCPUs; 8 GiB x 4 = 32 GiB of memory.
+        let p = provider(&[("ml.g6e.2xlarge", 1), ("ml.g6.2xlarge", 2)], 0);
+        for (id, t) in [
+            ("g1", "ml.g6e.2xlarge"),
+            ("g2", "ml.g6.2xlarge"),
+            ("g3", "ml.g6.2xlarge"),
+        ] {
+            let u = p.reserve(id, spec(t)).unwrap();
+            assert!(u.gpus.is_empty(), "simulated");
+        }
+        assert!(
+            p.reserve("c1", spec("ml.m5.xlarge")).is_ok(),
+            "24 vCPUs of pinned GPU types do not count"
+        );
+        assert!(p.reserve("c2", spec("ml.m5.xlarge")).is_ok());
+        let third = p.reserve("c3", spec("ml.m5.xlarge"));
+        let Err(LaunchError::InsufficientCapacity(m)) = third else {
+            panic!("{third:?}")
+        };
+        assert_eq!(
+            m,
+            "ml.m5.xlarge needs 16 GiB of memory; 32.0 of 32.0 GiB of the memory allowance (8.0 GiB host memory x \
+             memory_overcommit 4) are promised by 2 unpinned CPU instances: ml.m5.xlarge x2 (c1, c2); \
+             pinned types and GPU types do not count against it"
+        );
+        // Pinning the CPU type takes its instances out of the allowance at once.
+        p.set_slots("ml.m5.xlarge", Some(3));
+        assert!(p.reserve("c3", spec("ml.m5.xlarge")).is_ok());
+        assert!(
+            p.reserve("t1", spec("ml.c5.xlarge")).is_ok(),
+            "the allowance is free again"
+        );
+    }
+
+    #[test]
+    fn the_cpu_refusal_names_its_numbers_and_holders() {
+        let p = provider(&[], 0);
+        let mut st = State::default();
+        for (i, t) in ["ml.c5.xlarge", "ml.c5.xlarge", "ml.m5.large", "ml.c5.xlarge"]
+            .iter()
+            .enumerate()
+        {
+            st.in_use.insert(
+                format!("i-{i}"),
+                Usage {
+                    instance_type: t.to_string(),
+                    vcpus: spec(t).vcpus as f64,
+                    memory_gib: 0.0,
+                    gpus: vec![],
+                },
+            );
+        }
+        let Err(LaunchError::InsufficientCapacity(m)) = p.fits_allowance(&st, spec("ml.m5.xlarge")) else {
+            panic!("14 + 4 > 16")
+        };
+        assert_eq!(
+            m,
+            "ml.m5.xlarge needs 4 vCPUs; 14 of 16 vCPUs of the CPU allowance (2 host CPUs x cpu_overcommit 8) \
+             are promised by 4 unpinned CPU instances: ml.c5.xlarge x3 (i-0, i-1, i-3), ml.m5.large x1 (i-2); \
+             pinned types and GPU types do not count against it"
+        );
+    }
+
+    #[test]
+    fn pin_refusals_read_well() {
+        let p = provider(&[("ml.g6e.2xlarge", 0), ("ml.g6.2xlarge", 1), ("ml.g5.xlarge", 2)], 0);
+        let msg = |id: &str, t: &str| match p.reserve(id, spec(t)) {
+            Err(LaunchError::InsufficientCapacity(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            msg("a", "ml.g6e.2xlarge"),
+            "ml.g6e.2xlarge has no capacity here: pinned to 0 slots"
+        );
+        p.reserve("b", spec("ml.g6.2xlarge")).unwrap();
+        assert_eq!(
+            msg("c", "ml.g6.2xlarge"),
+            "ml.g6.2xlarge has no free slot: pinned to 1 slot, used by b"
+        );
+        p.reserve("d", spec("ml.g5.xlarge")).unwrap();
+        p.reserve("e", spec("ml.g5.xlarge")).unwrap();
+        assert_eq!(
+            msg("f", "ml.g5.xlarge"),
+            "ml.g5.xlarge has no free slot: pinned to 2 slots, all in use (d, e)"
+        );
+        let no_gpus = provider(&[], 0);
+        assert_eq!(
+            match no_gpus.reserve("a", spec("ml.g6.12xlarge")) {
+                Err(LaunchError::InsufficientCapacity(m)) => m,
+                other => panic!("{other:?}"),
+            },
+            "ml.g6.12xlarge needs 4 free GPUs; this host has 0 of 0 free (an unpinned GPU type runs only on \
+             this host's GPUs; pin it to simulate it)"
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever launches and stops happen, with whatever pins: the CPU and memory allowance
+        /// holds only unpinned CPU-only instances and never exceeds its size; a pinned type never
+        /// runs more instances than its slots; and whether a CPU type fits does not depend on
+        /// any pinned or GPU instance.
+        #[test]
+        fn every_instance_is_in_exactly_one_budget(
+            pins in proptest::collection::vec(proptest::option::of(0u32..4), 4),
+            ops in proptest::collection::vec((0usize..6, proptest::bool::ANY), 1..60),
+        ) {
+            const TYPES: [&str; 6] = [
+                "ml.g6e.2xlarge", "ml.g6.2xlarge", "ml.m5.xlarge", "ml.c5.xlarge", "ml.m5.large", "ml.g5.xlarge",
+            ];
+            let pinned: Vec<(&str, u32)> = TYPES[..4]
+                .iter()
+                .zip(&pins)
+                .filter_map(|(t, p)| p.map(|p| (*t, p)))
+                .collect();
+            let p = provider(&pinned, 1);
+            let mut live: Vec<String> = vec![];
+            for (n, (ty, launch)) in ops.into_iter().enumerate() {
+                if launch || live.is_empty() {
+                    let t = TYPES[ty];
+                    let id = format!("i-{n}");
+                    let alone = {
+                        // The same host with only the allowance's holders on it.
+                        let st = p.lock();
+                        let only = State {
+                            in_use: st.in_use.iter().filter(|(_, u)| st.in_allowance(&u.instance_type)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                            config_pins: st.config_pins.clone(),
+                            ..State::default()
+                        };
+                        only.in_allowance(t).then(|| p.fits_allowance(&only, spec(t)).is_ok())
+                    };
+                    let got = p.reserve(&id, spec(t));
+                    if let Some(fits) = alone {
+                        proptest::prop_assert_eq!(fits, got.is_ok(), "{} decided by instances outside the allowance", t);
+                    }
+                    if got.is_ok() {
+                        live.push(id);
+                    }
+                } else {
+                    let id = live.remove(ty % live.len());
+                    p.release(&id);
+                }
+                let st = p.lock();
+                let holders = st.holders(|t| st.in_allowance(t));
+                let cpu: f64 = holders.iter().map(|(_, u)| u.vcpus).sum();
+                let mem: f64 = holders.iter().map(|(_, u)| u.memory_gib).sum();
+                proptest::prop_assert!(cpu <= p.host.cpus * p.cpu_overcommit);
+                proptest::prop_assert!(mem <= p.host.memory_gib * p.memory_overcommit);
+                for (t, slots) in &pinned {
+                    proptest::prop_assert!(st.holders(|x| x == *t).len() as u32 <= *slots);
+                }
+                let gpus: Vec<u32> = st.in_use.values().flat_map(|u| u.gpus.clone()).collect();
+                proptest::prop_assert!(gpus.len() <= 1, "one GPU on this host: {:?}", gpus);
+            }
+        }
     }
 
     #[test]

@@ -136,6 +136,49 @@ pub struct CapacityEntry {
     pub pinned_by: Option<&'static str>,
     /// Instances of this type running now.
     pub in_use: u32,
+    /// What its instances count against: `slots` (its pin), `gpus` (this host's free GPUs),
+    /// `cpuAllowance` (the local provider's CPU and memory allowance), `never` (a type this host
+    /// cannot run unpinned), `partition` (Slurm decides).
+    pub accounted_against: &'static str,
+}
+
+/// The local provider's CPU and memory allowance, which only unpinned CPU-only instances use
+/// (`docs/runbook.md`, "Capacity accounting").
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Allowance {
+    /// Host CPUs × `cpu_overcommit`.
+    pub vcpus: f64,
+    /// vCPUs promised to the holders.
+    pub vcpus_promised: f64,
+    /// Host memory × `memory_overcommit`, GiB.
+    pub memory_gib: f64,
+    /// GiB promised to the holders.
+    pub memory_gib_promised: f64,
+    /// The host's logical CPUs.
+    pub host_cpus: f64,
+    /// The host's memory, GiB.
+    pub host_memory_gib: f64,
+    /// `[provider.local] cpu_overcommit`.
+    pub cpu_overcommit: f64,
+    /// `[provider.local] memory_overcommit`.
+    pub memory_overcommit: f64,
+    /// The instances that hold it.
+    pub holders: Vec<AllowanceHolder>,
+}
+
+/// An instance that holds part of the [`Allowance`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowanceHolder {
+    /// Instance id.
+    pub instance_id: String,
+    /// Its type.
+    pub instance_type: String,
+    /// vCPUs it holds (its type's).
+    pub vcpus: f64,
+    /// GiB it holds (its type's).
+    pub memory_gib: f64,
 }
 
 /// One health check of one instance, handed to [`CapacityProvider::health`].
@@ -246,6 +289,12 @@ pub trait CapacityProvider: Send + Sync {
 
     /// Pins (`Some`) or unpins (`None`) the number of instances of a type at run time.
     fn set_slots(&self, instance_type: &str, slots: Option<u32>);
+
+    /// The CPU and memory allowance unpinned CPU-only instances share, for the capacity view;
+    /// `None` (the default) for a provider without one.
+    fn allowance(&self) -> Option<Allowance> {
+        None
+    }
 
     /// Where the instance's resource use can be sampled on this host (see `crate::usage`): the
     /// root of the model's process tree and the GPUs it was given. `None` (the default) when the

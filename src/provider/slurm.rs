@@ -563,10 +563,16 @@ impl Inner {
         {
             let st = self.lock();
             if let Some(pin) = st.runtime_pins.get(&itype) {
-                let n = st.in_use.values().filter(|u| u.instance_type == itype).count() as u32;
-                if n >= *pin {
-                    return Err(LaunchError::InsufficientCapacity(format!(
-                        "{itype}: all {pin} pinned slots are in use"
+                let mut holders: Vec<&str> = st
+                    .in_use
+                    .iter()
+                    .filter(|(_, u)| u.instance_type == itype)
+                    .map(|(id, _)| id.as_str())
+                    .collect();
+                holders.sort_unstable();
+                if holders.len() as u32 >= *pin {
+                    return Err(LaunchError::InsufficientCapacity(super::local::pin_full(
+                        &itype, *pin, &holders,
                     )));
                 }
             }
@@ -1206,6 +1212,11 @@ impl CapacityProvider for SlurmProvider {
                 in_use: st.in_use.values().filter(|u| u.instance_type == t).count() as u32,
                 slots: st.runtime_pins.get(&t).copied(),
                 pinned_by: st.runtime_pins.contains_key(&t).then_some("runtime"),
+                accounted_against: if st.runtime_pins.contains_key(&t) {
+                    "slots"
+                } else {
+                    "partition"
+                },
                 instance_type: t,
             })
             .collect()
