@@ -76,8 +76,10 @@ pub async fn snapshot(app: &App, name: &str) -> Result<Option<Snapshot>, Control
                 .iter()
                 .rev()
                 .find(|e| {
-                    (e.kind == "LaunchAttempt" || e.kind == "MigrationLaunch")
-                        && e.instance_type.as_deref() == Some(p.instance_type.as_str())
+                    matches!(
+                        e.kind.as_str(),
+                        "LaunchAttempt" | "MigrationLaunch" | "CostCeilingReached"
+                    ) && e.instance_type.as_deref() == Some(p.instance_type.as_str())
                         && e.variant_name.as_deref().is_none_or(|n| n == v.spec.name)
                 })
                 .map(|e| Attempt {
@@ -86,6 +88,34 @@ pub async fn snapshot(app: &App, name: &str) -> Result<Option<Snapshot>, Control
                     message: e.message.clone(),
                 });
             let spec = catalog::lookup(&p.instance_type);
+            let fit = record
+                .active
+                .models
+                .get(&p.model_name)
+                .and_then(|c| c.environment.as_ref())
+                .and_then(|env| {
+                    catalog::ModelNeeds::from_environment(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).ok()
+                })
+                .filter(|n| !n.is_empty())
+                .map(|n| {
+                    let mut need = vec![];
+                    if let Some(a) = n.min_accelerators {
+                        need.push(format!("at least {a} accelerator(s)"));
+                    }
+                    if let Some(m) = n.min_accelerator_memory_gib {
+                        need.push(format!("{m} GiB on each"));
+                    }
+                    let has = spec.and_then(|s| s.accelerator.as_ref()).map_or_else(
+                        || "no accelerator".to_string(),
+                        |a| format!("{} x {} GiB ({})", a.count, a.memory_gib_per_device, a.model),
+                    );
+                    format!(
+                        "{} needs {}; {} has {has}",
+                        p.model_name,
+                        need.join(" with "),
+                        p.instance_type
+                    )
+                });
             let type_price = price(&p.instance_type);
             match (type_price, preferred_type.as_deref().and_then(price)) {
                 (Some(a), Some(b)) => {
@@ -120,6 +150,7 @@ pub async fn snapshot(app: &App, name: &str) -> Result<Option<Snapshot>, Control
                         .and_then(|s| s.accelerator.as_ref())
                         .map_or(0.0, |a| a.memory_gib_per_device),
                 },
+                fit,
                 price_usd_per_hour: type_price,
             });
         }

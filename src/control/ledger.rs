@@ -16,9 +16,6 @@ use crate::core::cost::{EndpointCost, Fleet, UsageRow};
 use crate::core::model::Timestamp;
 use crate::store::StoreError;
 
-/// The endpoint tag that sets a ceiling on what its fleet may cost per hour (USD).
-pub const MAX_HOURLY_COST_TAG: &str = "spillway:max-hourly-cost";
-
 /// Runs the ledger until the server stops.
 pub async fn run(app: Arc<App>) {
     let interval = app.cfg.cost.sample_seconds.max(1);
@@ -106,16 +103,16 @@ pub async fn fleets(app: &App) -> BTreeMap<String, Fleet> {
     out
 }
 
-/// The ceiling an endpoint's tag sets, if it is a non-negative number.
+/// The ceiling an endpoint's tag `spillway:max-hourly-cost` sets, if any (tags are validated
+/// when set; the planner reads the same tag).
 pub fn ceiling_of(app: &App, endpoint: &str) -> Option<f64> {
     let arn = app.arn("endpoint", endpoint);
     app.store
         .tags(&arn)
         .ok()?
         .into_iter()
-        .find(|t| t.key == MAX_HOURLY_COST_TAG)
-        .and_then(|t| t.value.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0)
+        .find(|t| t.key == crate::core::planner::COST_CEILING_TAG)
+        .and_then(|t| crate::core::planner::parse_cost_ceiling(&t.value).ok())
 }
 
 /// The cost of every endpoint (or one) since `since`.

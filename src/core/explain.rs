@@ -94,6 +94,11 @@ pub struct PoolEvidence {
     pub last_attempt: Option<Attempt>,
     /// The catalog's hardware for the type.
     pub hardware: Hardware,
+    /// What the pool's model declares it needs (`SPILLWAY_MIN_ACCELERATORS`,
+    /// `SPILLWAY_MIN_ACCELERATOR_MEMORY_GB`) against the type's hardware, if it declares
+    /// anything (the fit check refused every pool that cannot hold it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fit: Option<String>,
     /// On-demand price, USD per hour.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub price_usd_per_hour: Option<f64>,
@@ -326,6 +331,9 @@ pub fn sentences(s: &Snapshot) -> Vec<String> {
                 )),
                 None => {}
             }
+            if let Some(f) = &p.fit {
+                line.push_str(&format!(" Fit: {f}."));
+            }
             out.push(line);
         }
         if on_fallback > 0 {
@@ -460,6 +468,7 @@ mod tests {
                 accelerators: 1,
                 accelerator_memory_gib: 24.0,
             },
+            fit: None,
             price_usd_per_hour: Some(1.0),
         }
     }

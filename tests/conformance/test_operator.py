@@ -333,3 +333,26 @@ def test_an_interrupted_gameday_gives_the_type_back(start_server):
     # The run-time pin is gone: the config file's pin (1 slot) applies again.
     cap = server.capacity()["ml.g6.2xlarge"]
     assert cap["slots"] == 1 and cap.get("pinnedBy") == "config", cap
+
+
+def test_explain_shows_the_fit_and_a_ceiling_that_bites(start_server):
+    server = start_server(config=FAST, capacity={"ml.g6e.2xlarge": 1})
+    spw.create_model(server.sm, "big", env={"SPILLWAY_MIN_ACCELERATORS": "1", "SPILLWAY_MIN_ACCELERATOR_MEMORY_GB": "20"})
+    server.sm.create_endpoint_config(
+        EndpointConfigName="fit-cfg",
+        ProductionVariants=[spw.pooled_variant("big", spw.pools(("ml.g6e.2xlarge", 1), ("ml.g6.2xlarge", 2)), count=2)],
+    )
+    # A ceiling that holds one ml.g6e.2xlarge but not a second instance of any type.
+    catalog = {t.get("instanceType", t.get("name")): t for t in server.admin_get("instance-types")["instanceTypes"]}
+    ceiling = catalog["ml.g6e.2xlarge"]["priceUsdPerHour"] + 0.5
+    server.sm.create_endpoint(
+        EndpointName="fit", EndpointConfigName="fit-cfg", Tags=[{"Key": "spillway:max-hourly-cost", "Value": f"{ceiling:.2f}"}]
+    )
+    spw.poll(lambda: any(e["kind"] == "CostCeilingReached" for e in server.events("fit")), timeout=60, what="CostCeilingReached")
+    e = cli_json(server, "explain", "fit")
+    pools = {p["instanceType"]: p for p in e["variants"][0]["pools"]}
+    assert "needs at least 1 accelerator(s) with 20 GiB on each" in pools["ml.g6e.2xlarge"]["fit"], pools
+    assert e["cost"]["maxHourlyCostUsd"] == float(f"{ceiling:.2f}")
+    assert pools["ml.g6.2xlarge"]["lastAttempt"]["result"] == "Skipped", pools["ml.g6.2xlarge"]
+    rc, out, _ = cli(server, "explain", "fit")
+    assert rc == 0 and "Fit: big needs" in out and "ceiling $" in out, out
