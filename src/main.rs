@@ -242,10 +242,13 @@ fn listen_error(addr: SocketAddr, data_dir: &std::path::Path, e: &std::io::Error
     let hint = match e.kind() {
         std::io::ErrorKind::AddrInUse => format!(
             "another process (another spillway?) listens on {addr} already. Stop it, or listen elsewhere: \
-             `spillway serve --listen 127.0.0.1:7475` (or SPILLWAY_LISTEN=127.0.0.1:7475, or `listen` in the \
-             config file); a second server also needs its own data directory (--data-dir or SPILLWAY_DATA_DIR; \
-             this one would use {})",
-            data_dir.display()
+             `spillway serve --listen {other}` (or SPILLWAY_LISTEN={other}, or `listen` in the config file); \
+             a second server also needs its own data directory (--data-dir or SPILLWAY_DATA_DIR; this one \
+             would use {})",
+            std::path::absolute(data_dir)
+                .unwrap_or_else(|_| data_dir.to_path_buf())
+                .display(),
+            other = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1).max(1024)),
         ),
         std::io::ErrorKind::PermissionDenied => {
             format!("ports below 1024 need privileges; choose another with --listen or SPILLWAY_LISTEN")
