@@ -34,6 +34,10 @@ pub const TRY_CONFIG: &str = "demo-llm-config";
 pub const TYPES: [&str; 3] = ["ml.g6e.2xlarge", "ml.g6.2xlarge", "ml.m5.xlarge"];
 /// The Application Auto Scaling resource id of the demo's variant.
 const RESOURCE_ID: &str = "endpoint/demo/variant/AllTraffic";
+/// The alarm docs/autoscaling.md creates on the demo's variant (deleted by the next demo).
+pub const WALKTHROUGH_ALARM: &str = "demo-5xx";
+/// CloudWatch's `X-Amz-Target` prefix.
+const CLOUDWATCH: &str = "GraniteServiceVersion20100801";
 /// How long the demo waits for its endpoint to be deleted, created, or to answer.
 const WAIT: Duration = Duration::from_secs(180);
 
@@ -147,8 +151,10 @@ async fn call_json(
     body: Value,
 ) -> Result<Value, Result<Refused, String>> {
     let target = format!("{prefix}.{op}");
+    let json_version = if prefix == CLOUDWATCH { "1.0" } else { "1.1" };
+    let content_type = format!("application/x-amz-json-{json_version}");
     let headers = [
-        ("content-type", "application/x-amz-json-1.1"),
+        ("content-type", content_type.as_str()),
         ("x-amz-target", target.as_str()),
     ];
     let (status, _, body) = request(app, url, "POST", "/", service, &headers, &body.to_string())
@@ -237,6 +243,32 @@ async fn reset(app: &App, url: &str) -> Result<Vec<String>, String> {
         .map_err(why)?;
         done.push(format!(
             "deregistered the scalable target {RESOURCE_ID} (and its scaling policies)"
+        ));
+    }
+    // The alarm docs/autoscaling.md makes: its action names a policy that is gone now.
+    let alarms = call_json(
+        app,
+        url,
+        CLOUDWATCH,
+        "monitoring",
+        "DescribeAlarms",
+        json!({"AlarmNames": [WALKTHROUGH_ALARM]}),
+    )
+    .await
+    .map_err(why)?;
+    if alarms["MetricAlarms"].as_array().is_some_and(|a| !a.is_empty()) {
+        call_json(
+            app,
+            url,
+            CLOUDWATCH,
+            "monitoring",
+            "DeleteAlarms",
+            json!({"AlarmNames": [WALKTHROUGH_ALARM]}),
+        )
+        .await
+        .map_err(why)?;
+        done.push(format!(
+            "deleted the CloudWatch alarm {WALKTHROUGH_ALARM} (made by docs/autoscaling.md)"
         ));
     }
     // The endpoint: deleting it is refused while an operation is in flight; wait that out.
