@@ -251,7 +251,7 @@ fn listen_error(addr: SocketAddr, data_dir: &std::path::Path, e: &std::io::Error
             other = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1).max(1024)),
         ),
         std::io::ErrorKind::PermissionDenied => {
-            format!("ports below 1024 need privileges; choose another with --listen or SPILLWAY_LISTEN")
+            "ports below 1024 need privileges; choose another with --listen or SPILLWAY_LISTEN".to_string()
         }
         std::io::ErrorKind::AddrNotAvailable => {
             format!(
