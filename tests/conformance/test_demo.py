@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import spw
 
 # Everything the demo prints that a user pastes: the lines of "Try it yourself" and the
@@ -136,13 +138,15 @@ def test_the_demo_works_twice_and_its_commands_work_as_printed(tmp_path):
         _stop(proc, data)
 
 
-def test_ctrl_c_stops_every_model_process_when_the_output_pipe_dies_too(tmp_path):
-    """`spillway serve --demo 2>&1 | tee log`, then Ctrl-C: the terminal's SIGINT reaches the whole
-    pipeline, tee exits first, and spillway's writes fail (EPIPE); it must still stop every model."""
+@pytest.mark.parametrize("pipe", ["2>&1 |", "|"])
+def test_ctrl_c_stops_every_model_process_when_the_output_pipe_dies_too(tmp_path, pipe):
+    """`spillway serve --demo 2>&1 | tee log` (or `| tee log`), then Ctrl-C: the terminal's SIGINT
+    reaches the whole pipeline, tee exits first, and spillway's writes fail (EPIPE); it must still
+    stop every model."""
     data = tmp_path / "data"
     log = tmp_path / "tee.log"
     port = spw.free_port()
-    cmd = f"'{spw.BIN}' serve --demo --listen 127.0.0.1:{port} --data-dir '{data}' 2>&1 | tee '{log}' > /dev/null"
+    cmd = f"'{spw.BIN}' serve --demo --listen 127.0.0.1:{port} --data-dir '{data}' {pipe} tee '{log}' > /dev/null"
     shell = subprocess.Popen(
         ["bash", "-c", cmd],
         stdin=subprocess.DEVNULL,
