@@ -522,7 +522,7 @@ async fn run_inner(app: &Arc<App>, url: &str) -> Result<(), String> {
         );
     }
     invoke(app, url).await?;
-    say!("{}", try_it(url));
+    say!("{}", try_it(app, url));
     Ok(())
 }
 
@@ -565,12 +565,32 @@ async fn invoke(app: &App, url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The "try it yourself" lines: each works as printed in a new shell after the four exports.
-fn try_it(url: &str) -> String {
+/// The lines that point boto3 and the aws CLI at this server with the administrator's key (the
+/// same four `spillway serve` printed at start); none with authentication off.
+fn exports(app: &App, url: &str) -> String {
+    if app.cfg.auth.mode == AuthMode::None {
+        return format!(
+            "  export AWS_ENDPOINT_URL={url}\n  export AWS_DEFAULT_REGION={}\n  export AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x    # [auth] mode = \"none\": any key\n",
+            app.cfg.region
+        );
+    }
+    let path = app.cfg.data_dir.join("credentials");
+    let path = std::path::absolute(&path).unwrap_or(path);
+    format!(
+        "  export AWS_SHARED_CREDENTIALS_FILE={}\n  export AWS_PROFILE=spillway\n  export AWS_ENDPOINT_URL={url}\n  export AWS_DEFAULT_REGION={}\n",
+        path.display(),
+        app.cfg.region
+    )
+}
+
+/// The "try it yourself" lines: each works as printed in a new shell after the exports.
+fn try_it(app: &App, url: &str) -> String {
     format!(
         r#"
-Try it yourself in a new shell: paste the four export lines printed at start (the administrator's
-key), then any line below. They need curl, and boto3 and the aws CLI (`pip install boto3 awscli`;
+Try it yourself in a new shell. First these lines (the administrator's key, as printed at start):
+
+{exports}
+then any line below. They need curl, and boto3 and the aws CLI (`pip install boto3 awscli`;
 scripts/test.sh installs both into the repository's .venv: `. .venv/bin/activate`).
 
   python3 -c 'import boto3; rt = boto3.client("sagemaker-runtime"); r = rt.invoke_endpoint(EndpointName="{ENDPOINT}", Body=b"hi"); print(r["ResponseMetadata"]["HTTPHeaders"]["x-spillway-instance-type"], r["Body"].read())'
@@ -592,6 +612,7 @@ spillway repository (its first command is
 Running `spillway serve --demo` again starts the demo afresh and says what it reset.
 Press Ctrl-C to stop the server (it stops every model process it started).
 "#,
+        exports = exports(app, url),
         t0 = TYPES[0],
         t1 = TYPES[1],
         t2 = TYPES[2],

@@ -61,7 +61,10 @@ def _stop(proc, data_dir) -> None:
 
 def _run_printed_commands(text: str, cwd) -> subprocess.CompletedProcess:
     """Runs, in a new bash with only the printed exports, every command the demo printed."""
+    # the four lines printed at start, and again at the top of "Try it yourself"
     exports = re.findall(r"^\s+(export AWS_[A-Z_]+=\S+)$", text, re.M)
+    assert exports[:4] == exports[4:], text
+    exports = exports[4:]
     assert [e.split("=")[0] for e in exports] == [
         "export AWS_SHARED_CREDENTIALS_FILE",
         "export AWS_PROFILE",
