@@ -604,10 +604,10 @@ scripts/test.sh installs both into the repository's .venv: `. .venv/bin/activate
   aws sagemaker create-model --model-name {TRY_MODEL} --primary-container Image=builtin:echo
   aws sagemaker create-endpoint-config --endpoint-config-name {TRY_CONFIG} --production-variants '[{{"VariantName": "AllTraffic", "ModelName": "{TRY_MODEL}", "InitialInstanceCount": 2, "InstancePools": [{{"InstanceType": "{t0}", "Priority": 1}}, {{"InstanceType": "{t1}", "Priority": 2}}, {{"InstanceType": "{t2}", "Priority": 3}}]}}]'
 
-Autoscaling and CloudWatch alarms on this endpoint, with the aws CLI: docs/autoscaling.md in the
-spillway repository (its first command is
+Autoscaling and CloudWatch alarms on this endpoint, step by step with the aws CLI: see
+docs/autoscaling.md in the spillway repository (more procedures in docs/runbook.md). It starts by
+registering the variant with Application Auto Scaling:
   aws application-autoscaling register-scalable-target --service-namespace sagemaker --resource-id {RESOURCE_ID} --scalable-dimension sagemaker:variant:DesiredInstanceCount --min-capacity 1 --max-capacity 3
-); more procedures in docs/runbook.md.
 
 Running `spillway serve --demo` again starts the demo afresh and says what it reset.
 Press Ctrl-C to stop the server (it stops every model process it started).
