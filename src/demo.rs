@@ -585,6 +585,11 @@ fn exports(app: &App, url: &str) -> String {
 
 /// The "try it yourself" lines: each works as printed in a new shell after the exports.
 fn try_it(app: &App, url: &str) -> String {
+    try_it_text(url, &exports(app, url))
+}
+
+/// The "try it yourself" text for a server at `url`, after the `exports` lines.
+fn try_it_text(url: &str, exports: &str) -> String {
     format!(
         r#"
 Try it yourself in a new shell. First these lines (the administrator's key, as printed at start):
@@ -605,16 +610,72 @@ scripts/test.sh installs both into the repository's .venv: `. .venv/bin/activate
   aws sagemaker create-endpoint-config --endpoint-config-name {TRY_CONFIG} --production-variants '[{{"VariantName": "AllTraffic", "ModelName": "{TRY_MODEL}", "InitialInstanceCount": 2, "InstancePools": [{{"InstanceType": "{t0}", "Priority": 1}}, {{"InstanceType": "{t1}", "Priority": 2}}, {{"InstanceType": "{t2}", "Priority": 3}}]}}]'
 
 Autoscaling and CloudWatch alarms on this endpoint, step by step with the aws CLI: see
-docs/autoscaling.md in the spillway repository (more procedures in docs/runbook.md). It starts by
-registering the variant with Application Auto Scaling:
+docs/autoscaling.md in the spillway repository (more procedures in docs/runbook.md). It registers
+the variant with Application Auto Scaling:
   aws application-autoscaling register-scalable-target --service-namespace sagemaker --resource-id {RESOURCE_ID} --scalable-dimension sagemaker:variant:DesiredInstanceCount --min-capacity 1 --max-capacity 3
 
 Running `spillway serve --demo` again starts the demo afresh and says what it reset.
 Press Ctrl-C to stop the server (it stops every model process it started).
 "#,
-        exports = exports(app, url),
         t0 = TYPES[0],
         t1 = TYPES[1],
         t2 = TYPES[2],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variant(current: u64, desired: u64, pools: &[u64]) -> Value {
+        json!({
+            "VariantName": "AllTraffic",
+            "CurrentInstanceCount": current,
+            "DesiredInstanceCount": desired,
+            "InstancePools": pools.iter().map(|n| json!({"InstanceType": "ml.m5.xlarge", "CurrentInstanceCount": n})).collect::<Vec<_>>(),
+        })
+    }
+
+    #[test]
+    fn the_fleet_serves_only_when_every_variant_has_its_desired_instances() {
+        let d = |vs: Vec<Value>| json!({"EndpointStatus": "InService", "ProductionVariants": vs});
+        assert!(serving(&d(vec![variant(2, 2, &[0, 1, 1])])));
+        // InService right after a restart, before the adopted or relaunched instances serve
+        assert!(!serving(&d(vec![variant(0, 2, &[0, 0, 0])])));
+        assert!(!serving(&d(vec![variant(2, 2, &[0, 1, 0])])));
+        assert!(!serving(&d(vec![variant(2, 2, &[1, 1]), variant(1, 2, &[1])])));
+        assert!(!serving(&d(vec![])));
+        assert!(!serving(&json!({"EndpointStatus": "InService"})));
+    }
+
+    #[test]
+    fn only_a_missing_resource_counts_as_not_found() {
+        let refused = |code: &str, message: &str| {
+            Ok(Refused {
+                code: code.into(),
+                message: message.into(),
+            })
+        };
+        assert!(not_found(&refused(
+            "ValidationException",
+            "Could not find endpoint \"arn:aws:sagemaker:us-east-1:1:endpoint/demo\"."
+        )));
+        assert!(not_found(&refused("ObjectNotFoundException", "No scalable target")));
+        assert!(!not_found(&refused(
+            "ValidationException",
+            "Cannot update in-progress endpoint"
+        )));
+        assert!(!not_found(&Err("connection refused".into())));
+    }
+
+    #[test]
+    fn the_printed_commands_name_the_server_and_the_demo_resources() {
+        let text = try_it_text("http://127.0.0.1:7475", "  export X=y\n");
+        assert!(text.contains("http://127.0.0.1:7475/_spillway/endpoints/demo/events"));
+        assert!(text.contains(TRY_MODEL) && text.contains(TRY_CONFIG) && text.contains(RESOURCE_ID));
+        assert!(
+            !text.contains("llm-model "),
+            "a model the demo's reset would not delete"
+        );
+    }
 }
