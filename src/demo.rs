@@ -674,7 +674,7 @@ mod tests {
         assert!(text.contains("http://127.0.0.1:7475/_spillway/endpoints/demo/events"));
         assert!(text.contains(TRY_MODEL) && text.contains(TRY_CONFIG) && text.contains(RESOURCE_ID));
         assert!(
-            !text.contains("llm-model "),
+            !text.contains("--model-name llm-model") && !text.contains("\"ModelName\": \"llm-model\""),
             "a model the demo's reset would not delete"
         );
     }
