@@ -179,18 +179,21 @@ async fn serve(
     }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        .map_err(|e| listen_error(cfg.listen, &cfg.data_dir, &e))?;
     let addr = listener.local_addr()?;
     let app = App::start(cfg).await.context("cannot start")?;
     let url = format!("http://{addr}");
     tracing::info!(%url, data_dir = %app.cfg.data_dir.display(), "spillway listening");
-    eprintln!("spillway listening on {url} (data in {})", app.cfg.data_dir.display());
+    say(&format!(
+        "spillway listening on {url} (data in {})",
+        app.cfg.data_dir.display()
+    ));
     if unauthenticated {
         tracing::warn!("[auth] mode = \"none\": requests are not authenticated; every caller is the administrator");
         tokio::spawn(warn_unauthenticated(addr));
     } else {
         let credentials = first_start_credentials(&app)?;
-        eprintln!("{}", client_setup(&credentials, &url, &app.cfg.region));
+        say(&client_setup(&credentials, &url, &app.cfg.region));
     }
     if demo {
         tokio::spawn(spillway::demo::run(app.clone(), url.clone()));
@@ -216,15 +219,53 @@ async fn serve(
         spillway::dataplane::server::Server::start(app.dataplane.clone(), router, listener, threads, max_connections)
             .context("cannot start the listener")?;
     shutdown_signal().await;
+    // Nothing from here on may fail before every model process is stopped: the terminal's
+    // Ctrl-C also ended a `| tee` reading our output, so writes to stdout or stderr fail (EPIPE),
+    // and `eprintln!` would panic and leave the models running (`say` ignores such errors).
     // In-flight requests get a bounded time to finish; a client that keeps a connection busy
     // (e.g. still uploading a rejected payload) must not keep the server from stopping.
+    say("spillway: stopping every model process ...");
     if !server.shutdown(std::time::Duration::from_secs(10)).await {
-        eprintln!("spillway: connections still open 10 s after the stop signal; closed them");
+        say("spillway: connections still open 10 s after the stop signal; closed them");
     }
-    eprintln!("spillway: stopping every model process ...");
     app.stop_all_instances().await;
-    eprintln!("spillway: stopped");
+    say("spillway: stopped");
     Ok(())
+}
+
+/// Writes a line to stderr, ignoring errors: a closed stderr (the reader of `2>&1 | tee` went
+/// away with the Ctrl-C) must not stop the server, or its shutdown, half-way.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+}
+
+/// The error for an address `spillway serve` cannot listen on, with what to do about it.
+fn listen_error(addr: SocketAddr, data_dir: &std::path::Path, e: &std::io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "another process (another spillway?) listens on {addr} already. Stop it, or listen elsewhere: \
+             `spillway serve --listen {other}` (or SPILLWAY_LISTEN={other}, or `listen` in the config file); \
+             a second server also needs its own data directory (--data-dir or SPILLWAY_DATA_DIR; this one \
+             would use {})",
+            std::path::absolute(data_dir)
+                .unwrap_or_else(|_| data_dir.to_path_buf())
+                .display(),
+            other = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1).max(1024)),
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need privileges; choose another with --listen or SPILLWAY_LISTEN".to_string()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!(
+                "{} is not an address of this host; choose another with --listen or SPILLWAY_LISTEN",
+                addr.ip()
+            )
+        }
+        _ => "choose another address with --listen or SPILLWAY_LISTEN".to_string(),
+    };
+    anyhow::anyhow!("cannot listen on {addr}: {e}: {hint}")
 }
 
 /// Raises the soft open-file limit to the hard limit (a server that holds connections and model

@@ -18,6 +18,8 @@ use crate::error::{ApiError, ErrorCode};
 /// The admin API's operations, each authorized as the action `spillway:<Name>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminOp {
+    /// `GET /_spillway/` (or `/_spillway`): the index of this API.
+    ListApis,
     /// `GET /_spillway/health`.
     Health,
     /// `GET /metrics`.
@@ -73,6 +75,7 @@ impl AdminOp {
     pub fn from_head(method: &str, path: &str) -> Option<AdminOp> {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         Some(match (method, segments.as_slice()) {
+            ("GET", ["_spillway"] | ["_spillway", ""]) => AdminOp::ListApis,
             ("GET", ["_spillway", "health"]) => AdminOp::Health,
             ("GET", ["metrics"]) => AdminOp::Metrics,
             ("GET", ["_spillway", "capacity"]) => AdminOp::ListCapacity,
@@ -103,6 +106,11 @@ impl AdminOp {
             _ => return None,
         })
     }
+}
+
+/// Whether a path belongs to the admin API (`/_spillway`, `/_spillway/...`, `/metrics`).
+pub fn is_admin_path(path: &str) -> bool {
+    path == "/metrics" || path == "/_spillway" || path.starts_with("/_spillway/")
 }
 
 impl AdminOp {
@@ -138,6 +146,7 @@ impl AdminOp {
 impl Operation for AdminOp {
     fn name(&self) -> &'static str {
         match self {
+            AdminOp::ListApis => "ListApis",
             AdminOp::Health => "Health",
             AdminOp::Metrics => "Metrics",
             AdminOp::ListCapacity => "ListCapacity",
@@ -193,6 +202,7 @@ async fn run(app: &Arc<App>, requester: &Requester, op: AdminOp) -> Response {
     let result = super::audited(app, requester, call, resource, async {
         super::authorize(app, requester, &op)?;
         answer = Some(match op {
+            AdminOp::ListApis => index(app),
             AdminOp::Health => Json(json!({ "status": "ok" })).into_response(),
             AdminOp::Metrics => render_metrics(app).await,
             AdminOp::ListCapacity => Json(capacity_view(app)).into_response(),
@@ -200,7 +210,7 @@ async fn run(app: &Arc<App>, requester: &Requester, op: AdminOp) -> Response {
                 set_capacity(app, requester, instance_type, Some(&body)).await?
             }
             AdminOp::DeleteCapacity { instance_type } => set_capacity(app, requester, instance_type, None).await?,
-            AdminOp::ListInstanceTypes => Json(json!({ "instanceTypes": catalog::all() })).into_response(),
+            AdminOp::ListInstanceTypes => Json(instance_types_view()).into_response(),
             AdminOp::ListEvents { endpoint } => events_of(app, &endpoint)?,
             AdminOp::ListInstances { endpoint } => instances_of(app, &endpoint).await?,
             AdminOp::ExplainEndpoint { endpoint } => explain_of(app, &endpoint).await?,
@@ -237,6 +247,133 @@ async fn run(app: &Arc<App>, requester: &Requester, op: AdminOp) -> Response {
         resp.headers_mut().insert("x-amzn-requestid", v);
     }
     resp
+}
+
+/// One row of the admin API's index: method, path, the operation's name (its IAM action is
+/// `spillway:<name>`), and what it does. Add a row with every new [`AdminOp`]; a unit test checks
+/// that each row's method and path parse to the operation it names.
+pub const INDEX: &[(&str, &str, &str, &str)] = &[
+    ("GET", "/_spillway/", "ListApis", "this index"),
+    (
+        "GET",
+        "/_spillway/health",
+        "Health",
+        "the server is up (unsigned calls allowed by default)",
+    ),
+    (
+        "GET",
+        "/metrics",
+        "Metrics",
+        "Prometheus (OpenMetrics) text; docs/metrics.md",
+    ),
+    (
+        "GET",
+        "/_spillway/capacity",
+        "ListCapacity",
+        "per instance type: pinned slots (and by whom), instances in use, insufficient-capacity back-off",
+    ),
+    (
+        "PUT",
+        "/_spillway/capacity/{instanceType}",
+        "PutCapacity",
+        "pin a type's slots at run time, body {\"slots\": N}; durable across restarts until DELETE",
+    ),
+    (
+        "DELETE",
+        "/_spillway/capacity/{instanceType}",
+        "DeleteCapacity",
+        "remove the run-time pin; the config file's pin (or the host's real capacity) applies again",
+    ),
+    (
+        "GET",
+        "/_spillway/instance-types",
+        "ListInstanceTypes",
+        "the instance-type catalog: vCPUs, memory, accelerators, on-demand price",
+    ),
+    (
+        "GET",
+        "/_spillway/endpoints/{name}/events",
+        "ListEvents",
+        "every launch attempt, health change and transition of endpoints of that name, oldest first",
+    ),
+    (
+        "GET",
+        "/_spillway/endpoints/{name}/instances",
+        "ListInstances",
+        "the endpoint's fleet: instance, variant, type, priority, state, pid, port",
+    ),
+    (
+        "GET",
+        "/_spillway/endpoints/{name}/explain",
+        "ExplainEndpoint",
+        "why the fleet runs where it runs: sentences (summary) and their evidence; spillway explain",
+    ),
+    (
+        "GET",
+        "/_spillway/cost",
+        "GetCost",
+        "?since=7d&endpoint=NAME: instance-hours and cost per instance type, and the fallback cost; spillway cost",
+    ),
+    (
+        "POST",
+        "/_spillway/capacity/{instanceType}/reclaim",
+        "ReclaimCapacity",
+        "take every instance of the type away; each is replaced through its pools (game days)",
+    ),
+];
+
+/// `GET /_spillway/`: the index, one API per line, and how to sign a call.
+fn index(app: &App) -> Response {
+    let rows: Vec<String> = INDEX
+        .iter()
+        .map(|(method, path, name, summary)| {
+            json!({"method": method, "path": path, "action": format!("spillway:{name}"), "description": summary})
+                .to_string()
+        })
+        .collect();
+    let signing = format!(
+        "every call is signed with AWS Signature Version 4 for service \"spillway\", region \"{}\" (curl --aws-sigv4 \"aws:amz:{}:spillway\" --user KEY:SECRET); IAM policies allow or deny the actions",
+        app.cfg.region, app.cfg.region
+    );
+    let others = [
+        "POST / with X-Amz-Target: SageMaker, Application Auto Scaling, CloudWatch, CloudWatch Logs, CloudTrail (boto3, aws CLI)",
+        "POST / with a form body: IAM and STS",
+        "POST /endpoints/{name}/invocations and /invocations-response-stream: the SageMaker runtime",
+    ];
+    let body = format!(
+        "{{\n  \"apis\": [\n    {}\n  ],\n  \"signing\": {},\n  \"otherApis\": [\n    {}\n  ],\n  \"docs\": \"docs/runbook.md, docs/api-compat.md\"\n}}\n",
+        rows.join(",\n    "),
+        Value::from(signing),
+        others
+            .iter()
+            .map(|o| Value::from(*o).to_string())
+            .collect::<Vec<_>>()
+            .join(",\n    "),
+    );
+    ([("content-type", "application/json")], body).into_response()
+}
+
+/// `GET /_spillway/` and `GET /_spillway`: the index of the admin API.
+pub async fn list_apis(State(app): State<Arc<App>>, Extension(caller): Extension<Requester>) -> Response {
+    run(&app, &caller, AdminOp::ListApis).await
+}
+
+/// The catalog as `GET /_spillway/instance-types` answers it: each type named by
+/// `instanceType`, as in every other answer of spillway (the catalog's own field is `name`).
+fn instance_types_view() -> Value {
+    let types: Vec<Value> = catalog::all()
+        .iter()
+        .map(|spec| {
+            let mut v = serde_json::to_value(spec).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut v
+                && let Some(name) = m.remove("name")
+            {
+                m.insert("instanceType".into(), name);
+            }
+            v
+        })
+        .collect();
+    json!({ "instanceTypes": types })
 }
 
 /// `GET /_spillway/health`: the server is up.
@@ -622,4 +759,50 @@ async fn render_metrics(app: &App) -> Response {
         prom.encode(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A path of the index with its `{placeholders}` filled in.
+    fn sample(path: &str) -> String {
+        path.replace("{instanceType}", "ml.m5.xlarge").replace("{name}", "e")
+    }
+
+    #[test]
+    fn every_row_of_the_index_is_the_operation_it_names() {
+        for (method, path, name, summary) in INDEX {
+            let op =
+                AdminOp::from_head(method, &sample(path)).unwrap_or_else(|| panic!("{method} {path} is no operation"));
+            assert_eq!(op.name(), *name, "{method} {path}");
+            assert_eq!(op.action().to_string(), format!("spillway:{name}"));
+            assert!(is_admin_path(&sample(path)), "{path}");
+            assert!(!summary.is_empty() && !summary.contains('\n'), "{path}: one line");
+        }
+        let mut names: Vec<&str> = INDEX.iter().map(|r| r.2).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), INDEX.len(), "one row per operation");
+    }
+
+    #[test]
+    fn the_index_answers_with_and_without_the_slash() {
+        assert_eq!(AdminOp::from_head("GET", "/_spillway"), Some(AdminOp::ListApis));
+        assert_eq!(AdminOp::from_head("GET", "/_spillway/"), Some(AdminOp::ListApis));
+        assert_eq!(AdminOp::from_head("POST", "/_spillway/"), None);
+        assert!(is_admin_path("/_spillway") && !is_admin_path("/_spillwayx") && !is_admin_path("/"));
+    }
+
+    #[test]
+    fn instance_types_are_named_by_instance_type() {
+        let view = instance_types_view();
+        let types = view["instanceTypes"].as_array().expect("a list");
+        assert_eq!(types.len(), catalog::all().len());
+        for (v, spec) in types.iter().zip(catalog::all()) {
+            assert_eq!(v["instanceType"], spec.name.as_str());
+            assert!(v.get("name").is_none(), "{v}");
+            assert_eq!(v["vcpus"], spec.vcpus);
+        }
+    }
 }

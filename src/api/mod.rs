@@ -71,6 +71,8 @@ pub fn router(app: Arc<App>) -> Router {
         // `GET /` is the console's page, served without a signature (`crate::console`).
         .route("/", post(aws_json).get(console::serve))
         .route("/console/{*file}", get(console::serve))
+        .route("/_spillway/", get(admin::list_apis))
+        .route("/_spillway", get(admin::list_apis))
         .route("/_spillway/health", get(admin::health))
         .route("/metrics", get(admin::metrics))
         .route("/_spillway/capacity", get(admin::capacity))
@@ -142,7 +144,7 @@ struct Scope {
 fn scope_of(parts: &axum::http::request::Parts) -> Scope {
     let path = parts.uri.path();
     let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if path == "/metrics" || path.starts_with("/_spillway/") {
+    if admin::is_admin_path(path) {
         let action = admin::AdminOp::from_head(parts.method.as_str(), path).map(|op| op.action().to_string());
         return Scope {
             services: &["spillway"],
@@ -298,7 +300,7 @@ pub struct Requester {
 /// body, for the audit record of a refusal; names come from the APIs' tables only (`unknown`).
 fn event_of(parts: &axum::http::request::Parts, body: &[u8]) -> (&'static str, &'static str) {
     let path = parts.uri.path();
-    if path == "/metrics" || path.starts_with("/_spillway/") {
+    if admin::is_admin_path(path) {
         return (
             "spillway",
             admin::AdminOp::from_head(parts.method.as_str(), path).map_or("unknown", |op| op.name()),

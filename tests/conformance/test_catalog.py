@@ -1,5 +1,7 @@
 """The instance-type catalog and operations spillway does not support."""
 
+import json
+
 import botocore.session
 import pytest
 
@@ -9,7 +11,7 @@ import spw
 @pytest.fixture(scope="module")
 def catalog(module_server):
     body = module_server.admin_get("instance-types")
-    return {t["name"]: t for t in body["instanceTypes"]}
+    return {t["instanceType"]: t for t in body["instanceTypes"]}
 
 
 def test_catalog_covers_every_botocore_instance_type(catalog):
@@ -69,7 +71,7 @@ def test_catalog_specs_of_common_inference_types(catalog, name, vcpus, mem, acc_
 def test_accelerated_families_have_accelerators(catalog, family):
     members = [t for n, t in catalog.items() if n.split(".")[1] == family]
     assert members
-    assert all(t["accelerator"] for t in members), [t["name"] for t in members if not t["accelerator"]]
+    assert all(t["accelerator"] for t in members), [t["instanceType"] for t in members if not t["accelerator"]]
 
 
 @pytest.mark.parametrize("family", ["t2", "m5", "m6i", "m7i", "c5", "c6i", "c7i", "r5", "r6i"])
@@ -101,3 +103,54 @@ def test_other_unsupported_operations_are_never_404_or_500(module_server, op):
     assert status == 400, (status, body)
     assert str(body.get("__type", "")).rsplit("#", 1)[-1] == "UnknownOperationException"
     assert op in (body.get("message") or body.get("Message") or "")
+
+
+@pytest.mark.parametrize("path", ["/_spillway/", "/_spillway"])
+def test_the_admin_api_has_an_index(module_server, path):
+    status, _, raw = module_server.http("GET", path)
+    assert status == 200, raw
+    body = json.loads(raw)
+    rows = {(a["method"], a["path"]): a for a in body["apis"]}
+    assert rows[("GET", "/_spillway/instance-types")]["action"] == "spillway:ListInstanceTypes"
+    assert rows[("PUT", "/_spillway/capacity/{instanceType}")]["action"] == "spillway:PutCapacity"
+    assert rows[("GET", "/_spillway/")]["action"] == "spillway:ListApis"
+    assert all(a["description"] and "\n" not in a["description"] for a in body["apis"])
+    # one API per line, for curl
+    assert all(line.count('"method"') <= 1 for line in raw.decode().splitlines())
+    assert "spillway" in body["signing"]
+    # every GET of the index answers (placeholders filled in with something that exists)
+    for a in body["apis"]:
+        if a["method"] == "GET" and "{" not in a["path"]:
+            st, _, r = module_server.http("GET", a["path"])
+            assert st == 200, (a, r[:300])
+
+
+def test_the_index_is_authenticated_authorized_and_audited(module_server):
+    # unsigned: refused like the rest of the admin API
+    status, _, raw = module_server.http("GET", "/_spillway/", sign=False)
+    assert status == 400 and b"MissingAuthenticationToken" in raw, raw
+    # a caller whose policies do not allow spillway:ListApis
+    iam = module_server.client("iam")
+    iam.create_user(UserName="no-index")
+    iam.put_user_policy(
+        UserName="no-index",
+        PolicyName="all-but-the-index",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "spillway:*", "Resource": "*"},
+            {"Effect": "Deny", "Action": "spillway:ListApis", "Resource": "*"},
+        ]}),
+    )
+    key = iam.create_access_key(UserName="no-index")["AccessKey"]
+    keys = (key["AccessKeyId"], key["SecretAccessKey"])
+    status, _, raw = spw.poll(
+        lambda: (lambda r: r if r[0] == 403 else None)(module_server.http("GET", "/_spillway/", keys=keys)),
+        what="the new key to be denied the index",
+    )
+    assert b"spillway:ListApis" in raw, raw
+    st, _, _ = module_server.http("GET", "/_spillway/capacity", keys=keys)
+    assert st == 200
+    # the trail records it, as a read
+    events = module_server.client("cloudtrail").lookup_events(
+        LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "ListApis"}]
+    )["Events"]
+    assert events and all(e["ReadOnly"] == "true" for e in events), events

@@ -140,3 +140,26 @@ def test_cli_reports_a_missing_endpoint(server):
     assert rc != 0
     assert "ValidationException" in err
     assert "Could not find endpoint" in err
+
+
+def test_a_taken_port_says_which_address_and_what_to_do(server, tmp_path):
+    """A second `spillway serve` on a taken address names it and says how to choose another."""
+    addr = server.url.removeprefix("http://")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SPILLWAY_", "RUST_"))}
+    for args, extra in (
+        (["--listen", addr], {}),
+        ([], {"SPILLWAY_LISTEN": addr}),  # the environment variable the README documents
+    ):
+        p = subprocess.run(
+            [spw.BIN, "serve", *args, "--data-dir", str(tmp_path / "second")],
+            cwd=tmp_path,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert p.returncode != 0, p.stderr
+        err = p.stderr
+        assert f"cannot listen on {addr}" in err, err
+        assert "already" in err and "--listen" in err and "SPILLWAY_LISTEN" in err and "--data-dir" in err, err
+        assert "panicked" not in err and "backtrace" not in err.lower(), err

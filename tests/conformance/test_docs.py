@@ -1,0 +1,69 @@
+"""The walk-throughs in docs/ run as written: each `sh` block of docs/autoscaling.md, in order,
+in one bash with only the four exports a demo server printed, against `spillway serve --demo`."""
+
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import spw
+
+DOC = spw.REPO / "docs" / "autoscaling.md"
+
+
+def _blocks(doc: str) -> list[str]:
+    """The page's runnable blocks: every ```sh block but the ones that start the server or
+    stand for the exports it prints (the test uses the real ones)."""
+    blocks = re.findall(r"```sh\n(.*?)```", doc, re.S)
+    return [b for b in blocks if "spillway serve --demo" not in b and "export AWS_" not in b]
+
+
+def test_the_autoscaling_walkthrough_runs_as_written(tmp_path):
+    doc = DOC.read_text()
+    blocks = _blocks(doc)
+    assert len(blocks) >= 6, blocks
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SPILLWAY_"))}
+    log = tmp_path / "demo.log"
+    data = tmp_path / "data"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [spw.BIN, "serve", "--demo", "--listen", f"127.0.0.1:{spw.free_port()}", "--data-dir", str(data)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while "Press Ctrl-C to stop" not in log.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.3)
+        text = log.read_text(errors="replace")
+        exports = re.findall(r"^\s+(export AWS_[A-Z_]+=\S+)$", text, re.M)
+        assert len(exports) == 8 and exports[:4] == exports[4:], text  # at start and before "Try it yourself"
+        exports = exports[:4]
+        script = "set -euo pipefail\n" + "\n".join(exports) + "\n" + "\n".join(
+            f"echo '>>> block {i}'\n{b}" for i, b in enumerate(blocks)
+        )
+        run_env = dict(env)
+        run_env["PATH"] = str(pathlib.Path(sys.executable).parent) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+        r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=400)
+        assert r.returncode == 0, f"a block of {DOC.name} failed:\n{r.stdout[-4000:]}\n{r.stderr[-3000:]}"
+        out = r.stdout
+        # what the page says happens, happens
+        assert "endpoint/demo/variant/AllTraffic\t1\t3" in out, out  # registered
+        assert "desired instance count 2 -> 3" in out, out  # the drill's step scaling acted
+        assert re.search(r"TargetTracking-endpoint/demo/variant/AllTraffic-AlarmHigh-\S+\t\w+\t5.0\t3", out), out
+        assert "Invocations" in out and "ml.m5.xlarge" in out, out  # list-metrics by instance type
+        # the clean-up left no alarm behind (deregistering deleted the target-tracking ones)
+        last = out.split(f">>> block {len(blocks) - 1}\n")[1]
+        assert "demo-5xx" not in last and "TargetTracking" not in last, last
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=90)
+    assert not spw.model_processes(data)
