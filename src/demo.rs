@@ -586,11 +586,17 @@ fn exports(app: &App, url: &str) -> String {
 
 /// The "try it yourself" lines: each works as printed in a new shell after the exports.
 fn try_it(app: &App, url: &str) -> String {
-    try_it_text(url, &exports(app, url))
+    // The operator's CLI is this binary: its own path, so the lines work wherever it was built.
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_string))
+        .and_then(|p| shlex::try_quote(&p).ok().map(|q| q.into_owned()))
+        .unwrap_or_else(|| "spillway".into());
+    try_it_text(url, &exports(app, url), &exe)
 }
 
 /// The "try it yourself" text for a server at `url`, after the `exports` lines.
-fn try_it_text(url: &str, exports: &str) -> String {
+fn try_it_text(url: &str, exports: &str, exe: &str) -> String {
     format!(
         r#"
 Try it yourself in a new shell. First these lines (the administrator's key, as printed at start):
@@ -609,6 +615,14 @@ scripts/test.sh installs both into the repository's .venv: `. .venv/bin/activate
   sw -X PUT {url}/_spillway/capacity/{t0} -d '{{"slots": 2}}'    # give the preferred type capacity back (a fleet moves back only if tagged spillway:rebalance=enabled; the next --demo removes this pin)
   aws sagemaker create-model --model-name {TRY_MODEL} --primary-container Image=builtin:echo
   aws sagemaker create-endpoint-config --endpoint-config-name {TRY_CONFIG} --production-variants '[{{"VariantName": "AllTraffic", "ModelName": "{TRY_MODEL}", "InitialInstanceCount": 2, "InstancePools": [{{"InstanceType": "{t0}", "Priority": 1}}, {{"InstanceType": "{t1}", "Priority": 2}}, {{"InstanceType": "{t2}", "Priority": 3}}]}}]'
+
+The operator's CLI is this same binary (docs/operations.md); the same exports configure it:
+  {exe} status
+  {exe} explain {ENDPOINT}    # why it runs where it runs: each pool's last answer, back-off, rebalancing, cost
+  {exe} cost {ENDPOINT} --since 1h    # instance-hours and cost per instance type, and what falling back costs
+  {exe} gameday {ENDPOINT} --take {t1} --for 5s --report gameday-{ENDPOINT}.md    # the negative test: PASS or FAIL, with a report
+  {exe} runbook {ENDPOINT} > runbook-{ENDPOINT}.md    # owner, rollback, cost, what to watch, last game day
+The console: open {url}/ in a browser and sign in with the key in $AWS_SHARED_CREDENTIALS_FILE.
 
 Autoscaling and CloudWatch alarms on this endpoint, step by step with the aws CLI: see
 docs/autoscaling.md in the spillway repository (more procedures in docs/runbook.md). It registers
@@ -671,8 +685,12 @@ mod tests {
 
     #[test]
     fn the_printed_commands_name_the_server_and_the_demo_resources() {
-        let text = try_it_text("http://127.0.0.1:7475", "  export X=y\n");
+        let text = try_it_text("http://127.0.0.1:7475", "  export X=y\n", "/opt/sw/spillway");
         assert!(text.contains("http://127.0.0.1:7475/_spillway/endpoints/demo/events"));
+        assert!(
+            text.contains("  /opt/sw/spillway explain demo "),
+            "the operator's CLI is this binary"
+        );
         assert!(text.contains(TRY_MODEL) && text.contains(TRY_CONFIG) && text.contains(RESOURCE_ID));
         assert!(
             !text.contains("--model-name llm-model") && !text.contains("\"ModelName\": \"llm-model\""),

@@ -17,7 +17,7 @@ import spw
 
 # Everything the demo prints that a user pastes: the lines of "Try it yourself" and the
 # autoscaling pointer's first command.
-COMMAND = re.compile(r"^  (python3|aws|sw)\b")
+COMMAND = re.compile(r"^  (python3|aws|sw|/\S*/spillway)\b")  # the operator's CLI is printed as the binary's own path
 
 
 def _wait_for(log: pathlib.Path, text: str, proc, timeout: float, start: int = 0) -> str:
