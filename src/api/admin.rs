@@ -61,11 +61,15 @@ pub enum AdminOp {
         endpoint: Option<String>,
         /// `since=` as given (a duration back from now; default 7d).
         since: Option<String>,
+        /// Query parameters it does not take (refused, after authorization, so audited).
+        unknown: Vec<String>,
     },
     /// `POST /_spillway/capacity/{instanceType}/reclaim`: takes the type's instances away.
     ReclaimCapacity {
         /// The instance type.
         instance_type: String,
+        /// `?endpoint=NAME`: only that endpoint's instances (else every endpoint's).
+        endpoint: Option<String>,
     },
 }
 
@@ -99,9 +103,11 @@ impl AdminOp {
             ("GET", ["_spillway", "cost"]) => AdminOp::GetCost {
                 endpoint: None,
                 since: None,
+                unknown: vec![],
             },
             ("POST", ["_spillway", "capacity", t, "reclaim"]) => AdminOp::ReclaimCapacity {
                 instance_type: (*t).to_string(),
+                endpoint: None,
             },
             _ => return None,
         })
@@ -129,15 +135,19 @@ impl AdminOp {
                 "instanceType": instance_type,
                 "body": serde_json::from_slice::<Value>(body).unwrap_or(Value::Null),
             }),
-            AdminOp::DeleteCapacity { instance_type } | AdminOp::ReclaimCapacity { instance_type } => {
-                json!({ "instanceType": instance_type })
+            AdminOp::DeleteCapacity { instance_type } => json!({ "instanceType": instance_type }),
+            AdminOp::ReclaimCapacity {
+                instance_type,
+                endpoint,
+            } => {
+                json!({ "instanceType": instance_type, "endpointName": endpoint })
             }
             AdminOp::ListEvents { endpoint }
             | AdminOp::ListInstances { endpoint }
             | AdminOp::ExplainEndpoint { endpoint } => {
                 json!({ "endpointName": endpoint })
             }
-            AdminOp::GetCost { endpoint, since } => json!({ "endpointName": endpoint, "since": since }),
+            AdminOp::GetCost { endpoint, since, .. } => json!({ "endpointName": endpoint, "since": since }),
             _ => Value::Null,
         }
     }
@@ -174,6 +184,10 @@ impl Operation for AdminOp {
             | AdminOp::ListInstances { endpoint }
             | AdminOp::ExplainEndpoint { endpoint }
             | AdminOp::GetCost {
+                endpoint: Some(endpoint),
+                ..
+            }
+            | AdminOp::ReclaimCapacity {
                 endpoint: Some(endpoint),
                 ..
             } => arns.resource("endpoint", endpoint),
@@ -214,13 +228,21 @@ async fn run(app: &Arc<App>, requester: &Requester, op: AdminOp) -> Response {
             AdminOp::ListEvents { endpoint } => events_of(app, &endpoint)?,
             AdminOp::ListInstances { endpoint } => instances_of(app, &endpoint).await?,
             AdminOp::ExplainEndpoint { endpoint } => explain_of(app, &endpoint).await?,
-            AdminOp::GetCost { endpoint, since } => cost_of(app, endpoint.as_deref(), since.as_deref()).await?,
-            AdminOp::ReclaimCapacity { instance_type } => {
+            AdminOp::GetCost { endpoint, since, unknown } => {
+                if let Some(k) = unknown.first() {
+                    return Err(ApiError::validation(format!(
+                        "query: {k:?} is not a parameter of GET /_spillway/cost; it takes since=<duration such as 7d, 12h, 30m> and endpoint=<name>"
+                    )));
+                }
+                cost_of(app, endpoint.as_deref(), since.as_deref()).await?
+            }
+            AdminOp::ReclaimCapacity { instance_type, endpoint } => {
                 known_type(&instance_type)?;
                 let n = match control::apply(
                     app,
                     Command::ReclaimCapacity {
                         instance_type: instance_type.clone(),
+                        endpoint: endpoint.clone(),
                     },
                 )
                 .await?
@@ -228,7 +250,7 @@ async fn run(app: &Arc<App>, requester: &Requester, op: AdminOp) -> Response {
                     control::Outcome::Count(n) => n,
                     _ => 0,
                 };
-                Json(json!({ "instanceType": instance_type, "reclaimed": n })).into_response()
+                Json(json!({ "instanceType": instance_type, "endpointName": endpoint, "reclaimed": n })).into_response()
             }
         });
         Ok(Value::Null)
@@ -562,12 +584,19 @@ async fn explain_of(app: &App, name: &str) -> Result<Response, ApiError> {
     Ok(Json(body).into_response())
 }
 
-/// Query of `GET /_spillway/cost`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CostQuery {
-    endpoint: Option<String>,
-    since: Option<String>,
+/// The `endpoint=` and `since=` of a query string (the last of each wins), and the names of
+/// any other parameters. Never fails: a malformed query is refused by the operation, after
+/// authorization, so the refusal is in the audit trail like any other.
+fn admin_query(query: Option<&str>) -> (Option<String>, Option<String>, Vec<String>) {
+    let (mut endpoint, mut since, mut unknown) = (None, None, vec![]);
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*k {
+            "endpoint" => endpoint = Some(v.into_owned()),
+            "since" => since = Some(v.into_owned()),
+            _ => unknown.push(k.into_owned()),
+        }
+    }
+    (endpoint, since, unknown)
 }
 
 /// `GET /_spillway/cost?since=7d&endpoint=NAME`: per endpoint and instance type, the
@@ -576,26 +605,19 @@ pub struct CostQuery {
 pub async fn cost(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Requester>,
-    query: Result<axum::extract::Query<CostQuery>, axum::extract::rejection::QueryRejection>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    match query {
-        Ok(axum::extract::Query(q)) => {
-            run(
-                &app,
-                &caller,
-                AdminOp::GetCost {
-                    endpoint: q.endpoint,
-                    since: q.since,
-                },
-            )
-            .await
-        }
-        Err(e) => ApiError::validation(format!(
-            "query: {}; expected since=<duration such as 7d, 12h, 30m> and endpoint=<name>",
-            e.body_text()
-        ))
-        .into_response(),
-    }
+    let (endpoint, since, unknown) = admin_query(query.as_deref());
+    run(
+        &app,
+        &caller,
+        AdminOp::GetCost {
+            endpoint,
+            since,
+            unknown,
+        },
+    )
+    .await
 }
 
 async fn cost_of(app: &App, endpoint: Option<&str>, since: Option<&str>) -> Result<Response, ApiError> {
@@ -626,14 +648,34 @@ async fn cost_of(app: &App, endpoint: Option<&str>, since: Option<&str>) -> Resu
     .into_response())
 }
 
-/// `POST /_spillway/capacity/{instanceType}/reclaim`: takes every instance of the type away
-/// (game days): each is drained, stopped and replaced through its variant's pools.
+/// `POST /_spillway/capacity/{instanceType}/reclaim[?endpoint=NAME]`: takes every instance of
+/// the type away (of one endpoint, or of all): each is drained, stopped and replaced through
+/// its variant's pools (game days).
 pub async fn reclaim_capacity(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Requester>,
     Path(instance_type): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    run(&app, &caller, AdminOp::ReclaimCapacity { instance_type }).await
+    let (endpoint, since, mut unknown) = admin_query(query.as_deref());
+    if since.is_some() {
+        unknown.push("since".into());
+    }
+    if let Some(k) = unknown.first() {
+        return ApiError::validation(format!(
+            "query: {k:?} is not a parameter of POST /_spillway/capacity/{{type}}/reclaim; it takes endpoint=<name>"
+        ))
+        .into_response();
+    }
+    run(
+        &app,
+        &caller,
+        AdminOp::ReclaimCapacity {
+            instance_type,
+            endpoint,
+        },
+    )
+    .await
 }
 
 /// `GET /_spillway/endpoints/{name}/instances`: the fleet as spillway tracks it.

@@ -47,6 +47,10 @@ pub struct GamedayArgs {
     /// The body each invocation sends (`application/json`).
     #[arg(long, default_value = r#"{"inputs": "spillway gameday"}"#)]
     pub body: String,
+    /// Go on when other endpoints also list the type in their pools (the pin is server-wide:
+    /// they cannot launch on it while it is away; only ENDPOINT's instances are reclaimed).
+    #[arg(long)]
+    pub force: bool,
     /// Where the Markdown report goes (default: gameday-ENDPOINT-TIME.md here).
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -133,8 +137,8 @@ pub async fn run(args: GamedayArgs) -> Result<(), CliError> {
     // Before: the endpoint must serve, and TYPE must be one of its pools.
     let before = explanation(&client, &endpoint).await?;
     if before["status"] != "InService" {
-        return Err(CliError::CheckFailed(format!(
-            "FAIL: {endpoint} is {} before the game day; it must be InService",
+        return Err(CliError::Invalid(format!(
+            "{endpoint} is {} before the game day; it must be InService (nothing was changed)",
             before["status"].as_str().unwrap_or("?")
         )));
     }
@@ -149,6 +153,30 @@ pub async fn run(args: GamedayArgs) -> Result<(), CliError> {
         return Err(CliError::Invalid(format!(
             "--take {ty}: not a pool of {endpoint} (its pools: {})",
             pools.join(", ")
+        )));
+    }
+    // The pin is server-wide: other endpoints that list TYPE cannot launch on it while it is
+    // away (their running instances are not touched). Say so, and go on only if asked to.
+    let mut others = vec![];
+    for name in super::endpoint_names(&client).await? {
+        if name == endpoint {
+            continue;
+        }
+        if let Ok(e) = explanation(&client, &name).await
+            && e["variants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|v| v["pools"].as_array().cloned().unwrap_or_default())
+                .any(|p| p["instanceType"] == ty.as_str())
+        {
+            others.push(name);
+        }
+    }
+    if !others.is_empty() && !args.force {
+        return Err(CliError::Invalid(format!(
+            "--take {ty}: the pin to 0 slots is server-wide, and {} also list {ty} in their pools: while it is away they cannot launch on it either (their running instances are not touched). Run it where {endpoint} is alone on {ty}, or add --force (nothing was changed)",
+            others.join(", ")
         )));
     }
     let (_, fleet_before, _) = fleet(&before);
@@ -179,13 +207,26 @@ pub async fn run(args: GamedayArgs) -> Result<(), CliError> {
         rebalances,
         original_pin,
     });
+    // SIGTERM (a CI job's timeout) and SIGHUP (a closed terminal) too.
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+        (Ok(t), Ok(h)) => (t, h),
+        _ => return Err(CliError::Io("cannot install the signal handlers".into())),
+    };
     tokio::select! {
         r = play => r,
-        _ = tokio::signal::ctrl_c() => {
-            restore(&client, &ty, original_pin).await;
-            Err(CliError::Interrupted(format!("game day interrupted: {ty} given back; no verdict")))
-        }
+        _ = tokio::signal::ctrl_c() => interrupted(&client, &ty, original_pin, "Ctrl-C").await,
+        _ = term.recv() => interrupted(&client, &ty, original_pin, "SIGTERM").await,
+        _ = hup.recv() => interrupted(&client, &ty, original_pin, "SIGHUP").await,
     }
+}
+
+/// Gives the type back after a signal; the error the command ends with.
+async fn interrupted(client: &Client, ty: &str, pin: Option<u64>, what: &str) -> Result<(), CliError> {
+    restore(client, ty, pin).await;
+    Err(CliError::Interrupted(format!(
+        "game day interrupted ({what}): {ty} given back; no verdict"
+    )))
 }
 
 /// What the game day's main part works with.
@@ -225,7 +266,10 @@ async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
     bar.enable_steady_tick(Duration::from_millis(120));
     let say = |bar: &indicatif::ProgressBar, line: String| {
         if bar.is_hidden() {
-            eprintln!("gameday: {line}");
+            // A closed stderr (a pipe whose reader died) must not stop the game day before it
+            // gives the type back.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "gameday: {line}");
         } else {
             bar.println(format!("gameday: {line}"));
         }
@@ -308,7 +352,15 @@ async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
             )
             .await?;
         client
-            .admin("POST", &format!("/_spillway/capacity/{}/reclaim", encode(ty)), b"")
+            .admin(
+                "POST",
+                &format!(
+                    "/_spillway/capacity/{}/reclaim?endpoint={}",
+                    encode(ty),
+                    encode(endpoint)
+                ),
+                b"",
+            )
             .await
     }
     .await;
@@ -517,7 +569,11 @@ async fn restore(client: &Client, ty: &str, pin: Option<u64>) {
         None => client.admin("DELETE", &path, b"").await,
     };
     if let Err(e) = r {
-        eprintln!("gameday: cannot give {ty} back ({e}); run `spillway capacity clear {ty}`");
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "gameday: cannot give {ty} back ({e}); run `spillway capacity clear {ty}`"
+        );
     }
 }
 

@@ -30,20 +30,20 @@ use table::Table;
 #[derive(Args, Debug, Clone, Default)]
 pub struct Connect {
     /// The server (env AWS_ENDPOINT_URL; default http://127.0.0.1:7474).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub endpoint_url: Option<String>,
     /// Region of the signature (env AWS_REGION or AWS_DEFAULT_REGION; default us-east-1).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub region: Option<String>,
     /// Profile of the shared credentials file (env AWS_PROFILE; default `default`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub profile: Option<String>,
     /// The server's data directory, whose `credentials` file is used when no other key is
     /// found (env SPILLWAY_DATA_DIR; default ./.spillway).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
     /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
 }
 
@@ -153,6 +153,9 @@ pub enum CapacityAction {
     Reclaim {
         /// Instance type.
         instance_type: String,
+        /// Only this endpoint's instances (default: every endpoint's).
+        #[arg(long)]
+        endpoint: Option<String>,
     },
 }
 
@@ -534,13 +537,15 @@ async fn capacity(connect: &Connect, action: Option<CapacityAction>) -> Result<(
             c.admin("DELETE", &format!("/_spillway/capacity/{}", encode(instance_type)), b"")
                 .await?
         }
-        Some(CapacityAction::Reclaim { instance_type }) => {
-            c.admin(
-                "POST",
-                &format!("/_spillway/capacity/{}/reclaim", encode(instance_type)),
-                b"",
-            )
-            .await?
+        Some(CapacityAction::Reclaim {
+            instance_type,
+            endpoint,
+        }) => {
+            let mut path = format!("/_spillway/capacity/{}/reclaim", encode(instance_type));
+            if let Some(e) = endpoint {
+                path.push_str(&format!("?endpoint={}", encode(e)));
+            }
+            c.admin("POST", &path, b"").await?
         }
     };
     if connect.output == Output::Json {
@@ -589,7 +594,7 @@ async fn capacity(connect: &Connect, action: Option<CapacityAction>) -> Result<(
                 None => "decided by what this host's hardware fits".into(),
             }
         ),
-        Some(CapacityAction::Reclaim { instance_type }) => println!(
+        Some(CapacityAction::Reclaim { instance_type, .. }) => println!(
             "{instance_type}: {} instance(s) taken away; each is replaced through its pools (spillway events ENDPOINT).",
             answer["reclaimed"]
         ),
@@ -647,8 +652,14 @@ async fn cost(connect: &Connect, endpoint: Option<&str>, since: &str) -> Result<
         }
         if f("unpricedInstanceHours") > 0.0 {
             now.push_str(&format!(
-                "; {:.3} instance-hours have no known price",
+                "; {:.3} instance-hours have no known price (not in the total)",
                 f("unpricedInstanceHours")
+            ));
+        }
+        if f("uncomparedInstanceHours") > f("unpricedInstanceHours") {
+            now.push_str(&format!(
+                "; {:.3} instance-hours are left out of the comparison (their preferred type has no known price)",
+                f("uncomparedInstanceHours") - f("unpricedInstanceHours")
             ));
         }
         println!("{now}");

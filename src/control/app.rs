@@ -145,6 +145,9 @@ pub struct App {
     pub shutdown: watch::Sender<bool>,
     /// What spillway has learned about types that answered insufficient capacity.
     pub ice: Mutex<IceMemory>,
+    /// When each instance type's instances were last taken away (`controller::reclaim`): a
+    /// launch of the type that began before then is taken away too when it lands.
+    pub reclaimed: Mutex<HashMap<String, crate::core::model::Timestamp>>,
     /// Invocation and fleet metrics.
     pub metrics: Arc<Metrics>,
     /// Autoscaler state.
@@ -279,6 +282,7 @@ impl App {
             http,
             shutdown: watch::channel(false).0,
             ice: Mutex::new(IceMemory::default()),
+            reclaimed: Mutex::new(HashMap::new()),
             metrics,
             autoscaler: AutoscalerState::default(),
             clock,

@@ -94,6 +94,7 @@ async fn pass(app: &Arc<App>, h: &EndpointHandle) -> bool {
                 budget,
             } => {
                 let instance_id = request.instance_id.clone();
+                let began = app.clock.now();
                 let result = tokio::time::timeout(budget, app.provider.launch(*request))
                     .await
                     .unwrap_or_else(|_| {
@@ -110,6 +111,7 @@ async fn pass(app: &Arc<App>, h: &EndpointHandle) -> bool {
                     pool: &pool,
                     instance_id,
                     replaces,
+                    began,
                 };
                 record_launch(app, &mut rt, launch, result);
                 if rt.record != before {
@@ -941,6 +943,8 @@ struct Launch<'a> {
     pool: &'a PoolSpec,
     instance_id: String,
     replaces: Option<String>,
+    /// When the launch began.
+    began: Timestamp,
 }
 
 /// Applies the outcome of a launch.
@@ -999,6 +1003,31 @@ fn record_launch(app: &App, rt: &mut EndpointRuntime, l: Launch<'_>, result: Res
             let _ = app.store.put_instance(&inst);
             rt.instances.push(inst);
         }
+        return;
+    }
+    let reclaimed = {
+        let reclaims = app.reclaimed.lock().unwrap_or_else(|p| p.into_inner());
+        [None, Some(name.as_str())]
+            .into_iter()
+            .filter_map(|e| reclaims.get(&reclaim_key(&pool.instance_type, e)))
+            .any(|at| *at >= l.began)
+    };
+    if let (true, Ok(launched)) = (reclaimed, &result) {
+        // Its type was taken away while it launched: it goes the way of the others.
+        let inst = record(InstancePhase::Terminating, launched);
+        let _ = app.store.put_instance(&inst);
+        app.event(event(
+            app,
+            &name,
+            &inst,
+            "CapacityReclaimed",
+            Some("Terminating"),
+            format!(
+                "{} capacity was reclaimed while this instance launched; it is stopped and replaced through the pools",
+                pool.instance_type
+            ),
+        ));
+        rt.instances.push(inst);
         return;
     }
     match result {
@@ -1226,15 +1255,24 @@ fn routes_of(rt: &EndpointRuntime) -> EndpointRoutes {
     }
 }
 
-/// Takes every instance of `instance_type` away from every endpoint, as a provider reclaiming
+/// The key of [`App::reclaimed`]: a type, on one endpoint or on all.
+fn reclaim_key(instance_type: &str, endpoint: Option<&str>) -> String {
+    format!("{}|{instance_type}", endpoint.unwrap_or("*"))
+}
+
+/// Takes every instance of `instance_type` away from one endpoint or every endpoint, as a provider reclaiming
 /// its capacity would (a game day's "the type is gone"): each is marked for termination with a
 /// `CapacityReclaimed` event, leaves the routes at once and is drained and stopped by its
 /// endpoint's controller, which then replaces it through the pools. Returns how many.
-pub async fn reclaim(app: &App, instance_type: &str, why: &str) -> usize {
+pub async fn reclaim(app: &App, instance_type: &str, endpoint: Option<&str>, why: &str) -> usize {
+    app.reclaimed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(reclaim_key(instance_type, endpoint), app.clock.now());
     let mut total = 0;
     for h in app.all_endpoints() {
         let mut rt = h.state.lock().await;
-        if rt.deleted {
+        if rt.deleted || endpoint.is_some_and(|e| e != rt.record.name) {
             continue;
         }
         let ids: Vec<String> = rt
@@ -1248,6 +1286,10 @@ pub async fn reclaim(app: &App, instance_type: &str, why: &str) -> usize {
         }
         let name = rt.record.name.clone();
         for inst in mark_terminating(&mut rt, &ids) {
+            // Durable before the answer: a restart stops it rather than adopting it.
+            if let Err(err) = app.store.put_instance(&inst) {
+                tracing::error!(%err, "cannot persist a reclaimed instance");
+            }
             app.event(event(
                 app,
                 &name,

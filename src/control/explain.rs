@@ -117,15 +117,20 @@ pub async fn snapshot(app: &App, name: &str) -> Result<Option<Snapshot>, Control
                     )
                 });
             let type_price = price(&p.instance_type);
-            match (type_price, preferred_type.as_deref().and_then(price)) {
-                (Some(a), Some(b)) => {
-                    fleet_cost += a * f64::from(current);
-                    preferred_cost += b * f64::from(current);
+            if current > 0 {
+                match type_price {
+                    Some(a) => fleet_cost += a * f64::from(current),
+                    None => {
+                        unpriced.insert(p.instance_type.clone());
+                    }
                 }
-                _ if current > 0 => {
-                    unpriced.insert(p.instance_type.clone());
+                match preferred_type.as_deref().map(|t| (t, price(t))) {
+                    Some((_, Some(b))) => preferred_cost += b * f64::from(current),
+                    Some((t, None)) => {
+                        unpriced.insert(t.to_string());
+                    }
+                    None => {}
                 }
-                _ => {}
             }
             pools.push(PoolEvidence {
                 priority: p.priority,

@@ -318,6 +318,8 @@ pub enum Command {
     ReclaimCapacity {
         /// A catalog instance type.
         instance_type: String,
+        /// Only this endpoint's instances (else every endpoint's).
+        endpoint: Option<String>,
     },
 }
 
@@ -561,8 +563,22 @@ async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, Contro
             capacity_changed(app, &instance_type).await;
             Ok(Outcome::Done)
         }
-        Command::ReclaimCapacity { instance_type } => {
-            let n = controller::reclaim(app, &instance_type, "ReclaimCapacity through the admin API").await;
+        Command::ReclaimCapacity {
+            instance_type,
+            endpoint,
+        } => {
+            if let Some(name) = &endpoint
+                && app.endpoint(name).is_none()
+            {
+                return Err(not_found(app, ResourceKind::Endpoint, name));
+            }
+            let n = controller::reclaim(
+                app,
+                &instance_type,
+                endpoint.as_deref(),
+                "ReclaimCapacity through the admin API",
+            )
+            .await;
             tracing::info!(%instance_type, instances = n, "capacity reclaimed");
             Ok(Outcome::Count(n))
         }

@@ -62,16 +62,21 @@ pub struct EndpointCost {
     pub types: Vec<TypeCost>,
     /// Instance-hours in the window, all types.
     pub instance_hours: f64,
-    /// Σ cost of the types with a known price.
+    /// Σ cost of the types with a known price (the sum of `types[].cost_usd`).
     pub cost_usd: f64,
-    /// The same instance-hours, each on its variant's preferred type.
+    /// The instance-hours whose type and preferred type both have a known price, each on its
+    /// variant's preferred type.
     pub all_preferred_cost_usd: f64,
-    /// `cost_usd − all_preferred_cost_usd`: what falling back cost (negative when the fallback
-    /// types are cheaper than the preferred one).
+    /// What those same instance-hours cost on the types they ran on, minus
+    /// `all_preferred_cost_usd`: what falling back cost (negative when the fallback types are
+    /// cheaper than the preferred one). Equal to `cost_usd − all_preferred_cost_usd` when every
+    /// price is known.
     pub fallback_cost_usd: f64,
-    /// Instance-hours whose type (or preferred type) has no known price: left out of the three
-    /// sums above.
+    /// Instance-hours whose own type has no known price: left out of `cost_usd`.
     pub unpriced_instance_hours: f64,
+    /// Instance-hours left out of the comparison with the preferred types because one of the
+    /// two prices is not known.
+    pub uncompared_instance_hours: f64,
     /// What the current fleet costs per hour.
     pub hourly_cost_usd: f64,
     /// The endpoint's ceiling (tag `spillway:max-hourly-cost`), if any.
@@ -98,8 +103,10 @@ pub fn summarize(
     struct Acc {
         hours: BTreeMap<String, f64>,
         cost: f64,
+        compared: f64,
         preferred: f64,
         unpriced: f64,
+        uncompared: f64,
     }
     let mut by_endpoint: BTreeMap<&str, Acc> = BTreeMap::new();
     for name in current.keys() {
@@ -109,12 +116,17 @@ pub fn summarize(
         let hours = f64::from(r.count) * r.seconds.max(0.0) / 3600.0;
         let acc = by_endpoint.entry(&r.endpoint).or_default();
         *acc.hours.entry(r.instance_type.clone()).or_default() += hours;
-        match (price(&r.instance_type), price(&r.preferred_type)) {
+        let own = price(&r.instance_type);
+        match own {
+            Some(p) => acc.cost += hours * p,
+            None => acc.unpriced += hours,
+        }
+        match (own, price(&r.preferred_type)) {
             (Some(p), Some(q)) => {
-                acc.cost += hours * p;
+                acc.compared += hours * p;
                 acc.preferred += hours * q;
             }
-            _ => acc.unpriced += hours,
+            _ => acc.uncompared += hours,
         }
     }
     by_endpoint
@@ -154,8 +166,9 @@ pub fn summarize(
                 types,
                 cost_usd: acc.cost,
                 all_preferred_cost_usd: acc.preferred,
-                fallback_cost_usd: acc.cost - acc.preferred,
+                fallback_cost_usd: acc.compared - acc.preferred,
                 unpriced_instance_hours: acc.unpriced,
+                uncompared_instance_hours: acc.uncompared,
                 hourly_cost_usd: hourly_cost(fleet, price),
                 max_hourly_cost_usd: ceiling(name),
             }
@@ -187,8 +200,15 @@ pub fn parse_duration(s: &str) -> Result<f64, String> {
             ));
         }
     };
-    Ok(n * scale)
+    let seconds = n * scale;
+    if seconds > MAX_DURATION_S {
+        return Err(format!("{s:?} is longer than 3650 days"));
+    }
+    Ok(seconds)
 }
+
+/// The longest duration [`parse_duration`] takes: ten years.
+pub const MAX_DURATION_S: f64 = 3650.0 * 86400.0;
 
 #[cfg(test)]
 mod tests {
@@ -236,22 +256,21 @@ mod tests {
 
     #[test]
     fn unknown_prices_are_reported_not_counted_as_free() {
+        // An hour on an unpriced type, and an hour on a priced fallback of an unpriced
+        // preferred type: the second counts in the cost, neither in the comparison.
         let rows = vec![
             row("e", "mystery", "big", 3600.0, 1),
             row("e", "small", "mystery", 3600.0, 1),
         ];
         let out = summarize(&rows, &BTreeMap::new(), &|_| None, &price);
-        assert_eq!(out[0].cost_usd, 0.0);
-        assert!((out[0].unpriced_instance_hours - 2.0).abs() < 1e-9);
-        assert_eq!(
-            out[0]
-                .types
-                .iter()
-                .find(|t| t.instance_type == "mystery")
-                .unwrap()
-                .price_usd_per_hour,
-            None
-        );
+        let e = &out[0];
+        assert_eq!(e.cost_usd, 1.0);
+        assert_eq!(e.types.iter().map(|t| t.cost_usd).sum::<f64>(), e.cost_usd);
+        assert!((e.unpriced_instance_hours - 1.0).abs() < 1e-9);
+        assert!((e.uncompared_instance_hours - 2.0).abs() < 1e-9);
+        assert_eq!((e.all_preferred_cost_usd, e.fallback_cost_usd), (0.0, 0.0));
+        let mystery = e.types.iter().find(|t| t.instance_type == "mystery").unwrap();
+        assert_eq!(mystery.price_usd_per_hour, None);
     }
 
     #[test]
@@ -274,6 +293,9 @@ mod tests {
         assert!(parse_duration("-1d").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("d").is_err());
+        assert_eq!(parse_duration("3650d"), Ok(MAX_DURATION_S));
+        assert!(parse_duration("3651d").unwrap_err().contains("3650 days"));
+        assert!(parse_duration("300000000000000d").is_err());
     }
 
     proptest! {
@@ -282,9 +304,9 @@ mod tests {
         /// difference against the preferred fleet.
         #[test]
         fn sums_are_consistent(rows in proptest::collection::vec(
-            (0..3usize, 0..2usize, 0..2usize, 0.0..7200.0f64, 0..5u32), 0..40)) {
+            (0..3usize, 0..3usize, 0..3usize, 0.0..7200.0f64, 0..5u32), 0..40)) {
             let names = ["a", "b", "c"];
-            let types = ["big", "small"];
+            let types = ["big", "small", "mystery"];
             let rows: Vec<UsageRow> = rows.into_iter()
                 .map(|(e, t, p, s, n)| row(names[e], types[t], types[p], s, n)).collect();
             let out = summarize(&rows, &BTreeMap::new(), &|_| None, &price);
@@ -294,14 +316,21 @@ mod tests {
             for e in &out {
                 let by_type: f64 = e.types.iter().map(|t| t.cost_usd).sum();
                 prop_assert!((by_type - e.cost_usd).abs() < 1e-6);
-                prop_assert!((e.cost_usd - e.all_preferred_cost_usd - e.fallback_cost_usd).abs() < 1e-9);
-                prop_assert_eq!(e.unpriced_instance_hours, 0.0);
+                let unpriced: f64 = e.types.iter().filter(|t| t.price_usd_per_hour.is_none()).map(|t| t.instance_hours).sum();
+                prop_assert!((unpriced - e.unpriced_instance_hours).abs() < 1e-6);
+                if e.uncompared_instance_hours == 0.0 {
+                    prop_assert!((e.cost_usd - e.all_preferred_cost_usd - e.fallback_cost_usd).abs() < 1e-9);
+                }
+                prop_assert!(e.uncompared_instance_hours + 1e-9 >= e.unpriced_instance_hours);
             }
         }
 
         #[test]
         fn durations_never_panic(s in ".{0,12}") {
-            let _ = parse_duration(&s);
+            if let Ok(d) = parse_duration(&s) {
+                // Every accepted duration makes a std Duration (what the CLI sleeps for).
+                prop_assert!(std::time::Duration::try_from_secs_f64(d).is_ok());
+            }
         }
     }
 }

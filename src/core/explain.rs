@@ -354,6 +354,15 @@ pub fn sentences(s: &Snapshot) -> Vec<String> {
                         .as_ref()
                         .map_or_else(|| "0s".into(), |b| human_seconds(b.next_probe - now))
                 ));
+            } else if let (Some(ceiling), Some(price)) = (s.cost.max_hourly_cost_usd, preferred.price_usd_per_hour)
+                && s.cost.hourly_cost_usd + price > ceiling + 1e-9
+            {
+                out.push(format!(
+                    "Rebalancing is held by the cost ceiling: a surge instance on {} (${price:.2}/h) would take the endpoint from ${:.2}/h to ${:.2}/h, over its ceiling ${ceiling:.2}/h (tag spillway:max-hourly-cost).",
+                    preferred.instance_type,
+                    s.cost.hourly_cost_usd,
+                    s.cost.hourly_cost_usd + price
+                ));
             } else if let Some(w) = v
                 .rebalance_waits
                 .iter()
@@ -561,6 +570,21 @@ mod tests {
         assert!(text.contains("nothing to explain"), "{text}");
         assert!(!text.contains("rebalancing"), "{text}");
         assert!(text.contains("$2.00/h now."), "{text}");
+    }
+
+    #[test]
+    fn rebalancing_held_by_the_cost_ceiling_says_so() {
+        let mut big = pool(1, "big", 0);
+        big.price_usd_per_hour = Some(2.8);
+        let mut s = snapshot(vec![big, pool(2, "small", 2)], true);
+        s.cost.max_hourly_cost_usd = Some(3.0);
+        let text = sentences(&s).join("\n");
+        assert!(text.contains("held by the cost ceiling"), "{text}");
+        assert!(
+            text.contains("from $2.00/h to $4.80/h, over its ceiling $3.00/h"),
+            "{text}"
+        );
+        assert!(!text.contains("being replaced"), "{text}");
     }
 
     #[test]

@@ -74,10 +74,12 @@ def test_cpu_last_resort_is_not_eaten_by_pinned_gpu_types(start_server):
         DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 5}],
     )
     d = spw.poll(
-        lambda: (lambda d: d if "needs 4 vCPUs" in _status_message(d) else None)(
+        # Between probes the status is the back-off summary ("4 of 5 instances ..."); right
+        # after a refused probe it is that probe's answer for a moment: wait for the summary.
+        lambda: (lambda d: d if "needs 4 vCPUs" in _status_message(d) and "4 of 5 instances" in _status_message(d) else None)(
             sm.describe_endpoint(EndpointName="cpu-last")
         ),
-        timeout=20,
+        timeout=30,
         what="a VariantStatus that says why the fifth instance cannot start",
     )
     msg = _status_message(d)

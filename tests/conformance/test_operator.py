@@ -306,7 +306,8 @@ def test_explain_shows_autoscaling_and_its_alarms(start_server):
     assert rc == 0 and "Autoscaling keeps it between 1 and 3 instances: per-instance (TargetTrackingScaling;" in out, out
 
 
-def test_an_interrupted_gameday_gives_the_type_back(start_server):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_an_interrupted_gameday_gives_the_type_back(start_server, sig):
     server = start_server(config=FAST)
     fallback_endpoint(server)
     p = subprocess.Popen(
@@ -324,7 +325,7 @@ def test_an_interrupted_gameday_gives_the_type_back(start_server):
                 break
         assert any("fell back" in l for l in lines), lines
         assert server.capacity()["ml.g6.2xlarge"]["slots"] == 0
-        p.send_signal(subprocess.signal.SIGINT)
+        p.send_signal(getattr(subprocess.signal, sig))
         rc = p.wait(timeout=30)
     finally:
         if p.poll() is None:
@@ -356,3 +357,71 @@ def test_explain_shows_the_fit_and_a_ceiling_that_bites(start_server):
     assert pools["ml.g6.2xlarge"]["lastAttempt"]["result"] == "Skipped", pools["ml.g6.2xlarge"]
     rc, out, _ = cli(server, "explain", "fit")
     assert rc == 0 and "Fit: big needs" in out and "ceiling $" in out, out
+
+
+def test_cost_and_reclaim_are_authorized_per_endpoint_and_audited(start_server):
+    server = start_server(config=FAST)
+    fallback_endpoint(server, name="ep")
+    fallback_endpoint(server, name="other", count=1)
+    iam = server.client("iam")
+    iam.create_user(UserName="finops")
+    iam.put_user_policy(
+        UserName="finops",
+        PolicyName="ep-only",
+        PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Action": ["spillway:GetCost", "spillway:ReclaimCapacity"],
+                "Resource": spw.arn("endpoint", "ep"),
+            }],
+        }),
+    )
+    key = iam.create_access_key(UserName="finops")["AccessKey"]
+    as_finops = {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_PROFILE": "",
+    }
+    # Its own endpoint's cost: allowed. Every endpoint's (resource *): refused.
+    rc, out, err = cli(server, "cost", "ep", "--output", "json", env_extra=as_finops)
+    assert rc == 0, err
+    assert [e["endpointName"] for e in json.loads(out)["endpoints"]] == ["ep"]
+    rc, _, err = cli(server, "cost", env_extra=as_finops)
+    assert rc == 4 and "AccessDenied" in err, err
+    rc, _, err = cli(server, "cost", "other", env_extra=as_finops)
+    assert rc == 4, err
+    # Reclaiming on its endpoint only: allowed, and only that endpoint's instances go.
+    rc, _, err = cli(server, "capacity", "reclaim", "ml.m5.xlarge", "--endpoint", "other", env_extra=as_finops)
+    assert rc == 4, err
+    rc, out, err = cli(server, "capacity", "reclaim", "ml.m5.xlarge", "--endpoint", "ep", "--output", "json", env_extra=as_finops)
+    assert rc == 0 and json.loads(out)["reclaimed"] == 1, (out, err)
+    assert not [e for e in server.events("other") if e["kind"] == "CapacityReclaimed"]
+    assert [e["instanceType"] for e in server.events("ep") if e["kind"] == "CapacityReclaimed"] == ["ml.m5.xlarge"]
+    # An unknown parameter is refused, after authorization.
+    status, body = server.admin("GET", "cost?endpoint=ep&sinse=1h")
+    assert status == 400 and "sinse" in json.dumps(body), body
+    # Both mutations and refusals are in the audit trail, with who and what.
+    ct = server.client("cloudtrail")
+    events = ct.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "ReclaimCapacity"}])["Events"]
+    records = [json.loads(e["CloudTrailEvent"]) for e in events]
+    ok = [r for r in records if not r.get("errorCode")]
+    assert len(ok) == 1 and ok[0]["requestParameters"] == {"instanceType": "ml.m5.xlarge", "endpointName": "ep"}, records
+    assert ok[0]["userIdentity"]["userName"] == "finops"
+    assert any(r.get("errorCode") for r in records), records
+
+
+def test_a_gameday_does_not_take_a_shared_type_from_other_endpoints_unasked(start_server):
+    server = start_server(config=FAST)
+    fallback_endpoint(server, name="ep")
+    fallback_endpoint(server, name="other", count=1)
+    before = spw.type_counter(server.instances("other"))
+    rc, _, err = cli(server, "gameday", "ep", "--take", "ml.m5.xlarge", "--for", "0s")
+    assert rc == 6 and "other" in err and "--force" in err, err
+    assert server.capacity()["ml.m5.xlarge"].get("pinnedBy") != "runtime"
+    # With --force: only ep's instances are reclaimed.
+    rc, out, err = cli(server, "gameday", "ep", "--take", "ml.g6.2xlarge", "--for", "0s", "--force", "--timeout", "60s",
+                       "--report", str(server.workdir / "r.md"))
+    assert not [e for e in server.events("other") if e["kind"] == "CapacityReclaimed"]
+    assert spw.type_counter(server.instances("other")) == before
