@@ -71,7 +71,7 @@ pub enum CliError {
 impl CliError {
     /// The process exit code: 0 is success, 1 a failed check (game day), 2 a usage error
     /// (clap's), 3 the server is unreachable, 4 refused (credentials or permissions), 5 not
-    /// found, 6 an invalid request, 7 a server error, 8 a local file error, 130 interrupted.
+    /// found, 6 an invalid request, 7 a server error, 8 a local file error, 130 interrupted (141, a closed stdout, is `cli::BROKEN_PIPE`).
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::CheckFailed(_) => 1,
@@ -207,7 +207,16 @@ impl Target {
                     Some((k, p)) => (Some(k), format!("profile {profile:?} of {}", p.display())),
                     None => match key_from_file(&own, "spillway") {
                         Some(k) => (Some(k), format!("profile \"spillway\" of {}", own.display())),
-                        None => (None, "none found".to_string()),
+                        None => (
+                            None,
+                            format!(
+                                "no AWS_ACCESS_KEY_ID, no profile {profile:?} in {}, no {}",
+                                shared
+                                    .as_deref()
+                                    .map_or_else(|| "~/.aws/credentials".into(), |p| p.display().to_string()),
+                                own.display()
+                            ),
+                        ),
                     },
                 }
             };
@@ -367,15 +376,25 @@ impl Client {
             Value::Null
         } else {
             serde_json::from_slice(&a.body).map_err(|e| {
+                let excerpt: String = String::from_utf8_lossy(&a.body[..a.body.len().min(120)])
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 CliError::Server(format!(
-                    "HTTP {}: the answer is not JSON ({e}): {}",
-                    a.status,
-                    String::from_utf8_lossy(&a.body[..a.body.len().min(200)])
+                    "{} answered HTTP {} with something that is not JSON ({e}: {excerpt:?}) and so without an AWS error; is spillway listening there? (--endpoint-url, AWS_ENDPOINT_URL)",
+                    self.target.url, a.status
                 ))
             })?
         };
         if (200..300).contains(&a.status) {
             return Ok(v);
+        }
+        if v.get("__type").is_none() && v.get("message").is_none() && v.get("Message").is_none() {
+            // Not an AWS error: something else answers at this address (a proxy, another server).
+            return Err(CliError::Server(format!(
+                "{} answered HTTP {} without an AWS error; is spillway listening there? (--endpoint-url, AWS_ENDPOINT_URL)",
+                self.target.url, a.status
+            )));
         }
         let code = v
             .get("__type")
@@ -399,7 +418,10 @@ impl Client {
                 | "IncompleteSignatureException",
             ) => {
                 let hint = if self.target.key.is_none() {
-                    "\n  (no credentials found: export the four lines `spillway serve` printed, or run where its .spillway directory is, or pass --data-dir)".to_string()
+                    format!(
+                        "\n  (no credentials found: {}; export the four lines `spillway serve` printed, or run where its .spillway directory is, or pass --data-dir)",
+                        self.target.key_source
+                    )
                 } else {
                     format!("\n  (signed with the key from {})", self.target.key_source)
                 };

@@ -180,7 +180,23 @@ pub async fn run(args: GamedayArgs) -> Result<(), CliError> {
         )));
     }
     let (_, fleet_before, _) = fleet(&before);
+    if !fleet_before.contains_key(&ty) {
+        return Err(CliError::Invalid(format!(
+            "--take {ty}: none of {endpoint}'s instances runs on it ({}), so taking it away would test nothing; take a type it runs on (nothing was changed)",
+            fleet_text(&fleet_before)
+        )));
+    }
     let rebalances = before["rebalance"]["enabled"].as_bool().unwrap_or(false);
+    let min_runtime = before["rebalance"]["minRuntimeSeconds"].as_f64().unwrap_or(0.0);
+    if rebalances && min_runtime - hold + 60.0 > timeout {
+        let say = format!(
+            "gameday: note: fallback instances are replaced only once they have run [rebalance] min_runtime_seconds = {min_runtime:.0}s, so the return takes about {:.0}s after the type is given back; --timeout {} may be too short for it",
+            (min_runtime - hold).max(0.0),
+            args.timeout
+        );
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "{say}");
+    }
     let capacity = client.admin_get("/_spillway/capacity").await?;
     let original_pin = capacity["instanceTypes"]
         .as_array()
@@ -510,6 +526,17 @@ async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
     {
         verdict = Err(format!("the endpoint left InService: {s} at +{t:.1}s"));
     }
+    // Every failed criterion is named, not only the first.
+    if let Err(why) = &mut verdict
+        && total > 0
+        && error_rate > args.max_error_rate
+        && !why.contains("invocations failed")
+    {
+        why.push_str(&format!(
+            "; also {} of {total} invocations failed (--max-error-rate {})",
+            seen.failed, args.max_error_rate
+        ));
+    }
 
     let passed = verdict.is_ok();
     let report = Report {
@@ -537,15 +564,15 @@ async fn play(p: PlayArgs<'_>) -> Result<(), CliError> {
     let tagged = tag_result(client, endpoint, &summary).await;
 
     if args.connect.output == Output::Json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report.json(&path, tagged.as_ref().err())).unwrap_or_default()
         );
     } else {
-        println!("{summary}");
-        println!("report: {}", path.display());
+        outln!("{summary}");
+        outln!("report: {}", path.display());
         if let Err(e) = &tagged {
-            println!("(the result was not tagged on the endpoint: {e})");
+            outln!("(the result was not tagged on the endpoint: {e})");
         }
     }
     match verdict {
@@ -613,7 +640,20 @@ async fn watch(
         }
         let waited = elapsed() - start;
         if waited > timeout {
-            return Err(format!("still {} after {waited:.0}s (--timeout)", fleet_text(&f)));
+            // What the server says the fleet waits for (rebalancing's minimum runtime, a
+            // ceiling, back-off), from the explanation's sentences.
+            let why: Vec<&str> = e["summary"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|l| l.starts_with("Rebalancing") || l.starts_with("Provisioning"))
+                .collect();
+            let mut msg = format!("still {} after {waited:.0}s (--timeout)", fleet_text(&f));
+            if !why.is_empty() {
+                msg.push_str(&format!("; the server says: {}", why.join(" ")));
+            }
+            return Err(msg);
         }
         let now_text = fleet_text(&f);
         if now_text != last {

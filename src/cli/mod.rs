@@ -10,6 +10,30 @@
 //! - `spillway gameday ENDPOINT --take TYPE`: the negative test, with a report (`gameday`).
 //! - `spillway runbook ENDPOINT`: a Markdown runbook from live state (`runbook`).
 
+/// `print!` to stdout that never panics: when the reader went away (`spillway status | head`),
+/// the command stops quietly with exit code 141, as a program killed by SIGPIPE would.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout(), $($arg)*).and_then(|_| std::io::stdout().flush()).is_err() {
+            std::process::exit($crate::cli::BROKEN_PIPE);
+        }
+    }};
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($arg:tt)*) => {{
+        out!($($arg)*);
+        out!("\n");
+    }};
+}
+
+/// The exit code when stdout's reader went away: 128 + SIGPIPE, as the shell reports a
+/// program that SIGPIPE killed.
+pub const BROKEN_PIPE: i32 = 141;
+
 pub mod client;
 pub mod gameday;
 pub mod runbook;
@@ -171,7 +195,8 @@ pub fn main(command: OperatorCommand) -> i32 {
     match rt.block_on(run(command)) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("spillway: {e}");
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "spillway: {e}");
             e.exit_code()
         }
     }
@@ -199,7 +224,7 @@ async fn run(command: OperatorCommand) -> Result<(), CliError> {
 }
 
 fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// Every endpoint name (all pages of `ListEndpoints`).
@@ -264,8 +289,8 @@ pub(crate) fn on_fallback(v: &Value) -> u64 {
         .sum()
 }
 
-/// What a variant is waiting for, in a few words.
-fn pending_cell(v: &Value, now: f64) -> String {
+/// What a variant is waiting for, in a few words (`e` is the endpoint's explanation).
+fn pending_cell(e: &Value, v: &Value, now: f64) -> String {
     if let Some(m) = v["statusMessage"].as_str() {
         return m.to_string();
     }
@@ -282,7 +307,25 @@ fn pending_cell(v: &Value, now: f64) -> String {
                 human_seconds(next - now)
             );
         }
-        return format!("{on_fallback} on fallback pools");
+        if e["rebalance"]["enabled"].as_bool().unwrap_or(false) {
+            let next = v["rebalanceWaits"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w["eligibleAt"].as_f64())
+                .filter(|t| *t > now)
+                .fold(f64::INFINITY, f64::min);
+            let to = preferred["instanceType"].as_str().unwrap_or("?");
+            return if next.is_finite() {
+                format!(
+                    "{on_fallback} on fallback pools; returning to {to} in {}",
+                    human_seconds(next - now)
+                )
+            } else {
+                format!("{on_fallback} on fallback pools; returning to {to}")
+            };
+        }
+        return format!("{on_fallback} on fallback pools (rebalancing off)");
     }
     String::new()
 }
@@ -304,7 +347,7 @@ async fn status(connect: &Connect) -> Result<(), CliError> {
         return Ok(());
     }
     if all.is_empty() {
-        println!("No endpoints on {}.", c.url());
+        outln!("No endpoints on {}.", c.url());
     } else {
         let mut t = Table::new(&[
             "ENDPOINT",
@@ -323,11 +366,11 @@ async fn status(connect: &Connect) -> Result<(), CliError> {
                     v["variantName"].as_str().unwrap_or("").into(),
                     format!("{}/{}", v["inService"], v["desiredCount"]),
                     fleet_cell(v),
-                    pending_cell(v, now),
+                    pending_cell(e, v, now),
                 ]);
             }
         }
-        print!("{}", t.render());
+        out!("{}", t.render());
     }
     let backing_off: Vec<String> = capacity["instanceTypes"]
         .as_array()
@@ -337,7 +380,7 @@ async fn status(connect: &Connect) -> Result<(), CliError> {
         .map(|r| r["instanceType"].as_str().unwrap_or("?").to_string())
         .collect();
     if !backing_off.is_empty() {
-        println!(
+        outln!(
             "\nBacking off after insufficient capacity: {} (spillway capacity for details).",
             backing_off.join(", ")
         );
@@ -353,12 +396,12 @@ async fn explain(connect: &Connect, endpoint: &str) -> Result<(), CliError> {
         return Ok(());
     }
     for s in e["summary"].as_array().into_iter().flatten() {
-        println!("{}", s.as_str().unwrap_or(""));
+        outln!("{}", s.as_str().unwrap_or(""));
     }
     let now = e["generatedAt"].as_f64().unwrap_or(0.0);
-    println!("\nEvidence ({}):", iso8601(now as i64));
+    outln!("\nEvidence ({}):", iso8601(now as i64));
     for v in e["variants"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "\nvariant {}: {} in service, {} launching, {} wanted",
             v["variantName"].as_str().unwrap_or(""),
             v["inService"],
@@ -425,15 +468,15 @@ async fn explain(connect: &Connect, endpoint: &str) -> Result<(), CliError> {
                 p["priceUsdPerHour"].as_f64().map_or("?".into(), |x| format!("{x:.3}")),
             ]);
         }
-        print!("{}", t.render());
+        out!("{}", t.render());
     }
     let events = c
         .admin_get(&format!("/_spillway/endpoints/{}/events", encode(endpoint)))
         .await?;
     let list = events["events"].as_array().cloned().unwrap_or_default();
     if !list.is_empty() {
-        println!("\nLast events (spillway events {endpoint} for all):");
-        print!("{}", events_table(&list[list.len().saturating_sub(8)..]).render());
+        outln!("\nLast events (spillway events {endpoint} for all):");
+        out!("{}", events_table(&list[list.len().saturating_sub(8)..]).render());
     }
     Ok(())
 }
@@ -485,20 +528,40 @@ async fn events(connect: &Connect, endpoint: &str, follow: bool, since: Option<&
         if connect.output == Output::Json {
             print_json(&json!({"events": shown}));
         } else {
-            print!("{}", events_table(&shown).render());
+            out!("{}", events_table(&shown).render());
         }
         return Ok(());
     }
     // Following: one line (or one JSON object) per event, flushed as it comes.
-    use std::io::Write;
     let mut seen = list.len();
+    // Widths fixed up front (a stream cannot be aligned afterwards): the message takes the rest.
+    const WIDTHS: [usize; 5] = [20, 18, 12, 16, 20];
+    let line = |cells: Vec<String>| {
+        let mut l = String::new();
+        for (i, c) in cells.into_iter().enumerate() {
+            match WIDTHS.get(i) {
+                Some(w) => l.push_str(&format!("{c:<w$}  ")),
+                None => l.push_str(&c),
+            }
+        }
+        l.trim_end().to_string()
+    };
+    if connect.output != Output::Json {
+        outln!(
+            "{}",
+            line(
+                ["TIME", "KIND", "VARIANT", "INSTANCE TYPE", "RESULT", "MESSAGE"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
+    }
     let print = |e: &Value| {
         if connect.output == Output::Json {
-            println!("{}", serde_json::to_string(e).unwrap_or_default());
+            outln!("{}", serde_json::to_string(e).unwrap_or_default());
         } else {
-            println!("{}", event_cells(e).join("  "));
+            outln!("{}", line(event_cells(e)));
         }
-        let _ = std::io::stdout().flush();
     };
     for e in &shown {
         print(e);
@@ -555,9 +618,9 @@ async fn capacity(connect: &Connect, action: Option<CapacityAction>) -> Result<(
     match action {
         None => {
             let list = answer["instanceTypes"].as_array().cloned().unwrap_or_default();
-            println!("provider: {}", answer["provider"].as_str().unwrap_or("?"));
+            outln!("provider: {}", answer["provider"].as_str().unwrap_or("?"));
             if list.is_empty() {
-                println!("No instance type is pinned, in use or backing off.");
+                outln!("No instance type is pinned, in use or backing off.");
                 return Ok(());
             }
             let mut t = Table::new(&[
@@ -582,19 +645,19 @@ async fn capacity(connect: &Connect, action: Option<CapacityAction>) -> Result<(
                     r["reason"].as_str().unwrap_or("").into(),
                 ]);
             }
-            print!("{}", t.render());
+            out!("{}", t.render());
         }
         Some(CapacityAction::Set { instance_type, slots }) => {
-            println!("{instance_type} pinned to {slots} slot(s); {} in use.", answer["inUse"])
+            outln!("{instance_type} pinned to {slots} slot(s); {} in use.", answer["inUse"])
         }
-        Some(CapacityAction::Clear { instance_type }) => println!(
+        Some(CapacityAction::Clear { instance_type }) => outln!(
             "{instance_type}: run-time pin removed; now {}.",
             match answer["slots"].as_u64() {
                 Some(n) => format!("{n} slot(s) from the config file"),
                 None => "decided by what this host's hardware fits".into(),
             }
         ),
-        Some(CapacityAction::Reclaim { instance_type, .. }) => println!(
+        Some(CapacityAction::Reclaim { instance_type, .. }) => outln!(
             "{instance_type}: {} instance(s) taken away; each is replaced through its pools (spillway events ENDPOINT).",
             answer["reclaimed"]
         ),
@@ -615,17 +678,17 @@ async fn cost(connect: &Connect, endpoint: Option<&str>, since: &str) -> Result<
         return Ok(());
     }
     let list = answer["endpoints"].as_array().cloned().unwrap_or_default();
-    println!(
+    outln!(
         "From {} to {} (fleet sampled every {} s; on-demand prices of the catalog, us-east-1).",
         iso8601(answer["since"].as_f64().unwrap_or(0.0) as i64),
         iso8601(answer["until"].as_f64().unwrap_or(0.0) as i64),
         answer["sampleSeconds"]
     );
     if list.is_empty() {
-        println!("No endpoint held instances in that window.");
+        outln!("No endpoint held instances in that window.");
     }
     for e in &list {
-        println!("\n{}", e["endpointName"].as_str().unwrap_or(""));
+        outln!("\n{}", e["endpointName"].as_str().unwrap_or(""));
         let mut t = Table::new(&["INSTANCE TYPE", "INSTANCE-HOURS", "$/H", "COST $", "NOW"]);
         for ty in e["types"].as_array().into_iter().flatten() {
             t.row(vec![
@@ -636,9 +699,9 @@ async fn cost(connect: &Connect, endpoint: Option<&str>, since: &str) -> Result<
                 ty["current"].to_string(),
             ]);
         }
-        print!("{}", t.render());
+        out!("{}", t.render());
         let f = |k: &str| e[k].as_f64().unwrap_or(0.0);
-        println!(
+        outln!(
             "total ${:.2} for {:.3} instance-hours; on preferred types only ${:.2}; fallback cost {}${:.2}",
             f("costUsd"),
             f("instanceHours"),
@@ -662,7 +725,7 @@ async fn cost(connect: &Connect, endpoint: Option<&str>, since: &str) -> Result<
                 f("uncomparedInstanceHours") - f("unpricedInstanceHours")
             ));
         }
-        println!("{now}");
+        outln!("{now}");
     }
     Ok(())
 }

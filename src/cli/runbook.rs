@@ -84,7 +84,7 @@ pub async fn run(connect: &Connect, endpoint: &str) -> Result<(), CliError> {
         })
         .collect();
     if connect.output == Output::Json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "endpointName": endpoint,
@@ -281,6 +281,6 @@ pub async fn run(connect: &Connect, endpoint: &str) -> Result<(), CliError> {
             "**Not scheduled.** Tag it: `aws sagemaker add-tags --resource-arn {arn} --tags Key={REVIEW_TAG},Value=YYYY-MM-DD`.\n"
         )),
     }
-    print!("{s}");
+    out!("{s}");
     Ok(())
 }

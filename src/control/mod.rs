@@ -555,7 +555,10 @@ async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, Contro
                 after.map(|(s, b)| (s, b.unwrap_or("config"))),
                 by.as_deref(),
             );
-            pin_changed_events(app, &instance_type, &message).await;
+            // Setting the pin it already has changes nothing the events should explain.
+            if before != after {
+                pin_changed_events(app, &instance_type, &message).await;
+            }
             match slots {
                 Some(slots) => tracing::info!(%instance_type, slots, "capacity pinned at run time"),
                 None => tracing::info!(%instance_type, "run-time capacity pin removed"),

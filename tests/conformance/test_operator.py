@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -425,3 +426,35 @@ def test_a_gameday_does_not_take_a_shared_type_from_other_endpoints_unasked(star
                        "--report", str(server.workdir / "r.md"))
     assert not [e for e in server.events("other") if e["kind"] == "CapacityReclaimed"]
     assert spw.type_counter(server.instances("other")) == before
+
+
+def test_the_cli_behaves_in_pipes_and_against_a_stranger(start_server, tmp_path):
+    server = start_server(config=FAST)
+    fallback_endpoint(server)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **spw.cli_environment(server)}
+    # `| head -1`: the reader goes away early; the CLI stops quietly (141, as SIGPIPE), no panic.
+    p = subprocess.run(
+        f"'{spw.BIN}' explain ep | head -1; echo \"rc=${{PIPESTATUS[0]}}\" >&2",
+        shell=True, executable="/bin/bash", env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert p.stdout.startswith("Endpoint ep is InService"), p.stdout
+    assert "panicked" not in p.stderr and "rc=141" in p.stderr, p.stderr
+    # A game day on a type the endpoint does not run on would prove nothing: refused.
+    rc, _, err = cli(server, "gameday", "ep", "--take", "ml.g6e.2xlarge")
+    assert rc == 6 and "would test nothing" in err, err
+    # Something that is not spillway answers at the URL: said so, exit 7 (not "not found").
+    stranger = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port := spw.free_port())],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        spw.poll(lambda: subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/"], capture_output=True).returncode == 0,
+                 what="the stranger listening")
+        rc, _, err = cli(server, "explain", "ep", env_extra={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"})
+        assert rc == 7 and "without an AWS error" in err and "is spillway listening there" in err, (rc, err)
+    finally:
+        stranger.kill()
+        stranger.wait()
+    # No credentials: the message names the profile it looked for.
+    rc, _, err = cli(server, "status", env_extra={"AWS_PROFILE": "nosuch", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}, cwd=tmp_path)
+    assert rc == 4 and 'profile "nosuch"' in err, err
