@@ -559,7 +559,7 @@
     { stroke: "#8b949e", grid: { stroke: "#21262d" }, ticks: { stroke: "#30363d" }, label, size: 50 },
   ];
 
-  function renderFleet(order, perType, times) {
+  function renderFleet(order, perType, times, ranked = []) {
     // Stacked: series k is the sum of types 0..k; drawn from the top (all types) down, each
     // filled to 0 in its type's colour, so each band shows the colour of the type it counts.
     const rows = order.map((t) => times.map((x) => perType[t][x] || 0));
@@ -593,7 +593,10 @@
     legend.replaceChildren(
       ...order.map((t, k) => {
         const last = rows[k].length ? rows[k][rows[k].length - 1] : 0;
-        return el("span", { class: "item", "data-type": t, "data-color": PALETTE[colorOf(t)], "data-latest": last }, swatch(t), `${t}: ${Number(last.toFixed(2))}`);
+        // Each type with its pool priority, so the preferred one (1) and the fallbacks read at a glance.
+        const rank = ranked.indexOf(t);
+        const label = rank < 0 ? t : `${rank + 1}. ${t}${rank === 0 ? " (preferred)" : ""}`;
+        return el("span", { class: "item", "data-type": t, "data-color": PALETTE[colorOf(t)], "data-latest": last }, swatch(t), `${label}: ${Number(last.toFixed(2))}`);
       })
     );
   }
@@ -653,7 +656,7 @@
       $("fleet-legend").replaceChildren();
     } else {
       show("fleet-note", false);
-      renderFleet(order, fleet, times);
+      renderFleet(order, fleet, times, ranked);
     }
     const invocations = byType(series, results, "i", "sum");
     const latency = byType(series, results, "l", "avg");
