@@ -647,7 +647,7 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                             instance_id: Some(w.instance.clone()),
                             result: Some("Waiting".into()),
                             message: format!(
-                                "{} (priority {}) moves to {} (priority {}) at {} ({:.0}s from now), once it has run \
+                                "{} (priority {}) moves to {} (priority {}) at {} ({:.0}s after this event), once it has run \
                                  [rebalance] min_runtime_seconds = {}",
                                 w.instance,
                                 w.priority,

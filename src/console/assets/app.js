@@ -150,7 +150,10 @@
     if (s === null) return "";
     const d = new Date(s * 1000);
     const pad = (n) => String(n).padStart(2, "0");
-    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    // The browser's local time, with its offset from UTC (the CLI and the API speak UTC).
+    const off = -d.getTimezoneOffset();
+    const zone = off === 0 ? "UTC" : `UTC${off < 0 ? "−" : "+"}${pad(Math.floor(Math.abs(off) / 60))}:${pad(Math.abs(off) % 60)}`;
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zone}`;
   }
 
   function duration(sec) {
