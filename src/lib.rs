@@ -18,5 +18,6 @@ pub mod demo;
 pub mod error;
 pub mod logs;
 pub mod provider;
+pub mod queue;
 pub mod store;
 pub mod telemetry;

@@ -165,6 +165,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("auth", &["core", "config", "clock", "error", "audit"]),
     ("audit", &["core", "config", "clock"]),
+    ("queue", &["core", "clock"]),
     ("provider", &["telemetry", "config", "core", "logs"]),
     ("logs", &["core"]),
     ("error", &["store", "core"]),
