@@ -606,8 +606,38 @@ pub fn command_line(image: &str, remote: bool) -> Result<Vec<String>, LaunchErro
     }
 }
 
+/// A port for a model to listen on. Not one of the kernel's ephemeral ports (`bind(0)` would
+/// hand one out, and between our check and the model's `bind` an outgoing connection of this
+/// host, which draws its local port from the same range, may take it: the model then dies with
+/// `Address already in use`). Instead the ports just below the ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`) are handed out in turn, each checked free with a
+/// `bind`; the rotation keeps a port a stopped instance just released from being reused at once.
+/// Only when every one of them is taken does it fall back to an ephemeral port.
 fn free_port() -> std::io::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) =
+        model_port_range(&std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default());
+    let span = u32::from(high - low);
+    for _ in 0..span.min(512) {
+        let port = low + (NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The model ports `[low, high)`: the 8,192 ports below the start of the ephemeral range
+/// (`ip_local_port_range`'s first number; 32768 when it cannot be read), never below 10000.
+fn model_port_range(ip_local_port_range: &str) -> (u16, u16) {
+    let start = ip_local_port_range
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<u16>().ok())
+        .filter(|n| *n > 10_000 + 1024)
+        .unwrap_or(32768);
+    (start.saturating_sub(8192).max(10_000), start)
 }
 
 /// Where `program` is found when started from `dir` with `path` as `PATH`, by the rules of
@@ -931,6 +961,24 @@ impl CapacityProvider for LocalProvider {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn model_ports_stay_below_the_ephemeral_range() {
+        assert_eq!(super::model_port_range("32768\t60999\n"), (24576, 32768));
+        assert_eq!(super::model_port_range("15000 20000"), (10_000, 15000));
+        assert_eq!(super::model_port_range(""), (24576, 32768));
+        assert_eq!(super::model_port_range("1024 65000"), (24576, 32768));
+        let (low, high) = super::model_port_range(
+            &std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default(),
+        );
+        let a = super::free_port().unwrap();
+        let b = super::free_port().unwrap();
+        assert!(
+            (low..high).contains(&a) && (low..high).contains(&b),
+            "{a} {b} not in {low}..{high}"
+        );
+        assert_ne!(a, b, "handed out in turn");
+    }
+
     use super::*;
 
     fn provider(pins: &[(&str, u32)], gpus: u32) -> LocalProvider {
