@@ -611,11 +611,14 @@ pub fn command_line(image: &str, remote: bool) -> Result<Vec<String>, LaunchErro
 /// host, which draws its local port from the same range, may take it: the model then dies with
 /// `Address already in use`). Instead the ports just below the ephemeral range
 /// (`/proc/sys/net/ipv4/ip_local_port_range`) are handed out in turn, each checked free with a
-/// `bind`; the rotation keeps a port a stopped instance just released from being reused at once.
+/// `bind`, from a random starting point per process; the rotation keeps a port a stopped
+/// instance just released from being reused at once.
 /// Only when every one of them is taken does it fall back to an ephemeral port.
 fn free_port() -> std::io::Result<u16> {
     use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Each process starts its turn at a random place, so servers (and test processes) sharing
+    // the host do not walk the same ports in step.
+    static NEXT: std::sync::LazyLock<AtomicU32> = std::sync::LazyLock::new(|| AtomicU32::new(fastrand::u32(..)));
     let (low, high) =
         model_port_range(&std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default());
     let span = u32::from(high - low);
