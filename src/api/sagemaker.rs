@@ -389,10 +389,9 @@ fn list<T: Listed>(app: &App, input: &ListInput) -> Result<Value, ApiError> {
 // Endpoint configurations
 
 /// Top-level `CreateEndpointConfig` members that spillway refuses: accepting them would
-/// promise behaviour (data capture, async inference, shadow traffic, explanations) it lacks.
+/// promise behaviour (data capture, shadow traffic, explanations) it lacks.
 const REJECTED_CONFIG_MEMBERS: &[&str] = &[
     "DataCaptureConfig",
-    "AsyncInferenceConfig",
     "ShadowProductionVariants",
     "ExplainerConfig",
 ];
@@ -404,6 +403,7 @@ pub(crate) struct CreateEndpointConfigInput {
     production_variants: Vec<ProductionVariant>,
     #[serde(default)]
     tags: Vec<Tag>,
+    async_inference_config: Option<crate::core::model::AsyncInferenceConfig>,
     #[serde(flatten)]
     other: Map<String, Value>,
 }
@@ -423,7 +423,11 @@ async fn create_endpoint_config(app: &Arc<App>, input: CreateEndpointConfigInput
         &|n: &str| app.arn("model", n),
     )?;
     fit_check(app, &input.production_variants)?;
+    if let Some(a) = &input.async_inference_config {
+        validate::async_inference_config(a)?;
+    }
     let config = EndpointConfig {
+        async_inference_config: input.async_inference_config,
         endpoint_config_arn: app.arn("endpoint-config", &input.endpoint_config_name),
         endpoint_config_name: input.endpoint_config_name,
         production_variants: input.production_variants,
@@ -609,6 +613,9 @@ fn describe_endpoint_view(rt: &EndpointRuntime) -> Value {
     out.insert("LastModifiedTime".into(), json!(r.last_modified_time));
     if let Some(dc) = &r.deployment_config {
         out.insert("LastDeploymentConfig".into(), dc.clone());
+    }
+    if let Some(a) = &r.active.async_config {
+        out.insert("AsyncInferenceConfig".into(), json!(a));
     }
     let pending = match r.operation() {
         Some(Operation::Create) => Some(&r.active),

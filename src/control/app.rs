@@ -55,6 +55,9 @@ pub enum StartError {
     /// The model logs' directory cannot be opened.
     #[error("cannot open the model logs' directory: {0}")]
     Logs(std::io::Error),
+    /// The asynchronous endpoints' request queue cannot be opened.
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
 }
 
 /// The data directory's lock (`<data_dir>/spillway.lock`, holding the pid): two servers on one
@@ -165,6 +168,9 @@ pub struct App {
     /// The instances' logs (`<data_dir>/logs`), read by the CloudWatch Logs API and quoted in
     /// launch failures.
     pub logs: Arc<LogStore>,
+    /// Asynchronous endpoints' durable request queue (`<data_dir>/queue.db`); the data plane
+    /// holds the same one to accept `InvokeEndpointAsync`.
+    pub queue: Arc<crate::queue::Queue>,
 }
 
 impl App {
@@ -261,6 +267,18 @@ impl App {
         let iam_rows = store.iam_rows()?;
         let identities = Arc::new(Identities::new(identity::directory(&iam_rows, &cfg.account_id)));
         let iam = IamState::new(iam_rows);
+        // Asynchronous endpoints' requests (`<data_dir>/queue.db`). Leases belonged to the
+        // workers of a previous process, which are gone: their requests go back to the queue.
+        let queue = Arc::new(crate::queue::Queue::open(&cfg.data_dir.join("queue.db"))?);
+        let released = {
+            let q = queue.clone();
+            tokio::task::spawn_blocking(move || q.release_leases())
+                .await
+                .map_err(|e| crate::queue::QueueError::Storage(e.to_string()))??
+        };
+        if released > 0 {
+            tracing::info!(released, "asynchronous requests held by the previous run go back to the queue");
+        }
         let dataplane = Arc::new(DataPlane {
             router: cfg.router.clone(),
             account_id: cfg.account_id.clone(),
@@ -272,6 +290,8 @@ impl App {
             auth: Arc::new(Auth::new(&cfg, identities.clone())),
             audit,
             request_ids: Default::default(),
+            queue: queue.clone(),
+            async_wake: Arc::new(Notify::new()),
         });
         let app = Arc::new(App {
             cfg,
@@ -290,6 +310,7 @@ impl App {
             iam,
             data_dir_lock: lock,
             logs,
+            queue,
         });
         app.recover().await?;
         tokio::spawn(sweep_logs(app.clone()));

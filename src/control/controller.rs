@@ -1252,6 +1252,7 @@ fn routes_of(rt: &EndpointRuntime) -> EndpointRoutes {
                     .collect(),
             })
             .collect(),
+        async_config: dep.async_config.clone().map(Arc::new),
     }
 }
 

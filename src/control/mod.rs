@@ -775,6 +775,7 @@ fn build_deployment(app: &App, config_name: &str, t: Timestamp) -> Result<Deploy
             })
             .collect(),
         models,
+        async_config: cfg.async_inference_config,
     })
 }
 
@@ -846,6 +847,21 @@ async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, C
         if rec.active.config_name == u.config_name {
             return Err(ValidationError(format!(
                 "EndpointConfigName: endpoint \"{}\" already uses endpoint configuration {}; update it to a new configuration",
+                rec.arn, u.config_name
+            ))
+            .into());
+        }
+        // Switching between real-time and asynchronous would strand queued requests or take
+        // real-time callers onto a queue; AWS refuses the switch too.
+        if rec.active.async_config.is_some() != deployment.async_config.is_some() {
+            let (from, to) = if rec.active.async_config.is_some() {
+                ("asynchronous", "real-time")
+            } else {
+                ("real-time", "asynchronous")
+            };
+            return Err(ValidationError(format!(
+                "EndpointConfigName: endpoint \"{}\" is {from} and endpoint configuration {} is {to}; \
+                 an endpoint cannot change between real-time and asynchronous inference, create a new endpoint",
                 rec.arn, u.config_name
             ))
             .into());

@@ -51,6 +51,9 @@ pub struct Deployment {
     /// Snapshot of every model the variants run (by name), so instances can be launched or
     /// replaced even after `DeleteModel`.
     pub models: BTreeMap<String, ContainerDefinition>,
+    /// The configuration's `AsyncInferenceConfig`: set for an asynchronous endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub async_config: Option<crate::core::model::AsyncInferenceConfig>,
 }
 
 /// The endpoint record the controller and the API share.
@@ -456,6 +459,7 @@ mod tests {
             start_time: 0.0,
             variants: vec![],
             models: BTreeMap::new(),
+            async_config: None,
         }
     }
 

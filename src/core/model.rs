@@ -147,9 +147,82 @@ pub struct EndpointConfig {
     pub production_variants: Vec<ProductionVariant>,
     /// Creation time.
     pub creation_time: Timestamp,
+    /// `AsyncInferenceConfig`: the endpoint takes `InvokeEndpointAsync` requests into its
+    /// durable queue (docs/async.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub async_inference_config: Option<AsyncInferenceConfig>,
     /// Members spillway accepts and echoes without acting on them.
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+/// `AsyncInferenceConfig` of an endpoint configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AsyncInferenceConfig {
+    /// Where answers and failures go, and who hears about them.
+    pub output_config: AsyncInferenceOutputConfig,
+    /// How the queue feeds each instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_config: Option<AsyncInferenceClientConfig>,
+}
+
+/// `AsyncInferenceOutputConfig`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct AsyncInferenceOutputConfig {
+    /// `S3OutputPath`: the prefix answers are written under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_output_path: Option<String>,
+    /// `S3FailurePath`: the prefix failures are written under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_failure_path: Option<String>,
+    /// `KmsKeyId`: echoed; spillway does not encrypt objects (docs/async.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// `NotificationConfig`: SNS topics told of successes and errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_config: Option<AsyncInferenceNotificationConfig>,
+}
+
+/// `AsyncInferenceNotificationConfig`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct AsyncInferenceNotificationConfig {
+    /// `SuccessTopic`: an SNS topic ARN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_topic: Option<String>,
+    /// `ErrorTopic`: an SNS topic ARN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_topic: Option<String>,
+    /// `IncludeInferenceResponseIn`: `SUCCESS_NOTIFICATION_TOPIC`, `ERROR_NOTIFICATION_TOPIC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_inference_response_in: Option<Vec<String>>,
+}
+
+/// `AsyncInferenceClientConfig`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct AsyncInferenceClientConfig {
+    /// `MaxConcurrentInvocationsPerInstance` (1..1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_invocations_per_instance: Option<u32>,
+}
+
+impl AsyncInferenceConfig {
+    /// Requests one instance works on at once when the config does not say:
+    /// `MaxConcurrentInvocationsPerInstance`'s default (AWS "chooses an optimal value"; spillway
+    /// chooses one at a time, what a GPU model serving one batch expects).
+    pub const DEFAULT_CONCURRENCY: u32 = 1;
+
+    /// `MaxConcurrentInvocationsPerInstance`, or its default.
+    pub fn concurrency(&self) -> u32 {
+        self.client_config
+            .as_ref()
+            .and_then(|c| c.max_concurrent_invocations_per_instance)
+            .unwrap_or(Self::DEFAULT_CONCURRENCY)
+            .max(1)
+    }
 }
 
 /// `EndpointStatus` as modelled.

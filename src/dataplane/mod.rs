@@ -56,4 +56,8 @@ pub struct DataPlane {
     pub audit: Option<Arc<AuditLog>>,
     /// The ids invocations are answered with (`x-amzn-RequestId`).
     pub request_ids: request_id::RequestIds,
+    /// Asynchronous endpoints' durable queue: `InvokeEndpointAsync` accepts into it.
+    pub queue: Arc<crate::queue::Queue>,
+    /// Notified when a request was accepted into `queue`, to wake the asynchronous workers.
+    pub async_wake: Arc<Notify>,
 }

@@ -97,6 +97,9 @@ pub struct VariantRoutes {
 pub struct EndpointRoutes {
     /// Variants in configuration order.
     pub variants: Vec<VariantRoutes>,
+    /// The active deployment's `AsyncInferenceConfig`: set when the endpoint is asynchronous
+    /// (it takes `InvokeEndpointAsync`, and `InvokeEndpoint` is refused).
+    pub async_config: Option<Arc<crate::core::model::AsyncInferenceConfig>>,
 }
 
 /// Why no instance could be chosen.
@@ -353,7 +356,10 @@ impl RouteTable {
                     .filter(|i| i.id == instance_id)
                     .cloned(),
             );
-            *routes = Arc::new(EndpointRoutes { variants });
+            *routes = Arc::new(EndpointRoutes {
+                variants,
+                async_config: routes.async_config.clone(),
+            });
         }
         drop(map);
         let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());

@@ -15,10 +15,15 @@
 //!   runs out puts the request back), the outcome exactly once (a second completion changes
 //!   nothing and says so with [`Completion::AlreadyDone`]). A request that went back to the
 //!   queue may still be completed by the worker whose lease ran out.
-//! - [`Queue::expire`] puts leases past their deadline back in the queue, then ends queued
-//!   requests past their TTL deadline as [`Outcome::Expired`]. The TTL bounds waiting, not
-//!   processing: a leased request is bounded by its lease (and the invocation timeout the worker
-//!   applies), so it never expires while leased.
+//! - [`Queue::expire`] puts leases past their deadline back in the queue.
+//! - [`Queue::lease_expired`] hands out queued requests whose TTL deadline has passed, of every
+//!   endpoint, so that a worker writes their failure object before it completes them as
+//!   [`Outcome::Expired`]: a request never ends without its object, even across a crash. The
+//!   TTL bounds waiting, not processing: a leased request is bounded by its lease (and the
+//!   invocation timeout the worker applies), so it never expires while leased.
+//! - [`Queue::release_leases`] puts every lease back (start-up: the workers that held them died
+//!   with the previous process), and [`Queue::purge_done`] forgets finished requests
+//!   (retention).
 //! - [`Queue::backlog`] is what `ApproximateBacklogSize` and `ApproximateAgeOfOldestRequest`
 //!   report: requests queued or being processed, and the age of the oldest of them.
 //!
@@ -81,12 +86,17 @@ impl From<rusqlite_migration::Error> for QueueError {
 /// What a client asked for: one asynchronous invocation, as accepted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invocation {
-    /// The request's id: the client's `InferenceId`, or a generated uuid. Unique in the queue.
+    /// The request's id, generated at acceptance; unique in the queue, it names the output
+    /// and failure objects.
     pub id: String,
+    /// `InferenceId`: the client's, or the generated `id`.
+    pub inference_id: String,
     /// The endpoint it was sent to.
     pub endpoint: String,
-    /// `InputLocation`: where the payload is read from.
+    /// `InputLocation`: where the payload is read from; empty when the payload came inline.
     pub input_location: String,
+    /// The payload, when it came inline in the request body (at most 128,000 bytes).
+    pub inline_body: Option<Vec<u8>>,
     /// Where the model's answer is written.
     pub output_location: String,
     /// Where a failure is written (`S3FailurePath`), if the endpoint has one.
@@ -163,8 +173,6 @@ pub enum Completion {
 pub struct Expiry {
     /// Leases past their deadline, put back in the queue.
     pub requeued: u64,
-    /// Queued requests past their TTL, ended as [`Outcome::Expired`].
-    pub expired: u64,
 }
 
 /// An endpoint's backlog: requests queued or being processed.
@@ -177,8 +185,9 @@ pub struct Backlog {
 }
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE requests (
+    Migrations::new(vec![
+        M::up(
+            "CREATE TABLE requests (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             id TEXT NOT NULL UNIQUE,
             endpoint TEXT NOT NULL,
@@ -201,12 +210,18 @@ fn migrations() -> Migrations<'static> {
         CREATE INDEX requests_fifo ON requests(endpoint, state, created, seq);
         CREATE INDEX requests_lease ON requests(state, lease_until);
         CREATE INDEX requests_ttl ON requests(state, ttl_deadline);",
-    )])
+        ),
+        M::up(
+            "ALTER TABLE requests ADD COLUMN inference_id TEXT;
+             ALTER TABLE requests ADD COLUMN inline_body BLOB;
+             CREATE INDEX requests_done ON requests(state, finished);",
+        ),
+    ])
 }
 
 const COLUMNS: &str = "id, endpoint, input_location, output_location, failure_location, content_type, \
     accept, custom_attributes, created, ttl_deadline, invocation_timeout, state, lease_until, attempts, \
-    outcome, reason";
+    outcome, reason, inference_id, inline_body";
 
 fn bad_row(what: &str) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(0, what.into(), rusqlite::types::Type::Text)
@@ -236,9 +251,12 @@ fn read_request(r: &Row<'_>) -> rusqlite::Result<Request> {
         }
         _ => return Err(bad_row("state")),
     };
+    let id: String = r.get(0)?;
     Ok(Request {
         invocation: Invocation {
-            id: r.get(0)?,
+            inference_id: r.get::<_, Option<String>>(16)?.unwrap_or_else(|| id.clone()),
+            inline_body: r.get(17)?,
+            id,
             endpoint: r.get(1)?,
             input_location: r.get(2)?,
             output_location: r.get(3)?,
@@ -278,6 +296,13 @@ enum Job {
         now: Timestamp,
     },
     Expire(Timestamp),
+    LeaseExpired {
+        max: usize,
+        now: Timestamp,
+        until: Timestamp,
+    },
+    ReleaseLeases,
+    PurgeDone(Timestamp),
 }
 
 /// The writer's answer to one job.
@@ -286,6 +311,7 @@ enum Answer {
     Leased(Vec<Request>),
     Completed(Completion),
     Expired(Expiry),
+    Count(u64),
 }
 
 type Reply = oneshot::Sender<Result<Answer, QueueError>>;
@@ -446,14 +472,64 @@ impl Queue {
         }
     }
 
-    /// At `now`: puts leases whose deadline has passed back in the queue, then ends queued
-    /// requests whose TTL deadline has passed as [`Outcome::Expired`].
+    /// At `now`: puts leases whose deadline has passed back in the queue.
     pub fn expire(&self, now: Timestamp) -> Result<Expiry, QueueError> {
         finite("now", now)?;
         match self.run(Job::Expire(now))? {
             Answer::Expired(e) => Ok(e),
             _ => Err(QueueError::Storage("the writer answered another job".into())),
         }
+    }
+
+    /// Hands out up to `max` queued requests, of any endpoint, whose TTL deadline has passed at
+    /// `now`, oldest first, leased like [`lease`](Self::lease): their worker writes the
+    /// failure object, then completes them as [`Outcome::Expired`].
+    pub fn lease_expired(&self, max: usize, now: Timestamp, lease_seconds: f64) -> Result<Vec<Request>, QueueError> {
+        finite("now", now)?;
+        if !lease_seconds.is_finite() || lease_seconds < 0.0 {
+            return Err(QueueError::Invalid(format!(
+                "lease_seconds must be a finite number of seconds >= 0, not {lease_seconds}"
+            )));
+        }
+        if max == 0 {
+            return Ok(vec![]);
+        }
+        match self.run(Job::LeaseExpired {
+            max,
+            now,
+            until: now + lease_seconds,
+        })? {
+            Answer::Leased(v) => Ok(v),
+            _ => Err(QueueError::Storage("the writer answered another job".into())),
+        }
+    }
+
+    /// Puts every leased request back in the queue: at start-up, when the workers that held
+    /// the leases died with the previous process. Returns how many.
+    pub fn release_leases(&self) -> Result<u64, QueueError> {
+        match self.run(Job::ReleaseLeases)? {
+            Answer::Count(n) => Ok(n),
+            _ => Err(QueueError::Storage("the writer answered another job".into())),
+        }
+    }
+
+    /// Forgets finished requests that ended before `before` (retention). Returns how many.
+    pub fn purge_done(&self, before: Timestamp) -> Result<u64, QueueError> {
+        finite("before", before)?;
+        match self.run(Job::PurgeDone(before))? {
+            Answer::Count(n) => Ok(n),
+            _ => Err(QueueError::Storage("the writer answered another job".into())),
+        }
+    }
+
+    /// The endpoints that have requests queued or leased.
+    pub fn endpoints_with_backlog(&self) -> Result<Vec<String>, QueueError> {
+        let reader = self.reader();
+        let mut stmt = reader.prepare_cached(
+            "SELECT DISTINCT endpoint FROM requests WHERE state IN ('queued', 'leased') ORDER BY endpoint",
+        )?;
+        let v = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(v)
     }
 
     fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -568,6 +644,22 @@ impl Writer {
     }
 }
 
+/// Marks `picked` leased until `until`, counting the attempt.
+fn mark_leased(conn: &Connection, mut picked: Vec<Request>, until: Timestamp) -> Result<Answer, QueueError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE requests SET state = 'leased', lease_until = ?2, attempts = attempts + 1 WHERE id = ?1",
+    )?;
+    for r in &mut picked {
+        stmt.execute(params![r.invocation.id, until])?;
+        r.attempts += 1;
+        r.state = State::Leased {
+            until,
+            attempt: r.attempts,
+        };
+    }
+    Ok(Answer::Leased(picked))
+}
+
 /// One job inside the batch's transaction.
 fn apply(conn: &Connection, job: &Job) -> Result<Answer, QueueError> {
     match job {
@@ -575,8 +667,9 @@ fn apply(conn: &Connection, job: &Job) -> Result<Answer, QueueError> {
             let inserted = conn
                 .prepare_cached(
                     "INSERT INTO requests (id, endpoint, input_location, output_location, failure_location, \
-                     content_type, accept, custom_attributes, created, ttl_deadline, invocation_timeout, state) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'queued') ON CONFLICT(id) DO NOTHING",
+                     content_type, accept, custom_attributes, created, ttl_deadline, invocation_timeout, state, \
+                     inference_id, inline_body) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'queued', ?12, ?13) ON CONFLICT(id) DO NOTHING",
                 )?
                 .execute(params![
                     inv.id,
@@ -590,6 +683,8 @@ fn apply(conn: &Connection, job: &Job) -> Result<Answer, QueueError> {
                     inv.created,
                     inv.ttl_deadline,
                     inv.invocation_timeout_seconds,
+                    inv.inference_id,
+                    inv.inline_body,
                 ])?;
             if inserted == 1 {
                 return Ok(Answer::Enqueued);
@@ -609,7 +704,7 @@ fn apply(conn: &Connection, job: &Job) -> Result<Answer, QueueError> {
             now,
             until,
         } => {
-            let mut picked: Vec<Request> = conn
+            let picked: Vec<Request> = conn
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM requests WHERE endpoint = ?1 AND state = 'queued' AND ttl_deadline > ?2 \
                      ORDER BY created, seq LIMIT ?3"
@@ -619,19 +714,26 @@ fn apply(conn: &Connection, job: &Job) -> Result<Answer, QueueError> {
                     read_request,
                 )?
                 .collect::<Result<_, _>>()?;
-            let mut stmt = conn.prepare_cached(
-                "UPDATE requests SET state = 'leased', lease_until = ?2, attempts = attempts + 1 WHERE id = ?1",
-            )?;
-            for r in &mut picked {
-                stmt.execute(params![r.invocation.id, until])?;
-                r.attempts += 1;
-                r.state = State::Leased {
-                    until: *until,
-                    attempt: r.attempts,
-                };
-            }
-            Ok(Answer::Leased(picked))
+            mark_leased(conn, picked, *until)
         }
+        Job::LeaseExpired { max, now, until } => {
+            let picked: Vec<Request> = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM requests WHERE state = 'queued' AND ttl_deadline <= ?1 \
+                     ORDER BY created, seq LIMIT ?2"
+                ))?
+                .query_map(params![now, i64::try_from(*max).unwrap_or(i64::MAX)], read_request)?
+                .collect::<Result<_, _>>()?;
+            mark_leased(conn, picked, *until)
+        }
+        Job::ReleaseLeases => Ok(Answer::Count(conn.execute(
+            "UPDATE requests SET state = 'queued', lease_until = NULL WHERE state = 'leased'",
+            [],
+        )? as u64)),
+        Job::PurgeDone(before) => Ok(Answer::Count(conn.execute(
+            "DELETE FROM requests WHERE state = 'done' AND finished < ?1",
+            [before],
+        )? as u64)),
         Job::Complete { id, outcome, now } => {
             let current: Option<Request> = conn
                 .prepare_cached(&format!("SELECT {COLUMNS} FROM requests WHERE id = ?1"))?
@@ -660,14 +762,8 @@ fn apply(conn: &Connection, job: &Job) -> Result<Answer, QueueError> {
                 "UPDATE requests SET state = 'queued', lease_until = NULL WHERE state = 'leased' AND lease_until <= ?1",
                 [now],
             )?;
-            let expired = conn.execute(
-                "UPDATE requests SET state = 'done', outcome = 'expired', finished = ?1 \
-                 WHERE state = 'queued' AND ttl_deadline <= ?1",
-                [now],
-            )?;
             Ok(Answer::Expired(Expiry {
                 requeued: requeued as u64,
-                expired: expired as u64,
             }))
         }
     }

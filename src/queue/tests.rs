@@ -8,8 +8,10 @@ use super::*;
 fn inv(id: &str, endpoint: &str, created: f64, ttl: f64) -> Invocation {
     Invocation {
         id: id.into(),
+        inference_id: format!("client-{id}"),
         endpoint: endpoint.into(),
         input_location: format!("s3://in/{id}"),
+        inline_body: (id.len() % 2 == 0).then(|| id.as_bytes().to_vec()),
         output_location: format!("s3://out/{id}.out"),
         failure_location: Some(format!("s3://fail/{id}-error.out")),
         content_type: Some("application/json".into()),
@@ -119,10 +121,7 @@ fn lease_is_fifo_per_endpoint_and_counts_attempts() {
     // The lease runs out: back in the queue, the next lease is attempt 2.
     assert_eq!(
         q.expire(40.0).unwrap(),
-        Expiry {
-            requeued: 3,
-            expired: 0
-        }
+        Expiry { requeued: 3 }
     );
     let again = q.lease("a", 1, 41.0, 30.0).unwrap();
     assert_eq!(ids(&again), ["a1"]);
@@ -163,41 +162,52 @@ fn completion_is_exactly_once() {
 }
 
 #[test]
-fn ttl_expires_queued_requests_only() {
+fn requests_past_their_ttl_are_handed_out_to_fail_not_to_run() {
     let (_d, q) = open();
     q.enqueue(&inv("old", "ep", 0.0, 10.0)).unwrap();
     q.enqueue(&inv("held", "ep", 0.0, 10.0)).unwrap();
     q.enqueue(&inv("young", "ep", 5.0, 100.0)).unwrap();
-    // Past its TTL a request is no longer handed out.
+    q.enqueue(&inv("other", "ep2", 1.0, 10.0)).unwrap();
+    // Past its TTL a request is no longer handed out to run.
     assert_eq!(ids(&q.lease("ep", 1, 9.0, 100.0).unwrap()), ["old"]);
     assert_eq!(ids(&q.lease("ep", 1, 10.0, 100.0).unwrap()), ["young"]);
-    assert_eq!(
-        q.expire(20.0).unwrap(),
-        Expiry {
-            requeued: 0,
-            expired: 1
-        }
-    );
-    assert_eq!(
-        q.get("held").unwrap().unwrap().state,
-        State::Done {
-            outcome: Outcome::Expired
-        }
-    );
+    // It is handed out to fail, of every endpoint, oldest first, and stays leased until its
+    // failure is written and it is completed.
+    assert_eq!(ids(&q.lease_expired(5, 20.0, 30.0).unwrap()), ["held", "other"]);
+    assert!(q.lease_expired(5, 20.0, 30.0).unwrap().is_empty());
+    assert_eq!(q.complete("held", Outcome::Expired, 21.0).unwrap(), Completion::Completed);
+    // A worker that died: its lease runs out and the request is handed out to fail again.
+    assert_eq!(q.expire(50.0).unwrap(), Expiry { requeued: 1 });
+    assert_eq!(ids(&q.lease_expired(5, 50.0, 30.0).unwrap()), ["other"]);
+    q.complete("other", Outcome::Expired, 51.0).unwrap();
     // The leased one past its TTL is not expired while its lease holds.
     assert!(matches!(q.get("old").unwrap().unwrap().state, State::Leased { .. }));
-    // Once its lease runs out it goes back, past its TTL, and expires at once.
-    assert_eq!(
-        q.expire(109.0).unwrap(),
-        Expiry {
-            requeued: 1,
-            expired: 1
-        }
-    );
-    assert_eq!(
-        q.complete("old", Outcome::Succeeded, 110.0).unwrap(),
-        Completion::AlreadyDone(Outcome::Expired)
-    );
+    assert!(q.lease_expired(5, 60.0, 30.0).unwrap().is_empty());
+    // Once its lease runs out it goes back, past its TTL, and is handed out to fail.
+    q.expire(109.0).unwrap();
+    assert_eq!(ids(&q.lease_expired(5, 109.0, 30.0).unwrap()), ["old"]);
+}
+
+#[test]
+fn release_and_purge() {
+    let (_d, q) = open();
+    q.enqueue(&inv("a", "ep", 0.0, 100.0)).unwrap();
+    q.enqueue(&inv("b", "ep", 1.0, 100.0)).unwrap();
+    q.enqueue(&inv("c", "ep", 2.0, 100.0)).unwrap();
+    assert_eq!(q.endpoints_with_backlog().unwrap(), ["ep"]);
+    q.lease("ep", 3, 5.0, 1000.0).unwrap();
+    q.complete("a", Outcome::Succeeded, 6.0).unwrap();
+    q.complete("b", Outcome::Succeeded, 8.0).unwrap();
+    // Start-up: every lease goes back at once, whatever its deadline.
+    assert_eq!(q.release_leases().unwrap(), 1);
+    assert_eq!(q.get("c").unwrap().unwrap().state, State::Queued);
+    // Retention forgets what ended before the cut, and only that.
+    assert_eq!(q.purge_done(7.0).unwrap(), 1);
+    assert!(q.get("a").unwrap().is_none());
+    assert!(q.get("b").unwrap().is_some());
+    assert_eq!(q.len().unwrap(), 2);
+    q.complete("c", Outcome::Succeeded, 9.0).unwrap();
+    assert!(q.endpoints_with_backlog().unwrap().is_empty());
 }
 
 #[test]
@@ -314,23 +324,7 @@ impl Model {
             .collect();
         // Stable: equal creation times keep acceptance order.
         order.sort_by(|&x, &y| self.rows[x].0.created.total_cmp(&self.rows[y].0.created));
-        order
-            .into_iter()
-            .take(max)
-            .map(|k| {
-                let r = &mut self.rows[k];
-                r.2 += 1;
-                r.1 = State::Leased {
-                    until: now + secs,
-                    attempt: r.2,
-                };
-                Request {
-                    invocation: r.0.clone(),
-                    state: r.1.clone(),
-                    attempts: r.2,
-                }
-            })
-            .collect()
+        self.take(order, max, now + secs)
     }
 
     fn complete(&mut self, id: &str, outcome: Outcome) -> Option<Completion> {
@@ -350,15 +344,32 @@ impl Model {
                 e.requeued += 1;
             }
         }
-        for r in &mut self.rows {
-            if r.1 == State::Queued && r.0.ttl_deadline <= now {
-                r.1 = State::Done {
-                    outcome: Outcome::Expired,
-                };
-                e.expired += 1;
-            }
-        }
         e
+    }
+
+    fn lease_expired(&mut self, max: usize, now: f64, secs: f64) -> Vec<Request> {
+        let mut order: Vec<usize> = (0..self.rows.len())
+            .filter(|&k| self.rows[k].1 == State::Queued && self.rows[k].0.ttl_deadline <= now)
+            .collect();
+        order.sort_by(|&x, &y| self.rows[x].0.created.total_cmp(&self.rows[y].0.created));
+        self.take(order, max, now + secs)
+    }
+
+    fn take(&mut self, order: Vec<usize>, max: usize, until: f64) -> Vec<Request> {
+        order
+            .into_iter()
+            .take(max)
+            .map(|k| {
+                let r = &mut self.rows[k];
+                r.2 += 1;
+                r.1 = State::Leased { until, attempt: r.2 };
+                Request {
+                    invocation: r.0.clone(),
+                    state: r.1.clone(),
+                    attempts: r.2,
+                }
+            })
+            .collect()
     }
 
     fn backlog(&self, ep: &str, now: f64) -> Backlog {
@@ -384,6 +395,7 @@ enum Op {
     Lease { ep: u8, max: u8, secs: u8 },
     Complete { id: u8, outcome: u8 },
     Expire,
+    LeaseExpired { max: u8, secs: u8 },
     Backlog { ep: u8 },
     Advance(u8),
 }
@@ -394,6 +406,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u8..2, 0u8..4, 0u8..6).prop_map(|(ep, max, secs)| Op::Lease { ep, max, secs }),
         2 => (0u8..12, 0u8..3).prop_map(|(id, outcome)| Op::Complete { id, outcome }),
         2 => Just(Op::Expire),
+        2 => (0u8..4, 0u8..6).prop_map(|(max, secs)| Op::LeaseExpired { max, secs }),
         1 => (0u8..2).prop_map(|ep| Op::Backlog { ep }),
         2 => (0u8..5).prop_map(Op::Advance),
     ]
@@ -447,6 +460,10 @@ proptest! {
                     prop_assert_eq!(got, m.complete(&id, outcome_of(*outcome)));
                 }
                 Op::Expire => prop_assert_eq!(q.expire(now).unwrap(), m.expire(now)),
+                Op::LeaseExpired { max, secs } => {
+                    let got = q.lease_expired(usize::from(*max), now, f64::from(*secs)).unwrap();
+                    prop_assert_eq!(got, m.lease_expired(usize::from(*max), now, f64::from(*secs)));
+                }
                 Op::Backlog { ep: e } => prop_assert_eq!(q.backlog(&ep(*e), now).unwrap(), m.backlog(&ep(*e), now)),
                 Op::Advance(s) => now += f64::from(*s),
             }
