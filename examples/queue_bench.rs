@@ -25,6 +25,8 @@ fn now() -> Instant {
 
 fn invocation(id: String) -> Invocation {
     Invocation {
+        inference_id: id.clone(),
+        inline_body: None,
         output_location: format!("s3://bucket/out/{id}.out"),
         failure_location: Some(format!("s3://bucket/failure/{id}-error.out")),
         input_location: "s3://bucket/in/payload.json".into(),

@@ -70,6 +70,30 @@ pub struct Config {
     pub logs: LogsConfig,
     /// The fleet ledger behind `spillway cost` and `GET /_spillway/cost`.
     pub cost: CostConfig,
+    /// Asynchronous endpoints' workers (docs/async.md).
+    pub async_inference: AsyncInferenceSettings,
+}
+
+/// `[async_inference]`: what the workers of asynchronous endpoints may hold and keep.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AsyncInferenceSettings {
+    /// Largest input read and largest answer kept per request, bytes (default 1 GiB, AWS's
+    /// asynchronous payload limit; each request in flight holds its input and its answer in
+    /// memory). A larger input fails the request, as does a larger answer.
+    pub max_payload_bytes: u64,
+    /// Seconds a finished request's record is kept in the queue (default 7 days); its output
+    /// or failure object is not affected.
+    pub retention_seconds: u64,
+}
+
+impl Default for AsyncInferenceSettings {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 1 << 30,
+            retention_seconds: 7 * 86_400,
+        }
+    }
 }
 
 /// `[cost]`: the fleet ledger. Every `sample_seconds`, what each endpoint holds (instances per
@@ -311,6 +335,7 @@ impl Default for Config {
             models: ModelsConfig::default(),
             logs: LogsConfig::default(),
             cost: CostConfig::default(),
+            async_inference: AsyncInferenceSettings::default(),
         }
     }
 }
@@ -770,6 +795,18 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "cost.sample_seconds = {}: expected 1 to 3600",
                 self.cost.sample_seconds
+            )));
+        }
+        if !(1..=(16u64 << 30)).contains(&self.async_inference.max_payload_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "async_inference.max_payload_bytes = {}: expected 1 to 17179869184 (16 GiB)",
+                self.async_inference.max_payload_bytes
+            )));
+        }
+        if !(60..=400 * 86_400).contains(&self.async_inference.retention_seconds) {
+            return Err(ConfigError::Invalid(format!(
+                "async_inference.retention_seconds = {}: expected 60 to 34560000 (400 days)",
+                self.async_inference.retention_seconds
             )));
         }
         if !(1..=400).contains(&self.cost.retention_days) {

@@ -58,6 +58,9 @@ pub enum StartError {
     /// The asynchronous endpoints' request queue cannot be opened.
     #[error(transparent)]
     Queue(#[from] crate::queue::QueueError),
+    /// The object store cannot be opened.
+    #[error("cannot open the object store: {0}")]
+    Objects(String),
 }
 
 /// The data directory's lock (`<data_dir>/spillway.lock`, holding the pid): two servers on one
@@ -171,6 +174,8 @@ pub struct App {
     /// Asynchronous endpoints' durable request queue (`<data_dir>/queue.db`); the data plane
     /// holds the same one to accept `InvokeEndpointAsync`.
     pub queue: Arc<crate::queue::Queue>,
+    /// Where asynchronous requests' inputs are read and their answers written.
+    pub objects: Arc<dyn crate::objects::ObjectStore>,
 }
 
 impl App {
@@ -277,8 +282,12 @@ impl App {
                 .map_err(|e| crate::queue::QueueError::Storage(e.to_string()))??
         };
         if released > 0 {
-            tracing::info!(released, "asynchronous requests held by the previous run go back to the queue");
+            tracing::info!(
+                released,
+                "asynchronous requests held by the previous run go back to the queue"
+            );
         }
+        let objects = crate::objects::open(&cfg.data_dir).map_err(|e| StartError::Objects(e.to_string()))?;
         let dataplane = Arc::new(DataPlane {
             router: cfg.router.clone(),
             account_id: cfg.account_id.clone(),
@@ -311,6 +320,7 @@ impl App {
             data_dir_lock: lock,
             logs,
             queue,
+            objects,
         });
         app.recover().await?;
         tokio::spawn(sweep_logs(app.clone()));
@@ -318,6 +328,7 @@ impl App {
         tokio::spawn(sample_usage(app.clone()));
         tokio::spawn(crate::control::ledger::run(app.clone()));
         tokio::spawn(crate::control::autoscaler::run(app.clone()));
+        tokio::spawn(crate::control::asyncq::run(app.clone()));
         Ok(app)
     }
 

@@ -9,6 +9,7 @@
 
 pub mod alarms;
 pub mod app;
+pub mod asyncq;
 pub mod autoscaler;
 pub mod controller;
 pub mod explain;

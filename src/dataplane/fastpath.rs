@@ -35,11 +35,12 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use super::DataPlane;
+use super::accept::Accepted;
 use super::eventstream;
 use super::h1::{self, BodyDecoder, Framing, Stall};
 use super::head::{AnswerHead, RequestHeaders};
 use super::invoke::Signed;
-use super::invoke::{self, Answer, Call, MAX_DRAIN, Payload};
+use super::invoke::{self, Answer, Call, MAX_DRAIN, Payload, Reply};
 use super::op::{Mode, RuntimeOp, Target};
 use super::request_id::RequestId;
 use super::stop::{Stop, reached};
@@ -292,7 +293,8 @@ impl Client {
         }
         keep &= *stop.borrow() == Stop::Running;
         let written = match result {
-            Ok(answer) => self.write_answer(answer, keep, &op, &call.request_id).await,
+            Ok(Reply::Model(answer)) => self.write_answer(answer, keep, &op, &call.request_id).await,
+            Ok(Reply::Accepted(a)) => self.write_accepted(&a, keep, &call.request_id).await,
             Err(e) => self.write_error(&e, keep, &call.request_id).await,
         };
         if written && unread && !keep {
@@ -326,7 +328,7 @@ impl Client {
     async fn write_answer(&mut self, answer: Answer, keep: bool, op: &RuntimeOp<'_>, request_id: &RequestId) -> bool {
         let mode = op.mode();
         let length = match mode {
-            Mode::Plain => answer.body.remaining(),
+            Mode::Plain | Mode::Async => answer.body.remaining(),
             Mode::EventStream => None,
         };
         self.out.clear();
@@ -371,7 +373,7 @@ impl Client {
                 Some(Ok(data)) if data.is_empty() => {}
                 Some(Ok(data)) => {
                     let data = match mode {
-                        Mode::Plain => data,
+                        Mode::Plain | Mode::Async => data,
                         Mode::EventStream => eventstream::payload_part(&data),
                     };
                     if h1::put_body(&mut self.stream, out, &data, chunked).await.is_err() {
@@ -380,6 +382,19 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Writes an asynchronous request's acceptance (202); whether it was written.
+    async fn write_accepted(&mut self, a: &Accepted, keep: bool, request_id: &RequestId) -> bool {
+        let out = &mut self.out;
+        out.clear();
+        AnswerHead::accepted(request_id, &a.output_location, &a.failure_location).write(
+            out,
+            Some(a.body.len() as u64),
+            keep,
+        );
+        out.extend_from_slice(&a.body);
+        self.stream.write_all(out).await.is_ok()
     }
 
     /// Writes an AWS error; whether it was written.

@@ -33,6 +33,20 @@ pub struct RequestHeaders<V> {
     pub host: Option<V>,
     /// `Origin`: a browser page's; only the server's own may invoke.
     pub origin: Option<V>,
+    /// `X-Amzn-SageMaker-Content-Type`: `InvokeEndpointAsync`'s `ContentType`.
+    pub sagemaker_content_type: Option<V>,
+    /// `X-Amzn-SageMaker-Accept`: `InvokeEndpointAsync`'s `Accept`.
+    pub sagemaker_accept: Option<V>,
+    /// `X-Amzn-SageMaker-InputLocation` (`InvokeEndpointAsync`).
+    pub input_location: Option<V>,
+    /// `X-Amzn-SageMaker-S3OutputPathExtension` (`InvokeEndpointAsync`).
+    pub output_path_extension: Option<V>,
+    /// `X-Amzn-SageMaker-Filename` (`InvokeEndpointAsync`).
+    pub filename: Option<V>,
+    /// `X-Amzn-SageMaker-RequestTTLSeconds` (`InvokeEndpointAsync`).
+    pub request_ttl_seconds: Option<V>,
+    /// `X-Amzn-SageMaker-InvocationTimeoutSeconds` (`InvokeEndpointAsync`).
+    pub invocation_timeout_seconds: Option<V>,
     /// `Connection` holds `close`.
     pub close: bool,
     /// `Expect` or `Upgrade` is present (the fast path leaves such requests to hyper, which
@@ -65,6 +79,25 @@ impl<'h> RequestHeaders<&'h [u8]> {
                 first(&mut r.host, value);
             } else if name.eq_ignore_ascii_case(b"origin") {
                 first(&mut r.origin, value);
+            } else if name.len() > 22 && name[..16].eq_ignore_ascii_case(b"x-amzn-sagemaker") {
+                // The asynchronous invocation's headers, behind one prefix test so that a
+                // real-time invocation's other headers pay one comparison for all seven.
+                let rest = &name[16..];
+                if rest.eq_ignore_ascii_case(b"-content-type") {
+                    first(&mut r.sagemaker_content_type, value);
+                } else if rest.eq_ignore_ascii_case(b"-accept") {
+                    first(&mut r.sagemaker_accept, value);
+                } else if rest.eq_ignore_ascii_case(b"-inputlocation") {
+                    first(&mut r.input_location, value);
+                } else if rest.eq_ignore_ascii_case(b"-s3outputpathextension") {
+                    first(&mut r.output_path_extension, value);
+                } else if rest.eq_ignore_ascii_case(b"-filename") {
+                    first(&mut r.filename, value);
+                } else if rest.eq_ignore_ascii_case(b"-requestttlseconds") {
+                    first(&mut r.request_ttl_seconds, value);
+                } else if rest.eq_ignore_ascii_case(b"-invocationtimeoutseconds") {
+                    first(&mut r.invocation_timeout_seconds, value);
+                }
             } else if name.eq_ignore_ascii_case(b"connection") {
                 r.close |= h1::has_close_token(value);
             } else if name.eq_ignore_ascii_case(b"expect") || name.eq_ignore_ascii_case(b"upgrade") {
@@ -124,6 +157,13 @@ impl<V> RequestHeaders<V> {
             target_variant: self.target_variant.as_ref().map(&mut f),
             host: self.host.as_ref().map(&mut f),
             origin: self.origin.as_ref().map(&mut f),
+            sagemaker_content_type: self.sagemaker_content_type.as_ref().map(&mut f),
+            sagemaker_accept: self.sagemaker_accept.as_ref().map(&mut f),
+            input_location: self.input_location.as_ref().map(&mut f),
+            output_path_extension: self.output_path_extension.as_ref().map(&mut f),
+            filename: self.filename.as_ref().map(&mut f),
+            request_ttl_seconds: self.request_ttl_seconds.as_ref().map(&mut f),
+            invocation_timeout_seconds: self.invocation_timeout_seconds.as_ref().map(&mut f),
             close: self.close,
             expect_or_upgrade: self.expect_or_upgrade,
         }
@@ -155,7 +195,7 @@ impl<'a> AnswerHead<'a> {
         instance_type: &'a str,
     ) -> Self {
         let (content_type, model_content_type) = match op.mode() {
-            Mode::Plain => (model_content_type, None),
+            Mode::Plain | Mode::Async => (model_content_type, None),
             Mode::EventStream => (Some(&b"application/vnd.amazon.eventstream"[..]), model_content_type),
         };
         Self {
@@ -182,6 +222,22 @@ impl<'a> AnswerHead<'a> {
         Self {
             status: e.status(),
             headers,
+        }
+    }
+
+    /// `InvokeEndpointAsync`'s answer: 202, where the output and a failure will be written,
+    /// and a JSON body (`{"InferenceId": ...}`) of type `application/json`.
+    pub fn accepted(request_id: &'a RequestId, output_location: &'a str, failure_location: &'a str) -> Self {
+        AnswerHead {
+            status: StatusCode::ACCEPTED,
+            headers: [
+                Some(("x-amzn-requestid", request_id.as_str().as_bytes())),
+                Some(("content-type", b"application/json")),
+                Some(("x-amzn-sagemaker-outputlocation", output_location.as_bytes())),
+                Some(("x-amzn-sagemaker-failurelocation", failure_location.as_bytes())),
+                None,
+                None,
+            ],
         }
     }
 

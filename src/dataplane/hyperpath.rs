@@ -16,7 +16,7 @@ use super::DataPlane;
 use super::eventstream::EventStream;
 use super::h1;
 use super::head::{AnswerHead, RequestHeaders};
-use super::invoke::{Call, Payload, Signed, invoke_model};
+use super::invoke::{Call, Payload, Reply, Signed, invoke_model};
 use super::op::{Mode, RuntimeOp};
 use super::request_id::RequestId;
 use crate::error::ApiError;
@@ -77,13 +77,17 @@ pub async fn invoke(
         stall: h1::Stall::new(dp.router.client_timeout()),
     };
     let answer = match invoke_model(dp, &call, &mut payload).await {
-        Ok(a) => a,
+        Ok(Reply::Model(a)) => a,
+        Ok(Reply::Accepted(a)) => {
+            return AnswerHead::accepted(&call.request_id, &a.output_location, &a.failure_location)
+                .response(Body::from(a.body.clone()));
+        }
         Err(e) => return error(&e, &call.request_id),
     };
     let head = answer.head(&op, &call.request_id);
     let head = head.response(());
     let body = match op.mode() {
-        Mode::Plain => Body::new(answer.body),
+        Mode::Plain | Mode::Async => Body::new(answer.body),
         Mode::EventStream => Body::new(EventStream::new(answer.body)),
     };
     head.map(|()| body)

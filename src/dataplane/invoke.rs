@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use super::DataPlane;
 use super::h1;
 use super::head::{AnswerHead, RequestHeaders};
-use super::op::RuntimeOp;
+use super::op::{Mode, RuntimeOp};
 use super::request_id::RequestId;
 use super::routes::{EndpointRoutes, PickError, RouteInstance};
 use super::upstream::{self, Conn, UpstreamBody, UpstreamError};
@@ -140,6 +140,15 @@ impl Answer {
             self.instance_type(),
         )
     }
+}
+
+/// What a runtime request is answered with, unless an error: a model's answer, or an
+/// asynchronous request's acceptance.
+pub enum Reply {
+    /// `InvokeEndpoint`, `InvokeEndpointWithResponseStream`: the model's answer to stream back.
+    Model(Answer),
+    /// `InvokeEndpointAsync`: the request is in the durable queue.
+    Accepted(super::accept::Accepted),
 }
 
 pub(super) fn error(code: ErrorCode, message: String) -> ApiError {
@@ -278,11 +287,13 @@ async fn send_request(
     conn.stream().write_all(&out).await.map_err(io)
 }
 
-/// Routes one invocation to a model instance and returns its answer, whichever server read
-/// the request: a 2xx answer to stream back, or the AWS error to send. A refused connection is
-/// retried once on another instance (nothing of the request has been read at that point).
+/// Serves one runtime request, whichever server read it: an invocation is routed to a model
+/// instance (a 2xx answer to stream back; a refused connection is retried once on another
+/// instance, nothing of the request having been read at that point), an asynchronous one is
+/// accepted into the durable queue; or the AWS error to send. Both pass the same host check,
+/// authentication, authorization and data-event audit first.
 #[allow(clippy::disallowed_methods)] // Latency metrics measure elapsed real time.
-pub async fn invoke_model(dp: &DataPlane, call: &Call<'_>, payload: &mut impl Payload) -> Result<Answer, ApiError> {
+pub async fn invoke_model(dp: &DataPlane, call: &Call<'_>, payload: &mut impl Payload) -> Result<Reply, ApiError> {
     let received = Instant::now();
     // Before anything about an endpoint is told: a page of another origin, or one that
     // rebound a name of its own to this address, learns nothing.
@@ -329,12 +340,16 @@ pub async fn invoke_model(dp: &DataPlane, call: &Call<'_>, payload: &mut impl Pa
         }
     };
     let result = match authorize(dp, &caller, call, &resource, tags.as_deref()) {
+        Ok(()) if call.op.mode() == Mode::Async => super::accept::accept(dp, call, buffered, payload)
+            .await
+            .map(Reply::Accepted),
         Ok(()) => {
             let mut buffered = buffered.map(|b| Buffered(Some(b)));
             match &mut buffered {
                 Some(body) => exchange(dp, call, body, received).await,
                 None => exchange(dp, call, payload, received).await,
             }
+            .map(Reply::Model)
         }
         Err(e) => Err(e),
     };
@@ -375,7 +390,7 @@ fn invocation_record(
     caller: &Caller,
     call: &Call<'_>,
     resource: &Resource,
-    result: &Result<Answer, ApiError>,
+    result: &Result<Reply, ApiError>,
 ) -> crate::audit::Record {
     let arns = dp.auth.arns();
     let mut r = crate::audit::Record::api_call(
@@ -409,10 +424,17 @@ fn invocation_record(
         r.resources.push(crate::audit::RecordResource::of_arn(arn));
     }
     match result {
-        Ok(answer) => {
+        Ok(Reply::Model(answer)) => {
             r.response_elements = Some(serde_json::json!({
                 "invokedProductionVariant": answer.variant(),
                 "instanceType": answer.instance_type(),
+            }));
+        }
+        Ok(Reply::Accepted(a)) => {
+            r.response_elements = Some(serde_json::json!({
+                "inferenceId": a.inference_id,
+                "outputLocation": a.output_location,
+                "failureLocation": a.failure_location,
             }));
         }
         Err(e) => {
@@ -557,6 +579,14 @@ async fn exchange(
             format!("Endpoint {name} of account {} not found.", dp.account_id),
         ));
     };
+    if routes.async_config.is_some() {
+        return Err(error(
+            ErrorCode::ValidationError,
+            format!(
+                "Endpoint {name} is an asynchronous endpoint (it has an AsyncInferenceConfig); invoke it with InvokeEndpointAsync."
+            ),
+        ));
+    }
     let target = call.headers.target_variant()?;
     call.headers.check_custom_attributes()?;
     if call.length.is_some_and(|n| n > MAX_PAYLOAD as u64) {

@@ -8,6 +8,7 @@
 //! the control plane publishes for it), the configuration, the error table, the metrics store
 //! and the clock; never the control plane itself.
 
+pub mod accept;
 pub mod eventstream;
 pub mod fastpath;
 pub mod h1;

@@ -11,6 +11,9 @@ pub enum Mode {
     Plain,
     /// `InvokeEndpointWithResponseStream`: event-stream `PayloadPart` messages.
     EventStream,
+    /// `InvokeEndpointAsync`: accepted into the durable queue, answered 202 with where the
+    /// output will be.
+    Async,
 }
 
 /// A SageMaker Runtime operation: what an invocation asks for, and on which endpoint.
@@ -23,6 +26,11 @@ pub enum RuntimeOp<'a> {
     },
     /// `POST /endpoints/{endpoint}/invocations-response-stream`.
     InvokeEndpointWithResponseStream {
+        /// `EndpointName`, from the path as it was sent (not percent-decoded).
+        endpoint: &'a str,
+    },
+    /// `POST /endpoints/{endpoint}/async-invocations`.
+    InvokeEndpointAsync {
         /// `EndpointName`, from the path as it was sent (not percent-decoded).
         endpoint: &'a str,
     },
@@ -41,8 +49,9 @@ pub enum Target<'a> {
 
 impl<'a> RuntimeOp<'a> {
     /// What `method` on `path` (the path alone, no query) asks for. An invocation path is
-    /// `/endpoints/{name}/invocations` or `/endpoints/{name}/invocations-response-stream`, the
-    /// name a non-empty segment without `/`, `?` or `#`.
+    /// `/endpoints/{name}/invocations`, `/endpoints/{name}/invocations-response-stream` or
+    /// `/endpoints/{name}/async-invocations`, the name a non-empty segment without `/`, `?` or
+    /// `#`.
     pub fn parse(method: &str, path: &'a str) -> Target<'a> {
         let Some(rest) = path.strip_prefix("/endpoints/") else {
             return Target::Other;
@@ -51,6 +60,8 @@ impl<'a> RuntimeOp<'a> {
             (n, Mode::Plain)
         } else if let Some(n) = rest.strip_suffix("/invocations-response-stream") {
             (n, Mode::EventStream)
+        } else if let Some(n) = rest.strip_suffix("/async-invocations") {
+            (n, Mode::Async)
         } else {
             return Target::Other;
         };
@@ -70,13 +81,16 @@ impl<'a> RuntimeOp<'a> {
         match mode {
             Mode::Plain => Self::InvokeEndpoint { endpoint },
             Mode::EventStream => Self::InvokeEndpointWithResponseStream { endpoint },
+            Mode::Async => Self::InvokeEndpointAsync { endpoint },
         }
     }
 
     /// The endpoint it invokes.
     pub fn endpoint_name(&self) -> &'a str {
         match *self {
-            Self::InvokeEndpoint { endpoint } | Self::InvokeEndpointWithResponseStream { endpoint } => endpoint,
+            Self::InvokeEndpoint { endpoint }
+            | Self::InvokeEndpointWithResponseStream { endpoint }
+            | Self::InvokeEndpointAsync { endpoint } => endpoint,
         }
     }
 
@@ -85,6 +99,7 @@ impl<'a> RuntimeOp<'a> {
         match self {
             Self::InvokeEndpoint { .. } => Mode::Plain,
             Self::InvokeEndpointWithResponseStream { .. } => Mode::EventStream,
+            Self::InvokeEndpointAsync { .. } => Mode::Async,
         }
     }
 }
@@ -94,6 +109,7 @@ impl Operation for RuntimeOp<'_> {
         match self {
             Self::InvokeEndpoint { .. } => "InvokeEndpoint",
             Self::InvokeEndpointWithResponseStream { .. } => "InvokeEndpointWithResponseStream",
+            Self::InvokeEndpointAsync { .. } => "InvokeEndpointAsync",
         }
     }
 
@@ -157,6 +173,19 @@ mod tests {
             plain.resource(&arns).to_string(),
             "arn:aws:sagemaker:eu-west-1:111122223333:endpoint/a%2db"
         );
+        let Target::Invocation(queued) = op("POST", "/endpoints/e/async-invocations") else {
+            panic!("an asynchronous invocation path")
+        };
+        assert_eq!(
+            (queued.name(), queued.action().to_string(), queued.mode()),
+            (
+                "InvokeEndpointAsync",
+                "sagemaker:InvokeEndpointAsync".to_string(),
+                Mode::Async
+            )
+        );
+        assert_eq!(RuntimeOp::new(Mode::Async, "e"), queued);
+        assert_eq!(op("GET", "/endpoints/e/async-invocations"), Target::MethodNotAllowed);
         assert_eq!(op("GET", "/endpoints/e/invocations"), Target::MethodNotAllowed);
         assert_eq!(
             op("HEAD", "/endpoints/e/invocations-response-stream"),
@@ -170,6 +199,8 @@ mod tests {
             "/endpoints/e/invocations?x=1",
             "/endpoints/e?/invocations",
             "/endpoints/e/invocation",
+            "/endpoints/e/async-invocations/",
+            "/endpoints/async-invocations",
             "/_spillway/health",
             "endpoints/e/invocations",
         ] {

@@ -74,7 +74,8 @@ impl RouteInstance {
             .is_ok()
     }
 
-    fn load(&self) -> usize {
+    /// Requests in flight now.
+    pub fn load(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
     }
 }
@@ -525,6 +526,7 @@ mod tests {
                 variant("a", 1.0, vec![inst("a1", 0)]),
                 variant("b", 0.0, vec![inst("b1", 0)]),
             ],
+            async_config: None,
         };
         for _ in 0..50 {
             assert_eq!(r.pick(None, 0, None).unwrap().0, 0);
@@ -543,6 +545,7 @@ mod tests {
             "e",
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0)])],
+                async_config: None,
             },
         );
         t.get("e").unwrap().variants[0].instances[0]
@@ -552,6 +555,7 @@ mod tests {
             "e",
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0), inst("y", 0)])],
+                async_config: None,
             },
         );
         let r = t.get("e").unwrap();
@@ -565,6 +569,7 @@ mod tests {
             "e",
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0), inst("y", 0)])],
+                async_config: None,
             },
         );
         let x = t.get("e").unwrap().variants[0].instances[0].clone();

@@ -302,6 +302,7 @@ enum Job {
         until: Timestamp,
     },
     ReleaseLeases,
+    Release(String),
     PurgeDone(Timestamp),
 }
 
@@ -509,6 +510,15 @@ impl Queue {
     pub fn release_leases(&self) -> Result<u64, QueueError> {
         match self.run(Job::ReleaseLeases)? {
             Answer::Count(n) => Ok(n),
+            _ => Err(QueueError::Storage("the writer answered another job".into())),
+        }
+    }
+
+    /// Puts leased request `id` back in the queue at once (its worker could not reach a
+    /// model; another attempt may). Whether it was leased.
+    pub fn release(&self, id: &str) -> Result<bool, QueueError> {
+        match self.run(Job::Release(id.to_string()))? {
+            Answer::Count(n) => Ok(n > 0),
             _ => Err(QueueError::Storage("the writer answered another job".into())),
         }
     }
@@ -730,10 +740,13 @@ fn apply(conn: &Connection, job: &Job) -> Result<Answer, QueueError> {
             "UPDATE requests SET state = 'queued', lease_until = NULL WHERE state = 'leased'",
             [],
         )? as u64)),
-        Job::PurgeDone(before) => Ok(Answer::Count(conn.execute(
-            "DELETE FROM requests WHERE state = 'done' AND finished < ?1",
-            [before],
+        Job::Release(id) => Ok(Answer::Count(conn.execute(
+            "UPDATE requests SET state = 'queued', lease_until = NULL WHERE id = ?1 AND state = 'leased'",
+            [id],
         )? as u64)),
+        Job::PurgeDone(before) => Ok(Answer::Count(
+            conn.execute("DELETE FROM requests WHERE state = 'done' AND finished < ?1", [before])? as u64,
+        )),
         Job::Complete { id, outcome, now } => {
             let current: Option<Request> = conn
                 .prepare_cached(&format!("SELECT {COLUMNS} FROM requests WHERE id = ?1"))?

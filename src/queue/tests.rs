@@ -11,7 +11,7 @@ fn inv(id: &str, endpoint: &str, created: f64, ttl: f64) -> Invocation {
         inference_id: format!("client-{id}"),
         endpoint: endpoint.into(),
         input_location: format!("s3://in/{id}"),
-        inline_body: (id.len() % 2 == 0).then(|| id.as_bytes().to_vec()),
+        inline_body: id.len().is_multiple_of(2).then(|| id.as_bytes().to_vec()),
         output_location: format!("s3://out/{id}.out"),
         failure_location: Some(format!("s3://fail/{id}-error.out")),
         content_type: Some("application/json".into()),
@@ -119,10 +119,7 @@ fn lease_is_fifo_per_endpoint_and_counts_attempts() {
         }
     );
     // The lease runs out: back in the queue, the next lease is attempt 2.
-    assert_eq!(
-        q.expire(40.0).unwrap(),
-        Expiry { requeued: 3 }
-    );
+    assert_eq!(q.expire(40.0).unwrap(), Expiry { requeued: 3 });
     let again = q.lease("a", 1, 41.0, 30.0).unwrap();
     assert_eq!(ids(&again), ["a1"]);
     assert_eq!(again[0].attempts, 2);
@@ -175,7 +172,10 @@ fn requests_past_their_ttl_are_handed_out_to_fail_not_to_run() {
     // failure is written and it is completed.
     assert_eq!(ids(&q.lease_expired(5, 20.0, 30.0).unwrap()), ["held", "other"]);
     assert!(q.lease_expired(5, 20.0, 30.0).unwrap().is_empty());
-    assert_eq!(q.complete("held", Outcome::Expired, 21.0).unwrap(), Completion::Completed);
+    assert_eq!(
+        q.complete("held", Outcome::Expired, 21.0).unwrap(),
+        Completion::Completed
+    );
     // A worker that died: its lease runs out and the request is handed out to fail again.
     assert_eq!(q.expire(50.0).unwrap(), Expiry { requeued: 1 });
     assert_eq!(ids(&q.lease_expired(5, 50.0, 30.0).unwrap()), ["other"]);
@@ -198,6 +198,12 @@ fn release_and_purge() {
     q.lease("ep", 3, 5.0, 1000.0).unwrap();
     q.complete("a", Outcome::Succeeded, 6.0).unwrap();
     q.complete("b", Outcome::Succeeded, 8.0).unwrap();
+    // One lease given back: only a leased request moves.
+    q.lease("ep", 1, 5.5, 1000.0).unwrap_or_default();
+    assert!(!q.release("a").unwrap(), "a is done");
+    assert!(q.release("c").unwrap());
+    assert!(!q.release("c").unwrap(), "c is queued already");
+    q.lease("ep", 3, 5.6, 1000.0).unwrap();
     // Start-up: every lease goes back at once, whatever its deadline.
     assert_eq!(q.release_leases().unwrap(), 1);
     assert_eq!(q.get("c").unwrap().unwrap().state, State::Queued);

@@ -1,0 +1,524 @@
+//! The asynchronous endpoints' workers: what happens to a request `InvokeEndpointAsync`
+//! accepted into the durable queue (`crate::queue`).
+//!
+//! One dispatcher task, woken by every acceptance and every finished request, and every second:
+//!
+//! - it leases, per asynchronous endpoint, as many queued requests as the endpoint's instances
+//!   have free slots (`MaxConcurrentInvocationsPerInstance` each, across every variant and
+//!   instance type: queued work is shared by the whole fleet), oldest first, and hands each to
+//!   an instance (the variant by weight, then the least loaded instance), counted in the
+//!   instance's outstanding requests as a real-time invocation is, so draining and scale-in see
+//!   it;
+//! - each request's task reads the input (`InputLocation` through `crate::objects`, or the
+//!   inline body), posts it to the instance's `/invocations` within `InvocationTimeoutSeconds`,
+//!   writes the answer to the output location (or the failure to the failure location), sends
+//!   the notification, and only then completes the request in the queue: a crash anywhere
+//!   before completion leaves the request to be processed again (at least once), and the
+//!   object is keyed by the request's id, so a repeat overwrites the same object (written
+//!   once, as the client sees it);
+//! - requests past their `RequestTTLSeconds` are leased to fail (`Queue::lease_expired`): the
+//!   failure object first, then the completion as expired;
+//! - requests of an endpoint that was deleted are failed the same way;
+//! - every second: leases past their deadline go back to the queue, and (every minute)
+//!   finished requests older than the retention are forgotten.
+//!
+//! A request whose instance could not be reached (it went away between the lease and the
+//! connection) goes back to the queue at once for another attempt, up to [`MAX_ATTEMPTS`]; a
+//! model's error, a timeout or a missing input are the request's failure and are not retried.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+use super::app::App;
+use crate::core::model::Timestamp;
+use crate::dataplane::routes::{EndpointRoutes, RouteInstance};
+use crate::objects::{ObjectError, ObjectRef};
+use crate::queue::{Completion, Outcome, Queue, QueueError, Request};
+use crate::telemetry::metrics::{Outcome as MetricOutcome, Series};
+
+/// How many times a request is handed to an instance that cannot be reached before it fails.
+pub const MAX_ATTEMPTS: u32 = 3;
+/// A lease outlasts the longest invocation timeout (1 hour) by this much (input and output
+/// transfers): a worker alive keeps its request, a dead process's leases go back at start-up.
+const LEASE_MARGIN_SECONDS: f64 = 600.0;
+/// The longest `InvocationTimeoutSeconds`.
+const MAX_TIMEOUT_SECONDS: f64 = 3600.0;
+/// Most requests leased in one go (per endpoint, per dispatch).
+const MAX_LEASE: usize = 256;
+
+/// Runs the dispatcher until shutdown.
+pub async fn run(app: Arc<App>) {
+    let mut shutdown = app.shutdown.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_purge: Timestamp = f64::MIN;
+    loop {
+        let maintenance = tokio::select! {
+            () = app.dataplane.async_wake.notified() => false,
+            _ = tick.tick() => true,
+            _ = shutdown.changed() => return,
+        };
+        if maintenance {
+            let now = app.clock.now();
+            let purge = now - last_purge >= 60.0;
+            if purge {
+                last_purge = now;
+            }
+            let retention = app.cfg.async_inference.retention_seconds as f64;
+            let q = app.queue.clone();
+            let done = blocking(move || {
+                let e = q.expire(now)?;
+                let purged = if purge { q.purge_done(now - retention)? } else { 0 };
+                Ok((e.requeued, purged))
+            })
+            .await;
+            match done {
+                Ok((requeued, purged)) if requeued + purged > 0 => {
+                    tracing::info!(requeued, purged, "asynchronous queue maintenance");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "asynchronous queue maintenance failed"),
+            }
+        }
+        if let Err(e) = dispatch(&app).await {
+            tracing::error!(error = %e, "asynchronous dispatch failed");
+        }
+    }
+}
+
+/// Runs a blocking queue call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, QueueError> + Send + 'static,
+) -> Result<T, QueueError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| QueueError::Storage(format!("queue task failed: {e}")))?
+}
+
+/// Free slots of an asynchronous endpoint's fleet.
+fn free_slots(routes: &EndpointRoutes, per_instance: u32) -> usize {
+    routes
+        .variants
+        .iter()
+        .flat_map(|v| &v.instances)
+        .map(|i| (per_instance as usize).saturating_sub(i.load()))
+        .sum()
+}
+
+/// Picks an instance with a free slot and reserves it: the variant by weight and the least
+/// loaded instance within it, else any instance with room.
+fn reserve(routes: &EndpointRoutes, per_instance: u32) -> Option<(usize, Arc<RouteInstance>)> {
+    if let Ok((vi, inst)) = routes.pick(None, per_instance, None)
+        && inst.try_reserve(per_instance)
+    {
+        return Some((vi, inst));
+    }
+    routes.variants.iter().enumerate().find_map(|(vi, v)| {
+        v.instances
+            .iter()
+            .find(|i| i.try_reserve(per_instance))
+            .map(|i| (vi, i.clone()))
+    })
+}
+
+/// One dispatch: expired requests to fail, requests of deleted endpoints to fail, and as many
+/// requests as each asynchronous endpoint has free slots to run.
+async fn dispatch(app: &Arc<App>) -> Result<(), QueueError> {
+    let now = app.clock.now();
+    let q = app.queue.clone();
+    let expired = blocking(move || q.lease_expired(MAX_LEASE, now, LEASE_MARGIN_SECONDS)).await?;
+    for req in expired {
+        let ttl = (req.invocation.ttl_deadline - req.invocation.created).round();
+        let why = Failure::new(
+            FailureKind::Expired,
+            format!(
+                "Request {} expired: it waited in the queue longer than its RequestTTLSeconds ({ttl} s) without an instance to run it.",
+                req.invocation.inference_id
+            ),
+        );
+        tokio::spawn(fail(app.clone(), req, why));
+    }
+    let q = app.queue.clone();
+    let endpoints = blocking(move || q.endpoints_with_backlog()).await?;
+    for name in endpoints {
+        let Some(routes) = app.dataplane.routes.get(&name) else {
+            if app.endpoint(&name).is_none() {
+                fail_all(app, &name, now).await?;
+            }
+            continue;
+        };
+        let Some(config) = routes.async_config.clone() else {
+            continue;
+        };
+        let per_instance = config.concurrency();
+        let free = free_slots(&routes, per_instance).min(MAX_LEASE);
+        if free == 0 {
+            continue;
+        }
+        let q = app.queue.clone();
+        let n = name.clone();
+        let leased = blocking(move || q.lease(&n, free, now, MAX_TIMEOUT_SECONDS + LEASE_MARGIN_SECONDS)).await?;
+        for req in leased {
+            match reserve(&routes, per_instance) {
+                Some((vi, inst)) => {
+                    let variant = routes.variants[vi].name.clone();
+                    let of_type = routes.variants[vi]
+                        .instances
+                        .iter()
+                        .filter(|i| i.instance_type == inst.instance_type)
+                        .count();
+                    let slot = Slot {
+                        inst,
+                        wake: app.dataplane.async_wake.clone(),
+                    };
+                    tokio::spawn(process(app.clone(), req, slot, variant, of_type));
+                }
+                None => {
+                    // Every slot was taken since the count (instances left): back it goes.
+                    let q = app.queue.clone();
+                    let id = req.invocation.id.clone();
+                    blocking(move || q.release(&id)).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fails every queued request of an endpoint that no longer exists.
+async fn fail_all(app: &Arc<App>, name: &str, now: Timestamp) -> Result<(), QueueError> {
+    let q = app.queue.clone();
+    let n = name.to_string();
+    let leased = blocking(move || q.lease(&n, MAX_LEASE, now, LEASE_MARGIN_SECONDS)).await?;
+    for req in leased {
+        let why = Failure::new(
+            FailureKind::EndpointDeleted,
+            format!(
+                "Endpoint {name} was deleted before request {} ran.",
+                req.invocation.inference_id
+            ),
+        );
+        tokio::spawn(fail(app.clone(), req, why));
+    }
+    Ok(())
+}
+
+/// A reserved slot on an instance: counts the request in the instance's outstanding requests
+/// until dropped, then wakes the dispatcher for the next request.
+struct Slot {
+    inst: Arc<RouteInstance>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.inst.outstanding.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+}
+
+/// How a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The input could not be read (missing object or bucket, too large).
+    Input,
+    /// The model answered an error status.
+    ModelError,
+    /// The model did not answer within `InvocationTimeoutSeconds`.
+    Timeout,
+    /// No instance could be reached after [`MAX_ATTEMPTS`] tries.
+    Unreachable,
+    /// It waited past `RequestTTLSeconds`.
+    Expired,
+    /// Its endpoint was deleted first.
+    EndpointDeleted,
+    /// The answer could not be stored.
+    Output,
+}
+
+impl FailureKind {
+    /// The name the failure's queue record and notification carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Input => "InputError",
+            Self::ModelError => "ModelError",
+            Self::Timeout => "ModelTimeout",
+            Self::Unreachable => "InstanceUnreachable",
+            Self::Expired => "RequestExpired",
+            Self::EndpointDeleted => "EndpointDeleted",
+            Self::Output => "OutputError",
+        }
+    }
+}
+
+/// A request's failure: its kind and the text of its failure object.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What went wrong.
+    pub kind: FailureKind,
+    /// The failure object's body (what `AsyncInferenceResponse.get_result` raises with).
+    pub message: String,
+}
+
+impl Failure {
+    fn new(kind: FailureKind, message: String) -> Self {
+        Self { kind, message }
+    }
+}
+
+/// What one attempt came to.
+enum Attempt {
+    /// The model answered 2xx.
+    Answer { body: Bytes, content_type: Option<String> },
+    /// The request failed for good.
+    Failed(Failure),
+    /// The instance could not be reached: another may be.
+    Unreachable(String),
+}
+
+/// Runs one leased request on its instance and records how it ended.
+#[allow(clippy::disallowed_methods)] // Model latency is measured in real elapsed time.
+async fn process(app: Arc<App>, req: Request, slot: Slot, variant: String, serving_of_type: usize) {
+    let inv = &req.invocation;
+    let started = std::time::Instant::now();
+    let attempt = run_model(&app, &req, &slot.inst).await;
+    let latency_us = started.elapsed().as_micros() as u64;
+    let metric = match &attempt {
+        Attempt::Answer { .. } => Some(MetricOutcome::Success),
+        Attempt::Failed(f) if f.kind == FailureKind::ModelError => Some(MetricOutcome::ModelServerError),
+        Attempt::Failed(f) if f.kind == FailureKind::Timeout => Some(MetricOutcome::ModelOtherError),
+        Attempt::Failed(_) => Some(MetricOutcome::ClientError),
+        Attempt::Unreachable(_) => Some(MetricOutcome::ServerError),
+    };
+    if let Some(outcome) = metric
+        && app.metrics.enabled()
+    {
+        let series = Series {
+            endpoint: &inv.endpoint,
+            variant: &variant,
+            instance_type: &slot.inst.instance_type,
+        };
+        slot.inst.metrics.get_or_init(|| app.metrics.handle(series)).record(
+            serving_of_type,
+            outcome,
+            latency_us,
+            0,
+            app.clock.now(),
+        );
+    }
+    drop(slot);
+    match attempt {
+        Attempt::Answer { body, content_type } => succeed(&app, &req, body, content_type).await,
+        Attempt::Failed(why) => fail(app.clone(), req, why).await,
+        Attempt::Unreachable(why) if req.attempts < MAX_ATTEMPTS => {
+            tracing::info!(request = %inv.id, endpoint = %inv.endpoint, attempt = req.attempts, %why, "asynchronous request goes back to the queue");
+            let q = app.queue.clone();
+            let id = inv.id.clone();
+            if let Err(e) = blocking(move || q.release(&id)).await {
+                tracing::error!(error = %e, "asynchronous request not released; its lease will run out");
+            }
+        }
+        Attempt::Unreachable(why) => {
+            let why = Failure::new(
+                FailureKind::Unreachable,
+                format!(
+                    "No instance of endpoint {} could be reached after {} attempts: {why}",
+                    inv.endpoint, req.attempts
+                ),
+            );
+            fail(app.clone(), req, why).await;
+        }
+    }
+}
+
+/// Reads the input, posts it to the instance and reads the answer, within the request's
+/// `InvocationTimeoutSeconds` (the input read is not counted against it).
+async fn run_model(app: &App, req: &Request, inst: &RouteInstance) -> Attempt {
+    let inv = &req.invocation;
+    let max = app.cfg.async_inference.max_payload_bytes;
+    let input = match &inv.inline_body {
+        Some(b) => Bytes::from(b.clone()),
+        None => match read_input(app, &inv.input_location, max).await {
+            Ok(b) => b,
+            Err(f) => return Attempt::Failed(f),
+        },
+    };
+    let mut request = hyper::Request::post(format!("http://{}/invocations", inst.address));
+    let headers = [
+        ("content-type", inv.content_type.as_deref()),
+        ("accept", inv.accept.as_deref()),
+        ("x-amzn-sagemaker-custom-attributes", inv.custom_attributes.as_deref()),
+        ("x-amzn-sagemaker-inference-id", Some(inv.inference_id.as_str())),
+    ];
+    for (name, value) in headers {
+        if let Some(v) = value {
+            request = request.header(name, v);
+        }
+    }
+    let request = match request.body(Body::from(input)) {
+        Ok(r) => r,
+        Err(e) => {
+            return Attempt::Failed(Failure::new(
+                FailureKind::Input,
+                format!("The request could not be sent to the model: {e}"),
+            ));
+        }
+    };
+    let timeout = Duration::from_secs(u64::from(inv.invocation_timeout_seconds.max(1)));
+    let exchange = async {
+        let resp = app.http.request(request).await.map_err(|e| {
+            if e.is_connect() {
+                Err(e.to_string())
+            } else {
+                Ok(Failure::new(
+                    FailureKind::ModelError,
+                    format!("The model's connection failed before it answered: {e}"),
+                ))
+            }
+        })?;
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = http_body_util::Limited::new(resp.into_body(), max as usize)
+            .collect()
+            .await
+            .map_err(|e| {
+                Ok(Failure::new(
+                    FailureKind::ModelError,
+                    format!("The model's answer could not be read (at most {max} bytes are kept): {e}"),
+                ))
+            })?
+            .to_bytes();
+        Ok::<_, Result<Failure, String>>((status, content_type, body))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Attempt::Failed(Failure::new(
+            FailureKind::Timeout,
+            format!(
+                "Model invocation timed out: the model did not answer request {} within its InvocationTimeoutSeconds ({} s).",
+                inv.inference_id, inv.invocation_timeout_seconds
+            ),
+        )),
+        Ok(Err(Err(unreachable))) => Attempt::Unreachable(unreachable),
+        Ok(Err(Ok(failure))) => Attempt::Failed(failure),
+        Ok(Ok((status, content_type, body))) if status.is_success() => Attempt::Answer { body, content_type },
+        Ok(Ok((status, _, body))) => {
+            let kind = if status.is_client_error() { "client" } else { "server" };
+            let original = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]).into_owned();
+            Attempt::Failed(Failure::new(
+                FailureKind::ModelError,
+                format!(
+                    "Received {kind} error ({}) from primary with message \"{original}\". See the instance logs of endpoint {} (instance {}).",
+                    status.as_u16(),
+                    inv.endpoint,
+                    inst.id
+                ),
+            ))
+        }
+    }
+}
+
+/// Reads an input object, or says why it cannot be read.
+async fn read_input(app: &App, location: &str, max: u64) -> Result<Bytes, Failure> {
+    let input = |message: String| Failure::new(FailureKind::Input, message);
+    let obj = ObjectRef::parse_object(location)
+        .map_err(|e| input(format!("InputLocation {location} cannot be read: {e}")))?;
+    match app.objects.get(&obj, max).await {
+        Ok(o) => Ok(o.body),
+        Err(ObjectError::NotFound { .. }) => Err(input(format!(
+            "Failed to download the input from {location}: the object does not exist (NoSuchKey)."
+        ))),
+        Err(ObjectError::NoSuchBucket { bucket }) => Err(input(format!(
+            "Failed to download the input from {location}: the bucket {bucket} does not exist (NoSuchBucket)."
+        ))),
+        Err(e) => Err(input(format!("Failed to download the input from {location}: {e}"))),
+    }
+}
+
+/// Writes the answer, notifies, completes.
+async fn succeed(app: &Arc<App>, req: &Request, body: Bytes, content_type: Option<String>) {
+    let inv = &req.invocation;
+    let stored = match ObjectRef::parse_object(&inv.output_location) {
+        Ok(obj) => app.objects.put(&obj, body.clone(), content_type.as_deref()).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = stored {
+        let why = Failure::new(
+            FailureKind::Output,
+            format!(
+                "The model answered, but its answer could not be written to {}: {e}",
+                inv.output_location
+            ),
+        );
+        fail(app.clone(), req.clone(), why).await;
+        return;
+    }
+    notify_success(app, req, &body, content_type.as_deref()).await;
+    complete(app, inv.id.clone(), Outcome::Succeeded).await;
+}
+
+/// Writes the failure object, notifies, completes.
+async fn fail(app: Arc<App>, req: Request, why: Failure) {
+    let inv = &req.invocation;
+    let location = inv.failure_location.clone().unwrap_or_default();
+    let written = match ObjectRef::parse_object(&location) {
+        Ok(obj) => {
+            app.objects
+                .put(&obj, Bytes::from(why.message.clone()), Some("text/plain"))
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
+        tracing::error!(request = %inv.id, endpoint = %inv.endpoint, location, error = %e, "the failure object could not be written");
+        app.event(crate::core::endpoint::Event {
+            time: app.clock.now(),
+            endpoint_name: inv.endpoint.clone(),
+            variant_name: None,
+            kind: "AsyncFailureNotWritten".into(),
+            instance_type: None,
+            priority: None,
+            instance_id: None,
+            result: Some(why.kind.as_str().into()),
+            message: format!(
+                "Request {} failed ({}) and its failure object could not be written to {location}: {e}",
+                inv.inference_id, why.message
+            ),
+        });
+        if req.attempts < MAX_ATTEMPTS {
+            // Leave it leased: its lease runs out and it is tried again then.
+            return;
+        }
+    }
+    notify_error(&app, &req, &why).await;
+    let outcome = match why.kind {
+        FailureKind::Expired => Outcome::Expired,
+        k => Outcome::Failed {
+            reason: format!("{}: {}", k.as_str(), why.message),
+        },
+    };
+    complete(&app, inv.id.clone(), outcome).await;
+}
+
+/// Records the outcome (once: a repeat after a crash changes nothing).
+async fn complete(app: &App, id: String, outcome: Outcome) {
+    let q: Arc<Queue> = app.queue.clone();
+    let now = app.clock.now();
+    match blocking(move || q.complete(&id, outcome, now)).await {
+        Ok(Completion::Completed | Completion::AlreadyDone(_)) => {}
+        Err(e) => tracing::error!(error = %e, "asynchronous request not completed; it will run again"),
+    }
+}
+
+/// The success notification, when the endpoint has a `SuccessTopic`.
+async fn notify_success(_app: &Arc<App>, _req: &Request, _body: &Bytes, _content_type: Option<&str>) {}
+
+/// The error notification, when the endpoint has an `ErrorTopic`.
+async fn notify_error(_app: &Arc<App>, _req: &Request, _why: &Failure) {}
