@@ -71,6 +71,17 @@ def get_object(server, uri: str) -> bytes | None:
         return None
 
 
+def list_keys(server, uri_prefix: str) -> list[str]:
+    bucket, prefix = uri_prefix[len("s3://") :].split("/", 1)
+    if not hasattr(server, "s3"):  # TEMPORARY until the embedded S3 API is merged
+        root = objects_dir(server) / bucket
+        return sorted(str(p.relative_to(root)) for p in (root / prefix).rglob("*") if p.is_file())
+    keys = []
+    for page in server.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return sorted(keys)
+
+
 def wait_object(server, uri: str, timeout: float = 30.0) -> bytes:
     return poll(lambda: get_object(server, uri), timeout=timeout, what=f"object {uri}")
 
@@ -167,3 +178,121 @@ def test_invoke_async_refusals_name_the_field(server):
     refused("asynchronous", EndpointName="rt", InputLocation=loc)
     code, msg, status = error_of(rt.invoke_endpoint, EndpointName="e", Body=b"x")
     assert (code, status) == ("ValidationError", 400) and "InvokeEndpointAsync" in msg, msg
+
+
+def failure_of(server, r: dict, timeout: float = 30.0) -> str:
+    """The failure object of an accepted request, once written; its output must not exist."""
+    text = wait_object(server, r["FailureLocation"], timeout=timeout).decode()
+    assert get_object(server, r["OutputLocation"]) is None
+    return text
+
+
+def test_each_failure_kind_writes_its_failure_object(server):
+    sm, rt = server.sm, server.rt
+    deploy_async(sm, "e500", model="m500", env={"ECHO_INVOCATION_STATUS": "500"})
+    deploy_async(sm, "slow", model="slow", env={"ECHO_INVOCATION_DELAY_MS": "4000"}, failure=None)
+    # The model answers an error: its status and message, as a ModelError says them.
+    r = rt.invoke_endpoint_async(EndpointName="e500", Body=b"x")
+    text = failure_of(server, r)
+    assert "Received server error (500)" in text, text
+    # The model takes longer than InvocationTimeoutSeconds. Without an S3FailurePath the
+    # failure goes under the output path.
+    r = rt.invoke_endpoint_async(EndpointName="slow", Body=b"x", InvocationTimeoutSeconds=1)
+    assert r["FailureLocation"].startswith(OUT + "/") and r["FailureLocation"].endswith("-error.out")
+    text = failure_of(server, r)
+    assert "timed out" in text and "InvocationTimeoutSeconds (1 s)" in text, text
+    # The input does not exist.
+    r = rt.invoke_endpoint_async(EndpointName="e500", InputLocation=f"s3://{BUCKET}/in/missing.json")
+    text = failure_of(server, r)
+    assert "does not exist" in text and "missing.json" in text, text
+
+
+def test_a_request_waiting_past_its_ttl_fails_as_expired(server):
+    """One instance that works on one request at a time, busy for longer than the second
+    request's RequestTTLSeconds (60, the least the API takes): the second expires unrun."""
+    sm, rt = server.sm, server.rt
+    deploy_async(sm, "busy", model="busy", env={"ECHO_INVOCATION_DELAY_MS": "75000"}, concurrency=1)
+    first = rt.invoke_endpoint_async(EndpointName="busy", Body=b"first", InvocationTimeoutSeconds=120)
+    second = rt.invoke_endpoint_async(EndpointName="busy", Body=b"second", RequestTTLSeconds=60)
+    text = failure_of(server, second, timeout=90)
+    assert "expired" in text and "RequestTTLSeconds (60 s)" in text, text
+    # The first, which held the instance all along, still ends with its output.
+    assert json.loads(wait_object(server, first["OutputLocation"], timeout=60))["body"] == "first"
+
+
+def test_work_is_shared_by_every_instance_across_types_within_the_concurrency_limit(start_server):
+    server = start_server(capacity={"ml.m5.xlarge": 1})
+    sm, rt = server.sm, server.rt
+    variant = spw.pooled_variant("shared", spw.pools(("ml.m5.xlarge", 1), ("ml.c5.xlarge", 2)), count=2)
+    deploy_async(sm, "shared", model="shared", env={"ECHO_INVOCATION_DELAY_MS": "1000"}, variants=[variant], concurrency=2)
+    started = time.monotonic()
+    accepted = [rt.invoke_endpoint_async(EndpointName="shared", Body=f"r{i}".encode()) for i in range(8)]
+    answers = [json.loads(wait_object(server, a["OutputLocation"])) for a in accepted]
+    elapsed = time.monotonic() - started
+    assert sorted(a["body"] for a in answers) == sorted(f"r{i}" for i in range(8))
+    assert {a["instanceType"] for a in answers} == {"ml.m5.xlarge", "ml.c5.xlarge"}
+    # 8 one-second requests on 2 instances taking 2 at a time cannot finish in under 2 s; without
+    # the limit they would all run at once.
+    assert elapsed >= 1.9, elapsed
+
+
+def test_sigkill_under_load_loses_and_duplicates_nothing(server):
+    """Senders keep submitting while spillway is SIGKILLed; after the restart every request that
+    got its 202 ends in exactly one output object with its own answer, and no output exists
+    twice or for a request nobody sent."""
+    import threading
+
+    sm = server.sm
+    deploy_async(sm, "load", model="load", env={"ECHO_INVOCATION_DELAY_MS": "20"}, concurrency=4)
+    accepted: dict[str, str] = {}  # body -> output location
+    sent: set[str] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def sender(t: int):
+        rt = server.client("sagemaker-runtime", retries=1, read_timeout=10)
+        i = 0
+        while not stop.is_set():
+            body = f"t{t}-{i}"
+            i += 1
+            with lock:
+                sent.add(body)
+            try:
+                r = rt.invoke_endpoint_async(EndpointName="load", Body=body.encode())
+            except Exception:
+                return  # the server is gone
+            with lock:
+                accepted[body] = r["OutputLocation"]
+
+    threads = [threading.Thread(target=sender, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    poll(lambda: len(accepted) >= 150, timeout=60, what="150 accepted requests")
+    # Some are done by now, some running, most queued: kill it in the middle.
+    done_before = len(list_keys(server, OUT + "/"))
+    server.sigkill()
+    stop.set()
+    for th in threads:
+        th.join(timeout=30)
+    print(f"accepted {len(accepted)}, done before the kill {done_before}")
+    assert done_before < len(accepted), "everything was done before the kill: nothing was tested"
+    server.restart()
+    want = dict(accepted)
+
+    def all_written():
+        keys = set(list_keys(server, OUT + "/"))
+        return all(loc.split("/", 3)[3] in keys for loc in want.values()) and keys
+
+    keys = poll(all_written, timeout=120, what=f"outputs of all {len(want)} accepted requests")
+    by_key = {loc.split("/", 3)[3]: body for body, loc in want.items()}
+    for key in keys:
+        answer = json.loads(get_object(server, f"s3://{BUCKET}/{key}"))
+        if key in by_key:
+            assert answer["body"] == by_key[key], key
+        else:
+            # Accepted as the server died, its 202 lost on the way: it was sent, and runs once.
+            assert answer["body"] in sent and answer["body"] not in want, answer["body"]
+    # Each sender can lose at most the one answer it was waiting for.
+    assert len(keys) - len(by_key) <= len(threads), (len(keys), len(by_key))
+    assert len({json.loads(get_object(server, f"s3://{BUCKET}/{k}"))["body"] for k in keys}) == len(keys)
+    assert not list_keys(server, FAIL + "/")
