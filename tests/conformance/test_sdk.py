@@ -45,3 +45,46 @@ def test_the_sdk_raises_capacity_error_when_every_pool_is_exhausted(start_server
     with pytest.raises(CapacityError) as e:
         model.deploy(initial_instance_count=1, instance_type="ml.g6e.2xlarge", endpoint_name="sdk-ice", wait=True)
     assert "ml.g6e.2xlarge" in str(e.value) and "InsufficientInstanceCapacity" in str(e.value), str(e.value)
+
+
+def test_the_sdk_async_predictor_round_trip_against_the_embedded_store(server, monkeypatch):
+    """Issue 16: `Model.deploy(async_inference_config=...)` returns an `AsyncPredictor`;
+    `predict_async` uploads the payload to the session's default bucket in the embedded object
+    store, invokes asynchronously, and `get_result` polls the output object; a model error comes
+    back as the SDK's `AsyncInferenceModelError` from the failure object."""
+    spw.use_only_the_printed_profile(server, monkeypatch)
+    import sagemaker
+    from sagemaker.async_inference import AsyncInferenceConfig, WaiterConfig
+    from sagemaker.exceptions import AsyncInferenceModelError
+    from sagemaker.serializers import IdentitySerializer
+
+    session = sagemaker.Session()
+    bucket = session.default_bucket()
+    assert bucket == f"sagemaker-{spw.REGION}-{spw.ACCOUNT}"
+    model = sdk_model(session, "sdk-async")
+    predictor = model.deploy(
+        initial_instance_count=1, instance_type="ml.m5.xlarge", endpoint_name="sdk-async", wait=True,
+        serializer=IdentitySerializer(content_type="text/plain"),
+        async_inference_config=AsyncInferenceConfig(
+            output_path=f"s3://{bucket}/async-out", failure_path=f"s3://{bucket}/async-failures"),
+    )
+    assert type(predictor).__name__ == "AsyncPredictor"
+    response = predictor.predict_async(data=b"hello from the async sdk")
+    assert response.output_path.startswith(f"s3://{bucket}/async-out/")
+    result = response.get_result(WaiterConfig(max_attempts=60, delay=1))
+    assert b"hello from the async sdk" in result
+    # `predict` waits too, and reads the input the SDK uploaded under its default bucket.
+    assert b"second" in predictor.predict(data=b"second", waiter_config=WaiterConfig(max_attempts=60, delay=1))
+    predictor.delete_endpoint()
+
+    failing = sdk_model(session, "sdk-async-500")
+    failing.env = {"ECHO_INVOCATION_STATUS": "500"}
+    predictor = failing.deploy(
+        initial_instance_count=1, instance_type="ml.m5.xlarge", endpoint_name="sdk-async-500", wait=True,
+        serializer=IdentitySerializer(content_type="text/plain"),
+        async_inference_config=AsyncInferenceConfig(
+            output_path=f"s3://{bucket}/async-out", failure_path=f"s3://{bucket}/async-failures"),
+    )
+    with pytest.raises(AsyncInferenceModelError) as e:
+        predictor.predict_async(data=b"boom").get_result(WaiterConfig(max_attempts=60, delay=1))
+    assert "Received server error (500)" in str(e.value), str(e.value)
