@@ -443,7 +443,10 @@ mod tests {
 
     #[test]
     fn include_response_reads_aws_values() {
-        let both = vec![SUCCESS_NOTIFICATION_TOPIC.to_string(), ERROR_NOTIFICATION_TOPIC.to_string()];
+        let both = vec![
+            SUCCESS_NOTIFICATION_TOPIC.to_string(),
+            ERROR_NOTIFICATION_TOPIC.to_string(),
+        ];
         assert!(includes_response(&both, true) && includes_response(&both, false));
         let err = vec![ERROR_NOTIFICATION_TOPIC.to_string()];
         assert!(!includes_response(&err, true) && includes_response(&err, false));
