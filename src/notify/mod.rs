@@ -172,7 +172,8 @@ fn migrations() -> Migrations<'static> {
             finished REAL
         );
         CREATE INDEX notifications_due ON notifications(state, next_attempt, seq);
-        CREATE INDEX notifications_finished ON notifications(state, finished);",
+        CREATE INDEX notifications_finished ON notifications(state, finished);
+        CREATE INDEX notifications_inference ON notifications(topic_arn, endpoint, inference_id);",
     )])
 }
 
@@ -186,7 +187,9 @@ struct Row {
     dead: Option<String>,
 }
 
-type Reply = oneshot::Sender<Result<(), NotifyError>>;
+/// The writer's answer: the row's `MessageId` and whether it is new (`false`: the same
+/// inference was already published to the topic, and this is its first `MessageId`).
+type Reply = oneshot::Sender<Result<(String, bool), NotifyError>>;
 
 /// A pending notification the delivery task works on.
 #[derive(Debug, Clone)]
@@ -258,15 +261,33 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<(Row, Reply)>) {
                 Err(_) => break,
             }
         }
-        let result = (|| -> Result<(), rusqlite::Error> {
-            let tx = conn.transaction()?;
+        let result = (|| -> Result<Vec<(String, bool)>, rusqlite::Error> {
+            // IMMEDIATE: the write lock from the start, so the read of a repeated inference and
+            // the insert see one state (a deferred transaction's upgrade could fail with
+            // SQLITE_BUSY_SNAPSHOT when the delivery task wrote in between).
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut ids = Vec::with_capacity(batch.len());
             {
+                let mut seen = tx.prepare_cached(
+                    "SELECT message_id FROM notifications WHERE topic_arn = ?1 AND endpoint = ?2 AND inference_id = ?3 \
+                     ORDER BY seq LIMIT 1",
+                )?;
                 let mut st = tx.prepare_cached(
                     "INSERT INTO notifications (message_id, topic_arn, endpoint, inference_id, subject, message, \
                      published, state, next_attempt, last_error, finished) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?7, ?9, ?10)",
                 )?;
                 for (row, _) in &batch {
+                    if !row.n.inference_id.is_empty()
+                        && let Some(first) = seen
+                            .query_row(params![row.n.topic_arn, row.n.endpoint, row.n.inference_id], |r| {
+                                r.get::<_, String>(0)
+                            })
+                            .optional()?
+                    {
+                        ids.push((first, false));
+                        continue;
+                    }
                     st.execute(params![
                         row.message_id,
                         row.n.topic_arn,
@@ -279,17 +300,23 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<(Row, Reply)>) {
                         row.dead,
                         row.dead.as_ref().map(|_| row.published),
                     ])?;
+                    ids.push((row.message_id.clone(), true));
                 }
             }
-            tx.commit()
+            tx.commit()?;
+            Ok(ids)
         })();
-        for (_, reply) in batch {
-            let _ = reply.send(
-                result
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| NotifyError::Storage(e.to_string())),
-            );
+        match result {
+            Ok(ids) => {
+                for ((_, reply), id) in batch.into_iter().zip(ids) {
+                    let _ = reply.send(Ok(id));
+                }
+            }
+            Err(e) => {
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(NotifyError::Storage(e.to_string())));
+                }
+            }
         }
     }
 }
@@ -337,6 +364,11 @@ impl Notifier {
     /// returns its `MessageId`; the delivery task sends it. A topic no URL is mapped to is
     /// stored as a dead letter at once and recorded as `NotificationNotDelivered`: still `Ok`,
     /// never an error of the request that caused it.
+    ///
+    /// Idempotent per inference: publishing again to the same topic for the same endpoint and
+    /// non-empty `inference_id` stores nothing and returns the first `MessageId`, so a worker
+    /// that published, crashed before completing the request and processed it again does not
+    /// notify twice.
     pub async fn publish(&self, n: Notification) -> Result<String, NotifyError> {
         self.publish_with_subject(n, None).await
     }
@@ -367,15 +399,15 @@ impl Notifier {
             let jobs = jobs.as_ref().ok_or(NotifyError::Stopped)?;
             jobs.send((row, tx)).map_err(|_| NotifyError::Stopped)?;
         }
-        rx.await.map_err(|_| NotifyError::Stopped)??;
+        let (message_id, new) = rx.await.map_err(|_| NotifyError::Stopped)??;
         match dead {
-            Some(why) => self.event(
+            Some(why) if new => self.event(
                 &n,
                 "NotificationNotDelivered",
                 "NotMapped",
                 format!("notification {message_id}: {why}"),
             ),
-            None => self.wake.notify_one(),
+            _ => self.wake.notify_one(),
         }
         Ok(message_id)
     }

@@ -184,7 +184,12 @@ async fn failures_are_retried_with_the_same_message_id() {
         got.iter()
             .all(|g| g.header("x-amz-sns-message-id") == Some(id.as_str()))
     );
-    let k = kinds(&events);
+    // The row is updated before its event is recorded.
+    let k = until("the delivered event", || {
+        let k = kinds(&events);
+        k.contains(&"NotificationDelivered".to_string()).then_some(k)
+    })
+    .await;
     assert_eq!(k.iter().filter(|k| *k == "NotificationFailed").count(), 3, "{k:?}");
     assert_eq!(k.last().map(String::as_str), Some("NotificationDelivered"));
     assert_eq!(n.list(None, None, 10).expect("list")[0].attempts, 4);
@@ -204,7 +209,11 @@ async fn after_max_attempts_a_notification_is_a_dead_letter() {
     assert_eq!(dead.attempts, 3);
     assert_eq!(dead.last_error.as_deref(), Some("HTTP 500 Internal Server Error"));
     assert_eq!(r.got.lock().expect("lock").len(), 3);
-    let k = kinds(&events);
+    let k = until("the dead-letter event", || {
+        let k = kinds(&events);
+        (k.len() == 3).then_some(k)
+    })
+    .await;
     assert_eq!(
         k,
         ["NotificationFailed", "NotificationFailed", "NotificationDeadLettered"]
@@ -279,4 +288,43 @@ async fn listing_filters_by_state_and_endpoint_newest_first() {
         .await
         .is_err()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_one_inference_twice_to_a_topic_stores_it_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = Notifier::open(&NotificationsConfig::default(), dir.path(), Clock::wall()).expect("open");
+    let first = n.publish(note("e")).await.expect("publish");
+    let again = n
+        .publish(Notification {
+            message: "other text".into(),
+            ..note("e")
+        })
+        .await
+        .expect("publish");
+    assert_eq!(first, again, "the first MessageId");
+    let other_topic = Notification {
+        topic_arn: "arn:aws:sns:us-east-1:123456789012:err".into(),
+        ..note("e")
+    };
+    let test = Notification {
+        inference_id: String::new(),
+        ..note("e")
+    };
+    let mut ids = vec![first.clone()];
+    for other in [other_topic, note("f"), test.clone(), test] {
+        ids.push(n.publish(other).await.expect("publish"));
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        5,
+        "a new id for another topic, another endpoint, and each test notification"
+    );
+    assert_eq!(n.list(None, None, 10).expect("list").len(), 5);
+    // Concurrent publishes of one inference (likely one group commit) are stored once too.
+    let (a, b) = tokio::join!(n.publish(note("g")), n.publish(note("g")));
+    assert_eq!(a.expect("publish"), b.expect("publish"));
+    assert_eq!(n.list(None, Some("g"), 10).expect("list").len(), 1);
 }
