@@ -23,6 +23,7 @@
 
 mod deliver;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -446,37 +447,33 @@ impl Notifier {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn due(&self, now: Timestamp, max: usize) -> Result<(Vec<Due>, Option<Timestamp>), NotifyError> {
+    /// The first `limit` pending notifications, soonest due first, with when each is due.
+    fn pending(&self, limit: usize) -> Result<Vec<(Due, Timestamp)>, NotifyError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut st = conn.prepare_cached(
-            "SELECT message_id, topic_arn, endpoint, inference_id, subject, message, published, attempts \
-             FROM notifications WHERE state = 'pending' AND next_attempt <= ?1 ORDER BY next_attempt, seq LIMIT ?2",
+            "SELECT message_id, topic_arn, endpoint, inference_id, subject, message, published, attempts, next_attempt \
+             FROM notifications WHERE state = 'pending' ORDER BY next_attempt, seq LIMIT ?1",
         )?;
-        let due = st
-            .query_map(params![now, max as i64], |r| {
-                Ok(Due {
-                    message_id: r.get(0)?,
-                    n: Notification {
-                        topic_arn: r.get(1)?,
-                        endpoint: r.get(2)?,
-                        inference_id: r.get(3)?,
-                        message: r.get(5)?,
+        let rows = st
+            .query_map(params![limit as i64], |r| {
+                Ok((
+                    Due {
+                        message_id: r.get(0)?,
+                        n: Notification {
+                            topic_arn: r.get(1)?,
+                            endpoint: r.get(2)?,
+                            inference_id: r.get(3)?,
+                            message: r.get(5)?,
+                        },
+                        subject: r.get(4)?,
+                        published: r.get(6)?,
+                        attempts: r.get(7)?,
                     },
-                    subject: r.get(4)?,
-                    published: r.get(6)?,
-                    attempts: r.get(7)?,
-                })
+                    r.get(8)?,
+                ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let next: Option<Timestamp> = conn
-            .query_row(
-                "SELECT MIN(next_attempt) FROM notifications WHERE state = 'pending'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
-        Ok((due, next))
+        Ok(rows)
     }
 
     fn update(&self, id: &str, state: State, attempts: u32, next: Timestamp, error: Option<&str>, now: Timestamp) {
@@ -605,13 +602,17 @@ impl Notifier {
         }
     }
 
-    /// The delivery task: sends what is due (up to 32 at once), sleeps until the next attempt
-    /// is due or a publish rings, and stops when `shutdown` turns true. `events` receives every
-    /// delivery outcome (`App::event`). Also deletes finished rows past `retention_days`.
+    /// The delivery task: keeps up to 32 attempts in flight (a slow subscriber holds only its
+    /// own slot), starts each pending notification when it is due, sleeps until the next one is
+    /// due or a publish rings, and stops when `shutdown` turns true (attempts in flight are
+    /// dropped: they stay pending and are sent again). `events` receives every delivery outcome
+    /// (`App::event`). Also deletes finished rows past `retention_days`, hourly.
     pub async fn run(self: Arc<Self>, events: EventSink, mut shutdown: watch::Receiver<bool>) {
         let _ = self.events.set(events);
         let retention = self.cfg.retention_days as f64 * 86_400.0;
         let mut last_purge = f64::NEG_INFINITY;
+        let mut in_flight: HashSet<String> = HashSet::new();
+        let mut set: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
         loop {
             if *shutdown.borrow() {
                 return;
@@ -625,29 +626,50 @@ impl Notifier {
                     Err(e) => tracing::warn!(error = %e, "cannot delete old notifications"),
                 }
             }
-            let (due, next) = match self.due(now, MAX_IN_FLIGHT) {
-                Ok(x) => x,
+            let mut next_due: Option<Timestamp> = None;
+            match self.pending(MAX_IN_FLIGHT + in_flight.len() + 1) {
+                Ok(rows) => {
+                    for (d, due) in rows {
+                        if in_flight.contains(&d.message_id) {
+                            continue;
+                        }
+                        if due > now || set.len() >= MAX_IN_FLIGHT {
+                            // Full: a finishing attempt wakes the loop.
+                            if due > now {
+                                next_due = Some(due);
+                            }
+                            break;
+                        }
+                        in_flight.insert(d.message_id.clone());
+                        let me = self.clone();
+                        set.spawn(async move {
+                            let id = d.message_id.clone();
+                            me.attempt(d).await;
+                            id
+                        });
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the notification outbox; retrying in 5 s");
-                    (vec![], Some(now + 5.0))
+                    next_due = Some(now + 5.0);
                 }
-            };
-            if !due.is_empty() {
-                let mut set = tokio::task::JoinSet::new();
-                for d in due {
-                    let me = self.clone();
-                    set.spawn(async move { me.attempt(d).await });
-                }
-                tokio::select! {
-                    _ = async { while set.join_next().await.is_some() {} } => {}
-                    _ = shutdown.changed() => return,
-                }
-                continue;
             }
-            let wait = next.map_or(Duration::from_secs(3600), |t| {
+            let wait = next_due.map_or(Duration::from_secs(3600), |t| {
                 Duration::from_secs_f64((t - now).clamp(0.0, 3600.0))
             });
             tokio::select! {
+                Some(done) = set.join_next(), if !set.is_empty() => {
+                    match done {
+                        Ok(id) => { in_flight.remove(&id); }
+                        Err(e) => {
+                            // A panicked attempt: its row is still pending; start afresh.
+                            tracing::error!(error = %e, "a notification delivery attempt failed unexpectedly");
+                            in_flight.clear();
+                            set.abort_all();
+                            while set.join_next().await.is_some() {}
+                        }
+                    }
+                }
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.wake.notified() => {}
                 _ = shutdown.changed() => return,

@@ -328,3 +328,44 @@ async fn publishing_one_inference_twice_to_a_topic_stores_it_once() {
     assert_eq!(a.expect("publish"), b.expect("publish"));
     assert_eq!(n.list(None, Some("g"), 10).expect("list").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::disallowed_methods)] // measures real elapsed time against a real socket's timeout
+async fn a_subscriber_that_hangs_does_not_hold_up_another_topic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_url = format!("http://{}/", silent.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((sock, _)) = silent.accept().await {
+            held.push(sock);
+        }
+    });
+    let r = receiver(vec![]).await;
+    let slow = "arn:aws:sns:us-east-1:123456789012:slow";
+    let mut cfg = config(&r.url, 3);
+    cfg.timeout_seconds = 30.0;
+    cfg.topics.insert(slow.into(), silent_url);
+    let n = Arc::new(Notifier::open(&cfg, dir.path(), Clock::wall()).expect("open"));
+    let (_events, _stop) = start(&n);
+    n.publish(Notification {
+        topic_arn: slow.into(),
+        ..note("e")
+    })
+    .await
+    .expect("publish");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    n.publish(note("e")).await.expect("publish");
+    until("the other topic's delivery", || {
+        (n.list(Some(State::Delivered), None, 10).expect("list").len() == 1).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(
+        n.list(Some(State::Pending), None, 10).expect("list").len(),
+        1,
+        "the hung one is still in flight"
+    );
+}

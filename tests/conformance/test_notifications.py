@@ -191,6 +191,50 @@ def test_notifications_accepted_before_a_sigkill_are_delivered_after_restart(sta
     ]
 
 
+def test_a_sigkill_among_concurrent_publishes_loses_no_acknowledged_notification(start_server, receiver):
+    """Publishes from 8 threads; SIGKILL once 20 were acknowledged. Every notification that got
+    its 200 (its MessageId) is delivered after the restart; none is lost."""
+    up = threading.Event()
+    r = receiver(lambda n: 200 if up.is_set() else 503)
+    server = start_server(config=notify_config(r.url, max_attempts=50, backoff_initial_seconds=0.5, backoff_max_seconds=1.0))
+    acked: list[str] = []
+    lock = threading.Lock()
+
+    def one(i: int):
+        try:
+            status, body = publish(server, f"concurrent {i}", EndpointName="nt-load")
+        except OSError:
+            return  # the server was killed under this call: never acknowledged
+        if status == 200:
+            with lock:
+                acked.append(body["MessageId"])
+
+    def worker(first: int):
+        for i in range(first, 200, 8):
+            if not server.running():
+                return
+            one(i)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    spw.poll(lambda: len(acked) >= 20, what="20 acknowledged publishes")
+    server.sigkill()
+    for t in threads:
+        t.join(timeout=30)
+    ids = set(acked)
+    assert len(ids) == len(acked) >= 20
+    up.set()
+    server.restart()
+    spw.poll(
+        lambda: {p["headers"]["x-amz-sns-message-id"] for p in r.posts() if p["answered"] == 200} >= ids,
+        timeout=60,
+        what="every acknowledged notification to be delivered after the restart",
+    )
+    delivered = {d["messageId"] for d in notifications(server, "?state=delivered&endpoint=nt-load&limit=1000")}
+    assert ids <= delivered
+
+
 def test_the_notification_operations_refuse_what_they_cannot_do(start_server, receiver):
     r = receiver()
     server = start_server(config=notify_config(r.url))
