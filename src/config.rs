@@ -72,6 +72,8 @@ pub struct Config {
     pub cost: CostConfig,
     /// Asynchronous endpoints' workers (docs/async.md).
     pub async_inference: AsyncInferenceSettings,
+    /// SNS notifications of asynchronous inference, delivered to HTTP(S) subscribers.
+    pub notifications: NotificationsConfig,
 }
 
 /// `[async_inference]`: what the workers of asynchronous endpoints may hold and keep.
@@ -94,6 +96,108 @@ impl Default for AsyncInferenceSettings {
             retention_seconds: 7 * 86_400,
         }
     }
+}
+
+/// `[notifications]`: where the notifications of asynchronous endpoints (`SuccessTopic`,
+/// `ErrorTopic`) go. spillway is not SNS: each topic ARN is mapped here to the one HTTP URL that
+/// subscribes to it (a topic mapped here stands for a confirmed subscription; nothing is sent
+/// to confirm it). A notification is written to `<data_dir>/notifications.db` before it is
+/// acknowledged, then POSTed in SNS's HTTP(S) notification format, retried with exponential
+/// back-off, and kept as a dead letter after `max_attempts` (docs/async.md, "Notifications").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// Topic ARN → `http://` URL of its subscriber. A topic not mapped is recorded as not
+    /// delivered (an event and a dead letter), never an error of the request.
+    pub topics: BTreeMap<String, String>,
+    /// Delivery attempts before a notification becomes a dead letter, 1 to 100 (default 10).
+    pub max_attempts: u32,
+    /// Seconds after the first failed attempt, doubling per attempt (default 1, 0.01 to 3600).
+    pub backoff_initial_seconds: f64,
+    /// The longest wait between attempts (default 300, at least `backoff_initial_seconds`, at
+    /// most 86400).
+    pub backoff_max_seconds: f64,
+    /// Seconds one POST may take, connection included (default 15; 0.1 to 300).
+    pub timeout_seconds: f64,
+    /// If set, every POST carries `x-spillway-signature: sha256=<hex HMAC-SHA256 of the body
+    /// with this secret>`, so a subscriber can check the notification came from this server
+    /// (spillway cannot sign as AWS). At least 16 characters.
+    pub signing_secret: Option<String>,
+    /// Days delivered notifications and dead letters are kept (default 14, 1 to 400).
+    pub retention_days: u64,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            topics: BTreeMap::new(),
+            max_attempts: 10,
+            backoff_initial_seconds: 1.0,
+            backoff_max_seconds: 300.0,
+            timeout_seconds: 15.0,
+            signing_secret: None,
+            retention_days: 14,
+        }
+    }
+}
+
+impl NotificationsConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("notifications.{m}")));
+        for (topic, url) in &self.topics {
+            if let Err(e) = crate::core::notify::check_topic_arn(topic) {
+                return bad(format!("topics: {e}"));
+            }
+            if let Err(e) = check_webhook_url(url) {
+                return bad(format!("topics.{topic:?}: {e}"));
+            }
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return bad(format!("max_attempts = {}: expected 1 to 100", self.max_attempts));
+        }
+        let (initial, max) = (self.backoff_initial_seconds, self.backoff_max_seconds);
+        if !(0.01..=3600.0).contains(&initial) {
+            return bad(format!("backoff_initial_seconds = {initial}: expected 0.01 to 3600"));
+        }
+        if !(initial..=86400.0).contains(&max) {
+            return bad(format!(
+                "backoff_max_seconds = {max}: expected backoff_initial_seconds ({initial}) to 86400"
+            ));
+        }
+        if !(0.1..=300.0).contains(&self.timeout_seconds) {
+            return bad(format!(
+                "timeout_seconds = {}: expected 0.1 to 300",
+                self.timeout_seconds
+            ));
+        }
+        if self.signing_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return bad("signing_secret: expected at least 16 characters".into());
+        }
+        if !(1..=400).contains(&self.retention_days) {
+            return bad(format!("retention_days = {}: expected 1 to 400", self.retention_days));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `url` is a URL spillway can POST notifications to: `http://host[:port][/path]`.
+/// `https://` is refused for now: this build has no TLS client (put a TLS-terminating proxy on
+/// the loopback in front of an HTTPS subscriber).
+pub fn check_webhook_url(url: &str) -> Result<(), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "{url:?}: https is not supported by this build (no TLS client); use http://, e.g. a TLS-terminating proxy on the loopback"
+            ));
+        }
+        _ => return Err(format!("{url:?}: expected an http:// URL")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?}: the URL names no host"));
+    }
+    Ok(())
 }
 
 /// `[cost]`: the fleet ledger. Every `sample_seconds`, what each endpoint holds (instances per
@@ -336,6 +440,7 @@ impl Default for Config {
             logs: LogsConfig::default(),
             cost: CostConfig::default(),
             async_inference: AsyncInferenceSettings::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -748,6 +853,7 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        self.notifications.check()?;
         if !matches!(self.provider.kind.as_str(), "local" | "slurm") {
             return Err(ConfigError::Invalid(format!(
                 "provider.kind = {:?}: \"local\" and \"slurm\" are available",
@@ -874,6 +980,59 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notifications_are_checked_field_by_field() {
+        let c = Config::parse("").unwrap();
+        assert!(c.notifications.topics.is_empty());
+        assert_eq!(c.notifications.max_attempts, 10);
+        let ok = "[notifications]\nmax_attempts = 3\n[notifications.topics]\n\"arn:aws:sns:us-east-1:123456789012:t\" = \"http://127.0.0.1:9/hook\"\n";
+        let c = Config::parse(ok).unwrap();
+        assert_eq!(
+            c.notifications.topics["arn:aws:sns:us-east-1:123456789012:t"],
+            "http://127.0.0.1:9/hook"
+        );
+        for (text, names) in [
+            (
+                "[notifications.topics]\n\"arn:aws:sqs:us-east-1:123456789012:t\" = \"http://h/\"\n",
+                "notifications.topics",
+            ),
+            (
+                "[notifications.topics]\n\"arn:aws:sns:us-east-1:123456789012:t\" = \"https://h/\"\n",
+                "https is not supported",
+            ),
+            (
+                "[notifications.topics]\n\"arn:aws:sns:us-east-1:123456789012:t\" = \"ftp://h/\"\n",
+                "expected an http:// URL",
+            ),
+            (
+                "[notifications.topics]\n\"arn:aws:sns:us-east-1:123456789012:t\" = \"not a url\"\n",
+                "is not a URL",
+            ),
+            ("[notifications]\nmax_attempts = 0\n", "notifications.max_attempts"),
+            (
+                "[notifications]\nbackoff_initial_seconds = 0\n",
+                "notifications.backoff_initial_seconds",
+            ),
+            (
+                "[notifications]\nbackoff_max_seconds = 0.5\n",
+                "notifications.backoff_max_seconds",
+            ),
+            (
+                "[notifications]\ntimeout_seconds = 0\n",
+                "notifications.timeout_seconds",
+            ),
+            (
+                "[notifications]\nsigning_secret = \"short\"\n",
+                "notifications.signing_secret",
+            ),
+            ("[notifications]\nretention_days = 0\n", "notifications.retention_days"),
+        ] {
+            let e = Config::parse(text).expect_err(text).to_string();
+            assert!(e.contains(names), "{text}: {e}");
+        }
+        assert!(Config::parse("[notifications]\nbogus = 1\n").is_err());
+    }
 
     #[test]
     fn empty_config_is_safe() {

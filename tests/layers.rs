@@ -141,6 +141,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "audit",
             "logs",
             "console",
+            "notify",
         ],
     ),
     ("console", &["error"]),
@@ -157,6 +158,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "auth",
             "audit",
             "logs",
+            "notify",
         ],
     ),
     (
@@ -166,6 +168,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("auth", &["core", "config", "clock", "error", "audit"]),
     ("audit", &["core", "config", "clock"]),
     ("queue", &["core", "clock"]),
+    ("notify", &["core", "config", "clock"]),
     ("provider", &["telemetry", "config", "core", "logs"]),
     ("logs", &["core"]),
     ("error", &["store", "core"]),

@@ -71,6 +71,25 @@ pub enum AdminOp {
         /// `?endpoint=NAME`: only that endpoint's instances (else every endpoint's).
         endpoint: Option<String>,
     },
+    /// `GET /_spillway/notifications?state=dead&endpoint=NAME&limit=N`: stored notifications
+    /// (dead letters with `state=dead`), newest first.
+    ListNotifications {
+        /// `state=` as given (`pending`, `delivered` or `dead`).
+        state: Option<String>,
+        /// `endpoint=`, if given.
+        endpoint: Option<String>,
+        /// `limit=` as given (1 to 1000, default 100).
+        limit: Option<String>,
+        /// Query parameters it does not take (refused after authorization, so audited).
+        unknown: Vec<String>,
+    },
+    /// `POST /_spillway/notifications/test` with `{"TopicArn", "Message", "Subject"?,
+    /// "EndpointName"?}`: publishes a message to a topic as `aws sns publish` would, through
+    /// the same outbox and delivery as asynchronous inference's notifications.
+    PublishTestNotification {
+        /// The request body.
+        body: Vec<u8>,
+    },
 }
 
 impl AdminOp {
@@ -109,6 +128,13 @@ impl AdminOp {
                 instance_type: (*t).to_string(),
                 endpoint: None,
             },
+            ("GET", ["_spillway", "notifications"]) => AdminOp::ListNotifications {
+                state: None,
+                endpoint: None,
+                limit: None,
+                unknown: vec![],
+            },
+            ("POST", ["_spillway", "notifications", "test"]) => AdminOp::PublishTestNotification { body: vec![] },
             _ => return None,
         })
     }
@@ -124,7 +150,10 @@ impl AdminOp {
     pub fn read_only(&self) -> bool {
         !matches!(
             self,
-            AdminOp::PutCapacity { .. } | AdminOp::DeleteCapacity { .. } | AdminOp::ReclaimCapacity { .. }
+            AdminOp::PutCapacity { .. }
+                | AdminOp::DeleteCapacity { .. }
+                | AdminOp::ReclaimCapacity { .. }
+                | AdminOp::PublishTestNotification { .. }
         )
     }
 
@@ -148,6 +177,16 @@ impl AdminOp {
                 json!({ "endpointName": endpoint })
             }
             AdminOp::GetCost { endpoint, since, .. } => json!({ "endpointName": endpoint, "since": since }),
+            AdminOp::ListNotifications {
+                state, endpoint, limit, ..
+            } => json!({ "state": state, "endpointName": endpoint, "limit": limit }),
+            AdminOp::PublishTestNotification { body } => {
+                // The message itself may carry anything; the trail records where it went.
+                match serde_json::from_slice::<TestNotificationInput>(body) {
+                    Ok(i) => json!({ "topicArn": i.topic_arn, "endpointName": i.endpoint_name, "subject": i.subject }),
+                    Err(_) => json!({ "body": "not a valid request body" }),
+                }
+            }
             _ => Value::Null,
         }
     }
@@ -168,6 +207,8 @@ impl Operation for AdminOp {
             AdminOp::ExplainEndpoint { .. } => "ExplainEndpoint",
             AdminOp::GetCost { .. } => "GetCost",
             AdminOp::ReclaimCapacity { .. } => "ReclaimCapacity",
+            AdminOp::ListNotifications { .. } => "ListNotifications",
+            AdminOp::PublishTestNotification { .. } => "PublishTestNotification",
         }
     }
 
@@ -190,7 +231,16 @@ impl Operation for AdminOp {
             | AdminOp::ReclaimCapacity {
                 endpoint: Some(endpoint),
                 ..
+            }
+            | AdminOp::ListNotifications {
+                endpoint: Some(endpoint),
+                ..
             } => arns.resource("endpoint", endpoint),
+            // Authorized on the topic, as SNS authorizes `sns:Publish`.
+            AdminOp::PublishTestNotification { body } => serde_json::from_slice::<TestNotificationInput>(body)
+                .ok()
+                .filter(|i| crate::core::notify::check_topic_arn(&i.topic_arn).is_ok())
+                .map_or(Resource::Any, |i| Resource::Arn(i.topic_arn)),
             _ => Resource::Any,
         }
     }
@@ -252,6 +302,20 @@ async fn run(app: &Arc<App>, requester: &Requester, op: AdminOp) -> Response {
                 };
                 Json(json!({ "instanceType": instance_type, "endpointName": endpoint, "reclaimed": n })).into_response()
             }
+            AdminOp::ListNotifications {
+                state,
+                endpoint,
+                limit,
+                unknown,
+            } => {
+                if let Some(k) = unknown.first() {
+                    return Err(ApiError::validation(format!(
+                        "query: {k:?} is not a parameter of GET /_spillway/notifications; it takes state=pending|delivered|dead, endpoint=<name> and limit=<1 to 1000>"
+                    )));
+                }
+                notifications_of(app, state.as_deref(), endpoint.as_deref(), limit.as_deref()).await?
+            }
+            AdminOp::PublishTestNotification { body } => publish_test(app, &body).await?,
         });
         Ok(Value::Null)
     })
@@ -341,6 +405,18 @@ pub const INDEX: &[(&str, &str, &str, &str)] = &[
         "/_spillway/capacity/{instanceType}/reclaim",
         "ReclaimCapacity",
         "take every instance of the type away; each is replaced through its pools (game days)",
+    ),
+    (
+        "GET",
+        "/_spillway/notifications",
+        "ListNotifications",
+        "?state=pending|delivered|dead&endpoint=NAME&limit=N: SNS notifications and their delivery, dead letters with state=dead; docs/async.md",
+    ),
+    (
+        "POST",
+        "/_spillway/notifications/test",
+        "PublishTestNotification",
+        "body {\"TopicArn\", \"Message\", \"Subject\"?, \"EndpointName\"?}: publish to a topic's mapped URL as aws sns publish would (check a webhook)",
     ),
 ];
 
@@ -676,6 +752,134 @@ pub async fn reclaim_capacity(
         },
     )
     .await
+}
+
+/// `GET /_spillway/notifications?state=dead&endpoint=NAME&limit=N`: stored notifications,
+/// newest first; `state=dead` lists the dead letters.
+pub async fn notifications(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Requester>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let (mut state, mut endpoint, mut limit, mut unknown) = (None, None, None, vec![]);
+    for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        match &*k {
+            "state" => state = Some(v.into_owned()),
+            "endpoint" => endpoint = Some(v.into_owned()),
+            "limit" => limit = Some(v.into_owned()),
+            _ => unknown.push(k.into_owned()),
+        }
+    }
+    run(
+        &app,
+        &caller,
+        AdminOp::ListNotifications {
+            state,
+            endpoint,
+            limit,
+            unknown,
+        },
+    )
+    .await
+}
+
+async fn notifications_of(
+    app: &Arc<App>,
+    state: Option<&str>,
+    endpoint: Option<&str>,
+    limit: Option<&str>,
+) -> Result<Response, ApiError> {
+    let state = match state {
+        None => None,
+        Some(s) => Some(crate::notify::State::parse(s).ok_or_else(|| {
+            ApiError::validation(format!(
+                "state: {s:?} is not a notification state; expected pending, delivered or dead"
+            ))
+        })?),
+    };
+    let limit = match limit {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::validation(format!("limit: {l:?} is not a number from 1 to 1000")))?,
+    };
+    let notifier = app.notifier.clone();
+    let endpoint = endpoint.map(str::to_string);
+    let list = tokio::task::spawn_blocking(move || notifier.list(state, endpoint.as_deref(), limit))
+        .await
+        .map_err(|e| ApiError::internal(format!("listing notifications failed: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({ "notifications": list })).into_response())
+}
+
+/// Body of `POST /_spillway/notifications/test`: SNS `Publish`'s members.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+pub struct TestNotificationInput {
+    topic_arn: String,
+    message: String,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    endpoint_name: Option<String>,
+}
+
+/// `POST /_spillway/notifications/test`: publishes a message to a topic (`aws sns publish`).
+pub async fn publish_test_notification(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Requester>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    match super::body_or_error(body) {
+        Ok(body) => {
+            let body = body.to_vec();
+            run(&app, &caller, AdminOp::PublishTestNotification { body }).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn publish_test(app: &App, body: &[u8]) -> Result<Response, ApiError> {
+    let input: TestNotificationInput = serde_json::from_slice(body).map_err(|e| {
+        ApiError::validation(format!(
+            "body must be {{\"TopicArn\": \"arn:aws:sns:...\", \"Message\": \"...\", \"Subject\"?: \"...\", \"EndpointName\"?: \"...\"}}: {e}"
+        ))
+    })?;
+    crate::core::notify::check_topic_arn(&input.topic_arn)
+        .map_err(|e| ApiError::validation(format!("TopicArn: {e}")))?;
+    if input.message.is_empty() || input.message.len() > 256 * 1024 {
+        return Err(ApiError::validation(
+            "Message: expected 1 to 262144 bytes (SNS's limit)".to_string(),
+        ));
+    }
+    if input.subject.as_ref().is_some_and(|s| s.is_empty() || s.len() > 100) {
+        return Err(ApiError::validation(
+            "Subject: expected 1 to 100 characters (SNS's limit)".to_string(),
+        ));
+    }
+    if app.notifier.url_of(&input.topic_arn).is_none() {
+        return Err(ApiError::new(
+            ErrorCode::AdminNotFound,
+            format!(
+                "Topic does not exist: no URL is mapped to {} in [notifications] topics",
+                input.topic_arn
+            ),
+        ));
+    }
+    let n = crate::notify::Notification {
+        topic_arn: input.topic_arn,
+        endpoint: input.endpoint_name.unwrap_or_default(),
+        inference_id: String::new(),
+        message: input.message,
+    };
+    let id = app
+        .notifier
+        .publish_with_subject(n, input.subject)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({ "MessageId": id })).into_response())
 }
 
 /// `GET /_spillway/endpoints/{name}/instances`: the fleet as spillway tracks it.

@@ -85,6 +85,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_spillway/endpoints/{name}/instances", get(admin::instances))
         .route("/_spillway/endpoints/{name}/explain", get(admin::explain))
         .route("/_spillway/cost", get(admin::cost))
+        .route("/_spillway/notifications", get(admin::notifications))
+        .route("/_spillway/notifications/test", post(admin::publish_test_notification))
         .route(
             "/_spillway/capacity/{instance_type}/reclaim",
             post(admin::reclaim_capacity),

@@ -26,6 +26,7 @@ use crate::core::model::RoutingStrategy;
 use crate::dataplane::DataPlane;
 use crate::dataplane::routes::RouteTable;
 use crate::logs::store::LogStore;
+use crate::notify::Notifier;
 use crate::provider::local::{Host, LocalProvider};
 use crate::provider::slurm::SlurmProvider;
 use crate::provider::{CapacityProvider, TrackedInstance};
@@ -61,6 +62,9 @@ pub enum StartError {
     /// The object store cannot be opened.
     #[error("cannot open the object store: {0}")]
     Objects(String),
+    /// The notification outbox cannot be opened.
+    #[error("cannot open the notification outbox: {0}")]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 /// The data directory's lock (`<data_dir>/spillway.lock`, holding the pid): two servers on one
@@ -176,6 +180,10 @@ pub struct App {
     pub queue: Arc<crate::queue::Queue>,
     /// Where asynchronous requests' inputs are read and their answers written.
     pub objects: Arc<dyn crate::objects::ObjectStore>,
+    /// SNS notifications of asynchronous inference: the durable outbox
+    /// (`<data_dir>/notifications.db`) and its delivery task, started with the server and
+    /// stopped on shutdown.
+    pub notifier: Arc<Notifier>,
 }
 
 impl App {
@@ -269,6 +277,7 @@ impl App {
             tracing::warn!("[audit] enabled = false: calls are not recorded");
             None
         };
+        let notifier = Arc::new(Notifier::open(&cfg.notifications, &cfg.data_dir, clock)?);
         let iam_rows = store.iam_rows()?;
         let identities = Arc::new(Identities::new(identity::directory(&iam_rows, &cfg.account_id)));
         let iam = IamState::new(iam_rows);
@@ -321,6 +330,7 @@ impl App {
             logs,
             queue,
             objects,
+            notifier,
         });
         app.recover().await?;
         tokio::spawn(sweep_logs(app.clone()));
@@ -329,6 +339,17 @@ impl App {
         tokio::spawn(crate::control::ledger::run(app.clone()));
         tokio::spawn(crate::control::autoscaler::run(app.clone()));
         tokio::spawn(crate::control::asyncq::run(app.clone()));
+        {
+            // Delivery outcomes are the endpoint's events; a weak reference, so the task does
+            // not keep the server alive.
+            let weak = Arc::downgrade(&app);
+            let events: crate::notify::EventSink = Arc::new(move |e| {
+                if let Some(app) = weak.upgrade() {
+                    app.event(e);
+                }
+            });
+            tokio::spawn(app.notifier.clone().run(events, app.shutdown.subscribe()));
+        }
         Ok(app)
     }
 

@@ -34,8 +34,10 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 
 use super::app::App;
-use crate::core::model::Timestamp;
+use crate::core::model::{AsyncInferenceNotificationConfig, Timestamp};
+use crate::core::notify;
 use crate::dataplane::routes::{EndpointRoutes, RouteInstance};
+use crate::notify::Notification;
 use crate::objects::{ObjectError, ObjectRef};
 use crate::queue::{Completion, Outcome, Queue, QueueError, Request};
 use crate::telemetry::metrics::{Outcome as MetricOutcome, Series};
@@ -262,11 +264,17 @@ pub struct Failure {
     pub kind: FailureKind,
     /// The failure object's body (what `AsyncInferenceResponse.get_result` raises with).
     pub message: String,
+    /// The model's error answer, for a notification that includes it.
+    pub response: Option<Bytes>,
 }
 
 impl Failure {
     fn new(kind: FailureKind, message: String) -> Self {
-        Self { kind, message }
+        Self {
+            kind,
+            message,
+            response: None,
+        }
     }
 }
 
@@ -412,7 +420,7 @@ async fn run_model(app: &App, req: &Request, inst: &RouteInstance) -> Attempt {
         Ok(Ok((status, _, body))) => {
             let kind = if status.is_client_error() { "client" } else { "server" };
             let original = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]).into_owned();
-            Attempt::Failed(Failure::new(
+            let mut f = Failure::new(
                 FailureKind::ModelError,
                 format!(
                     "Received {kind} error ({}) from primary with message \"{original}\". See the instance logs of endpoint {} (instance {}).",
@@ -420,7 +428,9 @@ async fn run_model(app: &App, req: &Request, inst: &RouteInstance) -> Attempt {
                     inv.endpoint,
                     inst.id
                 ),
-            ))
+            );
+            f.response = Some(body);
+            Attempt::Failed(f)
         }
     }
 }
@@ -476,7 +486,7 @@ async fn fail(app: Arc<App>, req: Request, why: Failure) {
         }
         Err(e) => Err(e),
     };
-    if let Err(e) = written {
+    if let Err(e) = &written {
         tracing::error!(request = %inv.id, endpoint = %inv.endpoint, location, error = %e, "the failure object could not be written");
         app.event(crate::core::endpoint::Event {
             time: app.clock.now(),
@@ -497,7 +507,7 @@ async fn fail(app: Arc<App>, req: Request, why: Failure) {
             return;
         }
     }
-    notify_error(&app, &req, &why).await;
+    notify_error(&app, &req, &why, written.is_ok()).await;
     let outcome = match why.kind {
         FailureKind::Expired => Outcome::Expired,
         k => Outcome::Failed {
@@ -517,8 +527,83 @@ async fn complete(app: &App, id: String, outcome: Outcome) {
     }
 }
 
+/// The endpoint's notification settings, while it exists.
+fn notification_config(app: &App, endpoint: &str) -> Option<AsyncInferenceNotificationConfig> {
+    app.dataplane
+        .routes
+        .get(endpoint)?
+        .async_config
+        .as_ref()?
+        .output_config
+        .notification_config
+        .clone()
+}
+
+/// What every notification says of the request.
+fn request_of<'a>(app: &'a App, req: &'a Request) -> notify::AsyncRequest<'a> {
+    let inv = &req.invocation;
+    notify::AsyncRequest {
+        region: &app.cfg.region,
+        endpoint_name: &inv.endpoint,
+        inference_id: &inv.inference_id,
+        input_location: &inv.input_location,
+        content_type: inv.content_type.as_deref(),
+        accept: inv.accept.as_deref(),
+        custom_attributes: inv.custom_attributes.as_deref(),
+        received_time: inv.created,
+    }
+}
+
+/// Publishes `message` to `topic` (durably; the notifier delivers it and records the outcome
+/// as the endpoint's event). A repeat after a crash is recognised by the notifier (same topic,
+/// endpoint and inference id) and sends nothing twice.
+async fn publish(app: &App, req: &Request, topic: String, message: String) {
+    let n = Notification {
+        topic_arn: topic,
+        endpoint: req.invocation.endpoint.clone(),
+        inference_id: req.invocation.inference_id.clone(),
+        message,
+    };
+    if let Err(e) = app.notifier.publish(n).await {
+        tracing::error!(error = %e, request = %req.invocation.id, "the notification of an asynchronous request could not be recorded");
+    }
+}
+
 /// The success notification, when the endpoint has a `SuccessTopic`.
-async fn notify_success(_app: &Arc<App>, _req: &Request, _body: &Bytes, _content_type: Option<&str>) {}
+async fn notify_success(app: &Arc<App>, req: &Request, body: &Bytes, content_type: Option<&str>) {
+    let Some(n) = notification_config(app, &req.invocation.endpoint) else {
+        return;
+    };
+    let Some(topic) = n.success_topic.clone() else { return };
+    let include = notify::includes_response(n.include_inference_response_in.as_deref().unwrap_or_default(), true);
+    let message = notify::async_success_message(
+        &request_of(app, req),
+        &notify::AsyncSuccess {
+            event_time: app.clock.now(),
+            output_location: &req.invocation.output_location,
+            content_type,
+            response: include.then_some(&body[..]),
+        },
+    );
+    publish(app, req, topic, message).await;
+}
 
 /// The error notification, when the endpoint has an `ErrorTopic`.
-async fn notify_error(_app: &Arc<App>, _req: &Request, _why: &Failure) {}
+async fn notify_error(app: &Arc<App>, req: &Request, why: &Failure, written: bool) {
+    let Some(n) = notification_config(app, &req.invocation.endpoint) else {
+        return;
+    };
+    let Some(topic) = n.error_topic.clone() else { return };
+    let include = notify::includes_response(n.include_inference_response_in.as_deref().unwrap_or_default(), false);
+    let reason = format!("{}: {}", why.kind.as_str(), why.message);
+    let message = notify::async_error_message(
+        &request_of(app, req),
+        &notify::AsyncFailure {
+            event_time: app.clock.now(),
+            failure_reason: &reason,
+            failure_location: written.then_some(req.invocation.failure_location.as_deref()).flatten(),
+            response: why.response.as_deref().filter(|_| include),
+        },
+    );
+    publish(app, req, topic, message).await;
+}

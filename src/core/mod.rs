@@ -14,6 +14,7 @@ pub mod explain;
 pub mod iam;
 pub mod logs;
 pub mod model;
+pub mod notify;
 pub mod planner;
 pub mod policy;
 pub mod scaling;

@@ -296,3 +296,40 @@ def test_sigkill_under_load_loses_and_duplicates_nothing(server):
     assert len(keys) - len(by_key) <= len(threads), (len(keys), len(by_key))
     assert len({json.loads(get_object(server, f"s3://{BUCKET}/{k}"))["body"] for k in keys}) == len(keys)
     assert not list_keys(server, FAIL + "/")
+
+
+def test_success_and_error_notifications_reach_the_subscriber(start_server):
+    """`NotificationConfig` topics mapped to a local subscriber: one SNS notification per request
+    in AWS's message shape, the response included where `IncludeInferenceResponseIn` says."""
+    from test_notifications import Receiver
+
+    ok_topic = "arn:aws:sns:us-east-1:123456789012:async-ok"
+    err_topic = "arn:aws:sns:us-east-1:123456789012:async-err"
+    hook = Receiver()
+    try:
+        server = start_server(config={"notifications": {"topics": {ok_topic: hook.url, err_topic: hook.url}}})
+        sm, rt = server.sm, server.rt
+        notification = {"SuccessTopic": ok_topic, "ErrorTopic": err_topic,
+                        "IncludeInferenceResponseIn": ["SUCCESS_NOTIFICATION_TOPIC"]}
+        deploy_async(sm, "n", model="n", notification=notification)
+        deploy_async(sm, "n500", model="n500", env={"ECHO_INVOCATION_STATUS": "500"}, notification=notification)
+        good = rt.invoke_endpoint_async(EndpointName="n", Body=b"notify me", ContentType="text/plain",
+                                        InferenceId="good-1", CustomAttributes="k=v")
+        bad = rt.invoke_endpoint_async(EndpointName="n500", Body=b"x", InferenceId="bad-1")
+        posts = poll(lambda: len(hook.posts()) >= 2 and hook.posts(), timeout=30, what="two notifications")
+        by_topic = {p["headers"]["x-amz-sns-topic-arn"]: json.loads(json.loads(p["body"])["Message"]) for p in posts}
+        ok, err = by_topic[ok_topic], by_topic[err_topic]
+        assert ok["invocationStatus"] == "Completed" and ok["inferenceId"] == "good-1"
+        assert ok["responseParameters"]["outputLocation"] == good["OutputLocation"]
+        assert ok["requestParameters"]["endpointName"] == "n"
+        assert ok["requestParameters"]["contentType"] == "text/plain"
+        import base64
+        assert json.loads(base64.b64decode(ok["responseBody"]["content"]))["body"] == "notify me"
+        assert err["invocationStatus"] == "Failed" and err["inferenceId"] == "bad-1"
+        assert "Received server error (500)" in err["failureReason"]
+        assert err["responseParameters"]["failureLocation"] == bad["FailureLocation"]
+        assert "responseBody" not in err, "the error topic is not named in IncludeInferenceResponseIn"
+        kinds = [e["kind"] for e in server.events("n")]
+        assert "NotificationDelivered" in kinds, kinds
+    finally:
+        hook.close()
