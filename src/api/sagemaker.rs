@@ -390,11 +390,7 @@ fn list<T: Listed>(app: &App, input: &ListInput) -> Result<Value, ApiError> {
 
 /// Top-level `CreateEndpointConfig` members that spillway refuses: accepting them would
 /// promise behaviour (data capture, shadow traffic, explanations) it lacks.
-const REJECTED_CONFIG_MEMBERS: &[&str] = &[
-    "DataCaptureConfig",
-    "ShadowProductionVariants",
-    "ExplainerConfig",
-];
+const REJECTED_CONFIG_MEMBERS: &[&str] = &["DataCaptureConfig", "ShadowProductionVariants", "ExplainerConfig"];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]

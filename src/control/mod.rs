@@ -10,6 +10,7 @@
 pub mod alarms;
 pub mod app;
 pub mod autoscaler;
+pub mod backlog;
 pub mod controller;
 pub mod explain;
 pub mod identity;

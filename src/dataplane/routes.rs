@@ -525,6 +525,7 @@ mod tests {
                 variant("a", 1.0, vec![inst("a1", 0)]),
                 variant("b", 0.0, vec![inst("b1", 0)]),
             ],
+            ..Default::default()
         };
         for _ in 0..50 {
             assert_eq!(r.pick(None, 0, None).unwrap().0, 0);
@@ -543,6 +544,7 @@ mod tests {
             "e",
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0)])],
+                ..Default::default()
             },
         );
         t.get("e").unwrap().variants[0].instances[0]
@@ -552,6 +554,7 @@ mod tests {
             "e",
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0), inst("y", 0)])],
+                ..Default::default()
             },
         );
         let r = t.get("e").unwrap();
@@ -565,6 +568,7 @@ mod tests {
             "e",
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0), inst("y", 0)])],
+                ..Default::default()
             },
         );
         let x = t.get("e").unwrap().variants[0].instances[0].clone();

@@ -730,10 +730,9 @@ fn apply(conn: &Connection, job: &Job) -> Result<Answer, QueueError> {
             "UPDATE requests SET state = 'queued', lease_until = NULL WHERE state = 'leased'",
             [],
         )? as u64)),
-        Job::PurgeDone(before) => Ok(Answer::Count(conn.execute(
-            "DELETE FROM requests WHERE state = 'done' AND finished < ?1",
-            [before],
-        )? as u64)),
+        Job::PurgeDone(before) => Ok(Answer::Count(
+            conn.execute("DELETE FROM requests WHERE state = 'done' AND finished < ?1", [before])? as u64,
+        )),
         Job::Complete { id, outcome, now } => {
             let current: Option<Request> = conn
                 .prepare_cached(&format!("SELECT {COLUMNS} FROM requests WHERE id = ?1"))?

@@ -119,10 +119,7 @@ fn lease_is_fifo_per_endpoint_and_counts_attempts() {
         }
     );
     // The lease runs out: back in the queue, the next lease is attempt 2.
-    assert_eq!(
-        q.expire(40.0).unwrap(),
-        Expiry { requeued: 3 }
-    );
+    assert_eq!(q.expire(40.0).unwrap(), Expiry { requeued: 3 });
     let again = q.lease("a", 1, 41.0, 30.0).unwrap();
     assert_eq!(ids(&again), ["a1"]);
     assert_eq!(again[0].attempts, 2);
@@ -175,7 +172,10 @@ fn requests_past_their_ttl_are_handed_out_to_fail_not_to_run() {
     // failure is written and it is completed.
     assert_eq!(ids(&q.lease_expired(5, 20.0, 30.0).unwrap()), ["held", "other"]);
     assert!(q.lease_expired(5, 20.0, 30.0).unwrap().is_empty());
-    assert_eq!(q.complete("held", Outcome::Expired, 21.0).unwrap(), Completion::Completed);
+    assert_eq!(
+        q.complete("held", Outcome::Expired, 21.0).unwrap(),
+        Completion::Completed
+    );
     // A worker that died: its lease runs out and the request is handed out to fail again.
     assert_eq!(q.expire(50.0).unwrap(), Expiry { requeued: 1 });
     assert_eq!(ids(&q.lease_expired(5, 50.0, 30.0).unwrap()), ["other"]);

@@ -526,7 +526,10 @@ pub fn async_inference_config(cfg: &crate::core::model::AsyncInferenceConfig) ->
             "{AT}.S3OutputPath is required: an asynchronous endpoint writes every answer under it"
         )));
     };
-    for (member, uri) in [("S3OutputPath", Some(output)), ("S3FailurePath", out.s3_failure_path.as_ref())] {
+    for (member, uri) in [
+        ("S3OutputPath", Some(output)),
+        ("S3FailurePath", out.s3_failure_path.as_ref()),
+    ] {
         let Some(uri) = uri else { continue };
         let Some(rest) = uri.strip_prefix("s3://") else {
             return Err(ValidationError(format!(
