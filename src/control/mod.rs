@@ -938,6 +938,19 @@ async fn set_variants(app: &App, endpoint: &str, changes: &[VariantChange]) -> R
             ))
             .into());
         }
+        // Zero instances only where a queue holds the requests meanwhile: an asynchronous
+        // endpoint (AWS accepts DesiredInstanceCount 0 only there; its wording for the refusal
+        // is not published).
+        if rec.active.async_config.is_none()
+            && let Some(d) = changes.iter().find(|d| d.count == Some(0))
+        {
+            return Err(ValidationError(format!(
+                "DesiredWeightsAndCapacities.DesiredInstanceCount: variant \"{}\" of endpoint \"{}\" cannot have 0 instances: \
+                 only an asynchronous endpoint (AsyncInferenceConfig) can scale to 0; use at least 1.",
+                d.variant, rec.arn
+            ))
+            .into());
+        }
         for d in changes {
             let Some(v) = rec.active.variants.iter_mut().find(|v| v.spec.name == d.variant) else {
                 continue;
