@@ -28,6 +28,8 @@ fn invocation(id: String) -> Invocation {
         output_location: format!("s3://bucket/out/{id}.out"),
         failure_location: Some(format!("s3://bucket/failure/{id}-error.out")),
         input_location: "s3://bucket/in/payload.json".into(),
+        inline_body: None,
+        inference_id: id.clone(),
         id,
         endpoint: "bench".into(),
         content_type: Some("application/json".into()),

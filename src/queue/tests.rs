@@ -11,7 +11,7 @@ fn inv(id: &str, endpoint: &str, created: f64, ttl: f64) -> Invocation {
         inference_id: format!("client-{id}"),
         endpoint: endpoint.into(),
         input_location: format!("s3://in/{id}"),
-        inline_body: (id.len() % 2 == 0).then(|| id.as_bytes().to_vec()),
+        inline_body: id.len().is_multiple_of(2).then(|| id.as_bytes().to_vec()),
         output_location: format!("s3://out/{id}.out"),
         failure_location: Some(format!("s3://fail/{id}-error.out")),
         content_type: Some("application/json".into()),

@@ -373,6 +373,57 @@ pub fn max_results(value: Option<i64>) -> usize {
     value.map_or(10, |v| v.clamp(1, 100) as usize)
 }
 
+/// spillway's rules for an `AsyncInferenceConfig` that passed the model's constraints (the
+/// S3 URI and SNS ARN patterns, the 1..1000 of `MaxConcurrentInvocationsPerInstance`, the enum
+/// of `IncludeInferenceResponseIn`): an answer needs somewhere to go, spillway reads and writes
+/// `s3://` URIs (the embedded object store or an S3-compatible server, docs/async.md), and a
+/// response can only be included in a topic that is configured.
+pub fn async_inference_config(cfg: &crate::core::model::AsyncInferenceConfig) -> Result<()> {
+    const AT: &str = "AsyncInferenceConfig.OutputConfig";
+    let out = &cfg.output_config;
+    let Some(output) = &out.s3_output_path else {
+        return Err(ValidationError(format!(
+            "{AT}.S3OutputPath is required: an asynchronous endpoint writes every answer under it"
+        )));
+    };
+    for (member, uri) in [
+        ("S3OutputPath", Some(output)),
+        ("S3FailurePath", out.s3_failure_path.as_ref()),
+    ] {
+        let Some(uri) = uri else { continue };
+        let Some(rest) = uri.strip_prefix("s3://") else {
+            return Err(ValidationError(format!(
+                "{AT}.{member}: '{uri}' is not an s3:// URI; spillway writes to s3://bucket/prefix locations only"
+            )));
+        };
+        let bucket = rest.split('/').next().unwrap_or_default();
+        if bucket.is_empty() {
+            return Err(ValidationError(format!(
+                "{AT}.{member}: '{uri}' names no bucket; expected s3://bucket/prefix"
+            )));
+        }
+    }
+    if let Some(n) = &out.notification_config {
+        for include in n.include_inference_response_in.iter().flatten() {
+            let (topic, member) = match include.as_str() {
+                "SUCCESS_NOTIFICATION_TOPIC" => (&n.success_topic, "SuccessTopic"),
+                "ERROR_NOTIFICATION_TOPIC" => (&n.error_topic, "ErrorTopic"),
+                other => {
+                    return Err(ValidationError(format!(
+                        "{AT}.NotificationConfig.IncludeInferenceResponseIn: '{other}' is not one of SUCCESS_NOTIFICATION_TOPIC, ERROR_NOTIFICATION_TOPIC"
+                    )));
+                }
+            };
+            if topic.is_none() {
+                return Err(ValidationError(format!(
+                    "{AT}.NotificationConfig.IncludeInferenceResponseIn names {include} but {member} is not set"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,55 +562,4 @@ mod tests {
             .insert("ServerlessConfig".into(), serde_json::json!({"MemorySizeInMB": 1024}));
         assert!(check(v).unwrap_err().0.contains("ServerlessConfig"));
     }
-}
-
-/// spillway's rules for an `AsyncInferenceConfig` that passed the model's constraints (the
-/// S3 URI and SNS ARN patterns, the 1..1000 of `MaxConcurrentInvocationsPerInstance`, the enum
-/// of `IncludeInferenceResponseIn`): an answer needs somewhere to go, spillway reads and writes
-/// `s3://` URIs (the embedded object store or an S3-compatible server, docs/async.md), and a
-/// response can only be included in a topic that is configured.
-pub fn async_inference_config(cfg: &crate::core::model::AsyncInferenceConfig) -> Result<()> {
-    const AT: &str = "AsyncInferenceConfig.OutputConfig";
-    let out = &cfg.output_config;
-    let Some(output) = &out.s3_output_path else {
-        return Err(ValidationError(format!(
-            "{AT}.S3OutputPath is required: an asynchronous endpoint writes every answer under it"
-        )));
-    };
-    for (member, uri) in [
-        ("S3OutputPath", Some(output)),
-        ("S3FailurePath", out.s3_failure_path.as_ref()),
-    ] {
-        let Some(uri) = uri else { continue };
-        let Some(rest) = uri.strip_prefix("s3://") else {
-            return Err(ValidationError(format!(
-                "{AT}.{member}: '{uri}' is not an s3:// URI; spillway writes to s3://bucket/prefix locations only"
-            )));
-        };
-        let bucket = rest.split('/').next().unwrap_or_default();
-        if bucket.is_empty() {
-            return Err(ValidationError(format!(
-                "{AT}.{member}: '{uri}' names no bucket; expected s3://bucket/prefix"
-            )));
-        }
-    }
-    if let Some(n) = &out.notification_config {
-        for include in n.include_inference_response_in.iter().flatten() {
-            let (topic, member) = match include.as_str() {
-                "SUCCESS_NOTIFICATION_TOPIC" => (&n.success_topic, "SuccessTopic"),
-                "ERROR_NOTIFICATION_TOPIC" => (&n.error_topic, "ErrorTopic"),
-                other => {
-                    return Err(ValidationError(format!(
-                        "{AT}.NotificationConfig.IncludeInferenceResponseIn: '{other}' is not one of SUCCESS_NOTIFICATION_TOPIC, ERROR_NOTIFICATION_TOPIC"
-                    )));
-                }
-            };
-            if topic.is_none() {
-                return Err(ValidationError(format!(
-                    "{AT}.NotificationConfig.IncludeInferenceResponseIn names {include} but {member} is not set"
-                )));
-            }
-        }
-    }
-    Ok(())
 }
