@@ -1220,3 +1220,45 @@ async fn real_time_endpoints_refuse_zero_instances() {
     assert!(s.app.metrics.backlog_endpoints(0.0).is_empty());
     s.app.stop_all_instances().await;
 }
+
+/// Scaling up from zero and the ICE memory: the memory is the server's, not the variant's, so
+/// a Priority 1 type still inside its insufficient-capacity back-off is passed over (the first
+/// launch goes to the next pool without an attempt on it), and once its back-off has ended the
+/// next scale-up from zero starts at Priority 1 again.
+#[tokio::test(start_paused = true)]
+async fn scale_from_zero_honours_the_ice_back_off_then_starts_at_priority_one() {
+    let s = start(Fake::new(&[(P1, 0), (P2, 2)]), |c| {
+        c.provisioning.ice_backoff_initial_ms = 600_000;
+        c.provisioning.ice_backoff_max_ms = 600_000;
+    })
+    .await;
+    let ep = "backoff";
+    s.deploy_async(ep, &[P1, P2], 1).await;
+    s.wait_status(ep, "InService", 60.0).await;
+    assert_eq!(
+        s.attempts_since(0),
+        vec![("ice", P1.to_string()), ("launch", P2.to_string())]
+    );
+    let ice_at = s.elapsed();
+    s.set_count(ep, 0).await;
+    s.wait_until("at zero", 120.0, |s| s.fake.running().is_empty()).await;
+
+    // Within P1's back-off: from zero onto P2, P1 not attempted.
+    s.fake.set(P1, 1);
+    let mark = s.fake.log().len();
+    s.set_count(ep, 1).await;
+    s.wait_status(ep, "InService", 120.0).await;
+    assert!(s.elapsed() - ice_at < 600.0);
+    assert_eq!(s.attempts_since(mark), vec![("launch", P2.to_string())]);
+
+    // After it: from zero onto P1.
+    s.set_count(ep, 0).await;
+    s.wait_until("at zero", 120.0, |s| s.fake.running().is_empty()).await;
+    s.pass(600.0).await;
+    let mark = s.fake.log().len();
+    s.set_count(ep, 1).await;
+    s.wait_status(ep, "InService", 120.0).await;
+    assert_eq!(s.attempts_since(mark), vec![("launch", P1.to_string())]);
+    assert_eq!(s.serving_types(), vec![P1.to_string()]);
+    s.app.stop_all_instances().await;
+}
