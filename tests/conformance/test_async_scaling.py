@@ -10,6 +10,7 @@ backlog target tracking from zero, Priority 1 first."""
 
 from __future__ import annotations
 
+import pathlib
 import time
 
 import spw
@@ -231,3 +232,31 @@ def test_backlog_target_tracking_scales_an_idle_queue_to_zero(start_server):
     time.sleep(3)
     d = sm.describe_endpoint(EndpointName="tracked")
     assert d["EndpointStatus"] == "InService" and d["ProductionVariants"][0]["CurrentInstanceCount"] == 0
+
+
+def test_the_docs_commands_run_as_written(server, tmp_path):
+    """The aws CLI blocks of docs/async.md's "Scaling to and from zero", in order, in one bash,
+    against an asynchronous endpoint named as the page names it."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    deploy_async(server.sm, "my-async-endpoint")
+    doc = (spw.REPO / "docs" / "async.md").read_text()
+    section = doc.split("## Scaling to and from zero", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    assert len(blocks) >= 3, blocks
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **spw.cli_environment(server),
+           "AWS_PAGER": ""}
+    env["PATH"] = str(pathlib.Path(sys.executable).parent) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+    script = "set -euo pipefail\n" + "\n".join(blocks)
+    r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    aas, cw = server.client("application-autoscaling"), server.client("cloudwatch")
+    t = aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[rid("my-async-endpoint")])
+    assert t["ScalableTargets"][0]["MinCapacity"] == 0
+    alarm = cw.describe_alarms(AlarmNames=["my-async-endpoint-scale-from-zero"])["MetricAlarms"][0]
+    policy = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=rid("my-async-endpoint"))
+    assert alarm["AlarmActions"] == [p["PolicyARN"] for p in policy["ScalingPolicies"]]
+    assert alarm["Dimensions"] == [{"Name": "EndpointName", "Value": "my-async-endpoint"}]
