@@ -1028,3 +1028,54 @@ async fn ensure_target_tracking_alarms(app: &Arc<App>) -> Result<(), ControlErro
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn customized(metric: &str, dims: Value) -> Result<ParsedPolicy, ValidationError> {
+        parse_target_tracking(&json!({
+            "TargetValue": 5.0,
+            "CustomizedMetricSpecification": {"MetricName": metric, "Namespace": "AWS/SageMaker",
+                                              "Dimensions": dims, "Statistic": "Average"}
+        }))
+    }
+
+    #[test]
+    fn backlog_metrics_are_tracked_by_endpoint_name_only() {
+        let by_endpoint = json!([{"Name": "EndpointName", "Value": "e"}]);
+        for metric in crate::telemetry::metrics::BACKLOG_METRICS {
+            let p = customized(metric, by_endpoint.clone()).unwrap();
+            let MetricSource::Single(m) = &p.metric else {
+                panic!("{metric}: {p:?}")
+            };
+            assert!(m.is_endpoint_level(), "{metric}");
+            // Its alarms name the endpoint only.
+            let wire = metric_wire(&p.metric, "e", "v", 60);
+            assert_eq!(wire["Dimensions"], by_endpoint, "{metric}");
+        }
+        let with_variant = json!([{"Name": "EndpointName", "Value": "e"}, {"Name": "VariantName", "Value": "v"}]);
+        let err = customized("ApproximateBacklogSizePerInstance", with_variant).unwrap_err();
+        assert!(err.0.contains("EndpointName only, not VariantName"), "{err:?}");
+        // The invocation metrics keep their variant dimensions.
+        let p = customized("Invocations", json!([])).unwrap();
+        let MetricSource::Single(m) = &p.metric else {
+            panic!("{p:?}")
+        };
+        assert!(!m.is_endpoint_level());
+        assert_eq!(
+            metric_wire(&p.metric, "e", "v", 60)["Dimensions"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(
+            customized("NoSuchMetric", json!([]))
+                .unwrap_err()
+                .0
+                .contains("ApproximateBacklogSize")
+        );
+    }
+}
