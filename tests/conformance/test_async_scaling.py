@@ -2,11 +2,13 @@
 MinCapacity 0 accepted for an asynchronous endpoint's variant and refused for a real-time one,
 DesiredInstanceCount 0 likewise, an endpoint at zero instances staying InService, the four
 backlog metrics (namespace AWS/SageMaker, dimension EndpointName) listed, read and exported to
-Prometheus, and backlog target tracking scaling the variant in to zero.
+Prometheus, backlog target tracking scaling the variant in to zero, the HasBacklogWithoutCapacity
+alarm's step policy scaling up from zero at Priority 1 (the alarm set by SetAlarmState), and the
+aws CLI commands of docs/async.md.
 
-Scaling up from zero needs requests in the queue (InvokeEndpointAsync); the paused-clock tests in
-tests/controller_clock.rs put them there directly and prove the alarm + step policy pattern and
-backlog target tracking from zero, Priority 1 first."""
+Requests that really wait in the queue come from InvokeEndpointAsync; the paused-clock tests in
+tests/controller_clock.rs put them there directly and prove that the metrics trip the alarm and
+drive backlog target tracking from zero."""
 
 from __future__ import annotations
 
@@ -260,3 +262,76 @@ def test_the_docs_commands_run_as_written(server, tmp_path):
     policy = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=rid("my-async-endpoint"))
     assert alarm["AlarmActions"] == [p["PolicyARN"] for p in policy["ScalingPolicies"]]
     assert alarm["Dimensions"] == [{"Name": "EndpointName", "Value": "my-async-endpoint"}]
+
+
+def test_the_scale_from_zero_alarm_provisions_from_priority_one(server):
+    """The alarm + step policy pattern from zero, with boto3: `SetAlarmState` stands in for the
+    first requests (it runs the alarm's actions as a breach would; the queue itself is filled
+    by InvokeEndpointAsync, and the paused-clock tests fill it directly). The variant had fallen
+    back to Priority 2 before it went to zero; scaling up starts at Priority 1 again, and falls
+    back when Priority 1 runs out."""
+    sm, aas, cw = server.sm, server.client("application-autoscaling"), server.client("cloudwatch")
+    spw.create_model(sm, "pooled-m")
+    # ml.g6.2xlarge has one slot (spw.DEFAULT_CAPACITY): the second instance falls back.
+    variant = spw.pooled_variant("pooled-m", spw.pools(("ml.g6.2xlarge", 1), ("ml.m5.xlarge", 2)), count=2)
+    spw.deploy(sm, "pooled", [variant], AsyncInferenceConfig=ASYNC)
+    spw.wait_in_service(sm, "pooled")
+    first = [(a["instanceType"], a["priority"], a["result"]) for a in spw.launch_attempts(server.events("pooled"))]
+    assert ("ml.m5.xlarge", 2, "Launched") in first, first
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="pooled", DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 0}]
+    )
+    wait_zero(server, sm, "pooled")
+    time.sleep(1.5)  # past the ICE back-off of the test config (ice_backoff_max_ms = 1000)
+    seen = len(spw.launch_attempts(server.events("pooled")))
+
+    register(aas, "pooled", 0, 2)
+    policy = aas.put_scaling_policy(
+        PolicyName="HasBacklogWithoutCapacity-ScalingPolicy",
+        ServiceNamespace="sagemaker",
+        ResourceId=rid("pooled"),
+        ScalableDimension=DIM,
+        PolicyType="StepScaling",
+        StepScalingPolicyConfiguration={
+            "AdjustmentType": "ChangeInCapacity",
+            "MetricAggregationType": "Average",
+            "Cooldown": 300,
+            "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 2}],
+        },
+    )["PolicyARN"]
+    cw.put_metric_alarm(
+        AlarmName="pooled-scale-from-zero",
+        MetricName="HasBacklogWithoutCapacity",
+        Namespace="AWS/SageMaker",
+        Statistic="Average",
+        EvaluationPeriods=2,
+        DatapointsToAlarm=2,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+        TreatMissingData="missing",
+        Dimensions=[{"Name": "EndpointName", "Value": "pooled"}],
+        Period=60,
+        AlarmActions=[policy],
+    )
+    cw.set_alarm_state(AlarmName="pooled-scale-from-zero", StateValue="ALARM", StateReason="first requests queued")
+
+    def two_serving():
+        d = sm.describe_endpoint(EndpointName="pooled")
+        v = d["ProductionVariants"][0]
+        return d if d["EndpointStatus"] == "InService" and v["CurrentInstanceCount"] == 2 else None
+
+    d = spw.poll(two_serving, timeout=60, what="two instances after the alarm")
+    after = [(a["instanceType"], a["priority"], a["result"]) for a in spw.launch_attempts(server.events("pooled"))[seen:]]
+    assert after == [
+        ("ml.g6.2xlarge", 1, "Launched"),
+        ("ml.g6.2xlarge", 1, "InsufficientCapacity"),
+        ("ml.m5.xlarge", 2, "Launched"),
+    ], after
+    assert spw.pool_counts(d["ProductionVariants"][0]) == [("ml.g6.2xlarge", 1), ("ml.m5.xlarge", 1)]
+    history = cw.describe_alarm_history(AlarmName="pooled-scale-from-zero", HistoryItemType="Action")
+    assert any("Successfully executed action" in h["HistorySummary"] for h in history["AlarmHistoryItems"]), history
+    acts = aas.describe_scaling_activities(ServiceNamespace="sagemaker", ResourceId=rid("pooled"))["ScalingActivities"]
+    assert any(
+        a["Description"] == "Setting desired instance count to 2." and "pooled-scale-from-zero" in a["Cause"]
+        for a in acts
+    ), acts
