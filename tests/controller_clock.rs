@@ -25,6 +25,7 @@ use spillway::provider::{
     BoxFuture, CapacityEntry, CapacityProvider, Health, HealthCheck, LaunchError, LaunchRequest, Launched, Liveness,
     Recovery, TrackedInstance,
 };
+use spillway::telemetry::metrics::{Select, Statistic};
 
 const P1: &str = "ml.g6e.2xlarge";
 const P2: &str = "ml.g6.2xlarge";
@@ -868,4 +869,396 @@ fn drained_by(shift: &Event) -> &str {
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .expect("a MigrationShift message names the instance it drains")
+}
+
+// ------------------------------------------------------------------------------------------
+// Asynchronous endpoints: scaling to and from zero (issue 16). The tests put requests into the
+// queue themselves (`App::queue`), as `InvokeEndpointAsync` does; nothing processes them, so
+// the backlog stays until a test drains it.
+// ------------------------------------------------------------------------------------------
+
+const DIMENSION: &str = "sagemaker:variant:DesiredInstanceCount";
+
+impl Server {
+    /// CreateModel, CreateEndpointConfig with `AsyncInferenceConfig`, CreateEndpoint.
+    async fn deploy_async(&self, endpoint: &str, pools: &[&str], count: u32) {
+        let pools: Vec<Value> = pools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"InstanceType": t, "Priority": i + 1}))
+            .collect();
+        self.ok(
+            "CreateModel",
+            json!({"ModelName": format!("{endpoint}-m"), "PrimaryContainer": {"Image": "builtin:echo"}}),
+        )
+        .await;
+        self.ok(
+            "CreateEndpointConfig",
+            json!({"EndpointConfigName": format!("{endpoint}-cfg"),
+                   "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": format!("{endpoint}-m"),
+                       "InitialInstanceCount": count, "InstancePools": pools,
+                       "VariantInstanceProvisionTimeoutInSeconds": 600}],
+                   "AsyncInferenceConfig": {"OutputConfig": {"S3OutputPath": "s3://bucket/out"}}}),
+        )
+        .await;
+        self.ok(
+            "CreateEndpoint",
+            json!({"EndpointName": endpoint, "EndpointConfigName": format!("{endpoint}-cfg")}),
+        )
+        .await;
+    }
+
+    async fn autoscaling(&self, op: &str, body: Value) -> Result<Value, ApiError> {
+        spillway::api::autoscaling::call(&self.app, op, body.to_string().as_bytes()).await
+    }
+
+    async fn cloudwatch(&self, op: &str, body: Value) -> Result<Value, ApiError> {
+        spillway::api::alarms::call(&self.app, op, body.to_string().as_bytes()).await
+    }
+
+    /// Accepts `n` requests for `endpoint` into the queue, as `InvokeEndpointAsync` does.
+    async fn enqueue(&self, endpoint: &str, n: usize) {
+        let now = self.app.clock.now();
+        for _ in 0..n {
+            let id = uuid::Uuid::new_v4().to_string();
+            let inv = spillway::queue::Invocation {
+                id: id.clone(),
+                inference_id: id.clone(),
+                endpoint: endpoint.to_string(),
+                input_location: "s3://bucket/in/x".into(),
+                inline_body: None,
+                output_location: format!("s3://bucket/out/{id}.out"),
+                failure_location: None,
+                content_type: None,
+                accept: None,
+                custom_attributes: None,
+                created: now,
+                ttl_deadline: now + 6.0 * 3600.0,
+                invocation_timeout_seconds: 900,
+            };
+            self.app.queue.enqueue_async(&inv).await.unwrap();
+        }
+    }
+
+    /// Processes every queued request of `endpoint` at once, as workers would.
+    async fn drain(&self, endpoint: &str) {
+        let now = self.app.clock.now();
+        let (queue, endpoint) = (self.app.queue.clone(), endpoint.to_string());
+        tokio::task::spawn_blocking(move || {
+            for r in queue.lease(&endpoint, 1000, now, 60.0).unwrap() {
+                queue
+                    .complete(&r.invocation.id, spillway::queue::Outcome::Succeeded, now)
+                    .unwrap();
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    /// A backlog metric's statistic over the last `window_s` seconds.
+    fn backlog_metric(&self, endpoint: &str, metric: &str, stat: Statistic, window_s: f64) -> Option<f64> {
+        let now = self.app.clock.now();
+        self.app
+            .metrics
+            .aggregate(Select::endpoint(endpoint), metric, stat, now - window_s, now)
+    }
+
+    async fn register(&self, endpoint: &str, min: u32, max: u32) -> Result<Value, ApiError> {
+        self.autoscaling(
+            "RegisterScalableTarget",
+            json!({"ServiceNamespace": "sagemaker", "ResourceId": format!("endpoint/{endpoint}/variant/AllTraffic"),
+                   "ScalableDimension": DIMENSION, "MinCapacity": min, "MaxCapacity": max}),
+        )
+        .await
+    }
+
+    /// Non-terminate operations of the fake after the first `from` of its log: `(what, type)`.
+    fn attempts_since(&self, from: usize) -> Vec<(&'static str, String)> {
+        self.fake.log()[from..]
+            .iter()
+            .filter(|o| o.what != "terminate")
+            .map(|o| (o.what, o.ty.clone()))
+            .collect()
+    }
+}
+
+/// AWS's scale-from-zero pattern end to end: an asynchronous endpoint goes to zero instances
+/// and stays `InService`; requests wait in its queue; `HasBacklogWithoutCapacity` turns 1, the
+/// alarm on it (`>= 1`, two periods of 60 s) invokes a `StepScaling` policy (+1), which provisions
+/// from the Priority 1 pool; with an instance in service the flag is 0 again and the alarm
+/// returns to OK without adding more.
+#[tokio::test(start_paused = true)]
+async fn async_endpoint_scales_to_zero_and_back_through_the_backlog_alarm() {
+    let s = start(Fake::new(&[(P1, 2), (P2, 2)]), |_| {}).await;
+    let ep = "queue";
+    let rid = format!("endpoint/{ep}/variant/AllTraffic");
+    s.deploy_async(ep, &[P1, P2], 1).await;
+    s.wait_status(ep, "InService", 60.0).await;
+    s.register(ep, 0, 2).await.unwrap();
+
+    // To zero: no instance, still InService, DescribeEndpoint says 0.
+    s.set_count(ep, 0).await;
+    let d = s.wait_status(ep, "InService", 120.0).await;
+    assert_eq!(d["ProductionVariants"][0]["CurrentInstanceCount"], 0, "{d:#}");
+    assert_eq!(d["ProductionVariants"][0]["DesiredInstanceCount"], 0, "{d:#}");
+    s.wait_until("every instance stopped", 120.0, |s| s.fake.running().is_empty())
+        .await;
+
+    let policy = s
+        .autoscaling(
+            "PutScalingPolicy",
+            json!({"PolicyName": "HasBacklogWithoutCapacity-ScalingPolicy", "ServiceNamespace": "sagemaker",
+                   "ResourceId": rid, "ScalableDimension": DIMENSION, "PolicyType": "StepScaling",
+                   "StepScalingPolicyConfiguration": {"AdjustmentType": "ChangeInCapacity",
+                       "MetricAggregationType": "Average", "Cooldown": 300,
+                       "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]}}),
+        )
+        .await
+        .unwrap()["PolicyARN"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.cloudwatch(
+        "PutMetricAlarm",
+        json!({"AlarmName": "scale-from-zero", "MetricName": "HasBacklogWithoutCapacity",
+               "Namespace": "AWS/SageMaker", "Statistic": "Average", "EvaluationPeriods": 2,
+               "DatapointsToAlarm": 2, "Threshold": 1, "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+               "TreatMissingData": "missing", "Dimensions": [{"Name": "EndpointName", "Value": ep}],
+               "Period": 60, "AlarmActions": [policy]}),
+    )
+    .await
+    .unwrap();
+
+    // An empty queue: zeros are published, nothing scales.
+    s.pass(300.0).await;
+    for metric in [
+        "ApproximateBacklogSize",
+        "ApproximateBacklogSizePerInstance",
+        "ApproximateAgeOfOldestRequest",
+        "HasBacklogWithoutCapacity",
+    ] {
+        assert_eq!(
+            s.backlog_metric(ep, metric, Statistic::Maximum, 240.0),
+            Some(0.0),
+            "{metric}"
+        );
+    }
+    assert!(s.fake.running().is_empty());
+    let alarm = &s
+        .cloudwatch("DescribeAlarms", json!({"AlarmNames": ["scale-from-zero"]}))
+        .await
+        .unwrap()["MetricAlarms"][0];
+    assert_eq!(alarm["StateValue"], "OK", "{alarm:#}");
+    let mark = s.fake.log().len();
+
+    // Three requests arrive: they wait without capacity until the alarm scales the variant up.
+    s.enqueue(ep, 3).await;
+    s.pass(5.0).await;
+    assert_eq!(
+        s.backlog_metric(ep, "HasBacklogWithoutCapacity", Statistic::Maximum, 3.0),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.backlog_metric(ep, "ApproximateBacklogSize", Statistic::Maximum, 3.0),
+        Some(3.0)
+    );
+    assert_eq!(
+        s.backlog_metric(ep, "ApproximateBacklogSizePerInstance", Statistic::Maximum, 3.0),
+        Some(3.0)
+    );
+    s.wait_until("an instance in service", 600.0, |s| s.serving_types().len() == 1)
+        .await;
+    assert_eq!(s.serving_types(), vec![P1.to_string()]);
+    assert_eq!(s.attempts_since(mark), vec![("launch", P1.to_string())]);
+    let d = s.wait_status(ep, "InService", 60.0).await;
+    assert_eq!(d["ProductionVariants"][0]["CurrentInstanceCount"], 1, "{d:#}");
+    let activities = s
+        .autoscaling(
+            "DescribeScalingActivities",
+            json!({"ServiceNamespace": "sagemaker", "ResourceId": rid}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        activities["ScalingActivities"].as_array().unwrap().iter().any(|a| {
+            a["Description"] == "Setting desired instance count to 1."
+                && a["Cause"].as_str().unwrap().contains("monitor alarm scale-from-zero")
+        }),
+        "{activities:#}"
+    );
+
+    // Capacity is there: the backlog is per instance, the flag is down, the alarm goes back to
+    // OK and adds nothing more (the queue is still full: nothing processes it here).
+    s.pass(5.0).await;
+    assert_eq!(
+        s.backlog_metric(ep, "HasBacklogWithoutCapacity", Statistic::Maximum, 3.0),
+        Some(0.0)
+    );
+    assert_eq!(
+        s.backlog_metric(ep, "ApproximateBacklogSizePerInstance", Statistic::Average, 3.0),
+        Some(3.0)
+    );
+    s.pass(900.0).await;
+    assert_eq!(s.fake.running().len(), 1);
+    let alarm = &s
+        .cloudwatch("DescribeAlarms", json!({"AlarmNames": ["scale-from-zero"]}))
+        .await
+        .unwrap()["MetricAlarms"][0];
+    assert_eq!(alarm["StateValue"], "OK", "{alarm:#}");
+    // CloudWatch's reads see the same series.
+    let listed = s
+        .cloudwatch(
+            "ListMetrics",
+            json!({"Namespace": "AWS/SageMaker", "MetricName": "HasBacklogWithoutCapacity"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["Metrics"],
+        json!([{"Namespace": "AWS/SageMaker", "MetricName": "HasBacklogWithoutCapacity",
+                "Dimensions": [{"Name": "EndpointName", "Value": ep}]}])
+    );
+    s.app.stop_all_instances().await;
+}
+
+/// Backlog-driven target tracking (`ApproximateBacklogSizePerInstance`, customized metric,
+/// MinCapacity 0): an idle queue scales the variant in to zero; a backlog above the target scales
+/// it up from zero, and provisioning starts again from the Priority 1 pool although the
+/// variant's earlier scale-out had fallen back to Priority 2, falling back again when Priority 1
+/// runs out.
+#[tokio::test(start_paused = true)]
+async fn backlog_target_tracking_scales_to_zero_and_from_zero_starting_at_priority_one() {
+    let s = start(Fake::new(&[(P1, 1), (P2, 2)]), |c| {
+        c.autoscaling.evaluation_interval_seconds = 10.0;
+    })
+    .await;
+    let ep = "tracked";
+    let rid = format!("endpoint/{ep}/variant/AllTraffic");
+    s.deploy_async(ep, &[P1, P2], 1).await;
+    s.wait_status(ep, "InService", 60.0).await;
+    // An earlier scale-out fell back: Priority 1 has one slot.
+    s.set_count(ep, 2).await;
+    s.wait_status(ep, "InService", 120.0).await;
+    let mut both = vec![P1.to_string(), P2.to_string()];
+    both.sort();
+    assert_eq!(s.serving_types(), both);
+
+    s.register(ep, 0, 2).await.unwrap();
+    s.autoscaling(
+        "PutScalingPolicy",
+        json!({"PolicyName": "backlog", "ServiceNamespace": "sagemaker", "ResourceId": rid,
+               "ScalableDimension": DIMENSION, "PolicyType": "TargetTrackingScaling",
+               "TargetTrackingScalingPolicyConfiguration": {"TargetValue": 2.0,
+                   "CustomizedMetricSpecification": {"MetricName": "ApproximateBacklogSizePerInstance",
+                       "Namespace": "AWS/SageMaker", "Dimensions": [{"Name": "EndpointName", "Value": ep}],
+                       "Statistic": "Average"},
+                   "ScaleInCooldown": 60, "ScaleOutCooldown": 60}}),
+    )
+    .await
+    .unwrap();
+    // Its alarms watch the endpoint-level metric.
+    let alarms = s.cloudwatch("DescribeAlarms", json!({})).await.unwrap();
+    for a in alarms["MetricAlarms"].as_array().unwrap() {
+        assert_eq!(a["Dimensions"], json!([{"Name": "EndpointName", "Value": ep}]), "{a:#}");
+    }
+
+    // Nothing queued: AlarmLow (15 periods below 90 % of the target) scales in, to zero.
+    s.wait_until("the variant scaled in to zero", 3600.0, |s| s.fake.running().is_empty())
+        .await;
+    let d = s.wait_status(ep, "InService", 60.0).await;
+    assert_eq!(d["ProductionVariants"][0]["CurrentInstanceCount"], 0, "{d:#}");
+    let mark = s.fake.log().len();
+
+    // Five requests: 5 per instance at zero instances, over the target of 2: AlarmHigh scales
+    // out to ceil(5 / 2) = 3, capped at MaxCapacity 2.
+    s.enqueue(ep, 5).await;
+    s.wait_until("two instances in service", 1200.0, |s| s.serving_types().len() == 2)
+        .await;
+    assert_eq!(
+        s.attempts_since(mark),
+        vec![
+            ("launch", P1.to_string()),
+            ("ice", P1.to_string()),
+            ("launch", P2.to_string())
+        ]
+    );
+    assert_backoff_respected(&s.fake.log());
+
+    // Drained (as workers would): back to zero.
+    s.drain(ep).await;
+    s.wait_until("back to zero", 3600.0, |s| s.fake.running().is_empty())
+        .await;
+    assert_eq!(s.status(ep).await, "InService");
+    s.app.stop_all_instances().await;
+}
+
+/// A real-time endpoint cannot go to zero: `MinCapacity` 0 and `DesiredInstanceCount` 0 are
+/// refused with a `ValidationException` saying so, and it publishes no backlog metrics.
+#[tokio::test(start_paused = true)]
+async fn real_time_endpoints_refuse_zero_instances() {
+    let s = start(Fake::new(&[(P1, 2)]), |_| {}).await;
+    let ep = "realtime";
+    s.deploy(ep, &[P1], 1, json!({}), json!([])).await;
+    s.wait_status(ep, "InService", 60.0).await;
+    let e = s.register(ep, 0, 2).await.unwrap_err();
+    assert_eq!(e.code.as_str(), "ValidationException");
+    assert!(e.message.contains("must be set to at least 1"), "{}", e.message);
+    s.register(ep, 1, 2).await.unwrap();
+    let e = s
+        .call(
+            "UpdateEndpointWeightsAndCapacities",
+            json!({"EndpointName": ep, "DesiredWeightsAndCapacities": [
+                {"VariantName": "AllTraffic", "DesiredInstanceCount": 0}]}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code.as_str(), "ValidationException");
+    assert!(e.message.contains("only an asynchronous endpoint"), "{}", e.message);
+    assert_eq!(s.status(ep).await, "InService");
+    s.pass(5.0).await;
+    assert_eq!(s.fake.running().len(), 1);
+    assert!(s.app.metrics.backlog_endpoints(0.0).is_empty());
+    s.app.stop_all_instances().await;
+}
+
+/// Scaling up from zero and the ICE memory: the memory is the server's, not the variant's, so
+/// a Priority 1 type still inside its insufficient-capacity back-off is passed over (the first
+/// launch goes to the next pool without an attempt on it), and once its back-off has ended the
+/// next scale-up from zero starts at Priority 1 again.
+#[tokio::test(start_paused = true)]
+async fn scale_from_zero_honours_the_ice_back_off_then_starts_at_priority_one() {
+    let s = start(Fake::new(&[(P1, 0), (P2, 2)]), |c| {
+        c.provisioning.ice_backoff_initial_ms = 600_000;
+        c.provisioning.ice_backoff_max_ms = 600_000;
+    })
+    .await;
+    let ep = "backoff";
+    s.deploy_async(ep, &[P1, P2], 1).await;
+    s.wait_status(ep, "InService", 60.0).await;
+    assert_eq!(
+        s.attempts_since(0),
+        vec![("ice", P1.to_string()), ("launch", P2.to_string())]
+    );
+    let ice_at = s.elapsed();
+    s.set_count(ep, 0).await;
+    s.wait_until("at zero", 120.0, |s| s.fake.running().is_empty()).await;
+
+    // Within P1's back-off: from zero onto P2, P1 not attempted.
+    s.fake.set(P1, 1);
+    let mark = s.fake.log().len();
+    s.set_count(ep, 1).await;
+    s.wait_status(ep, "InService", 120.0).await;
+    assert!(s.elapsed() - ice_at < 600.0);
+    assert_eq!(s.attempts_since(mark), vec![("launch", P2.to_string())]);
+
+    // After it: from zero onto P1.
+    s.set_count(ep, 0).await;
+    s.wait_until("at zero", 120.0, |s| s.fake.running().is_empty()).await;
+    s.pass(600.0).await;
+    let mark = s.fake.log().len();
+    s.set_count(ep, 1).await;
+    s.wait_status(ep, "InService", 120.0).await;
+    assert_eq!(s.attempts_since(mark), vec![("launch", P1.to_string())]);
+    assert_eq!(s.serving_types(), vec![P1.to_string()]);
+    s.app.stop_all_instances().await;
 }

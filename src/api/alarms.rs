@@ -67,6 +67,20 @@ fn alarm_arn(arns: &Arns, name: &str) -> String {
     format!("arn:aws:cloudwatch:{}:{}:alarm:{name}", arns.region, arns.account_id)
 }
 
+/// Parses and runs the CloudWatch operation `name` in process (tests): what `POST /` does
+/// with `X-Amz-Target: GraniteServiceVersion20100801.<name>`, without HTTP; the metric reads
+/// (`GetMetricStatistics`, `GetMetricData`, `ListMetrics`) as well as the alarm operations.
+pub async fn call(app: &Arc<App>, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let op = CloudWatchOp::parse(name, body).ok_or_else(|| {
+        ApiError::unknown_operation(format!("The CloudWatch operation {name} is not supported by spillway"))
+    })??;
+    if op.is_alarm() {
+        dispatch(app, op).await
+    } else {
+        super::cloudwatch::dispatch(&app.metrics, &op, app.clock.now())
+    }
+}
+
 /// Runs one alarm operation.
 pub(crate) async fn dispatch(app: &Arc<App>, op: CloudWatchOp) -> Result<Value, ApiError> {
     let obj = |map| Obj {

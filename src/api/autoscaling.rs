@@ -59,6 +59,17 @@ impl super::ops::Conditions for AutoScalingOp {
     }
 }
 
+/// Parses and runs the operation `name` in process (tests): what `POST /` does with
+/// `X-Amz-Target: AnyScaleFrontendService.<name>`, without HTTP.
+pub async fn call(app: &Arc<App>, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let op = AutoScalingOp::parse(name, body).ok_or_else(|| {
+        ApiError::unknown_operation(format!(
+            "The Application Auto Scaling operation {name} is not supported by spillway"
+        ))
+    })??;
+    dispatch(app, op).await
+}
+
 /// Runs one operation.
 pub(crate) async fn dispatch(app: &Arc<App>, op: AutoScalingOp) -> Result<Value, ApiError> {
     use AutoScalingOp as Op;
@@ -157,10 +168,12 @@ async fn register(app: &Arc<App>, input: RegisterInput) -> Result<Value, ApiErro
             "MinCapacity ({min}) must not be greater than MaxCapacity ({max})"
         )));
     }
-    if min == 0 {
-        return Err(ApiError::validation(
-            "MinCapacity: spillway does not scale instance-based variants to zero; use at least 1",
-        ));
+    // Only an asynchronous endpoint's variant may scale to zero (its queue holds the requests).
+    // AWS's server-side wording for the refusal is not published; its guide says of
+    // `--min-capacity` for a real-time variant "This value must be set to at least 1", and this
+    // message says so, naming the resource and the way to zero.
+    if min == 0 && found.record.active.async_config.is_none() {
+        return Err(ApiError::validation(min_capacity_zero_refusal(&input.resource_id)));
     }
     let t = app.clock.now();
     let target = ScalableTarget {
@@ -191,6 +204,14 @@ async fn register(app: &Arc<App>, input: RegisterInput) -> Result<Value, ApiErro
     };
     control::apply(app, Command::PutScalableTarget { target, tags }).await?;
     Ok(json!({ "ScalableTargetARN": arn }))
+}
+
+/// The refusal of `MinCapacity` 0 for the variant `resource_id` of a real-time endpoint.
+pub fn min_capacity_zero_refusal(resource_id: &str) -> String {
+    format!(
+        "MinCapacity: the minimum capacity of {resource_id} must be set to at least 1. Only a variant of an \
+         asynchronous endpoint (an endpoint configuration with AsyncInferenceConfig) can scale to 0 instances."
+    )
 }
 
 #[derive(Deserialize)]

@@ -17,7 +17,7 @@ use crate::core::model::Timestamp;
 use crate::core::scaling::{eval_expression, expression_refs};
 use crate::core::time::days_from_civil;
 use crate::error::{ApiError, ErrorCode};
-use crate::telemetry::metrics::{INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start};
+use crate::telemetry::metrics::{BACKLOG_METRICS, INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start};
 use crate::telemetry::query::{Dimension, Query, QueryKind, Selector, evaluate};
 pub use crate::telemetry::query::{INSTANCE_NAMESPACE, NAMESPACE};
 
@@ -435,6 +435,8 @@ fn unsupported_percentile(stat: &str, parameter: &str) -> ApiError {
 fn unit_of(metric: &str) -> &'static str {
     match metric {
         "ModelLatency" | "OverheadLatency" => "Microseconds",
+        "ApproximateAgeOfOldestRequest" => "Seconds",
+        "ApproximateBacklogSize" | "ApproximateBacklogSizePerInstance" | "HasBacklogWithoutCapacity" => "Count",
         "CPUUtilization" | "MemoryUtilization" | "GPUUtilization" | "GPUMemoryUtilization" | "DiskUtilization" => {
             "Percent"
         }
@@ -834,6 +836,22 @@ fn list_metrics(m: &Metrics, input: &Obj<'_>, now: Timestamp) -> Result<Value, A
         // metrics for instance types without GPUs).
         for metric in INSTANCE_METRICS.iter().filter(|n| metric_name.is_none_or(|m| m == **n)) {
             list(INSTANCE_NAMESPACE, metric, &m.series_keys_with(since, metric));
+        }
+    }
+    if namespace.is_none_or(|n| n == NAMESPACE) {
+        // An asynchronous endpoint's backlog metrics: dimension `EndpointName` only.
+        let endpoints = m.backlog_endpoints(since);
+        for metric in BACKLOG_METRICS.iter().filter(|n| metric_name.is_none_or(|m| m == **n)) {
+            for e in &endpoints {
+                if matches(&[("EndpointName", e.as_str())]) {
+                    all.push(json!({
+                                            "Namespace": NAMESPACE,
+                                            "MetricName": metric,
+                                            "Dimensions": [{"Name": "EndpointName", "Value": e}],
+                                        }
+                    ));
+                }
+            }
         }
     }
     if offset > all.len() {
@@ -1423,5 +1441,62 @@ mod tests {
             r["Datapoints"],
             json!([{"Timestamp": 1000, "Sum": 90.0, "Unit": "None"}])
         );
+    }
+
+    #[test]
+    fn backlog_metrics_are_listed_and_read_by_endpoint_name() {
+        use crate::telemetry::metrics::BacklogSample;
+        let m = Arc::new(Metrics::default());
+        for (t, size, instances) in [(1000.0, 3, 0), (1001.0, 3, 0), (1030.0, 4, 2)] {
+            let s = BacklogSample {
+                size,
+                oldest_age_seconds: t - 990.0,
+                instances,
+            };
+            m.record_backlog(E, &s, t);
+        }
+        let names: Vec<Value> = call(&m, "ListMetrics", json!({"Namespace": NAMESPACE})).unwrap()["Metrics"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(names.len(), BACKLOG_METRICS.len());
+        for n in &names {
+            assert_eq!(n["Dimensions"], json!([{"Name": "EndpointName", "Value": E}]));
+        }
+        // A filter on another endpoint, or on a variant, lists none of them.
+        let other = call(
+            &m,
+            "ListMetrics",
+            json!({"Dimensions": [{"Name": "EndpointName", "Value": "x"}]}),
+        )
+        .unwrap();
+        assert_eq!(other["Metrics"], json!([]));
+        let stats = |metric: &str, dims: Value| {
+            call(
+                &m,
+                "GetMetricStatistics",
+                json!({"Namespace": NAMESPACE, "MetricName": metric, "Dimensions": dims,
+                       "StartTime": 960, "EndTime": 1080, "Period": 60, "Statistics": ["Maximum", "Average"]}),
+            )
+            .unwrap()["Datapoints"]
+                .clone()
+        };
+        let by_endpoint = json!([{"Name": "EndpointName", "Value": E}]);
+        assert_eq!(
+            stats("HasBacklogWithoutCapacity", by_endpoint.clone()),
+            json!([{"Timestamp": 960, "Maximum": 1.0, "Average": 1.0, "Unit": "Count"},
+                   {"Timestamp": 1020, "Maximum": 0.0, "Average": 0.0, "Unit": "Count"}])
+        );
+        assert_eq!(
+            stats("ApproximateBacklogSizePerInstance", by_endpoint.clone()),
+            json!([{"Timestamp": 960, "Maximum": 3.0, "Average": 3.0, "Unit": "Count"},
+                   {"Timestamp": 1020, "Maximum": 2.0, "Average": 2.0, "Unit": "Count"}])
+        );
+        assert_eq!(
+            stats("ApproximateAgeOfOldestRequest", by_endpoint)[1]["Unit"],
+            json!("Seconds")
+        );
+        // With a VariantName the series is not SageMaker's: no data.
+        assert_eq!(stats("ApproximateBacklogSize", dims(None)), json!([]));
     }
 }

@@ -769,11 +769,12 @@ async fn update_weights_and_capacities(app: &Arc<App>, input: UpdateWeightsInput
                 d.variant_name
             )));
         }
+        // 0 only for an asynchronous endpoint (`control::set_variants` checks which it is).
         if let Some(c) = d.desired_instance_count
-            && !(1..=1000).contains(&c)
+            && !(0..=1000).contains(&c)
         {
             return Err(ApiError::validation(format!(
-                "{at}.DesiredInstanceCount: {c} is outside 1 to 1000 (spillway does not scale instance-based variants to zero)"
+                "{at}.DesiredInstanceCount: {c} is outside 0 to 1000 (0 only for an asynchronous endpoint)"
             )));
         }
         if d.desired_weight.is_none() && d.desired_instance_count.is_none() {

@@ -586,20 +586,24 @@ async fn sweep_logs(app: Arc<App>) {
     }
 }
 
-/// Once a second, records each serving type's instance count and requests in flight
-/// (`InstanceCount`, `ConcurrentRequestsPerModel`).
 /// Seconds of model latency that capacity-aware routing's measurement looks at.
 const CAPACITY_WINDOW_S: f64 = 30.0;
 
+/// Once a second, records each serving type's instance count and requests in flight
+/// (`InstanceCount`, `ConcurrentRequestsPerModel`) and each asynchronous endpoint's backlog
+/// (`crate::control::backlog`).
 async fn sample_fleet(app: Arc<App>) {
     let mut shutdown = app.shutdown.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut backlog_endpoints = std::collections::BTreeSet::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
         let t = app.clock.now();
+        // Asynchronous endpoints' backlog metrics, on the same tick.
+        crate::control::backlog::sample(&app, t, &mut backlog_endpoints).await;
         let names = app.endpoint_names();
         for name in names {
             let Some(routes) = app.dataplane.routes.get(&name) else {

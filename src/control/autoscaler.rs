@@ -154,6 +154,14 @@ pub struct MetricStat {
     pub stat: Statistic,
 }
 
+impl MetricStat {
+    /// Whether it is one of an asynchronous endpoint's backlog metrics, published with the
+    /// dimension `EndpointName` only.
+    pub fn is_endpoint_level(&self) -> bool {
+        crate::telemetry::metrics::BACKLOG_METRICS.contains(&self.name.as_str())
+    }
+}
+
 /// A parsed target-tracking configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedPolicy {
@@ -171,10 +179,13 @@ fn metric_stat(metric: &Value, stat: &str, at: &str) -> Result<MetricStat, Valid
     let name = field(metric, "MetricName")
         .and_then(Value::as_str)
         .ok_or_else(|| ValidationError::missing(&format!("{at}.MetricName")))?;
-    if !crate::telemetry::metrics::METRICS.contains(&name) {
+    use crate::telemetry::metrics::{BACKLOG_METRICS, METRICS};
+    let endpoint_level = BACKLOG_METRICS.contains(&name);
+    if !METRICS.contains(&name) && !endpoint_level {
         return Err(ValidationError(format!(
-            "{at}.MetricName: spillway has no metric {name:?}; available: {}",
-            crate::telemetry::metrics::METRICS.join(", ")
+            "{at}.MetricName: spillway has no metric {name:?}; available: {}, {}",
+            METRICS.join(", "),
+            BACKLOG_METRICS.join(", ")
         )));
     }
     let ns = field(metric, "Namespace")
@@ -195,8 +206,14 @@ fn metric_stat(metric: &Value, stat: &str, at: &str) -> Result<MetricStat, Valid
             d.get("Name").and_then(Value::as_str),
             d.get("Value").and_then(Value::as_str),
         ) {
+            (Some("EndpointName"), Some(_)) => {}
+            (Some(d @ ("VariantName" | "InstanceType")), Some(_)) if endpoint_level => {
+                return Err(ValidationError(format!(
+                    "{at}.Dimensions: {name} is published with the dimension EndpointName only, not {d}"
+                )));
+            }
             (Some("InstanceType"), Some(v)) => instance_type = Some(v.to_string()),
-            (Some("EndpointName" | "VariantName"), Some(_)) => {}
+            (Some("VariantName"), Some(_)) => {}
             (Some(other), _) => {
                 return Err(ValidationError(format!(
                     "{at}.Dimensions: unknown dimension {other:?}; use EndpointName, VariantName, InstanceType"
@@ -362,13 +379,13 @@ pub fn evaluate(
     window_s: f64,
 ) -> Option<f64> {
     let stat = |m: &MetricStat| {
-        let v = app.metrics.aggregate(
-            Select::new(endpoint, variant, m.instance_type.as_deref()),
-            &m.name,
-            m.stat,
-            now - window_s,
-            now,
-        )?;
+        // An asynchronous endpoint's backlog metrics are the endpoint's, whichever variant scales.
+        let select = if m.is_endpoint_level() {
+            Select::endpoint(endpoint)
+        } else {
+            Select::new(endpoint, variant, m.instance_type.as_deref())
+        };
+        let v = app.metrics.aggregate(select, &m.name, m.stat, now - window_s, now)?;
         Some(if m.stat == Statistic::Sum {
             v * 60.0 / window_s
         } else {
@@ -662,7 +679,10 @@ pub fn metric_wire(
     variant: &str,
     period: i64,
 ) -> serde_json::Map<String, Value> {
-    let dims = |instance_type: &Option<String>| {
+    let dims = |name: &str, instance_type: &Option<String>| {
+        if crate::telemetry::metrics::BACKLOG_METRICS.contains(&name) {
+            return vec![serde_json::json!({"Name": "EndpointName", "Value": endpoint})];
+        }
         let mut d = vec![
             serde_json::json!({"Name": "EndpointName", "Value": endpoint}),
             serde_json::json!({"Name": "VariantName", "Value": variant}),
@@ -677,7 +697,7 @@ pub fn metric_wire(
         m.insert("MetricName".into(), Value::from(name));
         m.insert("Namespace".into(), Value::from("AWS/SageMaker"));
         m.insert("Statistic".into(), serde_json::to_value(stat).unwrap_or(Value::Null));
-        m.insert("Dimensions".into(), Value::from(dims(instance_type)));
+        m.insert("Dimensions".into(), Value::from(dims(name, instance_type)));
         m.insert("Period".into(), Value::from(period));
         m
     };
@@ -692,7 +712,7 @@ pub fn metric_wire(
                     Query::Stat(m) => serde_json::json!({
                         "Id": id,
                         "MetricStat": {
-                            "Metric": {"Namespace": "AWS/SageMaker", "MetricName": m.name, "Dimensions": dims(&m.instance_type)},
+                            "Metric": {"Namespace": "AWS/SageMaker", "MetricName": m.name, "Dimensions": dims(&m.name, &m.instance_type)},
                             "Period": period,
                             "Stat": serde_json::to_value(m.stat).unwrap_or(Value::Null),
                         },
@@ -1007,4 +1027,55 @@ async fn ensure_target_tracking_alarms(app: &Arc<App>) -> Result<(), ControlErro
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn customized(metric: &str, dims: Value) -> Result<ParsedPolicy, ValidationError> {
+        parse_target_tracking(&json!({
+            "TargetValue": 5.0,
+            "CustomizedMetricSpecification": {"MetricName": metric, "Namespace": "AWS/SageMaker",
+                                              "Dimensions": dims, "Statistic": "Average"}
+        }))
+    }
+
+    #[test]
+    fn backlog_metrics_are_tracked_by_endpoint_name_only() {
+        let by_endpoint = json!([{"Name": "EndpointName", "Value": "e"}]);
+        for metric in crate::telemetry::metrics::BACKLOG_METRICS {
+            let p = customized(metric, by_endpoint.clone()).unwrap();
+            let MetricSource::Single(m) = &p.metric else {
+                panic!("{metric}: {p:?}")
+            };
+            assert!(m.is_endpoint_level(), "{metric}");
+            // Its alarms name the endpoint only.
+            let wire = metric_wire(&p.metric, "e", "v", 60);
+            assert_eq!(wire["Dimensions"], by_endpoint, "{metric}");
+        }
+        let with_variant = json!([{"Name": "EndpointName", "Value": "e"}, {"Name": "VariantName", "Value": "v"}]);
+        let err = customized("ApproximateBacklogSizePerInstance", with_variant).unwrap_err();
+        assert!(err.0.contains("EndpointName only, not VariantName"), "{err:?}");
+        // The invocation metrics keep their variant dimensions.
+        let p = customized("Invocations", json!([])).unwrap();
+        let MetricSource::Single(m) = &p.metric else {
+            panic!("{p:?}")
+        };
+        assert!(!m.is_endpoint_level());
+        assert_eq!(
+            metric_wire(&p.metric, "e", "v", 60)["Dimensions"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(
+            customized("NoSuchMetric", json!([]))
+                .unwrap_err()
+                .0
+                .contains("ApproximateBacklogSize")
+        );
+    }
 }

@@ -11,6 +11,7 @@ pub mod alarms;
 pub mod app;
 pub mod asyncq;
 pub mod autoscaler;
+pub mod backlog;
 pub mod controller;
 pub mod explain;
 pub mod identity;
@@ -935,6 +936,19 @@ async fn set_variants(app: &App, endpoint: &str, changes: &[VariantChange]) -> R
                 "DesiredWeightsAndCapacities.VariantName: the variant(s) \"[{}]\" are not present in endpoint \"{}\".",
                 missing.join(", "),
                 rec.arn
+            ))
+            .into());
+        }
+        // Zero instances only where a queue holds the requests meanwhile: an asynchronous
+        // endpoint (AWS accepts DesiredInstanceCount 0 only there; its wording for the refusal
+        // is not published).
+        if rec.active.async_config.is_none()
+            && let Some(d) = changes.iter().find(|d| d.count == Some(0))
+        {
+            return Err(ValidationError(format!(
+                "DesiredWeightsAndCapacities.DesiredInstanceCount: variant \"{}\" of endpoint \"{}\" cannot have 0 instances: \
+                 only an asynchronous endpoint (AsyncInferenceConfig) can scale to 0; use at least 1.",
+                d.variant, rec.arn
             ))
             .into());
         }

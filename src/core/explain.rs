@@ -285,8 +285,15 @@ pub fn sentences(s: &Snapshot) -> Vec<String> {
         let Some(preferred) = v.pools.first() else {
             continue;
         };
+        if v.desired_count == 0 && placed.is_empty() {
+            // Only an asynchronous endpoint's variant gets here (zero is refused for real-time).
+            out.push(format!(
+                "Variant {} is scaled to zero: its requests wait in the endpoint's queue, and scaling up starts again at priority 1 ({}) unless that type is backing off.",
+                v.variant_name, preferred.instance_type
+            ));
+        }
         let on_fallback: u32 = v.pools.iter().skip(1).map(|p| p.current).sum();
-        if on_fallback == 0 && preferred.current >= v.desired_count {
+        if on_fallback == 0 && preferred.current >= v.desired_count && v.desired_count > 0 {
             out.push(format!(
                 "Every instance runs on its preferred type {}: nothing to explain.",
                 preferred.instance_type
@@ -593,5 +600,17 @@ mod tests {
         assert_eq!(human_seconds(59.4), "59s");
         assert_eq!(human_seconds(200.0), "3m 20s");
         assert_eq!(human_seconds(7500.0), "2h 05m");
+    }
+
+    #[test]
+    fn a_variant_at_zero_says_where_scaling_up_starts() {
+        let mut s = snapshot(vec![pool(1, "big", 0), pool(2, "small", 0)], false);
+        s.variants[0].desired_count = 0;
+        s.variants[0].in_service = 0;
+        let text = sentences(&s).join("\n");
+        assert!(text.contains("with 0 of 0 instances in service"), "{text}");
+        assert!(text.contains("is scaled to zero"), "{text}");
+        assert!(text.contains("priority 1 (big)"), "{text}");
+        assert!(!text.contains("nothing to explain"), "{text}");
     }
 }

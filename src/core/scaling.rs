@@ -101,7 +101,9 @@ pub fn decide(
         if now - last < tt.scale_in_cooldown_s {
             return None;
         }
-        let desired = ideal.max(bounds.min).max(1);
+        // Down to MinCapacity; to zero only where MinCapacity is 0 (an asynchronous endpoint's
+        // variant: RegisterScalableTarget refuses 0 for real-time ones) and the metric is 0.
+        let desired = ideal.max(bounds.min);
         return (desired < current).then(|| Decision {
             desired,
             scale_out: false,
@@ -323,5 +325,46 @@ mod tests {
                 .unwrap_err()
                 .contains("SEARCH()")
         );
+    }
+
+    /// A variant with MinCapacity 0 (an asynchronous endpoint's): target tracking on the backlog
+    /// per instance scales in to zero once the backlog is gone, and from zero once the backlog
+    /// (the metric's value at zero instances) exceeds the target.
+    #[test]
+    fn scales_to_and_from_zero_where_min_capacity_is_zero() {
+        let zero = Bounds { min: 0, max: 6 };
+        let d = decide(3, Some(0.0), &TT, zero, History::default(), 0.0).unwrap();
+        assert_eq!((d.desired, d.scale_out), (0, false));
+        // Not below MinCapacity 1.
+        assert_eq!(
+            decide(3, Some(0.0), &TT, B, History::default(), 0.0).unwrap().desired,
+            1
+        );
+        // At zero: a backlog of 25 over a target of 10 asks for 3 instances.
+        let d = decide(0, Some(25.0), &TT, zero, History::default(), 0.0).unwrap();
+        assert_eq!((d.desired, d.scale_out), (3, true));
+        // A backlog under the target leaves the variant at zero (the step policy's job).
+        assert_eq!(decide(0, Some(5.0), &TT, zero, History::default(), 0.0), None);
+        assert_eq!(decide(0, Some(0.0), &TT, zero, History::default(), 0.0), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever the metric, a decision stays within the bounds, goes the way it says, and
+        /// reaches zero only where MinCapacity is zero.
+        #[test]
+        fn decisions_stay_within_bounds(
+            current in 0u32..12,
+            metric in 0.0f64..200.0,
+            min in 0u32..4,
+            span in 0u32..8,
+        ) {
+            let bounds = Bounds { min, max: min + span };
+            if let Some(d) = decide(current, Some(metric), &TT, bounds, History::default(), 1e6) {
+                proptest::prop_assert!(d.desired >= bounds.min && d.desired <= bounds.max);
+                proptest::prop_assert_eq!(d.scale_out, d.desired > current);
+                proptest::prop_assert!(d.desired != current);
+                proptest::prop_assert!(d.desired > 0 || bounds.min == 0);
+            }
+        }
     }
 }

@@ -42,6 +42,59 @@ struct Bucket {
     instances_samples: u64,
     /// Per-instance utilization samples (only in the seconds a usage round recorded one).
     usage: Option<Box<UsageBucket>>,
+    /// An asynchronous endpoint's backlog samples (only in its endpoint-level series, see
+    /// [`ENDPOINT_SERIES`]).
+    backlog: Option<Box<BacklogBucket>>,
+}
+
+/// The backlog samples of one second of an asynchronous endpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct BacklogBucket {
+    size: Sampled,
+    per_instance: Sampled,
+    oldest_age: Sampled,
+    without_capacity: Sampled,
+}
+
+impl BacklogBucket {
+    fn of(&self, metric: &str) -> Option<&Sampled> {
+        match metric {
+            "ApproximateBacklogSize" => Some(&self.size),
+            "ApproximateBacklogSizePerInstance" => Some(&self.per_instance),
+            "ApproximateAgeOfOldestRequest" => Some(&self.oldest_age),
+            "HasBacklogWithoutCapacity" => Some(&self.without_capacity),
+            _ => None,
+        }
+    }
+}
+
+/// One backlog sample of an asynchronous endpoint: its queue and the instances serving it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BacklogSample {
+    /// Requests queued or being processed (`ApproximateBacklogSize`).
+    pub size: u64,
+    /// Age of the oldest of them, seconds (`ApproximateAgeOfOldestRequest`; 0 when none).
+    pub oldest_age_seconds: f64,
+    /// Instances in service behind the endpoint, all variants together.
+    pub instances: usize,
+}
+
+impl BacklogSample {
+    /// `ApproximateBacklogSizePerInstance`: the backlog divided by the instances in service, and
+    /// the whole backlog when there is none. AWS documents the quotient ("number of items in the
+    /// queue divided by the number of instances behind an endpoint") and says that without the
+    /// optional scale-up-from-zero policy an endpoint at zero instances "only initiates scaling up
+    /// from zero after the number of backlog requests exceeds the target tracking value": the
+    /// metric at zero instances is the backlog itself (divided by one), which is what lets target
+    /// tracking scale up from zero at all.
+    pub fn per_instance(&self) -> f64 {
+        self.size as f64 / self.instances.max(1) as f64
+    }
+
+    /// `HasBacklogWithoutCapacity`: 1 when requests wait and no instance is in service, else 0.
+    pub fn without_capacity(&self) -> f64 {
+        if self.size > 0 && self.instances == 0 { 1.0 } else { 0.0 }
+    }
 }
 
 /// Σ, count and extremes of one gauge's samples within a second.
@@ -326,6 +379,21 @@ pub const METRICS: &[&str] = &[
     "InstanceCount",
 ];
 
+/// The metrics of an asynchronous endpoint's queue (namespace `AWS/SageMaker`), published with
+/// the one dimension `EndpointName`, as SageMaker publishes them. They are recorded once per
+/// sampling tick ([`Metrics::record_backlog`]), so every statistic is over those samples.
+pub const BACKLOG_METRICS: &[&str] = &[
+    "ApproximateBacklogSize",
+    "ApproximateBacklogSizePerInstance",
+    "ApproximateAgeOfOldestRequest",
+    "HasBacklogWithoutCapacity",
+];
+
+/// The variant and instance-type parts of an endpoint-level series' key: the backlog metrics
+/// ([`BACKLOG_METRICS`]) of endpoint `e` live in the series `(e, "", "")` (no variant or type
+/// is named by an empty string), and [`Select::endpoint`] selects it.
+pub const ENDPOINT_SERIES: &str = "";
+
 /// Per-instance utilization metrics (namespace `/aws/sagemaker/Endpoints`, unit `Percent`): one
 /// sample per instance and usage round, so over `{EndpointName, VariantName, InstanceType}` the
 /// `Average` is the mean per-instance value.
@@ -423,6 +491,18 @@ impl<'a> Select<'a> {
             instance_type,
         }
     }
+
+    /// The endpoint-level series of `endpoint` (its backlog metrics, dimension `EndpointName`).
+    pub fn endpoint(endpoint: &'a str) -> Self {
+        Self::new(endpoint, ENDPOINT_SERIES, Some(ENDPOINT_SERIES))
+    }
+}
+
+/// Labels of an endpoint's gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointSeries {
+    /// Endpoint.
+    pub endpoint: String,
 }
 
 /// Labels of API request counters.
@@ -488,6 +568,14 @@ pub struct Prometheus {
     pub api_requests: Family<ApiSeries, Counter>,
     /// Control-plane and admin request latency by operation, seconds.
     pub api_latency: Family<OperationSeries, Histogram, fn() -> Histogram>,
+    /// Asynchronous endpoints' requests queued or being processed (`ApproximateBacklogSize`).
+    pub backlog_size: Family<EndpointSeries, Gauge>,
+    /// `ApproximateBacklogSizePerInstance`.
+    pub backlog_per_instance: Family<EndpointSeries, Gauge<f64, AtomicU64>>,
+    /// `ApproximateAgeOfOldestRequest`, seconds.
+    pub backlog_oldest_age: Family<EndpointSeries, Gauge<f64, AtomicU64>>,
+    /// `HasBacklogWithoutCapacity` (0 or 1).
+    pub backlog_without_capacity: Family<EndpointSeries, Gauge>,
 }
 
 impl std::fmt::Debug for Prometheus {
@@ -517,6 +605,10 @@ impl Default for Prometheus {
             connections_shed: Counter::default(),
             api_requests: Family::default(),
             api_latency: Family::new_with_constructor(overhead_histogram),
+            backlog_size: Family::default(),
+            backlog_per_instance: Family::default(),
+            backlog_oldest_age: Family::default(),
+            backlog_without_capacity: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -599,6 +691,26 @@ impl Default for Prometheus {
             "api_request_duration_seconds",
             "Time to answer a control-plane or admin request, by operation",
             p.api_latency.clone(),
+        );
+        registry.register(
+            "async_backlog_size",
+            "Asynchronous requests queued or being processed (ApproximateBacklogSize)",
+            p.backlog_size.clone(),
+        );
+        registry.register(
+            "async_backlog_size_per_instance",
+            "Backlog per instance in service, the whole backlog at zero instances (ApproximateBacklogSizePerInstance)",
+            p.backlog_per_instance.clone(),
+        );
+        registry.register(
+            "async_oldest_request_age_seconds",
+            "Age of the oldest queued or processing asynchronous request (ApproximateAgeOfOldestRequest)",
+            p.backlog_oldest_age.clone(),
+        );
+        registry.register(
+            "async_backlog_without_capacity",
+            "1 when asynchronous requests wait and no instance is in service (HasBacklogWithoutCapacity)",
+            p.backlog_without_capacity.clone(),
         );
         Self { registry, ..p }
     }
@@ -825,6 +937,51 @@ impl Metrics {
         p.gpu_memory_utilization.remove(instance);
     }
 
+    /// Records one backlog sample of the asynchronous endpoint `endpoint` into its endpoint-level
+    /// series ([`BACKLOG_METRICS`]) and its Prometheus gauges. Recorded whether or not
+    /// invocations are (`[metrics] enabled`), as fleet samples are: autoscaling reads them.
+    pub fn record_backlog(&self, endpoint: &str, sample: &BacklogSample, now: Timestamp) {
+        let p = &self.prometheus;
+        let labels = EndpointSeries {
+            endpoint: endpoint.to_string(),
+        };
+        p.backlog_size
+            .get_or_create(&labels)
+            .set(i64::try_from(sample.size).unwrap_or(i64::MAX));
+        p.backlog_per_instance.get_or_create(&labels).set(sample.per_instance());
+        p.backlog_oldest_age
+            .get_or_create(&labels)
+            .set(sample.oldest_age_seconds);
+        p.backlog_without_capacity
+            .get_or_create(&labels)
+            .set(sample.without_capacity() as i64);
+        let key = (
+            endpoint.to_string(),
+            ENDPOINT_SERIES.to_string(),
+            ENDPOINT_SERIES.to_string(),
+        );
+        self.with_bucket_of(&key, now, |b| {
+            let q = b.backlog.get_or_insert_with(Box::default);
+            q.size.add(sample.size as f64);
+            q.per_instance.add(sample.per_instance());
+            q.oldest_age.add(sample.oldest_age_seconds.max(0.0));
+            q.without_capacity.add(sample.without_capacity());
+        });
+    }
+
+    /// Removes an endpoint's backlog gauges (it is gone, or no longer asynchronous). Its samples
+    /// stay in the series until they age out (or [`Metrics::forget`]).
+    pub fn forget_backlog(&self, endpoint: &str) {
+        let labels = EndpointSeries {
+            endpoint: endpoint.to_string(),
+        };
+        let p = &self.prometheus;
+        p.backlog_size.remove(&labels);
+        p.backlog_per_instance.remove(&labels);
+        p.backlog_oldest_age.remove(&labels);
+        p.backlog_without_capacity.remove(&labels);
+    }
+
     /// Aggregates `metric` over `[from, to)` for the series `select` names. `None` when there is
     /// no data point in the window.
     pub fn aggregate(
@@ -900,15 +1057,34 @@ impl Metrics {
         f(seconds)
     }
 
-    /// Every series `(endpoint, variant, instance type)` with data at or after `since`, in order.
+    /// Every series `(endpoint, variant, instance type)` of a variant with data at or after
+    /// `since`, in order (endpoint-level series are [`Metrics::backlog_endpoints`]').
     pub fn series_keys(&self, since: Timestamp) -> Vec<(String, String, String)> {
         let since = since.floor() as i64;
         self.series
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(_, q)| q.back().is_some_and(|b| b.second >= since))
+            .filter(|(k, q)| k.1 != ENDPOINT_SERIES && q.back().is_some_and(|b| b.second >= since))
             .map(|(k, _)| (**k).clone())
+            .collect()
+    }
+
+    /// Every endpoint with a backlog sample at or after `since`, in order.
+    pub fn backlog_endpoints(&self, since: Timestamp) -> Vec<String> {
+        let since = since.floor() as i64;
+        self.series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(k, q)| {
+                k.1 == ENDPOINT_SERIES
+                    && q.iter()
+                        .rev()
+                        .take_while(|b| b.second >= since)
+                        .any(|b| b.backlog.is_some())
+            })
+            .map(|(k, _)| k.0.clone())
             .collect()
     }
 
@@ -938,6 +1114,7 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|k, _| k.0 != endpoint);
+        self.forget_backlog(endpoint);
     }
 }
 
@@ -1035,6 +1212,16 @@ fn stat_of(seconds: &BTreeMap<i64, Vec<&Bucket>>, metric: &str, stat: Statistic)
             let max = per_second.iter().copied().fold(f64::NAN, f64::max);
             let min = per_second.iter().copied().fold(f64::NAN, f64::min);
             by_stat(per_second.iter().sum(), per_second.len() as f64, max, min)
+        }
+        "ApproximateBacklogSize"
+        | "ApproximateBacklogSizePerInstance"
+        | "ApproximateAgeOfOldestRequest"
+        | "HasBacklogWithoutCapacity" => {
+            // One sample per sampling tick; no sample in the window: no data point.
+            let p = pooled(all().filter_map(|b| b.backlog.as_ref()?.of(metric)));
+            (p.samples > 0)
+                .then(|| by_stat(p.sum, p.samples as f64, p.max, p.min))
+                .flatten()
         }
         "CPUUtilization" | "MemoryUtilization" | "GPUUtilization" | "GPUMemoryUtilization" => {
             // Every instance's sample counts once: pooled over instances, types and seconds.
@@ -1331,5 +1518,74 @@ mod tests {
         );
         m.forget_usage(&b1);
         assert!(!m.prometheus.encode().contains("i-3"));
+    }
+
+    fn backlog(size: u64, age: f64, instances: usize) -> BacklogSample {
+        BacklogSample {
+            size,
+            oldest_age_seconds: age,
+            instances,
+        }
+    }
+
+    #[test]
+    fn backlog_metrics_are_endpoint_level_samples() {
+        let m = Metrics::default();
+        m.record_backlog("e", &backlog(6, 12.0, 0), 100.0);
+        m.record_backlog("e", &backlog(6, 13.0, 3), 101.0);
+        m.record_backlog("e", &backlog(0, 0.0, 3), 102.0);
+        let get = |metric, stat| m.aggregate(Select::endpoint("e"), metric, stat, 100.0, 103.0);
+        assert_eq!(get("ApproximateBacklogSize", Statistic::Maximum), Some(6.0));
+        assert_eq!(get("ApproximateBacklogSize", Statistic::Average), Some(4.0));
+        // 6 at zero instances counts whole; 6 over 3 instances is 2.
+        assert_eq!(get("ApproximateBacklogSizePerInstance", Statistic::Maximum), Some(6.0));
+        assert_eq!(get("ApproximateBacklogSizePerInstance", Statistic::Minimum), Some(0.0));
+        assert_eq!(get("HasBacklogWithoutCapacity", Statistic::Sum), Some(1.0));
+        assert_eq!(get("HasBacklogWithoutCapacity", Statistic::SampleCount), Some(3.0));
+        assert_eq!(get("ApproximateAgeOfOldestRequest", Statistic::Maximum), Some(13.0));
+        // Not a variant's series, and no other endpoint's.
+        assert_eq!(
+            m.aggregate(
+                Select::new("e", "v", None),
+                "ApproximateBacklogSize",
+                Statistic::Sum,
+                100.0,
+                103.0
+            ),
+            None
+        );
+        assert_eq!(
+            m.aggregate(
+                Select::endpoint("f"),
+                "ApproximateBacklogSize",
+                Statistic::Sum,
+                100.0,
+                103.0
+            ),
+            None
+        );
+        assert!(m.series_keys(0.0).is_empty());
+        assert_eq!(m.backlog_endpoints(0.0), vec!["e".to_string()]);
+        assert!(m.backlog_endpoints(103.0).is_empty());
+        let text = m.prometheus.encode();
+        assert!(text.contains("spillway_async_backlog_size{endpoint=\"e\"} 0"), "{text}");
+        assert!(
+            text.contains("spillway_async_backlog_without_capacity{endpoint=\"e\"} 0"),
+            "{text}"
+        );
+        m.forget("e");
+        assert!(!m.prometheus.encode().contains("endpoint=\"e\""));
+    }
+
+    proptest::proptest! {
+        /// Per instance is the backlog over the instances (the backlog itself at none), and the
+        /// flag is set exactly when requests wait without an instance.
+        #[test]
+        fn backlog_per_instance_and_flag(size in 0u64..10_000, instances in 0usize..200) {
+            let s = backlog(size, 1.0, instances);
+            proptest::prop_assert!((s.per_instance() * instances.max(1) as f64 - size as f64).abs() < 1e-6);
+            proptest::prop_assert_eq!(s.without_capacity() == 1.0, size > 0 && instances == 0);
+            proptest::prop_assert!(s.per_instance() <= size as f64);
+        }
     }
 }

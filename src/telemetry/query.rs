@@ -4,11 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::metrics::{INSTANCE_METRICS, METRICS, Metrics, Select, Statistic};
+use super::metrics::{BACKLOG_METRICS, ENDPOINT_SERIES, INSTANCE_METRICS, METRICS, Metrics, Select, Statistic};
 use crate::core::model::Timestamp;
 use crate::core::scaling::eval_expression;
 
-/// The namespace of the invocation and fleet metrics ([`METRICS`]).
+/// The namespace of the invocation and fleet metrics ([`METRICS`]) and of asynchronous
+/// endpoints' backlog metrics ([`BACKLOG_METRICS`]).
 pub const NAMESPACE: &str = "AWS/SageMaker";
 
 /// The namespace of the per-instance utilization metrics ([`INSTANCE_METRICS`]).
@@ -16,7 +17,7 @@ pub const INSTANCE_NAMESPACE: &str = "/aws/sagemaker/Endpoints";
 
 /// The namespace a metric of the store is published in, `None` for a metric it does not have.
 pub fn namespace_of(metric: &str) -> Option<&'static str> {
-    if METRICS.contains(&metric) {
+    if METRICS.contains(&metric) || BACKLOG_METRICS.contains(&metric) {
         Some(NAMESPACE)
     } else if INSTANCE_METRICS.contains(&metric) {
         Some(INSTANCE_NAMESPACE)
@@ -41,7 +42,7 @@ pub struct Selector {
     pub metric: String,
     /// `EndpointName`.
     pub endpoint: String,
-    /// `VariantName`.
+    /// `VariantName` ([`ENDPOINT_SERIES`] for a backlog metric, which has no variant).
     pub variant: String,
     /// `InstanceType`, if named.
     pub instance_type: Option<String>,
@@ -61,6 +62,15 @@ impl Selector {
             }
         }
         let endpoint = by_name.remove("EndpointName")?.to_string();
+        if BACKLOG_METRICS.contains(&metric) {
+            // Published with `EndpointName` only.
+            return by_name.is_empty().then(|| Self {
+                metric: metric.to_string(),
+                endpoint,
+                variant: ENDPOINT_SERIES.to_string(),
+                instance_type: None,
+            });
+        }
         let variant = by_name.remove("VariantName")?.to_string();
         let instance_type = by_name.remove("InstanceType").map(str::to_string);
         by_name.is_empty().then(|| Self {
@@ -80,17 +90,15 @@ impl Selector {
         end: Timestamp,
         period: i64,
     ) -> Vec<(i64, f64)> {
-        m.aggregate_periods(
-            Select::new(&self.endpoint, &self.variant, self.instance_type.as_deref()),
-            &self.metric,
-            stat,
-            start,
-            end,
-            period,
-        )
-        .into_iter()
-        .filter(|(_, v)| v.is_finite())
-        .collect()
+        let select = if self.variant == ENDPOINT_SERIES {
+            Select::endpoint(&self.endpoint)
+        } else {
+            Select::new(&self.endpoint, &self.variant, self.instance_type.as_deref())
+        };
+        m.aggregate_periods(select, &self.metric, stat, start, end, period)
+            .into_iter()
+            .filter(|(_, v)| v.is_finite())
+            .collect()
     }
 }
 
