@@ -333,3 +333,52 @@ def test_success_and_error_notifications_reach_the_subscriber(start_server):
         assert "NotificationDelivered" in kinds, kinds
     finally:
         hook.close()
+
+
+def test_requests_wait_at_zero_and_the_backlog_alarm_scales_up_from_priority_one(start_server):
+    """The whole AWS pattern with real requests: an endpoint at zero instances accepts and holds
+    them, `HasBacklogWithoutCapacity` goes to 1, its alarm runs a step policy, the fleet comes
+    back from Priority 1 (one slot) and falls back to Priority 2 for the rest, and every request
+    ends with its output, served by both types."""
+    server = start_server(config={"autoscaling": {"evaluation_interval_seconds": 0.5, "metric_window_seconds": 3}})
+    sm, rt, aas, cw = server.sm, server.rt, server.client("application-autoscaling"), server.client("cloudwatch")
+    server.set_slots("ml.g6.2xlarge", 1)
+    variant = spw.pooled_variant("zm", spw.pools(("ml.g6.2xlarge", 1), ("ml.m5.xlarge", 2)), count=1)
+    deploy_async(sm, "zero", model="zm", env={"ECHO_INVOCATION_DELAY_MS": "300"}, variants=[variant])
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="zero", DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 0}])
+    poll(lambda: not server.instances("zero") and sm.describe_endpoint(EndpointName="zero")["EndpointStatus"] == "InService",
+         timeout=60, what="zero instances")
+    accepted = [rt.invoke_endpoint_async(EndpointName="zero", Body=f"z{i}".encode()) for i in range(6)]
+    rid = "endpoint/zero/variant/AllTraffic"
+    dim = "sagemaker:variant:DesiredInstanceCount"
+
+    def has_backlog_without_capacity():
+        pts = cw.get_metric_statistics(
+            Namespace="AWS/SageMaker", MetricName="HasBacklogWithoutCapacity",
+            Dimensions=[{"Name": "EndpointName", "Value": "zero"}],
+            StartTime=spw.utcnow() - __import__("datetime").timedelta(minutes=2), EndTime=spw.utcnow(),
+            Period=60, Statistics=["Maximum"])["Datapoints"]
+        return any(p["Maximum"] == 1 for p in pts)
+
+    poll(has_backlog_without_capacity, timeout=30, what="HasBacklogWithoutCapacity = 1")
+    assert all(get_object(server, a["OutputLocation"]) is None for a in accepted), "nothing runs at zero"
+    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=rid, ScalableDimension=dim,
+                                 MinCapacity=0, MaxCapacity=2)
+    policy = aas.put_scaling_policy(
+        PolicyName="from-zero", ServiceNamespace="sagemaker", ResourceId=rid, ScalableDimension=dim,
+        PolicyType="StepScaling",
+        StepScalingPolicyConfiguration={"AdjustmentType": "ChangeInCapacity", "Cooldown": 300,
+                                        "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 2}]},
+    )["PolicyARN"]
+    cw.put_metric_alarm(
+        AlarmName="zero-backlog", MetricName="HasBacklogWithoutCapacity", Namespace="AWS/SageMaker",
+        Statistic="Maximum", EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold",
+        Dimensions=[{"Name": "EndpointName", "Value": "zero"}], Period=10, AlarmActions=[policy],
+    )
+    answers = [json.loads(wait_object(server, a["OutputLocation"], timeout=90)) for a in accepted]
+    assert sorted(a["body"] for a in answers) == sorted(f"z{i}" for i in range(6))
+    assert {a["instanceType"] for a in answers} == {"ml.g6.2xlarge", "ml.m5.xlarge"}
+    launches = [(a["instanceType"], a["result"]) for a in spw.launch_attempts(server.events("zero"))]
+    assert launches[-3:] == [("ml.g6.2xlarge", "Launched"), ("ml.g6.2xlarge", "InsufficientCapacity"),
+                             ("ml.m5.xlarge", "Launched")], launches
