@@ -17,6 +17,7 @@ pub mod dataplane;
 pub mod demo;
 pub mod error;
 pub mod logs;
+pub mod objects;
 pub mod provider;
 pub mod queue;
 pub mod store;

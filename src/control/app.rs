@@ -55,6 +55,9 @@ pub enum StartError {
     /// The model logs' directory cannot be opened.
     #[error("cannot open the model logs' directory: {0}")]
     Logs(std::io::Error),
+    /// The object store (`[storage]`) cannot be opened.
+    #[error("cannot open the object store: {0}")]
+    Objects(#[from] crate::objects::ObjectError),
 }
 
 /// The data directory's lock (`<data_dir>/spillway.lock`, holding the pid): two servers on one
@@ -165,6 +168,8 @@ pub struct App {
     /// The instances' logs (`<data_dir>/logs`), read by the CloudWatch Logs API and quoted in
     /// launch failures.
     pub logs: Arc<LogStore>,
+    /// Where `s3://` objects live (`[storage]`): asynchronous inference's input and output.
+    pub objects: Arc<dyn crate::objects::ObjectStore>,
 }
 
 impl App {
@@ -207,6 +212,7 @@ impl App {
         let lock = DataDirLock::acquire(&data_dir)?;
         let store = Store::open(&data_dir.join("spillway.db"))?;
         let logs = Arc::new(LogStore::open(&data_dir).map_err(StartError::Logs)?);
+        let objects = crate::objects::open(&cfg.storage, &data_dir)?;
         let log_settings = crate::logs::Settings {
             root: logs.root().to_path_buf(),
             max_bytes_per_instance: cfg.logs.max_bytes_per_instance,
@@ -290,6 +296,7 @@ impl App {
             iam,
             data_dir_lock: lock,
             logs,
+            objects,
         });
         app.recover().await?;
         tokio::spawn(sweep_logs(app.clone()));

@@ -16,6 +16,7 @@ pub mod logs;
 pub mod model;
 pub mod planner;
 pub mod policy;
+pub mod s3uri;
 pub mod scaling;
 pub mod time;
 pub mod validate;
