@@ -156,7 +156,9 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let default_filter = if demo { "warn" } else { "info" };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)))
+        .with_env_filter(quiet_s3s(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
+        ))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -290,6 +292,19 @@ async fn serve(
     app.stop_all_instances().await;
     say("spillway: stopped");
     Ok(())
+}
+
+/// The `s3s` crate logs every refused S3 request (a missing key, a 404) at ERROR; spillway
+/// records those in the audit trail and logs its own failures, so `s3s` is silenced unless
+/// `RUST_LOG` names it.
+fn quiet_s3s(filter: EnvFilter) -> EnvFilter {
+    if std::env::var("RUST_LOG").is_ok_and(|v| v.contains("s3s")) {
+        return filter;
+    }
+    match "s3s=off".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    }
 }
 
 /// Writes a line to stderr, ignoring errors: a closed stderr (the reader of `2>&1 | tee` went
