@@ -157,6 +157,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "auth",
             "audit",
             "logs",
+            "objects",
         ],
     ),
     (
@@ -166,6 +167,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("auth", &["core", "config", "clock", "error", "audit"]),
     ("audit", &["core", "config", "clock"]),
     ("queue", &["core", "clock"]),
+    ("objects", &["core", "config", "clock", "auth", "audit"]),
     ("provider", &["telemetry", "config", "core", "logs"]),
     ("logs", &["core"]),
     ("error", &["store", "core"]),

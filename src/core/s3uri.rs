@@ -7,8 +7,6 @@
 //! lower-case letters, digits, `.` and `-`, beginning and ending with a letter or digit, no
 //! `..`, not an IP address), so a bucket name is always a safe single path segment.
 
-use std::fmt;
-
 /// The longest object key S3 accepts, in bytes of UTF-8.
 pub const MAX_KEY_BYTES: usize = 1024;
 
@@ -17,83 +15,36 @@ pub const MAX_KEY_BYTES: usize = 1024;
 #[error("{0}")]
 pub struct S3UriError(pub String);
 
-/// One object (or, from [`ObjectRef::parse_prefix`], a prefix) in a bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectRef {
-    /// The bucket.
-    pub bucket: String,
-    /// The key (empty only for a prefix naming the whole bucket).
-    pub key: String,
+/// An object's URI, `s3://bucket/key` with a non-empty key: (bucket, key), both checked.
+pub fn parse_object(uri: &str) -> Result<(&str, &str), S3UriError> {
+    let (bucket, key) = split(uri)?;
+    if key.is_empty() {
+        return Err(S3UriError(format!(
+            "{uri:?} names no object: expected s3://<bucket>/<key> with a key"
+        )));
+    }
+    check_key(key, false)?;
+    Ok((bucket, key))
 }
 
-impl ObjectRef {
-    /// An object of a checked bucket name and key (the key may be empty: a prefix).
-    pub fn new(bucket: &str, key: &str) -> Result<Self, S3UriError> {
-        check_bucket_name(bucket)?;
-        check_key(key, true)?;
-        Ok(Self {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-        })
-    }
-
-    /// An object's URI, `s3://bucket/key` with a non-empty key ([`ObjectRef::parse_object`]).
-    pub fn parse(uri: &str) -> Result<Self, S3UriError> {
-        Self::parse_object(uri)
-    }
-
-    /// An object's URI: `s3://bucket/key`, the key not empty.
-    pub fn parse_object(uri: &str) -> Result<Self, S3UriError> {
-        let (bucket, key) = split(uri)?;
-        if key.is_empty() {
-            return Err(S3UriError(format!(
-                "{uri:?} names no object: expected s3://<bucket>/<key> with a key"
-            )));
-        }
-        check_key(key, false)?;
-        Ok(Self {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-        })
-    }
-
-    /// A prefix's URI: `s3://bucket`, `s3://bucket/` or `s3://bucket/prefix` (`S3OutputPath`).
-    pub fn parse_prefix(uri: &str) -> Result<Self, S3UriError> {
-        let (bucket, key) = split(uri)?;
-        check_key(key, true)?;
-        Ok(Self {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-        })
-    }
-
-    /// `s3://bucket/key`.
-    pub fn uri(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.key)
-    }
-
-    /// The object `name` under this prefix: `prefix/name`, with no doubled `/` where they
-    /// meet (`s3://b/out/` and `s3://b/out` both give `s3://b/out/name`; the bucket's root gives
-    /// `s3://b/name`).
-    pub fn child(&self, name: &str) -> ObjectRef {
-        let name = name.trim_start_matches('/');
-        let key = if self.key.is_empty() {
-            name.to_string()
-        } else if self.key.ends_with('/') {
-            format!("{}{name}", self.key)
-        } else {
-            format!("{}/{name}", self.key)
-        };
-        ObjectRef {
-            bucket: self.bucket.clone(),
-            key,
-        }
-    }
+/// A prefix's URI: `s3://bucket`, `s3://bucket/` or `s3://bucket/prefix` (`S3OutputPath`):
+/// (bucket, prefix), the prefix possibly empty.
+pub fn parse_prefix(uri: &str) -> Result<(&str, &str), S3UriError> {
+    let (bucket, key) = split(uri)?;
+    check_key(key, true)?;
+    Ok((bucket, key))
 }
 
-impl fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "s3://{}/{}", self.bucket, self.key)
+/// The key of `name` under the prefix `prefix`: `prefix/name`, with no doubled `/` where they
+/// meet (`out/` and `out` both give `out/name`; the empty prefix gives `name`).
+pub fn child_key(prefix: &str, name: &str) -> String {
+    let name = name.trim_start_matches('/');
+    if prefix.is_empty() {
+        name.to_string()
+    } else if prefix.ends_with('/') {
+        format!("{prefix}{name}")
+    } else {
+        format!("{prefix}/{name}")
     }
 }
 
@@ -157,14 +108,15 @@ mod tests {
 
     #[test]
     fn objects_and_prefixes() {
-        let o = ObjectRef::parse("s3://my-bucket/in/a.json").unwrap();
-        assert_eq!((o.bucket.as_str(), o.key.as_str()), ("my-bucket", "in/a.json"));
-        assert_eq!(o.uri(), "s3://my-bucket/in/a.json");
-        assert!(ObjectRef::parse_object("s3://my-bucket/").is_err());
-        assert!(ObjectRef::parse_object("s3://my-bucket").is_err());
-        assert_eq!(ObjectRef::parse_prefix("s3://my-bucket").unwrap().key, "");
-        assert_eq!(ObjectRef::parse_prefix("s3://my-bucket/").unwrap().key, "");
-        assert_eq!(ObjectRef::parse_prefix("s3://my-bucket/out/").unwrap().key, "out/");
+        assert_eq!(
+            parse_object("s3://my-bucket/in/a.json").unwrap(),
+            ("my-bucket", "in/a.json")
+        );
+        assert!(parse_object("s3://my-bucket/").is_err());
+        assert!(parse_object("s3://my-bucket").is_err());
+        assert_eq!(parse_prefix("s3://my-bucket").unwrap(), ("my-bucket", ""));
+        assert_eq!(parse_prefix("s3://my-bucket/").unwrap(), ("my-bucket", ""));
+        assert_eq!(parse_prefix("s3://my-bucket/out/").unwrap(), ("my-bucket", "out/"));
         for bad in [
             "https://b/k",
             "S3://bkt/k",
@@ -176,31 +128,30 @@ mod tests {
             "s3://192.168.1.1/k",
             "s3://a_b/k",
         ] {
-            let e = ObjectRef::parse(bad).unwrap_err();
-            assert!(e.0.contains(bad) || e.0.contains("bucket"), "{bad}: {e}");
+            let e = parse_object(bad).unwrap_err();
+            assert!(e.0.contains(bad), "{bad}: {e}");
         }
         let long = format!("s3://bkt/{}", "k".repeat(MAX_KEY_BYTES + 1));
-        assert!(ObjectRef::parse(&long).unwrap_err().0.contains("1024"));
+        assert!(parse_object(&long).unwrap_err().0.contains("1024"));
     }
 
     #[test]
     fn children_never_double_slashes() {
-        let p = |u: &str| ObjectRef::parse_prefix(u).unwrap();
-        assert_eq!(p("s3://bkt/out").child("x.out").uri(), "s3://bkt/out/x.out");
-        assert_eq!(p("s3://bkt/out/").child("x.out").uri(), "s3://bkt/out/x.out");
-        assert_eq!(p("s3://bkt").child("x.out").uri(), "s3://bkt/x.out");
-        assert_eq!(p("s3://bkt/").child("/x.out").uri(), "s3://bkt/x.out");
+        assert_eq!(child_key("out", "x.out"), "out/x.out");
+        assert_eq!(child_key("out/", "x.out"), "out/x.out");
+        assert_eq!(child_key("", "x.out"), "x.out");
+        assert_eq!(child_key("", "/x.out"), "x.out");
     }
 
     proptest! {
         /// Whatever a URI holds, parsing never panics, and an accepted URI prints back as itself.
         #[test]
         fn parse_round_trips(uri in "(s3://)?[a-z0-9.\\-A-Z_]{0,10}(/[a-zA-Z0-9/._ -]{0,20})?") {
-            if let Ok(o) = ObjectRef::parse_prefix(&uri) {
-                let printed = o.uri();
-                prop_assert_eq!(ObjectRef::parse_prefix(&printed).unwrap(), o.clone());
-                if !o.key.is_empty() {
-                    prop_assert_eq!(ObjectRef::parse_object(&uri).unwrap(), o);
+            if let Ok((bucket, key)) = parse_prefix(&uri) {
+                let printed = format!("s3://{bucket}/{key}");
+                prop_assert_eq!(parse_prefix(&printed).unwrap(), (bucket, key));
+                if !key.is_empty() {
+                    prop_assert_eq!(parse_object(&uri).unwrap(), (bucket, key));
                 }
             }
         }
@@ -208,15 +159,14 @@ mod tests {
         /// A child is its prefix, one `/`, and the name without leading slashes.
         #[test]
         fn child_joins_with_one_slash(prefix in "[a-z/]{0,8}", name in "/{0,2}[a-z.]{1,8}") {
-            let p = ObjectRef::parse_prefix(&format!("s3://bkt/{prefix}")).unwrap();
-            let c = p.child(&name);
+            let c = child_key(&prefix, &name);
             let bare = name.trim_start_matches('/');
-            prop_assert!(c.key.ends_with(bare));
-            prop_assert!(c.key.starts_with(&p.key));
-            let between = &c.key[p.key.len()..c.key.len() - bare.len()];
+            prop_assert!(c.ends_with(bare));
+            prop_assert!(c.starts_with(&prefix));
+            let between = &c[prefix.len()..c.len() - bare.len()];
             prop_assert!(between.is_empty() || between == "/");
-            prop_assert!(!p.key.is_empty() || between.is_empty());
-            prop_assert!(p.key.is_empty() || p.key.ends_with('/') || between == "/");
+            prop_assert!(!prefix.is_empty() || between.is_empty());
+            prop_assert!(prefix.is_empty() || prefix.ends_with('/') || between == "/");
         }
 
         /// Bucket names that pass are safe path segments.

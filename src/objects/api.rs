@@ -1317,6 +1317,14 @@ mod tests {
         assert_eq!(hex_decode(&hex_encode("a/é")).as_deref(), Some("a/é"));
         assert_eq!(hex_decode("zz"), None);
         assert_eq!(url_encode("a b+c/é"), "a%20b%2Bc/%C3%A9");
+        assert_eq!(
+            RecordResource::of_arn(&s3_arn("b", Some("k/x"))).resource_type,
+            "AWS::S3::Object"
+        );
+        assert_eq!(
+            RecordResource::of_arn(&s3_arn("b", None)).resource_type,
+            "AWS::S3::Bucket"
+        );
     }
 
     proptest! {

@@ -19,7 +19,74 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::{StorageBackend, StorageConfig};
-pub use crate::core::s3uri::{ObjectRef, S3UriError};
+use crate::core::s3uri;
+pub use crate::core::s3uri::S3UriError;
+
+/// One object (or, from [`ObjectRef::parse_prefix`], a prefix) in a bucket. The parsing and
+/// naming rules are `core::s3uri`'s.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectRef {
+    /// The bucket.
+    pub bucket: String,
+    /// The key (empty only for a prefix naming the whole bucket).
+    pub key: String,
+}
+
+impl ObjectRef {
+    /// An object of a checked bucket name and key (the key may be empty: a prefix).
+    pub fn new(bucket: &str, key: &str) -> Result<Self, ObjectError> {
+        s3uri::check_bucket_name(bucket)?;
+        s3uri::check_key(key, true)?;
+        Ok(Self {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        })
+    }
+
+    /// An object's URI, `s3://bucket/key` with a non-empty key ([`ObjectRef::parse_object`]).
+    pub fn parse(uri: &str) -> Result<Self, ObjectError> {
+        Self::parse_object(uri)
+    }
+
+    /// An object's URI: `s3://bucket/key`, the key not empty.
+    pub fn parse_object(uri: &str) -> Result<Self, ObjectError> {
+        let (bucket, key) = s3uri::parse_object(uri)?;
+        Ok(Self {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        })
+    }
+
+    /// A prefix's URI: `s3://bucket`, `s3://bucket/` or `s3://bucket/prefix` (`S3OutputPath`).
+    pub fn parse_prefix(uri: &str) -> Result<Self, ObjectError> {
+        let (bucket, key) = s3uri::parse_prefix(uri)?;
+        Ok(Self {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        })
+    }
+
+    /// `s3://bucket/key`.
+    pub fn uri(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    /// The object `name` under this prefix: `prefix/name`, with no doubled `/` where they
+    /// meet (`s3://b/out/` and `s3://b/out` both give `s3://b/out/name`; the bucket's root gives
+    /// `s3://b/name`).
+    pub fn child(&self, name: &str) -> ObjectRef {
+        ObjectRef {
+            bucket: self.bucket.clone(),
+            key: s3uri::child_key(&self.key, name),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
 
 /// A boxed future: what [`ObjectStore`]'s methods return, so the trait stays dyn-compatible.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -94,6 +161,29 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// `None` for a remote store.
     fn embedded(&self) -> Option<embedded::Embedded> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_refs_parse_print_and_join() {
+        let o = ObjectRef::parse("s3://my-bucket/in/a.json").unwrap();
+        assert_eq!((o.bucket.as_str(), o.key.as_str()), ("my-bucket", "in/a.json"));
+        assert_eq!(o.uri(), "s3://my-bucket/in/a.json");
+        assert_eq!(o.to_string(), o.uri());
+        let p = ObjectRef::parse_prefix("s3://my-bucket/out").unwrap();
+        assert_eq!(p.child("x.out").uri(), "s3://my-bucket/out/x.out");
+        assert_eq!(
+            ObjectRef::parse_prefix("s3://my-bucket").unwrap().child("x").uri(),
+            "s3://my-bucket/x"
+        );
+        assert!(
+            matches!(ObjectRef::parse_object("s3://my-bucket/"), Err(ObjectError::Invalid(m)) if m.contains("names no object"))
+        );
+        assert!(matches!(ObjectRef::new("UPPER", "k"), Err(ObjectError::Invalid(m)) if m.contains("UPPER")));
     }
 }
 

@@ -387,6 +387,11 @@ class Server:
         return self._clients[key]
 
     @property
+    def s3(self):
+        """boto3's `s3` client on the embedded object store's listener, as the administrator."""
+        return self.client("s3")
+
+    @property
     def sm(self):
         return self.client("sagemaker")
 

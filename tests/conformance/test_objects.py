@@ -84,6 +84,7 @@ def test_boto3_round_trip_on_the_embedded_store(server, tmp_path):
     assert record["eventSource"] == "s3.amazonaws.com" and record["eventCategory"] == "Data"
     assert record["requestParameters"]["bucketName"] == "inputs"
     assert any(r["ARN"].startswith("arn:aws:s3:::inputs/") for r in record["resources"])
+    assert {r["type"] for r in record["resources"]} == {"AWS::S3::Object", "AWS::S3::Bucket"}
 
 
 def test_unsigned_and_badly_signed_requests_are_refused_and_recorded(server):
