@@ -252,7 +252,7 @@ async fn serve(
         ));
     }
     if demo {
-        tokio::spawn(spillway::demo::run(app.clone(), url.clone()));
+        tokio::spawn(spillway::demo::run(app.clone(), url.clone(), storage_url.clone()));
     }
     if let Some(log) = &app.dataplane.audit {
         tokio::spawn(prune_audit(log.clone(), app.clock));
