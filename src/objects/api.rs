@@ -1041,7 +1041,20 @@ pub fn serve(listener: tokio::net::TcpListener, cx: ApiContext) -> std::io::Resu
                     connections.spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {
                             let (service, cx) = (service.clone(), cx.clone());
-                            async move { Ok::<_, std::convert::Infallible>(handle(&service, &cx, req, peer.ip()).await) }
+                            // Its own task: a client that goes away mid-request does not cut the
+                            // call short of its audit record (a mutation's intent is completed).
+                            let call = tokio::spawn(async move { handle(&service, &cx, req, peer.ip()).await });
+                            async move {
+                                Ok::<_, std::convert::Infallible>(call.await.unwrap_or_else(|e| {
+                                    tracing::error!(error = %e, "storage listener: request task failed");
+                                    refusal(
+                                        StatusCode::INTERNAL_SERVER_ERROR,
+                                        "InternalError",
+                                        "We encountered an internal error. Please try again.",
+                                        "",
+                                    )
+                                }))
+                            }
                         });
                         let conn = hyper::server::conn::http1::Builder::new()
                             .timer(TokioTimer::new())

@@ -164,6 +164,18 @@ pub trait ObjectStore: Send + Sync + 'static {
     }
 }
 
+/// The store `[storage]` configures: the embedded one under `<data_dir>/objects`, or a client of
+/// an S3-compatible server.
+pub fn open(cfg: &StorageConfig, data_dir: &Path) -> Result<Arc<dyn ObjectStore>, ObjectError> {
+    match cfg.backend {
+        StorageBackend::Embedded => Ok(Arc::new(embedded::Embedded::open(
+            &data_dir.join("objects"),
+            cfg.max_object_bytes,
+        )?)),
+        StorageBackend::S3 => Ok(Arc::new(remote::Remote::new(cfg)?)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,17 +196,5 @@ mod tests {
             matches!(ObjectRef::parse_object("s3://my-bucket/"), Err(ObjectError::Invalid(m)) if m.contains("names no object"))
         );
         assert!(matches!(ObjectRef::new("UPPER", "k"), Err(ObjectError::Invalid(m)) if m.contains("UPPER")));
-    }
-}
-
-/// The store `[storage]` configures: the embedded one under `<data_dir>/objects`, or a client of
-/// an S3-compatible server.
-pub fn open(cfg: &StorageConfig, data_dir: &Path) -> Result<Arc<dyn ObjectStore>, ObjectError> {
-    match cfg.backend {
-        StorageBackend::Embedded => Ok(Arc::new(embedded::Embedded::open(
-            &data_dir.join("objects"),
-            cfg.max_object_bytes,
-        )?)),
-        StorageBackend::S3 => Ok(Arc::new(remote::Remote::new(cfg)?)),
     }
 }
