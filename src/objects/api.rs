@@ -374,13 +374,16 @@ fn etag(stat: &Stat) -> ETag {
 }
 
 /// Reads a request body into a temporary object, checking `Content-MD5` and
-/// `x-amz-checksum-crc32` when the client sent them (`BadDigest` otherwise).
+/// `x-amz-checksum-crc32` when the client sent them, in a header or in the trailer of an
+/// `aws-chunked` body (`BadDigest` otherwise; `s3s` decodes the chunks and hands the trailer
+/// over, but does not check it).
 async fn receive(
     store: &Embedded,
     bucket: &str,
     body: Option<StreamingBlob>,
     content_md5: Option<&str>,
     crc32: Option<&str>,
+    trailer: Option<&s3s::TrailingHeaders>,
 ) -> S3Result<TempObject> {
     let s = store.clone();
     let b = bucket.to_string();
@@ -419,7 +422,15 @@ async fn receive(
             ));
         }
     }
-    if let Some(want) = crc32 {
+    let trailed = trailer.and_then(|t| {
+        t.read(|h| {
+            h.get("x-amz-checksum-crc32")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .flatten()
+    });
+    if let Some(want) = crc32.map(str::to_string).or(trailed) {
         let got = base64_std(&hasher.finalize().to_be_bytes());
         if want.trim() != got {
             return Err(s3_error!(
@@ -705,6 +716,7 @@ impl S3 for Objects {
             i.body,
             i.content_md5.as_deref(),
             i.checksum_crc32.as_deref(),
+            req.trailing_headers.as_ref(),
         )
         .await?;
         let s = self.0.store.clone();
@@ -908,6 +920,7 @@ impl S3 for Objects {
             i.body,
             i.content_md5.as_deref(),
             i.checksum_crc32.as_deref(),
+            req.trailing_headers.as_ref(),
         )
         .await?;
         let number = u32::try_from(i.part_number).map_err(|_| {

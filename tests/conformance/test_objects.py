@@ -87,6 +87,36 @@ def test_boto3_round_trip_on_the_embedded_store(server, tmp_path):
     assert {r["type"] for r in record["resources"]} == {"AWS::S3::Object", "AWS::S3::Bucket"}
 
 
+def test_aws_chunked_uploads_with_trailing_checksums(server):
+    """botocore sends PutObject over https as `aws-chunked` with an unsigned trailer carrying the
+    CRC32 (STREAMING-UNSIGNED-PAYLOAD-TRAILER); forced here over http, as it would come through
+    a TLS proxy. The body is decoded and the trailer's checksum checked."""
+    s3 = server.client("s3")
+    s3.create_bucket(Bucket="chunked")
+    sent = {}
+
+    def to_trailer(params, context, **kw):
+        context["checksum"]["request_algorithm"]["in"] = "trailer"
+
+    def capture(request, **kw):
+        sent.update({k.lower(): v for k, v in request.headers.items()})
+
+    s3.meta.events.register("before-call.s3.PutObject", to_trailer)
+    s3.meta.events.register("before-send.s3.PutObject", capture)
+    body = b"hello chunked world " * 5000
+    s3.put_object(Bucket="chunked", Key="k", Body=body)
+    assert sent["x-amz-content-sha256"] == b"STREAMING-UNSIGNED-PAYLOAD-TRAILER" and sent["content-encoding"] == b"aws-chunked"
+    assert s3.get_object(Bucket="chunked", Key="k")["Body"].read() == body
+
+    def corrupt(request, **kw):
+        data = request.body.read()
+        request.body = data.replace(b"x-amz-checksum-crc32:", b"x-amz-checksum-crc32:AAAA")[:len(data)]
+
+    s3.meta.events.register("before-send.s3.PutObject", corrupt)
+    assert code(s3.put_object, Bucket="chunked", Key="bad", Body=b"x" * 100) == "BadDigest"
+    assert code(s3.head_object, Bucket="chunked", Key="bad") in ("404", "NoSuchKey")
+
+
 def test_unsigned_and_badly_signed_requests_are_refused_and_recorded(server):
     s3 = server.client("s3")
     s3.create_bucket(Bucket="private")
