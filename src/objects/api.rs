@@ -1027,7 +1027,11 @@ fn refusal(status: StatusCode, code: &str, message: &str, request_id: &str) -> R
     r
 }
 
-/// Starts serving the S3 API on `listener`.
+/// The most client connections the S3 API listener holds at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Starts serving the S3 API on `listener`: HTTP/1.1, request heads read within 30 s (hyper's
+/// `header_read_timeout`), at most [`MAX_CONNECTIONS`] connections.
 pub fn serve(listener: tokio::net::TcpListener, cx: ApiContext) -> std::io::Result<StorageServer> {
     let addr = listener.local_addr()?;
     let mut builder = s3s::service::S3ServiceBuilder::new(Objects(cx.clone()));
@@ -1049,6 +1053,13 @@ pub fn serve(listener: tokio::net::TcpListener, cx: ApiContext) -> std::io::Resu
                             continue;
                         }
                     };
+                    // Beyond MAX_CONNECTIONS a new connection is closed at once: clients
+                    // cannot exhaust the server's descriptors through this listener.
+                    if connections.len() >= MAX_CONNECTIONS {
+                        tracing::warn!(%peer, limit = MAX_CONNECTIONS, "storage listener: too many connections; closed a new one");
+                        drop(socket);
+                        continue;
+                    }
                     let _ = socket.set_nodelay(true);
                     let (service, cx, mut stopped) = (service.clone(), cx.clone(), stopped.clone());
                     connections.spawn(async move {
