@@ -287,3 +287,26 @@ def test_the_sagemaker_sdk_default_bucket_upload_and_download(server, monkeypatc
     assert (tmp_path / "dl" / "r.out").read_text() == "out"
     # A second session finds the bucket it made, and passes its owner checks.
     assert sagemaker.Session().default_bucket() == bucket
+
+
+def test_storage_configuration_is_checked_and_backend_s3_serves_no_s3_api(start_server, tmp_path):
+    import subprocess
+
+    def serve(toml: str, *extra):
+        cfg = tmp_path / f"c{abs(hash(toml))}.toml"
+        cfg.write_text(toml)
+        return subprocess.run(
+            [spw.BIN, "serve", "--config", str(cfg), "--listen", f"127.0.0.1:{spw.free_port()}",
+             "--data-dir", str(tmp_path / "data"), *extra],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    p = serve('[storage]\nbackend = "s3"\ns3_endpoint = "http://127.0.0.1:9"\n')
+    assert p.returncode != 0 and "storage.allow_http" in p.stderr, p.stderr
+    p = serve('[storage]\nbackend = "ftp"\n')
+    assert p.returncode != 0 and "backend" in p.stderr, p.stderr
+    p = serve('[auth]\nmode = "none"\n', "--storage-listen", "0.0.0.0:0")
+    assert p.returncode != 0 and "refusing to serve the object store on 0.0.0.0:0" in p.stderr, p.stderr
+
+    server = start_server(config={"storage": {"backend": "s3", "s3_endpoint": "http://127.0.0.1:9", "allow_http": True}})
+    assert server.storage_port is None
+    assert "AWS_ENDPOINT_URL_S3" not in server.log_tail(200)
