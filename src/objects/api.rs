@@ -73,9 +73,7 @@ pub fn iam_of(op: &str) -> Option<(&'static str, bool, bool)> {
         "GetBucketLocation" => ("GetBucketLocation", true, false),
         "ListObjects" | "ListObjectsV2" => ("ListBucket", true, true),
         "GetObject" | "HeadObject" => ("GetObject", true, true),
-        "PutObject" | "PostObject" | "CreateMultipartUpload" | "UploadPart" | "CompleteMultipartUpload" => {
-            ("PutObject", false, true)
-        }
+        "PutObject" | "CreateMultipartUpload" | "UploadPart" | "CompleteMultipartUpload" => ("PutObject", false, true),
         "DeleteObject" | "DeleteObjects" => ("DeleteObject", false, true),
         "AbortMultipartUpload" => ("AbortMultipartUpload", false, true),
         _ => return None,
@@ -254,7 +252,6 @@ const OPERATIONS: &[&str] = &[
     "GetObject",
     "HeadObject",
     "PutObject",
-    "PostObject",
     "CreateMultipartUpload",
     "UploadPart",
     "CompleteMultipartUpload",
