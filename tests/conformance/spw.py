@@ -531,6 +531,16 @@ def use_only_the_printed_profile(server, monkeypatch) -> None:
         monkeypatch.setenv(k, v)
 
 
+def sdk_sts_at_server(server, monkeypatch) -> None:
+    """The SageMaker SDK asks STS for the account id (`Session.default_bucket()`) at
+    `https://sts.<region>.amazonaws.com` whatever AWS_ENDPOINT_URL says
+    (`sagemaker.utils.sts_regional_endpoint`); point that one call at spillway (docs/async.md,
+    "The SageMaker SDK")."""
+    import sagemaker.session
+
+    monkeypatch.setattr(sagemaker.session, "sts_regional_endpoint", lambda region: server.url)
+
+
 def cli_environment(server) -> dict[str, str]:
     """What spillway prints for boto3 and the aws CLI: the generated profile, the endpoint, the
     region; and nothing else of the caller's AWS configuration."""

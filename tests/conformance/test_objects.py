@@ -264,14 +264,13 @@ def test_the_sagemaker_sdk_default_bucket_upload_and_download(server, monkeypatc
     spw.use_only_the_printed_profile(server, monkeypatch)
     assert os.environ["AWS_ENDPOINT_URL_S3"] == server.storage_url
     import sagemaker
-    import sagemaker.session
     from sagemaker.s3 import S3Downloader, S3Uploader
 
     named = sagemaker.Session(default_bucket="async-io")
     assert named.default_bucket() == "async-io"
     assert "async-io" in [b["Name"] for b in server.client("s3").list_buckets()["Buckets"]]
 
-    monkeypatch.setattr(sagemaker.session, "sts_regional_endpoint", lambda region: server.url)
+    spw.sdk_sts_at_server(server, monkeypatch)
     session = sagemaker.Session()
     bucket = session.default_bucket()
     assert bucket == f"sagemaker-{spw.REGION}-{spw.ACCOUNT}"
