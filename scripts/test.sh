@@ -24,13 +24,7 @@ cargo clippy --all-targets --locked -- -D warnings
 step "build"
 cargo build --locked
 
-step "Rust unit and property tests"
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked
-else
-  cargo test --locked
-fi
-
+# Before the Rust tests: src/objects/remote.rs tests the S3 backend against moto_server from it.
 step "Python test environment"
 stamp=.venv/.requirements.sha
 want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
@@ -38,6 +32,13 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
   echo "$want" > "$stamp"
+fi
+
+step "Rust unit and property tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked
+else
+  cargo test --locked
 fi
 
 step "headless Chromium for the console tests (test_console.py)"

@@ -74,6 +74,8 @@ pub struct Config {
     pub async_inference: AsyncInferenceSettings,
     /// SNS notifications of asynchronous inference, delivered to HTTP(S) subscribers.
     pub notifications: NotificationsConfig,
+    /// Where asynchronous inference reads its input and writes its output (`docs/async.md`).
+    pub storage: StorageConfig,
 }
 
 /// `[async_inference]`: what the workers of asynchronous endpoints may hold and keep.
@@ -198,6 +200,53 @@ pub fn check_webhook_url(url: &str) -> Result<(), String> {
         return Err(format!("{url:?}: the URL names no host"));
     }
     Ok(())
+}
+
+/// `[storage]`: the object store behind `s3://` URIs (asynchronous inference's input and
+/// output). `backend = "embedded"` (the default) keeps objects under `<data_dir>/objects` and
+/// serves the S3 API for them on `listen`; `backend = "s3"` uses an S3-compatible server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `"embedded"` or `"s3"`.
+    pub backend: StorageBackend,
+    /// The embedded store's S3 API listener (`serve --storage-listen`,
+    /// `SPILLWAY_STORAGE_LISTEN`), default `127.0.0.1:7475`; port 0 picks a free port (the
+    /// bound address is printed). Not started with `backend = "s3"`.
+    pub listen: SocketAddr,
+    /// `backend = "s3"`: the server's URL, e.g. `http://127.0.0.1:9000`; absent: AWS's
+    /// regional endpoint.
+    pub s3_endpoint: Option<String>,
+    /// `backend = "s3"`: the region requests are signed for (default: the top-level `region`).
+    pub region: Option<String>,
+    /// `backend = "s3"`: allow a plain `http://` endpoint (default false).
+    pub allow_http: bool,
+    /// The largest object the embedded store accepts in one `PutObject` or upload part, in
+    /// bytes (default 5 GiB, S3's own limit for one `PutObject`).
+    pub max_object_bytes: u64,
+}
+
+/// `[storage] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Files under `<data_dir>/objects`, served over S3's API by spillway itself.
+    Embedded,
+    /// Any S3-compatible server (AWS S3, MinIO, moto, ...).
+    S3,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: StorageBackend::Embedded,
+            listen: "127.0.0.1:7475".parse().expect("static address"),
+            s3_endpoint: None,
+            region: None,
+            allow_http: false,
+            max_object_bytes: 5 << 30,
+        }
+    }
 }
 
 /// `[cost]`: the fleet ledger. Every `sample_seconds`, what each endpoint holds (instances per
@@ -441,6 +490,7 @@ impl Default for Config {
             cost: CostConfig::default(),
             async_inference: AsyncInferenceSettings::default(),
             notifications: NotificationsConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -854,6 +904,27 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         self.notifications.check()?;
+        if self.storage.max_object_bytes == 0 {
+            return Err(ConfigError::Invalid("storage.max_object_bytes must be positive".into()));
+        }
+        if let Some(url) = &self.storage.s3_endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "storage.s3_endpoint = {url:?}: expected an http:// or https:// URL"
+            )));
+        }
+        if self
+            .storage
+            .s3_endpoint
+            .as_deref()
+            .is_some_and(|u| u.starts_with("http://"))
+            && !self.storage.allow_http
+        {
+            return Err(ConfigError::Invalid(
+                "storage.s3_endpoint is a plain http:// URL: set storage.allow_http = true to allow it".into(),
+            ));
+        }
         if !matches!(self.provider.kind.as_str(), "local" | "slurm") {
             return Err(ConfigError::Invalid(format!(
                 "provider.kind = {:?}: \"local\" and \"slurm\" are available",

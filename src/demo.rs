@@ -203,8 +203,9 @@ async fn admin(app: &App, url: &str, method: &str, path: &str) -> Result<Value, 
 }
 
 /// Runs the demo against a started server.
-pub async fn run(app: Arc<App>, url: String) {
-    if let Err(e) = run_inner(&app, &url).await {
+/// `storage_url`: the embedded object store's S3 API, when it runs (its export line).
+pub async fn run(app: Arc<App>, url: String, storage_url: Option<String>) {
+    if let Err(e) = run_inner(&app, &url, storage_url.as_deref()).await {
         say!("\ndemo failed: {e}");
         say!("The server keeps running; press Ctrl-C to stop it (it stops every model process it started).");
     }
@@ -402,7 +403,7 @@ fn serving(d: &Value) -> bool {
         })
 }
 
-async fn run_inner(app: &Arc<App>, url: &str) -> Result<(), String> {
+async fn run_inner(app: &Arc<App>, url: &str, storage_url: Option<&str>) -> Result<(), String> {
     say!("\n== spillway demo: an endpoint whose preferred instance type has no capacity ==\n");
     let reset = reset(app, url).await?;
     if !reset.is_empty() {
@@ -523,7 +524,7 @@ async fn run_inner(app: &Arc<App>, url: &str) -> Result<(), String> {
         );
     }
     invoke(app, url).await?;
-    say!("{}", try_it(app, url));
+    say!("{}", try_it(app, url, storage_url));
     Ok(())
 }
 
@@ -567,32 +568,33 @@ async fn invoke(app: &App, url: &str) -> Result<(), String> {
 }
 
 /// The lines that point boto3 and the aws CLI at this server with the administrator's key (the
-/// same four `spillway serve` printed at start); none with authentication off.
-fn exports(app: &App, url: &str) -> String {
+/// same lines `spillway serve` printed at start); none with authentication off.
+fn exports(app: &App, url: &str, storage_url: Option<&str>) -> String {
+    let s3 = storage_url.map_or_else(String::new, |u| format!("  export AWS_ENDPOINT_URL_S3={u}\n"));
     if app.cfg.auth.mode == AuthMode::None {
         return format!(
-            "  export AWS_ENDPOINT_URL={url}\n  export AWS_DEFAULT_REGION={}\n  export AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x    # [auth] mode = \"none\": any key\n",
+            "  export AWS_ENDPOINT_URL={url}\n{s3}  export AWS_DEFAULT_REGION={}\n  export AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x    # [auth] mode = \"none\": any key\n",
             app.cfg.region
         );
     }
     let path = app.cfg.data_dir.join("credentials");
     let path = std::path::absolute(&path).unwrap_or(path);
     format!(
-        "  export AWS_SHARED_CREDENTIALS_FILE={}\n  export AWS_PROFILE=spillway\n  export AWS_ENDPOINT_URL={url}\n  export AWS_DEFAULT_REGION={}\n",
+        "  export AWS_SHARED_CREDENTIALS_FILE={}\n  export AWS_PROFILE=spillway\n  export AWS_ENDPOINT_URL={url}\n{s3}  export AWS_DEFAULT_REGION={}\n",
         path.display(),
         app.cfg.region
     )
 }
 
 /// The "try it yourself" lines: each works as printed in a new shell after the exports.
-fn try_it(app: &App, url: &str) -> String {
+fn try_it(app: &App, url: &str, storage_url: Option<&str>) -> String {
     // The operator's CLI is this binary: its own path, so the lines work wherever it was built.
     let exe = std::env::current_exe()
         .ok()
         .and_then(|p| p.to_str().map(str::to_string))
         .and_then(|p| shlex::try_quote(&p).ok().map(|q| q.into_owned()))
         .unwrap_or_else(|| "spillway".into());
-    try_it_text(url, &exports(app, url), &exe)
+    try_it_text(url, &exports(app, url, storage_url), &exe)
 }
 
 /// The "try it yourself" text for a server at `url`, after the `exports` lines.

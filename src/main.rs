@@ -36,6 +36,10 @@ enum Command {
         /// Create a demo endpoint whose preferred instance type has no capacity, and narrate it.
         #[arg(long)]
         demo: bool,
+        /// Address of the embedded object store's S3 API (default 127.0.0.1:7475; port 0: any
+        /// free port, printed at start).
+        #[arg(long, env = "SPILLWAY_STORAGE_LISTEN")]
+        storage_listen: Option<SocketAddr>,
     },
     /// Check or export the audit trail (`<data_dir>/audit.db`); safe while a server runs.
     Audit {
@@ -131,7 +135,8 @@ fn main() -> anyhow::Result<()> {
             listen,
             data_dir,
             demo,
-        } => runtime()?.block_on(serve(config, listen, data_dir, demo)),
+            storage_listen,
+        } => runtime()?.block_on(serve(config, listen, data_dir, demo, storage_listen)),
     }
 }
 
@@ -147,10 +152,13 @@ async fn serve(
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     demo: bool,
+    storage_listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let default_filter = if demo { "warn" } else { "info" };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)))
+        .with_env_filter(quiet_s3s(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
+        ))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -165,6 +173,9 @@ async fn serve(
     if let Some(d) = data_dir {
         cfg.data_dir = d;
     }
+    if let Some(l) = storage_listen {
+        cfg.storage.listen = l;
+    }
     if demo {
         spillway::demo::prepare_config(&mut cfg);
     }
@@ -177,10 +188,27 @@ async fn serve(
             cfg.listen
         );
     }
+    let embedded_storage = cfg.storage.backend == spillway::config::StorageBackend::Embedded;
+    if unauthenticated && embedded_storage && !cfg.storage.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to serve the object store on {} with [auth] mode = \"none\": it is not a loopback address. \
+             Remove [auth] mode = \"none\", or set [storage] listen (--storage-listen) to 127.0.0.1.",
+            cfg.storage.listen
+        );
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| listen_error(cfg.listen, &cfg.data_dir, &e))?;
     let addr = listener.local_addr()?;
+    // The embedded object store's S3 API (`[storage] listen`); none with `backend = "s3"`.
+    let storage_listener = match embedded_storage {
+        true => Some(
+            tokio::net::TcpListener::bind(cfg.storage.listen)
+                .await
+                .map_err(|e| storage_listen_error(cfg.storage.listen, &e))?,
+        ),
+        false => None,
+    };
     let app = App::start(cfg).await.context("cannot start")?;
     let url = format!("http://{addr}");
     tracing::info!(%url, data_dir = %app.cfg.data_dir.display(), "spillway listening");
@@ -188,15 +216,43 @@ async fn serve(
         "spillway listening on {url} (data in {})",
         app.cfg.data_dir.display()
     ));
+    let storage = match (storage_listener, app.objects.embedded()) {
+        (Some(l), Some(store)) => {
+            let cx = spillway::objects::api::ApiContext {
+                store,
+                auth: app.dataplane.auth.clone(),
+                audit: app.dataplane.audit.clone(),
+                clock: app.clock,
+                hosts: app.dataplane.hosts.clone(),
+                region: app.cfg.region.clone(),
+                account_id: app.cfg.account_id.clone(),
+            };
+            let server = spillway::objects::api::serve(l, cx).context("cannot start the storage listener")?;
+            let storage_url = format!("http://{}", server.local_addr());
+            tracing::info!(url = %storage_url, "spillway storage (S3 API) listening");
+            say(&format!(
+                "spillway storage (S3 API) listening on {storage_url} (objects in {})",
+                app.cfg.data_dir.join("objects").display()
+            ));
+            Some(server)
+        }
+        _ => None,
+    };
+    let storage_url = storage.as_ref().map(|s| format!("http://{}", s.local_addr()));
     if unauthenticated {
         tracing::warn!("[auth] mode = \"none\": requests are not authenticated; every caller is the administrator");
         tokio::spawn(warn_unauthenticated(addr));
     } else {
         let credentials = first_start_credentials(&app)?;
-        say(&client_setup(&credentials, &url, &app.cfg.region));
+        say(&client_setup(
+            &credentials,
+            &url,
+            storage_url.as_deref(),
+            &app.cfg.region,
+        ));
     }
     if demo {
-        tokio::spawn(spillway::demo::run(app.clone(), url.clone()));
+        tokio::spawn(spillway::demo::run(app.clone(), url.clone(), storage_url.clone()));
     }
     if let Some(log) = &app.dataplane.audit {
         tokio::spawn(prune_audit(log.clone(), app.clock));
@@ -228,9 +284,27 @@ async fn serve(
     if !server.shutdown(std::time::Duration::from_secs(10)).await {
         say("spillway: connections still open 10 s after the stop signal; closed them");
     }
+    if let Some(storage) = storage
+        && !storage.shutdown(std::time::Duration::from_secs(5)).await
+    {
+        say("spillway: storage connections still open 5 s after the stop signal; closed them");
+    }
     app.stop_all_instances().await;
     say("spillway: stopped");
     Ok(())
+}
+
+/// The `s3s` crate logs every refused S3 request (a missing key, a 404) at ERROR; spillway
+/// records those in the audit trail and logs its own failures, so `s3s` is silenced unless
+/// `RUST_LOG` names it.
+fn quiet_s3s(filter: EnvFilter) -> EnvFilter {
+    if std::env::var("RUST_LOG").is_ok_and(|v| v.contains("s3s")) {
+        return filter;
+    }
+    match "s3s=off".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    }
 }
 
 /// Writes a line to stderr, ignoring errors: a closed stderr (the reader of `2>&1 | tee` went
@@ -342,15 +416,25 @@ fn first_start_credentials(app: &App) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The lines that make boto3 and the aws CLI talk to this server with no flags.
-fn client_setup(credentials: &std::path::Path, url: &str, region: &str) -> String {
+/// The lines that make boto3 and the aws CLI talk to this server with no flags (S3 calls go
+/// to the embedded object store's listener, when it runs).
+fn client_setup(credentials: &std::path::Path, url: &str, storage_url: Option<&str>, region: &str) -> String {
+    let s3 = storage_url.map_or_else(String::new, |u| format!("\n  export AWS_ENDPOINT_URL_S3={u}"));
     format!(
         "To use it with boto3 or the aws CLI (profile \"spillway\" is the administrator):\n\
          \x20 export AWS_SHARED_CREDENTIALS_FILE={}\n\
          \x20 export AWS_PROFILE=spillway\n\
-         \x20 export AWS_ENDPOINT_URL={url}\n\
+         \x20 export AWS_ENDPOINT_URL={url}{s3}\n\
          \x20 export AWS_DEFAULT_REGION={region}",
         credentials.display()
+    )
+}
+
+/// The error for a storage address `spillway serve` cannot listen on.
+fn storage_listen_error(addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot listen on {addr} for the object store's S3 API: {e}: choose another address with --storage-listen, \
+         SPILLWAY_STORAGE_LISTEN or [storage] listen (port 0 picks a free one), or use [storage] backend = \"s3\""
     )
 }
 

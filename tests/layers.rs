@@ -160,6 +160,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "logs",
             "notify",
             "queue",
+            "objects",
         ],
     ),
     (
@@ -179,6 +180,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("audit", &["core", "config", "clock"]),
     ("queue", &["core", "clock"]),
     ("notify", &["core", "config", "clock"]),
+    ("objects", &["core", "config", "clock", "auth", "audit"]),
     ("provider", &["telemetry", "config", "core", "logs"]),
     ("logs", &["core"]),
     ("error", &["store", "core"]),

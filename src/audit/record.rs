@@ -218,6 +218,9 @@ pub fn resource_type(arn: &str) -> &'static str {
         ("application-autoscaling", _) => "AWS::ApplicationAutoScaling::ScalableTarget",
         ("logs", "log-group") => "AWS::Logs::LogGroup",
         ("cloudwatch", "alarm") => "AWS::CloudWatch::Alarm",
+        // `arn:aws:s3:::bucket` and `arn:aws:s3:::bucket/key` (S3 ARNs have no kind).
+        ("s3", _) if arn.splitn(6, ':').nth(5).is_some_and(|r| r.contains('/')) => "AWS::S3::Object",
+        ("s3", _) => "AWS::S3::Bucket",
         _ => "AWS::Unknown",
     }
 }

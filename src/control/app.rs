@@ -59,9 +59,9 @@ pub enum StartError {
     /// The asynchronous endpoints' request queue cannot be opened.
     #[error(transparent)]
     Queue(#[from] crate::queue::QueueError),
-    /// The object store cannot be opened.
+    /// The object store (`[storage]`) cannot be opened.
     #[error("cannot open the object store: {0}")]
-    Objects(String),
+    Objects(#[from] crate::objects::ObjectError),
     /// The notification outbox cannot be opened.
     #[error("cannot open the notification outbox: {0}")]
     Notify(#[from] crate::notify::NotifyError),
@@ -178,7 +178,7 @@ pub struct App {
     /// Asynchronous endpoints' durable request queue (`<data_dir>/queue.db`); the data plane
     /// holds the same one to accept `InvokeEndpointAsync`.
     pub queue: Arc<crate::queue::Queue>,
-    /// Where asynchronous requests' inputs are read and their answers written.
+    /// Where `s3://` objects live (`[storage]`): asynchronous inference's input and output.
     pub objects: Arc<dyn crate::objects::ObjectStore>,
     /// SNS notifications of asynchronous inference: the durable outbox
     /// (`<data_dir>/notifications.db`) and its delivery task, started with the server and
@@ -226,6 +226,7 @@ impl App {
         let lock = DataDirLock::acquire(&data_dir)?;
         let store = Store::open(&data_dir.join("spillway.db"))?;
         let logs = Arc::new(LogStore::open(&data_dir).map_err(StartError::Logs)?);
+        let objects = crate::objects::open(&cfg.storage, &data_dir)?;
         let log_settings = crate::logs::Settings {
             root: logs.root().to_path_buf(),
             max_bytes_per_instance: cfg.logs.max_bytes_per_instance,
@@ -296,7 +297,6 @@ impl App {
                 "asynchronous requests held by the previous run go back to the queue"
             );
         }
-        let objects = crate::objects::open(&cfg.data_dir).map_err(|e| StartError::Objects(e.to_string()))?;
         let dataplane = Arc::new(DataPlane {
             router: cfg.router.clone(),
             account_id: cfg.account_id.clone(),

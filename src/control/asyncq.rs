@@ -460,6 +460,17 @@ async fn succeed(app: &Arc<App>, req: &Request, body: Bytes, content_type: Optio
         Err(e) => Err(e),
     };
     if let Err(e) = stored {
+        if matches!(e, ObjectError::Unavailable(_)) && req.attempts < MAX_ATTEMPTS {
+            // The store may come back: run the request again after a pause.
+            tracing::warn!(request = %inv.id, error = %e, "the answer could not be stored; the request goes back to the queue");
+            tokio::time::sleep(Duration::from_secs(5 * u64::from(req.attempts))).await;
+            let q = app.queue.clone();
+            let id = inv.id.clone();
+            if let Err(e) = blocking(move || q.release(&id)).await {
+                tracing::error!(error = %e, "asynchronous request not released; its lease will run out");
+            }
+            return;
+        }
         let why = Failure::new(
             FailureKind::Output,
             format!(
@@ -502,8 +513,17 @@ async fn fail(app: Arc<App>, req: Request, why: Failure) {
                 inv.inference_id, why.message
             ),
         });
-        if req.attempts < MAX_ATTEMPTS {
-            // Leave it leased: its lease runs out and it is tried again then.
+        // A store that cannot be reached may come back: the request goes back to the queue
+        // after a pause, up to MAX_ATTEMPTS; a bucket that does not exist will not appear by
+        // itself, so the request ends now (the event says where its failure went missing).
+        let transient = matches!(e, ObjectError::Unavailable(_));
+        if transient && req.attempts < MAX_ATTEMPTS {
+            tokio::time::sleep(Duration::from_secs(5 * u64::from(req.attempts))).await;
+            let q = app.queue.clone();
+            let id = inv.id.clone();
+            if let Err(e) = blocking(move || q.release(&id)).await {
+                tracing::error!(error = %e, "asynchronous request not released; its lease will run out");
+            }
             return;
         }
     }

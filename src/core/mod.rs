@@ -17,6 +17,7 @@ pub mod model;
 pub mod notify;
 pub mod planner;
 pub mod policy;
+pub mod s3uri;
 pub mod scaling;
 pub mod time;
 pub mod validate;

@@ -103,6 +103,7 @@ def _after_call(http_response, parsed, model, **_):
 
 def watch(client) -> None:
     """Checks every answer `client` receives from now on (see the module's doc)."""
-    if client.meta.service_model.service_name in ("sagemaker-runtime",):
+    # The runtime's answers are the model's bytes; S3's are XML (and objects' bytes).
+    if client.meta.service_model.service_name in ("sagemaker-runtime", "s3"):
         return
     client.meta.events.register("after-call", _after_call)

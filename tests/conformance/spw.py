@@ -222,6 +222,8 @@ class Server:
         self.config_path.write_text(to_toml(config))
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
+        # The embedded object store's S3 API port (None: [storage] backend = "s3").
+        self.storage_port: int | None = None
         self.log_paths: list[pathlib.Path] = []
         self._clients: dict[tuple, Any] = {}
         self.starts = 0
@@ -264,6 +266,9 @@ class Server:
                         f"127.0.0.1:{self.port}",
                         "--data-dir",
                         str(self.data_dir),
+                        # Any free port: parallel servers never collide on the default 7475.
+                        "--storage-listen",
+                        "127.0.0.1:0",
                     ],
                     stdout=logf,
                     stderr=subprocess.STDOUT,
@@ -282,6 +287,7 @@ class Server:
                         if r.status == 200:
                             self._clients.clear()
                             self.credentials = read_credentials(self.data_dir / "credentials")
+                            self.storage_port = self._storage_port(log)
                             return self
                 except (urllib.error.URLError, ConnectionError, OSError):
                     pass
@@ -293,6 +299,19 @@ class Server:
             if "in use" not in self.log_tail().lower():
                 break  # not a port race: report it
         pytest.fail(f"spillway exited during startup (rc={self.proc.returncode})\n{self.log_tail()}")
+
+    @staticmethod
+    def _storage_port(log: pathlib.Path) -> int | None:
+        """The port `serve` printed for the object store's S3 API (it prints it before the main
+        listener answers), or None when it serves none."""
+        found = re.findall(r"spillway storage \(S3 API\) listening on http://[0-9.]+:(\d+)",
+                           log.read_text(errors="replace"))
+        return int(found[-1]) if found else None
+
+    @property
+    def storage_url(self) -> str:
+        assert self.storage_port, "this server serves no embedded object store"
+        return f"http://127.0.0.1:{self.storage_port}"
 
     def log_tail(self, n: int = 60) -> str:
         if not self.log_paths:
@@ -351,7 +370,8 @@ class Server:
         if key not in self._clients:
             self._clients[key] = boto3.session.Session().client(
                 service,
-                endpoint_url=self.url,
+                # S3 calls go to the embedded object store's own listener, path-style.
+                endpoint_url=self.storage_url if service == "s3" else self.url,
                 region_name=REGION,
                 aws_access_key_id=keys[0],
                 aws_secret_access_key=keys[1],
@@ -360,10 +380,16 @@ class Server:
                     read_timeout=read_timeout,
                     connect_timeout=5,
                     parameter_validation=validate,
+                    s3={"addressing_style": "path"},
                 ),
             )
             shapes.watch(self._clients[key])
         return self._clients[key]
+
+    @property
+    def s3(self):
+        """boto3's `s3` client on the embedded object store's listener, as the administrator."""
+        return self.client("s3")
 
     @property
     def sm(self):
@@ -505,6 +531,16 @@ def use_only_the_printed_profile(server, monkeypatch) -> None:
         monkeypatch.setenv(k, v)
 
 
+def sdk_sts_at_server(server, monkeypatch) -> None:
+    """The SageMaker SDK asks STS for the account id (`Session.default_bucket()`) at
+    `https://sts.<region>.amazonaws.com` whatever AWS_ENDPOINT_URL says
+    (`sagemaker.utils.sts_regional_endpoint`); point that one call at spillway (docs/async.md,
+    "The SageMaker SDK")."""
+    import sagemaker.session
+
+    monkeypatch.setattr(sagemaker.session, "sts_regional_endpoint", lambda region: server.url)
+
+
 def cli_environment(server) -> dict[str, str]:
     """What spillway prints for boto3 and the aws CLI: the generated profile, the endpoint, the
     region; and nothing else of the caller's AWS configuration."""
@@ -515,6 +551,8 @@ def cli_environment(server) -> dict[str, str]:
         "AWS_DEFAULT_REGION": REGION,
         "AWS_CONFIG_FILE": "/nonexistent/aws-config",
     }
+    if server.storage_port:  # S3 calls go to the embedded object store's listener
+        env["AWS_ENDPOINT_URL_S3"] = server.storage_url
     if server.credentials is None:  # [auth] mode = "none": any key signs
         env.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x", AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
         env.pop("AWS_PROFILE")

@@ -4,7 +4,6 @@ queue and its workers, output and failure objects, driven with boto3 as users do
 from __future__ import annotations
 
 import json
-import pathlib
 import time
 
 import pytest
@@ -29,7 +28,17 @@ def async_config(output=OUT, failure=FAIL, concurrency=None, notification=None) 
     return cfg
 
 
-def deploy_async(sm, endpoint: str, model: str = "m", env: dict | None = None, count: int = 1, variants=None, **cfg):
+def make_bucket(server, bucket: str = BUCKET) -> None:
+    try:
+        server.s3.create_bucket(Bucket=bucket)
+    except server.s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+
+
+def deploy_async(server, endpoint: str, model: str = "m", env: dict | None = None, count: int = 1, variants=None, **cfg):
+    """Creates the bucket, the model, an asynchronous endpoint configuration and the endpoint."""
+    make_bucket(server)
+    sm = server.sm
     create_model(sm, model, env=env)
     sm.create_endpoint_config(
         EndpointConfigName=endpoint + "-cfg",
@@ -40,30 +49,14 @@ def deploy_async(sm, endpoint: str, model: str = "m", env: dict | None = None, c
     return wait_in_service(sm, endpoint)
 
 
-def objects_dir(server) -> pathlib.Path:
-    return server.data_dir / "objects"
-
-
 def put_object(server, uri: str, body: bytes) -> None:
     bucket, key = uri[len("s3://") :].split("/", 1)
-    if not hasattr(server, "s3"):  # TEMPORARY until the embedded S3 API is merged
-        p = objects_dir(server) / bucket / key
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(body)
-        return
-    s3 = server.s3
-    try:
-        s3.create_bucket(Bucket=bucket)
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    make_bucket(server, bucket)
+    server.s3.put_object(Bucket=bucket, Key=key, Body=body)
 
 
 def get_object(server, uri: str) -> bytes | None:
     bucket, key = uri[len("s3://") :].split("/", 1)
-    if not hasattr(server, "s3"):  # TEMPORARY until the embedded S3 API is merged
-        p = objects_dir(server) / bucket / key
-        return p.read_bytes() if p.exists() else None
     s3 = server.s3
     try:
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -73,9 +66,6 @@ def get_object(server, uri: str) -> bytes | None:
 
 def list_keys(server, uri_prefix: str) -> list[str]:
     bucket, prefix = uri_prefix[len("s3://") :].split("/", 1)
-    if not hasattr(server, "s3"):  # TEMPORARY until the embedded S3 API is merged
-        root = objects_dir(server) / bucket
-        return sorted(str(p.relative_to(root)) for p in (root / prefix).rglob("*") if p.is_file())
     keys = []
     for page in server.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys += [o["Key"] for o in page.get("Contents", [])]
@@ -123,7 +113,7 @@ def test_async_config_is_accepted_validated_and_described(sm):
 
 def test_invoke_async_round_trip_with_output_object(server):
     sm, rt = server.sm, server.rt
-    deploy_async(sm, "e")
+    deploy_async(server, "e")
     put_object(server, f"s3://{BUCKET}/in/one.json", b'{"x": 1}')
     r = rt.invoke_endpoint_async(
         EndpointName="e", InputLocation=f"s3://{BUCKET}/in/one.json", ContentType="application/json",
@@ -150,7 +140,7 @@ def test_invoke_async_round_trip_with_output_object(server):
 
 def test_invoke_async_refusals_name_the_field(server):
     sm, rt = server.sm, server.rt
-    deploy_async(sm, "e")
+    deploy_async(server, "e")
     rt_raw = server.client("sagemaker-runtime", validate=False)
 
     def refused(*fields, **kw):
@@ -189,8 +179,8 @@ def failure_of(server, r: dict, timeout: float = 30.0) -> str:
 
 def test_each_failure_kind_writes_its_failure_object(server):
     sm, rt = server.sm, server.rt
-    deploy_async(sm, "e500", model="m500", env={"ECHO_INVOCATION_STATUS": "500"})
-    deploy_async(sm, "slow", model="slow", env={"ECHO_INVOCATION_DELAY_MS": "4000"}, failure=None)
+    deploy_async(server, "e500", model="m500", env={"ECHO_INVOCATION_STATUS": "500"})
+    deploy_async(server, "slow", model="slow", env={"ECHO_INVOCATION_DELAY_MS": "4000"}, failure=None)
     # The model answers an error: its status and message, as a ModelError says them.
     r = rt.invoke_endpoint_async(EndpointName="e500", Body=b"x")
     text = failure_of(server, r)
@@ -211,7 +201,7 @@ def test_a_request_waiting_past_its_ttl_fails_as_expired(server):
     """One instance that works on one request at a time, busy for longer than the second
     request's RequestTTLSeconds (60, the least the API takes): the second expires unrun."""
     sm, rt = server.sm, server.rt
-    deploy_async(sm, "busy", model="busy", env={"ECHO_INVOCATION_DELAY_MS": "75000"}, concurrency=1)
+    deploy_async(server, "busy", model="busy", env={"ECHO_INVOCATION_DELAY_MS": "75000"}, concurrency=1)
     first = rt.invoke_endpoint_async(EndpointName="busy", Body=b"first", InvocationTimeoutSeconds=120)
     second = rt.invoke_endpoint_async(EndpointName="busy", Body=b"second", RequestTTLSeconds=60)
     text = failure_of(server, second, timeout=90)
@@ -224,7 +214,7 @@ def test_work_is_shared_by_every_instance_across_types_within_the_concurrency_li
     server = start_server(capacity={"ml.m5.xlarge": 1})
     sm, rt = server.sm, server.rt
     variant = spw.pooled_variant("shared", spw.pools(("ml.m5.xlarge", 1), ("ml.c5.xlarge", 2)), count=2)
-    deploy_async(sm, "shared", model="shared", env={"ECHO_INVOCATION_DELAY_MS": "1000"}, variants=[variant], concurrency=2)
+    deploy_async(server, "shared", model="shared", env={"ECHO_INVOCATION_DELAY_MS": "1000"}, variants=[variant], concurrency=2)
     started = time.monotonic()
     accepted = [rt.invoke_endpoint_async(EndpointName="shared", Body=f"r{i}".encode()) for i in range(8)]
     answers = [json.loads(wait_object(server, a["OutputLocation"])) for a in accepted]
@@ -243,7 +233,7 @@ def test_sigkill_under_load_loses_and_duplicates_nothing(server):
     import threading
 
     sm = server.sm
-    deploy_async(sm, "load", model="load", env={"ECHO_INVOCATION_DELAY_MS": "20"}, concurrency=4)
+    deploy_async(server, "load", model="load", env={"ECHO_INVOCATION_DELAY_MS": "20"}, concurrency=4)
     accepted: dict[str, str] = {}  # body -> output location
     sent: set[str] = set()
     lock = threading.Lock()
@@ -311,8 +301,8 @@ def test_success_and_error_notifications_reach_the_subscriber(start_server):
         sm, rt = server.sm, server.rt
         notification = {"SuccessTopic": ok_topic, "ErrorTopic": err_topic,
                         "IncludeInferenceResponseIn": ["SUCCESS_NOTIFICATION_TOPIC"]}
-        deploy_async(sm, "n", model="n", notification=notification)
-        deploy_async(sm, "n500", model="n500", env={"ECHO_INVOCATION_STATUS": "500"}, notification=notification)
+        deploy_async(server, "n", model="n", notification=notification)
+        deploy_async(server, "n500", model="n500", env={"ECHO_INVOCATION_STATUS": "500"}, notification=notification)
         good = rt.invoke_endpoint_async(EndpointName="n", Body=b"notify me", ContentType="text/plain",
                                         InferenceId="good-1", CustomAttributes="k=v")
         bad = rt.invoke_endpoint_async(EndpointName="n500", Body=b"x", InferenceId="bad-1")
@@ -344,7 +334,7 @@ def test_requests_wait_at_zero_and_the_backlog_alarm_scales_up_from_priority_one
     sm, rt, aas, cw = server.sm, server.rt, server.client("application-autoscaling"), server.client("cloudwatch")
     server.set_slots("ml.g6.2xlarge", 1)
     variant = spw.pooled_variant("zm", spw.pools(("ml.g6.2xlarge", 1), ("ml.m5.xlarge", 2)), count=1)
-    deploy_async(sm, "zero", model="zm", env={"ECHO_INVOCATION_DELAY_MS": "300"}, variants=[variant])
+    deploy_async(server, "zero", model="zm", env={"ECHO_INVOCATION_DELAY_MS": "300"}, variants=[variant])
     sm.update_endpoint_weights_and_capacities(
         EndpointName="zero", DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 0}])
     poll(lambda: not server.instances("zero") and sm.describe_endpoint(EndpointName="zero")["EndpointStatus"] == "InService",

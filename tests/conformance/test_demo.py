@@ -40,7 +40,8 @@ def _start(tmp_path, port: int, log: pathlib.Path):
     out = open(log, "ab")
     try:
         return subprocess.Popen(
-            [spw.BIN, "serve", "--demo", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "data")],
+            [spw.BIN, "serve", "--demo", "--listen", f"127.0.0.1:{port}", "--storage-listen", "127.0.0.1:0",
+             "--data-dir", str(tmp_path / "data")],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -61,14 +62,15 @@ def _stop(proc, data_dir) -> None:
 
 def _run_printed_commands(text: str, cwd) -> subprocess.CompletedProcess:
     """Runs, in a new bash with only the printed exports, every command the demo printed."""
-    # the four lines printed at start, and again at the top of "Try it yourself"
-    exports = re.findall(r"^\s+(export AWS_[A-Z_]+=\S+)$", text, re.M)
-    assert exports[:4] == exports[4:], text
-    exports = exports[4:]
+    # the five lines printed at start, and again at the top of "Try it yourself"
+    exports = re.findall(r"^\s+(export AWS_[A-Z_0-9]+=\S+)$", text, re.M)
+    assert exports[:5] == exports[5:], text
+    exports = exports[5:]
     assert [e.split("=")[0] for e in exports] == [
         "export AWS_SHARED_CREDENTIALS_FILE",
         "export AWS_PROFILE",
         "export AWS_ENDPOINT_URL",
+        "export AWS_ENDPOINT_URL_S3",
         "export AWS_DEFAULT_REGION",
     ], text
     tail = text[text.index("Try it yourself"):]

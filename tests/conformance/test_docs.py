@@ -30,7 +30,8 @@ def test_the_autoscaling_walkthrough_runs_as_written(tmp_path):
     data = tmp_path / "data"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [spw.BIN, "serve", "--demo", "--listen", f"127.0.0.1:{spw.free_port()}", "--data-dir", str(data)],
+            [spw.BIN, "serve", "--demo", "--listen", f"127.0.0.1:{spw.free_port()}", "--storage-listen", "127.0.0.1:0",
+             "--data-dir", str(data)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

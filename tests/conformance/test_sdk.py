@@ -53,6 +53,7 @@ def test_the_sdk_async_predictor_round_trip_against_the_embedded_store(server, m
     store, invokes asynchronously, and `get_result` polls the output object; a model error comes
     back as the SDK's `AsyncInferenceModelError` from the failure object."""
     spw.use_only_the_printed_profile(server, monkeypatch)
+    spw.sdk_sts_at_server(server, monkeypatch)
     import sagemaker
     from sagemaker.async_inference import AsyncInferenceConfig, WaiterConfig
     from sagemaker.exceptions import AsyncInferenceModelError
@@ -61,7 +62,10 @@ def test_the_sdk_async_predictor_round_trip_against_the_embedded_store(server, m
     session = sagemaker.Session()
     bucket = session.default_bucket()
     assert bucket == f"sagemaker-{spw.REGION}-{spw.ACCOUNT}"
+    from sagemaker.predictor import Predictor
+
     model = sdk_model(session, "sdk-async")
+    model.predictor_cls = Predictor
     predictor = model.deploy(
         initial_instance_count=1, instance_type="ml.m5.xlarge", endpoint_name="sdk-async", wait=True,
         serializer=IdentitySerializer(content_type="text/plain"),
@@ -78,6 +82,7 @@ def test_the_sdk_async_predictor_round_trip_against_the_embedded_store(server, m
     predictor.delete_endpoint()
 
     failing = sdk_model(session, "sdk-async-500")
+    failing.predictor_cls = Predictor
     failing.env = {"ECHO_INVOCATION_STATUS": "500"}
     predictor = failing.deploy(
         initial_instance_count=1, instance_type="ml.m5.xlarge", endpoint_name="sdk-async-500", wait=True,

@@ -15,7 +15,8 @@ def _serve(tmp_path, *extra):
     env = {k: v for k, v in os.environ.items() if k not in ("SPILLWAY_LISTEN", "SPILLWAY_DATA_DIR", "SPILLWAY_CONFIG")}
     env["RUST_LOG"] = "info"
     proc = subprocess.Popen(
-        [spw.BIN, "serve", "--listen", f"0.0.0.0:{port}", "--data-dir", str(tmp_path / "data"), *extra],
+        [spw.BIN, "serve", "--listen", f"0.0.0.0:{port}", "--storage-listen", "127.0.0.1:0",
+         "--data-dir", str(tmp_path / "data"), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
