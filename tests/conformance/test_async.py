@@ -4,6 +4,7 @@ queue and its workers, output and failure objects, driven with boto3 as users do
 from __future__ import annotations
 
 import json
+import pathlib
 import time
 
 import pytest
@@ -372,3 +373,69 @@ def test_requests_wait_at_zero_and_the_backlog_alarm_scales_up_from_priority_one
     launches = [(a["instanceType"], a["result"]) for a in spw.launch_attempts(server.events("zero"))]
     assert launches[-3:] == [("ml.g6.2xlarge", "Launched"), ("ml.g6.2xlarge", "InsufficientCapacity"),
                              ("ml.m5.xlarge", "Launched")], launches
+
+
+@pytest.fixture
+def moto_s3(tmp_path):
+    """A real S3-compatible server the test starts itself: moto's server mode, from the venv."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    exe = pathlib.Path(sys.executable).parent / "moto_server"
+    assert exe.exists(), f"{exe} missing: scripts/test.sh installs moto[server] from tests/requirements.txt"
+    port = spw.free_port()
+    log = open(tmp_path / "moto.log", "wb")
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            return True
+        except Exception:
+            return proc.poll() is not None and pytest.fail("moto_server exited")
+
+    poll(up, timeout=60, what="moto_server")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_round_trip_through_an_s3_compatible_server(start_server, moto_s3, monkeypatch):
+    """`[storage] backend = "s3"`: inputs and outputs live on another S3-compatible server (moto),
+    reached with credentials from the usual AWS environment; boto3 talks to that server for the
+    objects and to spillway for the rest."""
+    import boto3
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "moto", "AWS_SECRET_ACCESS_KEY": "moto-secret"}.items():
+        monkeypatch.setenv(k, v)
+    storage = {"backend": "s3", "s3_endpoint": moto_s3, "region": "us-east-1", "allow_http": True}
+    server = start_server(config={"storage": storage})
+    assert server.storage_port is None, "backend = s3 serves no S3 API of its own"
+    s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1",
+                      aws_access_key_id="moto", aws_secret_access_key="moto-secret")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key="in/remote.json", Body=b'{"remote": true}')
+    sm, rt = server.sm, server.rt
+    create_model(sm, "rm")
+    sm.create_endpoint_config(EndpointConfigName="rc", ProductionVariants=[single_variant("rm")],
+                              AsyncInferenceConfig=async_config())
+    sm.create_endpoint(EndpointName="remote", EndpointConfigName="rc")
+    wait_in_service(sm, "remote")
+    ok = rt.invoke_endpoint_async(EndpointName="remote", InputLocation=f"s3://{BUCKET}/in/remote.json",
+                                  ContentType="application/json")
+    missing = rt.invoke_endpoint_async(EndpointName="remote", InputLocation=f"s3://{BUCKET}/in/nope.json")
+
+    def read(uri):
+        bucket, key = uri[len("s3://"):].split("/", 1)
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)
+        except s3.exceptions.NoSuchKey:
+            return None
+
+    out = poll(lambda: read(ok["OutputLocation"]), timeout=30, what="the output on moto")
+    assert out["ContentType"] == "application/json"
+    assert json.loads(out["Body"].read())["body"] == '{"remote": true}'
+    failure = poll(lambda: read(missing["FailureLocation"]), timeout=30, what="the failure on moto")
+    assert "does not exist" in failure["Body"].read().decode()
