@@ -1,7 +1,8 @@
 //! The asynchronous endpoints' workers: what happens to a request `InvokeEndpointAsync`
 //! accepted into the durable queue (`crate::queue`).
 //!
-//! One dispatcher task, woken by every acceptance and every finished request, and every second:
+//! One dispatcher task, woken by every acceptance and every finished request, and every second
+//! (the sweep):
 //!
 //! - it leases, per asynchronous endpoint, as many queued requests as the endpoint's instances
 //!   have free slots (`MaxConcurrentInvocationsPerInstance` each, across every variant and
@@ -16,15 +17,19 @@
 //!   before completion leaves the request to be processed again (at least once), and the
 //!   object is keyed by the request's id, so a repeat overwrites the same object (written
 //!   once, as the client sees it);
-//! - requests past their `RequestTTLSeconds` are leased to fail (`Queue::lease_expired`): the
-//!   failure object first, then the completion as expired;
-//! - requests of an endpoint that was deleted are failed the same way;
-//! - every second: leases past their deadline go back to the queue, and (every minute)
-//!   finished requests older than the retention are forgotten.
+//! - every second (the sweep), requests past their `RequestTTLSeconds` are leased to fail
+//!   (`Queue::lease_expired`): the failure object first, then the completion as expired;
+//!   requests of an endpoint that was deleted are failed the same way; leases past their
+//!   deadline go back to the queue; and finished requests older than the retention are
+//!   forgotten (a chunk at a time).
 //!
-//! A request whose instance could not be reached (it went away between the lease and the
-//! connection) goes back to the queue at once for another attempt, up to [`MAX_ATTEMPTS`]; a
-//! model's error, a timeout or a missing input are the request's failure and are not retried.
+//! A request whose instance could not be reached, or went away while it worked (scale-in, a
+//! deployment, a crash), goes back to the queue after a pause and waits for an instance
+//! (bounded by its TTL); so does one whose object cannot be stored while the store is down. A
+//! model's error, a timeout or a missing input are the request's own failure and are not
+//! retried. A request handed out again (after a crash or a shutdown) whose object already
+//! exists ends as that object says, without running again: one object per request. A graceful
+//! stop completes nothing that its stopping models broke; those leases go back at the next start.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,8 +47,6 @@ use crate::objects::{ObjectError, ObjectRef};
 use crate::queue::{Completion, Outcome, Queue, QueueError, Request};
 use crate::telemetry::metrics::{Outcome as MetricOutcome, Series};
 
-/// How many times a request is handed to an instance that cannot be reached before it fails.
-pub const MAX_ATTEMPTS: u32 = 3;
 /// A lease outlasts the longest invocation timeout (1 hour) by this much (input and output
 /// transfers): a worker alive keeps its request, a dead process's leases go back at start-up.
 const LEASE_MARGIN_SECONDS: f64 = 600.0;
@@ -57,7 +60,6 @@ pub async fn run(app: Arc<App>) {
     let mut shutdown = app.shutdown.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut last_purge: Timestamp = f64::MIN;
     loop {
         let maintenance = tokio::select! {
             () = app.dataplane.async_wake.notified() => false,
@@ -66,15 +68,12 @@ pub async fn run(app: Arc<App>) {
         };
         if maintenance {
             let now = app.clock.now();
-            let purge = now - last_purge >= 60.0;
-            if purge {
-                last_purge = now;
-            }
             let retention = app.cfg.async_inference.retention_seconds as f64;
             let q = app.queue.clone();
             let done = blocking(move || {
                 let e = q.expire(now)?;
-                let purged = if purge { q.purge_done(now - retention)? } else { 0 };
+                // Up to a chunk a second: more than the queue accepts at its fastest.
+                let purged = q.purge_done(now - retention)?;
                 Ok((e.requeued, purged))
             })
             .await;
@@ -84,6 +83,9 @@ pub async fn run(app: Arc<App>) {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "asynchronous queue maintenance failed"),
+            }
+            if let Err(e) = sweep(&app).await {
+                tracing::error!(error = %e, "asynchronous expiry sweep failed");
             }
         }
         if let Err(e) = dispatch(&app).await {
@@ -127,9 +129,9 @@ fn reserve(routes: &EndpointRoutes, per_instance: u32) -> Option<(usize, Arc<Rou
     })
 }
 
-/// One dispatch: expired requests to fail, requests of deleted endpoints to fail, and as many
-/// requests as each asynchronous endpoint has free slots to run.
-async fn dispatch(app: &Arc<App>) -> Result<(), QueueError> {
+/// The once-a-second part of a dispatch: requests past their TTL to fail, and the requests of
+/// endpoints that no longer exist (the only ones the routes cannot name) to fail.
+async fn sweep(app: &Arc<App>) -> Result<(), QueueError> {
     let now = app.clock.now();
     let q = app.queue.clone();
     let expired = blocking(move || q.lease_expired(MAX_LEASE, now, LEASE_MARGIN_SECONDS)).await?;
@@ -145,14 +147,20 @@ async fn dispatch(app: &Arc<App>) -> Result<(), QueueError> {
         tokio::spawn(fail(app.clone(), req, why));
     }
     let q = app.queue.clone();
-    let endpoints = blocking(move || q.endpoints_with_backlog()).await?;
-    for name in endpoints {
-        let Some(routes) = app.dataplane.routes.get(&name) else {
-            if app.endpoint(&name).is_none() {
-                fail_all(app, &name, now).await?;
-            }
-            continue;
-        };
+    for name in blocking(move || q.endpoints_with_backlog()).await? {
+        if app.dataplane.routes.get(&name).is_none() && app.endpoint(&name).is_none() {
+            fail_all(app, &name, now).await?;
+        }
+    }
+    Ok(())
+}
+
+/// One dispatch: as many requests as each asynchronous endpoint has free slots to run. It reads
+/// the published routes, never scans the queue: a wake-up per accepted request stays cheap
+/// whatever the backlog.
+async fn dispatch(app: &Arc<App>) -> Result<(), QueueError> {
+    let now = app.clock.now();
+    for (name, routes) in app.dataplane.routes.asynchronous() {
         let Some(config) = routes.async_config.clone() else {
             continue;
         };
@@ -179,12 +187,8 @@ async fn dispatch(app: &Arc<App>) -> Result<(), QueueError> {
                     };
                     tokio::spawn(process(app.clone(), req, slot, variant, of_type));
                 }
-                None => {
-                    // Every slot was taken since the count (instances left): back it goes.
-                    let q = app.queue.clone();
-                    let id = req.invocation.id.clone();
-                    blocking(move || q.release(&id)).await?;
-                }
+                // Every slot was taken since the count (instances left): back it goes.
+                None => release(app, &req.invocation.id).await,
             }
         }
     }
@@ -232,8 +236,8 @@ pub enum FailureKind {
     ModelError,
     /// The model did not answer within `InvocationTimeoutSeconds`.
     Timeout,
-    /// No instance could be reached after [`MAX_ATTEMPTS`] tries.
-    Unreachable,
+    /// An earlier run wrote the failure (found when the request was handed out again).
+    Earlier,
     /// It waited past `RequestTTLSeconds`.
     Expired,
     /// Its endpoint was deleted first.
@@ -249,7 +253,7 @@ impl FailureKind {
             Self::Input => "InputError",
             Self::ModelError => "ModelError",
             Self::Timeout => "ModelTimeout",
-            Self::Unreachable => "InstanceUnreachable",
+            Self::Earlier => "WrittenEarlier",
             Self::Expired => "RequestExpired",
             Self::EndpointDeleted => "EndpointDeleted",
             Self::Output => "OutputError",
@@ -289,17 +293,20 @@ enum Attempt {
 }
 
 /// Runs one leased request on its instance and records how it ended.
-#[allow(clippy::disallowed_methods)] // Model latency is measured in real elapsed time.
 async fn process(app: Arc<App>, req: Request, slot: Slot, variant: String, serving_of_type: usize) {
     let inv = &req.invocation;
-    let started = std::time::Instant::now();
-    let attempt = run_model(&app, &req, &slot.inst).await;
-    let latency_us = started.elapsed().as_micros() as u64;
+    // A request handed out before (a crash or a shutdown cut its run short) may have its
+    // object already: it ends as that object says, without running again, so the client never
+    // sees a second, different object.
+    if req.attempts > 1 && finish_from_existing_object(&app, &req).await {
+        return;
+    }
+    let (attempt, latency_us) = run_model(&app, &req, &slot.inst).await;
     let metric = match &attempt {
         Attempt::Answer { .. } => Some(MetricOutcome::Success),
         Attempt::Failed(f) if f.kind == FailureKind::ModelError => Some(MetricOutcome::ModelServerError),
         Attempt::Failed(f) if f.kind == FailureKind::Timeout => Some(MetricOutcome::ModelOtherError),
-        Attempt::Failed(_) => Some(MetricOutcome::ClientError),
+        Attempt::Failed(_) => None,
         Attempt::Unreachable(_) => Some(MetricOutcome::ServerError),
     };
     if let Some(outcome) = metric
@@ -318,41 +325,117 @@ async fn process(app: Arc<App>, req: Request, slot: Slot, variant: String, servi
             app.clock.now(),
         );
     }
+    // The instance left the routes while it worked (scale-in, a deployment, a reclaim, a
+    // crash): the broken exchange is the fleet's doing, not the request's.
+    let attempt = match attempt {
+        Attempt::Failed(f)
+            if f.kind == FailureKind::ModelError && f.response.is_none() && !routed(&app, inv, &slot.inst) =>
+        {
+            Attempt::Unreachable(f.message)
+        }
+        a => a,
+    };
     drop(slot);
+    // spillway is stopping: its models are being stopped under the running requests. Nothing
+    // that failed now is the request's fault; its lease goes back at the next start.
+    if *app.shutdown.borrow() && !matches!(attempt, Attempt::Answer { .. }) {
+        return;
+    }
     match attempt {
         Attempt::Answer { body, content_type } => succeed(&app, &req, body, content_type).await,
         Attempt::Failed(why) => fail(app.clone(), req, why).await,
-        Attempt::Unreachable(why) if req.attempts < MAX_ATTEMPTS => {
-            tracing::info!(request = %inv.id, endpoint = %inv.endpoint, attempt = req.attempts, %why, "asynchronous request goes back to the queue");
-            let q = app.queue.clone();
-            let id = inv.id.clone();
-            if let Err(e) = blocking(move || q.release(&id)).await {
-                tracing::error!(error = %e, "asynchronous request not released; its lease will run out");
-            }
-        }
         Attempt::Unreachable(why) => {
-            let why = Failure::new(
-                FailureKind::Unreachable,
-                format!(
-                    "No instance of endpoint {} could be reached after {} attempts: {why}",
-                    inv.endpoint, req.attempts
-                ),
-            );
-            fail(app.clone(), req, why).await;
+            // Not the request's failure: it waits for an instance (bounded by its TTL). The
+            // pause keeps a dead instance still in the routes from spinning through it.
+            tracing::info!(request = %inv.id, endpoint = %inv.endpoint, attempt = req.attempts, %why, "asynchronous request goes back to the queue");
+            tokio::time::sleep(UNREACHABLE_PAUSE).await;
+            release(&app, &inv.id).await;
+        }
+    }
+}
+
+/// Whether `inst` still serves `inv`'s endpoint.
+fn routed(app: &App, inv: &crate::queue::Invocation, inst: &RouteInstance) -> bool {
+    app.dataplane
+        .routes
+        .get(&inv.endpoint)
+        .is_some_and(|r| r.variants.iter().flat_map(|v| &v.instances).any(|i| i.id == inst.id))
+}
+
+/// Puts a leased request back in the queue (logged when it cannot: its lease then runs out).
+async fn release(app: &App, id: &str) {
+    let q = app.queue.clone();
+    let id = id.to_string();
+    if let Err(e) = blocking(move || q.release(&id)).await {
+        tracing::error!(error = %e, "asynchronous request not released; its lease will run out");
+    }
+}
+
+/// For a request run before: when its output (or failure) object exists, completes it as that
+/// object says (notifying again; the notifier keeps one notification per request) and says so.
+async fn finish_from_existing_object(app: &Arc<App>, req: &Request) -> bool {
+    let inv = &req.invocation;
+    if let Ok(obj) = ObjectRef::parse_object(&inv.output_location)
+        && let Ok(Some(meta)) = app.objects.head(&obj).await
+    {
+        tracing::info!(request = %inv.id, "its output was written by an earlier run: completed without running again");
+        notify_success(app, req, &Bytes::new(), meta.content_type.as_deref()).await;
+        complete(app, inv.id.clone(), Outcome::Succeeded).await;
+        return true;
+    }
+    let Some(location) = &inv.failure_location else {
+        return false;
+    };
+    if let Ok(obj) = ObjectRef::parse_object(location)
+        && let Ok(o) = app.objects.get(&obj, 64 * 1024).await
+    {
+        let message = String::from_utf8_lossy(&o.body).into_owned();
+        tracing::info!(request = %inv.id, "its failure was written by an earlier run: completed without running again");
+        let why = Failure::new(FailureKind::Earlier, message);
+        notify_error(app, req, &why, true).await;
+        complete(app, inv.id.clone(), Outcome::Failed { reason: why.message }).await;
+        return true;
+    }
+    false
+}
+
+/// How long a request whose instance could not be reached waits before it goes back.
+const UNREACHABLE_PAUSE: Duration = Duration::from_secs(2);
+
+/// How long to wait before the `attempt`-th retry of a store that cannot be reached: 1, 2, 4,
+/// ... seconds, at most a minute.
+fn store_pause(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60))
+}
+
+/// Puts an object, retrying a store that cannot be reached a few times in place.
+async fn put_retrying(app: &App, location: &str, body: Bytes, content_type: Option<&str>) -> Result<(), ObjectError> {
+    let obj = ObjectRef::parse_object(location)?;
+    let mut tries = 0;
+    loop {
+        match app.objects.put(&obj, body.clone(), content_type).await {
+            Err(ObjectError::Unavailable(e)) if tries < 3 && !*app.shutdown.borrow() => {
+                tracing::warn!(location, error = %e, "the object store cannot be reached; trying again");
+                tokio::time::sleep(store_pause(tries)).await;
+                tries += 1;
+            }
+            r => return r,
         }
     }
 }
 
 /// Reads the input, posts it to the instance and reads the answer, within the request's
-/// `InvocationTimeoutSeconds` (the input read is not counted against it).
-async fn run_model(app: &App, req: &Request, inst: &RouteInstance) -> Attempt {
+/// `InvocationTimeoutSeconds` (the input read is not counted against it). With the model's
+/// latency (µs, from the request sent to the answer read).
+#[allow(clippy::disallowed_methods)] // Model latency is measured in real elapsed time.
+async fn run_model(app: &App, req: &Request, inst: &RouteInstance) -> (Attempt, u64) {
     let inv = &req.invocation;
     let max = app.cfg.async_inference.max_payload_bytes;
     let input = match &inv.inline_body {
         Some(b) => Bytes::from(b.clone()),
         None => match read_input(app, &inv.input_location, max).await {
             Ok(b) => b,
-            Err(f) => return Attempt::Failed(f),
+            Err(f) => return (Attempt::Failed(f), 0),
         },
     };
     let mut request = hyper::Request::post(format!("http://{}/invocations", inst.address));
@@ -370,10 +453,11 @@ async fn run_model(app: &App, req: &Request, inst: &RouteInstance) -> Attempt {
     let request = match request.body(Body::from(input)) {
         Ok(r) => r,
         Err(e) => {
-            return Attempt::Failed(Failure::new(
+            let f = Failure::new(
                 FailureKind::Input,
                 format!("The request could not be sent to the model: {e}"),
-            ));
+            );
+            return (Attempt::Failed(f), 0);
         }
     };
     let timeout = Duration::from_secs(u64::from(inv.invocation_timeout_seconds.max(1)));
@@ -406,7 +490,10 @@ async fn run_model(app: &App, req: &Request, inst: &RouteInstance) -> Attempt {
             .to_bytes();
         Ok::<_, Result<Failure, String>>((status, content_type, body))
     };
-    match tokio::time::timeout(timeout, exchange).await {
+    let sent = std::time::Instant::now();
+    let result = tokio::time::timeout(timeout, exchange).await;
+    let latency_us = sent.elapsed().as_micros() as u64;
+    let attempt = match result {
         Err(_) => Attempt::Failed(Failure::new(
             FailureKind::Timeout,
             format!(
@@ -432,7 +519,8 @@ async fn run_model(app: &App, req: &Request, inst: &RouteInstance) -> Attempt {
             f.response = Some(body);
             Attempt::Failed(f)
         }
-    }
+    };
+    (attempt, latency_us)
 }
 
 /// Reads an input object, or says why it cannot be read.
@@ -455,49 +543,48 @@ async fn read_input(app: &App, location: &str, max: u64) -> Result<Bytes, Failur
 /// Writes the answer, notifies, completes.
 async fn succeed(app: &Arc<App>, req: &Request, body: Bytes, content_type: Option<String>) {
     let inv = &req.invocation;
-    let stored = match ObjectRef::parse_object(&inv.output_location) {
-        Ok(obj) => app.objects.put(&obj, body.clone(), content_type.as_deref()).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = stored {
-        if matches!(e, ObjectError::Unavailable(_)) && req.attempts < MAX_ATTEMPTS {
-            // The store may come back: run the request again after a pause.
-            tracing::warn!(request = %inv.id, error = %e, "the answer could not be stored; the request goes back to the queue");
-            tokio::time::sleep(Duration::from_secs(5 * u64::from(req.attempts))).await;
-            let q = app.queue.clone();
-            let id = inv.id.clone();
-            if let Err(e) = blocking(move || q.release(&id)).await {
-                tracing::error!(error = %e, "asynchronous request not released; its lease will run out");
-            }
-            return;
+    match put_retrying(app, &inv.output_location, body.clone(), content_type.as_deref()).await {
+        Ok(()) => {
+            notify_success(app, req, &body, content_type.as_deref()).await;
+            complete(app, inv.id.clone(), Outcome::Succeeded).await;
         }
-        let why = Failure::new(
-            FailureKind::Output,
-            format!(
-                "The model answered, but its answer could not be written to {}: {e}",
-                inv.output_location
-            ),
-        );
-        fail(app.clone(), req.clone(), why).await;
-        return;
+        Err(e @ ObjectError::Unavailable(_)) => {
+            // Still unreachable: the request waits in the queue for the store (it runs again;
+            // no answer is ever lost, none completed without its object).
+            tracing::warn!(request = %inv.id, error = %e, "the answer could not be stored; the request goes back to the queue");
+            tokio::time::sleep(store_pause(req.attempts)).await;
+            release(app, &inv.id).await;
+        }
+        Err(e) => {
+            let why = Failure::new(
+                FailureKind::Output,
+                format!(
+                    "The model answered, but its answer could not be written to {}: {e}",
+                    inv.output_location
+                ),
+            );
+            fail(app.clone(), req.clone(), why).await;
+        }
     }
-    notify_success(app, req, &body, content_type.as_deref()).await;
-    complete(app, inv.id.clone(), Outcome::Succeeded).await;
 }
 
 /// Writes the failure object, notifies, completes.
 async fn fail(app: Arc<App>, req: Request, why: Failure) {
     let inv = &req.invocation;
     let location = inv.failure_location.clone().unwrap_or_default();
-    let written = match ObjectRef::parse_object(&location) {
-        Ok(obj) => {
-            app.objects
-                .put(&obj, Bytes::from(why.message.clone()), Some("text/plain"))
-                .await
-        }
-        Err(e) => Err(e),
-    };
+    let written = put_retrying(&app, &location, Bytes::from(why.message.clone()), Some("text/plain")).await;
     if let Err(e) = &written {
+        if matches!(e, ObjectError::Unavailable(_)) {
+            // The store may come back: the request waits in the queue for it, and is never
+            // completed without its object.
+            tracing::warn!(request = %inv.id, error = %e, "the failure object could not be stored; the request goes back to the queue");
+            tokio::time::sleep(store_pause(req.attempts)).await;
+            release(&app, &inv.id).await;
+            return;
+        }
+        // No object can be written there (a bucket that does not exist, a store refusing it):
+        // that will not change by itself, so the request ends now, and the event says where
+        // its failure went missing.
         tracing::error!(request = %inv.id, endpoint = %inv.endpoint, location, error = %e, "the failure object could not be written");
         app.event(crate::core::endpoint::Event {
             time: app.clock.now(),
@@ -513,19 +600,6 @@ async fn fail(app: Arc<App>, req: Request, why: Failure) {
                 inv.inference_id, why.message
             ),
         });
-        // A store that cannot be reached may come back: the request goes back to the queue
-        // after a pause, up to MAX_ATTEMPTS; a bucket that does not exist will not appear by
-        // itself, so the request ends now (the event says where its failure went missing).
-        let transient = matches!(e, ObjectError::Unavailable(_));
-        if transient && req.attempts < MAX_ATTEMPTS {
-            tokio::time::sleep(Duration::from_secs(5 * u64::from(req.attempts))).await;
-            let q = app.queue.clone();
-            let id = inv.id.clone();
-            if let Err(e) = blocking(move || q.release(&id)).await {
-                tracing::error!(error = %e, "asynchronous request not released; its lease will run out");
-            }
-            return;
-        }
     }
     notify_error(&app, &req, &why, written.is_ok()).await;
     let outcome = match why.kind {
@@ -578,10 +652,12 @@ fn request_of<'a>(app: &'a App, req: &'a Request) -> notify::AsyncRequest<'a> {
 /// as the endpoint's event). A repeat after a crash is recognised by the notifier (same topic,
 /// endpoint and inference id) and sends nothing twice.
 async fn publish(app: &App, req: &Request, topic: String, message: String) {
+    // Keyed by the request's own id (the notifier keeps one notification per topic, endpoint
+    // and this id): clients may reuse an InferenceId, and each request is notified.
     let n = Notification {
         topic_arn: topic,
         endpoint: req.invocation.endpoint.clone(),
-        inference_id: req.invocation.inference_id.clone(),
+        inference_id: req.invocation.id.clone(),
         message,
     };
     if let Err(e) = app.notifier.publish(n).await {

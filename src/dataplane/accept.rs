@@ -117,7 +117,9 @@ pub fn input_location(v: &str) -> Result<(), ApiError> {
         ));
     };
     match rest.split_once('/') {
-        Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => Ok(()),
+        Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => crate::core::s3uri::parse_object(v)
+            .map(drop)
+            .map_err(|e| error(ErrorCode::ValidationError, format!("InputLocation: {e}"))),
         _ => Err(error(
             ErrorCode::ValidationError,
             format!("InputLocation: '{v}' names no object; expected s3://bucket/key"),
@@ -244,6 +246,7 @@ async fn read_inline(payload: &mut impl Payload, length: Option<u64>) -> Result<
 /// the workers. `buffered` is the body when the signature covered it (already read).
 pub(super) async fn accept(
     dp: &DataPlane,
+    caller: &crate::auth::Caller,
     call: &Call<'_>,
     buffered: Option<Bytes>,
     payload: &mut impl Payload,
@@ -275,6 +278,20 @@ pub(super) async fn accept(
     let location = ascii(h.input_location, "inputLocation", 1024)?;
     if let Some(l) = location {
         input_location(l)?;
+        // The workers read the input with spillway's own rights: the caller must hold
+        // s3:GetObject on it, or InvokeEndpointAsync would read what its caller may not.
+        let (bucket, key) = crate::core::s3uri::parse_object(l)
+            .map_err(|e| error(ErrorCode::ValidationError, format!("InputLocation: {e}")))?;
+        super::invoke::authorize_other(
+            dp,
+            caller,
+            call,
+            crate::core::iam::Action {
+                service: "s3",
+                name: "GetObject",
+            },
+            &crate::core::iam::Resource::Arn(format!("arn:aws:s3:::{bucket}/{key}")),
+        )?;
     }
     let client_id = ascii(h.inference_id, "inferenceId", 256)?;
     if let Some(id) = client_id {
@@ -340,6 +357,19 @@ pub(super) async fn accept(
         extension,
         &format!("{id}-error.out"),
     );
+    // Both must be objects S3 can hold (a long prefix and extension can pass 1024 bytes): a
+    // request is accepted only if its answer can be written.
+    for (member, l) in [
+        ("S3OutputPathExtension", &output_location),
+        ("S3OutputPathExtension", &failure_location),
+    ] {
+        crate::core::s3uri::parse_object(l).map_err(|e| {
+            error(
+                ErrorCode::ValidationError,
+                format!("{member}: the object it names cannot be written: {e}"),
+            )
+        })?;
+    }
     let now = dp.clock.now();
     let inv = Invocation {
         inference_id: client_id.map_or_else(|| id.clone(), str::to_string),
@@ -390,7 +420,7 @@ mod tests {
 
     #[test]
     fn headers_are_checked_as_the_runtime_model_says() {
-        assert!(input_location("s3://b/k").is_ok());
+        assert!(input_location("s3://bkt/k").is_ok());
         for bad in [
             "",
             "s3://b",

@@ -340,7 +340,7 @@ pub async fn invoke_model(dp: &DataPlane, call: &Call<'_>, payload: &mut impl Pa
         }
     };
     let result = match authorize(dp, &caller, call, &resource, tags.as_deref()) {
-        Ok(()) if call.op.mode() == Mode::Async => super::accept::accept(dp, call, buffered, payload)
+        Ok(()) if call.op.mode() == Mode::Async => super::accept::accept(dp, &caller, call, buffered, payload)
             .await
             .map(Reply::Accepted),
         Ok(()) => {
@@ -560,6 +560,31 @@ fn authorize(
             resource = %d.resource,
             "invocation denied"
         );
+        error(ErrorCode::AccessDeniedException, d.to_string())
+    })
+}
+
+/// Authorizes `caller` for another action than the invocation's own, on `resource` (what an
+/// asynchronous invocation makes spillway read on the caller's behalf: `s3:GetObject` on its
+/// input).
+pub(super) fn authorize_other(
+    dp: &DataPlane,
+    caller: &Caller,
+    call: &Call<'_>,
+    action: crate::core::iam::Action,
+    resource: &Resource,
+) -> Result<(), ApiError> {
+    if matches!(caller, Caller::Unauthenticated) {
+        return Ok(());
+    }
+    let ctx = if dp.auth.needs_context(caller) {
+        dp.auth
+            .context(caller, action, resource, &[], call.signed.peer, dp.clock.system_time())
+    } else {
+        crate::core::policy::Context::new(action.to_string(), resource.to_string())
+    };
+    dp.auth.authorize(caller, &ctx).map_err(|d| {
+        tracing::info!(request_id = %call.request_id, caller = %d.caller, action = %d.action, resource = %d.resource, "asynchronous invocation's input denied");
         error(ErrorCode::AccessDeniedException, d.to_string())
     })
 }

@@ -277,6 +277,17 @@ impl RouteTable {
             .cloned()
     }
 
+    /// The routes of every asynchronous endpoint (those with an `async_config`).
+    pub fn asynchronous(&self) -> Vec<(String, Arc<EndpointRoutes>)> {
+        self.endpoints
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, r)| r.async_config.is_some())
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect()
+    }
+
     /// Publishes new routes, keeping the counters of instances that stay.
     pub fn publish(&self, endpoint: &str, mut routes: EndpointRoutes) {
         let mut map = self.endpoints.write().unwrap_or_else(|p| p.into_inner());

@@ -42,6 +42,9 @@ use tokio::sync::oneshot;
 
 use crate::core::model::Timestamp;
 
+/// The most finished requests one [`Queue::purge_done`] forgets.
+pub const PURGE_CHUNK: i64 = 5000;
+
 /// The most jobs the writer commits in one transaction.
 pub const MAX_BATCH: usize = 1024;
 
@@ -523,7 +526,8 @@ impl Queue {
         }
     }
 
-    /// Forgets finished requests that ended before `before` (retention). Returns how many.
+    /// Forgets finished requests that ended before `before` (retention), at most
+    /// [`PURGE_CHUNK`] of them (call it again for more). Returns how many.
     pub fn purge_done(&self, before: Timestamp) -> Result<u64, QueueError> {
         finite("before", before)?;
         match self.run(Job::PurgeDone(before))? {
@@ -744,9 +748,12 @@ fn apply(conn: &Connection, job: &Job) -> Result<Answer, QueueError> {
             "UPDATE requests SET state = 'queued', lease_until = NULL WHERE id = ?1 AND state = 'leased'",
             [id],
         )? as u64)),
-        Job::PurgeDone(before) => Ok(Answer::Count(
-            conn.execute("DELETE FROM requests WHERE state = 'done' AND finished < ?1", [before])? as u64,
-        )),
+        // In chunks, so that one purge never holds the writer (and every 202 behind it) for long.
+        Job::PurgeDone(before) => Ok(Answer::Count(conn.execute(
+            "DELETE FROM requests WHERE seq IN \
+             (SELECT seq FROM requests WHERE state = 'done' AND finished < ?1 LIMIT ?2)",
+            params![before, PURGE_CHUNK],
+        )? as u64)),
         Job::Complete { id, outcome, now } => {
             let current: Option<Request> = conn
                 .prepare_cached(&format!("SELECT {COLUMNS} FROM requests WHERE id = ?1"))?
@@ -764,7 +771,7 @@ fn apply(conn: &Connection, job: &Job) -> Result<Answer, QueueError> {
                 Outcome::Expired => ("expired", None),
             };
             conn.prepare_cached(
-                "UPDATE requests SET state = 'done', lease_until = NULL, outcome = ?2, reason = ?3, finished = ?4 \
+                "UPDATE requests SET state = 'done', lease_until = NULL, outcome = ?2, reason = ?3, finished = ?4, inline_body = NULL \
                  WHERE id = ?1",
             )?
             .execute(params![id, kind, reason, now])?;

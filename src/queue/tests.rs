@@ -339,6 +339,8 @@ impl Model {
             return Some(Completion::AlreadyDone(outcome.clone()));
         }
         r.1 = State::Done { outcome };
+        // A finished request's inline payload is not kept.
+        r.0.inline_body = None;
         Some(Completion::Completed)
     }
 

@@ -391,17 +391,15 @@ pub fn async_inference_config(cfg: &crate::core::model::AsyncInferenceConfig) ->
         ("S3FailurePath", out.s3_failure_path.as_ref()),
     ] {
         let Some(uri) = uri else { continue };
-        let Some(rest) = uri.strip_prefix("s3://") else {
+        if !uri.starts_with("s3://") {
             return Err(ValidationError(format!(
                 "{AT}.{member}: '{uri}' is not an s3:// URI; spillway writes to s3://bucket/prefix locations only"
             )));
-        };
-        let bucket = rest.split('/').next().unwrap_or_default();
-        if bucket.is_empty() {
-            return Err(ValidationError(format!(
-                "{AT}.{member}: '{uri}' names no bucket; expected s3://bucket/prefix"
-            )));
         }
+        // The bucket's and the key's rules now, not at the first answer: a location no object
+        // can be written under would leave every accepted request without one.
+        crate::core::s3uri::parse_prefix(uri)
+            .map_err(|e| ValidationError(format!("{AT}.{member}: '{uri}' is not a usable location: {e}")))?;
     }
     if let Some(n) = &out.notification_config {
         for include in n.include_inference_response_in.iter().flatten() {
