@@ -325,11 +325,17 @@ async fn process(app: Arc<App>, req: Request, slot: Slot, variant: String, servi
             app.clock.now(),
         );
     }
-    // The instance left the routes while it worked (scale-in, a deployment, a reclaim, a
-    // crash): the broken exchange is the fleet's doing, not the request's.
+    // The connection broke before any answer: the instance left the routes while it worked
+    // (scale-in, a deployment, a reclaim) or its process died (the health check has not seen
+    // it yet). That is the fleet's doing, not the request's: it runs again elsewhere. A model
+    // that dies on this very request every time ends it as a ModelError at the
+    // BROKEN_RETRIES-th such run (a poison request must not crash-loop the fleet until its
+    // TTL).
     let attempt = match attempt {
         Attempt::Failed(f)
-            if f.kind == FailureKind::ModelError && f.response.is_none() && !routed(&app, inv, &slot.inst) =>
+            if f.kind == FailureKind::ModelError
+                && f.response.is_none()
+                && (!routed(&app, inv, &slot.inst) || req.attempts < BROKEN_RETRIES) =>
         {
             Attempt::Unreachable(f.message)
         }
@@ -398,6 +404,10 @@ async fn finish_from_existing_object(app: &Arc<App>, req: &Request) -> bool {
     }
     false
 }
+
+/// Runs whose connection broke before any answer, with the instance still routed, after which
+/// the request ends as a `ModelError`.
+pub const BROKEN_RETRIES: u32 = 3;
 
 /// How long a request whose instance could not be reached waits before it goes back.
 const UNREACHABLE_PAUSE: Duration = Duration::from_secs(2);

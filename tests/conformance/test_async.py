@@ -307,8 +307,14 @@ def test_success_and_error_notifications_reach_the_subscriber(start_server):
         good = rt.invoke_endpoint_async(EndpointName="n", Body=b"notify me", ContentType="text/plain",
                                         InferenceId="good-1", CustomAttributes="k=v")
         bad = rt.invoke_endpoint_async(EndpointName="n500", Body=b"x", InferenceId="bad-1")
-        posts = poll(lambda: len(hook.posts()) >= 2 and hook.posts(), timeout=30, what="two notifications")
-        by_topic = {p["headers"]["x-amz-sns-topic-arn"]: json.loads(json.loads(p["body"])["Message"]) for p in posts}
+        # A client may reuse an InferenceId: each request is still notified.
+        again = rt.invoke_endpoint_async(EndpointName="n", Body=b"again", InferenceId="good-1")
+        posts = poll(lambda: len(hook.posts()) >= 3 and hook.posts(), timeout=30, what="three notifications")
+        messages = [json.loads(json.loads(p["body"])["Message"]) for p in posts]
+        outs = sorted(m["responseParameters"].get("outputLocation", "") for m in messages if m["invocationStatus"] == "Completed")
+        assert outs == sorted([good["OutputLocation"], again["OutputLocation"]]), messages
+        by_topic = {p["headers"]["x-amz-sns-topic-arn"]: json.loads(json.loads(p["body"])["Message"])
+                    for p in posts if json.loads(json.loads(p["body"])["Message"])["responseParameters"].get("outputLocation") != again["OutputLocation"]}
         ok, err = by_topic[ok_topic], by_topic[err_topic]
         assert ok["invocationStatus"] == "Completed" and ok["inferenceId"] == "good-1"
         assert ok["responseParameters"]["outputLocation"] == good["OutputLocation"]
@@ -439,3 +445,52 @@ def test_round_trip_through_an_s3_compatible_server(start_server, moto_s3, monke
     assert json.loads(out["Body"].read())["body"] == '{"remote": true}'
     failure = poll(lambda: read(missing["FailureLocation"]), timeout=30, what="the failure on moto")
     assert "does not exist" in failure["Body"].read().decode()
+
+
+def test_the_caller_must_be_allowed_to_read_the_input(server):
+    """The workers read `InputLocation` with spillway's rights, so `InvokeEndpointAsync` asks
+    the caller's policies for `s3:GetObject` on it: a caller may not have the model read what
+    the caller could not."""
+    from test_auth import make_user
+
+    deploy_async(server, "guarded")
+    put_object(server, f"s3://{BUCKET}/public/in.json", b"ok")
+    put_object(server, f"s3://{BUCKET}/secret/in.json", b"secret")
+    keys = make_user(server, "invoker", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "sagemaker:InvokeEndpointAsync", "Resource": "*"},
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/public/*"},
+    ]})
+    rt = server.client("sagemaker-runtime", keys=keys)
+    ok = rt.invoke_endpoint_async(EndpointName="guarded", InputLocation=f"s3://{BUCKET}/public/in.json")
+    assert json.loads(wait_object(server, ok["OutputLocation"]))["body"] == "ok"
+    code, msg, status = error_of(rt.invoke_endpoint_async, EndpointName="guarded",
+                                 InputLocation=f"s3://{BUCKET}/secret/in.json")
+    assert (code, status) == ("AccessDeniedException", 403) and "s3:GetObject" in msg, (code, msg)
+    assert f"arn:aws:s3:::{BUCKET}/secret/in.json" in msg, msg
+
+
+def test_a_model_that_dies_with_a_backlog_fails_no_request(server):
+    """A model process killed while requests are queued and running: the requests it held and
+    those handed to it before the health check took it out go back to the queue, and every one
+    ends with its output once the fleet is whole again; none becomes a failure."""
+    deploy_async(server, "fragile", model="fragile", env={"ECHO_INVOCATION_DELAY_MS": "200"}, count=2, concurrency=2)
+    rt = server.rt
+    accepted = [rt.invoke_endpoint_async(EndpointName="fragile", Body=f"f{i}".encode()) for i in range(40)]
+    poll(lambda: len(list_keys(server, OUT + "/")) >= 3, timeout=30, what="the first outputs")
+    victim = sorted(server.processes().items())[0][1]
+    spw.kill_pids(victim["pids"])
+    answers = [json.loads(wait_object(server, a["OutputLocation"], timeout=120)) for a in accepted]
+    assert sorted(a["body"] for a in answers) == sorted(f"f{i}" for i in range(40))
+    assert not list_keys(server, FAIL + "/"), "a request failed because its instance died"
+
+
+def test_a_graceful_stop_fails_no_running_request(server):
+    """SIGTERM while a request runs: spillway stops its models under it, and the request is not
+    turned into a failure; after the restart it runs again and ends with its output."""
+    deploy_async(server, "longrun", model="longrun", env={"ECHO_INVOCATION_DELAY_MS": "3000"})
+    r = server.rt.invoke_endpoint_async(EndpointName="longrun", Body=b"survive")
+    time.sleep(1.0)  # it is running on the model now (3 s)
+    assert server.terminate() == 0
+    server.restart()
+    assert json.loads(wait_object(server, r["OutputLocation"], timeout=60))["body"] == "survive"
+    assert get_object(server, r["FailureLocation"]) is None
