@@ -419,7 +419,7 @@ def test_round_trip_through_an_s3_compatible_server(start_server, moto_s3, monke
     storage = {"backend": "s3", "s3_endpoint": moto_s3, "region": "us-east-1", "allow_http": True}
     server = start_server(config={"storage": storage})
     assert server.storage_port is None, "backend = s3 serves no S3 API of its own"
-    s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1",
+    s3 = boto3.session.Session().client("s3", endpoint_url=moto_s3, region_name="us-east-1",
                       aws_access_key_id="moto", aws_secret_access_key="moto-secret")
     s3.create_bucket(Bucket=BUCKET)
     s3.put_object(Bucket=BUCKET, Key="in/remote.json", Body=b'{"remote": true}')
