@@ -421,10 +421,27 @@ fn put_user_tags(tx: &rusqlite::Transaction<'_>, user: &str, tags: &[Tag]) -> Re
     Ok(())
 }
 
-/// Makes a file readable and writable by its owner only (the store holds secret keys).
-fn make_private(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+/// Creates the SQLite file `path` (if missing) readable and writable by its owner only, and
+/// narrows SQLite's `-wal` and `-shm` side files too where they exist (SQLite creates them with
+/// the database file's mode). Every SQLite file of the data dir goes through it before anything
+/// is written: the store (secret keys), the audit trail, the queue, the notification outbox.
+pub fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = std::path::PathBuf::from(p);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
 }
 
 /// The store. Cheap operations behind one connection; callers keep transactions short.
@@ -439,25 +456,7 @@ impl Store {
     /// files, which SQLite creates with the database file's mode) is made readable by its owner
     /// only, before anything is written to it.
     pub fn open(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(path)
-                .map_err(StoreError::Io)?;
-        }
-        make_private(path).map_err(StoreError::Io)?;
-        for suffix in ["-wal", "-shm"] {
-            let mut side = path.as_os_str().to_owned();
-            side.push(suffix);
-            let side = std::path::PathBuf::from(side);
-            if side.exists() {
-                make_private(&side).map_err(StoreError::Io)?;
-            }
-        }
+        create_private(path).map_err(StoreError::Io)?;
         let mut conn = Connection::open(path)?;
         Self::init(&mut conn)?;
         Ok(Self { conn: Mutex::new(conn) })

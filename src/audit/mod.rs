@@ -288,25 +288,7 @@ impl AuditLog {
     /// The file (and SQLite's `-wal` and `-shm`, which take its mode) is readable by its owner
     /// only: records name users, policies and source addresses.
     pub fn open(path: &Path, retention: Duration) -> Result<Self, AuditError> {
-        {
-            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            let private = |e: std::io::Error| AuditError::Storage(format!("{}: {e}", path.display()));
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(path)
-                .map_err(private)?;
-            for suffix in ["", "-wal", "-shm"] {
-                let mut p = path.as_os_str().to_owned();
-                p.push(suffix);
-                let p = std::path::PathBuf::from(p);
-                if p.exists() {
-                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(private)?;
-                }
-            }
-        }
+        crate::store::create_private(path).map_err(|e| AuditError::Storage(format!("{}: {e}", path.display())))?;
         let conn = open_conn(path, OpenFlags::default())?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;

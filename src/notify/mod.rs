@@ -230,26 +230,9 @@ fn open_conn(path: &Path) -> Result<Connection, NotifyError> {
     Ok(conn)
 }
 
-/// Creates `path` readable by its owner only, and narrows SQLite's side files if they exist.
+/// Creates `path` readable by its owner only (`crate::store::create_private`).
 fn make_private(path: &Path) -> Result<(), NotifyError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let private = |e: std::io::Error| NotifyError::Storage(format!("{}: {e}", path.display()));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(private)?;
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let p = PathBuf::from(p);
-        if p.exists() {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(private)?;
-        }
-    }
-    Ok(())
+    crate::store::create_private(path).map_err(|e| NotifyError::Storage(format!("{}: {e}", path.display())))
 }
 
 /// The writer thread: commits every row that arrived while it was busy in one transaction.

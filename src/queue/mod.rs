@@ -350,25 +350,7 @@ impl Queue {
     /// only: requests name buckets and carry custom attributes. Leases a previous run held are
     /// kept; [`expire`](Self::expire) puts them back once their deadline passes.
     pub fn open(path: &Path) -> Result<Self, QueueError> {
-        {
-            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            let private = |e: std::io::Error| QueueError::Storage(format!("{}: {e}", path.display()));
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(path)
-                .map_err(private)?;
-            for suffix in ["", "-wal", "-shm"] {
-                let mut p = path.as_os_str().to_owned();
-                p.push(suffix);
-                let p = PathBuf::from(p);
-                if p.exists() {
-                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(private)?;
-                }
-            }
-        }
+        crate::store::create_private(path).map_err(|e| QueueError::Storage(format!("{}: {e}", path.display())))?;
         let mut conn = open_conn(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
