@@ -276,6 +276,17 @@ fn read_request(r: &Row<'_>) -> rusqlite::Result<Request> {
     })
 }
 
+/// `now + lease_seconds`, both checked.
+fn lease_until(now: Timestamp, lease_seconds: f64) -> Result<Timestamp, QueueError> {
+    finite("now", now)?;
+    if !lease_seconds.is_finite() || lease_seconds < 0.0 {
+        return Err(QueueError::Invalid(format!(
+            "lease_seconds must be a finite number of seconds >= 0, not {lease_seconds}"
+        )));
+    }
+    Ok(now + lease_seconds)
+}
+
 fn finite(what: &str, t: f64) -> Result<(), QueueError> {
     if t.is_finite() {
         Ok(())
@@ -381,6 +392,14 @@ impl Queue {
         Ok(rx)
     }
 
+    /// Runs a job that answers a count.
+    fn count(&self, job: Job) -> Result<u64, QueueError> {
+        match self.run(job)? {
+            Answer::Count(n) => Ok(n),
+            _ => Err(QueueError::Storage("the writer answered another job".into())),
+        }
+    }
+
     /// Sends a job and blocks until its batch is committed.
     fn run(&self, job: Job) -> Result<Answer, QueueError> {
         self.submit(job)?.blocking_recv().map_err(|_| QueueError::Stopped)?
@@ -423,12 +442,7 @@ impl Queue {
         now: Timestamp,
         lease_seconds: f64,
     ) -> Result<Vec<Request>, QueueError> {
-        finite("now", now)?;
-        if !lease_seconds.is_finite() || lease_seconds < 0.0 {
-            return Err(QueueError::Invalid(format!(
-                "lease_seconds must be a finite number of seconds >= 0, not {lease_seconds}"
-            )));
-        }
+        let until = lease_until(now, lease_seconds)?;
         if max == 0 {
             return Ok(vec![]);
         }
@@ -436,7 +450,7 @@ impl Queue {
             endpoint: endpoint.to_string(),
             max,
             now,
-            until: now + lease_seconds,
+            until,
         })? {
             Answer::Leased(v) => Ok(v),
             _ => Err(QueueError::Storage("the writer answered another job".into())),
@@ -471,20 +485,11 @@ impl Queue {
     /// `now`, oldest first, leased like [`lease`](Self::lease): their worker writes the
     /// failure object, then completes them as [`Outcome::Expired`].
     pub fn lease_expired(&self, max: usize, now: Timestamp, lease_seconds: f64) -> Result<Vec<Request>, QueueError> {
-        finite("now", now)?;
-        if !lease_seconds.is_finite() || lease_seconds < 0.0 {
-            return Err(QueueError::Invalid(format!(
-                "lease_seconds must be a finite number of seconds >= 0, not {lease_seconds}"
-            )));
-        }
+        let until = lease_until(now, lease_seconds)?;
         if max == 0 {
             return Ok(vec![]);
         }
-        match self.run(Job::LeaseExpired {
-            max,
-            now,
-            until: now + lease_seconds,
-        })? {
+        match self.run(Job::LeaseExpired { max, now, until })? {
             Answer::Leased(v) => Ok(v),
             _ => Err(QueueError::Storage("the writer answered another job".into())),
         }
@@ -493,29 +498,20 @@ impl Queue {
     /// Puts every leased request back in the queue: at start-up, when the workers that held
     /// the leases died with the previous process. Returns how many.
     pub fn release_leases(&self) -> Result<u64, QueueError> {
-        match self.run(Job::ReleaseLeases)? {
-            Answer::Count(n) => Ok(n),
-            _ => Err(QueueError::Storage("the writer answered another job".into())),
-        }
+        self.count(Job::ReleaseLeases)
     }
 
     /// Puts leased request `id` back in the queue at once (its worker could not reach a
     /// model; another attempt may). Whether it was leased.
     pub fn release(&self, id: &str) -> Result<bool, QueueError> {
-        match self.run(Job::Release(id.to_string()))? {
-            Answer::Count(n) => Ok(n > 0),
-            _ => Err(QueueError::Storage("the writer answered another job".into())),
-        }
+        self.count(Job::Release(id.to_string())).map(|n| n > 0)
     }
 
     /// Forgets finished requests that ended before `before` (retention), at most
     /// [`PURGE_CHUNK`] of them (call it again for more). Returns how many.
     pub fn purge_done(&self, before: Timestamp) -> Result<u64, QueueError> {
         finite("before", before)?;
-        match self.run(Job::PurgeDone(before))? {
-            Answer::Count(n) => Ok(n),
-            _ => Err(QueueError::Storage("the writer answered another job".into())),
-        }
+        self.count(Job::PurgeDone(before))
     }
 
     /// The endpoints that have requests queued or leased.
