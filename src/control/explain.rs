@@ -9,8 +9,8 @@ use crate::control::autoscaler::{Activity, ScalableTarget, ScalingPolicy};
 use crate::control::{ControlError, alarms, controller, ledger};
 use crate::core::catalog;
 use crate::core::explain::{
-    ActivityEvidence, AlarmEvidence, Attempt, Backoff, CostEvidence, Hardware, PolicyEvidence, PoolEvidence,
-    RebalanceEvidence, RebalanceWait, ScalingEvidence, Snapshot, VariantEvidence,
+    ActivityEvidence, AlarmEvidence, Attempt, BacklogEvidence, Backoff, CostEvidence, Hardware, PolicyEvidence,
+    PoolEvidence, RebalanceEvidence, RebalanceWait, ScalingEvidence, Snapshot, VariantEvidence,
 };
 use crate::core::planner::InstancePhase;
 use crate::store::Kind;
@@ -219,6 +219,19 @@ pub async fn snapshot(app: &App, name: &str) -> Result<Option<Snapshot>, Control
             scaling,
         });
     }
+    let backlog = if record.active.async_config.is_some() {
+        let (q, n) = (app.queue.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || q.backlog(&n, now))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|b| BacklogEvidence {
+                size: b.size,
+                oldest_age_seconds: b.oldest_age_seconds,
+            })
+    } else {
+        None
+    };
     Ok(Some(Snapshot {
         endpoint_name: name.to_string(),
         status: record.status().as_str().to_string(),
@@ -236,5 +249,6 @@ pub async fn snapshot(app: &App, name: &str) -> Result<Option<Snapshot>, Control
             max_hourly_cost_usd: ledger::ceiling_of(app, name),
             unpriced_types: unpriced.into_iter().collect(),
         },
+        backlog,
     }))
 }

@@ -30,6 +30,19 @@ pub struct Snapshot {
     pub rebalance: RebalanceEvidence,
     /// Its cost per hour now.
     pub cost: CostEvidence,
+    /// An asynchronous endpoint's queue: requests queued or running, and the age of the oldest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<BacklogEvidence>,
+}
+
+/// An asynchronous endpoint's backlog (`ApproximateBacklogSize`, `ApproximateAgeOfOldestRequest`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BacklogEvidence {
+    /// Requests queued or running.
+    pub size: u64,
+    /// Seconds since the oldest of them was accepted (0 when there is none).
+    pub oldest_age_seconds: f64,
 }
 
 /// One variant.
@@ -262,6 +275,16 @@ pub fn sentences(s: &Snapshot) -> Vec<String> {
         s.status,
         plural(wanted, "instance", "instances")
     ));
+    if let Some(b) = &s.backlog {
+        out.push(match b.size {
+            0 => "It is asynchronous; its queue is empty.".to_string(),
+            n => format!(
+                "It is asynchronous: {} queued or running, the oldest accepted {} ago.",
+                plural(u32::try_from(n).unwrap_or(u32::MAX), "request", "requests"),
+                human_seconds(b.oldest_age_seconds)
+            ),
+        });
+    }
     if let Some(r) = &s.failure_reason {
         out.push(format!("Its last failure: {r}"));
     }
@@ -272,7 +295,9 @@ pub fn sentences(s: &Snapshot) -> Vec<String> {
             .filter(|p| p.current > 0)
             .map(|p| format!("{} on {} (priority {})", p.current, p.instance_type, p.priority))
             .collect();
-        let where_ = if placed.is_empty() {
+        let where_ = if placed.is_empty() && v.desired_count == 0 {
+            "none".to_string()
+        } else if placed.is_empty() {
             "no instances yet".to_string()
         } else {
             placed.join(", ")
@@ -518,6 +543,7 @@ mod tests {
                 max_hourly_cost_usd: None,
                 unpriced_types: vec![],
             },
+            backlog: None,
         }
     }
 
@@ -612,5 +638,24 @@ mod tests {
         assert!(text.contains("is scaled to zero"), "{text}");
         assert!(text.contains("priority 1 (big)"), "{text}");
         assert!(!text.contains("nothing to explain"), "{text}");
+        assert!(text.contains("Variant v wants 0 instances: none."), "{text}");
+        assert!(
+            !text.contains("asynchronous"),
+            "no backlog evidence, no sentence: {text}"
+        );
+        s.backlog = Some(BacklogEvidence {
+            size: 3,
+            oldest_age_seconds: 125.0,
+        });
+        let text = sentences(&s).join("\n");
+        assert!(
+            text.contains("It is asynchronous: 3 requests queued or running, the oldest accepted 2m 05s ago."),
+            "{text}"
+        );
+        s.backlog = Some(BacklogEvidence {
+            size: 0,
+            oldest_age_seconds: 0.0,
+        });
+        assert!(sentences(&s).join("\n").contains("its queue is empty"));
     }
 }
