@@ -360,6 +360,12 @@ def test_requests_wait_at_zero_and_the_backlog_alarm_scales_up_from_priority_one
 
     poll(has_backlog_without_capacity, timeout=30, what="HasBacklogWithoutCapacity = 1")
     assert all(get_object(server, a["OutputLocation"]) is None for a in accepted), "nothing runs at zero"
+    # `spillway explain` (the admin API it reads) says what waits, and where scaling up starts.
+    e = server.admin_get("endpoints/zero/explain")
+    assert e["backlog"]["size"] == 6 and e["backlog"]["oldestAgeSeconds"] > 0, e["backlog"]
+    summary = " ".join(e["summary"])
+    assert "It is asynchronous: 6 requests queued or running" in summary, summary
+    assert "scaling up starts again at priority 1 (ml.g6.2xlarge)" in summary, summary
     aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=rid, ScalableDimension=dim,
                                  MinCapacity=0, MaxCapacity=2)
     policy = aas.put_scaling_policy(
