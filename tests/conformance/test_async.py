@@ -3,6 +3,7 @@ queue and its workers, output and failure objects, driven with boto3 as users do
 
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
 import time
@@ -225,6 +226,20 @@ def test_work_is_shared_by_every_instance_across_types_within_the_concurrency_li
     # 8 one-second requests on 2 instances taking 2 at a time cannot finish in under 2 s; without
     # the limit they would all run at once.
     assert elapsed >= 1.9, elapsed
+    # Counted as real-time invocations are, per instance type.
+    import datetime as dt
+
+    cw, now = server.client("cloudwatch"), spw.utcnow()
+    per_type = {}
+    for itype in ("ml.m5.xlarge", "ml.c5.xlarge"):
+        dims = [{"Name": "EndpointName", "Value": "shared"}, {"Name": "VariantName", "Value": "AllTraffic"},
+                {"Name": "InstanceType", "Value": itype}]
+        r = cw.get_metric_statistics(Namespace="AWS/SageMaker", MetricName="Invocations", Dimensions=dims,
+                                     StartTime=now - dt.timedelta(minutes=5), EndTime=now + dt.timedelta(minutes=1),
+                                     Period=60, Statistics=["Sum"])
+        per_type[itype] = sum(d["Sum"] for d in r["Datapoints"])
+    served = collections.Counter(a["instanceType"] for a in answers)
+    assert per_type == {t: served[t] for t in per_type}, (per_type, served)
 
 
 def test_sigkill_under_load_loses_and_duplicates_nothing(server):
