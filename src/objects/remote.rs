@@ -61,19 +61,19 @@ impl Remote {
             return Ok(c.clone());
         }
         let mut b = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_region(&self.region)
-            .with_allow_http(self.allow_http)
-            .with_virtual_hosted_style_request(false)
-            // object_store's default bounds a whole request to 30 s, which cuts off any object
-            // larger than 30 s of the link; a request here may move up to
-            // `[async_inference] max_payload_bytes`. Connecting stays bounded (10 s), and a
-            // transfer is cut off after an hour.
+            // First: `with_allow_http` below writes into these options. object_store's default
+            // bounds a whole request to 30 s, which cuts off any object larger than 30 s of the
+            // link; a request here may move up to `[async_inference] max_payload_bytes`.
+            // Connecting stays bounded (10 s), and a transfer is cut off after an hour.
             .with_client_options(
                 object_store::ClientOptions::new()
                     .with_timeout(std::time::Duration::from_secs(3600))
                     .with_connect_timeout(std::time::Duration::from_secs(10)),
-            );
+            )
+            .with_bucket_name(bucket)
+            .with_region(&self.region)
+            .with_allow_http(self.allow_http)
+            .with_virtual_hosted_style_request(false);
         if let Some(e) = &self.endpoint {
             b = b.with_endpoint(e);
         }
