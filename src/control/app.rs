@@ -195,7 +195,8 @@ impl App {
 
     /// Like [`App::start`], with `provider` instead of the configured one and `clock` instead
     /// of the wall clock (tests and simulations: an in-memory provider on a paused
-    /// [`Clock::tokio`]).
+    /// [`Clock::tokio`]). The asynchronous workers do not run: such a provider's instances serve
+    /// no HTTP, so a simulation fills and drains `App::queue` itself.
     pub async fn start_with_provider(
         cfg: Config,
         provider: Arc<dyn CapacityProvider>,
@@ -209,6 +210,7 @@ impl App {
         provider: Option<Arc<dyn CapacityProvider>>,
         clock: Clock,
     ) -> Result<Arc<App>, StartError> {
+        let simulated = provider.is_some();
         let data_dir = cfg.data_dir.clone();
         // A data directory spillway creates is private to its user (it holds the store, whose
         // access keys are secrets, and the credentials file); one that exists is left as it is
@@ -338,7 +340,11 @@ impl App {
         tokio::spawn(sample_usage(app.clone()));
         tokio::spawn(crate::control::ledger::run(app.clone()));
         tokio::spawn(crate::control::autoscaler::run(app.clone()));
-        tokio::spawn(crate::control::asyncq::run(app.clone()));
+        if simulated {
+            tracing::debug!("asynchronous workers off: the provider's instances serve no HTTP");
+        } else {
+            tokio::spawn(crate::control::asyncq::run(app.clone()));
+        }
         {
             // Delivery outcomes are the endpoint's events; a weak reference, so the task does
             // not keep the server alive.
