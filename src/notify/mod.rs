@@ -349,10 +349,11 @@ impl Notifier {
     /// stored as a dead letter at once and recorded as `NotificationNotDelivered`: still `Ok`,
     /// never an error of the request that caused it.
     ///
-    /// Idempotent per inference: publishing again to the same topic for the same endpoint and
+    /// Idempotent per request: publishing again to the same topic for the same endpoint and
     /// non-empty `inference_id` stores nothing and returns the first `MessageId`, so a worker
     /// that published, crashed before completing the request and processed it again does not
-    /// notify twice.
+    /// notify twice. The asynchronous workers pass the request's own id there (clients may
+    /// reuse an `InferenceId`).
     pub async fn publish(&self, n: Notification) -> Result<String, NotifyError> {
         self.publish_with_subject(n, None).await
     }
