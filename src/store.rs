@@ -56,6 +56,10 @@ pub enum Kind {
     Alarm,
     /// One alarm history item (named `<alarm>|<time>|<id>`).
     AlarmHistory,
+    /// `CreateInferenceComponent` (named by component name).
+    InferenceComponent,
+    /// One copy of an inference component (named by copy id).
+    ComponentCopy,
 }
 
 /// Adds or overwrites tags inside a transaction.
@@ -82,6 +86,8 @@ impl Kind {
             Kind::ScalingActivity => "scaling-activity",
             Kind::Alarm => "alarm",
             Kind::AlarmHistory => "alarm-history",
+            Kind::InferenceComponent => "inference-component",
+            Kind::ComponentCopy => "component-copy",
         }
     }
 }

@@ -100,6 +100,7 @@ fn tracked(id: &str, itype: &str, l: &Launched) -> TrackedInstance {
         instance_id: id.into(),
         instance_type: itype.into(),
         handle: l.handle.clone(),
+        host: None,
     }
 }
 

@@ -367,6 +367,7 @@ impl App {
                 instance_id: i.instance_id.clone(),
                 instance_type: i.instance_type.clone(),
                 handle: i.handle.clone(),
+                host: None,
             })
             .collect();
         let recovery = self.provider.recover(&tracked).await;

@@ -1253,6 +1253,7 @@ fn routes_of(rt: &EndpointRuntime) -> EndpointRoutes {
             })
             .collect(),
         async_config: dep.async_config.clone().map(Arc::new),
+        ..Default::default()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod app;
 pub mod asyncq;
 pub mod autoscaler;
 pub mod backlog;
+pub mod components;
 pub mod controller;
 pub mod explain;
 pub mod identity;
@@ -79,6 +80,8 @@ pub enum ResourceKind {
     EndpointConfig,
     /// `CreateEndpoint`.
     Endpoint,
+    /// `CreateInferenceComponent`.
+    InferenceComponent,
 }
 
 impl ResourceKind {
@@ -88,6 +91,7 @@ impl ResourceKind {
             Self::Model => "model",
             Self::EndpointConfig => "endpoint-config",
             Self::Endpoint => "endpoint",
+            Self::InferenceComponent => "inference-component",
         }
     }
 
@@ -97,6 +101,7 @@ impl ResourceKind {
             Self::Model => "model",
             Self::EndpointConfig => "endpoint configuration",
             Self::Endpoint => "endpoint",
+            Self::InferenceComponent => "inference component",
         }
     }
 
@@ -105,6 +110,7 @@ impl ResourceKind {
             Self::Model => Kind::Model,
             Self::EndpointConfig => Kind::EndpointConfig,
             Self::Endpoint => Kind::Endpoint,
+            Self::InferenceComponent => Kind::InferenceComponent,
         }
     }
 }
@@ -245,6 +251,13 @@ pub enum Command {
         /// The changes, one per variant.
         changes: Vec<VariantChange>,
     },
+    /// `UpdateInferenceComponentRuntimeConfig`, and the autoscaler's scaling of copies.
+    SetComponentCopies {
+        /// The component.
+        name: String,
+        /// `CopyCount`.
+        copies: u32,
+    },
     /// `AddTags`.
     AddTags {
         /// The resource.
@@ -380,6 +393,7 @@ async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, Contro
         } => create_endpoint(app, name, &config_name, deployment_config, &tags),
         Command::UpdateEndpoint(u) => update_endpoint(app, u).await,
         Command::DeleteEndpoint { name } => delete_endpoint(app, &name).await,
+        Command::SetComponentCopies { name, copies } => components::set_copies(app, &name, copies).await,
         Command::SetVariants { endpoint, changes } => set_variants(app, &endpoint, &changes).await,
         Command::AddTags { arn, tags } => {
             resolve_arn(app, &arn).await?;

@@ -8,6 +8,7 @@
 pub mod alarm;
 pub mod capacity;
 pub mod catalog;
+pub mod component;
 pub mod cost;
 pub mod endpoint;
 pub mod explain;

@@ -93,11 +93,31 @@ pub struct VariantRoutes {
     pub instances: Vec<Arc<RouteInstance>>,
 }
 
+/// An inference component's serving copies (docs/inference-components.md, "Routing").
+#[derive(Debug)]
+pub struct ComponentRoutes {
+    /// Component name.
+    pub name: String,
+    /// The variant whose instances host it.
+    pub variant: String,
+    /// How to pick a copy (the variant's `RoutingConfig`).
+    pub strategy: RoutingStrategy,
+    /// Copies in service; a copy's `instance_type` is its hosting instance's type and its id
+    /// the copy's id.
+    pub copies: Vec<Arc<RouteInstance>>,
+}
+
 /// An endpoint's serving variants.
 #[derive(Debug, Default)]
 pub struct EndpointRoutes {
     /// Variants in configuration order.
     pub variants: Vec<VariantRoutes>,
+    /// For an endpoint that hosts inference components: each component's copies, by name.
+    /// Empty for an endpoint whose variants run models themselves.
+    pub components: std::collections::BTreeMap<String, ComponentRoutes>,
+    /// Whether the endpoint hosts inference components (its variants name no model): an
+    /// invocation must then name one (`InferenceComponentName`).
+    pub hosts_components: bool,
     /// The active deployment's `AsyncInferenceConfig`: set when the endpoint is asynchronous
     /// (it takes `InvokeEndpointAsync`, and `InvokeEndpoint` is refused).
     pub async_config: Option<Arc<crate::core::model::AsyncInferenceConfig>>,
@@ -368,8 +388,32 @@ impl RouteTable {
                     .filter(|i| i.id == instance_id)
                     .cloned(),
             );
+            let components = routes
+                .components
+                .iter()
+                .map(|(name, c)| {
+                    let copies = c.copies.iter().filter(|i| i.id != instance_id).cloned().collect();
+                    let kept = ComponentRoutes {
+                        name: c.name.clone(),
+                        variant: c.variant.clone(),
+                        strategy: c.strategy,
+                        copies,
+                    };
+                    (name.clone(), kept)
+                })
+                .collect();
+            retired.extend(
+                routes
+                    .components
+                    .values()
+                    .flat_map(|c| &c.copies)
+                    .filter(|i| i.id == instance_id)
+                    .cloned(),
+            );
             *routes = Arc::new(EndpointRoutes {
                 variants,
+                components,
+                hosts_components: routes.hosts_components,
                 async_config: routes.async_config.clone(),
             });
         }
@@ -538,6 +582,7 @@ mod tests {
                 variant("b", 0.0, vec![inst("b1", 0)]),
             ],
             async_config: None,
+            ..Default::default()
         };
         for _ in 0..50 {
             assert_eq!(r.pick(None, 0, None).unwrap().0, 0);
@@ -557,6 +602,7 @@ mod tests {
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0)])],
                 async_config: None,
+                ..Default::default()..Default::default()
             },
         );
         t.get("e").unwrap().variants[0].instances[0]
@@ -567,6 +613,7 @@ mod tests {
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0), inst("y", 0)])],
                 async_config: None,
+                ..Default::default()..Default::default()
             },
         );
         let r = t.get("e").unwrap();
@@ -581,6 +628,7 @@ mod tests {
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0), inst("y", 0)])],
                 async_config: None,
+                ..Default::default()..Default::default()
             },
         );
         let x = t.get("e").unwrap().variants[0].instances[0].clone();

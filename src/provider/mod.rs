@@ -53,6 +53,39 @@ pub struct LaunchRequest {
     pub model_data: ModelDataLimits,
 }
 
+/// Everything a provider needs to start one copy of an inference component on an instance it
+/// launched earlier (docs/inference-components.md, "Copies on providers").
+#[derive(Debug, Clone)]
+pub struct CopyLaunchRequest {
+    /// The copy's id (`c-...`); carried as `SPILLWAY_INSTANCE_ID` so recovery knows the process.
+    pub copy_id: String,
+    /// Endpoint.
+    pub endpoint_name: String,
+    /// Variant.
+    pub variant_name: String,
+    /// The component.
+    pub component: String,
+    /// The hosting instance.
+    pub host_instance_id: String,
+    /// The hosting instance's stored handle (its devices, its allocation).
+    pub host_handle: Value,
+    /// The hosting instance's type.
+    pub instance_type: &'static InstanceTypeSpec,
+    /// Positions (0-based) among the host's accelerator devices the copy gets: the provider
+    /// maps them to device ids and sets `CUDA_VISIBLE_DEVICES`.
+    pub accelerators: Vec<u32>,
+    /// Cores the copy gets.
+    pub cpus: f64,
+    /// Memory the copy gets, MiB.
+    pub memory_mb: u64,
+    /// The model it runs (`ModelName`, or the component's name for an inline container).
+    pub model_name: String,
+    /// Its container.
+    pub container: ContainerDefinition,
+    /// Bounds on preparing its model data.
+    pub model_data: ModelDataLimits,
+}
+
 /// Bounds on preparing an instance's model data (`ModelDataUrl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelDataLimits {
@@ -112,6 +145,9 @@ pub struct TrackedInstance {
     pub instance_type: String,
     /// The stored handle.
     pub handle: Value,
+    /// For a copy of an inference component: its hosting instance (whose capacity it uses;
+    /// recovery reserves none for it).
+    pub host: Option<String>,
 }
 
 /// What recovery found after a restart.
@@ -266,6 +302,20 @@ pub trait CapacityProvider: Send + Sync {
     /// Starts one instance. Must answer [`LaunchError::InsufficientCapacity`] promptly when
     /// the type cannot be had now, never queue behind spillway's back.
     fn launch(&self, req: LaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>>;
+
+    /// Starts one copy of an inference component on a running instance of this provider, with
+    /// the share it was given. Answers with the copy's handle and address; `terminate`,
+    /// `liveness`, `health` and `usage_target` then take the copy's id and handle as they take
+    /// an instance's. The default refuses: a provider that cannot place copies.
+    fn launch_copy(&self, req: CopyLaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>> {
+        Box::pin(async move {
+            Err(LaunchError::Failed(format!(
+                "the {} provider cannot place copies of inference components (copy {})",
+                self.kind(),
+                req.copy_id
+            )))
+        })
+    }
 
     /// Stops an instance: a polite signal, then a forced stop after `grace`. Idempotent.
     fn terminate<'a>(&'a self, instance_id: &'a str, handle: &'a Value, grace: Duration) -> BoxFuture<'a, ()>;
