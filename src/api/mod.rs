@@ -15,6 +15,7 @@ pub mod alarms;
 pub mod autoscaling;
 pub mod cloudtrail;
 pub mod cloudwatch;
+pub mod components;
 pub mod iam;
 pub mod logs;
 pub mod ops;

@@ -5,6 +5,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::components::{
+    self, ComponentNameInput, CreateInferenceComponentInput, ListComponentsInput, UpdateInferenceComponentInput,
+    UpdateRuntimeConfigInput,
+};
 use super::ops::Resource;
 use super::pagination;
 use crate::control::app::{App, EndpointRuntime};
@@ -36,6 +40,12 @@ crate::operations! {
         AddTags(AddTagsInput) => arn |i, _a| Resource::Arn(i.resource_arn.clone()),
         ListTags(ListTagsInput) => arn |i, _a| Resource::Arn(i.resource_arn.clone()),
         DeleteTags(DeleteTagsInput) => arn |i, _a| Resource::Arn(i.resource_arn.clone()),
+        CreateInferenceComponent(CreateInferenceComponentInput) => arn |i, a| a.resource("inference-component", &i.inference_component_name),
+        DescribeInferenceComponent(ComponentNameInput) => arn |i, a| a.resource("inference-component", &i.inference_component_name),
+        ListInferenceComponents(ListComponentsInput) => any,
+        UpdateInferenceComponent(UpdateInferenceComponentInput) => arn |i, a| a.resource("inference-component", &i.inference_component_name),
+        UpdateInferenceComponentRuntimeConfig(UpdateRuntimeConfigInput) => arn |i, a| a.resource("inference-component", &i.inference_component_name),
+        DeleteInferenceComponent(ComponentNameInput) => arn |i, a| a.resource("inference-component", &i.inference_component_name),
     }
 }
 
@@ -48,6 +58,7 @@ impl super::ops::Conditions for SageMakerOp {
         match self {
             SageMakerOp::CreateEndpoint(i) => vec![arns.resource("endpoint-config", &i.endpoint_config_name)],
             SageMakerOp::UpdateEndpoint(i) => vec![arns.resource("endpoint-config", &i.endpoint_config_name)],
+            SageMakerOp::CreateInferenceComponent(i) => vec![arns.resource("endpoint", &i.endpoint_name)],
             _ => vec![],
         }
     }
@@ -60,6 +71,7 @@ impl super::ops::Conditions for SageMakerOp {
             SageMakerOp::CreateModel(i) => pairs(&i.tags),
             SageMakerOp::CreateEndpoint(i) => pairs(&i.tags),
             SageMakerOp::AddTags(i) => pairs(&i.tags),
+            SageMakerOp::CreateInferenceComponent(i) => pairs(&i.tags),
             SageMakerOp::CreateEndpointConfig(i) => {
                 let types: Vec<&str> = i
                     .production_variants
@@ -105,6 +117,12 @@ pub(crate) async fn dispatch(app: &Arc<App>, op: SageMakerOp) -> Result<Value, A
         Op::AddTags(i) => add_tags(app, i).await,
         Op::ListTags(i) => list_tags(app, i).await,
         Op::DeleteTags(i) => delete_tags(app, i).await,
+        Op::CreateInferenceComponent(i) => components::create(app, i).await,
+        Op::DescribeInferenceComponent(i) => components::describe(app, i).await,
+        Op::ListInferenceComponents(i) => components::list(app, i).await,
+        Op::UpdateInferenceComponent(i) => components::update(app, i).await,
+        Op::UpdateInferenceComponentRuntimeConfig(i) => components::update_runtime_config(app, i).await,
+        Op::DeleteInferenceComponent(i) => components::delete(app, i).await,
     }
 }
 
@@ -118,7 +136,7 @@ pub async fn call(app: &Arc<App>, name: &str, body: &[u8]) -> Result<Value, ApiE
 }
 
 /// Applies a command and answers `{ "<key>": <ARN> }`, or `{}` when no key is given.
-async fn command(app: &Arc<App>, command: Command, key: Option<&str>) -> Result<Value, ApiError> {
+pub(super) async fn command(app: &Arc<App>, command: Command, key: Option<&str>) -> Result<Value, ApiError> {
     let outcome = control::apply(app, command).await?;
     Ok(match (key, outcome) {
         (Some(key), Outcome::Arn(arn)) => json!({ key: arn }),
@@ -129,7 +147,7 @@ async fn command(app: &Arc<App>, command: Command, key: Option<&str>) -> Result<
 /// spillway's rules for the tags of a request (their number, lengths and characters are the
 /// model's): keys beginning with `aws:` are reserved, and a key may be given once, since one of
 /// two values would be lost.
-fn check_tags(tags: &[Tag]) -> Result<(), ApiError> {
+pub(super) fn check_tags(tags: &[Tag]) -> Result<(), ApiError> {
     let mut seen = std::collections::HashSet::new();
     for (i, t) in tags.iter().enumerate() {
         let at = format!("Tags.{}.Key", i + 1);
@@ -172,18 +190,23 @@ pub(crate) struct ListInput {
 }
 
 /// One listable item.
-struct Row {
-    name: String,
-    created: Timestamp,
-    modified: Timestamp,
-    status: &'static str,
-    summary: Value,
+pub(super) struct Row {
+    /// Its name (`NameContains`, `SortBy=Name`).
+    pub(super) name: String,
+    /// Created.
+    pub(super) created: Timestamp,
+    /// Last modified.
+    pub(super) modified: Timestamp,
+    /// Status (`StatusEquals`, `SortBy=Status`).
+    pub(super) status: &'static str,
+    /// What the list shows of it.
+    pub(super) summary: Value,
 }
 
 /// One page of a `List*` answer under `key`: filtered, sorted (`SortBy`, `SortOrder` and
 /// `NameContains` were checked against the model's enums and pattern), cut at `MaxResults`
 /// (default 10) from the position a token of `operation` carries.
-fn list_page(operation: &str, input: &ListInput, mut rows: Vec<Row>, key: &str) -> Result<Value, ApiError> {
+pub(super) fn list_page(operation: &str, input: &ListInput, mut rows: Vec<Row>, key: &str) -> Result<Value, ApiError> {
     let max = validate::max_results(input.max_results);
     let sort_by = input.sort_by.as_deref().unwrap_or("CreationTime");
     let descending = input.sort_order.as_deref() != Some("Ascending");
@@ -231,6 +254,44 @@ fn start_of(operation: &str, token: Option<&str>, len: usize) -> Result<usize, A
 // ---------------------------------------------------------------------------------------------
 // Models
 
+/// spillway's rules for a container's `Image` at `at`: given, a known built-in, a command line,
+/// and one the operator allows (`[models] allowed_images`).
+pub(super) fn check_image(app: &App, image: Option<&str>, at: &str) -> Result<(), ApiError> {
+    match image {
+        None | Some("") => {
+            return Err(ApiError::validation(format!(
+                "{at} is required: for spillway's local provider it is the command line to run (or builtin:echo)"
+            )));
+        }
+        Some(image) if image.starts_with("builtin:") && !crate::builtin::BUILTINS.contains(&&image[8..]) => {
+            return Err(ApiError::validation(format!(
+                "{at}: unknown built-in model server {image:?}; available: {}",
+                crate::builtin::BUILTINS
+                    .iter()
+                    .map(|b| format!("builtin:{b}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Some(image) if shlex::split(image).is_none_or(|v| v.is_empty()) => {
+            return Err(ApiError::validation(format!(
+                "{at} {image:?} is not a valid command line (unbalanced quotes)"
+            )));
+        }
+        // An Image is a command line run on this host: only what the operator allows, before
+        // any policy can matter.
+        Some(image) if app.cfg.models.allowing(image).is_none() => {
+            return Err(ApiError::validation(format!(
+                "{at} {image:?} is not allowed on this server: it matches none of [models] allowed_images {:?} \
+                 (an Image is a command line run on the host; the operator lists what may run)",
+                app.cfg.models.allowed_images
+            )));
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct CreateModelInput {
@@ -266,38 +327,7 @@ async fn create_model(app: &Arc<App>, input: CreateModelInput) -> Result<Value, 
             ));
         }
     };
-    match container.image.as_deref() {
-        None | Some("") => {
-            return Err(ApiError::validation(
-                "PrimaryContainer.Image is required: for spillway's local provider it is the command line to run (or builtin:echo)",
-            ));
-        }
-        Some(image) if image.starts_with("builtin:") && !crate::builtin::BUILTINS.contains(&&image[8..]) => {
-            return Err(ApiError::validation(format!(
-                "PrimaryContainer.Image: unknown built-in model server {image:?}; available: {}",
-                crate::builtin::BUILTINS
-                    .iter()
-                    .map(|b| format!("builtin:{b}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        Some(image) if shlex::split(image).is_none_or(|v| v.is_empty()) => {
-            return Err(ApiError::validation(format!(
-                "PrimaryContainer.Image {image:?} is not a valid command line (unbalanced quotes)"
-            )));
-        }
-        // An Image is a command line run on this host: only what the operator allows, before
-        // any policy can matter.
-        Some(image) if app.cfg.models.allowing(image).is_none() => {
-            return Err(ApiError::validation(format!(
-                "PrimaryContainer.Image {image:?} is not allowed on this server: it matches none of [models] allowed_images {:?} \
-                 (an Image is a command line run on the host; the operator lists what may run)",
-                app.cfg.models.allowed_images
-            )));
-        }
-        Some(_) => {}
-    }
+    check_image(app, container.image.as_deref(), "PrimaryContainer.Image")?;
     // A malformed fit declaration is refused where it is written (CreateEndpointConfig checks
     // it against the pools).
     catalog::ModelNeeds::from_environment(

@@ -126,6 +126,13 @@ pub struct EndpointRuntime {
     /// `min_runtime_seconds`, a cost ceiling biting), by key: an event is recorded when the
     /// situation starts or changes, not every tick. Not durable: a restart reports afresh.
     pub reported: BTreeMap<String, String>,
+    /// The inference components placed on this endpoint, by name (also in the store).
+    pub components: BTreeMap<String, crate::core::component::ComponentRecord>,
+    /// Their copies (also in the store).
+    pub copies: Vec<crate::core::component::CopyRecord>,
+    /// Per component: consecutive failed copies of its current version, and when the last one
+    /// failed. Not durable.
+    pub copy_failures: BTreeMap<String, (u32, crate::core::model::Timestamp)>,
 }
 
 /// An endpoint's state plus the bell that wakes its controller.
@@ -360,8 +367,10 @@ impl App {
     }
 
     async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
+        use crate::core::component::{ComponentRecord, CopyPhase, CopyRecord};
         let instances = self.store.instances()?;
-        let tracked: Vec<TrackedInstance> = instances
+        let copies: Vec<CopyRecord> = self.store.list(Kind::ComponentCopy)?;
+        let mut tracked: Vec<TrackedInstance> = instances
             .iter()
             .map(|i| TrackedInstance {
                 instance_id: i.instance_id.clone(),
@@ -370,7 +379,67 @@ impl App {
                 host: None,
             })
             .collect();
+        // A copy still `Placing` was recorded but its start never answered: whatever process
+        // it may have is not tracked, so recovery stops it, and the record goes below.
+        tracked.extend(
+            copies
+                .iter()
+                .filter(|c| c.state != CopyPhase::Placing && !c.handle.is_null())
+                .map(|c| TrackedInstance {
+                    instance_id: c.copy_id.clone(),
+                    instance_type: c.instance_type.clone(),
+                    handle: c.handle.clone(),
+                    host: Some(c.host_instance_id.clone()),
+                }),
+        );
         let recovery = self.provider.recover(&tracked).await;
+        let mut copies_by_endpoint: HashMap<String, Vec<CopyRecord>> = HashMap::new();
+        let grace = std::time::Duration::from_secs(self.cfg.provisioning.termination_grace_seconds);
+        for c in copies {
+            let alive = recovery.alive.contains(&c.copy_id);
+            let host_alive = recovery.alive.contains(&c.host_instance_id);
+            if alive && host_alive {
+                tracing::info!(copy = %c.copy_id, component = %c.component, "adopted a running copy");
+                copies_by_endpoint.entry(c.endpoint_name.clone()).or_default().push(c);
+                continue;
+            }
+            if alive {
+                // Its instance is gone: the copy has no share to run on.
+                self.provider.terminate(&c.copy_id, &c.handle, grace).await;
+            }
+            self.event(Event {
+                time: self.clock.now(),
+                endpoint_name: c.endpoint_name.clone(),
+                variant_name: Some(c.variant_name.clone()),
+                kind: "CopyLost".into(),
+                instance_type: Some(c.instance_type.clone()),
+                priority: Some(c.priority),
+                instance_id: Some(c.copy_id.clone()),
+                result: Some(c.component.clone()),
+                message: match (c.state, alive) {
+                    (CopyPhase::Placing, _) => format!(
+                        "copy {} of {} was being placed on {} when spillway stopped; any process it had was stopped, and it is placed again",
+                        c.copy_id, c.component, c.host_instance_id
+                    ),
+                    (_, true) => format!(
+                        "copy {} of {} was running but its instance {} is gone; stopped it",
+                        c.copy_id, c.component, c.host_instance_id
+                    ),
+                    _ => format!(
+                        "copy {} of {} was not running when spillway started",
+                        c.copy_id, c.component
+                    ),
+                },
+            });
+            self.store.delete(Kind::ComponentCopy, &c.copy_id, "")?;
+        }
+        let mut components_by_endpoint: HashMap<String, BTreeMap<String, ComponentRecord>> = HashMap::new();
+        for rec in self.store.list::<ComponentRecord>(Kind::InferenceComponent)? {
+            components_by_endpoint
+                .entry(rec.endpoint_name.clone())
+                .or_default()
+                .insert(rec.name.clone(), rec);
+        }
         for s in &recovery.stopped_untracked {
             tracing::warn!(process = %s, "stopped a model process that no record tracks");
         }
@@ -424,13 +493,26 @@ impl App {
                 ),
             });
             super::publish_tags(self, &self.arn("endpoint", &record.name))?;
-            self.register(record, instances);
+            let components = components_by_endpoint.remove(&record.name).unwrap_or_default();
+            let copies = copies_by_endpoint.remove(&record.name).unwrap_or_default();
+            self.register_with(record, instances, components, copies);
         }
         Ok(())
     }
 
     /// Adds an endpoint to the live set and starts its controller.
     pub fn register(self: &Arc<Self>, record: EndpointRecord, instances: Vec<InstanceRecord>) -> Arc<EndpointHandle> {
+        self.register_with(record, instances, BTreeMap::new(), vec![])
+    }
+
+    /// [`App::register`] with the endpoint's inference components and their copies.
+    pub fn register_with(
+        self: &Arc<Self>,
+        record: EndpointRecord,
+        instances: Vec<InstanceRecord>,
+        components: BTreeMap<String, crate::core::component::ComponentRecord>,
+        copies: Vec<crate::core::component::CopyRecord>,
+    ) -> Arc<EndpointHandle> {
         let name = record.name.clone();
         let handle = Arc::new(EndpointHandle {
             state: tokio::sync::Mutex::new(EndpointRuntime {
@@ -438,6 +520,9 @@ impl App {
                 instances,
                 deleted: false,
                 reported: BTreeMap::new(),
+                components,
+                copies,
+                copy_failures: BTreeMap::new(),
             }),
             notify: Notify::new(),
         });
@@ -540,15 +625,34 @@ impl App {
                 let inst = inst.clone();
                 set.spawn(async move {
                     provider.terminate(&inst.instance_id, &inst.handle, grace).await;
-                    inst.instance_id
+                    (inst.instance_id, false)
+                });
+            }
+            // Inference components' copies go with their instances (the components stay: the
+            // next start places them again).
+            for c in rt.copies.iter().filter(|c| !c.handle.is_null()) {
+                let provider = self.provider.clone();
+                let c = c.clone();
+                set.spawn(async move {
+                    provider.terminate(&c.copy_id, &c.handle, grace).await;
+                    (c.copy_id, true)
                 });
             }
         }
         while let Some(done) = set.join_next().await {
-            if let Ok(id) = done
-                && let Err(err) = self.store.delete_instance(&id)
-            {
-                tracing::error!(%err, instance = %id, "cannot forget stopped instance");
+            let forgotten = match done {
+                Ok((id, true)) => self.store.delete(Kind::ComponentCopy, &id, "").map(|_| ()),
+                Ok((id, false)) => self.store.delete_instance(&id),
+                Err(_) => Ok(()),
+            };
+            if let Err(err) = forgotten {
+                tracing::error!(%err, "cannot forget a stopped instance or copy");
+            }
+        }
+        // Copies recorded but never started are forgotten too.
+        if let Ok(left) = self.store.list::<crate::core::component::CopyRecord>(Kind::ComponentCopy) {
+            for c in left {
+                let _ = self.store.delete(Kind::ComponentCopy, &c.copy_id, "");
             }
         }
     }
@@ -569,8 +673,17 @@ async fn sweep_logs(app: Arc<App>) {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
+        let copies = app
+            .store
+            .list::<crate::core::component::CopyRecord>(Kind::ComponentCopy)
+            .unwrap_or_default();
         let live: std::collections::HashSet<String> = match app.store.instances() {
-            Ok(all) => all.into_iter().map(|i| i.instance_id).collect(),
+            // A copy's stream is kept while the copy runs, as an instance's.
+            Ok(all) => all
+                .into_iter()
+                .map(|i| i.instance_id)
+                .chain(copies.into_iter().map(|c| c.copy_id))
+                .collect(),
             Err(err) => {
                 tracing::warn!(%err, "cannot list instances; no model logs deleted this round");
                 continue;

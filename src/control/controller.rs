@@ -152,6 +152,8 @@ async fn pass(app: &Arc<App>, h: &EndpointHandle) -> bool {
             }
         }
     }
+    // Inference components: their copies on the fleet just reconciled.
+    super::components::reconcile(app, h).await;
     let rt = h.state.lock().await;
     if serves_traffic(&rt) {
         app.dataplane.routes.publish(&rt.record.name, routes_of(&rt));
@@ -159,7 +161,7 @@ async fn pass(app: &Arc<App>, h: &EndpointHandle) -> bool {
     false
 }
 
-fn persist(app: &App, rt: &mut EndpointRuntime) {
+pub(super) fn persist(app: &App, rt: &mut EndpointRuntime) {
     if let Err(err) = app
         .store
         .put(Kind::Endpoint, &rt.record.name, rt.record.creation_time, &rt.record)
@@ -1253,7 +1255,8 @@ fn routes_of(rt: &EndpointRuntime) -> EndpointRoutes {
             })
             .collect(),
         async_config: dep.async_config.clone().map(Arc::new),
-        ..Default::default()
+        components: super::components::routes(rt),
+        hosts_components: dep.variants.iter().any(|v| v.spec.hosts_components),
     }
 }
 

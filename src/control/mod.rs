@@ -251,6 +251,15 @@ pub enum Command {
         /// The changes, one per variant.
         changes: Vec<VariantChange>,
     },
+    /// `CreateInferenceComponent`.
+    CreateComponent(components::CreateComponent),
+    /// `UpdateInferenceComponent`.
+    UpdateComponent(components::UpdateComponent),
+    /// `DeleteInferenceComponent`.
+    DeleteComponent {
+        /// The component.
+        name: String,
+    },
     /// `UpdateInferenceComponentRuntimeConfig`, and the autoscaler's scaling of copies.
     SetComponentCopies {
         /// The component.
@@ -394,6 +403,9 @@ async fn apply_inner(app: &Arc<App>, command: Command) -> Result<Outcome, Contro
         Command::UpdateEndpoint(u) => update_endpoint(app, u).await,
         Command::DeleteEndpoint { name } => delete_endpoint(app, &name).await,
         Command::SetComponentCopies { name, copies } => components::set_copies(app, &name, copies).await,
+        Command::CreateComponent(c) => components::create(app, c).await,
+        Command::UpdateComponent(u) => components::update(app, u).await,
+        Command::DeleteComponent { name } => components::delete(app, &name).await,
         Command::SetVariants { endpoint, changes } => set_variants(app, &endpoint, &changes).await,
         Command::AddTags { arn, tags } => {
             resolve_arn(app, &arn).await?;
@@ -685,6 +697,9 @@ pub async fn endpoint(app: &App, name: &str) -> Result<EndpointRuntime, ControlE
         instances: rt.instances.clone(),
         deleted: false,
         reported: Default::default(),
+        components: rt.components.clone(),
+        copies: rt.copies.clone(),
+        copy_failures: Default::default(),
     })
 }
 
@@ -765,6 +780,11 @@ fn build_deployment(app: &App, config_name: &str, t: Timestamp) -> Result<Deploy
         })?;
     let mut models = BTreeMap::new();
     for spec in &specs {
+        if spec.hosts_components {
+            // Its instances run the host agent; the components' copies run the models.
+            models.insert(String::new(), components::host_container());
+            continue;
+        }
         for pool in &spec.pools {
             if models.contains_key(&pool.model_name) {
                 continue;
@@ -856,6 +876,7 @@ async fn change_endpoint(
 
 async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, ControlError> {
     require_endpoint(app, &u.name).await?;
+    refuse_with_components(app, &u.name, "updated").await?;
     let t = app.clock.now();
     let mut deployment = build_deployment(app, &u.config_name, t)?;
     change_endpoint(app, &u.name, |rec| {
@@ -929,9 +950,27 @@ async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, C
 }
 
 async fn delete_endpoint(app: &Arc<App>, name: &str) -> Result<Outcome, ControlError> {
+    refuse_with_components(app, name, "deleted").await?;
     change_endpoint(app, name, |rec| Ok(rec.begin_delete(app.clock.now())?)).await?;
     app.dataplane.routes.remove(name);
     Ok(Outcome::Done)
+}
+
+/// An endpoint that hosts inference components is deleted or updated only once they are gone
+/// (AWS refuses the same: the components name the fleet they run on).
+async fn refuse_with_components(app: &App, name: &str, what: &str) -> Result<(), ControlError> {
+    let Some(h) = app.endpoint(name) else {
+        return Ok(());
+    };
+    let names = components::on_endpoint(&*h.state.lock().await);
+    if names.is_empty() {
+        return Ok(());
+    }
+    Err(ControlError::Invalid(ValidationError(format!(
+        "EndpointName: the endpoint {name} hosts inference components ({}); delete them with DeleteInferenceComponent \
+         before the endpoint can be {what}",
+        names.join(", ")
+    ))))
 }
 
 /// Applies desired weights and counts (UpdateEndpointWeightsAndCapacities and the autoscaler):
@@ -1015,12 +1054,13 @@ async fn resolve_arn(app: &App, arn: &str) -> Result<(), ControlError> {
     let unknown = || ValidationError(format!("ResourceArn: resource \"{arn}\" does not exist"));
     let rest = arn.strip_prefix(&prefix).ok_or_else(|| {
         ValidationError(format!(
-            "ResourceArn \"{arn}\" is not an ARN of this server (expected {prefix}<model|endpoint-config|endpoint>/<name>)"
+            "ResourceArn \"{arn}\" is not an ARN of this server (expected {prefix}<model|endpoint-config|endpoint|inference-component>/<name>)"
         ))
     })?;
     let (kind, name) = rest.split_once('/').ok_or_else(unknown)?;
     let exists = match kind {
         "model" => documents::<Model>(app)?.iter().any(|m| m.model_arn == arn),
+        "inference-component" => components::components(app)?.iter().any(|c| c.arn == arn),
         "endpoint-config" => documents::<EndpointConfig>(app)?
             .iter()
             .any(|c| c.endpoint_config_arn == arn),

@@ -310,3 +310,35 @@ pub fn plan(hosts: &[HostView], copies: &[CopyRecord], demands: &[Demand], pools
     let _ = (hosts, copies, demands, pools);
     unimplemented!("core::component::plan: built by the core helper")
 }
+
+// ---- integrator's temporary stubs; replaced by the core helper's functions at merge ----
+
+/// Stub.
+pub fn spec_version(
+    specification: Option<ComponentSpecification>,
+    specifications: Option<Vec<ComponentSpecification>>,
+    version: u32,
+) -> Result<SpecVersion, super::validate::ValidationError> {
+    let (plural, specs) = match (specification, specifications) {
+        (Some(s), None) => (false, vec![s]),
+        (None, Some(v)) => (true, v),
+        _ => return Err(super::validate::ValidationError("stub".into())),
+    };
+    Ok(SpecVersion { version, plural, specs, models: BTreeMap::new() })
+}
+
+/// Stub.
+pub fn needs(v: &SpecVersion, pools: &[PoolSpec]) -> Result<BTreeMap<String, Share>, super::validate::ValidationError> {
+    let _ = (v, pools);
+    Ok(BTreeMap::new())
+}
+
+/// Stub.
+pub fn entry_for<'a>(v: &'a SpecVersion, instance_type: &str) -> Option<&'a ComponentSpecification> {
+    v.specs.iter().find(|s| s.instance_type.as_deref().is_none_or(|t| t == instance_type))
+}
+
+/// Stub.
+pub fn copy_count(n: i64, at: &str) -> Result<u32, super::validate::ValidationError> {
+    u32::try_from(n).map_err(|_| super::validate::ValidationError(format!("{at}: stub")))
+}

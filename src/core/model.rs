@@ -347,6 +347,21 @@ pub struct VariantSpec {
     pub model_data_timeout_s: u32,
     /// Routing strategy.
     pub routing: RoutingStrategy,
+    /// The variant names no model: its instances host inference components' copies.
+    #[serde(default)]
+    pub hosts_components: bool,
+    /// `ManagedInstanceScaling` when `ENABLED`: the instance count follows the copies' needs.
+    #[serde(default)]
+    pub managed_scaling: Option<ManagedScaling>,
+}
+
+/// `ManagedInstanceScaling` of a variant that hosts inference components, when enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedScaling {
+    /// `MinInstanceCount` (0 allowed).
+    pub min: u32,
+    /// `MaxInstanceCount`.
+    pub max: u32,
 }
 
 /// Endpoint-level provisioning defaults where the API leaves a member unset.

@@ -135,6 +135,14 @@ pub enum PickError {
 }
 
 impl EndpointRoutes {
+    /// Every routed target: the variants' instances and the components' copies.
+    pub fn targets(&self) -> impl Iterator<Item = &Arc<RouteInstance>> {
+        self.variants
+            .iter()
+            .flat_map(|v| &v.instances)
+            .chain(self.components.values().flat_map(|c| &c.copies))
+    }
+
     /// Picks a variant (by `target`, else by weight) and an instance within it with fewer than
     /// `limit` requests in flight (`0`: no limit), avoiding `avoid` when another instance
     /// exists. Returns the variant's index and the instance.
@@ -312,17 +320,15 @@ impl RouteTable {
     pub fn publish(&self, endpoint: &str, mut routes: EndpointRoutes) {
         let mut map = self.endpoints.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = map.get(endpoint) {
-            let existing: HashMap<&str, &Arc<RouteInstance>> = old
+            let existing: HashMap<&str, &Arc<RouteInstance>> = old.targets().map(|i| (i.id.as_str(), i)).collect();
+            let fresh = routes
                 .variants
-                .iter()
-                .flat_map(|v| v.instances.iter())
-                .map(|i| (i.id.as_str(), i))
-                .collect();
-            for v in &mut routes.variants {
-                for i in &mut v.instances {
-                    if let Some(prev) = existing.get(i.id.as_str()) {
-                        *i = Arc::clone(prev);
-                    }
+                .iter_mut()
+                .flat_map(|v| v.instances.iter_mut())
+                .chain(routes.components.values_mut().flat_map(|c| c.copies.iter_mut()));
+            for i in fresh {
+                if let Some(prev) = existing.get(i.id.as_str()) {
+                    *i = Arc::clone(prev);
                 }
             }
         }
@@ -348,9 +354,9 @@ impl RouteTable {
 
     /// Remembers instances of `old` that `new` no longer routes to, for draining.
     fn retire(&self, old: &EndpointRoutes, new: Option<&EndpointRoutes>) {
-        let kept = |id: &str| new.is_some_and(|n| n.variants.iter().flat_map(|v| &v.instances).any(|i| i.id == id));
+        let kept = |id: &str| new.is_some_and(|n| n.targets().any(|i| i.id == id));
         let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
-        for i in old.variants.iter().flat_map(|v| &v.instances) {
+        for i in old.targets() {
             if !kept(&i.id) {
                 // The first retirement holds the live counter; never replace it with a copy.
                 draining.entry(i.id.clone()).or_insert_with(|| i.clone());
@@ -363,11 +369,7 @@ impl RouteTable {
         let mut map = self.endpoints.write().unwrap_or_else(|p| p.into_inner());
         let mut retired = vec![];
         for routes in map.values_mut() {
-            if !routes
-                .variants
-                .iter()
-                .any(|v| v.instances.iter().any(|i| i.id == instance_id))
-            {
+            if !routes.targets().any(|i| i.id == instance_id) {
                 continue;
             }
             let variants = routes

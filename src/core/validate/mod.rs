@@ -351,6 +351,8 @@ fn variant(
         startup_health_timeout_s,
         model_data_timeout_s,
         routing,
+        hosts_components: false,
+        managed_scaling: None,
     })
 }
 
