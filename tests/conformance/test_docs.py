@@ -1,5 +1,6 @@
-"""The walk-throughs in docs/ run as written: each `sh` block of docs/autoscaling.md, in order,
-in one bash with only the four exports a demo server printed, against `spillway serve --demo`."""
+"""The walk-throughs in docs/ run as written: each `sh` block of docs/autoscaling.md and of
+docs/inference-components.md, in order, in one bash with only the four exports a demo server
+printed (and the spillway binary on PATH), against `spillway serve --demo`."""
 
 import os
 import pathlib
@@ -12,6 +13,7 @@ import time
 import spw
 
 DOC = spw.REPO / "docs" / "autoscaling.md"
+COMPONENTS_DOC = spw.REPO / "docs" / "inference-components.md"
 
 
 def _blocks(doc: str) -> list[str]:
@@ -21,8 +23,9 @@ def _blocks(doc: str) -> list[str]:
     return [b for b in blocks if "spillway serve --demo" not in b and "export AWS_" not in b]
 
 
-def test_the_autoscaling_walkthrough_runs_as_written(tmp_path):
-    doc = DOC.read_text()
+def _run_walkthrough(path: pathlib.Path, tmp_path) -> tuple[str, list[str]]:
+    """Runs the page's blocks against a fresh demo; returns their output and the blocks."""
+    doc = path.read_text()
     blocks = _blocks(doc)
     assert len(blocks) >= 6, blocks
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SPILLWAY_"))}
@@ -52,19 +55,39 @@ def test_the_autoscaling_walkthrough_runs_as_written(tmp_path):
             f"echo '>>> block {i}'\n{b}" for i, b in enumerate(blocks)
         )
         run_env = dict(env)
-        run_env["PATH"] = str(pathlib.Path(sys.executable).parent) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+        run_env["PATH"] = os.pathsep.join(
+            [str(pathlib.Path(sys.executable).parent), str(pathlib.Path(spw.BIN).parent), env.get("PATH", "/usr/bin:/bin")]
+        )
         r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=400)
-        assert r.returncode == 0, f"a block of {DOC.name} failed:\n{r.stdout[-4000:]}\n{r.stderr[-3000:]}"
+        assert r.returncode == 0, f"a block of {path.name} failed:\n{r.stdout[-4000:]}\n{r.stderr[-3000:]}"
         out = r.stdout
-        # what the page says happens, happens
-        assert "endpoint/demo/variant/AllTraffic\t1\t3" in out, out  # registered
-        assert "desired instance count 2 -> 3" in out, out  # the drill's step scaling acted
-        assert re.search(r"TargetTracking-endpoint/demo/variant/AllTraffic-AlarmHigh-\S+\t\w+\t5.0\t3", out), out
-        assert "Invocations" in out and "ml.m5.xlarge" in out, out  # list-metrics by instance type
-        # the clean-up left no alarm behind (deregistering deleted the target-tracking ones)
-        last = out.split(f">>> block {len(blocks) - 1}\n")[1]
-        assert "demo-5xx" not in last and "TargetTracking" not in last, last
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=90)
     assert not spw.model_processes(data)
+    return out, blocks
+
+
+def test_the_autoscaling_walkthrough_runs_as_written(tmp_path):
+    out, blocks = _run_walkthrough(DOC, tmp_path)
+    # what the page says happens, happens
+    assert "endpoint/demo/variant/AllTraffic\t1\t3" in out, out  # registered
+    assert "desired instance count 2 -> 3" in out, out  # the drill's step scaling acted
+    assert re.search(r"TargetTracking-endpoint/demo/variant/AllTraffic-AlarmHigh-\S+\t\w+\t5.0\t3", out), out
+    assert "Invocations" in out and "ml.m5.xlarge" in out, out  # list-metrics by instance type
+    # the clean-up left no alarm behind (deregistering deleted the target-tracking ones)
+    last = out.split(f">>> block {len(blocks) - 1}\n")[1]
+    assert "demo-5xx" not in last and "TargetTracking" not in last, last
+
+
+def test_the_inference_components_walkthrough_runs_as_written(tmp_path):
+    out, _ = _run_walkthrough(COMPONENTS_DOC, tmp_path)
+    lines = out.splitlines()
+    # the first instance fell back past the type without capacity
+    assert "ml.g5.12xlarge\t1" in lines, out
+    # placement per type, as the page says
+    assert "llm\nml.g5.12xlarge\t1\n" in out and "small\nml.g6.12xlarge\t2\n" in out, out
+    # each invocation reached its component's build, with its own devices
+    assert "llm llm-tp4-a10g 0,1,2,3" in lines, out
+    assert sum(1 for l in lines if l.startswith("small small-l4 ")) == 2, out
+    assert "ManagedScaleOut" in out and "ManagedScaleIn" in out, out
