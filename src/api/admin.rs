@@ -882,7 +882,8 @@ async fn publish_test(app: &App, body: &[u8]) -> Result<Response, ApiError> {
     Ok(Json(json!({ "MessageId": id })).into_response())
 }
 
-/// `GET /_spillway/endpoints/{name}/instances`: the fleet as spillway tracks it.
+/// `GET /_spillway/endpoints/{name}/instances`: the fleet as spillway tracks it, and the
+/// inference components' copies on it.
 pub async fn instances(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Requester>,
@@ -917,7 +918,29 @@ async fn instances_of(app: &App, name: &str) -> Result<Response, ApiError> {
             })
         })
         .collect();
-    Ok(Json(json!({ "instances": list })).into_response())
+    // Inference components' copies, each on one of the instances above.
+    let copies: Vec<Value> = rt
+        .copies
+        .iter()
+        .map(|c| {
+            json!({
+                "copyId": c.copy_id,
+                "inferenceComponentName": c.component,
+                "hostInstanceId": c.host_instance_id,
+                "instanceType": c.instance_type,
+                "priority": c.priority,
+                "version": c.version,
+                "accelerators": c.accelerators,
+                "cpus": c.cpus,
+                "memoryMb": c.memory_mb,
+                "state": c.state,
+                "placedAt": c.placed_at,
+                "address": c.address,
+                "pid": c.handle.get("pid"),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "instances": list, "copies": copies })).into_response())
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text. Counters and histograms are kept as requests
