@@ -152,7 +152,10 @@ pub(crate) async fn update(app: &Arc<App>, input: UpdateInferenceComponentInput)
 
 /// `UpdateInferenceComponentRuntimeConfig`.
 pub(crate) async fn update_runtime_config(app: &Arc<App>, input: UpdateRuntimeConfigInput) -> Result<Value, ApiError> {
-    let copies = component::copy_count(input.desired_runtime_config.copy_count, "DesiredRuntimeConfig.CopyCount")?;
+    let copies = component::copy_count(
+        input.desired_runtime_config.copy_count,
+        "DesiredRuntimeConfig.CopyCount",
+    )?;
     command(
         app,
         Command::SetComponentCopies {
@@ -242,7 +245,10 @@ pub(crate) async fn list(app: &Arc<App>, input: ListComponentsInput) -> Result<V
     let rows = control::components::components(app)?
         .into_iter()
         .filter(|r| {
-            input.endpoint_name_equals.as_ref().is_none_or(|e| *e == r.endpoint_name)
+            input
+                .endpoint_name_equals
+                .as_ref()
+                .is_none_or(|e| *e == r.endpoint_name)
                 && input.variant_name_equals.as_ref().is_none_or(|v| *v == r.variant_name)
         })
         .map(|r| Row {

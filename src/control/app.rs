@@ -650,7 +650,10 @@ impl App {
             }
         }
         // Copies recorded but never started are forgotten too.
-        if let Ok(left) = self.store.list::<crate::core::component::CopyRecord>(Kind::ComponentCopy) {
+        if let Ok(left) = self
+            .store
+            .list::<crate::core::component::CopyRecord>(Kind::ComponentCopy)
+        {
             for c in left {
                 let _ = self.store.delete(Kind::ComponentCopy, &c.copy_id, "");
             }

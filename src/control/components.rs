@@ -111,7 +111,12 @@ pub struct Resolved {
 }
 
 /// What copies of `rec` run on `instance_type`, or `None` when no entry covers it.
-pub fn resolve(rec: &ComponentRecord, v: &SpecVersion, instance_type: &str, default_startup_s: u32) -> Option<Resolved> {
+pub fn resolve(
+    rec: &ComponentRecord,
+    v: &SpecVersion,
+    instance_type: &str,
+    default_startup_s: u32,
+) -> Option<Resolved> {
     let entry = component::entry_for(v, instance_type)?;
     let (model_name, container) = match (&entry.model_name, &entry.container) {
         (Some(m), _) => (m.clone(), v.models.get(m).cloned().unwrap_or_default()),
@@ -135,7 +140,9 @@ pub fn resolve(rec: &ComponentRecord, v: &SpecVersion, instance_type: &str, defa
             .map_or(f64::from(default_startup_s), |s| s as f64),
         model_data_s: startup
             .model_data_download_timeout_in_seconds
-            .map_or(u64::from(crate::core::model::defaults::MODEL_DATA_TIMEOUT_S), |s| s.max(1) as u64),
+            .map_or(u64::from(crate::core::model::defaults::MODEL_DATA_TIMEOUT_S), |s| {
+                s.max(1) as u64
+            }),
     })
 }
 
@@ -154,7 +161,10 @@ fn snapshot_models(app: &App, v: &mut SpecVersion) -> Result<(), ControlError> {
 
 /// The variant of `rt`'s active deployment that `wanted` names (or the only one hosting
 /// components), checked to host components.
-fn hosting_variant(rt: &EndpointRuntime, wanted: Option<&str>) -> Result<crate::core::model::VariantSpec, ControlError> {
+fn hosting_variant(
+    rt: &EndpointRuntime,
+    wanted: Option<&str>,
+) -> Result<crate::core::model::VariantSpec, ControlError> {
     let dep = &rt.record.active;
     let hosting: Vec<_> = dep.variants.iter().filter(|v| v.spec.hosts_components).collect();
     let invalid = |m: String| ControlError::Invalid(ValidationError(m));
@@ -264,7 +274,8 @@ where
     };
     let mut next = cur.clone();
     f(&mut next, &variant, app.clock.now())?;
-    app.store.put(Kind::InferenceComponent, name, next.creation_time, &next)?;
+    app.store
+        .put(Kind::InferenceComponent, name, next.creation_time, &next)?;
     let arn = next.arn.clone();
     rt.components.insert(name.to_string(), next);
     drop(rt);
@@ -404,7 +415,10 @@ fn forget_copy(app: &App, id: &str) {
 }
 
 fn persist_component(app: &App, rec: &ComponentRecord) {
-    if let Err(err) = app.store.put(Kind::InferenceComponent, &rec.name, rec.creation_time, rec) {
+    if let Err(err) = app
+        .store
+        .put(Kind::InferenceComponent, &rec.name, rec.creation_time, rec)
+    {
         tracing::error!(%err, component = %rec.name, "cannot persist an inference component");
     }
 }
@@ -485,10 +499,16 @@ async fn observe(app: &Arc<App>, h: &EndpointHandle) {
             .components
             .get(&c.component)
             .and_then(|rec| {
-                let v = if rec.current.version == c.version { &rec.current } else { rec.previous.as_ref()? };
+                let v = if rec.current.version == c.version {
+                    &rec.current
+                } else {
+                    rec.previous.as_ref()?
+                };
                 resolve(rec, v, &c.instance_type, default_startup(&rt, &c.variant_name))
             })
-            .map_or(f64::from(crate::core::model::defaults::STARTUP_HEALTH_TIMEOUT_S), |r| r.startup_s);
+            .map_or(f64::from(crate::core::model::defaults::STARTUP_HEALTH_TIMEOUT_S), |r| {
+                r.startup_s
+            });
         let window = app
             .cfg
             .provisioning
@@ -514,9 +534,9 @@ async fn observe(app: &Arc<App>, h: &EndpointHandle) {
                 persist_copy(app, &rt.copies[idx]);
                 None
             }
-            (CopyPhase::Launching, Liveness::Exited(status), _) => {
-                Some(format!("the copy's container {status} before passing the ping health check"))
-            }
+            (CopyPhase::Launching, Liveness::Exited(status), _) => Some(format!(
+                "the copy's container {status} before passing the ping health check"
+            )),
             (CopyPhase::Launching, _, false) => (t - c.placed_at > window)
                 .then(|| format!("the copy did not pass the ping health check within {window:.0} seconds")),
             (CopyPhase::InService, Liveness::Exited(status), _) => {
@@ -525,7 +545,10 @@ async fn observe(app: &Arc<App>, h: &EndpointHandle) {
                     app,
                     &c,
                     "CopyExited",
-                    format!("copy {} of {}: the container {status}; replacing it", c.copy_id, c.component),
+                    format!(
+                        "copy {} of {}: the container {status}; replacing it",
+                        c.copy_id, c.component
+                    ),
                 ));
                 None
             }
@@ -537,7 +560,10 @@ async fn observe(app: &Arc<App>, h: &EndpointHandle) {
                         app,
                         &c,
                         "CopyUnhealthy",
-                        format!("copy {} of {}: {MAX_FAILED_PINGS} consecutive /ping failures; replacing it", c.copy_id, c.component),
+                        format!(
+                            "copy {} of {}: {MAX_FAILED_PINGS} consecutive /ping failures; replacing it",
+                            c.copy_id, c.component
+                        ),
                     ));
                 }
                 None
@@ -696,7 +722,10 @@ async fn stop_copies(app: &Arc<App>, h: &EndpointHandle, stops: Vec<CopyRecord>)
             app,
             &c,
             "CopyStopped",
-            format!("copy {} of {} on {} ({}) stopped", c.copy_id, c.component, c.host_instance_id, c.instance_type),
+            format!(
+                "copy {} of {} on {} ({}) stopped",
+                c.copy_id, c.component, c.host_instance_id, c.instance_type
+            ),
         ));
     }
 }
@@ -758,7 +787,10 @@ async fn start_copies(app: &Arc<App>, h: &EndpointHandle, starts: Vec<Start>) {
                     app,
                     &c,
                     "CopyFailed",
-                    format!("copy {} of {} could not start on {}: {e}", c.copy_id, c.component, c.host_instance_id),
+                    format!(
+                        "copy {} of {} could not start on {}: {e}",
+                        c.copy_id, c.component, c.host_instance_id
+                    ),
                 ));
                 note_failure(app, &mut rt, &c.component, c.version, e.to_string(), t);
             }
@@ -851,12 +883,20 @@ fn plan_variant(
             .iter()
             .filter(|c| c.component == rec.name && c.version == rec.current.version)
             .count() as u32;
-        let desired = if paused { have.min(rec.desired_copies) } else { rec.desired_copies };
+        let desired = if paused {
+            have.min(rec.desired_copies)
+        } else {
+            rec.desired_copies
+        };
         demands.push(Demand {
             component: rec.name.clone(),
             desired,
             version: rec.current.version,
-            batch: if rec.status == ComponentStatus::Updating { batch_of(rec) } else { 0 },
+            batch: if rec.status == ComponentStatus::Updating {
+                batch_of(rec)
+            } else {
+                0
+            },
             needs,
         });
     }
@@ -878,7 +918,10 @@ fn plan_variant(
     }
     for (comp, n, why) in &plan.unplaceable {
         let key = format!("unplaceable|{comp}");
-        let msg = format!("{n} cop{} of {comp} cannot be placed: {why}", if *n == 1 { "y" } else { "ies" });
+        let msg = format!(
+            "{n} cop{} of {comp} cannot be placed: {why}",
+            if *n == 1 { "y" } else { "ies" }
+        );
         if rt.reported.get(&key) != Some(&msg) {
             rt.reported.insert(key, msg.clone());
             if let Some(rec) = rt.components.get(comp) {
@@ -1091,7 +1134,13 @@ pub fn routes(rt: &EndpointRuntime) -> BTreeMap<String, crate::dataplane::routes
                 .copies
                 .iter()
                 .filter(|c| c.component == r.name && c.state == CopyPhase::InService)
-                .map(|c| Arc::new(RouteInstance::new(c.copy_id.clone(), c.address.clone(), c.instance_type.clone())))
+                .map(|c| {
+                    Arc::new(RouteInstance::new(
+                        c.copy_id.clone(),
+                        c.address.clone(),
+                        c.instance_type.clone(),
+                    ))
+                })
                 .collect();
             (
                 r.name.clone(),

@@ -9,8 +9,8 @@ use crate::control::autoscaler::{Activity, ScalableTarget, ScalingPolicy};
 use crate::control::{ControlError, alarms, controller, ledger};
 use crate::core::catalog;
 use crate::core::explain::{
-    ActivityEvidence, AlarmEvidence, Attempt, BacklogEvidence, Backoff, CostEvidence, Hardware, PolicyEvidence,
-    PoolEvidence, RebalanceEvidence, RebalanceWait, ScalingEvidence, Snapshot, VariantEvidence,
+    ActivityEvidence, AlarmEvidence, Attempt, BacklogEvidence, Backoff, ComponentEvidence, CostEvidence, Hardware,
+    PolicyEvidence, PoolEvidence, RebalanceEvidence, RebalanceWait, ScalingEvidence, Snapshot, VariantEvidence,
 };
 use crate::core::planner::InstancePhase;
 use crate::store::Kind;
@@ -27,6 +27,28 @@ pub async fn snapshot(app: &App, name: &str) -> Result<Option<Snapshot>, Control
     let now = app.clock.now();
     let record = rt.record.clone();
     let instances = rt.instances.clone();
+    let components: Vec<ComponentEvidence> = rt
+        .components
+        .values()
+        .map(|c| {
+            let (current, placement) = super::components::placement_status(
+                &rt.copies
+                    .iter()
+                    .filter(|x| x.component == c.name)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            ComponentEvidence {
+                name: c.name.clone(),
+                status: c.status.as_str().to_string(),
+                desired_copies: c.desired_copies,
+                current_copies: current,
+                placement,
+                unplaceable: rt.reported.get(&format!("unplaceable|{}", c.name)).cloned(),
+                failure_reason: c.failure_reason.clone(),
+            }
+        })
+        .collect();
     drop(rt);
 
     let capacity: BTreeMap<String, crate::provider::CapacityEntry> = app
@@ -250,5 +272,6 @@ pub async fn snapshot(app: &App, name: &str) -> Result<Option<Snapshot>, Control
             unpriced_types: unpriced.into_iter().collect(),
         },
         backlog,
+        components,
     }))
 }

@@ -324,7 +324,12 @@ pub fn spec_version(
         (None, Some(v)) => (true, v),
         _ => return Err(super::validate::ValidationError("stub".into())),
     };
-    Ok(SpecVersion { version, plural, specs, models: BTreeMap::new() })
+    Ok(SpecVersion {
+        version,
+        plural,
+        specs,
+        models: BTreeMap::new(),
+    })
 }
 
 /// Stub.
@@ -335,7 +340,9 @@ pub fn needs(v: &SpecVersion, pools: &[PoolSpec]) -> Result<BTreeMap<String, Sha
 
 /// Stub.
 pub fn entry_for<'a>(v: &'a SpecVersion, instance_type: &str) -> Option<&'a ComponentSpecification> {
-    v.specs.iter().find(|s| s.instance_type.as_deref().is_none_or(|t| t == instance_type))
+    v.specs
+        .iter()
+        .find(|s| s.instance_type.as_deref().is_none_or(|t| t == instance_type))
 }
 
 /// Stub.

@@ -33,6 +33,31 @@ pub struct Snapshot {
     /// An asynchronous endpoint's queue: requests queued or running, and the age of the oldest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backlog: Option<BacklogEvidence>,
+    /// The inference components placed on it (empty for an endpoint whose variants run models).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub components: Vec<ComponentEvidence>,
+}
+
+/// One inference component and where its copies run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentEvidence {
+    /// Name.
+    pub name: String,
+    /// `InferenceComponentStatus`.
+    pub status: String,
+    /// `DesiredCopyCount`.
+    pub desired_copies: u32,
+    /// Copies in service.
+    pub current_copies: u32,
+    /// Copies in service per instance type.
+    pub placement: Vec<(String, u32)>,
+    /// Why copies wait, when they do (the last `CopiesUnplaceable` message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unplaceable: Option<String>,
+    /// Why it failed or its last update rolled back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
 }
 
 /// An asynchronous endpoint's backlog (`ApproximateBacklogSize`, `ApproximateAgeOfOldestRequest`).
@@ -287,6 +312,30 @@ pub fn sentences(s: &Snapshot) -> Vec<String> {
     }
     if let Some(r) = &s.failure_reason {
         out.push(format!("Its last failure: {r}"));
+    }
+    for c in &s.components {
+        let placed: Vec<String> = c.placement.iter().map(|(t, n)| format!("{n} on {t}")).collect();
+        let mut line = format!(
+            "Inference component {} is {} with {} of {} in service{}.",
+            c.name,
+            c.status,
+            c.current_copies,
+            plural(c.desired_copies, "copy", "copies"),
+            if placed.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", placed.join(", "))
+            }
+        );
+        if let Some(u) = &c.unplaceable
+            && c.current_copies < c.desired_copies
+        {
+            line.push_str(&format!(" Waiting: {u}."));
+        }
+        if let Some(r) = &c.failure_reason {
+            line.push_str(&format!(" Last failure: {r}"));
+        }
+        out.push(line);
     }
     for v in &s.variants {
         let placed: Vec<String> = v
@@ -544,6 +593,7 @@ mod tests {
                 unpriced_types: vec![],
             },
             backlog: None,
+            components: vec![],
         }
     }
 
@@ -618,6 +668,44 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("being replaced"), "{text}");
+    }
+
+    #[test]
+    fn components_say_where_their_copies_run_and_why_some_wait() {
+        let mut s = snapshot(vec![pool(1, "big", 1)], false);
+        assert!(!sentences(&s).join("\n").contains("Inference component"));
+        s.components = vec![
+            ComponentEvidence {
+                name: "llm".into(),
+                status: "InService".into(),
+                desired_copies: 3,
+                current_copies: 2,
+                placement: vec![("ml.g5.12xlarge".into(), 1), ("ml.g6.12xlarge".into(), 1)],
+                unplaceable: Some("1 copy of llm cannot be placed: no room".into()),
+                failure_reason: None,
+            },
+            ComponentEvidence {
+                name: "one".into(),
+                status: "Creating".into(),
+                desired_copies: 1,
+                current_copies: 0,
+                placement: vec![],
+                unplaceable: None,
+                failure_reason: None,
+            },
+        ];
+        let text = sentences(&s).join("\n");
+        assert!(
+            text.contains(
+                "Inference component llm is InService with 2 of 3 copies in service (1 on ml.g5.12xlarge, 1 on \
+                 ml.g6.12xlarge). Waiting: 1 copy of llm cannot be placed: no room."
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Inference component one is Creating with 0 of 1 copy in service."),
+            "{text}"
+        );
     }
 
     #[test]
