@@ -22,8 +22,8 @@ use spillway::core::endpoint::{Event, InstanceRecord};
 use spillway::core::planner::InstancePhase;
 use spillway::error::ApiError;
 use spillway::provider::{
-    BoxFuture, CapacityEntry, CapacityProvider, Health, HealthCheck, LaunchError, LaunchRequest, Launched, Liveness,
-    Recovery, TrackedInstance,
+    BoxFuture, CapacityEntry, CapacityProvider, CopyLaunchRequest, Health, HealthCheck, LaunchError, LaunchRequest,
+    Launched, Liveness, Recovery, TrackedInstance,
 };
 use spillway::telemetry::metrics::{Select, Statistic};
 
@@ -63,6 +63,9 @@ struct FakeState {
     /// Seconds from launch until an instance answers its health check.
     boot_s: f64,
     log: Vec<Op>,
+    /// Running copies of inference components: copy id → (host instance id, host type,
+    /// device positions, started at).
+    copies: BTreeMap<String, (String, String, Vec<u32>, f64)>,
 }
 
 /// An in-memory capacity provider: launches succeed while the type has free slots and answer
@@ -159,9 +162,54 @@ impl CapacityProvider for Fake {
         Box::pin(std::future::ready(result))
     }
 
+    fn launch_copy(&self, req: CopyLaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>> {
+        let t = self.clock.now();
+        let mut s = self.st();
+        let result = if !s.running.contains_key(&req.host_instance_id) {
+            Err(LaunchError::Failed(format!(
+                "host {} is not running",
+                req.host_instance_id
+            )))
+        } else {
+            // The share must be the host's and no other copy's.
+            let taken: Vec<u32> = s
+                .copies
+                .values()
+                .filter(|(h, ..)| *h == req.host_instance_id)
+                .flat_map(|(_, _, d, _)| d.clone())
+                .collect();
+            assert!(
+                req.accelerators
+                    .iter()
+                    .all(|d| *d < req.instance_type.accelerator_count() && !taken.contains(d)),
+                "copy {} given devices {:?} on {} ({}), which has {} and gave {taken:?} away",
+                req.copy_id,
+                req.accelerators,
+                req.host_instance_id,
+                req.instance_type.name,
+                req.instance_type.accelerator_count()
+            );
+            s.copies.insert(
+                req.copy_id.clone(),
+                (
+                    req.host_instance_id.clone(),
+                    req.instance_type.name.clone(),
+                    req.accelerators.clone(),
+                    t,
+                ),
+            );
+            Ok(Launched {
+                handle: json!({ "fake": req.copy_id }),
+                address: format!("fake/{}", req.copy_id),
+            })
+        };
+        Box::pin(std::future::ready(result))
+    }
+
     fn terminate<'a>(&'a self, instance_id: &'a str, _handle: &'a Value, _grace: Duration) -> BoxFuture<'a, ()> {
         let t = self.clock.now();
         let mut s = self.st();
+        s.copies.remove(instance_id);
         if let Some((ty, _)) = s.running.remove(instance_id) {
             s.dead.remove(instance_id);
             s.log.push(Op {
@@ -178,7 +226,7 @@ impl CapacityProvider for Fake {
         let s = self.st();
         if s.dead.contains(instance_id) {
             Liveness::Exited("exited with status 137 (killed by the test)".into())
-        } else if s.running.contains_key(instance_id) {
+        } else if s.running.contains_key(instance_id) || s.copies.contains_key(instance_id) {
             Liveness::Running
         } else {
             Liveness::Exited("not running".into())
@@ -187,9 +235,10 @@ impl CapacityProvider for Fake {
 
     fn health<'a>(&'a self, check: HealthCheck<'a>) -> BoxFuture<'a, Health> {
         let s = self.st();
-        let ok = match s.running.get(check.instance_id) {
-            Some((ty, at)) => !s.sick.contains(ty) && self.clock.now() - at >= s.boot_s,
-            None => false,
+        let ok = match (s.running.get(check.instance_id), s.copies.get(check.instance_id)) {
+            (Some((ty, at)), _) => !s.sick.contains(ty) && self.clock.now() - at >= s.boot_s,
+            (None, Some((host, ..))) => s.running.contains_key(host),
+            (None, None) => false,
         };
         Box::pin(std::future::ready(if ok { Health::Passed } else { Health::Failed }))
     }
@@ -1261,4 +1310,241 @@ async fn scale_from_zero_honours_the_ice_back_off_then_starts_at_priority_one() 
     assert_eq!(s.attempts_since(mark), vec![("launch", P1.to_string())]);
     assert_eq!(s.serving_types(), vec![P1.to_string()]);
     s.app.stop_all_instances().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// Inference components
+// ------------------------------------------------------------------------------------------
+
+impl Server {
+    /// An endpoint whose one variant hosts inference components over `pools`, with managed
+    /// instance scaling between `min` and `max`.
+    async fn deploy_components(&self, endpoint: &str, pools: &[&str], count: u32, min: u32, max: u32) {
+        let pools: Vec<Value> = pools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"InstanceType": t, "Priority": i + 1}))
+            .collect();
+        self.ok(
+            "CreateEndpointConfig",
+            json!({
+                "EndpointConfigName": format!("{endpoint}-cfg"),
+                "ExecutionRoleArn": "arn:aws:iam::123456789012:role/spillway",
+                "ProductionVariants": [{
+                    "VariantName": "AllTraffic",
+                    "InitialInstanceCount": count,
+                    "InstancePools": pools,
+                    "VariantInstanceProvisionTimeoutInSeconds": 600,
+                    "ManagedInstanceScaling": {"Status": "ENABLED", "MinInstanceCount": min, "MaxInstanceCount": max},
+                }],
+            }),
+        )
+        .await;
+        self.ok(
+            "CreateEndpoint",
+            json!({"EndpointName": endpoint, "EndpointConfigName": format!("{endpoint}-cfg")}),
+        )
+        .await;
+    }
+
+    async fn component(&self, name: &str) -> Value {
+        self.ok("DescribeInferenceComponent", json!({"InferenceComponentName": name}))
+            .await
+    }
+
+    /// `(InstanceType, CurrentCopyCount)` of a component's placement, sorted.
+    async fn placement(&self, name: &str) -> Vec<(String, u64)> {
+        let d = self.component(name).await;
+        let mut v: Vec<(String, u64)> = d["RuntimeConfig"]["PlacementStatus"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| {
+                        (
+                            p["InstanceType"].as_str().unwrap().to_string(),
+                            p["CurrentCopyCount"].as_u64().unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Lets time pass until `name` is InService with exactly `want` placed.
+    async fn wait_placement(&self, name: &str, want: &[(&str, u64)], max_s: f64) {
+        let mut want: Vec<(String, u64)> = want.iter().map(|(t, n)| (t.to_string(), *n)).collect();
+        want.sort();
+        let start = self.elapsed();
+        loop {
+            let d = self.component(name).await;
+            let placed = self.placement(name).await;
+            if d["InferenceComponentStatus"] == "InService" && placed == want {
+                return;
+            }
+            assert!(
+                self.elapsed() - start < max_s,
+                "{name} not placed as {want:?} within {max_s}s: {d:#}\nevents: {:#?}",
+                self.events(d["EndpointName"].as_str().unwrap())
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn set_copies(&self, name: &str, n: u32) {
+        self.ok(
+            "UpdateInferenceComponentRuntimeConfig",
+            json!({"InferenceComponentName": name, "DesiredRuntimeConfig": {"CopyCount": n}}),
+        )
+        .await;
+    }
+
+    /// Types of the running (non-terminated) hosts, sorted.
+    fn host_types(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.fake.running().into_iter().map(|(_, t)| t).collect();
+        v.sort();
+        v
+    }
+}
+
+fn per_type_specs(builds: &[(&str, &str, u32)]) -> Value {
+    builds
+        .iter()
+        .map(|(ty, build, devices)| {
+            json!({
+                "InstanceType": ty,
+                "Container": {"Image": "builtin:echo", "Environment": {"MODEL_BUILD": build}},
+                "ComputeResourceRequirements": {
+                    "NumberOfAcceleratorDevicesRequired": devices,
+                    "MinMemoryRequiredInMb": 1024,
+                },
+            })
+        })
+        .collect()
+}
+
+const G8: &str = "ml.p4d.24xlarge";
+const G4A: &str = "ml.g5.12xlarge";
+const G4B: &str = "ml.g6.12xlarge";
+
+/// Managed instance scaling through the pools: copies that do not fit add instances, Priority 1
+/// first and falling back on insufficient capacity; scaling copies in removes fallback copies
+/// first and then the instances left idle, until the fleet is back on the preferred type; no
+/// device is ever given twice (the fake asserts it on every copy it starts).
+#[tokio::test(start_paused = true)]
+async fn components_scale_through_the_pools_and_back() {
+    let fake = Fake::new(&[(G8, 0), (G4A, 1), (G4B, 2)]);
+    let srv = start(fake.clone(), |_| {}).await;
+    srv.deploy_components("ic", &[G8, G4A, G4B], 1, 1, 4).await;
+    srv.wait_status("ic", "InService", 120.0).await;
+    assert_eq!(srv.host_types(), [G4A]);
+    srv.ok(
+        "CreateInferenceComponent",
+        json!({
+            "InferenceComponentName": "llm", "EndpointName": "ic",
+            "Specifications": per_type_specs(&[(G8, "tp8", 8), (G4A, "tp4", 4), (G4B, "tp4-l4", 4)]),
+            "RuntimeConfig": {"CopyCount": 1},
+        }),
+    )
+    .await;
+    srv.wait_placement("llm", &[(G4A, 1)], 120.0).await;
+    srv.ok(
+        "CreateInferenceComponent",
+        json!({
+            "InferenceComponentName": "small", "EndpointName": "ic",
+            "Specifications": per_type_specs(&[(G8, "s8", 1), (G4A, "s4", 1), (G4B, "s4-l4", 1)]),
+            "RuntimeConfig": {"CopyCount": 2},
+        }),
+    )
+    .await;
+    srv.wait_placement("small", &[(G4B, 2)], 300.0).await;
+    assert_eq!(srv.host_types(), [G4A, G4B]);
+    srv.set_copies("llm", 2).await;
+    srv.wait_placement("llm", &[(G4A, 1), (G4B, 1)], 300.0).await;
+    assert_eq!(srv.host_types(), [G4A, G4B, G4B]);
+    assert!(!srv.events_of("ic", "ManagedScaleOut").is_empty());
+    // The preferred type comes back: a new copy goes to Priority 1.
+    fake.set(G8, 1);
+    srv.set_copies("llm", 3).await;
+    srv.wait_placement("llm", &[(G8, 1), (G4A, 1), (G4B, 1)], 600.0).await;
+    // In: fallback copies first, then the idle instances, fallback types first.
+    srv.set_copies("llm", 1).await;
+    srv.wait_placement("llm", &[(G8, 1)], 300.0).await;
+    srv.set_copies("small", 0).await;
+    srv.wait_until("the fleet back on the preferred type", 300.0, |s| {
+        s.host_types() == [G8]
+    })
+    .await;
+    srv.wait_placement("small", &[], 60.0).await;
+    assert!(!srv.events_of("ic", "ManagedScaleIn").is_empty());
+    assert_eq!(fake.st().copies.len(), 1, "one copy left: llm's on {G8}");
+    // Deleting the components stops their copies; the endpoint can then go.
+    let err = srv
+        .call("DeleteEndpoint", json!({"EndpointName": "ic"}))
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("llm"), "{}", err.message);
+    for c in ["llm", "small"] {
+        srv.ok("DeleteInferenceComponent", json!({"InferenceComponentName": c}))
+            .await;
+    }
+    srv.wait_until("components gone", 120.0, |s| s.fake.st().copies.is_empty())
+        .await;
+    srv.wait_until("records gone", 60.0, |s| {
+        s.app
+            .store
+            .list::<Value>(spillway::store::Kind::InferenceComponent)
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    srv.ok("DeleteEndpoint", json!({"EndpointName": "ic"})).await;
+    srv.wait_until("fleet gone", 120.0, |s| s.fake.running().is_empty())
+        .await;
+}
+
+/// Random copy counts over random capacity: every copy fits its instance, no device is given
+/// twice (the fake asserts), and the fleet never exceeds MaxInstanceCount.
+#[tokio::test(start_paused = true)]
+async fn random_copy_counts_keep_the_placement_invariants() {
+    let fake = Fake::new(&[(G8, 1), (G4A, 2), (G4B, 2)]);
+    let srv = start(fake.clone(), |_| {}).await;
+    srv.deploy_components("rnd", &[G8, G4A, G4B], 1, 0, 3).await;
+    srv.wait_status("rnd", "InService", 120.0).await;
+    srv.ok(
+        "CreateInferenceComponent",
+        json!({
+            "InferenceComponentName": "a", "EndpointName": "rnd",
+            "Specifications": per_type_specs(&[(G8, "a8", 2), (G4A, "a4", 2), (G4B, "a4b", 1)]),
+            "RuntimeConfig": {"CopyCount": 1},
+        }),
+    )
+    .await;
+    srv.ok(
+        "CreateInferenceComponent",
+        json!({
+            "InferenceComponentName": "b", "EndpointName": "rnd",
+            "Specifications": per_type_specs(&[(G8, "b8", 3), (G4A, "b4", 3), (G4B, "b4b", 3)]),
+            "RuntimeConfig": {"CopyCount": 1},
+        }),
+    )
+    .await;
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for _ in 0..12 {
+        srv.set_copies("a", next(6) as u32).await;
+        srv.set_copies("b", next(4) as u32).await;
+        for _ in 0..40 {
+            srv.pass(1.0).await;
+            assert!(
+                fake.running().len() <= 3,
+                "MaxInstanceCount exceeded: {:?}",
+                fake.running()
+            );
+        }
+    }
 }
