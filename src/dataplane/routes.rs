@@ -602,7 +602,7 @@ mod tests {
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0)])],
                 async_config: None,
-                ..Default::default()..Default::default()
+                ..Default::default()
             },
         );
         t.get("e").unwrap().variants[0].instances[0]
@@ -613,7 +613,7 @@ mod tests {
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0), inst("y", 0)])],
                 async_config: None,
-                ..Default::default()..Default::default()
+                ..Default::default()
             },
         );
         let r = t.get("e").unwrap();
@@ -628,7 +628,7 @@ mod tests {
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0), inst("y", 0)])],
                 async_config: None,
-                ..Default::default()..Default::default()
+                ..Default::default()
             },
         );
         let x = t.get("e").unwrap().variants[0].instances[0].clone();
