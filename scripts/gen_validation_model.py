@@ -52,6 +52,8 @@ SERVICES = {
             "CreateEndpointConfig", "DescribeEndpointConfig", "DeleteEndpointConfig", "ListEndpointConfigs",
             "CreateEndpoint", "DescribeEndpoint", "UpdateEndpoint", "DeleteEndpoint", "ListEndpoints",
             "UpdateEndpointWeightsAndCapacities", "AddTags", "ListTags", "DeleteTags",
+            "CreateInferenceComponent", "DescribeInferenceComponent", "ListInferenceComponents",
+            "UpdateInferenceComponent", "UpdateInferenceComponentRuntimeConfig", "DeleteInferenceComponent",
         ],
     ),
     "application-autoscaling": (

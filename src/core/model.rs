@@ -347,6 +347,24 @@ pub struct VariantSpec {
     pub model_data_timeout_s: u32,
     /// Routing strategy.
     pub routing: RoutingStrategy,
+    /// The variant has no `ModelName`: its instances host inference components (they run the
+    /// built-in host agent, and copies are placed on them; `PoolSpec::model_name` is "").
+    #[serde(default)]
+    pub hosts_components: bool,
+    /// `ManagedInstanceScaling` with `Status` `ENABLED` (components' variants only): the bounds
+    /// of the instance count placement may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_scaling: Option<ManagedScaling>,
+}
+
+/// `ManagedInstanceScaling` when `ENABLED`: the variant's instance count follows what its
+/// components' copies need, within `min..=max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedScaling {
+    /// `MinInstanceCount` (0 allowed).
+    pub min: u32,
+    /// `MaxInstanceCount` (at least 1).
+    pub max: u32,
 }
 
 /// Endpoint-level provisioning defaults where the API leaves a member unset.
