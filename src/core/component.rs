@@ -1617,6 +1617,67 @@ mod tests {
             prop_assert_eq!(p.idle.len() + holding.iter().filter(|h| !h.starts_with(HYPOTHETICAL)).count(), w.hosts.len());
         }
 
+        /// Generated specifications: validation never panics, and `needs` is exactly the fit
+        /// check: a type is in it iff its entry's copy fits an empty instance of it.
+        #[test]
+        fn needs_is_exactly_the_types_a_copy_fits(
+            entries in proptest::collection::vec(
+                (proptest::option::of(0usize..4), proptest::option::of(-1.0f64..10.0), proptest::option::of(0.0f64..64.0), 0i64..300_000, any::<bool>()),
+                0..7),
+            plural in any::<bool>(),
+            npools in 1usize..4,
+        ) {
+            let names = [BIG, SMALL, CPU, "ml.p4d.24xlarge"];
+            let specs: Vec<ComponentSpecification> = entries.iter().map(|(t, acc, cpu, mem, model)| ComponentSpecification {
+                instance_type: t.map(|i| names[i].to_string()),
+                model_name: model.then(|| "m".to_string()),
+                container: (!model).then(|| ComponentContainer { image: Some("builtin:echo".into()), ..Default::default() }),
+                compute_resource_requirements: Some(ComputeResourceRequirements {
+                    number_of_cpu_cores_required: *cpu,
+                    number_of_accelerator_devices_required: acc.map(f64::round),
+                    min_memory_required_in_mb: *mem,
+                    max_memory_required_in_mb: None,
+                }),
+                ..Default::default()
+            }).collect();
+            let v = if plural {
+                spec_version(None, Some(specs), 1)
+            } else {
+                spec_version(specs.into_iter().next(), None, 1)
+            };
+            let Ok(v) = v else { return Ok(()) };
+            let pools: Vec<PoolSpec> = names[..npools].iter().enumerate().map(|(i, t)| pool(t, i as u8 + 1)).collect();
+            match needs(&v, &pools) {
+                Ok(n) => {
+                    prop_assert!(!n.is_empty());
+                    for p in &pools {
+                        let fits = entry_for(&v, &p.instance_type).is_some_and(|e| fits_empty(&share_of(e), &cap(&p.instance_type)));
+                        prop_assert_eq!(n.contains_key(&p.instance_type), fits, "{}", p.instance_type);
+                    }
+                }
+                Err(e) => prop_assert!(e.0.contains("InstanceType") || e.0.contains("a copy needs"), "{}", e),
+            }
+        }
+
+        /// Generated `ManagedInstanceScaling` members: never a panic; ENABLED gives bounds with
+        /// min <= max and max >= 1.
+        #[test]
+        fn managed_scaling_bounds_are_consistent(
+            status in proptest::option::of(prop_oneof![Just("ENABLED"), Just("DISABLED"), Just("on")]),
+            min in proptest::option::of(-2i64..5),
+            max in proptest::option::of(-1i64..5),
+        ) {
+            let mut m = serde_json::Map::new();
+            if let Some(s) = status { m.insert("Status".into(), s.into()); }
+            if let Some(x) = min { m.insert("MinInstanceCount".into(), x.into()); }
+            if let Some(x) = max { m.insert("MaxInstanceCount".into(), x.into()); }
+            match crate::core::validate::managed_instance_scaling(&Value::Object(m), "ManagedInstanceScaling") {
+                Ok(Some(b)) => prop_assert!(status == Some("ENABLED") && b.min <= b.max && b.max >= 1),
+                Ok(None) => prop_assert!(status == Some("DISABLED") && min != Some(0)),
+                Err(e) => prop_assert!(e.0.contains("ManagedInstanceScaling"), "{}", e),
+            }
+        }
+
         #[test]
         fn placement_does_not_depend_on_input_order(w in world(), seed in any::<u64>()) {
             let p = plan(&w.hosts, &w.copies, &w.demands, &w.pools);
