@@ -52,6 +52,8 @@ SERVICES = {
             "CreateEndpointConfig", "DescribeEndpointConfig", "DeleteEndpointConfig", "ListEndpointConfigs",
             "CreateEndpoint", "DescribeEndpoint", "UpdateEndpoint", "DeleteEndpoint", "ListEndpoints",
             "UpdateEndpointWeightsAndCapacities", "AddTags", "ListTags", "DeleteTags",
+            "CreateInferenceComponent", "DescribeInferenceComponent", "ListInferenceComponents",
+            "UpdateInferenceComponent", "UpdateInferenceComponentRuntimeConfig", "DeleteInferenceComponent",
         ],
     ),
     "application-autoscaling": (
@@ -88,6 +90,8 @@ ANCHORED = {
     ("sagemaker", "ClarifyMimeType"): "^[a-zA-Z0-9](-*[a-zA-Z0-9])*\\/[a-zA-Z0-9](-*[a-zA-Z0-9+.])*",
     ("sagemaker", "EndpointName"): "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}",
     ("sagemaker", "AlarmName"): "^(?!\\s*$).+",
+    # as the API reference prints it (UpdateInferenceComponentRuntimeConfig)
+    ("sagemaker", "InferenceComponentName"): "^[a-zA-Z0-9]([\\-a-zA-Z0-9]*[a-zA-Z0-9])?$",
 }
 
 # Java look-arounds, which Rust's regex engine lacks, rewritten without them (same language).

@@ -443,10 +443,16 @@ async fn create_endpoint_config(app: &Arc<App>, input: CreateEndpointConfigInput
         }
     }
     check_tags(&input.tags)?;
-    validate::production_variants(
+    let specs = validate::production_variants(
         &input.production_variants,
         &|n: &str| control::model_exists(app, n),
         &|n: &str| app.arn("model", n),
+    )?;
+    // A configuration whose variants host inference components has its own rules.
+    validate::components_endpoint_config(
+        &specs,
+        input.other.get("ExecutionRoleArn").and_then(Value::as_str),
+        input.async_inference_config.is_some(),
     )?;
     fit_check(app, &input.production_variants)?;
     if let Some(a) = &input.async_inference_config {

@@ -347,20 +347,23 @@ pub struct VariantSpec {
     pub model_data_timeout_s: u32,
     /// Routing strategy.
     pub routing: RoutingStrategy,
-    /// The variant names no model: its instances host inference components' copies.
+    /// The variant has no `ModelName`: its instances host inference components (they run the
+    /// built-in host agent, and copies are placed on them; `PoolSpec::model_name` is "").
     #[serde(default)]
     pub hosts_components: bool,
-    /// `ManagedInstanceScaling` when `ENABLED`: the instance count follows the copies' needs.
-    #[serde(default)]
+    /// `ManagedInstanceScaling` with `Status` `ENABLED` (components' variants only): the bounds
+    /// of the instance count placement may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_scaling: Option<ManagedScaling>,
 }
 
-/// `ManagedInstanceScaling` of a variant that hosts inference components, when enabled.
+/// `ManagedInstanceScaling` when `ENABLED`: the variant's instance count follows what its
+/// components' copies need, within `min..=max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManagedScaling {
     /// `MinInstanceCount` (0 allowed).
     pub min: u32,
-    /// `MaxInstanceCount`.
+    /// `MaxInstanceCount` (at least 1).
     pub max: u32,
 }
 

@@ -158,9 +158,10 @@ pub fn instance_type(value: &str, field: &str) -> Result<()> {
 
 /// Members of `ProductionVariant` that spillway refuses rather than silently ignores,
 /// because accepting them would promise behaviour spillway does not deliver.
+/// (`ManagedInstanceScaling` is accepted on a variant that hosts inference components only,
+/// [`MANAGED_SCALING`].)
 pub const REJECTED_VARIANT_MEMBERS: &[&str] = &[
     "ServerlessConfig",
-    "ManagedInstanceScaling",
     "CapacityReservationConfig",
     "AcceleratorPartitionLayouts",
     "CoreDumpConfig",
@@ -179,6 +180,17 @@ pub fn production_variants(
 ) -> Result<Vec<VariantSpec>> {
     // The model's 1..10; checked again because a stored configuration is read back.
     list_length(variants.len(), "productionVariants", 1, 10)?;
+    // Inference-component mode: a variant without ModelName hosts components, and then every
+    // variant does (an endpoint either runs one model per variant or hosts components).
+    if let Some(ic) = variants.iter().position(|v| v.model_name.is_none())
+        && let Some(m) = variants.iter().position(|v| v.model_name.is_some())
+    {
+        return Err(ValidationError(format!(
+            "ProductionVariants.{}.ModelName: ProductionVariants.{} has no ModelName, so the endpoint configuration hosts inference components and no variant may name a model",
+            m + 1,
+            ic + 1
+        )));
+    }
     let mut seen_names = HashSet::new();
     let mut specs = Vec::with_capacity(variants.len());
     for (i, v) in variants.iter().enumerate() {
@@ -210,15 +222,21 @@ fn variant(
             )));
         }
     }
-    let model_name = match &v.model_name {
-        None => {
+    // No ModelName: the variant hosts inference components (its pools' model is "").
+    let hosts_components = v.model_name.is_none();
+    let managed_scaling = match (v.other.get(MANAGED_SCALING), hosts_components) {
+        (None, _) => None,
+        (Some(_), false) => {
+            // Today's rule for a variant that runs a model: managed instance scaling follows
+            // components' copies, which such a variant has none of.
             return Err(ValidationError(format!(
-                "{at}.ModelName is required: spillway runs one model per variant (inference components are not supported)"
+                "{at}.{MANAGED_SCALING} is supported by spillway only on variants that host inference components (no ModelName); see docs/api-compat.md"
             )));
         }
-        Some(m) => m.clone(),
+        (Some(m), true) => managed_instance_scaling(m, &format!("{at}.{MANAGED_SCALING}"))?,
     };
-    if !model_exists(&model_name) {
+    let model_name = v.model_name.clone().unwrap_or_default();
+    if !hosts_components && !model_exists(&model_name) {
         return Err(ValidationError(format!(
             "Could not find model \"{}\".",
             model_arn(&model_name)
@@ -267,6 +285,11 @@ fn variant(
                     )));
                 }
                 let pool_model = match &p.model_name_override {
+                    Some(o) if hosts_components => {
+                        return Err(ValidationError(format!(
+                            "{pat}.ModelNameOverride ('{o}') is not accepted on a variant that hosts inference components: its components name their models"
+                        )));
+                    }
                     Some(o) => {
                         if !model_exists(o) {
                             return Err(ValidationError(format!(
@@ -301,6 +324,14 @@ fn variant(
             c as u32
         }
     };
+    if let Some(m) = managed_scaling
+        && !(m.min..=m.max).contains(&count)
+    {
+        return Err(ValidationError(format!(
+            "{at}.InitialInstanceCount: {count} is outside ManagedInstanceScaling's MinInstanceCount..MaxInstanceCount ({}..{})",
+            m.min, m.max
+        )));
+    }
     // The model's ranges; checked again here because a stored configuration is read back.
     let timeout = |value: Option<i64>, member: &str, lo: i64, default: u32| -> Result<u32> {
         match value {
@@ -351,9 +382,109 @@ fn variant(
         startup_health_timeout_s,
         model_data_timeout_s,
         routing,
-        hosts_components: false,
-        managed_scaling: None,
+        hosts_components,
+        managed_scaling,
     })
+}
+
+/// The `ProductionVariant` member spillway reads for managed instance scaling (kept in
+/// `ProductionVariant::other`, so it is echoed as given).
+pub const MANAGED_SCALING: &str = "ManagedInstanceScaling";
+
+/// `ManagedInstanceScaling` of a variant that hosts components (the model's constraints ran
+/// before: `Status` ENABLED|DISABLED, `MinInstanceCount` >= 0, `MaxInstanceCount` >= 1).
+/// spillway's rules: `Status` is required; when ENABLED, `MinInstanceCount` and
+/// `MaxInstanceCount` are required and Min <= Max; `MinInstanceCount` 0 only when ENABLED;
+/// `ScaleInPolicy.Strategy` `CONSOLIDATION` is refused (spillway releases idle instances, it
+/// does not move copies). `Some` only when ENABLED.
+pub fn managed_instance_scaling(
+    value: &serde_json::Value,
+    at: &str,
+) -> Result<Option<crate::core::model::ManagedScaling>> {
+    let int = |member: &str| -> Result<Option<i64>> {
+        match value.get(member) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| ValidationError(format!("{at}.{member}: {v} is not an integer"))),
+        }
+    };
+    let status = value.get("Status").and_then(|s| s.as_str());
+    let min = int("MinInstanceCount")?;
+    let max = int("MaxInstanceCount")?;
+    if let Some(m) = min {
+        int_range(m, &format!("{at}.MinInstanceCount"), 0, 1000)?;
+    }
+    if let Some(m) = max {
+        int_range(m, &format!("{at}.MaxInstanceCount"), 1, 1000)?;
+    }
+    if let (Some(lo), Some(hi)) = (min, max)
+        && lo > hi
+    {
+        return Err(ValidationError(format!(
+            "{at}: MinInstanceCount ({lo}) is greater than MaxInstanceCount ({hi})"
+        )));
+    }
+    if let Some(s) = value.pointer("/ScaleInPolicy/Strategy").and_then(|s| s.as_str())
+        && s != "IDLE_RELEASE"
+    {
+        return Err(ValidationError(format!(
+            "{at}.ScaleInPolicy.Strategy: {s} is not supported by spillway; it releases idle instances (IDLE_RELEASE) and does not move copies between instances"
+        )));
+    }
+    match status {
+        Some("ENABLED") => {
+            let (Some(lo), Some(hi)) = (min, max) else {
+                return Err(ValidationError(format!(
+                    "{at}: MinInstanceCount and MaxInstanceCount are required when Status is ENABLED"
+                )));
+            };
+            Ok(Some(crate::core::model::ManagedScaling {
+                min: lo as u32,
+                max: hi as u32,
+            }))
+        }
+        Some("DISABLED") => {
+            if min == Some(0) {
+                return Err(ValidationError(format!(
+                    "{at}.MinInstanceCount: 0 is allowed only when Status is ENABLED"
+                )));
+            }
+            Ok(None)
+        }
+        Some(other) => Err(ValidationError(format!(
+            "{at}.Status: '{other}' is not one of ENABLED, DISABLED"
+        ))),
+        None => Err(ValidationError(format!(
+            "{at}.Status is required (ENABLED or DISABLED)"
+        ))),
+    }
+}
+
+/// The configuration-level rules of an endpoint configuration whose variants host inference
+/// components (run after [`production_variants`]; nothing to check when none does):
+/// `ExecutionRoleArn` is required (AWS requires it in this mode; spillway records it), and
+/// `AsyncInferenceConfig` is refused (asynchronous inference runs one model per variant).
+pub fn components_endpoint_config(
+    specs: &[VariantSpec],
+    execution_role_arn: Option<&str>,
+    has_async_inference_config: bool,
+) -> Result<()> {
+    if !specs.iter().any(|s| s.hosts_components) {
+        return Ok(());
+    }
+    if execution_role_arn.is_none_or(str::is_empty) {
+        return Err(ValidationError(
+            "ExecutionRoleArn is required when the production variants host inference components (no ModelName)".into(),
+        ));
+    }
+    if has_async_inference_config {
+        return Err(ValidationError(
+            "AsyncInferenceConfig is not supported on an endpoint configuration whose variants host inference components (no ModelName)".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn routing_strategy(value: &str, field: &str) -> Result<RoutingStrategy> {
@@ -553,6 +684,113 @@ mod tests {
         let spec = check(v).unwrap();
         assert_eq!(spec[0].pools[1].model_name, "m2");
         assert_eq!(spec[0].pools[0].model_name, "m");
+    }
+
+    fn ic(pools: Vec<(&str, i64)>) -> ProductionVariant {
+        let mut v = pv(Some(pools), None);
+        v.model_name = None;
+        v
+    }
+
+    fn mis(v: serde_json::Value) -> Result<Option<crate::core::model::ManagedScaling>> {
+        managed_instance_scaling(&v, "ProductionVariants.1.ManagedInstanceScaling")
+    }
+
+    #[test]
+    fn a_variant_without_model_hosts_components() {
+        let mut v = ic(vec![("ml.g5.12xlarge", 1), ("ml.g5.2xlarge", 2)]);
+        v.other.insert(
+            MANAGED_SCALING.into(),
+            serde_json::json!({"Status": "ENABLED", "MinInstanceCount": 0, "MaxInstanceCount": 4}),
+        );
+        let specs = check(v.clone()).unwrap();
+        assert!(specs[0].hosts_components);
+        assert_eq!(
+            specs[0].managed_scaling,
+            Some(crate::core::model::ManagedScaling { min: 0, max: 4 })
+        );
+        assert!(specs[0].pools.iter().all(|p| p.model_name.is_empty()));
+        // Config-level rules of the mode.
+        assert!(components_endpoint_config(&specs, Some("arn:aws:iam::123456789012:role/r"), false).is_ok());
+        let e = components_endpoint_config(&specs, None, false).unwrap_err();
+        assert!(e.0.contains("ExecutionRoleArn is required"), "{e}");
+        let e = components_endpoint_config(&specs, Some("arn:aws:iam::123456789012:role/r"), true).unwrap_err();
+        assert!(e.0.contains("AsyncInferenceConfig"), "{e}");
+        let model_specs = check(pv(None, Some("ml.m5.xlarge"))).unwrap();
+        assert!(!model_specs[0].hosts_components && model_specs[0].managed_scaling.is_none());
+        assert!(components_endpoint_config(&model_specs, None, true).is_ok());
+
+        // Every variant or none.
+        let mut second = pv(None, Some("ml.m5.xlarge"));
+        second.variant_name = "B".into();
+        let e = production_variants(&[v.clone(), second], &|n| n == "m", &|n| n.into()).unwrap_err();
+        assert!(
+            e.0.starts_with("ProductionVariants.2.ModelName: ProductionVariants.1 has no ModelName"),
+            "{e}"
+        );
+        // No ModelNameOverride, InitialInstanceCount within Min..Max.
+        let mut o = v.clone();
+        o.instance_pools.as_mut().unwrap()[1].model_name_override = Some("m".into());
+        assert!(check(o).unwrap_err().0.contains("InstancePools.2.ModelNameOverride"));
+        let mut o = v.clone();
+        o.initial_instance_count = Some(5);
+        assert!(check(o).unwrap_err().0.contains("InitialInstanceCount: 5 is outside"));
+        // A variant running a model keeps refusing ManagedInstanceScaling.
+        let mut m = pv(None, Some("ml.m5.xlarge"));
+        m.other
+            .insert(MANAGED_SCALING.into(), serde_json::json!({"Status": "DISABLED"}));
+        assert!(
+            check(m)
+                .unwrap_err()
+                .0
+                .contains("ManagedInstanceScaling is supported by spillway only")
+        );
+    }
+
+    #[test]
+    fn managed_instance_scaling_rules() {
+        use serde_json::json;
+        assert_eq!(mis(json!({"Status": "DISABLED"})), Ok(None));
+        assert_eq!(
+            mis(json!({"Status": "DISABLED", "MinInstanceCount": 1, "MaxInstanceCount": 3})),
+            Ok(None)
+        );
+        let cases = [
+            (json!({}), "Status is required"),
+            (json!({"Status": "ON"}), "'ON' is not one of ENABLED, DISABLED"),
+            (
+                json!({"Status": "ENABLED", "MaxInstanceCount": 2}),
+                "required when Status is ENABLED",
+            ),
+            (
+                json!({"Status": "ENABLED", "MinInstanceCount": 3, "MaxInstanceCount": 2}),
+                "MinInstanceCount (3) is greater than MaxInstanceCount (2)",
+            ),
+            (
+                json!({"Status": "ENABLED", "MinInstanceCount": -1, "MaxInstanceCount": 2}),
+                "greater than or equal to 0",
+            ),
+            (
+                json!({"Status": "ENABLED", "MinInstanceCount": 0, "MaxInstanceCount": 0}),
+                "greater than or equal to 1",
+            ),
+            (
+                json!({"Status": "DISABLED", "MinInstanceCount": 0, "MaxInstanceCount": 2}),
+                "0 is allowed only when Status is ENABLED",
+            ),
+            (
+                json!({"Status": "ENABLED", "MinInstanceCount": 1, "MaxInstanceCount": 2, "ScaleInPolicy": {"Strategy": "CONSOLIDATION"}}),
+                "CONSOLIDATION",
+            ),
+            (
+                json!({"Status": "ENABLED", "MinInstanceCount": "1", "MaxInstanceCount": 2}),
+                "not an integer",
+            ),
+        ];
+        for (v, needle) in cases {
+            let e = mis(v.clone()).unwrap_err();
+            assert!(e.0.contains(needle), "{v}: {needle:?} not in {e}");
+        }
     }
 
     #[test]

@@ -780,6 +780,48 @@ mod tests {
         );
     }
 
+    /// The inference-component operations (issue 17) are checked as AWS checks them.
+    #[test]
+    fn inference_component_inputs_in_aws_words() {
+        let got = messages(
+            "sagemaker",
+            "CreateInferenceComponent",
+            json!({"InferenceComponentName": "ic_1", "EndpointName": "e", "VariantName": "AllTraffic",
+                   "Specifications": [{"InstanceType": "ml.g5.2xlarge", "ModelName": "m",
+                       "ComputeResourceRequirements": {"NumberOfCpuCoresRequired": 0.1,
+                           "NumberOfAcceleratorDevicesRequired": 1, "MinMemoryRequiredInMb": 64}}],
+                   "RuntimeConfig": {"CopyCount": -1}}),
+        );
+        assert_eq!(
+            got,
+            [
+                "Value 'ic_1' at 'inferenceComponentName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9]([\\-a-zA-Z0-9]*[a-zA-Z0-9])?$",
+                "Value '0.1' at 'specifications.1.member.computeResourceRequirements.numberOfCpuCoresRequired' failed to satisfy constraint: Member must have value greater than or equal to 0.25",
+                "Value '64' at 'specifications.1.member.computeResourceRequirements.minMemoryRequiredInMb' failed to satisfy constraint: Member must have value greater than or equal to 128",
+                "Value '-1' at 'runtimeConfig.copyCount' failed to satisfy constraint: Member must have value greater than or equal to 0",
+            ]
+        );
+        let got = messages(
+            "sagemaker",
+            "UpdateInferenceComponentRuntimeConfig",
+            json!({"InferenceComponentName": "ic"}),
+        );
+        assert_eq!(
+            got,
+            ["Value null at 'desiredRuntimeConfig' failed to satisfy constraint: Member must not be null"]
+        );
+        for op in [
+            "CreateInferenceComponent",
+            "DescribeInferenceComponent",
+            "ListInferenceComponents",
+            "UpdateInferenceComponent",
+            "UpdateInferenceComponentRuntimeConfig",
+            "DeleteInferenceComponent",
+        ] {
+            assert!(has_operation("sagemaker", op), "{op}");
+        }
+    }
+
     #[test]
     fn enums_list_the_models_values() {
         let got = messages(
