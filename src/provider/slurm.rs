@@ -1959,6 +1959,90 @@ mod tests {
         }
     }
 
+    /// Runs the copy's node wrapper with `env` and a command that prints what it got.
+    fn node_wrapper(env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+        let o = std::process::Command::new("/bin/sh")
+            .args(["-c", COPY_NODE_WRAPPER, "spillway-model", "/bin/sh", "-c"])
+            .arg("echo \"$SAGEMAKER_BIND_TO_PORT|$CUDA_VISIBLE_DEVICES\"")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn the_copy_wrapper_maps_positions_to_the_steps_devices() {
+        let port = ("SLURM_STEP_RESV_PORTS", "20005-20006");
+        let got = node_wrapper(&[
+            port,
+            ("CUDA_VISIBLE_DEVICES", "4,5,6,7"),
+            ("SPILLWAY_COPY_ACCELERATORS", "3,1"),
+        ]);
+        assert_eq!(got.1, "20005|7,5");
+        let got = node_wrapper(&[port, ("CUDA_VISIBLE_DEVICES", "4"), ("SPILLWAY_COPY_ACCELERATORS", "0")]);
+        assert_eq!(got.1, "20005|4");
+        // No GRES: the positions are the devices.
+        let got = node_wrapper(&[port, ("SPILLWAY_COPY_ACCELERATORS", "0,2")]);
+        assert_eq!(got.1, "20005|0,2");
+        // No accelerators: none visible, even when the job has some.
+        let got = node_wrapper(&[
+            port,
+            ("CUDA_VISIBLE_DEVICES", "0,1"),
+            ("SPILLWAY_COPY_ACCELERATORS", ""),
+        ]);
+        assert_eq!(got.1, "20005|");
+        let (code, _, err) = node_wrapper(&[
+            port,
+            ("CUDA_VISIBLE_DEVICES", "0,1"),
+            ("SPILLWAY_COPY_ACCELERATORS", "2"),
+        ]);
+        assert_eq!(code, Some(97));
+        assert!(err.contains("position 2 is outside the job's devices (0,1)"), "{err}");
+        let (code, _, err) = node_wrapper(&[("SPILLWAY_COPY_ACCELERATORS", "0")]);
+        assert_eq!(code, Some(98), "{err}");
+        let got = node_wrapper(&[("SAGEMAKER_BIND_TO_PORT", "31000"), ("SPILLWAY_COPY_ACCELERATORS", "1")]);
+        assert_eq!(got.1, "31000|1");
+    }
+
+    #[test]
+    fn copy_steps_are_parsed_and_requested() {
+        let steps = Inner::parse_step_ids("12.0|spillway-i-1\n12.3|spillway-c-9\n12.extern|extern\nbad\n");
+        assert_eq!(
+            steps,
+            HashMap::from([
+                ((12, 0), "spillway-i-1".to_string()),
+                ((12, 3), "spillway-c-9".to_string())
+            ])
+        );
+        assert_eq!(Inner::parse_steps("12.0|x\n13.1|y\n"), HashSet::from([12, 13]));
+        let a = copy_step_args(12, "spillway-c-9", 2.5, 512, Path::new("/w/c-9"), true);
+        assert_eq!(
+            a,
+            [
+                "--jobid=12",
+                "--overlap",
+                "--job-name=spillway-c-9",
+                "--nodes=1",
+                "--ntasks=1",
+                "--cpus-per-task=3",
+                "--mem=512M",
+                "--input=none",
+                "--export=ALL",
+                "--chdir=/w/c-9",
+                "--resv-ports=1"
+            ]
+        );
+        let b = copy_step_args(12, "n", 0.25, 0, Path::new("/w"), false);
+        assert!(b.contains(&"--cpus-per-task=1".to_string()) && !b.iter().any(|x| x.starts_with("--mem")));
+        assert!(!b.contains(&"--resv-ports=1".to_string()));
+    }
+
     #[test]
     fn derived_ports_avoid_used_ones() {
         let used: HashSet<u16> = [30002].into_iter().collect();
