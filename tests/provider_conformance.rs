@@ -312,11 +312,15 @@ async fn copies_share_their_host(
     }
     assert_ne!(a.address, b.address, "[{kind}] each copy has its own port");
     // A position outside the host's devices is a failure, not a capacity answer.
+    let devices_of_type = catalog::lookup(host_type)
+        .and_then(|t| t.accelerator.as_ref())
+        .map_or(0, |a| a.count);
     let bad = p
-        .launch_copy(copy_request("c-bad", "i-host", host_type, &h, &[4]))
+        .launch_copy(copy_request("c-bad", "i-host", host_type, &h, &[devices_of_type]))
         .await;
+    let outside = format!("position {devices_of_type} is outside");
     assert!(
-        matches!(&bad, Err(LaunchError::Failed(m)) if m.contains("position 4")),
+        matches!(&bad, Err(LaunchError::Failed(m)) if m.contains(&outside)),
         "[{kind}] {bad:?}"
     );
     // Copies hold no capacity of their own: the host is the one instance of its type.
@@ -328,6 +332,18 @@ async fn copies_share_their_host(
             .sum()
     };
     assert_eq!(used(p), 1, "[{kind}] copies are not instances");
+    // A host handle that names no process or job of that instance is unusable.
+    let stale = Launched {
+        handle: serde_json::json!({"pid": std::process::id(), "jobId": 999_999, "port": 1}),
+        address: h.address.clone(),
+    };
+    let r = p
+        .launch_copy(copy_request("c-stale", "i-host", host_type, &stale, &[0]))
+        .await;
+    assert!(
+        matches!(&r, Err(LaunchError::Failed(m)) if m.contains("i-host")),
+        "[{kind}] {r:?}"
+    );
 
     p.terminate("c-a", &a.handle, GRACE).await;
     wait_ping(&a.address, false, &format!("[{kind}] terminated copy")).await;
@@ -748,6 +764,14 @@ async fn slurm_provider_conforms() {
         ..slurm_config()
     };
     launch_ping_terminate(&SlurmProvider::new(&dir, &ranged), &SLURM).await;
+    let (_t, ranged_dir) = data_dir();
+    copies_share_their_host(
+        &SlurmProvider::new(&ranged_dir, &ranged),
+        &SlurmProvider::new(&ranged_dir, &ranged),
+        "ml.p4d.24xlarge",
+        ["2", "0,3"],
+    )
+    .await;
     // One test function: the cases share one cluster and must not overlap.
     slurm_capacity_answers_and_failures().await;
     // Copies: job steps in the host's allocation; Slurm gave the job GPUs 0,1,2,3.

@@ -829,6 +829,12 @@ impl CapacityProvider for LocalProvider {
             if !process_alive(pid) {
                 return Err(unusable(format!("its process {pid} is not running")));
             }
+            // Not a reused pid: the process carries the host's identity (when it can be read).
+            if let Some(env) = process_env(pid)
+                && env.get("SPILLWAY_INSTANCE_ID") != Some(host)
+            {
+                return Err(unusable(format!("process {pid} is not that instance")));
+            }
             let host_gpus = gpus_of(&req.host_handle);
             let count = req.instance_type.accelerator.as_ref().map_or(0, |a| a.count);
             let (devices, gpus) = if !host_gpus.is_empty() {

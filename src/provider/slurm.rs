@@ -1053,6 +1053,14 @@ impl Inner {
         if row.state != "RUNNING" || row.nodes.is_empty() {
             return Err(unusable(row.describe()));
         }
+        // Steps go only into this spillway's own job of that instance.
+        let ours = self.data_dir.to_string_lossy();
+        if parse_comment(&row.comment) != Some((host.as_str(), ours.as_ref())) {
+            return Err(unusable(format!(
+                "Slurm job {job_id} is not this spillway's job of that instance (comment {:?})",
+                row.comment
+            )));
+        }
         let node = row.nodes.clone();
         let image = req
             .container
@@ -1103,7 +1111,18 @@ impl Inner {
             pgid: None,
             armed: true,
         };
-        let mut argv_all: Vec<std::ffi::OsString> = vec![self.program("srun").into()];
+        // srun hands its resource limits to the step: the model gets the open-file soft limit
+        // spillway was started with, as an instance's does.
+        let mut argv_all: Vec<std::ffi::OsString> = match super::shim::model_nofile() {
+            Some(n) => vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("ulimit -Sn {n} 2>/dev/null; exec \"$@\"").into(),
+                "spillway-srun".into(),
+            ],
+            None => vec![],
+        };
+        argv_all.push(self.program("srun").into());
         argv_all.extend(
             copy_step_args(job_id, &step_name, req.cpus, req.memory_mb, &dir, derived.is_none())
                 .into_iter()
@@ -1124,8 +1143,9 @@ impl Inner {
         let mut cmd = match (&log_dir, &self.logs) {
             (Some(d), Some(l)) => {
                 let shim = super::shim::ShimOptions {
-                    nofile: super::shim::model_nofile(),
+                    nofile: None,
                     status_file: None,
+                    // Nobody signals this shim: the step is stopped through Slurm.
                     grace_seconds: 30,
                     log_dir: Some(d.clone()),
                     log_max_bytes: l.max_bytes_per_instance,
