@@ -13,6 +13,12 @@
 //! makes every invocation answer that status (a failing model); `ECHO_BIND_ADDR` sets the
 //! listening address (default `127.0.0.1`; a multi-host Slurm cluster needs `0.0.0.0`).
 //!
+//! `host` is the agent an instance of an endpoint that hosts inference components runs
+//! (docs/inference-components.md, "Copies on providers"): it listens as `echo` does (same port
+//! and `ECHO_BIND_ADDR` conventions), answers `GET /ping` 200 and every `POST /invocations` 400
+//! with a message saying the instance hosts inference components and the request must name one.
+//! The components' copies are separate processes (job steps under Slurm) with ports of their own.
+//!
 //! A request body `stream:<n>` makes the answer a stream of `n` chunks `token-<i> `, one every
 //! `ECHO_STREAM_INTERVAL_MS` (default 50 ms), the way an LLM server streams tokens.
 //!
@@ -30,25 +36,34 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 /// Names of the built-in model servers.
-pub const BUILTINS: &[&str] = &["echo"];
+pub const BUILTINS: &[&str] = &["echo", "host"];
+
+/// What the `host` agent answers to an invocation: the instance runs no model of its own.
+pub const HOST_AGENT_MESSAGE: &str = "This instance hosts inference components: name the one to invoke \
+     (InferenceComponentName, header X-Amzn-SageMaker-Inference-Component).";
 
 /// Runs the named built-in model server until the process is signalled.
 pub async fn run(name: &str) -> std::io::Result<()> {
-    if name != "echo" {
-        return Err(std::io::Error::other(format!(
-            "unknown built-in model server {name:?}; available: {}",
-            BUILTINS.join(", ")
-        )));
+    let app = match name {
+        "echo" => {
+            if let Some(ms) = env_u64("ECHO_STARTUP_DELAY_MS") {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Router::new()
+                .route("/ping", get(ping))
+                .route("/invocations", post(invocations))
+        }
+        "host" => host_agent(),
+        _ => {
+            return Err(std::io::Error::other(format!(
+                "unknown built-in model server {name:?}; available: {}",
+                BUILTINS.join(", ")
+            )));
+        }
     }
-    if let Some(ms) = env_u64("ECHO_STARTUP_DELAY_MS") {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
+    // SageMaker payloads go up to 6 MB; axum's default limit is 2 MB.
+    .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024));
     let port = env_u64("SAGEMAKER_BIND_TO_PORT").unwrap_or(8080) as u16;
-    let app = Router::new()
-        .route("/ping", get(ping))
-        .route("/invocations", post(invocations))
-        // SageMaker payloads go up to 6 MB; axum's default limit is 2 MB.
-        .layer(axum::extract::DefaultBodyLimit::max(8 * 1024 * 1024));
     let ip: std::net::IpAddr = std::env::var("ECHO_BIND_ADDR")
         .ok()
         .and_then(|a| a.parse().ok())
@@ -61,6 +76,21 @@ pub async fn run(name: &str) -> std::io::Result<()> {
             term.recv().await;
         })
         .await
+}
+
+/// The `host` agent's routes: `/ping` 200, `/invocations` 400 with [`HOST_AGENT_MESSAGE`]
+/// (a JSON body in the shape of a model error, so a client sees why).
+pub fn host_agent() -> Router {
+    Router::new().route("/ping", get(|| async { StatusCode::OK })).route(
+        "/invocations",
+        post(|| async {
+            (
+                StatusCode::BAD_REQUEST,
+                [("content-type", "application/json")],
+                json!({ "message": HOST_AGENT_MESSAGE }).to_string(),
+            )
+        }),
+    )
 }
 
 /// The longest `burn:<ms>` request (the model timeout's default).
@@ -183,5 +213,39 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
     type Item = T;
     fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
         self.0.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One HTTP/1.1 request to `addr`: (status, body).
+    async fn call(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![];
+        s.read_to_end(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, text.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+    }
+
+    #[tokio::test]
+    async fn the_host_agent_pings_and_refuses_invocations() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, host_agent()).await });
+        assert_eq!(call(addr, "GET", "/ping").await.0, 200);
+        let (status, body) = call(addr, "POST", "/invocations").await;
+        assert_eq!(status, 400);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            v["message"].as_str().unwrap().contains("InferenceComponentName"),
+            "{body}"
+        );
+        assert_eq!(call(addr, "GET", "/nothing").await.0, 404);
     }
 }

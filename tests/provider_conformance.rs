@@ -8,6 +8,10 @@
 //! - after a "restart" (a fresh provider on the same data dir), `recover` adopts the tracked
 //!   instance and stops the untracked one.
 //!
+//! - copies of inference components: a host runs the `builtin:host` agent, two copies on it get
+//!   disjoint devices and their own environment, terminating one leaves the other and the host
+//!   serving, and recovery adopts the tracked copy and stops an untracked one.
+//!
 //! The local provider always runs. The Slurm test is `#[ignore]`d, so a plain `cargo test` or
 //! `cargo nextest run` reports it as skipped; `scripts/slurm/test.sh` starts a cluster (it
 //! exports `SLURM_CONF`) and runs it with `--include-ignored`, and without a cluster it fails.
@@ -24,7 +28,8 @@ use spillway::core::model::ContainerDefinition;
 use spillway::provider::local::{Host, LocalProvider};
 use spillway::provider::slurm::SlurmProvider;
 use spillway::provider::{
-    CapacityProvider, LaunchError, LaunchRequest, Launched, Liveness, ModelDataLimits, TrackedInstance,
+    CapacityProvider, CopyLaunchRequest, LaunchError, LaunchRequest, Launched, Liveness, ModelDataLimits,
+    TrackedInstance,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -207,6 +212,7 @@ fn local(dir: &Path) -> LocalProvider {
             ("ml.m5.xlarge".to_string(), 1),
             ("ml.c5.xlarge".to_string(), 2),
             ("ml.g6e.2xlarge".to_string(), 0),
+            ("ml.g5.12xlarge".to_string(), 1),
         ]),
         ..LocalProviderConfig::default()
     };
@@ -223,6 +229,159 @@ const LOCAL: Case = Case {
     two_slots: "ml.c5.xlarge",
     unavailable: "ml.g6e.2xlarge",
 };
+
+/// A copy of component `component` on `host` at accelerator `positions`, running echo.
+fn copy_request(copy_id: &str, host: &str, host_type: &str, l: &Launched, positions: &[u32]) -> CopyLaunchRequest {
+    CopyLaunchRequest {
+        copy_id: copy_id.into(),
+        endpoint_name: "conformance".into(),
+        variant_name: "AllTraffic".into(),
+        component: format!("ic-{copy_id}"),
+        host_instance_id: host.into(),
+        host_handle: l.handle.clone(),
+        instance_type: catalog::lookup(host_type).expect("catalog type"),
+        accelerators: positions.to_vec(),
+        cpus: 0.5,
+        memory_mb: 100,
+        model_name: "echo".into(),
+        container: ContainerDefinition {
+            image: Some(echo_image()),
+            ..ContainerDefinition::default()
+        },
+        model_data: ModelDataLimits::default(),
+    }
+}
+
+/// `POST /invocations` answer: (status, body).
+async fn invoke(address: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let req = format!(
+        "POST /invocations HTTP/1.1\r\nHost: {address}\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![];
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+async fn copy_ok(p: &dyn CapacityProvider, id: &str, host_type: &str, h: &Launched, positions: &[u32]) -> Launched {
+    match p.launch_copy(copy_request(id, "i-host", host_type, h, positions)).await {
+        Ok(l) => l,
+        Err(e) => panic!("[{}] copy {id}: {e:?}", p.kind()),
+    }
+}
+
+/// Copies of inference components on a host: `devices` is what `CUDA_VISIBLE_DEVICES` the
+/// copies at positions `[2]` and `[0, 3]` of a 4-device host must see.
+async fn copies_share_their_host(
+    p: &dyn CapacityProvider,
+    again: &dyn CapacityProvider,
+    host_type: &str,
+    devices: [&str; 2],
+) {
+    let kind = p.kind();
+    let host_image = format!("{} builtin-model host", env!("CARGO_BIN_EXE_spillway"));
+    let h = match p.launch(request("i-host", host_type, &host_image)).await {
+        Ok(l) => l,
+        Err(e) => panic!("[{kind}] host launch: {e:?}"),
+    };
+    wait_ping(&h.address, true, &format!("[{kind}] host agent")).await;
+    let (status, body) = invoke(&h.address).await;
+    assert_eq!(status, 400, "[{kind}] the host agent refuses invocations: {body}");
+    assert!(body.contains("InferenceComponentName"), "[{kind}] {body}");
+
+    let a = copy_ok(p, "c-a", host_type, &h, &[2]).await;
+    let b = copy_ok(p, "c-b", host_type, &h, &[0, 3]).await;
+    for (id, l, dev) in [("c-a", &a, devices[0]), ("c-b", &b, devices[1])] {
+        wait_ping(&l.address, true, &format!("[{kind}] copy {id}")).await;
+        let env = invoke_env(&l.address).await;
+        for (k, want) in [
+            ("SPILLWAY_INSTANCE_ID", id),
+            ("SPILLWAY_HOST_INSTANCE_ID", "i-host"),
+            ("SPILLWAY_INFERENCE_COMPONENT", &format!("ic-{id}")),
+            ("SPILLWAY_INSTANCE_TYPE", host_type),
+            ("SPILLWAY_COPY_CPUS", "0.5"),
+            ("SPILLWAY_COPY_MEMORY_MB", "100"),
+            ("SPILLWAY_MODEL_NAME", "echo"),
+            ("CUDA_VISIBLE_DEVICES", dev),
+        ] {
+            assert_eq!(env[k].as_str(), Some(want), "[{kind}] {k} of {id} in {env}");
+        }
+    }
+    assert_ne!(a.address, b.address, "[{kind}] each copy has its own port");
+    // A position outside the host's devices is a failure, not a capacity answer.
+    let devices_of_type = catalog::lookup(host_type)
+        .and_then(|t| t.accelerator.as_ref())
+        .map_or(0, |a| a.count);
+    let bad = p
+        .launch_copy(copy_request("c-bad", "i-host", host_type, &h, &[devices_of_type]))
+        .await;
+    let outside = format!("position {devices_of_type} is outside");
+    assert!(
+        matches!(&bad, Err(LaunchError::Failed(m)) if m.contains(&outside)),
+        "[{kind}] {bad:?}"
+    );
+    // Copies hold no capacity of their own: the host is the one instance of its type.
+    let used = |q: &dyn CapacityProvider| -> u32 {
+        q.capacity()
+            .iter()
+            .filter(|e| e.instance_type == host_type)
+            .map(|e| e.in_use)
+            .sum()
+    };
+    assert_eq!(used(p), 1, "[{kind}] copies are not instances");
+    // A host handle that names no process or job of that instance is unusable.
+    let stale = Launched {
+        handle: serde_json::json!({"pid": std::process::id(), "jobId": 999_999, "port": 1}),
+        address: h.address.clone(),
+    };
+    let r = p
+        .launch_copy(copy_request("c-stale", "i-host", host_type, &stale, &[0]))
+        .await;
+    assert!(
+        matches!(&r, Err(LaunchError::Failed(m)) if m.contains("i-host")),
+        "[{kind}] {r:?}"
+    );
+
+    p.terminate("c-a", &a.handle, GRACE).await;
+    wait_ping(&a.address, false, &format!("[{kind}] terminated copy")).await;
+    assert_eq!(ping(&b.address).await, Some(200), "[{kind}] the other copy serves on");
+    assert_eq!(ping(&h.address).await, Some(200), "[{kind}] the host serves on");
+    assert_eq!(p.liveness("c-b", &b.handle), Liveness::Running, "[{kind}]");
+    // The terminated copy is reported gone (Slurm: by the next poll).
+    wait_exited(p, "c-a", &a).await;
+
+    // A restarted spillway adopts the host and its tracked copy, stops an untracked copy.
+    let c = copy_ok(p, "c-stray", host_type, &h, &[1]).await;
+    wait_ping(&c.address, true, &format!("[{kind}] untracked copy")).await;
+    let copy_tracked = TrackedInstance {
+        host: Some("i-host".into()),
+        ..tracked("c-b", host_type, &b)
+    };
+    let rec = again.recover(&[tracked("i-host", host_type, &h), copy_tracked]).await;
+    let mut alive = rec.alive.clone();
+    alive.sort();
+    assert_eq!(alive, ["c-b", "i-host"], "[{kind}] {rec:?}");
+    assert_eq!(rec.stopped_untracked.len(), 1, "[{kind}] {rec:?}");
+    assert!(rec.stopped_untracked[0].contains("c-stray"), "[{kind}] {rec:?}");
+    wait_ping(&c.address, false, &format!("[{kind}] stopped untracked copy")).await;
+    assert_eq!(ping(&b.address).await, Some(200), "[{kind}] the adopted copy serves on");
+    assert_eq!(used(again), 1, "[{kind}] the adopted copy reserved no capacity");
+    assert_eq!(again.liveness("c-b", &b.handle), Liveness::Running, "[{kind}]");
+    again.terminate("c-b", &b.handle, GRACE).await;
+    wait_ping(&b.address, false, &format!("[{kind}] adopted copy after terminate")).await;
+    again.terminate("i-host", &h.handle, GRACE).await;
+    wait_ping(&h.address, false, &format!("[{kind}] host after terminate")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_copies_share_their_host() {
+    let (_t, dir) = data_dir();
+    // A pinned 4-GPU type on a host without GPUs: the copies count logical devices.
+    copies_share_their_host(&local(&dir), &local(&dir), "ml.g5.12xlarge", ["2", "0,3"]).await;
+}
 
 /// The bound on each stream of [`output_is_captured`].
 const LOG_BOUND: u64 = 64 * 1024;
@@ -605,8 +764,25 @@ async fn slurm_provider_conforms() {
         ..slurm_config()
     };
     launch_ping_terminate(&SlurmProvider::new(&dir, &ranged), &SLURM).await;
+    let (_t, ranged_dir) = data_dir();
+    copies_share_their_host(
+        &SlurmProvider::new(&ranged_dir, &ranged),
+        &SlurmProvider::new(&ranged_dir, &ranged),
+        "ml.p4d.24xlarge",
+        ["2", "0,3"],
+    )
+    .await;
     // One test function: the cases share one cluster and must not overlap.
     slurm_capacity_answers_and_failures().await;
+    // Copies: job steps in the host's allocation; Slurm gave the job GPUs 0,1,2,3.
+    let (_t, copies_dir) = data_dir();
+    copies_share_their_host(
+        &SlurmProvider::new(&copies_dir, &cfg),
+        &SlurmProvider::new(&copies_dir, &cfg),
+        "ml.p4d.24xlarge",
+        ["2", "0,3"],
+    )
+    .await;
     models_start_with_the_original_open_file_limit(&p, &SLURM).await;
     slurm_a_launch_cut_off_leaves_no_job().await;
     let (_t, logs_dir) = data_dir();

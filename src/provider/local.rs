@@ -31,8 +31,8 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use super::{
-    BoxFuture, CapacityEntry, CapacityProvider, LaunchError, LaunchRequest, Launched, Liveness, Recovery,
-    TrackedInstance,
+    BoxFuture, CapacityEntry, CapacityProvider, CopyLaunchRequest, LaunchError, LaunchRequest, Launched, Liveness,
+    Recovery, TrackedInstance,
 };
 use crate::config::LocalProviderConfig;
 use crate::core::catalog::{self, AcceleratorKind, InstanceTypeSpec};
@@ -207,6 +207,25 @@ pub struct LocalProvider {
     /// Where instances' output is captured (`None`: into files of the instance directory).
     logs: Option<crate::logs::Settings>,
     state: Arc<Mutex<State>>,
+}
+
+/// What [`LocalProvider::start`] runs: an instance, or a copy of an inference component.
+struct Start<'a> {
+    /// The instance's (copy's) id: `SPILLWAY_INSTANCE_ID`, its directory and log stream.
+    instance_id: &'a str,
+    endpoint_name: &'a str,
+    variant_name: &'a str,
+    /// `SPILLWAY_INSTANCE_TYPE` (a copy's is its host's).
+    instance_type: &'a str,
+    model_name: &'a str,
+    container: &'a crate::core::model::ContainerDefinition,
+    model_data: super::ModelDataLimits,
+    /// `CUDA_VISIBLE_DEVICES`, in order.
+    devices: Vec<u32>,
+    /// The GPUs of this host the process has (recorded in the handle for usage sampling).
+    gpus: Vec<u32>,
+    /// More variables (a copy's `SPILLWAY_*`).
+    extra_env: Vec<(&'static str, String)>,
 }
 
 /// The file in an instance directory where the shim writes the model's exit status.
@@ -385,8 +404,8 @@ impl LocalProvider {
         self.data_dir.join("instances").join(instance_id)
     }
 
-    async fn start(&self, req: &LaunchRequest, usage: &Usage) -> Result<Launched, LaunchError> {
-        let dir = self.instance_dir(&req.instance_id);
+    async fn start(&self, req: &Start<'_>) -> Result<Launched, LaunchError> {
+        let dir = self.instance_dir(req.instance_id);
         let model_dir =
             super::prepare_model_dir(&dir, req.container.model_data_url.as_deref(), "local", req.model_data).await?;
         let image =
@@ -407,21 +426,22 @@ impl LocalProvider {
                 .flatten()
                 .map(|(k, v)| (k.into(), v.into())),
         );
-        let gpus = usage.gpus.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",");
+        let gpus = req.devices.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",");
         let port_s = port.to_string();
         let keys = req.container.environment_keys();
         for (k, v) in [
             (crate::core::model::MODEL_ENV_KEYS, keys.as_str()),
             ("SAGEMAKER_BIND_TO_PORT", &port_s),
-            ("SPILLWAY_INSTANCE_TYPE", &req.instance_type.name),
-            ("SPILLWAY_INSTANCE_ID", &req.instance_id),
-            ("SPILLWAY_MODEL_NAME", &req.model_name),
-            ("SPILLWAY_ENDPOINT_NAME", &req.endpoint_name),
-            ("SPILLWAY_VARIANT_NAME", &req.variant_name),
+            ("SPILLWAY_INSTANCE_TYPE", req.instance_type),
+            ("SPILLWAY_INSTANCE_ID", req.instance_id),
+            ("SPILLWAY_MODEL_NAME", req.model_name),
+            ("SPILLWAY_ENDPOINT_NAME", req.endpoint_name),
+            ("SPILLWAY_VARIANT_NAME", req.variant_name),
             ("CUDA_VISIBLE_DEVICES", &gpus),
         ] {
             env.push((k.into(), v.into()));
         }
+        env.extend(req.extra_env.iter().map(|(k, v)| ((*k).into(), v.into())));
         env.push(("SM_MODEL_DIR".into(), model_dir.into()));
         env.push(("SPILLWAY_DATA_DIR".into(), self.data_dir.clone().into()));
         // A command that cannot start fails the launch now, as when spillway started it itself,
@@ -432,7 +452,7 @@ impl LocalProvider {
         let status_file = dir.join(STATUS_FILE);
         let _ = std::fs::remove_file(&status_file);
         let log_dir = self.logs.as_ref().and_then(|l| {
-            l.create_stream(&req.endpoint_name, &req.variant_name, &req.instance_id)
+            l.create_stream(req.endpoint_name, req.variant_name, req.instance_id)
                 .map_err(|e| {
                     tracing::warn!(instance = %req.instance_id, error = %e, "cannot create the instance's log stream; its output goes to files of the instance directory");
                 })
@@ -477,7 +497,7 @@ impl LocalProvider {
             .map_err(|e| host_error(e, &format!("cannot start {:?}", spillway.display())))?;
         let pid = child.id().unwrap_or(0);
         let state = self.state.clone();
-        let id = req.instance_id.clone();
+        let id = req.instance_id.to_string();
         tokio::spawn(async move {
             // The shim exits as its model did (the same code, or killed by the same signal).
             let status = match child.wait().await {
@@ -491,7 +511,7 @@ impl LocalProvider {
                 .insert(id, status);
         });
         Ok(Launched {
-            handle: json!({ "pid": pid, "port": port, "gpus": usage.gpus, "dir": dir, "shim": true }),
+            handle: json!({ "pid": pid, "port": port, "gpus": req.gpus, "dir": dir, "shim": true }),
             address: format!("127.0.0.1:{port}"),
         })
     }
@@ -775,9 +795,72 @@ impl CapacityProvider for LocalProvider {
                 instance_id: &req.instance_id,
                 keep: false,
             };
-            let launched = self.start(&req, &usage).await?;
+            let launched = self
+                .start(&Start {
+                    instance_id: &req.instance_id,
+                    endpoint_name: &req.endpoint_name,
+                    variant_name: &req.variant_name,
+                    instance_type: &req.instance_type.name,
+                    model_name: &req.model_name,
+                    container: &req.container,
+                    model_data: req.model_data,
+                    devices: usage.gpus.clone(),
+                    gpus: usage.gpus.clone(),
+                    extra_env: vec![],
+                })
+                .await?;
             reservation.keep = true;
             Ok(launched)
+        })
+    }
+
+    /// A copy is a process (a shim and its model, as an instance's) on this host, started
+    /// without reserving capacity: its host instance holds the capacity. `CUDA_VISIBLE_DEVICES`
+    /// is the host's GPUs at the copy's positions; a host that got no GPUs (a pinned GPU type)
+    /// on a machine without GPUs counts logical devices `0..N`, and on a machine with GPUs it
+    /// gets none (`""`), as the simulated host itself (never another instance's GPU).
+    fn launch_copy(&self, req: CopyLaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>> {
+        Box::pin(async move {
+            let host = &req.host_instance_id;
+            let unusable = |why: String| {
+                LaunchError::Failed(format!("cannot start copy {} on instance {host}: {why}", req.copy_id))
+            };
+            let pid = pid_of(&req.host_handle).ok_or_else(|| unusable("its handle has no process id".into()))?;
+            if !process_alive(pid) {
+                return Err(unusable(format!("its process {pid} is not running")));
+            }
+            // Not a reused pid: the process carries the host's identity (when it can be read).
+            if let Some(env) = process_env(pid)
+                && env.get("SPILLWAY_INSTANCE_ID") != Some(host)
+            {
+                return Err(unusable(format!("process {pid} is not that instance")));
+            }
+            let host_gpus = gpus_of(&req.host_handle);
+            let count = req.instance_type.accelerator.as_ref().map_or(0, |a| a.count);
+            let (devices, gpus) = if !host_gpus.is_empty() {
+                let d = super::copy_devices(&req.copy_id, &host_gpus, &req.accelerators)?;
+                (d.clone(), d)
+            } else {
+                let logical = super::copy_devices(&req.copy_id, &(0..count).collect::<Vec<_>>(), &req.accelerators)?;
+                if self.host.gpus.is_empty() {
+                    (logical, vec![])
+                } else {
+                    (vec![], vec![])
+                }
+            };
+            self.start(&Start {
+                instance_id: &req.copy_id,
+                endpoint_name: &req.endpoint_name,
+                variant_name: &req.variant_name,
+                instance_type: &req.instance_type.name,
+                model_name: &req.model_name,
+                container: &req.container,
+                model_data: req.model_data,
+                devices,
+                gpus,
+                extra_env: super::copy_environment(&req),
+            })
+            .await
         })
     }
 
@@ -822,7 +905,10 @@ impl CapacityProvider for LocalProvider {
                 let same = env.as_ref().is_some_and(|e| {
                     e.get("SPILLWAY_INSTANCE_ID") == Some(&t.instance_id) && e.get("SPILLWAY_DATA_DIR") == Some(&ours)
                 });
-                if same && process_alive(pid) {
+                if same && process_alive(pid) && t.host.is_some() {
+                    // A copy: its host holds the capacity.
+                    report.alive.push(t.instance_id.clone());
+                } else if same && process_alive(pid) {
                     let spec = catalog::lookup(&t.instance_type);
                     let gpus = gpus_of(&t.handle);
                     self.lock().in_use.insert(

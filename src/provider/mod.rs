@@ -86,6 +86,53 @@ pub struct CopyLaunchRequest {
     pub model_data: ModelDataLimits,
 }
 
+/// The devices a copy gets: the host's devices (`host_devices`, in the order the host has them)
+/// at the copy's positions (`accelerators`), in the order of the positions. Fails, naming the
+/// copy and the numbers, when a position is outside the host's devices or given twice.
+pub fn copy_devices(copy_id: &str, host_devices: &[u32], accelerators: &[u32]) -> Result<Vec<u32>, LaunchError> {
+    let mut seen = std::collections::BTreeSet::new();
+    accelerators
+        .iter()
+        .map(|&p| {
+            if !seen.insert(p) {
+                return Err(LaunchError::Failed(format!(
+                    "copy {copy_id}: accelerator position {p} is given twice"
+                )));
+            }
+            host_devices.get(p as usize).copied().ok_or_else(|| {
+                LaunchError::Failed(format!(
+                    "copy {copy_id}: accelerator position {p} is outside its host's {} device{}",
+                    host_devices.len(),
+                    if host_devices.len() == 1 { "" } else { "s" }
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The variables every provider gives a copy besides an instance's (whose
+/// `SPILLWAY_INSTANCE_ID` is the copy's id and `SPILLWAY_INSTANCE_TYPE` the host's type):
+/// `SPILLWAY_HOST_INSTANCE_ID`, `SPILLWAY_INFERENCE_COMPONENT`, `SPILLWAY_COPY_CPUS` and
+/// `SPILLWAY_COPY_MEMORY_MB` (its share).
+pub fn copy_environment(req: &CopyLaunchRequest) -> Vec<(&'static str, String)> {
+    vec![
+        ("SPILLWAY_HOST_INSTANCE_ID", req.host_instance_id.clone()),
+        ("SPILLWAY_INFERENCE_COMPONENT", req.component.clone()),
+        ("SPILLWAY_COPY_CPUS", format_cpus(req.cpus)),
+        ("SPILLWAY_COPY_MEMORY_MB", req.memory_mb.to_string()),
+    ]
+}
+
+/// Cores as a short decimal: `2`, `0.5`.
+fn format_cpus(c: f64) -> String {
+    if c.fract() == 0.0 && c.abs() < 1e15 {
+        format!("{}", c as i64)
+    } else {
+        let s = format!("{c:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
 /// Bounds on preparing an instance's model data (`ModelDataUrl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelDataLimits {
@@ -590,6 +637,45 @@ impl<R: std::io::Read> std::io::Read for Counted<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_devices_map_positions_and_refuse_bad_ones() {
+        assert_eq!(copy_devices("c-1", &[4, 5, 6, 7], &[1, 3]), Ok(vec![5, 7]));
+        assert_eq!(copy_devices("c-1", &[4, 5], &[]), Ok(vec![]));
+        let out = copy_devices("c-1", &[4, 5], &[2]).unwrap_err().to_string();
+        assert_eq!(out, "copy c-1: accelerator position 2 is outside its host's 2 devices");
+        let twice = copy_devices("c-1", &[4, 5], &[1, 1]).unwrap_err().to_string();
+        assert_eq!(twice, "copy c-1: accelerator position 1 is given twice");
+        assert_eq!(format_cpus(2.0), "2");
+        assert_eq!(format_cpus(0.5), "0.5");
+        assert_eq!(format_cpus(1.25), "1.25");
+    }
+
+    proptest::proptest! {
+        /// Whatever the host's devices and the positions: the copy gets exactly the devices at
+        /// its positions, never one twice, or an error when a position is bad.
+        #[test]
+        fn copy_devices_are_the_hosts_at_the_positions(
+            n in 0usize..9,
+            positions in proptest::collection::vec(0u32..10, 0..6),
+        ) {
+            let host: Vec<u32> = (0..n as u32).map(|i| 10 + 3 * i).collect();
+            let mut uniq = positions.clone();
+            uniq.sort_unstable();
+            uniq.dedup();
+            let valid = uniq.len() == positions.len() && positions.iter().all(|p| (*p as usize) < n);
+            match copy_devices("c", &host, &positions) {
+                Ok(d) => {
+                    proptest::prop_assert!(valid);
+                    proptest::prop_assert_eq!(d.len(), positions.len());
+                    for (dev, p) in d.iter().zip(&positions) {
+                        proptest::prop_assert_eq!(*dev, host[*p as usize]);
+                    }
+                }
+                Err(_) => proptest::prop_assert!(!valid),
+            }
+        }
+    }
 
     type Archive = tar::Builder<flate2::write::GzEncoder<std::fs::File>>;
 

@@ -34,8 +34,8 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use super::{
-    BoxFuture, CapacityEntry, CapacityProvider, LaunchError, LaunchRequest, Launched, Liveness, Recovery,
-    TrackedInstance,
+    BoxFuture, CapacityEntry, CapacityProvider, CopyLaunchRequest, LaunchError, LaunchRequest, Launched, Liveness,
+    Recovery, TrackedInstance,
 };
 use crate::config::{SlurmInstanceType, SlurmProviderConfig};
 
@@ -208,6 +208,14 @@ fn job_id_of(handle: &Value) -> Option<u64> {
     handle.get("jobId").and_then(Value::as_u64)
 }
 
+/// A copy's step id (an instance's handle has none).
+fn step_id_of(handle: &Value) -> Option<u32> {
+    handle
+        .get("stepId")
+        .and_then(Value::as_u64)
+        .and_then(|s| u32::try_from(s).ok())
+}
+
 #[derive(Debug, Clone)]
 struct Usage {
     instance_type: String,
@@ -226,12 +234,26 @@ struct Snapshot {
     jobs: HashMap<u64, JobRow>,
     /// Jobs that have at least one step.
     with_steps: HashSet<u64>,
+    /// Every step (`job`, `step`) with its name.
+    steps: HashMap<(u64, u32), String>,
+}
+
+/// A copy of an inference component: a job step in its host's allocation.
+#[derive(Debug, Clone)]
+struct CopyUsage {
+    job_id: u64,
+    step_id: u32,
+    node: String,
+    port: u16,
+    since: Instant,
 }
 
 #[derive(Default)]
 struct State {
     runtime_pins: BTreeMap<String, u32>,
     in_use: HashMap<String, Usage>,
+    /// Copies by copy id (they hold no capacity of their own).
+    copies: HashMap<String, CopyUsage>,
     exited: HashMap<String, String>,
     snapshot: Option<Snapshot>,
     node_addrs: HashMap<String, String>,
@@ -295,6 +317,99 @@ impl Drop for LaunchGuard {
         });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start a thread to cancel the Slurm job of a launch that was cut off");
+        }
+    }
+}
+
+/// On the node, a copy's step: hands the reserved (or derived) port to the model as
+/// `SAGEMAKER_BIND_TO_PORT`, sets `CUDA_VISIBLE_DEVICES` to the devices at the copy's positions
+/// (`SPILLWAY_COPY_ACCELERATORS`) among the ones Slurm gave the step (all of the job's, from
+/// its GRES), or to the positions themselves when Slurm gave none (a type mapped without GRES),
+/// then becomes the model.
+const COPY_NODE_WRAPPER: &str = "p=${SAGEMAKER_BIND_TO_PORT:-${SLURM_STEP_RESV_PORTS%%[-,]*}}; \
+     if [ -z \"$p\" ]; then echo 'spillway: Slurm reserved no port for this step: set MpiParams=ports=... in slurm.conf or provider.slurm.port_range' >&2; exit 98; fi; \
+     SAGEMAKER_BIND_TO_PORT=$p; export SAGEMAKER_BIND_TO_PORT; \
+     all=${CUDA_VISIBLE_DEVICES:-}; out=; \
+     for i in $(echo \"$SPILLWAY_COPY_ACCELERATORS\" | tr , ' '); do \
+       if [ -n \"$all\" ]; then d=; j=0; \
+         for x in $(echo \"$all\" | tr , ' '); do [ \"$j\" = \"$i\" ] && d=$x; j=$((j+1)); done; \
+         if [ -z \"$d\" ]; then echo \"spillway: accelerator position $i is outside the job's devices ($all)\" >&2; exit 97; fi; \
+       else d=$i; fi; \
+       out=${out:+$out,}$d; \
+     done; \
+     CUDA_VISIBLE_DEVICES=$out; export CUDA_VISIBLE_DEVICES; exec \"$@\"";
+
+/// The `srun` arguments of a copy's step in job `job_id`: `--overlap` (it shares the
+/// allocation with the host agent's step 0 and the other copies), named `step_name`, with the
+/// copy's cores (rounded up, at least 1) and memory (`--mem`, left out for 0: the step may use
+/// the job's), its own reserved port unless ports are derived.
+pub fn copy_step_args(
+    job_id: u64,
+    step_name: &str,
+    cpus: f64,
+    memory_mb: u64,
+    dir: &Path,
+    resv_port: bool,
+) -> Vec<String> {
+    let cores = if cpus.is_finite() && cpus > 1.0 {
+        cpus.ceil() as u64
+    } else {
+        1
+    };
+    let mut a = vec![
+        format!("--jobid={job_id}"),
+        "--overlap".into(),
+        format!("--job-name={step_name}"),
+        "--nodes=1".into(),
+        "--ntasks=1".into(),
+        format!("--cpus-per-task={cores}"),
+    ];
+    if memory_mb > 0 {
+        a.push(format!("--mem={memory_mb}M"));
+    }
+    a.extend([
+        "--input=none".into(),
+        "--export=ALL".into(),
+        format!("--chdir={}", dir.display()),
+    ]);
+    if resv_port {
+        a.push("--resv-ports=1".into());
+    }
+    a
+}
+
+/// A copy launch between `srun` and its record. Dropped while armed (the launch was cut off or
+/// failed), it stops the step (by id when known, else its `srun`, whose SIGTERM ends the step)
+/// and frees the copy's port.
+struct CopyGuard {
+    inner: Arc<Inner>,
+    copy_id: String,
+    job_id: u64,
+    step_id: Option<u32>,
+    pgid: Option<i32>,
+    armed: bool,
+}
+
+impl Drop for CopyGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.inner.lock().copies.remove(&self.copy_id);
+        if let Some(pgid) = self.pgid {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGTERM);
+        }
+        if let Some(step) = self.step_id {
+            let args = vec!["--quiet".to_string(), format!("{}.{step}", self.job_id)];
+            let inner = self.inner.clone();
+            let spawned = std::thread::Builder::new().name("slurm-scancel".into()).spawn(move || {
+                if let Err(e) = inner.run_blocking("scancel", &args) {
+                    tracing::warn!(error = %e, ?args, "cannot cancel the step of a copy launch that was cut off");
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a thread to cancel a copy's step");
+            }
         }
     }
 }
@@ -409,8 +524,19 @@ impl Inner {
             "--noheader".into(),
             "--steps".into(),
             format!("--user={}", self.uid),
-            "--format=%i".into(),
+            "--format=%i|%j".into(),
         ]
+    }
+
+    /// Steps of `squeue --steps --format=%i|%j` output: `(job, step)` → step name.
+    fn parse_step_ids(out: &str) -> HashMap<(u64, u32), String> {
+        out.lines()
+            .filter_map(|l| {
+                let (id, name) = l.trim().split_once(SEP).unwrap_or((l.trim(), ""));
+                let (job, step) = id.split_once('.')?;
+                Some(((job.parse().ok()?, step.parse().ok()?), name.trim().to_string()))
+            })
+            .collect()
     }
 
     fn parse_steps(out: &str) -> HashSet<u64> {
@@ -428,6 +554,7 @@ impl Inner {
             taken_at,
             jobs,
             with_steps: Self::parse_steps(&steps),
+            steps: Self::parse_step_ids(&steps),
         })
     }
 
@@ -909,6 +1036,351 @@ impl Inner {
         })
     }
 
+    /// Starts a copy as a job step of its host's allocation (see [`copy_step_args`]).
+    #[allow(clippy::disallowed_methods)] // Waits on Slurm, an outside system, in real time; usage ages.
+    async fn launch_copy(self: &Arc<Self>, req: &CopyLaunchRequest) -> Result<Launched, LaunchError> {
+        let host = &req.host_instance_id;
+        let unusable =
+            |why: String| LaunchError::Failed(format!("cannot start copy {} on instance {host}: {why}", req.copy_id));
+        let job_id = job_id_of(&req.host_handle).ok_or_else(|| unusable("its handle has no Slurm job id".into()))?;
+        // The positions are checked here against the type's devices; the node maps them.
+        let count = req.instance_type.accelerator.as_ref().map_or(0, |a| a.count);
+        super::copy_devices(&req.copy_id, &(0..count).collect::<Vec<_>>(), &req.accelerators)?;
+        let row = self
+            .job_state(job_id)
+            .await
+            .ok_or_else(|| unusable(format!("Slurm job {job_id} is not known to slurmctld")))?;
+        if row.state != "RUNNING" || row.nodes.is_empty() {
+            return Err(unusable(row.describe()));
+        }
+        // Steps go only into this spillway's own job of that instance.
+        let ours = self.data_dir.to_string_lossy();
+        if parse_comment(&row.comment) != Some((host.as_str(), ours.as_ref())) {
+            return Err(unusable(format!(
+                "Slurm job {job_id} is not this spillway's job of that instance (comment {:?})",
+                row.comment
+            )));
+        }
+        let node = row.nodes.clone();
+        let image = req
+            .container
+            .image
+            .as_deref()
+            .ok_or_else(|| LaunchError::Failed(format!("copy {}: its container has no Image", req.copy_id)))?;
+        let argv = super::local::command_line(image, true)?;
+        let dir = self.instance_dir(&req.copy_id);
+        let model_dir =
+            super::prepare_model_dir(&dir, req.container.model_data_url.as_deref(), "Slurm", req.model_data).await?;
+        let addr = self.node_addr(&node).await;
+        let step_name = format!("{}{}", self.cfg.job_name_prefix, req.copy_id);
+        let derived = match self.ports {
+            Some(range) => {
+                let mut st = self.lock();
+                let used: HashSet<u16> = st
+                    .in_use
+                    .values()
+                    .filter(|u| u.node == node)
+                    .map(|u| u.port)
+                    .chain(st.copies.values().filter(|c| c.node == node).map(|c| c.port))
+                    .collect();
+                let port = derived_port(job_id, range, &used).ok_or_else(|| {
+                    LaunchError::InsufficientCapacity(format!(
+                        "every port of provider.slurm.port_range is used by spillway on node {node}"
+                    ))
+                })?;
+                // Held at once (step id unknown yet), so a concurrent launch picks another.
+                st.copies.insert(
+                    req.copy_id.clone(),
+                    CopyUsage {
+                        job_id,
+                        step_id: u32::MAX,
+                        node: node.clone(),
+                        port,
+                        since: Instant::now(),
+                    },
+                );
+                Some(port)
+            }
+            None => None,
+        };
+        let mut guard = CopyGuard {
+            inner: self.clone(),
+            copy_id: req.copy_id.clone(),
+            job_id,
+            step_id: None,
+            pgid: None,
+            armed: true,
+        };
+        // srun hands its resource limits to the step: the model gets the open-file soft limit
+        // spillway was started with, as an instance's does.
+        let mut argv_all: Vec<std::ffi::OsString> = match super::shim::model_nofile() {
+            Some(n) => vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("ulimit -Sn {n} 2>/dev/null; exec \"$@\"").into(),
+                "spillway-srun".into(),
+            ],
+            None => vec![],
+        };
+        argv_all.push(self.program("srun").into());
+        argv_all.extend(
+            copy_step_args(job_id, &step_name, req.cpus, req.memory_mb, &dir, derived.is_none())
+                .into_iter()
+                .map(Into::into),
+        );
+        argv_all.extend([
+            "/bin/sh".into(),
+            "-c".into(),
+            COPY_NODE_WRAPPER.into(),
+            "spillway-model".into(),
+        ]);
+        argv_all.extend(argv.iter().map(Into::into));
+        let log_dir = self.logs.as_ref().and_then(|l| {
+            l.create_stream(&req.endpoint_name, &req.variant_name, &req.copy_id)
+                .map_err(|e| tracing::warn!(copy = %req.copy_id, error = %e, "cannot create the copy's log stream"))
+                .ok()
+        });
+        let mut cmd = match (&log_dir, &self.logs) {
+            (Some(d), Some(l)) => {
+                let shim = super::shim::ShimOptions {
+                    nofile: None,
+                    status_file: None,
+                    // Nobody signals this shim: the step is stopped through Slurm.
+                    grace_seconds: 30,
+                    log_dir: Some(d.clone()),
+                    log_max_bytes: l.max_bytes_per_instance,
+                    exec: false,
+                    argv: argv_all,
+                };
+                let spillway = match &self.spillway {
+                    Some(p) => p.clone(),
+                    None => super::local::spillway_exe()?,
+                };
+                let mut c = tokio::process::Command::new(spillway);
+                c.arg(super::shim::SUBCOMMAND).args(shim.to_args());
+                c
+            }
+            _ => {
+                let mut c = tokio::process::Command::new(&argv_all[0]);
+                c.args(&argv_all[1..]);
+                c
+            }
+        };
+        cmd.env_clear()
+            .envs(super::inherited_environment(&self.cfg.pass_env))
+            .envs(std::env::var_os("SLURM_CONF").map(|c| ("SLURM_CONF", c)));
+        if let Some(conf) = &self.cfg.slurm_conf {
+            cmd.env("SLURM_CONF", conf);
+        }
+        let positions: Vec<String> = req.accelerators.iter().map(u32::to_string).collect();
+        cmd.envs(req.container.environment.iter().flatten())
+            .env(crate::core::model::MODEL_ENV_KEYS, req.container.environment_keys())
+            .env("SM_MODEL_DIR", &model_dir)
+            .env("SPILLWAY_INSTANCE_TYPE", &req.instance_type.name)
+            .env("SPILLWAY_INSTANCE_ID", &req.copy_id)
+            .env("SPILLWAY_MODEL_NAME", &req.model_name)
+            .env("SPILLWAY_ENDPOINT_NAME", &req.endpoint_name)
+            .env("SPILLWAY_VARIANT_NAME", &req.variant_name)
+            .env("SPILLWAY_DATA_DIR", &self.data_dir)
+            .env("SPILLWAY_COPY_ACCELERATORS", positions.join(","))
+            .envs(super::copy_environment(req));
+        if let Some(p) = req.host_handle.get("partition").and_then(Value::as_str) {
+            cmd.env("SPILLWAY_SLURM_PARTITION", p);
+        }
+        if let Some(p) = derived {
+            cmd.env("SAGEMAKER_BIND_TO_PORT", p.to_string());
+        }
+        let log = |name: &str| {
+            std::fs::File::create(dir.join(name))
+                .map_err(|e| LaunchError::Failed(format!("cannot create {name} in {}: {e}", dir.display())))
+        };
+        let (stdout, stderr) = if log_dir.is_some() {
+            let f = log("shim.log")?;
+            let g = f
+                .try_clone()
+                .map_err(|e| LaunchError::Failed(format!("cannot open shim.log twice: {e}")))?;
+            (f, g)
+        } else {
+            (log("stdout.log")?, log("stderr.log")?)
+        };
+        cmd.current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| LaunchError::Failed(format!("cannot start srun in Slurm job {job_id}: {e}")))?;
+        let srun_pid = child.id().unwrap_or(0);
+        guard.pgid = i32::try_from(srun_pid).ok().filter(|p| *p > 0);
+        // The step's id (by its name), then its reserved port.
+        let deadline = Instant::now() + self.timeout();
+        let (step_id, port) = loop {
+            let args = vec![
+                "--noheader".into(),
+                "--steps".into(),
+                format!("--jobs={job_id}"),
+                "--format=%i|%j".into(),
+            ];
+            let step = match self.run("squeue", &args).await {
+                Ok((true, out, _)) => Self::parse_step_ids(&out)
+                    .into_iter()
+                    .find(|((j, _), n)| *j == job_id && *n == step_name)
+                    .map(|((_, s), _)| s),
+                _ => None,
+            };
+            if let Some(step) = step {
+                guard.step_id = Some(step);
+                match derived {
+                    Some(p) => break (step, p),
+                    None => {
+                        let args = vec!["show".into(), "step".into(), format!("{job_id}.{step}")];
+                        if let Ok((true, out, _)) = self.run("scontrol", &args).await {
+                            if let Some(p) = resv_port(&out) {
+                                break (step, p);
+                            }
+                            if out.contains("ResvPorts=(null)") {
+                                return Err(LaunchError::Failed(format!(
+                                    "Slurm reserved no port for copy {} (step {job_id}.{step}): set MpiParams=ports=... in slurm.conf or provider.slurm.port_range",
+                                    req.copy_id
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let err = std::fs::read_to_string(dir.join(if log_dir.is_some() { "shim.log" } else { "stderr.log" }))
+                    .unwrap_or_default();
+                return Err(LaunchError::Failed(format!(
+                    "srun for copy {} in Slurm job {job_id} exited ({status}) before its step started: {}",
+                    req.copy_id,
+                    err.trim()
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(LaunchError::Failed(format!(
+                    "Slurm job {job_id}: the step of copy {} did not start within {} s",
+                    req.copy_id, self.cfg.command_timeout_seconds
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        self.lock().copies.insert(
+            req.copy_id.clone(),
+            CopyUsage {
+                job_id,
+                step_id,
+                node: node.clone(),
+                port,
+                since: Instant::now(),
+            },
+        );
+        guard.armed = false;
+        self.ensure_poller();
+        let me = Arc::downgrade(self);
+        let id = req.copy_id.clone();
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(s) => format!("srun exited with {s}"),
+                Err(e) => format!("srun wait failed: {e}"),
+            };
+            let Some(me) = me.upgrade() else { return };
+            let mut st = me.lock();
+            if st.copies.contains_key(&id) {
+                st.exited.insert(
+                    id,
+                    format!("ended: the step {job_id}.{step_id} of the copy is gone ({status})"),
+                );
+            }
+        });
+        Ok(Launched {
+            handle: json!({
+                "jobId": job_id,
+                "stepId": step_id,
+                "stepName": step_name,
+                "host": req.host_instance_id,
+                "node": node,
+                "port": port,
+                "partition": req.host_handle.get("partition"),
+                "srunPid": srun_pid,
+                "dir": dir,
+            }),
+            address: format!("{addr}:{port}"),
+        })
+    }
+
+    /// Stops a copy's step: SIGTERM, then a cancel after the grace; the allocation stays.
+    async fn terminate_copy(&self, copy_id: &str, job_id: u64, step_id: u32, grace: Duration) {
+        let step = format!("{job_id}.{step_id}");
+        for (signal, wait) in [(Some("TERM"), grace), (None, RELEASE_WAIT)] {
+            let mut args = vec!["--quiet".to_string()];
+            if let Some(s) = signal {
+                args.push(format!("--signal={s}"));
+            }
+            args.push(step.clone());
+            if let Err(e) = self.run("scancel", &args).await {
+                tracing::warn!(copy = %copy_id, step = %step, error = %e, "scancel failed");
+            }
+            if self.wait_copy_step_gone(job_id, step_id, wait).await {
+                break;
+            }
+        }
+        let mut st = self.lock();
+        st.copies.remove(copy_id);
+        st.exited.remove(copy_id);
+    }
+
+    /// Waits until step `job.step` is gone (or `limit` passes); `true` when it is.
+    #[allow(clippy::disallowed_methods)] // Waits on Slurm, an outside system, in real time.
+    async fn wait_copy_step_gone(&self, job_id: u64, step_id: u32, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let args = vec![
+                "--noheader".into(),
+                "--steps".into(),
+                format!("--jobs={job_id}"),
+                "--format=%i|%j".into(),
+            ];
+            match self.run("squeue", &args).await {
+                Ok((true, out, _)) if !Self::parse_step_ids(&out).contains_key(&(job_id, step_id)) => return true,
+                Ok((false, _, _)) => return true, // the job itself is gone
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn copy_liveness(&self, copy_id: &str, job_id: u64, step_id: u32) -> Liveness {
+        let st = self.lock();
+        if let Some(why) = st.exited.get(copy_id) {
+            return Liveness::Exited(why.clone());
+        }
+        let since = st.copies.get(copy_id).map(|c| c.since);
+        let Some(snap) = &st.snapshot else {
+            return Liveness::Running;
+        };
+        if since.is_some_and(|s| snap.taken_at < s) {
+            return Liveness::Running;
+        }
+        match snap.jobs.get(&job_id) {
+            None => Liveness::Exited(format!("ended: Slurm job {job_id} is no longer known to slurmctld")),
+            Some(r) if r.state == "RUNNING" => {
+                let old_enough = since.is_none_or(|s| snap.taken_at.duration_since(s) > STEPLESS_GRACE);
+                if old_enough && !snap.steps.contains_key(&(job_id, step_id)) {
+                    Liveness::Exited(format!("ended: the step {job_id}.{step_id} of the copy is gone"))
+                } else {
+                    Liveness::Running
+                }
+            }
+            Some(r) => Liveness::Exited(format!("ended: {}", r.describe())),
+        }
+    }
+
     /// Starts the background `squeue` poller once.
     fn ensure_poller(self: &Arc<Self>) {
         {
@@ -971,6 +1443,7 @@ impl Inner {
             taken_at,
             jobs: self.parse_jobs(&jobs),
             with_steps: Self::parse_steps(&steps),
+            steps: Self::parse_step_ids(&steps),
         })
     }
 
@@ -1035,10 +1508,12 @@ impl Inner {
                 "Slurm unreachable during recovery: keeping every tracked instance; untracked jobs were not swept"
             );
             for t in tracked {
-                if let Some(job_id) = job_id_of(&t.handle) {
-                    self.adopt(t, job_id);
-                    report.alive.push(t.instance_id.clone());
+                match (job_id_of(&t.handle), step_id_of(&t.handle)) {
+                    (Some(job_id), Some(step_id)) if t.host.is_some() => self.adopt_copy(t, job_id, step_id),
+                    (Some(job_id), _) if t.host.is_none() => self.adopt(t, job_id),
+                    _ => continue,
                 }
+                report.alive.push(t.instance_id.clone());
             }
             self.ensure_poller();
             return report;
@@ -1050,7 +1525,7 @@ impl Inner {
             .filter(|r| r.active() && parse_comment(&r.comment).is_some_and(|(_, d)| d == ours))
             .collect();
         let mut kept = HashSet::new();
-        for t in tracked {
+        for t in tracked.iter().filter(|t| t.host.is_none()) {
             let Some(job_id) = job_id_of(&t.handle) else { continue };
             let Some(row) = mine.iter().find(|r| r.job_id == job_id) else {
                 continue;
@@ -1061,6 +1536,40 @@ impl Inner {
                 kept.insert(job_id);
                 report.alive.push(t.instance_id.clone());
             }
+        }
+        // Copies: steps of adopted hosts' jobs, named for the copy.
+        let mut kept_steps = HashSet::new();
+        for t in tracked.iter().filter(|t| t.host.is_some()) {
+            let (Some(job_id), Some(step_id)) = (job_id_of(&t.handle), step_id_of(&t.handle)) else {
+                continue;
+            };
+            let name = format!("{}{}", self.cfg.job_name_prefix, t.instance_id);
+            if kept.contains(&job_id) && snap.steps.get(&(job_id, step_id)) == Some(&name) {
+                self.adopt_copy(t, job_id, step_id);
+                kept_steps.insert((job_id, step_id));
+                report.alive.push(t.instance_id.clone());
+            }
+        }
+        // Steps of adopted jobs that are neither the host's model step nor an adopted copy.
+        let stray: Vec<((u64, u32), String)> = snap
+            .steps
+            .iter()
+            .filter(|((j, s), name)| {
+                kept.contains(j)
+                    && !kept_steps.contains(&(*j, *s))
+                    && name.starts_with(&self.cfg.job_name_prefix)
+                    && mine.iter().any(|r| r.job_id == *j && r.name != **name)
+            })
+            .map(|(k, n)| (*k, n.clone()))
+            .collect();
+        for ((job_id, step_id), name) in stray {
+            let step = format!("{job_id}.{step_id}");
+            if let Err(e) = self.run("scancel", &["--quiet".to_string(), step.clone()]).await {
+                tracing::warn!(step = %step, error = %e, "cannot cancel an untracked copy step");
+            }
+            self.wait_copy_step_gone(job_id, step_id, RELEASE_WAIT).await;
+            let id = name.strip_prefix(&self.cfg.job_name_prefix).unwrap_or(&name);
+            report.stopped_untracked.push(format!("Slurm step {step} (copy {id})"));
         }
         for row in mine {
             if kept.contains(&row.job_id) {
@@ -1076,6 +1585,22 @@ impl Inner {
         self.lock().snapshot = Some(snap);
         self.ensure_poller();
         report
+    }
+
+    #[allow(clippy::disallowed_methods)] // Usage ages are real time.
+    fn adopt_copy(&self, t: &TrackedInstance, job_id: u64, step_id: u32) {
+        let node = t.handle.get("node").and_then(Value::as_str).unwrap_or("").to_string();
+        let port = t.handle.get("port").and_then(Value::as_u64).unwrap_or(0) as u16;
+        self.lock().copies.insert(
+            t.instance_id.clone(),
+            CopyUsage {
+                job_id,
+                step_id,
+                node,
+                port,
+                since: Instant::now(),
+            },
+        );
     }
 
     #[allow(clippy::disallowed_methods)] // Usage ages are real time.
@@ -1132,6 +1657,16 @@ impl SlurmProvider {
         self
     }
 
+    /// The job steps of the copies this provider runs now, `(job, step)` by copy id.
+    pub fn copy_steps(&self) -> BTreeMap<String, (u64, u32)> {
+        self.inner
+            .lock()
+            .copies
+            .iter()
+            .map(|(k, c)| (k.clone(), (c.job_id, c.step_id)))
+            .collect()
+    }
+
     /// Slurm job ids of the instances this provider runs now, by instance id.
     pub fn jobs(&self) -> BTreeMap<String, u64> {
         self.inner
@@ -1166,9 +1701,19 @@ impl CapacityProvider for SlurmProvider {
         Box::pin(async move { self.inner.launch(&req).await })
     }
 
+    fn launch_copy(&self, req: CopyLaunchRequest) -> BoxFuture<'_, Result<Launched, LaunchError>> {
+        Box::pin(async move { self.inner.launch_copy(&req).await })
+    }
+
     fn terminate<'a>(&'a self, instance_id: &'a str, handle: &'a Value, grace: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let inner = &self.inner;
+            // A copy: only its step goes; the host's allocation stays.
+            if let (Some(job_id), Some(step_id)) = (job_id_of(handle), step_id_of(handle)) {
+                inner.terminate_copy(instance_id, job_id, step_id, grace).await;
+                let _ = tokio::fs::remove_dir_all(inner.instance_dir(instance_id).join("model")).await;
+                return;
+            }
             let job_id = job_id_of(handle).or_else(|| inner.lock().in_use.get(instance_id).map(|u| u.job_id));
             if let Some(job_id) = job_id {
                 // SIGTERM to the model; the step ends, and with it (through the srun wrapper)
@@ -1186,7 +1731,10 @@ impl CapacityProvider for SlurmProvider {
     }
 
     fn liveness(&self, instance_id: &str, handle: &Value) -> Liveness {
-        self.inner.liveness(instance_id, handle)
+        match (job_id_of(handle), step_id_of(handle)) {
+            (Some(job_id), Some(step_id)) => self.inner.copy_liveness(instance_id, job_id, step_id),
+            _ => self.inner.liveness(instance_id, handle),
+        }
     }
 
     fn recover<'a>(&'a self, tracked: &'a [TrackedInstance]) -> BoxFuture<'a, Recovery> {
@@ -1429,6 +1977,90 @@ mod tests {
         ] {
             assert!(Config::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Runs the copy's node wrapper with `env` and a command that prints what it got.
+    fn node_wrapper(env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+        let o = std::process::Command::new("/bin/sh")
+            .args(["-c", COPY_NODE_WRAPPER, "spillway-model", "/bin/sh", "-c"])
+            .arg("echo \"$SAGEMAKER_BIND_TO_PORT|$CUDA_VISIBLE_DEVICES\"")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn the_copy_wrapper_maps_positions_to_the_steps_devices() {
+        let port = ("SLURM_STEP_RESV_PORTS", "20005-20006");
+        let got = node_wrapper(&[
+            port,
+            ("CUDA_VISIBLE_DEVICES", "4,5,6,7"),
+            ("SPILLWAY_COPY_ACCELERATORS", "3,1"),
+        ]);
+        assert_eq!(got.1, "20005|7,5");
+        let got = node_wrapper(&[port, ("CUDA_VISIBLE_DEVICES", "4"), ("SPILLWAY_COPY_ACCELERATORS", "0")]);
+        assert_eq!(got.1, "20005|4");
+        // No GRES: the positions are the devices.
+        let got = node_wrapper(&[port, ("SPILLWAY_COPY_ACCELERATORS", "0,2")]);
+        assert_eq!(got.1, "20005|0,2");
+        // No accelerators: none visible, even when the job has some.
+        let got = node_wrapper(&[
+            port,
+            ("CUDA_VISIBLE_DEVICES", "0,1"),
+            ("SPILLWAY_COPY_ACCELERATORS", ""),
+        ]);
+        assert_eq!(got.1, "20005|");
+        let (code, _, err) = node_wrapper(&[
+            port,
+            ("CUDA_VISIBLE_DEVICES", "0,1"),
+            ("SPILLWAY_COPY_ACCELERATORS", "2"),
+        ]);
+        assert_eq!(code, Some(97));
+        assert!(err.contains("position 2 is outside the job's devices (0,1)"), "{err}");
+        let (code, _, err) = node_wrapper(&[("SPILLWAY_COPY_ACCELERATORS", "0")]);
+        assert_eq!(code, Some(98), "{err}");
+        let got = node_wrapper(&[("SAGEMAKER_BIND_TO_PORT", "31000"), ("SPILLWAY_COPY_ACCELERATORS", "1")]);
+        assert_eq!(got.1, "31000|1");
+    }
+
+    #[test]
+    fn copy_steps_are_parsed_and_requested() {
+        let steps = Inner::parse_step_ids("12.0|spillway-i-1\n12.3|spillway-c-9\n12.extern|extern\nbad\n");
+        assert_eq!(
+            steps,
+            HashMap::from([
+                ((12, 0), "spillway-i-1".to_string()),
+                ((12, 3), "spillway-c-9".to_string())
+            ])
+        );
+        assert_eq!(Inner::parse_steps("12.0|x\n13.1|y\n"), HashSet::from([12, 13]));
+        let a = copy_step_args(12, "spillway-c-9", 2.5, 512, Path::new("/w/c-9"), true);
+        assert_eq!(
+            a,
+            [
+                "--jobid=12",
+                "--overlap",
+                "--job-name=spillway-c-9",
+                "--nodes=1",
+                "--ntasks=1",
+                "--cpus-per-task=3",
+                "--mem=512M",
+                "--input=none",
+                "--export=ALL",
+                "--chdir=/w/c-9",
+                "--resv-ports=1"
+            ]
+        );
+        let b = copy_step_args(12, "n", 0.25, 0, Path::new("/w"), false);
+        assert!(b.contains(&"--cpus-per-task=1".to_string()) && !b.iter().any(|x| x.starts_with("--mem")));
+        assert!(!b.contains(&"--resv-ports=1".to_string()));
     }
 
     #[test]
