@@ -8,7 +8,11 @@ from conftest import blocker, job_state, slurm, spillway_jobs
 
 import spw
 
-P5, P4D = "ml.p5.48xlarge", "ml.p4d.24xlarge"
+# The catalog's device counts match the jobs' GPUs: 8 H100 on the h100 node, 4 A10G-class devices
+# on an a100 node (the suite's default mapping gives ml.p4d.24xlarge, 8 devices in the catalog,
+# only 4, so copies would be placed on devices its job does not have).
+P5, G4 = "ml.p5.48xlarge", "ml.g5.12xlarge"
+TYPES = {"provider": {"slurm": {"instance_types": {G4: {"partition": "a100x4", "gres": "gpu:a100:4"}}}}}
 
 
 def _spec(itype, build, devices):
@@ -45,7 +49,7 @@ def _hosts(sm, endpoint):
 
 
 def test_copies_are_steps_of_the_instances_allocation_and_fall_back(start_server):
-    srv = start_server()
+    srv = start_server(config=TYPES)
     sm, rt = srv.sm, srv.rt
     other = blocker("h100x8", "gpu:h100:1")  # the preferred type has no capacity
     try:
@@ -56,7 +60,7 @@ def test_copies_are_steps_of_the_instances_allocation_and_fall_back(start_server
                 {
                     "VariantName": "AllTraffic",
                     "InitialInstanceCount": 1,
-                    "InstancePools": spw.pools((P5, 1), (P4D, 2)),
+                    "InstancePools": spw.pools((P5, 1), (G4, 2)),
                     "ManagedInstanceScaling": {"Status": "ENABLED", "MinInstanceCount": 1, "MaxInstanceCount": 3},
                     "VariantInstanceProvisionTimeoutInSeconds": 600,
                 }
@@ -64,16 +68,16 @@ def test_copies_are_steps_of_the_instances_allocation_and_fall_back(start_server
         )
         sm.create_endpoint(EndpointName="ic", EndpointConfigName="ic-cfg")
         spw.wait_in_service(sm, "ic", timeout=60)
-        assert _hosts(sm, "ic") == {P4D: 1}
+        assert _hosts(sm, "ic") == {G4: 1}
         sm.create_inference_component(
             InferenceComponentName="llm",
             EndpointName="ic",
-            Specifications=[_spec(P5, "tp8", 8), _spec(P4D, "tp4", 4)],
+            Specifications=[_spec(P5, "tp8", 8), _spec(G4, "tp4", 4)],
             RuntimeConfig={"CopyCount": 2},
         )
-        # One TP4 copy fills an a100 node: the second needs another instance, from P4D again.
-        _wait(sm, "llm", {P4D: 2})
-        assert _hosts(sm, "ic") == {P4D: 2}
+        # One TP4 copy fills an a100 node: the second needs another instance, from G4 again.
+        _wait(sm, "llm", {G4: 2})
+        assert _hosts(sm, "ic") == {G4: 2}
         jobs = spillway_jobs(srv.data_dir)
         seen = {}
         for _ in range(12):
@@ -95,7 +99,7 @@ def test_copies_are_steps_of_the_instances_allocation_and_fall_back(start_server
         slurm("scancel", other)
         spw.poll(lambda: job_state(other) in ("", "CANCELLED", "COMPLETED") or None, timeout=30, what="blocker gone")
         sm.update_inference_component_runtime_config(InferenceComponentName="llm", DesiredRuntimeConfig={"CopyCount": 3})
-        _wait(sm, "llm", {P4D: 2, P5: 1}, timeout=120)
+        _wait(sm, "llm", {G4: 2, P5: 1}, timeout=120)
         payloads = [spw.invoke(rt, "ic", InferenceComponentName="llm")[0]["env"] for _ in range(12)]
         assert {"tp8", "tp4"} <= {e["MODEL_BUILD"] for e in payloads}
         assert any(e["CUDA_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7" for e in payloads if e["MODEL_BUILD"] == "tp8")
