@@ -17,7 +17,9 @@ use crate::core::model::Timestamp;
 use crate::core::scaling::{eval_expression, expression_refs};
 use crate::core::time::days_from_civil;
 use crate::error::{ApiError, ErrorCode};
-use crate::telemetry::metrics::{BACKLOG_METRICS, INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start};
+use crate::telemetry::metrics::{
+    BACKLOG_METRICS, COMPONENT_METRICS, INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start,
+};
 use crate::telemetry::query::{Dimension, Query, QueryKind, Selector, evaluate};
 pub use crate::telemetry::query::{INSTANCE_NAMESPACE, NAMESPACE};
 
@@ -851,6 +853,29 @@ fn list_metrics(m: &Metrics, input: &Obj<'_>, now: Timestamp) -> Result<Value, A
                                         }
                     ));
                 }
+            }
+        }
+    }
+    if namespace.is_none_or(|n| n == NAMESPACE) {
+        // Inference components' metrics: `{InferenceComponentName}` and
+        // `{InferenceComponentName, InstanceType}`.
+        let keys = m.component_keys(since);
+        let mut components: Vec<&str> = keys.iter().map(|(c, _)| c.as_str()).collect();
+        components.dedup();
+        for metric in COMPONENT_METRICS.iter().filter(|n| metric_name.is_none_or(|m| m == **n)) {
+            let sets = components
+                .iter()
+                .map(|c| vec![("InferenceComponentName", *c)])
+                .chain(
+                    keys.iter()
+                        .map(|(c, t)| vec![("InferenceComponentName", c.as_str()), ("InstanceType", t.as_str())]),
+                );
+            for dims in sets.filter(|d| matches(d)) {
+                all.push(json!({
+                    "Namespace": NAMESPACE,
+                    "MetricName": metric,
+                    "Dimensions": dims.iter().map(|(n, v)| json!({"Name": n, "Value": v})).collect::<Vec<_>>(),
+                }));
             }
         }
     }

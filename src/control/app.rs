@@ -616,6 +616,18 @@ async fn sample_fleet(app: Arc<App>) {
             let Some(routes) = app.dataplane.routes.get(&name) else {
                 continue;
             };
+            // Inference components' `ConcurrentRequestsPerCopy`, per host instance type.
+            for c in routes.components.values() {
+                let mut by_type: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+                for i in &c.copies {
+                    let e = by_type.entry(i.instance_type.as_str()).or_default();
+                    e.0 += 1;
+                    e.1 += i.load();
+                }
+                for (ty, (n, outstanding)) in by_type {
+                    app.metrics.record_component_fleet(&name, &c.name, ty, n, outstanding, t);
+                }
+            }
             for v in &routes.variants {
                 let mut by_type: HashMap<&str, (usize, usize)> = HashMap::new();
                 for i in &v.instances {

@@ -135,6 +135,14 @@ pub enum PickError {
 }
 
 impl EndpointRoutes {
+    /// Every instance and every component copy routed to.
+    pub fn routed(&self) -> impl Iterator<Item = &Arc<RouteInstance>> {
+        self.variants
+            .iter()
+            .flat_map(|v| &v.instances)
+            .chain(self.components.values().flat_map(|c| &c.copies))
+    }
+
     /// Picks a variant (by `target`, else by weight) and an instance within it with fewer than
     /// `limit` requests in flight (`0`: no limit), avoiding `avoid` when another instance
     /// exists. Returns the variant's index and the instance.
@@ -174,47 +182,76 @@ impl VariantRoutes {
     /// Picks an instance by the variant's strategy among those under the concurrency limit.
     /// Allocation-free: it runs on every invocation.
     pub fn pick_instance(&self, limit: u32, avoid: Option<&str>) -> Result<Arc<RouteInstance>, PickError> {
-        if self.instances.is_empty() {
-            return Err(PickError::NoInstance);
-        }
-        let open = |i: &RouteInstance| limit == 0 || i.load() < limit as usize;
-        let n_open = self.instances.iter().filter(|i| open(i)).count();
-        if n_open == 0 {
-            return Err(PickError::Saturated);
-        }
-        // Avoid the instance that just refused a connection, unless it is the only candidate.
-        let avoided = avoid.filter(|a| n_open > 1 && self.instances.iter().any(|i| open(i) && i.id == *a));
-        let eligible = |i: &&Arc<RouteInstance>| open(i) && avoided.is_none_or(|a| i.id != a);
-        let chosen = match self.strategy {
-            RoutingStrategy::Random => {
-                let n = self.instances.iter().filter(eligible).count();
-                self.instances.iter().filter(eligible).nth(fastrand::usize(..n.max(1)))
-            }
-            RoutingStrategy::LeastOutstandingRequests => {
-                least_by(self.instances.iter().filter(eligible), |i| i.load() as f64)
-            }
-            RoutingStrategy::CapacityAware => {
-                let unit = self.work_unit();
-                least_by(self.instances.iter().filter(eligible), |i| {
-                    (i.load() as f64 + 1.0) * i.expected_latency(unit)
-                })
-            }
-        };
-        // Counters move under concurrent requests; any eligible instance is a fine fallback.
-        chosen
-            .or_else(|| self.instances.iter().find(eligible))
-            .cloned()
-            .ok_or(PickError::Saturated)
+        pick_among(&self.instances, self.strategy, limit, avoid)
     }
 }
 
+impl ComponentRoutes {
+    /// Picks a copy by the component's strategy among those under the per-copy concurrency
+    /// limit (`0`: none), avoiding `avoid` when another copy is open: the same choice a
+    /// variant makes among its instances ([`VariantRoutes::pick_instance`]).
+    pub fn pick_copy(&self, limit: u32, avoid: Option<&str>) -> Result<Arc<RouteInstance>, PickError> {
+        pick_among(&self.copies, self.strategy, limit, avoid)
+    }
+
+    /// Copies in service of `instance_type` (for `InvocationsPerCopy` per type).
+    pub fn copies_of_type(&self, instance_type: &str) -> usize {
+        self.copies.iter().filter(|c| c.instance_type == instance_type).count()
+    }
+}
+
+/// Picks one of `instances` by `strategy` among those with fewer than `limit` requests in
+/// flight (`0`: no limit), avoiding `avoid` unless it is the only open one. Allocation-free.
+fn pick_among(
+    instances: &[Arc<RouteInstance>],
+    strategy: RoutingStrategy,
+    limit: u32,
+    avoid: Option<&str>,
+) -> Result<Arc<RouteInstance>, PickError> {
+    if instances.is_empty() {
+        return Err(PickError::NoInstance);
+    }
+    let open = |i: &RouteInstance| limit == 0 || i.load() < limit as usize;
+    let n_open = instances.iter().filter(|i| open(i)).count();
+    if n_open == 0 {
+        return Err(PickError::Saturated);
+    }
+    // Avoid the instance that just refused a connection, unless it is the only candidate.
+    let avoided = avoid.filter(|a| n_open > 1 && instances.iter().any(|i| open(i) && i.id == *a));
+    let eligible = |i: &&Arc<RouteInstance>| open(i) && avoided.is_none_or(|a| i.id != a);
+    let chosen = match strategy {
+        RoutingStrategy::Random => {
+            let n = instances.iter().filter(eligible).count();
+            instances.iter().filter(eligible).nth(fastrand::usize(..n.max(1)))
+        }
+        RoutingStrategy::LeastOutstandingRequests => least_by(instances.iter().filter(eligible), |i| i.load() as f64),
+        RoutingStrategy::CapacityAware => {
+            let unit = work_unit(instances);
+            least_by(instances.iter().filter(eligible), |i| {
+                (i.load() as f64 + 1.0) * i.expected_latency(unit)
+            })
+        }
+    };
+    // Counters move under concurrent requests; any eligible instance is a fine fallback.
+    chosen
+        .or_else(|| instances.iter().find(eligible))
+        .cloned()
+        .ok_or(PickError::Saturated)
+}
+
 impl VariantRoutes {
-    /// For capacity-aware routing, over the instances whose type has a measured latency: the
-    /// mean of latency × catalog capacity (it calibrates the catalog) and the smallest latency
-    /// (`None` when nothing is measured).
+    /// For capacity-aware routing: [`work_unit`] over the variant's instances.
+    #[cfg(test)]
     fn work_unit(&self) -> Option<Calibration> {
-        let (sum, n, fastest) = self
-            .instances
+        work_unit(&self.instances)
+    }
+}
+
+/// For capacity-aware routing, over the instances whose type has a measured latency: the
+/// mean of latency × catalog capacity (it calibrates the catalog) and the smallest latency
+/// (`None` when nothing is measured).
+fn work_unit(instances: &[Arc<RouteInstance>]) -> Option<Calibration> {
+        let (sum, n, fastest) = instances
             .iter()
             .fold((0.0, 0u32, f64::INFINITY), |(sum, n, fastest), i| {
                 match i.measured_latency_us.load(Ordering::Relaxed) {
@@ -226,7 +263,6 @@ impl VariantRoutes {
             unit: sum / n as f64,
             fastest,
         })
-    }
 }
 
 /// What the measured instance types of a variant say about the unmeasured ones.
@@ -318,9 +354,23 @@ impl RouteTable {
                 .flat_map(|v| v.instances.iter())
                 .map(|i| (i.id.as_str(), i))
                 .collect();
+            let copies: HashMap<&str, &Arc<RouteInstance>> = old
+                .components
+                .values()
+                .flat_map(|c| c.copies.iter())
+                .map(|i| (i.id.as_str(), i))
+                .collect();
             for v in &mut routes.variants {
                 for i in &mut v.instances {
                     if let Some(prev) = existing.get(i.id.as_str()) {
+                        *i = Arc::clone(prev);
+                    }
+                }
+            }
+            // A copy keeps its counter (and its metrics handle) across republishing too.
+            for c in routes.components.values_mut() {
+                for i in &mut c.copies {
+                    if let Some(prev) = copies.get(i.id.as_str()) {
                         *i = Arc::clone(prev);
                     }
                 }
@@ -348,9 +398,9 @@ impl RouteTable {
 
     /// Remembers instances of `old` that `new` no longer routes to, for draining.
     fn retire(&self, old: &EndpointRoutes, new: Option<&EndpointRoutes>) {
-        let kept = |id: &str| new.is_some_and(|n| n.variants.iter().flat_map(|v| &v.instances).any(|i| i.id == id));
+        let kept = |id: &str| new.is_some_and(|n| n.routed().any(|i| i.id == id));
         let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
-        for i in old.variants.iter().flat_map(|v| &v.instances) {
+        for i in old.routed() {
             if !kept(&i.id) {
                 // The first retirement holds the live counter; never replace it with a copy.
                 draining.entry(i.id.clone()).or_insert_with(|| i.clone());
@@ -363,11 +413,7 @@ impl RouteTable {
         let mut map = self.endpoints.write().unwrap_or_else(|p| p.into_inner());
         let mut retired = vec![];
         for routes in map.values_mut() {
-            if !routes
-                .variants
-                .iter()
-                .any(|v| v.instances.iter().any(|i| i.id == instance_id))
-            {
+            if !routes.routed().any(|i| i.id == instance_id) {
                 continue;
             }
             let variants = routes
@@ -602,7 +648,7 @@ mod tests {
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0)])],
                 async_config: None,
-                ..Default::default()..Default::default()
+                ..Default::default()
             },
         );
         t.get("e").unwrap().variants[0].instances[0]
@@ -613,7 +659,7 @@ mod tests {
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0), inst("y", 0)])],
                 async_config: None,
-                ..Default::default()..Default::default()
+                ..Default::default()
             },
         );
         let r = t.get("e").unwrap();
@@ -628,7 +674,7 @@ mod tests {
             EndpointRoutes {
                 variants: vec![variant("a", 1.0, vec![inst("x", 0), inst("y", 0)])],
                 async_config: None,
-                ..Default::default()..Default::default()
+                ..Default::default()
             },
         );
         let x = t.get("e").unwrap().variants[0].instances[0].clone();
