@@ -1214,4 +1214,71 @@ mod tests {
                 .contains("ApproximateBacklogSize")
         );
     }
+
+    #[test]
+    fn inference_components_scale_on_their_per_copy_metrics() {
+        let predefined = |t: &str| {
+            parse_target_tracking(&json!({"TargetValue": 4.0, "PredefinedMetricSpecification": {"PredefinedMetricType": t}}))
+                .unwrap()
+                .metric
+        };
+        let per_copy = predefined("SageMakerInferenceComponentInvocationsPerCopy");
+        assert_eq!(per_copy, MetricSource::InvocationsPerCopy);
+        let concurrency = predefined("SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution");
+        assert_eq!(concurrency, MetricSource::ConcurrentRequestsPerCopy);
+        // A component's target takes only components' metrics, a variant's only variants'.
+        assert!(check_metric_fits(&per_copy, true).is_ok());
+        assert!(check_metric_fits(&concurrency, true).is_ok());
+        let err = check_metric_fits(&per_copy, false).unwrap_err();
+        assert!(err.0.contains("not on an inference component's"), "{err:?}");
+        let variant = predefined("SageMakerVariantInvocationsPerInstance");
+        let err = check_metric_fits(&variant, true).unwrap_err();
+        assert!(err.0.contains(COMPONENT_DIMENSION), "{err:?}");
+        // Customized: the InferenceComponentName dimension (with InstanceType).
+        let dims = json!([{"Name": "InferenceComponentName", "Value": "ic"}, {"Name": "InstanceType", "Value": "ml.g5.xlarge"}]);
+        let p = customized("ModelLatency", dims.clone()).unwrap();
+        let MetricSource::Single(m) = &p.metric else { panic!("{p:?}") };
+        assert!(m.component_level && m.instance_type.as_deref() == Some("ml.g5.xlarge"));
+        assert!(check_metric_fits(&p.metric, true).is_ok() && check_metric_fits(&p.metric, false).is_err());
+        // Its alarms name the component.
+        let wire = metric_wire(&p.metric, COMPONENT_SERIES, "ic", 60);
+        assert_eq!(wire["Dimensions"], dims);
+        let wire = metric_wire(&per_copy, COMPONENT_SERIES, "ic", 60);
+        assert_eq!(wire["MetricName"], "InvocationsPerCopy");
+        assert_eq!(wire["Dimensions"], json!([{"Name": "InferenceComponentName", "Value": "ic"}]));
+        // A variant-only metric by component, and a component's with an endpoint, are refused.
+        let err = customized("InstanceCount", json!([{"Name": "InferenceComponentName", "Value": "ic"}])).unwrap_err();
+        assert!(err.0.contains("no inference component metric"), "{err:?}");
+        let mixed = json!([{"Name": "InferenceComponentName", "Value": "ic"}, {"Name": "EndpointName", "Value": "e"}]);
+        assert!(customized("Invocations", mixed).is_err());
+    }
+
+    #[test]
+    fn resource_ids_name_a_variant_or_a_component() {
+        assert_eq!(scaled_of("endpoint/e/variant/v"), Some(("e".into(), "v".into())));
+        assert_eq!(
+            scaled_of("inference-component/ic-1"),
+            Some((COMPONENT_SERIES.into(), "ic-1".into()))
+        );
+        for bad in ["inference-component/", "inference-component/a/b", "endpoint/e", "endpoint//variant/v", ""] {
+            assert_eq!(scaled_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_component_policy_reads_the_component_series_only() {
+        // `evaluate`'s metric selection, without an App: the per-copy metric through the store.
+        let m = std::sync::Arc::new(crate::telemetry::metrics::Metrics::default());
+        let series = crate::telemetry::metrics::Series {
+            endpoint: "e",
+            variant: "v",
+            instance_type: "ml.g5.xlarge",
+        };
+        let h = m.handle_of(series, Some("ic"));
+        for k in 0..6 {
+            h.record_units(1, (2, 2), crate::telemetry::metrics::Outcome::Success, 10, 0, 100.0 + k as f64);
+        }
+        let v = m.aggregate(Select::component("ic", None), "InvocationsPerCopy", Statistic::Sum, 60.0, 160.0);
+        assert_eq!(v, Some(3.0), "6 invocations over 2 copies");
+    }
 }

@@ -427,4 +427,32 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn the_inference_component_header_is_read_and_checked_as_the_runtime_model_says() {
+        let h = RequestHeaders::read([(&b"X-Amzn-SageMaker-Inference-Component"[..], &b"ic-1"[..])]);
+        assert_eq!(h.inference_component(), Ok(Some("ic-1")));
+        assert_eq!(RequestHeaders::read([]).inference_component(), Ok(None));
+        for bad in [&b"-ic"[..], b"ic-", b"i_c", b"", b"\xff"] {
+            let h = RequestHeaders::read([(&b"x-amzn-sagemaker-inference-component"[..], bad)]);
+            let e = h.inference_component().unwrap_err();
+            assert_eq!((e.status(), e.code), (StatusCode::BAD_REQUEST, ErrorCode::ValidationError));
+            assert!(e.message.starts_with("1 validation error detected: Value '"), "{}", e.message);
+            assert!(e.message.contains("at 'inferenceComponentName' failed to satisfy constraint: Member must satisfy regular expression pattern"), "{}", e.message);
+        }
+        let long = vec![b'a'; 64];
+        let h = RequestHeaders::read([(&b"x-amzn-sagemaker-inference-component"[..], &long[..])]);
+        assert!(h.inference_component().unwrap_err().message.contains("Member must have length less than or equal to 63"));
+    }
+
+    proptest::proptest! {
+        /// The hand-written check agrees with the model's pattern on generated names.
+        #[test]
+        fn component_names_match_the_model_pattern(name in "[a-zA-Z0-9_ -]{0,8}") {
+            let re = regex_automata::meta::Regex::new(r"^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?$").unwrap();
+            proptest::prop_assert_eq!(is_component_name(name.as_bytes()), re.is_match(&name));
+            let h = RequestHeaders::read([(&b"x-amzn-sagemaker-inference-component"[..], name.as_bytes())]);
+            proptest::prop_assert_eq!(h.inference_component().is_ok(), re.is_match(&name));
+        }
+    }
 }

@@ -1062,3 +1062,93 @@ impl http_body::Body for Tracked {
             .map_or_else(http_body::SizeHint::default, http_body::SizeHint::with_exact)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::RoutingStrategy;
+    use crate::dataplane::routes::VariantRoutes;
+
+    fn inst(id: &str) -> Arc<RouteInstance> {
+        Arc::new(RouteInstance::new(id.into(), "x".into(), "ml.g5.xlarge".into()))
+    }
+
+    /// An endpoint that hosts components `a` (two copies) and `b` (none yet) on variant `v`.
+    fn hosting() -> EndpointRoutes {
+        let component = |name: &str, copies| ComponentRoutes {
+            name: name.into(),
+            variant: "v".into(),
+            strategy: RoutingStrategy::LeastOutstandingRequests,
+            copies,
+        };
+        let mut components = std::collections::BTreeMap::new();
+        components.insert("a".to_string(), component("a", vec![inst("a1"), inst("a2")]));
+        components.insert("b".to_string(), component("b", vec![]));
+        EndpointRoutes {
+            variants: vec![VariantRoutes {
+                name: "v".into(),
+                weight: 1.0,
+                strategy: RoutingStrategy::LeastOutstandingRequests,
+                instances: vec![inst("host")],
+            }],
+            components,
+            hosts_components: true,
+            async_config: None,
+        }
+    }
+
+    fn plain() -> EndpointRoutes {
+        EndpointRoutes {
+            variants: vec![VariantRoutes {
+                name: "v".into(),
+                weight: 1.0,
+                strategy: RoutingStrategy::LeastOutstandingRequests,
+                instances: vec![inst("i")],
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_invocation_naming_a_component_goes_to_its_copies() {
+        let r = hosting();
+        let Ok(Route::Component(i, c)) = route_of(&r, "e", None, Some("a")) else {
+            panic!("not routed to the component")
+        };
+        assert_eq!((i, c.name.as_str()), (0, "a"));
+        let picked = c.pick_copy(0, None).unwrap();
+        assert!(["a1", "a2"].contains(&picked.id.as_str()));
+        // Naming the hosting variant as TargetVariant is allowed; another one is not.
+        assert!(matches!(route_of(&r, "e", Some("v"), Some("a")), Ok(Route::Component(0, _))));
+        let e = route_of(&r, "e", Some("w"), Some("a")).err().unwrap();
+        assert_eq!(e.code, ErrorCode::ValidationError);
+        assert!(e.message.contains("TargetVariant") && e.message.contains("variant v"), "{}", e.message);
+        // The second component by position (answers name it).
+        assert!(matches!(route_of(&r, "e", None, Some("b")), Ok(Route::Component(1, _))));
+    }
+
+    #[test]
+    fn refusals_are_worded_as_aws_words_them() {
+        let r = hosting();
+        let e = route_of(&r, "e", None, None).err().unwrap();
+        assert_eq!((e.status(), e.code), (StatusCode::BAD_REQUEST, ErrorCode::ValidationError));
+        assert_eq!(
+            e.message,
+            "Inference Component Name header is required for endpoints to which you plan to deploy inference components. Please include Inference Component Name header or consider using SageMaker models."
+        );
+        let e = route_of(&r, "e", None, Some("zz")).err().unwrap();
+        assert_eq!(e.code, ErrorCode::ValidationError);
+        assert_eq!(e.message, "Inference component zz not found for endpoint e.");
+        let e = route_of(&plain(), "e", None, Some("a")).err().unwrap();
+        assert_eq!(e.code, ErrorCode::ValidationError);
+        assert!(e.message.contains("hosts no inference components"), "{}", e.message);
+        // No copy in service: the scale-to-zero answer.
+        let Ok(Route::Component(_, b)) = route_of(&r, "e", None, Some("b")) else { panic!() };
+        assert_eq!(b.pick_copy(0, None).unwrap_err(), PickError::NoInstance);
+        let e = no_copy("b");
+        assert_eq!((e.status(), e.code), (StatusCode::BAD_REQUEST, ErrorCode::ValidationError));
+        assert!(e.message.starts_with("Inference Component b has no capacity to process this request."));
+        // A plain endpoint routes among its variants as before.
+        assert!(matches!(route_of(&plain(), "e", Some("v"), None), Ok(Route::Variants(Some("v")))));
+    }
+}

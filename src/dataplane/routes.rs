@@ -695,4 +695,66 @@ mod tests {
         y.outstanding.store(1, Ordering::Relaxed);
         assert!(!t.wait_drained("y", Duration::from_secs(1)).await);
     }
+
+    fn component(name: &str, variant: &str, copies: Vec<Arc<RouteInstance>>) -> ComponentRoutes {
+        ComponentRoutes {
+            name: name.into(),
+            variant: variant.into(),
+            strategy: RoutingStrategy::LeastOutstandingRequests,
+            copies,
+        }
+    }
+
+    #[test]
+    fn a_component_picks_among_its_copies_as_a_variant_does() {
+        let c = component("ic", "v", vec![inst("busy", 3), inst("idle", 0)]);
+        for _ in 0..20 {
+            assert_eq!(c.pick_copy(0, None).unwrap().id, "idle");
+        }
+        assert_eq!(c.pick_copy(0, Some("idle")).unwrap().id, "busy");
+        let full = component("ic", "v", vec![inst("x", 2), inst("y", 2)]);
+        assert_eq!(full.pick_copy(2, None).unwrap_err(), PickError::Saturated);
+        let none = component("ic", "v", vec![]);
+        assert_eq!(none.pick_copy(0, None).unwrap_err(), PickError::NoInstance);
+        let mut random = component("ic", "v", vec![inst("a", 5), inst("b", 0)]);
+        random.strategy = RoutingStrategy::Random;
+        let picked: std::collections::BTreeSet<String> =
+            (0..200).map(|_| random.pick_copy(0, None).unwrap().id.clone()).collect();
+        assert_eq!(picked.len(), 2, "random routing reaches every copy");
+        assert_eq!(c.copies_of_type("ml.m5.xlarge"), 2);
+        assert_eq!(c.copies_of_type("ml.g5.xlarge"), 0);
+    }
+
+    fn with_components(copies: Vec<Arc<RouteInstance>>) -> EndpointRoutes {
+        let mut components = std::collections::BTreeMap::new();
+        components.insert("ic".to_string(), component("ic", "v", copies));
+        EndpointRoutes {
+            variants: vec![variant("v", 1.0, vec![inst("host", 0)])],
+            components,
+            hosts_components: true,
+            async_config: None,
+        }
+    }
+
+    #[test]
+    fn republishing_keeps_copy_counters_and_withdrawing_a_copy_drains_it() {
+        let t = RouteTable::default();
+        t.publish("e", with_components(vec![inst("c1", 0)]));
+        t.get("e").unwrap().components["ic"].copies[0]
+            .outstanding
+            .store(4, Ordering::Relaxed);
+        t.publish("e", with_components(vec![inst("c1", 0), inst("c2", 0)]));
+        let r = t.get("e").unwrap();
+        assert_eq!(r.components["ic"].copies[0].load(), 4, "the copy's counter survives");
+        assert_eq!(r.routed().count(), 3, "the host and two copies");
+        t.withdraw("c1");
+        let r = t.get("e").unwrap();
+        assert_eq!(r.components["ic"].copies.len(), 1);
+        assert!(r.hosts_components);
+        // The withdrawn copy drains with its live counter.
+        assert_eq!(t.draining.lock().unwrap()["c1"].load(), 4);
+        // Republishing without a copy retires it too.
+        t.publish("e", with_components(vec![]));
+        assert!(t.draining.lock().unwrap().contains_key("c2"));
+    }
 }

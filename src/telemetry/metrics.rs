@@ -1877,4 +1877,61 @@ mod tests {
             proptest::prop_assert!(s.per_instance() <= size as f64);
         }
     }
+
+    #[test]
+    fn a_copy_records_into_its_variant_and_its_component() {
+        let m = Arc::new(Metrics::default());
+        let g5 = m.handle_of(S("e", "v", "ml.g5.xlarge"), Some("ic"));
+        let g6 = m.handle_of(S("e", "v", "ml.g6.xlarge"), Some("ic"));
+        // Three copies: two on g5 hosts, one on a g6 host.
+        g5.record_units(1, (3, 2), Outcome::Success, 1000, 10, 10.0);
+        g5.record_units(1, (3, 2), Outcome::ModelServerError, 3000, 10, 10.5);
+        g6.record_units(1, (3, 1), Outcome::Success, 2000, 10, 11.0);
+        let at = |select: Select<'_>, metric: &str, stat| m.aggregate(select, metric, stat, 0.0, 60.0);
+        // The variant's series see every invocation.
+        assert_eq!(at(Select::new("e", "v", None), "Invocations", Statistic::Sum), Some(3.0));
+        // The component's, whole and per type.
+        let ic = Select::component("ic", None);
+        assert_eq!(at(ic, "Invocations", Statistic::Sum), Some(3.0));
+        assert_eq!(at(ic, "Invocation5XXErrors", Statistic::Sum), Some(1.0));
+        assert_eq!(at(ic, "InvocationModelErrors", Statistic::Sum), Some(1.0));
+        assert_eq!(at(ic, "ModelLatency", Statistic::Average), Some(2000.0));
+        assert_eq!(at(ic, "ModelLatency", Statistic::Maximum), Some(3000.0));
+        // InvocationsPerCopy: 1/3 per invocation over the component; per type 1/copies of it.
+        assert!((at(ic, "InvocationsPerCopy", Statistic::Sum).unwrap() - 1.0).abs() < 1e-9);
+        let of_g5 = Select::component("ic", Some("ml.g5.xlarge"));
+        assert_eq!(at(of_g5, "InvocationsPerCopy", Statistic::Sum), Some(1.0));
+        assert_eq!(at(of_g5, "Invocations", Statistic::Sum), Some(2.0));
+        // Listed apart from the variants' series.
+        assert_eq!(
+            m.component_keys(0.0),
+            vec![("ic".into(), "ml.g5.xlarge".into()), ("ic".into(), "ml.g6.xlarge".into())]
+        );
+        assert!(m.series_keys(0.0).iter().all(|k| k.0 == "e"));
+        // Prometheus: the component label.
+        let text = m.prometheus.encode();
+        assert!(
+            text.contains(r#"spillway_component_invocations_total{endpoint="e",component="ic",instance_type="ml.g5.xlarge"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"spillway_component_invocation_errors_total{endpoint="e",component="ic",instance_type="ml.g5.xlarge",kind="model_5xx"} 1"#), "{text}");
+        m.forget_component("e", "ic");
+        assert!(m.component_keys(0.0).is_empty());
+        assert!(!m.prometheus.encode().contains("component=\"ic\""));
+    }
+
+    #[test]
+    fn concurrent_requests_per_copy_come_from_fleet_samples() {
+        let m = Metrics::default();
+        m.record_component_fleet("e", "ic", "ml.g5.xlarge", 2, 6, 10.0);
+        m.record_component_fleet("e", "ic", "ml.g5.xlarge", 2, 2, 11.0);
+        let ic = Select::component("ic", None);
+        let avg = m.aggregate(ic, "ConcurrentRequestsPerCopy", Statistic::Average, 0.0, 60.0);
+        assert_eq!(avg, Some(2.0), "(3 + 1) / 2");
+        assert_eq!(m.aggregate(ic, "ConcurrentRequestsPerCopy", Statistic::Maximum, 0.0, 60.0), Some(3.0));
+        // High resolution: 1-second periods.
+        let points = m.aggregate_periods(ic, "ConcurrentRequestsPerCopy", Statistic::Average, 10.0, 12.0, 1);
+        assert_eq!(points, vec![(10, 3.0), (11, 1.0)]);
+        assert!(m.prometheus.encode().contains(r#"spillway_component_concurrent_requests_per_copy{endpoint="e",component="ic",instance_type="ml.g5.xlarge"} 1.0"#));
+    }
 }

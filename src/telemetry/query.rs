@@ -248,3 +248,57 @@ pub fn evaluate(
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims(d: &[(&str, &str)]) -> Vec<Dimension> {
+        d.iter()
+            .map(|(n, v)| Dimension {
+                name: n.to_string(),
+                value: Some(v.to_string()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn inference_component_metrics_are_named_by_component() {
+        let ns = Some(NAMESPACE);
+        let s = Selector::of(ns, "InvocationsPerCopy", &dims(&[("InferenceComponentName", "ic")])).unwrap();
+        assert_eq!(s.component_name(), Some("ic"));
+        assert_eq!(s.instance_type, None);
+        let s = Selector::of(
+            ns,
+            "ModelLatency",
+            &dims(&[("InferenceComponentName", "ic"), ("InstanceType", "ml.g5.xlarge")]),
+        )
+        .unwrap();
+        assert_eq!((s.component_name(), s.instance_type.as_deref()), (Some("ic"), Some("ml.g5.xlarge")));
+        // Not with the endpoint's dimensions, and not the variant-only metrics.
+        let mixed = dims(&[("InferenceComponentName", "ic"), ("EndpointName", "e")]);
+        assert_eq!(Selector::of(ns, "Invocations", &mixed), None);
+        assert_eq!(Selector::of(ns, "InstanceCount", &dims(&[("InferenceComponentName", "ic")])), None);
+        assert_eq!(
+            Selector::of(ns, "InvocationsPerCopy", &dims(&[("EndpointName", "e"), ("VariantName", "v")])),
+            None
+        );
+        // The variants' selectors are unchanged.
+        let v = Selector::of(ns, "Invocations", &dims(&[("EndpointName", "e"), ("VariantName", "v")])).unwrap();
+        assert_eq!((v.component_name(), v.variant.as_str()), (None, "v"));
+    }
+
+    #[test]
+    fn a_component_selector_reads_its_series() {
+        let m = std::sync::Arc::new(Metrics::default());
+        let series = crate::telemetry::metrics::Series {
+            endpoint: "e",
+            variant: "v",
+            instance_type: "ml.g5.xlarge",
+        };
+        let h = m.handle_of(series, Some("ic"));
+        h.record_units(1, (4, 4), crate::telemetry::metrics::Outcome::Success, 5, 0, 120.0);
+        let s = Selector::of(Some(NAMESPACE), "InvocationsPerCopy", &dims(&[("InferenceComponentName", "ic")])).unwrap();
+        assert_eq!(s.periods(&m, Statistic::Sum, 60.0, 180.0, 60), vec![(120, 0.25)]);
+    }
+}
