@@ -658,3 +658,29 @@ fn list_tags(app: &Arc<App>, input: ListTagsInput) -> Result<Value, ApiError> {
         .collect();
     Ok(json!({ "Tags": tags }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_variants_or_inference_components_each_with_its_dimension() {
+        assert_eq!(
+            check_resource("sagemaker", "inference-component/ic", COMPONENT_DIMENSION),
+            Ok(Scaled::Component("ic".into()))
+        );
+        assert_eq!(
+            check_resource("sagemaker", "endpoint/e/variant/v", DIMENSION),
+            Ok(Scaled::Variant("e".into(), "v".into()))
+        );
+        let e = check_resource("sagemaker", "inference-component/ic", DIMENSION).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ValidationException);
+        assert!(e.message.contains(COMPONENT_DIMENSION), "{}", e.message);
+        let e = check_resource("sagemaker", "endpoint/e/variant/v", COMPONENT_DIMENSION).unwrap_err();
+        assert!(e.message.contains(DIMENSION), "{}", e.message);
+        let e = check_resource("sagemaker", "inference-component/a/b", COMPONENT_DIMENSION).unwrap_err();
+        assert!(e.message.contains("inference-component/<inference component name>"), "{}", e.message);
+        let e = check_resource("sagemaker", "inference-component/ic", "sagemaker:variant:Other").unwrap_err();
+        assert!(e.message.contains("is not supported by spillway"), "{}", e.message);
+    }
+}
