@@ -679,7 +679,11 @@ mod tests {
         let e = check_resource("sagemaker", "endpoint/e/variant/v", COMPONENT_DIMENSION).unwrap_err();
         assert!(e.message.contains(DIMENSION), "{}", e.message);
         let e = check_resource("sagemaker", "inference-component/a/b", COMPONENT_DIMENSION).unwrap_err();
-        assert!(e.message.contains("inference-component/<inference component name>"), "{}", e.message);
+        assert!(
+            e.message.contains("inference-component/<inference component name>"),
+            "{}",
+            e.message
+        );
         let e = check_resource("sagemaker", "inference-component/ic", "sagemaker:variant:Other").unwrap_err();
         assert!(e.message.contains("is not supported by spillway"), "{}", e.message);
     }

@@ -862,14 +862,14 @@ fn list_metrics(m: &Metrics, input: &Obj<'_>, now: Timestamp) -> Result<Value, A
         let keys = m.component_keys(since);
         let mut components: Vec<&str> = keys.iter().map(|(c, _)| c.as_str()).collect();
         components.dedup();
-        for metric in COMPONENT_METRICS.iter().filter(|n| metric_name.is_none_or(|m| m == **n)) {
-            let sets = components
-                .iter()
-                .map(|c| vec![("InferenceComponentName", *c)])
-                .chain(
-                    keys.iter()
-                        .map(|(c, t)| vec![("InferenceComponentName", c.as_str()), ("InstanceType", t.as_str())]),
-                );
+        for metric in COMPONENT_METRICS
+            .iter()
+            .filter(|n| metric_name.is_none_or(|m| m == **n))
+        {
+            let sets = components.iter().map(|c| vec![("InferenceComponentName", *c)]).chain(
+                keys.iter()
+                    .map(|(c, t)| vec![("InferenceComponentName", c.as_str()), ("InstanceType", t.as_str())]),
+            );
             for dims in sets.filter(|d| matches(d)) {
                 all.push(json!({
                     "Namespace": NAMESPACE,
@@ -1537,11 +1537,20 @@ mod tests {
         h.record_units(1, (2, 2), crate::telemetry::metrics::Outcome::Success, 700, 0, 1010.0);
         h.record_units(1, (2, 2), crate::telemetry::metrics::Outcome::Success, 900, 0, 1011.0);
         let by_component = json!([{"Name": "InferenceComponentName", "Value": "ic"}]);
-        let listed = call(&m, "ListMetrics", json!({"Dimensions": [{"Name": "InferenceComponentName"}]})).unwrap();
+        let listed = call(
+            &m,
+            "ListMetrics",
+            json!({"Dimensions": [{"Name": "InferenceComponentName"}]}),
+        )
+        .unwrap();
         let listed = listed["Metrics"].as_array().unwrap();
         // Every component metric, by component and by component and type.
         assert_eq!(listed.len(), 2 * COMPONENT_METRICS.len(), "{listed:?}");
-        assert!(listed.iter().any(|x| x["MetricName"] == "InvocationsPerCopy" && x["Dimensions"] == by_component));
+        assert!(
+            listed
+                .iter()
+                .any(|x| x["MetricName"] == "InvocationsPerCopy" && x["Dimensions"] == by_component)
+        );
         let q = json!([
             {"Id": "n", "MetricStat": {"Metric": {"Namespace": NAMESPACE, "MetricName": "Invocations", "Dimensions": by_component}, "Period": 60, "Stat": "Sum"}},
             {"Id": "p", "MetricStat": {"Metric": {"Namespace": NAMESPACE, "MetricName": "InvocationsPerCopy", "Dimensions": by_component}, "Period": 60, "Stat": "Sum"}},
@@ -1551,8 +1560,13 @@ mod tests {
         assert_eq!(result(&r, "n")["Values"], json!([2.0]));
         assert_eq!(result(&r, "p")["Values"], json!([1.0]));
         assert_eq!(result(&r, "l")["Values"], json!([800.0]));
-        let stats = call(&m, "GetMetricStatistics", json!({"Namespace": NAMESPACE, "MetricName": "Invocations",
-            "Dimensions": by_component, "StartTime": 1000, "EndTime": 1030, "Period": 60, "Statistics": ["Sum"]})).unwrap();
+        let stats = call(
+            &m,
+            "GetMetricStatistics",
+            json!({"Namespace": NAMESPACE, "MetricName": "Invocations",
+            "Dimensions": by_component, "StartTime": 1000, "EndTime": 1030, "Period": 60, "Statistics": ["Sum"]}),
+        )
+        .unwrap();
         assert_eq!(stats["Datapoints"][0]["Sum"], json!(2.0));
     }
 }

@@ -625,7 +625,8 @@ async fn sample_fleet(app: Arc<App>) {
                     e.1 += i.load();
                 }
                 for (ty, (n, outstanding)) in by_type {
-                    app.metrics.record_component_fleet(&name, &c.name, ty, n, outstanding, t);
+                    app.metrics
+                        .record_component_fleet(&name, &c.name, ty, n, outstanding, t);
                 }
             }
             for v in &routes.variants {

@@ -578,8 +578,12 @@ async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
         .collect();
     let alarms = crate::control::alarms::all(app)?;
     for target in app.store.list::<ScalableTarget>(Kind::ScalableTarget)? {
-        let Some((endpoint, variant)) = scaled_of(&target.resource_id) else { continue };
-        let Some(current) = current_capacity(app, &endpoint, &variant).await else { continue };
+        let Some((endpoint, variant)) = scaled_of(&target.resource_id) else {
+            continue;
+        };
+        let Some(current) = current_capacity(app, &endpoint, &variant).await else {
+            continue;
+        };
         let bounds = Bounds {
             min: target.min_capacity,
             max: target.max_capacity,
@@ -743,7 +747,9 @@ async fn finish_activities(app: &Arc<App>, t: Timestamp) -> Result<(), ControlEr
         if a.status_code != "InProgress" {
             continue;
         }
-        let Some((endpoint, variant)) = scaled_of(&a.resource_id) else { continue };
+        let Some((endpoint, variant)) = scaled_of(&a.resource_id) else {
+            continue;
+        };
         if endpoint == COMPONENT_SERIES {
             if finish_component_activity(app, &mut a, &variant, t) {
                 app.store.put(Kind::ScalingActivity, &a.activity_id, a.start_time, &a)?;
@@ -1053,7 +1059,11 @@ pub async fn invoke_policy(
         s.adjustment
     );
     scale(app, &target, &endpoint, &variant, current, desired, cause, t).await?;
-    let unit = if endpoint == COMPONENT_SERIES { "copy" } else { "instance" };
+    let unit = if endpoint == COMPONENT_SERIES {
+        "copy"
+    } else {
+        "instance"
+    };
     Ok(format!("desired {unit} count {current} -> {desired}"))
 }
 
@@ -1218,9 +1228,11 @@ mod tests {
     #[test]
     fn inference_components_scale_on_their_per_copy_metrics() {
         let predefined = |t: &str| {
-            parse_target_tracking(&json!({"TargetValue": 4.0, "PredefinedMetricSpecification": {"PredefinedMetricType": t}}))
-                .unwrap()
-                .metric
+            parse_target_tracking(
+                &json!({"TargetValue": 4.0, "PredefinedMetricSpecification": {"PredefinedMetricType": t}}),
+            )
+            .unwrap()
+            .metric
         };
         let per_copy = predefined("SageMakerInferenceComponentInvocationsPerCopy");
         assert_eq!(per_copy, MetricSource::InvocationsPerCopy);
@@ -1237,7 +1249,9 @@ mod tests {
         // Customized: the InferenceComponentName dimension (with InstanceType).
         let dims = json!([{"Name": "InferenceComponentName", "Value": "ic"}, {"Name": "InstanceType", "Value": "ml.g5.xlarge"}]);
         let p = customized("ModelLatency", dims.clone()).unwrap();
-        let MetricSource::Single(m) = &p.metric else { panic!("{p:?}") };
+        let MetricSource::Single(m) = &p.metric else {
+            panic!("{p:?}")
+        };
         assert!(m.component_level && m.instance_type.as_deref() == Some("ml.g5.xlarge"));
         assert!(check_metric_fits(&p.metric, true).is_ok() && check_metric_fits(&p.metric, false).is_err());
         // Its alarms name the component.
@@ -1245,9 +1259,16 @@ mod tests {
         assert_eq!(wire["Dimensions"], dims);
         let wire = metric_wire(&per_copy, COMPONENT_SERIES, "ic", 60);
         assert_eq!(wire["MetricName"], "InvocationsPerCopy");
-        assert_eq!(wire["Dimensions"], json!([{"Name": "InferenceComponentName", "Value": "ic"}]));
+        assert_eq!(
+            wire["Dimensions"],
+            json!([{"Name": "InferenceComponentName", "Value": "ic"}])
+        );
         // A variant-only metric by component, and a component's with an endpoint, are refused.
-        let err = customized("InstanceCount", json!([{"Name": "InferenceComponentName", "Value": "ic"}])).unwrap_err();
+        let err = customized(
+            "InstanceCount",
+            json!([{"Name": "InferenceComponentName", "Value": "ic"}]),
+        )
+        .unwrap_err();
         assert!(err.0.contains("no inference component metric"), "{err:?}");
         let mixed = json!([{"Name": "InferenceComponentName", "Value": "ic"}, {"Name": "EndpointName", "Value": "e"}]);
         assert!(customized("Invocations", mixed).is_err());
@@ -1260,7 +1281,13 @@ mod tests {
             scaled_of("inference-component/ic-1"),
             Some((COMPONENT_SERIES.into(), "ic-1".into()))
         );
-        for bad in ["inference-component/", "inference-component/a/b", "endpoint/e", "endpoint//variant/v", ""] {
+        for bad in [
+            "inference-component/",
+            "inference-component/a/b",
+            "endpoint/e",
+            "endpoint//variant/v",
+            "",
+        ] {
             assert_eq!(scaled_of(bad), None, "{bad}");
         }
     }
@@ -1276,9 +1303,22 @@ mod tests {
         };
         let h = m.handle_of(series, Some("ic"));
         for k in 0..6 {
-            h.record_units(1, (2, 2), crate::telemetry::metrics::Outcome::Success, 10, 0, 100.0 + k as f64);
+            h.record_units(
+                1,
+                (2, 2),
+                crate::telemetry::metrics::Outcome::Success,
+                10,
+                0,
+                100.0 + k as f64,
+            );
         }
-        let v = m.aggregate(Select::component("ic", None), "InvocationsPerCopy", Statistic::Sum, 60.0, 160.0);
+        let v = m.aggregate(
+            Select::component("ic", None),
+            "InvocationsPerCopy",
+            Statistic::Sum,
+            60.0,
+            160.0,
+        );
         assert_eq!(v, Some(3.0), "6 invocations over 2 copies");
     }
 }

@@ -172,7 +172,9 @@ impl<'h> RequestHeaders<&'h [u8]> {
     /// `^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?$` (the runtime model's constraints, refused in
     /// AWS's validation wording with a 400 `ValidationError`); `None` when the header is absent.
     pub fn inference_component(&self) -> Result<Option<&'h str>, ApiError> {
-        let Some(v) = self.inference_component else { return Ok(None) };
+        let Some(v) = self.inference_component else {
+            return Ok(None);
+        };
         let shown = String::from_utf8_lossy(v);
         if v.len() > MAX_INFERENCE_COMPONENT {
             return Err(ApiError::new(
@@ -436,13 +438,25 @@ mod tests {
         for bad in [&b"-ic"[..], b"ic-", b"i_c", b"", b"\xff"] {
             let h = RequestHeaders::read([(&b"x-amzn-sagemaker-inference-component"[..], bad)]);
             let e = h.inference_component().unwrap_err();
-            assert_eq!((e.status(), e.code), (StatusCode::BAD_REQUEST, ErrorCode::ValidationError));
-            assert!(e.message.starts_with("1 validation error detected: Value '"), "{}", e.message);
+            assert_eq!(
+                (e.status(), e.code),
+                (StatusCode::BAD_REQUEST, ErrorCode::ValidationError)
+            );
+            assert!(
+                e.message.starts_with("1 validation error detected: Value '"),
+                "{}",
+                e.message
+            );
             assert!(e.message.contains("at 'inferenceComponentName' failed to satisfy constraint: Member must satisfy regular expression pattern"), "{}", e.message);
         }
         let long = vec![b'a'; 64];
         let h = RequestHeaders::read([(&b"x-amzn-sagemaker-inference-component"[..], &long[..])]);
-        assert!(h.inference_component().unwrap_err().message.contains("Member must have length less than or equal to 63"));
+        assert!(
+            h.inference_component()
+                .unwrap_err()
+                .message
+                .contains("Member must have length less than or equal to 63")
+        );
     }
 
     proptest::proptest! {

@@ -1119,10 +1119,17 @@ mod tests {
         let picked = c.pick_copy(0, None).unwrap();
         assert!(["a1", "a2"].contains(&picked.id.as_str()));
         // Naming the hosting variant as TargetVariant is allowed; another one is not.
-        assert!(matches!(route_of(&r, "e", Some("v"), Some("a")), Ok(Route::Component(0, _))));
+        assert!(matches!(
+            route_of(&r, "e", Some("v"), Some("a")),
+            Ok(Route::Component(0, _))
+        ));
         let e = route_of(&r, "e", Some("w"), Some("a")).err().unwrap();
         assert_eq!(e.code, ErrorCode::ValidationError);
-        assert!(e.message.contains("TargetVariant") && e.message.contains("variant v"), "{}", e.message);
+        assert!(
+            e.message.contains("TargetVariant") && e.message.contains("variant v"),
+            "{}",
+            e.message
+        );
         // The second component by position (answers name it).
         assert!(matches!(route_of(&r, "e", None, Some("b")), Ok(Route::Component(1, _))));
     }
@@ -1131,7 +1138,10 @@ mod tests {
     fn refusals_are_worded_as_aws_words_them() {
         let r = hosting();
         let e = route_of(&r, "e", None, None).err().unwrap();
-        assert_eq!((e.status(), e.code), (StatusCode::BAD_REQUEST, ErrorCode::ValidationError));
+        assert_eq!(
+            (e.status(), e.code),
+            (StatusCode::BAD_REQUEST, ErrorCode::ValidationError)
+        );
         assert_eq!(
             e.message,
             "Inference Component Name header is required for endpoints to which you plan to deploy inference components. Please include Inference Component Name header or consider using SageMaker models."
@@ -1143,12 +1153,23 @@ mod tests {
         assert_eq!(e.code, ErrorCode::ValidationError);
         assert!(e.message.contains("hosts no inference components"), "{}", e.message);
         // No copy in service: the scale-to-zero answer.
-        let Ok(Route::Component(_, b)) = route_of(&r, "e", None, Some("b")) else { panic!() };
+        let Ok(Route::Component(_, b)) = route_of(&r, "e", None, Some("b")) else {
+            panic!()
+        };
         assert_eq!(b.pick_copy(0, None).unwrap_err(), PickError::NoInstance);
         let e = no_copy("b");
-        assert_eq!((e.status(), e.code), (StatusCode::BAD_REQUEST, ErrorCode::ValidationError));
-        assert!(e.message.starts_with("Inference Component b has no capacity to process this request."));
+        assert_eq!(
+            (e.status(), e.code),
+            (StatusCode::BAD_REQUEST, ErrorCode::ValidationError)
+        );
+        assert!(
+            e.message
+                .starts_with("Inference Component b has no capacity to process this request.")
+        );
         // A plain endpoint routes among its variants as before.
-        assert!(matches!(route_of(&plain(), "e", Some("v"), None), Ok(Route::Variants(Some("v")))));
+        assert!(matches!(
+            route_of(&plain(), "e", Some("v"), None),
+            Ok(Route::Variants(Some("v")))
+        ));
     }
 }

@@ -251,18 +251,18 @@ impl VariantRoutes {
 /// mean of latency × catalog capacity (it calibrates the catalog) and the smallest latency
 /// (`None` when nothing is measured).
 fn work_unit(instances: &[Arc<RouteInstance>]) -> Option<Calibration> {
-        let (sum, n, fastest) = instances
-            .iter()
-            .fold((0.0, 0u32, f64::INFINITY), |(sum, n, fastest), i| {
-                match i.measured_latency_us.load(Ordering::Relaxed) {
-                    0 => (sum, n, fastest),
-                    t => (sum + t as f64 * i.capacity, n + 1, fastest.min(t as f64)),
-                }
-            });
-        (n > 0).then(|| Calibration {
-            unit: sum / n as f64,
-            fastest,
-        })
+    let (sum, n, fastest) = instances
+        .iter()
+        .fold((0.0, 0u32, f64::INFINITY), |(sum, n, fastest), i| {
+            match i.measured_latency_us.load(Ordering::Relaxed) {
+                0 => (sum, n, fastest),
+                t => (sum + t as f64 * i.capacity, n + 1, fastest.min(t as f64)),
+            }
+        });
+    (n > 0).then(|| Calibration {
+        unit: sum / n as f64,
+        fastest,
+    })
 }
 
 /// What the measured instance types of a variant say about the unmeasured ones.
@@ -718,8 +718,9 @@ mod tests {
         assert_eq!(none.pick_copy(0, None).unwrap_err(), PickError::NoInstance);
         let mut random = component("ic", "v", vec![inst("a", 5), inst("b", 0)]);
         random.strategy = RoutingStrategy::Random;
-        let picked: std::collections::BTreeSet<String> =
-            (0..200).map(|_| random.pick_copy(0, None).unwrap().id.clone()).collect();
+        let picked: std::collections::BTreeSet<String> = (0..200)
+            .map(|_| random.pick_copy(0, None).unwrap().id.clone())
+            .collect();
         assert_eq!(picked.len(), 2, "random routing reaches every copy");
         assert_eq!(c.copies_of_type("ml.m5.xlarge"), 2);
         assert_eq!(c.copies_of_type("ml.g5.xlarge"), 0);

@@ -1022,7 +1022,11 @@ impl Metrics {
                 instance_type: instance_type.to_string(),
             })
             .set(per_copy);
-        let key = (COMPONENT_SERIES.to_string(), component.to_string(), instance_type.to_string());
+        let key = (
+            COMPONENT_SERIES.to_string(),
+            component.to_string(),
+            instance_type.to_string(),
+        );
         self.with_bucket_of(&key, now, |b| {
             b.instances_sum += copies as f64;
             b.instances_samples += 1;
@@ -1379,11 +1383,11 @@ impl Metrics {
             .filter(|(k, q)| {
                 k.0 != COMPONENT_SERIES
                     && q.iter().rev().take_while(|b| b.second >= since).any(|b| {
-                    b.usage
-                        .as_ref()
-                        .and_then(|u| u.of(metric))
-                        .is_some_and(|s| s.samples > 0)
-                })
+                        b.usage
+                            .as_ref()
+                            .and_then(|u| u.of(metric))
+                            .is_some_and(|s| s.samples > 0)
+                    })
             })
             .map(|(k, _)| (**k).clone())
             .collect()
@@ -1889,7 +1893,10 @@ mod tests {
         g6.record_units(1, (3, 1), Outcome::Success, 2000, 10, 11.0);
         let at = |select: Select<'_>, metric: &str, stat| m.aggregate(select, metric, stat, 0.0, 60.0);
         // The variant's series see every invocation.
-        assert_eq!(at(Select::new("e", "v", None), "Invocations", Statistic::Sum), Some(3.0));
+        assert_eq!(
+            at(Select::new("e", "v", None), "Invocations", Statistic::Sum),
+            Some(3.0)
+        );
         // The component's, whole and per type.
         let ic = Select::component("ic", None);
         assert_eq!(at(ic, "Invocations", Statistic::Sum), Some(3.0));
@@ -1905,13 +1912,18 @@ mod tests {
         // Listed apart from the variants' series.
         assert_eq!(
             m.component_keys(0.0),
-            vec![("ic".into(), "ml.g5.xlarge".into()), ("ic".into(), "ml.g6.xlarge".into())]
+            vec![
+                ("ic".into(), "ml.g5.xlarge".into()),
+                ("ic".into(), "ml.g6.xlarge".into())
+            ]
         );
         assert!(m.series_keys(0.0).iter().all(|k| k.0 == "e"));
         // Prometheus: the component label.
         let text = m.prometheus.encode();
         assert!(
-            text.contains(r#"spillway_component_invocations_total{endpoint="e",component="ic",instance_type="ml.g5.xlarge"} 2"#),
+            text.contains(
+                r#"spillway_component_invocations_total{endpoint="e",component="ic",instance_type="ml.g5.xlarge"} 2"#
+            ),
             "{text}"
         );
         assert!(text.contains(r#"spillway_component_invocation_errors_total{endpoint="e",component="ic",instance_type="ml.g5.xlarge",kind="model_5xx"} 1"#), "{text}");
@@ -1928,7 +1940,10 @@ mod tests {
         let ic = Select::component("ic", None);
         let avg = m.aggregate(ic, "ConcurrentRequestsPerCopy", Statistic::Average, 0.0, 60.0);
         assert_eq!(avg, Some(2.0), "(3 + 1) / 2");
-        assert_eq!(m.aggregate(ic, "ConcurrentRequestsPerCopy", Statistic::Maximum, 0.0, 60.0), Some(3.0));
+        assert_eq!(
+            m.aggregate(ic, "ConcurrentRequestsPerCopy", Statistic::Maximum, 0.0, 60.0),
+            Some(3.0)
+        );
         // High resolution: 1-second periods.
         let points = m.aggregate_periods(ic, "ConcurrentRequestsPerCopy", Statistic::Average, 10.0, 12.0, 1);
         assert_eq!(points, vec![(10, 3.0), (11, 1.0)]);

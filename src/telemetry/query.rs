@@ -72,7 +72,9 @@ impl Selector {
                 return None;
             }
             let instance_type = by_name.remove("InstanceType").map(str::to_string);
-            return by_name.is_empty().then(|| Self::component(metric, component, instance_type));
+            return by_name
+                .is_empty()
+                .then(|| Self::component(metric, component, instance_type));
         }
         let endpoint = by_name.remove("EndpointName")?.to_string();
         if BACKLOG_METRICS.contains(&metric) {
@@ -274,13 +276,23 @@ mod tests {
             &dims(&[("InferenceComponentName", "ic"), ("InstanceType", "ml.g5.xlarge")]),
         )
         .unwrap();
-        assert_eq!((s.component_name(), s.instance_type.as_deref()), (Some("ic"), Some("ml.g5.xlarge")));
+        assert_eq!(
+            (s.component_name(), s.instance_type.as_deref()),
+            (Some("ic"), Some("ml.g5.xlarge"))
+        );
         // Not with the endpoint's dimensions, and not the variant-only metrics.
         let mixed = dims(&[("InferenceComponentName", "ic"), ("EndpointName", "e")]);
         assert_eq!(Selector::of(ns, "Invocations", &mixed), None);
-        assert_eq!(Selector::of(ns, "InstanceCount", &dims(&[("InferenceComponentName", "ic")])), None);
         assert_eq!(
-            Selector::of(ns, "InvocationsPerCopy", &dims(&[("EndpointName", "e"), ("VariantName", "v")])),
+            Selector::of(ns, "InstanceCount", &dims(&[("InferenceComponentName", "ic")])),
+            None
+        );
+        assert_eq!(
+            Selector::of(
+                ns,
+                "InvocationsPerCopy",
+                &dims(&[("EndpointName", "e"), ("VariantName", "v")])
+            ),
             None
         );
         // The variants' selectors are unchanged.
@@ -298,7 +310,12 @@ mod tests {
         };
         let h = m.handle_of(series, Some("ic"));
         h.record_units(1, (4, 4), crate::telemetry::metrics::Outcome::Success, 5, 0, 120.0);
-        let s = Selector::of(Some(NAMESPACE), "InvocationsPerCopy", &dims(&[("InferenceComponentName", "ic")])).unwrap();
+        let s = Selector::of(
+            Some(NAMESPACE),
+            "InvocationsPerCopy",
+            &dims(&[("InferenceComponentName", "ic")]),
+        )
+        .unwrap();
         assert_eq!(s.periods(&m, Statistic::Sum, 60.0, 180.0, 60), vec![(120, 0.25)]);
     }
 }
