@@ -449,7 +449,7 @@ mod tests {
             );
             assert!(e.message.contains("at 'inferenceComponentName' failed to satisfy constraint: Member must satisfy regular expression pattern"), "{}", e.message);
         }
-        let long = vec![b'a'; 64];
+        let long = [b'a'; 64];
         let h = RequestHeaders::read([(&b"x-amzn-sagemaker-inference-component"[..], &long[..])]);
         assert!(
             h.inference_component()

@@ -122,10 +122,10 @@ pub struct Answer {
 /// (by its position in [`EndpointRoutes::components`]; a routes snapshot never changes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Served {
-    /// `routes.variants[i]`.
-    Variant(usize),
+    /// `routes.variants[i]` (32 bits keep [`Answer`], hence [`Reply`], small).
+    Variant(u32),
     /// The `i`th component of `routes.components`.
-    Component(usize),
+    Component(u32),
 }
 
 impl Answer {
@@ -133,12 +133,12 @@ impl Answer {
     /// instance hosts it).
     pub fn variant(&self) -> &str {
         match self.served {
-            Served::Variant(i) => &self.routes.variants[i].name,
+            Served::Variant(i) => &self.routes.variants[i as usize].name,
             Served::Component(i) => self
                 .routes
                 .components
                 .values()
-                .nth(i)
+                .nth(i as usize)
                 .map_or("", |c| c.variant.as_str()),
         }
     }
@@ -147,7 +147,7 @@ impl Answer {
     pub fn component(&self) -> Option<&str> {
         match self.served {
             Served::Variant(_) => None,
-            Served::Component(i) => self.routes.components.keys().nth(i).map(String::as_str),
+            Served::Component(i) => self.routes.components.keys().nth(i as usize).map(String::as_str),
         }
     }
 
@@ -171,6 +171,9 @@ impl Answer {
 
 /// What a runtime request is answered with, unless an error: a model's answer, or an
 /// asynchronous request's acceptance.
+// Boxing the model's answer would cost an allocation per invocation; a `Reply` lives only
+// from the exchange to the write of its head.
+#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     /// `InvokeEndpoint`, `InvokeEndpointWithResponseStream`: the model's answer to stream back.
     Model(Answer),
@@ -221,8 +224,10 @@ async fn pick(
         let picked = match route {
             Route::Variants(target) => routes
                 .pick(target, limit, avoid)
-                .map(|(vi, inst)| (Served::Variant(vi), inst)),
-            Route::Component(ci, c) => c.pick_copy(limit, avoid).map(|inst| (Served::Component(ci), inst)),
+                .map(|(vi, inst)| (Served::Variant(vi as u32), inst)),
+            Route::Component(ci, c) => c
+                .pick_copy(limit, avoid)
+                .map(|inst| (Served::Component(ci as u32), inst)),
         };
         match picked {
             Ok((served, inst)) if inst.try_reserve(limit) => return Ok((served, inst)),
@@ -760,7 +765,7 @@ async fn exchange(
         let (variant_name, component) = match route {
             Route::Component(_, c) => (c.variant.as_str(), Some(c)),
             Route::Variants(_) => match served {
-                Served::Variant(vi) => (routes.variants[vi].name.as_str(), None),
+                Served::Variant(vi) => (routes.variants[vi as usize].name.as_str(), None),
                 Served::Component(_) => unreachable!("variants' routing picks no copy"),
             },
         };
