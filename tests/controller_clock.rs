@@ -1548,3 +1548,114 @@ async fn random_copy_counts_keep_the_placement_invariants() {
         }
     }
 }
+
+/// An inference component's target tracking on `InvocationsPerCopy` (the autoscaler's decision
+/// side; the copies themselves are the controller's): a busy component's AlarmHigh fires and
+/// the autoscaler asks for more copies through `SetComponentCopies`, recording "Setting desired
+/// copy count to N." with the alarm as its cause. The component record is written straight
+/// into the store (its API is built elsewhere).
+#[tokio::test(start_paused = true)]
+async fn a_busy_inference_component_is_scaled_out_by_copies() {
+    let s = start(Fake::new(&[(P1, 1)]), |c| {
+        c.autoscaling.evaluation_interval_seconds = 5.0;
+        c.autoscaling.target_tracking_period_seconds = 10;
+        c.autoscaling.metric_window_seconds = 30.0;
+    })
+    .await;
+    let t = s.app.clock.now();
+    let record: spillway::core::component::ComponentRecord = serde_json::from_value(json!({
+        "name": "ic", "arn": "arn:aws:sagemaker:us-east-1:123456789012:inference-component/ic",
+        "endpoint_name": "e", "endpoint_arn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/e",
+        "variant_name": "AllTraffic", "status": "InService", "failure_reason": null,
+        "creation_time": t, "last_modified_time": t,
+        "current": {"version": 1, "plural": false, "specs": []}, "previous": null,
+        "desired_copies": 2, "deployment_config": null
+    }))
+    .unwrap();
+    s.app
+        .store
+        .put(spillway::store::Kind::InferenceComponent, "ic", t, &record)
+        .unwrap();
+    let rid = "inference-component/ic";
+    let dim = "sagemaker:inference-component:DesiredCopyCount";
+    s.autoscaling(
+        "RegisterScalableTarget",
+        json!({"ServiceNamespace": "sagemaker", "ResourceId": rid, "ScalableDimension": dim,
+               "MinCapacity": 0, "MaxCapacity": 6}),
+    )
+    .await
+    .unwrap();
+    s.autoscaling(
+        "PutScalingPolicy",
+        json!({"PolicyName": "per-copy", "ServiceNamespace": "sagemaker", "ResourceId": rid,
+               "ScalableDimension": dim, "PolicyType": "TargetTrackingScaling",
+               "TargetTrackingScalingPolicyConfiguration": {"TargetValue": 60.0,
+                   "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"},
+                   "ScaleOutCooldown": 60, "ScaleInCooldown": 60}}),
+    )
+    .await
+    .unwrap();
+    // Its alarms watch the component's metric.
+    let alarms = s.cloudwatch("DescribeAlarms", json!({})).await.unwrap();
+    let alarms = alarms["MetricAlarms"].as_array().unwrap();
+    assert!(!alarms.is_empty());
+    for a in alarms {
+        assert_eq!(a["MetricName"], "InvocationsPerCopy", "{a:#}");
+        assert_eq!(
+            a["Dimensions"],
+            json!([{"Name": "InferenceComponentName", "Value": "ic"}]),
+            "{a:#}"
+        );
+    }
+    // Two copies answering 4 invocations a second between them: 120 per copy per minute,
+    // twice the target of 60.
+    let handle = s.app.metrics.handle_of(
+        spillway::telemetry::metrics::Series {
+            endpoint: "e",
+            variant: "AllTraffic",
+            instance_type: P1,
+        },
+        Some("ic"),
+    );
+    let outcome = spillway::telemetry::metrics::Outcome::Success;
+    let activity = loop {
+        assert!(s.elapsed() < 600.0, "no scaling activity within 600 s");
+        for _ in 0..4 {
+            handle.record_units(1, (2, 2), outcome, 1000, 0, s.app.clock.now());
+        }
+        let a = s
+            .autoscaling(
+                "DescribeScalingActivities",
+                json!({"ServiceNamespace": "sagemaker", "ResourceId": rid}),
+            )
+            .await
+            .unwrap();
+        if let Some(a) = a["ScalingActivities"].as_array().and_then(|v| v.first()).cloned() {
+            break a;
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    // About 120 / 60 = 2 x the copies: 4 (a little more where the window's edge adds a
+    // second of invocations), at most MaxCapacity.
+    let description = activity["Description"].as_str().unwrap();
+    let desired: u32 = description
+        .strip_prefix("Setting desired copy count to ")
+        .and_then(|d| d.strip_suffix('.'))
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("{activity:#}"));
+    assert!((4..=6).contains(&desired), "{activity:#}");
+    assert_eq!(activity["ScalableDimension"], dim);
+    let cause = activity["Cause"].as_str().unwrap();
+    assert!(cause.contains("AlarmHigh") && cause.contains("per-copy"), "{cause}");
+    assert!(cause.contains(&format!("capacity 2 -> {desired}")), "{cause}");
+    // Until the controller side is merged SetComponentCopies fails and the activity says so;
+    // afterwards it is in progress or done. Either way it names the copy count.
+    let status = activity["StatusCode"].as_str().unwrap();
+    assert!(["Failed", "InProgress", "Successful"].contains(&status), "{activity:#}");
+    if status == "Failed" {
+        let message = activity["StatusMessage"].as_str().unwrap();
+        let expected = format!("Failed to set desired copy count to {desired}.");
+        assert!(message.starts_with(&expected), "{message}");
+    }
+    s.app.stop_all_instances().await;
+}

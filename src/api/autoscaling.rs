@@ -1,6 +1,9 @@
 //! Application Auto Scaling (awsJson1_1, `X-Amz-Target: AnyScaleFrontendService.<Op>`) for
-//! SageMaker variants: `ResourceId = endpoint/<name>/variant/<variant>`,
-//! `ScalableDimension = sagemaker:variant:DesiredInstanceCount`, target-tracking policies.
+//! SageMaker variants (`ResourceId = endpoint/<name>/variant/<variant>`,
+//! `ScalableDimension = sagemaker:variant:DesiredInstanceCount`) and inference components
+//! (`ResourceId = inference-component/<name>`,
+//! `ScalableDimension = sagemaker:inference-component:DesiredCopyCount`): target-tracking and
+//! step-scaling policies.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +20,8 @@ use crate::core::model::Tag;
 use crate::core::validate::ValidationError;
 use crate::error::{ApiError, ErrorCode};
 
-pub use crate::control::autoscaler::DIMENSION;
+pub use crate::control::autoscaler::{COMPONENT_DIMENSION, DIMENSION};
+use crate::telemetry::metrics::COMPONENT_SERIES;
 
 /// The `X-Amz-Target` service prefix of Application Auto Scaling.
 pub const TARGET_PREFIX: &str = "AnyScaleFrontendService";
@@ -87,23 +91,46 @@ pub(crate) async fn dispatch(app: &Arc<App>, op: AutoScalingOp) -> Result<Value,
     }
 }
 
+/// What a target scales.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scaled {
+    /// A variant's instances: (endpoint, variant).
+    Variant(String, String),
+    /// An inference component's copies.
+    Component(String),
+}
+
 /// spillway's rules for a target (the model checked that namespace and dimension are among
-/// AWS's): the SageMaker namespace, its variant dimension and a variant's resource id; returns
-/// (endpoint, variant).
-fn check_resource(namespace: &str, resource_id: &str, dimension: &str) -> Result<(String, String), ApiError> {
+/// AWS's): the SageMaker namespace, and a dimension with its resource id: a variant's
+/// `endpoint/<endpoint>/variant/<variant>` with `sagemaker:variant:DesiredInstanceCount`, an
+/// inference component's `inference-component/<name>` with
+/// `sagemaker:inference-component:DesiredCopyCount`.
+fn check_resource(namespace: &str, resource_id: &str, dimension: &str) -> Result<Scaled, ApiError> {
     check_namespace(namespace)?;
-    if dimension != DIMENSION {
+    let scaled = match crate::control::autoscaler::scaled_of(resource_id) {
+        Some((e, c)) if e == COMPONENT_SERIES => Scaled::Component(c),
+        Some((e, v)) => Scaled::Variant(e, v),
+        None => {
+            return Err(ApiError::validation(format!(
+                "ResourceId '{resource_id}' must have the form endpoint/<endpoint name>/variant/<variant name> or inference-component/<inference component name>"
+            )));
+        }
+    };
+    let wanted = match scaled {
+        Scaled::Variant(..) => DIMENSION,
+        Scaled::Component(_) => COMPONENT_DIMENSION,
+    };
+    if dimension != wanted {
+        let supported = if [DIMENSION, COMPONENT_DIMENSION].contains(&dimension) {
+            String::new()
+        } else {
+            format!("ScalableDimension {dimension} is not supported by spillway. ")
+        };
         return Err(ApiError::validation(format!(
-            "ScalableDimension {dimension} is not supported by spillway; use {DIMENSION}"
+            "{supported}ResourceId '{resource_id}' is scaled by ScalableDimension {wanted}, not {dimension}"
         )));
     }
-    let parts: Vec<&str> = resource_id.split('/').collect();
-    match parts.as_slice() {
-        ["endpoint", e, "variant", v] if !e.is_empty() && !v.is_empty() => Ok((e.to_string(), v.to_string())),
-        _ => Err(ApiError::validation(format!(
-            "ResourceId '{resource_id}' must have the form endpoint/<endpoint name>/variant/<variant name>"
-        ))),
-    }
+    Ok(scaled)
 }
 
 #[derive(Deserialize)]
@@ -123,18 +150,34 @@ pub(crate) struct RegisterInput {
 }
 
 async fn register(app: &Arc<App>, input: RegisterInput) -> Result<Value, ApiError> {
-    let (endpoint, variant) = check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
-    let Ok(found) = control::endpoint(app, &endpoint).await else {
-        return Err(ApiError::validation(format!(
-            "ResourceId: endpoint {endpoint} does not exist (Could not find endpoint \"{}\".)",
-            app.arn("endpoint", &endpoint)
-        )));
+    let scaled = check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
+    // Whether the target may scale to zero: an asynchronous endpoint's variant (its queue holds
+    // the requests), or an inference component (AWS's scale-to-zero of copies).
+    let may_reach_zero = match &scaled {
+        Scaled::Variant(endpoint, variant) => {
+            let Ok(found) = control::endpoint(app, endpoint).await else {
+                return Err(ApiError::validation(format!(
+                    "ResourceId: endpoint {endpoint} does not exist (Could not find endpoint \"{}\".)",
+                    app.arn("endpoint", endpoint)
+                )));
+            };
+            if !found.record.active.variants.iter().any(|v| v.spec.name == *variant) {
+                return Err(ApiError::validation(format!(
+                    "ResourceId: endpoint {endpoint} has no variant {variant}"
+                )));
+            }
+            found.record.active.async_config.is_some()
+        }
+        Scaled::Component(name) => {
+            // As for an endpoint: AWS's "Could not find" wording inside a ValidationException.
+            if let Err(e) = crate::control::components::component(app, name) {
+                return Err(ApiError::validation(format!(
+                    "ResourceId: inference component {name} does not exist ({e})"
+                )));
+            }
+            true
+        }
     };
-    if !found.record.active.variants.iter().any(|v| v.spec.name == variant) {
-        return Err(ApiError::validation(format!(
-            "ResourceId: endpoint {endpoint} has no variant {variant}"
-        )));
-    }
     // The model leaves capacities unbounded; AWS refuses negative ones, spillway also those
     // over 1000 (a variant's most instances).
     for (field, v) in [("minCapacity", input.min_capacity), ("maxCapacity", input.max_capacity)] {
@@ -172,7 +215,7 @@ async fn register(app: &Arc<App>, input: RegisterInput) -> Result<Value, ApiErro
     // AWS's server-side wording for the refusal is not published; its guide says of
     // `--min-capacity` for a real-time variant "This value must be set to at least 1", and this
     // message says so, naming the resource and the way to zero.
-    if min == 0 && found.record.active.async_config.is_none() {
+    if min == 0 && !may_reach_zero {
         return Err(ApiError::validation(min_capacity_zero_refusal(&input.resource_id)));
     }
     let t = app.clock.now();
@@ -331,7 +374,8 @@ pub(crate) struct PutPolicyInput {
 }
 
 async fn put_policy(app: &Arc<App>, input: PutPolicyInput) -> Result<Value, ApiError> {
-    check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
+    let scaled = check_resource(&input.service_namespace, &input.resource_id, &input.scalable_dimension)?;
+    let component = matches!(scaled, Scaled::Component(_));
     // The model bounds its length and characters; ':' separates the parts of its ARN.
     if input.policy_name.contains(':') {
         return Err(ApiError::validation(format!(
@@ -352,7 +396,8 @@ async fn put_policy(app: &Arc<App>, input: PutPolicyInput) -> Result<Value, ApiE
                 return Err(ValidationError::missing("TargetTrackingScalingPolicyConfiguration").into());
             };
             // Parses and checks the configuration the autoscaler will evaluate.
-            autoscaler::parse_target_tracking(&config)?;
+            let parsed = autoscaler::parse_target_tracking(&config)?;
+            autoscaler::check_metric_fits(&parsed.metric, component)?;
             (Some(config), None)
         }
         "StepScaling" => {
@@ -612,4 +657,34 @@ fn list_tags(app: &Arc<App>, input: ListTagsInput) -> Result<Value, ApiError> {
         .map(|t| (t.key, Value::String(t.value)))
         .collect();
     Ok(json!({ "Tags": tags }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_variants_or_inference_components_each_with_its_dimension() {
+        assert_eq!(
+            check_resource("sagemaker", "inference-component/ic", COMPONENT_DIMENSION),
+            Ok(Scaled::Component("ic".into()))
+        );
+        assert_eq!(
+            check_resource("sagemaker", "endpoint/e/variant/v", DIMENSION),
+            Ok(Scaled::Variant("e".into(), "v".into()))
+        );
+        let e = check_resource("sagemaker", "inference-component/ic", DIMENSION).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ValidationException);
+        assert!(e.message.contains(COMPONENT_DIMENSION), "{}", e.message);
+        let e = check_resource("sagemaker", "endpoint/e/variant/v", COMPONENT_DIMENSION).unwrap_err();
+        assert!(e.message.contains(DIMENSION), "{}", e.message);
+        let e = check_resource("sagemaker", "inference-component/a/b", COMPONENT_DIMENSION).unwrap_err();
+        assert!(
+            e.message.contains("inference-component/<inference component name>"),
+            "{}",
+            e.message
+        );
+        let e = check_resource("sagemaker", "inference-component/ic", "sagemaker:variant:Other").unwrap_err();
+        assert!(e.message.contains("is not supported by spillway"), "{}", e.message);
+    }
 }

@@ -17,7 +17,9 @@ use crate::core::model::Timestamp;
 use crate::core::scaling::{eval_expression, expression_refs};
 use crate::core::time::days_from_civil;
 use crate::error::{ApiError, ErrorCode};
-use crate::telemetry::metrics::{BACKLOG_METRICS, INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start};
+use crate::telemetry::metrics::{
+    BACKLOG_METRICS, COMPONENT_METRICS, INSTANCE_METRICS, METRICS, Metrics, Statistic, period_start,
+};
 use crate::telemetry::query::{Dimension, Query, QueryKind, Selector, evaluate};
 pub use crate::telemetry::query::{INSTANCE_NAMESPACE, NAMESPACE};
 
@@ -854,6 +856,29 @@ fn list_metrics(m: &Metrics, input: &Obj<'_>, now: Timestamp) -> Result<Value, A
             }
         }
     }
+    if namespace.is_none_or(|n| n == NAMESPACE) {
+        // Inference components' metrics: `{InferenceComponentName}` and
+        // `{InferenceComponentName, InstanceType}`.
+        let keys = m.component_keys(since);
+        let mut components: Vec<&str> = keys.iter().map(|(c, _)| c.as_str()).collect();
+        components.dedup();
+        for metric in COMPONENT_METRICS
+            .iter()
+            .filter(|n| metric_name.is_none_or(|m| m == **n))
+        {
+            let sets = components.iter().map(|c| vec![("InferenceComponentName", *c)]).chain(
+                keys.iter()
+                    .map(|(c, t)| vec![("InferenceComponentName", c.as_str()), ("InstanceType", t.as_str())]),
+            );
+            for dims in sets.filter(|d| matches(d)) {
+                all.push(json!({
+                    "Namespace": NAMESPACE,
+                    "MetricName": metric,
+                    "Dimensions": dims.iter().map(|(n, v)| json!({"Name": n, "Value": v})).collect::<Vec<_>>(),
+                }));
+            }
+        }
+    }
     if offset > all.len() {
         return Err(invalid(format!(
             "The NextToken {} is past the end of the list.",
@@ -1498,5 +1523,50 @@ mod tests {
         );
         // With a VariantName the series is not SageMaker's: no data.
         assert_eq!(stats("ApproximateBacklogSize", dims(None)), json!([]));
+    }
+
+    #[test]
+    fn inference_components_metrics_are_listed_and_read_by_component() {
+        let m = Arc::new(Metrics::default());
+        let series = crate::telemetry::metrics::Series {
+            endpoint: "e",
+            variant: "v",
+            instance_type: "ml.g5.xlarge",
+        };
+        let h = m.handle_of(series, Some("ic"));
+        h.record_units(1, (2, 2), crate::telemetry::metrics::Outcome::Success, 700, 0, 1010.0);
+        h.record_units(1, (2, 2), crate::telemetry::metrics::Outcome::Success, 900, 0, 1011.0);
+        let by_component = json!([{"Name": "InferenceComponentName", "Value": "ic"}]);
+        let listed = call(
+            &m,
+            "ListMetrics",
+            json!({"Dimensions": [{"Name": "InferenceComponentName"}]}),
+        )
+        .unwrap();
+        let listed = listed["Metrics"].as_array().unwrap();
+        // Every component metric, by component and by component and type.
+        assert_eq!(listed.len(), 2 * COMPONENT_METRICS.len(), "{listed:?}");
+        assert!(
+            listed
+                .iter()
+                .any(|x| x["MetricName"] == "InvocationsPerCopy" && x["Dimensions"] == by_component)
+        );
+        let q = json!([
+            {"Id": "n", "MetricStat": {"Metric": {"Namespace": NAMESPACE, "MetricName": "Invocations", "Dimensions": by_component}, "Period": 60, "Stat": "Sum"}},
+            {"Id": "p", "MetricStat": {"Metric": {"Namespace": NAMESPACE, "MetricName": "InvocationsPerCopy", "Dimensions": by_component}, "Period": 60, "Stat": "Sum"}},
+            {"Id": "l", "MetricStat": {"Metric": {"Namespace": NAMESPACE, "MetricName": "ModelLatency", "Dimensions": by_component}, "Period": 60, "Stat": "Average"}},
+        ]);
+        let r = data(&m, q, json!({})).unwrap();
+        assert_eq!(result(&r, "n")["Values"], json!([2.0]));
+        assert_eq!(result(&r, "p")["Values"], json!([1.0]));
+        assert_eq!(result(&r, "l")["Values"], json!([800.0]));
+        let stats = call(
+            &m,
+            "GetMetricStatistics",
+            json!({"Namespace": NAMESPACE, "MetricName": "Invocations",
+            "Dimensions": by_component, "StartTime": 1000, "EndTime": 1030, "Period": 60, "Statistics": ["Sum"]}),
+        )
+        .unwrap();
+        assert_eq!(stats["Datapoints"][0]["Sum"], json!(2.0));
     }
 }

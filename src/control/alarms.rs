@@ -171,7 +171,10 @@ impl Alarm {
     /// The endpoint its metric is about, if one (its events go there).
     pub fn endpoint(&self) -> Option<String> {
         match &self.source {
-            Source::TargetTracking { endpoint, .. } => Some(endpoint.clone()),
+            // An inference component's policy (`COMPONENT_SERIES`) has no endpoint of its own.
+            Source::TargetTracking { endpoint, .. } => {
+                (endpoint != crate::telemetry::metrics::COMPONENT_SERIES).then(|| endpoint.clone())
+            }
             Source::Queries { queries, .. } => queries.iter().find_map(|q| q.stat.as_ref().map(|s| s.1.clone())),
         }
     }
@@ -609,9 +612,9 @@ pub fn target_tracking_alarms(
     period: i64,
     now: Timestamp,
 ) -> Vec<Alarm> {
-    let (endpoint, variant) = match policy.resource_id.split('/').collect::<Vec<_>>().as_slice() {
-        ["endpoint", e, "variant", v] => (e.to_string(), v.to_string()),
-        _ => return vec![],
+    // A variant's, or an inference component's as `(COMPONENT_SERIES, name)`.
+    let Some((endpoint, variant)) = autoscaler::scaled_of(&policy.resource_id) else {
+        return vec![];
     };
     let id = uuid::Uuid::new_v4().to_string();
     let (high, low) = target_tracking_names(&policy.resource_id, &id);

@@ -732,6 +732,39 @@ async fn sample_fleet(app: Arc<App>) {
             let Some(routes) = app.dataplane.routes.get(&name) else {
                 continue;
             };
+            // Inference components' `ConcurrentRequestsPerCopy`, per host instance type.
+            for c in routes.components.values() {
+                let mut by_type: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+                for i in &c.copies {
+                    let e = by_type.entry(i.instance_type.as_str()).or_default();
+                    e.0 += 1;
+                    e.1 += i.load();
+                }
+                let measure = c.strategy == RoutingStrategy::CapacityAware
+                    && app.cfg.router.capacity_source == CapacitySource::Measured;
+                for (ty, (n, outstanding)) in by_type {
+                    app.metrics
+                        .record_component_fleet(&name, &c.name, ty, n, outstanding, t);
+                    if measure {
+                        // As for instances: the recent mean model latency of the component's
+                        // copies on this host type.
+                        let latency = app
+                            .metrics
+                            .aggregate(
+                                Select::component(&c.name, Some(ty)),
+                                "ModelLatency",
+                                Statistic::Average,
+                                t - CAPACITY_WINDOW_S,
+                                t,
+                            )
+                            .map_or(0, |us| us.round().max(1.0) as u64);
+                        for i in c.copies.iter().filter(|i| i.instance_type == ty) {
+                            i.measured_latency_us
+                                .store(latency, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
             for v in &routes.variants {
                 let mut by_type: HashMap<&str, (usize, usize)> = HashMap::new();
                 for i in &v.instances {

@@ -17,7 +17,7 @@ use crate::core::planner::InstancePhase;
 use crate::core::scaling::{self, Bounds, History, TargetTracking};
 use crate::core::validate::ValidationError;
 use crate::store::Kind;
-use crate::telemetry::metrics::{Select, Statistic};
+use crate::telemetry::metrics::{COMPONENT_SERIES, Select, Statistic};
 
 /// A registered scalable target (wire shape of `ScalableTarget`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +123,12 @@ pub enum MetricSource {
     InvocationsPerInstance,
     /// `SageMakerVariantConcurrentRequestsPerModelHighResolution`: average concurrency per instance.
     ConcurrentRequestsPerModel,
+    /// `SageMakerInferenceComponentInvocationsPerCopy`: an inference component's invocations per
+    /// copy per minute.
+    InvocationsPerCopy,
+    /// `SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution`: an inference
+    /// component's average concurrency per copy.
+    ConcurrentRequestsPerCopy,
     /// One metric of the store.
     Single(MetricStat),
     /// Metric math: queries by id, and the id whose value is returned.
@@ -152,6 +158,10 @@ pub struct MetricStat {
     pub instance_type: Option<String>,
     /// Statistic.
     pub stat: Statistic,
+    /// Named by `InferenceComponentName` (an inference component's metric, for a policy of an
+    /// `inference-component/<name>` target).
+    #[serde(default)]
+    pub component_level: bool,
 }
 
 impl MetricStat {
@@ -179,13 +189,28 @@ fn metric_stat(metric: &Value, stat: &str, at: &str) -> Result<MetricStat, Valid
     let name = field(metric, "MetricName")
         .and_then(Value::as_str)
         .ok_or_else(|| ValidationError::missing(&format!("{at}.MetricName")))?;
-    use crate::telemetry::metrics::{BACKLOG_METRICS, METRICS};
+    use crate::telemetry::metrics::{BACKLOG_METRICS, COMPONENT_METRICS, METRICS};
     let endpoint_level = BACKLOG_METRICS.contains(&name);
-    if !METRICS.contains(&name) && !endpoint_level {
+    let dims: Vec<&Value> = field(metric, "Dimensions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    let component_level = dims
+        .iter()
+        .any(|d| d.get("Name").and_then(Value::as_str) == Some("InferenceComponentName"));
+    if component_level && !COMPONENT_METRICS.contains(&name) {
         return Err(ValidationError(format!(
-            "{at}.MetricName: spillway has no metric {name:?}; available: {}, {}",
+            "{at}.MetricName: spillway has no inference component metric {name:?}; available: {}",
+            COMPONENT_METRICS.join(", ")
+        )));
+    }
+    if !component_level && !METRICS.contains(&name) && !endpoint_level {
+        return Err(ValidationError(format!(
+            "{at}.MetricName: spillway has no metric {name:?}; available: {}, {} (and, with the dimension InferenceComponentName, {})",
             METRICS.join(", "),
-            BACKLOG_METRICS.join(", ")
+            BACKLOG_METRICS.join(", "),
+            COMPONENT_METRICS.join(", ")
         )));
     }
     let ns = field(metric, "Namespace")
@@ -197,15 +222,17 @@ fn metric_stat(metric: &Value, stat: &str, at: &str) -> Result<MetricStat, Valid
         )));
     }
     let mut instance_type = None;
-    for d in field(metric, "Dimensions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for d in dims {
         match (
             d.get("Name").and_then(Value::as_str),
             d.get("Value").and_then(Value::as_str),
         ) {
+            (Some("InferenceComponentName"), Some(_)) => {}
+            (Some(d @ ("EndpointName" | "VariantName")), Some(_)) if component_level => {
+                return Err(ValidationError(format!(
+                    "{at}.Dimensions: an inference component's {name} is published with InferenceComponentName (and InstanceType), not {d}"
+                )));
+            }
             (Some("EndpointName"), Some(_)) => {}
             (Some(d @ ("VariantName" | "InstanceType")), Some(_)) if endpoint_level => {
                 return Err(ValidationError(format!(
@@ -216,7 +243,7 @@ fn metric_stat(metric: &Value, stat: &str, at: &str) -> Result<MetricStat, Valid
             (Some("VariantName"), Some(_)) => {}
             (Some(other), _) => {
                 return Err(ValidationError(format!(
-                    "{at}.Dimensions: unknown dimension {other:?}; use EndpointName, VariantName, InstanceType"
+                    "{at}.Dimensions: unknown dimension {other:?}; use EndpointName, VariantName, InstanceType (or InferenceComponentName, InstanceType)"
                 )));
             }
             _ => {
@@ -233,6 +260,7 @@ fn metric_stat(metric: &Value, stat: &str, at: &str) -> Result<MetricStat, Valid
         name: name.to_string(),
         instance_type,
         stat,
+        component_level,
     })
 }
 
@@ -290,9 +318,13 @@ pub fn parse_target_tracking(cfg: &Value) -> Result<ParsedPolicy, ValidationErro
             Some("SageMakerVariantConcurrentRequestsPerModelHighResolution") => {
                 MetricSource::ConcurrentRequestsPerModel
             }
+            Some("SageMakerInferenceComponentInvocationsPerCopy") => MetricSource::InvocationsPerCopy,
+            Some("SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution") => {
+                MetricSource::ConcurrentRequestsPerCopy
+            }
             Some(other) => {
                 return Err(ValidationError(format!(
-                    "{AT}.PredefinedMetricSpecification.PredefinedMetricType {other:?} is not supported by spillway; use SageMakerVariantInvocationsPerInstance or SageMakerVariantConcurrentRequestsPerModelHighResolution"
+                    "{AT}.PredefinedMetricSpecification.PredefinedMetricType {other:?} is not supported by spillway; use SageMakerVariantInvocationsPerInstance or SageMakerVariantConcurrentRequestsPerModelHighResolution (variants), SageMakerInferenceComponentInvocationsPerCopy or SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution (inference components)"
                 )));
             }
             None => {
@@ -368,6 +400,47 @@ pub fn parse_target_tracking(cfg: &Value) -> Result<ParsedPolicy, ValidationErro
     Ok(ParsedPolicy { tracking, metric })
 }
 
+/// What a scalable target's `ResourceId` scales, as `(endpoint, variant)`: a variant's
+/// `endpoint/<endpoint>/variant/<variant>`, or an inference component's
+/// `inference-component/<name>` as `(COMPONENT_SERIES, name)`, the way the metrics store keys a
+/// component's series (so the metric readers serve both).
+pub fn scaled_of(resource_id: &str) -> Option<(String, String)> {
+    match resource_id.split('/').collect::<Vec<_>>().as_slice() {
+        ["endpoint", e, "variant", v] if !e.is_empty() && !v.is_empty() => Some((e.to_string(), v.to_string())),
+        ["inference-component", c] if !c.is_empty() => Some((COMPONENT_SERIES.to_string(), c.to_string())),
+        _ => None,
+    }
+}
+
+/// Whether a policy's metric can drive a target of an inference component (`component`) or a
+/// variant: the predefined metrics and `InferenceComponentName` dimensions belong to
+/// components, the others to variants.
+pub fn check_metric_fits(metric: &MetricSource, component: bool) -> Result<(), ValidationError> {
+    const AT: &str = "TargetTrackingScalingPolicyConfiguration";
+    let fits = |level: bool| level == component;
+    let ok = match metric {
+        MetricSource::InvocationsPerInstance | MetricSource::ConcurrentRequestsPerModel => fits(false),
+        MetricSource::InvocationsPerCopy | MetricSource::ConcurrentRequestsPerCopy => fits(true),
+        MetricSource::Single(m) => fits(m.component_level),
+        MetricSource::Math { queries, .. } => queries.iter().all(|(_, q)| match q {
+            Query::Stat(m) => fits(m.component_level),
+            Query::Expression(_) => true,
+        }),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(ValidationError(if component {
+        format!(
+            "{AT}: an inference component's target (ScalableDimension {COMPONENT_DIMENSION}) scales on SageMakerInferenceComponentInvocationsPerCopy, SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution or metrics with the dimension InferenceComponentName"
+        )
+    } else {
+        format!(
+            "{AT}: a variant's target (ScalableDimension {DIMENSION}) scales on its variant's metrics, not on an inference component's"
+        )
+    }))
+}
+
 /// Evaluates a policy's metric over the last `window_s` seconds. Sums are per minute, the
 /// period CloudWatch alarms use, so target values mean what they mean on AWS.
 pub fn evaluate(
@@ -379,6 +452,11 @@ pub fn evaluate(
     window_s: f64,
 ) -> Option<f64> {
     let stat = |m: &MetricStat| {
+        // A component's metric is read only for a component's target and the other way round:
+        // `(COMPONENT_SERIES, name)` is how a component target is named here (`scaled_of`).
+        if m.component_level != (endpoint == COMPONENT_SERIES) {
+            return None;
+        }
         // An asynchronous endpoint's backlog metrics are the endpoint's, whichever variant scales.
         let select = if m.is_endpoint_level() {
             Select::endpoint(endpoint)
@@ -397,11 +475,25 @@ pub fn evaluate(
             name: "InvocationsPerInstance".into(),
             instance_type: None,
             stat: Statistic::Sum,
+            component_level: false,
         }),
         MetricSource::ConcurrentRequestsPerModel => stat(&MetricStat {
             name: "ConcurrentRequestsPerModel".into(),
             instance_type: None,
             stat: Statistic::Average,
+            component_level: false,
+        }),
+        MetricSource::InvocationsPerCopy => stat(&MetricStat {
+            name: "InvocationsPerCopy".into(),
+            instance_type: None,
+            stat: Statistic::Sum,
+            component_level: true,
+        }),
+        MetricSource::ConcurrentRequestsPerCopy => stat(&MetricStat {
+            name: "ConcurrentRequestsPerCopy".into(),
+            instance_type: None,
+            stat: Statistic::Average,
+            component_level: true,
         }),
         MetricSource::Single(m) => stat(m),
         MetricSource::Math { queries, result } => {
@@ -419,8 +511,11 @@ pub fn evaluate(
     }
 }
 
-/// The only scalable dimension spillway has.
+/// The scalable dimension of a variant (`endpoint/<endpoint>/variant/<variant>`).
 pub const DIMENSION: &str = "sagemaker:variant:DesiredInstanceCount";
+
+/// The scalable dimension of an inference component (`inference-component/<name>`).
+pub const COMPONENT_DIMENSION: &str = "sagemaker:inference-component:DesiredCopyCount";
 
 /// Autoscaler state kept in memory: cooldown history per resource.
 #[derive(Default)]
@@ -483,21 +578,12 @@ async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
         .collect();
     let alarms = crate::control::alarms::all(app)?;
     for target in app.store.list::<ScalableTarget>(Kind::ScalableTarget)? {
-        let (endpoint, variant) = match target.resource_id.split('/').collect::<Vec<_>>().as_slice() {
-            ["endpoint", e, "variant", v] => (e.to_string(), v.to_string()),
-            _ => continue,
-        };
-        let Some(h) = app.endpoint(&endpoint) else { continue };
-        let (current, status) = {
-            let rt = h.state.lock().await;
-            let Some(v) = rt.record.active.variants.iter().find(|v| v.spec.name == variant) else {
-                continue;
-            };
-            (v.desired_count, rt.record.status())
-        };
-        if status != EndpointStatus::InService {
+        let Some((endpoint, variant)) = scaled_of(&target.resource_id) else {
             continue;
-        }
+        };
+        let Some(current) = current_capacity(app, &endpoint, &variant).await else {
+            continue;
+        };
         let bounds = Bounds {
             min: target.min_capacity,
             max: target.max_capacity,
@@ -613,16 +699,63 @@ async fn evaluate_all(app: &Arc<App>) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// The current capacity of a target that may scale now: a variant's desired instance count
+/// while its endpoint is `InService`, an inference component's desired copy count while it is
+/// `InService`; `None` otherwise (or when it is gone).
+async fn current_capacity(app: &Arc<App>, endpoint: &str, variant: &str) -> Option<u32> {
+    if endpoint == COMPONENT_SERIES {
+        let c = control::components::component(app, variant).ok()?;
+        return (c.status == crate::core::component::ComponentStatus::InService).then_some(c.desired_copies);
+    }
+    let h = app.endpoint(endpoint)?;
+    let rt = h.state.lock().await;
+    let v = rt.record.active.variants.iter().find(|v| v.spec.name == variant)?;
+    (rt.record.status() == EndpointStatus::InService).then_some(v.desired_count)
+}
+
+/// Completes an inference component's in-progress activity once as many copies serve as it
+/// wants (`Successful`), or fails it when the component is gone; it stays `InProgress` while
+/// copies are still being placed. Whether it changed.
+fn finish_component_activity(app: &App, a: &mut Activity, component: &str, t: Timestamp) -> bool {
+    let Ok(c) = control::components::component(app, component) else {
+        a.status_code = "Failed".into();
+        a.status_message = Some("the inference component was deleted".into());
+        a.end_time = Some(t);
+        return true;
+    };
+    let serving = app
+        .dataplane
+        .routes
+        .get(&c.endpoint_name)
+        .and_then(|r| r.components.get(component).map(|c| c.copies.len()))
+        .unwrap_or(0) as u32;
+    if c.status != crate::core::component::ComponentStatus::InService || serving < c.desired_copies {
+        return false;
+    }
+    a.status_code = "Successful".into();
+    a.status_message = Some(format!(
+        "Successfully set desired copy count to {}. Change successfully fulfilled by sagemaker.",
+        c.desired_copies
+    ));
+    a.end_time = Some(t);
+    true
+}
+
 /// Completes in-progress activities once their endpoint is back in service.
 async fn finish_activities(app: &Arc<App>, t: Timestamp) -> Result<(), ControlError> {
     for mut a in app.store.list::<Activity>(Kind::ScalingActivity)? {
         if a.status_code != "InProgress" {
             continue;
         }
-        let (endpoint, variant) = match a.resource_id.split('/').collect::<Vec<_>>().as_slice() {
-            ["endpoint", e, "variant", v] => (e.to_string(), v.to_string()),
-            _ => continue,
+        let Some((endpoint, variant)) = scaled_of(&a.resource_id) else {
+            continue;
         };
+        if endpoint == COMPONENT_SERIES {
+            if finish_component_activity(app, &mut a, &variant, t) {
+                app.store.put(Kind::ScalingActivity, &a.activity_id, a.start_time, &a)?;
+            }
+            continue;
+        }
         let Some(h) = app.endpoint(&endpoint) else {
             a.status_code = "Failed".into();
             a.status_message = Some("the endpoint was deleted".into());
@@ -680,6 +813,13 @@ pub fn metric_wire(
     period: i64,
 ) -> serde_json::Map<String, Value> {
     let dims = |name: &str, instance_type: &Option<String>| {
+        if endpoint == COMPONENT_SERIES {
+            let mut d = vec![serde_json::json!({"Name": "InferenceComponentName", "Value": variant})];
+            if let Some(t) = instance_type {
+                d.push(serde_json::json!({"Name": "InstanceType", "Value": t}));
+            }
+            return d;
+        }
         if crate::telemetry::metrics::BACKLOG_METRICS.contains(&name) {
             return vec![serde_json::json!({"Name": "EndpointName", "Value": endpoint})];
         }
@@ -704,6 +844,8 @@ pub fn metric_wire(
     match metric {
         MetricSource::InvocationsPerInstance => single("InvocationsPerInstance", &None, Statistic::Sum),
         MetricSource::ConcurrentRequestsPerModel => single("ConcurrentRequestsPerModel", &None, Statistic::Average),
+        MetricSource::InvocationsPerCopy => single("InvocationsPerCopy", &None, Statistic::Sum),
+        MetricSource::ConcurrentRequestsPerCopy => single("ConcurrentRequestsPerCopy", &None, Statistic::Average),
         MetricSource::Single(m) => single(&m.name, &m.instance_type, m.stat),
         MetricSource::Math { queries, result } => {
             let metrics: Vec<Value> = queries
@@ -854,23 +996,12 @@ pub async fn invoke_policy(
             policy.resource_id
         )));
     };
-    let (endpoint, variant) = match policy.resource_id.split('/').collect::<Vec<_>>().as_slice() {
-        ["endpoint", e, "variant", v] => (e.to_string(), v.to_string()),
-        _ => return Err(ControlError::Invalid(ValidationError("bad resource id".into()))),
+    let Some((endpoint, variant)) = scaled_of(&policy.resource_id) else {
+        return Err(ControlError::Invalid(ValidationError("bad resource id".into())));
     };
-    let Some(h) = app.endpoint(&endpoint) else {
-        return Err(ControlError::ObjectNotFound(format!("no endpoint {endpoint}")));
+    let Some(current) = current_capacity(app, &endpoint, &variant).await else {
+        return Ok(format!("{} is not in service; no scaling now", policy.resource_id));
     };
-    let (current, status) = {
-        let rt = h.state.lock().await;
-        let Some(v) = rt.record.active.variants.iter().find(|v| v.spec.name == variant) else {
-            return Err(ControlError::ObjectNotFound(format!("no variant {variant}")));
-        };
-        (v.desired_count, rt.record.status())
-    };
-    if status != EndpointStatus::InService {
-        return Ok(format!("endpoint {endpoint} is {status:?}; no scaling now"));
-    }
     let last = {
         let hist = app.autoscaler.history.lock().unwrap_or_else(|p| p.into_inner());
         hist.get(&policy.resource_id).map(|h| {
@@ -928,7 +1059,12 @@ pub async fn invoke_policy(
         s.adjustment
     );
     scale(app, &target, &endpoint, &variant, current, desired, cause, t).await?;
-    Ok(format!("desired instance count {current} -> {desired}"))
+    let unit = if endpoint == COMPONENT_SERIES {
+        "copy"
+    } else {
+        "instance"
+    };
+    Ok(format!("desired {unit} count {current} -> {desired}"))
 }
 
 /// Sets a variant's desired count for a scaling policy and records the activity (and the
@@ -945,25 +1081,35 @@ async fn scale(
     t: Timestamp,
 ) -> Result<(), ControlError> {
     let scale_out = desired > current;
+    let component = endpoint == COMPONENT_SERIES;
+    let unit = if component { "copy" } else { "instance" };
     let mut activity = Activity {
         activity_id: uuid::Uuid::new_v4().to_string(),
         service_namespace: "sagemaker".into(),
         resource_id: target.resource_id.clone(),
         scalable_dimension: target.scalable_dimension.clone(),
-        description: format!("Setting desired instance count to {desired}."),
+        description: format!("Setting desired {unit} count to {desired}."),
         cause,
         start_time: t,
         end_time: None,
         status_code: "InProgress".into(),
         status_message: None,
     };
-    let command = Command::SetVariants {
-        endpoint: endpoint.to_string(),
-        changes: vec![VariantChange {
-            variant: variant.to_string(),
-            weight: None,
-            count: Some(desired),
-        }],
+    let command = if component {
+        // The component's copies; which copy goes on scale-in is the placement's choice.
+        Command::SetComponentCopies {
+            name: variant.to_string(),
+            copies: desired,
+        }
+    } else {
+        Command::SetVariants {
+            endpoint: endpoint.to_string(),
+            changes: vec![VariantChange {
+                variant: variant.to_string(),
+                weight: None,
+                count: Some(desired),
+            }],
+        }
     };
     // Boxed: an alarm's action can get here from inside `control::apply` (`SetAlarmState`).
     match Box::pin(control::apply(app, command)).await {
@@ -978,7 +1124,7 @@ async fn scale(
             drop(hist_map);
             // Scale-in shows as a `ScaleIn` event per instance the controller stops; a
             // scale-out's launches need the reason they happen.
-            if scale_out {
+            if scale_out && !component {
                 app.event(crate::core::endpoint::Event {
                     time: t,
                     endpoint_name: endpoint.to_string(),
@@ -999,7 +1145,7 @@ async fn scale(
             tracing::warn!(resource = %target.resource_id, error = %e, "scaling activity failed");
             activity.status_code = "Failed".into();
             activity.end_time = Some(t);
-            activity.status_message = Some(format!("Failed to set desired instance count to {desired}. {e}"));
+            activity.status_message = Some(format!("Failed to set desired {unit} count to {desired}. {e}"));
         }
     }
     tracing::info!(resource = %target.resource_id, desired, cause = %activity.cause, "scaling activity");
@@ -1077,5 +1223,102 @@ mod tests {
                 .0
                 .contains("ApproximateBacklogSize")
         );
+    }
+
+    #[test]
+    fn inference_components_scale_on_their_per_copy_metrics() {
+        let predefined = |t: &str| {
+            parse_target_tracking(
+                &json!({"TargetValue": 4.0, "PredefinedMetricSpecification": {"PredefinedMetricType": t}}),
+            )
+            .unwrap()
+            .metric
+        };
+        let per_copy = predefined("SageMakerInferenceComponentInvocationsPerCopy");
+        assert_eq!(per_copy, MetricSource::InvocationsPerCopy);
+        let concurrency = predefined("SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution");
+        assert_eq!(concurrency, MetricSource::ConcurrentRequestsPerCopy);
+        // A component's target takes only components' metrics, a variant's only variants'.
+        assert!(check_metric_fits(&per_copy, true).is_ok());
+        assert!(check_metric_fits(&concurrency, true).is_ok());
+        let err = check_metric_fits(&per_copy, false).unwrap_err();
+        assert!(err.0.contains("not on an inference component's"), "{err:?}");
+        let variant = predefined("SageMakerVariantInvocationsPerInstance");
+        let err = check_metric_fits(&variant, true).unwrap_err();
+        assert!(err.0.contains(COMPONENT_DIMENSION), "{err:?}");
+        // Customized: the InferenceComponentName dimension (with InstanceType).
+        let dims = json!([{"Name": "InferenceComponentName", "Value": "ic"}, {"Name": "InstanceType", "Value": "ml.g5.xlarge"}]);
+        let p = customized("ModelLatency", dims.clone()).unwrap();
+        let MetricSource::Single(m) = &p.metric else {
+            panic!("{p:?}")
+        };
+        assert!(m.component_level && m.instance_type.as_deref() == Some("ml.g5.xlarge"));
+        assert!(check_metric_fits(&p.metric, true).is_ok() && check_metric_fits(&p.metric, false).is_err());
+        // Its alarms name the component.
+        let wire = metric_wire(&p.metric, COMPONENT_SERIES, "ic", 60);
+        assert_eq!(wire["Dimensions"], dims);
+        let wire = metric_wire(&per_copy, COMPONENT_SERIES, "ic", 60);
+        assert_eq!(wire["MetricName"], "InvocationsPerCopy");
+        assert_eq!(
+            wire["Dimensions"],
+            json!([{"Name": "InferenceComponentName", "Value": "ic"}])
+        );
+        // A variant-only metric by component, and a component's with an endpoint, are refused.
+        let err = customized(
+            "InstanceCount",
+            json!([{"Name": "InferenceComponentName", "Value": "ic"}]),
+        )
+        .unwrap_err();
+        assert!(err.0.contains("no inference component metric"), "{err:?}");
+        let mixed = json!([{"Name": "InferenceComponentName", "Value": "ic"}, {"Name": "EndpointName", "Value": "e"}]);
+        assert!(customized("Invocations", mixed).is_err());
+    }
+
+    #[test]
+    fn resource_ids_name_a_variant_or_a_component() {
+        assert_eq!(scaled_of("endpoint/e/variant/v"), Some(("e".into(), "v".into())));
+        assert_eq!(
+            scaled_of("inference-component/ic-1"),
+            Some((COMPONENT_SERIES.into(), "ic-1".into()))
+        );
+        for bad in [
+            "inference-component/",
+            "inference-component/a/b",
+            "endpoint/e",
+            "endpoint//variant/v",
+            "",
+        ] {
+            assert_eq!(scaled_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_component_policy_reads_the_component_series_only() {
+        // `evaluate`'s metric selection, without an App: the per-copy metric through the store.
+        let m = std::sync::Arc::new(crate::telemetry::metrics::Metrics::default());
+        let series = crate::telemetry::metrics::Series {
+            endpoint: "e",
+            variant: "v",
+            instance_type: "ml.g5.xlarge",
+        };
+        let h = m.handle_of(series, Some("ic"));
+        for k in 0..6 {
+            h.record_units(
+                1,
+                (2, 2),
+                crate::telemetry::metrics::Outcome::Success,
+                10,
+                0,
+                100.0 + k as f64,
+            );
+        }
+        let v = m.aggregate(
+            Select::component("ic", None),
+            "InvocationsPerCopy",
+            Statistic::Sum,
+            60.0,
+            160.0,
+        );
+        assert_eq!(v, Some(3.0), "6 invocations over 2 copies");
     }
 }

@@ -1089,6 +1089,7 @@ fn settle(app: &App, rt: &mut EndpointRuntime, t: Timestamp) {
                 }
                 rt.components.remove(&name);
                 rt.copy_failures.remove(&name);
+                app.metrics.forget_component(&rec.endpoint_name, &name);
                 app.event(component_event(
                     app,
                     &rec,

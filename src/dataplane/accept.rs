@@ -269,6 +269,17 @@ pub(super) async fn accept(
         ));
     };
     let h = &call.headers;
+    if h.inference_component.is_some() {
+        // The runtime model's InvokeEndpointAsync has no InferenceComponentName, and an
+        // asynchronous endpoint cannot host inference components.
+        drain(payload, MAX_DRAIN).await;
+        return Err(error(
+            ErrorCode::ValidationError,
+            format!(
+                "Endpoint {name} is an asynchronous endpoint, which cannot host inference components: InvokeEndpointAsync takes no Inference Component Name header."
+            ),
+        ));
+    }
     h.check_custom_attributes()?;
     // The runtime model carries them in SageMaker's own headers (`Content-Type` is the
     // request's, here empty or the inline body's).

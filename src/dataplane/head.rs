@@ -29,6 +29,8 @@ pub struct RequestHeaders<V> {
     pub inference_id: Option<V>,
     /// `X-Amzn-SageMaker-Target-Variant` (see [`RequestHeaders::target_variant`]).
     pub target_variant: Option<V>,
+    /// `X-Amzn-SageMaker-Inference-Component` (see [`RequestHeaders::inference_component`]).
+    pub inference_component: Option<V>,
     /// `Host`, checked against the server's names (DNS rebinding).
     pub host: Option<V>,
     /// `Origin`: a browser page's; only the server's own may invoke.
@@ -80,10 +82,13 @@ impl<'h> RequestHeaders<&'h [u8]> {
             } else if name.eq_ignore_ascii_case(b"origin") {
                 first(&mut r.origin, value);
             } else if name.len() > 22 && name[..16].eq_ignore_ascii_case(b"x-amzn-sagemaker") {
-                // The asynchronous invocation's headers, behind one prefix test so that a
-                // real-time invocation's other headers pay one comparison for all seven.
+                // The asynchronous invocation's headers and the inference component's, behind
+                // one prefix test so that a plain invocation's other headers pay one comparison
+                // for all eight.
                 let rest = &name[16..];
-                if rest.eq_ignore_ascii_case(b"-content-type") {
+                if rest.eq_ignore_ascii_case(b"-inference-component") {
+                    first(&mut r.inference_component, value);
+                } else if rest.eq_ignore_ascii_case(b"-content-type") {
                     first(&mut r.sagemaker_content_type, value);
                 } else if rest.eq_ignore_ascii_case(b"-accept") {
                     first(&mut r.sagemaker_accept, value);
@@ -146,6 +151,52 @@ impl<'h> RequestHeaders<&'h [u8]> {
     }
 }
 
+/// The longest `InferenceComponentName` (the runtime model's `InferenceComponentHeader`).
+pub const MAX_INFERENCE_COMPONENT: usize = 63;
+
+/// Whether `name` matches the runtime model's `InferenceComponentHeader` pattern,
+/// `^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?$` (length is checked apart).
+pub fn is_component_name(name: &[u8]) -> bool {
+    match (name.first(), name.last()) {
+        (Some(a), Some(z)) => {
+            a.is_ascii_alphanumeric()
+                && z.is_ascii_alphanumeric()
+                && name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        }
+        _ => false,
+    }
+}
+
+impl<'h> RequestHeaders<&'h [u8]> {
+    /// `InferenceComponentName`: at most 63 characters matching
+    /// `^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?$` (the runtime model's constraints, refused in
+    /// AWS's validation wording with a 400 `ValidationError`); `None` when the header is absent.
+    pub fn inference_component(&self) -> Result<Option<&'h str>, ApiError> {
+        let Some(v) = self.inference_component else {
+            return Ok(None);
+        };
+        let shown = String::from_utf8_lossy(v);
+        if v.len() > MAX_INFERENCE_COMPONENT {
+            return Err(ApiError::new(
+                ErrorCode::ValidationError,
+                format!(
+                    "1 validation error detected: Value '{shown}' at 'inferenceComponentName' failed to satisfy constraint: Member must have length less than or equal to {MAX_INFERENCE_COMPONENT}"
+                ),
+            ));
+        }
+        if !is_component_name(v) {
+            return Err(ApiError::new(
+                ErrorCode::ValidationError,
+                format!(
+                    "1 validation error detected: Value '{shown}' at 'inferenceComponentName' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9]([\\-a-zA-Z0-9]*[a-zA-Z0-9])?$"
+                ),
+            ));
+        }
+        // Checked to be ASCII above.
+        Ok(std::str::from_utf8(v).ok())
+    }
+}
+
 impl<V> RequestHeaders<V> {
     /// The same headers with each value turned into a `W`.
     pub fn map<W>(&self, mut f: impl FnMut(&V) -> W) -> RequestHeaders<W> {
@@ -155,6 +206,7 @@ impl<V> RequestHeaders<V> {
             custom_attributes: self.custom_attributes.as_ref().map(&mut f),
             inference_id: self.inference_id.as_ref().map(&mut f),
             target_variant: self.target_variant.as_ref().map(&mut f),
+            inference_component: self.inference_component.as_ref().map(&mut f),
             host: self.host.as_ref().map(&mut f),
             origin: self.origin.as_ref().map(&mut f),
             sagemaker_content_type: self.sagemaker_content_type.as_ref().map(&mut f),
@@ -376,5 +428,45 @@ mod tests {
             )),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_inference_component_header_is_read_and_checked_as_the_runtime_model_says() {
+        let h = RequestHeaders::read([(&b"X-Amzn-SageMaker-Inference-Component"[..], &b"ic-1"[..])]);
+        assert_eq!(h.inference_component(), Ok(Some("ic-1")));
+        assert_eq!(RequestHeaders::read([]).inference_component(), Ok(None));
+        for bad in [&b"-ic"[..], b"ic-", b"i_c", b"", b"\xff"] {
+            let h = RequestHeaders::read([(&b"x-amzn-sagemaker-inference-component"[..], bad)]);
+            let e = h.inference_component().unwrap_err();
+            assert_eq!(
+                (e.status(), e.code),
+                (StatusCode::BAD_REQUEST, ErrorCode::ValidationError)
+            );
+            assert!(
+                e.message.starts_with("1 validation error detected: Value '"),
+                "{}",
+                e.message
+            );
+            assert!(e.message.contains("at 'inferenceComponentName' failed to satisfy constraint: Member must satisfy regular expression pattern"), "{}", e.message);
+        }
+        let long = [b'a'; 64];
+        let h = RequestHeaders::read([(&b"x-amzn-sagemaker-inference-component"[..], &long[..])]);
+        assert!(
+            h.inference_component()
+                .unwrap_err()
+                .message
+                .contains("Member must have length less than or equal to 63")
+        );
+    }
+
+    proptest::proptest! {
+        /// The hand-written check agrees with the model's pattern on generated names.
+        #[test]
+        fn component_names_match_the_model_pattern(name in "[a-zA-Z0-9_ -]{0,8}") {
+            let re = regex_automata::meta::Regex::new(r"^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?$").unwrap();
+            proptest::prop_assert_eq!(is_component_name(name.as_bytes()), re.is_match(&name));
+            let h = RequestHeaders::read([(&b"x-amzn-sagemaker-inference-component"[..], name.as_bytes())]);
+            proptest::prop_assert_eq!(h.inference_component().is_ok(), re.is_match(&name));
+        }
     }
 }

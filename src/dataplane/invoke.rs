@@ -29,7 +29,7 @@ use super::h1;
 use super::head::{AnswerHead, RequestHeaders};
 use super::op::{Mode, RuntimeOp};
 use super::request_id::RequestId;
-use super::routes::{EndpointRoutes, PickError, RouteInstance};
+use super::routes::{ComponentRoutes, EndpointRoutes, PickError, RouteInstance};
 use super::upstream::{self, Conn, UpstreamBody, UpstreamError};
 use crate::auth::sigv4::{AuthError, RequestParts};
 use crate::auth::{Begun, Caller};
@@ -114,14 +114,41 @@ pub struct Answer {
     /// The body; records the invocation when it ends (or is dropped).
     pub body: Tracked,
     routes: Arc<EndpointRoutes>,
-    variant: usize,
+    served: Served,
     instance: Arc<RouteInstance>,
 }
 
+/// Where an invocation was routed: a variant's instance, or a copy of an inference component
+/// (by its position in [`EndpointRoutes::components`]; a routes snapshot never changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    /// `routes.variants[i]` (32 bits keep [`Answer`], hence [`Reply`], small).
+    Variant(u32),
+    /// The `i`th component of `routes.components`.
+    Component(u32),
+}
+
 impl Answer {
-    /// The variant that served the invocation.
+    /// The variant that served the invocation (for a component's copy, the variant whose
+    /// instance hosts it).
     pub fn variant(&self) -> &str {
-        &self.routes.variants[self.variant].name
+        match self.served {
+            Served::Variant(i) => &self.routes.variants[i as usize].name,
+            Served::Component(i) => self
+                .routes
+                .components
+                .values()
+                .nth(i as usize)
+                .map_or("", |c| c.variant.as_str()),
+        }
+    }
+
+    /// The inference component that served the invocation, if any.
+    pub fn component(&self) -> Option<&str> {
+        match self.served {
+            Served::Variant(_) => None,
+            Served::Component(i) => self.routes.components.keys().nth(i as usize).map(String::as_str),
+        }
     }
 
     /// The instance type that served it.
@@ -144,6 +171,9 @@ impl Answer {
 
 /// What a runtime request is answered with, unless an error: a model's answer, or an
 /// asynchronous request's acceptance.
+// Boxing the model's answer would cost an allocation per invocation; a `Reply` lives only
+// from the exchange to the write of its head.
+#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     /// `InvokeEndpoint`, `InvokeEndpointWithResponseStream`: the model's answer to stream back.
     Model(Answer),
@@ -163,23 +193,44 @@ pub fn too_large() -> ApiError {
     )
 }
 
-/// Picks a variant and an instance under the per-instance concurrency limit and reserves a slot
-/// on it (the caller wraps it in an [`Outstanding`] at once), queueing for up to the configured
-/// time while every candidate is full.
+/// Where an invocation is to be routed.
+#[derive(Debug, Clone, Copy)]
+enum Route<'r> {
+    /// Among the variants: the `TargetVariant`, else by weight.
+    Variants(Option<&'r str>),
+    /// Among the copies of an inference component (the `i`th of the endpoint's components).
+    Component(usize, &'r ComponentRoutes),
+}
+
+/// Picks a variant and an instance (or a component's copy) under the per-instance concurrency
+/// limit and reserves a slot on it (the caller wraps it in an [`Outstanding`] at once),
+/// queueing for up to the configured time while every candidate is full.
 #[allow(clippy::disallowed_methods)] // The queueing timeout is measured in real time.
 async fn pick(
     dp: &DataPlane,
     routes: &EndpointRoutes,
     name: &str,
-    target: Option<&str>,
+    route: Route<'_>,
     avoid: Option<&str>,
-) -> Result<(usize, Arc<RouteInstance>), ApiError> {
+) -> Result<(Served, Arc<RouteInstance>), ApiError> {
     let limit = dp.router.max_concurrent_requests_per_instance;
     let mut deadline = None;
+    let target = match route {
+        Route::Variants(t) => t,
+        Route::Component(..) => None,
+    };
     loop {
         let freed = dp.freed.notified();
-        match routes.pick(target, limit, avoid) {
-            Ok((vi, inst)) if inst.try_reserve(limit) => return Ok((vi, inst)),
+        let picked = match route {
+            Route::Variants(target) => routes
+                .pick(target, limit, avoid)
+                .map(|(vi, inst)| (Served::Variant(vi as u32), inst)),
+            Route::Component(ci, c) => c
+                .pick_copy(limit, avoid)
+                .map(|inst| (Served::Component(ci as u32), inst)),
+        };
+        match picked {
+            Ok((served, inst)) if inst.try_reserve(limit) => return Ok((served, inst)),
             // Another request took its last slot since the pick: pick again.
             Ok(_) => continue,
             Err(PickError::UnknownVariant(v)) => {
@@ -187,6 +238,9 @@ async fn pick(
                     ErrorCode::ValidationError,
                     format!("TargetVariant: variant {v} not found for endpoint {name}."),
                 ));
+            }
+            Err(PickError::NoInstance) if let Route::Component(_, c) = route => {
+                return Err(no_copy(&c.name));
             }
             Err(PickError::NoInstance) => {
                 return Err(error(
@@ -202,6 +256,15 @@ async fn pick(
                     *deadline.get_or_insert_with(|| Instant::now() + Duration::from_millis(dp.router.queue_timeout_ms));
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() || tokio::time::timeout(left, freed).await.is_err() {
+                    if let Route::Component(_, c) = route {
+                        return Err(error(
+                            ErrorCode::ThrottlingException,
+                            format!(
+                                "Every copy of inference component {} has {limit} requests in flight; retry later or add copies.",
+                                c.name
+                            ),
+                        ));
+                    }
                     return Err(error(
                         ErrorCode::ThrottlingException,
                         format!(
@@ -210,6 +273,78 @@ async fn pick(
                     ));
                 }
             }
+        }
+    }
+}
+
+/// `ValidationError` for an endpoint that hosts inference components invoked without naming one:
+/// AWS's wording.
+pub fn component_required() -> ApiError {
+    error(
+        ErrorCode::ValidationError,
+        "Inference Component Name header is required for endpoints to which you plan to deploy inference components. Please include Inference Component Name header or consider using SageMaker models.".into(),
+    )
+}
+
+/// `ValidationError` for an inference component named on an endpoint whose variants run models
+/// themselves (spillway's wording: AWS's is not documented).
+pub fn component_not_hosted(endpoint: &str, component: &str) -> ApiError {
+    error(
+        ErrorCode::ValidationError,
+        format!(
+            "Inference Component Name header is not supported for endpoint {endpoint}: it hosts no inference components, so inference component {component} cannot be invoked on it. Remove the Inference Component Name header."
+        ),
+    )
+}
+
+/// `ValidationError` for an inference component the endpoint does not host (spillway's wording).
+pub fn unknown_component(endpoint: &str, component: &str) -> ApiError {
+    error(
+        ErrorCode::ValidationError,
+        format!("Inference component {component} not found for endpoint {endpoint}."),
+    )
+}
+
+/// `ValidationError` for an inference component with no copy in service (still starting, or
+/// scaled to zero copies), in the words of AWS's scale-to-zero answer.
+pub fn no_copy(component: &str) -> ApiError {
+    error(
+        ErrorCode::ValidationError,
+        format!(
+            "Inference Component {component} has no capacity to process this request. ApplicationAutoScaling may be in-progress (if configured) or try to increase the capacity by invoking UpdateInferenceComponentRuntimeConfig API."
+        ),
+    )
+}
+
+/// Where an invocation with these headers goes on an endpoint with `routes`: among the variants
+/// (`TargetVariant`, else by weight) or among one component's copies; or why it cannot be
+/// routed. `TargetVariant` with a component is accepted only when it names the variant that
+/// hosts the component (AWS does not document the combination).
+fn route_of<'r>(
+    routes: &'r EndpointRoutes,
+    endpoint: &str,
+    target: Option<&'r str>,
+    component: Option<&str>,
+) -> Result<Route<'r>, ApiError> {
+    match (component, routes.hosts_components) {
+        (None, false) => Ok(Route::Variants(target)),
+        (None, true) => Err(component_required()),
+        (Some(c), false) => Err(component_not_hosted(endpoint, c)),
+        (Some(c), true) => {
+            let Some((i, (_, routes))) = routes.components.iter().enumerate().find(|(_, (n, _))| n.as_str() == c)
+            else {
+                return Err(unknown_component(endpoint, c));
+            };
+            if let Some(t) = target.filter(|t| *t != routes.variant) {
+                return Err(error(
+                    ErrorCode::ValidationError,
+                    format!(
+                        "TargetVariant: inference component {c} is hosted by variant {}, not {t}; leave TargetVariant out when invoking an inference component.",
+                        routes.variant
+                    ),
+                ));
+            }
+            Ok(Route::Component(i, routes))
         }
     }
 }
@@ -418,6 +553,7 @@ fn invocation_record(
         "contentType": text(call.headers.content_type),
         "accept": text(call.headers.accept),
         "targetVariant": text(call.headers.target_variant),
+        "inferenceComponentName": text(call.headers.inference_component),
         "inferenceId": text(call.headers.inference_id),
     }));
     if let Resource::Arn(arn) = resource {
@@ -613,6 +749,8 @@ async fn exchange(
         ));
     }
     let target = call.headers.target_variant()?;
+    let component = call.headers.inference_component()?;
+    let route = route_of(&routes, name, target, component)?;
     call.headers.check_custom_attributes()?;
     if call.length.is_some_and(|n| n > MAX_PAYLOAD as u64) {
         drain(payload, MAX_DRAIN).await;
@@ -621,8 +759,17 @@ async fn exchange(
     let timeout = Duration::from_secs_f64(dp.router.model_timeout_seconds);
     let mut refused: Option<String> = None;
     for attempt in 0..2 {
-        let (vi, inst) = pick(dp, &routes, name, target, refused.as_deref()).await?;
-        let variant = &routes.variants[vi];
+        let (served, inst) = pick(dp, &routes, name, route, refused.as_deref()).await?;
+        // The variant that serves it; for a copy, the one hosting its component (its hosts'
+        // variant, when published among the variants).
+        let (variant_name, component) = match route {
+            Route::Component(_, c) => (c.variant.as_str(), Some(c)),
+            Route::Variants(_) => match served {
+                Served::Variant(vi) => (routes.variants[vi as usize].name.as_str(), None),
+                Served::Component(_) => unreachable!("variants' routing picks no copy"),
+            },
+        };
+        let variant = routes.variants.iter().find(|v| v.name == variant_name);
         let queueing = dp.router.max_concurrent_requests_per_instance > 0;
         let guard = Outstanding::reserved(inst.clone(), queueing.then(|| dp.freed.clone()));
         let sent = Instant::now();
@@ -633,15 +780,18 @@ async fn exchange(
             inst: &inst,
             series: Series {
                 endpoint: name,
-                variant: &variant.name,
+                variant: variant_name,
                 instance_type: &inst.instance_type,
             },
+            component: component.map(|c| c.name.as_str()),
             record: Some(Record {
-                serving_of_type: variant
-                    .instances
-                    .iter()
-                    .filter(|i| i.instance_type == inst.instance_type)
-                    .count(),
+                serving_of_type: variant.map_or(0, |v| {
+                    v.instances
+                        .iter()
+                        .filter(|i| i.instance_type == inst.instance_type)
+                        .count()
+                }),
+                copies: component.map_or((0, 0), |c| (c.copies.len(), c.copies_of_type(&inst.instance_type))),
                 overhead_us: sent.duration_since(received).as_micros() as u64,
                 sent,
             }),
@@ -667,7 +817,7 @@ async fn exchange(
                         inst.id,
                         timeout.as_secs_f64()
                     ),
-                    &variant.name,
+                    variant_name,
                 ));
             }
             Ok(Err(Failure::Refused(e))) if attempt == 0 => {
@@ -716,12 +866,13 @@ async fn exchange(
             return Err(model_error(
                 status,
                 String::from_utf8_lossy(&bytes).into_owned(),
-                &variant.name,
+                variant_name,
             ));
         }
         // The series handle is made on the instance's first invocation, then reused.
         if dp.metrics.enabled() {
-            inst.metrics.get_or_init(|| dp.metrics.handle(record.series));
+            inst.metrics
+                .get_or_init(|| dp.metrics.handle_of(record.series, record.component));
         }
         let pending = record.record.take(); // the body records it when it ends
         drop(record);
@@ -736,7 +887,7 @@ async fn exchange(
                 clock: dp.clock,
             },
             routes: routes.clone(),
-            variant: vi,
+            served,
             instance: inst,
         });
     }
@@ -750,6 +901,9 @@ async fn exchange(
 struct Record {
     /// Serving instances of the instance's type in the variant (for `InvocationsPerInstance`).
     serving_of_type: usize,
+    /// For a component's copy: the component's copies in service, and those of the copy's
+    /// instance type (for `InvocationsPerCopy`); `(0, 0)` otherwise.
+    copies: (usize, usize),
     /// spillway's time before the request was handed to the model.
     overhead_us: u64,
     /// When it was handed to the model.
@@ -769,6 +923,8 @@ struct Unfinished<'a> {
     dp: &'a DataPlane,
     inst: &'a RouteInstance,
     series: Series<'a>,
+    /// The inference component, for a copy.
+    component: Option<&'a str>,
     record: Option<Record>,
 }
 
@@ -783,9 +939,10 @@ impl Unfinished<'_> {
         }
         self.inst
             .metrics
-            .get_or_init(|| self.dp.metrics.handle(self.series))
-            .record(
+            .get_or_init(|| self.dp.metrics.handle_of(self.series, self.component))
+            .record_units(
                 record.serving_of_type,
+                record.copies,
                 outcome,
                 record.latency_us(),
                 record.overhead_us,
@@ -866,8 +1023,9 @@ impl Tracked {
             && let Some(guard) = &self.guard
             && let Some(handle) = guard.instance.metrics.get()
         {
-            handle.record(
+            handle.record_units(
                 record.serving_of_type,
+                record.copies,
                 outcome,
                 record.latency_us(),
                 record.overhead_us,
@@ -907,5 +1065,116 @@ impl http_body::Body for Tracked {
     fn size_hint(&self) -> http_body::SizeHint {
         self.remaining()
             .map_or_else(http_body::SizeHint::default, http_body::SizeHint::with_exact)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::RoutingStrategy;
+    use crate::dataplane::routes::VariantRoutes;
+
+    fn inst(id: &str) -> Arc<RouteInstance> {
+        Arc::new(RouteInstance::new(id.into(), "x".into(), "ml.g5.xlarge".into()))
+    }
+
+    /// An endpoint that hosts components `a` (two copies) and `b` (none yet) on variant `v`.
+    fn hosting() -> EndpointRoutes {
+        let component = |name: &str, copies| ComponentRoutes {
+            name: name.into(),
+            variant: "v".into(),
+            strategy: RoutingStrategy::LeastOutstandingRequests,
+            copies,
+        };
+        let mut components = std::collections::BTreeMap::new();
+        components.insert("a".to_string(), component("a", vec![inst("a1"), inst("a2")]));
+        components.insert("b".to_string(), component("b", vec![]));
+        EndpointRoutes {
+            variants: vec![VariantRoutes {
+                name: "v".into(),
+                weight: 1.0,
+                strategy: RoutingStrategy::LeastOutstandingRequests,
+                instances: vec![inst("host")],
+            }],
+            components,
+            hosts_components: true,
+            async_config: None,
+        }
+    }
+
+    fn plain() -> EndpointRoutes {
+        EndpointRoutes {
+            variants: vec![VariantRoutes {
+                name: "v".into(),
+                weight: 1.0,
+                strategy: RoutingStrategy::LeastOutstandingRequests,
+                instances: vec![inst("i")],
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_invocation_naming_a_component_goes_to_its_copies() {
+        let r = hosting();
+        let Ok(Route::Component(i, c)) = route_of(&r, "e", None, Some("a")) else {
+            panic!("not routed to the component")
+        };
+        assert_eq!((i, c.name.as_str()), (0, "a"));
+        let picked = c.pick_copy(0, None).unwrap();
+        assert!(["a1", "a2"].contains(&picked.id.as_str()));
+        // Naming the hosting variant as TargetVariant is allowed; another one is not.
+        assert!(matches!(
+            route_of(&r, "e", Some("v"), Some("a")),
+            Ok(Route::Component(0, _))
+        ));
+        let e = route_of(&r, "e", Some("w"), Some("a")).err().unwrap();
+        assert_eq!(e.code, ErrorCode::ValidationError);
+        assert!(
+            e.message.contains("TargetVariant") && e.message.contains("variant v"),
+            "{}",
+            e.message
+        );
+        // The second component by position (answers name it).
+        assert!(matches!(route_of(&r, "e", None, Some("b")), Ok(Route::Component(1, _))));
+    }
+
+    #[test]
+    fn refusals_are_worded_as_aws_words_them() {
+        let r = hosting();
+        let e = route_of(&r, "e", None, None).err().unwrap();
+        assert_eq!(
+            (e.status(), e.code),
+            (StatusCode::BAD_REQUEST, ErrorCode::ValidationError)
+        );
+        assert_eq!(
+            e.message,
+            "Inference Component Name header is required for endpoints to which you plan to deploy inference components. Please include Inference Component Name header or consider using SageMaker models."
+        );
+        let e = route_of(&r, "e", None, Some("zz")).err().unwrap();
+        assert_eq!(e.code, ErrorCode::ValidationError);
+        assert_eq!(e.message, "Inference component zz not found for endpoint e.");
+        let e = route_of(&plain(), "e", None, Some("a")).err().unwrap();
+        assert_eq!(e.code, ErrorCode::ValidationError);
+        assert!(e.message.contains("hosts no inference components"), "{}", e.message);
+        // No copy in service: the scale-to-zero answer.
+        let Ok(Route::Component(_, b)) = route_of(&r, "e", None, Some("b")) else {
+            panic!()
+        };
+        assert_eq!(b.pick_copy(0, None).unwrap_err(), PickError::NoInstance);
+        let e = no_copy("b");
+        assert_eq!(
+            (e.status(), e.code),
+            (StatusCode::BAD_REQUEST, ErrorCode::ValidationError)
+        );
+        assert!(
+            e.message
+                .starts_with("Inference Component b has no capacity to process this request.")
+        );
+        // A plain endpoint routes among its variants as before.
+        assert!(matches!(
+            route_of(&plain(), "e", Some("v"), None),
+            Ok(Route::Variants(Some("v")))
+        ));
     }
 }

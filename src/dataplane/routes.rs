@@ -135,8 +135,8 @@ pub enum PickError {
 }
 
 impl EndpointRoutes {
-    /// Every routed target: the variants' instances and the components' copies.
-    pub fn targets(&self) -> impl Iterator<Item = &Arc<RouteInstance>> {
+    /// Every instance and every component copy routed to.
+    pub fn routed(&self) -> impl Iterator<Item = &Arc<RouteInstance>> {
         self.variants
             .iter()
             .flat_map(|v| &v.instances)
@@ -182,59 +182,87 @@ impl VariantRoutes {
     /// Picks an instance by the variant's strategy among those under the concurrency limit.
     /// Allocation-free: it runs on every invocation.
     pub fn pick_instance(&self, limit: u32, avoid: Option<&str>) -> Result<Arc<RouteInstance>, PickError> {
-        if self.instances.is_empty() {
-            return Err(PickError::NoInstance);
-        }
-        let open = |i: &RouteInstance| limit == 0 || i.load() < limit as usize;
-        let n_open = self.instances.iter().filter(|i| open(i)).count();
-        if n_open == 0 {
-            return Err(PickError::Saturated);
-        }
-        // Avoid the instance that just refused a connection, unless it is the only candidate.
-        let avoided = avoid.filter(|a| n_open > 1 && self.instances.iter().any(|i| open(i) && i.id == *a));
-        let eligible = |i: &&Arc<RouteInstance>| open(i) && avoided.is_none_or(|a| i.id != a);
-        let chosen = match self.strategy {
-            RoutingStrategy::Random => {
-                let n = self.instances.iter().filter(eligible).count();
-                self.instances.iter().filter(eligible).nth(fastrand::usize(..n.max(1)))
-            }
-            RoutingStrategy::LeastOutstandingRequests => {
-                least_by(self.instances.iter().filter(eligible), |i| i.load() as f64)
-            }
-            RoutingStrategy::CapacityAware => {
-                let unit = self.work_unit();
-                least_by(self.instances.iter().filter(eligible), |i| {
-                    (i.load() as f64 + 1.0) * i.expected_latency(unit)
-                })
-            }
-        };
-        // Counters move under concurrent requests; any eligible instance is a fine fallback.
-        chosen
-            .or_else(|| self.instances.iter().find(eligible))
-            .cloned()
-            .ok_or(PickError::Saturated)
+        pick_among(&self.instances, self.strategy, limit, avoid)
     }
 }
 
-impl VariantRoutes {
-    /// For capacity-aware routing, over the instances whose type has a measured latency: the
-    /// mean of latency × catalog capacity (it calibrates the catalog) and the smallest latency
-    /// (`None` when nothing is measured).
-    fn work_unit(&self) -> Option<Calibration> {
-        let (sum, n, fastest) = self
-            .instances
-            .iter()
-            .fold((0.0, 0u32, f64::INFINITY), |(sum, n, fastest), i| {
-                match i.measured_latency_us.load(Ordering::Relaxed) {
-                    0 => (sum, n, fastest),
-                    t => (sum + t as f64 * i.capacity, n + 1, fastest.min(t as f64)),
-                }
-            });
-        (n > 0).then(|| Calibration {
-            unit: sum / n as f64,
-            fastest,
-        })
+impl ComponentRoutes {
+    /// Picks a copy by the component's strategy among those under the per-copy concurrency
+    /// limit (`0`: none), avoiding `avoid` when another copy is open: the same choice a
+    /// variant makes among its instances ([`VariantRoutes::pick_instance`]).
+    pub fn pick_copy(&self, limit: u32, avoid: Option<&str>) -> Result<Arc<RouteInstance>, PickError> {
+        pick_among(&self.copies, self.strategy, limit, avoid)
     }
+
+    /// Copies in service of `instance_type` (for `InvocationsPerCopy` per type).
+    pub fn copies_of_type(&self, instance_type: &str) -> usize {
+        self.copies.iter().filter(|c| c.instance_type == instance_type).count()
+    }
+}
+
+/// Picks one of `instances` by `strategy` among those with fewer than `limit` requests in
+/// flight (`0`: no limit), avoiding `avoid` unless it is the only open one. Allocation-free.
+fn pick_among(
+    instances: &[Arc<RouteInstance>],
+    strategy: RoutingStrategy,
+    limit: u32,
+    avoid: Option<&str>,
+) -> Result<Arc<RouteInstance>, PickError> {
+    if instances.is_empty() {
+        return Err(PickError::NoInstance);
+    }
+    let open = |i: &RouteInstance| limit == 0 || i.load() < limit as usize;
+    let n_open = instances.iter().filter(|i| open(i)).count();
+    if n_open == 0 {
+        return Err(PickError::Saturated);
+    }
+    // Avoid the instance that just refused a connection, unless it is the only candidate.
+    let avoided = avoid.filter(|a| n_open > 1 && instances.iter().any(|i| open(i) && i.id == *a));
+    let eligible = |i: &&Arc<RouteInstance>| open(i) && avoided.is_none_or(|a| i.id != a);
+    let chosen = match strategy {
+        RoutingStrategy::Random => {
+            let n = instances.iter().filter(eligible).count();
+            instances.iter().filter(eligible).nth(fastrand::usize(..n.max(1)))
+        }
+        RoutingStrategy::LeastOutstandingRequests => least_by(instances.iter().filter(eligible), |i| i.load() as f64),
+        RoutingStrategy::CapacityAware => {
+            let unit = work_unit(instances);
+            least_by(instances.iter().filter(eligible), |i| {
+                (i.load() as f64 + 1.0) * i.expected_latency(unit)
+            })
+        }
+    };
+    // Counters move under concurrent requests; any eligible instance is a fine fallback.
+    chosen
+        .or_else(|| instances.iter().find(eligible))
+        .cloned()
+        .ok_or(PickError::Saturated)
+}
+
+impl VariantRoutes {
+    /// For capacity-aware routing: [`work_unit`] over the variant's instances.
+    #[cfg(test)]
+    fn work_unit(&self) -> Option<Calibration> {
+        work_unit(&self.instances)
+    }
+}
+
+/// For capacity-aware routing, over the instances whose type has a measured latency: the
+/// mean of latency × catalog capacity (it calibrates the catalog) and the smallest latency
+/// (`None` when nothing is measured).
+fn work_unit(instances: &[Arc<RouteInstance>]) -> Option<Calibration> {
+    let (sum, n, fastest) = instances
+        .iter()
+        .fold((0.0, 0u32, f64::INFINITY), |(sum, n, fastest), i| {
+            match i.measured_latency_us.load(Ordering::Relaxed) {
+                0 => (sum, n, fastest),
+                t => (sum + t as f64 * i.capacity, n + 1, fastest.min(t as f64)),
+            }
+        });
+    (n > 0).then(|| Calibration {
+        unit: sum / n as f64,
+        fastest,
+    })
 }
 
 /// What the measured instance types of a variant say about the unmeasured ones.
@@ -320,15 +348,31 @@ impl RouteTable {
     pub fn publish(&self, endpoint: &str, mut routes: EndpointRoutes) {
         let mut map = self.endpoints.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = map.get(endpoint) {
-            let existing: HashMap<&str, &Arc<RouteInstance>> = old.targets().map(|i| (i.id.as_str(), i)).collect();
-            let fresh = routes
+            let existing: HashMap<&str, &Arc<RouteInstance>> = old
                 .variants
-                .iter_mut()
-                .flat_map(|v| v.instances.iter_mut())
-                .chain(routes.components.values_mut().flat_map(|c| c.copies.iter_mut()));
-            for i in fresh {
-                if let Some(prev) = existing.get(i.id.as_str()) {
-                    *i = Arc::clone(prev);
+                .iter()
+                .flat_map(|v| v.instances.iter())
+                .map(|i| (i.id.as_str(), i))
+                .collect();
+            let copies: HashMap<&str, &Arc<RouteInstance>> = old
+                .components
+                .values()
+                .flat_map(|c| c.copies.iter())
+                .map(|i| (i.id.as_str(), i))
+                .collect();
+            for v in &mut routes.variants {
+                for i in &mut v.instances {
+                    if let Some(prev) = existing.get(i.id.as_str()) {
+                        *i = Arc::clone(prev);
+                    }
+                }
+            }
+            // A copy keeps its counter (and its metrics handle) across republishing too.
+            for c in routes.components.values_mut() {
+                for i in &mut c.copies {
+                    if let Some(prev) = copies.get(i.id.as_str()) {
+                        *i = Arc::clone(prev);
+                    }
                 }
             }
         }
@@ -354,9 +398,9 @@ impl RouteTable {
 
     /// Remembers instances of `old` that `new` no longer routes to, for draining.
     fn retire(&self, old: &EndpointRoutes, new: Option<&EndpointRoutes>) {
-        let kept = |id: &str| new.is_some_and(|n| n.targets().any(|i| i.id == id));
+        let kept = |id: &str| new.is_some_and(|n| n.routed().any(|i| i.id == id));
         let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
-        for i in old.targets() {
+        for i in old.routed() {
             if !kept(&i.id) {
                 // The first retirement holds the live counter; never replace it with a copy.
                 draining.entry(i.id.clone()).or_insert_with(|| i.clone());
@@ -369,7 +413,7 @@ impl RouteTable {
         let mut map = self.endpoints.write().unwrap_or_else(|p| p.into_inner());
         let mut retired = vec![];
         for routes in map.values_mut() {
-            if !routes.targets().any(|i| i.id == instance_id) {
+            if !routes.routed().any(|i| i.id == instance_id) {
                 continue;
             }
             let variants = routes
@@ -650,5 +694,68 @@ mod tests {
         let y = t.get("e").unwrap().variants[0].instances[0].clone();
         y.outstanding.store(1, Ordering::Relaxed);
         assert!(!t.wait_drained("y", Duration::from_secs(1)).await);
+    }
+
+    fn component(name: &str, variant: &str, copies: Vec<Arc<RouteInstance>>) -> ComponentRoutes {
+        ComponentRoutes {
+            name: name.into(),
+            variant: variant.into(),
+            strategy: RoutingStrategy::LeastOutstandingRequests,
+            copies,
+        }
+    }
+
+    #[test]
+    fn a_component_picks_among_its_copies_as_a_variant_does() {
+        let c = component("ic", "v", vec![inst("busy", 3), inst("idle", 0)]);
+        for _ in 0..20 {
+            assert_eq!(c.pick_copy(0, None).unwrap().id, "idle");
+        }
+        assert_eq!(c.pick_copy(0, Some("idle")).unwrap().id, "busy");
+        let full = component("ic", "v", vec![inst("x", 2), inst("y", 2)]);
+        assert_eq!(full.pick_copy(2, None).unwrap_err(), PickError::Saturated);
+        let none = component("ic", "v", vec![]);
+        assert_eq!(none.pick_copy(0, None).unwrap_err(), PickError::NoInstance);
+        let mut random = component("ic", "v", vec![inst("a", 5), inst("b", 0)]);
+        random.strategy = RoutingStrategy::Random;
+        let picked: std::collections::BTreeSet<String> = (0..200)
+            .map(|_| random.pick_copy(0, None).unwrap().id.clone())
+            .collect();
+        assert_eq!(picked.len(), 2, "random routing reaches every copy");
+        assert_eq!(c.copies_of_type("ml.m5.xlarge"), 2);
+        assert_eq!(c.copies_of_type("ml.g5.xlarge"), 0);
+    }
+
+    fn with_components(copies: Vec<Arc<RouteInstance>>) -> EndpointRoutes {
+        let mut components = std::collections::BTreeMap::new();
+        components.insert("ic".to_string(), component("ic", "v", copies));
+        EndpointRoutes {
+            variants: vec![variant("v", 1.0, vec![inst("host", 0)])],
+            components,
+            hosts_components: true,
+            async_config: None,
+        }
+    }
+
+    #[test]
+    fn republishing_keeps_copy_counters_and_withdrawing_a_copy_drains_it() {
+        let t = RouteTable::default();
+        t.publish("e", with_components(vec![inst("c1", 0)]));
+        t.get("e").unwrap().components["ic"].copies[0]
+            .outstanding
+            .store(4, Ordering::Relaxed);
+        t.publish("e", with_components(vec![inst("c1", 0), inst("c2", 0)]));
+        let r = t.get("e").unwrap();
+        assert_eq!(r.components["ic"].copies[0].load(), 4, "the copy's counter survives");
+        assert_eq!(r.routed().count(), 3, "the host and two copies");
+        t.withdraw("c1");
+        let r = t.get("e").unwrap();
+        assert_eq!(r.components["ic"].copies.len(), 1);
+        assert!(r.hosts_components);
+        // The withdrawn copy drains with its live counter.
+        assert_eq!(t.draining.lock().unwrap()["c1"].load(), 4);
+        // Republishing without a copy retires it too.
+        t.publish("e", with_components(vec![]));
+        assert!(t.draining.lock().unwrap().contains_key("c2"));
     }
 }

@@ -28,8 +28,12 @@ struct Bucket {
     errors_4xx: u64,
     errors_5xx: u64,
     model_errors: u64,
-    /// Σ 1/instances of the variant's type at the time of each invocation.
+    /// Σ 1/instances of the variant's type at the time of each invocation (in a component's
+    /// series: Σ 1/copies of the component on the series' instance type).
     invocations_per_instance: f64,
+    /// In a component's series: Σ 1/copies of the component (all types) at the time of each
+    /// invocation (`InvocationsPerCopy` over `{InferenceComponentName}`).
+    per_copy_total: f64,
     /// `ModelLatency` of the second's invocations, µs.
     model_latency: Sampled,
     /// spillway's own time per request (`OverheadLatency`), µs.
@@ -281,8 +285,19 @@ impl Bucket {
     }
 }
 
+/// The component part of a copy's [`SeriesHandle`]: its component series and Prometheus
+/// handles.
+struct ComponentHandle {
+    key: Arc<Key>,
+    invocations: Counter,
+    model_latency: Histogram,
+    /// Error counters by [`Outcome::index`] (index 0, success, unused).
+    errors: [Option<Counter>; 7],
+}
+
 /// Records the invocations of one series (endpoint, variant, instance type) with its Prometheus
-/// handles resolved once: recording is a few atomic increments and one short lock.
+/// handles resolved once: recording is a few atomic increments and one short lock. A copy of an
+/// inference component records into its component's series too, under the same lock.
 pub struct SeriesHandle {
     key: Arc<Key>,
     labels: TypeSeries,
@@ -291,6 +306,8 @@ pub struct SeriesHandle {
     overhead_latency: Histogram,
     /// Error counters by [`Outcome::index`], created on first use.
     errors: [OnceLock<Counter>; 7],
+    /// For a copy of an inference component: its component's series.
+    component: Option<ComponentHandle>,
     metrics: Arc<Metrics>,
 }
 
@@ -319,9 +336,34 @@ impl SeriesHandle {
     /// `model_latency_us` from sending to the model until the end of its response,
     /// `overhead_us` spent by spillway before the request reached the model.
     pub fn record(&self, instances: usize, outcome: Outcome, model_latency_us: u64, overhead_us: u64, now: Timestamp) {
+        self.record_units(instances, (0, 0), outcome, model_latency_us, overhead_us, now);
+    }
+
+    /// [`SeriesHandle::record`] for an invocation that may have been served by a copy of an
+    /// inference component: `copies` is then (the component's copies in service, those of this
+    /// handle's instance type), for `InvocationsPerCopy`; both series' buckets are updated under
+    /// one lock.
+    pub fn record_units(
+        &self,
+        instances: usize,
+        copies: (usize, usize),
+        outcome: Outcome,
+        model_latency_us: u64,
+        overhead_us: u64,
+        now: Timestamp,
+    ) {
         let m = &self.metrics;
         if !m.enabled {
             return;
+        }
+        if let Some(c) = &self.component {
+            c.invocations.inc();
+            if outcome != Outcome::ClientClosed {
+                c.model_latency.observe(model_latency_us as f64 / 1e6);
+            }
+            if let Some(e) = &c.errors[outcome.index()] {
+                e.inc();
+            }
         }
         self.invocations.inc();
         if outcome != Outcome::ClientClosed {
@@ -331,9 +373,18 @@ impl SeriesHandle {
         if let Some(c) = self.error_counter(outcome) {
             c.inc();
         }
-        m.with_bucket_of(&self.key, now, |b| {
-            b.add_invocation(instances, outcome, model_latency_us, overhead_us)
-        });
+        let second = now.floor() as i64;
+        let mut series = m.series.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = m.bucket_in(&mut series, &self.key, second) {
+            b.add_invocation(instances, outcome, model_latency_us, overhead_us);
+        }
+        if let Some(c) = &self.component
+            && let Some(b) = m.bucket_in(&mut series, &c.key, second)
+        {
+            // Per type: 1/copies of the type; `per_copy_total`: 1/copies of the component.
+            b.add_invocation(copies.1, outcome, model_latency_us, overhead_us);
+            b.per_copy_total += 1.0 / copies.0.max(1) as f64;
+        }
     }
 }
 
@@ -393,6 +444,28 @@ pub const BACKLOG_METRICS: &[&str] = &[
 /// ([`BACKLOG_METRICS`]) of endpoint `e` live in the series `(e, "", "")` (no variant or type
 /// is named by an empty string), and [`Select::endpoint`] selects it.
 pub const ENDPOINT_SERIES: &str = "";
+
+/// The first part of an inference component's series key: the series of component `c` on
+/// instance type `t` is `(COMPONENT_SERIES, c, t)` (no endpoint is named by this string, which
+/// holds a NUL). Component names are unique in an account, as CloudWatch's
+/// `{InferenceComponentName}` dimension assumes.
+pub const COMPONENT_SERIES: &str = "\u{0}inference-component";
+
+/// The invocation metrics of an inference component (namespace `AWS/SageMaker`), published with
+/// `{InferenceComponentName}` and `{InferenceComponentName, InstanceType}`.
+pub const COMPONENT_METRICS: &[&str] = &[
+    "Invocations",
+    "Invocation4XXErrors",
+    "Invocation5XXErrors",
+    "InvocationModelErrors",
+    "ModelLatency",
+    "InvocationsPerCopy",
+    "ConcurrentRequestsPerCopy",
+];
+
+/// The store's internal name of `InvocationsPerCopy` over all of a component's instance types
+/// (Σ 1/copies of the component), which [`Metrics::aggregate`] reads when no type is selected.
+const PER_COPY_TOTAL: &str = "\u{0}InvocationsPerCopyTotal";
 
 /// Per-instance utilization metrics (namespace `/aws/sagemaker/Endpoints`, unit `Percent`): one
 /// sample per instance and usage round, so over `{EndpointName, VariantName, InstanceType}` the
@@ -496,6 +569,46 @@ impl<'a> Select<'a> {
     pub fn endpoint(endpoint: &'a str) -> Self {
         Self::new(endpoint, ENDPOINT_SERIES, Some(ENDPOINT_SERIES))
     }
+
+    /// The series of inference component `component`, one instance type's or all of them
+    /// (`{InferenceComponentName[, InstanceType]}`).
+    pub fn component(component: &'a str, instance_type: Option<&'a str>) -> Self {
+        Self::new(COMPONENT_SERIES, component, instance_type)
+    }
+
+    /// `metric` as the store keeps it for this selection: `InvocationsPerCopy` over all of a
+    /// component's types is its own sum.
+    fn stored_metric<'m>(&self, metric: &'m str) -> &'m str {
+        if metric == "InvocationsPerCopy" && self.instance_type.is_none() && self.endpoint == COMPONENT_SERIES {
+            PER_COPY_TOTAL
+        } else {
+            metric
+        }
+    }
+}
+
+/// Labels of an inference component's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentSeries {
+    /// Endpoint.
+    pub endpoint: String,
+    /// Inference component.
+    pub component: String,
+    /// Instance type of the copies' hosts.
+    pub instance_type: String,
+}
+
+/// Labels of an inference component's error counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentErrorSeries {
+    /// Endpoint.
+    pub endpoint: String,
+    /// Inference component.
+    pub component: String,
+    /// Instance type of the copies' hosts.
+    pub instance_type: String,
+    /// As [`ErrorSeries::kind`].
+    pub kind: String,
 }
 
 /// Labels of an endpoint's gauges.
@@ -576,6 +689,15 @@ pub struct Prometheus {
     pub backlog_oldest_age: Family<EndpointSeries, Gauge<f64, AtomicU64>>,
     /// `HasBacklogWithoutCapacity` (0 or 1).
     pub backlog_without_capacity: Family<EndpointSeries, Gauge>,
+    /// Invocations served by an inference component's copies.
+    pub component_invocations: Family<ComponentSeries, Counter>,
+    /// Failed invocations of an inference component, by kind.
+    pub component_errors: Family<ComponentErrorSeries, Counter>,
+    /// Model latency of an inference component's copies, seconds.
+    pub component_model_latency: Family<ComponentSeries, Histogram, fn() -> Histogram>,
+    /// Requests in flight per copy of an inference component (`ConcurrentRequestsPerCopy`, set
+    /// every fleet sample).
+    pub component_concurrency: Family<ComponentSeries, Gauge<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Prometheus {
@@ -609,6 +731,10 @@ impl Default for Prometheus {
             backlog_per_instance: Family::default(),
             backlog_oldest_age: Family::default(),
             backlog_without_capacity: Family::default(),
+            component_invocations: Family::default(),
+            component_errors: Family::default(),
+            component_model_latency: Family::new_with_constructor(latency_histogram),
+            component_concurrency: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -712,6 +838,26 @@ impl Default for Prometheus {
             "1 when asynchronous requests wait and no instance is in service (HasBacklogWithoutCapacity)",
             p.backlog_without_capacity.clone(),
         );
+        registry.register(
+            "component_invocations",
+            "Invocations answered by an inference component's copies, per instance type",
+            p.component_invocations.clone(),
+        );
+        registry.register(
+            "component_invocation_errors",
+            "Failed invocations of an inference component by kind",
+            p.component_errors.clone(),
+        );
+        registry.register(
+            "component_model_latency_seconds",
+            "Time an inference component's copy took to answer",
+            p.component_model_latency.clone(),
+        );
+        registry.register(
+            "component_concurrent_requests_per_copy",
+            "Requests in flight per copy of an inference component (ConcurrentRequestsPerCopy)",
+            p.component_concurrency.clone(),
+        );
         Self { registry, ..p }
     }
 }
@@ -788,6 +934,13 @@ impl Metrics {
     /// A handle that records invocations of one series without looking anything up by name:
     /// the invocation path keeps one per routed instance.
     pub fn handle(self: &Arc<Self>, series: Series<'_>) -> SeriesHandle {
+        self.handle_of(series, None)
+    }
+
+    /// [`Metrics::handle`] for an instance, or for a copy of inference component `component`:
+    /// its handle records into the component's series `(COMPONENT_SERIES, component, instance
+    /// type)` and its Prometheus families as well.
+    pub fn handle_of(self: &Arc<Self>, series: Series<'_>, component: Option<&str>) -> SeriesHandle {
         let labels = TypeSeries {
             endpoint: series.endpoint.to_string(),
             variant: series.variant.to_string(),
@@ -803,6 +956,7 @@ impl Metrics {
             model_latency: self.prometheus.model_latency.get_or_create(&labels).clone(),
             overhead_latency: self.prometheus.overhead_latency.get_or_create(&labels).clone(),
             errors: Default::default(),
+            component: component.map(|c| self.component_handle(series, c)),
             labels,
             metrics: self.clone(),
         };
@@ -811,6 +965,121 @@ impl Metrics {
             handle.error_counter(outcome);
         }
         handle
+    }
+
+    fn component_handle(&self, series: Series<'_>, component: &str) -> ComponentHandle {
+        let labels = ComponentSeries {
+            endpoint: series.endpoint.to_string(),
+            component: component.to_string(),
+            instance_type: series.instance_type.to_string(),
+        };
+        let p = &self.prometheus;
+        let mut errors: [Option<Counter>; 7] = Default::default();
+        for outcome in Outcome::ERRORS {
+            let e = ComponentErrorSeries {
+                endpoint: labels.endpoint.clone(),
+                component: labels.component.clone(),
+                instance_type: labels.instance_type.clone(),
+                kind: outcome.error_kind().unwrap_or("").into(),
+            };
+            errors[outcome.index()] = Some(p.component_errors.get_or_create(&e).clone());
+        }
+        ComponentHandle {
+            key: Arc::new((
+                COMPONENT_SERIES.to_string(),
+                component.to_string(),
+                series.instance_type.to_string(),
+            )),
+            invocations: p.component_invocations.get_or_create(&labels).clone(),
+            model_latency: p.component_model_latency.get_or_create(&labels).clone(),
+            errors,
+        }
+    }
+
+    /// Records a fleet sample of inference component `component` of `endpoint`: `copies` copies
+    /// in service on hosts of `instance_type` with `outstanding` requests in flight between them
+    /// (`ConcurrentRequestsPerCopy`, its series and its Prometheus gauge). Recorded whether or
+    /// not invocations are, as fleet samples are: autoscaling reads them.
+    pub fn record_component_fleet(
+        &self,
+        endpoint: &str,
+        component: &str,
+        instance_type: &str,
+        copies: usize,
+        outstanding: usize,
+        now: Timestamp,
+    ) {
+        let per_copy = if copies > 0 {
+            outstanding as f64 / copies as f64
+        } else {
+            0.0
+        };
+        self.prometheus
+            .component_concurrency
+            .get_or_create(&ComponentSeries {
+                endpoint: endpoint.to_string(),
+                component: component.to_string(),
+                instance_type: instance_type.to_string(),
+            })
+            .set(per_copy);
+        let key = (
+            COMPONENT_SERIES.to_string(),
+            component.to_string(),
+            instance_type.to_string(),
+        );
+        self.with_bucket_of(&key, now, |b| {
+            b.instances_sum += copies as f64;
+            b.instances_samples += 1;
+            if copies > 0 {
+                b.concurrency_sum += per_copy;
+                b.concurrency_samples += 1;
+            }
+        });
+    }
+
+    /// Every inference component series `(component, instance type)` with data at or after
+    /// `since`, in order.
+    pub fn component_keys(&self, since: Timestamp) -> Vec<(String, String)> {
+        let since = since.floor() as i64;
+        self.series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(k, q)| k.0 == COMPONENT_SERIES && q.back().is_some_and(|b| b.second >= since))
+            .map(|(k, _)| (k.1.clone(), k.2.clone()))
+            .collect()
+    }
+
+    /// Forgets inference component `component` of `endpoint`: its series and its Prometheus
+    /// families (after DeleteInferenceComponent).
+    pub fn forget_component(&self, endpoint: &str, component: &str) {
+        let mut types = vec![];
+        self.series.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| {
+            let mine = k.0 == COMPONENT_SERIES && k.1 == component;
+            if mine {
+                types.push(k.2.clone());
+            }
+            !mine
+        });
+        let p = &self.prometheus;
+        for instance_type in types {
+            let labels = ComponentSeries {
+                endpoint: endpoint.to_string(),
+                component: component.to_string(),
+                instance_type,
+            };
+            p.component_invocations.remove(&labels);
+            p.component_model_latency.remove(&labels);
+            p.component_concurrency.remove(&labels);
+            for outcome in Outcome::ERRORS {
+                p.component_errors.remove(&ComponentErrorSeries {
+                    endpoint: labels.endpoint.clone(),
+                    component: labels.component.clone(),
+                    instance_type: labels.instance_type.clone(),
+                    kind: outcome.error_kind().unwrap_or("").into(),
+                });
+            }
+        }
     }
 
     fn with_bucket(&self, series_of: Series<'_>, now: Timestamp, f: impl FnOnce(&mut Bucket)) {
@@ -828,10 +1097,24 @@ impl Metrics {
     fn with_bucket_of(&self, key: &Key, now: Timestamp, f: impl FnOnce(&mut Bucket)) {
         let second = now.floor() as i64;
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let q = match series.get_mut(key) {
-            Some(q) => q,
-            None => series.entry(Arc::new(key.clone())).or_default(),
-        };
+        if let Some(b) = self.bucket_in(&mut series, key, second) {
+            f(b);
+        }
+    }
+
+    /// The bucket of `second` in the series `key` of the locked store, creating both as needed
+    /// and dropping buckets older than the retention (`None` for a second older than the
+    /// series' last bucket that it no longer holds).
+    fn bucket_in<'s>(
+        &self,
+        series: &'s mut BTreeMap<Arc<Key>, VecDeque<Bucket>>,
+        key: &Key,
+        second: i64,
+    ) -> Option<&'s mut Bucket> {
+        if !series.contains_key(key) {
+            series.insert(Arc::new(key.clone()), VecDeque::new());
+        }
+        let q = series.get_mut(key)?;
         if q.back().is_none_or(|b| b.second < second) {
             q.push_back(Bucket {
                 second,
@@ -841,10 +1124,7 @@ impl Metrics {
                 q.pop_front();
             }
         }
-        let b = q.iter_mut().rev().find(|b| b.second == second);
-        if let Some(b) = b {
-            f(b);
-        }
+        q.iter_mut().rev().find(|b| b.second == second)
     }
 
     /// Records one invocation answered by an instance of `instance_type`, which has
@@ -993,6 +1273,7 @@ impl Metrics {
         to: Timestamp,
     ) -> Option<f64> {
         let (from, to) = (from.floor() as i64, to.ceil() as i64);
+        let metric = select.stored_metric(metric);
         self.with_seconds(select, from, to, |seconds| stat_of(&seconds, metric, stat))
     }
 
@@ -1012,6 +1293,7 @@ impl Metrics {
     ) -> Vec<(i64, f64)> {
         let period = period.max(1);
         let (from, to) = (period_start(from.floor() as i64, period), to.ceil() as i64);
+        let metric = select.stored_metric(metric);
         self.with_seconds(select, from, to, |seconds| {
             // Period start -> second -> buckets.
             let mut periods: BTreeMap<i64, BTreeMap<i64, Vec<&Bucket>>> = BTreeMap::new();
@@ -1065,7 +1347,9 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(k, q)| k.1 != ENDPOINT_SERIES && q.back().is_some_and(|b| b.second >= since))
+            .filter(|(k, q)| {
+                k.1 != ENDPOINT_SERIES && k.0 != COMPONENT_SERIES && q.back().is_some_and(|b| b.second >= since)
+            })
             .map(|(k, _)| (**k).clone())
             .collect()
     }
@@ -1096,13 +1380,14 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(_, q)| {
-                q.iter().rev().take_while(|b| b.second >= since).any(|b| {
-                    b.usage
-                        .as_ref()
-                        .and_then(|u| u.of(metric))
-                        .is_some_and(|s| s.samples > 0)
-                })
+            .filter(|(k, q)| {
+                k.0 != COMPONENT_SERIES
+                    && q.iter().rev().take_while(|b| b.second >= since).any(|b| {
+                        b.usage
+                            .as_ref()
+                            .and_then(|u| u.of(metric))
+                            .is_some_and(|s| s.samples > 0)
+                    })
             })
             .map(|(k, _)| (**k).clone())
             .collect()
@@ -1164,7 +1449,7 @@ fn stat_of(seconds: &BTreeMap<i64, Vec<&Bucket>>, metric: &str, stat: Statistic)
                 Statistic::Sum => Some(sum),
             }
         }
-        "InvocationsPerInstance" => {
+        "InvocationsPerInstance" | "InvocationsPerCopy" => {
             let sum: f64 = all().map(|b| b.invocations_per_instance).sum();
             // Per request 1/instances; the smallest per-second mean stands in for the minimum.
             let min = all()
@@ -1182,7 +1467,15 @@ fn stat_of(seconds: &BTreeMap<i64, Vec<&Bucket>>, metric: &str, stat: Statistic)
             let p = pooled(all().map(|b| of(b)));
             by_stat(p.sum, p.samples as f64, p.max, p.min)
         }
-        "ConcurrentRequestsPerModel" => {
+        PER_COPY_TOTAL => {
+            let sum: f64 = all().map(|b| b.per_copy_total).sum();
+            let min = all()
+                .filter(|b| b.invocations > 0)
+                .map(|b| b.per_copy_total / b.invocations as f64)
+                .fold(f64::INFINITY, f64::min);
+            by_stat(sum, count(|b| b.invocations), sum, min)
+        }
+        "ConcurrentRequestsPerModel" | "ConcurrentRequestsPerCopy" => {
             // Per second: the mean over the types present; then the statistic over seconds.
             let per_second: Vec<f64> = seconds
                 .values()
@@ -1587,5 +1880,73 @@ mod tests {
             proptest::prop_assert_eq!(s.without_capacity() == 1.0, size > 0 && instances == 0);
             proptest::prop_assert!(s.per_instance() <= size as f64);
         }
+    }
+
+    #[test]
+    fn a_copy_records_into_its_variant_and_its_component() {
+        let m = Arc::new(Metrics::default());
+        let g5 = m.handle_of(S("e", "v", "ml.g5.xlarge"), Some("ic"));
+        let g6 = m.handle_of(S("e", "v", "ml.g6.xlarge"), Some("ic"));
+        // Three copies: two on g5 hosts, one on a g6 host.
+        g5.record_units(1, (3, 2), Outcome::Success, 1000, 10, 10.0);
+        g5.record_units(1, (3, 2), Outcome::ModelServerError, 3000, 10, 10.5);
+        g6.record_units(1, (3, 1), Outcome::Success, 2000, 10, 11.0);
+        let at = |select: Select<'_>, metric: &str, stat| m.aggregate(select, metric, stat, 0.0, 60.0);
+        // The variant's series see every invocation.
+        assert_eq!(
+            at(Select::new("e", "v", None), "Invocations", Statistic::Sum),
+            Some(3.0)
+        );
+        // The component's, whole and per type.
+        let ic = Select::component("ic", None);
+        assert_eq!(at(ic, "Invocations", Statistic::Sum), Some(3.0));
+        assert_eq!(at(ic, "Invocation5XXErrors", Statistic::Sum), Some(1.0));
+        assert_eq!(at(ic, "InvocationModelErrors", Statistic::Sum), Some(1.0));
+        assert_eq!(at(ic, "ModelLatency", Statistic::Average), Some(2000.0));
+        assert_eq!(at(ic, "ModelLatency", Statistic::Maximum), Some(3000.0));
+        // InvocationsPerCopy: 1/3 per invocation over the component; per type 1/copies of it.
+        assert!((at(ic, "InvocationsPerCopy", Statistic::Sum).unwrap() - 1.0).abs() < 1e-9);
+        let of_g5 = Select::component("ic", Some("ml.g5.xlarge"));
+        assert_eq!(at(of_g5, "InvocationsPerCopy", Statistic::Sum), Some(1.0));
+        assert_eq!(at(of_g5, "Invocations", Statistic::Sum), Some(2.0));
+        // Listed apart from the variants' series.
+        assert_eq!(
+            m.component_keys(0.0),
+            vec![
+                ("ic".into(), "ml.g5.xlarge".into()),
+                ("ic".into(), "ml.g6.xlarge".into())
+            ]
+        );
+        assert!(m.series_keys(0.0).iter().all(|k| k.0 == "e"));
+        // Prometheus: the component label.
+        let text = m.prometheus.encode();
+        assert!(
+            text.contains(
+                r#"spillway_component_invocations_total{endpoint="e",component="ic",instance_type="ml.g5.xlarge"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"spillway_component_invocation_errors_total{endpoint="e",component="ic",instance_type="ml.g5.xlarge",kind="model_5xx"} 1"#), "{text}");
+        m.forget_component("e", "ic");
+        assert!(m.component_keys(0.0).is_empty());
+        assert!(!m.prometheus.encode().contains("component=\"ic\""));
+    }
+
+    #[test]
+    fn concurrent_requests_per_copy_come_from_fleet_samples() {
+        let m = Metrics::default();
+        m.record_component_fleet("e", "ic", "ml.g5.xlarge", 2, 6, 10.0);
+        m.record_component_fleet("e", "ic", "ml.g5.xlarge", 2, 2, 11.0);
+        let ic = Select::component("ic", None);
+        let avg = m.aggregate(ic, "ConcurrentRequestsPerCopy", Statistic::Average, 0.0, 60.0);
+        assert_eq!(avg, Some(2.0), "(3 + 1) / 2");
+        assert_eq!(
+            m.aggregate(ic, "ConcurrentRequestsPerCopy", Statistic::Maximum, 0.0, 60.0),
+            Some(3.0)
+        );
+        // High resolution: 1-second periods.
+        let points = m.aggregate_periods(ic, "ConcurrentRequestsPerCopy", Statistic::Average, 10.0, 12.0, 1);
+        assert_eq!(points, vec![(10, 3.0), (11, 1.0)]);
+        assert!(m.prometheus.encode().contains(r#"spillway_component_concurrent_requests_per_copy{endpoint="e",component="ic",instance_type="ml.g5.xlarge"} 1.0"#));
     }
 }

@@ -4,7 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use super::metrics::{BACKLOG_METRICS, ENDPOINT_SERIES, INSTANCE_METRICS, METRICS, Metrics, Select, Statistic};
+use super::metrics::{
+    BACKLOG_METRICS, COMPONENT_METRICS, COMPONENT_SERIES, ENDPOINT_SERIES, INSTANCE_METRICS, METRICS, Metrics, Select,
+    Statistic,
+};
 use crate::core::model::Timestamp;
 use crate::core::scaling::eval_expression;
 
@@ -17,7 +20,7 @@ pub const INSTANCE_NAMESPACE: &str = "/aws/sagemaker/Endpoints";
 
 /// The namespace a metric of the store is published in, `None` for a metric it does not have.
 pub fn namespace_of(metric: &str) -> Option<&'static str> {
-    if METRICS.contains(&metric) || BACKLOG_METRICS.contains(&metric) {
+    if METRICS.contains(&metric) || BACKLOG_METRICS.contains(&metric) || COMPONENT_METRICS.contains(&metric) {
         Some(NAMESPACE)
     } else if INSTANCE_METRICS.contains(&metric) {
         Some(INSTANCE_NAMESPACE)
@@ -40,9 +43,11 @@ pub struct Dimension {
 pub struct Selector {
     /// The metric's name.
     pub metric: String,
-    /// `EndpointName`.
+    /// `EndpointName` ([`COMPONENT_SERIES`] for an inference component's metric, which names
+    /// no endpoint).
     pub endpoint: String,
-    /// `VariantName` ([`ENDPOINT_SERIES`] for a backlog metric, which has no variant).
+    /// `VariantName` ([`ENDPOINT_SERIES`] for a backlog metric, which has no variant; the
+    /// `InferenceComponentName` for an inference component's metric).
     pub variant: String,
     /// `InstanceType`, if named.
     pub instance_type: Option<String>,
@@ -61,6 +66,16 @@ impl Selector {
                 return None;
             }
         }
+        if let Some(component) = by_name.remove("InferenceComponentName") {
+            // `{InferenceComponentName}` or `{InferenceComponentName, InstanceType}`.
+            if !COMPONENT_METRICS.contains(&metric) {
+                return None;
+            }
+            let instance_type = by_name.remove("InstanceType").map(str::to_string);
+            return by_name
+                .is_empty()
+                .then(|| Self::component(metric, component, instance_type));
+        }
         let endpoint = by_name.remove("EndpointName")?.to_string();
         if BACKLOG_METRICS.contains(&metric) {
             // Published with `EndpointName` only.
@@ -71,6 +86,10 @@ impl Selector {
                 instance_type: None,
             });
         }
+        if !METRICS.contains(&metric) && !INSTANCE_METRICS.contains(&metric) {
+            // A component-only metric (`InvocationsPerCopy`) by endpoint and variant.
+            return None;
+        }
         let variant = by_name.remove("VariantName")?.to_string();
         let instance_type = by_name.remove("InstanceType").map(str::to_string);
         by_name.is_empty().then(|| Self {
@@ -79,6 +98,21 @@ impl Selector {
             variant,
             instance_type,
         })
+    }
+
+    /// The series of `metric` of inference component `component` (one instance type's, or all).
+    pub fn component(metric: &str, component: &str, instance_type: Option<String>) -> Self {
+        Self {
+            metric: metric.to_string(),
+            endpoint: COMPONENT_SERIES.to_string(),
+            variant: component.to_string(),
+            instance_type,
+        }
+    }
+
+    /// The inference component this selector names, if it names one.
+    pub fn component_name(&self) -> Option<&str> {
+        (self.endpoint == COMPONENT_SERIES).then_some(self.variant.as_str())
     }
 
     /// The statistic per period of `[start, end)`, by period start (periods without data left out).
@@ -215,4 +249,73 @@ pub fn evaluate(
         eval_one(&q.id, &ctx, &mut done, &mut visiting)?;
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims(d: &[(&str, &str)]) -> Vec<Dimension> {
+        d.iter()
+            .map(|(n, v)| Dimension {
+                name: n.to_string(),
+                value: Some(v.to_string()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn inference_component_metrics_are_named_by_component() {
+        let ns = Some(NAMESPACE);
+        let s = Selector::of(ns, "InvocationsPerCopy", &dims(&[("InferenceComponentName", "ic")])).unwrap();
+        assert_eq!(s.component_name(), Some("ic"));
+        assert_eq!(s.instance_type, None);
+        let s = Selector::of(
+            ns,
+            "ModelLatency",
+            &dims(&[("InferenceComponentName", "ic"), ("InstanceType", "ml.g5.xlarge")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (s.component_name(), s.instance_type.as_deref()),
+            (Some("ic"), Some("ml.g5.xlarge"))
+        );
+        // Not with the endpoint's dimensions, and not the variant-only metrics.
+        let mixed = dims(&[("InferenceComponentName", "ic"), ("EndpointName", "e")]);
+        assert_eq!(Selector::of(ns, "Invocations", &mixed), None);
+        assert_eq!(
+            Selector::of(ns, "InstanceCount", &dims(&[("InferenceComponentName", "ic")])),
+            None
+        );
+        assert_eq!(
+            Selector::of(
+                ns,
+                "InvocationsPerCopy",
+                &dims(&[("EndpointName", "e"), ("VariantName", "v")])
+            ),
+            None
+        );
+        // The variants' selectors are unchanged.
+        let v = Selector::of(ns, "Invocations", &dims(&[("EndpointName", "e"), ("VariantName", "v")])).unwrap();
+        assert_eq!((v.component_name(), v.variant.as_str()), (None, "v"));
+    }
+
+    #[test]
+    fn a_component_selector_reads_its_series() {
+        let m = std::sync::Arc::new(Metrics::default());
+        let series = crate::telemetry::metrics::Series {
+            endpoint: "e",
+            variant: "v",
+            instance_type: "ml.g5.xlarge",
+        };
+        let h = m.handle_of(series, Some("ic"));
+        h.record_units(1, (4, 4), crate::telemetry::metrics::Outcome::Success, 5, 0, 120.0);
+        let s = Selector::of(
+            Some(NAMESPACE),
+            "InvocationsPerCopy",
+            &dims(&[("InferenceComponentName", "ic")]),
+        )
+        .unwrap();
+        assert_eq!(s.periods(&m, Statistic::Sum, 60.0, 180.0, 60), vec![(120, 0.25)]);
+    }
 }

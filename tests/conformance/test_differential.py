@@ -230,6 +230,10 @@ def corpus() -> dict[str, bytes]:
             b0, extra=["X-Amzn-SageMaker-Target-Variant: AllTraffic", "X-Amzn-SageMaker-Target-Variant: nope"]
         ),
         "oversized-payload": head(headers=["Host: x", f"Content-Length: {7 * 1024 * 1024}"]) + b0,
+        # An inference component named on an endpoint that hosts none, or a name the runtime
+        # model's pattern refuses: both servers refuse it before any model sees it.
+        "inference-component-on-plain": with_length(b0, extra=["X-Amzn-SageMaker-Inference-Component: ic-1"]),
+        "inference-component-bad-name": with_length(b0, extra=["X-Amzn-SageMaker-Inference-Component: -ic"]),
     }
     return c
 
@@ -273,6 +277,9 @@ def gen_request(rng: random.Random, j: int) -> bytes:
     if r() < 0.2:
         variant = rng.choice([b"AllTraffic", b"nope", b"\xff\xfe", b"All\x80Traffic", b""])
         headers.append(b"X-Amzn-SageMaker-Target-Variant: " + variant)
+    if r() < 0.05:
+        component = rng.choice([b"ic-1", b"-ic", b"\xff", b"", b"a" * 64])
+        headers.append(b"X-Amzn-SageMaker-Inference-Component: " + component)
     if r() < 0.3:
         headers.append(rng.choice([b"Connection: close", b"Connection: keep-alive", b"connection: Close, foo"]))
     if r() < 0.05:
@@ -379,5 +386,8 @@ def test_the_fast_path_and_hyper_decide_the_same(pair):
     assert got == (["4xx"], []), f"a chunk extension with a bare LF was not refused: {got}"
     i = names.index("target-variant-not-utf8")
     assert outcome(statuses["fast"], routed["fast"], i, "a") == (["4xx"], []), "a non-UTF-8 TargetVariant is refused"
+    for name in ("inference-component-on-plain", "inference-component-bad-name"):
+        i = names.index(name)
+        assert outcome(statuses["fast"], routed["fast"], i, "a") == (["4xx"], []), f"{name} is refused"
     i = names.index("plain")
     assert outcome(statuses["fast"], routed["fast"], i, "a")[0] == ["2xx"]
