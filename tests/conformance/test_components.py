@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -264,7 +266,7 @@ def test_singular_specification_and_the_fit_check(start_server):
 
     # Invocations must name a component, and a known one.
     code, msg, status = spw.error_of(server.rt.invoke_endpoint, EndpointName="fit", Body=b"x", ContentType="text/plain")
-    assert status == 400 and "InferenceComponentName" in msg, msg
+    assert status == 400 and "Inference Component Name header is required" in msg, msg
     code, msg, status = spw.error_of(
         server.rt.invoke_endpoint, EndpointName="fit", Body=b"x", ContentType="text/plain", InferenceComponentName="nope"
     )
@@ -325,6 +327,7 @@ def test_sigkill_mid_placement_converges_without_orphans(start_server):
     spw.poll(lambda: len(_copy_processes(server)) >= 2 or None, timeout=60, what="copies starting")
     server.sigkill()
     server.restart()
+    sm = server.sm  # the restarted server listens on a new port
     d = _wait_component(sm, "slow", 6, timeout=120)
     assert sum(_placement(d).values()) == 6
     # Exactly the copies Describe counts run, each once, each on a live instance: no orphan.
@@ -351,9 +354,11 @@ def test_aws_cli_lists_and_describes(start_server):
         Tags=[{"Key": "team", "Value": "ml"}],
     )
     _wait_component(sm, "c1", 1)
-    env = spw.cli_environment(server)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(spw.cli_environment(server))
+    aws = os.path.join(os.path.dirname(sys.executable), "aws")
     out = subprocess.run(
-        ["aws", "sagemaker", "describe-inference-component", "--inference-component-name", "c1"],
+        [aws, "sagemaker", "describe-inference-component", "--inference-component-name", "c1"],
         env=env,
         capture_output=True,
         text=True,
@@ -362,7 +367,7 @@ def test_aws_cli_lists_and_describes(start_server):
     d = json.loads(out.stdout)
     assert d["RuntimeConfig"]["PlacementStatus"] == [{"InstanceType": P2, "CurrentCopyCount": 1}]
     out = subprocess.run(
-        ["aws", "sagemaker", "list-inference-components", "--status-equals", "InService"],
+        [aws, "sagemaker", "list-inference-components", "--status-equals", "InService"],
         env=env,
         capture_output=True,
         text=True,
