@@ -55,8 +55,12 @@ def _run_walkthrough(path: pathlib.Path, tmp_path) -> tuple[str, list[str]]:
             f"echo '>>> block {i}'\n{b}" for i, b in enumerate(blocks)
         )
         run_env = dict(env)
+        # `spillway` on PATH is the binary under test, whatever its file name.
+        bindir = tmp_path / "bin"
+        bindir.mkdir(exist_ok=True)
+        (bindir / "spillway").symlink_to(pathlib.Path(spw.BIN).resolve())
         run_env["PATH"] = os.pathsep.join(
-            [str(pathlib.Path(sys.executable).parent), str(pathlib.Path(spw.BIN).parent), env.get("PATH", "/usr/bin:/bin")]
+            [str(pathlib.Path(sys.executable).parent), str(bindir), env.get("PATH", "/usr/bin:/bin")]
         )
         r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=400)
         assert r.returncode == 0, f"a block of {path.name} failed:\n{r.stdout[-4000:]}\n{r.stderr[-3000:]}"
