@@ -267,6 +267,7 @@ mod tests {
         let c = json!({"EndpointConfigName": "C"});
         let e = json!({"EndpointName": "E"});
         let ec = json!({"EndpointName": "E", "EndpointConfigName": "C"});
+        let ic = json!({"InferenceComponentName": "I"});
         check(
             "sagemaker",
             SageMakerOp::NAMES,
@@ -296,6 +297,20 @@ mod tests {
                 ("AddTags", json!({"ResourceArn": TAGGED, "Tags": []}), TAGGED),
                 ("ListTags", json!({"ResourceArn": TAGGED}), TAGGED),
                 ("DeleteTags", json!({"ResourceArn": TAGGED, "TagKeys": ["k"]}), TAGGED),
+                (
+                    "CreateInferenceComponent",
+                    json!({"InferenceComponentName": "I", "EndpointName": "E"}),
+                    "inference-component/i",
+                ),
+                ("DescribeInferenceComponent", ic.clone(), "inference-component/i"),
+                ("ListInferenceComponents", json!({}), "*"),
+                ("UpdateInferenceComponent", ic.clone(), "inference-component/i"),
+                (
+                    "UpdateInferenceComponentRuntimeConfig",
+                    json!({"InferenceComponentName": "I", "DesiredRuntimeConfig": {"CopyCount": 1}}),
+                    "inference-component/i",
+                ),
+                ("DeleteInferenceComponent", ic, "inference-component/i"),
             ],
             SageMakerOp::parse,
         );
