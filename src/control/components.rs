@@ -230,6 +230,7 @@ pub(super) async fn create(app: &Arc<App>, mut c: CreateComponent) -> Result<Out
         current: c.version,
         previous: None,
         desired_copies: c.copies,
+        last_version: 1,
         deployment_config: None,
     };
     if !app
@@ -306,7 +307,10 @@ pub(super) async fn update(app: &Arc<App>, mut u: UpdateComponent) -> Result<Out
             component::needs(&v, &variant.pools)?;
             let same = v.plural == rec.current.plural && v.specs == rec.current.specs;
             if !same {
-                v.version = rec.current.version + 1;
+                // Versions are never reused, so the copies of a version that rolled back are
+                // never mistaken for a later one's.
+                v.version = rec.last_version.max(rec.current.version) + 1;
+                rec.last_version = v.version;
                 rec.previous = Some(std::mem::replace(&mut rec.current, v));
                 rec.status = ComponentStatus::Updating;
                 rec.failure_reason = None;
@@ -1007,6 +1011,16 @@ fn plan_variant(
         else {
             return;
         };
+        // A shortfall that stalled provisioning (every pool short until the deadline) is tried
+        // again once a pool type's insufficient-capacity back-off has run out: copies still
+        // wait, and capacity may have come back. (A crash loop stays stalled.)
+        if target > live
+            && vm.stalled.is_some()
+            && vm.health_failures == 0
+            && vm.spec.pools.iter().any(|p| app.ice().blocked_until(&p.instance_type, t).is_none())
+        {
+            vm.stalled = None;
+        }
         if target > vm.desired_count {
             let from = vm.desired_count;
             vm.desired_count = target;

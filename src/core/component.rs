@@ -157,6 +157,9 @@ pub struct ComponentRecord {
     pub previous: Option<SpecVersion>,
     /// `RuntimeConfig.CopyCount`.
     pub desired_copies: u32,
+    /// The highest specification version ever issued (versions are never reused).
+    #[serde(default)]
+    pub last_version: u32,
     /// The update's `DeploymentConfig` as given (echoed as `LastDeploymentConfig`).
     pub deployment_config: Option<Value>,
 }
