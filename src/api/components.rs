@@ -76,6 +76,21 @@ fn spec_of(
 ) -> Result<SpecVersion, ApiError> {
     let v = component::spec_version(specification, specifications, 1)?;
     for (i, entry) in v.specs.iter().enumerate() {
+        let base = if v.plural {
+            format!("Specifications.{}", i + 1)
+        } else {
+            "Specification".to_string()
+        };
+        if let Some(member) = entry
+            .compute_resource_requirements
+            .as_ref()
+            .and_then(|r| r.other.keys().next())
+        {
+            return Err(ApiError::validation(format!(
+                "{base}.ComputeResourceRequirements.{member} is not supported by spillway: copies are given whole \
+                 accelerator devices (NumberOfAcceleratorDevicesRequired)"
+            )));
+        }
         let at = if v.plural {
             format!("Specifications.{}.Container.Image", i + 1)
         } else {

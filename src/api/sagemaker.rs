@@ -618,6 +618,12 @@ fn variant_summaries(rt: &EndpointRuntime, dep: &Deployment, pending: bool, stat
                 "RoutingConfig".into(),
                 json!({ "RoutingStrategy": v.spec.routing.as_str() }),
             );
+            if let Some(ms) = v.spec.managed_scaling {
+                s.insert(
+                    "ManagedInstanceScaling".into(),
+                    json!({ "Status": "ENABLED", "MinInstanceCount": ms.min, "MaxInstanceCount": ms.max }),
+                );
+            }
             Value::Object(s)
         })
         .collect()

@@ -133,6 +133,10 @@ pub struct EndpointRuntime {
     /// Per component: consecutive failed copies of its current version, and when the last one
     /// failed. Not durable.
     pub copy_failures: BTreeMap<String, (u32, crate::core::model::Timestamp)>,
+    /// Per components-hosting variant with copies that wait for new instances: the pool types
+    /// that can hold them. The fleet planner launches only those (the others are passed over
+    /// as if backing off). Not durable: the next pass recomputes it.
+    pub launch_types: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 /// An endpoint's state plus the bell that wakes its controller.
@@ -467,7 +471,13 @@ impl App {
                 self.store.delete_instance(&inst.instance_id)?;
             }
         }
-        for record in self.store.list::<EndpointRecord>(Kind::Endpoint)? {
+        for mut record in self.store.list::<EndpointRecord>(Kind::Endpoint)? {
+            // A start is a new attempt: a variant whose replacements gave up before the stop
+            // (a capacity shortfall, a crash loop) is provisioned again.
+            for v in &mut record.active.variants {
+                v.stalled = None;
+                v.health_failures = 0;
+            }
             let instances = by_endpoint.remove(&record.name).unwrap_or_default();
             let adopted: Vec<String> = instances
                 .iter()
@@ -523,6 +533,7 @@ impl App {
                 components,
                 copies,
                 copy_failures: BTreeMap::new(),
+                launch_types: BTreeMap::new(),
             }),
             notify: Notify::new(),
         });

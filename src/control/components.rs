@@ -204,10 +204,15 @@ pub(super) async fn create(app: &Arc<App>, mut c: CreateComponent) -> Result<Out
         .ok_or_else(|| super::not_found(app, ResourceKind::Endpoint, &c.endpoint))?;
     snapshot_models(app, &mut c.version)?;
     let mut rt = h.state.lock().await;
-    if rt.deleted || matches!(rt.record.status(), EndpointStatus::Deleting | EndpointStatus::Failed) {
+    if rt.deleted {
+        return Err(super::not_found(app, ResourceKind::Endpoint, &c.endpoint));
+    }
+    // Not while the fleet is being replaced (UpdateEndpoint) or removed: a component binds to
+    // the active deployment's variant.
+    if !matches!(rt.record.status(), EndpointStatus::Creating | EndpointStatus::InService) || rt.record.pending.is_some() {
         return Err(ControlError::Invalid(ValidationError(format!(
             "EndpointName: the endpoint {} is {}; inference components can be created on an endpoint that is \
-             Creating, Updating or InService",
+             Creating or InService",
             c.endpoint,
             rt.record.status().as_str()
         ))));
@@ -231,6 +236,7 @@ pub(super) async fn create(app: &Arc<App>, mut c: CreateComponent) -> Result<Out
         previous: None,
         desired_copies: c.copies,
         last_version: 1,
+        update_started: None,
         deployment_config: None,
     };
     if !app
@@ -264,17 +270,21 @@ pub(super) async fn create(app: &Arc<App>, mut c: CreateComponent) -> Result<Out
 /// controller.
 async fn change<F>(app: &Arc<App>, name: &str, f: F) -> Result<Outcome, ControlError>
 where
-    F: FnOnce(&mut ComponentRecord, &crate::core::model::VariantSpec, Timestamp) -> Result<(), ControlError>,
+    F: FnOnce(
+        &mut ComponentRecord,
+        Result<crate::core::model::VariantSpec, ControlError>,
+        Timestamp,
+    ) -> Result<(), ControlError>,
 {
     let rec = component(app, name)?;
     let h = app.endpoint(&rec.endpoint_name).ok_or_else(|| not_found(app, name))?;
     let mut rt = h.state.lock().await;
-    let variant = hosting_variant(&rt, Some(&rec.variant_name))?;
+    let variant = hosting_variant(&rt, Some(&rec.variant_name));
     let Some(cur) = rt.components.get(name) else {
         return Err(not_found(app, name));
     };
     let mut next = cur.clone();
-    f(&mut next, &variant, app.clock.now())?;
+    f(&mut next, variant, app.clock.now())?;
     app.store
         .put(Kind::InferenceComponent, name, next.creation_time, &next)?;
     let arn = next.arn.clone();
@@ -286,7 +296,10 @@ where
 
 fn refuse_unless_settled(rec: &ComponentRecord, what: &str) -> Result<(), ControlError> {
     match rec.status {
-        ComponentStatus::InService | ComponentStatus::Creating if what == "copies" => Ok(()),
+        // The copy count may change during creation and during an update (autoscaling goes on).
+        ComponentStatus::InService | ComponentStatus::Creating | ComponentStatus::Updating if what == "copies" => {
+            Ok(())
+        }
         ComponentStatus::InService => Ok(()),
         s => Err(ControlError::Invalid(ValidationError(format!(
             "Inference component {} is {}; it can be updated when it is InService",
@@ -304,7 +317,7 @@ pub(super) async fn update(app: &Arc<App>, mut u: UpdateComponent) -> Result<Out
     change(app, &u.name.clone(), move |rec, variant, t| {
         refuse_unless_settled(rec, if u.version.is_some() { "spec" } else { "copies" })?;
         if let Some(mut v) = u.version {
-            component::needs(&v, &variant.pools)?;
+            component::needs(&v, &variant?.pools)?;
             let same = v.plural == rec.current.plural && v.specs == rec.current.specs;
             if !same {
                 // Versions are never reused, so the copies of a version that rolled back are
@@ -313,6 +326,7 @@ pub(super) async fn update(app: &Arc<App>, mut u: UpdateComponent) -> Result<Out
                 rec.last_version = v.version;
                 rec.previous = Some(std::mem::replace(&mut rec.current, v));
                 rec.status = ComponentStatus::Updating;
+                rec.update_started = Some(t);
                 rec.failure_reason = None;
             }
         }
@@ -627,20 +641,8 @@ fn note_failure(app: &App, rt: &mut EndpointRuntime, component: &str, version: u
             ));
         }
         ComponentStatus::Updating => {
-            if let Some(prev) = next.previous.take() {
-                let failed = std::mem::replace(&mut next.current, prev);
-                next.status = ComponentStatus::InService;
-                next.failure_reason = Some(format!(
-                    "Update rolled back: {MAX_COPY_FAILURES} consecutive copies of specification version {} failed: {detail}",
-                    failed.version
-                ));
-                app.event(component_event(
-                    app,
-                    &next,
-                    "ComponentRolledBack",
-                    next.failure_reason.clone().unwrap_or_default(),
-                ));
-            }
+            let why = format!("{MAX_COPY_FAILURES} consecutive copies of specification version {version} failed: {detail}");
+            roll_back(app, &mut next, &why);
         }
         _ => return,
     }
@@ -648,6 +650,34 @@ fn note_failure(app: &App, rt: &mut EndpointRuntime, component: &str, version: u
     next.last_modified_time = t;
     persist_component(app, &next);
     rt.components.insert(component.to_string(), next);
+}
+
+/// Ends an update by restoring the previous specification (its copies still serving are kept;
+/// the new version's are removed by the next plan).
+fn roll_back(app: &App, next: &mut ComponentRecord, why: &str) {
+    if let Some(prev) = next.previous.take() {
+        next.current = prev;
+        next.status = ComponentStatus::InService;
+        next.update_started = None;
+        next.failure_reason = Some(format!("Update rolled back: {why}"));
+        app.event(component_event(
+            app,
+            next,
+            "ComponentRolledBack",
+            next.failure_reason.clone().unwrap_or_default(),
+        ));
+    }
+}
+
+/// How long an update may take (`RollingUpdatePolicy.MaximumExecutionTimeoutInSeconds`,
+/// default an hour) before it rolls back.
+fn update_deadline_s(rec: &ComponentRecord) -> f64 {
+    rec.deployment_config
+        .as_ref()
+        .and_then(|d| d.get("RollingUpdatePolicy"))
+        .and_then(|r| r.get("MaximumExecutionTimeoutInSeconds"))
+        .and_then(Value::as_f64)
+        .unwrap_or(3600.0)
 }
 
 /// The rolling batch of a component's update (`DeploymentConfig.RollingUpdatePolicy
@@ -661,11 +691,14 @@ fn batch_of(rec: &ComponentRecord) -> u32 {
     else {
         return 0;
     };
-    let value = size.get("Value").and_then(Value::as_u64).unwrap_or(1) as u32;
-    match size.get("Type").and_then(Value::as_str) {
-        Some("CAPACITY_PERCENT") => (rec.desired_copies * value).div_ceil(100).max(1),
-        _ => value.max(1),
-    }
+    let value = size.get("Value").and_then(Value::as_u64).unwrap_or(1);
+    let copies = u64::from(rec.desired_copies.max(1));
+    let batch = match size.get("Type").and_then(Value::as_str) {
+        Some("CAPACITY_PERCENT") => copies.saturating_mul(value).div_ceil(100),
+        _ => value,
+    };
+    // At least one copy at a time, at most all of them.
+    batch.clamp(1, copies) as u32
 }
 
 /// A placement decided under the lock, started outside it.
@@ -754,6 +787,12 @@ async fn start_copies(app: &Arc<App>, h: &EndpointHandle, starts: Vec<Start>) {
         let t = app.clock.now();
         let mut rt = h.state.lock().await;
         let Some(idx) = rt.copies.iter().position(|x| x.copy_id == c.copy_id) else {
+            // Forgotten while it started (a graceful stop): it must not run on.
+            if let Ok(launched) = result {
+                let grace = Duration::from_secs(app.cfg.provisioning.termination_grace_seconds);
+                drop(rt);
+                app.provider.terminate(&c.copy_id, &launched.handle, grace).await;
+            }
             continue;
         };
         match result {
@@ -864,13 +903,18 @@ fn plan_variant(
             })
         })
         .collect();
+    // Every copy, stopping ones included: a copy keeps its devices until it is gone.
     let copies: Vec<CopyRecord> = rt
         .copies
         .iter()
-        .filter(|c| c.variant_name == v.spec.name && c.state != CopyPhase::Terminating)
+        .filter(|c| c.variant_name == v.spec.name)
         .cloned()
         .collect();
     let mut demands = vec![];
+    // After a failed copy, placement of that component pauses briefly (no tight crash loop).
+    // Its demand stays whole, so managed instance scaling neither releases the instance the
+    // failed copy was on nor asks for another meanwhile.
+    let mut paused = std::collections::BTreeSet::new();
     for rec in rt.components.values().filter(|r| r.variant_name == v.spec.name) {
         if matches!(rec.status, ComponentStatus::Deleting | ComponentStatus::Failed) {
             continue;
@@ -878,23 +922,16 @@ fn plan_variant(
         let Ok(needs) = component::needs(&rec.current, &v.spec.pools) else {
             continue;
         };
-        let paused = rt
+        if rt
             .copy_failures
             .get(&rec.name)
-            .is_some_and(|(_, at)| t - at < FAILURE_PAUSE_S);
-        // After a failure, placement of this component pauses briefly: what it has stays.
-        let have = copies
-            .iter()
-            .filter(|c| c.component == rec.name && c.version == rec.current.version)
-            .count() as u32;
-        let desired = if paused {
-            have.min(rec.desired_copies)
-        } else {
-            rec.desired_copies
-        };
+            .is_some_and(|(_, at)| t - at < FAILURE_PAUSE_S)
+        {
+            paused.insert(rec.name.clone());
+        }
         demands.push(Demand {
             component: rec.name.clone(),
-            desired,
+            desired: rec.desired_copies,
             version: rec.current.version,
             batch: if rec.status == ComponentStatus::Updating {
                 batch_of(rec)
@@ -906,7 +943,11 @@ fn plan_variant(
     }
     let plan = component::plan(&hosts, &copies, &demands, &v.spec.pools);
     for id in &plan.remove {
-        if let Some(c) = rt.copies.iter_mut().find(|c| &c.copy_id == id) {
+        if let Some(c) = rt
+            .copies
+            .iter_mut()
+            .find(|c| &c.copy_id == id && c.state != CopyPhase::Terminating)
+        {
             c.state = CopyPhase::Terminating;
             let c = c.clone();
             app.event(copy_event(
@@ -933,7 +974,26 @@ fn plan_variant(
             }
         }
     }
-    for p in plan.place {
+    // Components whose copies still wait for room (what a new instance must be able to hold).
+    let waiting: Vec<&Demand> = demands
+        .iter()
+        .filter(|d| {
+            let kept = copies
+                .iter()
+                .filter(|c| {
+                    c.component == d.component
+                        && c.version == d.version
+                        && c.state != CopyPhase::Terminating
+                        && !plan.remove.contains(&c.copy_id)
+                })
+                .count();
+            let placed = plan.place.iter().filter(|p| p.component == d.component).count();
+            ((kept + placed) as u32) < d.desired
+        })
+        .collect();
+    let waiting_types: std::collections::BTreeSet<String> =
+        waiting.iter().flat_map(|d| d.needs.keys().cloned()).collect();
+    for p in plan.place.iter().filter(|p| !paused.contains(&p.component)).cloned() {
         let Some(host) = live_hosts.get(&p.host_instance_id) else {
             continue;
         };
@@ -998,79 +1058,126 @@ fn plan_variant(
             copy,
         });
     }
-    // Managed instance scaling: the instance count follows what the copies need.
-    if let Some(ms) = v.spec.managed_scaling {
-        let target = plan.instances_needed.clamp(ms.min, ms.max);
-        let live = hosts.len() as u32;
-        let Some(vm) = rt
-            .record
-            .active
-            .variants
-            .iter_mut()
-            .find(|x| x.spec.name == v.spec.name)
-        else {
-            return;
-        };
-        // A shortfall that stalled provisioning (every pool short until the deadline) is tried
-        // again once a pool type's insufficient-capacity back-off has run out: copies still
-        // wait, and capacity may have come back. (A crash loop stays stalled.)
-        if target > live
-            && vm.stalled.is_some()
-            && vm.health_failures == 0
-            && vm.spec.pools.iter().any(|p| app.ice().blocked_until(&p.instance_type, t).is_none())
-        {
-            vm.stalled = None;
-        }
-        if target > vm.desired_count {
-            let from = vm.desired_count;
-            vm.desired_count = target;
-            vm.stalled = None;
-            app.event(Event {
-                time: t,
-                endpoint_name: rt.record.name.clone(),
-                variant_name: Some(v.spec.name.clone()),
-                kind: "ManagedScaleOut".into(),
-                instance_type: None,
-                priority: None,
-                instance_id: None,
-                result: Some("ManagedInstanceScaling".into()),
-                message: format!(
-                    "managed instance scaling: {target} instance{} needed for the copies wanted (max {}); desired instance count {from} -> {target}",
-                    if target == 1 { "" } else { "s" },
-                    ms.max
-                ),
-            });
-        } else if target < live {
-            let k = (live - target) as usize;
-            let idle: Vec<String> = plan.idle.iter().take(k).cloned().collect();
-            if !idle.is_empty() {
-                let from = vm.desired_count;
-                vm.desired_count = live - idle.len() as u32;
-                let to = vm.desired_count;
-                for i in rt.instances.iter_mut().filter(|i| idle.contains(&i.instance_id)) {
-                    i.state = InstancePhase::Terminating;
-                }
-                app.event(Event {
-                    time: t,
-                    endpoint_name: rt.record.name.clone(),
-                    variant_name: Some(v.spec.name.clone()),
-                    kind: "ManagedScaleIn".into(),
-                    instance_type: None,
-                    priority: None,
-                    instance_id: None,
-                    result: Some("ManagedInstanceScaling".into()),
-                    message: format!(
-                        "managed instance scaling: removing idle instance{} {} (fallback types first; min {}); desired instance count {from} -> {to}",
-                        if idle.len() == 1 { "" } else { "s" },
-                        idle.join(", "),
-                        ms.min
-                    ),
-                });
+    managed_scaling(app, rt, v, &hosts, &plan, waiting_types, t);
+}
+
+/// Managed instance scaling of one components-hosting variant: its instance count follows what
+/// the copies need (`PlacementPlan::instances_needed`), within `[MinInstanceCount,
+/// MaxInstanceCount]`.
+///
+/// - Instances that hold no copy and get none (`plan.idle`, fallback types first) cannot hold
+///   any copy that waits (placement would have used them), so they count only towards
+///   `MinInstanceCount`; the others are released, but only while the endpoint is `InService`.
+/// - New instances are asked for when copies wait, and only of the pool types a copy that waits
+///   fits (`EndpointRuntime::launch_types`, which the fleet planner honours as it honours a
+///   type backing off), so a fallback type that cannot hold them is never launched for them.
+fn managed_scaling(
+    app: &App,
+    rt: &mut EndpointRuntime,
+    v: &crate::core::endpoint::DeployedVariant,
+    hosts: &[HostView],
+    plan: &component::PlacementPlan,
+    waiting_types: std::collections::BTreeSet<String>,
+    t: Timestamp,
+) {
+    let Some(ms) = v.spec.managed_scaling else {
+        rt.launch_types.remove(&v.spec.name);
+        return;
+    };
+    let live = hosts.len() as u32;
+    let idle = plan.idle.len() as u32;
+    let useful = live - idle;
+    // New instances the waiting copies need, up to MaxInstanceCount.
+    let new = plan
+        .instances_needed
+        .saturating_sub(useful)
+        .min(ms.max.saturating_sub(useful));
+    // Idle instances kept: only what MinInstanceCount asks for beyond the others.
+    let keep_idle = ms.min.saturating_sub(useful + new).min(idle);
+    let extra_for_min = ms.min.saturating_sub(useful + new + keep_idle);
+    let in_service = rt.record.status() == EndpointStatus::InService;
+    let release: Vec<String> = if in_service {
+        plan.idle.iter().take((idle - keep_idle) as usize).cloned().collect()
+    } else {
+        vec![]
+    };
+    let target = live - release.len() as u32 + new + extra_for_min;
+    let from = rt
+        .record
+        .active
+        .variants
+        .iter()
+        .find(|x| x.spec.name == v.spec.name)
+        .map_or(target, |x| x.desired_count);
+    // While the endpoint is being created its initial instances are not taken back.
+    let target = if in_service { target } else { target.max(from) };
+    if new > 0 && !waiting_types.is_empty() {
+        rt.launch_types.insert(v.spec.name.clone(), waiting_types);
+    } else {
+        rt.launch_types.remove(&v.spec.name);
+    }
+    let name = rt.record.name.clone();
+    let Some(vm) = rt.record.active.variants.iter_mut().find(|x| x.spec.name == v.spec.name) else {
+        return;
+    };
+    // A shortfall that stalled provisioning (every pool short until the deadline) is tried
+    // again once a pool type's insufficient-capacity back-off has run out: copies still
+    // wait, and capacity may have come back. (A crash loop stays stalled.)
+    if new > 0
+        && vm.stalled.is_some()
+        && vm.health_failures == 0
+        && vm.spec.pools.iter().any(|p| app.ice().blocked_until(&p.instance_type, t).is_none())
+    {
+        vm.stalled = None;
+    }
+    if target == from && release.is_empty() {
+        return;
+    }
+    vm.desired_count = target;
+    if target > from {
+        vm.stalled = None;
+    }
+    let scaling_event = |kind: &str, message: String| Event {
+        time: t,
+        endpoint_name: name.clone(),
+        variant_name: Some(v.spec.name.clone()),
+        kind: kind.into(),
+        instance_type: None,
+        priority: None,
+        instance_id: None,
+        result: Some("ManagedInstanceScaling".into()),
+        message,
+    };
+    if !release.is_empty() {
+        // Durable before the fleet planner sees the lower count: after a crash, the instances
+        // that go are these idle ones, never one that holds copies.
+        for i in rt.instances.iter_mut().filter(|i| release.contains(&i.instance_id)) {
+            i.state = InstancePhase::Terminating;
+            if let Err(err) = app.store.put_instance(i) {
+                tracing::error!(%err, "cannot persist instance state");
             }
-        } else if target < vm.desired_count {
-            // Launches not yet made are no longer wanted.
-            vm.desired_count = target.max(live);
         }
+        app.event(scaling_event(
+            "ManagedScaleIn",
+            format!(
+                "managed instance scaling: releasing idle instance{} {} (fallback types first; min {}); desired instance count {from} -> {target}",
+                if release.len() == 1 { "" } else { "s" },
+                release.join(", "),
+                ms.min
+            ),
+        ));
+    }
+    if target > from {
+        app.event(scaling_event(
+            "ManagedScaleOut",
+            format!(
+                "managed instance scaling: {} new instance{} needed for the copies that wait (max {}; types that fit them: {}); desired instance count {from} -> {target}",
+                new + extra_for_min,
+                if new + extra_for_min == 1 { "" } else { "s" },
+                ms.max,
+                rt.launch_types.get(&v.spec.name).map(|s| s.iter().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_else(|| "any".into())
+            ),
+        ));
     }
 }
 
@@ -1095,6 +1202,24 @@ fn settle(app: &App, rt: &mut EndpointRuntime, t: Timestamp) {
             ComponentStatus::Updating if others == 0 && serving_current >= rec.desired_copies => {
                 next.status = ComponentStatus::InService;
                 next.previous = None;
+                next.update_started = None;
+            }
+            ComponentStatus::Updating
+                if rec.update_started.is_some_and(|s| t - s > update_deadline_s(&rec)) =>
+            {
+                // Copies of the new version could not all be placed or pass in time (a full
+                // fleet, capacity that never came): the previous version serves on.
+                let why = format!(
+                    "the update did not finish within MaximumExecutionTimeoutInSeconds ({:.0} s): {serving_current} of {} copies of version {} in service",
+                    update_deadline_s(&rec),
+                    rec.desired_copies,
+                    rec.current.version
+                );
+                roll_back(app, &mut next, &why);
+                next.last_modified_time = t;
+                persist_component(app, &next);
+                rt.components.insert(name, next);
+                continue;
             }
             ComponentStatus::Deleting if any == 0 => {
                 if let Err(err) = app.store.delete(Kind::InferenceComponent, &name, &rec.arn) {

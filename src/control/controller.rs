@@ -489,6 +489,7 @@ fn views(rt: &EndpointRuntime, deployment_id: &str, variant: &str) -> Vec<Instan
             phase: i.state,
             launched_at: i.launched_at,
             replaces: i.replaces.clone(),
+            holds_copies: rt.copies.iter().any(|c| c.host_instance_id == i.instance_id),
         })
         .collect()
 }
@@ -606,9 +607,19 @@ fn decide_next(app: &Arc<App>, rt: &mut EndpointRuntime) -> Next {
                         .collect()
                 })
                 .unwrap_or_default();
+            // Copies of inference components that wait for an instance name the types that can
+            // hold them; the others are passed over like pools backing off, looked at again
+            // each pass.
+            let launch_types = rt.launch_types.get(&v.spec.name).cloned();
             let blocked_at = |ice: &crate::core::capacity::IceMemory, ty: &str| {
                 ice.blocked_until(ty, t)
                     .or_else(|| over_ceiling.contains_key(ty).then_some(t + COST_RECHECK_S))
+                    .or_else(|| {
+                        launch_types
+                            .as_ref()
+                            .is_some_and(|allowed| !allowed.contains(ty))
+                            .then_some(t + 1.0)
+                    })
             };
             let mut step = {
                 let ice = app.ice();
@@ -1063,6 +1074,10 @@ fn record_launch(app: &App, rt: &mut EndpointRuntime, l: Launch<'_>, result: Res
             ev.message = match &l.replaces {
                 Some(old) => format!(
                     "surge instance from pool priority {} to replace {old} once healthy (returning to preferred hardware)",
+                    pool.priority
+                ),
+                None if pool.model_name.is_empty() => format!(
+                    "launched from pool priority {} to host inference components (the host agent runs on it)",
                     pool.priority
                 ),
                 None => format!(

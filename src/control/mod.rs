@@ -700,6 +700,7 @@ pub async fn endpoint(app: &App, name: &str) -> Result<EndpointRuntime, ControlE
         components: rt.components.clone(),
         copies: rt.copies.clone(),
         copy_failures: Default::default(),
+        launch_types: Default::default(),
     })
 }
 
@@ -846,6 +847,23 @@ fn create_endpoint(
 /// Runs `change` on an endpoint's record under its lock, persists the result and wakes its
 /// controller; a refused change or a failed write leaves the record as it was. Only the record
 /// is handed over: instances are the controller's.
+/// An endpoint that hosts inference components keeps its fleet while they exist (AWS refuses
+/// the same): checked under the lock that changes the record, so no component is created in
+/// between.
+fn keeps_components_fleet(rec: &EndpointRecord, components: &[String]) -> Result<(), ControlError> {
+    let deleting = rec.status() == crate::core::model::EndpointStatus::Deleting;
+    if components.is_empty() || !(deleting || matches!(rec.operation(), Some(Operation::Deploy))) {
+        return Ok(());
+    }
+    Err(ControlError::Invalid(ValidationError(format!(
+        "EndpointName: the endpoint {} hosts inference components ({}); delete them with DeleteInferenceComponent \
+         before the endpoint can be {}",
+        rec.name,
+        components.join(", "),
+        if deleting { "deleted" } else { "updated" }
+    ))))
+}
+
 async fn change_endpoint(
     app: &App,
     name: &str,
@@ -858,12 +876,15 @@ async fn change_endpoint(
     if rt.deleted {
         return Err(not_found(app, ResourceKind::Endpoint, name));
     }
+    let components = components::on_endpoint(&rt);
     let before = rt.record.clone();
-    let stored = change(&mut rt.record).and_then(|()| {
-        Ok(app
-            .store
-            .put(Kind::Endpoint, &rt.record.name, rt.record.creation_time, &rt.record)?)
-    });
+    let stored = change(&mut rt.record)
+        .and_then(|()| keeps_components_fleet(&rt.record, &components))
+        .and_then(|()| {
+            Ok(app
+                .store
+                .put(Kind::Endpoint, &rt.record.name, rt.record.creation_time, &rt.record)?)
+        });
     if let Err(e) = stored {
         rt.record = before;
         return Err(e);
@@ -876,7 +897,6 @@ async fn change_endpoint(
 
 async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, ControlError> {
     require_endpoint(app, &u.name).await?;
-    refuse_with_components(app, &u.name, "updated").await?;
     let t = app.clock.now();
     let mut deployment = build_deployment(app, &u.config_name, t)?;
     change_endpoint(app, &u.name, |rec| {
@@ -950,27 +970,9 @@ async fn update_endpoint(app: &Arc<App>, u: UpdateEndpoint) -> Result<Outcome, C
 }
 
 async fn delete_endpoint(app: &Arc<App>, name: &str) -> Result<Outcome, ControlError> {
-    refuse_with_components(app, name, "deleted").await?;
     change_endpoint(app, name, |rec| Ok(rec.begin_delete(app.clock.now())?)).await?;
     app.dataplane.routes.remove(name);
     Ok(Outcome::Done)
-}
-
-/// An endpoint that hosts inference components is deleted or updated only once they are gone
-/// (AWS refuses the same: the components name the fleet they run on).
-async fn refuse_with_components(app: &App, name: &str, what: &str) -> Result<(), ControlError> {
-    let Some(h) = app.endpoint(name) else {
-        return Ok(());
-    };
-    let names = components::on_endpoint(&*h.state.lock().await);
-    if names.is_empty() {
-        return Ok(());
-    }
-    Err(ControlError::Invalid(ValidationError(format!(
-        "EndpointName: the endpoint {name} hosts inference components ({}); delete them with DeleteInferenceComponent \
-         before the endpoint can be {what}",
-        names.join(", ")
-    ))))
 }
 
 /// Applies desired weights and counts (UpdateEndpointWeightsAndCapacities and the autoscaler):
@@ -989,6 +991,23 @@ async fn set_variants(app: &App, endpoint: &str, changes: &[VariantChange]) -> R
                 "DesiredWeightsAndCapacities.VariantName: the variant(s) \"[{}]\" are not present in endpoint \"{}\".",
                 missing.join(", "),
                 rec.arn
+            ))
+            .into());
+        }
+        // Managed instance scaling owns the instance count of a components-hosting variant.
+        if let Some(d) = changes.iter().find(|d| {
+            d.count.is_some()
+                && rec
+                    .active
+                    .variants
+                    .iter()
+                    .any(|v| v.spec.name == d.variant && v.spec.managed_scaling.is_some())
+        }) {
+            return Err(ValidationError(format!(
+                "DesiredWeightsAndCapacities.DesiredInstanceCount: the variant {} of endpoint {} has \
+                 ManagedInstanceScaling enabled; its instance count follows its inference components' copies \
+                 (scale the components instead)",
+                d.variant, rec.name
             ))
             .into());
         }

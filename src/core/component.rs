@@ -31,6 +31,10 @@ pub struct ComputeResourceRequirements {
     /// The most memory a copy may use, MiB (echoed; at least `MinMemoryRequiredInMb`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory_required_in_mb: Option<i64>,
+    /// Members spillway does not act on (`AcceleratorPartitionType`, MIG partitions): refused at
+    /// the edge, so no copy is placed with less than it asked for.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
 }
 
 /// `InferenceComponentContainerSpecification`.
@@ -160,6 +164,9 @@ pub struct ComponentRecord {
     /// The highest specification version ever issued (versions are never reused).
     #[serde(default)]
     pub last_version: u32,
+    /// When the update in flight began (its `MaximumExecutionTimeoutInSeconds` counts from it).
+    #[serde(default)]
+    pub update_started: Option<Timestamp>,
     /// The update's `DeploymentConfig` as given (echoed as `LastDeploymentConfig`).
     pub deployment_config: Option<Value>,
 }
@@ -1289,6 +1296,7 @@ mod tests {
                 number_of_accelerator_devices_required: acc,
                 min_memory_required_in_mb: mem,
                 max_memory_required_in_mb: None,
+                other: Map::new(),
             }),
             ..Default::default()
         }
@@ -1640,6 +1648,7 @@ mod tests {
                     number_of_accelerator_devices_required: acc.map(f64::round),
                     min_memory_required_in_mb: *mem,
                     max_memory_required_in_mb: None,
+                    other: Map::new(),
                 }),
                 ..Default::default()
             }).collect();

@@ -43,6 +43,8 @@ pub struct InstanceView {
     /// For a surge instance started to move the variant to preferred hardware: the instance it
     /// replaces once it is in service.
     pub replaces: Option<String>,
+    /// It hosts copies of inference components: scale-in takes instances without copies first.
+    pub holds_copies: bool,
 }
 
 /// Per-variant memory of an in-flight provisioning operation.
@@ -348,14 +350,16 @@ pub fn rebalance_wait(
         .min_by(|a, b| a.until.total_cmp(&b.until).then_with(|| a.instance.cmp(&b.instance)))
 }
 
-/// Chooses `k` instances to remove on scale-in: lowest-priority pool (highest number) first;
-/// within a pool, instances still launching before serving ones, then the most recently
-/// launched first (it has warmed the fewest caches); the id breaks remaining ties.
+/// Chooses `k` instances to remove on scale-in: instances holding no inference-component copy
+/// first; then the lowest-priority pool (highest number) first; within a pool, instances still
+/// launching before serving ones, then the most recently launched first (it has warmed the
+/// fewest caches); the id breaks remaining ties.
 pub fn scale_in_order(live: &[&InstanceView], k: usize) -> Vec<String> {
     let mut order: Vec<&&InstanceView> = live.iter().collect();
     order.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
+        a.holds_copies
+            .cmp(&b.holds_copies)
+            .then_with(|| b.priority.cmp(&a.priority))
             .then_with(|| (a.phase == InstancePhase::InService).cmp(&(b.phase == InstancePhase::InService)))
             .then_with(|| b.launched_at.total_cmp(&a.launched_at))
             .then_with(|| a.id.cmp(&b.id))
@@ -635,6 +639,7 @@ mod tests {
             phase,
             launched_at: at,
             replaces: None,
+            holds_copies: false,
         }
     }
 
@@ -871,6 +876,16 @@ mod tests {
         let fleet = [inst("x", 1, InstancePhase::Launching, 0.0)];
         let step = plan_variant(&ps, 1, &fleet, &ProvisioningState::default(), NEVER, 1.0);
         assert_eq!(step, Step::WaitForHealth);
+    }
+
+    #[test]
+    fn scale_in_takes_instances_without_copies_first() {
+        let mut busy = inst("busy-fallback", 3, InstancePhase::InService, 5.0);
+        busy.holds_copies = true;
+        let idle = inst("idle-preferred", 1, InstancePhase::InService, 1.0);
+        let live = [&busy, &idle];
+        assert_eq!(scale_in_order(&live, 1), ["idle-preferred"]);
+        assert_eq!(scale_in_order(&live, 2), ["idle-preferred", "busy-fallback"]);
     }
 
     #[test]

@@ -301,11 +301,15 @@ def test_update_rolls_out_and_rolls_back(start_server):
     bad["Container"]["Environment"].update({"MODEL_BUILD": "v3", "ECHO_PING_STATUS": "500"})
     bad["StartupParameters"] = {"ContainerStartupHealthCheckTimeoutInSeconds": 60}
     sm.update_inference_component(InferenceComponentName="svc", Specification=bad, DeploymentConfig=rolling)
-    spw.poll(
-        lambda: "rolled back" in (_describe(sm, "svc").get("FailureReason") or "").lower() or None,
-        timeout=120,
-        what="rollback",
-    )
+    served = []
+
+    def rolled_back():
+        # The old version serves throughout the failing rollout.
+        served.append(_invoke(rt, "upd", "svc")["env"]["MODEL_BUILD"])
+        return "rolled back" in (_describe(sm, "svc").get("FailureReason") or "").lower() or None
+
+    spw.poll(rolled_back, timeout=120, interval=0.5, what="rollback")
+    assert set(served) == {"v2"} and len(served) > 5, served
     d = _wait_component(sm, "svc", 2)
     assert d["Specification"]["Container"]["Environment"]["MODEL_BUILD"] == "v2"
     assert {_invoke(rt, "upd", "svc")["env"]["MODEL_BUILD"] for _ in range(6)} == {"v2"}
