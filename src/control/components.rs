@@ -209,7 +209,9 @@ pub(super) async fn create(app: &Arc<App>, mut c: CreateComponent) -> Result<Out
     }
     // Not while the fleet is being replaced (UpdateEndpoint) or removed: a component binds to
     // the active deployment's variant.
-    if !matches!(rt.record.status(), EndpointStatus::Creating | EndpointStatus::InService) || rt.record.pending.is_some() {
+    if !matches!(rt.record.status(), EndpointStatus::Creating | EndpointStatus::InService)
+        || rt.record.pending.is_some()
+    {
         return Err(ControlError::Invalid(ValidationError(format!(
             "EndpointName: the endpoint {} is {}; inference components can be created on an endpoint that is \
              Creating or InService",
@@ -641,7 +643,8 @@ fn note_failure(app: &App, rt: &mut EndpointRuntime, component: &str, version: u
             ));
         }
         ComponentStatus::Updating => {
-            let why = format!("{MAX_COPY_FAILURES} consecutive copies of specification version {version} failed: {detail}");
+            let why =
+                format!("{MAX_COPY_FAILURES} consecutive copies of specification version {version} failed: {detail}");
             roll_back(app, &mut next, &why);
         }
         _ => return,
@@ -1117,7 +1120,13 @@ fn managed_scaling(
         rt.launch_types.remove(&v.spec.name);
     }
     let name = rt.record.name.clone();
-    let Some(vm) = rt.record.active.variants.iter_mut().find(|x| x.spec.name == v.spec.name) else {
+    let Some(vm) = rt
+        .record
+        .active
+        .variants
+        .iter_mut()
+        .find(|x| x.spec.name == v.spec.name)
+    else {
         return;
     };
     // A shortfall that stalled provisioning (every pool short until the deadline) is tried
@@ -1126,7 +1135,11 @@ fn managed_scaling(
     if new > 0
         && vm.stalled.is_some()
         && vm.health_failures == 0
-        && vm.spec.pools.iter().any(|p| app.ice().blocked_until(&p.instance_type, t).is_none())
+        && vm
+            .spec
+            .pools
+            .iter()
+            .any(|p| app.ice().blocked_until(&p.instance_type, t).is_none())
     {
         vm.stalled = None;
     }
@@ -1204,9 +1217,7 @@ fn settle(app: &App, rt: &mut EndpointRuntime, t: Timestamp) {
                 next.previous = None;
                 next.update_started = None;
             }
-            ComponentStatus::Updating
-                if rec.update_started.is_some_and(|s| t - s > update_deadline_s(&rec)) =>
-            {
+            ComponentStatus::Updating if rec.update_started.is_some_and(|s| t - s > update_deadline_s(&rec)) => {
                 // Copies of the new version could not all be placed or pass in time (a full
                 // fleet, capacity that never came): the previous version serves on.
                 let why = format!(
