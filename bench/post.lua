@@ -7,6 +7,11 @@ if os.getenv("BENCH_AUTHORIZATION") then
   wrk.headers["Authorization"] = os.getenv("BENCH_AUTHORIZATION")
   wrk.headers["X-Amz-Date"] = os.getenv("BENCH_AMZ_DATE")
 end
+-- InvokeEndpoint routed to an inference component (bench/components_bench.py), when asked; the
+-- signature above then covers this header too.
+if os.getenv("BENCH_INFERENCE_COMPONENT") then
+  wrk.headers["X-Amzn-SageMaker-Inference-Component"] = os.getenv("BENCH_INFERENCE_COMPONENT")
+end
 
 function done(summary, latency, requests)
   local e = summary.errors
