@@ -97,7 +97,7 @@ def test_unsupported_operation_names_itself(module_server):
     assert status == 400
 
 
-@pytest.mark.parametrize("op", ["ListTrainingJobs", "ListInferenceComponents", "DescribeNotebookInstance"])
+@pytest.mark.parametrize("op", ["ListTrainingJobs", "ListCompilationJobs", "DescribeNotebookInstance"])
 def test_other_unsupported_operations_are_never_404_or_500(module_server, op):
     status, body = module_server.sagemaker_raw(op, {})
     assert status == 400, (status, body)
