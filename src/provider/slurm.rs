@@ -424,6 +424,60 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The local command that runs `argv` (an `srun` invocation, maybe wrapped), and the log
+    /// stream it captures into, if any: under an
+    /// instance shim capturing its output into the log stream of `id` when logs are on, with a
+    /// clean environment (no `SLURM_*` of spillway's own allocation, no `CUDA_VISIBLE_DEVICES`,
+    /// no credentials: srun hands its environment to the job) and `SLURM_CONF` kept.
+    fn srun_command(
+        &self,
+        argv: Vec<std::ffi::OsString>,
+        endpoint: &str,
+        variant: &str,
+        id: &str,
+    ) -> Result<(tokio::process::Command, Option<PathBuf>), LaunchError> {
+        let log_dir = self.logs.as_ref().and_then(|l| {
+            l.create_stream(endpoint, variant, id)
+                .map_err(|e| {
+                    tracing::warn!(id, error = %e, "cannot create the log stream; its output goes to files of its directory");
+                })
+                .ok()
+        });
+        let mut cmd = match (&log_dir, &self.logs) {
+            (Some(d), Some(l)) => {
+                let shim = super::shim::ShimOptions {
+                    nofile: None,
+                    status_file: None,
+                    // Nobody signals this shim: the job or step is stopped through Slurm.
+                    grace_seconds: 30,
+                    log_dir: Some(d.clone()),
+                    log_max_bytes: l.max_bytes_per_instance,
+                    exec: false,
+                    argv,
+                };
+                let spillway = match &self.spillway {
+                    Some(p) => p.clone(),
+                    None => super::local::spillway_exe()?,
+                };
+                let mut c = tokio::process::Command::new(spillway);
+                c.arg(super::shim::SUBCOMMAND).args(shim.to_args());
+                c
+            }
+            _ => {
+                let mut c = tokio::process::Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
+        };
+        cmd.env_clear()
+            .envs(super::inherited_environment(&self.cfg.pass_env))
+            .envs(std::env::var_os("SLURM_CONF").map(|c| ("SLURM_CONF", c)));
+        if let Some(conf) = &self.cfg.slurm_conf {
+            cmd.env("SLURM_CONF", conf);
+        }
+        Ok((cmd, log_dir))
+    }
+
     fn program(&self, name: &str) -> PathBuf {
         match &self.cfg.bin_dir {
             Some(d) => d.join(name),
@@ -853,47 +907,7 @@ impl Inner {
         ];
         wrapper.extend(srun_args.iter().map(Into::into));
         // With logs, the wrapper runs under a shim that captures what srun forwards.
-        let log_dir = self.logs.as_ref().and_then(|l| {
-            l.create_stream(&req.endpoint_name, &req.variant_name, &req.instance_id)
-                .map_err(|e| {
-                    tracing::warn!(instance = %req.instance_id, error = %e, "cannot create the instance's log stream; its output goes to files of the instance directory");
-                })
-                .ok()
-        });
-        let mut cmd = match (&log_dir, &self.logs) {
-            (Some(d), Some(l)) => {
-                let shim = super::shim::ShimOptions {
-                    nofile: None,
-                    status_file: None,
-                    // Nobody signals this shim: the job is stopped through Slurm.
-                    grace_seconds: 30,
-                    log_dir: Some(d.clone()),
-                    log_max_bytes: l.max_bytes_per_instance,
-                    exec: false,
-                    argv: wrapper,
-                };
-                let spillway = match &self.spillway {
-                    Some(p) => p.clone(),
-                    None => super::local::spillway_exe()?,
-                };
-                let mut c = tokio::process::Command::new(spillway);
-                c.arg(super::shim::SUBCOMMAND).args(shim.to_args());
-                c
-            }
-            _ => {
-                let mut c = tokio::process::Command::new(&wrapper[0]);
-                c.args(&wrapper[1..]);
-                c
-            }
-        };
-        // srun hands its environment to the job: start it clean (no SLURM_* of spillway's own
-        // allocation, no CUDA_VISIBLE_DEVICES, no credentials), with SLURM_CONF kept.
-        cmd.env_clear()
-            .envs(super::inherited_environment(&self.cfg.pass_env))
-            .envs(std::env::var_os("SLURM_CONF").map(|c| ("SLURM_CONF", c)));
-        if let Some(conf) = &self.cfg.slurm_conf {
-            cmd.env("SLURM_CONF", conf);
-        }
+        let (mut cmd, log_dir) = self.srun_command(wrapper, &req.endpoint_name, &req.variant_name, &req.instance_id)?;
         cmd.envs(req.container.environment.iter().flatten())
             .env(crate::core::model::MODEL_ENV_KEYS, req.container.environment_keys())
             .env("SM_MODEL_DIR", model_dir)
@@ -1135,43 +1149,7 @@ impl Inner {
             "spillway-model".into(),
         ]);
         argv_all.extend(argv.iter().map(Into::into));
-        let log_dir = self.logs.as_ref().and_then(|l| {
-            l.create_stream(&req.endpoint_name, &req.variant_name, &req.copy_id)
-                .map_err(|e| tracing::warn!(copy = %req.copy_id, error = %e, "cannot create the copy's log stream"))
-                .ok()
-        });
-        let mut cmd = match (&log_dir, &self.logs) {
-            (Some(d), Some(l)) => {
-                let shim = super::shim::ShimOptions {
-                    nofile: None,
-                    status_file: None,
-                    // Nobody signals this shim: the step is stopped through Slurm.
-                    grace_seconds: 30,
-                    log_dir: Some(d.clone()),
-                    log_max_bytes: l.max_bytes_per_instance,
-                    exec: false,
-                    argv: argv_all,
-                };
-                let spillway = match &self.spillway {
-                    Some(p) => p.clone(),
-                    None => super::local::spillway_exe()?,
-                };
-                let mut c = tokio::process::Command::new(spillway);
-                c.arg(super::shim::SUBCOMMAND).args(shim.to_args());
-                c
-            }
-            _ => {
-                let mut c = tokio::process::Command::new(&argv_all[0]);
-                c.args(&argv_all[1..]);
-                c
-            }
-        };
-        cmd.env_clear()
-            .envs(super::inherited_environment(&self.cfg.pass_env))
-            .envs(std::env::var_os("SLURM_CONF").map(|c| ("SLURM_CONF", c)));
-        if let Some(conf) = &self.cfg.slurm_conf {
-            cmd.env("SLURM_CONF", conf);
-        }
+        let (mut cmd, log_dir) = self.srun_command(argv_all, &req.endpoint_name, &req.variant_name, &req.copy_id)?;
         let positions: Vec<String> = req.accelerators.iter().map(u32::to_string).collect();
         cmd.envs(req.container.environment.iter().flatten())
             .env(crate::core::model::MODEL_ENV_KEYS, req.container.environment_keys())
