@@ -25,7 +25,7 @@ use crate::core::endpoint::Event;
 use crate::core::model::{ContainerDefinition, EndpointStatus, Model, Tag, Timestamp};
 use crate::core::planner::InstancePhase;
 use crate::core::validate::ValidationError;
-use crate::provider::{CopyLaunchRequest, Health, HealthCheck, LaunchError, Liveness, ModelDataLimits};
+use crate::provider::{CopyLaunchRequest, LaunchError, Liveness, ModelDataLimits};
 use crate::store::Kind;
 
 /// Consecutive failed pings before a serving copy is replaced.
@@ -35,8 +35,6 @@ const MAX_FAILED_PINGS: u32 = 3;
 const MAX_COPY_FAILURES: u32 = 3;
 /// How long a component's placement pauses after one of its copies failed (no tight crash loop).
 const FAILURE_PAUSE_S: f64 = 5.0;
-/// Timeout of one copy's `/ping`.
-const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The image of the agent every instance of a components-hosting variant runs.
 pub const HOST_AGENT_IMAGE: &str = "builtin:host";
@@ -467,23 +465,7 @@ async fn observe(app: &Arc<App>, h: &EndpointHandle) {
     for c in snapshot {
         let app = app.clone();
         set.spawn(async move {
-            let live = app.provider.liveness(&c.copy_id, &c.handle);
-            let ok = if live == Liveness::Running {
-                let check = HealthCheck {
-                    instance_id: &c.copy_id,
-                    handle: &c.handle,
-                    address: &c.address,
-                    http: &app.http,
-                    timeout: PING_TIMEOUT,
-                };
-                match app.provider.health(check).await {
-                    Health::Passed => Some(true),
-                    Health::Failed => Some(false),
-                    Health::Unknown(_) => None,
-                }
-            } else {
-                Some(false)
-            };
+            let (live, ok) = super::controller::check(&app, &c.copy_id, &c.handle, &c.address).await;
             Observed {
                 copy_id: c.copy_id,
                 live,

@@ -229,6 +229,32 @@ fn quote_log(inst: &InstanceRecord, tail: &[String]) -> String {
     crate::core::logs::quote_tail(&inst.endpoint_name, &inst.variant_name, &inst.instance_id, tail)
 }
 
+/// One health check of an instance or a copy: whether its process runs, and whether it answered
+/// `/ping` (`None`: spillway could not ask, no verdict this round; a process that is gone has
+/// failed).
+pub(super) async fn check(app: &App, id: &str, handle: &serde_json::Value, address: &str) -> (Liveness, Option<bool>) {
+    let live = app.provider.liveness(id, handle);
+    if live != Liveness::Running {
+        return (live, Some(false));
+    }
+    let check = HealthCheck {
+        instance_id: id,
+        handle,
+        address,
+        http: &app.http,
+        timeout: PING_TIMEOUT,
+    };
+    let ok = match app.provider.health(check).await {
+        Health::Passed => Some(true),
+        Health::Failed => Some(false),
+        Health::Unknown(why) => {
+            tracing::warn!(instance = %id, %why, "health check not made; no verdict this round");
+            None
+        }
+    };
+    (live, ok)
+}
+
 /// Checks every launching and serving instance: process alive, `/ping` answering. An instance
 /// that exited, or that is past its health-check window, has its last log lines read for the
 /// message of its failure.
@@ -248,26 +274,7 @@ async fn observe_health(app: &Arc<App>, h: &EndpointHandle) {
     for (inst, window) in snapshot {
         let app = app.clone();
         set.spawn(async move {
-            let live = app.provider.liveness(&inst.instance_id, &inst.handle);
-            let ok = if live == Liveness::Running {
-                let check = HealthCheck {
-                    instance_id: &inst.instance_id,
-                    handle: &inst.handle,
-                    address: &inst.address,
-                    http: &app.http,
-                    timeout: PING_TIMEOUT,
-                };
-                match app.provider.health(check).await {
-                    Health::Passed => Some(true),
-                    Health::Failed => Some(false),
-                    Health::Unknown(why) => {
-                        tracing::warn!(instance = %inst.instance_id, %why, "health check not made; no verdict this round");
-                        None
-                    }
-                }
-            } else {
-                Some(false)
-            };
+            let (live, ok) = check(&app, &inst.instance_id, &inst.handle, &inst.address).await;
             let exited = matches!(live, Liveness::Exited(_));
             let overdue = inst.state == InstancePhase::Launching
                 && ok == Some(false)
