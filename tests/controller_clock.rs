@@ -1659,3 +1659,43 @@ async fn a_busy_inference_component_is_scaled_out_by_copies() {
     }
     s.app.stop_all_instances().await;
 }
+
+/// A fallback type that cannot hold the copies that wait is never launched for them: the idle
+/// instance of that type is released, and the copies wait for the type that fits, which is
+/// retried after its back-off until capacity comes.
+#[tokio::test(start_paused = true)]
+async fn copies_wait_for_a_type_that_fits_instead_of_buying_one_that_does_not() {
+    let fake = Fake::new(&[(G8, 0), (G4A, 2)]);
+    let srv = start(fake.clone(), |_| {}).await;
+    srv.deploy_components("fit", &[G8, G4A], 1, 0, 2).await;
+    srv.wait_status("fit", "InService", 120.0).await;
+    assert_eq!(srv.host_types(), [G4A], "the first instance fell back");
+    // One copy needs all 8 devices: only G8 can hold it.
+    srv.ok(
+        "CreateInferenceComponent",
+        json!({
+            "InferenceComponentName": "big", "EndpointName": "fit",
+            "Specification": {
+                "Container": {"Image": "builtin:echo"},
+                "ComputeResourceRequirements": {"NumberOfAcceleratorDevicesRequired": 8, "MinMemoryRequiredInMb": 1024},
+            },
+            "RuntimeConfig": {"CopyCount": 1},
+        }),
+    )
+    .await;
+    let created = fake.log().len();
+    srv.wait_until("the idle G4A instance released", 120.0, |s| s.host_types().is_empty())
+        .await;
+    srv.pass(300.0).await;
+    assert!(
+        fake.log()[created..]
+            .iter()
+            .all(|o| o.ty == G8 || o.what == "terminate"),
+        "only G8 was tried for the copy: {:?}",
+        &fake.log()[created..]
+    );
+    assert!(fake.attempts(G8).len() >= 2, "G8 was retried: {:?}", fake.attempts(G8));
+    fake.set(G8, 1);
+    srv.wait_placement("big", &[(G8, 1)], 600.0).await;
+    assert_eq!(srv.host_types(), [G8]);
+}
