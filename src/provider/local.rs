@@ -940,7 +940,12 @@ impl CapacityProvider for LocalProvider {
                 if env.get("SPILLWAY_DATA_DIR") != Some(&ours) {
                     continue;
                 }
-                let id = env.get("SPILLWAY_INSTANCE_ID").cloned().unwrap_or_default();
+                // Only what spillway started carries an instance (or copy) id with the data
+                // dir; a process that merely inherited SPILLWAY_DATA_DIR (an operator's shell,
+                // a tool started next to the server) is none of spillway's.
+                let Some(id) = env.get("SPILLWAY_INSTANCE_ID").filter(|id| !id.is_empty()).cloned() else {
+                    continue;
+                };
                 if !report.alive.contains(&id) {
                     untracked.entry(id).or_default().push(pid);
                 }
