@@ -470,6 +470,29 @@ async fn local_provider_conforms() {
     recover_adopts_and_stops(&p, &local(&dir), &LOCAL).await;
 }
 
+/// Recovery stops what spillway started and no record tracks, never a process that merely
+/// inherited `SPILLWAY_DATA_DIR` without an instance id (an operator's tool next to the server).
+#[tokio::test]
+async fn local_recovery_leaves_processes_without_an_instance_id_alone() {
+    let (_t, dir) = data_dir();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .env("SPILLWAY_DATA_DIR", &dir)
+        .env_remove("SPILLWAY_INSTANCE_ID")
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let r = local(&dir).recover(&[]).await;
+    assert!(
+        running(pid),
+        "a process without SPILLWAY_INSTANCE_ID was stopped: {:?}",
+        r.stopped_untracked
+    );
+    assert!(r.stopped_untracked.is_empty(), "{:?}", r.stopped_untracked);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// The cluster of `scripts/slurm/cluster.sh`: a100x4 (2 nodes x 4 GPUs), h100x8 (1 node x 8).
 /// Whether a process runs (exists and is not a zombie).
 fn running(pid: i32) -> bool {
