@@ -878,6 +878,13 @@ async fn usage_targets(app: &App) -> Vec<crate::telemetry::usage::InstanceTarget
             let Some(target) = app.provider.usage_target(&i.handle) else {
                 continue;
             };
+            // The copies it hosts count as its own use.
+            let copies = rt
+                .copies
+                .iter()
+                .filter(|c| c.host_instance_id == i.instance_id && !c.handle.is_null())
+                .filter_map(|c| app.provider.usage_target(&c.handle))
+                .collect();
             targets.push(crate::telemetry::usage::InstanceTarget {
                 series: crate::telemetry::metrics::UsageSeries {
                     endpoint: i.endpoint_name.clone(),
@@ -886,6 +893,7 @@ async fn usage_targets(app: &App) -> Vec<crate::telemetry::usage::InstanceTarget
                     instance: i.instance_id.clone(),
                 },
                 target,
+                copies,
             });
         }
     }

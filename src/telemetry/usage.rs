@@ -258,6 +258,25 @@ pub struct InstanceTarget {
     pub series: UsageSeries,
     /// Its process tree and GPUs.
     pub target: UsageTarget,
+    /// The process trees and GPUs of the inference-component copies it hosts: an instance's
+    /// utilization is its own and its copies' together, as on one machine.
+    pub copies: Vec<UsageTarget>,
+}
+
+impl InstanceTarget {
+    /// Every GPU of the instance and its copies.
+    fn gpus(&self) -> Vec<u32> {
+        let mut g: Vec<u32> = self
+            .target
+            .gpus
+            .iter()
+            .chain(self.copies.iter().flat_map(|c| &c.gpus))
+            .copied()
+            .collect();
+        g.sort_unstable();
+        g.dedup();
+        g
+    }
 }
 
 /// What one round found.
@@ -276,6 +295,9 @@ struct Previous {
     series: UsageSeries,
     pid: i32,
     start_time: u64,
+    /// The copies' tree roots (pid, start time) counted with it: a CPU delta is taken only over
+    /// the same set, never across a copy that came or went.
+    copies: Vec<(i32, u64)>,
     ticks: u64,
     at: Instant,
 }
@@ -327,7 +349,7 @@ impl Sampler {
         let mem_total = std::fs::read_to_string(self.proc_root.join("meminfo"))
             .ok()
             .and_then(|s| parse_mem_total(&s));
-        let gpus = if targets.iter().any(|t| !t.target.gpus.is_empty()) {
+        let gpus = if targets.iter().any(|t| !t.gpus().is_empty()) {
             self.read_gpus()
         } else {
             None
@@ -356,22 +378,34 @@ impl Sampler {
         let mut current: HashMap<String, Previous> = HashMap::with_capacity(targets.len());
         for t in targets {
             let id = &t.series.instance;
-            let tree = table.tree(t.target.pid);
+            let mut tree = table.tree(t.target.pid);
             let Some(root) = table.get(t.target.pid).filter(|_| !tree.is_empty()) else {
                 continue;
             };
+            let mut copies = vec![];
+            for c in &t.copies {
+                let sub = table.tree(c.pid);
+                if let Some(r) = table.get(c.pid).filter(|_| !sub.is_empty()) {
+                    copies.push((r.pid, r.start_time));
+                    tree.extend(sub);
+                }
+            }
+            tree.sort_unstable();
+            tree.dedup();
+            copies.sort_unstable();
             let ticks = table.cpu_ticks(&tree);
             let cpu = self
                 .previous
                 .get(id)
-                .filter(|p| p.pid == root.pid && p.start_time == root.start_time)
+                .filter(|p| p.pid == root.pid && p.start_time == root.start_time && p.copies == copies)
                 .and_then(|p| cpu_percent(p.ticks, ticks, now.saturating_duration_since(p.at).as_secs_f64()));
             let rss_bytes = tree.iter().filter_map(|p| rss(*p)).fold(0u64, u64::saturating_add);
             let memory = mem_total
                 .filter(|m| *m > 0)
                 .map(|m| rss_bytes as f64 / m as f64 * 100.0);
+            let all_gpus = t.gpus();
             let (gpu, gpu_memory) = match gpus {
-                Some(r) if !t.target.gpus.is_empty() => gpu_usage(r, &t.target.gpus),
+                Some(r) if !all_gpus.is_empty() => gpu_usage(r, &all_gpus),
                 _ => (None, None),
             };
             round.samples.push((
@@ -390,6 +424,7 @@ impl Sampler {
                     series: t.series.clone(),
                     pid: root.pid,
                     start_time: root.start_time,
+                    copies,
                     ticks,
                     at: now,
                 },
@@ -673,7 +708,64 @@ mod tests {
                 instance: id.into(),
             },
             target: UsageTarget { pid, gpus },
+            copies: vec![],
         }
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // The sampler is fed real instants.
+    fn an_instance_counts_the_copies_it_hosts_and_no_delta_spans_a_copy_that_came() {
+        let mut s = Sampler::new(Path::new("/nonexistent"));
+        let t0 = Instant::now();
+        let rss = |pid: i32| Some(pid as u64);
+        let mut host = target("h", 10, vec![]);
+        host.copies = vec![UsageTarget { pid: 30, gpus: vec![1] }];
+        let gpus = parse_nvidia_smi("0, 10, 1, 2\n1, 80, 4, 8\n");
+        // The host agent (10) and a copy (30, with a child 31), which is not the host's child.
+        let first = ProcTable::new([proc(10, 1, 10), proc(30, 1, 100), proc(31, 30, 100)]);
+        let r = s.sample_with(std::slice::from_ref(&host), &first, rss, None, Some(&gpus), t0);
+        assert_eq!(r.samples[0].1.rss_bytes, Some(10 + 30 + 31));
+        assert_eq!(
+            r.samples[0].1.gpu_percent,
+            Some(80.0),
+            "the copy's GPU is the instance's"
+        );
+        let second = ProcTable::new([proc(10, 1, 10), proc(30, 1, 200), proc(31, 30, 200)]);
+        let r = s.sample_with(
+            std::slice::from_ref(&host),
+            &second,
+            rss,
+            None,
+            None,
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(
+            r.samples[0].1.cpu_percent,
+            Some(200.0),
+            "the copy's CPU is the instance's"
+        );
+        // A second copy arrives with its whole lifetime of ticks: no delta this round.
+        host.copies.push(UsageTarget { pid: 40, gpus: vec![] });
+        let third = ProcTable::new([proc(10, 1, 10), proc(30, 1, 300), proc(31, 30, 300), proc(40, 1, 5000)]);
+        let r = s.sample_with(
+            std::slice::from_ref(&host),
+            &third,
+            rss,
+            None,
+            None,
+            t0 + Duration::from_secs(2),
+        );
+        assert_eq!(r.samples[0].1.cpu_percent, None);
+        let fourth = ProcTable::new([proc(10, 1, 10), proc(30, 1, 300), proc(31, 30, 300), proc(40, 1, 5100)]);
+        let r = s.sample_with(
+            std::slice::from_ref(&host),
+            &fourth,
+            rss,
+            None,
+            None,
+            t0 + Duration::from_secs(3),
+        );
+        assert_eq!(r.samples[0].1.cpu_percent, Some(100.0));
     }
 
     #[test]

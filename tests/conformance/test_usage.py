@@ -153,3 +153,59 @@ def test_usage_sampling_can_be_switched_off(start_server):
     fams = scrape(server)
     assert not [s for name in GAUGES for s in fams.get(name, []) if s.labels.get("endpoint") == "cold"]
     assert server.client("cloudwatch").list_metrics(Namespace=INSTANCE_NS)["Metrics"] == []
+
+
+def test_an_instance_that_hosts_components_counts_its_copies_use(start_server):
+    """A copy of an inference component is the instance's work: its CPU shows in the hosting
+    instance's CPUUtilization (the host agent alone is idle)."""
+    g5 = "ml.g5.12xlarge"
+    server = start_server(capacity={g5: 1}, config={"metrics": {"usage_interval_seconds": 1}})
+    sm, cw = server.sm, server.client("cloudwatch")
+    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
+    sm.create_endpoint_config(
+        EndpointConfigName="icu-cfg",
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/spillway",
+        ProductionVariants=[{"VariantName": "AllTraffic", "InitialInstanceCount": 1, "InstanceType": g5}],
+    )
+    sm.create_endpoint(EndpointName="icu", EndpointConfigName="icu-cfg")
+    spw.wait_in_service(sm, "icu", timeout=60)
+    sm.create_inference_component(
+        InferenceComponentName="burner",
+        EndpointName="icu",
+        Specification={
+            "Container": {"Image": "builtin:echo"},
+            "ComputeResourceRequirements": {"NumberOfAcceleratorDevicesRequired": 1, "MinMemoryRequiredInMb": 1024},
+        },
+        RuntimeConfig={"CopyCount": 1},
+    )
+    spw.poll(
+        lambda: sm.describe_inference_component(InferenceComponentName="burner")["RuntimeConfig"]["CurrentCopyCount"] == 1
+        or None,
+        timeout=60,
+        what="the copy in service",
+    )
+    burner_rt = server.client("sagemaker-runtime", read_timeout=30)
+    answers = []
+    burning = threading.Thread(
+        target=lambda: answers.append(
+            burner_rt.invoke_endpoint(EndpointName="icu", InferenceComponentName="burner", Body=b"burn:8000")
+        ),
+        daemon=True,
+    )
+    burning.start()
+
+    def busy():
+        dps = cw.get_metric_statistics(
+            Namespace=INSTANCE_NS,
+            MetricName="CPUUtilization",
+            Dimensions=[*dims("icu", g5)],
+            StartTime=start,
+            EndTime=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5),
+            Period=60,
+            Statistics=["Maximum"],
+        )["Datapoints"]
+        return dps if dps and max(d["Maximum"] for d in dps) > 50 else None
+
+    spw.poll(busy, timeout=20, interval=0.5, what="the hosting instance's CPUUtilization > 50 while its copy burns a core")
+    burning.join(timeout=30)
+    assert answers and answers[0]["ResponseMetadata"]["HTTPStatusCode"] == 200
